@@ -1,0 +1,303 @@
+"""Versioned artifacts: the one place that reads or writes weights.
+
+Every artifact fpx trusts has a name, a version, a sha256 pin, a source and a licence. Installed
+files live in the cache (``FPX_HOME``, else the platform's user cache dir) under
+``models/<name>/`` next to a ``manifest.json`` that records how the file got there and whether its
+hash matched the pin. ``fpx models pull`` downloads with progress and verifies; ``fpx models import``
+installs a file brought in by hand and refuses a hash mismatch unless forced, in which case the
+manifest (and so every record made with it) says ``verified: false``.
+
+Formats: safetensors and JSON only — never pickle.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fingerprint_cli import atomic
+from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+from fingerprint_cli.images import sha256_file
+
+PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    name: str
+    version: str
+    kind: str  # encoder | denoiser
+    filename: str
+    sha256: str | None
+    source: str
+    licence: str
+    description: str
+    url: str | None = None
+    aliases: tuple[str, ...] = ()
+    bundled: bool = False  # shipped inside the package (PACKAGE_ASSETS/filename)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Installed:
+    spec: ArtifactSpec
+    path: Path
+    sha256: str
+    verified: bool
+    how: str  # bundled | pull | import
+
+    def provenance(self) -> dict[str, Any]:
+        return {"artifact": self.spec.name, "version": self.spec.version, "sha256": self.sha256,
+                "verified": self.verified, "source": self.spec.source}
+
+
+REGISTRY: dict[str, ArtifactSpec] = {}
+
+
+def register(spec: ArtifactSpec) -> ArtifactSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register(ArtifactSpec(
+    name="dinov2-vitb14",
+    version="lvd142m",
+    kind="encoder",
+    filename="model.safetensors",
+    sha256="55cbb5d887b336d430e649c277b85a1429e724871f9d02ac16203235886d8c7b",
+    source="timm/vit_base_patch14_dinov2.lvd142m (model.safetensors)",
+    url="https://huggingface.co/timm/vit_base_patch14_dinov2.lvd142m/resolve/main/model.safetensors",
+    licence="Apache-2.0",
+    description="DINOv2 ViT-B/14 (LVD-142M), frozen feature encoder for fpx score/attribute",
+    aliases=("dinov2", "dinov2-vitb", "vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2"),
+))
+
+
+def resolve(name: str) -> ArtifactSpec:
+    """Find an artifact by name or alias; unknown names get a 'did you mean'."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    for spec in REGISTRY.values():
+        if name in spec.aliases:
+            return spec
+    choices = list(REGISTRY) + [a for s in REGISTRY.values() for a in s.aliases]
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"unknown artifact {name!r}{hint} (known: {', '.join(REGISTRY)})")
+
+
+# ---------------------------------------------------------------- cache locations
+def home() -> Path:
+    env = os.environ.get("FPX_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("fpx"))
+
+
+def offline() -> bool:
+    return os.environ.get("FPX_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def artifact_dir(spec: ArtifactSpec) -> Path:
+    return home() / "models" / spec.name
+
+
+def _manifest_path(spec: ArtifactSpec) -> Path:
+    return artifact_dir(spec) / "manifest.json"
+
+
+def read_manifest(spec: ArtifactSpec) -> dict[str, Any] | None:
+    p = _manifest_path(spec)
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _missing_message(spec: ArtifactSpec) -> str:
+    return (f"the {spec.name} weights are not installed and fpx is offline: run `fpx models pull {spec.name}` "
+            f"on a machine that reaches the model hub, or bring the file by hand and run "
+            f"`fpx models import FILE --name {spec.name}`")
+
+
+# ---------------------------------------------------------------- install
+def install_file(source: str | os.PathLike, name: str, *, force: bool = False, how: str = "import") -> Installed:
+    """Copy ``source`` into the cache as artifact ``name``, checking its sha256 against the pin.
+
+    A mismatch raises :class:`ArtifactError` unless ``force``; a forced install is recorded as
+    ``verified: false``. The copy is atomic and the source file is never modified.
+    """
+    spec = resolve(name)
+    src = Path(source)
+    if not src.is_file():
+        raise InputError("no such file", str(src))
+    _check_safetensors(src)
+    digest = sha256_file(src)
+    verified = spec.sha256 is not None and digest == spec.sha256
+    if not verified and not force:
+        raise ArtifactError(f"sha256 {digest[:16]}… does not match the pinned {spec.sha256[:16]}… of "
+                            f"{spec.name}; refusing it (use --force to install it anyway: every record made "
+                            f"with it will then say verified: false)", str(src))
+    dest_dir = artifact_dir(spec)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / spec.filename
+    with atomic.atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    manifest = {"name": spec.name, "version": spec.version, "filename": spec.filename, "sha256": digest,
+                "expected_sha256": spec.sha256, "verified": verified, "how": how,
+                "original": str(src.resolve()) if how == "import" else spec.url,
+                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "source": spec.source, "licence": spec.licence}
+    atomic.write_text(_manifest_path(spec), json.dumps(manifest, indent=2))
+    return Installed(spec, dest, digest, verified, how)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse anything that is not a safetensors file (pickles in particular)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            list(f.keys())
+    except Exception as exc:
+        raise ArtifactError("is not a safetensors file (fpx never loads pickles)", str(path)) from exc
+
+
+def pull(name: str, *, progress: Callable[[int, int], None] | None = None, timeout: float = 30.0) -> Installed:
+    """Download an artifact from its pinned URL, verify its sha256 and install it."""
+    spec = resolve(name)
+    if spec.bundled:
+        return ensure(spec.name)
+    if not spec.url:
+        raise ArtifactError(f"{spec.name} has no download address; import it with `fpx models import`")
+    dest_dir = artifact_dir(spec)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    part = dest_dir / (spec.filename + ".download")
+    try:
+        req = urllib.request.Request(spec.url, headers={"User-Agent": "fpx"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp, open(part, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0)
+            done = 0
+            while True:
+                block = resp.read(1 << 20)
+                if not block:
+                    break
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        part.unlink(missing_ok=True)
+        raise ArtifactError(f"cannot download {spec.name} from {spec.url} ({getattr(exc, 'reason', exc)}); "
+                            f"on an offline machine bring the file by hand and run "
+                            f"`fpx models import FILE --name {spec.name}`") from exc
+    try:
+        digest = sha256_file(part)
+        if digest != spec.sha256:
+            raise ArtifactError(f"downloaded {spec.name} has sha256 {digest[:16]}…, not the pinned "
+                                f"{spec.sha256[:16]}…; refusing it")
+        return install_file(part, spec.name, how="pull")
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def installed(name: str) -> Installed | None:
+    """The installed artifact as recorded in its manifest, or None (no hashing: see :func:`verify`)."""
+    spec = resolve(name)
+    if spec.bundled:
+        path = PACKAGE_ASSETS / spec.filename
+        if not path.exists():
+            return None
+        return Installed(spec, path, spec.sha256 or "", True, "bundled")
+    m = read_manifest(spec)
+    path = artifact_dir(spec) / spec.filename
+    if m is None or not path.exists():
+        return None
+    return Installed(spec, path, m["sha256"], bool(m.get("verified")), m.get("how", "import"))
+
+
+def verify(name: str) -> dict[str, Any]:
+    """Re-hash the installed file; report whether it matches its manifest and the pin."""
+    spec = resolve(name)
+    inst = installed(spec.name)
+    if inst is None:
+        return {"name": spec.name, "installed": False, "verified": False, "intact": False, "path": None}
+    digest = sha256_file(inst.path)
+    return {"name": spec.name, "installed": True, "path": str(inst.path), "sha256": digest,
+            "intact": digest == inst.sha256, "verified": digest == spec.sha256, "how": inst.how}
+
+
+def ensure(name: str, *, progress: Callable[[int, int], None] | None = None) -> Installed:
+    """Return the installed artifact, pulling it first when allowed; else a clear error."""
+    spec = resolve(name)
+    inst = installed(spec.name)
+    if inst is not None:
+        return inst
+    if spec.bundled:
+        raise ArtifactError(f"the bundled artifact {spec.name} is missing from the installation; reinstall fpx")
+    if offline():
+        raise ArtifactError(_missing_message(spec))
+    print(f"fpx: {spec.name} is not installed; pulling it from {spec.url} (set FPX_OFFLINE=1 to never download)",
+          file=sys.stderr)
+    try:
+        return pull(spec.name, progress=progress)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc}. {_missing_message(spec)}") from exc
+
+
+# ---------------------------------------------------------------- safetensors I/O
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a safetensors file: (name -> torch tensor, metadata). Never unpickles."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file", str(p))
+    try:
+        tensors = {}
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+    except Exception as exc:
+        raise InputError(f"is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})",
+                         str(p)) from exc
+    return tensors, meta
+
+
+def write_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None,
+                  inputs: tuple = ()) -> str:
+    """Write tensors as safetensors atomically (metadata values must be strings). Returns its sha256."""
+    from safetensors.torch import save_file
+
+    atomic.refuse_overwrite_of_inputs(path, inputs)
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic.atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(clean, str(tmp), metadata=metadata or {})
+    return sha256_file(path)
+
+
+def summary() -> list[dict[str, Any]]:
+    """One row per registered artifact: installed, how, verified (from the manifest), path."""
+    rows = []
+    for spec in REGISTRY.values():
+        inst = installed(spec.name)
+        rows.append({"name": spec.name, "version": spec.version, "kind": spec.kind,
+                     "installed": inst is not None, "verified": inst.verified if inst else None,
+                     "how": inst.how if inst else None, "path": str(inst.path) if inst else None,
+                     "sha256": inst.sha256 if inst else None, "pinned_sha256": spec.sha256,
+                     "source": spec.source, "licence": spec.licence})
+    return rows

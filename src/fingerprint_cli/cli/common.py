@@ -1,0 +1,39 @@
+"""Options and helpers every command shares: formats, outputs, exit codes, error printing."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from fingerprint_cli.errors import EXIT_RUNTIME, FpxError
+
+FormatOpt = typer.Option(None, "--format", "-f",
+                         help="table | json | jsonl | csv (default: table on a terminal, jsonl when piped)")
+OutputOpt = typer.Option(None, "--output", "-o", help="write records to this file (atomically) instead of stdout")
+ResumeOpt = typer.Option(False, "--resume", help="keep records already in --output and skip their items")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or warnings on stderr")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda")
+JobsOpt = typer.Option(1, "--jobs", "-j", min=1, help="parallel workers for CPU-bound pixel work")
+
+
+def die(exc: FpxError | str, code: int | None = None) -> None:
+    """Print a one-line error on stderr and exit with the error's code."""
+    msg = str(exc)
+    print(f"fpx: error: {msg}", file=sys.stderr)
+    raise typer.Exit(code if code is not None else getattr(exc, "exit_code", EXIT_RUNTIME))
+
+
+def print_failures(records, quiet: bool = False) -> None:
+    """One stderr line per failed item of a batch (the record itself also goes to the output)."""
+    for r in records:
+        if not r.ok:
+            print(f"fpx: failed: {r.error['message']}", file=sys.stderr)
+
+
+def configure_threads(jobs: Optional[int]) -> None:
+    import torch
+
+    if jobs and jobs > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads()))

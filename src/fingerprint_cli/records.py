@@ -1,0 +1,177 @@
+"""Result records — the public API of fpx — and their output formats.
+
+Every command returns a list of :class:`Record`. A record carries ``schema_version``, the command,
+``status`` (``ok`` or ``error``), the inputs with their sha256, the features with the direction
+each one grows in, an optional decision with its reasons, an optional error, provenance and a free
+``details`` mapping for command-specific extras. Formats: ``table`` (a rich table on stderr-free
+stdout), ``json`` (one array), ``jsonl`` (one record per line), ``csv`` (flattened columns).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+SCHEMA_VERSION = 1
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+@dataclass
+class Record:
+    command: str
+    inputs: dict[str, dict[str, Any]]
+    features: dict[str, float | None] = field(default_factory=dict)
+    directions: dict[str, str] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    error: dict[str, str] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def key(self) -> tuple:
+        """Identity used by ``--resume``: the command and its input paths."""
+        return (self.command,) + tuple(sorted((k, str(v.get("path"))) for k, v in self.inputs.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        order = ["schema_version", "command", "status", "inputs", "features", "directions", "decision",
+                 "reasons", "error", "details", "provenance"]
+        return {k: _clean(d[k]) for k in order}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Record":
+        fields = {k: d[k] for k in ("command", "inputs", "features", "directions", "decision", "reasons",
+                                    "provenance", "details", "status", "error", "schema_version") if k in d}
+        return cls(**fields)
+
+    @classmethod
+    def failure(cls, command: str, inputs: dict[str, dict[str, Any]], exc: BaseException,
+                provenance: dict[str, Any] | None = None) -> "Record":
+        kind = getattr(exc, "kind", "runtime")
+        return cls(command=command, inputs=inputs, status="error",
+                   error={"type": kind, "message": str(exc)}, provenance=provenance or {})
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def default_format(stream: TextIO | None = None) -> str:
+    stream = stream or sys.stdout
+    return "table" if hasattr(stream, "isatty") and stream.isatty() else "jsonl"
+
+
+def render(records: list[Record], fmt: str, table_columns: list[str] | None = None) -> str:
+    """Render records as text in one of :data:`FORMATS`."""
+    dicts = [r.to_dict() for r in records]
+    if fmt == "json":
+        return json.dumps(dicts, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(d) + "\n" for d in dicts)
+    if fmt == "csv":
+        rows = [flatten({k: v for k, v in d.items() if k not in ("directions", "provenance")}) for d in dicts]
+        cols: list[str] = []
+        for row in rows:
+            cols.extend(c for c in row if c not in cols)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    if fmt == "table":
+        return _table(dicts, table_columns)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _fmt_cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return ", ".join(_fmt_cell(x) for x in v)
+    return str(v)
+
+
+def _table(dicts: list[dict[str, Any]], columns: list[str] | None) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    flat = [flatten(d) for d in dicts]
+    if columns is None:
+        columns = []
+        for f in flat:
+            columns.extend(c for c in f if c.startswith("features.") and c not in columns)
+    table = Table(show_lines=False)
+    input_keys: list[str] = []
+    for d in dicts:
+        input_keys.extend(k for k in d["inputs"] if k not in input_keys)
+    for k in input_keys:
+        table.add_column(k, overflow="fold")
+    table.add_column("status")
+    for c in columns:
+        table.add_column(c.split(".", 1)[-1] if c.startswith("features.") else c)
+    for d, f in zip(dicts, flat):
+        cells = [Path(str(d["inputs"].get(k, {}).get("path", "-"))).name for k in input_keys]
+        status = d["status"] if d["status"] == "ok" else f"error: {d['error']['message']}"
+        cells.append(status)
+        cells.extend(_fmt_cell(f.get(c)) for c in columns)
+        table.add_row(*cells)
+    buf = io.StringIO()
+    Console(file=buf, width=max(100, os.get_terminal_size(sys.stdout.fileno()).columns
+                                if sys.stdout.isatty() else 160)).print(table)
+    return buf.getvalue()
+
+
+def read_records(path: str | os.PathLike) -> list[Record]:
+    """Read records back from a json or jsonl file (for --resume and for other commands)."""
+    text = Path(path).read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if not stripped:
+        return []
+    if stripped.startswith("["):
+        return [Record.from_dict(d) for d in json.loads(text)]
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(Record.from_dict(json.loads(line)))
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+    return out

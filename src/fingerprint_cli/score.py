@@ -1,0 +1,202 @@
+"""Reference-anchored features of (reference, suspect) pairs.
+
+Pixel features (no model needed): the suspect is aligned to the reference — resized to the reference's
+size (bicubic) when the sizes differ — and compared in float RGB [0, 1]:
+
+* ``ssim_clean`` — SSIM of suspect vs reference (convention in :mod:`fingerprint_cli.metrics`); lower = more change;
+* ``psnr_clean`` — PSNR in dB; lower = more change.
+
+Token features (DINOv2 encoder): both images are brought to ``resolution × resolution`` and encoded;
+per patch p, d_p = 1 − cos(t_suspect,p, t_reference,p) on the final-layer patch tokens (prefix tokens
+dropped). ``patch_mean`` / ``patch_median`` / ``patch_p90`` / ``patch_max`` summarise d over patches;
+``cls_distance`` = 1 − cos of the CLS tokens. Higher = more change. The per-patch map d (grid gh × gw)
+is returned with each result for reports and heatmaps.
+
+Reference tokens are computed once per (reference sha256, encoder weights, resolution) and cached.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fingerprint_cli import __version__, images, metrics
+from fingerprint_cli.batch import Pair
+from fingerprint_cli.errors import FpxError, InputError
+from fingerprint_cli.records import Record
+
+FEATURES: dict[str, tuple[str, str]] = {
+    "patch_mean": ("higher = more change", "mean over patches of 1 - cos(suspect, reference) DINOv2 tokens"),
+    "patch_median": ("higher = more change", "median per-patch token distance"),
+    "patch_p90": ("higher = more change", "90th percentile per-patch token distance"),
+    "patch_max": ("higher = more change", "maximum per-patch token distance"),
+    "cls_distance": ("higher = more change", "1 - cos of the CLS tokens"),
+    "ssim_clean": ("lower = more change", "pixel SSIM of suspect vs reference (Wang 2004, RGB mean)"),
+    "psnr_clean": ("lower = more change", "PSNR of suspect vs reference, dB (capped at 100)"),
+}
+PIXEL_FEATURES = ("ssim_clean", "psnr_clean")
+TOKEN_FEATURES = ("patch_mean", "patch_median", "patch_p90", "patch_max", "cls_distance")
+
+
+def align(reference: images.LoadedImage, suspect: images.LoadedImage) -> tuple[np.ndarray, list[str]]:
+    """The suspect's pixels on the reference's grid, and the step taken (if any)."""
+    if suspect.pixels.shape == reference.pixels.shape:
+        return suspect.pixels, []
+    out = np.clip(images.resize(suspect.pixels, reference.height, reference.width), 0.0, 1.0)
+    return out, [f"suspect resized {suspect.width}x{suspect.height} -> {reference.width}x{reference.height} "
+                 "(bicubic) to match the reference"]
+
+
+def pixel_features(ref: np.ndarray, sus: np.ndarray) -> dict[str, float]:
+    return {"ssim_clean": metrics.ssim(ref, sus), "psnr_clean": metrics.psnr(ref, sus)}
+
+
+def token_features(ref_tokens, sus_tokens) -> tuple[dict[str, float], np.ndarray]:
+    """Distances between two :class:`~fingerprint_cli.encoders.Tokens`; returns (features, map gh×gw)."""
+    a = ref_tokens.patches.astype(np.float64)
+    b = sus_tokens.patches.astype(np.float64)
+    cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    d = np.clip(1.0 - cos, 0.0, 2.0)
+    ca = ref_tokens.cls.astype(np.float64)
+    cb = sus_tokens.cls.astype(np.float64)
+    cls_cos = float(ca @ cb / max(np.linalg.norm(ca) * np.linalg.norm(cb), 1e-12))
+    feats = {"patch_mean": float(d.mean()), "patch_median": float(np.median(d)),
+             "patch_p90": float(np.percentile(d, 90)), "patch_max": float(d.max()),
+             "cls_distance": float(np.clip(1.0 - cls_cos, 0.0, 2.0))}
+    return feats, d.reshape(ref_tokens.grid)
+
+
+@dataclass
+class PairResult:
+    record: Record
+    distance_map: np.ndarray | None = None
+    reference: images.LoadedImage | None = None
+    suspect_aligned: np.ndarray | None = None
+
+
+def base_provenance(encoder=None, seed: int | None = None) -> dict[str, Any]:
+    import torch
+
+    prov: dict[str, Any] = {"fpx_version": __version__, "python": platform.python_version(),
+                            "torch": torch.__version__, "numpy": np.__version__,
+                            "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        import timm
+
+        prov["timm"] = timm.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if encoder is not None:
+        prov.update(encoder.provenance())
+    else:
+        prov.update({"encoder": None, "device": "cpu"})
+    if seed is not None:
+        prov["seed"] = seed
+    return prov
+
+
+def _inputs(pair: Pair, ref: images.LoadedImage | None = None, sus: images.LoadedImage | None = None) -> dict:
+    return {"reference": {"path": pair.reference, "sha256": ref.sha256 if ref else None},
+            "suspect": {"path": pair.suspect, "sha256": sus.sha256 if sus else None}}
+
+
+class Scorer:
+    """Scores pairs; keeps decoded references and their tokens so each is computed once."""
+
+    def __init__(self, encoder=None, use_disk_cache: bool = True, jobs: int = 1,
+                 extra_features: Sequence[Callable] = ()):
+        self.encoder = encoder
+        self.use_disk_cache = use_disk_cache
+        self.jobs = max(1, int(jobs))
+        self.extra_features = list(extra_features)
+        self._refs: dict[str, images.LoadedImage] = {}
+        self.provenance = base_provenance(encoder)
+
+    def _reference(self, path: str) -> images.LoadedImage:
+        if path not in self._refs:
+            if len(self._refs) > 64:
+                self._refs.clear()
+            self._refs[path] = images.load_image(path)
+        return self._refs[path]
+
+    def _ref_tokens(self, ref: images.LoadedImage):
+        enc = self.encoder
+        tok = enc.cached(ref.sha256, self.use_disk_cache)
+        if tok is None:
+            tok = enc.encode([ref.pixels])[0]
+            enc.store(ref.sha256, tok, self.use_disk_cache)
+        return tok
+
+    def score(self, pairs: Sequence[Pair], batch_size: int = 8,
+              on_result: Callable[[PairResult], None] | None = None, keep_pixels: bool = False) -> list[PairResult]:
+        """Score ``pairs`` in batches. A pair that fails becomes an error record; the rest go on."""
+        results: list[PairResult] = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            loaded: list[tuple[Pair, images.LoadedImage, images.LoadedImage]] = []
+            for pair in chunk:
+                try:
+                    ref = self._reference(pair.reference)
+                except FpxError as exc:
+                    r = PairResult(Record.failure("score", _inputs(pair), exc, self.provenance))
+                    results.append(r)
+                    on_result and on_result(r)
+                    continue
+                try:
+                    sus = images.load_image(pair.suspect)
+                except FpxError as exc:
+                    r = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
+                    results.append(r)
+                    on_result and on_result(r)
+                    continue
+                loaded.append((pair, ref, sus))
+            sus_tokens = []
+            if self.encoder is not None and loaded:
+                sus_tokens = self.encoder.encode([s.pixels for _, _, s in loaded], batch_size=batch_size)
+            aligned = self._align_all(loaded)
+            for i, (pair, ref, sus) in enumerate(loaded):
+                try:
+                    sus_px, steps, feats = aligned[i]
+                    if isinstance(feats, Exception):
+                        raise feats
+                    dmap = None
+                    if self.encoder is not None:
+                        tfeats, dmap = token_features(self._ref_tokens(ref), sus_tokens[i])
+                        feats = {**tfeats, **feats}
+                    details: dict[str, Any] = {"steps": {"reference": ref.steps, "suspect": sus.steps + steps},
+                                               "sizes": {"reference": [ref.width, ref.height],
+                                                         "suspect": [sus.width, sus.height]}}
+                    dirs = {k: FEATURES[k][0] for k in feats}
+                    for fn in self.extra_features:
+                        more, more_dirs, more_details = fn(pair, ref, sus_px)
+                        feats.update(more)
+                        dirs.update(more_dirs)
+                        details.update(more_details)
+                    rec = Record(command="score", inputs=_inputs(pair, ref, sus), features=feats,
+                                 directions=dirs, provenance=self.provenance, details=details)
+                    r = PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
+                except FpxError as exc:
+                    r = PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
+                results.append(r)
+                on_result and on_result(r)
+        return results
+
+    def _align_all(self, loaded):
+        """Align each suspect and compute its pixel features (threads when --jobs > 1)."""
+        if self.jobs > 1 and len(loaded) > 1:
+            from joblib import Parallel, delayed
+
+            return Parallel(n_jobs=self.jobs, prefer="threads")(delayed(_pixel_job)(r, s) for _, r, s in loaded)
+        return [_pixel_job(r, s) for _, r, s in loaded]
+
+
+def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
+    px, steps = align(ref, sus)
+    try:
+        return px, steps, pixel_features(ref.pixels, px)
+    except ValueError as exc:  # e.g. an image too small for SSIM
+        return px, steps, InputError(str(exc), sus.path)

@@ -1,0 +1,84 @@
+"""Shared fixtures: an isolated FPX_HOME, offline mode, and a small random DINOv2-architecture model
+installed through the same `fpx models import --force` path users take."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.getbasetemp() / "fpx-home-empty"
+    monkeypatch.setenv("FPX_HOME", str(home))
+    monkeypatch.setenv("FPX_OFFLINE", "1")
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    from fingerprint_cli.encoders import make_random_dinov2
+
+    path = tmp_path_factory.mktemp("model") / "tiny-dinov2.safetensors"
+    make_random_dinov2(path, embed_dim=64, depth=2, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def _model_home(tmp_path_factory, tiny_model_file) -> Path:
+    """A FPX_HOME with the tiny model imported via the CLI (`fpx models import --force`)."""
+    from typer.testing import CliRunner
+
+    from fingerprint_cli.cli.app import app
+
+    home = tmp_path_factory.mktemp("fpx-home-model")
+    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
+    os.environ["FPX_HOME"] = str(home)
+    os.environ["FPX_OFFLINE"] = "1"
+    try:
+        res = CliRunner().invoke(app, ["models", "import", str(tiny_model_file), "--name", "dinov2-vitb14",
+                                       "--force"])
+        assert res.exit_code == 0, res.output
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return home
+
+
+@pytest.fixture
+def model_home(_model_home, monkeypatch) -> Path:
+    """Use the FPX_HOME that holds the imported tiny model for this test."""
+    monkeypatch.setenv("FPX_HOME", str(_model_home))
+    return _model_home
+
+
+def natural_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic 'photo' (gradients, blobs, an edge, mild texture), float RGB in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        img[..., c] = 0.3 + 0.4 * (xx * rng.uniform(0.2, 1) + yy * rng.uniform(0.2, 1)) / 2
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
+            img[..., c] += rng.uniform(-0.3, 0.3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    img[:, w // 2:, :] += 0.15
+    img += 0.02 * rng.standard_normal(img.shape)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def photo_pair(tmp_path):
+    """Write a reference PNG and return a helper to write distorted suspects beside it."""
+    from fingerprint_cli import images
+
+    ref = natural_image(seed=1)
+    ref_path = tmp_path / "ref.png"
+    images.save_png(ref, ref_path)
+    return ref, ref_path
