@@ -11,8 +11,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.getbasetemp() / "fpx-home-empty"
+def _isolated_home(tmp_path, monkeypatch):
+    home = tmp_path / "fpx-home"
     monkeypatch.setenv("FPX_HOME", str(home))
     monkeypatch.setenv("FPX_OFFLINE", "1")
     yield

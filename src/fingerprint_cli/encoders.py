@@ -198,7 +198,7 @@ class Encoder:
 
         key = self.cache_key(sha256)
         self._mem_cache[key] = tok
-        if use_disk:
+        if use_disk and not self.cache_path(sha256).exists():
             try:
                 artifacts.write_tensors(self.cache_path(sha256),
                                         {"patches": torch.from_numpy(tok.patches), "cls": torch.from_numpy(tok.cls)},

@@ -128,7 +128,7 @@ class Scorer:
         tok = enc.cached(ref.sha256, self.use_disk_cache)
         if tok is None:
             tok = enc.encode([ref.pixels])[0]
-            enc.store(ref.sha256, tok, self.use_disk_cache)
+        enc.store(ref.sha256, tok, self.use_disk_cache)  # writes the disk entry only when it is missing
         return tok
 
     def score(self, pairs: Sequence[Pair], batch_size: int = 8,
@@ -137,28 +137,20 @@ class Scorer:
         results: list[PairResult] = []
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
-            loaded: list[tuple[Pair, images.LoadedImage, images.LoadedImage]] = []
-            for pair in chunk:
+            slots: list[PairResult | None] = [None] * len(chunk)
+            loaded: list[tuple[int, Pair, images.LoadedImage, images.LoadedImage]] = []
+            for k, pair in enumerate(chunk):
+                ref = None
                 try:
                     ref = self._reference(pair.reference)
+                    loaded.append((k, pair, ref, images.load_image(pair.suspect)))
                 except FpxError as exc:
-                    r = PairResult(Record.failure("score", _inputs(pair), exc, self.provenance))
-                    results.append(r)
-                    on_result and on_result(r)
-                    continue
-                try:
-                    sus = images.load_image(pair.suspect)
-                except FpxError as exc:
-                    r = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
-                    results.append(r)
-                    on_result and on_result(r)
-                    continue
-                loaded.append((pair, ref, sus))
+                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
             sus_tokens = []
             if self.encoder is not None and loaded:
-                sus_tokens = self.encoder.encode([s.pixels for _, _, s in loaded], batch_size=batch_size)
-            aligned = self._align_all(loaded)
-            for i, (pair, ref, sus) in enumerate(loaded):
+                sus_tokens = self.encoder.encode([s.pixels for _, _, _, s in loaded], batch_size=batch_size)
+            aligned = self._align_all([(r, s) for _, _, r, s in loaded])
+            for i, (k, pair, ref, sus) in enumerate(loaded):
                 try:
                     sus_px, steps, feats = aligned[i]
                     if isinstance(feats, Exception):
@@ -170,7 +162,7 @@ class Scorer:
                     details: dict[str, Any] = {"steps": {"reference": ref.steps, "suspect": sus.steps + steps},
                                                "sizes": {"reference": [ref.width, ref.height],
                                                          "suspect": [sus.width, sus.height]}}
-                    dirs = {k: FEATURES[k][0] for k in feats}
+                    dirs = {k2: FEATURES[k2][0] for k2 in feats}
                     for fn in self.extra_features:
                         more, more_dirs, more_details = fn(pair, ref, sus_px)
                         feats.update(more)
@@ -178,11 +170,13 @@ class Scorer:
                         details.update(more_details)
                     rec = Record(command="score", inputs=_inputs(pair, ref, sus), features=feats,
                                  directions=dirs, provenance=self.provenance, details=details)
-                    r = PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
+                    slots[k] = PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
                 except FpxError as exc:
-                    r = PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
+                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
+            for r in slots:
                 results.append(r)
-                on_result and on_result(r)
+                if on_result:
+                    on_result(r)
         return results
 
     def _align_all(self, loaded):
@@ -190,8 +184,8 @@ class Scorer:
         if self.jobs > 1 and len(loaded) > 1:
             from joblib import Parallel, delayed
 
-            return Parallel(n_jobs=self.jobs, prefer="threads")(delayed(_pixel_job)(r, s) for _, r, s in loaded)
-        return [_pixel_job(r, s) for _, r, s in loaded]
+            return Parallel(n_jobs=self.jobs, prefer="threads")(delayed(_pixel_job)(r, s) for r, s in loaded)
+        return [_pixel_job(r, s) for r, s in loaded]
 
 
 def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
