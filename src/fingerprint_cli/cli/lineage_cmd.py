@@ -1,0 +1,74 @@
+"""``fpx lineage``: cross-detection among generator fingerprints, families, and a picture of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from fingerprint_cli.cli import common
+
+ORDER = 60
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("lineage")
+    def lineage(
+        fingerprints: List[Path] = typer.Argument(..., help="two or more fingerprint artifacts (fpx dif-extract)"),
+        images: List[str] = typer.Option([], "--images", metavar="NAME=DIR",
+                                         help="held-out images of the generator whose fingerprint is NAME "
+                                              "(adds to or replaces the artifact's recorded test split); repeatable"),
+        real: Optional[Path] = typer.Option(None, "--real", help="held-out real photos for every fingerprint "
+                                                                 "(default: each artifact's own real test split)"),
+        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
+                                        help="cut on 1 - relatedness; 0.5 = mean cross-detection accuracy 75%"),
+        max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
+                                      help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
+        fmt: Optional[str] = common.FormatOpt,
+        output: Optional[Path] = common.OutputOpt,
+        device: str = common.DeviceOpt,
+        quiet: bool = common.QuietOpt,
+    ) -> None:
+        """Which generators share a fingerprint: cross-detection matrix, relatedness and families.
+
+        For every ordered pair (i, j): the balanced accuracy of fingerprint i on generator j's held-out images
+        against held-out real images, the fingerprint-to-fingerprint correlation, and families from
+        average-linkage clustering. Records: one per ordered pair, then a summary with the families.
+
+        Examples: fpx lineage ldm.fpx.safetensors glid3.fpx.safetensors disco.fpx.safetensors --plot lineage.png;
+        fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json
+        """
+        import sys
+
+        from fingerprint_cli import batch, lineage as lin
+        from fingerprint_cli.errors import FpxError
+
+        paths = [str(p) for p in fingerprints]
+        try:
+            sink = batch.RecordSink(str(output) if output else None, fmt, False, None, paths)
+            if plot is not None:
+                from fingerprint_cli import atomic
+
+                atomic.refuse_overwrite_of_inputs(plot, paths)
+            with batch.progress_bar(len(paths), "lineage", quiet) as advance:
+                res, prov = lin.run(paths, images=images, real_dir=str(real) if real else None,
+                                    threshold=threshold, max_shift=max_shift, device=device,
+                                    on_progress=lambda n=1, **kw: advance(n, **kw))
+            records = lin.to_records(res, prov)
+            if plot is not None:
+                lin.plot(res, str(plot), inputs=paths)
+        except FpxError as exc:
+            common.die(exc)
+        for w in res.warnings:
+            batch.warn(w, quiet)
+        if sink.fmt == "table" and sink.output is None:
+            sys.stdout.write(lin.matrix_text(res))
+            sys.stdout.flush()
+        else:
+            for r in records:
+                sink.add(r)
+            sink.close()
+        common.print_failures(records, quiet)
+        raise typer.Exit(batch.exit_code_for(records, batch=True))

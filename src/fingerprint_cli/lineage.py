@@ -1,0 +1,675 @@
+"""Model lineage from generator fingerprints: cross-detection matrix, relatedness, families.
+
+Deep Image Fingerprint §4.3–4.4 (Sinitsa & Fried, WACV 2024): the fingerprint of generator A,
+applied to held-out images of generator B against real photographs, detects them well — and
+symmetrically — when B inherits A's fingerprint (a fine-tune, a shared autoencoder/decoder), and
+poorly when the two are unrelated.
+
+What this module computes, for fingerprints F_1..F_n (all made with the same denoiser and crop):
+
+* ``accuracy[i, j]`` — balanced cross-detection accuracy of F_i on generator j's held-out images
+  against held-out real images: ½·(TPR on j's images + TNR on real images), each image called
+  "generated" by F_i's own rule (``detect.is_generated``, nearest of μ_gen / μ_real). Chance is 0.5.
+  ``auc[i, j]`` is the threshold-free companion (ρ oriented so that F_i's generated side is high).
+  Test images are each artifact's recorded held-out split (``meta["test"]``), plus or replaced by
+  ``--images NAME=DIR``; any image whose sha256 is in F_i's *training* split is dropped from the cells
+  of row i, so a fingerprint is never scored on images it was fitted on.
+* ``fp_correlation[i, j]`` — fingerprint-to-fingerprint correlation: the largest |ρ| between the two
+  standardised patterns over cyclic shifts of up to ``max_shift`` pixels each way (a fine-tuned model can
+  shift its periodic artefact by a pixel; the sign of a DIF pattern is arbitrary).
+* ``relatedness[i, j]`` — symmetric, in [0, 1]: the mean of the two cross-detection accuracies, rescaled
+  so chance is 0 and perfect detection is 1: clip((½(A_ij + A_ji) − 0.5) / 0.5, 0, 1).
+* families — average-linkage (UPGMA) hierarchical clustering on distance 1 − relatedness, cut at
+  ``threshold`` (default 0.5 = a mean cross-detection accuracy of 75%, halfway between chance and
+  perfect; see :data:`DEFAULT_THRESHOLD`). Average linkage, not single linkage, so that one strong pair
+  cannot chain two unrelated groups together; every member of a family must on average detect the others.
+
+Pure functions on numpy arrays (:func:`balanced_accuracy`, :func:`auc`, :func:`pattern_correlation`,
+:func:`relatedness`, :func:`cluster`) are separated from :func:`analyse`, which drives the fingerprint
+code (``fingerprint_cli.dif``) and shares one residual cache across the whole matrix so each image's
+residual is computed once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from fingerprint_cli.errors import InputError, UsageError
+
+#: Cut height on the distance 1 − relatedness. 0.5 ⇔ mean cross-detection accuracy of 75%: halfway between
+#: chance (50%) and perfect; with 30 test images per class the 95% binomial interval around 75% is about
+#: ±11 points, so a link at the threshold is well clear of chance, while the child of a parent keeps most of
+#: the parent's accuracy (DIF §4.4 reports > 90% cross-detection for fine-tunes, ~50–60% for unrelated models).
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MAX_SHIFT = 2
+
+
+# ----------------------------------------------------------------------------- pure numerics
+def balanced_accuracy(gen_called: np.ndarray, real_called: np.ndarray) -> tuple[float, float, float]:
+    """(balanced accuracy, TPR, TNR) from the boolean "generated" calls on generated and on real images."""
+    g = np.asarray(gen_called, dtype=bool)
+    r = np.asarray(real_called, dtype=bool)
+    if g.size == 0 or r.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    tpr = float(g.mean())
+    tnr = float(1.0 - r.mean())
+    return 0.5 * (tpr + tnr), tpr, tnr
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Area under the ROC curve of scores ``pos`` (positives) vs ``neg`` (Mann–Whitney U / (n_p·n_n), ties ½)."""
+    pos = np.asarray(pos, dtype=np.float64).ravel()
+    neg = np.asarray(neg, dtype=np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std()
+    return (x - x.mean()) / (sd if sd > 0 else 1.0)
+
+
+def pattern_correlation(a: np.ndarray, b: np.ndarray, max_shift: int = DEFAULT_MAX_SHIFT) -> tuple[float, tuple[int, int]]:
+    """Best signed correlation of two fingerprint patterns over small cyclic shifts.
+
+    ``a``, ``b``: arrays (C, H, W) of the same shape. Both are standardised over all their elements;
+    ρ(dy, dx) = mean(a · roll(b, (dy, dx))) for |dy|, |dx| ≤ ``max_shift`` (computed for all shifts at once
+    by FFT circular cross-correlation, summed over channels). Returns (ρ at the shift of largest |ρ|,
+    (dy, dx)). At shift (0, 0) ρ equals the Pearson correlation of the flattened patterns.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise UsageError(f"fingerprint patterns differ in shape {a.shape} vs {b.shape}")
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    a, b = _standardise(a), _standardise(b)
+    # xc[dy, dx] = sum_{c,y,x} a[c,y,x] * b[c, y-dy, x-dx]  (= a · roll(b, (dy, dx)))
+    fa = np.fft.rfft2(a)
+    fb = np.fft.rfft2(b)
+    xc = np.fft.irfft2((fa * np.conj(fb)).sum(axis=0), s=a.shape[-2:]) / a.size
+    h, w = a.shape[-2:]
+    s = max(0, int(max_shift))
+    best, best_shift = float(xc[0, 0]), (0, 0)   # no shift wins ties: deterministic
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            v = float(xc[dy % h, dx % w])
+            if abs(v) > abs(best) + 1e-12:
+                best, best_shift = v, (dy, dx)
+    return best, best_shift
+
+
+def relatedness(accuracy: np.ndarray) -> np.ndarray:
+    """Symmetric relatedness in [0, 1] from a cross-detection accuracy matrix (chance 0.5 → 0, 1.0 → 1).
+
+    NaN cells (no test images) count as chance. The diagonal is set to 1.
+    """
+    a = np.asarray(accuracy, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.5)
+    sym = 0.5 * (a + a.T)
+    r = np.clip((sym - 0.5) / 0.5, 0.0, 1.0)
+    np.fill_diagonal(r, 1.0)
+    return r
+
+
+@dataclass
+class Clustering:
+    families: list[list[str]]
+    linkage: list[list[float]]          # scipy linkage matrix rows (a, b, height, size); empty for n < 2
+    labels: list[int]                   # family index of each name, in the input order
+    threshold: float
+
+
+def cluster(names: Sequence[str], relatedness_matrix: np.ndarray,
+            threshold: float = DEFAULT_THRESHOLD) -> Clustering:
+    """Average-linkage clustering on distance 1 − relatedness, cut at ``threshold``.
+
+    Deterministic: the result depends only on the matrix and the order of ``names``; families are listed
+    by their first member's position in ``names`` and each family keeps that order.
+    """
+    names = list(names)
+    n = len(names)
+    if n == 0:
+        return Clustering([], [], [], threshold)
+    if n == 1:
+        return Clustering([[names[0]]], [], [0], threshold)
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    d = 1.0 - np.asarray(relatedness_matrix, dtype=np.float64)
+    d = 0.5 * (d + d.T)
+    np.fill_diagonal(d, 0.0)
+    d = np.clip(d, 0.0, 1.0)
+    z = linkage(squareform(d, checks=False), method="average")
+    raw = fcluster(z, t=threshold, criterion="distance")
+    # relabel by first appearance so labels do not depend on scipy's numbering
+    order: dict[int, int] = {}
+    labels = []
+    for lab in raw:
+        order.setdefault(int(lab), len(order))
+        labels.append(order[int(lab)])
+    families = [[names[i] for i in range(n) if labels[i] == k] for k in range(len(order))]
+    return Clustering(families, [[float(x) for x in row] for row in z], labels, threshold)
+
+
+def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarray | None,
+                  clustering: Clustering) -> list[dict[str, Any]]:
+    """One entry per pair of fingerprints in the same family: the two cross-detection accuracies.
+
+    ``"B ~ A: 93% / 91% cross-detection"`` reads: A's fingerprint detects B's images at 93% balanced
+    accuracy, B's detects A's at 91%.
+    """
+    names = list(names)
+    out = []
+    for fam in clustering.families:
+        idx = [names.index(x) for x in fam]
+        for p in range(len(idx)):
+            for q in range(p + 1, len(idx)):
+                i, j = idx[p], idx[q]
+                a_ij, a_ji = float(accuracy[i, j]), float(accuracy[j, i])
+                text = f"{names[j]} ~ {names[i]}: {_pct(a_ij)} / {_pct(a_ji)} cross-detection"
+                corr = None
+                if fp_corr is not None and np.isfinite(fp_corr[i, j]):
+                    corr = float(fp_corr[i, j])
+                    text += f", fingerprint correlation {corr:+.2f}"
+                out.append({"a": names[i], "b": names[j], "a_detects_b": a_ij, "b_detects_a": a_ji,
+                            "fingerprint_correlation": corr, "text": text})
+    return out
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
+# ----------------------------------------------------------------------------- test sets
+@dataclass
+class TestSet:
+    """Held-out images of one generator (by fingerprint name), and where they came from."""
+    name: str
+    paths: list[str]
+    source: str                        # "artifact" (meta test split) or the --images directory
+
+
+def _meta_paths(entries: Any) -> list[tuple[str, str | None]]:
+    out = []
+    for e in entries or []:
+        if isinstance(e, Mapping):
+            out.append((str(e.get("path")), e.get("sha256")))
+        else:
+            out.append((str(e), None))
+    return out
+
+
+def split_of(fp: Any, which: str, role: str) -> list[tuple[str, str | None]]:
+    """(path, sha256) of the ``which`` ("train"/"test") split of class ``role`` ("generated"/"real")."""
+    meta = getattr(fp, "meta", {}) or {}
+    block = meta.get(which) or {}
+    if not isinstance(block, Mapping):
+        return []
+    return _meta_paths(block.get(role))
+
+
+def parse_images_option(values: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    """``NAME=DIR`` strings to a mapping; NAME must be one of the fingerprints' names."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        if "=" not in v:
+            raise UsageError(f"--images takes NAME=DIR (got {v!r}); NAME is one of: {', '.join(names)}")
+        k, d = v.split("=", 1)
+        k = k.strip()
+        if k not in names:
+            import difflib
+
+            close = difflib.get_close_matches(k, list(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; fingerprints: {', '.join(names)}"
+            raise UsageError(f"--images {k}=...: no fingerprint named {k!r}{hint}")
+        if not Path(d).is_dir():
+            raise InputError("--images: not a folder", d)
+        out[k] = d
+    return out
+
+
+# ----------------------------------------------------------------------------- the analysis
+@dataclass
+class LineageResult:
+    names: list[str]
+    paths: list[str]
+    sha256: list[str]
+    accuracy: np.ndarray
+    tpr: np.ndarray
+    tnr: np.ndarray
+    auc: np.ndarray
+    n_generated: np.ndarray
+    n_real: np.ndarray
+    n_excluded: np.ndarray             # images dropped from cell (i, j) because F_i trained on them
+    fp_correlation: np.ndarray
+    fp_shift: list[list[tuple[int, int]]]
+    relatedness: np.ndarray
+    clustering: Clustering
+    links: list[dict[str, Any]]
+    test_sources: dict[str, str]
+    real_source: str
+    errors: dict[tuple[int, int], BaseException] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def check_compatible(fps: Sequence[Any], paths: Sequence[str]) -> None:
+    """Refuse fingerprints that cannot be compared, saying what to redo."""
+    if len(fps) < 2:
+        raise UsageError("lineage needs at least two fingerprints")
+    names = [fp.name for fp in fps]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"two fingerprints share the name {dup[0]!r}: re-extract one with --name NEW")
+    ref = fps[0]
+    for fp, p in zip(fps[1:], paths[1:]):
+        reason = fp.compatible_with(ref) if hasattr(fp, "compatible_with") else None
+        if reason:
+            raise UsageError(f"cannot compare with {Path(paths[0]).name}: {reason} — re-extract both with the "
+                             f"same --denoiser and --crop (fpx dif-extract), then run lineage again", p)
+
+
+def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
+            images: Mapping[str, str] | None = None, real_dir: str | None = None,
+            correlate: Callable[[Any, list[str]], np.ndarray],
+            is_generated: Callable[[Any, np.ndarray], np.ndarray],
+            image_sha256: Callable[[str], str],
+            threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT,
+            on_progress: Callable[..., None] | None = None) -> LineageResult:
+    """Compute the full lineage analysis.
+
+    ``correlate(fp, paths) -> ρ`` (one value per path; NaN for an image it could not read),
+    ``is_generated(fp, ρ) -> bool array`` and ``image_sha256(path)`` are injected so the pure logic can be
+    tested with synthetic fingerprints; :func:`run` wires them to ``fingerprint_cli.dif``.
+    """
+    t0 = time.perf_counter()
+    names = [fp.name for fp in fps]
+    n = len(fps)
+    images = dict(images or {})
+    from fingerprint_cli import batch
+
+    # generated test images per generator
+    tests: list[TestSet] = []
+    for fp in fps:
+        if fp.name in images:
+            tests.append(TestSet(fp.name, batch.expand_paths([images[fp.name]]), images[fp.name]))
+        else:
+            tests.append(TestSet(fp.name, [p for p, _ in split_of(fp, "test", "generated")], "artifact"))
+    # real test images: --real for everyone, else each fingerprint's own held-out real split
+    if real_dir is not None:
+        shared_real = batch.expand_paths([real_dir])
+        reals = [list(shared_real) for _ in fps]
+    else:
+        reals = [[p for p, _ in split_of(fp, "test", "real")] for fp in fps]
+    missing = [t.name for t in tests if not t.paths]
+    if missing:
+        raise UsageError(f"no held-out images for {', '.join(missing)}: the artifact records no test split; "
+                         f"give --images {missing[0]}=DIR")
+    no_real = [names[i] for i in range(n) if not reals[i]]
+    if no_real:
+        raise UsageError(f"no held-out real images for {', '.join(no_real)}: give --real DIR")
+
+    # training hashes per fingerprint: never score F_i on an image it was fitted on
+    train_hashes: list[set[str]] = []
+    for fp in fps:
+        hs = {h for _, h in split_of(fp, "train", "generated") + split_of(fp, "train", "real") if h}
+        train_hashes.append(hs)
+    all_paths = sorted({p for t in tests for p in t.paths} | {p for r in reals for p in r})
+    sha: dict[str, str | None] = {}
+    for p in all_paths:
+        try:
+            sha[p] = image_sha256(p)
+        except Exception:  # unreadable: its ρ will be NaN and it is left out
+            sha[p] = None
+
+    t1 = time.perf_counter()
+    rho: list[dict[str, float]] = []
+    for i, fp in enumerate(fps):
+        need = [p for p in all_paths if sha[p] is not None and sha[p] not in train_hashes[i]]
+        vals = np.asarray(correlate(fp, need), dtype=np.float64)
+        rho.append(dict(zip(need, vals.tolist())))
+        if on_progress:
+            on_progress(1, fingerprint=fp.name)
+    t2 = time.perf_counter()
+
+    acc = np.full((n, n), np.nan)
+    tpr = np.full((n, n), np.nan)
+    tnr = np.full((n, n), np.nan)
+    au = np.full((n, n), np.nan)
+    ng = np.zeros((n, n), dtype=int)
+    nr = np.zeros((n, n), dtype=int)
+    nx = np.zeros((n, n), dtype=int)
+    errors: dict[tuple[int, int], BaseException] = {}
+    for i, fp in enumerate(fps):
+        th = train_hashes[i]
+        real_i = [p for p in reals[i] if sha.get(p) and sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
+        r_real = np.array([rho[i][p] for p in real_i])
+        mu_gen = float(fp.meta.get("mu_gen", 1.0)) if isinstance(getattr(fp, "meta", None), Mapping) else 1.0
+        mu_real = float(fp.meta.get("mu_real", 0.0)) if isinstance(getattr(fp, "meta", None), Mapping) else 0.0
+        sign = 1.0 if mu_gen >= mu_real else -1.0
+        for j in range(n):
+            cand = [p for p in tests[j].paths if sha.get(p)]
+            keep = [p for p in cand if sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
+            nx[i, j] = sum(1 for p in cand if sha[p] in th)
+            r_gen = np.array([rho[i][p] for p in keep])
+            ng[i, j], nr[i, j] = r_gen.size, r_real.size
+            if r_gen.size == 0 or r_real.size == 0:
+                errors[(i, j)] = InputError(
+                    f"no usable held-out images of {names[j]} for fingerprint {names[i]} "
+                    f"({nx[i, j]} excluded as its training images)", tests[j].source)
+                continue
+            g_call = np.asarray(is_generated(fp, r_gen), dtype=bool)
+            r_call = np.asarray(is_generated(fp, r_real), dtype=bool)
+            acc[i, j], tpr[i, j], tnr[i, j] = balanced_accuracy(g_call, r_call)
+            au[i, j] = auc(sign * r_gen, sign * r_real)
+
+    corr = np.full((n, n), np.nan)
+    shifts: list[list[tuple[int, int]]] = [[(0, 0)] * n for _ in range(n)]
+    pats = [_pattern_array(fp) for fp in fps]
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                corr[i, j], shifts[i][j] = 1.0, (0, 0)
+            elif j > i and pats[i] is not None and pats[j] is not None and pats[i].shape == pats[j].shape:
+                c, s = pattern_correlation(pats[i], pats[j], max_shift)
+                corr[i, j] = corr[j, i] = c
+                shifts[i][j], shifts[j][i] = s, (-s[0], -s[1])
+    warnings = []
+    bad = [p for p in all_paths if sha[p] is None
+           or any(sha[p] not in train_hashes[i] and not np.isfinite(rho[i].get(p, np.nan)) for i in range(n))]
+    if bad:
+        warnings.append(f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}")
+    rel = relatedness(acc)
+    cl = cluster(names, rel, threshold)
+    links = link_evidence(names, acc, corr, cl)
+    t3 = time.perf_counter()
+    return LineageResult(
+        names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
+        n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
+        clustering=cl, links=links, test_sources={t.name: t.source for t in tests},
+        real_source=real_dir if real_dir is not None else "artifact", errors=errors, warnings=warnings,
+        timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
+                "images": float(len(all_paths))})
+
+
+def _pattern_array(fp: Any) -> np.ndarray | None:
+    pat = getattr(fp, "pattern", None)
+    if pat is None:
+        return None
+    if hasattr(pat, "detach"):
+        pat = pat.detach().cpu().numpy()
+    return np.asarray(pat, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- records
+FEATURE_DIRECTIONS = {
+    "cross_accuracy": "higher = fingerprint detects these images (related)",
+    "tpr": "higher = more of the generator's images called generated",
+    "tnr": "higher = more real images called real",
+    "auc": "higher = better separation of these images from real",
+    "fingerprint_correlation": "larger |value| = more similar fingerprints",
+    "relatedness": "higher = more related (0 chance, 1 perfect mutual detection)",
+}
+
+
+def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
+    """One record per ordered pair (fingerprint i on generator j's images), then one summary record.
+
+    Pair record: ``inputs`` = {"fingerprint": F_i, "images_of": F_j}; ``features`` = cross_accuracy, tpr, tnr,
+    auc, fingerprint_correlation, relatedness; ``details`` = names, counts, shift, test-image source.
+    Summary record: ``inputs`` = {"fingerprint_<k>": F_k}; ``decision`` = {"label": "families", "families",
+    "threshold"}; ``details`` = the matrices (rows = fingerprint, columns = images of), links, linkage, timing.
+    """
+    from fingerprint_cli.records import Record
+
+    names = res.names
+    n = len(names)
+    prov = dict(provenance)
+    out = []
+    for i in range(n):
+        for j in range(n):
+            inputs = {"fingerprint": {"path": res.paths[i], "sha256": res.sha256[i]},
+                      "images_of": {"path": res.paths[j], "sha256": res.sha256[j]}}
+            details = {"fingerprint": names[i], "images_of": names[j],
+                       "same_family": res.clustering.labels[i] == res.clustering.labels[j],
+                       "n_generated": int(res.n_generated[i, j]), "n_real": int(res.n_real[i, j]),
+                       "n_excluded_training": int(res.n_excluded[i, j]),
+                       "fingerprint_shift": list(res.fp_shift[i][j]),
+                       "test_images": res.test_sources[names[j]], "real_images": res.real_source}
+            if (i, j) in res.errors:
+                r = Record.failure("lineage", inputs, res.errors[(i, j)], prov)
+                r.details = details
+                out.append(r)
+                continue
+            feats = {"cross_accuracy": res.accuracy[i, j], "tpr": res.tpr[i, j], "tnr": res.tnr[i, j],
+                     "auc": res.auc[i, j], "fingerprint_correlation": res.fp_correlation[i, j],
+                     "relatedness": res.relatedness[i, j]}
+            out.append(Record(command="lineage", inputs=inputs,
+                              features={k: _num(v) for k, v in feats.items()},
+                              directions=dict(FEATURE_DIRECTIONS), details=details, provenance=prov))
+    summary_inputs = {f"fingerprint_{k}": {"path": res.paths[k], "sha256": res.sha256[k]} for k in range(n)}
+    decision = {"label": "families", "families": res.clustering.families, "threshold": res.clustering.threshold,
+                "rule": "average-linkage clustering on 1 - relatedness, cut at threshold; relatedness = "
+                        "clip((mean of the two cross-detection accuracies - 0.5) / 0.5, 0, 1)"}
+    reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
+    details = {"names": names,
+               "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
+               "fingerprint_correlation": _mat(res.fp_correlation), "relatedness": _mat(res.relatedness),
+               "links": res.links, "linkage": res.clustering.linkage,
+               "matrix_orientation": "rows: fingerprint; columns: generator whose held-out images are tested",
+               "timing": {k: round(v, 3) for k, v in res.timing.items()}}
+    out.append(Record(command="lineage", inputs=summary_inputs, features={"n_families": len(res.clustering.families)},
+                      directions={"n_families": "count"}, decision=decision, reasons=reasons,
+                      details=details, provenance=prov))
+    return out
+
+
+def _num(v: Any) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _mat(m: np.ndarray) -> list[list[float | None]]:
+    return [[_num(x) for x in row] for row in np.asarray(m, dtype=np.float64)]
+
+
+# ----------------------------------------------------------------------------- text and picture
+def matrix_text(res: LineageResult) -> str:
+    """A terminal rendering: the accuracy matrix, then families and their evidence."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="cross-detection accuracy (row: fingerprint, column: held-out images of)")
+    t.add_column("fingerprint")
+    for nm in res.names:
+        t.add_column(nm, justify="right")
+    for i, nm in enumerate(res.names):
+        cells = []
+        for j in range(len(res.names)):
+            if (i, j) in res.errors:
+                cells.append("error")
+            else:
+                cells.append(_pct(res.accuracy[i, j]))
+        t.add_row(nm, *cells)
+    buf = io.StringIO()
+    con = Console(file=buf, width=160)
+    con.print(t)
+    fams = "; ".join("{" + ", ".join(f) + "}" for f in res.clustering.families)
+    con.print(f"families (threshold {res.clustering.threshold:g} on 1 - relatedness): {fams}")
+    for lk in res.links:
+        con.print(f"  {lk['text']}")
+    return buf.getvalue()
+
+
+def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
+    """Heatmap of the cross-detection matrix with the dendrogram above it, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    from fingerprint_cli import atomic
+
+    names = res.names
+    n = len(names)
+    if res.clustering.linkage:
+        order = dendrogram(np.asarray(res.clustering.linkage), no_plot=True)["leaves"]
+    else:
+        order = list(range(n))
+    size = max(4.0, 1.0 + 0.9 * n)
+    fig = plt.figure(figsize=(size + 1.5, size + 1.8))
+    ax_d = fig.add_axes([0.22, 0.78, 0.62, 0.17])
+    ax_h = fig.add_axes([0.22, 0.12, 0.62, 0.64])
+    ax_c = fig.add_axes([0.86, 0.12, 0.03, 0.64])
+    if res.clustering.linkage:
+        dendrogram(np.asarray(res.clustering.linkage), ax=ax_d, no_labels=True, color_threshold=res.clustering.threshold,
+                   above_threshold_color="grey")
+        ax_d.axhline(res.clustering.threshold, color="red", lw=0.8, ls="--")
+        ax_d.set_ylabel("1 - relatedness")
+        ax_d.set_ylim(0, 1.05)
+    ax_d.set_xticks([])
+    for s in ("top", "right"):
+        ax_d.spines[s].set_visible(False)
+    m = res.accuracy[np.ix_(order, order)]
+    im = ax_h.imshow(m, vmin=0.5, vmax=1.0, cmap="viridis")
+    ax_h.set_xticks(range(n))
+    ax_h.set_xticklabels([names[k] for k in order], rotation=45, ha="right")
+    ax_h.set_yticks(range(n))
+    ax_h.set_yticklabels([names[k] for k in order])
+    ax_h.set_xlabel("held-out images of")
+    ax_h.set_ylabel("fingerprint")
+    for a in range(n):
+        for b in range(n):
+            v = m[a, b]
+            ax_h.text(b, a, "-" if not np.isfinite(v) else f"{100 * v:.0f}", ha="center", va="center",
+                      color="white" if np.isfinite(v) and v < 0.8 else "black", fontsize=9)
+    fig.colorbar(im, cax=ax_c, label="balanced accuracy")
+    fams = " | ".join(", ".join(f) for f in res.clustering.families)
+    fig.suptitle(f"families: {fams}", fontsize=9, y=0.995)
+    p = Path(path)
+    atomic.refuse_overwrite_of_inputs(p, inputs)
+    with atomic.atomic_path(p) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- wiring to fingerprint_cli.dif
+def load_fingerprints(paths: Sequence[str]) -> list[Any]:
+    """Load fingerprint artifacts (``Fingerprint.load``); unreadable ones raise InputError naming the file."""
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+    from fingerprint_cli.errors import FpxError
+
+    fps = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise InputError("no such fingerprint file", p)
+        try:
+            fps.append(Fingerprint.load(p))
+        except FpxError:
+            raise
+        except Exception as exc:  # a file that is not a fingerprint artifact
+            raise InputError(f"not a readable fingerprint artifact ({exc.__class__.__name__}: {exc})", p) from exc
+    return fps
+
+
+def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | None = None,
+        threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, device: str = "auto",
+        on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
+    """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
+
+    Returns the result and the provenance block for records.
+    """
+    from fingerprint_cli import images as images_mod
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.residuals import ResidualCache
+
+    paths = [str(p) for p in paths]
+    fps = load_fingerprints(paths)
+    check_compatible(fps, paths)
+    names = [fp.name for fp in fps]
+    img_map = parse_images_option(images, names)
+    if real_dir is not None and not Path(real_dir).is_dir():
+        raise InputError("--real: not a folder", real_dir)
+    cache = _make_cache(ResidualCache, fps[0], device)
+
+    def correlate(fp: Any, ps: list[str]) -> np.ndarray:
+        return _correlations(detect, fp, ps, cache)
+
+    res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_dir,
+                  correlate=correlate, is_generated=lambda fp, r: detect.is_generated(fp, r),
+                  image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift,
+                  on_progress=on_progress)
+    prov = _provenance(fps[0], threshold, max_shift)
+    return res, prov
+
+
+def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
+    import inspect
+
+    from fingerprint_cli.dif.residuals import get_denoiser
+
+    den_meta = fp.meta.get("denoiser") or {}
+    den_id = den_meta.get("id") if isinstance(den_meta, Mapping) else den_meta
+    den = get_denoiser(den_id or "dncnn")
+    params = inspect.signature(ResidualCache).parameters
+    kwargs: dict[str, Any] = {}
+    if "crop" in params:
+        kwargs["crop"] = int(fp.meta.get("crop", 256))
+    if "device" in params:
+        kwargs["device"] = device
+    try:
+        return ResidualCache(den, **kwargs)
+    except TypeError:
+        return ResidualCache(den)
+
+
+def _correlations(detect: Any, fp: Any, paths: list[str], cache: Any) -> np.ndarray:
+    """ρ of each image against ``fp``; images that fail to load give NaN (left out of the matrix)."""
+    try:
+        out = detect.correlations(fp, paths, cache=cache)
+        return np.asarray(_as_numpy(out), dtype=np.float64).reshape(-1)
+    except Exception:
+        if len(paths) <= 1:
+            return np.full(len(paths), np.nan)
+    vals = []
+    for p in paths:  # one bad image must not sink the whole row
+        try:
+            vals.append(float(np.asarray(_as_numpy(detect.correlations(fp, [p], cache=cache))).reshape(-1)[0]))
+        except Exception:
+            vals.append(float("nan"))
+    return np.asarray(vals)
+
+
+def _as_numpy(x: Any) -> Any:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _provenance(fp: Any, threshold: float, max_shift: int) -> dict[str, Any]:
+    import datetime
+    import platform
+
+    import fingerprint_cli
+
+    meta = fp.meta
+    return {"fpx_version": fingerprint_cli.__version__, "denoiser": meta.get("denoiser"), "crop": meta.get("crop"),
+            "method": getattr(fp, "method", meta.get("method")), "threshold": threshold, "max_shift": max_shift,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,228 @@
+"""fpx lineage — the pure logic, on a planted-pattern testbed with simple stand-in fingerprints.
+
+The stand-in fingerprint is Marra et al.'s average residual (residual = image − Gaussian blur), fitted
+here in a few lines so these tests do not depend on the DIF extractor; test_lineage_cli.py runs the same
+testbed through the real fingerprint code and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from conftest import natural_image
+from fingerprint_cli import images, lineage
+from fingerprint_cli.errors import UsageError
+
+S = 48
+
+
+def planted(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((S, S, 3)).astype(np.float32)
+
+
+def patterns() -> dict[str, np.ndarray]:
+    parent = planted(100)
+    other = planted(101)
+    child = parent + 0.35 * planted(102)            # parent + a small change
+    grandchild = child + 0.35 * planted(103)
+    return {"parent": parent, "child": child, "grandchild": grandchild, "other": other,
+            "stranger": planted(104)}
+
+
+def residual(px: np.ndarray) -> np.ndarray:
+    return px - gaussian_filter(px, sigma=(1.0, 1.0, 0))
+
+
+def rho(res: np.ndarray, pat: np.ndarray) -> float:
+    a = (res - res.mean()) / res.std()
+    b = (pat - pat.mean()) / pat.std()
+    return float((a * b).mean())
+
+
+@dataclass
+class FakeFP:
+    name: str
+    pattern: np.ndarray                      # (3, S, S)
+    meta: dict = field(default_factory=dict)
+    method: str = "average"
+    denoiser: str = "gaussian"
+
+    def compatible_with(self, other):
+        if other.denoiser != self.denoiser:
+            return f"denoiser {self.denoiser} vs {other.denoiser}"
+        return None
+
+
+def write_set(folder: Path, pat: np.ndarray | None, n: int, seed0: int, amp: float = 0.04) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        px = natural_image(S, S, seed=seed0 + k)
+        if pat is not None:
+            px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
+        p = folder / f"img{seed0 + k:05d}.png"
+        images.save_png(px, p)
+        out.append(str(p))
+    return out
+
+
+def entries(paths):
+    return [{"path": p, "sha256": images.sha256_file(p)} for p in paths]
+
+
+def fit_fake(name, gen_train, real_train, gen_test, real_test, denoiser="gaussian") -> FakeFP:
+    res = [residual(images.load_image(p).pixels) for p in gen_train]
+    pat = np.mean(res, axis=0)
+    fp = FakeFP(name, pat.transpose(2, 0, 1).copy(), denoiser=denoiser)
+    mu_gen = float(np.mean([rho(r, pat) for r in res]))
+    mu_real = float(np.mean([rho(residual(images.load_image(p).pixels), pat) for p in real_train]))
+    fp.meta = {"mu_gen": mu_gen, "mu_real": mu_real, "crop": S, "denoiser": {"id": denoiser},
+               "train": {"generated": entries(gen_train), "real": entries(real_train)},
+               "test": {"generated": entries(gen_test), "real": entries(real_test)}}
+    return fp
+
+
+def fake_correlate(calls):
+    def correlate(fp, paths):
+        calls.append((fp.name, list(paths)))
+        pat = fp.pattern.transpose(1, 2, 0)
+        return np.array([rho(residual(images.load_image(p).pixels), pat) for p in paths])
+    return correlate
+
+
+def fake_is_generated(fp, r):
+    r = np.asarray(r)
+    return np.abs(r - fp.meta["mu_gen"]) < np.abs(r - fp.meta["mu_real"])
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lineage-bed")
+    pats = patterns()
+    real_train = write_set(root / "real_train", None, 8, 9000)
+    real_test = write_set(root / "real_test", None, 10, 9500)
+    fps, sets = [], {}
+    for k, (name, pat) in enumerate(pats.items()):
+        tr = write_set(root / name / "train", pat, 8, 1000 * (k + 1))
+        te = write_set(root / name / "test", pat, 10, 1000 * (k + 1) + 500)
+        sets[name] = (tr, te)
+        fps.append(fit_fake(name, tr, real_train, te, real_test))
+    return {"root": root, "fps": fps, "sets": sets, "real_train": real_train, "real_test": real_test}
+
+
+def run_analyse(fps, calls=None, **kw):
+    calls = [] if calls is None else calls
+    paths = [f"{fp.name}.fpx.safetensors" for fp in fps]
+    return lineage.analyse(fps, paths, ["0" * 64] * len(fps), correlate=fake_correlate(calls),
+                           is_generated=fake_is_generated, image_sha256=images.sha256_file, **kw)
+
+
+def test_planted_families_recovered(testbed):
+    res = run_analyse(testbed["fps"])
+    assert res.clustering.families == [["parent", "child", "grandchild"], ["other"], ["stranger"]]
+    n = len(res.names)
+    # every fingerprint detects its own held-out images; unrelated pairs sit near chance
+    assert all(res.accuracy[i, i] >= 0.9 for i in range(n))
+    ip, io = res.names.index("parent"), res.names.index("other")
+    assert res.accuracy[ip, io] < 0.7 and res.accuracy[io, ip] < 0.7
+    assert res.relatedness[ip, res.names.index("child")] > 0.6
+    # the evidence names both directions, in the documented format
+    texts = [lk["text"] for lk in res.links]
+    assert any(t.startswith("child ~ parent: ") and "cross-detection" in t for t in texts)
+    # fingerprint correlation is high within the family, low across (shared image content keeps it above 0)
+    ic = res.names.index("child")
+    assert res.fp_correlation[ip, ic] > 0.6 and abs(res.fp_correlation[ip, io]) < 0.4
+
+
+def test_matrix_uses_only_held_out_images(testbed, tmp_path):
+    fps = testbed["fps"]
+    parent = fps[0]
+    calls = []
+    # --images for "child" points at a folder that mixes parent's TRAINING images with child's test images
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for p in testbed["sets"]["parent"][0] + testbed["sets"]["child"][1]:
+        (mixed / ("x" + Path(p).name if "parent" in p else Path(p).name)).write_bytes(Path(p).read_bytes())
+    res = run_analyse(fps, calls, images={"child": str(mixed)})
+    train_hashes = {fp.name: {e["sha256"] for e in fp.meta["train"]["generated"] + fp.meta["train"]["real"]}
+                    for fp in fps}
+    for name, paths in calls:  # no fingerprint ever saw one of its own training images
+        assert not ({images.sha256_file(p) for p in paths} & train_hashes[name])
+    ip, ic = res.names.index("parent"), res.names.index("child")
+    assert res.n_excluded[ip, ic] == 8 and res.n_generated[ip, ic] == 10
+    assert res.n_excluded[ic, ic] == 0 and res.n_generated[ic, ic] == 18
+    assert res.test_sources["child"] == str(mixed) and res.test_sources["parent"] == "artifact"
+    # default test split: exactly the artifact's recorded held-out images
+    assert res.n_generated[ip, ip] == 10 and res.n_real[ip, ip] == 10
+
+
+def test_clustering_deterministic_and_order_independent(testbed):
+    fps = testbed["fps"]
+    a = run_analyse(fps)
+    b = run_analyse(fps)
+    assert a.clustering.families == b.clustering.families
+    assert np.array_equal(a.accuracy, b.accuracy, equal_nan=True)
+    assert a.clustering.linkage == b.clustering.linkage
+    rev = run_analyse(list(reversed(fps)))
+    canon = lambda fams: sorted(sorted(f) for f in fams)
+    assert canon(rev.clustering.families) == canon(a.clustering.families)
+
+
+def test_cluster_threshold_and_linkage():
+    names = ["a", "b", "c", "d"]
+    acc = np.array([[1.0, 0.9, 0.55, 0.5],
+                    [0.88, 1.0, 0.5, 0.52],
+                    [0.5, 0.55, 1.0, 0.74],
+                    [0.5, 0.5, 0.70, 1.0]])
+    rel = lineage.relatedness(acc)
+    assert np.allclose(rel, rel.T) and np.allclose(np.diag(rel), 1)
+    assert rel[0, 1] == pytest.approx((0.89 - 0.5) / 0.5)
+    assert rel[2, 3] == pytest.approx((0.72 - 0.5) / 0.5)
+    # c-d mean accuracy 72% < 75%: apart at the default threshold, together at a looser one
+    assert lineage.cluster(names, rel).families == [["a", "b"], ["c"], ["d"]]
+    assert lineage.cluster(names, rel, threshold=0.6).families == [["a", "b"], ["c", "d"]]
+    # average linkage does not chain: x~y strong, y~z strong, x~z at chance -> z stays out at 0.5
+    acc3 = np.array([[1, 0.95, 0.5], [0.95, 1, 0.8], [0.5, 0.8, 1]], dtype=float)
+    fams = lineage.cluster(["x", "y", "z"], lineage.relatedness(acc3)).families
+    assert fams == [["x", "y"], ["z"]]
+    # NaN cells count as chance
+    assert lineage.relatedness(np.array([[1, np.nan], [np.nan, 1]]))[0, 1] == 0
+
+
+def test_balanced_accuracy_and_auc_against_references():
+    rng = np.random.default_rng(1)
+    pos = np.round(rng.normal(1, 1, 37), 1)   # rounding makes ties
+    neg = np.round(rng.normal(0, 1, 23), 1)
+    brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert lineage.auc(pos, neg) == pytest.approx(brute, abs=1e-12)
+    g = np.array([1, 1, 1, 0], bool)
+    r = np.array([0, 0, 1, 0, 0], bool)
+    bal, tpr, tnr = lineage.balanced_accuracy(g, r)
+    assert (tpr, tnr) == (0.75, 0.8) and bal == pytest.approx(0.775)
+    assert np.isnan(lineage.balanced_accuracy(g[:0], r)[0])
+
+
+def test_pattern_correlation_matches_pearson_and_finds_shift():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 32, 32))
+    b = 0.7 * a + 0.3 * rng.standard_normal((3, 32, 32))
+    r0, s0 = lineage.pattern_correlation(a, b, max_shift=0)
+    assert s0 == (0, 0)
+    assert r0 == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1], abs=1e-9)
+    shifted = np.roll(b, (1, -2), axis=(1, 2))
+    r1, s1 = lineage.pattern_correlation(a, shifted, max_shift=2)
+    assert r1 == pytest.approx(r0, abs=1e-9)
+    assert np.allclose(np.roll(shifted, (-s1[0], -s1[1]), axis=(1, 2)), b) or \
+        np.allclose(np.roll(shifted, s1, axis=(1, 2)), b)
+    # out of range shift: not found
+    far = np.roll(b, (5, 0), axis=(1, 2))
+    assert abs(lineage.pattern_correlation(a, far, max_shift=2)[0]) < 0.2
+    # sign-flipped pattern still reported (|ρ| is what counts)
+    assert lineage.pattern_correlation(a, -b, 0)[0] == pytest.approx(-r0)
