@@ -1,0 +1,186 @@
+"""Band and system decisions for scored pairs, from a thresholds artifact (see :mod:`.thresholds`).
+
+:func:`decide` turns one pair's features into a decision: per-system posteriors from the artifact's
+class model (LDA in standardised feature space), band posteriors (sum of the band's systems), top-k
+systems, ``inconclusive`` when the artifact's rule says so (low top posterior, or a point far from every
+calibrated class), and the reasons: each feature's z-score (against the calibration corpus) and its
+contribution to the margin between the winning system and the runner-up.
+:func:`aggregate` averages the posteriors of several suspects of one reference into a per-image call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fingerprint_cli import thresholds
+from fingerprint_cli.calibrate import LDA
+from fingerprint_cli.errors import ArtifactError, InputError
+
+
+class Decider:
+    def __init__(self, doc: dict[str, Any]):
+        self.doc = doc
+        self.features: list[str] = list(doc["features"])
+        self.model = LDA.from_json(doc["class_model"], doc["standardisation"])
+        self.bands: dict[str, str] = dict(doc["band_rule"]["bands"])
+        self.band_names = sorted(set(self.bands.values()))
+        self.rule = doc["inconclusive"]
+        self.summary = thresholds.summary(doc)
+        missing = [c for c in self.model.classes if c not in self.bands]
+        if missing:
+            raise ArtifactError(f"band rule does not name the band of {', '.join(missing)}",
+                                doc.get("_path") or doc["id"])
+
+    def vector(self, features: dict[str, float | None], where: str | None = None) -> np.ndarray:
+        missing = [f for f in self.features if features.get(f) is None]
+        if missing:
+            raise InputError(f"cannot compute feature(s) {', '.join(missing)} that thresholds "
+                             f"{self.doc['id']} needs", where)
+        return np.array([float(features[f]) for f in self.features])
+
+    def posteriors(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        return self.model.predict_proba(x)[0], float(self.model.mahalanobis2(x)[0].min())
+
+    def decide(self, features: dict[str, float | None], top_k: int = 3,
+               where: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        x = self.vector(features, where)
+        p, m2 = self.posteriors(x)
+        decision = self._label(p, m2, top_k)
+        return decision, self.reasons(x, p)
+
+    def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1) -> dict[str, Any]:
+        classes = self.model.classes
+        order = np.argsort(p)[::-1]
+        bp = {b: float(sum(p[i] for i, c in enumerate(classes) if self.bands[c] == b)) for b in self.band_names}
+        top_band = max(bp, key=bp.get)
+        far = m2 > float(self.rule["max_mahalanobis2"])
+        why = []
+        if far:
+            why.append(f"far from every calibrated class (squared Mahalanobis {m2:.1f} > "
+                       f"{float(self.rule['max_mahalanobis2']):.1f})")
+        sys_low = p[order[0]] < float(self.rule["min_top_posterior"])
+        if sys_low:
+            why.append(f"top system posterior {p[order[0]]:.2f} < {float(self.rule['min_top_posterior']):.2f}")
+        band_low = bp[top_band] < float(self.rule["band_min_posterior"])
+        if band_low:
+            why.append(f"top band posterior {bp[top_band]:.2f} < {float(self.rule['band_min_posterior']):.2f}")
+        system = "inconclusive" if (far or sys_low) else classes[order[0]]
+        band = "inconclusive" if (far or band_low) else top_band
+        return {"band": band, "system": system, "label": system if system != "inconclusive" else band,
+                "inconclusive": system == "inconclusive",
+                "p_system": float(p[order[0]]), "p_band": bp[top_band], "band_probabilities": bp,
+                "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i])}
+                          for i in order[:top_k]],
+                "min_mahalanobis2": m2, "why_inconclusive": why, "calls": n_calls,
+                "calibrated": True, "thresholds": self.summary}
+
+    def reasons(self, x: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
+        """Per feature: value, z-score vs the calibration corpus, and its share of the top-vs-runner-up margin."""
+        z = self.model.standardise(x)[0]
+        order = np.argsort(p)[::-1]
+        a, b = order[0], order[1]
+        w = np.linalg.solve(self.model.cov, self.model.means[a] - self.model.means[b])
+        contrib = w * (z - (self.model.means[a] + self.model.means[b]) / 2)
+        out = []
+        directions = self.doc.get("directions", {})
+        for j in np.argsort(-np.abs(contrib)):
+            f = self.features[j]
+            out.append({"feature": f, "value": float(x[j]), "z": float(z[j]),
+                        "z_vs_winner": float(z[j] - self.model.means[a][j]),
+                        "margin_contribution": float(contrib[j]),
+                        "favours": self.model.classes[a] if contrib[j] >= 0 else self.model.classes[b],
+                        "direction": directions.get(f, "")})
+        return out
+
+    def aggregate(self, feature_sets: Sequence[dict[str, float | None]], top_k: int = 3) -> dict[str, Any]:
+        """Per-image decision for several suspects of one reference: mean of their posteriors."""
+        xs = [self.vector(f) for f in feature_sets]
+        ps, ms = zip(*(self.posteriors(x) for x in xs))
+        p = np.mean(np.stack(ps), 0)
+        d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs))
+        d["aggregate"] = f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
+        return d
+
+
+def plane_point(doc: dict[str, Any], features: dict[str, float | None]) -> list[float] | None:
+    fs = doc["calibration"]["plane"]["features"]
+    vals = [features.get(f) for f in fs]
+    return None if any(v is None for v in vals) else [float(v) for v in vals]
+
+
+def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[dict[str, Any], str]:
+    """The best shipped artifact whose features can be computed here, and why it was chosen."""
+    docs = thresholds.shipped()
+    if not docs:
+        raise ArtifactError("no thresholds artifact ships with this installation; pass --thresholds FILE.json")
+    usable, skipped = [], []
+    for d in docs:
+        enc = d["encoder"]
+        if enc is None:
+            usable.append(d)
+        elif encoder_available and installed_sha == enc.get("weights_sha256"):
+            usable.append(d)
+        else:
+            skipped.append(f"{d['id']} (needs {enc.get('id')} weights sha256 {str(enc.get('weights_sha256'))[:12]}…)")
+    if not usable:
+        raise ArtifactError("no shipped thresholds artifact can be used with the installed encoder; "
+                            "pass --thresholds FILE.json")
+
+    def key(d):
+        loo = d["calibration"].get("loo", {}).get("accuracy") or 0.0
+        return (d["encoder"] is not None, loo)
+
+    best = max(usable, key=key)
+    loo = best["calibration"]["loo"]
+    why = (f"default: best shipped artifact whose features are computable here "
+           f"(encoder {'none' if best['encoder'] is None else best['encoder'].get('id')}; LOO accuracy "
+           f"{loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] on its local corpus)")
+    if skipped:
+        why += "; skipped: " + ", ".join(skipped)
+    return best, why
+
+
+# ---------------------------------------------------------------- feature sets and scoring
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "pixel": ("ssim_clean", "psnr_clean", "hf_ratio", "hp_corr", "lowfreq_share", "colour_shift", "grid8"),
+    "ssim-psnr": ("ssim_clean", "psnr_clean"),
+    "dinov2": ("patch_mean", "patch_median", "patch_p90", "cls_distance", "ssim_clean", "psnr_clean"),
+    "plane": ("patch_mean", "ssim_clean"),
+    "all": ("patch_mean", "patch_median", "patch_p90", "cls_distance", "ssim_clean", "psnr_clean",
+            "hf_ratio", "hp_corr", "lowfreq_share", "colour_shift", "grid8"),
+}
+
+
+def resolve_features(spec: str) -> list[str]:
+    """A named set (``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of feature names."""
+    from fingerprint_cli import anchored, score
+    from fingerprint_cli.errors import UsageError
+
+    if spec in FEATURE_SETS:
+        return list(FEATURE_SETS[spec])
+    known = set(score.FEATURES) | set(anchored.FEATURES)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise UsageError(f"unknown feature(s) {', '.join(bad) or spec!r}; use a set "
+                         f"({', '.join(FEATURE_SETS)}) or names from: {', '.join(sorted(known))}")
+    return list(dict.fromkeys(names))
+
+
+def needs_encoder(features: Sequence[str]) -> bool:
+    from fingerprint_cli import score
+
+    return any(f in score.TOKEN_FEATURES for f in features)
+
+
+def make_scorer(features: Sequence[str], encoder=None, use_disk_cache: bool = True, jobs: int = 1, extra=()):
+    """A :class:`~fingerprint_cli.score.Scorer` that computes ``features`` (adds the anchored pixel features
+    through its ``extra_features`` hook when they are asked for)."""
+    from fingerprint_cli import anchored, score
+
+    more = list(extra)
+    if any(f in anchored.FEATURES for f in features):
+        more.append(anchored.feature_fn)
+    return score.Scorer(encoder, use_disk_cache=use_disk_cache, jobs=jobs, extra_features=more)

@@ -1,0 +1,365 @@
+"""Fitting thresholds artifacts from a labelled corpus, and measuring them honestly.
+
+Model: features are standardised (training mean / std), then a linear discriminant (Gaussian class
+densities with one shared covariance, Ledoit-Wolf-style shrinkage towards a scaled identity, equal class
+priors) gives per-system posteriors. A band's posterior is the sum of its systems' posteriors.
+
+Measurement:
+
+* **leave-one-image-out** (LOO): for every ``image_id``, all of its calls (every system, every rep) are
+  held out together; the model is refitted on the other images (standardisation included) and predicts
+  the held-out calls. Accuracy is forced-choice (arg-max), so it is comparable with chance.
+* **cluster bootstrap 95% CI**: images (not calls) are resampled with replacement B times
+  (default 2000); the CI is the 2.5/97.5 percentiles of the pooled accuracy.
+* **η²**: the share of the (standardised) feature variance explained by a grouping — pooled over
+  features, ``Σ_f SS_between,f / Σ_f SS_total,f`` — for system and for image domain.
+* **blind baseline**: the same LOO protocol on features of the suspect alone (:mod:`.blind`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fingerprint_cli import __version__
+
+
+# ---------------------------------------------------------------- the class model
+@dataclass
+class LDA:
+    """Shared-covariance Gaussian classifier in standardised feature space."""
+
+    classes: list[str]
+    mean: np.ndarray  # (d,) standardisation
+    std: np.ndarray  # (d,)
+    means: np.ndarray  # (K, d) class means, standardised space
+    cov: np.ndarray  # (d, d) shared covariance, standardised space
+    priors: np.ndarray  # (K,)
+    shrinkage: float
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: Sequence[str], shrinkage: float = 0.05,
+            classes: Sequence[str] | None = None) -> "LDA":
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        present = [c for c in (classes or sorted(set(y.tolist()))) if np.any(y == c)]
+        if len(present) < 2:
+            raise ValueError("need at least two systems with calls to fit a class model")
+        mu = X.mean(0)
+        sd = X.std(0)
+        sd = np.where(sd > 1e-12, sd, 1.0)
+        Z = (X - mu) / sd
+        means = np.stack([Z[y == c].mean(0) for c in present])
+        resid = np.concatenate([Z[y == c] - means[i] for i, c in enumerate(present)])
+        dof = max(1, len(Z) - len(present))
+        S = resid.T @ resid / dof
+        d = S.shape[0]
+        target = np.trace(S) / d
+        cov = (1 - shrinkage) * S + shrinkage * target * np.eye(d) + 1e-9 * np.eye(d)
+        priors = np.full(len(present), 1.0 / len(present))
+        return cls(list(present), mu, sd, means, cov, priors, float(shrinkage))
+
+    def standardise(self, X: np.ndarray) -> np.ndarray:
+        return (np.atleast_2d(np.asarray(X, dtype=np.float64)) - self.mean) / self.std
+
+    def mahalanobis2(self, X: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each row to each class mean, (n, K)."""
+        Z = self.standardise(X)
+        P = np.linalg.inv(self.cov)
+        diff = Z[:, None, :] - self.means[None, :, :]
+        return np.einsum("nkd,de,nke->nk", diff, P, diff)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        m2 = self.mahalanobis2(X)
+        logp = -0.5 * m2 + np.log(self.priors)[None, :]
+        logp -= logp.max(1, keepdims=True)
+        p = np.exp(logp)
+        return p / p.sum(1, keepdims=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "lda-shared-covariance", "classes": self.classes,
+                "means": _r(self.means), "covariance": _r(self.cov), "priors": _r(self.priors),
+                "shrinkage": self.shrinkage, "space": "standardised features"}
+
+    @classmethod
+    def from_json(cls, model: dict[str, Any], standardisation: dict[str, Any]) -> "LDA":
+        return cls(list(model["classes"]), np.asarray(standardisation["mean"], float),
+                   np.asarray(standardisation["std"], float), np.asarray(model["means"], float),
+                   np.asarray(model["covariance"], float), np.asarray(model["priors"], float),
+                   float(model.get("shrinkage", 0.0)))
+
+
+def _r(a, sig: int = 10):
+    """JSON-friendly nested lists with a stable number of significant digits."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 0:
+        return float(f"{float(arr):.{sig}g}")
+    return [_r(x, sig) for x in arr]
+
+
+# ---------------------------------------------------------------- protocol
+def leave_one_image_out(X: np.ndarray, y: Sequence[str], groups: Sequence[str], classes: Sequence[str],
+                        fit: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+                        on_fold: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+    """Posteriors (n, K over ``classes``) for every call, each predicted by a model fitted without its image.
+
+    ``fit(X_train, y_train)`` returns an object with ``.classes`` and ``.predict_proba``; ``on_fold(image,
+    train_indices)`` is called for each fold (tests use it to check nothing leaks).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    g = np.asarray(groups)
+    fit = fit or (lambda a, b: LDA.fit(a, b, classes=classes))
+    out = np.zeros((len(y), len(classes)))
+    col = {c: i for i, c in enumerate(classes)}
+    for image in sorted(set(g.tolist())):
+        test = np.flatnonzero(g == image)
+        train = np.flatnonzero(g != image)
+        if on_fold:
+            on_fold(image, train)
+        model = fit(X[train], y[train])
+        p = model.predict_proba(X[test])
+        for j, c in enumerate(model.classes):
+            out[test, col[c]] = p[:, j]
+    return out
+
+
+def cluster_bootstrap_ci(correct: Sequence[float], groups: Sequence[str], B: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """Pooled accuracy and its percentile CI from resampling whole groups (images) with replacement."""
+    correct = np.asarray(correct, dtype=np.float64)
+    g = np.asarray(groups)
+    ids = sorted(set(g.tolist()))
+    c = np.array([correct[g == i].sum() for i in ids])
+    n = np.array([(g == i).sum() for i in ids], dtype=np.float64)
+    acc = float(c.sum() / n.sum())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ids), size=(B, len(ids)))
+    boot = c[idx].sum(1) / n[idx].sum(1)
+    a = (1 - level) / 2
+    return acc, float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
+
+
+def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """Rows = true label, columns = predicted label."""
+    idx = {c: i for i, c in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        m[idx[t], idx[p]] += 1
+    return m.tolist()
+
+
+def eta_squared(X: np.ndarray, labels: Sequence[str]) -> tuple[float, list[float]]:
+    """Pooled and per-feature η² of a one-way grouping on standardised features."""
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(0)
+    Z = (X - X.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
+    lab = np.asarray(labels)
+    ss_tot = (Z ** 2).sum(0)
+    ss_b = np.zeros(Z.shape[1])
+    for c in set(lab.tolist()):
+        m = lab == c
+        ss_b += m.sum() * Z[m].mean(0) ** 2
+    per = np.where(ss_tot > 0, ss_b / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+    pooled = float(ss_b.sum() / ss_tot.sum()) if ss_tot.sum() > 0 else 0.0
+    return pooled, per.tolist()
+
+
+def derive_bands(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str],
+                 directions: dict[str, str]) -> tuple[dict[str, str], str]:
+    """Bands when the corpus has no ``band`` column: order systems by how far their calls move from the
+    reference and split at the largest gap into ``tight`` (closer) and ``drift``.
+
+    "How far" is the mean over features of the standardised value signed so that larger = more change
+    (features whose direction says "lower = more change" are negated)."""
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(0)
+    Z = (X - X.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
+    sign = np.array([-1.0 if directions.get(f, "").startswith("lower") else 1.0 for f in feature_names])
+    change = (Z * sign).mean(1)
+    y = np.asarray(y)
+    systems = sorted(set(y.tolist()), key=lambda s: change[y == s].mean())
+    means = [change[y == s].mean() for s in systems]
+    gaps = np.diff(means)
+    cut = int(np.argmax(gaps)) + 1 if len(gaps) else 1
+    bands = {s: ("tight" if i < cut else "drift") for i, s in enumerate(systems)}
+    why = ("no band column: systems ordered by their mean signed standardised change "
+           f"({', '.join(f'{s} {m:+.2f}' for s, m in zip(systems, means))}) and split at the largest gap")
+    return bands, why
+
+
+def choose_plane(feature_names: Sequence[str], X: np.ndarray, y: Sequence[str]) -> list[str]:
+    """The plane for plots and the band boundary: (patch_mean, ssim_clean) when both are there, else the
+    two features with the highest system η² that are not near-duplicates (|r| < 0.9)."""
+    names = list(feature_names)
+    if "patch_mean" in names and "ssim_clean" in names:
+        return ["patch_mean", "ssim_clean"]
+    _, per = eta_squared(X, y)
+    order = np.argsort(per)[::-1]
+    first = int(order[0])
+    Xa = np.asarray(X, dtype=np.float64)
+    for j in order[1:]:
+        r = np.corrcoef(Xa[:, first], Xa[:, int(j)])[0, 1]
+        if np.isfinite(r) and abs(r) < 0.9:
+            return [names[first], names[int(j)]]
+    return [names[first], names[int(order[1])]] if len(names) > 1 else [names[0], names[0]]
+
+
+# ---------------------------------------------------------------- a whole calibration
+@dataclass
+class Corpus:
+    X: np.ndarray  # (n, d) reference-anchored features
+    features: list[str]
+    directions: dict[str, str]
+    systems: np.ndarray  # (n,)
+    images: np.ndarray  # (n,) image_id
+    domains: np.ndarray | None = None
+    bands: dict[str, str] | None = None
+    blind_X: np.ndarray | None = None  # (n, b) suspect-only features, or None
+
+
+def evaluate(X, systems, images, classes, bands: dict[str, str], B: int, seed: int,
+             shrinkage: float) -> dict[str, Any]:
+    """LOO system + band accuracy with cluster-bootstrap CIs, confusion matrices, band purity."""
+    proba = leave_one_image_out(X, systems, images, classes,
+                                fit=lambda a, b: LDA.fit(a, b, shrinkage=shrinkage, classes=classes))
+    pred = np.asarray(classes)[proba.argmax(1)]
+    correct = pred == np.asarray(systems)
+    acc, lo, hi = cluster_bootstrap_ci(correct, images, B=B, seed=seed)
+    band_names = sorted(set(bands.values()))
+    bp = np.stack([proba[:, [i for i, c in enumerate(classes) if bands[c] == b]].sum(1) for b in band_names], 1)
+    bpred = np.asarray(band_names)[bp.argmax(1)]
+    btrue = np.asarray([bands[s] for s in systems])
+    bacc, blo, bhi = cluster_bootstrap_ci(bpred == btrue, images, B=B, seed=seed + 1)
+    purity = {}
+    for b in band_names:
+        m = bpred == b
+        purity[b] = float((btrue[m] == b).mean()) if m.any() else None
+    counts = {c: int((np.asarray(systems) == c).sum()) for c in classes}
+    return {
+        "loo": {"accuracy": acc, "ci95": [lo, hi], "chance": 1.0 / len(classes),
+                "majority": max(counts.values()) / len(systems), "labels": list(classes),
+                "confusion": confusion(systems, pred, classes), "bootstrap": {"B": B, "seed": seed,
+                                                                              "resample": "images"}},
+        "band_loo": {"accuracy": bacc, "ci95": [blo, bhi], "chance": 1.0 / len(band_names),
+                     "labels": band_names, "confusion": confusion(btrue, bpred, band_names),
+                     "purity": purity},
+        "_proba": proba,
+    }
+
+
+def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", description: str = "",
+              corpus_info: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None,
+              B: int = 2000, seed: int = 0, shrinkage: float = 0.05, min_posterior: float = 0.5,
+              band_min_posterior: float = 0.6, far_quantile: float = 0.999,
+              points_per_system: int = 200) -> dict[str, Any]:
+    """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact."""
+    from scipy import stats
+
+    X = np.asarray(corpus.X, dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        raise ValueError("some features are missing or not finite")
+    systems = np.asarray(corpus.systems)
+    images_ = np.asarray(corpus.images)
+    classes = sorted(set(systems.tolist()))
+    if len(classes) < 2:
+        raise ValueError("the corpus names fewer than two systems")
+    if len(set(images_.tolist())) < 2:
+        raise ValueError("leave-one-image-out needs at least two image_ids")
+    if corpus.bands:
+        bands = {s: corpus.bands[s] for s in classes}
+        band_how = "from the corpus band column"
+    else:
+        bands, band_how = derive_bands(X, systems, corpus.features, corpus.directions)
+    model = LDA.fit(X, systems, shrinkage=shrinkage, classes=classes)
+    ev = evaluate(X, systems, images_, classes, bands, B, seed, shrinkage)
+    proba = ev.pop("_proba")
+    d = X.shape[1]
+    far = float(stats.chi2.ppf(far_quantile, d))
+    m2 = model.mahalanobis2(X).min(1)
+    top = proba.max(1)
+    loo_inconclusive = float(np.mean((top < min_posterior) | (m2 > far)))
+    pred = np.asarray(classes)[proba.argmax(1)]
+    decided = (top >= min_posterior) & (m2 <= far)
+    ev["loo"]["inconclusive_rate"] = loo_inconclusive
+    ev["loo"]["accuracy_when_decided"] = float((pred[decided] == systems[decided]).mean()) if decided.any() else None
+
+    eta_sys, per_sys = eta_squared(X, systems)
+    eta = {"system": eta_sys, "per_feature_system": dict(zip(corpus.features, per_sys))}
+    if corpus.domains is not None:
+        eta_dom, per_dom = eta_squared(X, corpus.domains)
+        eta["domain"] = eta_dom
+        eta["per_feature_domain"] = dict(zip(corpus.features, per_dom))
+    else:
+        eta["domain"] = None
+    eta_img, _ = eta_squared(X, images_)
+    eta["image"] = eta_img
+
+    plane = choose_plane(corpus.features, X, systems)
+    pidx = [corpus.features.index(f) for f in plane]
+    band_labels = np.asarray([bands[s] for s in systems])
+    plane_model = LDA.fit(X[:, pidx], band_labels, shrinkage=shrinkage)
+    rng = np.random.default_rng(seed)
+    points = {}
+    for c in classes:
+        rows = np.flatnonzero(systems == c)
+        if len(rows) > points_per_system:
+            rows = np.sort(rng.choice(rows, points_per_system, replace=False))
+        points[c] = _r(X[np.ix_(rows, pidx)], 6)
+
+    blind = None
+    if corpus.blind_X is not None:
+        bev = evaluate(np.asarray(corpus.blind_X), systems, images_, classes, bands, B, seed, shrinkage=0.3)
+        bev.pop("_proba")
+        blind = {"method": "PRISM-style radial Fourier amplitude + phase-coherence spectrum of the suspect "
+                           "alone, LDA (shrinkage 0.3); never sees the reference",
+                 "loo": bev["loo"], "band_loo": bev["band_loo"]}
+
+    n_images = len(set(images_.tolist()))
+    cal = {
+        "corpus": {**(corpus_info or {}), "n_images": n_images, "n_calls": int(len(systems)),
+                   "systems": {c: int((systems == c).sum()) for c in classes}},
+        "loo": ev["loo"], "band_loo": ev["band_loo"], "eta_squared": eta, "blind_baseline": blind,
+        "plane": {"features": plane, "points": points},
+    }
+    return {
+        "schema": "fpx-thresholds/1",
+        "id": artifact_id,
+        "version": version,
+        "description": description,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "fpx_version": __version__,
+        "encoder": encoder,
+        "features": list(corpus.features),
+        "directions": {f: corpus.directions.get(f, "") for f in corpus.features},
+        "standardisation": {"mean": _r(model.mean), "std": _r(model.std)},
+        "systems": classes,
+        "class_model": model.to_json(),
+        "band_rule": {"bands": bands, "how": band_how,
+                      "decision": "band posterior = sum of its systems' posteriors; arg-max band",
+                      "plane": {"features": plane, "model": plane_model.to_json(),
+                                "standardisation": {"mean": _r(plane_model.mean), "std": _r(plane_model.std)},
+                                "note": "2-feature band LDA used to draw the boundary on the plane"}},
+        "inconclusive": {"min_top_posterior": min_posterior, "band_min_posterior": band_min_posterior,
+                         "max_mahalanobis2": far, "far_quantile": far_quantile,
+                         "rule": "inconclusive when the top system posterior < min_top_posterior, or the "
+                                 "point's squared Mahalanobis distance to every class mean exceeds the "
+                                 f"chi-square({d}) {far_quantile} quantile; the band is inconclusive when its "
+                                 "posterior < band_min_posterior or the point is far from every class"},
+        "calibration": cal,
+    }
+
+
+def corpus_sha256(rows: Sequence[dict[str, str]], hashes: dict[str, str]) -> str:
+    """A digest of the corpus: its rows (system, image_id, band, domain, rep) and every image's sha256."""
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: (r.get("image_id", ""), r.get("system", ""), r.get("rep", ""),
+                                         r.get("suspect", ""))):
+        parts = [hashes.get(r["reference"], "?"), hashes.get(r["suspect"], "?")] + \
+                [r.get(k, "") for k in ("system", "image_id", "band", "domain", "rep")]
+        h.update(("\t".join(parts) + "\n").encode())
+    return h.hexdigest()

@@ -1,0 +1,77 @@
+"""Figures for calibration and case reports (matplotlib, Agg backend, PNG bytes; no display needed)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = (), title: str | None = None) -> bytes:
+    """The calibrated clouds on the artifact's plane, the band regions/boundary, and optional marked points."""
+    from fingerprint_cli.calibrate import LDA
+
+    plt = _plt()
+    cal = doc["calibration"]["plane"]
+    fx, fy = cal["features"]
+    bands = doc["band_rule"]["bands"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    pts_all = np.concatenate([np.asarray(v, float).reshape(-1, 2) for v in cal["points"].values()]
+                             + [np.asarray([m[1] for m in marks], float).reshape(-1, 2)])
+    lo, hi = pts_all.min(0), pts_all.max(0)
+    pad = (hi - lo) * 0.08 + 1e-9
+    lo, hi = lo - pad, hi + pad
+    pm = doc["band_rule"]["plane"]
+    model = LDA.from_json(pm["model"], pm["standardisation"])
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    lab = model.predict_proba(grid).argmax(1).reshape(gx.shape)
+    cmap = plt.get_cmap("Pastel2")
+    ax.contourf(gx, gy, lab, levels=np.arange(len(model.classes) + 1) - 0.5,
+                colors=[cmap(i) for i in range(len(model.classes))], alpha=0.5)
+    ax.contour(gx, gy, lab, levels=np.arange(len(model.classes)) + 0.5, colors="k", linewidths=1.2)
+    markers = {b: m for b, m in zip(sorted(set(bands.values())), "os^Dv<>p")}
+    colours = plt.get_cmap("tab10")
+    for i, (system, pts) in enumerate(sorted(cal["points"].items())):
+        p = np.asarray(pts, float).reshape(-1, 2)
+        ax.scatter(p[:, 0], p[:, 1], s=12, alpha=0.7, color=colours(i % 10), marker=markers.get(bands[system], "o"),
+                   label=f"{system} ({bands[system]})")
+    for name, (x, y) in marks:
+        ax.scatter([x], [y], s=220, marker="*", color="crimson", edgecolor="k", zorder=5)
+        ax.annotate(name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, color="crimson")
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_xlabel(fx)
+    ax.set_ylabel(fy)
+    ax.set_title(title or f"{doc['id']}: calibrated calls; shaded = band regions "
+                          f"({', '.join(model.classes)}), line = band boundary", fontsize=8)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    return _png(fig)
+
+
+def heatmap(dmap: np.ndarray, label: str) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    im = ax.imshow(np.asarray(dmap, float), cmap="magma", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(label, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return _png(fig)

@@ -1,0 +1,123 @@
+"""Self-contained HTML case report for ``fpx attribute --report case.html``.
+
+One page, no external resources: every figure is an inline ``data:image/png;base64`` URI. Per pair:
+reference and suspect side by side (downscaled to at most 480 px for display; the analysis used full
+resolution), the per-patch distance heatmap (DINOv2 token distances when an encoder was used, else the
+per-block RMS luma difference), the call on the calibrated plane among the calibration clouds, the
+decision with its top-k and reasons, survival when known, and the provenance.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from fingerprint_cli import atomic, images, plots
+
+MAX_SIDE = 480
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:28px}
+.row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start} figure{margin:0} figcaption{font-size:12px;color:#555}
+img{border:1px solid #ddd;max-width:480px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left} .call{font-size:20px;font-weight:600}
+.inc{color:#a60} .ok{color:#075} .note{font-size:12px;color:#666} pre{font-size:11px;background:#f6f6f6;padding:8px;overflow:auto}
+"""
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _thumb(pixels: np.ndarray) -> str:
+    h, w = pixels.shape[:2]
+    s = min(1.0, MAX_SIDE / max(h, w))
+    if s < 1.0:
+        pixels = np.clip(images.resize(pixels, max(1, round(h * s)), max(1, round(w * s))), 0, 1)
+    return _uri(images.encode(pixels, "PNG"))
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else _e(v)
+
+
+def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str, doc: dict[str, Any]) -> str:
+    d = record.decision or {}
+    name_r = record.inputs["reference"]["path"]
+    name_s = record.inputs["suspect"]["path"]
+    parts = [f"<h2>Case {i}: {_e(name_s)}</h2>"]
+    if not record.ok:
+        parts.append(f"<p class='inc'>error: {_e(record.error['message'])}</p>")
+        return "\n".join(parts)
+    cls = "inc" if d.get("inconclusive") else "ok"
+    parts.append(f"<p class='call {cls}'>band: {_e(d.get('band'))} &nbsp;·&nbsp; system: {_e(d.get('system'))}</p>")
+    if d.get("why_inconclusive"):
+        parts.append("<p class='inc'>" + "; ".join(_e(w) for w in d["why_inconclusive"]) + "</p>")
+    figs = []
+    if reference_px is not None:
+        figs.append(f"<figure><img alt='reference' src='{_thumb(reference_px)}'><figcaption>reference "
+                    f"{_e(name_r)}<br>sha256 {_e(record.inputs['reference']['sha256'])}</figcaption></figure>")
+    if suspect_px is not None:
+        figs.append(f"<figure><img alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect {_e(name_s)} "
+                    f"(on the reference's grid)<br>sha256 {_e(record.inputs['suspect']['sha256'])}"
+                    f"</figcaption></figure>")
+    parts.append("<div class='row'>" + "".join(figs) + "</div>")
+    figs = []
+    if dmap is not None:
+        figs.append(f"<figure><img alt='heatmap' src='{_uri(plots.heatmap(dmap, dmap_label))}'>"
+                    f"<figcaption>{_e(dmap_label)}</figcaption></figure>")
+    from fingerprint_cli.attribute import plane_point
+
+    pt = plane_point(doc, record.features)
+    if pt is not None:
+        figs.append(f"<figure><img alt='plane' src='{_uri(plots.plane(doc, [('this call', pt)]))}'>"
+                    f"<figcaption>the call (star) on the ({_e(', '.join(doc['calibration']['plane']['features']))})"
+                    f" plane among the calibrated calls</figcaption></figure>")
+    parts.append("<div class='row'>" + "".join(figs) + "</div>")
+    rows = "".join(f"<tr><td>{_e(t['system'])}</td><td>{_e(t['band'])}</td><td>{t['p']:.3f}</td></tr>"
+                   for t in d.get("top_k", []))
+    bands = "".join(f"<tr><td>{_e(b)}</td><td>{p:.3f}</td></tr>" for b, p in d.get("band_probabilities", {}).items())
+    parts.append("<div class='row'><table><tr><th>system</th><th>band</th><th>posterior</th></tr>" + rows +
+                 "</table><table><tr><th>band</th><th>posterior</th></tr>" + bands + "</table></div>")
+    rs = "".join(f"<tr><td>{_e(r['feature'])}</td><td>{_fmt(r['value'])}</td><td>{r['z']:+.2f}</td>"
+                 f"<td>{r['margin_contribution']:+.2f}</td><td>{_e(r['favours'])}</td><td>{_e(r['direction'])}</td></tr>"
+                 for r in record.reasons)
+    parts.append("<table><tr><th>feature</th><th>value</th><th>z (corpus)</th><th>margin share</th>"
+                 "<th>favours</th><th>direction</th></tr>" + rs + "</table>")
+    surv = {k: v for k, v in record.features.items() if "surviv" in k or k.startswith("detect")}
+    parts.append("<p>survival of the protective perturbation: " +
+                 (", ".join(f"{_e(k)} = {_fmt(v)}" for k, v in surv.items()) if surv else
+                  "not known (no --perturbed copy given)") + "</p>")
+    return "\n".join(parts)
+
+
+def write(path: str, sections: Sequence[str], doc: dict[str, Any], provenance: dict[str, Any],
+          aggregates: Sequence[dict[str, Any]] = (), inputs: Sequence[str] = ()) -> None:
+    """Write the report atomically (never over an input)."""
+    cal = doc["calibration"]
+    loo = cal["loo"]
+    head = (f"<h1>fpx attribution case report</h1><p class='note'>thresholds <b>{_e(doc['id'])}</b> v{_e(doc['version'])}"
+            f" (sha256 {_e(doc['sha256'][:16])}…): {_e(doc.get('description', ''))}<br>leave-one-image-out "
+            f"system accuracy {loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] "
+            f"(chance {loo['chance']:.3f}) on {cal['corpus']['n_images']} images / {cal['corpus']['n_calls']} calls; "
+            f"band {cal['band_loo']['accuracy']:.3f}.</p>")
+    agg = ""
+    if aggregates:
+        rows = "".join(f"<tr><td>{_e(a['reference'])}</td><td>{a['calls']}</td><td>{_e(a['band'])}</td>"
+                       f"<td>{_e(a['system'])}</td></tr>" for a in aggregates)
+        agg = ("<h2>Per-image decisions (several suspects of one reference)</h2><table><tr><th>reference</th>"
+               "<th>calls</th><th>band</th><th>system</th></tr>" + rows + "</table>")
+    prov = f"<h2>Provenance</h2><pre>{_e(json.dumps(provenance, indent=1, default=str))}</pre>"
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fpx case report</title>"
+            f"<style>{CSS}</style></head><body>{head}{agg}{''.join(sections)}{prov}</body></html>\n")
+    atomic.refuse_overwrite_of_inputs(path, inputs)
+    atomic.write_text(path, page)
