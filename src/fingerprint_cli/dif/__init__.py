@@ -1,0 +1,1 @@
+"""Deep Image Fingerprints (Sinitsa & Fried, WACV 2024): residuals, extraction, detection, baselines."""

@@ -1,0 +1,212 @@
+"""Fit a generator fingerprint (DIF, or a baseline) from generated and real images.
+
+DIF (Sinitsa & Fried, WACV 2024), as fpx implements it:
+
+1. residuals r = f_D(x) of the centre ``crop`` of every image, computed ONCE (and cached) — the published code
+   recomputes the denoiser in every batch of every epoch;
+2. a U-Net (:mod:`.unet`) maps a fixed input z = z0 + N(0, 0.03²), z0 = 0.1·U[0,1), to the fingerprint F;
+3. loss over pairs of images in a batch: same class → |ρ_a − ρ_b|, different class → max(0, m − |ρ_a − ρ_b|),
+   m = 0.01, divided by m; AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
+4. F is oriented so that generated images correlate positively; μ_real, μ_gen, σ_real are the training
+   correlations (with the detection statistic, see :mod:`.detect`); the threshold is their midpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from fingerprint_cli import __version__
+from fingerprint_cli.dif import baselines
+from fingerprint_cli.dif.detect import correlate_residuals, rho, standardise
+from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint
+from fingerprint_cli.dif.residuals import ResidualCache, compute, get_denoiser
+from fingerprint_cli.dif.unet import UNet
+from fingerprint_cli.errors import UsageError
+
+DEFAULT_EPOCHS = 30
+DEFAULT_TOLERANCE = 2
+MARGIN = 0.01
+
+
+def split(paths: Sequence[str], n_train: int | None, test_fraction: float, seed: int,
+          label: str) -> tuple[list[str], list[str]]:
+    """Shuffle (seeded) and split into train / test; at least 2 training images are required."""
+    uniq = list(dict.fromkeys(str(p) for p in paths))
+    if len(uniq) < 2:
+        raise UsageError(f"the {label} class has {len(uniq)} image(s); a fingerprint needs at least 2 "
+                         f"(and a few hundred for a good one)")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    shuffled = [uniq[i] for i in order]
+    n_test = int(round(test_fraction * len(uniq))) if len(uniq) >= 4 else 0
+    test, rest = shuffled[:n_test], shuffled[n_test:]
+    if n_train is not None:
+        if n_train < 2:
+            raise UsageError(f"--images must be at least 2 (got {n_train})")
+        test = test + rest[n_train:]
+        rest = rest[:n_train]
+    return rest, test
+
+
+def default_margin(crop: int) -> float:
+    """m = 0.01 at crop 256 (the paper); scaled by 256/crop elsewhere, because the spread of ρ between
+    unrelated tensors grows as 1/crop (1/sqrt(3·crop²))."""
+    return MARGIN * 256.0 / float(crop)
+
+
+def _pair_loss(r: torch.Tensor, y: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
+    d = (r[:, None] - r[None, :]).abs()
+    same = y[:, None] == y[None, :]
+    loss = torch.where(same, d, torch.relu(margin - d)) / margin
+    iu = torch.triu_indices(len(r), len(r), offset=1)
+    return loss[iu[0], iu[1]].mean()
+
+
+def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, batch_size: int = 32,
+              lr: float = 5e-4, ema_decay: float = 0.99, width: int = 32, depth: int = 4,
+              margin: float = MARGIN, progress: Callable[..., None] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Train the U-Net on standardised residuals; returns the EMA fingerprint (3, H, W) and stats."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    crop = gen.shape[-1]
+    data = torch.cat([standardise(gen), standardise(real)])
+    y = torch.cat([torch.ones(len(gen)), torch.zeros(len(real))])
+    z0 = 0.1 * torch.rand((1, 16, crop, crop), generator=g)
+    net = UNet(width=width, depth=depth)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    n = len(data)
+    bs = min(batch_size, n)
+    steps_per_epoch = max(1, math.ceil(n / bs))
+    ema: torch.Tensor | None = None
+    losses = []
+    net.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for s in range(steps_per_epoch):
+            idx = perm[s * bs:(s + 1) * bs]
+            if len(idx) < 2:
+                continue
+            z = z0 + 0.03 * torch.randn(z0.shape, generator=g)
+            f = net(z)[0]
+            r = (data[idx] * standardise(f)[None]).mean(dim=(1, 2, 3))
+            loss = _pair_loss(r, y[idx], margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                # EMA with the usual warm-up (decay grows to ema_decay) so short runs are not dominated
+                # by the untrained first outputs
+                t = len(losses)
+                d = min(ema_decay, (1 + t) / (10 + t))
+                ema = f.detach().clone() if ema is None else d * ema + (1 - d) * f.detach()
+            losses.append(float(loss.detach()))
+            if progress:
+                rg = r.detach()[y[idx] == 1]
+                rr = r.detach()[y[idx] == 0]
+                progress(1, loss=float(loss), mu_real=float(rr.mean()) if len(rr) else float("nan"),
+                         mu_gen=float(rg.mean()) if len(rg) else float("nan"))
+    assert ema is not None
+    return ema, {"steps": len(losses), "final_loss": float(np.mean(losses[-steps_per_epoch:]))}
+
+
+def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str, method: str = "dif",
+        crop: int = 256, epochs: int | None = None, seed: int = 0, denoiser: str = "dncnn",
+        images: int | None = None, progress: Callable[..., None] | None = None,
+        test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
+        cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
+        unet_width: int = 32,
+        on_phase: Callable[[str, int], None] | None = None) -> Fingerprint:
+    """Fit a fingerprint of one generator.
+
+    ``generated_paths`` / ``real_paths``: image files of each class (at least 2 each). Each class is shuffled
+    with ``seed``; ``test_fraction`` of it is held out, then at most ``images`` of the rest train; everything
+    not trained on is recorded as the test split in ``meta["test"]``. ``progress(n, **fields)`` is called per
+    residual computed and per training step (fields loss, mu_real, mu_gen); ``on_phase(label, total)``
+    announces each phase. Returns the :class:`Fingerprint` (not yet saved).
+    """
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
+    if crop < 16 or crop % 16:
+        raise UsageError(f"--crop must be a multiple of 16 and at least 16 (got {crop})")
+    epochs = DEFAULT_EPOCHS if epochs is None else int(epochs)
+    margin = default_margin(crop) if margin is None else float(margin)
+    if epochs < 1:
+        raise UsageError(f"--epochs must be at least 1 (got {epochs})")
+    gen_train, gen_test = split(generated_paths, images, test_fraction, seed, "generated")
+    real_train, real_test = split(real_paths, images, test_fraction, seed + 1, "real")
+    den = get_denoiser(denoiser)
+    cache = cache if cache is not None else ResidualCache()
+    t0 = time.time()
+    if on_phase:
+        on_phase("residuals", len(gen_train) + len(real_train))
+    rg, info_g = compute(gen_train, den, crop, cache=cache, progress=progress)
+    rr, info_r = compute(real_train, den, crop, cache=cache, progress=progress)
+    t_res = time.time() - t0
+    gen_t, real_t = torch.from_numpy(rg), torch.from_numpy(rr)
+    stats: dict[str, Any] = {}
+    t1 = time.time()
+    if method == "dif":
+        n = len(gen_t) + len(real_t)
+        steps = epochs * max(1, math.ceil(n / min(batch_size, n)))
+        if on_phase:
+            on_phase("training", steps)
+        pattern, stats = train_dif(gen_t, real_t, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
+                                   margin=margin, width=unet_width, progress=progress)
+        if float(rho(gen_t, pattern).mean()) < float(rho(real_t, pattern).mean()):
+            pattern = -pattern  # orient: generated images correlate positively
+    else:
+        pattern = baselines.PATTERNS[method](gen_t, real_t)
+        stats = {"steps": 0}
+        tolerance = tolerance if method == "average" else 0
+    t_fit = time.time() - t1
+    meta: dict[str, Any] = {
+        "denoiser": {"id": den.id, "sha256": den.sha256, "verified": den.verified},
+        "crop": int(crop), "seed": int(seed), "method": method, "tolerance": int(tolerance),
+        "epochs": epochs if method == "dif" else 0, "batch_size": int(batch_size), "lr": lr,
+        "margin": margin, "unet_width": int(unet_width) if method == "dif" else None, "fpx_version": __version__,
+        "train": {"generated": info_g, "real": info_r},
+        "test": {"generated": [{"path": p, "sha256": None} for p in gen_test],
+                 "real": [{"path": p, "sha256": None} for p in real_test]},
+        "counts": {"train_generated": len(info_g), "train_real": len(info_r),
+                   "test_generated": len(gen_test), "test_real": len(real_test)},
+        "seconds": {"residuals": round(t_res, 2), "fit": round(t_fit, 2)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
+    fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
+    _calibrate(fp, rg, rr)
+    _fill_test_hashes(fp)
+    return fp
+
+
+def _calibrate(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> None:
+    cg = correlate_residuals(fp, rg)
+    cr = correlate_residuals(fp, rr)
+    mu_g, mu_r = float(cg.mean()), float(cr.mean())
+    fp.meta.update({"mu_gen": mu_g, "mu_real": mu_r, "sigma_gen": float(cg.std()),
+                    "sigma_real": float(cr.std()) if len(cr) > 1 else 0.0,
+                    "threshold": (mu_g + mu_r) / 2})
+    from fingerprint_cli.dif.detect import is_generated
+
+    acc = (is_generated(fp, cg).sum() + (~is_generated(fp, cr)).sum()) / max(1, len(cg) + len(cr))
+    fp.meta["train_accuracy"] = float(acc)
+
+
+def _fill_test_hashes(fp: Fingerprint) -> None:
+    from fingerprint_cli.images import sha256_file
+
+    for cls in ("generated", "real"):
+        for item in fp.meta["test"][cls]:
+            try:
+                item["sha256"] = sha256_file(item["path"])
+            except OSError:
+                item["sha256"] = None
+
+
+def default_name(folder: str | Path) -> str:
+    return Path(folder).resolve().name

@@ -1,0 +1,163 @@
+"""DIF residuals r = f_D(x) of centre crops, computed once per image and cached.
+
+A residual is the denoiser's noise estimate (see :mod:`fingerprint_cli.dif.denoise`) of the centre
+``crop``×``crop`` window of an image, float32 (3, crop, crop). The published DIF code recomputes the denoiser
+for every batch of every epoch; fpx computes each image's residual once (:func:`compute`) and reuses it, and
+:class:`ResidualCache` keeps it across calls (in memory, optionally on disk) keyed by
+(image sha256, denoiser sha256, crop).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from fingerprint_cli import images
+from fingerprint_cli.dif.denoise import Denoiser, get_denoiser, to_batch  # noqa: F401  (re-exported)
+from fingerprint_cli.errors import InputError
+
+__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "residual_of_pixels"]
+
+
+class ResidualCache:
+    """Residuals keyed by (image sha256, denoiser sha256, crop).
+
+    In memory always; with ``disk=True`` (or a folder) also as ``.npy`` files (read with
+    ``allow_pickle=False``) under ``artifacts.home()/cache/residuals/<denoiser sha256[:16]>/<crop>/``.
+    ``hits``/``misses`` count lookups.
+    """
+
+    def __init__(self, disk: bool | str | os.PathLike = False):
+        self._mem: dict[tuple[str, str, int], np.ndarray] = {}
+        if disk is True:
+            from fingerprint_cli import artifacts
+
+            self.root: Path | None = artifacts.home() / "cache" / "residuals"
+        elif disk:
+            self.root = Path(disk)
+        else:
+            self.root = None
+        self.hits = 0
+        self.misses = 0
+
+    def _file(self, key: tuple[str, str, int]) -> Path | None:
+        if self.root is None:
+            return None
+        sha, den, crop = key
+        return self.root / den[:16] / str(crop) / f"{sha}.npy"
+
+    def get(self, image_sha: str, denoiser_sha: str, crop: int) -> np.ndarray | None:
+        key = (image_sha, denoiser_sha, int(crop))
+        r = self._mem.get(key)
+        if r is None:
+            f = self._file(key)
+            if f is not None and f.is_file():
+                try:
+                    r = np.load(f, allow_pickle=False)
+                    if r.shape != (3, crop, crop) or r.dtype != np.float32:
+                        r = None
+                except (OSError, ValueError):
+                    r = None
+                if r is not None:
+                    self._mem[key] = r
+        if r is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return r
+
+    def put(self, image_sha: str, denoiser_sha: str, crop: int, residual: np.ndarray) -> None:
+        key = (image_sha, denoiser_sha, int(crop))
+        residual = np.ascontiguousarray(residual, dtype=np.float32)
+        self._mem[key] = residual
+        f = self._file(key)
+        if f is not None:
+            from fingerprint_cli import atomic
+
+            f.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.atomic_path(f, suffix=".npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, residual, allow_pickle=False)
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def __contains__(self, key) -> bool:
+        return tuple(key) in self._mem
+
+
+def centre_crop(pixels: np.ndarray, crop: int, path: str = "") -> np.ndarray:
+    """Centre ``crop``×``crop`` window of an (H, W, 3) image; InputError when the image is smaller."""
+    h, w = pixels.shape[:2]
+    if h < crop or w < crop:
+        raise InputError(f"image is {w}x{h}, smaller than the {crop}x{crop} crop (use a smaller --crop)", path)
+    y, x = (h - crop) // 2, (w - crop) // 2
+    return pixels[y:y + crop, x:x + crop]
+
+
+def residual_of_pixels(pixels: np.ndarray, denoiser: Denoiser, crop: int, path: str = "") -> np.ndarray:
+    """Residual (3, crop, crop) float32 of an image already in memory (no cache)."""
+    x = to_batch(centre_crop(pixels, crop, path))
+    return denoiser.residual(x)[0].numpy().astype(np.float32)
+
+
+def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: ResidualCache | None = None,
+            progress: Callable[..., None] | None = None, batch_size: int = 8,
+            on_error: Callable[[str, Exception], None] | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Residuals of ``paths``: (N, 3, crop, crop) float32 and [{"path", "sha256"}] in the same order.
+
+    Each image is decoded and denoised once; with ``cache`` an image whose residual is already there
+    (same sha256, denoiser, crop) is not decoded at all. A bad image raises InputError naming it, unless
+    ``on_error`` is given: then it is reported there and left out of the result.
+    """
+    out: list[np.ndarray | None] = []
+    infos: list[dict] = []
+    pending: list[tuple[int, str, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        x = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for _, _, c in pending]).astype(np.float32))
+        r = denoiser.residual(x).numpy().astype(np.float32)
+        for (i, sha, _), ri in zip(pending, r):
+            out[i] = ri
+            if cache is not None:
+                cache.put(sha, denoiser.sha256, crop, ri)
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    for p in paths:
+        p = str(p)
+        try:
+            if cache is not None:
+                if not Path(p).is_file():
+                    raise InputError("no such file", p)
+                sha = images.sha256_file(p)
+                hit = cache.get(sha, denoiser.sha256, crop)
+                if hit is not None:
+                    out.append(hit)
+                    infos.append({"path": p, "sha256": sha})
+                    if progress:
+                        progress(1)
+                    continue
+            im = images.load_image(p)
+            c = centre_crop(im.pixels, crop, p)
+        except InputError as exc:
+            if on_error is None:
+                raise
+            on_error(p, exc)
+            continue
+        out.append(None)
+        infos.append({"path": p, "sha256": im.sha256})
+        pending.append((len(out) - 1, im.sha256, c))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if not out:
+        return np.zeros((0, 3, crop, crop), np.float32), infos
+    return np.stack(out).astype(np.float32), infos
