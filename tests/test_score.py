@@ -87,7 +87,7 @@ def test_reference_tokens_computed_once(model_home, tmp_path, monkeypatch):
     orig = enc.encode
     monkeypatch.setattr(enc, "encode", lambda batch, **kw: calls.append(len(batch)) or orig(batch, **kw))
     score.Scorer(enc, use_disk_cache=False).score([Pair(a, s) for s in sus], batch_size=8)
-    assert calls == [3, 1]  # one batch of suspects, the reference once
+    assert calls == [4]  # one batch: the reference once, then the three suspects
     # a second scorer finds the reference tokens in the disk cache
     calls.clear()
     s1 = score.Scorer(enc)
@@ -97,7 +97,7 @@ def test_reference_tokens_computed_once(model_home, tmp_path, monkeypatch):
     orig2 = enc2.encode
     monkeypatch.setattr(enc2, "encode", lambda batch, **kw: calls2.append(len(batch)) or orig2(batch, **kw))
     score.Scorer(enc2).score([Pair(a, sus[1])])
-    assert calls2 == [1]
+    assert calls2 == [1]  # only the suspect: the reference came from the disk cache
     assert enc2.cache_path(images.load_image(a).sha256).exists()
 
 

@@ -137,6 +137,7 @@ def _table(dicts: list[dict[str, Any]], columns: list[str] | None) -> str:
         columns = []
         for f in flat:
             columns.extend(c for c in f if c.startswith("features.") and c not in columns)
+    columns = [c for c in columns if any(c in f for f in flat)]
     table = Table(show_lines=False)
     input_keys: list[str] = []
     for d in dicts:

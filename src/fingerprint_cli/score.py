@@ -148,7 +148,16 @@ class Scorer:
                     slots[k] = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
             sus_tokens = []
             if self.encoder is not None and loaded:
-                sus_tokens = self.encoder.encode([s.pixels for _, _, _, s in loaded], batch_size=batch_size)
+                # references not cached yet go through the encoder in the same batches as the suspects
+                new_refs = {}
+                for _, _, r, _ in loaded:
+                    if r.sha256 not in new_refs and self.encoder.cached(r.sha256, self.use_disk_cache) is None:
+                        new_refs[r.sha256] = r
+                toks = self.encoder.encode([r.pixels for r in new_refs.values()]
+                                           + [s.pixels for _, _, _, s in loaded], batch_size=batch_size)
+                for r, t in zip(new_refs.values(), toks):
+                    self.encoder.store(r.sha256, t, self.use_disk_cache)
+                sus_tokens = toks[len(new_refs):]
             aligned = self._align_all([(r, s) for _, _, r, s in loaded])
             for i, (k, pair, ref, sus) in enumerate(loaded):
                 try:
