@@ -1,0 +1,227 @@
+"""Content-adaptive sub-JND perturbation of a clean image (``fpx perturb``).
+
+Both methods produce an 8-bit RGB image ``p`` with, on every pixel and channel,
+``|p - x| <= strength * JND`` where x is the input in 8-bit levels (float, so 16-bit inputs are handled too)
+and JND is the per-pixel map of :mod:`fingerprint_cli.jnd` computed on the input's luminance. The bound is
+enforced *after* rounding to 8 bits (:func:`quantize_within`): a target value whose rounding would cross the
+bound is rounded toward the input instead. It is checked again before anything is written.
+
+``keyed`` (default; no model): a pseudo-random +-1 pattern drawn from the key (SHA-256 of the key seeds
+numpy's PCG64), constant over ``cell x cell`` pixel cells (default 2: a little low-frequency energy survives
+JPEG and resizing better than pixel noise), identical on R, G and B (so it is a luminance change), scaled
+to strength x JND. For an 8-bit input the change per pixel is thus +-floor(strength x JND) levels.
+The same key, image, strength, JND model and cell give the same output, bit for bit.
+
+``adversarial``: projected sign-gradient ascent (PGD, Madry et al. 2018) on delta, maximising the mean over
+patches of 1 - cos(token(x + delta), token(x)) of the encoder ``fpx score`` uses (final-layer patch tokens),
+with the encoder's own preprocessing (bicubic antialiased resize to its resolution, mean/std normalisation)
+done in torch so it is differentiable; after every step delta is projected onto the per-pixel box
+|delta| <= strength x JND (each channel). Initialised with a seeded random start inside the box.
+
+Detection never needs the key: delta is recovered as protected - clean (see :mod:`fingerprint_cli.survival`).
+The sidecar therefore stores only a key *id* (the first 16 hex digits of SHA-256("fpx-key:" + key)), never
+the key itself, so that a key can be kept to reproduce or prove authorship of the pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from fingerprint_cli import __version__, images, jnd as jnd_mod, metrics
+from fingerprint_cli.errors import FpxError, UsageError
+
+METHODS = ("keyed", "adversarial")
+DEFAULT_STRENGTH = 0.3
+MIN_STRENGTH = 0.2
+MAX_STRENGTH = 2.0
+SIDECAR_VERSION = 1
+
+
+def key_id(key: str) -> str:
+    return hashlib.sha256(("fpx-key:" + key).encode("utf-8")).hexdigest()[:16]
+
+
+def keyed_pattern(key: str, height: int, width: int, cell: int = 2) -> np.ndarray:
+    """+-1 float32 pattern (H, W) from ``key``, constant over ``cell x cell`` cells aligned to (0, 0)."""
+    if cell < 1:
+        raise UsageError("--cell must be at least 1")
+    seed = int.from_bytes(hashlib.sha256(("fpx-pattern:" + key).encode("utf-8")).digest()[:16], "little")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    gh, gw = -(-height // cell), -(-width // cell)
+    signs = rng.integers(0, 2, size=(gh, gw), dtype=np.int8) * 2 - 1
+    full = np.repeat(np.repeat(signs, cell, axis=0), cell, axis=1)[:height, :width]
+    return full.astype(np.float32)
+
+
+def quantize_within(x255: np.ndarray, target255: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Round ``target255`` to 8-bit levels so that |result - x255| <= bound on every element.
+
+    ``x255`` and ``target255`` are (H, W, 3) float levels, ``bound`` (H, W) or (H, W, 3) levels (>= 0.5
+    guarantees a solution: the integer nearest to x is then always allowed). Values crossing the bound
+    after rounding are rounded toward x; clipping to [0, 255] only moves values toward x (x is in range).
+    """
+    x = np.asarray(x255, np.float64)
+    t = np.asarray(target255, np.float64)
+    b = np.asarray(bound, np.float64)
+    if b.ndim == 2:
+        b = b[..., None]
+    eps = 1e-6
+    q = np.clip(np.rint(t), 0, 255)
+    bad = np.abs(q - x) > b + eps
+    if bad.any():
+        toward = np.where(t > x, np.floor(t), np.ceil(t))
+        q = np.where(bad, np.clip(toward, 0, 255), q)
+        bad = np.abs(q - x) > b + eps
+        if bad.any():
+            q = np.where(bad, np.clip(np.rint(x), 0, 255), q)
+            bad = np.abs(q - x) > b + eps
+            if bad.any():
+                raise FpxError(f"cannot keep {int(bad.sum())} value(s) within the JND bound after 8-bit "
+                               "rounding; raise --strength")
+    return q.astype(np.uint8)
+
+
+@dataclass
+class Perturbation:
+    """Result of :func:`perturb`: the 8-bit output, the JND map and the numbers for the sidecar."""
+
+    protected: np.ndarray            # uint8 (H, W, 3)
+    jnd: np.ndarray                  # float32 (H, W), levels
+    stats: dict[str, float]
+    params: dict[str, Any]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bound_stats(x255: np.ndarray, protected: np.ndarray, jnd: np.ndarray, strength: float) -> dict[str, float]:
+    """Invisibility numbers of an 8-bit output against the input (levels)."""
+    d = np.abs(protected.astype(np.float64) - x255)
+    ratio = d / np.asarray(jnd, np.float64)[..., None]
+    x = x255 / 255.0
+    p = protected.astype(np.float64) / 255.0
+    return {"psnr": metrics.psnr(x, p), "ssim": metrics.ssim(x.astype(np.float32), p.astype(np.float32)),
+            "mean_abs_delta": float(d.mean()), "max_abs_delta": float(d.max()),
+            "mean_delta_over_jnd": float(ratio.mean()), "max_delta_over_jnd": float(ratio.max()),
+            "share_within_jnd": float(np.mean(ratio <= 1.0 + 1e-9)),
+            "share_within_bound": float(np.mean(ratio <= strength + 1e-6)),
+            "share_changed": float(np.mean(d.max(axis=2) > 0))}
+
+
+def _check_common(method: str, strength: float, jnd_model: str) -> str:
+    if method not in METHODS:
+        import difflib
+
+        near = difflib.get_close_matches(method, METHODS, n=1)
+        raise UsageError(f"unknown --method {method!r}" + (f" (did you mean {near[0]}?)" if near else "")
+                         + f"; choose one of {', '.join(METHODS)}")
+    if not (MIN_STRENGTH <= strength <= MAX_STRENGTH):
+        raise UsageError(f"--strength must be between {MIN_STRENGTH} and {MAX_STRENGTH} (got {strength:g})")
+    jnd_mod.jnd_map(np.zeros((1, 1, 3), np.float32), jnd_model)  # validates the name
+    return method
+
+
+def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT_STRENGTH,
+            jnd_model: str = "chou-li", key: str | None = None, cell: int = 2, encoder=None,
+            steps: int = 10, seed: int = 0, on_step: Callable[[int], None] | None = None) -> Perturbation:
+    """Perturb a float RGB image (H, W, 3) in [0, 1]; see the module docstring for the two methods."""
+    _check_common(method, strength, jnd_model)
+    t0 = time.perf_counter()
+    x = np.asarray(pixels, np.float32)
+    x255 = x.astype(np.float64) * 255.0
+    jmap = jnd_mod.jnd_map(x, jnd_model)
+    bound = strength * jmap.astype(np.float64)
+    params: dict[str, Any] = {"method": method, "strength": float(strength), "jnd_model": jnd_model}
+    extra: dict[str, Any] = {}
+    if method == "keyed":
+        generated = key is None
+        if generated:
+            key = secrets.token_hex(16)
+        pat = keyed_pattern(key, x.shape[0], x.shape[1], cell)
+        target = x255 + (pat.astype(np.float64) * bound)[..., None]
+        params.update({"key_id": key_id(key), "key_generated": generated, "cell": int(cell)})
+        if generated:
+            extra["key"] = key
+    else:
+        if encoder is None:
+            raise UsageError("--method adversarial needs an encoder")
+        delta = adversarial_delta(x, bound.astype(np.float32), encoder, steps=steps, seed=seed, on_step=on_step)
+        target = x255 + delta.astype(np.float64) * 255.0
+        params.update({"steps": int(steps), "seed": int(seed), "encoder": encoder.spec.name,
+                       "encoder_weights_sha256": encoder.weights_sha256,
+                       "encoder_verified": bool(encoder.installed.verified), "resolution": encoder.resolution})
+    q = quantize_within(x255, target, bound)
+    stats = bound_stats(x255, q, jmap, strength)
+    if stats["share_within_bound"] < 1.0:  # pragma: no cover - quantize_within guarantees it
+        raise FpxError("internal error: the JND bound does not hold after rounding")
+    return Perturbation(q, jmap, stats, params, time.perf_counter() - t0, extra)
+
+
+def _torch_resize(x, size: int):
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+
+
+def adversarial_delta(x: np.ndarray, bound255: np.ndarray, encoder, steps: int = 10, seed: int = 0,
+                      step_frac: float = 0.25, on_step: Callable[[int], None] | None = None) -> np.ndarray:
+    """PGD delta (H, W, 3), float in image units ([0, 1] scale), |delta| <= bound255/255 per pixel."""
+    import torch
+
+    if steps < 1:
+        raise UsageError("--steps must be at least 1")
+    dev = getattr(encoder, "device", "cpu")
+    model = encoder.model
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    n_prefix = 1 + int(encoder.arch.get("reg_tokens", 0))
+    mean = torch.tensor(encoder.spec.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.spec.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    res = int(encoder.resolution)
+
+    def tokens(img):
+        z = (_torch_resize(img, res) - mean) / std
+        return model.forward_features(z)[:, n_prefix:]
+
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(dev)
+    b = torch.from_numpy(np.ascontiguousarray(bound255 / 255.0))[None, None].to(dev).expand_as(xt)
+    with torch.no_grad():
+        clean_tok = tokens(xt)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    delta = ((torch.rand(xt.shape, generator=g) * 2 - 1).to(dev) * b).clone()
+    step = step_frac * b
+    for i in range(steps):
+        delta.requires_grad_(True)
+        adv = (xt + delta).clamp(0.0, 1.0)
+        tok = tokens(adv)
+        loss = (1.0 - torch.nn.functional.cosine_similarity(tok, clean_tok, dim=-1)).mean()
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta = delta + step * grad.sign()
+            delta = torch.maximum(torch.minimum(delta, b), -b)
+            delta = (xt + delta).clamp(0.0, 1.0) - xt
+        if on_step:
+            on_step(i + 1)
+    return delta.detach()[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def sidecar_path(output: str) -> str:
+    """Where the sidecar JSON of a protected image lives: ``<output>.json`` (e.g. ``cat.png.json``)."""
+    return str(output) + ".json"
+
+
+def make_sidecar(result: Perturbation, source: images.LoadedImage, output_path: str, output_sha: str) -> dict:
+    return {"fpx_perturb_sidecar": SIDECAR_VERSION, **result.params,
+            "input": {"path": source.path, "sha256": source.sha256, "width": source.width,
+                      "height": source.height},
+            "output": {"path": str(output_path), "sha256": output_sha},
+            **{k: result.stats[k] for k in ("psnr", "ssim", "mean_abs_delta", "max_abs_delta",
+                                            "mean_delta_over_jnd", "max_delta_over_jnd", "share_within_jnd")},
+            "seconds": round(result.seconds, 4), "fpx_version": __version__,
+            "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

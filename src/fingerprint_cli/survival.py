@@ -1,0 +1,156 @@
+"""Survival and detection of an ``fpx perturb`` perturbation in a suspect image.
+
+Notation, all in 8-bit levels over every pixel and RGB channel: x the clean reference, p the protected copy
+(``fpx perturb`` output), delta = p - x (recovered from the two images — no key needed), y the suspect
+*aligned to x*: the :class:`~fingerprint_cli.score.Scorer` puts the suspect on the reference's pixel grid,
+unchanged when the sizes agree and resized with bicubic interpolation when they differ. No shift, crop or
+rotation is searched for: a suspect that was cropped or shifted reads as "not derived" (low z).
+
+* ``survival = <y - x, delta> / <delta, delta>`` — the least-squares gain of delta in the suspect's
+  departure from the clean image: 1 when the perturbation is intact (y = p), 0 when it is gone, and it can
+  exceed 1 or go negative when the processing adds changes correlated with delta by chance.
+* ``perturbation_z`` — a self-normalised sign-flip statistic. Split the image into 8x8 blocks b, let
+  ``S_b = sum_{i in b} delta_i (y_i - x_i)``; then ``z = sum_b S_b / sqrt(sum_b S_b^2)``. Null hypothesis: y
+  was not made from p, so the signs of delta (the keyed pattern, constant over cells that tile the blocks)
+  are independent of y - x. Under that null every S_b is equally likely +-, and Hoeffding's inequality for
+  the weighted Rademacher sum gives ``P(z >= t) <= exp(-t^2 / 2)`` whatever the processing did to x — no
+  model of JPEG, resizing or the suspect's content is needed. When y = p, z = sqrt(number of blocks).
+  For the adversarial method delta's signs come from gradients of the image itself, so the bound is an
+  approximation there (the bench measures it on real processing).
+* ``perturbation_detected`` = z >= ``Z_THRESHOLD`` = 5: false-alarm probability at most exp(-12.5) = 3.7e-6
+  per test under the null above.
+
+The sidecar JSON written next to the protected image (``<protected>.json``) is read when present; its
+``input.sha256`` must equal the reference's sha256 (else the protected copy was made from another image
+and the pair is refused with an error naming the protected file).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fingerprint_cli import images
+from fingerprint_cli.errors import InputError
+
+Z_THRESHOLD = 5.0
+BLOCK = 8
+FEATURES: dict[str, tuple[str, str]] = {
+    "survival": ("higher = more of the perturbation kept",
+                 "<y - x, delta> / <delta, delta>: 1 intact, 0 gone"),
+    "perturbation_z": ("higher = more evidence the suspect derives from the protected image",
+                       "sign-flip z of the correlation of (suspect - clean) with delta; P(z >= t | null) <= "
+                       "exp(-t^2/2)"),
+    "perturbation_detected": ("1 = suspect derives from the protected copy",
+                              f"perturbation_z >= {Z_THRESHOLD:g}"),
+}
+
+
+def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
+    """Sums of an (H, W) array over block x block tiles (edge tiles may be partial)."""
+    h, w = a.shape
+    gh, gw = -(-h // block), -(-w // block)
+    pad = np.zeros((gh * block, gw * block), dtype=np.float64)
+    pad[:h, :w] = a
+    return pad.reshape(gh, block, gw, block).sum(axis=(1, 3))
+
+
+def measure(clean: np.ndarray, protected: np.ndarray, suspect: np.ndarray, block: int = BLOCK) -> dict[str, Any]:
+    """Survival and detection numbers for float RGB images in [0, 1] of one shape (suspect already aligned)."""
+    x = np.asarray(clean, np.float64) * 255.0
+    d = np.asarray(protected, np.float64) * 255.0 - x
+    r = np.asarray(suspect, np.float64) * 255.0 - x
+    dd = float(np.sum(d * d))
+    if dd <= 0:
+        raise ValueError("the protected image equals the clean reference: there is no perturbation to look for")
+    dr = d * r
+    survival = float(np.sum(dr) / dd)
+    s = _block_sums(dr.sum(axis=2), block).ravel()
+    denom = float(np.sqrt(np.sum(s * s)))
+    z = float(np.sum(s) / denom) if denom > 0 else 0.0
+    return {"survival": survival, "perturbation_z": z, "perturbation_detected": int(z >= Z_THRESHOLD),
+            "delta_rms": float(np.sqrt(dd / d.size)), "residual_rms": float(np.sqrt(np.mean(r * r)))}
+
+
+def read_sidecar(protected_path: str) -> tuple[dict | None, str]:
+    """The sidecar JSON of a protected image (or None) and its path. A damaged sidecar is an InputError."""
+    from fingerprint_cli.perturb import sidecar_path
+
+    sp = sidecar_path(protected_path)
+    if not Path(sp).is_file():
+        return None, sp
+    try:
+        data = json.loads(Path(sp).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"unreadable perturbation sidecar JSON ({exc.__class__.__name__})", sp) from exc
+    if not isinstance(data, dict) or "fpx_perturb_sidecar" not in data:
+        raise InputError("is not an fpx perturb sidecar (no fpx_perturb_sidecar field)", sp)
+    return data, sp
+
+
+class _Protected:
+    def __init__(self, path: str):
+        self.path = path
+        self.image = images.load_image(path)
+        self.sidecar, self.sidecar_path = read_sidecar(path)
+        if self.sidecar is not None:
+            out_sha = (self.sidecar.get("output") or {}).get("sha256")
+            if out_sha and out_sha != self.image.sha256:
+                raise InputError(f"does not match its sidecar {Path(self.sidecar_path).name} (sha256 differs: "
+                                 "the protected file was modified after fpx perturb wrote it)", path)
+
+
+def feature_fn(protected_path: str | None) -> Callable:
+    """A Scorer extra-feature function: ``fn(pair, ref, suspect_aligned) -> (features, directions, details)``.
+
+    ``protected_path`` applies to every pair; when it is None each pair's ``perturbed`` CSV column is used
+    (pairs without one get no survival features).
+    """
+    cache: dict[str, _Protected] = {}
+
+    def load(path: str) -> _Protected:
+        if path not in cache:
+            if len(cache) > 16:
+                cache.clear()
+            cache[path] = _Protected(path)
+        return cache[path]
+
+    if protected_path is not None:
+        load(protected_path)  # fail fast (exit 2) on an unreadable protected image or sidecar
+
+    def fn(pair, ref: images.LoadedImage, suspect_aligned: np.ndarray):
+        path = protected_path or (pair.get("perturbed") if hasattr(pair, "get") else None)
+        if not path:
+            return {}, {}, {}
+        prot = load(path)
+        if prot.image.pixels.shape != ref.pixels.shape:
+            raise InputError(f"protected copy is {prot.image.width}x{prot.image.height} but the reference "
+                             f"{ref.path} is {ref.width}x{ref.height}; it must be fpx perturb output of the "
+                             "reference", path)
+        sc = prot.sidecar
+        if sc is not None:
+            in_sha = (sc.get("input") or {}).get("sha256")
+            if in_sha and in_sha != ref.sha256:
+                raise InputError(f"sidecar says the protected copy was made from sha256 {in_sha[:12]}…, not from "
+                                 f"the reference {ref.path} (sha256 {ref.sha256[:12]}…)", path)
+        try:
+            m = measure(ref.pixels, prot.image.pixels, suspect_aligned)
+        except ValueError as exc:
+            raise InputError(str(exc), path) from exc
+        feats = {k: m[k] for k in ("survival", "perturbation_z", "perturbation_detected")}
+        dirs = {k: FEATURES[k][0] for k in feats}
+        details = {"perturbation": {
+            "protected": {"path": path, "sha256": prot.image.sha256},
+            "sidecar": prot.sidecar_path if sc is not None else None,
+            "method": sc.get("method") if sc else None, "strength": sc.get("strength") if sc else None,
+            "jnd_model": sc.get("jnd_model") if sc else None,
+            "z_threshold": Z_THRESHOLD, "block": BLOCK,
+            "delta_rms": m["delta_rms"], "residual_rms": m["residual_rms"],
+            "alignment": "suspect on the reference grid (bicubic resize when sizes differ), no shift search",
+        }}
+        return feats, dirs, details
+
+    return fn
