@@ -538,8 +538,12 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     ax_h = fig.add_axes([0.22, 0.12, 0.62, 0.64])
     ax_c = fig.add_axes([0.86, 0.12, 0.03, 0.64])
     if res.clustering.linkage:
-        dendrogram(np.asarray(res.clustering.linkage), ax=ax_d, no_labels=True, color_threshold=res.clustering.threshold,
-                   above_threshold_color="grey")
+        import warnings
+
+        with warnings.catch_warnings():  # a tree whose links are all at height 0 makes scipy warn about ylim
+            warnings.simplefilter("ignore", UserWarning)
+            dendrogram(np.asarray(res.clustering.linkage), ax=ax_d, no_labels=True,
+                       color_threshold=res.clustering.threshold, above_threshold_color="grey")
         ax_d.axhline(res.clustering.threshold, color="red", lw=0.8, ls="--")
         ax_d.set_ylabel("1 - relatedness")
         ax_d.set_ylim(0, 1.05)
@@ -547,7 +551,7 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     for s in ("top", "right"):
         ax_d.spines[s].set_visible(False)
     m = res.accuracy[np.ix_(order, order)]
-    im = ax_h.imshow(m, vmin=0.5, vmax=1.0, cmap="viridis")
+    im = ax_h.imshow(m, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
     ax_h.set_xticks(range(n))
     ax_h.set_xticklabels([names[k] for k in order], rotation=45, ha="right")
     ax_h.set_yticks(range(n))
@@ -620,40 +624,17 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Non
 
 
 def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
-    import inspect
-
-    from fingerprint_cli.dif.residuals import get_denoiser
-
-    den_meta = fp.meta.get("denoiser") or {}
-    den_id = den_meta.get("id") if isinstance(den_meta, Mapping) else den_meta
-    den = get_denoiser(den_id or "dncnn")
-    params = inspect.signature(ResidualCache).parameters
-    kwargs: dict[str, Any] = {}
-    if "crop" in params:
-        kwargs["crop"] = int(fp.meta.get("crop", 256))
-    if "device" in params:
-        kwargs["device"] = device
-    try:
-        return ResidualCache(den, **kwargs)
-    except TypeError:
-        return ResidualCache(den)
+    """One in-memory residual cache for the whole matrix (keyed by image sha256, denoiser sha256, crop)."""
+    return ResidualCache()
 
 
 def _correlations(detect: Any, fp: Any, paths: list[str], cache: Any) -> np.ndarray:
     """ρ of each image against ``fp``; images that fail to load give NaN (left out of the matrix)."""
-    try:
-        out = detect.correlations(fp, paths, cache=cache)
-        return np.asarray(_as_numpy(out), dtype=np.float64).reshape(-1)
-    except Exception:
-        if len(paths) <= 1:
-            return np.full(len(paths), np.nan)
-    vals = []
-    for p in paths:  # one bad image must not sink the whole row
-        try:
-            vals.append(float(np.asarray(_as_numpy(detect.correlations(fp, [p], cache=cache))).reshape(-1)[0]))
-        except Exception:
-            vals.append(float("nan"))
-    return np.asarray(vals)
+    failed: dict[str, str] = {}
+    vals, infos = detect.correlations_with_info(fp, paths, cache=cache,
+                                                on_error=lambda p, exc: failed.__setitem__(str(p), str(exc)))
+    got = {str(info["path"]): float(v) for info, v in zip(infos, np.asarray(vals, dtype=np.float64).reshape(-1))}
+    return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
 
 
 def _as_numpy(x: Any) -> Any:

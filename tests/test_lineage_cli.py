@@ -1,0 +1,182 @@
+"""fpx lineage through the real fingerprint code (fingerprint_cli.dif, "gaussian" denoiser) and the CLI.
+
+Fingerprints are fitted with ``extract.fit(method="average")`` — the same artifact, split and detection path
+as DIF but seconds instead of minutes to fit, which keeps these tests fast; the lineage logic does not depend
+on how the pattern was learned.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import natural_image
+from fingerprint_cli import images
+from fingerprint_cli.cli.app import app
+
+S = 48
+CROP = 32
+
+
+def _pat(seed):
+    return np.random.default_rng(seed).standard_normal((S, S, 3)).astype(np.float32)
+
+
+def _write(folder: Path, pat, n, s0, amp=0.04):
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        px = natural_image(S, S, seed=s0 + k)
+        if pat is not None:
+            px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
+        p = folder / f"img{s0 + k:05d}.png"
+        images.save_png(px, p)
+        out.append(str(p))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    from fingerprint_cli.dif import extract
+
+    root = tmp_path_factory.mktemp("lineage-cli")
+    parent = _pat(100)
+    pats = {"parent": parent, "child": parent + 0.35 * _pat(102), "other": _pat(101)}
+    real = _write(root / "real", None, 16, 9000)
+    fps = {}
+    for k, (name, pat) in enumerate(pats.items()):
+        gen = _write(root / name, pat, 16, 1000 * (k + 1))
+        fp = extract.fit(gen, real, name=name, method="average", crop=CROP, denoiser="gaussian",
+                         test_fraction=0.5, seed=0)
+        path = root / f"{name}.fpx.safetensors"
+        fp.save(path)
+        fps[name] = path
+    # one more made with another denoiser, one with another crop
+    fp = extract.fit(_write(root / "x", pats["other"], 6, 7000), real, name="x", method="average", crop=CROP,
+                     denoiser="gaussian-sigma2", test_fraction=0.5)
+    fp.save(root / "x_sigma2.fpx.safetensors")
+    fp = extract.fit(_write(root / "y", pats["other"], 6, 7100), real, name="y", method="average", crop=16,
+                     denoiser="gaussian", test_fraction=0.5)
+    fp.save(root / "y_crop16.fpx.safetensors")
+    return {"root": root, "fps": fps}
+
+
+def invoke(args):
+    return CliRunner().invoke(app, ["lineage", *map(str, args)])
+
+
+def records(res):
+    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+def test_families_and_json_schema(bed):
+    f = bed["fps"]
+    res = invoke([f["parent"], f["child"], f["other"], "-f", "jsonl", "-q"])
+    assert res.exit_code == 0, res.output
+    recs = records(res)
+    assert len(recs) == 3 * 3 + 1
+    pairs, summary = recs[:-1], recs[-1]
+    # stable schema: top-level keys, pair features, summary decision/details keys
+    top = ["schema_version", "command", "status", "inputs", "features", "directions", "decision", "reasons",
+           "error", "details", "provenance"]
+    assert all(list(r) == top for r in recs)
+    assert all(r["command"] == "lineage" and r["schema_version"] == 1 for r in recs)
+    for r in pairs:
+        assert set(r["inputs"]) == {"fingerprint", "images_of"}
+        assert set(r["features"]) == {"cross_accuracy", "tpr", "tnr", "auc", "fingerprint_correlation",
+                                      "relatedness"}
+        assert {"fingerprint", "images_of", "same_family", "n_generated", "n_real", "n_excluded_training",
+                "fingerprint_shift", "test_images", "real_images"} <= set(r["details"])
+        assert len(r["inputs"]["fingerprint"]["sha256"]) == 64
+    assert summary["decision"]["label"] == "families"
+    assert summary["decision"]["families"] == [["parent", "child"], ["other"]]
+    assert summary["features"]["n_families"] == 2
+    d = summary["details"]
+    assert {"names", "cross_accuracy", "auc", "fingerprint_correlation", "relatedness", "links", "linkage",
+            "timing"} <= set(d)
+    assert d["names"] == ["parent", "child", "other"]
+    assert np.array(d["cross_accuracy"]).shape == (3, 3)
+    assert summary["reasons"][0]["link"].startswith("child ~ parent: ")
+    # pair records agree with the summary matrix
+    for r in pairs:
+        i, j = d["names"].index(r["details"]["fingerprint"]), d["names"].index(r["details"]["images_of"])
+        assert r["features"]["cross_accuracy"] == pytest.approx(d["cross_accuracy"][i][j])
+    # the recorded held-out split is used: 8 of 16 generated and 8 of 16 real per cell, none of them trained on
+    assert all(r["details"]["n_generated"] == 8 and r["details"]["n_real"] == 8 for r in pairs)
+    assert all(r["details"]["n_excluded_training"] == 0 for r in pairs)
+
+
+def test_images_override_excludes_training_images_and_plots(bed, tmp_path):
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    f = bed["fps"]
+    fp_parent = Fingerprint.load(f["parent"])
+    # a folder of child images that also holds parent's TRAINING images
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for e in fp_parent.meta["train"]["generated"][:5]:
+        (mixed / ("p_" + Path(e["path"]).name)).write_bytes(Path(e["path"]).read_bytes())
+    for p in sorted((bed["root"] / "child").glob("*.png"))[:6]:
+        (mixed / p.name).write_bytes(p.read_bytes())
+    png = tmp_path / "lineage.png"
+    out = tmp_path / "lineage.json"
+    res = invoke([f["parent"], f["child"], "--images", f"child={mixed}", "--plot", png, "-o", out, "-q"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(out.read_text())
+    cell = next(r for r in recs[:-1] if r["details"]["fingerprint"] == "parent"
+                and r["details"]["images_of"] == "child")
+    assert cell["details"]["n_excluded_training"] == 5 and cell["details"]["test_images"] == str(mixed)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert images.load_image(png).width > 200
+
+
+def test_table_output(bed):
+    f = bed["fps"]
+    res = invoke([f["parent"], f["child"], f["other"], "-f", "table"])
+    assert res.exit_code == 0, res.output
+    assert "families" in res.stdout and "{parent, child}; {other}" in res.stdout
+
+
+def test_refuses_incomparable_fingerprints(bed):
+    f, root = bed["fps"], bed["root"]
+    res = invoke([f["parent"], root / "x_sigma2.fpx.safetensors"])
+    assert res.exit_code == 2
+    assert "denoiser" in res.stderr and "re-extract" in res.stderr and "x_sigma2" in res.stderr
+    res = invoke([f["parent"], root / "y_crop16.fpx.safetensors"])
+    assert res.exit_code == 2 and "crop" in res.stderr
+
+
+def test_bad_inputs(bed, tmp_path):
+    f = bed["fps"]
+    bogus = tmp_path / "bogus.fpx.safetensors"
+    bogus.write_bytes(b"not a safetensors file")
+    res = invoke([f["parent"], bogus])
+    assert res.exit_code == 2 and str(bogus) in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = invoke([f["parent"]])
+    assert res.exit_code == 2 and "two fingerprints" in res.stderr
+    res = invoke([f["parent"], f["child"], "--images", f"chld={tmp_path}"])
+    assert res.exit_code == 2 and "did you mean 'child'" in res.stderr
+    res = invoke([f["parent"], f["child"], "--plot", f["child"]])
+    assert res.exit_code == 2 and "refusing to write over" in res.stderr
+
+
+def test_cell_without_usable_images_is_a_failed_item(bed, tmp_path):
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    f = bed["fps"]
+    only_train = tmp_path / "only_train"
+    only_train.mkdir()
+    for e in Fingerprint.load(f["child"]).meta["train"]["generated"]:
+        (only_train / Path(e["path"]).name).write_bytes(Path(e["path"]).read_bytes())
+    (only_train / "broken.png").write_bytes(b"\x89PNG broken")
+    res = invoke([f["parent"], f["child"], "--images", f"child={only_train}", "-f", "jsonl"])
+    assert res.exit_code == 3, res.output
+    recs = records(res)
+    bad = [r for r in recs if r["status"] == "error"]
+    assert len(bad) == 1 and bad[0]["details"]["fingerprint"] == "child"
+    assert bad[0]["details"]["images_of"] == "child"
+    assert "could not be read" in res.stderr
