@@ -1,0 +1,252 @@
+"""`fpx attribute` / `fpx calibrate` end to end on a tiny synthetic image corpus (issue 4)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from conftest import natural_image
+from fingerprint_cli import images, thresholds
+from fingerprint_cli.cli.app import app
+from fingerprint_cli.errors import ArtifactError
+
+BANDS = {"blur": "tight", "noise": "drift", "jpeg": "benign"}
+
+
+def system_output(system: str, ref: np.ndarray, rep: int, seed: int) -> np.ndarray:
+    if system == "blur":
+        return ndimage.gaussian_filter(ref, (1.0 + 0.2 * rep, 1.0 + 0.2 * rep, 0))
+    if system == "noise":
+        return np.clip(ref + np.random.default_rng(seed).normal(0, 0.04, ref.shape), 0, 1)
+    return images.decode(images.encode(ref, "JPEG", quality=40 + 10 * rep), "<jpeg>").pixels
+
+
+def make_image_corpus(root: Path, n_images: int = 6, reps: int = 2, h: int = 48, w: int = 64,
+                      band_column: bool = True) -> Path:
+    """Three 'systems' with distinct pixel signatures (blur = tight, noise = drift, JPEG = benign)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n_images):
+        ref = natural_image(h, w, seed=100 + i)
+        images.save_png(ref, root / f"ref{i}.png")
+        for rep in range(reps):
+            for s in BANDS:
+                p = f"sus{i}_{s}_{rep}.png"
+                images.save_png(system_output(s, ref, rep, 1000 * i + rep), root / p)
+                row = {"reference": f"ref{i}.png", "suspect": p, "system": s, "image_id": f"img{i}",
+                       "domain": "even" if i % 2 == 0 else "odd", "rep": str(rep)}
+                if band_column:
+                    row["band"] = BANDS[s]
+                rows.append(row)
+    path = root / "corpus.csv"
+    with open(path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    corpus = make_image_corpus(root)
+    out = root / "syn-pixel-v1.json"
+    res = CliRunner().invoke(app, ["calibrate", str(corpus), "-o", str(out), "--features", "pixel",
+                                   "--bootstrap", "200", "--quiet"])
+    assert res.exit_code == 0, res.output
+    return root, out, res.stdout
+
+
+def run(args):
+    return CliRunner().invoke(app, args)
+
+
+def test_calibrate_cli_recovers_systems_and_writes_artifact(calibrated):
+    root, out, stdout = calibrated
+    doc = thresholds.load(out)
+    cal = doc["calibration"]
+    assert doc["encoder"] is None and doc["id"] == "syn-pixel-v1"
+    assert cal["corpus"]["n_images"] == 6 and cal["corpus"]["n_calls"] == 36
+    assert cal["loo"]["accuracy"] >= 0.9
+    assert cal["band_loo"]["accuracy"] >= 0.9
+    assert cal["loo"]["ci95"][0] <= cal["loo"]["accuracy"] <= cal["loo"]["ci95"][1]
+    assert cal["loo"]["chance"] == pytest.approx(1 / 3)
+    assert cal["blind_baseline"] is not None and "loo" in cal["blind_baseline"]
+    assert cal["eta_squared"]["domain"] is not None
+    assert doc["band_rule"]["bands"] == BANDS
+    assert len(cal["corpus"]["sha256"]) == 64
+    assert (root / "syn-pixel-v1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "LOO system accuracy" in stdout and "blind baseline" in stdout
+
+
+def test_attribute_calls_each_system_and_aggregates(calibrated):
+    root, art, _ = calibrated
+    # a fresh image (not in the corpus) processed by each system
+    ref = natural_image(48, 64, seed=999)
+    images.save_png(ref, root / "new_ref.png")
+    sus = []
+    for s in BANDS:
+        images.save_png(system_output(s, ref, 0, 7), root / f"new_{s}.png")
+        sus.append(str(root / f"new_{s}.png"))
+    res = run(["attribute", str(root / "new_ref.png"), *sus, "-t", str(art), "--format", "json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(res.stdout)
+    pair_recs = [r for r in recs if "suspect" in r["inputs"]]
+    assert [r["decision"]["system"] for r in pair_recs] == list(BANDS)
+    assert [r["decision"]["band"] for r in pair_recs] == list(BANDS.values())
+    for r in pair_recs:
+        d = r["decision"]
+        assert r["command"] == "attribute"
+        assert sum(d["band_probabilities"].values()) == pytest.approx(1.0)
+        assert d["top_k"][0]["p"] >= d["top_k"][1]["p"]
+        assert d["thresholds"]["id"] == "syn-pixel-v1" and d["thresholds"]["sha256"]
+        assert {x["feature"] for x in r["reasons"]} == set(d["thresholds"]["features"])
+        assert all("z" in x for x in r["reasons"])
+    agg = [r for r in recs if "suspect" not in r["inputs"]]
+    assert len(agg) == 1 and agg[0]["decision"]["calls"] == 3
+    assert len(agg[0]["details"]["suspects"]) == 3
+
+
+def test_repeat_calls_of_one_system_give_a_confident_per_image_call(calibrated):
+    root, art, _ = calibrated
+    ref = natural_image(48, 64, seed=555)
+    images.save_png(ref, root / "r555.png")
+    paths = []
+    for rep in range(3):
+        images.save_png(system_output("noise", ref, rep, 50 + rep), root / f"r555_n{rep}.png")
+        paths.append(str(root / f"r555_n{rep}.png"))
+    res = run(["attribute", str(root / "r555.png"), *paths, "-t", str(art), "--format", "jsonl", "--quiet"])
+    assert res.exit_code == 0, res.output
+    agg = [json.loads(x) for x in res.stdout.splitlines() if '"suspects"' in x][0]
+    assert agg["decision"]["system"] == "noise" and agg["decision"]["band"] == "drift"
+
+
+def test_far_point_is_inconclusive(calibrated):
+    from fingerprint_cli.attribute import Decider
+
+    _, art, _ = calibrated
+    doc = thresholds.load(art)
+    dec = Decider(doc)
+    mean = np.array(doc["standardisation"]["mean"])
+    sd = np.array(doc["standardisation"]["std"])
+    far = dict(zip(doc["features"], (mean + 40 * sd).tolist()))
+    d, reasons = dec.decide(far)
+    assert d["system"] == "inconclusive" and d["band"] == "inconclusive" and d["inconclusive"]
+    assert any("far from every" in w for w in d["why_inconclusive"])
+    assert abs(reasons[0]["z"]) == pytest.approx(40, rel=1e-6)
+
+
+def test_artifact_round_trip_and_tamper_refused(calibrated, tmp_path):
+    _, art, _ = calibrated
+    doc = thresholds.load(art)
+    copy = tmp_path / "copy.json"
+    again = thresholds.save({k: v for k, v in doc.items() if k != "_path"}, copy)
+    assert again["sha256"] == doc["sha256"]  # sealing is deterministic: the content round-trips
+    assert thresholds.load(copy)["class_model"] == doc["class_model"]
+
+    data = json.loads(art.read_text())
+    data["class_model"]["means"][0][0] += 0.5
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="modified"):
+        thresholds.load(bad)
+    ref = tmp_path / "r.png"
+    images.save_png(natural_image(48, 64, seed=1), ref)
+    res = run(["attribute", str(ref), str(ref), "-t", str(bad), "--quiet"])
+    assert res.exit_code == 1
+    assert "modified" in res.stderr and "tampered.json" in res.stderr
+
+    bad.write_text("{not json")
+    res = run(["attribute", str(ref), str(ref), "-t", str(bad)])
+    assert res.exit_code == 1 and "not valid JSON" in res.stderr
+
+
+def test_batch_goes_past_a_bad_suspect(calibrated, tmp_path):
+    _, art, _ = calibrated
+    ref = tmp_path / "r.png"
+    images.save_png(natural_image(48, 64, seed=2), ref)
+    good = tmp_path / "g.png"
+    images.save_png(system_output("blur", images.load_image(ref).pixels, 0, 0), good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    res = run(["attribute", str(ref), str(good), str(broken), "-t", str(art), "--format", "jsonl", "--quiet"])
+    assert res.exit_code == 3
+    recs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [r["status"] for r in recs if "suspect" in r["inputs"]] == ["ok", "error"]
+    assert "broken.png" in res.stderr
+    assert images.load_image(ref).sha256  # inputs untouched
+
+
+def test_calibrate_usage_errors(tmp_path, calibrated):
+    root, _, _ = calibrated
+    bad = tmp_path / "c.csv"
+    bad.write_text("reference,suspect\na.png,b.png\n")
+    res = run(["calibrate", str(bad), "-o", str(tmp_path / "o.json")])
+    assert res.exit_code == 2 and "system" in res.stderr and "c.csv" in res.stderr
+    res = run(["calibrate", str(root / "corpus.csv"), "-o", str(root / "corpus.csv")])
+    assert res.exit_code == 2
+    res = run(["calibrate", str(root / "corpus.csv"), "-o", str(tmp_path / "o.json"), "--features", "nope"])
+    assert res.exit_code == 2 and "unknown feature" in res.stderr
+
+
+def test_calibrate_without_band_column_derives_bands(tmp_path):
+    corpus = make_image_corpus(tmp_path / "nb", n_images=4, reps=1, band_column=False)
+    out = tmp_path / "nb.json"
+    res = run(["calibrate", str(corpus), "-o", str(out), "--features", "ssim-psnr", "--bootstrap", "100",
+               "--no-blind", "--quiet"])
+    assert res.exit_code == 0, res.output
+    doc = thresholds.load(out)
+    assert "no band column" in doc["band_rule"]["how"]
+    assert set(doc["band_rule"]["bands"].values()) <= {"tight", "drift"}
+    assert doc["calibration"]["blind_baseline"] is None
+
+
+def test_default_uses_shipped_artifact(tmp_path):
+    shipped = thresholds.shipped()
+    if not shipped:
+        pytest.skip("no thresholds artifact shipped yet")
+    ref = natural_image(64, 64, seed=3)
+    images.save_png(ref, tmp_path / "r.png")
+    images.save_png(images.decode(images.encode(ref, "JPEG", quality=50), "j").pixels, tmp_path / "s.png")
+    res = run(["attribute", str(tmp_path / "r.png"), str(tmp_path / "s.png"), "--format", "json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)[0]
+    assert rec["decision"]["chosen"].startswith("default: best shipped artifact")
+    assert rec["decision"]["thresholds"]["id"] in {d["id"] for d in shipped}
+    assert rec["provenance"]["thresholds"]["chosen"] == rec["decision"]["chosen"]
+
+
+# ---------------------------------------------------------------- the DINOv2 path (tiny random model)
+def test_dinov2_path_end_to_end_and_encoder_mismatch_refused(model_home, tmp_path):
+    corpus = make_image_corpus(tmp_path / "dc", n_images=4, reps=1)
+    out = tmp_path / "dino.json"
+    res = run(["calibrate", str(corpus), "-o", str(out), "--features", "plane", "--bootstrap", "100",
+               "--no-blind", "--resolution", "56", "--quiet"])
+    assert res.exit_code == 0, res.output
+    doc = thresholds.load(out)
+    assert doc["encoder"]["id"] == "dinov2-vitb14" and doc["encoder"]["resolution"] == 56
+    assert doc["calibration"]["plane"]["features"] == ["patch_mean", "ssim_clean"]
+    root = tmp_path / "dc"
+    res = run(["attribute", str(root / "ref0.png"), str(root / "sus0_noise_0.png"), "-t", str(out),
+               "--format", "json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)[0]
+    assert rec["features"]["patch_mean"] is not None
+    assert rec["provenance"]["encoder"] == "dinov2-vitb14" and rec["provenance"]["resolution"] == 56
+    # another resolution than the artifact's: refused
+    res = run(["attribute", str(root / "ref0.png"), str(root / "sus0_noise_0.png"), "-t", str(out),
+               "--resolution", "70"])
+    assert res.exit_code == 1 and "resolution 56" in res.stderr
+    # other weights than the artifact's: refused
+    data = {k: v for k, v in doc.items() if k != "_path"}
+    data["encoder"] = dict(data["encoder"], weights_sha256="0" * 64)
+    other = tmp_path / "other.json"
+    thresholds.save(data, other)
+    res = run(["attribute", str(root / "ref0.png"), str(root / "sus0_noise_0.png"), "-t", str(other)])
+    assert res.exit_code == 1 and "weights sha256" in res.stderr and "other.json" in res.stderr
