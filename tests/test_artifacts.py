@@ -73,3 +73,56 @@ def test_home_follows_env(tmp_path, monkeypatch):
     assert artifacts.home() == tmp_path / "h"
     monkeypatch.delenv("FPX_HOME")
     assert "fpx" in str(artifacts.home())
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """A loopback HTTP server over tmp_path/srv (bounded: shut down after the test)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "srv"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_pull_verifies_hash(local_server, monkeypatch):
+    from fingerprint_cli.images import sha256_file
+
+    root, base = local_server
+    good = root / "model.safetensors"
+    artifacts.write_tensors(good, {"a": torch.arange(5.0)})
+    spec = artifacts.resolve("dinov2-vitb14")
+    monkeypatch.setitem(artifacts.REGISTRY, "dinov2-vitb14", artifacts.ArtifactSpec(
+        **{**spec.__dict__, "url": f"{base}/model.safetensors", "sha256": sha256_file(good)}))
+    seen = []
+    inst = artifacts.pull("dinov2-vitb14", progress=lambda d, t: seen.append((d, t)))
+    assert inst.verified and inst.how == "pull" and seen[-1][0] == good.stat().st_size
+    # a server that hands out a different file is refused and nothing is installed
+    artifacts.artifact_dir(spec).joinpath("manifest.json").unlink()
+    artifacts.write_tensors(good, {"a": torch.arange(6.0)})
+    with pytest.raises(ArtifactError, match="not the pinned"):
+        artifacts.pull("dinov2-vitb14")
+    assert artifacts.installed("dinov2-vitb14") is None
+    assert not list(artifacts.artifact_dir(spec).glob("*.download"))
+
+
+def test_first_use_pulls_when_online(local_server, monkeypatch):
+    from fingerprint_cli.images import sha256_file
+
+    root, base = local_server
+    good = root / "model.safetensors"
+    artifacts.write_tensors(good, {"a": torch.arange(5.0)})
+    spec = artifacts.resolve("dinov2-vitb14")
+    monkeypatch.setitem(artifacts.REGISTRY, "dinov2-vitb14", artifacts.ArtifactSpec(
+        **{**spec.__dict__, "url": f"{base}/model.safetensors", "sha256": sha256_file(good)}))
+    monkeypatch.delenv("FPX_OFFLINE")
+    inst = artifacts.ensure("dinov2-vitb14")
+    assert inst.verified and inst.path.exists()

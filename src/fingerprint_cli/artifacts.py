@@ -202,8 +202,8 @@ def pull(name: str, *, progress: Callable[[int, int], None] | None = None, timeo
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         part.unlink(missing_ok=True)
         raise ArtifactError(f"cannot download {spec.name} from {spec.url} ({getattr(exc, 'reason', exc)}); "
-                            f"on an offline machine bring the file by hand and run "
-                            f"`fpx models import FILE --name {spec.name}`") from exc
+                            f"retry `fpx models pull {spec.name}` where the model hub is reachable, or bring "
+                            f"the file by hand and run `fpx models import FILE --name {spec.name}`") from exc
     try:
         digest = sha256_file(part)
         if digest != spec.sha256:
@@ -252,10 +252,7 @@ def ensure(name: str, *, progress: Callable[[int, int], None] | None = None) -> 
         raise ArtifactError(_missing_message(spec))
     print(f"fpx: {spec.name} is not installed; pulling it from {spec.url} (set FPX_OFFLINE=1 to never download)",
           file=sys.stderr)
-    try:
-        return pull(spec.name, progress=progress)
-    except ArtifactError as exc:
-        raise ArtifactError(f"{exc}. {_missing_message(spec)}") from exc
+    return pull(spec.name, progress=progress)
 
 
 # ---------------------------------------------------------------- safetensors I/O
