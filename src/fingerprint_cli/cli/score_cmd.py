@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
     def score(
         reference: Optional[str] = typer.Argument(None, help="clean reference image"),
         suspects: List[str] = typer.Argument(None, help="suspect image(s) or folders of them"),
-        pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV with columns reference,suspect"),
+        pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV with columns reference,suspect (optional: perturbed)"),
         ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="folder of references"),
         suspect_dir: Optional[Path] = typer.Option(None, "--suspect-dir",
                                                    help="folder of suspects, matched to references by file stem"),
@@ -82,10 +82,11 @@ def register(app: typer.Typer) -> None:
         try:
             plist, orphans = resolve_pairs(reference, suspects or [], pairs, ref_dir, suspect_dir)
             extra = []
-            if perturbed is not None:
+            if perturbed is not None or any(p.get("perturbed") for p in plist):
                 from fingerprint_cli import survival
 
-                extra.append(survival.feature_fn(str(perturbed)))
+                # --perturbed for every pair, else each --pairs row's own `perturbed` column
+                extra.append(survival.feature_fn(str(perturbed) if perturbed is not None else None))
             enc = None
             if encoders.resolve_encoder(encoder) is not None:
                 enc = encoders.load_encoder(encoder, resolution, device)
