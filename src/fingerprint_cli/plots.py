@@ -47,6 +47,11 @@ def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = ()
     ax.contourf(gx, gy, lab, levels=np.arange(len(model.classes) + 1) - 0.5,
                 colors=[cmap(i) for i in range(len(model.classes))], alpha=0.5)
     ax.contour(gx, gy, lab, levels=np.arange(len(model.classes)) + 0.5, colors="k", linewidths=1.2)
+    for k, band in enumerate(model.classes):
+        m = lab == k
+        if m.any():
+            ax.text(gx[m].mean(), gy[m].mean(), band, fontsize=11, color="0.35", ha="center", va="center",
+                    fontweight="bold", alpha=0.8)
     markers = {b: m for b, m in zip(sorted(set(bands.values())), "os^Dv<>p")}
     colours = plt.get_cmap("tab10")
     for i, (system, pts) in enumerate(sorted(cal["points"].items())):

@@ -24,7 +24,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:28px}
 .row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start} figure{margin:0} figcaption{font-size:12px;color:#555}
-img{border:1px solid #ddd;max-width:480px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
+img{border:1px solid #ddd;max-width:480px} img.thumb{width:440px;height:auto;image-rendering:pixelated} table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left} .call{font-size:20px;font-weight:600}
 .inc{color:#a60} .ok{color:#075} .note{font-size:12px;color:#666} pre{font-size:11px;background:#f6f6f6;padding:8px;overflow:auto}
 """
@@ -64,10 +64,10 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
         parts.append("<p class='inc'>" + "; ".join(_e(w) for w in d["why_inconclusive"]) + "</p>")
     figs = []
     if reference_px is not None:
-        figs.append(f"<figure><img alt='reference' src='{_thumb(reference_px)}'><figcaption>reference "
+        figs.append(f"<figure><img class='thumb' alt='reference' src='{_thumb(reference_px)}'><figcaption>reference "
                     f"{_e(name_r)}<br>sha256 {_e(record.inputs['reference']['sha256'])}</figcaption></figure>")
     if suspect_px is not None:
-        figs.append(f"<figure><img alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect {_e(name_s)} "
+        figs.append(f"<figure><img class='thumb' alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect {_e(name_s)} "
                     f"(on the reference's grid)<br>sha256 {_e(record.inputs['suspect']['sha256'])}"
                     f"</figcaption></figure>")
     parts.append("<div class='row'>" + "".join(figs) + "</div>")
@@ -91,9 +91,9 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
     rs = "".join(f"<tr><td>{_e(r['feature'])}</td><td>{_fmt(r['value'])}</td><td>{r['z']:+.2f}</td>"
                  f"<td>{r['margin_contribution']:+.2f}</td><td>{_e(r['favours'])}</td><td>{_e(r['direction'])}</td></tr>"
                  for r in record.reasons)
-    parts.append("<table><tr><th>feature</th><th>value</th><th>z (corpus)</th><th>margin share</th>"
+    parts.append("<table><tr><th>feature</th><th>value</th><th>z (corpus)</th><th>log-odds share (top vs runner-up)</th>"
                  "<th>favours</th><th>direction</th></tr>" + rs + "</table>")
-    surv = {k: v for k, v in record.features.items() if "surviv" in k or k.startswith("detect")}
+    surv = {k: v for k, v in record.features.items() if k in ("survival", "perturbation_z", "perturbation_detected")}
     parts.append("<p>survival of the protective perturbation: " +
                  (", ".join(f"{_e(k)} = {_fmt(v)}" for k, v in surv.items()) if surv else
                   "not known (no --perturbed copy given)") + "</p>")

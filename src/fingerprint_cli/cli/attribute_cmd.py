@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
     def attribute_cmd(
         reference: Optional[str] = typer.Argument(None, help="clean reference image"),
         suspects: List[str] = typer.Argument(None, help="suspect image(s) or folders of them"),
-        pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV with columns reference,suspect"),
+        pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV with columns reference,suspect (optional: perturbed)"),
         ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="folder of references"),
         suspect_dir: Optional[Path] = typer.Option(None, "--suspect-dir",
                                                    help="folder of suspects, matched to references by file stem"),
@@ -89,10 +89,11 @@ def register(app: typer.Typer) -> None:
             doc, enc, why = load_thresholds(thresholds_name, resolution, device, quiet)
             decider = attr.Decider(doc)
             extra = []
-            if perturbed is not None:
+            if perturbed is not None or any(p.get("perturbed") for p in plist):
                 from fingerprint_cli import survival
 
-                extra.append(survival.feature_fn(str(perturbed)))
+                # --perturbed for every pair, else each --pairs row's own `perturbed` column
+                extra.append(survival.feature_fn(str(perturbed) if perturbed is not None else None))
             scorer = attr.make_scorer(decider.features, enc, use_disk_cache=not no_cache, jobs=jobs, extra=extra)
             inputs = [p.reference for p in plist] + [p.suspect for p in plist]
             if report is not None:
@@ -150,7 +151,7 @@ def register(app: typer.Typer) -> None:
                 if r.ok and r.decision and r.inputs.get("suspect"):
                     by_ref.setdefault(r.inputs["reference"]["path"], []).append(r)
             for ref_path, group in by_ref.items():
-                if len(group) < 2:
+                if len(group) < 2 or ("attribute", ("reference", ref_path)) in sink.done:
                     continue
                 d = decider.aggregate([g.features for g in group], top_k)
                 d["chosen"] = why
