@@ -163,3 +163,16 @@ def test_console_script_pipes_jsonl(files, tmp_path):
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout)
     assert rec["command"] == "score" and rec["features"]["ssim_clean"] < 1
+
+
+def test_maps_written_per_pair(model_home, files, tmp_path):
+    out = tmp_path / "maps"
+    r = run("score", files["ref"], files["s1"], files["s2"], "--resolution", "112", "--maps", out, "-f", "json")
+    assert r.exit_code == 0, r.output
+    recs = json.loads(r.stdout)
+    for rec, name in zip(recs, ["s1", "s2"]):
+        assert Path_name(rec["details"]["map"]) == f"{name}__map.png"
+        im = images.load_image(rec["details"]["map"])
+        assert im.width > 50
+    r = run("score", files["ref"], files["s1"], "--encoder", "none", "--maps", out, "-f", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["details"]["map"].endswith("s1__map.png")

@@ -77,6 +77,34 @@ class PairResult:
     reference: images.LoadedImage | None = None
     suspect_aligned: np.ndarray | None = None
 
+    def heatmap(self) -> tuple[np.ndarray | None, str]:
+        """The map to show for this pair: per-patch token distances when an encoder ran, else the per-block
+        RMS luma difference (needs the pixels kept: ``Scorer.score(..., keep_pixels=True)``)."""
+        if self.distance_map is not None:
+            return self.distance_map, "per-patch DINOv2 token distance (1 - cos)"
+        if self.reference is not None and self.suspect_aligned is not None:
+            from fingerprint_cli import anchored
+
+            return (anchored.difference_map(self.reference.pixels, self.suspect_aligned),
+                    "per-block RMS luma difference (no encoder)")
+        return None, ""
+
+
+def write_heatmap(result: PairResult, folder: str, inputs: Sequence[str] = ()) -> str | None:
+    """Write the pair's heatmap as ``FOLDER/<suspect stem>__map.png`` (atomically); returns the path."""
+    from pathlib import Path
+
+    from fingerprint_cli import atomic, plots
+
+    dmap, label = result.heatmap()
+    if dmap is None:
+        return None
+    sus = Path(result.record.inputs["suspect"]["path"])
+    out = Path(folder) / f"{sus.stem}__map.png"
+    atomic.refuse_overwrite_of_inputs(out, inputs)
+    atomic.write_bytes(out, plots.heatmap(dmap, f"{sus.name}: {label}"))
+    return str(out)
+
 
 def base_provenance(encoder=None, seed: int | None = None) -> dict[str, Any]:
     import torch

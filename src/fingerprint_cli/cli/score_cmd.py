@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
         perturbed: Optional[Path] = typer.Option(None, "--perturbed",
                                                  help="protected copy of the reference (fpx perturb output): "
                                                       "adds survival and detection features"),
+        maps: Optional[Path] = typer.Option(None, "--maps",
+                                            help="folder for one heatmap PNG per pair (token distances, or the "
+                                                 "block luma difference with --encoder none)"),
         fmt: Optional[str] = common.FormatOpt,
         output: Optional[Path] = common.OutputOpt,
         resume: bool = common.ResumeOpt,
@@ -103,9 +106,14 @@ def register(app: typer.Typer) -> None:
             batch.warn(f"--resume: {len(plist) - len(todo)} pair(s) already in {output}, skipped", quiet)
         for r in orphan_records("score", orphans, scorer.provenance):
             sink.add(r)
+        def done(r) -> None:
+            if maps is not None and r.record.ok:
+                r.record.details["map"] = score_mod.write_heatmap(r, str(maps), inputs)
+            sink.add(r.record)
+            advance()
+
         with batch.progress_bar(len(todo), "score", quiet) as advance:
-            results = scorer.score(todo, batch_size=batch_size,
-                                   on_result=lambda r: (sink.add(r.record), advance()))
+            results = scorer.score(todo, batch_size=batch_size, on_result=done, keep_pixels=maps is not None)
         sink.close()
         records = [r.record for r in results] + orphan_records("score", orphans, scorer.provenance)
         common.print_failures(records, quiet)
