@@ -134,6 +134,8 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
     t0 = time.perf_counter()
     x = np.asarray(pixels, np.float32)
     x255 = x.astype(np.float64) * 255.0
+    near = np.rint(x255)
+    x255 = np.where(np.abs(x255 - near) < 1e-3, near, x255)  # 8-bit inputs: undo float32 representation noise
     jmap = jnd_mod.jnd_map(x, jnd_model)
     bound = strength * jmap.astype(np.float64)
     params: dict[str, Any] = {"method": method, "strength": float(strength), "jnd_model": jnd_model}
