@@ -116,3 +116,12 @@ def test_bad_suspect_is_a_failure_record(tmp_path):
     out = score.Scorer(None).score([Pair(a, str(tmp_path / "bad.png")), Pair(a, a)])
     assert [r.record.status for r in out] == ["error", "ok"]
     assert "bad.png" in out[0].record.error["message"]
+
+
+def test_jobs_give_identical_results(tmp_path):
+    ref = natural_image(seed=8)
+    a = _write(tmp_path, "r.png", ref)
+    pairs = [Pair(a, _write(tmp_path, f"s{i}.png", np.clip(ref + 0.02 * i, 0, 1))) for i in range(4)]
+    one = [r.record.features for r in score.Scorer(None, jobs=1).score(pairs)]
+    two = [r.record.features for r in score.Scorer(None, jobs=2).score(pairs)]
+    assert one == two
