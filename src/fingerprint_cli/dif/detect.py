@@ -63,8 +63,25 @@ def features(method: str, residuals: torch.Tensor) -> torch.Tensor:
     return residuals
 
 
-def correlate_residuals(fp: Fingerprint, residuals: np.ndarray | torch.Tensor) -> np.ndarray:
-    """ρ of precomputed residuals (N, 3, crop, crop) with the fingerprint, with its tolerance."""
+def centre_of(pattern: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    H, W = pattern.shape[-2:]
+    y, x = (H - h) // 2, (W - w) // 2
+    return pattern[..., y:y + h, x:x + w]
+
+
+def correlate_residuals(fp: Fingerprint, residuals) -> np.ndarray:
+    """ρ of precomputed residuals (N, 3, crop, crop) — or a list of (3, h, w) with h, w ≤ crop, correlated
+    with the centre of the fingerprint — with the fingerprint's tolerance."""
+    if isinstance(residuals, list):
+        out = np.zeros(len(residuals), np.float64)
+        for i, r in enumerate(residuals):
+            r = torch.as_tensor(r, dtype=torch.float32)
+            h, w = r.shape[-2:]
+            sub = Fingerprint(fp.name, fp.method, centre_of(fp.pattern, h, w), fp.meta)
+            if fp.method == "spectral" and (h, w) != tuple(fp.pattern.shape[-2:]):
+                raise ArtifactError("a spectral fingerprint needs images of at least its crop size")
+            out[i] = correlate_residuals(sub, r[None])[0]
+        return out
     r = torch.as_tensor(residuals, dtype=torch.float32)
     if r.shape[0] == 0:
         return np.zeros(0, np.float32)
@@ -96,7 +113,7 @@ def correlations(fp: Fingerprint, paths: list[str], *, cache: ResidualCache | No
     raises InputError naming it, unless ``on_error`` is given (then it is reported and left out).
     """
     den = denoiser_for(fp)
-    res, _ = compute(paths, den, fp.crop, cache=cache, on_error=on_error, progress=progress)
+    res, _ = compute(paths, den, fp.crop, cache=cache, on_error=on_error, progress=progress, allow_smaller=True)
     return correlate_residuals(fp, res)
 
 
@@ -104,7 +121,8 @@ def correlations_with_info(fp: Fingerprint, paths: Sequence[str], *, cache: Resi
                            on_error=None, progress=None) -> tuple[np.ndarray, list[dict]]:
     """Like :func:`correlations`, also returning [{"path", "sha256"}] of the images that succeeded."""
     den = denoiser_for(fp)
-    res, infos = compute(list(paths), den, fp.crop, cache=cache, on_error=on_error, progress=progress)
+    res, infos = compute(list(paths), den, fp.crop, cache=cache, on_error=on_error, progress=progress,
+                         allow_smaller=True)
     return correlate_residuals(fp, res), infos
 
 

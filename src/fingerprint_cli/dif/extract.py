@@ -108,7 +108,7 @@ def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, 
             if progress:
                 rg = r.detach()[y[idx] == 1]
                 rr = r.detach()[y[idx] == 0]
-                progress(1, loss=float(loss), mu_real=float(rr.mean()) if len(rr) else float("nan"),
+                progress(1, loss=float(loss.detach()), mu_real=float(rr.mean()) if len(rr) else float("nan"),
                          mu_gen=float(rg.mean()) if len(rg) else float("nan"))
     assert ema is not None
     return ema, {"steps": len(losses), "final_loss": float(np.mean(losses[-steps_per_epoch:]))}

@@ -58,7 +58,7 @@ class ResidualCache:
             if f is not None and f.is_file():
                 try:
                     r = np.load(f, allow_pickle=False)
-                    if r.shape != (3, crop, crop) or r.dtype != np.float32:
+                    if r.ndim != 3 or r.shape[0] != 3 or max(r.shape[1:]) > crop or r.dtype != np.float32:
                         r = None
                 except (OSError, ValueError):
                     r = None
@@ -90,13 +90,20 @@ class ResidualCache:
         return tuple(key) in self._mem
 
 
-def centre_crop(pixels: np.ndarray, crop: int, path: str = "") -> np.ndarray:
-    """Centre ``crop``×``crop`` window of an (H, W, 3) image; InputError when the image is smaller."""
+def centre_crop(pixels: np.ndarray, crop: int, path: str = "", allow_smaller: bool = False) -> np.ndarray:
+    """Centre ``crop``×``crop`` window of an (H, W, 3) image.
+
+    An image smaller than the crop is an InputError, unless ``allow_smaller`` (detection): then the window is
+    min(crop, H) × min(crop, W) and is correlated with the centre of the fingerprint.
+    """
     h, w = pixels.shape[:2]
     if h < crop or w < crop:
-        raise InputError(f"image is {w}x{h}, smaller than the {crop}x{crop} crop (use a smaller --crop)", path)
-    y, x = (h - crop) // 2, (w - crop) // 2
-    return pixels[y:y + crop, x:x + crop]
+        if not allow_smaller or min(h, w) < 16:
+            raise InputError(f"image is {w}x{h}, smaller than the {crop}x{crop} crop (use a smaller --crop)",
+                             path)
+    ch, cw = min(crop, h), min(crop, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return pixels[y:y + ch, x:x + cw]
 
 
 def residual_of_pixels(pixels: np.ndarray, denoiser: Denoiser, crop: int, path: str = "") -> np.ndarray:
@@ -107,8 +114,12 @@ def residual_of_pixels(pixels: np.ndarray, denoiser: Denoiser, crop: int, path: 
 
 def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: ResidualCache | None = None,
             progress: Callable[..., None] | None = None, batch_size: int = 8,
-            on_error: Callable[[str, Exception], None] | None = None) -> tuple[np.ndarray, list[dict]]:
+            on_error: Callable[[str, Exception], None] | None = None,
+            allow_smaller: bool = False) -> tuple[np.ndarray | list[np.ndarray], list[dict]]:
     """Residuals of ``paths``: (N, 3, crop, crop) float32 and [{"path", "sha256"}] in the same order.
+
+    With ``allow_smaller`` an image smaller than ``crop`` gives a smaller residual (see :func:`centre_crop`);
+    if any does, the residuals come back as a list of (3, h, w) arrays instead of one stacked array.
 
     Each image is decoded and denoised once; with ``cache`` an image whose residual is already there
     (same sha256, denoiser, crop) is not decoded at all. A bad image raises InputError naming it, unless
@@ -146,7 +157,7 @@ def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: Resid
                         progress(1)
                     continue
             im = images.load_image(p)
-            c = centre_crop(im.pixels, crop, p)
+            c = centre_crop(im.pixels, crop, p, allow_smaller)
         except InputError as exc:
             if on_error is None:
                 raise
@@ -154,10 +165,17 @@ def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: Resid
             continue
         out.append(None)
         infos.append({"path": p, "sha256": im.sha256})
+        if c.shape[:2] != (crop, crop):  # a smaller image (detection only): its own batch
+            flush()
+            pending.append((len(out) - 1, im.sha256, c))
+            flush()
+            continue
         pending.append((len(out) - 1, im.sha256, c))
         if len(pending) >= batch_size:
             flush()
     flush()
     if not out:
         return np.zeros((0, 3, crop, crop), np.float32), infos
+    if any(o.shape[1:] != (crop, crop) for o in out):
+        return list(out), infos
     return np.stack(out).astype(np.float32), infos
