@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     other_jnd = "namm" if args.jnd == "chou-li" else "chou-li"
     inv = {args.jnd: [], other_jnd: []}
     res = {s: {"pos_z": [], "neg_z": [], "pos_surv": [], "neg_surv": [], "sec": 0.0} for s in systems}
+    blk = survival.block_for({"method": "keyed", "cell": 2})  # what fpx score uses with the sidecar
     t_all = time.perf_counter()
     for i, (set_name, p) in enumerate(paths):
         x = centre_crop(images.load_image(p).pixels, args.crop)
@@ -153,8 +154,8 @@ def main(argv=None) -> int:
             yp = SYSTEMS[s](prot)
             yn = SYSTEMS[s](x)
             res[s]["sec"] += time.perf_counter() - t
-            mp = survival.measure(x, prot, yp)
-            mn = survival.measure(x, prot, yn)
+            mp = survival.measure(x, prot, yp, block=blk)
+            mn = survival.measure(x, prot, yn, block=blk)
             res[s]["pos_z"].append(mp["perturbation_z"])
             res[s]["neg_z"].append(mn["perturbation_z"])
             res[s]["pos_surv"].append(mp["survival"])

@@ -167,3 +167,25 @@ def test_feature_fn_fails_fast_on_unreadable_protected(tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(InputError, match="bad.png"):
         survival.feature_fn(str(bad))
+
+
+def test_null_is_not_biased_by_clipping_near_0_and_255():
+    """Clipping makes delta one-signed at 0/255 and JPEG ringing there is one-signed too: without the mask
+    the processed *clean* image correlates with delta (z ~ 18 here); with it the null is N(0, 1)."""
+    img = natural_image(96, 96, 4).astype(np.float64)
+    img[:, :48] = 1.0            # saturated white with black lines: clipped JPEG ringing
+    img[::6, :48] = 0.0
+    img[:, 3:48:7] = 0.0
+    x = images.decode(images.encode(np.clip(img, 0, 1), "PNG"), "d.png").pixels
+    y = _jpeg(x, 85)
+    zs, unmasked = [], []
+    for i in range(30):
+        p = _protect(x, key=f"sat{i}")
+        zs.append(survival.measure(x, p, y, block=2)["perturbation_z"])
+        d = (p.astype(np.float64) - x) * 255
+        s = survival._block_sums((d * (y - x) * 255).sum(axis=2), 2).ravel()
+        unmasked.append(s.sum() / np.sqrt(np.sum(s * s)))
+        if i < 5:
+            assert survival.measure(x, p, _jpeg(p, 90), block=2)["perturbation_detected"] == 1
+    assert min(unmasked) > survival.Z_THRESHOLD          # the bias the mask removes
+    assert max(zs) < survival.Z_THRESHOLD and abs(np.mean(zs)) < 0.75 and 0.5 < np.std(zs) < 1.6

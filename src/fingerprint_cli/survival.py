@@ -9,14 +9,17 @@ rotation is searched for: a suspect that was cropped or shifted reads as "not de
 * ``survival = <y - x, delta> / <delta, delta>`` — the least-squares gain of delta in the suspect's
   departure from the clean image: 1 when the perturbation is intact (y = p), 0 when it is gone, and it can
   exceed 1 or go negative when the processing adds changes correlated with delta by chance.
-* ``perturbation_z`` — a self-normalised sign-flip statistic. Split the image into 8x8 blocks b, let
-  ``S_b = sum_{i in b} delta_i (y_i - x_i)``; then ``z = sum_b S_b / sqrt(sum_b S_b^2)``. Null hypothesis: y
-  was not made from p, so the signs of delta (the keyed pattern, constant over cells that tile the blocks)
-  are independent of y - x. Under that null every S_b is equally likely +-, and Hoeffding's inequality for
-  the weighted Rademacher sum gives ``P(z >= t) <= exp(-t^2 / 2)`` whatever the processing did to x — no
-  model of JPEG, resizing or the suspect's content is needed. When y = p, z = sqrt(number of blocks).
-  For the adversarial method delta's signs come from gradients of the image itself, so the bound is an
-  approximation there (the bench measures it on real processing).
+* ``perturbation_z`` — a self-normalised sign-flip statistic. Tile the image into blocks b of the keyed
+  pattern's cell size (from the sidecar; 8x8 when there is no sidecar or for the adversarial method), let
+  ``S_b = sum_{i in b, i kept} delta_i (y_i - x_i)``; then ``z = sum_b S_b / sqrt(sum_b S_b^2)``. Kept
+  pixel-channels: those whose clean value lies in [m, 255 - m], m = max |delta| (near 0 and 255 clipping makes
+  delta's amplitude depend on its sign, and the suspect's departure there one-signed: a real bias found on
+  Kodak images). Null hypothesis: y was not made from p, so the keyed signs of the cells are independent of
+  y - x and of the mask. Then ``sum_b S_b`` is a Rademacher sum with weights |S_b| and Hoeffding's inequality
+  gives ``P(z >= t) <= exp(-t^2 / 2)`` exactly (blocks = cells), whatever the processing did to x — no model
+  of JPEG, resizing or image content is needed. When y = p, z is about sqrt(number of blocks).
+  With 8x8 blocks over 2x2 cells, or for the adversarial method (whose signs follow the image's own
+  gradients), the bound is an approximation (the tests and the bench measure the null on real processing).
 * ``perturbation_detected`` = z >= ``Z_THRESHOLD`` = 5: false-alarm probability at most exp(-12.5) = 3.7e-6
   per test under the null above.
 
@@ -59,7 +62,11 @@ def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
 
 
 def measure(clean: np.ndarray, protected: np.ndarray, suspect: np.ndarray, block: int = BLOCK) -> dict[str, Any]:
-    """Survival and detection numbers for float RGB images in [0, 1] of one shape (suspect already aligned)."""
+    """Survival and detection numbers for float RGB images in [0, 1] of one shape (suspect already aligned).
+
+    ``block`` is the tile over which delta's sign is shared: the keyed pattern's ``cell`` (the z-score's
+    tail bound is then exact), or 8 for perturbations without independent cells (adversarial).
+    """
     x = np.asarray(clean, np.float64) * 255.0
     d = np.asarray(protected, np.float64) * 255.0 - x
     r = np.asarray(suspect, np.float64) * 255.0 - x
@@ -68,11 +75,28 @@ def measure(clean: np.ndarray, protected: np.ndarray, suspect: np.ndarray, block
         raise ValueError("the protected image equals the clean reference: there is no perturbation to look for")
     dr = d * r
     survival = float(np.sum(dr) / dd)
-    s = _block_sums(dr.sum(axis=2), block).ravel()
+    # detection leaves out pixel-channels so close to 0 or 255 that clipping could have made delta's
+    # amplitude depend on its sign (and the suspect's departure there one-signed too): the mask depends on
+    # the clean image only, so the sign-flip symmetry of the null holds on what is left
+    m = float(np.max(np.abs(d)))
+    keep = (x >= m) & (x <= 255.0 - m)
+    s = _block_sums((dr * keep).sum(axis=2), max(1, int(block))).ravel()
     denom = float(np.sqrt(np.sum(s * s)))
     z = float(np.sum(s) / denom) if denom > 0 else 0.0
     return {"survival": survival, "perturbation_z": z, "perturbation_detected": int(z >= Z_THRESHOLD),
-            "delta_rms": float(np.sqrt(dd / d.size)), "residual_rms": float(np.sqrt(np.mean(r * r)))}
+            "delta_rms": float(np.sqrt(dd / d.size)), "residual_rms": float(np.sqrt(np.mean(r * r))),
+            "detection_share_used": float(keep.mean()), "block": int(block)}
+
+
+def block_for(sidecar: dict | None) -> int:
+    """Sign-sharing tile for the z-score: the keyed pattern's cell from the sidecar, else ``BLOCK``."""
+    if sidecar and sidecar.get("method") == "keyed":
+        try:
+            cell = int(sidecar.get("cell", BLOCK))
+        except (TypeError, ValueError):
+            return BLOCK
+        return cell if 1 <= cell <= 64 else BLOCK
+    return BLOCK
 
 
 def read_sidecar(protected_path: str) -> tuple[dict | None, str]:
@@ -137,7 +161,7 @@ def feature_fn(protected_path: str | None) -> Callable:
                 raise InputError(f"sidecar says the protected copy was made from sha256 {in_sha[:12]}…, not from "
                                  f"the reference {ref.path} (sha256 {ref.sha256[:12]}…)", path)
         try:
-            m = measure(ref.pixels, prot.image.pixels, suspect_aligned)
+            m = measure(ref.pixels, prot.image.pixels, suspect_aligned, block_for(sc))
         except ValueError as exc:
             raise InputError(str(exc), path) from exc
         feats = {k: m[k] for k in ("survival", "perturbation_z", "perturbation_detected")}
@@ -147,7 +171,8 @@ def feature_fn(protected_path: str | None) -> Callable:
             "sidecar": prot.sidecar_path if sc is not None else None,
             "method": sc.get("method") if sc else None, "strength": sc.get("strength") if sc else None,
             "jnd_model": sc.get("jnd_model") if sc else None,
-            "z_threshold": Z_THRESHOLD, "block": BLOCK,
+            "z_threshold": Z_THRESHOLD, "block": m["block"],
+            "detection_share_used": m["detection_share_used"],
             "delta_rms": m["delta_rms"], "residual_rms": m["residual_rms"],
             "alignment": "suspect on the reference grid (bicubic resize when sizes differ), no shift search",
         }}
