@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
         records: Optional[Path] = typer.Option(None, "--records",
                                                help="write the result records to this file instead of stdout"),
         fmt: Optional[str] = common.FormatOpt,
-        resume: bool = common.ResumeOpt,
+        resume: bool = typer.Option(False, "--resume",
+                                    help="keep records already in --records FILE and skip their images"),
         device: str = common.DeviceOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
