@@ -180,3 +180,15 @@ def test_cell_without_usable_images_is_a_failed_item(bed, tmp_path):
     assert len(bad) == 1 and bad[0]["details"]["fingerprint"] == "child"
     assert bad[0]["details"]["images_of"] == "child"
     assert "could not be read" in res.stderr
+
+
+def test_metric_auc(bed):
+    f = bed["fps"]
+    res = invoke([f["parent"], f["child"], f["other"], "--metric", "auc", "-f", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)[-1]
+    assert summary["decision"]["metric"] == "auc" and "AUCs" in summary["decision"]["rule"]
+    assert summary["decision"]["families"] == [["parent", "child"], ["other"]]
+    assert "cross-detection AUC" in summary["reasons"][0]["link"]
+    res = invoke([f["parent"], f["child"], "--metric", "f1"])
+    assert res.exit_code == 2 and "--metric" in res.stderr

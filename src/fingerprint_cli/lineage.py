@@ -48,6 +48,9 @@ from fingerprint_cli.errors import InputError, UsageError
 #: the parent's accuracy (DIF §4.4 reports > 90% cross-detection for fine-tunes, ~50–60% for unrelated models).
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_SHIFT = 2
+#: What relatedness is built from: the paper's cross-detection accuracy (each fingerprint's own μ_gen/μ_real
+#: rule), or the threshold-free AUC (does ρ separate j's images from real at all, whatever i's calibration).
+METRICS = ("accuracy", "auc")
 
 
 # ----------------------------------------------------------------------------- pure numerics
@@ -165,7 +168,7 @@ def cluster(names: Sequence[str], relatedness_matrix: np.ndarray,
 
 
 def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarray | None,
-                  clustering: Clustering) -> list[dict[str, Any]]:
+                  clustering: Clustering, label: str = "cross-detection") -> list[dict[str, Any]]:
     """One entry per pair of fingerprints in the same family: the two cross-detection accuracies.
 
     ``"B ~ A: 93% / 91% cross-detection"`` reads: A's fingerprint detects B's images at 93% balanced
@@ -179,7 +182,7 @@ def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarra
             for q in range(p + 1, len(idx)):
                 i, j = idx[p], idx[q]
                 a_ij, a_ji = float(accuracy[i, j]), float(accuracy[j, i])
-                text = f"{names[j]} ~ {names[i]}: {_pct(a_ij)} / {_pct(a_ji)} cross-detection"
+                text = f"{names[j]} ~ {names[i]}: {_pct(a_ij)} / {_pct(a_ji)} {label}"
                 corr = None
                 if fp_corr is not None and np.isfinite(fp_corr[i, j]):
                     corr = float(fp_corr[i, j])
@@ -262,6 +265,7 @@ class LineageResult:
     test_sources: dict[str, str]
     real_source: str
     errors: dict[tuple[int, int], BaseException] = field(default_factory=dict)
+    metric: str = "accuracy"
     warnings: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -287,7 +291,7 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
             correlate: Callable[[Any, list[str]], np.ndarray],
             is_generated: Callable[[Any, np.ndarray], np.ndarray],
             image_sha256: Callable[[str], str],
-            threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT,
+            threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = "accuracy",
             on_progress: Callable[..., None] | None = None) -> LineageResult:
     """Compute the full lineage analysis.
 
@@ -392,15 +396,19 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
            or any(sha[p] not in train_hashes[i] and not np.isfinite(rho[i].get(p, np.nan)) for i in range(n))]
     if bad:
         warnings.append(f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}")
-    rel = relatedness(acc)
+    if metric not in METRICS:
+        raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
+    basis = acc if metric == "accuracy" else au
+    rel = relatedness(basis)
     cl = cluster(names, rel, threshold)
-    links = link_evidence(names, acc, corr, cl)
+    links = link_evidence(names, basis, corr, cl, label="cross-detection" if metric == "accuracy"
+                          else "cross-detection AUC")
     t3 = time.perf_counter()
     return LineageResult(
         names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
         n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
         clustering=cl, links=links, test_sources={t.name: t.source for t in tests},
-        real_source=real_dir if real_dir is not None else "artifact", errors=errors, warnings=warnings,
+        real_source=real_dir if real_dir is not None else "artifact", errors=errors, warnings=warnings, metric=metric,
         timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
                 "images": float(len(all_paths))})
 
@@ -461,9 +469,11 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                               features={k: _num(v) for k, v in feats.items()},
                               directions=dict(FEATURE_DIRECTIONS), details=details, provenance=prov))
     summary_inputs = {f"fingerprint_{k}": {"path": res.paths[k], "sha256": res.sha256[k]} for k in range(n)}
+    what = "accuracies" if res.metric == "accuracy" else "AUCs"
     decision = {"label": "families", "families": res.clustering.families, "threshold": res.clustering.threshold,
+                "metric": res.metric,
                 "rule": "average-linkage clustering on 1 - relatedness, cut at threshold; relatedness = "
-                        "clip((mean of the two cross-detection accuracies - 0.5) / 0.5, 0, 1)"}
+                        f"clip((mean of the two cross-detection {what} - 0.5) / 0.5, 0, 1)"}
     reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
     details = {"names": names,
                "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
@@ -487,6 +497,10 @@ def _mat(m: np.ndarray) -> list[list[float | None]]:
 
 
 # ----------------------------------------------------------------------------- text and picture
+def _basis(res: LineageResult) -> np.ndarray:
+    return res.accuracy if res.metric == "accuracy" else res.auc
+
+
 def matrix_text(res: LineageResult) -> str:
     """A terminal rendering: the accuracy matrix, then families and their evidence."""
     import io
@@ -494,7 +508,7 @@ def matrix_text(res: LineageResult) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="cross-detection accuracy (row: fingerprint, column: held-out images of)")
+    t = Table()
     t.add_column("fingerprint")
     for nm in res.names:
         t.add_column(nm, justify="right")
@@ -504,10 +518,12 @@ def matrix_text(res: LineageResult) -> str:
             if (i, j) in res.errors:
                 cells.append("error")
             else:
-                cells.append(_pct(res.accuracy[i, j]))
+                cells.append(_pct(_basis(res)[i, j]))
         t.add_row(nm, *cells)
     buf = io.StringIO()
     con = Console(file=buf, width=160)
+    what = "balanced accuracy" if res.metric == "accuracy" else "AUC"
+    con.print(f"cross-detection {what} (row: fingerprint; column: held-out images of)")
     con.print(t)
     fams = "; ".join("{" + ", ".join(f) + "}" for f in res.clustering.families)
     con.print(f"families (threshold {res.clustering.threshold:g} on 1 - relatedness): {fams}")
@@ -550,7 +566,7 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     ax_d.set_xticks([])
     for s in ("top", "right"):
         ax_d.spines[s].set_visible(False)
-    m = res.accuracy[np.ix_(order, order)]
+    m = _basis(res)[np.ix_(order, order)]
     im = ax_h.imshow(m, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
     ax_h.set_xticks(range(n))
     ax_h.set_xticklabels([names[k] for k in order], rotation=45, ha="right")
@@ -563,7 +579,7 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
             v = m[a, b]
             ax_h.text(b, a, "-" if not np.isfinite(v) else f"{100 * v:.0f}", ha="center", va="center",
                       color="white" if np.isfinite(v) and v < 0.8 else "black", fontsize=9)
-    fig.colorbar(im, cax=ax_c, label="balanced accuracy")
+    fig.colorbar(im, cax=ax_c, label="balanced accuracy" if res.metric == "accuracy" else "AUC")
     fams = " | ".join(", ".join(f) for f in res.clustering.families)
     fig.suptitle(f"families: {fams}", fontsize=9, y=0.995)
     p = Path(path)
@@ -593,7 +609,8 @@ def load_fingerprints(paths: Sequence[str]) -> list[Any]:
 
 
 def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | None = None,
-        threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, device: str = "auto",
+        threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = "accuracy",
+        device: str = "auto",
         on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
     """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
 
@@ -617,9 +634,10 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Non
 
     res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_dir,
                   correlate=correlate, is_generated=lambda fp, r: detect.is_generated(fp, r),
-                  image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift,
+                  image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift, metric=metric,
                   on_progress=on_progress)
     prov = _provenance(fps[0], threshold, max_shift)
+    prov["metric"] = metric
     return res, prov
 
 

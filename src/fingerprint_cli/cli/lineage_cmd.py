@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
                                         help="cut on 1 - relatedness; 0.5 = mean cross-detection accuracy 75%"),
         max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
                                       help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
+        metric: str = typer.Option("accuracy", "--metric",
+                                   help="accuracy (the paper's: each fingerprint's own decision rule) | auc "
+                                        "(threshold-free; robust to a fingerprint calibrated only on its own "
+                                        "generator)"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
         fmt: Optional[str] = common.FormatOpt,
         output: Optional[Path] = common.OutputOpt,
@@ -54,7 +58,8 @@ def register(app: typer.Typer) -> None:
                 atomic.refuse_overwrite_of_inputs(plot, paths)
             with batch.progress_bar(len(paths), "lineage", quiet) as advance:
                 res, prov = lin.run(paths, images=images, real_dir=str(real) if real else None,
-                                    threshold=threshold, max_shift=max_shift, device=device,
+                                    threshold=threshold, max_shift=max_shift, metric=metric,
+                                    device=device,
                                     on_progress=lambda n=1, **kw: advance(n, **kw))
             records = lin.to_records(res, prov)
             if plot is not None:

@@ -1,0 +1,309 @@
+"""Benchmark for `fpx lineage` (issue 6): does cross-detection among fingerprints recover known families?
+
+Testbed ``generators`` — the five generators in DATA (../shared/data/generators): LDM, GLID-3-XL (a fine-tune
+of LDM) and Majesty Diffusion (LDM + CLIP guidance) are expected to form one family; Disco Diffusion and DALL-E
+mini to stand apart from it and from each other.
+
+Testbed ``i2i`` — ground truth known by construction: 256x256 crops of real photos (PHOTOS, the fixed
+train/eval split of bench/photos.py) passed through pretrained offline networks (bench/i2i_networks.py):
+waifu2x upconv_7 photo vs anime (same architecture and code, different training data), Real-ESRGAN
+animevideov3-x2 vs x4plus (one project, two models) and FFDNet (an unrelated denoiser). Generated class =
+network output, real class = the same crops unprocessed; fingerprints are fitted on crops of the training
+photos and the matrix is measured on crops of the disjoint eval photos.
+
+For each testbed: fit one fingerprint per generator (``fingerprint_cli.dif.extract.fit``), then time
+``fingerprint_cli.lineage.run`` (the whole matrix, one shared residual cache) and print the accuracy matrix,
+the families, the links, and write a heatmap + dendrogram PNG.
+
+    python bench/lineage.py ../shared/data/generators --photos bench/out/photos --out bench/out/lineage
+
+Skips cleanly (exit 0) when a data folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import fingerprint_cli  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from fingerprint_cli import images, lineage  # noqa: E402
+
+GENERATORS = {  # folder -> short name
+    "latent_diffusion_ldm_txt2img": "ldm",
+    "glid3_xl": "glid3",
+    "majesty_diffusion": "majesty",
+    "disco_diffusion": "disco",
+    "dalle_mini": "dalle_mini",
+}
+EXPECTED_GEN = [["ldm", "glid3", "majesty"], ["disco"], ["dalle_mini"]]
+I2I = ["waifu2x_photo", "waifu2x_anime", "realesrgan_anime", "realesrgan_x4plus", "ffdnet_s15"]
+EXPECTED_I2I = [["waifu2x_photo", "waifu2x_anime"], ["realesrgan_anime", "realesrgan_x4plus"], ["ffdnet_s15"]]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def crops_of(paths, out_dir: Path, size: int, per_image: int, seed: int) -> list[str]:
+    """Write up to ``per_image`` non-overlapping-ish random size×size crops of each image (seeded)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in paths:
+        im = images.load_image(p)
+        h, w = im.pixels.shape[:2]
+        if h < size or w < size:
+            continue
+        for k in range(per_image):
+            y = int(rng.integers(0, h - size + 1))
+            x = int(rng.integers(0, w - size + 1))
+            dst = out_dir / f"{Path(p).stem}_c{k}.png"
+            if not dst.exists():
+                images.save_png(im.pixels[y:y + size, x:x + size], dst)
+            out.append(str(dst))
+    return out
+
+
+def pick_denoiser(name: str) -> str:
+    from fingerprint_cli.dif.residuals import get_denoiser
+
+    try:
+        get_denoiser(name)
+        return name
+    except Exception as exc:  # e.g. DnCNN weights not installed yet
+        log(f"denoiser {name!r} unavailable ({exc.__class__.__name__}: {exc}); using 'gaussian'")
+        return "gaussian"
+
+
+def fit_all(sets: dict[str, list[str]], real: list[str], out: Path, args, test_fraction: dict[str, float],
+            cache) -> tuple[list[str], dict[str, float]]:
+    from fingerprint_cli.dif import extract
+
+    paths, secs = [], {}
+    for name, gen in sets.items():
+        dst = out / f"{name}.fpx.safetensors"
+        if dst.exists() and not args.refit:
+            log(f"reuse {dst}")
+            paths.append(str(dst))
+            continue
+        t = time.perf_counter()
+        fp = extract.fit(gen, real, name=name, method=args.method, crop=args.crop, epochs=args.epochs,
+                         seed=0, denoiser=args.denoiser, images=args.n_train,
+                         test_fraction=test_fraction.get(name, 0.3), cache=cache)
+        secs[name] = time.perf_counter() - t
+        fp.save(dst)
+        log(f"fitted {name}: {secs[name]:.0f} s, train acc {fp.meta.get('train_accuracy'):.3f}, "
+            f"n_train {fp.meta['counts']}")
+        paths.append(str(dst))
+    return paths, secs
+
+
+def report(title: str, res, expected, t_matrix: float, fit_secs: dict, plot_path: Path) -> dict:
+    names = res.names
+    print(f"\n## {title}\n")
+    print("Cross-detection balanced accuracy (row: fingerprint; column: held-out images of); AUC in brackets\n")
+    print("| fingerprint \\ images | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for i, a in enumerate(names):
+        cells = []
+        for j in range(len(names)):
+            acc, au = res.accuracy[i, j], res.auc[i, j]
+            cells.append("-" if not np.isfinite(acc) else f"{100 * acc:.0f}% ({au:.2f})")
+        print(f"| {a} | " + " | ".join(cells) + " |")
+    print("\nFingerprint-to-fingerprint correlation (best over shifts ≤ 2 px):\n")
+    print("| | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for i, a in enumerate(names):
+        print(f"| {a} | " + " | ".join(f"{res.fp_correlation[i, j]:+.2f}" for j in range(len(names))) + " |")
+    print("\nSelf-detection (diagonal) TPR / TNR: " + ", ".join(
+        f"{a} {100 * res.tpr[i, i]:.0f}/{100 * res.tnr[i, i]:.0f}%" for i, a in enumerate(names)))
+    canon = lambda fams: sorted(sorted(f) for f in fams)
+    match = canon(res.clustering.families) == canon(expected)
+    print(f"\nexpected families:           {expected}")
+    print(f"families (metric accuracy): {res.clustering.families}  -> {'MATCH' if match else 'DIFFERS'}")
+    for lk in res.links:
+        print(f"  link: {lk['text']}")
+    cl_auc = lineage.cluster(names, lineage.relatedness(res.auc), res.clustering.threshold)
+    match_auc = canon(cl_auc.families) == canon(expected)
+    print(f"families (metric auc):      {cl_auc.families}  -> {'MATCH' if match_auc else 'DIFFERS'}")
+    for lk in lineage.link_evidence(names, res.auc, res.fp_correlation, cl_auc, label="cross-detection AUC"):
+        print(f"  link: {lk['text']}")
+    n_img = int(res.timing.get("images", 0))
+    print(f"\nmatrix time ({len(names)} fingerprints, {n_img} test images, one shared residual cache): "
+          f"{t_matrix:.1f} s; of which residuals+correlations {res.timing['correlations_s']:.1f} s")
+    if fit_secs:
+        print("fit time per fingerprint: " + ", ".join(f"{k} {v:.0f} s" for k, v in fit_secs.items()))
+    print(f"picture: {plot_path}")
+    return {"families": res.clustering.families, "expected": expected, "match": match,
+            "families_auc": cl_auc.families, "match_auc": match_auc, "auc": res.auc.tolist(),
+            "accuracy": res.accuracy.tolist(), "names": names, "matrix_s": t_matrix, "fit_s": fit_secs}
+
+
+def timed_matrix(paths, real_dir, images_map=None):
+    t = time.perf_counter()
+    res, _ = lineage.run(paths, images=[f"{k}={v}" for k, v in (images_map or {}).items()], real_dir=real_dir)
+    return res, time.perf_counter() - t
+
+
+def uncached_reference(paths, real_dir, images_map=None) -> float:
+    """Reference for the timing ratio: every cell recomputes its images' residuals (no shared cache)."""
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    fps = [Fingerprint.load(p) for p in paths]
+    real = [str(p) for p in images.list_images(real_dir)]
+    t = time.perf_counter()
+    for fp in fps:
+        for other in fps:
+            src = (images_map or {}).get(other.name)
+            gen = [str(p) for p in images.list_images(src)] if src else \
+                [e["path"] for e in other.meta["test"]["generated"]]
+            detect.correlations(fp, gen, cache=None)
+            detect.correlations(fp, real, cache=None)
+    return time.perf_counter() - t
+
+
+def testbed_generators(args, out: Path, real_train: list[str], real_eval_dir: Path, cache) -> dict | None:
+    data = Path(args.data)
+    if not data.is_dir():
+        log(f"{data} absent: skipping the generators testbed")
+        return None
+    sets = {}
+    for folder, name in GENERATORS.items():
+        ps = [str(p) for p in images.list_images(data / folder)]
+        if args.max_images:
+            rng = np.random.default_rng(0)
+            ps = sorted(rng.choice(ps, size=min(len(ps), args.max_images), replace=False).tolist())
+        sets[name] = ps
+    # half of each (subsampled) folder trains, the other half is the held-out test split
+    tf = {name: 0.5 for name in sets}
+    paths, fit_secs = fit_all(sets, real_train, out, args, tf, cache)
+    res, t = timed_matrix(paths, str(real_eval_dir))
+    lineage.plot(res, str(out / "lineage_generators.png"))
+    summary = report("Testbed 1: five text-to-image generators", res, EXPECTED_GEN, t, fit_secs,
+                     out / "lineage_generators.png")
+    if args.reference_timing:
+        t_ref = uncached_reference(paths, str(real_eval_dir))
+        print(f"reference without the shared cache (each cell recomputes residuals): {t_ref:.1f} s "
+              f"-> shared cache {t_ref / t:.1f}x faster")
+        summary["uncached_s"] = t_ref
+    return summary
+
+
+def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], cache) -> dict | None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from i2i_networks import SYSTEMS, available
+    except ImportError as exc:
+        log(f"bench/i2i_networks.py not importable ({exc}): skipping the i2i testbed")
+        return None
+    avail = available()
+    systems = [s for s in I2I if avail.get(s) is None]
+    missing = {s: avail.get(s) for s in I2I if avail.get(s) is not None}
+    if missing:
+        log(f"i2i systems unavailable: {missing}")
+    if len(systems) < 3:
+        log("fewer than 3 i2i systems available: skipping the i2i testbed")
+        return None
+    sets, eval_dirs = {}, {}
+    t0 = time.perf_counter()
+    for s in systems:
+        for split, src in (("train", train_crops), ("eval", eval_crops)):
+            d = out / "i2i" / s / split
+            d.mkdir(parents=True, exist_ok=True)
+            made = []
+            for p in src:
+                dst = d / Path(p).name
+                if not dst.exists():
+                    images.save_png(SYSTEMS[s](images.load_image(p).pixels), dst)
+                made.append(str(dst))
+            if split == "train":
+                sets[s] = made
+            else:
+                eval_dirs[s] = str(d)
+        log(f"i2i {s}: {len(sets[s])} train + {len(eval_crops)} eval images")
+    t_make = time.perf_counter() - t0
+    tf = {s: 0.2 for s in systems}
+    paths, fit_secs = fit_all(sets, train_crops, out / "i2i", args, tf, cache)
+    eval_real = out / "i2i" / "real_eval"
+    eval_real.mkdir(parents=True, exist_ok=True)
+    for p in eval_crops:
+        dst = eval_real / Path(p).name
+        if not dst.exists():
+            dst.write_bytes(Path(p).read_bytes())
+    res, t = timed_matrix(paths, str(eval_real), eval_dirs)
+    lineage.plot(res, str(out / "lineage_i2i.png"))
+    expected = [[s for s in fam if s in systems] for fam in EXPECTED_I2I]
+    expected = [f for f in expected if f]
+    summary = report("Testbed 2: photos through pretrained image-to-image networks", res, expected, t, fit_secs,
+                     out / "lineage_i2i.png")
+    print(f"(making the i2i images took {t_make:.0f} s)")
+    return summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", help="folder with the generator sub-folders (../shared/data/generators)")
+    ap.add_argument("--photos", default="bench/out/photos", help="bench/photos.py output (train/ and eval/)")
+    ap.add_argument("--out", default="bench/out/lineage")
+    ap.add_argument("--testbed", choices=["generators", "i2i", "both"], default="both")
+    ap.add_argument("--method", default="dif", choices=["dif", "average", "spectral"])
+    ap.add_argument("--denoiser", default="dncnn")
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--n-train", type=int, default=64, help="training images per class")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--max-images", type=int, default=128,
+                    help="subsample each generator folder to this many (half train, half test; 0: all)")
+    ap.add_argument("--real-crops", type=int, default=2, help="256-px crops per training photo (real class)")
+    ap.add_argument("--i2i-crop", type=int, default=128, help="crop size for the i2i testbed")
+    ap.add_argument("--i2i-crops", type=int, default=2, help="crops per photo for the i2i testbed")
+    ap.add_argument("--refit", action="store_true", help="refit fingerprints even if present in --out")
+    ap.add_argument("--reference-timing", action="store_true",
+                    help="also time the matrix without the shared residual cache (the reference)")
+    args = ap.parse_args()
+    photos = Path(args.photos)
+    if not (photos / "train").is_dir() or not (photos / "eval").is_dir():
+        log(f"{photos}/train or /eval absent (run bench/photos.py): skipping")
+        return 0
+    args.denoiser = pick_denoiser(args.denoiser)
+    out = Path(args.out) / f"{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}"
+    out.mkdir(parents=True, exist_ok=True)
+    from fingerprint_cli.dif.residuals import ResidualCache
+
+    cache = ResidualCache()
+    train_photos = [str(p) for p in images.list_images(photos / "train")]
+    eval_photos = [str(p) for p in images.list_images(photos / "eval")]
+    print(f"# bench/lineage.py  method={args.method} denoiser={args.denoiser} crop={args.crop} "
+          f"n_train={args.n_train} epochs={args.epochs}")
+    results = {}
+    if args.testbed in ("generators", "both"):
+        kodak = Path(args.data) / "real_kodak24"
+        extra = [str(p) for p in images.list_images(kodak)] if kodak.is_dir() else []
+        real_train = crops_of(train_photos + extra, Path(args.out) / f"real_train_{args.crop}", args.crop,
+                              args.real_crops, seed=1)
+        real_eval = Path(args.out) / f"real_eval_{args.crop}"
+        crops_of(eval_photos, real_eval, args.crop, 2, seed=2)
+        results["generators"] = testbed_generators(args, out, real_train, real_eval, cache)
+    if args.testbed in ("i2i", "both"):
+        c = args.i2i_crop
+        train_crops = crops_of(train_photos, Path(args.out) / f"i2i_real_train_{c}", c, args.i2i_crops, seed=3)
+        eval_crops = crops_of(eval_photos, Path(args.out) / f"i2i_real_eval_{c}", c, args.i2i_crops, seed=4)
+        crop_save = args.crop
+        args.crop = min(args.crop, c)
+        results["i2i"] = testbed_i2i(args, out, train_crops, eval_crops, cache)
+        args.crop = crop_save
+    (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
