@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent / "src"))
 
 from fingerprint_cli import images, perturb, survival  # noqa: E402
-from i2i_networks import SYSTEMS, available  # noqa: E402
+from i2i_networks import NETWORKS, SYSTEMS, available  # noqa: E402
 
 
 def auroc(pos, neg) -> float:
@@ -113,18 +113,23 @@ def main(argv=None) -> int:
     ap.add_argument("--strength", type=float, default=perturb.DEFAULT_STRENGTH)
     ap.add_argument("--jnd", default="chou-li")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated system names")
+    ap.add_argument("--net-limit", type=int, default=0,
+                    help="run the pretrained networks on the first N images only (0 = all); benign on all")
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     ap.add_argument("--adv-steps", type=int, default=10)
     ap.add_argument("--no-vitb-timing", action="store_true", help="skip timing with a ViT-B-size random model")
     ap.add_argument("--no-timing", action="store_true")
     args = ap.parse_args(argv)
 
-    paths = []
+    per_folder = []
     for folder in args.folders:
         if not Path(folder).is_dir():
             print(f"skip: {folder} does not exist", file=sys.stderr)
             continue
-        paths += [(Path(folder).name, p) for p in images.list_images(folder)[: args.limit]]
+        per_folder.append([(Path(folder).name, p) for p in images.list_images(folder)[: args.limit]])
+    paths = []  # interleave the folders so that a --net-limit subset draws from each
+    for k in range(max((len(f) for f in per_folder), default=0)):
+        paths += [f[k] for f in per_folder if k < len(f)]
     if not paths:
         print("skip: no images found (build bench/out/photos with python bench/photos.py)", file=sys.stderr)
         return 0
@@ -150,6 +155,8 @@ def main(argv=None) -> int:
             if model == args.jnd:
                 prot = r.protected.astype(np.float32) / 255.0
         for s in systems:
+            if s in NETWORKS and args.net_limit and i >= args.net_limit:
+                continue
             t = time.perf_counter()
             yp = SYSTEMS[s](prot)
             yn = SYSTEMS[s](x)
@@ -180,17 +187,17 @@ def main(argv=None) -> int:
               f"{100 * np.mean([s['share_within_jnd'] for s in st]):.2f}% |")
     print(f"\nSurvival and detection ({args.jnd}; positive = system(protected), negative = system(clean); "
           f"detected = z >= {survival.Z_THRESHOLD:g})")
-    print("| system | survival median [IQR] | z positives median [min] | z negatives max | AUROC | "
+    print("| system | images | survival median [IQR] | z positives median [min] | z negatives max | AUROC | "
           "detected | false alarms | s/image |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in systems:
         r = res[s]
         q1, q2, q3 = np.percentile(r["pos_surv"], [25, 50, 75])
         det = np.mean(np.array(r["pos_z"]) >= survival.Z_THRESHOLD)
         fa = int(np.sum(np.array(r["neg_z"]) >= survival.Z_THRESHOLD))
-        print(f"| {s} | {q2:.3f} [{q1:.3f}, {q3:.3f}] | {np.median(r['pos_z']):.1f} [{np.min(r['pos_z']):.1f}] | "
+        print(f"| {s} | {len(r['pos_z'])} | {q2:.3f} [{q1:.3f}, {q3:.3f}] | {np.median(r['pos_z']):.1f} [{np.min(r['pos_z']):.1f}] | "
               f"{np.max(r['neg_z']):.2f} | {auroc(r['pos_z'], r['neg_z']):.3f} | {100 * det:.0f}% | "
-              f"{fa}/{len(r['neg_z'])} | {r['sec'] / 2 / len(paths):.2f} |")
+              f"{fa}/{len(r['neg_z'])} | {r['sec'] / 2 / len(r['pos_z']):.2f} |")
     for ref in ("jpeg_q85", "resize_0.94"):
         if ref in res:
             a = auroc(res[ref]["pos_z"], res[ref]["neg_z"])
