@@ -39,7 +39,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent / "src"))
 
-from fingerprint_cli import images, perturb, survival  # noqa: E402
+from fingerprint_cli import images, jnd as jnd_mod, perturb, survival  # noqa: E402
 from i2i_networks import NETWORKS, SYSTEMS, available  # noqa: E402
 
 
@@ -144,12 +144,17 @@ def main(argv=None) -> int:
             systems.append(s)
     other_jnd = "namm" if args.jnd == "chou-li" else "chou-li"
     inv = {args.jnd: [], other_jnd: []}
+    tex = {args.jnd: [], other_jnd: []}  # median JND of the most textured quarter / the flattest quarter
     res = {s: {"pos_z": [], "neg_z": [], "pos_surv": [], "neg_surv": [], "sec": 0.0} for s in systems}
     blk = survival.block_for({"method": "keyed", "cell": 2})  # what fpx score uses with the sidecar
     t_all = time.perf_counter()
     for i, (set_name, p) in enumerate(paths):
         x = centre_crop(images.load_image(p).pixels, args.crop)
+        mg = jnd_mod.max_gradient(jnd_mod.luminance(x))
+        lo, hi = np.percentile(mg, [25, 75])
         for model in (args.jnd, other_jnd):
+            jm = jnd_mod.jnd_map(x, model)
+            tex[model].append(float(np.median(jm[mg >= hi]) / np.median(jm[mg <= lo])))
             r = perturb.perturb(x, key=f"bench-{i}", strength=args.strength, jnd_model=model)
             inv[model].append(r.stats)
             if model == args.jnd:
@@ -176,15 +181,16 @@ def main(argv=None) -> int:
           f"wall {wall:.0f} s\n")
     print("Invisibility (keyed)")
     print("| JND model | PSNR dB mean [min] | SSIM mean [min] | mean abs delta (levels) | max delta/JND | "
-          "within JND |")
-    print("|---|---|---|---|---|---|")
+          "within JND | JND textured/flat quarter, median [min] |")
+    print("|---|---|---|---|---|---|---|")
     for model, st in inv.items():
         ps = [s["psnr"] for s in st]
         ss = [s["ssim"] for s in st]
         print(f"| {model} | {np.mean(ps):.2f} [{np.min(ps):.2f}] | {np.mean(ss):.4f} [{np.min(ss):.4f}] | "
               f"{np.mean([s['mean_abs_delta'] for s in st]):.2f} | "
               f"{np.max([s['max_delta_over_jnd'] for s in st]):.3f} | "
-              f"{100 * np.mean([s['share_within_jnd'] for s in st]):.2f}% |")
+              f"{100 * np.mean([s['share_within_jnd'] for s in st]):.2f}% | "
+              f"{np.median(tex[model]):.2f} [{np.min(tex[model]):.2f}] |")
     print(f"\nSurvival and detection ({args.jnd}; positive = system(protected), negative = system(clean); "
           f"detected = z >= {survival.Z_THRESHOLD:g})")
     print("| system | images | survival median [IQR] | z positives median [min] | z negatives max | AUROC | "
