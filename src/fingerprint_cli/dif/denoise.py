@@ -105,9 +105,13 @@ class DnCNNDenoiser(Denoiser):
         width = int(meta.get("width", 64))
         self.net = DnCNN(depth=depth, width=width)
         try:
-            self.net.load_state_dict(tensors, strict=True)
+            missing, unexpected = self.net.load_state_dict(tensors, strict=False)
         except RuntimeError as exc:
             raise ArtifactError(f"is not a DnCNN weights file ({str(exc).splitlines()[0]})", path) from exc
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ArtifactError(f"is not a DnCNN weights file (missing {missing[:3]}, unexpected "
+                                f"{list(unexpected)[:3]})", path)
         self.net.eval()
         self.meta = meta
 

