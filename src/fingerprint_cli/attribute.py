@@ -144,12 +144,14 @@ def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[
 
 # ---------------------------------------------------------------- feature sets and scoring
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
-    "pixel": ("ssim_clean", "psnr_clean", "hf_ratio", "hp_corr", "lowfreq_share", "colour_shift", "grid8"),
+    "pixel": ("ssim_clean", "psnr_clean", "hf_ratio", "hp_corr", "lowfreq_share", "log_colour_shift", "grid8",
+              "chroma_hf_ratio", "gain_0", "gain_1", "gain_2", "gain_3", "coh_0", "coh_1", "coh_2", "coh_3"),
     "ssim-psnr": ("ssim_clean", "psnr_clean"),
     "dinov2": ("patch_mean", "patch_median", "patch_p90", "cls_distance", "ssim_clean", "psnr_clean"),
     "plane": ("patch_mean", "ssim_clean"),
     "all": ("patch_mean", "patch_median", "patch_p90", "cls_distance", "ssim_clean", "psnr_clean",
-            "hf_ratio", "hp_corr", "lowfreq_share", "colour_shift", "grid8"),
+            "hf_ratio", "hp_corr", "lowfreq_share", "log_colour_shift", "grid8", "chroma_hf_ratio",
+            "gain_0", "gain_1", "gain_2", "gain_3", "coh_0", "coh_1", "coh_2", "coh_3"),
 }
 
 

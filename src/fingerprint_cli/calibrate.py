@@ -279,8 +279,15 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
     ev = evaluate(X, systems, images_, classes, bands, B, seed, shrinkage)
     proba = ev.pop("_proba")
     d = X.shape[1]
-    far = float(stats.chi2.ppf(far_quantile, d))
-    m2 = model.mahalanobis2(X).min(1)
+    # "far from every class": squared Mahalanobis distance beyond both the chi-square quantile and the same
+    # quantile of held-out (LOO) calibration calls, so known systems on unseen images are rarely called far
+    loo_m2 = np.zeros(len(systems))
+    for image in sorted(set(images_.tolist())):
+        test = images_ == image
+        fold = LDA.fit(X[~test], systems[~test], shrinkage=shrinkage, classes=classes)
+        loo_m2[test] = fold.mahalanobis2(X[test]).min(1)
+    far = max(float(stats.chi2.ppf(far_quantile, d)), float(np.quantile(loo_m2, far_quantile)))
+    m2 = loo_m2
     top = proba.max(1)
     loo_inconclusive = float(np.mean((top < min_posterior) | (m2 > far)))
     pred = np.asarray(classes)[proba.argmax(1)]
@@ -347,8 +354,9 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
         "inconclusive": {"min_top_posterior": min_posterior, "band_min_posterior": band_min_posterior,
                          "max_mahalanobis2": far, "far_quantile": far_quantile,
                          "rule": "inconclusive when the top system posterior < min_top_posterior, or the "
-                                 "point's squared Mahalanobis distance to every class mean exceeds the "
-                                 f"chi-square({d}) {far_quantile} quantile; the band is inconclusive when its "
+                                 "point's squared Mahalanobis distance to every class mean exceeds max(the "
+                                 f"chi-square({d}) {far_quantile} quantile, the {far_quantile} quantile of the "
+                                 "same distance for held-out (LOO) calibration calls); the band is inconclusive when its "
                                  "posterior < band_min_posterior or the point is far from every class"},
         "calibration": cal,
     }
