@@ -16,7 +16,8 @@ high-pass residual ``x - G_σ=1(x)`` (Gaussian, σ = 1 px); ``d = s - r``.
   smooth chroma more than luma;
 * ``gain_k`` / ``coh_k`` (k = 0..3) — the system's transfer per radial frequency octave, see :func:`spectral`;
 * ``grid8`` — JPEG-grid energy: mean ``|∂x d|`` and ``|∂y d|`` across 8-pixel block boundaries divided by
-  the mean across all other columns/rows (≈ 1 without a block grid, > 1 after JPEG coding).
+  the mean across all other columns/rows (≈ 1 when the change has no 8×8 block structure; JPEG coding moves
+  it away from 1, upwards at strong compression).
 
 The same features computed on any pair are descriptive forensic measurements, not the published system's features; they let thresholds
 be calibrated where the DINOv2 weights are unavailable.

@@ -1,0 +1,76 @@
+"""Reference-anchored pixel features (anchored.py) and the blind spectrum features, against known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from conftest import natural_image
+from fingerprint_cli import anchored, blind, images
+
+
+@pytest.fixture(scope="module")
+def ref():
+    # width 122: the synthetic image's vertical step edge (at w // 2) is not on the 8-pixel grid
+    return natural_image(96, 122, seed=5).astype(np.float64)
+
+
+def test_identity_is_neutral(ref):
+    f = anchored.compute(ref, ref)
+    for k in range(4):
+        assert f[f"gain_{k}"] == pytest.approx(0, abs=1e-9)
+        assert f[f"coh_{k}"] == pytest.approx(1, abs=1e-9)
+    assert f["hf_ratio"] == pytest.approx(0, abs=1e-9)
+    assert f["chroma_hf_ratio"] == pytest.approx(0, abs=1e-9)
+    assert f["log_colour_shift"] == pytest.approx(-5, abs=1e-9)
+    assert f["grid8"] == 1.0
+
+
+def test_contrast_gain_is_exact(ref):
+    """s - mean = 2 (r - mean) per channel: power x4 in every octave, same phase (coherence 1)."""
+    low = 0.5 + 0.2 * (ref - ref.mean((0, 1)))
+    sus = 0.5 + 0.4 * (ref - ref.mean((0, 1)))
+    f = anchored.compute(low, sus)
+    for k in range(4):
+        assert f[f"gain_{k}"] == pytest.approx(np.log10(4), abs=1e-9)
+        assert f[f"coh_{k}"] == pytest.approx(1, abs=1e-9)
+    assert f["hf_ratio"] == pytest.approx(np.log10(4), abs=1e-9)
+
+
+def test_blur_noise_colour_and_jpeg_signatures(ref):
+    blur = ndimage.gaussian_filter(ref, (1.5, 1.5, 0))
+    fb = anchored.compute(ref, blur)
+    assert fb["gain_0"] < fb["gain_1"] < fb["gain_2"] < 0.0  # a low-pass: the highest octave loses most
+    assert fb["coh_3"] > 0.99  # zero-phase filter keeps the reference's own low-frequency content
+    assert fb["hp_corr"] < -0.5  # the change is minus the reference's detail
+    noisy = np.clip(ref + np.random.default_rng(0).normal(0, 0.08, ref.shape), 0, 1)
+    fn = anchored.compute(ref, noisy)
+    assert fn["gain_0"] > 0.3 and fn["coh_0"] < 0.5 and abs(fn["hp_corr"]) < 0.2
+    shifted = ref.copy()
+    shifted[..., 0] = shifted[..., 0] * 0.5 + 0.05  # a colour shift of the red channel
+    expect = np.log10(1e-5 + np.mean(np.abs(shifted.reshape(-1, 3).mean(0) - ref.reshape(-1, 3).mean(0))))
+    assert anchored.compute(ref, shifted)["log_colour_shift"] == pytest.approx(expect)
+    jpeg = images.decode(images.encode(ref, "JPEG", quality=30), "<q30>").pixels
+    assert fb["grid8"] == pytest.approx(1.0, abs=0.05)  # no block structure in a blur
+    assert anchored.compute(ref, jpeg)["grid8"] > fb["grid8"] + 0.05
+
+
+def test_difference_map_blocks():
+    r = np.zeros((32, 32, 3))
+    s = r.copy()
+    s[:16, :16] = 0.5
+    m = anchored.difference_map(r, s, grid=(2, 2))
+    np.testing.assert_allclose(m, [[0.5, 0], [0, 0]], atol=1e-12)
+
+
+def test_blind_features_see_only_the_suspect_and_flag_periodic_structure():
+    a = natural_image(300, 300, seed=1)
+    fa = blind.features(a)
+    assert fa.shape == (2 * blind.BINS,) and np.all(np.isfinite(fa))
+    # smaller inputs are reflect-padded to the analysis size
+    assert np.all(np.isfinite(blind.features(natural_image(48, 64, seed=1))))
+    # a low-pass suspect has a steeper amplitude spectrum (last radial bins lower)
+    fb = blind.features(ndimage.gaussian_filter(a, (2, 2, 0)))
+    assert fb[blind.BINS - 1] < fa[blind.BINS - 1] - 1.0
+    assert len(blind.names()) == 2 * blind.BINS
