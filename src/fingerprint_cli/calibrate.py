@@ -192,21 +192,35 @@ def derive_bands(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str],
     return bands, why
 
 
-def choose_plane(feature_names: Sequence[str], X: np.ndarray, y: Sequence[str]) -> list[str]:
+def choose_plane(feature_names: Sequence[str], X: np.ndarray, y: Sequence[str],
+                 bands: dict[str, str] | None = None) -> list[str]:
     """The plane for plots and the band boundary: (patch_mean, ssim_clean) when both are there, else the
-    two features with the highest system η² that are not near-duplicates (|r| < 0.9)."""
+    pair of features on which a 2-feature band LDA separates the bands best (in-sample accuracy; ties to
+    the higher summed system η²), skipping near-duplicate pairs (|r| > 0.95)."""
     names = list(feature_names)
     if "patch_mean" in names and "ssim_clean" in names:
         return ["patch_mean", "ssim_clean"]
-    _, per = eta_squared(X, y)
-    order = np.argsort(per)[::-1]
-    first = int(order[0])
+    if len(names) == 1:
+        return [names[0], names[0]]
     Xa = np.asarray(X, dtype=np.float64)
-    for j in order[1:]:
-        r = np.corrcoef(Xa[:, first], Xa[:, int(j)])[0, 1]
-        if np.isfinite(r) and abs(r) < 0.9:
-            return [names[first], names[int(j)]]
-    return [names[first], names[int(order[1])]] if len(names) > 1 else [names[0], names[0]]
+    y = np.asarray(y)
+    _, per = eta_squared(Xa, y)
+    labels = np.asarray([bands[s] for s in y]) if bands else y
+    best, best_key = [names[0], names[1]], (-1.0, -1.0)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            r = np.corrcoef(Xa[:, i], Xa[:, j])[0, 1]
+            if not np.isfinite(r) or abs(r) > 0.95:
+                continue
+            try:
+                m = LDA.fit(Xa[:, [i, j]], labels)
+            except ValueError:
+                continue
+            acc = float(np.mean(np.asarray(m.classes)[m.predict_proba(Xa[:, [i, j]]).argmax(1)] == labels))
+            key = (round(acc, 3), per[i] + per[j])
+            if key > best_key:
+                best, best_key = [names[i], names[j]], key
+    return best
 
 
 # ---------------------------------------------------------------- a whole calibration
@@ -306,7 +320,7 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
     eta_img, _ = eta_squared(X, images_)
     eta["image"] = eta_img
 
-    plane = choose_plane(corpus.features, X, systems)
+    plane = choose_plane(corpus.features, X, systems, bands)
     pidx = [corpus.features.index(f) for f in plane]
     band_labels = np.asarray([bands[s] for s in systems])
     plane_model = LDA.fit(X[:, pidx], band_labels, shrinkage=shrinkage)

@@ -53,10 +53,11 @@ def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = ()
             ax.text(gx[m].mean(), gy[m].mean(), band, fontsize=11, color="0.35", ha="center", va="center",
                     fontweight="bold", alpha=0.8)
     markers = {b: m for b, m in zip(sorted(set(bands.values())), "os^Dv<>p")}
-    colours = plt.get_cmap("tab10")
+    n_sys = len(cal["points"])
+    colours = plt.get_cmap("tab10" if n_sys <= 10 else "tab20")
     for i, (system, pts) in enumerate(sorted(cal["points"].items())):
         p = np.asarray(pts, float).reshape(-1, 2)
-        ax.scatter(p[:, 0], p[:, 1], s=12, alpha=0.7, color=colours(i % 10), marker=markers.get(bands[system], "o"),
+        ax.scatter(p[:, 0], p[:, 1], s=12, alpha=0.7, color=colours(i % (10 if n_sys <= 10 else 20)), marker=markers.get(bands[system], "o"),
                    label=f"{system} ({bands[system]})")
     for name, (x, y) in marks:
         ax.scatter([x], [y], s=220, marker="*", color="crimson", edgecolor="k", zorder=5)
