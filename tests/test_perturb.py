@@ -36,7 +36,7 @@ def _assert_bound(clean, out_u8, strength, model):
 @pytest.mark.parametrize("strength", [0.2, 0.3, 1.0])
 def test_bound_holds_on_every_pixel_after_rounding(model, strength):
     clean = _textured(seed=1)
-    res = perturb.perturb(clean, strength=strength, jnd_model=model, key="k")
+    res = perturb.perturb(clean, strength=strength, jnd_model=model, key="k", psnr_floor=None)
     d, j = _assert_bound(clean, res.protected, strength, model)
     assert res.stats["max_delta_over_jnd"] <= strength + 1e-9
     assert res.stats["share_within_jnd"] == 1.0
@@ -167,3 +167,17 @@ def test_adversarial_pushes_tokens_away_within_the_bound(model_home, tmp_path):
     assert side["method"] == "adversarial" and side["steps"] == 3 and side["encoder"] == "dinov2-vitb14"
     assert side["max_delta_over_jnd"] <= 1.0
     _assert_bound(clean, images.to_uint8(images.load_image(tmp_path / "adv.png").pixels), 1.0, "chou-li")
+
+
+def test_psnr_floor_scales_delta_down_on_dark_images_and_keeps_the_bound():
+    dark = images.decode(images.encode(natural_image(96, 128, 8) * 0.12, "PNG"), "d.png").pixels
+    full = perturb.perturb(dark, key="d", psnr_floor=None)
+    floored = perturb.perturb(dark, key="d", psnr_floor=40.0)
+    assert full.stats["psnr"] < 40.0 and full.params["delta_scale"] == 1.0    # large JNDs on black
+    assert floored.stats["psnr"] >= 40.0 and floored.params["delta_scale"] < 1.0
+    _assert_bound(dark, floored.protected, 0.3, "chou-li")
+    # same signs as the unscaled pattern where it moved
+    d_full = full.protected.astype(float) - dark * 255
+    d_fl = floored.protected.astype(float) - dark * 255
+    moved = np.abs(d_fl) > 0.5
+    assert moved.mean() > 0.5 and np.all(np.sign(d_fl[moved]) == np.sign(d_full[moved]))

@@ -9,7 +9,9 @@ bound is rounded toward the input instead. It is checked again before anything i
 ``keyed`` (default; no model): a pseudo-random +-1 pattern drawn from the key (SHA-256 of the key seeds
 numpy's PCG64), constant over ``cell x cell`` pixel cells (default 2: a little low-frequency energy survives
 JPEG and resizing better than pixel noise), identical on R, G and B (so it is a luminance change), scaled
-to strength x JND. For an 8-bit input the change per pixel is thus +-floor(strength x JND) levels.
+to strength x JND. For an 8-bit input the change per pixel is thus +-floor(strength x JND) levels
+(times ``delta_scale`` < 1 when needed to keep the PSNR at or above ``psnr_floor``, default 40 dB: dark
+images have JNDs of up to 20 levels).
 The same key, image, strength, JND model and cell give the same output, bit for bit.
 
 ``adversarial``: projected sign-gradient ascent (PGD, Madry et al. 2018) on delta, maximising the mean over
@@ -41,6 +43,12 @@ DEFAULT_STRENGTH = 0.3
 MIN_STRENGTH = 0.2
 MAX_STRENGTH = 2.0
 SIDECAR_VERSION = 1
+DEFAULT_PSNR_FLOOR = 40.0
+
+
+def _psnr255(x255: np.ndarray, q: np.ndarray) -> float:
+    mse = float(np.mean((q.astype(np.float64) - x255) ** 2))
+    return 100.0 if mse <= 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def key_id(key: str) -> str:
@@ -128,8 +136,13 @@ def _check_common(method: str, strength: float, jnd_model: str) -> str:
 
 def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT_STRENGTH,
             jnd_model: str = "chou-li", key: str | None = None, cell: int = 2, encoder=None,
-            steps: int = 10, seed: int = 0, on_step: Callable[[int], None] | None = None) -> Perturbation:
-    """Perturb a float RGB image (H, W, 3) in [0, 1]; see the module docstring for the two methods."""
+            steps: int = 10, seed: int = 0, on_step: Callable[[int], None] | None = None,
+            psnr_floor: float | None = DEFAULT_PSNR_FLOOR) -> Perturbation:
+    """Perturb a float RGB image (H, W, 3) in [0, 1]; see the module docstring for the two methods.
+
+    ``psnr_floor`` (dB, None/0 = off): when the full alpha x JND perturbation would bring the PSNR below it,
+    delta is scaled down (factors 0.9^k, recorded as ``delta_scale``) until it does not.
+    """
     _check_common(method, strength, jnd_model)
     t0 = time.perf_counter()
     x = np.asarray(pixels, np.float32)
@@ -158,6 +171,17 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
                        "encoder_weights_sha256": encoder.weights_sha256,
                        "encoder_verified": bool(encoder.installed.verified), "resolution": encoder.resolution})
     q = quantize_within(x255, target, bound)
+    scale = 1.0
+    if psnr_floor and _psnr255(x255, q) < psnr_floor:
+        # dark images have large JNDs (20 levels on black): shrink delta toward x until the PSNR floor holds;
+        # shrinking keeps every pixel inside its bound
+        while scale > 0.05:
+            scale *= 0.9
+            q = quantize_within(x255, x255 + scale * (target - x255), bound)
+            if _psnr255(x255, q) >= psnr_floor:
+                break
+    params["psnr_floor"] = float(psnr_floor) if psnr_floor else None
+    params["delta_scale"] = round(scale, 6)
     stats = bound_stats(x255, q, jmap, strength)
     if stats["share_within_bound"] < 1.0:  # pragma: no cover - quantize_within guarantees it
         raise FpxError("internal error: the JND bound does not hold after rounding")

@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
         key: Optional[str] = typer.Option(None, "--key", envvar="FPX_PERTURB_KEY",
                                           help="secret for the keyed pattern (or env FPX_PERTURB_KEY); "
                                                "default: a fresh random key. Only its id is recorded"),
+        psnr_floor: float = typer.Option(40.0, "--psnr-floor",
+                                         help="scale delta down when needed so PSNR stays >= this (dB; 0 = off)"),
         cell: int = typer.Option(2, "--cell", min=1, max=16, help="keyed pattern cell size in pixels"),
         steps: int = typer.Option(10, "--steps", min=1, help="adversarial: projected gradient steps"),
         seed: int = typer.Option(0, "--seed", help="adversarial: seed of the random start"),
@@ -152,6 +154,7 @@ def register(app: typer.Typer) -> None:
                     if o is not None:
                         res = pert.perturb(img.pixels, method=method, strength=strength, jnd_model=jnd_model,
                                            key=key, cell=cell, encoder=enc, steps=steps, seed=seed,
+                                           psnr_floor=psnr_floor or None,
                                            on_step=(lambda i: advance()) if enc is not None else None)
                         jmap = res.jnd
                         sidecar_file = pert.sidecar_path(str(o))
