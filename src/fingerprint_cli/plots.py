@@ -32,7 +32,7 @@ def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = ()
     cal = doc["calibration"]["plane"]
     fx, fy = cal["features"]
     bands = doc["band_rule"]["bands"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
     pts_all = np.concatenate([np.asarray(v, float).reshape(-1, 2) for v in cal["points"].values()]
                              + [np.asarray([m[1] for m in marks], float).reshape(-1, 2)])
     lo, hi = pts_all.min(0), pts_all.max(0)
@@ -68,7 +68,7 @@ def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = ()
     ax.set_ylabel(fy)
     ax.set_title(title or f"{doc['id']}: calibrated calls; shaded = band regions "
                           f"({', '.join(model.classes)}), line = band boundary", fontsize=8)
-    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), framealpha=0.8)
     return _png(fig)
 
 

@@ -23,8 +23,8 @@ MAX_SIDE = 480
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:28px}
-.row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start} figure{margin:0} figcaption{font-size:12px;color:#555}
-img{border:1px solid #ddd;max-width:480px} img.thumb{width:440px;height:auto;image-rendering:pixelated} table{border-collapse:collapse;font-size:13px;margin:8px 0}
+.row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start} figure{margin:0} figure.t{max-width:460px} figcaption{font-size:12px;color:#555;overflow-wrap:anywhere}
+img{border:1px solid #ddd;max-width:640px} img.thumb{width:440px;height:auto;image-rendering:pixelated} table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left} .call{font-size:20px;font-weight:600}
 .inc{color:#a60} .ok{color:#075} .note{font-size:12px;color:#666} pre{font-size:11px;background:#f6f6f6;padding:8px;overflow:auto}
 """
@@ -64,10 +64,10 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
         parts.append("<p class='inc'>" + "; ".join(_e(w) for w in d["why_inconclusive"]) + "</p>")
     figs = []
     if reference_px is not None:
-        figs.append(f"<figure><img class='thumb' alt='reference' src='{_thumb(reference_px)}'><figcaption>reference "
+        figs.append(f"<figure class='t'><img class='thumb' alt='reference' src='{_thumb(reference_px)}'><figcaption>reference "
                     f"{_e(name_r)}<br>sha256 {_e(record.inputs['reference']['sha256'])}</figcaption></figure>")
     if suspect_px is not None:
-        figs.append(f"<figure><img class='thumb' alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect {_e(name_s)} "
+        figs.append(f"<figure class='t'><img class='thumb' alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect {_e(name_s)} "
                     f"(on the reference's grid)<br>sha256 {_e(record.inputs['suspect']['sha256'])}"
                     f"</figcaption></figure>")
     parts.append("<div class='row'>" + "".join(figs) + "</div>")
@@ -81,7 +81,8 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
     if pt is not None:
         figs.append(f"<figure><img alt='plane' src='{_uri(plots.plane(doc, [('this call', pt)]))}'>"
                     f"<figcaption>the call (star) on the ({_e(', '.join(doc['calibration']['plane']['features']))})"
-                    f" plane among the calibrated calls</figcaption></figure>")
+                    f" plane among the calibrated calls; the shaded band regions are a 2-feature boundary for display,"
+                    f" the decision uses all {len(doc['features'])} features</figcaption></figure>")
     parts.append("<div class='row'>" + "".join(figs) + "</div>")
     rows = "".join(f"<tr><td>{_e(t['system'])}</td><td>{_e(t['band'])}</td><td>{t['p']:.3f}</td></tr>"
                    for t in d.get("top_k", []))
