@@ -271,6 +271,13 @@ def test_cli_extract_and_detect(corpus, tmp_path):
     assert res.exit_code == 0
     rec = json.loads(res.stdout)[0]
     assert rec["decision"]["generated"] is True and rec["features"]["score"] > 3
+    # --output + --resume: the second run keeps the first run's records and adds only the new image
+    jl = tmp_path / "det.jsonl"
+    assert run(["detect", str(out), imgs[0], "-o", str(jl), "-q"]).exit_code == 0
+    res = run(["detect", str(out), imgs[0], imgs[2], "-o", str(jl), "--resume", "-q"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in jl.read_text().splitlines()]
+    assert sorted(r["inputs"]["image"]["path"] for r in lines) == sorted([imgs[0], imgs[2]])
 
 
 @pytest.mark.parametrize("case", ["empty", "one", "crop", "corrupt", "notfp"])
