@@ -40,9 +40,10 @@ def summary_text(doc: dict) -> str:
     labels = loo["labels"]
     w = max(len(x) for x in labels) + 2
     lines.append("confusion (rows true, columns predicted, LOO):")
-    lines.append(" " * w + "".join(f"{x[:8]:>9}" for x in labels))
-    for lab, row in zip(labels, loo["confusion"]):
-        lines.append(f"{lab:<{w}}" + "".join(f"{v:>9d}" for v in row))
+    cw = max(5, max(len(str(v)) for row in loo["confusion"] for v in row) + 1)
+    lines.append(" " * (w + 5) + "".join(f"{f'[{i + 1}]':>{cw}}" for i in range(len(labels))))
+    for i, (lab, row) in enumerate(zip(labels, loo["confusion"])):
+        lines.append(f"{f'[{i + 1}]':>4} {lab:<{w}}" + "".join(f"{v:>{cw}d}" for v in row))
     return "\n".join(lines) + "\n"
 
 
