@@ -99,6 +99,48 @@ def timing(repeats: int, steps: int, do_vitb: bool) -> list[tuple[str, float]]:
     return rows
 
 
+def adversarial_check(xs, n_steps: int, strength: float, systems) -> None:
+    """Adversarial method with a TINY RANDOM encoder: bound, survival and the approximate 8x8 null."""
+    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FPX_HOME"] = tmp
+        os.environ["FPX_OFFLINE"] = "1"
+        try:
+            from fingerprint_cli import artifacts, encoders
+
+            f = Path(tmp) / "tiny.safetensors"
+            encoders.make_random_dinov2(f, embed_dim=64, depth=2, seed=0)
+            artifacts.install_file(f, "dinov2-vitb14", force=True)
+            enc = encoders.load_encoder("dinov2-vitb14", 224, "cpu")
+            rows = {s: ([], [], []) for s in systems}
+            psnrs, ratios = [], []
+            for x in xs:
+                r = perturb.perturb(x, method="adversarial", encoder=enc, steps=n_steps, strength=strength)
+                psnrs.append(r.stats["psnr"])
+                ratios.append(r.stats["max_delta_over_jnd"])
+                prot = r.protected.astype(np.float32) / 255.0
+                blk = survival.block_for({"method": "adversarial"})
+                for s in systems:
+                    mp = survival.measure(x, prot, SYSTEMS[s](prot), block=blk)
+                    mn = survival.measure(x, prot, SYSTEMS[s](x), block=blk)
+                    rows[s][0].append(mp["survival"])
+                    rows[s][1].append(mp["perturbation_z"])
+                    rows[s][2].append(mn["perturbation_z"])
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    print(f"\nAdversarial method, TINY RANDOM DINOv2-architecture encoder (not DINOv2), {n_steps} steps, "
+          f"{len(xs)} images: PSNR mean {np.mean(psnrs):.2f} [min {np.min(psnrs):.2f}], max delta/JND "
+          f"{np.max(ratios):.3f}; z over 8x8 blocks (approximate null)")
+    print("| system | survival median | z positives min | z negatives max | AUROC |")
+    print("|---|---|---|---|---|")
+    for s, (sv, zp, zn) in rows.items():
+        print(f"| {s} | {np.median(sv):.3f} | {np.min(zp):.1f} | {np.max(zn):.2f} | {auroc(zp, zn):.3f} |")
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -120,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--adv-steps", type=int, default=10)
     ap.add_argument("--no-vitb-timing", action="store_true", help="skip timing with a ViT-B-size random model")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--adversarial", type=int, default=0,
+                    help="also run the adversarial method (tiny random encoder) on the first N images")
     args = ap.parse_args(argv)
 
     per_folder = []
@@ -149,6 +193,7 @@ def main(argv=None) -> int:
     # >= 100 (where luminance adaptation is small, like a sky) when they are >= 10% of the image
     tex = {args.jnd: [], other_jnd: []}
     res = {s: {"pos_z": [], "neg_z": [], "pos_surv": [], "neg_surv": [], "sec": 0.0} for s in systems}
+    adv_images = []
     blk = survival.block_for({"method": "keyed", "cell": 2})  # what fpx score uses with the sidecar
     t_all = time.perf_counter()
     for i, (set_name, p) in enumerate(paths):
@@ -179,6 +224,8 @@ def main(argv=None) -> int:
             res[s]["neg_z"].append(mn["perturbation_z"])
             res[s]["pos_surv"].append(mp["survival"])
             res[s]["neg_surv"].append(mn["survival"])
+        if i < args.adversarial:
+            adv_images.append(x)
         print(f"[{i + 1}/{len(paths)}] {set_name}/{p.name}", file=sys.stderr, flush=True)
     wall = time.perf_counter() - t_all
 
@@ -222,6 +269,9 @@ def main(argv=None) -> int:
     print(f"\nNull check: {len(allneg)} negatives over all systems, z mean {allneg.mean():.2f}, std "
           f"{allneg.std():.2f}, max {allneg.max():.2f} (Hoeffding bound: P(z >= 5) <= 3.7e-6)")
 
+    if adv_images:
+        adversarial_check(adv_images, args.adv_steps, args.strength,
+                          [s for s in ("jpeg_q85", "resize_0.94", "jpeg_q50", "blur_mild") if s in systems])
     if not args.no_timing:
         print("\nTime per 512x512 image on CPU (best of repeats; shared 2-core machine)")
         print("| method | seconds |")
