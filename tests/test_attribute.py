@@ -255,3 +255,37 @@ def test_dinov2_path_end_to_end_and_encoder_mismatch_refused(model_home, tmp_pat
     thresholds.save(data, other)
     res = run(["attribute", str(root / "ref0.png"), str(root / "sus0_noise_0.png"), "-t", str(other)])
     assert res.exit_code == 1 and "weights sha256" in res.stderr and "other.json" in res.stderr
+
+
+def test_pairs_csv_resume_and_failed_calibration_pair(calibrated, tmp_path):
+    root, art, _ = calibrated
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"reference,suspect\n{root / 'ref0.png'},{root / 'sus0_jpeg_0.png'}\n"
+                     f"{root / 'ref1.png'},{root / 'sus1_blur_1.png'}\n")
+    out = tmp_path / "calls.jsonl"
+    res = run(["attribute", "--pairs", str(pairs), "-t", str(art), "-o", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["decision"]["system"] for r in recs] == ["jpeg", "blur"]
+    assert res.stdout == ""  # records went to the file, nothing to stdout
+    # --resume: nothing left to do, the file keeps its two records
+    res = run(["attribute", "--pairs", str(pairs), "-t", str(art), "-o", str(out), "--resume", "--quiet"])
+    assert res.exit_code == 0 and len(out.read_text().splitlines()) == 2
+
+    # a corpus row whose suspect is unreadable: reported, left out, artifact still written, exit 3
+    rows = (root / "corpus.csv").read_text().splitlines()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"garbage")
+    corpus = tmp_path / "corpus.csv"
+    extra = rows[1].split(",")
+    extra[0], extra[1] = str(root / extra[0]), str(bad)
+    corpus.write_text("\n".join([rows[0]] + [",".join([str(root / r.split(",")[0]), str(root / r.split(",")[1])]
+                                                      + r.split(",")[2:]) for r in rows[1:]]
+                                + [",".join(extra)]) + "\n")
+    o = tmp_path / "t.json"
+    res = run(["calibrate", str(corpus), "-o", str(o), "--features", "ssim-psnr", "--bootstrap", "100",
+               "--no-blind", "--quiet"])
+    assert res.exit_code == 3, res.output
+    assert "broken.png" in res.stderr
+    doc = thresholds.load(o)
+    assert doc["calibration"]["corpus"]["n_calls"] == 36 and doc["calibration"]["corpus"]["failed_pairs"] == 1
