@@ -85,3 +85,22 @@ def test_report_renders_in_headless_chromium(case, tmp_path):
     assert (sat > 0.3).mean() > 0.005
     if shutil.which("true"):  # keep the screenshot next to the report for a human look when debugging
         shutil.copy(shot, html.with_suffix(".screenshot.png"))
+
+
+def test_report_shows_survival_when_the_protected_copy_is_given(case, tmp_path):
+    root, _ = case
+    prot = tmp_path / "prot.png"
+    res = CliRunner().invoke(app, ["perturb", str(root / "case_ref.png"), "-o", str(prot), "--quiet"])
+    if res.exit_code != 0:
+        pytest.skip(f"fpx perturb unavailable here: {res.output[-200:]}")
+    sus = tmp_path / "prot_jpeg.png"
+    images.save_png(images.decode(images.encode(images.load_image(prot).pixels, "JPEG", quality=85), "j").pixels, sus)
+    html = tmp_path / "surv.html"
+    res = CliRunner().invoke(app, ["attribute", str(root / "case_ref.png"), str(sus), "-t", str(root / "rep-v1.json"),
+                                   "--perturbed", str(prot), "--report", str(html), "--format", "json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    rec = json.loads(res.stdout)[0]
+    assert 0.0 < rec["features"]["survival"] <= 1.0
+    assert f"survival = {rec['features']['survival']:.4g}" in html.read_text(encoding="utf-8")
