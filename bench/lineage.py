@@ -218,7 +218,7 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     t0 = time.perf_counter()
     for s in systems:
         for split, src in (("train", train_crops), ("eval", eval_crops)):
-            d = out / "i2i" / s / split
+            d = out.parent / "i2i_images" / s / split  # shared by every method/denoiser run
             d.mkdir(parents=True, exist_ok=True)
             made = []
             for p in src:
@@ -234,7 +234,7 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     t_make = time.perf_counter() - t0
     tf = {s: 0.2 for s in systems}
     paths, fit_secs = fit_all(sets, train_crops, out / "i2i", args, tf, cache)
-    eval_real = out / "i2i" / "real_eval"
+    eval_real = out.parent / "i2i_images" / "real_eval"
     eval_real.mkdir(parents=True, exist_ok=True)
     for p in eval_crops:
         dst = eval_real / Path(p).name
