@@ -292,7 +292,8 @@ def main(argv=None) -> int:
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         report += [f"### Robustness ({g}, N = {n_best}; {len(gtest)} generated + {len(rtest)} real test images, "
                    "each transformed)", "",
-                   "| transform | dif (±2 px shift search) | dif, paper's plain ρ | average | spectral |",
+                   f"| transform | dif (±{extract.DEFAULT_TOLERANCE} px shift search, fpx default) | dif, paper's plain ρ "
+                   "| average | spectral |",
                    "|---|---|---|---|---|"]
         for r in rows:
             report.append(f"| {r['transform']} | {fmt(r['dif'])} | {fmt(r['dif_plain'])} | {fmt(r['average'])} | "
@@ -308,7 +309,7 @@ def main(argv=None) -> int:
         big = [r for r in results.get("accuracy", []) if r["n"] == 256 and r["method"] == "dif"]
         report += ["### Speed (this machine: 2 CPU cores shared with other jobs)", "",
                    "| quantity | value |", "|---|---|",
-                   f"| DnCNN residual, 256² crop | {sp['residual_s_per_image']:.2f} s/image |",
+                   f"| {args.denoiser} residual, 256² crop | {sp['residual_s_per_image']:.2f} s/image |",
                    f"| U-Net training step (batch 64, 256²) | {sp['step_s']:.2f} s |",
                    f"| one fingerprint, 256 + 256 images, {epochs} epochs, residuals cached (computed once) | "
                    f"{cached / 60:.1f} min (estimated from the two rows above) |",

@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
         test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9,
                                             help="share of each class held out as the test split"),
         batch_size: int = typer.Option(64, "--batch-size", min=2, help="images per training step"),
+        tolerance: int = typer.Option(1, "--tolerance", min=0, max=8,
+                                      help="detection takes the best ρ over shifts up to this many pixels "
+                                           "(0 = the paper's plain ρ: best on aligned images, breaks on a 1-px shift)"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the fingerprint and its spectrum"),
         no_eval: bool = typer.Option(False, "--no-eval", help="skip scoring the held-out test split"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
@@ -109,7 +112,7 @@ def register(app: typer.Typer) -> None:
             fp = extract.fit(gen_paths, real_paths, name=name or extract.default_name(generated), method=method,
                              crop=crop, epochs=epochs, seed=seed, denoiser=denoiser, images=n_images,
                              progress=phases.progress, on_phase=phases.phase, test_fraction=test_fraction,
-                             batch_size=batch_size, cache=cache)
+                             batch_size=batch_size, cache=cache, tolerance=tolerance)
             phases.close()
             feats = {"mu_gen": fp.meta["mu_gen"], "mu_real": fp.meta["mu_real"],
                      "sigma_real": fp.meta["sigma_real"], "train_accuracy": fp.meta["train_accuracy"],

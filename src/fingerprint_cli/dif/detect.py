@@ -5,7 +5,7 @@ over all 3·crop² elements) — exactly Pearson's correlation coefficient of th
 
 Misalignment tolerance (beyond the paper): the published fingerprints are pixel-locked, so a 1-pixel shift
 of the image breaks them. fpx takes the best ρ over all cyclic shifts within ±``tolerance`` pixels, from one
-FFT cross-correlation per image (``meta["tolerance"]``, default 2; 0 gives the paper's plain ρ). μ_real and
+FFT cross-correlation per image (``meta["tolerance"]``, default 1; 0 gives the paper's plain ρ). μ_real and
 μ_gen are computed with the same statistic at extraction, so the decision stays consistent.
 
 Decision (paper): "generated" when ρ is nearer μ_gen than μ_real. Score (fpx): z = (ρ − μ_real)/σ_real,

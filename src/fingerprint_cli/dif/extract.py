@@ -30,7 +30,7 @@ from fingerprint_cli.dif.unet import UNet
 from fingerprint_cli.errors import UsageError
 
 DEFAULT_EPOCHS = 30
-DEFAULT_TOLERANCE = 2
+DEFAULT_TOLERANCE = 1
 MARGIN = 0.01
 
 
@@ -184,9 +184,49 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     return fp
 
 
+def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training correlations of a baseline fingerprint, each image against the fingerprint fitted WITHOUT it.
+
+    A mean-of-residuals fingerprint contains each training image's own residual, so its training
+    correlations are inflated by that self-term (≈ 1/√N) and μ_gen would sit far above any unseen image;
+    leaving the image out removes the bias.
+    """
+    from fingerprint_cli.dif.baselines import log_spectrum
+
+    g, r = torch.from_numpy(np.asarray(rg)), torch.from_numpy(np.asarray(rr))
+    if fp.method == "spectral":
+        fg = torch.cat([log_spectrum(g[i:i + 64]) for i in range(0, len(g), 64)])
+        fr = torch.cat([log_spectrum(r[i:i + 64]) for i in range(0, len(r), 64)])
+    else:
+        fg, fr = g, r
+    mg, mr = fg.mean(0), fr.mean(0)
+    ng, nr = len(fg), len(fr)
+
+    def one(pattern: torch.Tensor, x: torch.Tensor) -> float:
+        sub = Fingerprint(fp.name, fp.method, pattern, fp.meta)
+        return float(correlate_residuals(sub, x[None])[0])
+
+    cg = np.empty(ng)
+    cr = np.empty(nr)
+    for i in range(ng):
+        mg_i = (ng * mg - fg[i]) / (ng - 1)
+        cg[i] = one(mg_i - mr if fp.method == "spectral" else mg_i, g[i])
+    for j in range(nr):
+        if fp.method == "spectral":
+            cr[j] = one(mg - (nr * mr - fr[j]) / (nr - 1), r[j])
+        else:
+            cr[j] = one(mg, r[j])  # real images are not part of the average fingerprint
+    return cg, cr
+
+
 def _calibrate(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> None:
-    cg = correlate_residuals(fp, rg)
-    cr = correlate_residuals(fp, rr)
+    if fp.method in ("average", "spectral") and len(rg) > 1 and len(rr) > 1:
+        cg, cr = _loo_correlations(fp, rg, rr)
+        fp.meta["calibration"] = "leave-one-out training correlations"
+    else:
+        cg = correlate_residuals(fp, rg)
+        cr = correlate_residuals(fp, rr)
+        fp.meta["calibration"] = "training correlations"
     mu_g, mu_r = float(cg.mean()), float(cr.mean())
     fp.meta.update({"mu_gen": mu_g, "mu_real": mu_r, "sigma_gen": float(cg.std()),
                     "sigma_real": float(cr.std()) if len(cr) > 1 else 0.0,
