@@ -233,19 +233,40 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
         log(f"i2i {s}: {len(sets[s])} train + {len(eval_crops)} eval images")
     t_make = time.perf_counter() - t0
     tf = {s: 0.2 for s in systems}
-    paths, fit_secs = fit_all(sets, train_crops, out / "i2i", args, tf, cache)
-    eval_real = out.parent / "i2i_images" / "real_eval"
-    eval_real.mkdir(parents=True, exist_ok=True)
-    for p in eval_crops:
-        dst = eval_real / Path(p).name
-        if not dst.exists():
-            dst.write_bytes(Path(p).read_bytes())
+    if args.i2i_real == "bicubic2":
+        # control: the real class is the photo crops through a plain bicubic 1/2 down / up round trip, so a
+        # fingerprint cannot separate the classes by blur alone and has to learn the network
+        real_train, eval_real = [], out.parent / "i2i_images" / "real_bicubic2_eval"
+        for split, src, dst_dir in (("train", train_crops, out.parent / "i2i_images" / "real_bicubic2_train"),
+                                    ("eval", eval_crops, eval_real)):
+            dst_dir.mkdir(parents=True, exist_ok=True)
+            for p in src:
+                dst = dst_dir / Path(p).name
+                if not dst.exists():
+                    px = images.load_image(p).pixels
+                    h, w = px.shape[:2]
+                    small = images.resize(px, h // 2, w // 2)
+                    images.save_png(np.clip(images.resize(np.clip(small, 0, 1), h, w), 0, 1), dst)
+                if split == "train":
+                    real_train.append(str(dst))
+        i2i_out = out / "i2i_bicubic2"
+    else:
+        real_train, i2i_out = train_crops, out / "i2i"
+        eval_real = out.parent / "i2i_images" / "real_eval"
+        eval_real.mkdir(parents=True, exist_ok=True)
+        for p in eval_crops:
+            dst = eval_real / Path(p).name
+            if not dst.exists():
+                dst.write_bytes(Path(p).read_bytes())
+    i2i_out.mkdir(parents=True, exist_ok=True)
+    paths, fit_secs = fit_all(sets, real_train, i2i_out, args, tf, cache)
     res, t = timed_matrix(paths, str(eval_real), eval_dirs)
-    lineage.plot(res, str(out / "lineage_i2i.png"))
+    plot_path = i2i_out / "lineage_i2i.png"
+    lineage.plot(res, str(plot_path))
     expected = [[s for s in fam if s in systems] for fam in EXPECTED_I2I]
     expected = [f for f in expected if f]
-    summary = report("Testbed 2: photos through pretrained image-to-image networks", res, expected, t, fit_secs,
-                     out / "lineage_i2i.png")
+    summary = report(f"Testbed 2: photos through pretrained image-to-image networks (real class: {args.i2i_real})",
+                     res, expected, t, fit_secs, plot_path)
     print(f"(making the i2i images took {t_make:.0f} s)")
     return summary
 
@@ -266,6 +287,8 @@ def main() -> int:
     ap.add_argument("--real-crops", type=int, default=2, help="256-px crops per training photo (real class)")
     ap.add_argument("--i2i-crop", type=int, default=128, help="crop size for the i2i testbed")
     ap.add_argument("--i2i-crops", type=int, default=2, help="crops per photo for the i2i testbed")
+    ap.add_argument("--i2i-real", choices=["photo", "bicubic2"], default="photo",
+                    help="i2i real class: the photo crops, or the crops through a bicubic 1/2 round trip (control)")
     ap.add_argument("--refit", action="store_true", help="refit fingerprints even if present in --out")
     ap.add_argument("--reference-timing", action="store_true",
                     help="also time the matrix without the shared residual cache (the reference)")
