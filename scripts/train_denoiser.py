@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--depth", type=int, default=17, help="convolution layers (DnCNN-S: 17)")
+    ap.add_argument("--width", type=int, default=64, help="channels (DnCNN-S: 64)")
     ap.add_argument("--init", help="continue from these DnCNN weights (a file this script wrote)")
     args = ap.parse_args(argv)
 
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     data_digest = hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()
     print(f"train: {len(shas)} photos ({len(pics)} with half-size copies) from {args.train}", file=sys.stderr)
 
-    net = DnCNN()
+    net = DnCNN(depth=args.depth, width=args.width)
     # start from "no noise predicted" (output = input, PSNR = the noisy input's): the last layer begins at
     # zero, so the short CPU budget is spent improving on the identity rather than undoing a random start
     torch.nn.init.zeros_(net.body[-1].weight)
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
             evaluation[folder] = evaluate(run, eval_crops(folder))
             print(f"eval {folder}: {json.dumps(evaluation[folder])}", file=sys.stderr)
     meta = {
-        "format": "fpx-dncnn", "architecture": "DnCNN-S", "depth": "17", "width": "64",
+        "format": "fpx-dncnn", "architecture": "DnCNN-S", "depth": str(args.depth), "width": str(args.width),
         "input": "float RGB in [0,1], (B,3,H,W); output: noise estimate",
         "noise": "AWGN sigma~U[5,15]/255", "patch": "48", "batch": str(args.batch),
         "steps": str(step + prior["steps"]), "train_seconds": f"{train_s + prior['seconds']:.0f}",

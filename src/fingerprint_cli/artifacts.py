@@ -81,6 +81,22 @@ register(ArtifactSpec(
     aliases=("dinov2", "dinov2-vitb", "vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2"),
 ))
 
+register(ArtifactSpec(  # DIF residual denoiser (issue 5); trained by this repo, shipped in the package
+    name="dncnn-fpx",
+    version="1",
+    kind="denoiser",
+    filename="dncnn-fpx.safetensors",
+    sha256="922cf839ff140e1123f0cdebe86ed5030f13b7f0425f3ee7c8d35937b525fba5",
+    source="scripts/train_denoiser.py in this repository, trained on the offline real photos of "
+           "bench/out/photos/train (bench/photos.py: Debian/PyPI wallpaper and sample photos); steps, time and "
+           "data sha256 in the file's metadata",
+    licence="MIT (weights trained by the fpx project)",
+    description="DnCNN-style Gaussian denoiser (5 conv, 64 ch, BN, ReLU, residual learning; 825 CPU steps): "
+                "its noise estimate is the DIF residual",
+    aliases=("dncnn",),
+    bundled=True,
+))
+
 
 def resolve(name: str) -> ArtifactSpec:
     """Find an artifact by name or alias; unknown names get a 'did you mean'."""
