@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         Examples: fpx attribute ref.png suspect.png; fpx attribute ref.png s1.png s2.png --report case.html;
         fpx attribute --pairs pairs.csv -t my-lab-dinov2-v1.json -o calls.jsonl
         """
-        from fingerprint_cli import anchored, batch
+        from fingerprint_cli import batch
         from fingerprint_cli import attribute as attr
         from fingerprint_cli.cli.score_cmd import orphan_records, resolve_pairs
         from fingerprint_cli.errors import FpxError
@@ -133,10 +133,7 @@ def register(app: typer.Typer) -> None:
             if report is not None:
                 from fingerprint_cli import report as report_mod
 
-                dmap, label = res.distance_map, "per-patch DINOv2 token distance (1 - cos)"
-                if dmap is None and res.reference is not None and res.suspect_aligned is not None:
-                    dmap = anchored.difference_map(res.reference.pixels, res.suspect_aligned)
-                    label = "per-block RMS luma difference (no encoder)"
+                dmap, label = res.heatmap()
                 sections.append(report_mod.case_section(
                     len(sections) + 1, rec, res.reference.pixels if res.reference else None,
                     res.suspect_aligned, dmap, label, doc))
