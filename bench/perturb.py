@@ -24,6 +24,7 @@ prints our AUROC / 1.0 for those two systems. Folders that do not exist are skip
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -41,6 +42,24 @@ except ImportError:  # pragma: no cover
 
 from fingerprint_cli import images, jnd as jnd_mod, perturb, survival  # noqa: E402
 from i2i_networks import NETWORKS, SYSTEMS, available  # noqa: E402
+
+
+
+@contextlib.contextmanager
+def _scratch_home():
+    """A throw-away FPX_HOME (offline) for random test encoders; the environment is restored afterwards."""
+    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FPX_HOME"] = tmp
+        os.environ["FPX_OFFLINE"] = "1"
+        try:
+            yield tmp
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def auroc(pos, neg) -> float:
@@ -71,67 +90,47 @@ def timing(repeats: int, steps: int, do_vitb: bool) -> list[tuple[str, float]]:
     for model in ("chou-li", "namm"):
         best = min(_timed(lambda: perturb.perturb(base, key="t", jnd_model=model)) for _ in range(repeats))
         rows.append((f"keyed, {model}", best))
-    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["FPX_HOME"] = tmp
-        os.environ["FPX_OFFLINE"] = "1"
-        try:
-            from fingerprint_cli import artifacts, encoders
+    with _scratch_home() as tmp:
+        from fingerprint_cli import artifacts, encoders
 
-            sizes = [("tiny random DINOv2-arch (dim 64, depth 2)", 64, 2)]
-            if do_vitb:
-                sizes.append(("random ViT-B/14-size DINOv2-arch (dim 768, depth 12)", 768, 12))
-            for label, dim, depth in sizes:
-                f = Path(tmp) / f"m{dim}.safetensors"
-                encoders.make_random_dinov2(f, embed_dim=dim, depth=depth, seed=0)
-                artifacts.install_file(f, "dinov2-vitb14", force=True)
-                enc = encoders.load_encoder("dinov2-vitb14", 224, "cpu")
-                best = min(_timed(lambda: perturb.perturb(base, method="adversarial", encoder=enc, steps=steps))
-                           for _ in range(max(1, repeats if dim < 500 else 1)))
-                rows.append((f"adversarial {steps} steps @224, {label}", best))
-                f.unlink()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        sizes = [("tiny random DINOv2-arch (dim 64, depth 2)", 64, 2)]
+        if do_vitb:
+            sizes.append(("random ViT-B/14-size DINOv2-arch (dim 768, depth 12)", 768, 12))
+        for label, dim, depth in sizes:
+            f = Path(tmp) / f"m{dim}.safetensors"
+            encoders.make_random_dinov2(f, embed_dim=dim, depth=depth, seed=0)
+            artifacts.install_file(f, "dinov2-vitb14", force=True)
+            enc = encoders.load_encoder("dinov2-vitb14", 224, "cpu")
+            best = min(_timed(lambda: perturb.perturb(base, method="adversarial", encoder=enc, steps=steps))
+                       for _ in range(max(1, repeats if dim < 500 else 1)))
+            rows.append((f"adversarial {steps} steps @224, {label}", best))
+            f.unlink()
     return rows
 
 
 def adversarial_check(xs, n_steps: int, strength: float, systems) -> None:
     """Adversarial method with a TINY RANDOM encoder: bound, survival and the approximate 8x8 null."""
-    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["FPX_HOME"] = tmp
-        os.environ["FPX_OFFLINE"] = "1"
-        try:
-            from fingerprint_cli import artifacts, encoders
+    with _scratch_home() as tmp:
+        from fingerprint_cli import artifacts, encoders
 
-            f = Path(tmp) / "tiny.safetensors"
-            encoders.make_random_dinov2(f, embed_dim=64, depth=2, seed=0)
-            artifacts.install_file(f, "dinov2-vitb14", force=True)
-            enc = encoders.load_encoder("dinov2-vitb14", 224, "cpu")
-            rows = {s: ([], [], []) for s in systems}
-            psnrs, ratios = [], []
-            for x in xs:
-                r = perturb.perturb(x, method="adversarial", encoder=enc, steps=n_steps, strength=strength)
-                psnrs.append(r.stats["psnr"])
-                ratios.append(r.stats["max_delta_over_jnd"])
-                prot = r.protected.astype(np.float32) / 255.0
-                blk = survival.block_for({"method": "adversarial"})
-                for s in systems:
-                    mp = survival.measure(x, prot, SYSTEMS[s](prot), block=blk)
-                    mn = survival.measure(x, prot, SYSTEMS[s](x), block=blk)
-                    rows[s][0].append(mp["survival"])
-                    rows[s][1].append(mp["perturbation_z"])
-                    rows[s][2].append(mn["perturbation_z"])
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        f = Path(tmp) / "tiny.safetensors"
+        encoders.make_random_dinov2(f, embed_dim=64, depth=2, seed=0)
+        artifacts.install_file(f, "dinov2-vitb14", force=True)
+        enc = encoders.load_encoder("dinov2-vitb14", 224, "cpu")
+        rows = {s: ([], [], []) for s in systems}
+        psnrs, ratios = [], []
+        for x in xs:
+            r = perturb.perturb(x, method="adversarial", encoder=enc, steps=n_steps, strength=strength)
+            psnrs.append(r.stats["psnr"])
+            ratios.append(r.stats["max_delta_over_jnd"])
+            prot = r.protected.astype(np.float32) / 255.0
+            blk = survival.block_for({"method": "adversarial"})
+            for s in systems:
+                mp = survival.measure(x, prot, SYSTEMS[s](prot), block=blk)
+                mn = survival.measure(x, prot, SYSTEMS[s](x), block=blk)
+                rows[s][0].append(mp["survival"])
+                rows[s][1].append(mp["perturbation_z"])
+                rows[s][2].append(mn["perturbation_z"])
     print(f"\nAdversarial method, TINY RANDOM DINOv2-architecture encoder (not DINOv2), {n_steps} steps, "
           f"{len(xs)} images: PSNR mean {np.mean(psnrs):.2f} [min {np.min(psnrs):.2f}], max delta/JND "
           f"{np.max(ratios):.3f}; z over 8x8 blocks (approximate null)")

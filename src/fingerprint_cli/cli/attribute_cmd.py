@@ -45,12 +45,11 @@ def load_thresholds(name: Optional[str], resolution: Optional[int], device: str,
 def register(app: typer.Typer) -> None:
     @app.command("attribute")
     def attribute_cmd(
-        reference: Optional[str] = typer.Argument(None, help="clean reference image"),
-        suspects: List[str] = typer.Argument(None, help="suspect image(s) or folders of them"),
-        pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV with columns reference,suspect (optional: perturbed)"),
-        ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="folder of references"),
-        suspect_dir: Optional[Path] = typer.Option(None, "--suspect-dir",
-                                                   help="folder of suspects, matched to references by file stem"),
+        reference: Optional[str] = common.ReferenceArg,
+        suspects: List[str] = common.SuspectsArg,
+        pairs: Optional[Path] = common.PairsOpt,
+        ref_dir: Optional[Path] = common.RefDirOpt,
+        suspect_dir: Optional[Path] = common.SuspectDirOpt,
         thresholds_name: Optional[str] = typer.Option(
             None, "--thresholds", "-t",
             help="thresholds artifact: a JSON file or a shipped id (default: the best shipped one whose "

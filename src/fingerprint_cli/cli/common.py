@@ -9,6 +9,13 @@ import typer
 
 from fingerprint_cli.errors import EXIT_RUNTIME, FpxError
 
+# The three ways of naming (reference, suspect) pairs, shared by score and attribute.
+ReferenceArg = typer.Argument(None, help="clean reference image")
+SuspectsArg = typer.Argument(None, help="suspect image(s) or folders of them")
+PairsOpt = typer.Option(None, "--pairs", help="CSV with columns reference,suspect (optional: perturbed)")
+RefDirOpt = typer.Option(None, "--ref-dir", help="folder of references")
+SuspectDirOpt = typer.Option(None, "--suspect-dir", help="folder of suspects, matched to references by file stem")
+
 FormatOpt = typer.Option(None, "--format", "-f",
                          help="table | json | jsonl | csv (default: table on a terminal, jsonl when piped)")
 OutputOpt = typer.Option(None, "--output", "-o", help="write records to this file (atomically) instead of stdout")

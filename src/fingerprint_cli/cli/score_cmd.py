@@ -49,12 +49,11 @@ def orphan_records(command: str, orphans: List[str], provenance: dict):
 def register(app: typer.Typer) -> None:
     @app.command("score")
     def score(
-        reference: Optional[str] = typer.Argument(None, help="clean reference image"),
-        suspects: List[str] = typer.Argument(None, help="suspect image(s) or folders of them"),
-        pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV with columns reference,suspect (optional: perturbed)"),
-        ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="folder of references"),
-        suspect_dir: Optional[Path] = typer.Option(None, "--suspect-dir",
-                                                   help="folder of suspects, matched to references by file stem"),
+        reference: Optional[str] = common.ReferenceArg,
+        suspects: List[str] = common.SuspectsArg,
+        pairs: Optional[Path] = common.PairsOpt,
+        ref_dir: Optional[Path] = common.RefDirOpt,
+        suspect_dir: Optional[Path] = common.SuspectDirOpt,
         encoder: str = typer.Option("dinov2-vitb14", "--encoder",
                                     help="dinov2-vitb14, or 'none' for pixel features only (no weights needed)"),
         resolution: Optional[int] = typer.Option(None, "--resolution",
