@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -174,6 +175,10 @@ class Scorer:
                     loaded.append((k, pair, ref, images.load_image(pair.suspect)))
                 except FpxError as exc:
                     slots[k] = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
+            # pixel features (alignment, SSIM, PSNR) run in a worker thread while the encoder works:
+            # torch and scipy both release the GIL, so the two overlap
+            pool = ThreadPoolExecutor(max_workers=1)
+            pixel_future = pool.submit(self._align_all, [(r, s) for _, _, r, s in loaded])
             sus_tokens = []
             if self.encoder is not None and loaded:
                 # references not cached yet go through the encoder in the same batches as the suspects
@@ -186,7 +191,8 @@ class Scorer:
                 for r, t in zip(new_refs.values(), toks):
                     self.encoder.store(r.sha256, t, self.use_disk_cache)
                 sus_tokens = toks[len(new_refs):]
-            aligned = self._align_all([(r, s) for _, _, r, s in loaded])
+            aligned = pixel_future.result()
+            pool.shutdown()
             for i, (k, pair, ref, sus) in enumerate(loaded):
                 try:
                     sus_px, steps, feats = aligned[i]
