@@ -36,8 +36,9 @@ def test_version_and_help_list_every_command():
     r = run("--version")
     assert r.exit_code == 0 and r.stdout.startswith("fpx ")
     r = run("--help")
-    for cmd in ("score", "models", "doctor"):
-        assert cmd in r.stdout
+    for cmd in ("perturb", "score", "attribute", "calibrate", "dif-extract", "detect", "lineage", "models",
+                "doctor"):
+        assert f" {cmd} " in r.stdout, cmd
 
 
 def test_score_json_parses_and_stdout_is_results_only(model_home, files):
