@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 SCHEMA_VERSION = 1
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -43,7 +43,7 @@ class Record:
 
     def key(self) -> tuple:
         """Identity used by ``--resume``: the command and its input paths."""
-        return (self.command,) + tuple(sorted((k, str(v.get("path"))) for k, v in self.inputs.items()))
+        return input_key(self.command, **{k: v.get("path") for k, v in self.inputs.items()})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,6 +63,11 @@ class Record:
         kind = getattr(exc, "kind", "runtime")
         return cls(command=command, inputs=inputs, status="error",
                    error={"type": kind, "message": str(exc)}, provenance=provenance or {})
+
+
+def input_key(command: str, **paths: Any) -> tuple:
+    """The ``--resume`` identity of an item, from its command and input paths (role=path)."""
+    return (command,) + tuple(sorted((role, str(path)) for role, path in paths.items()))
 
 
 def _clean(value: Any) -> Any:

@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli import attribute as attr
         from fingerprint_cli.cli.score_cmd import orphan_records, resolve_pairs
         from fingerprint_cli.errors import FpxError
-        from fingerprint_cli.records import Record
+        from fingerprint_cli.records import Record, input_key
 
         try:
             plist, orphans = resolve_pairs(reference, suspects or [], pairs, ref_dir, suspect_dir)
@@ -104,8 +104,8 @@ def register(app: typer.Typer) -> None:
             common.die(exc)
         provenance = {**scorer.provenance, "thresholds": {"id": doc["id"], "version": doc["version"],
                                                           "sha256": doc["sha256"], "chosen": why}}
-        todo = [p for p in plist if ("attribute",) + tuple(sorted((("reference", p.reference),
-                                                                   ("suspect", p.suspect)))) not in sink.done]
+        todo = [p for p in plist
+                if input_key("attribute", reference=p.reference, suspect=p.suspect) not in sink.done]
         if resume and len(todo) < len(plist):
             batch.warn(f"--resume: {len(plist) - len(todo)} pair(s) already in {output}, skipped", quiet)
         records: list[Record] = orphan_records("attribute", orphans, provenance)
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
                 if r.ok and r.decision and r.inputs.get("suspect"):
                     by_ref.setdefault(r.inputs["reference"]["path"], []).append(r)
             for ref_path, group in by_ref.items():
-                if len(group) < 2 or ("attribute", ("reference", ref_path)) in sink.done:
+                if len(group) < 2 or input_key("attribute", reference=ref_path) in sink.done:
                     continue
                 d = decider.aggregate([g.features for g in group], top_k)
                 d["chosen"] = why

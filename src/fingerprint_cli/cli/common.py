@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
@@ -38,9 +37,3 @@ def print_failures(records, quiet: bool = False) -> None:
         if not r.ok:
             print(f"fpx: failed: {r.error['message']}", file=sys.stderr)
 
-
-def configure_threads(jobs: Optional[int]) -> None:
-    import torch
-
-    if jobs and jobs > 1:
-        torch.set_num_threads(max(1, torch.get_num_threads()))

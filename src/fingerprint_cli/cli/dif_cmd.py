@@ -86,7 +86,6 @@ def register(app: typer.Typer) -> None:
         """
         import time
 
-        import numpy as np
 
         from fingerprint_cli import batch, images
         from fingerprint_cli.dif import detect, extract
@@ -175,7 +174,7 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli.dif.fingerprint import Fingerprint
         from fingerprint_cli.dif.residuals import ResidualCache
         from fingerprint_cli.errors import FpxError, InputError, UsageError
-        from fingerprint_cli.records import Record
+        from fingerprint_cli.records import Record, input_key
         from fingerprint_cli.score import base_provenance
 
         try:
@@ -203,7 +202,7 @@ def register(app: typer.Typer) -> None:
         prov = base_provenance(None, None)
         prov["fingerprints"] = [{"path": p, "name": fp.name, "method": fp.method, "denoiser": fp.meta.get("denoiser"),
                                  "crop": fp.crop} for p, fp in zip(fp_paths, fps)]
-        todo = [p for p in paths if ("detect", ("image", p)) not in sink.done]
+        todo = [p for p in paths if input_key("detect", image=p) not in sink.done]
         if resume and len(todo) < len(paths):
             batch.warn(f"--resume: {len(paths) - len(todo)} image(s) already in {output}, skipped", quiet)
         records = []

@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
         from fingerprint_cli import atomic, batch, images, jnd as jnd_mod, perturb as pert, score as score_mod
         from fingerprint_cli.errors import FpxError, InputError, UsageError
-        from fingerprint_cli.records import Record
+        from fingerprint_cli.records import Record, input_key
 
         try:
             pert._check_common(method, strength, jnd_model)
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
                        "be regenerated, which detection does not need", quiet)
         seen_outputs: dict[str, str] = {}
         results: list[Record] = []
-        todo = [t for t in plan if ("perturb", ("image", t[0])) not in sink.done]
+        todo = [t for t in plan if input_key("perturb", image=t[0]) not in sink.done]
         if resume and len(todo) < len(plan):
             batch.warn(f"--resume: {len(plan) - len(todo)} image(s) already in {records}, skipped", quiet)
         per_item = steps if enc is not None else 1

@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
         """
         from fingerprint_cli import batch, encoders, score as score_mod
         from fingerprint_cli.errors import FpxError
+        from fingerprint_cli.records import input_key
 
         try:
             plist, orphans = resolve_pairs(reference, suspects or [], pairs, ref_dir, suspect_dir)
@@ -99,12 +100,13 @@ def register(app: typer.Typer) -> None:
             scorer = score_mod.Scorer(enc, use_disk_cache=not no_cache, jobs=jobs, extra_features=extra)
         except FpxError as exc:
             common.die(exc)
-        todo = [p for p in plist if ("score",) + tuple(sorted((("reference", p.reference),
-                                                               ("suspect", p.suspect)))) not in sink.done]
+        todo = [p for p in plist if input_key("score", reference=p.reference, suspect=p.suspect) not in sink.done]
         if resume and len(todo) < len(plist):
             batch.warn(f"--resume: {len(plist) - len(todo)} pair(s) already in {output}, skipped", quiet)
-        for r in orphan_records("score", orphans, scorer.provenance):
+        orphaned = orphan_records("score", orphans, scorer.provenance)
+        for r in orphaned:
             sink.add(r)
+
         def done(r) -> None:
             if maps is not None and r.record.ok:
                 r.record.details["map"] = score_mod.write_heatmap(r, str(maps), inputs)
@@ -114,7 +116,7 @@ def register(app: typer.Typer) -> None:
         with batch.progress_bar(len(todo), "score", quiet) as advance:
             results = scorer.score(todo, batch_size=batch_size, on_result=done, keep_pixels=maps is not None)
         sink.close()
-        records = [r.record for r in results] + orphan_records("score", orphans, scorer.provenance)
+        records = [r.record for r in results] + orphaned
         common.print_failures(records, quiet)
         code = batch.exit_code_for(records, batch=len(plist) + len(orphans) > 1)
         raise typer.Exit(code)
