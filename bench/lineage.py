@@ -7,7 +7,9 @@ mini to stand apart from it and from each other.
 Testbed ``i2i`` — ground truth known by construction: 256x256 crops of real photos (PHOTOS, the fixed
 train/eval split of bench/photos.py) passed through pretrained offline networks (bench/i2i_networks.py):
 waifu2x upconv_7 photo vs anime (same architecture and code, different training data), Real-ESRGAN
-animevideov3-x2 vs x4plus (one project, two models) and FFDNet (an unrelated denoiser). Generated class =
+x4plus vs x4plus-anime (the same RRDB generator with 23 and 6 blocks, one training recipe: two sizes of one
+family) and FFDNet (an unrelated denoiser). ``--i2i-real mixed`` makes the real class blur-matched (crops
+unchanged or through plain bicubic x2 / x4 round trips) so blur alone separates nothing. Generated class =
 network output, real class = the same crops unprocessed; fingerprints are fitted on crops of the training
 photos and the matrix is measured on crops of the disjoint eval photos.
 
@@ -45,8 +47,10 @@ GENERATORS = {  # folder -> short name
     "dalle_mini": "dalle_mini",
 }
 EXPECTED_GEN = [["ldm", "glid3", "majesty"], ["disco"], ["dalle_mini"]]
-I2I = ["waifu2x_photo", "waifu2x_anime", "realesrgan_anime", "realesrgan_x4plus", "ffdnet_s15"]
-EXPECTED_I2I = [["waifu2x_photo", "waifu2x_anime"], ["realesrgan_anime", "realesrgan_x4plus"], ["ffdnet_s15"]]
+# two families of two (same architecture, different training data; same recipe, two sizes) and an outsider
+I2I = ["waifu2x_photo", "waifu2x_anime", "realesrgan_x4plus", "realesrgan_x4plus_anime", "ffdnet_s15"]
+EXPECTED_I2I = [["waifu2x_photo", "waifu2x_anime"], ["realesrgan_x4plus", "realesrgan_x4plus_anime"],
+                ["ffdnet_s15"]]
 
 
 def log(msg: str) -> None:
@@ -218,7 +222,7 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     t0 = time.perf_counter()
     for s in systems:
         for split, src in (("train", train_crops), ("eval", eval_crops)):
-            d = out.parent / "i2i_images" / s / split  # shared by every method/denoiser run
+            d = out.parent / f"i2i_images{args.i2i_set}" / s / split  # shared by every method/denoiser run
             d.mkdir(parents=True, exist_ok=True)
             made = []
             for p in src:
@@ -232,32 +236,36 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
                 eval_dirs[s] = str(d)
         log(f"i2i {s}: {len(sets[s])} train + {len(eval_crops)} eval images")
     t_make = time.perf_counter() - t0
+    log(f"making the i2i images took {t_make:.0f} s")
     tf = {s: 0.2 for s in systems}
-    if args.i2i_real == "bicubic2":
-        # control: the real class is the photo crops through a plain bicubic 1/2 down / up round trip, so a
-        # fingerprint cannot separate the classes by blur alone and has to learn the network
-        real_train, eval_real = [], out.parent / "i2i_images" / "real_bicubic2_eval"
-        for split, src, dst_dir in (("train", train_crops, out.parent / "i2i_images" / "real_bicubic2_train"),
+    if args.i2i_real != "photo":
+        # controls: the real class is the photo crops through plain bicubic round trips, so a fingerprint
+        # cannot separate the classes by blur alone and has to learn the network. "bicubic2": every crop
+        # through a 1/2 down / up round trip; "mixed": crop k unchanged, through the x2 or the x4 round trip
+        # (k mod 3) — the blur levels of FFDNet, the x2 and the x4 networks are all present in the real class
+        kinds = ["bicubic_x2"] if args.i2i_real == "bicubic2" else ["identity", "bicubic_x2", "bicubic_x4"]
+        base = out.parent / f"i2i_images{args.i2i_set}"
+        real_train, eval_real = [], base / f"real_{args.i2i_real}_eval"
+        for split, src, dst_dir in (("train", train_crops, base / f"real_{args.i2i_real}_train"),
                                     ("eval", eval_crops, eval_real)):
             dst_dir.mkdir(parents=True, exist_ok=True)
-            for p in src:
+            for k, p in enumerate(src):
                 dst = dst_dir / Path(p).name
                 if not dst.exists():
-                    px = images.load_image(p).pixels
-                    h, w = px.shape[:2]
-                    small = images.resize(px, h // 2, w // 2)
-                    images.save_png(np.clip(images.resize(np.clip(small, 0, 1), h, w), 0, 1), dst)
+                    images.save_png(SYSTEMS[kinds[k % len(kinds)]](images.load_image(p).pixels), dst)
                 if split == "train":
                     real_train.append(str(dst))
-        i2i_out = out / "i2i_bicubic2"
+        i2i_out = out / f"i2i_{args.i2i_real}"
     else:
         real_train, i2i_out = train_crops, out / "i2i"
-        eval_real = out.parent / "i2i_images" / "real_eval"
+        eval_real = out.parent / f"i2i_images{args.i2i_set}" / "real_eval"
         eval_real.mkdir(parents=True, exist_ok=True)
         for p in eval_crops:
             dst = eval_real / Path(p).name
             if not dst.exists():
                 dst.write_bytes(Path(p).read_bytes())
+    if args.make_only:
+        return None
     i2i_out.mkdir(parents=True, exist_ok=True)
     paths, fit_secs = fit_all(sets, real_train, i2i_out, args, tf, cache)
     res, t = timed_matrix(paths, str(eval_real), eval_dirs)
@@ -287,8 +295,13 @@ def main() -> int:
     ap.add_argument("--real-crops", type=int, default=2, help="256-px crops per training photo (real class)")
     ap.add_argument("--i2i-crop", type=int, default=128, help="crop size for the i2i testbed")
     ap.add_argument("--i2i-crops", type=int, default=2, help="crops per photo for the i2i testbed")
-    ap.add_argument("--i2i-real", choices=["photo", "bicubic2"], default="photo",
-                    help="i2i real class: the photo crops, or the crops through a bicubic 1/2 round trip (control)")
+    ap.add_argument("--i2i-real", choices=["photo", "bicubic2", "mixed"], default="mixed",
+                    help="i2i real class: the photo crops; the crops through a bicubic 1/2 round trip; or "
+                         "(default) a blur-matched mix of unchanged, x2 and x4 bicubic round trips")
+    ap.add_argument("--i2i-eval-crops", type=int, default=None, help="crops per eval photo (default --i2i-crops)")
+    ap.add_argument("--cache", default=None, help="disk residual cache folder (shared with bench/dif.py --out/cache)")
+    ap.add_argument("--make-only", action="store_true", help="only make the testbed images (no fitting)")
+    ap.add_argument("--tag", default="", help="suffix of the output folder name")
     ap.add_argument("--refit", action="store_true", help="refit fingerprints even if present in --out")
     ap.add_argument("--reference-timing", action="store_true",
                     help="also time the matrix without the shared residual cache (the reference)")
@@ -298,11 +311,11 @@ def main() -> int:
         log(f"{photos}/train or /eval absent (run bench/photos.py): skipping")
         return 0
     args.denoiser = pick_denoiser(args.denoiser)
-    out = Path(args.out) / f"{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}"
+    out = Path(args.out) / f"{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}{args.tag}"
     out.mkdir(parents=True, exist_ok=True)
     from fingerprint_cli.dif.residuals import ResidualCache
 
-    cache = ResidualCache()
+    cache = ResidualCache(disk=args.cache) if args.cache else ResidualCache()
     train_photos = [str(p) for p in images.list_images(photos / "train")]
     eval_photos = [str(p) for p in images.list_images(photos / "eval")]
     print(f"# bench/lineage.py  method={args.method} denoiser={args.denoiser} crop={args.crop} "
@@ -318,8 +331,10 @@ def main() -> int:
         results["generators"] = testbed_generators(args, out, real_train, real_eval, cache)
     if args.testbed in ("i2i", "both"):
         c = args.i2i_crop
-        train_crops = crops_of(train_photos, Path(args.out) / f"i2i_real_train_{c}", c, args.i2i_crops, seed=3)
-        eval_crops = crops_of(eval_photos, Path(args.out) / f"i2i_real_eval_{c}", c, args.i2i_crops, seed=4)
+        ne = args.i2i_eval_crops or args.i2i_crops
+        sfx = args.i2i_set = "" if (args.i2i_crops, ne) == (2, 2) else f"_k{args.i2i_crops}-{ne}"
+        train_crops = crops_of(train_photos, Path(args.out) / f"i2i_real_train_{c}{sfx}", c, args.i2i_crops, seed=3)
+        eval_crops = crops_of(eval_photos, Path(args.out) / f"i2i_real_eval_{c}{sfx}", c, ne, seed=4)
         crop_save = args.crop
         args.crop = min(args.crop, c)
         results["i2i"] = testbed_i2i(args, out, train_crops, eval_crops, cache)

@@ -61,6 +61,37 @@ def sample_batch(pics, rng: np.random.Generator, n: int, size: int = 48) -> np.n
     return out
 
 
+def deepen(shallow: DnCNN, deep: DnCNN, probe: torch.Tensor) -> None:
+    """Net2DeeperNet for DnCNN: copy ``shallow``'s layers into ``deep`` and make every extra middle layer an
+    identity on the (non-negative) activations it receives — a Dirac convolution, then batch norm with
+    γ = the per-channel std and β = the mean of those activations (measured on ``probe``), so BN(h) ≈ h and
+    ReLU(h) = h. In eval mode (running statistics) the deep net computes exactly the shallow one."""
+    if shallow.width != deep.width or shallow.depth > deep.depth:
+        raise SystemExit("--deepen-from needs a net of the same width and at most the target depth")
+    s_layers, d_layers = list(shallow.body), list(deep.body)
+    n_mid_s = shallow.depth - 2
+    # body layout: [conv, relu] + (depth-2) * [conv, bn, relu] + [conv]
+    d_layers[0].load_state_dict(s_layers[0].state_dict())
+    for i in range(n_mid_s):
+        for k in range(3):
+            d_layers[2 + 3 * i + k].load_state_dict(s_layers[2 + 3 * i + k].state_dict())
+    d_layers[-1].load_state_dict(s_layers[-1].state_dict())
+    shallow.eval()
+    with torch.no_grad():
+        h = shallow.body[:-1](probe)  # activations entering the last convolution
+    mean = h.mean(dim=(0, 2, 3))
+    var = h.var(dim=(0, 2, 3), unbiased=False)
+    for i in range(n_mid_s, deep.depth - 2):
+        conv, bn = d_layers[2 + 3 * i], d_layers[2 + 3 * i + 1]
+        with torch.no_grad():
+            conv.weight.zero_()
+            torch.nn.init.dirac_(conv.weight)
+            bn.weight.copy_(torch.sqrt(var + bn.eps))
+            bn.bias.copy_(mean)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
@@ -110,6 +141,9 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=17, help="convolution layers (DnCNN-S: 17)")
     ap.add_argument("--width", type=int, default=64, help="channels (DnCNN-S: 64)")
     ap.add_argument("--init", help="continue from these DnCNN weights (a file this script wrote)")
+    ap.add_argument("--deepen-from", help="start from a SHALLOWER DnCNN written by this script: its layers are "
+                    "copied and the missing middle layers inserted as identities (Net2DeeperNet), so training "
+                    "begins at the shallow net's quality instead of at zero")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -130,6 +164,14 @@ def main(argv=None) -> int:
         net.load_state_dict(tensors, strict=False)
         prior = {"steps": int(init_meta.get("steps", 0)), "seconds": float(init_meta.get("train_seconds", 0))}
         print(f"continuing from {args.init} ({prior['steps']} steps)", file=sys.stderr)
+    if args.deepen_from:
+        tensors, init_meta = artifacts.read_tensors(args.deepen_from)
+        shallow = DnCNN(depth=int(init_meta["depth"]), width=int(init_meta["width"]))
+        shallow.load_state_dict(tensors, strict=False)
+        deepen(shallow, net, torch.from_numpy(sample_batch(pics, np.random.default_rng(args.seed + 1), 64)))
+        prior = {"steps": int(init_meta.get("steps", 0)), "seconds": float(init_meta.get("train_seconds", 0))}
+        print(f"deepened {args.deepen_from} (depth {shallow.depth}, {prior['steps']} steps) to depth {net.depth}",
+              file=sys.stderr)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     budget = args.minutes * 60
     t0 = time.time()
@@ -171,7 +213,9 @@ def main(argv=None) -> int:
         "input": "float RGB in [0,1], (B,3,H,W); output: noise estimate",
         "noise": "AWGN sigma~U[5,15]/255", "patch": "48", "batch": str(args.batch),
         "steps": str(step + prior["steps"]), "train_seconds": f"{train_s + prior['seconds']:.0f}",
-        "continued_from": json.dumps({"steps": prior["steps"]}) if args.init else "", "threads": str(args.threads),
+        "continued_from": json.dumps({"steps": prior["steps"], "file": args.init or args.deepen_from,
+                                      "how": "deepened (identity layers)" if args.deepen_from else "continued"})
+        if (args.init or args.deepen_from) else "", "threads": str(args.threads),
         "optimizer": f"Adam lr {args.lr} cosine to 1e-5 over the budget", "seed": str(args.seed),
         "train_data": json.dumps({"folder": args.train, "photos": len(shas), "sha256_of_sorted_sha256s":
                                   data_digest, "built_by": "bench/photos.py (offline Debian/PyPI photos)",

@@ -69,17 +69,60 @@ def test_rho_is_pearson_correlation():
     assert got[2] > 0.9
 
 
-def test_shifted_rho_matches_explicit_shift_search_and_recovers_a_shift():
+def test_max_shifted_rho_matches_explicit_shift_search_and_recovers_a_shift():
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(3, 32, 32, generator=g)
+    r = torch.stack([torch.roll(f, shifts=(1, -2), dims=(1, 2)) + 0.5 * torch.randn(3, 32, 32, generator=g),
+                     torch.randn(3, 32, 32, generator=g)])
+    got = detect.max_shifted_rho(r, f, tolerance=2).numpy()
+    want = [max(float(detect.rho(torch.roll(r[i], shifts=(dy, dx), dims=(1, 2))[None], f)[0])
+                for dy in range(-2, 3) for dx in range(-2, 3)) for i in range(2)]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[0] > 0.8 and float(detect.rho(r[:1], f)[0]) < 0.2  # the plain ρ misses the shifted copy
+    np.testing.assert_allclose(detect.max_shifted_rho(r, f, 0).numpy(), detect.rho(r, f).numpy())
+
+
+def _half_rho(r, f, mask, dy, dx):
+    """ρ over the pixels where ``mask`` is 1, with r rolled by (dy, dx): an explicit, loop-based reference."""
+    a = detect.standardise(r.double()[None])[0]
+    b = detect.standardise(f.double()[None])[0]
+    moved = torch.roll(a, shifts=(-dy, -dx), dims=(1, 2))  # moved(x) = a(x + d)
+    return float((moved * b * mask).sum() / (3 * mask.sum()))
+
+
+def test_crossfit_search_matches_a_loop_reference_and_recovers_a_shift():
     g = torch.Generator().manual_seed(1)
     f = torch.randn(3, 32, 32, generator=g)
     r = torch.stack([torch.roll(f, shifts=(1, -2), dims=(1, 2)) + 0.5 * torch.randn(3, 32, 32, generator=g),
                      torch.randn(3, 32, 32, generator=g)])
     got = detect.shifted_rho(r, f, tolerance=2).numpy()
-    want = [max(float(detect.rho(torch.roll(r[i], shifts=(dy, dx), dims=(1, 2))[None], f)[0])
-                for dy in range(-2, 3) for dx in range(-2, 3)) for i in range(2)]
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert got[0] > 0.8 and float(detect.rho(r[:1], f)[0]) < 0.2  # the plain ρ misses the shifted copy
+    m_a = detect.quadrant_mask(32, 32)
+    assert float(m_a.sum()) == 512 and float(m_a[0, 0]) == 1 and float(m_a[0, 31]) == 0
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    for i in range(2):
+        on_a = [_half_rho(r[i], f, m_a, *d) for d in shifts]
+        on_b = [_half_rho(r[i], f, 1 - m_a, *d) for d in shifts]
+        d_a, d_b = int(np.argmax(on_a)), int(np.argmax(on_b))
+        assert got[i] == pytest.approx((on_b[d_a] + on_a[d_b]) / 2, abs=1e-5)
+    assert got[0] > 0.8 and abs(got[1]) < 0.2
     np.testing.assert_allclose(detect.shifted_rho(r, f, 0).numpy(), detect.rho(r, f).numpy())
+
+
+def test_crossfit_search_is_unbiased_on_unrelated_residuals_where_the_max_is_not():
+    """On residuals independent of F the plain ρ is centred on 0; the max over 9 shifts is lifted by about
+    1.5 standard deviations, the cross-fitted statistic is not (what keeps aligned accuracy)."""
+    g = torch.Generator().manual_seed(7)
+    f = torch.randn(3, 32, 32, generator=g)
+    noise = torch.randn(400, 3, 32, 32, generator=g)
+    plain = detect.rho(noise, f).numpy()
+    sd, se = plain.std(), plain.std() / np.sqrt(len(plain))
+    mx = detect.max_shifted_rho(noise, f, 1).numpy()
+    cf = detect.shifted_rho(noise, f, 1).numpy()
+    assert mx.mean() > 1.0 * sd  # the maximum of 9 null correlations
+    assert abs(cf.mean()) < 4 * se * 1.5  # centred like the plain ρ (a little wider: half-image ρ's)
+    # and a signal at the zero shift keeps (almost) its aligned value
+    carrier = 0.2 * detect.standardise(f[None]) + noise[:50]
+    assert float(detect.shifted_rho(carrier, f, 1).mean()) == pytest.approx(float(detect.rho(carrier, f).mean()), abs=0.02)
 
 
 def test_scores_and_decision_follow_the_calibration():

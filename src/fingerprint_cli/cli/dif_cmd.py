@@ -72,8 +72,9 @@ def register(app: typer.Typer) -> None:
                                             help="share of each class held out as the test split"),
         batch_size: int = typer.Option(64, "--batch-size", min=2, help="images per training step"),
         tolerance: int = typer.Option(1, "--tolerance", min=0, max=8,
-                                      help="detection takes the best ρ over shifts up to this many pixels "
-                                           "(0 = the paper's plain ρ: best on aligned images, breaks on a 1-px shift)"),
+                                      help="detection searches shifts up to this many pixels, cross-fitted (shift "
+                                           "picked on one half of the image, ρ read on the other); 0 = the paper's "
+                                           "plain ρ: best on aligned images, breaks on a 1-px shift"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the fingerprint and its spectrum"),
         no_eval: bool = typer.Option(False, "--no-eval", help="skip scoring the held-out test split"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),

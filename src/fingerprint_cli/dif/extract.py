@@ -167,6 +167,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     meta: dict[str, Any] = {
         "denoiser": {"id": den.id, "sha256": den.sha256, "verified": den.verified},
         "crop": int(crop), "seed": int(seed), "method": method, "tolerance": int(tolerance),
+        "search": "crossfit",
         "epochs": epochs if method == "dif" else 0, "batch_size": int(batch_size), "lr": lr,
         "margin": margin, "unet_width": int(unet_width) if method == "dif" else None, "fpx_version": __version__,
         "train": {"generated": info_g, "real": info_r},
