@@ -585,7 +585,7 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     p = Path(path)
     atomic.refuse_overwrite_of_inputs(p, inputs)
     with atomic.atomic_path(p) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long names stay inside
     plt.close(fig)
 
 
