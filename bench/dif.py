@@ -266,6 +266,16 @@ def main(argv=None) -> int:
         n_best = max(n for (gg, n, m) in fps if gg == g and m == "dif")
         gtest = splits[g][1][:args.robust_n]
         rtest = real_test[:args.robust_n]
+        # the DIF fingerprint re-calibrated (μ's) with the paper's plain ρ and with the max over shifts: once
+        from fingerprint_cli.dif.extract import _calibrate
+
+        fp_dif = fps[(g, n_best, "dif")]
+        rg, _ = compute(splits[g][0][:n_best], den, CROP, cache=cache)
+        rr, _ = compute(real_train[:n_best], den, CROP, cache=cache)
+        variants = {}
+        for label, change in (("dif_plain", {"tolerance": 0}), ("dif_max", {"search": "max"})):
+            variants[label] = type(fp_dif)(fp_dif.name, fp_dif.method, fp_dif.pattern, dict(fp_dif.meta, **change))
+            _calibrate(variants[label], rg, rr)
         rows = []
         for kind in ("none", "jpeg75", "jpeg50", "shift1", "resize0.9"):
             gt = gtest if kind == "none" else transform(gtest, kind, out / "robust" / g / kind)
@@ -278,15 +288,8 @@ def main(argv=None) -> int:
                 except Exception as exc:  # e.g. a spectral fingerprint on smaller images
                     log(f"robustness {kind} {method}: {exc}")
                     row[method] = None
-                if method == "dif":
-                    from fingerprint_cli.dif.extract import _calibrate  # μ's with each statistic
-
-                    rg, _ = compute(splits[g][0][:n_best], den, CROP, cache=cache)
-                    rr, _ = compute(real_train[:n_best], den, CROP, cache=cache)
-                    for label, change in (("dif_plain", {"tolerance": 0}), ("dif_max", {"search": "max"})):
-                        other = type(fp)(fp.name, fp.method, fp.pattern, dict(fp.meta, **change))
-                        _calibrate(other, rg, rr)
-                        row[label] = evaluate(other, gt, rt, cache)["acc"]
+            for label, other in variants.items():
+                row[label] = evaluate(other, gt, rt, cache)["acc"]
             rows.append(row)
             log(f"robust {kind}: {row}")
         results["robust"] = {"generator": g, "n": n_best, "rows": rows}

@@ -84,8 +84,7 @@ def deepen(shallow: DnCNN, deep: DnCNN, probe: torch.Tensor) -> None:
     for i in range(n_mid_s, deep.depth - 2):
         conv, bn = d_layers[2 + 3 * i], d_layers[2 + 3 * i + 1]
         with torch.no_grad():
-            conv.weight.zero_()
-            torch.nn.init.dirac_(conv.weight)
+            torch.nn.init.dirac_(conv.weight)  # zeros everywhere but the centre tap of channel i -> i
             bn.weight.copy_(torch.sqrt(var + bn.eps))
             bn.bias.copy_(mean)
             bn.running_mean.copy_(mean)

@@ -69,11 +69,17 @@ def test_rho_is_pearson_correlation():
     assert got[2] > 0.9
 
 
-def test_max_shifted_rho_matches_explicit_shift_search_and_recovers_a_shift():
+def _shifted_copy_and_noise():
+    """A pattern f (3, 32, 32) and residuals r: f moved by (1, −2) px plus noise, and pure noise."""
     g = torch.Generator().manual_seed(1)
     f = torch.randn(3, 32, 32, generator=g)
     r = torch.stack([torch.roll(f, shifts=(1, -2), dims=(1, 2)) + 0.5 * torch.randn(3, 32, 32, generator=g),
                      torch.randn(3, 32, 32, generator=g)])
+    return f, r
+
+
+def test_max_shifted_rho_matches_explicit_shift_search_and_recovers_a_shift():
+    f, r = _shifted_copy_and_noise()
     got = detect.max_shifted_rho(r, f, tolerance=2).numpy()
     want = [max(float(detect.rho(torch.roll(r[i], shifts=(dy, dx), dims=(1, 2))[None], f)[0])
                 for dy in range(-2, 3) for dx in range(-2, 3)) for i in range(2)]
@@ -91,10 +97,7 @@ def _half_rho(r, f, mask, dy, dx):
 
 
 def test_crossfit_search_matches_a_loop_reference_and_recovers_a_shift():
-    g = torch.Generator().manual_seed(1)
-    f = torch.randn(3, 32, 32, generator=g)
-    r = torch.stack([torch.roll(f, shifts=(1, -2), dims=(1, 2)) + 0.5 * torch.randn(3, 32, 32, generator=g),
-                     torch.randn(3, 32, 32, generator=g)])
+    f, r = _shifted_copy_and_noise()
     got = detect.shifted_rho(r, f, tolerance=2).numpy()
     m_a = detect.quadrant_mask(32, 32)
     assert float(m_a.sum()) == 512 and float(m_a[0, 0]) == 1 and float(m_a[0, 31]) == 0
