@@ -363,3 +363,30 @@ def test_cli_clear_errors(corpus, tmp_path, case):
             "corrupt": "broken.png"}[case]
     assert want in msg
     assert not out.exists()
+
+
+def test_deepen_makes_a_17_layer_dncnn_that_computes_the_shallow_one():
+    """scripts/train_denoiser.py --deepen-from: the grown net starts exactly where the shallow one is."""
+    import importlib.util
+    from pathlib import Path
+
+    from fingerprint_cli.dif.denoise import DnCNN
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_denoiser.py"
+    spec = importlib.util.spec_from_file_location("train_denoiser", path)
+    td = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(td)
+    torch.manual_seed(0)
+    shallow, deep = DnCNN(depth=5, width=16), DnCNN(depth=17, width=16)
+    x = torch.rand(4, 3, 24, 24)
+    shallow.train()
+    shallow(x)  # non-trivial running statistics in the copied batch norms
+    td.deepen(shallow, deep, x)
+    shallow.eval()
+    deep.eval()
+    with torch.no_grad():
+        want, got = shallow(x), deep(x)
+    assert float(want.abs().mean()) > 1e-3
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(SystemExit):
+        td.deepen(deep, DnCNN(depth=5, width=16), x)  # cannot shrink
