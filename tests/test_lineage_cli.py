@@ -192,3 +192,29 @@ def test_metric_auc(bed):
     assert "cross-detection AUC" in summary["reasons"][0]["link"]
     res = invoke([f["parent"], f["child"], "--metric", "f1"])
     assert res.exit_code == 2 and "--metric" in res.stderr
+
+
+def test_real_per_fingerprint(bed, tmp_path):
+    f, root = bed["fps"], bed["root"]
+    extra = _write(tmp_path / "real_other", None, 5, 9900)
+    res = invoke([f["parent"], f["child"], f["other"], "--real", f"other={Path(extra[0]).parent}",
+                  "-f", "jsonl", "-q"])
+    assert res.exit_code == 0, res.output
+    recs = records(res)
+    for r in recs[:-1]:
+        if r["details"]["fingerprint"] == "other":
+            assert r["details"]["n_real"] == 5 and r["details"]["real_images"] == str(tmp_path / "real_other")
+        else:
+            assert r["details"]["n_real"] == 8 and r["details"]["real_images"] == "artifact"
+    # a shared folder plus one override
+    res = invoke([f["parent"], f["child"], "--real", root / "real", "--real", f"child={tmp_path / 'real_other'}",
+                  "-f", "jsonl", "-q"])
+    assert res.exit_code == 0, res.output
+    n_real = {r["details"]["fingerprint"]: r["details"]["n_real"] for r in records(res)[:-1]}
+    assert n_real["child"] == 5 and n_real["parent"] == 8  # 16 real minus parent's 8 training images
+    res = invoke([f["parent"], f["child"], "--real", root / "real", "--real", tmp_path / "real_other"])
+    assert res.exit_code == 2 and "only one folder" in res.stderr
+    res = invoke([f["parent"], f["child"], "--real", f"parnt={root / 'real'}"])
+    assert res.exit_code == 2 and "did you mean 'parent'" in res.stderr
+    res = invoke([f["parent"], f["child"], "--real", tmp_path / "nope"])
+    assert res.exit_code == 2 and "nope" in res.stderr

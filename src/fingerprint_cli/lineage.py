@@ -23,6 +23,9 @@ What this module computes, for fingerprints F_1..F_n (all made with the same den
   ``threshold`` (default 0.5 = a mean cross-detection accuracy of 75%, halfway between chance and
   perfect; see :data:`DEFAULT_THRESHOLD`). Average linkage, not single linkage, so that one strong pair
   cannot chain two unrelated groups together; every member of a family must on average detect the others.
+* unresolved — a fingerprint whose self-detection is not above chance (one-sided z < :data:`MIN_SELF_Z`
+  against 0.5, from the diagonal cell's image counts) is left out of the families and listed apart: it
+  cannot detect its own generator, so it is no evidence of relation or of its absence.
 
 Pure functions on numpy arrays (:func:`balanced_accuracy`, :func:`auc`, :func:`pattern_correlation`,
 :func:`relatedness`, :func:`cluster`) are separated from :func:`analyse`, which drives the fingerprint
@@ -48,6 +51,10 @@ from fingerprint_cli.errors import InputError, UsageError
 #: the parent's accuracy (DIF §4.4 reports > 90% cross-detection for fine-tunes, ~50–60% for unrelated models).
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_SHIFT = 2
+#: A fingerprint whose self-detection (the diagonal) is not above chance at this one-sided z (≈ 1% level)
+#: carries no usable pattern: it cannot say whether another generator is related, so it is reported as
+#: "unresolved" instead of being called a family of its own (a singleton would read as "unrelated").
+MIN_SELF_Z = 2.33
 #: What relatedness is built from: the paper's cross-detection accuracy (each fingerprint's own μ_gen/μ_real
 #: rule), or the threshold-free AUC (does ρ separate j's images from real at all, whatever i's calibration).
 METRICS = ("accuracy", "auc")
@@ -114,6 +121,26 @@ def pattern_correlation(a: np.ndarray, b: np.ndarray, max_shift: int = DEFAULT_M
     return best, best_shift
 
 
+def self_detection_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
+                     metric: str = "accuracy") -> np.ndarray:
+    """z of each fingerprint's self-detection (diagonal of ``basis``) against chance (0.5).
+
+    Null standard errors: balanced accuracy ½·sqrt(¼/n_gen + ¼/n_real) (two independent proportions at ½);
+    AUC sqrt((n_gen + n_real + 1) / (12·n_gen·n_real)) (Mann–Whitney under H0). NaN where a count is 0.
+    """
+    b = np.diag(np.asarray(basis, dtype=np.float64))
+    ng = np.diag(np.asarray(n_generated, dtype=np.float64))
+    nr = np.diag(np.asarray(n_real, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "auc":
+            se = np.sqrt((ng + nr + 1) / (12 * ng * nr))
+        else:
+            se = 0.5 * np.sqrt(0.25 / ng + 0.25 / nr)
+        z = (b - 0.5) / se
+    z[(ng == 0) | (nr == 0) | ~np.isfinite(b)] = np.nan
+    return z
+
+
 def relatedness(accuracy: np.ndarray) -> np.ndarray:
     """Symmetric relatedness in [0, 1] from a cross-detection accuracy matrix (chance 0.5 → 0, 1.0 → 1).
 
@@ -133,17 +160,33 @@ class Clustering:
     linkage: list[list[float]]          # scipy linkage matrix rows (a, b, height, size); empty for n < 2
     labels: list[int]                   # family index of each name, in the input order
     threshold: float
+    unresolved: list[str] = field(default_factory=list)   # left out: self-detection not above chance
 
 
 def cluster(names: Sequence[str], relatedness_matrix: np.ndarray,
-            threshold: float = DEFAULT_THRESHOLD) -> Clustering:
+            threshold: float = DEFAULT_THRESHOLD, unresolved: Sequence[str] = ()) -> Clustering:
     """Average-linkage clustering on distance 1 − relatedness, cut at ``threshold``.
 
+    Names in ``unresolved`` are placed at distance 1 from everyone (so they cannot pull others together or
+    apart), left out of ``families`` and given label −1.
     Deterministic: the result depends only on the matrix and the order of ``names``; families are listed
     by their first member's position in ``names`` and each family keeps that order.
     """
     names = list(names)
     n = len(names)
+    unres = [x for x in names if x in set(unresolved)]
+    if unres:
+        rel = np.array(relatedness_matrix, dtype=np.float64, copy=True)
+        idx = [names.index(x) for x in unres]
+        rel[idx, :] = 0.0
+        rel[:, idx] = 0.0
+        np.fill_diagonal(rel, 1.0)
+        full = cluster(names, rel, threshold)
+        keep = [[x for x in fam if x not in unres] for fam in full.families]
+        keep = [f for f in keep if f]
+        labels = [-1 if names[i] in unres else next(k for k, f in enumerate(keep) if names[i] in f)
+                  for i in range(n)]
+        return Clustering(keep, full.linkage, labels, threshold, unres)
     if n == 0:
         return Clustering([], [], [], threshold)
     if n == 1:
@@ -224,12 +267,24 @@ def split_of(fp: Any, which: str, role: str) -> list[tuple[str, str | None]]:
     return _meta_paths(block.get(role))
 
 
-def parse_images_option(values: Sequence[str], names: Sequence[str]) -> dict[str, str]:
-    """``NAME=DIR`` strings to a mapping; NAME must be one of the fingerprints' names."""
+def parse_images_option(values: Sequence[str], names: Sequence[str], option: str = "--images",
+                        allow_bare: bool = False) -> dict[str, str]:
+    """``NAME=DIR`` strings to a mapping; NAME must be one of the fingerprints' names.
+
+    With ``allow_bare`` a plain ``DIR`` (no ``=``) is accepted once and stored under the key ``""``: it applies
+    to every fingerprint not named (``--real DIR``, ``--real NAME=DIR``).
+    """
     out: dict[str, str] = {}
     for v in values or []:
-        if "=" not in v:
-            raise UsageError(f"--images takes NAME=DIR (got {v!r}); NAME is one of: {', '.join(names)}")
+        if "=" not in v or (allow_bare and Path(v).is_dir()):
+            if not allow_bare:
+                raise UsageError(f"{option} takes NAME=DIR (got {v!r}); NAME is one of: {', '.join(names)}")
+            if "" in out:
+                raise UsageError(f"{option}: only one folder without NAME= (got {out['']!r} and {v!r})")
+            if not Path(v).is_dir():
+                raise InputError(f"{option}: not a folder", v)
+            out[""] = v
+            continue
         k, d = v.split("=", 1)
         k = k.strip()
         if k not in names:
@@ -237,9 +292,9 @@ def parse_images_option(values: Sequence[str], names: Sequence[str]) -> dict[str
 
             close = difflib.get_close_matches(k, list(names), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; fingerprints: {', '.join(names)}"
-            raise UsageError(f"--images {k}=...: no fingerprint named {k!r}{hint}")
+            raise UsageError(f"{option} {k}=...: no fingerprint named {k!r}{hint}")
         if not Path(d).is_dir():
-            raise InputError("--images: not a folder", d)
+            raise InputError(f"{option}: not a folder", d)
         out[k] = d
     return out
 
@@ -263,11 +318,12 @@ class LineageResult:
     clustering: Clustering
     links: list[dict[str, Any]]
     test_sources: dict[str, str]
-    real_source: str
+    real_source: str | dict[str, str]   # "artifact", the shared --real folder, or {name: folder or "artifact"}
     errors: dict[tuple[int, int], BaseException] = field(default_factory=dict)
     metric: str = "accuracy"
     warnings: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    self_z: np.ndarray | None = None    # z of each diagonal cell against chance (see self_detection_z)
 
 
 def check_compatible(fps: Sequence[Any], paths: Sequence[str]) -> None:
@@ -287,7 +343,7 @@ def check_compatible(fps: Sequence[Any], paths: Sequence[str]) -> None:
 
 
 def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
-            images: Mapping[str, str] | None = None, real_dir: str | None = None,
+            images: Mapping[str, str] | None = None, real_dir: str | Mapping[str, str] | None = None,
             correlate: Callable[[Any, list[str]], np.ndarray],
             is_generated: Callable[[Any, np.ndarray], np.ndarray],
             image_sha256: Callable[[str], str],
@@ -312,12 +368,26 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
             tests.append(TestSet(fp.name, batch.expand_paths([images[fp.name]]), images[fp.name]))
         else:
             tests.append(TestSet(fp.name, [p for p, _ in split_of(fp, "test", "generated")], "artifact"))
-    # real test images: --real for everyone, else each fingerprint's own held-out real split
-    if real_dir is not None:
-        shared_real = batch.expand_paths([real_dir])
-        reals = [list(shared_real) for _ in fps]
+    # real test images per fingerprint: its --real NAME=DIR, else the --real DIR shared by everyone, else its
+    # own held-out real split (a fingerprint fitted against processed "real" images, e.g. bicubic round trips,
+    # must be tested against the same kind)
+    real_map = dict(real_dir) if isinstance(real_dir, Mapping) else ({"": real_dir} if real_dir else {})
+    expanded: dict[str, list[str]] = {}
+    reals = []
+    for fp in fps:
+        d = real_map.get(fp.name, real_map.get(""))
+        if d is None:
+            reals.append([p for p, _ in split_of(fp, "test", "real")])
+        else:
+            if d not in expanded:
+                expanded[d] = batch.expand_paths([d])
+            reals.append(list(expanded[d]))
+    if not real_map:
+        real_source = "artifact"
+    elif set(real_map) == {""}:
+        real_source = real_map[""]
     else:
-        reals = [[p for p, _ in split_of(fp, "test", "real")] for fp in fps]
+        real_source = {fp.name: real_map.get(fp.name, real_map.get("", "artifact")) for fp in fps}
     missing = [t.name for t in tests if not t.paths]
     if missing:
         raise UsageError(f"no held-out images for {', '.join(missing)}: the artifact records no test split; "
@@ -400,15 +470,24 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
         raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
     basis = acc if metric == "accuracy" else au
     rel = relatedness(basis)
-    cl = cluster(names, rel, threshold)
+    z_self = self_detection_z(basis, ng, nr, metric)
+    unresolved = [names[i] for i in range(n) if not (np.isfinite(z_self[i]) and z_self[i] >= MIN_SELF_Z)]
+    if unresolved:
+        what = "accuracy" if metric == "accuracy" else "AUC"
+        warnings.append("unresolved (self-detection not above chance, z < "
+                        f"{MIN_SELF_Z:g}): " + ", ".join(f"{x} ({what} {_pct(basis[names.index(x), names.index(x)])})"
+                                                         for x in unresolved)
+                        + " — these fingerprints do not detect their own held-out images, so they give no "
+                          "evidence either way; refit with more images or a larger --crop")
+    cl = cluster(names, rel, threshold, unresolved)
     links = link_evidence(names, basis, corr, cl, label="cross-detection" if metric == "accuracy"
                           else "cross-detection AUC")
     t3 = time.perf_counter()
     return LineageResult(
         names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
         n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
-        clustering=cl, links=links, test_sources={t.name: t.source for t in tests},
-        real_source=real_dir if real_dir is not None else "artifact", errors=errors, warnings=warnings, metric=metric,
+        clustering=cl, links=links, self_z=z_self, test_sources={t.name: t.source for t in tests},
+        real_source=real_source, errors=errors, warnings=warnings, metric=metric,
         timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
                 "images": float(len(all_paths))})
 
@@ -452,11 +531,13 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
             inputs = {"fingerprint": {"path": res.paths[i], "sha256": res.sha256[i]},
                       "images_of": {"path": res.paths[j], "sha256": res.sha256[j]}}
             details = {"fingerprint": names[i], "images_of": names[j],
-                       "same_family": res.clustering.labels[i] == res.clustering.labels[j],
+                       "same_family": res.clustering.labels[i] == res.clustering.labels[j] >= 0,
                        "n_generated": int(res.n_generated[i, j]), "n_real": int(res.n_real[i, j]),
                        "n_excluded_training": int(res.n_excluded[i, j]),
                        "fingerprint_shift": list(res.fp_shift[i][j]),
-                       "test_images": res.test_sources[names[j]], "real_images": res.real_source}
+                       "test_images": res.test_sources[names[j]],
+                       "real_images": res.real_source[names[i]] if isinstance(res.real_source, dict)
+                       else res.real_source}
             if (i, j) in res.errors:
                 r = Record.failure("lineage", inputs, res.errors[(i, j)], prov)
                 r.details = details
@@ -471,14 +552,17 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
     summary_inputs = {f"fingerprint_{k}": {"path": res.paths[k], "sha256": res.sha256[k]} for k in range(n)}
     what = "accuracies" if res.metric == "accuracy" else "AUCs"
     decision = {"label": "families", "families": res.clustering.families, "threshold": res.clustering.threshold,
+                "unresolved": list(res.clustering.unresolved),
                 "metric": res.metric,
                 "rule": "average-linkage clustering on 1 - relatedness, cut at threshold; relatedness = "
-                        f"clip((mean of the two cross-detection {what} - 0.5) / 0.5, 0, 1)"}
+                        f"clip((mean of the two cross-detection {what} - 0.5) / 0.5, 0, 1); a fingerprint "
+                        f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"}
     reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
     details = {"names": names,
                "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
                "fingerprint_correlation": _mat(res.fp_correlation), "relatedness": _mat(res.relatedness),
                "links": res.links, "linkage": res.clustering.linkage,
+               "self_detection_z": [_num(v) for v in (res.self_z if res.self_z is not None else [])],
                "matrix_orientation": "rows: fingerprint; columns: generator whose held-out images are tested",
                "timing": {k: round(v, 3) for k, v in res.timing.items()}}
     out.append(Record(command="lineage", inputs=summary_inputs, features={"n_families": len(res.clustering.families)},
@@ -527,6 +611,8 @@ def matrix_text(res: LineageResult) -> str:
     con.print(t)
     fams = "; ".join("{" + ", ".join(f) + "}" for f in res.clustering.families)
     con.print(f"families (threshold {res.clustering.threshold:g} on 1 - relatedness): {fams}")
+    if res.clustering.unresolved:
+        con.print(f"unresolved (self-detection not above chance): {', '.join(res.clustering.unresolved)}")
     for lk in res.links:
         con.print(f"  {lk['text']}")
     return buf.getvalue()
@@ -569,9 +655,10 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     m = _basis(res)[np.ix_(order, order)]
     im = ax_h.imshow(m, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
     ax_h.set_xticks(range(n))
-    ax_h.set_xticklabels([names[k] for k in order], rotation=45, ha="right")
+    shown = [names[k] + (" (?)" if names[k] in res.clustering.unresolved else "") for k in order]
+    ax_h.set_xticklabels(shown, rotation=45, ha="right")
     ax_h.set_yticks(range(n))
-    ax_h.set_yticklabels([names[k] for k in order])
+    ax_h.set_yticklabels(shown)
     ax_h.set_xlabel("held-out images of")
     ax_h.set_ylabel("fingerprint")
     for a in range(n):
@@ -581,6 +668,8 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
                       color="white" if np.isfinite(v) and v < 0.8 else "black", fontsize=9)
     fig.colorbar(im, cax=ax_c, label="balanced accuracy" if res.metric == "accuracy" else "AUC")
     fams = " | ".join(", ".join(f) for f in res.clustering.families)
+    if res.clustering.unresolved:
+        fams += "   (unresolved: " + ", ".join(res.clustering.unresolved) + ")"
     fig.suptitle(f"families: {fams}", fontsize=9, y=0.995)
     p = Path(path)
     atomic.refuse_overwrite_of_inputs(p, inputs)
@@ -608,12 +697,15 @@ def load_fingerprints(paths: Sequence[str]) -> list[Any]:
     return fps
 
 
-def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | None = None,
+def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Sequence[str] | None = None,
         threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = "accuracy",
-        device: str = "auto",
+        device: str = "auto", cache: Any = None,
         on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
     """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
 
+    ``real_dir``: one folder for every fingerprint, or ``--real`` values (``DIR`` and/or ``NAME=DIR``).
+    ``cache``: a :class:`~fingerprint_cli.dif.residuals.ResidualCache` to use (e.g. a disk cache shared with
+    earlier runs); by default a fresh in-memory one.
     Returns the result and the provenance block for records.
     """
     from fingerprint_cli import images as images_mod
@@ -625,14 +717,15 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Non
     check_compatible(fps, paths)
     names = [fp.name for fp in fps]
     img_map = parse_images_option(images, names)
-    if real_dir is not None and not Path(real_dir).is_dir():
-        raise InputError("--real: not a folder", real_dir)
-    cache = _make_cache(ResidualCache, fps[0], device)
+    real_vals = [real_dir] if isinstance(real_dir, (str, Path)) else list(real_dir or [])
+    real_map = parse_images_option([str(v) for v in real_vals], names, "--real", allow_bare=True)
+    if cache is None:
+        cache = _make_cache(ResidualCache, fps[0], device)
 
     def correlate(fp: Any, ps: list[str]) -> np.ndarray:
         return _correlations(detect, fp, ps, cache)
 
-    res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_dir,
+    res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
                   correlate=correlate, is_generated=lambda fp, r: detect.is_generated(fp, r),
                   image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift, metric=metric,
                   on_progress=on_progress)

@@ -19,8 +19,10 @@ def register(app: typer.Typer) -> None:
         images: List[str] = typer.Option([], "--images", metavar="NAME=DIR",
                                          help="held-out images of the generator whose fingerprint is NAME "
                                               "(adds to or replaces the artifact's recorded test split); repeatable"),
-        real: Optional[Path] = typer.Option(None, "--real", help="held-out real photos for every fingerprint "
-                                                                 "(default: each artifact's own real test split)"),
+        real: List[str] = typer.Option([], "--real", metavar="[NAME=]DIR",
+                                       help="held-out real photos: DIR for every fingerprint, NAME=DIR for one "
+                                            "(e.g. the control its fingerprint was fitted against); repeatable. "
+                                            "Default: each artifact's own real test split"),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
                                         help="cut on 1 - relatedness; 0.5 = mean cross-detection accuracy 75%"),
         max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
@@ -42,7 +44,8 @@ def register(app: typer.Typer) -> None:
         average-linkage clustering. Records: one per ordered pair, then a summary with the families.
 
         Examples: fpx lineage ldm.fpx.safetensors glid3.fpx.safetensors disco.fpx.safetensors --plot lineage.png;
-        fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json
+        fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json;
+        fpx lineage sr.fpx.safetensors dn.fpx.safetensors --real sr=bicubic_x2/ --real dn=photos/
         """
         import sys
 
@@ -57,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
                 atomic.refuse_overwrite_of_inputs(plot, paths)
             with batch.progress_bar(len(paths), "lineage", quiet) as advance:
-                res, prov = lin.run(paths, images=images, real_dir=str(real) if real else None,
+                res, prov = lin.run(paths, images=images, real_dir=list(real) or None,
                                     threshold=threshold, max_shift=max_shift, metric=metric,
                                     device=device,
                                     on_progress=lambda n=1, **kw: advance(n, **kw))
