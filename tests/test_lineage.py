@@ -22,9 +22,11 @@ from fingerprint_cli.errors import UsageError
 S = 48
 
 
-def planted(seed: int) -> np.ndarray:
+def planted(seed: int, tile: int = 8) -> np.ndarray:
+    """A generator trace: a random tile×tile pattern repeated over the image (an upsampler's grid)."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((S, S, 3)).astype(np.float32)
+    t = rng.standard_normal((tile, tile, 3)).astype(np.float32)
+    return np.tile(t, (S // tile, S // tile, 1))
 
 
 def patterns() -> dict[str, np.ndarray]:
@@ -64,7 +66,8 @@ def write_set(folder: Path, pat: np.ndarray | None, n: int, seed0: int, amp: flo
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for k in range(n):
-        px = natural_image(S, S, seed=seed0 + k)
+        # content at a different place in every image (photos share no fixed edge), trace fixed
+        px = np.roll(natural_image(S, S, seed=seed0 + k), ((seed0 + k) * 7 % S, (seed0 + k) * 13 % S), axis=(0, 1))
         if pat is not None:
             px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
         p = folder / f"img{seed0 + k:05d}.png"
@@ -97,6 +100,12 @@ def fake_correlate(calls):
     return correlate
 
 
+def fake_grid_correlate(fp, paths, period=lineage.DEFAULT_PERIOD):
+    res = [residual(images.load_image(p).pixels).transpose(2, 0, 1) for p in paths]
+    sign = 1.0 if fp.meta["mu_gen"] >= fp.meta["mu_real"] else -1.0
+    return lineage.grid_rho(res, fp.pattern, period, sign)
+
+
 def fake_is_generated(fp, r):
     r = np.asarray(r)
     return np.abs(r - fp.meta["mu_gen"]) < np.abs(r - fp.meta["mu_real"])
@@ -120,6 +129,7 @@ def testbed(tmp_path_factory):
 def run_analyse(fps, calls=None, **kw):
     calls = [] if calls is None else calls
     paths = [f"{fp.name}.fpx.safetensors" for fp in fps]
+    kw.setdefault("grid_correlate", lambda fp, ps: fake_grid_correlate(fp, ps, kw.get("period", lineage.DEFAULT_PERIOD)))
     return lineage.analyse(fps, paths, ["0" * 64] * len(fps), correlate=fake_correlate(calls),
                            is_generated=fake_is_generated, image_sha256=images.sha256_file, **kw)
 
@@ -275,3 +285,26 @@ def test_self_detection_z_against_references():
     z1 = lineage.self_detection_z(np.array([[0.5 + sims.std()]]), np.array([[ng]]), np.array([[nr]]))[0]
     assert z1 == pytest.approx(1.0, abs=0.01)
     assert np.isnan(lineage.self_detection_z(np.array([[0.9]]), np.array([[0]]), np.array([[5]]))[0])
+
+
+def test_tile_mean_and_grid_rho_against_loops():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 37, 45))
+    p = 8
+    ref = np.zeros((2, 3, p, p))
+    ny, nx = 37 // p, 45 // p
+    for ty in range(ny):
+        for tx in range(nx):
+            ref += x[:, :, ty * p:(ty + 1) * p, tx * p:(tx + 1) * p]
+    ref /= ny * nx
+    np.testing.assert_allclose(lineage.tile_mean(x, p), ref, atol=1e-12)
+    # a pattern periodic with the period is its own tile; grid ρ is Pearson's r of the two tile means
+    tile = rng.standard_normal((3, p, p))
+    periodic = np.tile(tile, (1, 4, 4))
+    np.testing.assert_allclose(lineage.tile_mean(periodic, p), tile, atol=1e-12)
+    r = lineage.grid_rho(x[:, :, :32, :32], periodic, p, orientation=-1.0)
+    for k in range(2):
+        own = lineage.tile_mean(x[k, :, :32, :32], p)
+        assert r[k] == pytest.approx(-np.corrcoef(own.ravel(), tile.ravel())[0, 1], abs=1e-9)
+    with pytest.raises(UsageError):
+        lineage.tile_mean(x, 64)

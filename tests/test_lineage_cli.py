@@ -22,15 +22,18 @@ S = 48
 CROP = 32
 
 
-def _pat(seed):
-    return np.random.default_rng(seed).standard_normal((S, S, 3)).astype(np.float32)
+def _pat(seed, tile=8):
+    """A generator trace: a random tile×tile pattern repeated over the image (an upsampler's grid)."""
+    t = np.random.default_rng(seed).standard_normal((tile, tile, 3)).astype(np.float32)
+    return np.tile(t, (S // tile, S // tile, 1))
 
 
 def _write(folder: Path, pat, n, s0, amp=0.04):
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for k in range(n):
-        px = natural_image(S, S, seed=s0 + k)
+        # content at a different place in every image (photos share no fixed edge), trace fixed
+        px = np.roll(natural_image(S, S, seed=s0 + k), ((s0 + k) * 7 % S, (s0 + k) * 13 % S), axis=(0, 1))
         if pat is not None:
             px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
         p = folder / f"img{s0 + k:05d}.png"
@@ -87,8 +90,8 @@ def test_families_and_json_schema(bed):
     assert all(r["command"] == "lineage" and r["schema_version"] == 1 for r in recs)
     for r in pairs:
         assert set(r["inputs"]) == {"fingerprint", "images_of"}
-        assert set(r["features"]) == {"cross_accuracy", "tpr", "tnr", "auc", "fingerprint_correlation",
-                                      "relatedness"}
+        assert set(r["features"]) == {"cross_accuracy", "tpr", "tnr", "auc", "grid_auc",
+                                      "fingerprint_correlation", "grid_correlation", "relatedness"}
         assert {"fingerprint", "images_of", "same_family", "n_generated", "n_real", "n_excluded_training",
                 "fingerprint_shift", "test_images", "real_images"} <= set(r["details"])
         assert len(r["inputs"]["fingerprint"]["sha256"]) == 64

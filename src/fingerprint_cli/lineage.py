@@ -57,7 +57,15 @@ DEFAULT_MAX_SHIFT = 2
 MIN_SELF_Z = 2.33
 #: What relatedness is built from: the paper's cross-detection accuracy (each fingerprint's own μ_gen/μ_real
 #: rule), or the threshold-free AUC (does ρ separate j's images from real at all, whatever i's calibration).
-METRICS = ("accuracy", "auc")
+METRICS = ("grid", "accuracy", "auc")
+DEFAULT_METRIC = "grid"
+METRIC_LABELS = {"grid": "grid cross-detection AUC", "accuracy": "cross-detection",
+                 "auc": "cross-detection AUC"}
+#: Grid period for the "grid" evidence: the fingerprint and each residual are averaged over PERIOD×PERIOD
+#: tiles, keeping only their components periodic on that lattice — periods 1, 2, 4, 8 and 16, the traces of
+#: ×2/×4 upsamplers, pixel (un)shuffles and f8/f16 autoencoder decoders. What is left is position-locked to
+#: the generator's output grid, while image content (not periodic) averages away over the tiles.
+DEFAULT_PERIOD = 16
 
 
 # ----------------------------------------------------------------------------- pure numerics
@@ -121,6 +129,36 @@ def pattern_correlation(a: np.ndarray, b: np.ndarray, max_shift: int = DEFAULT_M
     return best, best_shift
 
 
+def tile_mean(x: np.ndarray, period: int) -> np.ndarray:
+    """Average of (…, C, H, W) over its period×period tiles (anchored at the top-left; a remainder of fewer
+    than ``period`` rows/columns is dropped): (…, C, period, period). The component of ``x`` that is periodic
+    with this period in both directions, one tile of it."""
+    x = np.asarray(x, dtype=np.float64)
+    h, w = x.shape[-2:]
+    p = int(period)
+    if p < 1 or h < p or w < p:
+        raise UsageError(f"grid period {p} does not fit a {w}x{h} fingerprint (use --period between 1 and "
+                         f"{min(h, w)})")
+    hh, ww = h // p * p, w // p * p
+    x = x[..., :hh, :ww]
+    return x.reshape(*x.shape[:-2], hh // p, p, ww // p, p).mean(axis=(-4, -2))
+
+
+def grid_rho(residuals: Any, pattern: np.ndarray, period: int, orientation: float = 1.0) -> np.ndarray:
+    """Correlation of each residual's grid component with the pattern's, one value per residual.
+
+    ``residuals``: (N, C, H, W) or a list of (C, h, w); ``pattern``: (C, H, W). Both are reduced by
+    :func:`tile_mean` and standardised; ρ_grid = mean of the product (Pearson over the C·period² values),
+    times ``orientation`` (+1 / −1 so that the fingerprint's generated side is high).
+    """
+    t = _standardise(tile_mean(pattern, period))
+    out = []
+    for r in residuals:
+        g = tile_mean(np.asarray(r, dtype=np.float64), period)
+        out.append(float((_standardise(g) * t).mean()) * orientation)
+    return np.asarray(out, dtype=np.float64)
+
+
 def self_detection_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
                      metric: str = "accuracy") -> np.ndarray:
     """z of each fingerprint's self-detection (diagonal of ``basis``) against chance (0.5).
@@ -132,7 +170,7 @@ def self_detection_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndar
     ng = np.diag(np.asarray(n_generated, dtype=np.float64))
     nr = np.diag(np.asarray(n_real, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
-        if metric == "auc":
+        if metric in ("auc", "grid"):
             se = np.sqrt((ng + nr + 1) / (12 * ng * nr))
         else:
             se = 0.5 * np.sqrt(0.25 / ng + 0.25 / nr)
@@ -211,7 +249,8 @@ def cluster(names: Sequence[str], relatedness_matrix: np.ndarray,
 
 
 def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarray | None,
-                  clustering: Clustering, label: str = "cross-detection") -> list[dict[str, Any]]:
+                  clustering: Clustering, label: str = "cross-detection",
+                  corr_label: str = "fingerprint correlation") -> list[dict[str, Any]]:
     """One entry per pair of fingerprints in the same family: the two cross-detection accuracies.
 
     ``"B ~ A: 93% / 91% cross-detection"`` reads: A's fingerprint detects B's images at 93% balanced
@@ -229,7 +268,7 @@ def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarra
                 corr = None
                 if fp_corr is not None and np.isfinite(fp_corr[i, j]):
                     corr = float(fp_corr[i, j])
-                    text += f", fingerprint correlation {corr:+.2f}"
+                    text += f", {corr_label} {corr:+.2f}"
                 out.append({"a": names[i], "b": names[j], "a_detects_b": a_ij, "b_detects_a": a_ji,
                             "fingerprint_correlation": corr, "text": text})
     return out
@@ -324,6 +363,9 @@ class LineageResult:
     warnings: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     self_z: np.ndarray | None = None    # z of each diagonal cell against chance (see self_detection_z)
+    grid_auc: np.ndarray | None = None  # AUC of ρ_grid (F_i's grid component) on j's images vs real
+    grid_correlation: np.ndarray | None = None   # correlation of the oriented grid components
+    period: int = DEFAULT_PERIOD
 
 
 def check_compatible(fps: Sequence[Any], paths: Sequence[str]) -> None:
@@ -347,15 +389,22 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
             correlate: Callable[[Any, list[str]], np.ndarray],
             is_generated: Callable[[Any, np.ndarray], np.ndarray],
             image_sha256: Callable[[str], str],
-            threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = "accuracy",
+            grid_correlate: Callable[[Any, list[str]], np.ndarray] | None = None,
+            threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT,
+            metric: str = DEFAULT_METRIC, period: int = DEFAULT_PERIOD,
             on_progress: Callable[..., None] | None = None) -> LineageResult:
     """Compute the full lineage analysis.
 
     ``correlate(fp, paths) -> ρ`` (one value per path; NaN for an image it could not read),
-    ``is_generated(fp, ρ) -> bool array`` and ``image_sha256(path)`` are injected so the pure logic can be
-    tested with synthetic fingerprints; :func:`run` wires them to ``fingerprint_cli.dif``.
+    ``grid_correlate(fp, paths) -> ρ_grid`` (:func:`grid_rho` of each image's residual, oriented; needed for
+    ``metric="grid"``), ``is_generated(fp, ρ) -> bool array`` and ``image_sha256(path)`` are injected so the
+    pure logic can be tested with synthetic fingerprints; :func:`run` wires them to ``fingerprint_cli.dif``.
     """
     t0 = time.perf_counter()
+    if metric not in METRICS:
+        raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
+    if metric == "grid" and grid_correlate is None:
+        raise UsageError("--metric grid needs spatial fingerprints (method dif or average)")
     names = [fp.name for fp in fps]
     n = len(fps)
     images = dict(images or {})
@@ -411,10 +460,13 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
 
     t1 = time.perf_counter()
     rho: list[dict[str, float]] = []
+    rho_grid: list[dict[str, float]] = []
     for i, fp in enumerate(fps):
         need = [p for p in all_paths if sha[p] is not None and sha[p] not in train_hashes[i]]
         vals = np.asarray(correlate(fp, need), dtype=np.float64)
         rho.append(dict(zip(need, vals.tolist())))
+        if grid_correlate is not None:
+            rho_grid.append(dict(zip(need, np.asarray(grid_correlate(fp, need), dtype=np.float64).tolist())))
         if on_progress:
             on_progress(1, fingerprint=fp.name)
     t2 = time.perf_counter()
@@ -423,6 +475,7 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     tpr = np.full((n, n), np.nan)
     tnr = np.full((n, n), np.nan)
     au = np.full((n, n), np.nan)
+    gau = np.full((n, n), np.nan)
     ng = np.zeros((n, n), dtype=int)
     nr = np.zeros((n, n), dtype=int)
     nx = np.zeros((n, n), dtype=int)
@@ -431,9 +484,7 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
         th = train_hashes[i]
         real_i = [p for p in reals[i] if sha.get(p) and sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
         r_real = np.array([rho[i][p] for p in real_i])
-        mu_gen = float(fp.meta.get("mu_gen", 1.0)) if isinstance(getattr(fp, "meta", None), Mapping) else 1.0
-        mu_real = float(fp.meta.get("mu_real", 0.0)) if isinstance(getattr(fp, "meta", None), Mapping) else 0.0
-        sign = 1.0 if mu_gen >= mu_real else -1.0
+        sign = _orientation(fp)
         for j in range(n):
             cand = [p for p in tests[j].paths if sha.get(p)]
             keep = [p for p in cand if sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
@@ -449,10 +500,20 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
             r_call = np.asarray(is_generated(fp, r_real), dtype=bool)
             acc[i, j], tpr[i, j], tnr[i, j] = balanced_accuracy(g_call, r_call)
             au[i, j] = auc(sign * r_gen, sign * r_real)
+            if rho_grid:
+                gau[i, j] = auc(np.array([rho_grid[i][p] for p in keep]), np.array([rho_grid[i][p] for p in real_i]))
 
     corr = np.full((n, n), np.nan)
+    gcorr = np.full((n, n), np.nan)
     shifts: list[list[tuple[int, int]]] = [[(0, 0)] * n for _ in range(n)]
     pats = [_pattern_array(fp) for fp in fps]
+    if rho_grid:
+        grids = [None if pats[i] is None else _standardise(tile_mean(pats[i], period)) * _orientation(fps[i])
+                 for i in range(n)]
+        for i in range(n):
+            for j in range(n):
+                if grids[i] is not None and grids[j] is not None and grids[i].shape == grids[j].shape:
+                    gcorr[i, j] = float((grids[i] * grids[j]).mean())
     for i in range(n):
         for j in range(n):
             if i == j:
@@ -466,30 +527,37 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
            or any(sha[p] not in train_hashes[i] and not np.isfinite(rho[i].get(p, np.nan)) for i in range(n))]
     if bad:
         warnings.append(f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}")
-    if metric not in METRICS:
-        raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
-    basis = acc if metric == "accuracy" else au
+    basis = {"accuracy": acc, "auc": au, "grid": gau}[metric]
     rel = relatedness(basis)
     z_self = self_detection_z(basis, ng, nr, metric)
     unresolved = [names[i] for i in range(n) if not (np.isfinite(z_self[i]) and z_self[i] >= MIN_SELF_Z)]
     if unresolved:
-        what = "accuracy" if metric == "accuracy" else "AUC"
+        what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
         warnings.append("unresolved (self-detection not above chance, z < "
                         f"{MIN_SELF_Z:g}): " + ", ".join(f"{x} ({what} {_pct(basis[names.index(x), names.index(x)])})"
                                                          for x in unresolved)
                         + " — these fingerprints do not detect their own held-out images, so they give no "
                           "evidence either way; refit with more images or a larger --crop")
     cl = cluster(names, rel, threshold, unresolved)
-    links = link_evidence(names, basis, corr, cl, label="cross-detection" if metric == "accuracy"
-                          else "cross-detection AUC")
+    links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
+                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
     t3 = time.perf_counter()
     return LineageResult(
         names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
         n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
+        grid_auc=gau, grid_correlation=gcorr, period=int(period),
         clustering=cl, links=links, self_z=z_self, test_sources={t.name: t.source for t in tests},
         real_source=real_source, errors=errors, warnings=warnings, metric=metric,
         timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
                 "images": float(len(all_paths))})
+
+
+def _orientation(fp: Any) -> float:
+    """+1 when the fingerprint's generated images correlate above its real ones (μ_gen ≥ μ_real), else −1."""
+    meta = getattr(fp, "meta", None)
+    if not isinstance(meta, Mapping):
+        return 1.0
+    return 1.0 if float(meta.get("mu_gen", 1.0)) >= float(meta.get("mu_real", 0.0)) else -1.0
 
 
 def _pattern_array(fp: Any) -> np.ndarray | None:
@@ -507,7 +575,9 @@ FEATURE_DIRECTIONS = {
     "tpr": "higher = more of the generator's images called generated",
     "tnr": "higher = more real images called real",
     "auc": "higher = better separation of these images from real",
+    "grid_auc": "higher = the fingerprint's grid component separates these images from real (related)",
     "fingerprint_correlation": "larger |value| = more similar fingerprints",
+    "grid_correlation": "higher = more similar grid components (both oriented: generated side positive)",
     "relatedness": "higher = more related (0 chance, 1 perfect mutual detection)",
 }
 
@@ -516,7 +586,7 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
     """One record per ordered pair (fingerprint i on generator j's images), then one summary record.
 
     Pair record: ``inputs`` = {"fingerprint": F_i, "images_of": F_j}; ``features`` = cross_accuracy, tpr, tnr,
-    auc, fingerprint_correlation, relatedness; ``details`` = names, counts, shift, test-image source.
+    auc, grid_auc, fingerprint_correlation, grid_correlation, relatedness (null where not computed); ``details`` = names, counts, shift, test-image source.
     Summary record: ``inputs`` = {"fingerprint_<k>": F_k}; ``decision`` = {"label": "families", "families",
     "threshold"}; ``details`` = the matrices (rows = fingerprint, columns = images of), links, linkage, timing.
     """
@@ -544,22 +614,28 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                 out.append(r)
                 continue
             feats = {"cross_accuracy": res.accuracy[i, j], "tpr": res.tpr[i, j], "tnr": res.tnr[i, j],
-                     "auc": res.auc[i, j], "fingerprint_correlation": res.fp_correlation[i, j],
+                     "auc": res.auc[i, j], "grid_auc": _cell(res.grid_auc, i, j),
+                     "fingerprint_correlation": res.fp_correlation[i, j],
+                     "grid_correlation": _cell(res.grid_correlation, i, j),
                      "relatedness": res.relatedness[i, j]}
             out.append(Record(command="lineage", inputs=inputs,
                               features={k: _num(v) for k, v in feats.items()},
                               directions=dict(FEATURE_DIRECTIONS), details=details, provenance=prov))
     summary_inputs = {f"fingerprint_{k}": {"path": res.paths[k], "sha256": res.sha256[k]} for k in range(n)}
-    what = "accuracies" if res.metric == "accuracy" else "AUCs"
+    what = {"accuracy": "cross-detection accuracies", "auc": "cross-detection AUCs",
+            "grid": f"grid cross-detection AUCs (period {res.period})"}[res.metric]
     decision = {"label": "families", "families": res.clustering.families, "threshold": res.clustering.threshold,
                 "unresolved": list(res.clustering.unresolved),
                 "metric": res.metric,
                 "rule": "average-linkage clustering on 1 - relatedness, cut at threshold; relatedness = "
-                        f"clip((mean of the two cross-detection {what} - 0.5) / 0.5, 0, 1); a fingerprint "
+                        f"clip((mean of the two {what} - 0.5) / 0.5, 0, 1); a fingerprint "
                         f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"}
     reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
     details = {"names": names,
                "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
+               "grid_auc": _mat(res.grid_auc) if res.grid_auc is not None else None,
+               "grid_correlation": _mat(res.grid_correlation) if res.grid_correlation is not None else None,
+               "period": res.period,
                "fingerprint_correlation": _mat(res.fp_correlation), "relatedness": _mat(res.relatedness),
                "links": res.links, "linkage": res.clustering.linkage,
                "self_detection_z": [_num(v) for v in (res.self_z if res.self_z is not None else [])],
@@ -569,6 +645,10 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                       directions={"n_families": "count"}, decision=decision, reasons=reasons,
                       details=details, provenance=prov))
     return out
+
+
+def _cell(m: np.ndarray | None, i: int, j: int) -> float:
+    return float("nan") if m is None else float(m[i, j])
 
 
 def _num(v: Any) -> float | None:
@@ -582,7 +662,7 @@ def _mat(m: np.ndarray) -> list[list[float | None]]:
 
 # ----------------------------------------------------------------------------- text and picture
 def _basis(res: LineageResult) -> np.ndarray:
-    return res.accuracy if res.metric == "accuracy" else res.auc
+    return {"accuracy": res.accuracy, "auc": res.auc, "grid": res.grid_auc}[res.metric]
 
 
 def matrix_text(res: LineageResult) -> str:
@@ -606,7 +686,7 @@ def matrix_text(res: LineageResult) -> str:
         t.add_row(nm, *cells)
     buf = io.StringIO()
     con = Console(file=buf, width=160)
-    what = "balanced accuracy" if res.metric == "accuracy" else "AUC"
+    what = {"accuracy": "balanced accuracy", "auc": "AUC", "grid": f"grid AUC, period {res.period}"}[res.metric]
     con.print(f"cross-detection {what} (row: fingerprint; column: held-out images of)")
     con.print(t)
     fams = "; ".join("{" + ", ".join(f) + "}" for f in res.clustering.families)
@@ -666,7 +746,8 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
             v = m[a, b]
             ax_h.text(b, a, "-" if not np.isfinite(v) else f"{100 * v:.0f}", ha="center", va="center",
                       color="white" if np.isfinite(v) and v < 0.8 else "black", fontsize=9)
-    fig.colorbar(im, cax=ax_c, label="balanced accuracy" if res.metric == "accuracy" else "AUC")
+    fig.colorbar(im, cax=ax_c, label={"accuracy": "balanced accuracy", "auc": "AUC",
+                                      "grid": f"grid AUC (period {res.period})"}[res.metric])
     fams = " | ".join(", ".join(f) for f in res.clustering.families)
     if res.clustering.unresolved:
         fams += "   (unresolved: " + ", ".join(res.clustering.unresolved) + ")"
@@ -698,8 +779,8 @@ def load_fingerprints(paths: Sequence[str]) -> list[Any]:
 
 
 def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Sequence[str] | None = None,
-        threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = "accuracy",
-        device: str = "auto", cache: Any = None,
+        threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = DEFAULT_METRIC,
+        period: int = DEFAULT_PERIOD, device: str = "auto", cache: Any = None,
         on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
     """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
 
@@ -725,12 +806,21 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     def correlate(fp: Any, ps: list[str]) -> np.ndarray:
         return _correlations(detect, fp, ps, cache)
 
+    def grid_correlate(fp: Any, ps: list[str]) -> np.ndarray:
+        return _grid_correlations(detect, fp, ps, cache, period)
+
+    spatial = all(getattr(fp, "method", "dif") != "spectral" for fp in fps)
+    if metric == "grid" and not spatial:
+        raise UsageError("--metric grid needs spatial fingerprints (method dif or average), not spectral ones: "
+                         "use --metric accuracy or auc")
     res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
-                  correlate=correlate, is_generated=lambda fp, r: detect.is_generated(fp, r),
+                  correlate=correlate, grid_correlate=grid_correlate if spatial else None,
+                  is_generated=lambda fp, r: detect.is_generated(fp, r),
                   image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift, metric=metric,
-                  on_progress=on_progress)
+                  period=period, on_progress=on_progress)
     prov = _provenance(fps[0], threshold, max_shift)
     prov["metric"] = metric
+    prov["period"] = int(period)
     return res, prov
 
 
@@ -745,6 +835,18 @@ def _correlations(detect: Any, fp: Any, paths: list[str], cache: Any) -> np.ndar
     vals, infos = detect.correlations_with_info(fp, paths, cache=cache,
                                                 on_error=lambda p, exc: failed.__setitem__(str(p), str(exc)))
     got = {str(info["path"]): float(v) for info, v in zip(infos, np.asarray(vals, dtype=np.float64).reshape(-1))}
+    return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
+
+
+def _grid_correlations(detect: Any, fp: Any, paths: list[str], cache: Any, period: int) -> np.ndarray:
+    """ρ_grid of each image against ``fp`` (:func:`grid_rho`, oriented); NaN for images that fail to load.
+    Residuals come from the same cache as :func:`_correlations`, so they are computed once."""
+    from fingerprint_cli.dif.residuals import compute
+
+    res, infos = compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache,
+                         on_error=lambda p, exc: None, allow_smaller=True)
+    vals = grid_rho(res, _pattern_array(fp), period, _orientation(fp))
+    got = {str(info["path"]): float(v) for info, v in zip(infos, vals)}
     return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
 
 

@@ -27,10 +27,13 @@ def register(app: typer.Typer) -> None:
                                         help="cut on 1 - relatedness; 0.5 = mean cross-detection accuracy 75%"),
         max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
                                       help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
-        metric: str = typer.Option("accuracy", "--metric",
-                                   help="accuracy (the paper's: each fingerprint's own decision rule) | auc "
-                                        "(threshold-free; robust to a fingerprint calibrated only on its own "
-                                        "generator)"),
+        metric: str = typer.Option("grid", "--metric",
+                                   help="what relatedness is built from: grid (default: AUC of the fingerprint's "
+                                        "grid-periodic component, position-locked upsampler/decoder traces) | "
+                                        "accuracy (the paper's: each fingerprint's own decision rule on the whole "
+                                        "pattern) | auc (threshold-free, whole pattern)"),
+        period: int = typer.Option(16, "--period", min=1, max=256,
+                                   help="grid period in pixels for --metric grid (16 covers 2, 4, 8 and 16)"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
         fmt: Optional[str] = common.FormatOpt,
         output: Optional[Path] = common.OutputOpt,
@@ -62,7 +65,7 @@ def register(app: typer.Typer) -> None:
             with batch.progress_bar(len(paths), "lineage", quiet) as advance:
                 res, prov = lin.run(paths, images=images, real_dir=list(real) or None,
                                     threshold=threshold, max_shift=max_shift, metric=metric,
-                                    device=device,
+                                    period=period, device=device,
                                     on_progress=lambda n=1, **kw: advance(n, **kw))
             records = lin.to_records(res, prov)
             if plot is not None:
