@@ -118,45 +118,76 @@ def fit_all(sets: dict[str, list[str]], real: list[str], out: Path, args, test_f
     return paths, secs
 
 
-def report(title: str, res, expected, t_matrix: float, fit_secs: dict, plot_path: Path) -> dict:
-    names = res.names
-    print(f"\n## {title}\n")
-    print("Cross-detection balanced accuracy (row: fingerprint; column: held-out images of); AUC in brackets\n")
-    print("| fingerprint \\ images | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for i, a in enumerate(names):
-        cells = []
-        for j in range(len(names)):
-            acc, au = res.accuracy[i, j], res.auc[i, j]
-            cells.append("-" if not np.isfinite(acc) else f"{100 * acc:.0f}% ({au:.2f})")
-        print(f"| {a} | " + " | ".join(cells) + " |")
-    print("\nFingerprint-to-fingerprint correlation (best over shifts ≤ 2 px):\n")
+def families_for(res, metric: str):
+    """Families and unresolved fingerprints when relatedness is built from ``metric``'s matrix."""
+    basis = {"accuracy": res.accuracy, "auc": res.auc, "grid": res.grid_auc}[metric]
+    z = lineage.self_detection_z(basis, res.n_generated, res.n_real, metric)
+    unresolved = [n for k, n in enumerate(res.names) if not (np.isfinite(z[k]) and z[k] >= lineage.MIN_SELF_Z)]
+    cl = lineage.cluster(res.names, lineage.relatedness(basis), res.clustering.threshold, unresolved)
+    return basis, cl
+
+
+def verdict(cl, expected) -> tuple[bool, str]:
+    canon = lambda fams: sorted(sorted(f) for f in fams)
+    resolved_expected = [[x for x in f if x not in cl.unresolved] for f in expected]
+    resolved_expected = [f for f in resolved_expected if f]
+    full = not cl.unresolved and canon(cl.families) == canon(expected)
+    if full:
+        return True, "MATCH"
+    if canon(cl.families) == canon(resolved_expected):
+        return False, f"MATCH on the resolved fingerprints; unresolved {cl.unresolved}"
+    return False, "DIFFERS" + (f" (unresolved {cl.unresolved})" if cl.unresolved else "")
+
+
+def _matrix(title, names, m, fmt):
+    """Print a markdown table of ``fmt(i, j)`` for the cells where ``m`` is finite."""
+    print(f"\n{title}\n")
     print("| | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for i, a in enumerate(names):
-        print(f"| {a} | " + " | ".join(f"{res.fp_correlation[i, j]:+.2f}" for j in range(len(names))) + " |")
+        print(f"| {a} | " + " | ".join("-" if not np.isfinite(m[i, j]) else fmt(i, j) for j in range(len(names)))
+              + " |")
+
+
+def report(title: str, res, expected, t_matrix: float, fit_secs: dict, plot_path: Path) -> dict:
+    names = res.names
+    print(f"\n## {title}\n")
+    _matrix("Cross-detection balanced accuracy, whole fingerprint (row: fingerprint; column: held-out images "
+            "of); AUC in brackets", names, res.accuracy,
+            lambda i, j: f"{100 * res.accuracy[i, j]:.0f}% ({res.auc[i, j]:.2f})")
+    _matrix(f"Grid cross-detection AUC (the fingerprint's period-{res.period} component; row: fingerprint)",
+            names, res.grid_auc, lambda i, j: f"{res.grid_auc[i, j]:.2f}")
+    _matrix("Fingerprint-to-fingerprint correlation, whole pattern (best over shifts ≤ 2 px)", names,
+            res.fp_correlation, lambda i, j: f"{res.fp_correlation[i, j]:+.2f}")
+    _matrix(f"Grid correlation (period-{res.period} components, oriented)", names, res.grid_correlation,
+            lambda i, j: f"{res.grid_correlation[i, j]:+.2f}")
     print("\nSelf-detection (diagonal) TPR / TNR: " + ", ".join(
         f"{a} {100 * res.tpr[i, i]:.0f}/{100 * res.tnr[i, i]:.0f}%" for i, a in enumerate(names)))
-    canon = lambda fams: sorted(sorted(f) for f in fams)
-    match = canon(res.clustering.families) == canon(expected)
-    print(f"\nexpected families:           {expected}")
-    print(f"families (metric accuracy): {res.clustering.families}  -> {'MATCH' if match else 'DIFFERS'}")
-    for lk in res.links:
-        print(f"  link: {lk['text']}")
-    cl_auc = lineage.cluster(names, lineage.relatedness(res.auc), res.clustering.threshold)
-    match_auc = canon(cl_auc.families) == canon(expected)
-    print(f"families (metric auc):      {cl_auc.families}  -> {'MATCH' if match_auc else 'DIFFERS'}")
-    for lk in lineage.link_evidence(names, res.auc, res.fp_correlation, cl_auc, label="cross-detection AUC"):
-        print(f"  link: {lk['text']}")
+    print(f"\nexpected families: {expected}")
+    out = {"expected": expected, "names": names, "matrix_s": t_matrix, "fit_s": fit_secs,
+           "accuracy": res.accuracy.tolist(), "auc": res.auc.tolist(), "grid_auc": res.grid_auc.tolist(),
+           "fp_correlation": res.fp_correlation.tolist(), "grid_correlation": res.grid_correlation.tolist()}
+    for metric in ("grid", "accuracy", "auc"):
+        basis, cl = families_for(res, metric)
+        ok, text = verdict(cl, expected)
+        print(f"families (--metric {metric}): {cl.families}" + (f"  unresolved {cl.unresolved}" if cl.unresolved
+                                                                   else "") + f"  -> {text}")
+        label = lineage.METRIC_LABELS[metric]
+        corr = res.grid_correlation if metric == "grid" else res.fp_correlation
+        for lk in lineage.link_evidence(names, basis, corr, cl, label=label,
+                                        corr_label="grid correlation" if metric == "grid" else
+                                        "fingerprint correlation"):
+            print(f"  link: {lk['text']}")
+        out[f"families_{metric}"] = cl.families
+        out[f"unresolved_{metric}"] = cl.unresolved
+        out[f"match_{metric}"] = ok
     n_img = int(res.timing.get("images", 0))
     print(f"\nmatrix time ({len(names)} fingerprints, {n_img} test images, one shared residual cache): "
           f"{t_matrix:.1f} s; of which residuals+correlations {res.timing['correlations_s']:.1f} s")
     if fit_secs:
         print("fit time per fingerprint: " + ", ".join(f"{k} {v:.0f} s" for k, v in fit_secs.items()))
     print(f"picture: {plot_path}")
-    return {"families": res.clustering.families, "expected": expected, "match": match,
-            "families_auc": cl_auc.families, "match_auc": match_auc, "auc": res.auc.tolist(),
-            "accuracy": res.accuracy.tolist(), "names": names, "matrix_s": t_matrix, "fit_s": fit_secs}
+    return out
 
 
 def timed_matrix(paths, real_dir, images_map=None, cache=None):
