@@ -308,3 +308,28 @@ def test_tile_mean_and_grid_rho_against_loops():
         assert r[k] == pytest.approx(-np.corrcoef(own.ravel(), tile.ravel())[0, 1], abs=1e-9)
     with pytest.raises(UsageError):
         lineage.tile_mean(x, 64)
+
+
+def test_grid_evidence_ignores_a_shared_aperiodic_component(tmp_path):
+    """Two generators whose outputs share a strong non-periodic trait (what tells both from real photos) but
+    have different grid traces: the whole-pattern cross-detection links them, the grid evidence does not —
+    and it still links a child that inherits the parent's grid trace."""
+    rng = np.random.default_rng(11)
+    shared = rng.standard_normal((S, S, 3)).astype(np.float32) * 2.0    # aperiodic, strong
+    ta, tb = planted(200), planted(201)
+    pats = {"a": ta + shared, "b": tb + shared, "a_child": ta + 0.35 * planted(202)}
+    real_train = write_set(tmp_path / "real_train", None, 8, 9000)
+    real_test = write_set(tmp_path / "real_test", None, 12, 9500)
+    fps = []
+    for k, (name, pat) in enumerate(pats.items()):
+        tr = write_set(tmp_path / name / "train", pat, 8, 20000 + 1000 * k)
+        te = write_set(tmp_path / name / "test", pat, 12, 20500 + 1000 * k)
+        fps.append(fit_fake(name, tr, real_train, te, real_test))
+    whole = run_analyse(fps, metric="accuracy")
+    grid = run_analyse(fps, metric="grid")
+    ia, ib = whole.names.index("a"), whole.names.index("b")
+    assert whole.relatedness[ia, ib] > 0.5                     # the shared trait links a and b
+    assert any({"a", "b"} <= set(f) for f in whole.clustering.families)
+    assert grid.clustering.families == [["a", "a_child"], ["b"]]
+    assert grid.grid_correlation[ia, whole.names.index("a_child")] > 0.6
+    assert abs(grid.grid_correlation[ia, ib]) < 0.3
