@@ -264,18 +264,23 @@ def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarra
             for q in range(p + 1, len(idx)):
                 i, j = idx[p], idx[q]
                 a_ij, a_ji = float(accuracy[i, j]), float(accuracy[j, i])
-                text = f"{names[j]} ~ {names[i]}: {_pct(a_ij)} / {_pct(a_ji)} {label}"
+                fmt = _auc_text if "AUC" in label else _pct
+                text = f"{names[j]} ~ {names[i]}: {fmt(a_ij)} / {fmt(a_ji)} {label}"
                 corr = None
                 if fp_corr is not None and np.isfinite(fp_corr[i, j]):
                     corr = float(fp_corr[i, j])
                     text += f", {corr_label} {corr:+.2f}"
                 out.append({"a": names[i], "b": names[j], "a_detects_b": a_ij, "b_detects_a": a_ji,
-                            "fingerprint_correlation": corr, "text": text})
+                            corr_label.replace(" ", "_"): corr, "text": text})
     return out
 
 
 def _pct(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
+def _auc_text(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.2f}"
 
 
 # ----------------------------------------------------------------------------- test sets
@@ -534,7 +539,7 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     if unresolved:
         what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
         warnings.append("unresolved (self-detection not above chance, z < "
-                        f"{MIN_SELF_Z:g}): " + ", ".join(f"{x} ({what} {_pct(basis[names.index(x), names.index(x)])})"
+                        f"{MIN_SELF_Z:g}): " + ", ".join(f"{x} ({what} {(_pct if metric == 'accuracy' else _auc_text)(basis[names.index(x), names.index(x)])})"
                                                          for x in unresolved)
                         + " — these fingerprints do not detect their own held-out images, so they give no "
                           "evidence either way; refit with more images or a larger --crop")
@@ -682,7 +687,7 @@ def matrix_text(res: LineageResult) -> str:
             if (i, j) in res.errors:
                 cells.append("error")
             else:
-                cells.append(_pct(_basis(res)[i, j]))
+                cells.append((_pct if res.metric == "accuracy" else _auc_text)(_basis(res)[i, j]))
         t.add_row(nm, *cells)
     buf = io.StringIO()
     con = Console(file=buf, width=160)
