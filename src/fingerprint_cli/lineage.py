@@ -538,11 +538,11 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     unresolved = [names[i] for i in range(n) if not (np.isfinite(z_self[i]) and z_self[i] >= MIN_SELF_Z)]
     if unresolved:
         what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
-        warnings.append("unresolved (self-detection not above chance, z < "
-                        f"{MIN_SELF_Z:g}): " + ", ".join(f"{x} ({what} {(_pct if metric == 'accuracy' else _auc_text)(basis[names.index(x), names.index(x)])})"
-                                                         for x in unresolved)
-                        + " — these fingerprints do not detect their own held-out images, so they give no "
-                          "evidence either way; refit with more images or a larger --crop")
+        fmt = _pct if metric == "accuracy" else _auc_text
+        diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in unresolved)
+        warnings.append(f"unresolved (self-detection not above chance, z < {MIN_SELF_Z:g}): {diag} — these "
+                        "fingerprints do not detect their own held-out images, so they give no evidence either "
+                        "way; refit with more images or a larger --crop")
     cl = cluster(names, rel, threshold, unresolved)
     links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
                           corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
