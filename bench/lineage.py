@@ -190,6 +190,24 @@ def report(title: str, res, expected, t_matrix: float, fit_secs: dict, plot_path
     return out
 
 
+def trace_table(sets: dict[str, list[str]], controls: dict[str, list[str]], crop: int, cache,
+                period: int = lineage.DEFAULT_PERIOD) -> None:
+    """Does each system leave a position-locked trace? RMS (in 1/255 levels) of the grid component of its
+    mean residual over the training images, next to the same for the real controls (the floor: content that
+    does not average away over N images). No fingerprint involved: what any grid-based evidence can see."""
+    from fingerprint_cli.dif.residuals import compute, get_denoiser
+
+    den = get_denoiser("dncnn")
+    print(f"\n### Position-locked trace per system (period {period}, dncnn residuals, crop {crop})\n")
+    print("| images | N | grid RMS of the mean residual (1/255) | whole mean residual RMS (1/255) |")
+    print("|---|---|---|---|")
+    for label, ps in list(sets.items()) + list(controls.items()):
+        r, _ = compute(ps, den, crop, cache=cache)
+        m = r.astype(np.float64).mean(axis=0)
+        g = lineage.grid_component(m - m.mean(axis=(1, 2), keepdims=True), period)
+        print(f"| {label} | {len(ps)} | {255 * g.std():.3f} | {255 * m.std():.3f} |")
+
+
 def timed_matrix(paths, real_dir, images_map=None, cache=None):
     """``lineage.run`` timed; with ``cache`` (the benchmark's residual cache) residuals computed while fitting
     are reused, without it every residual is computed once for the whole matrix."""
@@ -336,6 +354,13 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     if args.make_only:
         return None
     i2i_out.mkdir(parents=True, exist_ok=True)
+    controls = {"photo crops (unchanged)": train_crops}
+    base = out.parent / f"i2i_images{args.i2i_set}"
+    for kind in ("bicubic_x2", "bicubic_x4"):
+        d = base / f"real_{kind}_train"
+        if d.is_dir():
+            controls[kind] = sorted(str(p) for p in d.glob("*.png"))
+    trace_table(sets, controls, args.crop, cache)
     paths, fit_secs = fit_all(sets, real_train, i2i_out, args, tf, cache)
     if real_eval_map is not None:
         res, t = timed_matrix(paths, [f"{k}={v}" for k, v in real_eval_map.items()], eval_dirs, cache)

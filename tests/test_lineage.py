@@ -333,3 +333,15 @@ def test_grid_evidence_ignores_a_shared_aperiodic_component(tmp_path):
     assert grid.clustering.families == [["a", "a_child"], ["b"]]
     assert grid.grid_correlation[ia, whole.names.index("a_child")] > 0.6
     assert abs(grid.grid_correlation[ia, ib]) < 0.3
+
+
+def test_grid_component_drops_the_border_and_keeps_the_phase():
+    rng = np.random.default_rng(5)
+    tile = rng.standard_normal((3, 16, 16))
+    x = np.tile(tile, (1, 8, 8))                     # 128 x 128, period 16
+    x[:, :5, :] += 50.0                              # a border response, as a zero-padded denoiser makes
+    x[:, :, -3:] -= 50.0
+    np.testing.assert_allclose(lineage.grid_component(x, 16), tile, atol=1e-12)
+    assert np.abs(lineage.tile_mean(x, 16) - tile).max() > 1.0
+    small = x[:, :48, :48]                           # too small to spare a margin: whole image used
+    np.testing.assert_allclose(lineage.grid_component(small, 16), lineage.tile_mean(small, 16))

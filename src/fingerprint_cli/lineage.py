@@ -66,6 +66,10 @@ METRIC_LABELS = {"grid": "grid cross-detection AUC", "accuracy": "cross-detectio
 #: ×2/×4 upsamplers, pixel (un)shuffles and f8/f16 autoencoder decoders. What is left is position-locked to
 #: the generator's output grid, while image content (not periodic) averages away over the tiles.
 DEFAULT_PERIOD = 16
+#: Pixels dropped at each side before tiling (rounded up to whole periods, so the phase is kept): the
+#: denoiser's zero-padded border response is the same in every image and strongest on clean, smooth ones —
+#: left in, it would put a fixed "grid" into every smoothing network's residuals.
+GRID_MARGIN = 16
 
 
 # ----------------------------------------------------------------------------- pure numerics
@@ -144,17 +148,29 @@ def tile_mean(x: np.ndarray, period: int) -> np.ndarray:
     return x.reshape(*x.shape[:-2], hh // p, p, ww // p, p).mean(axis=(-4, -2))
 
 
+def grid_component(x: np.ndarray, period: int, margin: int = GRID_MARGIN) -> np.ndarray:
+    """:func:`tile_mean` of the interior of (…, C, H, W): ``margin`` rounded up to whole periods is dropped at
+    every side first, unless fewer than 4 whole tiles per side would remain (then the whole image is used)."""
+    x = np.asarray(x, dtype=np.float64)
+    p = max(1, int(period))
+    m = -(-int(margin) // p) * p
+    h, w = x.shape[-2:]
+    if m and h - 2 * m >= 4 * p and w - 2 * m >= 4 * p:
+        x = x[..., m:h - m, m:w - m]
+    return tile_mean(x, p)
+
+
 def grid_rho(residuals: Any, pattern: np.ndarray, period: int, orientation: float = 1.0) -> np.ndarray:
     """Correlation of each residual's grid component with the pattern's, one value per residual.
 
     ``residuals``: (N, C, H, W) or a list of (C, h, w); ``pattern``: (C, H, W). Both are reduced by
-    :func:`tile_mean` and standardised; ρ_grid = mean of the product (Pearson over the C·period² values),
-    times ``orientation`` (+1 / −1 so that the fingerprint's generated side is high).
+    :func:`grid_component` and standardised; ρ_grid = mean of the product (Pearson over the C·period²
+    values), times ``orientation`` (+1 / −1 so that the fingerprint's generated side is high).
     """
-    t = _standardise(tile_mean(pattern, period))
+    t = _standardise(grid_component(pattern, period))
     out = []
     for r in residuals:
-        g = tile_mean(np.asarray(r, dtype=np.float64), period)
+        g = grid_component(np.asarray(r, dtype=np.float64), period)
         out.append(float((_standardise(g) * t).mean()) * orientation)
     return np.asarray(out, dtype=np.float64)
 
@@ -513,7 +529,7 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     shifts: list[list[tuple[int, int]]] = [[(0, 0)] * n for _ in range(n)]
     pats = [_pattern_array(fp) for fp in fps]
     if rho_grid:
-        grids = [None if pats[i] is None else _standardise(tile_mean(pats[i], period)) * _orientation(fps[i])
+        grids = [None if pats[i] is None else _standardise(grid_component(pats[i], period)) * _orientation(fps[i])
                  for i in range(n)]
         for i in range(n):
             for j in range(n):
