@@ -765,7 +765,8 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     for a in range(n):
         for b in range(n):
             v = m[a, b]
-            ax_h.text(b, a, "-" if not np.isfinite(v) else f"{100 * v:.0f}", ha="center", va="center",
+            txt = "-" if not np.isfinite(v) else (f"{100 * v:.0f}" if res.metric == "accuracy" else f"{v:.2f}")
+            ax_h.text(b, a, txt, ha="center", va="center",
                       color="white" if np.isfinite(v) and v < 0.8 else "black", fontsize=9)
     fig.colorbar(im, cax=ax_c, label={"accuracy": "balanced accuracy", "auc": "AUC",
                                       "grid": f"grid AUC (period {res.period})"}[res.metric])
