@@ -221,3 +221,25 @@ def test_real_per_fingerprint(bed, tmp_path):
     assert res.exit_code == 2 and "did you mean 'parent'" in res.stderr
     res = invoke([f["parent"], f["child"], "--real", tmp_path / "nope"])
     assert res.exit_code == 2 and "nope" in res.stderr
+
+
+def test_grid_metric_refusals(bed, tmp_path):
+    from fingerprint_cli.dif import extract
+
+    f, root = bed["fps"], bed["root"]
+    res = invoke([f["parent"], f["child"], "--period", "32"])
+    assert res.exit_code == 2 and "--period 32" in res.stderr and "1 to 16" in res.stderr
+    real = sorted(str(p) for p in (root / "real").glob("*.png"))
+    gen = sorted(str(p) for p in (root / "parent").glob("*.png"))
+    sp = extract.fit(gen, real, name="spec", method="spectral", crop=CROP, denoiser="gaussian", test_fraction=0.5)
+    sp.save(tmp_path / "spec.fpx.safetensors")
+    sp2 = extract.fit(gen, real, name="spec2", method="spectral", crop=CROP, denoiser="gaussian",
+                      test_fraction=0.5, seed=1)
+    sp2.save(tmp_path / "spec2.fpx.safetensors")
+    pair = [tmp_path / "spec.fpx.safetensors", tmp_path / "spec2.fpx.safetensors"]
+    res = invoke(pair)
+    assert res.exit_code == 2 and "spectral" in res.stderr and "--metric accuracy" in res.stderr
+    res = invoke([*pair, "--metric", "auc", "-f", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)[-1]
+    assert summary["details"]["grid_auc"] is None and summary["decision"]["metric"] == "auc"

@@ -566,7 +566,7 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     return LineageResult(
         names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
         n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
-        grid_auc=gau, grid_correlation=gcorr, period=int(period),
+        grid_auc=gau if rho_grid else None, grid_correlation=gcorr if rho_grid else None, period=int(period),
         clustering=cl, links=links, self_z=z_self, test_sources={t.name: t.source for t in tests},
         real_source=real_source, errors=errors, warnings=warnings, metric=metric,
         timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
@@ -831,6 +831,10 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     def grid_correlate(fp: Any, ps: list[str]) -> np.ndarray:
         return _grid_correlations(detect, fp, ps, cache, period)
 
+    crop = int(getattr(fps[0], "crop", 0) or 0)
+    if metric == "grid" and crop and not 1 <= int(period) <= crop // 2:
+        raise UsageError(f"--period {period} does not fit the {crop}-px fingerprints: use 1 to {crop // 2} "
+                         "(at least two tiles per side)")
     spatial = all(getattr(fp, "method", "dif") != "spectral" for fp in fps)
     if metric == "grid" and not spatial:
         raise UsageError("--metric grid needs spatial fingerprints (method dif or average), not spectral ones: "
