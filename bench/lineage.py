@@ -4,11 +4,12 @@ Testbed ``generators`` — the five generators in DATA (../shared/data/generator
 of LDM) and Majesty Diffusion (LDM + CLIP guidance) are expected to form one family; Disco Diffusion and DALL-E
 mini to stand apart from it and from each other.
 
-Testbed ``i2i`` — ground truth known by construction: 256x256 crops of real photos (PHOTOS, the fixed
+Testbed ``i2i`` — ground truth known by construction: crops of real photos (PHOTOS, the fixed
 train/eval split of bench/photos.py) passed through pretrained offline networks (bench/i2i_networks.py):
-waifu2x upconv_7 photo vs anime (same architecture and code, different training data), Real-ESRGAN
-x4plus vs x4plus-anime (the same RRDB generator with 23 and 6 blocks, one training recipe: two sizes of one
-family) and FFDNet (an unrelated denoiser). ``--i2i-real mixed`` makes the real class blur-matched (crops
+waifu2x upconv_7 photo vs anime (same architecture and code, different training data), FFDNet at sigma 15
+and 5 (one network, two settings), Real-ESRGAN x4plus vs x4plus-anime (the same RRDB generator with 23 and 6
+blocks, one training recipe: two sizes of one family), Real-ESRGAN animevideov3 x4 vs x2 (identical
+weights, the x2 model adds a x0.5 resize); families are unrelated to each other. ``--i2i-real mixed`` makes the real class blur-matched (crops
 unchanged or through plain bicubic x2 / x4 round trips) so blur alone separates nothing. Generated class =
 network output, real class = the same crops unprocessed; fingerprints are fitted on crops of the training
 photos and the matrix is measured on crops of the disjoint eval photos.
@@ -48,7 +49,8 @@ GENERATORS = {  # folder -> short name
 }
 EXPECTED_GEN = [["ldm", "glid3", "majesty"], ["disco"], ["dalle_mini"]]
 # two families of two (same architecture, different training data; same recipe, two sizes) and an outsider
-I2I = ["waifu2x_photo", "waifu2x_anime", "realesrgan_x4plus", "realesrgan_x4plus_anime", "ffdnet_s15"]
+I2I = ["waifu2x_photo", "waifu2x_anime", "animevideov3_x4", "animevideov3_x2", "realesrgan_x4plus",
+       "realesrgan_x4plus_anime", "ffdnet_s15", "ffdnet_s5"]
 # the plain bicubic round trip a network's outputs are compared with under --i2i-real matched
 CONTROL = {"waifu2x_photo": "bicubic_x2", "waifu2x_anime": "bicubic_x2", "animevideov3_x2": "bicubic_x2",
            "realesrgan_anime": "bicubic_x2", "animevideov3_x4": "bicubic_x4", "realesrgan_x4plus": "bicubic_x4",
