@@ -7,7 +7,6 @@ testbed through the real fingerprint code and the CLI.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,7 +152,6 @@ def test_planted_families_recovered(testbed):
 
 def test_matrix_uses_only_held_out_images(testbed, tmp_path):
     fps = testbed["fps"]
-    parent = fps[0]
     calls = []
     # --images for "child" points at a folder that mixes parent's TRAINING images with child's test images
     mixed = tmp_path / "mixed"

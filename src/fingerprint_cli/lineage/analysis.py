@@ -1,0 +1,422 @@
+"""`fpx lineage` analysis: which images test which fingerprint, the matrices, and the wiring to
+``fingerprint_cli.dif`` (see :mod:`fingerprint_cli.lineage`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from fingerprint_cli.errors import InputError, UsageError
+from fingerprint_cli.lineage.stats import (DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD, DEFAULT_THRESHOLD,
+                                           METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
+                                           _standardise, auc, balanced_accuracy, cluster, grid_component,
+                                           grid_rho, link_evidence, pattern_correlation, relatedness,
+                                           self_detection_z)
+
+# ----------------------------------------------------------------------------- test sets
+@dataclass
+class TestSet:
+    """Held-out images of one generator (by fingerprint name), and where they came from."""
+    name: str
+    paths: list[str]
+    source: str                        # "artifact" (meta test split) or the --images directory
+
+
+def _meta_paths(entries: Any) -> list[tuple[str, str | None]]:
+    out = []
+    for e in entries or []:
+        if isinstance(e, Mapping):
+            out.append((str(e.get("path")), e.get("sha256")))
+        else:
+            out.append((str(e), None))
+    return out
+
+
+def split_of(fp: Any, which: str, role: str) -> list[tuple[str, str | None]]:
+    """(path, sha256) of the ``which`` ("train"/"test") split of class ``role`` ("generated"/"real")."""
+    meta = getattr(fp, "meta", {}) or {}
+    block = meta.get(which) or {}
+    if not isinstance(block, Mapping):
+        return []
+    return _meta_paths(block.get(role))
+
+
+def parse_images_option(values: Sequence[str], names: Sequence[str], option: str = "--images",
+                        allow_bare: bool = False) -> dict[str, str]:
+    """``NAME=DIR`` strings to a mapping; NAME must be one of the fingerprints' names.
+
+    With ``allow_bare`` a plain ``DIR`` (no ``=``) is accepted once and stored under the key ``""``: it applies
+    to every fingerprint not named (``--real DIR``, ``--real NAME=DIR``).
+    """
+    out: dict[str, str] = {}
+    for v in values or []:
+        if "=" not in v or (allow_bare and Path(v).is_dir()):
+            if not allow_bare:
+                raise UsageError(f"{option} takes NAME=DIR (got {v!r}); NAME is one of: {', '.join(names)}")
+            if "" in out:
+                raise UsageError(f"{option}: only one folder without NAME= (got {out['']!r} and {v!r})")
+            if not Path(v).is_dir():
+                raise InputError(f"{option}: not a folder", v)
+            out[""] = v
+            continue
+        k, d = v.split("=", 1)
+        k = k.strip()
+        if k not in names:
+            import difflib
+
+            close = difflib.get_close_matches(k, list(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; fingerprints: {', '.join(names)}"
+            raise UsageError(f"{option} {k}=...: no fingerprint named {k!r}{hint}")
+        if not Path(d).is_dir():
+            raise InputError(f"{option}: not a folder", d)
+        out[k] = d
+    return out
+
+
+# ----------------------------------------------------------------------------- the analysis
+@dataclass
+class LineageResult:
+    names: list[str]
+    paths: list[str]
+    sha256: list[str]
+    accuracy: np.ndarray
+    tpr: np.ndarray
+    tnr: np.ndarray
+    auc: np.ndarray
+    n_generated: np.ndarray
+    n_real: np.ndarray
+    n_excluded: np.ndarray             # images dropped from cell (i, j) because F_i trained on them
+    fp_correlation: np.ndarray
+    fp_shift: list[list[tuple[int, int]]]
+    relatedness: np.ndarray
+    clustering: Clustering
+    links: list[dict[str, Any]]
+    test_sources: dict[str, str]
+    real_source: str | dict[str, str]   # "artifact", the shared --real folder, or {name: folder or "artifact"}
+    errors: dict[tuple[int, int], BaseException] = field(default_factory=dict)
+    metric: str = "accuracy"
+    warnings: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+    self_z: np.ndarray | None = None    # z of each diagonal cell against chance (see self_detection_z)
+    grid_auc: np.ndarray | None = None  # AUC of ρ_grid (F_i's grid component) on j's images vs real
+    grid_correlation: np.ndarray | None = None   # correlation of the oriented grid components
+    period: int = DEFAULT_PERIOD
+
+
+def check_compatible(fps: Sequence[Any], paths: Sequence[str]) -> None:
+    """Refuse fingerprints that cannot be compared, saying what to redo."""
+    if len(fps) < 2:
+        raise UsageError("lineage needs at least two fingerprints")
+    names = [fp.name for fp in fps]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"two fingerprints share the name {dup[0]!r}: re-extract one with --name NEW")
+    ref = fps[0]
+    for fp, p in zip(fps[1:], paths[1:]):
+        reason = fp.compatible_with(ref) if hasattr(fp, "compatible_with") else None
+        if reason:
+            raise UsageError(f"cannot compare with {Path(paths[0]).name}: {reason} — re-extract both with the "
+                             f"same --denoiser and --crop (fpx dif-extract), then run lineage again", p)
+
+
+def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
+            images: Mapping[str, str] | None = None, real_dir: str | Mapping[str, str] | None = None,
+            correlate: Callable[[Any, list[str]], np.ndarray],
+            is_generated: Callable[[Any, np.ndarray], np.ndarray],
+            image_sha256: Callable[[str], str],
+            grid_correlate: Callable[[Any, list[str]], np.ndarray] | None = None,
+            threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT,
+            metric: str = DEFAULT_METRIC, period: int = DEFAULT_PERIOD,
+            on_progress: Callable[..., None] | None = None) -> LineageResult:
+    """Compute the full lineage analysis.
+
+    ``correlate(fp, paths) -> ρ`` (one value per path; NaN for an image it could not read),
+    ``grid_correlate(fp, paths) -> ρ_grid`` (:func:`grid_rho` of each image's residual, oriented; needed for
+    ``metric="grid"``), ``is_generated(fp, ρ) -> bool array`` and ``image_sha256(path)`` are injected so the
+    pure logic can be tested with synthetic fingerprints; :func:`run` wires them to ``fingerprint_cli.dif``.
+    """
+    t0 = time.perf_counter()
+    if metric not in METRICS:
+        raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
+    if metric == "grid" and grid_correlate is None:
+        raise UsageError("--metric grid needs spatial fingerprints (method dif or average)")
+    names = [fp.name for fp in fps]
+    n = len(fps)
+    images = dict(images or {})
+    from fingerprint_cli import batch
+
+    # generated test images per generator
+    tests: list[TestSet] = []
+    for fp in fps:
+        if fp.name in images:
+            tests.append(TestSet(fp.name, batch.expand_paths([images[fp.name]]), images[fp.name]))
+        else:
+            tests.append(TestSet(fp.name, [p for p, _ in split_of(fp, "test", "generated")], "artifact"))
+    # real test images per fingerprint: its --real NAME=DIR, else the --real DIR shared by everyone, else its
+    # own held-out real split (a fingerprint fitted against processed "real" images, e.g. bicubic round trips,
+    # must be tested against the same kind)
+    real_map = dict(real_dir) if isinstance(real_dir, Mapping) else ({"": real_dir} if real_dir else {})
+    expanded: dict[str, list[str]] = {}
+    reals = []
+    for fp in fps:
+        d = real_map.get(fp.name, real_map.get(""))
+        if d is None:
+            reals.append([p for p, _ in split_of(fp, "test", "real")])
+        else:
+            if d not in expanded:
+                expanded[d] = batch.expand_paths([d])
+            reals.append(list(expanded[d]))
+    if not real_map:
+        real_source = "artifact"
+    elif set(real_map) == {""}:
+        real_source = real_map[""]
+    else:
+        real_source = {fp.name: real_map.get(fp.name, real_map.get("", "artifact")) for fp in fps}
+    missing = [t.name for t in tests if not t.paths]
+    if missing:
+        raise UsageError(f"no held-out images for {', '.join(missing)}: the artifact records no test split; "
+                         f"give --images {missing[0]}=DIR")
+    no_real = [names[i] for i in range(n) if not reals[i]]
+    if no_real:
+        raise UsageError(f"no held-out real images for {', '.join(no_real)}: give --real DIR")
+
+    # training hashes per fingerprint: never score F_i on an image it was fitted on
+    train_hashes: list[set[str]] = []
+    for fp in fps:
+        hs = {h for _, h in split_of(fp, "train", "generated") + split_of(fp, "train", "real") if h}
+        train_hashes.append(hs)
+    all_paths = sorted({p for t in tests for p in t.paths} | {p for r in reals for p in r})
+    sha: dict[str, str | None] = {}
+    for p in all_paths:
+        try:
+            sha[p] = image_sha256(p)
+        except Exception:  # unreadable: its ρ will be NaN and it is left out
+            sha[p] = None
+
+    t1 = time.perf_counter()
+    rho: list[dict[str, float]] = []
+    rho_grid: list[dict[str, float]] = []
+    for i, fp in enumerate(fps):
+        need = [p for p in all_paths if sha[p] is not None and sha[p] not in train_hashes[i]]
+        vals = np.asarray(correlate(fp, need), dtype=np.float64)
+        rho.append(dict(zip(need, vals.tolist())))
+        if grid_correlate is not None:
+            rho_grid.append(dict(zip(need, np.asarray(grid_correlate(fp, need), dtype=np.float64).tolist())))
+        if on_progress:
+            on_progress(1, fingerprint=fp.name)
+    t2 = time.perf_counter()
+
+    acc = np.full((n, n), np.nan)
+    tpr = np.full((n, n), np.nan)
+    tnr = np.full((n, n), np.nan)
+    au = np.full((n, n), np.nan)
+    gau = np.full((n, n), np.nan)
+    ng = np.zeros((n, n), dtype=int)
+    nr = np.zeros((n, n), dtype=int)
+    nx = np.zeros((n, n), dtype=int)
+    errors: dict[tuple[int, int], BaseException] = {}
+    for i, fp in enumerate(fps):
+        th = train_hashes[i]
+        real_i = [p for p in reals[i] if sha.get(p) and sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
+        r_real = np.array([rho[i][p] for p in real_i])
+        sign = _orientation(fp)
+        for j in range(n):
+            cand = [p for p in tests[j].paths if sha.get(p)]
+            keep = [p for p in cand if sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
+            nx[i, j] = sum(1 for p in cand if sha[p] in th)
+            r_gen = np.array([rho[i][p] for p in keep])
+            ng[i, j], nr[i, j] = r_gen.size, r_real.size
+            if r_gen.size == 0 or r_real.size == 0:
+                errors[(i, j)] = InputError(
+                    f"no usable held-out images of {names[j]} for fingerprint {names[i]} "
+                    f"({nx[i, j]} excluded as its training images)", tests[j].source)
+                continue
+            g_call = np.asarray(is_generated(fp, r_gen), dtype=bool)
+            r_call = np.asarray(is_generated(fp, r_real), dtype=bool)
+            acc[i, j], tpr[i, j], tnr[i, j] = balanced_accuracy(g_call, r_call)
+            au[i, j] = auc(sign * r_gen, sign * r_real)
+            if rho_grid:
+                gau[i, j] = auc(np.array([rho_grid[i][p] for p in keep]), np.array([rho_grid[i][p] for p in real_i]))
+
+    corr = np.full((n, n), np.nan)
+    gcorr = np.full((n, n), np.nan)
+    shifts: list[list[tuple[int, int]]] = [[(0, 0)] * n for _ in range(n)]
+    pats = [_pattern_array(fp) for fp in fps]
+    if rho_grid:
+        grids = [None if pats[i] is None else _standardise(grid_component(pats[i], period)) * _orientation(fps[i])
+                 for i in range(n)]
+        for i in range(n):
+            for j in range(n):
+                if grids[i] is not None and grids[j] is not None and grids[i].shape == grids[j].shape:
+                    gcorr[i, j] = float((grids[i] * grids[j]).mean())
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                corr[i, j], shifts[i][j] = 1.0, (0, 0)
+            elif j > i and pats[i] is not None and pats[j] is not None and pats[i].shape == pats[j].shape:
+                c, s = pattern_correlation(pats[i], pats[j], max_shift)
+                corr[i, j] = corr[j, i] = c
+                shifts[i][j], shifts[j][i] = s, (-s[0], -s[1])
+    warnings = []
+    bad = [p for p in all_paths if sha[p] is None
+           or any(sha[p] not in train_hashes[i] and not np.isfinite(rho[i].get(p, np.nan)) for i in range(n))]
+    if bad:
+        warnings.append(f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}")
+    basis = {"accuracy": acc, "auc": au, "grid": gau}[metric]
+    rel = relatedness(basis)
+    z_self = self_detection_z(basis, ng, nr, metric)
+    unresolved = [names[i] for i in range(n) if not (np.isfinite(z_self[i]) and z_self[i] >= MIN_SELF_Z)]
+    if unresolved:
+        what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
+        fmt = _pct if metric == "accuracy" else _auc_text
+        diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in unresolved)
+        warnings.append(f"unresolved (self-detection not above chance, z < {MIN_SELF_Z:g}): {diag} — these "
+                        "fingerprints do not detect their own held-out images, so they give no evidence either "
+                        "way; refit with more images or a larger --crop")
+    cl = cluster(names, rel, threshold, unresolved)
+    links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
+                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
+    t3 = time.perf_counter()
+    return LineageResult(
+        names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
+        n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
+        grid_auc=gau if rho_grid else None, grid_correlation=gcorr if rho_grid else None, period=int(period),
+        clustering=cl, links=links, self_z=z_self, test_sources={t.name: t.source for t in tests},
+        real_source=real_source, errors=errors, warnings=warnings, metric=metric,
+        timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
+                "images": float(len(all_paths))})
+
+
+def _orientation(fp: Any) -> float:
+    """+1 when the fingerprint's generated images correlate above its real ones (μ_gen ≥ μ_real), else −1."""
+    meta = getattr(fp, "meta", None)
+    if not isinstance(meta, Mapping):
+        return 1.0
+    return 1.0 if float(meta.get("mu_gen", 1.0)) >= float(meta.get("mu_real", 0.0)) else -1.0
+
+
+def _pattern_array(fp: Any) -> np.ndarray | None:
+    pat = getattr(fp, "pattern", None)
+    if pat is None:
+        return None
+    if hasattr(pat, "detach"):
+        pat = pat.detach().cpu().numpy()
+    return np.asarray(pat, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- wiring to fingerprint_cli.dif
+def load_fingerprints(paths: Sequence[str]) -> list[Any]:
+    """Load fingerprint artifacts (``Fingerprint.load``); unreadable ones raise InputError naming the file."""
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+    from fingerprint_cli.errors import FpxError
+
+    fps = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise InputError("no such fingerprint file", p)
+        try:
+            fps.append(Fingerprint.load(p))
+        except FpxError:
+            raise
+        except Exception as exc:  # a file that is not a fingerprint artifact
+            raise InputError(f"not a readable fingerprint artifact ({exc.__class__.__name__}: {exc})", p) from exc
+    return fps
+
+
+def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Sequence[str] | None = None,
+        threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = DEFAULT_METRIC,
+        period: int = DEFAULT_PERIOD, device: str = "auto", cache: Any = None,
+        on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
+    """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
+
+    ``real_dir``: one folder for every fingerprint, or ``--real`` values (``DIR`` and/or ``NAME=DIR``).
+    ``cache``: a :class:`~fingerprint_cli.dif.residuals.ResidualCache` to use (e.g. a disk cache shared with
+    earlier runs); by default a fresh in-memory one.
+    Returns the result and the provenance block for records.
+    """
+    from fingerprint_cli import images as images_mod
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.residuals import ResidualCache
+
+    paths = [str(p) for p in paths]
+    fps = load_fingerprints(paths)
+    check_compatible(fps, paths)
+    names = [fp.name for fp in fps]
+    img_map = parse_images_option(images, names)
+    real_vals = [real_dir] if isinstance(real_dir, (str, Path)) else list(real_dir or [])
+    real_map = parse_images_option([str(v) for v in real_vals], names, "--real", allow_bare=True)
+    if cache is None:
+        cache = _make_cache(ResidualCache, fps[0], device)
+
+    def correlate(fp: Any, ps: list[str]) -> np.ndarray:
+        return _correlations(detect, fp, ps, cache)
+
+    def grid_correlate(fp: Any, ps: list[str]) -> np.ndarray:
+        return _grid_correlations(detect, fp, ps, cache, period)
+
+    crop = int(getattr(fps[0], "crop", 0) or 0)
+    if metric == "grid" and crop and not 1 <= int(period) <= crop // 2:
+        raise UsageError(f"--period {period} does not fit the {crop}-px fingerprints: use 1 to {crop // 2} "
+                         "(at least two tiles per side)")
+    spatial = all(getattr(fp, "method", "dif") != "spectral" for fp in fps)
+    if metric == "grid" and not spatial:
+        raise UsageError("--metric grid needs spatial fingerprints (method dif or average), not spectral ones: "
+                         "use --metric accuracy or auc")
+    res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
+                  correlate=correlate, grid_correlate=grid_correlate if spatial else None,
+                  is_generated=lambda fp, r: detect.is_generated(fp, r),
+                  image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift, metric=metric,
+                  period=period, on_progress=on_progress)
+    prov = _provenance(fps[0], threshold, max_shift)
+    prov["metric"] = metric
+    prov["period"] = int(period)
+    return res, prov
+
+
+def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
+    """One in-memory residual cache for the whole matrix (keyed by image sha256, denoiser sha256, crop)."""
+    return ResidualCache()
+
+
+def _correlations(detect: Any, fp: Any, paths: list[str], cache: Any) -> np.ndarray:
+    """ρ of each image against ``fp``; images that fail to load give NaN (left out of the matrix)."""
+    failed: dict[str, str] = {}
+    vals, infos = detect.correlations_with_info(fp, paths, cache=cache,
+                                                on_error=lambda p, exc: failed.__setitem__(str(p), str(exc)))
+    got = {str(info["path"]): float(v) for info, v in zip(infos, np.asarray(vals, dtype=np.float64).reshape(-1))}
+    return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
+
+
+def _grid_correlations(detect: Any, fp: Any, paths: list[str], cache: Any, period: int) -> np.ndarray:
+    """ρ_grid of each image against ``fp`` (:func:`grid_rho`, oriented); NaN for images that fail to load.
+    Residuals come from the same cache as :func:`_correlations`, so they are computed once."""
+    from fingerprint_cli.dif.residuals import compute
+
+    res, infos = compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache,
+                         on_error=lambda p, exc: None, allow_smaller=True)
+    vals = grid_rho(res, _pattern_array(fp), period, _orientation(fp))
+    got = {str(info["path"]): float(v) for info, v in zip(infos, vals)}
+    return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
+
+
+def _as_numpy(x: Any) -> Any:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _provenance(fp: Any, threshold: float, max_shift: int) -> dict[str, Any]:
+    import datetime
+    import platform
+
+    import fingerprint_cli
+
+    meta = fp.meta
+    return {"fpx_version": fingerprint_cli.__version__, "denoiser": meta.get("denoiser"), "crop": meta.get("crop"),
+            "method": getattr(fp, "method", meta.get("method")), "threshold": threshold, "max_shift": max_shift,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
