@@ -276,7 +276,8 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
         diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in unresolved)
         warnings.append(f"unresolved (self-detection not above chance, z < {MIN_SELF_Z:g}): {diag} — these "
                         "fingerprints do not detect their own held-out images, so they give no evidence either "
-                        "way; refit with more images or a larger --crop")
+                        "way (refit with more images or a larger --crop; if that does not help, the generator leaves no "
+                        "trace these fingerprints can see)")
     cl = cluster(names, rel, threshold, unresolved)
     links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
                           corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
