@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
                                             "(e.g. the control its fingerprint was fitted against); repeatable. "
                                             "Default: each artifact's own real test split"),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
-                                        help="cut on 1 - relatedness; 0.5 = mean cross-detection accuracy 75%"),
+                                        help="cut on 1 - relatedness; 0.5 = mean cross-detection (AUC or accuracy) of 0.75"),
         max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
                                       help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
         metric: str = typer.Option("grid", "--metric",
@@ -42,9 +42,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Which generators share a fingerprint: cross-detection matrix, relatedness and families.
 
-        For every ordered pair (i, j): the balanced accuracy of fingerprint i on generator j's held-out images
-        against held-out real images, the fingerprint-to-fingerprint correlation, and families from
-        average-linkage clustering. Records: one per ordered pair, then a summary with the families.
+        For every ordered pair (i, j): how well fingerprint i detects generator j's held-out images against
+        held-out real images — by its grid trace (AUC, drives the families by default) and by its whole
+        pattern (the paper's balanced accuracy, and AUC) — the fingerprint correlations, and families from
+        average-linkage clustering. A fingerprint that cannot detect its own images is reported as
+        unresolved. Records: one per ordered pair, then a summary with the families.
 
         Examples: fpx lineage ldm.fpx.safetensors glid3.fpx.safetensors disco.fpx.safetensors --plot lineage.png;
         fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json;
