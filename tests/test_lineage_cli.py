@@ -229,6 +229,9 @@ def test_grid_metric_refusals(bed, tmp_path):
     f, root = bed["fps"], bed["root"]
     res = invoke([f["parent"], f["child"], "--period", "32"])
     assert res.exit_code == 2 and "--period 32" in res.stderr and "1 to 16" in res.stderr
+    res = invoke([f["parent"], f["child"], "--period", "32", "--metric", "accuracy", "-f", "json", "-q"])
+    assert res.exit_code == 0, res.output            # the whole-pattern metric does not need the grid
+    assert json.loads(res.stdout)[-1]["details"]["grid_auc"] is None
     real = sorted(str(p) for p in (root / "real").glob("*.png"))
     gen = sorted(str(p) for p in (root / "parent").glob("*.png"))
     sp = extract.fit(gen, real, name="spec", method="spectral", crop=CROP, denoiser="gaussian", test_fraction=0.5)

@@ -360,15 +360,17 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
         return _grid_correlations(detect, fp, ps, cache, period)
 
     crop = int(getattr(fps[0], "crop", 0) or 0)
-    if metric == "grid" and crop and not 1 <= int(period) <= crop // 2:
+    fits = not crop or 1 <= int(period) <= crop // 2
+    if metric == "grid" and not fits:
         raise UsageError(f"--period {period} does not fit the {crop}-px fingerprints: use 1 to {crop // 2} "
                          "(at least two tiles per side)")
     spatial = all(getattr(fp, "method", "dif") != "spectral" for fp in fps)
     if metric == "grid" and not spatial:
         raise UsageError("--metric grid needs spatial fingerprints (method dif or average), not spectral ones: "
                          "use --metric accuracy or auc")
+    # the grid matrices are reported with every metric when they can be computed
     res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
-                  correlate=correlate, grid_correlate=grid_correlate if spatial else None,
+                  correlate=correlate, grid_correlate=grid_correlate if spatial and fits else None,
                   is_generated=lambda fp, r: detect.is_generated(fp, r),
                   image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift, metric=metric,
                   period=period, on_progress=on_progress)
