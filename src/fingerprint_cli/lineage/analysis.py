@@ -353,11 +353,22 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     if cache is None:
         cache = _make_cache(ResidualCache, fps[0], device)
 
+    # analyse asks for ρ and then ρ_grid of the same images per fingerprint: load (and hash) them once
+    last: dict[str, Any] = {}
+
+    def residuals_for(fp: Any, ps: list[str]) -> tuple[Any, list[dict]]:
+        key = (id(fp), tuple(ps))
+        if last.get("key") != key:
+            last.update(key=key, value=_residuals(detect, fp, ps, cache))
+        return last["value"]
+
     def correlate(fp: Any, ps: list[str]) -> np.ndarray:
-        return _correlations(detect, fp, ps, cache)
+        res, infos = residuals_for(fp, ps)
+        return _by_path(ps, infos, detect.correlate_residuals(fp, res))
 
     def grid_correlate(fp: Any, ps: list[str]) -> np.ndarray:
-        return _grid_correlations(detect, fp, ps, cache, period)
+        res, infos = residuals_for(fp, ps)
+        return _by_path(ps, infos, grid_rho(res, _pattern_array(fp), period, _orientation(fp)))
 
     crop = int(getattr(fps[0], "crop", 0) or 0)
     fits = not crop or 1 <= int(period) <= crop // 2
@@ -385,24 +396,18 @@ def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
     return ResidualCache()
 
 
-def _correlations(detect: Any, fp: Any, paths: list[str], cache: Any) -> np.ndarray:
-    """ρ of each image against ``fp``; images that fail to load give NaN (left out of the matrix)."""
-    failed: dict[str, str] = {}
-    vals, infos = detect.correlations_with_info(fp, paths, cache=cache,
-                                                on_error=lambda p, exc: failed.__setitem__(str(p), str(exc)))
-    got = {str(info["path"]): float(v) for info, v in zip(infos, np.asarray(vals, dtype=np.float64).reshape(-1))}
-    return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
-
-
-def _grid_correlations(detect: Any, fp: Any, paths: list[str], cache: Any, period: int) -> np.ndarray:
-    """ρ_grid of each image against ``fp`` (:func:`grid_rho`, oriented); NaN for images that fail to load.
-    Residuals come from the same cache as :func:`_correlations`, so they are computed once."""
+def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any) -> tuple[Any, list[dict]]:
+    """Residuals of ``paths`` with ``fp``'s denoiser and crop, through ``cache``; images that fail to load are
+    left out (their ρ become NaN in :func:`_by_path`)."""
     from fingerprint_cli.dif.residuals import compute
 
-    res, infos = compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache,
-                         on_error=lambda p, exc: None, allow_smaller=True)
-    vals = grid_rho(res, _pattern_array(fp), period, _orientation(fp))
-    got = {str(info["path"]): float(v) for info, v in zip(infos, vals)}
+    return compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache, on_error=lambda p, exc: None,
+                   allow_smaller=True)
+
+
+def _by_path(paths: Sequence[str], infos: list[dict], vals: Any) -> np.ndarray:
+    """Values computed for the images in ``infos``, back in the order of ``paths``; NaN for the missing ones."""
+    got = {str(info["path"]): float(v) for info, v in zip(infos, np.asarray(vals, dtype=np.float64).reshape(-1))}
     return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
 
 
