@@ -411,12 +411,6 @@ def _by_path(paths: Sequence[str], infos: list[dict], vals: Any) -> np.ndarray:
     return np.array([got.get(str(p), np.nan) for p in paths], dtype=np.float64)
 
 
-def _as_numpy(x: Any) -> Any:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return x
-
-
 def _provenance(fp: Any, threshold: float, max_shift: int) -> dict[str, Any]:
     import datetime
     import platform
