@@ -122,10 +122,8 @@ def fit_all(sets: dict[str, list[str]], real: list[str], out: Path, args, test_f
 
 def families_for(res, metric: str):
     """Families and unresolved fingerprints when relatedness is built from ``metric``'s matrix."""
-    basis = {"accuracy": res.accuracy, "auc": res.auc, "grid": res.grid_auc}[metric]
-    z = lineage.self_detection_z(basis, res.n_generated, res.n_real, metric)
-    unresolved = [n for k, n in enumerate(res.names) if not (np.isfinite(z[k]) and z[k] >= lineage.MIN_SELF_Z)]
-    cl = lineage.cluster(res.names, lineage.relatedness(basis), res.clustering.threshold, unresolved)
+    basis = res.matrix(metric)
+    _, _, cl = lineage.families(res.names, basis, res.n_generated, res.n_real, metric, res.clustering.threshold)
     return basis, cl
 
 

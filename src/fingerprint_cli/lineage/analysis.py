@@ -13,9 +13,8 @@ import numpy as np
 from fingerprint_cli.errors import InputError, UsageError
 from fingerprint_cli.lineage.stats import (DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD, DEFAULT_THRESHOLD,
                                            METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
-                                           _standardise, auc, balanced_accuracy, cluster, grid_component,
-                                           grid_rho, link_evidence, pattern_correlation, relatedness,
-                                           self_detection_z)
+                                           _standardise, auc, balanced_accuracy, families, grid_component,
+                                           grid_rho, link_evidence, pattern_correlation)
 
 # ----------------------------------------------------------------------------- test sets
 @dataclass
@@ -105,6 +104,10 @@ class LineageResult:
     grid_auc: np.ndarray | None = None  # AUC of ρ_grid (F_i's grid component) on j's images vs real
     grid_correlation: np.ndarray | None = None   # correlation of the oriented grid components
     period: int = DEFAULT_PERIOD
+
+    def matrix(self, metric: str) -> np.ndarray | None:
+        """The cross-detection matrix of ``metric`` ("grid", "accuracy" or "auc")."""
+        return {"accuracy": self.accuracy, "auc": self.auc, "grid": self.grid_auc}[metric]
 
 
 def check_compatible(fps: Sequence[Any], paths: Sequence[str]) -> None:
@@ -267,18 +270,15 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     if bad:
         warnings.append(f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}")
     basis = {"accuracy": acc, "auc": au, "grid": gau}[metric]
-    rel = relatedness(basis)
-    z_self = self_detection_z(basis, ng, nr, metric)
-    unresolved = [names[i] for i in range(n) if not (np.isfinite(z_self[i]) and z_self[i] >= MIN_SELF_Z)]
-    if unresolved:
+    rel, z_self, cl = families(names, basis, ng, nr, metric, threshold)
+    if cl.unresolved:
         what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
         fmt = _pct if metric == "accuracy" else _auc_text
-        diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in unresolved)
+        diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in cl.unresolved)
         warnings.append(f"unresolved (self-detection not above chance, z < {MIN_SELF_Z:g}): {diag} — these "
                         "fingerprints do not detect their own held-out images, so they give no evidence either "
-                        "way (refit with more images or a larger --crop; if that does not help, the generator leaves no "
-                        "trace these fingerprints can see)")
-    cl = cluster(names, rel, threshold, unresolved)
+                        "way (refit with more images or a larger --crop; if that does not help, the generator "
+                        "leaves no trace these fingerprints can see)")
     links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
                           corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
     t3 = time.perf_counter()

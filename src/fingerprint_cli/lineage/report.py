@@ -104,7 +104,7 @@ def _mat(m: np.ndarray) -> list[list[float | None]]:
 
 # ----------------------------------------------------------------------------- text and picture
 def _basis(res: LineageResult) -> np.ndarray:
-    return {"accuracy": res.accuracy, "auc": res.auc, "grid": res.grid_auc}[res.metric]
+    return res.matrix(res.metric)
 
 
 def matrix_text(res: LineageResult) -> str:

@@ -162,6 +162,17 @@ def self_detection_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndar
     return z
 
 
+def families(names: Sequence[str], basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
+             metric: str, threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, np.ndarray, "Clustering"]:
+    """(relatedness, self-detection z, clustering) from one cross-detection matrix (``basis``, of ``metric``):
+    fingerprints whose z is below :data:`MIN_SELF_Z` (or undefined) are unresolved."""
+    names = list(names)
+    z = self_detection_z(basis, n_generated, n_real, metric)
+    unresolved = [x for k, x in enumerate(names) if not (np.isfinite(z[k]) and z[k] >= MIN_SELF_Z)]
+    rel = relatedness(basis)
+    return rel, z, cluster(names, rel, threshold, unresolved)
+
+
 def relatedness(accuracy: np.ndarray) -> np.ndarray:
     """Symmetric relatedness in [0, 1] from a cross-detection accuracy matrix (chance 0.5 → 0, 1.0 → 1).
 
