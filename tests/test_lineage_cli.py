@@ -246,3 +246,22 @@ def test_grid_metric_refusals(bed, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)[-1]
     assert summary["details"]["grid_auc"] is None and summary["decision"]["metric"] == "auc"
+
+
+def test_run_shares_one_residual_per_image(bed):
+    """lineage.run with a given cache: each image's residual is computed once for the whole matrix and looked
+    up once per fingerprint (ρ and ρ_grid come from the same lookup); a second run computes nothing."""
+    from fingerprint_cli import lineage
+    from fingerprint_cli.dif.residuals import ResidualCache
+
+    f = bed["fps"]
+    paths = [str(f["parent"]), str(f["child"]), str(f["other"])]
+    cache = ResidualCache()
+    res, _ = lineage.run(paths, cache=cache)
+    n_images = int(res.timing["images"])
+    assert n_images > 0 and cache.misses == n_images and len(cache) == n_images
+    assert cache.hits + cache.misses == len(paths) * n_images
+    again, _ = lineage.run(paths, cache=cache)
+    assert cache.misses == n_images
+    np.testing.assert_array_equal(again.grid_auc, res.grid_auc)
+    assert again.clustering.families == res.clustering.families
