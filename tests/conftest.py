@@ -82,3 +82,26 @@ def photo_pair(tmp_path):
     ref_path = tmp_path / "ref.png"
     images.save_png(ref, ref_path)
     return ref, ref_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_record_validates_against_the_shipped_schema():
+    """Every record any test makes (every command, every format) is checked against the shipped schema."""
+    import jsonschema
+
+    from fingerprint_cli import records, schema
+
+    validator = jsonschema.Draft202012Validator(schema.load())
+    original = records.Record.to_dict
+
+    def checked(self):
+        d = original(self)
+        errors = sorted(validator.iter_errors(d), key=lambda e: list(e.path))
+        if errors:
+            raise AssertionError(f"record of {d.get('command')!r} breaks the schema: "
+                                 + "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:3]))
+        return d
+
+    records.Record.to_dict = checked
+    yield
+    records.Record.to_dict = original
