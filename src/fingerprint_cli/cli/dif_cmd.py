@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
         those that call it generated (else 'real'). Examples: fpx detect ldm.fpx.safetensors suspects/;
         fpx detect -F ldm.fpx.safetensors -F dalle.fpx.safetensors img1.png img2.jpg --format csv
         """
-        from fingerprint_cli import batch
+        from fingerprint_cli import batch, guard
         from fingerprint_cli.dif import detect
         from fingerprint_cli.dif.fingerprint import Fingerprint
         from fingerprint_cli.dif.residuals import ResidualCache
@@ -234,6 +234,11 @@ def register(app: typer.Typer) -> None:
                         best = max(called, key=lambda x: x[2]) if called else None
                         decision = {"generated": best is not None, "label": best[0] if best else "real",
                                     "called_by": [x[0] for x in called]}
+                    # no label but `unknown` from a NaN ρ / score or a fingerprint with non-finite statistics
+                    decision = guard.guard_decision(decision, {
+                        "rho": [feats[k] for k in feats if k.startswith("rho")], "score": [x[2] for x in per],
+                        "fingerprint statistics": [[fp.meta.get(k) for k in ("mu_gen", "mu_real", "sigma_real")]
+                                                   for fp in fps]})
                     reasons = [{"feature": f"score.{nm}" if len(fps) > 1 else "score", "z": sc,
                                 "generated": g} for nm, g, sc in sorted(per, key=lambda x: -x[2])]
                     rec = Record("detect", {"image": {"path": p, "sha256": sha}}, features=feats, directions=dirs,
