@@ -42,8 +42,14 @@ class Record:
         return self.status == "ok"
 
     def key(self) -> tuple:
-        """Identity used by ``--resume``: the command and its input paths."""
+        """The item's path identity: the command and its input paths."""
         return input_key(self.command, **{k: v.get("path") for k, v in self.inputs.items()})
+
+    def content_key(self) -> tuple:
+        """Identity used by ``--resume``: the command, and each input's role, path and sha256."""
+        return (self.command,) + tuple(sorted((str(k), str(v.get("path")),
+                                               v.get("sha256") if v.get("path") is not None else None)
+                                              for k, v in self.inputs.items()))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

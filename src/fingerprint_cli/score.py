@@ -91,6 +91,15 @@ class PairResult:
         return None, ""
 
 
+def heatmap_path(result: PairResult, folder: str) -> str | None:
+    """Where :func:`write_heatmap` writes the pair's map: ``FOLDER/<suspect stem>__map.png``."""
+    from pathlib import Path
+
+    if result.distance_map is None and (result.reference is None or result.suspect_aligned is None):
+        return None
+    return str(Path(folder) / f"{Path(result.record.inputs['suspect']['path']).stem}__map.png")
+
+
 def write_heatmap(result: PairResult, folder: str, inputs: Sequence[str] = ()) -> str | None:
     """Write the pair's heatmap as ``FOLDER/<suspect stem>__map.png`` (atomically); returns the path."""
     from pathlib import Path
@@ -235,5 +244,8 @@ def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
     px, steps = align(ref, sus)
     try:
         return px, steps, pixel_features(ref.pixels, px)
-    except ValueError as exc:  # e.g. an image too small for SSIM
-        return px, steps, InputError(str(exc), sus.path)
+    except ValueError as exc:  # e.g. an image too small for SSIM: the suspect is aligned to the reference, so
+        # a small reference is the reference's fault
+        small_ref = min(ref.height, ref.width) <= min(sus.height, sus.width)
+        return px, steps, InputError(f"{'reference' if small_ref else 'suspect'}: {exc}",
+                                     ref.path if small_ref else sus.path)

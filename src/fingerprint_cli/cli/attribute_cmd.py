@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
                 from fingerprint_cli import atomic
 
                 atomic.refuse_overwrite_of_inputs(report, inputs)
-            sink = batch.RecordSink(str(output) if output else None, fmt, resume, TABLE_COLUMNS, inputs)
+            sink = batch.RecordSink(str(output) if output else None, fmt, resume, TABLE_COLUMNS, inputs,
+                                    command="attribute")
         except FpxError as exc:
             common.die(exc)
         provenance = {**scorer.provenance, "thresholds": {"id": doc["id"], "version": doc["version"],

@@ -196,7 +196,8 @@ def register(app: typer.Typer) -> None:
                 detect.denoiser_for(fp)  # fails early when a denoiser is missing or differs
             paths = batch.expand_paths(rest)
             sink = batch.RecordSink(str(output) if output else None, fmt, resume,
-                                    DETECT_COLUMNS if len(fps) == 1 else None, paths + fp_paths)
+                                    DETECT_COLUMNS if len(fps) == 1 else None, paths + fp_paths,
+                                    command="detect")
             cache = ResidualCache(disk=not no_cache)
         except FpxError as exc:
             common.die(exc)

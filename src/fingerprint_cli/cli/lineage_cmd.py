@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
 
         paths = [str(p) for p in fingerprints]
         try:
-            sink = batch.RecordSink(str(output) if output else None, fmt, False, None, paths)
+            sink = batch.RecordSink(str(output) if output else None, fmt, False, None, paths,
+                                    command="lineage")
             if plot is not None:
                 from fingerprint_cli import atomic
 

@@ -122,7 +122,8 @@ def register(app: typer.Typer) -> None:
                     d.mkdir(parents=True, exist_ok=True)
                 elif not d.is_dir():
                     raise UsageError("output folder does not exist", str(d))
-            sink = batch.RecordSink(str(records) if records else None, fmt, resume, TABLE_COLUMNS, files)
+            sink = batch.RecordSink(str(records) if records else None, fmt, resume, TABLE_COLUMNS, files,
+                                    command="perturb")
             prov = score_mod.base_provenance(enc)
         except FpxError as exc:
             common.die(exc)
