@@ -90,6 +90,8 @@ def register(app: typer.Typer) -> None:
         try:
             if fmt not in (None, "text", "json"):
                 raise UsageError("--format is text or json for calibrate")
+            if not 0.0 <= min_posterior <= 1.0:
+                raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
             rows = batch.read_csv_rows(corpus, ["reference", "suspect", "system", "image_id"])
             if not rows:
                 raise InputError("corpus has no rows", str(corpus))
@@ -119,8 +121,8 @@ def register(app: typer.Typer) -> None:
                 enc = encoders.load_encoder("dinov2-vitb14", resolution, device)
             out_inputs = [r["reference"] for r in rows] + [r["suspect"] for r in rows] + [str(corpus)]
             plot_path = plot or output.with_suffix(".png")
-            for p in (output, plot_path) + ((scores,) if scores else ()):
-                atomic.refuse_overwrite_of_inputs(p, out_inputs)
+            atomic.check_outputs({"--output": output, "--plot": plot_path, "--scores": scores},
+                                 batch.run_inputs(out_inputs))
             scorer = attr.make_scorer(names, enc, use_disk_cache=not no_cache, jobs=jobs)
         except FpxError as exc:
             common.die(exc)

@@ -102,11 +102,15 @@ def register(app: typer.Typer) -> None:
             sink = batch.RecordSink(None, fmt, False, EXTRACT_COLUMNS)
             from fingerprint_cli import atomic
 
-            atomic.refuse_overwrite_of_inputs(out, all_inputs)
-            if plot is not None:
-                atomic.refuse_overwrite_of_inputs(plot, all_inputs)
-                if Path(plot).resolve() == Path(out).resolve():
-                    raise UsageError("--plot and --out name the same file")
+            for folder, found in ((generated, gen_paths), (real, real_paths)):
+                if not found:
+                    raise UsageError(f"no images found in {folder} (0 images): nothing to fit")
+            both = {images.sha256_file(p) for p in gen_paths} & {images.sha256_file(p) for p in real_paths}
+            if both:
+                raise UsageError(f"{len(both)} image(s) are in both --generated and --real (same content): the "
+                                 "two classes must be different images")
+            atomic.check_outputs({"--out": out, "--plot": plot},
+                                 batch.run_inputs(all_inputs, [generated, real]))
             cache = ResidualCache(disk=not no_cache)
             t0 = time.time()
             fp = extract.fit(gen_paths, real_paths, name=name or extract.default_name(generated), method=method,
@@ -195,6 +199,11 @@ def register(app: typer.Typer) -> None:
             for fp in fps:
                 detect.denoiser_for(fp)  # fails early when a denoiser is missing or differs
             paths = batch.expand_paths(rest)
+            if not paths:
+                raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
+            from fingerprint_cli import atomic
+
+            atomic.check_outputs({}, batch.run_inputs(paths + fp_paths, [r for r in rest if Path(r).is_dir()]))
             sink = batch.RecordSink(str(output) if output else None, fmt, resume,
                                     DETECT_COLUMNS if len(fps) == 1 else None, paths + fp_paths,
                                     command="detect")
@@ -208,6 +217,14 @@ def register(app: typer.Typer) -> None:
         if resume and len(todo) < len(paths):
             batch.warn(f"--resume: {len(paths) - len(todo)} image(s) already in {output}, skipped", quiet)
         records = []
+        if cache.root is not None:
+            from fingerprint_cli import artifacts
+
+            problem = artifacts.cache_problem()
+            if problem:  # the cache is optional: say so once and go on without it
+                batch.warn_once("cache:residual", f"the residual cache cannot be used ({problem}); going on "
+                                                  "without it (set FPX_HOME to a writable folder, or --no-cache)")
+                cache.root = None
         with batch.progress_bar(len(todo), "detect", quiet) as advance:
             for p in todo:
                 try:
