@@ -33,13 +33,6 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        return path.resolve().parent == folder.resolve()
-    except (OSError, RuntimeError):
-        return False
-
-
 IMAGE_LIKE = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 
 
@@ -89,36 +82,60 @@ def check_outputs(files: dict[str, str | os.PathLike | None], inputs: Iterable[s
     output whose folder is missing and cannot be created, is not a folder or is not writable.
     """
     folders = folders or {}
-    ins = [Path(i) for i in inputs if i is not None and str(i)]
-    in_dirs = [i for i in ins if i.is_dir()]
-    in_files = [i for i in ins if not i.is_dir()]
+
+    def resolved(p: Path) -> Path:
+        try:
+            return p.resolve()
+        except (OSError, RuntimeError):  # a link loop: compare by its absolute spelling
+            return Path(os.path.abspath(p))
+
+    def ident(p: Path):
+        try:
+            st = os.stat(p)
+            return (st.st_dev, st.st_ino)
+        except OSError:
+            return None
+
+    in_files: dict[Path, Path] = {}
+    in_ids: dict[tuple, Path] = {}
+    in_dirs: dict[Path, Path] = {}
+    for i in inputs:
+        if i is None or not str(i):
+            continue
+        ip = Path(i)
+        try:
+            is_dir = ip.is_dir()
+        except OSError:
+            is_dir = False
+        (in_dirs if is_dir else in_files)[resolved(ip)] = ip
+        key = ident(ip)
+        if key is not None and not is_dir:
+            in_ids[key] = ip
     seen: dict[Path, str] = {}
     for label, f in files.items():
         if f is None:
             continue
         p = check_output_file(f, label, create)
-        for i in in_files:
-            if _same(p, i):
-                raise UsageError(f"{label}: refusing to write over the input {i}; choose another output path",
-                                 str(p))
-        for d in in_dirs:
-            if _same(p, d):
-                raise UsageError(f"{label} names the input folder {d}", str(p))
-            if p.suffix.lower() in IMAGE_LIKE and _inside(p, d):
-                raise UsageError(f"{label} is inside the input folder {d}, whose images this run reads; "
-                                 "write it elsewhere", str(p))
-        key = p.resolve()
-        if key in seen:
-            raise UsageError(f"{label} and {seen[key]} name the same file", str(p))
-        seen[key] = label
+        rp = resolved(p)
+        hit = in_files.get(rp) or in_ids.get(ident(p) or ())
+        if hit is not None:
+            raise UsageError(f"{label}: refusing to write over the input {hit}; choose another output path",
+                             str(p))
+        if rp in in_dirs:
+            raise UsageError(f"{label} names the input folder {in_dirs[rp]}", str(p))
+        if p.suffix.lower() in IMAGE_LIKE and rp.parent in in_dirs:
+            raise UsageError(f"{label} is inside the input folder {in_dirs[rp.parent]}, whose images this run "
+                             "reads; write it elsewhere", str(p))
+        if rp in seen:
+            raise UsageError(f"{label} and {seen[rp]} name the same file", str(p))
+        seen[rp] = label
     for label, d in folders.items():
         if d is None:
             continue
         dp = check_output_folder(d, label, create)
-        for i in in_dirs:
-            if _same(dp, i):
-                raise UsageError(f"{label} is an input folder (its images are read by this run); choose "
-                                 "another folder", str(dp))
+        if resolved(dp) in in_dirs:
+            raise UsageError(f"{label} is an input folder (its images are read by this run); choose "
+                             "another folder", str(dp))
 
 
 @contextlib.contextmanager

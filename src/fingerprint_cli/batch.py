@@ -285,17 +285,18 @@ class RecordSink:
                 self.done = ResumeIndex(self.kept)
             if self.journal.exists() and not resume:
                 self.journal.unlink()
-            try:
-                self._journal_f = open(self.journal, "a", encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot write the journal ({exc.strerror or exc})", str(self.journal)) from exc
         else:
             self.journal = None
-            self._journal_f = None
+        self._journal_f = None  # opened at the first record: a run refused before any work leaves no file
 
     def add(self, record: Record) -> None:
         self.records.append(record)
         line = json.dumps(record.to_dict())
+        if self.journal is not None and self._journal_f is None:
+            try:
+                self._journal_f = open(self.journal, "a", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write the journal ({exc.strerror or exc})", str(self.journal)) from exc
         if self._journal_f is not None:
             self._journal_f.write(line + "\n")
             self._journal_f.flush()
@@ -306,7 +307,8 @@ class RecordSink:
     def close(self) -> None:
         all_records = self.kept + self.records
         if self.output is not None:
-            self._journal_f.close()
+            if self._journal_f is not None:
+                self._journal_f.close()
             atomic.write_text(self.output, render(all_records, self.fmt, self.table_columns))
             self.journal.unlink(missing_ok=True)
         elif self.fmt != "jsonl":

@@ -105,11 +105,26 @@ def register(app: typer.Typer) -> None:
 
         try:
             pert._check_common(method, strength, jnd_model)
+            pert.check_psnr_floor(psnr_floor)
             given_dirs = any(Path(i).is_dir() for i in inputs)
             files = batch.expand_paths(inputs)
             if not files:
                 raise UsageError("no images found in the given folder(s)")
             plan, is_batch = plan_outputs(files, given_dirs, out, jnd_map)
+            # every output (images, sidecars, maps, records) against every input, before any work
+            run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
+            outs: dict = {"--records": records}
+            for n, (_, o, m) in enumerate(plan):
+                if o is not None:
+                    outs[f"output {n + 1}"] = o
+                    outs[f"sidecar {n + 1}"] = pert.sidecar_path(str(o))
+                if m is not None:
+                    outs[f"--jnd-map {n + 1}"] = m
+            try:
+                atomic.check_outputs(outs, run_in, create=is_batch)
+            except UsageError as exc:
+                if not (is_batch and "name the same file" in exc.message):
+                    raise  # in a batch, two inputs with one stem become per-item error records below
             enc = None
             making = any(o is not None for _, o, _ in plan)
             if method == "adversarial" and making:
@@ -181,7 +196,12 @@ def register(app: typer.Typer) -> None:
                                  directions={k: FEATURE_DIRECTIONS[k] for k in feats}, provenance=prov,
                                  details=details)
                 except FpxError as exc:
+                    if exc.path is None:
+                        exc.path = src
                     rec = Record.failure("perturb", inputs_rec, exc, prov)
+                except Exception as exc:  # noqa: BLE001 - one item's failure never aborts the batch
+                    rec = Record.failure("perturb", inputs_rec,
+                                         FpxError(f"unexpected failure: {type(exc).__name__}: {exc}", src), prov)
                 if enc is None:
                     advance()
                 sink.add(rec)
