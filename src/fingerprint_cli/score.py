@@ -240,7 +240,14 @@ class Scorer:
         return [_pixel_job(r, s) for r, s in loaded]
 
 
+MIN_SIDE = 11  # the SSIM window: smaller images carry no comparable evidence
+
+
 def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
+    for role, im in (("reference", ref), ("suspect", sus)):
+        if min(im.height, im.width) < MIN_SIDE:  # a 1x1 suspect resized to the reference would still "score"
+            return None, [], InputError(f"{role} is {im.width}x{im.height}: too small to compare (needs at least "
+                                        f"{MIN_SIDE}x{MIN_SIDE})", im.path)
     px, steps = align(ref, sus)
     try:
         return px, steps, pixel_features(ref.pixels, px)

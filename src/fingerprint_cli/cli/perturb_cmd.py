@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             given_dirs = any(Path(i).is_dir() for i in inputs)
             files = batch.expand_paths(inputs)
             if not files:
-                raise UsageError("no images found in the given folder(s)")
+                raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
             plan, is_batch = plan_outputs(files, given_dirs, out, jnd_map)
             # every output (images, sidecars, maps, records) against every input, before any work
             run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
