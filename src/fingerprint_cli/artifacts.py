@@ -159,6 +159,9 @@ def read_manifest(spec: ArtifactSpec) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------- hashing at load, with a verified-hash cache
+_HASH_MEMO: dict[str, tuple[list[int], str]] = {}  # this process's verified hashes, same keys as the file cache
+
+
 def _hash_cache_file() -> Path:
     return home() / "cache" / "sha256-of-files.json"
 
@@ -178,6 +181,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     p = Path(path).resolve()
     st = os.stat(p)
     key = _stat_key(st)
+    memo = _HASH_MEMO.get(str(p))
+    if memo is not None and memo[0] == key:
+        return memo[1]
     cache_file = _hash_cache_file()
     cache: dict[str, Any] = {}
     try:
@@ -188,10 +194,12 @@ def file_sha256(path: str | os.PathLike) -> str:
         cache = {}
     hit = cache.get(str(p))
     if isinstance(hit, dict) and hit.get("stat") == key and isinstance(hit.get("sha256"), str):
+        _HASH_MEMO[str(p)] = (key, hit["sha256"])
         return hit["sha256"]
     digest = sha256_file(p)
     if _stat_key(os.stat(p)) != key:  # changed while being hashed: hash again, do not cache
         return sha256_file(p)
+    _HASH_MEMO[str(p)] = (key, digest)
     cache[str(p)] = {"stat": key, "sha256": digest}
     try:
         atomic.write_text(cache_file, json.dumps(cache, indent=0, sort_keys=True))
