@@ -713,3 +713,52 @@ def test_import_over_bundled_refused_and_doctor_reports_broken_manifest(tiny_mod
     assert res.exit_code == 1 and "manifest" in res.stderr
     res = run("score", tmp_path, tmp_path)  # any command that needs the weights says what is wrong
     assert res.exit_code in (1, 2) and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------- calibrate and dif-extract over bad images
+@pytest.mark.parametrize("case", ["nan-float-tiff", "truncated", "1x1", "fifo", "symlink-loop"])
+def test_calibrate_reports_bad_pairs_and_goes_on(work, case):
+    w = work
+    rows = ["reference,suspect,system,image_id"]
+    for i in range(4):
+        r = w["in"] / f"r{i}.png"
+        base = natural_image(S, S, seed=30 + i)
+        images.save_png(base, r)
+        for k, (sysname, f) in enumerate((("dark", 0.7), ("bright", 1.2))):
+            s = w["in"] / f"r{i}_{sysname}.png"
+            images.save_png(np.clip(base * f + 0.01 * k, 0, 1), s)
+            rows.append(f"{r.name},{s.name},{sysname},{i}")
+    bad = _write_case(case, w["in"])
+    rows.append(f"r0.png,{bad.name},dark,0")
+    corpus = w["in"] / "corpus.csv"
+    corpus.write_text("\n".join(rows) + "\n")
+    before = tree_hashes(w["in"])
+    out = w["out"] / "t.json"
+    res = run("calibrate", corpus, "-o", out, "--features", "ssim-psnr", "--bootstrap", "100", "--no-blind")
+    assert res.exit_code == 3, res.output
+    assert _named(bad, res.stderr)
+    assert out.exists() and (w["out"] / "t.png").exists() and not leftovers(w["out"])
+    assert tree_hashes(w["in"]) == before
+    # and the output is validated before the work: a folder is refused at once
+    res = run("calibrate", corpus, "-o", w["out"], "--features", "ssim-psnr")
+    assert res.exit_code == 2 and "folder" in res.stderr
+
+
+@pytest.mark.parametrize("case", ["nan-float-tiff", "truncated", "text-as-image", "empty", "fifo", "symlink-loop",
+                                  "bomb-header"])
+def test_dif_extract_refuses_a_bad_training_image(work, case):
+    w = work
+    gen, real = w["in"] / "gen", w["in"] / "real"
+    gen.mkdir()
+    real.mkdir()
+    for i in range(4):
+        images.save_png(natural_image(S, S, seed=60 + i), gen / f"g{i}.png")
+        images.save_png(natural_image(S, S, seed=70 + i), real / f"r{i}.png")
+    bad = _write_case(case, gen)
+    before = tree_hashes(w["in"])
+    out = w["out"] / "fp.fpx.safetensors"
+    res = run("dif-extract", "--generated", gen, "--real", real, "-o", out, "--denoiser", "gaussian", "--crop", "32",
+              "--epochs", "1", "--no-cache")
+    assert res.exit_code == 2 and _named(bad, res.stderr), res.output
+    assert not out.exists() and not leftovers(w["out"])
+    assert tree_hashes(w["in"]) == before

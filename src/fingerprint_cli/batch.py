@@ -96,8 +96,7 @@ def pairs_from_args(reference: str, suspects: Sequence[str]) -> list[Pair]:
 def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
     """Rows of a CSV file with the ``required`` columns; relative paths stay relative to the CSV."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError("no such file", str(p))
+    images.check_file(p, "CSV file", max_bytes=1 << 30)  # a FIFO, a device or a folder is refused unread
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)

@@ -159,8 +159,7 @@ def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: Resid
         p = str(p)
         try:
             if cache is not None:
-                if not Path(p).is_file():
-                    raise InputError("no such file", p)
+                images.check_file(p, "image file")  # a FIFO or device is refused, not read
                 sha = images.sha256_file(p)
                 hit = cache.get(sha, denoiser.sha256, crop)
                 if hit is not None:
