@@ -85,7 +85,8 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli import calibrate as cal
         from fingerprint_cli.batch import Pair
         from fingerprint_cli.errors import FpxError, InputError, UsageError
-        from fingerprint_cli.records import render
+        from fingerprint_cli import guard
+        from fingerprint_cli.records import Record, render
 
         try:
             if fmt not in (None, "text", "json"):
@@ -137,8 +138,12 @@ def register(app: typer.Typer) -> None:
             if not rec.ok:
                 failed.append(rec)
                 continue
-            if any(rec.features.get(f) is None for f in names):
-                failed.append(rec)
+            bad = guard.nonfinite({f: rec.features.get(f) for f in names}) + \
+                [f for f in names if rec.features.get(f) is None]
+            if bad:  # a pair without usable features is a failed pair, not a reason to refuse the corpus
+                failed.append(Record.failure("score", rec.inputs, InputError(
+                    f"feature(s) {', '.join(bad)} missing or not finite", rec.inputs["suspect"]["path"]),
+                    rec.provenance))
                 continue
             hashes[r["reference"]] = rec.inputs["reference"]["sha256"]
             hashes[r["suspect"]] = rec.inputs["suspect"]["sha256"]
