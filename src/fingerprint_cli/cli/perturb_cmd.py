@@ -114,17 +114,18 @@ def register(app: typer.Typer) -> None:
             # every output (images, sidecars, maps, records) against every input, before any work
             run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
             outs: dict = {"--records": records}
+            planned: set = set()
             for n, (_, o, m) in enumerate(plan):
-                if o is not None:
-                    outs[f"output {n + 1}"] = o
-                    outs[f"sidecar {n + 1}"] = pert.sidecar_path(str(o))
-                if m is not None:
-                    outs[f"--jnd-map {n + 1}"] = m
-            try:
-                atomic.check_outputs(outs, run_in, create=is_batch)
-            except UsageError as exc:
-                if not (is_batch and "name the same file" in exc.message):
-                    raise  # in a batch, two inputs with one stem become per-item error records below
+                for label, target in ((f"output {n + 1}", o), (f"--jnd-map {n + 1}", m)):
+                    # in a batch, two inputs with one stem share an output: the second becomes an error record
+                    # below, so each path is checked once here
+                    if target is None or Path(target).resolve() in planned:
+                        continue
+                    planned.add(Path(target).resolve())
+                    outs[label] = target
+                    if label.startswith("output"):
+                        outs[f"sidecar {n + 1}"] = pert.sidecar_path(str(target))
+            atomic.check_outputs(outs, run_in, create=is_batch)
             enc = None
             making = any(o is not None for _, o, _ in plan)
             if method == "adversarial" and making:
