@@ -762,3 +762,23 @@ def test_dif_extract_refuses_a_bad_training_image(work, case):
     assert res.exit_code == 2 and _named(bad, res.stderr), res.output
     assert not out.exists() and not leftovers(w["out"])
     assert tree_hashes(w["in"]) == before
+
+
+def test_an_unexpected_failure_in_one_pair_is_a_record(work, monkeypatch):
+    from fingerprint_cli import score
+
+    w = work
+    other = w["in"] / "other.png"
+    images.save_png(natural_image(S, S, seed=12), other)
+    real = score.pixel_features
+
+    def flaky(ref, sus):
+        if abs(float(sus.mean()) - float(images.load_image(other).pixels.mean())) < 1e-6:
+            raise RuntimeError("boom")
+        return real(ref, sus)
+
+    monkeypatch.setattr(score, "pixel_features", flaky)
+    res = run("score", w["ref"], w["good"], other, "--encoder", "none", "-f", "jsonl")
+    assert res.exit_code == 3, res.output
+    recs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [r["status"] for r in recs] == ["ok", "error"] and "RuntimeError: boom" in recs[1]["error"]["message"]

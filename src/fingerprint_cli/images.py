@@ -329,6 +329,11 @@ def decode(data: bytes, path: str, *, alpha: str = "composite", limit: int | Non
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"corrupt or truncated image ({reason})", path) from exc
+    except MemoryError as exc:
+        raise InputError("too large to decode in the memory available", path) from exc
+    except Exception as exc:  # noqa: BLE001 - a malformed file can make any decoder fail; it is still bad input
+        reason = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise InputError(f"cannot be decoded ({type(exc).__name__}{': ' + reason if reason else ''})", path) from exc
     if pixels.shape[0] < 1 or pixels.shape[1] < 1:
         raise InputError("has no pixels", path)
     bad = int(np.count_nonzero(~np.isfinite(pixels)))

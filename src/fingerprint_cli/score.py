@@ -225,6 +225,9 @@ class Scorer:
                     slots[k] = PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
                 except FpxError as exc:
                     slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
+                except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
+                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), FpxError(
+                        f"unexpected failure: {type(exc).__name__}: {exc}", pair.suspect), self.provenance))
             for r in slots:
                 results.append(r)
                 if on_result:
@@ -256,3 +259,5 @@ def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
         small_ref = min(ref.height, ref.width) <= min(sus.height, sus.width)
         return px, steps, InputError(f"{'reference' if small_ref else 'suspect'}: {exc}",
                                      ref.path if small_ref else sus.path)
+    except Exception as exc:  # noqa: BLE001 - becomes this pair's error record; the batch goes on
+        return px, steps, FpxError(f"unexpected failure: {type(exc).__name__}: {exc}", sus.path)

@@ -127,6 +127,10 @@ def register(app: typer.Typer) -> None:
                                  provenance=provenance, details=rec.details)
                 except FpxError as exc:
                     rec = Record.failure("attribute", rec.inputs, exc, provenance)
+                except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
+                    rec = Record.failure("attribute", rec.inputs, FpxError(
+                        f"unexpected failure: {type(exc).__name__}: {exc}", rec.inputs["suspect"]["path"]),
+                        provenance)
             else:
                 rec = Record(command="attribute", inputs=rec.inputs, status="error", error=rec.error,
                              provenance=provenance)
