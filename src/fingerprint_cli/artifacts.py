@@ -49,11 +49,17 @@ class ArtifactSpec:
 
 @dataclass
 class Installed:
+    """An installed artifact as found now: ``sha256`` is what the file hashes to (re-hashed when the file
+    changed since it was last hashed, see :func:`file_sha256`), ``verified`` whether that equals the pin,
+    ``intact`` whether it equals the sha256 the manifest recorded at install time."""
+
     spec: ArtifactSpec
     path: Path
     sha256: str
     verified: bool
     how: str  # bundled | pull | import
+    intact: bool = True
+    manifest_sha256: str | None = None
 
     def provenance(self) -> dict[str, Any]:
         return {"artifact": self.spec.name, "version": self.spec.version, "sha256": self.sha256,
@@ -135,13 +141,71 @@ def _manifest_path(spec: ArtifactSpec) -> Path:
 
 
 def read_manifest(spec: ArtifactSpec) -> dict[str, Any] | None:
+    """The artifact's manifest, None when there is none; ArtifactError when it is there but unusable."""
     p = _manifest_path(spec)
-    if not p.exists():
-        return None
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        if not p.is_file():
+            if p.exists():
+                raise ArtifactError("manifest is not a regular file; reinstall the artifact", str(p))
+            return None
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"manifest is unreadable or not valid JSON ({type(exc).__name__}); reinstall with "
+                            f"`fpx models import FILE --name {spec.name}` or `fpx models pull {spec.name}`",
+                            str(p)) from exc
+    if not isinstance(m, dict) or not isinstance(m.get("sha256"), str):
+        raise ArtifactError(f"manifest lacks the installed file's sha256; reinstall {spec.name}", str(p))
+    return m
+
+
+# ---------------------------------------------------------------- hashing at load, with a verified-hash cache
+_HASH_MEMO: dict[str, tuple[list[int], str]] = {}  # this process's verified hashes, same keys as the file cache
+
+
+def _hash_cache_file() -> Path:
+    return home() / "cache" / "sha256-of-files.json"
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    # any write (even one that puts mtime back) changes ctime; a replaced file changes inode
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino), int(st.st_dev)]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weights file as it is now.
+
+    The digest is cached (``FPX_HOME/cache/sha256-of-files.json``) keyed by the file's real path, size, mtime,
+    ctime, inode and device; any change to the file re-hashes it. The cache is optional: when it cannot be read
+    or written the file is simply hashed every time.
+    """
+    p = Path(path).resolve()
+    st = os.stat(p)
+    key = _stat_key(st)
+    memo = _HASH_MEMO.get(str(p))
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    cache_file = _hash_cache_file()
+    cache: dict[str, Any] = {}
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(str(p))
+    if isinstance(hit, dict) and hit.get("stat") == key and isinstance(hit.get("sha256"), str):
+        _HASH_MEMO[str(p)] = (key, hit["sha256"])
+        return hit["sha256"]
+    digest = sha256_file(p)
+    if _stat_key(os.stat(p)) != key:  # changed while being hashed: hash again, do not cache
+        return sha256_file(p)
+    _HASH_MEMO[str(p)] = (key, digest)
+    cache[str(p)] = {"stat": key, "sha256": digest}
+    try:
+        atomic.write_text(cache_file, json.dumps(cache, indent=0, sort_keys=True))
+    except OSError:
+        pass  # an unwritable cache only costs the re-hash next time
+    return digest
 
 
 def _missing_message(spec: ArtifactSpec) -> str:
@@ -159,8 +223,12 @@ def install_file(source: str | os.PathLike, name: str, *, force: bool = False, h
     """
     spec = resolve(name)
     src = Path(source)
-    if not src.is_file():
-        raise InputError("no such file", str(src))
+    if spec.bundled:
+        raise UsageError(f"{spec.name} is bundled with fpx and always loaded from the package; importing a file "
+                         "over it would have no effect (reinstall fpx to repair it)")
+    from fingerprint_cli.images import check_file
+
+    check_file(src, "file", max_bytes=1 << 40)
     _check_safetensors(src)
     digest = sha256_file(src)
     verified = spec.sha256 is not None and digest == spec.sha256
@@ -169,10 +237,17 @@ def install_file(source: str | os.PathLike, name: str, *, force: bool = False, h
                             f"{spec.name}; refusing it (use --force to install it anyway: every record made "
                             f"with it will then say verified: false)", str(src))
     dest_dir = artifact_dir(spec)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"cannot create the artifact folder {dest_dir} ({exc.strerror or exc}); "
+                            "set FPX_HOME to a writable folder") from exc
     dest = dest_dir / spec.filename
     with atomic.atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
+        copied = sha256_file(tmp)
+        if copied != digest:  # the source changed while being installed
+            raise ArtifactError("changed while it was being installed; try again", str(src))
     manifest = {"name": spec.name, "version": spec.version, "filename": spec.filename, "sha256": digest,
                 "expected_sha256": spec.sha256, "verified": verified, "how": how,
                 "original": str(src.resolve()) if how == "import" else spec.url,
@@ -232,29 +307,41 @@ def pull(name: str, *, progress: Callable[[int, int], None] | None = None, timeo
 
 
 def installed(name: str) -> Installed | None:
-    """The installed artifact as recorded in its manifest, or None (no hashing: see :func:`verify`)."""
+    """The installed artifact, or None when it is not installed.
+
+    The file is hashed as it is now (:func:`file_sha256`: cached while the file is unchanged), so ``sha256``
+    is what will be loaded and ``verified`` is ``sha256 == pin`` — never what the manifest claims.
+    A manifest that is there but unreadable raises :class:`ArtifactError`.
+    """
     spec = resolve(name)
     if spec.bundled:
         path = PACKAGE_ASSETS / spec.filename
-        if not path.exists():
+        if not path.is_file():
             return None
-        return Installed(spec, path, spec.sha256 or "", True, "bundled")
+        digest = file_sha256(path)
+        return Installed(spec, path, digest, digest == spec.sha256, "bundled", digest == spec.sha256, spec.sha256)
     m = read_manifest(spec)
     path = artifact_dir(spec) / spec.filename
-    if m is None or not path.exists():
+    if m is None or not path.is_file():
         return None
-    return Installed(spec, path, m["sha256"], bool(m.get("verified")), m.get("how", "import"))
+    digest = file_sha256(path)
+    return Installed(spec, path, digest, spec.sha256 is not None and digest == spec.sha256,
+                     str(m.get("how", "import")), digest == m.get("sha256"), m.get("sha256"))
 
 
 def verify(name: str) -> dict[str, Any]:
     """Re-hash the installed file; report whether it matches its manifest and the pin."""
     spec = resolve(name)
-    inst = installed(spec.name)
+    try:
+        inst = installed(spec.name)
+    except ArtifactError as exc:
+        return {"name": spec.name, "installed": True, "verified": False, "intact": False, "path": None,
+                "problem": str(exc)}
     if inst is None:
         return {"name": spec.name, "installed": False, "verified": False, "intact": False, "path": None}
-    digest = sha256_file(inst.path)
+    digest = sha256_file(inst.path)  # a full re-hash, whatever the cache says
     return {"name": spec.name, "installed": True, "path": str(inst.path), "sha256": digest,
-            "intact": digest == inst.sha256, "verified": digest == spec.sha256, "how": inst.how}
+            "intact": digest == inst.manifest_sha256, "verified": digest == spec.sha256, "how": inst.how}
 
 
 def ensure(name: str, *, progress: Callable[[int, int], None] | None = None) -> Installed:
@@ -262,6 +349,11 @@ def ensure(name: str, *, progress: Callable[[int, int], None] | None = None) -> 
     spec = resolve(name)
     inst = installed(spec.name)
     if inst is not None:
+        if not inst.intact:
+            raise ArtifactError(f"the installed {spec.name} file has changed since it was installed (sha256 now "
+                                f"{inst.sha256[:16]}…, recorded {str(inst.manifest_sha256)[:16]}…); refusing to "
+                                f"load it: reinstall with `fpx models import FILE --name {spec.name}` or "
+                                f"`fpx models pull {spec.name}`", str(inst.path))
         return inst
     if spec.bundled:
         raise ArtifactError(f"the bundled artifact {spec.name} is missing from the installation; reinstall fpx")
@@ -277,9 +369,10 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str
     """Read a safetensors file: (name -> torch tensor, metadata). Never unpickles."""
     from safetensors import safe_open
 
+    from fingerprint_cli.images import check_file
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError("no such file", str(p))
+    check_file(p, "file", max_bytes=1 << 40)
     try:
         tensors = {}
         with safe_open(str(p), framework="pt") as f:
@@ -308,10 +401,31 @@ def summary() -> list[dict[str, Any]]:
     """One row per registered artifact: installed, how, verified (from the manifest), path."""
     rows = []
     for spec in REGISTRY.values():
-        inst = installed(spec.name)
+        problem = None
+        try:
+            inst = installed(spec.name)
+        except (ArtifactError, OSError) as exc:
+            inst, problem = None, str(exc)
+        if inst is not None and not inst.intact:
+            problem = "file changed since it was installed (`fpx models verify` for details)"
         rows.append({"name": spec.name, "version": spec.version, "kind": spec.kind,
                      "installed": inst is not None, "verified": inst.verified if inst else None,
                      "how": inst.how if inst else None, "path": str(inst.path) if inst else None,
                      "sha256": inst.sha256 if inst else None, "pinned_sha256": spec.sha256,
-                     "source": spec.source, "licence": spec.licence})
+                     "source": spec.source, "licence": spec.licence, "problem": problem})
     return rows
+
+
+def cache_problem() -> str | None:
+    """Why the cache folder (``home()``) cannot be used, or None when it can (it need not exist yet)."""
+    h = home()
+    probe = h
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None

@@ -12,16 +12,130 @@ from fingerprint_cli.errors import UsageError
 
 
 def refuse_overwrite_of_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
-    """Raise UsageError when ``output`` names the same file as one of ``inputs``."""
+    """Raise UsageError when ``output`` names the same file as one of ``inputs`` (the last-moment check;
+    :func:`check_outputs` is the up-front one)."""
     out = Path(output)
     for inp in inputs:
         p = Path(inp)
-        try:
-            same = out.exists() and p.exists() and os.path.samefile(out, p)
-        except OSError:
-            same = False
-        if same or out.resolve() == p.resolve():
+        if _same(out, p):
             raise UsageError(f"refusing to write over the input {p}; choose another output path", str(out))
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+IMAGE_LIKE = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+
+
+def check_output_file(path: str | os.PathLike, label: str = "output", create_parent: bool = True) -> Path:
+    """Validate an output file path before any work: not a folder, its parent a writable folder (created
+    when missing and ``create_parent``). Returns the path. Raises UsageError naming it."""
+    p = Path(path)
+    if str(path).endswith(("/", os.sep)) or (p.exists() and p.is_dir()):
+        raise UsageError(f"{label} is a folder; name a file", str(p))
+    if p.exists() and not p.is_file():
+        raise UsageError(f"{label} exists and is not a regular file; refusing to replace it", str(p))
+    parent = p.parent if str(p.parent) else Path(".")
+    _check_folder(parent, f"folder of {label}", create_parent, str(p))
+    return p
+
+
+def check_output_folder(path: str | os.PathLike, label: str = "output folder", create: bool = True) -> Path:
+    """Validate an output folder before any work: a writable folder (created when missing and ``create``)."""
+    p = Path(path)
+    _check_folder(p, label, create, str(p))
+    return p
+
+
+def _check_folder(d: Path, label: str, create: bool, name: str) -> None:
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"{label} {d} is not a folder", name)
+    if not d.exists():
+        if not create:
+            raise UsageError(f"{label} {d} does not exist", name)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {label} {d} ({exc.strerror or exc})", name) from exc
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise UsageError(f"{label} {d} is not writable", name)
+
+
+def check_outputs(files: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike], *,
+                  folders: dict[str, str | os.PathLike | None] | None = None, create: bool = True) -> None:
+    """The one check of a run's outputs against its inputs, done before any work starts.
+
+    ``files``: label (e.g. ``"--output"``) → output file or None; ``folders``: label → output folder or None;
+    ``inputs``: everything the run reads — files, and folders (see :func:`fingerprint_cli.batch.run_inputs`).
+    Refused (UsageError naming the path): an output file that is one of the inputs (same path or same file
+    through a link), an output that is an input folder, an image-like output file inside an input folder (the
+    next run would read it), two outputs naming one file, an output folder that is an input folder, and any
+    output whose folder is missing and cannot be created, is not a folder or is not writable.
+    """
+    folders = folders or {}
+
+    def resolved(p: Path) -> Path:
+        try:
+            return p.resolve()
+        except (OSError, RuntimeError):  # a link loop: compare by its absolute spelling
+            return Path(os.path.abspath(p))
+
+    def ident(p: Path):
+        try:
+            st = os.stat(p)
+            return (st.st_dev, st.st_ino)
+        except OSError:
+            return None
+
+    in_files: dict[Path, Path] = {}
+    in_ids: dict[tuple, Path] = {}
+    in_dirs: dict[Path, Path] = {}
+    for i in inputs:
+        if i is None or not str(i):
+            continue
+        ip = Path(i)
+        try:
+            is_dir = ip.is_dir()
+        except OSError:
+            is_dir = False
+        (in_dirs if is_dir else in_files)[resolved(ip)] = ip
+        key = ident(ip)
+        if key is not None and not is_dir:
+            in_ids[key] = ip
+    seen: dict[Path, str] = {}
+    for label, f in files.items():
+        if f is None:
+            continue
+        p = check_output_file(f, label, create)
+        rp = resolved(p)
+        hit = in_files.get(rp) or in_ids.get(ident(p) or ())
+        if hit is not None:
+            raise UsageError(f"{label}: refusing to write over the input {hit}; choose another output path",
+                             str(p))
+        if rp in in_dirs:
+            raise UsageError(f"{label} names the input folder {in_dirs[rp]}", str(p))
+        if p.suffix.lower() in IMAGE_LIKE and rp.parent in in_dirs:
+            raise UsageError(f"{label} is inside the input folder {in_dirs[rp.parent]}, whose images this run "
+                             "reads; write it elsewhere", str(p))
+        if rp in seen:
+            raise UsageError(f"{label} and {seen[rp]} name the same file", str(p))
+        seen[rp] = label
+    for label, d in folders.items():
+        if d is None:
+            continue
+        dp = check_output_folder(d, label, create)
+        if resolved(dp) in in_dirs:
+            raise UsageError(f"{label} is an input folder (its images are read by this run); choose "
+                             "another folder", str(dp))
 
 
 @contextlib.contextmanager

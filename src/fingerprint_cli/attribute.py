@@ -14,9 +14,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import thresholds
+from fingerprint_cli import guard, thresholds
 from fingerprint_cli.calibrate import LDA
 from fingerprint_cli.errors import ArtifactError, InputError
+
+
+LABELS = ("band", "system", "label")
+PROBABILITIES = ("p_system", "p_band")
 
 
 class Decider:
@@ -47,7 +51,7 @@ class Decider:
                where: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
-        decision = self._label(p, m2, top_k)
+        decision = guard.guard_decision(self._label(p, m2, top_k), {"features": x}, LABELS, PROBABILITIES)
         return decision, self.reasons(x, p)
 
     def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1) -> dict[str, Any]:
@@ -68,13 +72,14 @@ class Decider:
             why.append(f"top band posterior {bp[top_band]:.2f} < {float(self.rule['band_min_posterior']):.2f}")
         system = "inconclusive" if (far or sys_low) else classes[order[0]]
         band = "inconclusive" if (far or band_low) else top_band
-        return {"band": band, "system": system, "label": system if system != "inconclusive" else band,
+        return guard.guard_decision({"band": band, "system": system, "label": system if system != "inconclusive" else band,
                 "inconclusive": system == "inconclusive",
                 "p_system": float(p[order[0]]), "p_band": bp[top_band], "band_probabilities": bp,
                 "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i])}
                           for i in order[:top_k]],
                 "min_mahalanobis2": m2, "why_inconclusive": why, "calls": n_calls,
-                "calibrated": True, "thresholds": self.summary}
+                "calibrated": True, "thresholds": self.summary},
+            {"posteriors": p, "min_mahalanobis2": m2, "band_probabilities": bp}, LABELS, PROBABILITIES)
 
     def reasons(self, x: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
         """Per feature: value, z-score vs the calibration corpus, and its share of the top-vs-runner-up margin."""

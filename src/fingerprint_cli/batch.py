@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fingerprint_cli import atomic, images
 from fingerprint_cli.errors import InputError, UsageError
-from fingerprint_cli.records import FORMATS, Record, read_records, render
+from fingerprint_cli.records import FORMATS, Record, render
 
 T = TypeVar("T")
 
@@ -41,6 +41,54 @@ def expand_paths(paths: Sequence[str | os.PathLike], recursive: bool = False) ->
     return out
 
 
+def run_inputs(files: Iterable[str | os.PathLike | None] = (), folders: Iterable[str | os.PathLike | None] = (),
+               fingerprints: Iterable[str | os.PathLike] = ()) -> list[str]:
+    """The full input set of a run, for :func:`fingerprint_cli.atomic.check_outputs`: the files; each folder and
+    the images in it; each fingerprint file and every image its metadata records (train and test splits) —
+    the images a run reaches through an artifact are inputs too."""
+    out: list[str] = [str(f) for f in files if f is not None and str(f)]
+    for d in folders:
+        if d is None or not str(d):
+            continue
+        out.append(str(d))
+        if Path(d).is_dir():
+            try:
+                out.extend(str(x) for x in images.list_images(d, recursive=True))
+            except (InputError, OSError):
+                pass
+    for fp in fingerprints:
+        out.append(str(fp))
+        out.extend(recorded_images(fp))
+    return out
+
+
+def recorded_images(fingerprint: str | os.PathLike) -> list[str]:
+    """Paths of the images a fingerprint artifact's metadata records (its train and test splits); [] when the
+    file cannot be read (loading it later reports why)."""
+    try:
+        from safetensors import safe_open
+
+        images.check_file(fingerprint, max_bytes=1 << 34)
+        with safe_open(str(fingerprint), framework="pt") as f:
+            md = f.metadata() or {}
+        meta = json.loads(md.get("meta", "{}"))
+    except Exception:  # noqa: BLE001 - unreadable here is reported by the loader
+        return []
+    out: list[str] = []
+    if not isinstance(meta, dict):
+        return out
+    for split in ("train", "test"):
+        block = meta.get(split)
+        if not isinstance(block, dict):
+            continue
+        for role in block.values():
+            for item in role if isinstance(role, list) else []:
+                p = item.get("path") if isinstance(item, dict) else item if isinstance(item, str) else None
+                if p:
+                    out.append(str(p))
+    return out
+
+
 def pairs_from_args(reference: str, suspects: Sequence[str]) -> list[Pair]:
     return [Pair(reference, s) for s in expand_paths(suspects)]
 
@@ -48,8 +96,7 @@ def pairs_from_args(reference: str, suspects: Sequence[str]) -> list[Pair]:
 def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
     """Rows of a CSV file with the ``required`` columns; relative paths stay relative to the CSV."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError("no such file", str(p))
+    images.check_file(p, "CSV file", max_bytes=1 << 30)  # a FIFO, a device or a folder is refused unread
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -130,7 +177,65 @@ def warn(message: str, quiet: bool = False) -> None:
         print(f"fpx: warning: {message}", file=sys.stderr)
 
 
+_WARNED: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """A warning printed once per process for ``key`` (e.g. an optional cache that cannot be used)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warn(message)
+
+
+def cache_unusable(what: str, exc: BaseException) -> None:
+    """The one warning for an optional on-disk cache that cannot be written: the run goes on without it."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    warn_once(f"cache:{what}", f"the {what} cache cannot be used ({reason}); going on without it (set FPX_HOME to "
+                               "a writable folder, or pass --no-cache)")
+
+
 # ---------------------------------------------------------------- output
+class ResumeIndex:
+    """What ``--resume`` may skip: the kept records' content keys (command, role, path, sha256), as a multiset.
+
+    ``key in index`` takes a path key (:func:`fingerprint_cli.records.input_key`), hashes the files it names
+    and is true when a kept record has the same command, paths *and* content — a file replaced since the
+    first run is done again. Each hit uses up one kept record, so two identical rows of a pairs CSV stay two
+    items (and two records).
+    """
+
+    def __init__(self, records: Sequence[Record] = ()):
+        from collections import Counter
+
+        self.counts: Counter = Counter(r.content_key() for r in records)
+        self._sha: dict[str, str | None] = {}
+
+    def _hash(self, path: str) -> str | None:
+        if path not in self._sha:
+            try:
+                self._sha[path] = images.sha256_file(path)
+            except (InputError, OSError):
+                self._sha[path] = None
+        return self._sha[path]
+
+    def __contains__(self, key: tuple) -> bool:
+        if not self.counts:
+            return False
+        command, roles = key[0], key[1:]
+        ck = (command,) + tuple((role, path, self._hash(path) if path not in (None, "None") else None)
+                                for role, path in roles)
+        if self.counts.get(ck, 0) > 0:
+            self.counts[ck] -= 1
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
 class RecordSink:
     """Where records go.
 
@@ -138,11 +243,16 @@ class RecordSink:
     at the end. With ``output``: each record is appended to ``OUTPUT.partial`` (a jsonl journal that
     survives an interruption), and at the end the whole output is written atomically in its format and
     the journal removed. ``resume=True`` keeps the records already in OUTPUT (and in a journal left by
-    an interrupted run) and reports their keys in :attr:`done` so callers skip that work.
+    an interrupted run); :attr:`done` (a :class:`ResumeIndex`) says which items to skip — by command,
+    input paths and input sha256. An output that cannot be read back as records, or that holds records of
+    another ``command``, is refused (UsageError, exit 2) and left untouched.
+
+    The output and its journal are checked before any work (:func:`fingerprint_cli.atomic.check_outputs`):
+    not one of ``inputs``, not a folder, in a writable folder.
     """
 
     def __init__(self, output: str | None, fmt: str | None, resume: bool = False,
-                 table_columns: list[str] | None = None, inputs: Sequence[str] = ()):
+                 table_columns: list[str] | None = None, inputs: Sequence[str] = (), command: str | None = None):
         self.output = Path(output) if output else None
         if fmt is None:
             fmt = _format_from_suffix(self.output) if self.output else None
@@ -150,40 +260,42 @@ class RecordSink:
         if self.fmt not in FORMATS:
             raise UsageError(f"unknown format {self.fmt!r}; choose one of {', '.join(FORMATS)}")
         self.table_columns = table_columns
+        self.command = command
         self.records: list[Record] = []
         self.kept: list[Record] = []
-        self.done: set[tuple] = set()
+        self.done = ResumeIndex()
         if resume and self.output is None:
             raise UsageError("--resume needs --output FILE (the file whose records are kept)")
         if self.output is not None:
-            atomic.refuse_overwrite_of_inputs(self.output, inputs)
             self.journal = self.output.with_name(self.output.name + ".partial")
+            atomic.check_outputs({"--output": self.output, "--output journal": self.journal}, inputs)
             if resume:
                 if self.output.exists():
                     if self.fmt == "csv" or self.fmt == "table":
                         raise UsageError("--resume reads the output back: use a .json or .jsonl output",
                                          str(self.output))
-                    try:
-                        self.kept = [r for r in read_records(self.output) if r.ok]
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise InputError(f"cannot read records back for --resume ({exc})", str(self.output))
+                    self.kept = [r for r in _read_back(self.output, strict=True) if r.ok]
                 if self.journal.exists():
-                    self.kept += [r for r in read_records(self.journal) if r.ok]
-                seen: dict[tuple, Record] = {}
-                for r in self.kept:
-                    seen[r.key()] = r
-                self.kept = list(seen.values())
-                self.done = set(seen)
+                    self.kept += [r for r in _read_back(self.journal, strict=False) if r.ok]
+                other = sorted({r.command for r in self.kept if command and r.command != command})
+                if other:
+                    raise UsageError(f"--resume: the output holds {', '.join(other)} records, not {command} ones; "
+                                     "name another --output", str(self.output))
+                self.done = ResumeIndex(self.kept)
             if self.journal.exists() and not resume:
                 self.journal.unlink()
-            self._journal_f = open(self.journal, "a", encoding="utf-8")
         else:
             self.journal = None
-            self._journal_f = None
+        self._journal_f = None  # opened at the first record: a run refused before any work leaves no file
 
     def add(self, record: Record) -> None:
         self.records.append(record)
         line = json.dumps(record.to_dict())
+        if self.journal is not None and self._journal_f is None:
+            try:
+                self._journal_f = open(self.journal, "a", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write the journal ({exc.strerror or exc})", str(self.journal)) from exc
         if self._journal_f is not None:
             self._journal_f.write(line + "\n")
             self._journal_f.flush()
@@ -194,16 +306,67 @@ class RecordSink:
     def close(self) -> None:
         all_records = self.kept + self.records
         if self.output is not None:
-            self._journal_f.close()
+            if self._journal_f is not None:
+                self._journal_f.close()
             atomic.write_text(self.output, render(all_records, self.fmt, self.table_columns))
             self.journal.unlink(missing_ok=True)
         elif self.fmt != "jsonl":
             sys.stdout.write(render(all_records, self.fmt, self.table_columns))
             sys.stdout.flush()
 
+    def abandon(self) -> None:
+        """Close the journal without writing the output (a run refused after the sink was opened): an empty
+        journal is removed, one with records is kept for ``--resume``."""
+        if self._journal_f is not None:
+            self._journal_f.close()
+            self._journal_f = None
+            if self.journal is not None and self.journal.exists() and self.journal.stat().st_size == 0:
+                self.journal.unlink()
+
     @property
     def failures(self) -> int:
         return sum(1 for r in self.records if not r.ok)
+
+
+def _read_back(path: Path, strict: bool) -> list[Record]:
+    """Records of an earlier output (``strict``: every line must be a record) or journal (the last line may
+    be cut short by an interruption). UsageError naming the file otherwise."""
+    try:
+        images.check_file(path, "records file", max_bytes=1 << 34)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError("--resume: cannot read it back as records (not UTF-8 text); name another --output",
+                         str(path)) from exc
+    except OSError as exc:
+        raise UsageError(f"--resume: cannot read it ({exc.strerror or exc})", str(path)) from exc
+    stripped = text.strip()
+    if not stripped:
+        return []
+
+    def parse(d) -> Record:
+        if not isinstance(d, dict) or not isinstance(d.get("command"), str) or not isinstance(d.get("inputs"), dict):
+            raise ValueError("not an fpx record")
+        return Record.from_dict(d)
+
+    try:
+        if stripped.startswith("["):
+            items = json.loads(stripped)
+            if not isinstance(items, list):
+                raise ValueError("not a list of records")
+            return [parse(d) for d in items]
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                out.append(parse(json.loads(line)))
+            except (json.JSONDecodeError, ValueError, TypeError):
+                if not strict and i == len(lines) - 1:
+                    continue  # the line an interrupted run was writing
+                raise
+        return out
+    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise UsageError(f"--resume: cannot read it back as fpx records ({str(exc).splitlines()[0][:80]}); nothing "
+                         "was written — name another --output or remove it", str(path)) from exc
 
 
 def _stdout_default() -> str:

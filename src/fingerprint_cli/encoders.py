@@ -203,8 +203,10 @@ class Encoder:
                 artifacts.write_tensors(self.cache_path(sha256),
                                         {"patches": torch.from_numpy(tok.patches), "cls": torch.from_numpy(tok.cls)},
                                         {"gh": str(tok.grid[0]), "gw": str(tok.grid[1]), "key": key})
-            except OSError:
-                pass  # a read-only cache only costs speed
+            except OSError as exc:  # an unusable cache only costs speed
+                from fingerprint_cli.batch import cache_unusable
+
+                cache_unusable("token", exc)
 
 
 def load_encoder(name: str = "dinov2-vitb14", resolution: int | None = None, device: str = "auto",
@@ -213,10 +215,12 @@ def load_encoder(name: str = "dinov2-vitb14", resolution: int | None = None, dev
     spec = resolve_encoder(name)
     if spec is None:
         raise UsageError("no encoder was asked for")
-    inst = artifacts.ensure(spec.artifact, progress=progress)
+    if resolution is not None and int(resolution) <= 0:
+        raise UsageError(f"--resolution must be a positive multiple of the patch size (14), not {resolution}")
+    inst = artifacts.ensure(spec.artifact, progress=progress)  # re-hashed: inst.sha256 is the file read below
     state, _ = artifacts.read_tensors(inst.path)
     model, arch = build_vit(state, spec.timm_name)
-    res = int(resolution or spec.default_resolution)
+    res = spec.default_resolution if resolution is None else int(resolution)
     if res % arch["patch_size"] != 0 or res < arch["patch_size"]:
         raise UsageError(f"--resolution {res} is not a positive multiple of the patch size {arch['patch_size']}")
     dev = select_device(device)

@@ -26,8 +26,16 @@ class FpxError(Exception):
     def __str__(self) -> str:  # one line, naming the file when there is one
         msg = " ".join(self.message.split())
         if self.path and self.path not in msg:
-            return f"{self.path}: {msg}"
+            return f"{shown_path(self.path)}: {msg}"
         return msg
+
+
+def shown_path(path: str) -> str:
+    """A path as it is printed in one-line messages: control characters (a newline in a file name) escaped."""
+    path = str(path)
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in path)
 
 
 class InputError(FpxError):

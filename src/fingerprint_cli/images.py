@@ -8,10 +8,18 @@ Reading rules (documented in README "Images"):
 * EXIF orientation is applied (the pixels are turned the way a viewer shows them);
 * palette images are expanded; 1-bit, grey and CMYK images become RGB;
 * 16-bit images keep their precision (scaled by 1/65535), 8-bit by 1/255 — arrays are float32 in [0, 1];
+  16-bit RGB(A) TIFFs are decoded with tifffile to keep them; a 16-bit RGB(A) PNG is read at 8 bits (Pillow
+  keeps the high byte) and the record says so (``bit_depth`` 8, ``source_bit_depth`` 16, a step); 32-bit
+  integer images are scaled by 1/(2^32 - 1) and labelled 32-bit;
+* non-finite pixel values (NaN, infinity: float TIFFs) are refused, naming the file;
 * alpha: a fully opaque alpha channel is dropped; any transparent pixel is composited over white
   (``alpha="composite"``, the default, recorded as a preprocessing step) or refused (``alpha="refuse"``);
-* a pixel-count limit (``FPX_MAX_PIXELS``, default 100 megapixels) refuses decompression bombs before
-  decoding; truncated or non-image files raise :class:`InputError` naming the file.
+* a pixel-count limit (``FPX_MAX_PIXELS``, default 100 megapixels; Pillow's own bomb limit is set from it)
+  refuses decompression bombs from the header, before decoding; truncated or non-image files raise
+  :class:`InputError` naming the file;
+* before anything is read the path is checked (:func:`check_file`): it must be a regular file (a FIFO,
+  a device such as /dev/zero or a folder is refused without being opened) no larger than ``FPX_MAX_FILE_MB``
+  (default 1024 MiB).
 """
 
 from __future__ import annotations
@@ -28,17 +36,84 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from fingerprint_cli import atomic
-from fingerprint_cli.errors import InputError
+from fingerprint_cli.errors import InputError, UsageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_FILE_MB = 1024
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value.replace("_", ""))
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise UsageError(f"{name} must be a positive whole number, not {value!r}")
+    return n
 
 
 def max_pixels() -> int:
-    value = os.environ.get("FPX_MAX_PIXELS")
-    return int(value) if value else DEFAULT_MAX_PIXELS
+    """The pixel-count limit: ``FPX_MAX_PIXELS`` (a positive integer), else 100 megapixels."""
+    return _positive_int_env("FPX_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+
+
+def max_file_bytes() -> int:
+    """The file-size limit for any input read whole: ``FPX_MAX_FILE_MB`` MiB (default 1024)."""
+    return _positive_int_env("FPX_MAX_FILE_MB", DEFAULT_MAX_FILE_MB) * (1 << 20)
+
+
+def check_file(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> int:
+    """Check that ``path`` is a regular file no larger than the limit, without opening it. Returns its size.
+
+    Refused (:class:`InputError` naming the path): missing, a symbolic-link loop, a folder, a FIFO / socket /
+    device (reading those can hang or never end), unreadable, or larger than ``max_bytes``
+    (default :func:`max_file_bytes`).
+    """
+    import errno
+    import stat
+
+    p = str(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("is a symbolic link loop", p) from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise InputError("no such file", p) from exc
+        raise InputError(f"cannot read {what} ({exc.strerror or exc})", p) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"is a folder, not a{'n' if what[0] in 'aeiou' else ''} {what}", p)
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "not a regular file")
+        raise InputError(f"is {kind}, not a regular {what}; refusing to read it", p)
+    limit = max_file_bytes() if max_bytes is None else max_bytes
+    if st.st_size > limit:
+        raise InputError(f"is {st.st_size / (1 << 20):.1f} MiB, over the {limit / (1 << 20):.0f} MiB limit for "
+                         f"a{'n' if what[0] in 'aeiou' else ''} {what} (FPX_MAX_FILE_MB)", p)
+    if not os.access(p, os.R_OK):
+        raise InputError(f"cannot read {what} (permission denied)", p)
+    return int(st.st_size)
+
+
+def read_checked(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> bytes:
+    """:func:`check_file`, then read the file whole (never more than the limit, even if it grows)."""
+    limit = max_file_bytes() if max_bytes is None else max_bytes
+    check_file(path, what, limit)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {what} ({exc.strerror or exc})", str(path)) from exc
+    if len(data) > limit:
+        raise InputError(f"grew past the {limit / (1 << 20):.0f} MiB limit while being read", str(path))
+    return data
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -46,6 +121,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file (streamed; a FIFO or device is refused by :func:`check_file` first)."""
+    check_file(path, max_bytes=1 << 62)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
@@ -64,6 +141,7 @@ class LoadedImage:
     mode: str
     bit_depth: int
     steps: list[str] = field(default_factory=list)
+    source_bit_depth: int | None = None  # set when the file had more bits per sample than were kept
 
     @property
     def height(self) -> int:
@@ -74,37 +152,102 @@ class LoadedImage:
         return int(self.pixels.shape[1])
 
     def describe(self) -> dict:
-        return {"path": self.path, "sha256": self.sha256, "width": self.width, "height": self.height,
-                "format": self.format, "mode": self.mode, "bit_depth": self.bit_depth}
+        d = {"path": self.path, "sha256": self.sha256, "width": self.width, "height": self.height,
+             "format": self.format, "mode": self.mode, "bit_depth": self.bit_depth}
+        if self.source_bit_depth is not None:
+            d["source_bit_depth"] = self.source_bit_depth
+        return d
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError("no such file", str(path))
-    if path.is_dir():
-        raise InputError("is a folder, not an image file", str(path))
+    return read_checked(path, "image file")
+
+
+def _png_bit_depth(data: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None when ``data`` is not a PNG."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 26:
+        return data[24], data[25]
+    return None
+
+
+def _tiff_samples(im: Image.Image) -> tuple[int, int, int]:
+    """(bits per sample, samples per pixel, sample format) of a TIFF frame (0s when unknown)."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return 0, 0, 0
+    bits = tags.get(258, 0)
+    bits = int(bits[0] if isinstance(bits, tuple) and bits else bits or 0)
+    fmt = tags.get(339, 1)
+    fmt = int(fmt[0] if isinstance(fmt, tuple) and fmt else fmt or 1)
+    return bits, int(tags.get(277, 1) or 1), fmt
+
+
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 1)[::-1],
+           8: lambda a: np.rot90(a, 1)}
+
+
+def _tiff_high_depth(data: bytes, im: Image.Image, path: str, steps: list[str]) -> tuple[np.ndarray, int] | None:
+    """A 16-bit RGB(A) TIFF decoded with tifffile (Pillow would keep 8 bits); None when not one."""
+    bits, spp, fmt = _tiff_samples(im)
+    if im.format != "TIFF" or bits != 16 or spp not in (3, 4) or fmt != 1:
+        return None
+    import tifffile
+
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read file ({exc.strerror or exc})", str(path)) from exc
+        arr = np.asarray(tifffile.imread(io.BytesIO(data), key=0))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a corrupt file
+        raise InputError(f"corrupt 16-bit TIFF ({type(exc).__name__})", path) from exc
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint16:
+        return None
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation in _ORIENT:
+        arr = _ORIENT[orientation](arr)
+        if f"EXIF orientation {orientation} applied" not in steps:
+            steps.append(f"EXIF orientation {orientation} applied")
+    x = arr.astype(np.float32) / 65535.0
+    steps.append("16-bit RGB kept (scaled by 1/65535)")
+    if x.shape[2] == 4:
+        a = x[..., 3:4]
+        if np.all(a >= 1.0):
+            steps.append("opaque alpha dropped")
+            x = x[..., :3]
+        else:
+            x = x[..., :3] * a + (1.0 - a)
+            steps.append("alpha composited over white")
+    return np.ascontiguousarray(x, dtype=np.float32), 16
 
 
-def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str) -> tuple[np.ndarray, int]:
+def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str,
+                  tiff: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, int]:
     mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         steps.append("palette expanded")
         mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        depth = 16
-        scale = 65535.0
-        arr = np.clip(arr / scale, 0.0, 1.0)
+        arr = np.asarray(im)
+        bits, _, fmt = tiff
+        if mode == "I" and bits == 32:
+            arr = arr.astype(np.int64)
+            if fmt != 2:  # unsigned 32-bit samples arrive as int32: undo the wrap-around
+                arr = np.where(arr < 0, arr + (1 << 32), arr)
+                scale, depth, what = float(2 ** 32 - 1), 32, "32-bit unsigned grey scaled by 1/(2^32 - 1)"
+            else:
+                arr = arr - int(arr.min()) if arr.min() < 0 else arr
+                scale, depth, what = float(2 ** 31 - 1), 32, "32-bit signed grey scaled by 1/(2^31 - 1)"
+        else:
+            scale, depth, what = 65535.0, 16, "16-bit grey scaled by 1/65535"
+        arr = np.clip(arr.astype(np.float64) / scale, 0.0, 1.0)
         rgb = np.repeat(arr[..., None], 3, axis=2)
-        steps.append("16-bit grey scaled by 1/65535 to RGB")
+        steps.append(f"{what} to RGB")
         return rgb.astype(np.float32), depth
     if mode == "F":
-        arr = np.clip(np.asarray(im, dtype=np.float64), 0.0, 1.0)
+        arr = np.asarray(im, dtype=np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise InputError(f"has {bad} non-finite (NaN or infinite) pixel value(s); refusing it", path)
+        arr = np.clip(arr, 0.0, 1.0)
         steps.append("float grey clipped to [0,1] to RGB")
         return np.repeat(arr[..., None], 3, axis=2).astype(np.float32), 32
     if mode in ("1", "L", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
@@ -137,7 +280,11 @@ def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str) -> t
 def decode(data: bytes, path: str, *, alpha: str = "composite", limit: int | None = None) -> LoadedImage:
     """Decode image bytes (already read from ``path``) following the module's rules."""
     limit = max_pixels() if limit is None else limit
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check is then the documented limit, not its 89.5 MP
     steps: list[str] = []
+    source_depth = None
+    if not data:
+        raise InputError("is an empty file, not an image", path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -148,6 +295,7 @@ def decode(data: bytes, path: str, *, alpha: str = "composite", limit: int | Non
                                  "(FPX_MAX_PIXELS)", path)
             fmt = im.format
             im.load()
+            raw = im  # the frame as decoded, with its format's tags (exif_transpose returns a copy without)
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
                 steps.append("first frame of a multi-frame file")
@@ -158,17 +306,41 @@ def decode(data: bytes, path: str, *, alpha: str = "composite", limit: int | Non
                     steps.append(f"EXIF orientation {orientation} applied")
                 im = transposed
             original_mode = im.mode
-            pixels, depth = _to_float_rgb(im, alpha, steps, path)
+            tiff = _tiff_samples(raw) if fmt == "TIFF" else (0, 0, 0)
+            high = _tiff_high_depth(data, raw, path, steps) if tiff[0] == 16 else None
+            if high is not None:
+                pixels, depth = high
+            else:
+                pixels, depth = _to_float_rgb(im, alpha, steps, path, tiff)
+                png = _png_bit_depth(data) if fmt == "PNG" else None
+                if png is not None and png[0] == 16 and png[1] in (2, 6) and depth == 8:
+                    source_depth = 16
+                    steps.append("16-bit RGB PNG read at 8 bits (the decoder keeps the high byte of each sample)")
+                bits, spp, _ = tiff
+                if bits > 8 and spp in (3, 4) and depth == 8:
+                    source_depth = bits
+                    steps.append(f"{bits}-bit RGB TIFF read at 8 bits")
     except InputError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError("not a recognised image file" if isinstance(exc, UnidentifiedImageError)
-                         else "refused as a possible decompression bomb", path) from exc
+                         else f"image is over the limit of {limit} pixels (FPX_MAX_PIXELS); refused as a "
+                              "possible decompression bomb", path) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"corrupt or truncated image ({reason})", path) from exc
+    except MemoryError as exc:
+        raise InputError("too large to decode in the memory available", path) from exc
+    except Exception as exc:  # noqa: BLE001 - a malformed file can make any decoder fail; it is still bad input
+        reason = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise InputError(f"cannot be decoded ({type(exc).__name__}{': ' + reason if reason else ''})", path) from exc
+    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        raise InputError("has no pixels", path)
+    bad = int(np.count_nonzero(~np.isfinite(pixels)))
+    if bad:
+        raise InputError(f"has {bad} non-finite (NaN or infinite) pixel value(s); refusing it", path)
     return LoadedImage(path=path, sha256=sha256_bytes(data), pixels=pixels, format=fmt,
-                       mode=original_mode, bit_depth=depth, steps=steps)
+                       mode=original_mode, bit_depth=depth, steps=steps, source_bit_depth=source_depth)
 
 
 def load_image(path: str | os.PathLike, *, alpha: str = "composite", limit: int | None = None) -> LoadedImage:
@@ -229,7 +401,20 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     """Image files in ``folder`` (by suffix), sorted by path. Raises InputError if not a folder."""
     d = Path(folder)
     if not d.is_dir():
+        if not os.path.lexists(d):
+            raise InputError("no such folder", str(d))
         raise InputError("is not a folder", str(d))
     it: Iterable[Path] = d.rglob("*") if recursive else d.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    out = []
+    for p in it:
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            if p.is_dir():
+                continue
+        except OSError:
+            pass
+        # files, and also FIFOs, devices, broken links and link loops with an image suffix: listed, so that
+        # reading them reports the problem as a failed item instead of silently skipping it
+        out.append(p)
+    return sorted(out)

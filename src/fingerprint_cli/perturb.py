@@ -121,6 +121,19 @@ def bound_stats(x255: np.ndarray, protected: np.ndarray, jnd: np.ndarray, streng
             "share_changed": float(np.mean(d.max(axis=2) > 0))}
 
 
+MIN_SIDE = 11
+MAX_PSNR_FLOOR = 100.0
+
+
+def check_psnr_floor(psnr_floor: float | None) -> None:
+    """``--psnr-floor`` is 0 / None (off) or a PSNR in dB in (0, 100] (fpx caps PSNR at 100)."""
+    if psnr_floor is None:
+        return
+    f = float(psnr_floor)
+    if not np.isfinite(f) or f < 0 or f > MAX_PSNR_FLOOR:
+        raise UsageError(f"--psnr-floor is a PSNR in dB between 0 (off) and {MAX_PSNR_FLOOR:g}, not {psnr_floor:g}")
+
+
 def _check_common(method: str, strength: float, jnd_model: str) -> str:
     if method not in METHODS:
         import difflib
@@ -144,8 +157,14 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
     delta is scaled down (factors 0.9^k, recorded as ``delta_scale``) until it does not.
     """
     _check_common(method, strength, jnd_model)
+    check_psnr_floor(psnr_floor)
     t0 = time.perf_counter()
     x = np.asarray(pixels, np.float32)
+    if x.ndim != 3 or min(x.shape[:2]) < MIN_SIDE:
+        from fingerprint_cli.errors import InputError
+
+        raise InputError(f"image is {x.shape[1]}x{x.shape[0]}: too small to perturb (needs at least "
+                         f"{MIN_SIDE}x{MIN_SIDE} for the SSIM check)")
     x255 = x.astype(np.float64) * 255.0
     near = np.rint(x255)
     x255 = np.where(np.abs(x255 - near) < 1e-3, near, x255)  # 8-bit inputs: undo float32 representation noise
@@ -182,6 +201,12 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
                 break
     params["psnr_floor"] = float(psnr_floor) if psnr_floor else None
     params["delta_scale"] = round(scale, 6)
+    if psnr_floor and _psnr255(x255, q) < psnr_floor:
+        raise FpxError(f"cannot keep the PSNR at or above --psnr-floor {psnr_floor:g} dB (best "
+                       f"{_psnr255(x255, q):.1f} dB with delta scaled by {scale:.3f}); lower --psnr-floor")
+    if np.array_equal(q, np.clip(np.rint(x255), 0, 255)) and np.allclose(x255, np.rint(x255)):
+        raise FpxError("the perturbation rounds to nothing on this image (the protected copy would equal the "
+                       "input); raise --strength or lower --psnr-floor")
     stats = bound_stats(x255, q, jmap, strength)
     if stats["share_within_bound"] < 1.0:  # pragma: no cover - quantize_within guarantees it
         raise FpxError("internal error: the JND bound does not hold after rounding")

@@ -42,8 +42,14 @@ class Record:
         return self.status == "ok"
 
     def key(self) -> tuple:
-        """Identity used by ``--resume``: the command and its input paths."""
+        """The item's path identity: the command and its input paths."""
         return input_key(self.command, **{k: v.get("path") for k, v in self.inputs.items()})
+
+    def content_key(self) -> tuple:
+        """Identity used by ``--resume``: the command, and each input's role, path and sha256."""
+        return (self.command,) + tuple(sorted((str(k), str(v.get("path")),
+                                               v.get("sha256") if v.get("path") is not None else None)
+                                              for k, v in self.inputs.items()))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,6 +141,7 @@ def _fmt_cell(v: Any) -> str:
 
 def _table(dicts: list[dict[str, Any]], columns: list[str] | None) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     flat = [flatten(d) for d in dicts]
@@ -147,17 +154,18 @@ def _table(dicts: list[dict[str, Any]], columns: list[str] | None) -> str:
     input_keys: list[str] = []
     for d in dicts:
         input_keys.extend(k for k in d["inputs"] if k not in input_keys)
+    # every cell is escaped: file names and messages are user-supplied and must not be read as rich markup
     for k in input_keys:
-        table.add_column(k, overflow="fold")
+        table.add_column(escape(k), overflow="fold")
     table.add_column("status")
     for c in columns:
-        table.add_column(c.split(".", 1)[-1] if c.startswith("features.") else c)
+        table.add_column(escape(c.split(".", 1)[-1] if c.startswith("features.") else c))
     for d, f in zip(dicts, flat):
         cells = [Path(str(d["inputs"].get(k, {}).get("path", "-"))).name for k in input_keys]
         status = d["status"] if d["status"] == "ok" else f"error: {d['error']['message']}"
         cells.append(status)
         cells.extend(_fmt_cell(f.get(c)) for c in columns)
-        table.add_row(*cells)
+        table.add_row(*[escape(str(c)) for c in cells])
     buf = io.StringIO()
     Console(file=buf, width=max(100, os.get_terminal_size(sys.stdout.fileno()).columns
                                 if sys.stdout.isatty() else 160)).print(table)

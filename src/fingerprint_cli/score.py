@@ -91,6 +91,15 @@ class PairResult:
         return None, ""
 
 
+def heatmap_path(result: PairResult, folder: str) -> str | None:
+    """Where :func:`write_heatmap` writes the pair's map: ``FOLDER/<suspect stem>__map.png``."""
+    from pathlib import Path
+
+    if result.distance_map is None and (result.reference is None or result.suspect_aligned is None):
+        return None
+    return str(Path(folder) / f"{Path(result.record.inputs['suspect']['path']).stem}__map.png")
+
+
 def write_heatmap(result: PairResult, folder: str, inputs: Sequence[str] = ()) -> str | None:
     """Write the pair's heatmap as ``FOLDER/<suspect stem>__map.png`` (atomically); returns the path."""
     from pathlib import Path
@@ -216,6 +225,9 @@ class Scorer:
                     slots[k] = PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
                 except FpxError as exc:
                     slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
+                except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
+                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), FpxError(
+                        f"unexpected failure: {type(exc).__name__}: {exc}", pair.suspect), self.provenance))
             for r in slots:
                 results.append(r)
                 if on_result:
@@ -231,9 +243,21 @@ class Scorer:
         return [_pixel_job(r, s) for r, s in loaded]
 
 
+MIN_SIDE = 11  # the SSIM window: smaller images carry no comparable evidence
+
+
 def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
+    for role, im in (("reference", ref), ("suspect", sus)):
+        if min(im.height, im.width) < MIN_SIDE:  # a 1x1 suspect resized to the reference would still "score"
+            return None, [], InputError(f"{role} is {im.width}x{im.height}: too small to compare (needs at least "
+                                        f"{MIN_SIDE}x{MIN_SIDE})", im.path)
     px, steps = align(ref, sus)
     try:
         return px, steps, pixel_features(ref.pixels, px)
-    except ValueError as exc:  # e.g. an image too small for SSIM
-        return px, steps, InputError(str(exc), sus.path)
+    except ValueError as exc:  # e.g. an image too small for SSIM: the suspect is aligned to the reference, so
+        # a small reference is the reference's fault
+        small_ref = min(ref.height, ref.width) <= min(sus.height, sus.width)
+        return px, steps, InputError(f"{'reference' if small_ref else 'suspect'}: {exc}",
+                                     ref.path if small_ref else sus.path)
+    except Exception as exc:  # noqa: BLE001 - becomes this pair's error record; the batch goes on
+        return px, steps, FpxError(f"unexpected failure: {type(exc).__name__}: {exc}", sus.path)

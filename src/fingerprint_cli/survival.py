@@ -106,8 +106,10 @@ def read_sidecar(protected_path: str) -> tuple[dict | None, str]:
     sp = sidecar_path(protected_path)
     if not Path(sp).is_file():
         return None, sp
+    from fingerprint_cli.images import read_checked
+
     try:
-        data = json.loads(Path(sp).read_text(encoding="utf-8"))
+        data = json.loads(read_checked(sp, "sidecar", max_bytes=16 << 20).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable perturbation sidecar JSON ({exc.__class__.__name__})", sp) from exc
     if not isinstance(data, dict) or "fpx_perturb_sidecar" not in data:

@@ -31,15 +31,24 @@ REQUIRED = ("schema", "id", "version", "created", "fpx_version", "encoder", "fea
             "class_model", "band_rule", "inconclusive", "calibration", "sha256")
 
 
+# Shipped ids pinned to their seal: an edited-and-resealed file can no longer carry a shipped id. A new shipped
+# artifact (or a new version of one) gets its line here in the same commit as its file.
+SHIPPED_PINS: dict[str, str] = {
+    "local-offline-pixel-v1": "fafb39f0af607015fecf71ffeb7506e9a2e3ee2610dbf45dd96eb23e22964179",
+    "local-offline-ssim-psnr-v1": "aa0cc8c484a81af68a473671f571e8a39dc53441fb4613c163acd2cf8553e1f0",
+}
+
+
 def canonical(doc: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in doc.items() if k != "sha256"}
+    """The sealed bytes: every key but ``sha256`` and the in-memory ``_``-prefixed ones (e.g. ``_path``)."""
+    body = {k: v for k, v in doc.items() if k != "sha256" and not str(k).startswith("_")}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
 
 def seal(doc: dict[str, Any]) -> dict[str, Any]:
     """Return ``doc`` with its ``sha256`` seal (re)computed."""
-    out = {k: v for k, v in doc.items() if k != "sha256"}
+    out = {k: v for k, v in doc.items() if k != "sha256" and not str(k).startswith("_")}
     out["sha256"] = hashlib.sha256(canonical(out)).hexdigest()
     return out
 
@@ -66,22 +75,89 @@ def validate(doc: Any, where: str) -> dict[str, Any]:
     if digest != doc["sha256"]:
         raise ArtifactError(f"thresholds artifact has been modified: its content hashes to {digest[:16]}…, "
                             f"not its recorded sha256 {str(doc['sha256'])[:16]}…; refusing it", where)
+    pin = SHIPPED_PINS.get(str(doc.get("id")))
+    if pin is not None and doc["sha256"] != pin:
+        raise ArtifactError(f"carries the id {doc['id']!r} of a shipped thresholds artifact but not its content "
+                            f"(sha256 {str(doc['sha256'])[:16]}…, shipped {pin[:16]}…): it was edited and "
+                            "resealed; refusing it (give an edited artifact its own id)", where)
     cm = doc["class_model"]
     k, d = len(cm.get("classes", [])), len(doc["features"])
     if k < 2 or len(cm.get("means", [])) != k or any(len(m) != d for m in cm["means"]) \
             or len(cm.get("covariance", [])) != d:
         raise ArtifactError("thresholds artifact has an inconsistent class model", where)
+    check_numbers(doc, where)
     return doc
+
+
+def check_numbers(doc: dict[str, Any], where: str) -> None:
+    """Refuse a class model that cannot give a meaningful posterior: non-finite or non-positive scales,
+    non-finite means, a covariance that is not symmetric positive definite, repeated classes, bad priors or an
+    inconclusive rule outside its range."""
+    import numpy as np
+
+    def arr(x, name, shape):
+        try:
+            a = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ArtifactError(f"thresholds artifact: {name} is not numeric", where) from None
+        if a.shape != shape:
+            raise ArtifactError(f"thresholds artifact: {name} has shape {a.shape}, not {shape}", where)
+        if not np.all(np.isfinite(a)):
+            raise ArtifactError(f"thresholds artifact: {name} holds non-finite values (NaN or infinite)", where)
+        return a
+
+    cm, st = doc["class_model"], doc["standardisation"]
+    classes = cm.get("classes", [])
+    k, d = len(classes), len(doc["features"])
+    if len(set(map(str, classes))) != k:
+        raise ArtifactError("thresholds artifact names a class twice", where)
+    if len(set(doc["features"])) != d:
+        raise ArtifactError("thresholds artifact names a feature twice", where)
+    if not isinstance(st, dict):
+        raise ArtifactError("thresholds artifact: standardisation is not an object", where)
+    arr(st.get("mean"), "standardisation mean", (d,))
+    std = arr(st.get("std"), "standardisation std", (d,))
+    if np.any(std <= 0):
+        bad = [f for f, v in zip(doc["features"], std) if v <= 0]
+        raise ArtifactError(f"thresholds artifact: standardisation std is not positive for {', '.join(bad)} "
+                            "(a zero scale makes every z-score infinite)", where)
+    means = arr(cm.get("means"), "class means", (k, d))
+    cov = arr(cm.get("covariance"), "covariance", (d, d))
+    if not np.allclose(cov, cov.T, rtol=1e-6, atol=1e-9):
+        raise ArtifactError("thresholds artifact: covariance is not symmetric", where)
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise ArtifactError("thresholds artifact: covariance is not positive definite", where) from None
+    priors = arr(cm.get("priors"), "priors", (k,))
+    if np.any(priors <= 0) or abs(float(priors.sum()) - 1.0) > 1e-4:
+        raise ArtifactError("thresholds artifact: priors must be positive and sum to 1", where)
+    if k >= 2 and np.allclose(means, means[:1], atol=1e-12):
+        raise ArtifactError("thresholds artifact: every class has the same mean (no class can be told apart)",
+                            where)
+    rule = doc["inconclusive"]
+    try:
+        mtp, bmp = float(rule["min_top_posterior"]), float(rule["band_min_posterior"])
+        mm2 = float(rule["max_mahalanobis2"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError("thresholds artifact: inconclusive rule lacks numeric min_top_posterior, "
+                            "band_min_posterior and max_mahalanobis2", where) from None
+    if not (0.0 <= mtp <= 1.0 and 0.0 <= bmp <= 1.0 and np.isfinite(mm2) and mm2 > 0):
+        raise ArtifactError("thresholds artifact: inconclusive rule out of range (posteriors in [0, 1], "
+                            "max_mahalanobis2 finite and > 0)", where)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise InputError("no such thresholds file", str(p))
+    from fingerprint_cli.images import read_checked
+
+    data = read_checked(p, "thresholds file", max_bytes=64 << 20)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"thresholds file is not valid JSON ({exc.__class__.__name__})", str(p)) from exc
+    if isinstance(doc, dict):  # in-memory keys are never read from a file
+        doc = {k: v for k, v in doc.items() if not str(k).startswith("_")}
     doc = validate(doc, str(p))
     doc["_path"] = str(p)
     return doc

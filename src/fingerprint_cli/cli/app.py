@@ -48,14 +48,33 @@ for _mod in _command_modules():
     _mod.register(app)
 
 
+INTERRUPTED = ("fpx: interrupted (exit 130); with --output, the records so far are kept in OUTPUT.partial: "
+               "run the same command with --resume to go on")
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C: one line on stderr, then the usual KeyboardInterrupt (typer turns it into exit 130)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C is not announced again
+    print(INTERRUPTED, file=sys.stderr, flush=True)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread
+        pass
     try:
         app()
     except FpxError as exc:  # errors raised outside a command's own handling
         print(f"fpx: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("fpx: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)

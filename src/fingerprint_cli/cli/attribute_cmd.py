@@ -94,12 +94,15 @@ def register(app: typer.Typer) -> None:
                 # --perturbed for every pair, else each --pairs row's own `perturbed` column
                 extra.append(survival.feature_fn(str(perturbed) if perturbed is not None else None))
             scorer = attr.make_scorer(decider.features, enc, use_disk_cache=not no_cache, jobs=jobs, extra=extra)
-            inputs = [p.reference for p in plist] + [p.suspect for p in plist]
-            if report is not None:
-                from fingerprint_cli import atomic
+            from fingerprint_cli import atomic
+            from fingerprint_cli.cli.score_cmd import run_inputs
 
-                atomic.refuse_overwrite_of_inputs(report, inputs)
-            sink = batch.RecordSink(str(output) if output else None, fmt, resume, TABLE_COLUMNS, inputs)
+            inputs = run_inputs(reference, suspects or [], pairs, ref_dir, suspect_dir, plist, perturbed)
+            if doc.get("_path") and not str(doc["_path"]).startswith("fingerprint_cli/"):
+                inputs.append(doc["_path"])
+            atomic.check_outputs({"--report": report, "--output": output}, inputs)
+            sink = batch.RecordSink(str(output) if output else None, fmt, resume, TABLE_COLUMNS, inputs,
+                                    command="attribute")
         except FpxError as exc:
             common.die(exc)
         provenance = {**scorer.provenance, "thresholds": {"id": doc["id"], "version": doc["version"],
@@ -124,6 +127,10 @@ def register(app: typer.Typer) -> None:
                                  provenance=provenance, details=rec.details)
                 except FpxError as exc:
                     rec = Record.failure("attribute", rec.inputs, exc, provenance)
+                except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
+                    rec = Record.failure("attribute", rec.inputs, FpxError(
+                        f"unexpected failure: {type(exc).__name__}: {exc}", rec.inputs["suspect"]["path"]),
+                        provenance)
             else:
                 rec = Record(command="attribute", inputs=rec.inputs, status="error", error=rec.error,
                              provenance=provenance)

@@ -85,11 +85,14 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli import calibrate as cal
         from fingerprint_cli.batch import Pair
         from fingerprint_cli.errors import FpxError, InputError, UsageError
-        from fingerprint_cli.records import render
+        from fingerprint_cli import guard
+        from fingerprint_cli.records import Record, render
 
         try:
             if fmt not in (None, "text", "json"):
                 raise UsageError("--format is text or json for calibrate")
+            if not 0.0 <= min_posterior <= 1.0:
+                raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
             rows = batch.read_csv_rows(corpus, ["reference", "suspect", "system", "image_id"])
             if not rows:
                 raise InputError("corpus has no rows", str(corpus))
@@ -119,8 +122,8 @@ def register(app: typer.Typer) -> None:
                 enc = encoders.load_encoder("dinov2-vitb14", resolution, device)
             out_inputs = [r["reference"] for r in rows] + [r["suspect"] for r in rows] + [str(corpus)]
             plot_path = plot or output.with_suffix(".png")
-            for p in (output, plot_path) + ((scores,) if scores else ()):
-                atomic.refuse_overwrite_of_inputs(p, out_inputs)
+            atomic.check_outputs({"--output": output, "--plot": plot_path, "--scores": scores},
+                                 batch.run_inputs(out_inputs))
             scorer = attr.make_scorer(names, enc, use_disk_cache=not no_cache, jobs=jobs)
         except FpxError as exc:
             common.die(exc)
@@ -135,8 +138,12 @@ def register(app: typer.Typer) -> None:
             if not rec.ok:
                 failed.append(rec)
                 continue
-            if any(rec.features.get(f) is None for f in names):
-                failed.append(rec)
+            bad = guard.nonfinite({f: rec.features.get(f) for f in names}) + \
+                [f for f in names if rec.features.get(f) is None]
+            if bad:  # a pair without usable features is a failed pair, not a reason to refuse the corpus
+                failed.append(Record.failure("score", rec.inputs, InputError(
+                    f"feature(s) {', '.join(bad)} missing or not finite", rec.inputs["suspect"]["path"]),
+                    rec.provenance))
                 continue
             hashes[r["reference"]] = rec.inputs["reference"]["sha256"]
             hashes[r["suspect"]] = rec.inputs["suspect"]["sha256"]

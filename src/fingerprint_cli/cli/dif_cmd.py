@@ -102,11 +102,15 @@ def register(app: typer.Typer) -> None:
             sink = batch.RecordSink(None, fmt, False, EXTRACT_COLUMNS)
             from fingerprint_cli import atomic
 
-            atomic.refuse_overwrite_of_inputs(out, all_inputs)
-            if plot is not None:
-                atomic.refuse_overwrite_of_inputs(plot, all_inputs)
-                if Path(plot).resolve() == Path(out).resolve():
-                    raise UsageError("--plot and --out name the same file")
+            for folder, found in ((generated, gen_paths), (real, real_paths)):
+                if not found:
+                    raise UsageError(f"no images found in {folder} (0 images): nothing to fit")
+            both = {images.sha256_file(p) for p in gen_paths} & {images.sha256_file(p) for p in real_paths}
+            if both:
+                raise UsageError(f"{len(both)} image(s) are in both --generated and --real (same content): the "
+                                 "two classes must be different images")
+            atomic.check_outputs({"--out": out, "--plot": plot},
+                                 batch.run_inputs(all_inputs, [generated, real]))
             cache = ResidualCache(disk=not no_cache)
             t0 = time.time()
             fp = extract.fit(gen_paths, real_paths, name=name or extract.default_name(generated), method=method,
@@ -170,7 +174,7 @@ def register(app: typer.Typer) -> None:
         those that call it generated (else 'real'). Examples: fpx detect ldm.fpx.safetensors suspects/;
         fpx detect -F ldm.fpx.safetensors -F dalle.fpx.safetensors img1.png img2.jpg --format csv
         """
-        from fingerprint_cli import batch
+        from fingerprint_cli import batch, guard
         from fingerprint_cli.dif import detect
         from fingerprint_cli.dif.fingerprint import Fingerprint
         from fingerprint_cli.dif.residuals import ResidualCache
@@ -195,8 +199,14 @@ def register(app: typer.Typer) -> None:
             for fp in fps:
                 detect.denoiser_for(fp)  # fails early when a denoiser is missing or differs
             paths = batch.expand_paths(rest)
+            if not paths:
+                raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
+            from fingerprint_cli import atomic
+
+            atomic.check_outputs({}, batch.run_inputs(paths + fp_paths, [r for r in rest if Path(r).is_dir()]))
             sink = batch.RecordSink(str(output) if output else None, fmt, resume,
-                                    DETECT_COLUMNS if len(fps) == 1 else None, paths + fp_paths)
+                                    DETECT_COLUMNS if len(fps) == 1 else None, paths + fp_paths,
+                                    command="detect")
             cache = ResidualCache(disk=not no_cache)
         except FpxError as exc:
             common.die(exc)
@@ -207,6 +217,14 @@ def register(app: typer.Typer) -> None:
         if resume and len(todo) < len(paths):
             batch.warn(f"--resume: {len(paths) - len(todo)} image(s) already in {output}, skipped", quiet)
         records = []
+        if cache.root is not None:
+            from fingerprint_cli import artifacts
+
+            problem = artifacts.cache_problem()
+            if problem:  # the cache is optional: say so once and go on without it
+                batch.warn_once("cache:residual", f"the residual cache cannot be used ({problem}); going on "
+                                                  "without it (set FPX_HOME to a writable folder, or --no-cache)")
+                cache.root = None
         with batch.progress_bar(len(todo), "detect", quiet) as advance:
             for p in todo:
                 try:
@@ -234,6 +252,11 @@ def register(app: typer.Typer) -> None:
                         best = max(called, key=lambda x: x[2]) if called else None
                         decision = {"generated": best is not None, "label": best[0] if best else "real",
                                     "called_by": [x[0] for x in called]}
+                    # no label but `unknown` from a NaN ρ / score or a fingerprint with non-finite statistics
+                    decision = guard.guard_decision(decision, {
+                        "rho": [feats[k] for k in feats if k.startswith("rho")], "score": [x[2] for x in per],
+                        "fingerprint statistics": [[fp.meta.get(k) for k in ("mu_gen", "mu_real", "sigma_real")]
+                                                   for fp in fps]})
                     reasons = [{"feature": f"score.{nm}" if len(fps) > 1 else "score", "z": sc,
                                 "generated": g} for nm, g, sc in sorted(per, key=lambda x: -x[2])]
                     rec = Record("detect", {"image": {"path": p, "sha256": sha}}, features=feats, directions=dirs,

@@ -58,12 +58,17 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli.errors import FpxError
 
         paths = [str(p) for p in fingerprints]
+        sink = None
         try:
-            sink = batch.RecordSink(str(output) if output else None, fmt, False, None, paths)
-            if plot is not None:
-                from fingerprint_cli import atomic
+            from fingerprint_cli import atomic
 
-                atomic.refuse_overwrite_of_inputs(plot, paths)
+            # everything this run reads: the fingerprints, the images their metadata records (held-out test
+            # splits), and the --images / --real folders — checked against every output before any work
+            folders = [v.split("=", 1)[1] if "=" in v and not Path(v).is_dir() else v for v in list(images) + list(real)]
+            inputs = batch.run_inputs([], folders, paths)
+            atomic.check_outputs({"--plot": plot, "--output": output}, inputs)
+            sink = batch.RecordSink(str(output) if output else None, fmt, False, None, inputs,
+                                    command="lineage")
             with batch.progress_bar(len(paths), "lineage", quiet) as advance:
                 res, prov = lin.run(paths, images=images, real_dir=list(real) or None,
                                     threshold=threshold, max_shift=max_shift, metric=metric,
@@ -71,8 +76,10 @@ def register(app: typer.Typer) -> None:
                                     on_progress=lambda n=1, **kw: advance(n, **kw))
             records = lin.to_records(res, prov)
             if plot is not None:
-                lin.plot(res, str(plot), inputs=paths)
+                lin.plot(res, str(plot), inputs=inputs)
         except FpxError as exc:
+            if sink is not None:
+                sink.abandon()
             common.die(exc)
         for w in res.warnings:
             batch.warn(w, quiet)

@@ -15,8 +15,11 @@ ORDER = 80
 
 
 def _emit(rows: list[dict], fmt: Optional[str], columns: list[str]) -> None:
-    from fingerprint_cli.records import default_format
+    from fingerprint_cli.errors import UsageError
+    from fingerprint_cli.records import FORMATS, default_format
 
+    if fmt is not None and fmt not in FORMATS:
+        common.die(UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"))
     fmt = fmt or ("table" if default_format() == "table" else "jsonl")
     if fmt == "json":
         print(json.dumps(rows, indent=2))
@@ -31,13 +34,14 @@ def _emit(rows: list[dict], fmt: Optional[str], columns: list[str]) -> None:
         w.writerows(rows)
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         t = Table()
         for c in columns:
             t.add_column(c)
         for r in rows:
-            t.add_row(*["-" if r.get(c) is None else str(r.get(c)) for c in columns])
+            t.add_row(*["-" if r.get(c) is None else escape(str(r.get(c))) for c in columns])
         Console(width=160).print(t)
 
 
@@ -104,16 +108,21 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli import artifacts
         from fingerprint_cli.errors import FpxError
 
+        from fingerprint_cli.errors import UsageError
+        from fingerprint_cli.records import FORMATS
+
         try:
+            if fmt is not None and fmt not in FORMATS:
+                raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
             names = [artifacts.resolve(name).name] if name else [r["name"] for r in artifacts.summary()
-                                                                  if r["installed"]]
+                                                                  if r["installed"] or r.get("problem")]
         except FpxError as exc:
             common.die(exc)
         rows = [artifacts.verify(n) for n in names]
         _emit(rows, fmt, ["name", "installed", "intact", "verified", "how", "path"])
         bad = [r for r in rows if not (r["intact"] and r["verified"])]
         for r in bad:
-            why = "not installed" if not r["installed"] else (
+            why = r["problem"] if r.get("problem") else "not installed" if not r["installed"] else (
                 "file changed since it was installed" if not r["intact"] else "sha256 differs from the pin")
             print(f"fpx: {r['name']}: {why}", file=sys.stderr)
         raise typer.Exit(1 if bad else 0)
@@ -129,7 +138,7 @@ def register(app: typer.Typer) -> None:
             return
         try:
             spec = artifacts.resolve(name)
+            inst = artifacts.installed(spec.name)
         except FpxError as exc:
             common.die(exc)
-        inst = artifacts.installed(spec.name)
         print(inst.path if inst else artifacts.artifact_dir(spec) / spec.filename)

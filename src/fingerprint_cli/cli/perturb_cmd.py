@@ -105,11 +105,27 @@ def register(app: typer.Typer) -> None:
 
         try:
             pert._check_common(method, strength, jnd_model)
+            pert.check_psnr_floor(psnr_floor)
             given_dirs = any(Path(i).is_dir() for i in inputs)
             files = batch.expand_paths(inputs)
             if not files:
-                raise UsageError("no images found in the given folder(s)")
+                raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
             plan, is_batch = plan_outputs(files, given_dirs, out, jnd_map)
+            # every output (images, sidecars, maps, records) against every input, before any work
+            run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
+            outs: dict = {"--records": records}
+            planned: set = set()
+            for n, (_, o, m) in enumerate(plan):
+                for label, target in ((f"output {n + 1}", o), (f"--jnd-map {n + 1}", m)):
+                    # in a batch, two inputs with one stem share an output: the second becomes an error record
+                    # below, so each path is checked once here
+                    if target is None or Path(target).resolve() in planned:
+                        continue
+                    planned.add(Path(target).resolve())
+                    outs[label] = target
+                    if label.startswith("output"):
+                        outs[f"sidecar {n + 1}"] = pert.sidecar_path(str(target))
+            atomic.check_outputs(outs, run_in, create=is_batch)
             enc = None
             making = any(o is not None for _, o, _ in plan)
             if method == "adversarial" and making:
@@ -122,7 +138,8 @@ def register(app: typer.Typer) -> None:
                     d.mkdir(parents=True, exist_ok=True)
                 elif not d.is_dir():
                     raise UsageError("output folder does not exist", str(d))
-            sink = batch.RecordSink(str(records) if records else None, fmt, resume, TABLE_COLUMNS, files)
+            sink = batch.RecordSink(str(records) if records else None, fmt, resume, TABLE_COLUMNS, files,
+                                    command="perturb")
             prov = score_mod.base_provenance(enc)
         except FpxError as exc:
             common.die(exc)
@@ -180,7 +197,12 @@ def register(app: typer.Typer) -> None:
                                  directions={k: FEATURE_DIRECTIONS[k] for k in feats}, provenance=prov,
                                  details=details)
                 except FpxError as exc:
+                    if exc.path is None:
+                        exc.path = src
                     rec = Record.failure("perturb", inputs_rec, exc, prov)
+                except Exception as exc:  # noqa: BLE001 - one item's failure never aborts the batch
+                    rec = Record.failure("perturb", inputs_rec,
+                                         FpxError(f"unexpected failure: {type(exc).__name__}: {exc}", src), prov)
                 if enc is None:
                     advance()
                 sink.add(rec)

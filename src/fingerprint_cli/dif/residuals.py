@@ -55,7 +55,7 @@ class ResidualCache:
         r = self._mem.get(key)
         if r is None:
             f = self._file(key)
-            if f is not None and f.is_file():
+            if f is not None and _is_file(f):
                 try:
                     r = np.load(f, allow_pickle=False)
                     if r.ndim != 3 or r.shape[0] != 3 or max(r.shape[1:]) > crop or r.dtype != np.float32:
@@ -78,16 +78,29 @@ class ResidualCache:
         if f is not None:
             from fingerprint_cli import atomic
 
-            f.parent.mkdir(parents=True, exist_ok=True)
-            with atomic.atomic_path(f, suffix=".npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, residual, allow_pickle=False)
+            try:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                with atomic.atomic_path(f, suffix=".npy") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, residual, allow_pickle=False)
+            except OSError as exc:  # the disk cache is optional: one warning, then memory only
+                from fingerprint_cli.batch import cache_unusable
+
+                cache_unusable("residual", exc)
+                self.root = None
 
     def __len__(self) -> int:
         return len(self._mem)
 
     def __contains__(self, key) -> bool:
         return tuple(key) in self._mem
+
+
+def _is_file(f: Path) -> bool:
+    try:
+        return f.is_file()
+    except OSError:
+        return False
 
 
 def centre_crop(pixels: np.ndarray, crop: int, path: str = "", allow_smaller: bool = False) -> np.ndarray:
@@ -146,8 +159,7 @@ def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: Resid
         p = str(p)
         try:
             if cache is not None:
-                if not Path(p).is_file():
-                    raise InputError("no such file", p)
+                images.check_file(p, "image file")  # a FIFO or device is refused, not read
                 sha = images.sha256_file(p)
                 hit = cache.get(sha, denoiser.sha256, crop)
                 if hit is not None:

@@ -112,12 +112,13 @@ def matrix_text(res: LineageResult) -> str:
     import io
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table()
     t.add_column("fingerprint")
-    for nm in res.names:
-        t.add_column(nm, justify="right")
+    for nm in res.names:  # names come from the artifacts: never read them as markup
+        t.add_column(escape(nm), justify="right")
     for i, nm in enumerate(res.names):
         cells = []
         for j in range(len(res.names)):
@@ -125,18 +126,19 @@ def matrix_text(res: LineageResult) -> str:
                 cells.append("error")
             else:
                 cells.append((_pct if res.metric == "accuracy" else _auc_text)(_basis(res)[i, j]))
-        t.add_row(nm, *cells)
+        t.add_row(escape(nm), *cells)
     buf = io.StringIO()
     con = Console(file=buf, width=160)
     what = {"accuracy": "balanced accuracy", "auc": "AUC", "grid": f"grid AUC, period {res.period}"}[res.metric]
     con.print(f"cross-detection {what} (row: fingerprint; column: held-out images of)")
     con.print(t)
     fams = "; ".join("{" + ", ".join(f) + "}" for f in res.clustering.families)
-    con.print(f"families (threshold {res.clustering.threshold:g} on 1 - relatedness): {fams}")
+    con.print(f"families (threshold {res.clustering.threshold:g} on 1 - relatedness): {fams}", markup=False)
     if res.clustering.unresolved:
-        con.print(f"unresolved (self-detection not above chance): {', '.join(res.clustering.unresolved)}")
+        con.print(f"unresolved (self-detection not above chance): {', '.join(res.clustering.unresolved)}",
+                  markup=False)
     for lk in res.links:
-        con.print(f"  {lk['text']}")
+        con.print(f"  {lk['text']}", markup=False)
     return buf.getvalue()
 
 
