@@ -38,52 +38,176 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-BANDS = {"identity": "benign", "jpeg_q85": "benign", "jpeg_q50": "benign", "resize_0.94": "benign",
-         "blur_mild": "benign", "ffdnet_s5": "tight", "ffdnet_s15": "tight", "waifu2x_photo": "drift",
-         "waifu2x_anime": "drift", "realesrgan_anime": "drift", "realesrgan_x4plus": "drift"}
+BANDS_V1 = {"identity": "benign", "jpeg_q85": "benign", "jpeg_q50": "benign", "resize_0.94": "benign",
+            "blur_mild": "benign", "ffdnet_s5": "tight", "ffdnet_s15": "tight", "waifu2x_photo": "drift",
+            "waifu2x_anime": "drift", "realesrgan_anime": "drift", "realesrgan_x4plus": "drift"}
+# v2 (issue 11): common benign global edits as their own benign systems (parameters drawn per crop)
+BENIGN_EDITS = ("tone_curve", "colour_balance", "sharpen", "denoise_tv", "jpeg2000")
+BANDS = {**BANDS_V1, **{e: "benign" for e in BENIGN_EDITS}}
+# chains: every system (but identity) is also followed by a re-save, labelled with the system
+CHAINS = ("jpeg", "resize")
 
-FEATURE_SETS = [("local-offline-pixel-v1", "pixel"), ("local-offline-ssim-psnr-v1", "ssim-psnr")]
+FEATURE_SETS = {"v1": [("local-offline-pixel-v1", "pixel"), ("local-offline-ssim-psnr-v1", "ssim-psnr")],
+                "v2": [("local-offline-pixel-v2", "pixel-v2")]}
 
 
 def domain_of(path: Path) -> str:
     stem = path.stem
     if stem.startswith("kodim"):
         return "kodak24"
+    if stem.isdigit():
+        return "bsds500"
     return stem.split("__")[0].split("-")[0]
 
 
-def build(folders: list[Path], out: Path, crop: int, reps: int, systems: list[str]) -> Path:
+def split_of(sha256: str) -> str:
+    """The fixed photo split of issue 11: ``calib`` (2/3) or ``eval`` (1/3), from the file's sha256."""
+    return "eval" if int(sha256[:8], 16) % 3 == 0 else "calib"
+
+
+# ---------------------------------------------------------------- benign edits (calibration systems)
+def _rng(key: str) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+
+def tone_curve(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A global tone curve: gamma in [0.8, 0.92] or [1.08, 1.25], then a mild contrast S-curve or none."""
+    g = float(rng.choice([rng.uniform(0.8, 0.92), rng.uniform(1.08, 1.25)]))
+    y = np.clip(px, 0, 1) ** g
+    k = float(rng.uniform(0.0, 0.3))
+    y = y + k * (y - 0.5) * (1 - np.abs(2 * y - 1))  # monotone for k < 1
+    return np.clip(y, 0, 1).astype(np.float32)
+
+
+def colour_balance(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White balance / colour cast: per-channel gains in [0.9, 1.1] and offsets in [-0.03, 0.03]."""
+    gains = rng.uniform(0.9, 1.1, 3)
+    offs = rng.uniform(-0.03, 0.03, 3)
+    return np.clip(px * gains + offs, 0, 1).astype(np.float32)
+
+
+def sharpen(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unsharp mask, radius (Gaussian sigma) 1 px, amount in [0.4, 1.0]."""
+    from scipy.ndimage import gaussian_filter
+
+    a = float(rng.uniform(0.4, 1.0))
+    blur = gaussian_filter(np.asarray(px, np.float64), sigma=(1.0, 1.0, 0), mode="reflect")
+    return np.clip(px + a * (px - blur), 0, 1).astype(np.float32)
+
+
+def denoise_tv(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Total-variation denoising filter (scikit-image Chambolle), weight in [0.02, 0.08]."""
+    from skimage.restoration import denoise_tv_chambolle
+
+    w = float(rng.uniform(0.02, 0.08))
+    return np.clip(denoise_tv_chambolle(np.asarray(px, np.float64), weight=w, channel_axis=-1), 0, 1).astype(np.float32)
+
+
+def jpeg2000(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another codec: JPEG 2000 (Pillow / OpenJPEG) at a compression ratio in [10, 40]."""
     from fingerprint_cli import images
+
+    rate = float(rng.uniform(10, 40))
+    data = images.encode(px, "JPEG2000", quality_mode="rates", quality_layers=[rate])
+    return np.clip(images.decode(data, "<jpeg2000>").pixels, 0, 1).astype(np.float32)
+
+
+EDITS = {"tone_curve": tone_curve, "colour_balance": colour_balance, "sharpen": sharpen,
+         "denoise_tv": denoise_tv, "jpeg2000": jpeg2000}
+
+
+def run_system(name: str, px: np.ndarray, key: str) -> np.ndarray:
+    """Output of calibration system ``name`` on ``px``; ``key`` seeds any randomness (reproducible)."""
+    if name in EDITS:
+        return EDITS[name](px, _rng(f"{key}:{name}"))
     from i2i_networks import SYSTEMS
+
+    return SYSTEMS[name](px)
+
+
+def chain(kind: str, px: np.ndarray, key: str) -> tuple[np.ndarray, str]:
+    """A re-save after the system: JPEG at quality 70-95, or a downscale to 85-97% (the suspect keeps the
+    smaller size; fpx aligns it to the reference). Returns (pixels, description)."""
+    from fingerprint_cli import images
+
+    rng = _rng(f"{key}:chain:{kind}")
+    if kind == "jpeg":
+        q = int(rng.integers(70, 96))
+        data = images.encode(px, "JPEG", quality=q)
+        return images.decode(data, "<jpeg>").pixels, f"jpeg_q{q}"
+    s = float(rng.uniform(0.85, 0.97))
+    h, w = px.shape[:2]
+    return np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1), f"resize_{s:.3f}"
+
+
+def select_photos(folders: list[Path], split: str | None, max_per_folder: int | None) -> list[Path]:
+    from fingerprint_cli import images
+
+    out = []
+    for f in folders:
+        got = []
+        for p in images.list_images(f):
+            if split and split_of(images.sha256_file(p)) != split:
+                continue
+            got.append(p)
+        out += got[:max_per_folder] if max_per_folder else got
+    return out
+
+
+def crops(path: Path, crop: int, reps: int):
+    """Yield (rep, crop pixels) for a photo: downscaled so its shorter side is 2 x crop, a seeded window."""
+    from fingerprint_cli import images
+
+    img = images.load_image(path)
+    s = 2 * crop / min(img.height, img.width)
+    px = np.clip(images.resize(img.pixels, max(crop, round(img.height * s)), max(crop, round(img.width * s))), 0, 1)
+    for r in range(reps):
+        seed = int.from_bytes(hashlib.sha256(f"{img.sha256}:{r}".encode()).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        top = int(rng.integers(0, px.shape[0] - crop + 1))
+        left = int(rng.integers(0, px.shape[1] - crop + 1))
+        yield r, px[top:top + crop, left:left + crop]
+
+
+def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str],
+          chains: tuple[str, ...] = ()) -> Path:
+    from fingerprint_cli import images
 
     (out / "refs").mkdir(parents=True, exist_ok=True)
     (out / "suspects").mkdir(parents=True, exist_ok=True)
     rows = []
-    photos = [p for f in folders for p in images.list_images(f)]
     t0 = time.time()
     for n, path in enumerate(photos):
-        img = images.load_image(path)
-        s = 2 * crop / min(img.height, img.width)
-        px = np.clip(images.resize(img.pixels, max(crop, round(img.height * s)), max(crop, round(img.width * s))), 0, 1)
         image_id = f"{domain_of(path)}:{path.stem}"
         safe = hashlib.sha256(image_id.encode()).hexdigest()[:12]
-        for r in range(reps):
-            seed = int.from_bytes(hashlib.sha256(f"{img.sha256}:{r}".encode()).digest()[:8], "little")
-            rng = np.random.default_rng(seed)
-            top = int(rng.integers(0, px.shape[0] - crop + 1))
-            left = int(rng.integers(0, px.shape[1] - crop + 1))
-            ref = px[top:top + crop, left:left + crop]
+        for r, ref in crops(path, crop, reps):
             ref_path = out / "refs" / f"{safe}_r{r}.png"
             if not ref_path.exists():
                 images.save_png(ref, ref_path)
             ref = images.load_image(ref_path).pixels  # exactly what fpx will read
+            base = {"reference": f"refs/{ref_path.name}", "image_id": image_id, "domain": domain_of(path),
+                    "rep": str(r)}
             for system in systems:
+                key = f"{image_id}:{r}"
                 sus_path = out / "suspects" / f"{safe}_r{r}__{system}.png"
+                out_px = None
                 if not sus_path.exists():
-                    images.save_png(SYSTEMS[system](ref), sus_path)
-                rows.append({"reference": f"refs/{ref_path.name}", "suspect": f"suspects/{sus_path.name}",
-                             "system": system, "image_id": image_id, "domain": domain_of(path), "rep": str(r),
-                             "band": BANDS[system]})
+                    out_px = run_system(system, ref, key)
+                    images.save_png(out_px, sus_path)
+                rows.append({**base, "suspect": f"suspects/{sus_path.name}", "system": system,
+                             "band": BANDS[system], "chain": ""})
+                if system == "identity":
+                    continue
+                for kind in chains:
+                    ch_path = out / "suspects" / f"{safe}_r{r}__{system}__{kind}.png"
+                    _, how = chain(kind, np.zeros((crop, crop, 3), np.float32), key + ":" + system)
+                    if not ch_path.exists():
+                        if out_px is None:
+                            out_px = images.load_image(sus_path).pixels
+                        px2, how = chain(kind, out_px, key + ":" + system)
+                        images.save_png(px2, ch_path)
+                    rows.append({**base, "suspect": f"suspects/{ch_path.name}", "system": system,
+                                 "band": BANDS[system], "chain": how})
         print(f"  corpus: {n + 1}/{len(photos)} photos ({time.time() - t0:.0f} s)", file=sys.stderr)
     csv_path = out / "corpus.csv"
     with open(csv_path, "w", newline="") as f:
@@ -102,6 +226,12 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--ship", type=Path, default=None, help="write the artifacts into this folder")
     ap.add_argument("--plot", type=Path, default=None, help="copy the pixel artifact's plane PNG here")
+    ap.add_argument("--recipe", choices=("v1", "v2"), default="v2",
+                    help="v1: the issue-4 corpus (11 systems, no chains); v2 (default): + benign edits and chains")
+    ap.add_argument("--split", choices=("calib", "eval", "all"), default="calib",
+                    help="which photos (fixed split by file sha256: eval = 1/3, kept for bench/openset.py)")
+    ap.add_argument("--max-per-folder", type=int, default=None, help="at most this many photos per folder")
+    ap.add_argument("--build-only", action="store_true", help="write the corpus, do not calibrate")
     args = ap.parse_args()
 
     present = [f for f in args.folders if f.is_dir()]
@@ -114,29 +244,40 @@ def main() -> int:
     from i2i_networks import available
 
     avail = available()
-    systems = [s for s in BANDS if avail.get(s) is None]
-    for s in BANDS:
+    bands = BANDS_V1 if args.recipe == "v1" else BANDS
+    systems = [s for s in bands if avail.get(s) is None]
+    for s in bands:
         if avail.get(s) is not None:
             print(f"system {s} unavailable: {avail[s]}", file=sys.stderr)
     t0 = time.time()
-    corpus = build(present, args.out, args.crop, args.reps, systems)
+    photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
+    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe == "v2" else ())
     t_build = time.time() - t0
+    if args.build_only:
+        print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")
+        return 0
     results = []
-    for art_id, fs in FEATURE_SETS:
+    desc = ("LOCAL OFFLINE corpus (photos x benign processing, FFDNet, waifu2x, Real-ESRGAN round trips); "
+            "pixel features only - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+    if args.recipe == "v2":
+        desc = ("LOCAL OFFLINE corpus (calibration split of the photos x benign codecs and global edits: tone "
+                "curve, colour balance, sharpening, TV denoising, JPEG 2000; FFDNet, waifu2x, Real-ESRGAN round "
+                "trips; each system also followed by JPEG q70-95 and a 0.85-0.97 downscale); tone-corrected "
+                "pixel features - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+    for art_id, fs in FEATURE_SETS[args.recipe]:
         dest = (args.ship or args.out) / f"{art_id}.json"
         t1 = time.time()
-        cmd = ["fpx", "calibrate", str(corpus), "-o", str(dest), "--features", fs, "--id", art_id,
+        cmd = [sys.executable, "-m", "fingerprint_cli", "calibrate", str(corpus), "-o", str(dest), "--features", fs,
+               "--id", art_id, "--version", args.recipe[1:],
                "--bootstrap", str(args.bootstrap), "--plot", str(args.out / f"{art_id}.png"), "--format", "json",
-               "--quiet", "--description",
-               "LOCAL OFFLINE corpus (photos x benign processing, FFDNet, waifu2x, Real-ESRGAN round trips); "
-               "pixel features only - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)"]
+               "--quiet", "--description", desc]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode not in (0, 3):
             print(proc.stderr, file=sys.stderr)
             return 1
         out = json.loads(proc.stdout)
         results.append((art_id, fs, out["calibration"], time.time() - t1))
-        if args.plot and fs == "pixel":
+        if args.plot and fs.startswith("pixel"):
             args.plot.write_bytes((args.out / f"{art_id}.png").read_bytes())
     cal0 = results[0][2]
     print(f"\ncorpus: {cal0['corpus']['n_images']} photos x {args.reps} crops ({args.crop}px) x {len(systems)} systems"

@@ -37,6 +37,18 @@ def summary_text(doc: dict) -> str:
                      f"[{bl['band_loo']['ci95'][0]:.3f}, {bl['band_loo']['ci95'][1]:.3f}]")
     lines.append(f"bands: {doc['band_rule']['how']}: " +
                  ", ".join(f"{s}={b}" for s, b in doc["band_rule"]["bands"].items()))
+    conf = cal.get("conformal")
+    if conf:
+        lines.append(f"conformal (Mondrian, per-class Ledoit-Wolf Mahalanobis, LOO) at alpha {conf['alpha']:g}: "
+                     f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
+                     f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
+                     f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
+                     f"{conf['singleton_rate']:.3f} (accuracy {conf['singleton_accuracy'] if conf['singleton_accuracy'] is None else round(conf['singleton_accuracy'], 3)})")
+        wn = max(len(c) for c in conf["per_system"]) + 2
+        for c, v in conf["per_system"].items():
+            lines.append(f"    {c:<{wn}} coverage {v['coverage']:.3f}  n {v['n']:>5d}  mean set size {v['mean_set_size']:.2f}")
+    else:
+        lines.append("conformal: none (p-values: not calibrated)")
     labels = loo["labels"]
     w = max(len(x) for x in labels) + 2
     lines.append("confusion (rows true, columns predicted, LOO):")
@@ -61,7 +73,13 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="cluster-bootstrap resamples (>= 2000 "
                                                                          "for published numbers)"),
         seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of plotted subsamples"),
-        min_posterior: float = typer.Option(0.5, "--min-posterior", help="inconclusive below this top posterior"),
+        min_posterior: float = typer.Option(0.5, "--min-posterior",
+                                            help="(with --no-conformal) inconclusive below this top posterior"),
+        alpha: float = typer.Option(0.05, "--alpha", help="conformal significance level stored in the artifact, "
+                                                           "in (0, 0.5]"),
+        conformal: bool = typer.Option(True, "--conformal/--no-conformal",
+                                       help="fit conformal p-values (open-set `unknown`); --no-conformal makes a "
+                                            "v1-style artifact"),
         blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
         scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
@@ -90,6 +108,7 @@ def register(app: typer.Typer) -> None:
         try:
             if fmt not in (None, "text", "json"):
                 raise UsageError("--format is text or json for calibrate")
+            attr.check_alpha(alpha)
             rows = batch.read_csv_rows(corpus, ["reference", "suspect", "system", "image_id"])
             if not rows:
                 raise InputError("corpus has no rows", str(corpus))
@@ -181,7 +200,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
             doc = cal.calibrate(corp, artifact_id=artifact_id or output.stem, version=version,
                                 description=description, corpus_info=info, encoder=enc_info, B=bootstrap,
-                                seed=seed, min_posterior=min_posterior)
+                                seed=seed, min_posterior=min_posterior, alpha=alpha if conformal else None)
         except ValueError as exc:
             common.die(UsageError(f"{corpus}: {exc}"))
         except FpxError as exc:
