@@ -172,7 +172,7 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
     reference value x_b and mean suspect value y_b are taken, and a non-decreasing ``f`` is fitted to
     (x_b, y_b) with weights = bin counts (``sklearn.isotonic.IsotonicRegression``, clipped to [0, 1]). The
     corrected suspect is ``f⁻¹(s)`` (``np.interp`` on the fitted points, made strictly increasing by a 1e-6
-    ramp; values beyond the fitted range map to its ends).
+    ramp); below the first and above the last bin mean the curve continues with slope 1 to 0 and 1.
 
     Curve features: ``curve_shift`` = mean over channels and pixels of ``f_c(r) − r``; ``curve_contrast`` =
     log10 of the mean-curve slope between the reference luma-free 25th and 75th percentiles (pooled over
@@ -203,6 +203,11 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
             continue
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         fy = iso.fit(xb, yb, sample_weight=n[keep]).predict(xb)
+        # beyond the first / last bin mean the curve continues with slope 1 (to 0 and 1)
+        if xb[0] > 0.0:
+            xb, fy = np.r_[0.0, xb], np.r_[max(0.0, fy[0] - xb[0]), fy]
+        if xb[-1] < 1.0:
+            xb, fy = np.r_[xb, 1.0], np.r_[fy, min(1.0, fy[-1] + 1.0 - xb[-1])]
         mapped[..., c] = np.interp(r[..., c], xb, fy)
         on_grid.append(np.interp(grid, xb, fy))
         fy_strict = fy + 1e-6 * np.arange(len(fy))

@@ -3,7 +3,9 @@
 An artifact is one JSON object (never a pickle) with ``schema: "fpx-thresholds/1"``, ``id``, ``version``,
 ``created``, ``fpx_version``, ``encoder`` (``null`` for pixel features only, else ``{id, weights_sha256,
 resolution}``), ``features`` and ``directions``, ``standardisation`` (mean/std), ``class_model`` (LDA with a
-shared covariance, parameters in JSON), ``band_rule``, ``inconclusive`` rule and ``calibration`` (corpus
+shared covariance, parameters in JSON), ``band_rule``, ``inconclusive`` rule, optionally ``conformal`` (v2: Mondrian conformal p-values, see
+:class:`fingerprint_cli.calibrate.Conformal`; an artifact without it still loads and its records say
+"p-values: not calibrated") and ``calibration`` (corpus
 description and sha256, images, calls, systems, leave-one-image-out accuracy with 95% CI, confusion
 matrix, band purity, η², blind baseline). The ``sha256`` field seals the rest: it is the SHA-256 of the
 canonical JSON (sorted keys, compact separators, UTF-8) of the object without ``sha256``. An artifact
@@ -129,7 +131,9 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
             "encoder": doc["encoder"], "features": doc["features"],
             "loo_accuracy": loo.get("accuracy"), "loo_ci95": loo.get("ci95"),
             "band_loo_accuracy": cal.get("band_loo", {}).get("accuracy"),
-            "corpus": cal.get("corpus", {}).get("description"), "note": doc.get("description")}
+            "corpus": cal.get("corpus", {}).get("description"), "note": doc.get("description"),
+            "p_values": (f"conformal, alpha {doc['conformal'].get('alpha')}" if doc.get("conformal")
+                         else "not calibrated")}
 
 
 def check_encoder(doc: dict[str, Any], encoder) -> None:
