@@ -273,6 +273,7 @@ def main() -> int:
     ap.add_argument("--v1", default="local-offline-pixel-v1", help="the 'before' artifact (id or file)")
     ap.add_argument("--v2", default="local-offline-pixel-v2", help="the 'after' artifact (id or file)")
     ap.add_argument("--alpha", type=float, default=None, help="override the v2 artifact's alpha")
+    ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
     args = ap.parse_args()
     present = [f for f in args.folders if f.is_dir()]
     if not present:
@@ -289,7 +290,18 @@ def main() -> int:
     rows = build(photos, args.out, args.crop, args.reps, systems)
     d1, d2 = thresholds.find(args.v1), thresholds.find(args.v2)
     names = list(dict.fromkeys(list(d1["features"]) + list(d2["features"])))
-    feats = score(rows, names)
+    feats = None
+    cache = args.out / "rows.csv"
+    if cache.exists() and not args.rescore:  # features depend only on the images, not on the artifacts
+        with open(cache, newline="") as f:
+            old = list(csv.DictReader(f))
+        if [(o["reference"], o["suspect"]) for o in old] == [(r["reference"], r["suspect"]) for r in rows] \
+                and all(n in old[0] for n in names):
+            feats = [{n: float(o[n]) for n in names} for o in old]
+            print(f"openset: features of {len(feats)} pairs read from {cache} (--rescore to recompute)",
+                  file=sys.stderr)
+    if feats is None:
+        feats = score(rows, names)
     with open(args.out / "rows.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) + names)
         w.writeheader()
