@@ -362,3 +362,21 @@ def test_v1_artifact_loads_gives_the_same_numbers_and_says_not_calibrated():
         assert d["conformal"]["calibrated"] is False and "p-values: not calibrated" in d["conformal"]["note"]
         assert d["p_values"] is None and d["prediction_set"] is None
         assert d["thresholds"]["id"] == "local-offline-pixel-v1" and d["thresholds"]["p_values"] == "not calibrated"
+
+
+def test_calibrate_reuse_scores_gives_the_same_artifact_without_rescoring(tmp_path):
+    corpus = make_image_corpus(tmp_path / "c", n_images=4, reps=1)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    sc = tmp_path / "scores.jsonl"
+    base = ["--features", "pixel-v2", "--bootstrap", "100", "--no-blind", "--quiet", "--id", "x", "--format", "json"]
+    r1 = run(["calibrate", str(corpus), "-o", str(a), "--scores", str(sc), *base])
+    assert r1.exit_code == 0, r1.output
+    # change one suspect: it must be scored again, the rest reused
+    images.save_png(np.zeros((48, 64, 3)), tmp_path / "c" / "sus0_blur_0.png")
+    r2 = run(["calibrate", str(corpus), "-o", str(b), "--reuse-scores", str(sc),
+              *[x for x in base if x != "--quiet"]])
+    assert r2.exit_code == 0, r2.output
+    assert "11 of 12 pair(s) reused" in r2.stderr
+    da, db = thresholds.load(a), thresholds.load(b)
+    assert da["features"] == db["features"]
+    assert da["class_model"]["means"] != db["class_model"]["means"]  # the changed pair was really rescored

@@ -59,6 +59,49 @@ def summary_text(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reused(path: Path, pairs, names) -> dict:
+    """{pair index: PairResult} for pairs of ``path`` (an earlier ``--scores`` jsonl) whose reference and
+    suspect paths and sha256 match the files now and that carry every feature in ``names``."""
+    import json as _json
+
+    from fingerprint_cli import images
+    from fingerprint_cli.errors import InputError
+    from fingerprint_cli.records import Record
+    from fingerprint_cli.score import PairResult
+
+    if not path.is_file():
+        raise InputError("no such scores file", str(path))
+    old = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = _json.loads(line)
+                if d.get("status") == "ok":
+                    old[(d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"])] = d
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"is not a --scores jsonl file ({exc.__class__.__name__})", str(path)) from exc
+    sha: dict[str, str] = {}
+
+    def digest(p):
+        if p not in sha:
+            sha[p] = images.sha256_file(p)
+        return sha[p]
+
+    out = {}
+    for i, pair in enumerate(pairs):
+        d = old.get((pair.reference, pair.suspect))
+        if d is None or any(d["features"].get(f) is None for f in names):
+            continue
+        try:
+            same = (d["inputs"]["reference"]["sha256"] == digest(pair.reference)
+                    and d["inputs"]["suspect"]["sha256"] == digest(pair.suspect))
+        except OSError:
+            continue
+        if same:
+            out[i] = PairResult(Record.from_dict(d))
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("calibrate")
     def calibrate_cmd(
@@ -83,6 +126,10 @@ def register(app: typer.Typer) -> None:
         blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
         scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
+        reuse_scores: Optional[Path] = typer.Option(
+            None, "--reuse-scores",
+            help="a --scores jsonl of an earlier run: pairs whose paths and sha256 match and that have every "
+                 "feature are not scored again (recalibrate with another --alpha without rescoring)"),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="encoder resolution (default 224)"),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache"),
@@ -145,8 +192,16 @@ def register(app: typer.Typer) -> None:
             common.die(exc)
 
         pairs = [Pair(r["reference"], r["suspect"]) for r in rows]
-        with batch.progress_bar(len(pairs), "score", quiet) as advance:
-            results = scorer.score(pairs, batch_size=batch_size, on_result=lambda r: advance())
+        try:
+            reused = _reused(reuse_scores, pairs, names) if reuse_scores else {}
+        except FpxError as exc:
+            common.die(exc)
+        if reuse_scores:
+            batch.warn(f"--reuse-scores: {len(reused)} of {len(pairs)} pair(s) reused from {reuse_scores}", quiet)
+        todo = [p for i, p in enumerate(pairs) if i not in reused]
+        with batch.progress_bar(len(todo), "score", quiet) as advance:
+            fresh = iter(scorer.score(todo, batch_size=batch_size, on_result=lambda r: advance()))
+        results = [reused[i] if i in reused else next(fresh) for i in range(len(pairs))]
         keep, failed = [], []
         hashes: dict[str, str] = {}
         for r, res in zip(rows, results):
