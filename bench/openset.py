@@ -232,6 +232,15 @@ def evaluate(rows, feats, decider):
     truth = np.array([r["truth"] for r in rows])
     tband = np.array([r["truth_band"] for r in rows])
     is_sys = np.isin(sysl, list(systems))
+    img = np.array([r["image_id"] for r in rows])
+
+    def ci(values, m):  # 95% cluster-bootstrap CI over photos (calls of one photo are not independent)
+        from fingerprint_cli.calibrate import cluster_bootstrap_ci
+
+        if not m.any():
+            return None
+        _, lo, hi = cluster_bootstrap_ci(np.asarray(values, dtype=float)[m], img[m], B=1000, seed=0)
+        return [lo, hi]
     for k in ("held_out_benign", "held_out_network"):
         m = kind == k
         out[k] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()),
@@ -240,9 +249,13 @@ def evaluate(rows, feats, decider):
                   "inconclusive": float((label[m] == "inconclusive").mean()),
                   "benign_band": float((band[m] == "benign").mean())}
     m = np.isin(kind, ["held_out_benign", "held_out_network"])
-    out["held_out"] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean())}
+    out["held_out"] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()), "known_label_ci": ci(is_sys, m)}
+    mb = kind == "held_out_benign"
+    out["held_out_benign"]["ai_band_ci"] = ci(np.isin(band, AI_BANDS), mb)
+    ai_sys = np.isin(sysl, [c for c in systems if decider.bands[c] in AI_BANDS])
+    out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
     for k in ("known", "chain"):
-        m = kind == k
+        m = (kind == k) & np.isin(truth, list(systems))  # each artifact on the systems it was calibrated on
         decided = m & is_sys
         if decider.conformal is not None:
             cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)])
@@ -252,7 +265,8 @@ def evaluate(rows, feats, decider):
         bdec = m & np.isin(band, list(set(decider.bands.values())))
         out[k] = {"n": int(m.sum()), "decided": float(decided.sum() / max(m.sum(), 1)),
                   "accuracy_decided": float((sysl[decided] == truth[decided]).mean()) if decided.any() else None,
-                  "coverage": float(cover[m].mean()), "unknown": float((label[m] == "unknown").mean()),
+                  "coverage": float(cover[m].mean()), "coverage_ci": ci(cover, m),
+                  "unknown": float((label[m] == "unknown").mean()),
                   "band_decided": float(bdec.sum() / max(m.sum(), 1)),
                   "band_accuracy_decided": float((band[bdec] == tband[bdec]).mean()) if bdec.any() else None}
     per = {}
@@ -332,10 +346,17 @@ def main() -> int:
 
         def f(v):
             return "-" if v is None else f"{v:.3f}"
-        print(f"| {r['artifact']} | {f(r['held_out']['known_label'])} (benign {f(hb['known_label'])}, networks "
-              f"{f(hn['known_label'])}) | {f(hb['ai_band'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
-              f"{f(kn['coverage'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | {f(ch['coverage'])} | "
-              f"{f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
+
+        def fc(v, c):
+            return f(v) + ("" if c is None else f" [{c[0]:.3f}, {c[1]:.3f}]")
+        print(f"| {r['artifact']} | {fc(r['held_out']['known_label'], r['held_out']['known_label_ci'])} (benign "
+              f"{f(hb['known_label'])}, networks {f(hn['known_label'])}; an AI system {f(r['held_out']['ai_system_label'])}) "
+              f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
+              f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
+              f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
+    print(f"\nknown / chain rows: each artifact on its own calibrated systems (v1: {res['v1']['known']['n']} + "
+          f"{res['v1']['chain']['n']} calls of its 11 systems; v2: {res['v2']['known']['n']} + {res['v2']['chain']['n']} "
+          "of its 16).")
     print("\nv1 has no prediction set: its 'coverage' counts calls whose decision does not exclude the true system "
           "(right system, or inconclusive system with the right or no band).\n")
     print("Per held-out processing (label counts, v1 -> v2):\n")
