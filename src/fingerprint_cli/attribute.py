@@ -83,7 +83,7 @@ class Decider:
         if self.conformal is not None:
             return self._set_label(p, pv, top_k, n_calls)
         d = self._v1_label(p, m2, top_k, n_calls)
-        d.update({"p_values": None, "prediction_set": None, "alpha": None,
+        d.update({"p_values": None, "prediction_set": None, "set_size": None, "alpha": None, "p_value": None,
                   "conformal": {"calibrated": False, "note": NOT_CALIBRATED + f" (artifact {self.doc['id']} has "
                                 "no conformal calibration; posteriors and the distance rule only)"}})
         return d
@@ -115,7 +115,7 @@ class Decider:
         return {"band": band, "system": system, "label": label,
                 "inconclusive": label == "inconclusive", "unknown": label == "unknown",
                 "p_value": float(pv[classes.index(lead)]),
-                "prediction_set": members, "alpha": alpha,
+                "prediction_set": members, "set_size": len(members), "alpha": alpha,
                 "p_values": {c: float(pv[i]) for i, c in enumerate(classes)},
                 "p_system": float(p[order[0]]), "p_band": bp[top_band], "band_probabilities": bp,
                 "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i]),
