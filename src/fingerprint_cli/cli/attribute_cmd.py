@@ -11,7 +11,7 @@ from fingerprint_cli.cli import common
 
 ORDER = 30
 
-TABLE_COLUMNS = ["decision.label", "decision.band", "decision.system", "decision.p_value", "decision.set_size",
+TABLE_COLUMNS = ["decision.label", "decision.band", "decision.p_value", "decision.set_size",
                  "decision.calls", "decision.thresholds.id"]
 
 
