@@ -294,9 +294,9 @@ def main() -> int:
         print("openset: no data folder present; nothing to do (skipped)")
         return 0
     from corpus_local import BANDS, select_photos
+    from i2i_networks import available
 
     from fingerprint_cli import attribute, thresholds
-    from i2i_networks import available
 
     avail = available()
     systems = [s for s in BANDS if avail.get(s) is None]

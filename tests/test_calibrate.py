@@ -234,9 +234,9 @@ def _gaussian_corpus(n_images, reps, seed):
     X, y, g = [], [], []
     for i in range(n_images):
         eff = rng.normal(0, 0.2, 4)
-        for s in A:
+        for s, a in A.items():
             for _ in range(reps):
-                X.append(mu[s] + eff + A[s] @ rng.normal(size=4))
+                X.append(mu[s] + eff + a @ rng.normal(size=4))
                 y.append(s)
                 g.append(f"img{seed}_{i}")
     return np.array(X), np.array(y), np.array(g)

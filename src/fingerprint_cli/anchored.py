@@ -57,11 +57,11 @@ NAMES = tuple(FEATURES)  # the v1 group (``compute``)
 CURVE_FEATURES: dict[str, tuple[str, str]] = {
     "curve_shift": ("higher = brighter", "mean over channels and reference pixels of f_c(r) - r (fitted tone curve)"),
     "curve_contrast": ("higher = more contrast", "log10 of the curve's interquartile slope (f(q75)-f(q25))/(q75-q25)"),
-    "curve_colour": ("higher = stronger colour cast", "RMS over reference pixels of each channel's curve minus "
-                                                      "the mean curve"),
+    "curve_colour": ("higher = stronger colour cast",
+                     "RMS over reference pixels of each channel's curve minus the mean curve"),
     "curve_rough": ("higher = steppier curve", "RMS second difference of the curves on a 64-bin grid (posterize)"),
-    "curve_share": ("higher = change is a tone curve", "share of the suspect-reference difference energy that "
-                                                       "the fitted curves explain"),
+    "curve_share": ("higher = change is a tone curve",
+                    "share of the suspect-reference difference energy that the fitted curves explain"),
 }
 TC_FEATURES: dict[str, tuple[str, str]] = {
     "tc_ssim": ("lower = more change", "SSIM of the curve-corrected suspect vs reference"),

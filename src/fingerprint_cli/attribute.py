@@ -18,6 +18,7 @@ Bonferroni-combined p-values ``min(1, n · min_i p_i)``).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ NOT_CALIBRATED = "p-values: not calibrated"
 def check_alpha(alpha: float) -> float:
     """``alpha`` as a float in (0, 0.5], else a :class:`UsageError`."""
     a = float(alpha)
-    if not (0.0 < a <= 0.5) or a != a:
+    if math.isnan(a) or not 0.0 < a <= 0.5:
         raise UsageError(f"--alpha must be in (0, 0.5], not {alpha}")
     return a
 

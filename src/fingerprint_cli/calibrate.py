@@ -53,7 +53,7 @@ class LDA:
 
     @classmethod
     def fit(cls, X: np.ndarray, y: Sequence[str], shrinkage: float | str = "auto",
-            classes: Sequence[str] | None = None) -> "LDA":
+            classes: Sequence[str] | None = None) -> LDA:
         """Fit with scikit-learn's ``LinearDiscriminantAnalysis`` (lsqr solver, equal priors) on standardised
         features; ``shrinkage`` is ``"auto"`` (Ledoit-Wolf) or a value in [0, 1]."""
         import warnings
@@ -107,7 +107,7 @@ class LDA:
                 "fitted_by": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis(solver='lsqr')"}
 
     @classmethod
-    def from_json(cls, model: dict[str, Any], standardisation: dict[str, Any]) -> "LDA":
+    def from_json(cls, model: dict[str, Any], standardisation: dict[str, Any]) -> LDA:
         """The stored parameters (v1 and v2 artifacts alike); nothing is refitted."""
         shr = model.get("shrinkage", 0.0)
         return cls(list(model["classes"]), np.asarray(standardisation["mean"], float),
@@ -177,7 +177,7 @@ class Conformal:
                 "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Conformal":
+    def from_json(cls, doc: dict[str, Any]) -> Conformal:
         classes = list(doc["classes"])
         return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float),
                    [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes],
