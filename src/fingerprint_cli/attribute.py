@@ -246,7 +246,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def resolve_features(spec: str) -> list[str]:
-    """A named set (``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of feature names."""
+    """A named set (``pixel``, ``pixel-v2``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of
+    feature names."""
     from fingerprint_cli import anchored, score
     from fingerprint_cli.errors import UsageError
 

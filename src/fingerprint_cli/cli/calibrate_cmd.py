@@ -108,8 +108,9 @@ def register(app: typer.Typer) -> None:
         corpus: Path = typer.Argument(..., help="CSV: reference,suspect,system,image_id[,domain,rep,band]"),
         output: Path = typer.Option(..., "--output", "-o", help="thresholds artifact to write (JSON)"),
         features: str = typer.Option("auto", "--features",
-                                     help="feature set: pixel (no weights needed), ssim-psnr, dinov2, plane, all, "
-                                          "or a comma list; auto = dinov2 if its weights are installed, else pixel"),
+                                     help="feature set: pixel-v2 (tone-corrected, no weights needed), pixel (v1), "
+                                          "ssim-psnr, dinov2, plane, all, or a comma list; auto = dinov2 if its "
+                                          "weights are installed, else pixel-v2"),
         artifact_id: Optional[str] = typer.Option(None, "--id", help="artifact id (default: output file stem)"),
         version: str = typer.Option("1", "--version", help="artifact version"),
         description: str = typer.Option("", "--description", help="what the corpus is and what it is not"),
@@ -175,10 +176,10 @@ def register(app: typer.Typer) -> None:
                                          f"elsewhere, not {b}", str(corpus))
             if features == "auto":
                 inst = artifacts.installed("dinov2-vitb14")
-                features = "dinov2" if inst is not None else "pixel"
+                features = "dinov2" if inst is not None else "pixel-v2"
                 if inst is None:
-                    batch.warn("DINOv2 weights not installed: calibrating on pixel features (--features pixel)",
-                               quiet)
+                    batch.warn("DINOv2 weights not installed: calibrating on tone-corrected pixel features "
+                               "(--features pixel-v2)", quiet)
             names = attr.resolve_features(features)
             enc = None
             if attr.needs_encoder(names):
