@@ -312,3 +312,22 @@ def test_decider_unknown_when_the_set_is_empty_and_alpha_override():
         with pytest.raises(UsageError):
             check_alpha(bad)
     assert check_alpha(0.5) == 0.5
+
+
+def test_aggregate_combines_p_values_by_bonferroni():
+    from fingerprint_cli import thresholds
+    from fingerprint_cli.attribute import Decider
+
+    X, y, g = _gaussian_corpus(30, 3, seed=6)
+    feats = ["f1", "f2", "f3", "f4"]
+    doc = thresholds.seal(cal.calibrate(cal.Corpus(X, feats, {}, y, g, bands={"a": "benign", "b": "drift",
+                                                                             "c": "drift"}),
+                                        artifact_id="t", B=100))
+    dec = Decider(doc)
+    calls = [dict(zip(feats, x)) for x in ([0.3, -0.2, 0.1, 0.0], [-0.5, 0.4, -0.3, 0.2], [4.0, 0.5, 0.0, 0.1])]
+    each = np.array([[dec.decide(c)[0]["p_values"][s] for s in dec.model.classes] for c in calls])
+    agg = dec.aggregate(calls)
+    np.testing.assert_allclose([agg["p_values"][s] for s in dec.model.classes],
+                               np.minimum(1.0, 3 * each.min(0)))
+    assert agg["calls"] == 3 and "Bonferroni" in agg["aggregate"]
+    assert set(agg["prediction_set"]) <= {s for s, p in agg["p_values"].items() if p >= 0.05}
