@@ -380,3 +380,16 @@ def test_calibrate_reuse_scores_gives_the_same_artifact_without_rescoring(tmp_pa
     da, db = thresholds.load(a), thresholds.load(b)
     assert da["features"] == db["features"]
     assert da["class_model"]["means"] != db["class_model"]["means"]  # the changed pair was really rescored
+
+
+def test_malformed_conformal_part_is_a_clear_artifact_error(conformal_art, tmp_path):
+    _, art, _ = conformal_art
+    doc = thresholds.load(art)
+    doc.pop("_path")
+    doc["conformal"]["precisions"] = doc["conformal"]["precisions"][:1]
+    bad = tmp_path / "bad.json"
+    thresholds.save(doc, bad)  # resealed: the seal is valid, the content is not
+    from fingerprint_cli.attribute import Decider
+
+    with pytest.raises(ArtifactError, match="inconsistent conformal part"):
+        Decider(thresholds.load(bad))

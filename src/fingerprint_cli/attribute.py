@@ -43,9 +43,19 @@ class Decider:
         self.doc = doc
         self.features: list[str] = list(doc["features"])
         self.model = LDA.from_json(doc["class_model"], doc["standardisation"])
-        self.conformal = Conformal.from_json(doc["conformal"]) if doc.get("conformal") else None
-        if self.conformal is not None and self.conformal.classes != self.model.classes:
-            raise ArtifactError("conformal part and class model name different systems", doc.get("_path") or doc["id"])
+        where_ = doc.get("_path") or doc["id"]
+        try:
+            self.conformal = Conformal.from_json(doc["conformal"]) if doc.get("conformal") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"thresholds artifact has a malformed conformal part ({exc.__class__.__name__}: "
+                                f"{exc})", where_) from exc
+        if self.conformal is not None:
+            k, d = len(self.model.classes), len(self.features)
+            if (self.conformal.classes != self.model.classes or self.conformal.means.shape != (k, d)
+                    or self.conformal.precisions.shape != (k, d, d)
+                    or any(len(c) < 1 for c in self.conformal.cal_scores)):
+                raise ArtifactError("thresholds artifact has an inconsistent conformal part (systems or shapes "
+                                    "differ from the class model)", where_)
         self.alpha = check_alpha(alpha) if alpha is not None else (self.conformal.alpha if self.conformal else None)
         self.bands: dict[str, str] = dict(doc["band_rule"]["bands"])
         self.band_names = sorted(set(self.bands.values()))
