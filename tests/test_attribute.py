@@ -393,3 +393,11 @@ def test_malformed_conformal_part_is_a_clear_artifact_error(conformal_art, tmp_p
 
     with pytest.raises(ArtifactError, match="inconsistent conformal part"):
         Decider(thresholds.load(bad))
+
+
+def test_calibrate_warns_when_a_system_has_too_few_calls_for_alpha(tmp_path):
+    corpus = make_image_corpus(tmp_path / "small", n_images=3, reps=1)
+    res = run(["calibrate", str(corpus), "-o", str(tmp_path / "s.json"), "--features", "ssim-psnr",
+               "--bootstrap", "100", "--no-blind"])
+    assert res.exit_code == 0, res.output
+    assert "needs at least 20 calibration calls" in res.stderr and "blur has 3" in res.stderr

@@ -262,6 +262,14 @@ def register(app: typer.Typer) -> None:
         except FpxError as exc:
             common.die(exc)
         doc = thresholds.save(doc, output, inputs=out_inputs)
+        if doc.get("conformal"):
+            small = {c: len(v) for c, v in doc["conformal"]["calibration_scores"].items()
+                     if 1.0 / (len(v) + 1) >= alpha}
+            if small:
+                batch.warn(f"with alpha {alpha:g} a system needs at least {int(np.ceil(1 / alpha))} calibration "
+                           f"calls to ever be left out of a prediction set; "
+                           + ", ".join(f"{c} has {n}" for c, n in small.items())
+                           + " (its p-value is never below alpha, so the answer for it is never `unknown`)", quiet)
         atomic.write_bytes(plot_path, plots.plane(doc))
         if fmt == "json":
             sys.stdout.write(json.dumps({"id": doc["id"], "sha256": doc["sha256"], "output": str(output),
