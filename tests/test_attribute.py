@@ -57,8 +57,10 @@ def calibrated(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     corpus = make_image_corpus(root)
     out = root / "syn-pixel-v1.json"
+    # a v1-style artifact (no conformal part): with 10 calibration calls per system a conformal p-value
+    # cannot go below 1/11, so this tiny corpus exercises the posterior/distance rule kept for v1 artifacts
     res = CliRunner().invoke(app, ["calibrate", str(corpus), "-o", str(out), "--features", "pixel",
-                                   "--bootstrap", "200", "--quiet"])
+                                   "--bootstrap", "200", "--quiet", "--no-conformal"])
     assert res.exit_code == 0, res.output
     return root, out, res.stdout
 
@@ -289,3 +291,113 @@ def test_pairs_csv_resume_and_failed_calibration_pair(calibrated, tmp_path):
     assert "broken.png" in res.stderr
     doc = thresholds.load(o)
     assert doc["calibration"]["corpus"]["n_calls"] == 36 and doc["calibration"]["corpus"]["failed_pairs"] == 1
+
+
+# ---------------------------------------------------------------- open-set decisions (issue 11)
+@pytest.fixture(scope="module")
+def conformal_art(tmp_path_factory):
+    """A v2-style artifact (tone-corrected features + conformal part) on 14 images x 2 reps x 3 systems."""
+    root = tmp_path_factory.mktemp("corpus_v2")
+    corpus = make_image_corpus(root, n_images=14, reps=2, h=40, w=48)
+    out = root / "syn-v2.json"
+    res = CliRunner().invoke(app, ["calibrate", str(corpus), "-o", str(out), "--features", "pixel-v2",
+                                   "--bootstrap", "200", "--quiet", "--no-blind"])
+    assert res.exit_code == 0, res.output
+    return root, out, res.stdout
+
+
+def test_calibrate_reports_conformal_coverage(conformal_art):
+    _, out, stdout = conformal_art
+    doc = thresholds.load(out)
+    rep = doc["calibration"]["conformal"]
+    assert doc["conformal"]["alpha"] == 0.05 and rep["alpha"] == 0.05
+    assert set(rep["per_system"]) == set(BANDS)
+    assert 0.85 <= rep["coverage"] <= 1.0  # 84 calls: 1 - alpha within its sampling error
+    assert "coverage" in stdout and "alpha 0.05" in stdout
+    assert all(len(doc["conformal"]["calibration_scores"][s]) == 28 for s in BANDS)
+
+
+def test_attribute_unknown_for_a_processing_far_from_every_system(conformal_art):
+    root, art, _ = conformal_art
+    ref = natural_image(40, 48, seed=4242)
+    images.save_png(ref, root / "u_ref.png")
+    images.save_png(np.roll(ref, 9, axis=1), root / "u_shift.png")  # no calibrated system moves content
+    images.save_png(system_output("noise", ref, 0, 77), root / "u_noise.png")
+    res = run(["attribute", str(root / "u_ref.png"), str(root / "u_shift.png"), str(root / "u_noise.png"),
+               "-t", str(art), "--format", "json", "--quiet", "--no-aggregate"])
+    assert res.exit_code == 0, res.output
+    shift, noise = json.loads(res.stdout)
+    d = shift["decision"]
+    assert d["label"] == "unknown" and d["prediction_set"] == [] and d["unknown"]
+    assert max(d["p_values"].values()) < 0.05 and d["conformal"]["calibrated"]
+    assert "noise" in noise["decision"]["prediction_set"]
+    assert noise["decision"]["p_values"]["noise"] >= 0.05
+    # a tiny alpha keeps more systems in the set, never fewer
+    res2 = run(["attribute", str(root / "u_ref.png"), str(root / "u_noise.png"), "-t", str(art),
+                "--format", "json", "--quiet", "--alpha", "0.01"])
+    d2 = json.loads(res2.stdout)[0]["decision"]
+    assert d2["alpha"] == 0.01 and set(noise["decision"]["prediction_set"]) <= set(d2["prediction_set"])
+
+
+@pytest.mark.parametrize("bad", ["0", "-0.1", "0.6", "1"])
+def test_alpha_outside_range_is_a_usage_error(conformal_art, bad):
+    root, art, _ = conformal_art
+    res = run(["attribute", str(root / "ref0.png"), str(root / "sus0_blur_0.png"), "-t", str(art), "--alpha", bad,
+               "--quiet"])
+    assert res.exit_code == 2 and "--alpha" in res.output
+    res = run(["calibrate", str(root / "corpus.csv"), "-o", str(root / "x.json"), "--alpha", bad, "--quiet"])
+    assert res.exit_code == 2 and "--alpha" in res.output
+
+
+def test_v1_artifact_loads_gives_the_same_numbers_and_says_not_calibrated():
+    """The shipped v1 artifact on the README's example images: the numbers it gave before issue 11."""
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    res = run(["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
+               "-t", "local-offline-pixel-v1", "--format", "json", "--quiet", "--no-aggregate"])
+    assert res.exit_code == 0, res.output
+    jpeg, blur = (r["decision"] for r in json.loads(res.stdout))
+    assert (jpeg["system"], blur["system"]) == ("jpeg_q50", "ffdnet_s15")
+    assert jpeg["p_system"] == pytest.approx(0.7956, abs=1e-4) and blur["p_system"] == pytest.approx(0.8984, abs=1e-4)
+    for d in (jpeg, blur):
+        assert d["conformal"]["calibrated"] is False and "p-values: not calibrated" in d["conformal"]["note"]
+        assert d["p_values"] is None and d["prediction_set"] is None
+        assert d["thresholds"]["id"] == "local-offline-pixel-v1" and d["thresholds"]["p_values"] == "not calibrated"
+
+
+def test_calibrate_reuse_scores_gives_the_same_artifact_without_rescoring(tmp_path):
+    corpus = make_image_corpus(tmp_path / "c", n_images=4, reps=1)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    sc = tmp_path / "scores.jsonl"
+    base = ["--features", "pixel-v2", "--bootstrap", "100", "--no-blind", "--quiet", "--id", "x", "--format", "json"]
+    r1 = run(["calibrate", str(corpus), "-o", str(a), "--scores", str(sc), *base])
+    assert r1.exit_code == 0, r1.output
+    # change one suspect: it must be scored again, the rest reused
+    images.save_png(np.zeros((48, 64, 3)), tmp_path / "c" / "sus0_blur_0.png")
+    r2 = run(["calibrate", str(corpus), "-o", str(b), "--reuse-scores", str(sc),
+              *[x for x in base if x != "--quiet"]])
+    assert r2.exit_code == 0, r2.output
+    assert "11 of 12 pair(s) reused" in r2.stderr
+    da, db = thresholds.load(a), thresholds.load(b)
+    assert da["features"] == db["features"]
+    assert da["class_model"]["means"] != db["class_model"]["means"]  # the changed pair was really rescored
+
+
+def test_malformed_conformal_part_is_a_clear_artifact_error(conformal_art, tmp_path):
+    _, art, _ = conformal_art
+    doc = thresholds.load(art)
+    doc.pop("_path")
+    doc["conformal"]["precisions"] = doc["conformal"]["precisions"][:1]
+    bad = tmp_path / "bad.json"
+    thresholds.save(doc, bad)  # resealed: the seal is valid, the content is not
+    from fingerprint_cli.attribute import Decider
+
+    with pytest.raises(ArtifactError, match="inconsistent conformal part"):
+        Decider(thresholds.load(bad))
+
+
+def test_calibrate_warns_when_a_system_has_too_few_calls_for_alpha(tmp_path):
+    corpus = make_image_corpus(tmp_path / "small", n_images=3, reps=1)
+    res = run(["calibrate", str(corpus), "-o", str(tmp_path / "s.json"), "--features", "ssim-psnr",
+               "--bootstrap", "100", "--no-blind"])
+    assert res.exit_code == 0, res.output
+    assert "needs at least 20 calibration calls" in res.stderr and "blur has 3" in res.stderr

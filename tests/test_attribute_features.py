@@ -74,3 +74,45 @@ def test_blind_features_see_only_the_suspect_and_flag_periodic_structure():
     fb = blind.features(ndimage.gaussian_filter(a, (2, 2, 0)))
     assert fb[blind.BINS - 1] < fa[blind.BINS - 1] - 1.0
     assert len(blind.names()) == 2 * blind.BINS
+
+
+# ---------------------------------------------------------------- tone-corrected features (issue 11)
+def test_tone_curve_is_undone_and_kept_as_features(ref):
+    """A global monotone per-channel curve (gamma + white balance) leaves the tc_* features at identity."""
+    ident = anchored.compute_v2(ref, ref)
+    curved = np.clip(ref ** np.array([0.7, 0.8, 1.3]) * np.array([1.0, 0.95, 0.9]), 0, 1)
+    f = anchored.compute_v2(ref, curved)
+    corrected, _ = anchored.tone_curve(ref, curved)
+    assert np.abs(corrected - ref).mean() < 1.5 / 255  # undone up to the 64-bin interpolation
+    assert f["tc_ssim"] > 0.995 and f["tc_psnr"] > 40
+    for k in range(4):
+        assert f[f"tc_gain_{k}"] == pytest.approx(ident[f"tc_gain_{k}"], abs=0.03)
+        assert f[f"tc_coh_{k}"] > 0.99
+    assert f["curve_share"] > 0.95 and f["curve_colour"] > 0.02
+    g = anchored.compute_v2(ref, ref ** 0.7)  # brighter, no colour cast
+    assert g["curve_shift"] > 0.02 and g["curve_colour"] < 0.5 * f["curve_colour"] and g["tc_ssim"] > 0.995
+    # uncorrected, the same edit is a large change
+    assert anchored.compute(ref, curved)["log_colour_shift"] > -1.5
+    assert ident["curve_shift"] == pytest.approx(0, abs=1e-9) and ident["curve_colour"] == pytest.approx(0, abs=1e-9)
+
+
+def test_tone_correction_does_not_hide_structural_change(ref):
+    """Noise and blur are not tone curves: the curve explains little and the tc_* features still move."""
+    noisy = np.clip(ref + np.random.default_rng(1).normal(0, 0.05, ref.shape), 0, 1)
+    fn = anchored.compute_v2(ref, noisy)
+    assert fn["curve_share"] < 0.1 and fn["tc_hf_ratio"] > 0.3 and fn["tc_coh_0"] < 0.6
+    blur = ndimage.gaussian_filter(ref, (1.5, 1.5, 0))
+    fb = anchored.compute_v2(ref, blur)
+    assert fb["tc_gain_0"] < fb["tc_gain_1"] < 0.0 and fb["tc_hp_corr"] < -0.5
+    # a decreasing curve (negative) cannot be undone by a non-decreasing fit
+    neg = anchored.compute_v2(ref, 1.0 - ref)
+    assert neg["tc_ssim"] < 0.5
+
+
+def test_feature_hook_computes_only_the_groups_asked_for(ref):
+    class R:
+        pixels = ref
+    feats, dirs, _ = anchored.feature_hook(["tc_ssim", "curve_share"])(None, R, ref)
+    assert set(feats) == set(anchored.V2_NAMES) and set(dirs) == set(feats)
+    feats1, _, _ = anchored.feature_hook(["hf_ratio"])(None, R, ref)
+    assert set(feats1) == set(anchored.NAMES)

@@ -152,3 +152,182 @@ def test_calibrate_rejects_degenerate_corpora():
     with pytest.raises(ValueError, match="two image_ids"):
         cal.calibrate(cal.Corpus(X + np.arange(4)[:, None], ["a", "b"], {}, np.array(["s", "t"] * 2),
                                  np.array(["i"] * 4)), artifact_id="x", B=100)
+
+
+# ---------------------------------------------------------------- scikit-learn LDA and conformal p-values (issue 11)
+def test_lda_is_sklearns_and_stored_parameters_reproduce_it():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    X, y, *_ = synthetic()
+    m = cal.LDA.fit(X, y)  # shrinkage "auto" (Ledoit-Wolf)
+    Z = m.standardise(X)
+    ref = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=[1 / 3] * 3).fit(Z, y)
+    np.testing.assert_allclose(m.predict_proba(X), ref.predict_proba(Z), atol=1e-6)
+    m2 = cal.LDA.from_json(m.to_json(), {"mean": m.mean.tolist(), "std": m.std.tolist()})
+    np.testing.assert_allclose(m2.predict_proba(X), ref.predict_proba(Z), atol=1e-6)
+
+
+def _brute_force_loo_p(Z, y, g, classes):
+    """Independent reference: explicit loops, covariance from sklearn's ledoit_wolf function, np.linalg.solve."""
+    from sklearn.covariance import ledoit_wolf
+
+    n = len(y)
+    A = np.zeros((n, len(classes)))
+    for image in sorted(set(g)):
+        tr = g != image
+        for k, c in enumerate(classes):
+            Zc = Z[tr & (y == c)]
+            mu = Zc.mean(0)
+            cov, _ = ledoit_wolf(Zc)
+            cov = cov + 1e-9 * np.eye(Z.shape[1])
+            for i in np.flatnonzero(~tr):
+                diff = Z[i] - mu
+                A[i, k] = diff @ np.linalg.solve(cov, diff)
+    own = np.array([A[i, classes.index(y[i])] for i in range(n)])
+    P = np.zeros_like(A)
+    for i in range(n):
+        for k, c in enumerate(classes):
+            pool = [own[j] for j in range(n) if y[j] == c and g[j] != g[i]]
+            P[i, k] = (1 + sum(a >= A[i, k] for a in pool)) / (1 + len(pool))
+    return A, own, P
+
+
+def test_conformal_loo_p_values_match_brute_force():
+    X, y, g, *_ = synthetic(n_images=8, reps=3, seed=4)
+    classes = ["a", "b", "c"]
+    Z = (X - X.mean(0)) / X.std(0)
+    A, own = cal.conformal_loo(Z, y, g, classes)
+    P = cal.conformal_loo_p(A, own, y, g, classes)
+    A_ref, own_ref, P_ref = _brute_force_loo_p(Z, y, g, classes)
+    np.testing.assert_allclose(A, A_ref, rtol=1e-8)
+    np.testing.assert_allclose(own, own_ref, rtol=1e-8)
+    np.testing.assert_allclose(P, P_ref, atol=1e-12)
+
+
+def test_conformal_p_values_of_new_points_match_crepes():
+    """The Mondrian p-value against crepes' ConformalClassifier (non-smoothed), one Mondrian bin per system."""
+    from crepes import ConformalClassifier
+
+    X, y, g, *_ = synthetic(n_images=10, reps=3, seed=5)
+    doc = cal.calibrate(cal.Corpus(X, ["f1", "f2", "f3", "f4"], {}, y, g, bands={"a": "x", "b": "y", "c": "y"}),
+                        artifact_id="t", B=100)
+    conf = cal.Conformal.from_json(doc["conformal"])
+    model = cal.LDA.from_json(doc["class_model"], doc["standardisation"])
+    Xq = np.random.default_rng(9).normal(size=(25, 4)) * X.std(0) * 1.5 + X.mean(0)
+    Zq = model.standardise(Xq)
+    mine = conf.p_values(Zq)
+    scores = conf.scores(Zq)
+    cal_alphas = np.concatenate(conf.cal_scores)
+    cal_bins = np.concatenate([[k] * len(s) for k, s in enumerate(conf.cal_scores)])
+    cc = ConformalClassifier().fit(cal_alphas, bins=cal_bins)
+    for k in range(3):
+        ref = cc.predict_p(scores[:, [k]], bins=np.full(len(Zq), k), smoothing=False)
+        np.testing.assert_allclose(mine[:, k], np.asarray(ref).ravel(), atol=1e-6)
+
+
+def _gaussian_corpus(n_images, reps, seed):
+    """Three systems, non-spherical class covariances, an image effect."""
+    rng = np.random.default_rng(seed)
+    A = {"a": np.diag([1, 1, 1, 1.0]), "b": np.array([[1, .8, 0, 0], [0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, .5]]),
+         "c": np.diag([.5, 2, 1, 1.0])}
+    mu = {"a": np.zeros(4), "b": np.array([4, 0, 0, 0.0]), "c": np.array([0, 4, 2, 0.0])}
+    X, y, g = [], [], []
+    for i in range(n_images):
+        eff = rng.normal(0, 0.2, 4)
+        for s, a in A.items():
+            for _ in range(reps):
+                X.append(mu[s] + eff + a @ rng.normal(size=4))
+                y.append(s)
+                g.append(f"img{seed}_{i}")
+    return np.array(X), np.array(y), np.array(g)
+
+
+def test_conformal_p_uniform_on_calibration_and_coverage_per_system():
+    X, y, g = _gaussian_corpus(40, 3, seed=1)
+    doc = cal.calibrate(cal.Corpus(X, ["f1", "f2", "f3", "f4"], {}, y, g, bands={"a": "x", "b": "y", "c": "y"}),
+                        artifact_id="t", B=100, alpha=0.1)
+    Z = cal.LDA.from_json(doc["class_model"], doc["standardisation"]).standardise(X)
+    A, own = cal.conformal_loo(Z, y, g, ["a", "b", "c"])
+    P = cal.conformal_loo_p(A, own, y, g, ["a", "b", "c"])
+    p_true = P[np.arange(len(y)), [["a", "b", "c"].index(c) for c in y]]
+    for q in (0.05, 0.1, 0.2, 0.5):
+        assert np.mean(p_true <= q) == pytest.approx(q, abs=0.035)
+    assert stats.kstest(p_true, "uniform").pvalue > 0.01
+    rep = doc["calibration"]["conformal"]
+    assert rep["alpha"] == 0.1
+    for c, v in rep["per_system"].items():
+        assert v["coverage"] == pytest.approx(0.9, abs=0.06), c
+    # ... and a fresh sample of images from the same systems is covered at 1 - alpha
+    Xn, yn, _ = _gaussian_corpus(60, 3, seed=2)
+    conf = cal.Conformal.from_json(doc["conformal"])
+    Pn = conf.p_values(cal.LDA.from_json(doc["class_model"], doc["standardisation"]).standardise(Xn))
+    cover = Pn[np.arange(len(yn)), [conf.classes.index(c) for c in yn]] >= 0.1
+    assert cover.mean() == pytest.approx(0.9, abs=0.04)
+
+
+def test_calibration_calls_never_score_themselves():
+    """An image that is a far outlier of its system gets a small LOO p-value: it was not in its own model."""
+    X, y, g = _gaussian_corpus(30, 3, seed=3)
+    X[(g == g[0]) & (y == "a")] += 30.0
+    Z = (X - X.mean(0)) / X.std(0)
+    A, own = cal.conformal_loo(Z, y, g, ["a", "b", "c"])
+    P = cal.conformal_loo_p(A, own, y, g, ["a", "b", "c"])
+    out = (g == g[0]) & (y == "a")
+    assert P[out, 0].max() <= 1 / 30  # ranked above every other image's score
+    # fitted on all data instead, the outlier calls would sit inside their own class model
+    means, precs = cal.Conformal.fit_class_models(Z, y, ["a", "b", "c"])
+    assert cal.Conformal.mahalanobis2(Z[out], means, precs)[:, 0].max() < A[out, 0].min()
+
+
+def test_decider_unknown_when_the_set_is_empty_and_alpha_override():
+    from fingerprint_cli.attribute import Decider, check_alpha
+    from fingerprint_cli.errors import UsageError
+
+    X, y, g = _gaussian_corpus(30, 3, seed=4)
+    feats = ["f1", "f2", "f3", "f4"]
+    from fingerprint_cli import thresholds
+
+    doc = thresholds.seal(cal.calibrate(cal.Corpus(X, feats, {}, y, g, bands={"a": "benign", "b": "drift",
+                                                                             "c": "drift"}),
+                                        artifact_id="t", B=100))
+    dec = Decider(doc)
+    assert dec.alpha == 0.05
+    far, _ = dec.decide(dict(zip(feats, [40.0, -40.0, 40.0, 40.0])))
+    assert far["label"] == "unknown" and far["system"] == "unknown" and far["unknown"] and not far["inconclusive"]
+    assert far["prediction_set"] == [] and max(far["p_values"].values()) < 0.05
+    assert "no calibrated system fits" in far["why_inconclusive"][0]
+    near, _ = dec.decide(dict(zip(feats, [-1.0, -1.0, -1.0, 0.0])))  # near system a, far from b and c
+    assert near["prediction_set"] == ["a"] and near["label"] == "a" and near["band"] == "benign"
+    # between b and c (one band): the band is decided, the system is not
+    mid, _ = Decider(doc, alpha=0.01).decide(dict(zip(feats, [2.0, 2.0, 1.0, 0.0])))
+    if len(mid["prediction_set"]) > 1 and set(mid["prediction_set"]) <= {"b", "c"}:
+        assert mid["system"] == "inconclusive" and mid["band"] == "drift" and mid["label"] == "drift"
+    # a larger alpha never grows the set
+    for x in ([0.5, 0.5, 0.2, 0.1], [3.0, 1.0, 0.5, 0.0], [1.0, 3.0, 1.0, 0.5]):
+        f = dict(zip(feats, x))
+        s05 = set(Decider(doc, 0.05).decide(f)[0]["prediction_set"])
+        s20 = set(Decider(doc, 0.2).decide(f)[0]["prediction_set"])
+        assert s20 <= s05
+    for bad in (0, -0.1, 0.51, 1.0, float("nan")):
+        with pytest.raises(UsageError):
+            check_alpha(bad)
+    assert check_alpha(0.5) == 0.5
+
+
+def test_aggregate_combines_p_values_by_bonferroni():
+    from fingerprint_cli import thresholds
+    from fingerprint_cli.attribute import Decider
+
+    X, y, g = _gaussian_corpus(30, 3, seed=6)
+    feats = ["f1", "f2", "f3", "f4"]
+    doc = thresholds.seal(cal.calibrate(cal.Corpus(X, feats, {}, y, g, bands={"a": "benign", "b": "drift",
+                                                                             "c": "drift"}),
+                                        artifact_id="t", B=100))
+    dec = Decider(doc)
+    calls = [dict(zip(feats, x)) for x in ([0.3, -0.2, 0.1, 0.0], [-0.5, 0.4, -0.3, 0.2], [4.0, 0.5, 0.0, 0.1])]
+    each = np.array([[dec.decide(c)[0]["p_values"][s] for s in dec.model.classes] for c in calls])
+    agg = dec.aggregate(calls)
+    np.testing.assert_allclose([agg["p_values"][s] for s in dec.model.classes],
+                               np.minimum(1.0, 3 * each.min(0)))
+    assert agg["calls"] == 3 and "Bonferroni" in agg["aggregate"]
+    assert set(agg["prediction_set"]) <= {s for s, p in agg["p_values"].items() if p >= 0.05}

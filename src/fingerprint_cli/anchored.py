@@ -19,13 +19,23 @@ high-pass residual ``x - G_σ=1(x)`` (Gaussian, σ = 1 px); ``d = s - r``.
   the mean across all other columns/rows (≈ 1 when the change has no 8×8 block structure; JPEG coding moves
   it away from 1, upwards at strong compression).
 
+**Tone-corrected features (v2, issue 11).** A global monotone tone or colour edit (levels, gamma, a contrast
+curve, white balance) changes every pixel but no structure; the features above read it as a large change. The
+``tc_*`` features are the ones above computed on the *curve-corrected* suspect: for each RGB channel c a
+monotone non-decreasing curve ``f_c`` from reference to suspect is fitted (scikit-learn ``IsotonicRegression``
+on the per-bin means of a 64-bin histogram of the reference channel, weighted by bin counts), and the suspect
+is mapped back through its inverse, ``s'_c = f_c⁻¹(s_c)`` (linear interpolation; a global tone/colour edit is
+then undone exactly up to quantisation). The fitted curve is kept as features of its own (``curve_*``, see
+:func:`tone_curve`). ``tc_ssim`` / ``tc_psnr`` are SSIM / PSNR (:mod:`fingerprint_cli.metrics`) of the
+corrected suspect.
+
 The same features computed on any pair are descriptive forensic measurements, not the published system's features; they let thresholds
 be calibrated where the DINOv2 weights are unavailable.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
@@ -42,7 +52,26 @@ FEATURES: dict[str, tuple[str, str]] = {
     **{f"coh_{k}": ("lower = reference content replaced", f"coherence of suspect with reference, octave {k}")
        for k in range(4)},
 }
-NAMES = tuple(FEATURES)
+NAMES = tuple(FEATURES)  # the v1 group (``compute``)
+
+CURVE_FEATURES: dict[str, tuple[str, str]] = {
+    "curve_shift": ("higher = brighter", "mean over channels and reference pixels of f_c(r) - r (fitted tone curve)"),
+    "curve_contrast": ("higher = more contrast", "log10 of the curve's interquartile slope (f(q75)-f(q25))/(q75-q25)"),
+    "curve_colour": ("higher = stronger colour cast",
+                     "RMS over reference pixels of each channel's curve minus the mean curve"),
+    "curve_rough": ("higher = steppier curve", "RMS second difference of the curves on a 64-bin grid (posterize)"),
+    "curve_share": ("higher = change is a tone curve",
+                    "share of the suspect-reference difference energy that the fitted curves explain"),
+}
+TC_FEATURES: dict[str, tuple[str, str]] = {
+    "tc_ssim": ("lower = more change", "SSIM of the curve-corrected suspect vs reference"),
+    "tc_psnr": ("lower = more change", "PSNR (dB, capped at 100) of the curve-corrected suspect vs reference"),
+    **{f"tc_{k}": (FEATURES[k][0], FEATURES[k][1] + " (curve-corrected suspect)")
+       for k in NAMES if k != "log_colour_shift"},
+}
+V2_NAMES = tuple(TC_FEATURES) + tuple(CURVE_FEATURES)  # the v2 group (``compute_v2``)
+FEATURES.update(TC_FEATURES)
+FEATURES.update(CURVE_FEATURES)
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
@@ -130,6 +159,107 @@ def chroma_hf_ratio(reference: np.ndarray, suspect: np.ndarray) -> float:
     er = sum(float(np.sum(_hp(c) ** 2)) for c in cr)
     es = sum(float(np.sum(_hp(c) ** 2)) for c in cs)
     return float(np.log10((es + 1e-12) / (er + 1e-12)))
+
+
+BINS = 64
+
+
+def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> tuple[np.ndarray, dict[str, float]]:
+    """Fit a monotone curve per channel from reference to suspect; return the curve-corrected suspect and
+    the curve features.
+
+    Per channel: reference values are put in ``bins`` equal bins on [0, 1]; for every non-empty bin the mean
+    reference value x_b and mean suspect value y_b are taken, and a non-decreasing ``f`` is fitted to
+    (x_b, y_b) with weights = bin counts (``sklearn.isotonic.IsotonicRegression``, clipped to [0, 1]). The
+    corrected suspect is ``f⁻¹(s)`` (``np.interp`` on the fitted points, made strictly increasing by a 1e-6
+    ramp); below the first and above the last bin mean the curve continues with slope 1 to 0 and 1.
+
+    Curve features: ``curve_shift`` = mean over channels and pixels of ``f_c(r) − r``; ``curve_contrast`` =
+    log10 of the mean-curve slope between the reference luma-free 25th and 75th percentiles (pooled over
+    channels); ``curve_colour`` = RMS over pixels and channels of ``f_c(r) − mean_c f_c(r)`` minus the same for
+    the identity (i.e. of the channels' departures from their common curve); ``curve_rough`` = RMS of the
+    second difference of each channel's curve on the 64-bin grid; ``curve_share`` = 1 − Σ(s − f(r))² /
+    Σ(s − r)² (1 when the change is exactly a per-channel tone curve, ≤ 0 when the curve explains nothing).
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    r = np.asarray(reference, dtype=np.float64)
+    s = np.asarray(suspect, dtype=np.float64)
+    corrected = np.empty_like(s)
+    mapped = np.empty_like(r)  # f_c(r)
+    grid = (np.arange(bins) + 0.5) / bins
+    on_grid = []
+    for c in range(r.shape[-1]):
+        rc, sc = r[..., c].ravel(), s[..., c].ravel()
+        idx = np.minimum((rc * bins).astype(np.int64), bins - 1)
+        n = np.bincount(idx, minlength=bins).astype(np.float64)
+        keep = n > 0
+        xb = np.bincount(idx, weights=rc, minlength=bins)[keep] / n[keep]
+        yb = np.bincount(idx, weights=sc, minlength=bins)[keep] / n[keep]
+        if len(xb) < 2:  # a flat channel: nothing to fit
+            corrected[..., c] = s[..., c]
+            mapped[..., c] = r[..., c] + (yb[0] - xb[0] if len(xb) else 0.0)
+            on_grid.append(grid + (yb[0] - xb[0] if len(xb) else 0.0))
+            continue
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        fy = iso.fit(xb, yb, sample_weight=n[keep]).predict(xb)
+        # beyond the first / last bin mean the curve continues with slope 1 (to 0 and 1)
+        if xb[0] > 0.0:
+            xb, fy = np.r_[0.0, xb], np.r_[max(0.0, fy[0] - xb[0]), fy]
+        if xb[-1] < 1.0:
+            xb, fy = np.r_[xb, 1.0], np.r_[fy, min(1.0, fy[-1] + 1.0 - xb[-1])]
+        mapped[..., c] = np.interp(r[..., c], xb, fy)
+        on_grid.append(np.interp(grid, xb, fy))
+        fy_strict = fy + 1e-6 * np.arange(len(fy))
+        corrected[..., c] = np.interp(s[..., c], fy_strict, xb)
+    g = np.stack(on_grid)  # (C, bins)
+    d_tot = float(np.sum((s - r) ** 2))
+    d_res = float(np.sum((s - mapped) ** 2))
+    share = 1.0 - d_res / d_tot if d_tot > 1e-12 else 1.0
+    mean_map = mapped.mean(-1, keepdims=True)
+    colour = float(np.sqrt(np.mean(((mapped - mean_map) - (r - r.mean(-1, keepdims=True))) ** 2)))
+    q25, q75 = np.quantile(r, [0.25, 0.75])
+    gm = g.mean(0)
+    if q75 - q25 > 1e-3:
+        slope = (np.interp(q75, grid, gm) - np.interp(q25, grid, gm)) / (q75 - q25)
+    else:
+        slope = 1.0
+    feats = {"curve_shift": float(np.mean(mapped - r)),
+             "curve_contrast": float(np.log10(max(slope, 1e-3))),
+             "curve_colour": colour,
+             "curve_rough": float(np.sqrt(np.mean(np.diff(g, 2, axis=1) ** 2))),
+             "curve_share": float(max(share, -1.0))}
+    return np.clip(corrected, 0.0, 1.0), feats
+
+
+def compute_v2(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
+    """The v2 group: ``tc_*`` (the change features on the curve-corrected suspect) and ``curve_*``."""
+    from fingerprint_cli import metrics
+
+    r = np.asarray(reference, dtype=np.float64)
+    corrected, feats = tone_curve(r, suspect)
+    base = compute(r, corrected)
+    out = {"tc_ssim": float(metrics.ssim(r, corrected)), "tc_psnr": float(metrics.psnr(r, corrected))}
+    out.update({f"tc_{k}": v for k, v in base.items() if k != "log_colour_shift"})
+    out.update(feats)
+    return out
+
+
+def feature_hook(names) -> Callable:
+    """A :class:`~fingerprint_cli.score.Scorer` ``extra_features`` hook computing the groups ``names`` need
+    (v1: :func:`compute`, v2: :func:`compute_v2`)."""
+    want = set(names)
+    v1, v2 = bool(want & set(NAMES)), bool(want & set(V2_NAMES))
+
+    def fn(pair, ref, suspect_aligned):
+        feats: dict[str, float] = {}
+        if v1:
+            feats.update(compute(ref.pixels, suspect_aligned))
+        if v2:
+            feats.update(compute_v2(ref.pixels, suspect_aligned))
+        return feats, {k: FEATURES[k][0] for k in feats}, {}
+
+    return fn
 
 
 def feature_fn(pair, ref, suspect_aligned) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:

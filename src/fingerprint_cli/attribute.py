@@ -2,21 +2,40 @@
 
 :func:`decide` turns one pair's features into a decision: per-system posteriors from the artifact's
 class model (LDA in standardised feature space), band posteriors (sum of the band's systems), top-k
-systems, ``inconclusive`` when the artifact's rule says so (low top posterior, or a point far from every
-calibrated class), and the reasons: each feature's z-score (against the calibration corpus) and its
-contribution to the margin between the winning system and the runner-up.
-:func:`aggregate` averages the posteriors of several suspects of one reference into a per-image call.
+systems, and the reasons: each feature's z-score (against the calibration corpus) and its contribution to
+the margin between the winning system and the runner-up.
+
+With a conformal artifact (v2, issue 11; :class:`~fingerprint_cli.calibrate.Conformal`) the label comes
+from the **prediction set** ``{system : p-value >= alpha}``: empty → ``unknown`` (none of the calibrated
+systems fits: a first-class answer), one system → that system, several systems of one band → that band
+with the system ``inconclusive``, several bands → ``inconclusive``. ``alpha`` is the artifact's unless
+overridden; a known system falls outside the set with probability about ``alpha`` (the LOO coverage per
+system is in the artifact). A v1 artifact (no conformal part) keeps its posterior/distance rule and every
+decision says ``p-values: not calibrated``.
+:func:`aggregate` combines several suspects of one reference into a per-image call (mean posteriors;
+Bonferroni-combined p-values ``min(1, n · min_i p_i)``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from fingerprint_cli import guard, thresholds
-from fingerprint_cli.calibrate import LDA
-from fingerprint_cli.errors import ArtifactError, InputError
+from fingerprint_cli.calibrate import LDA, Conformal
+from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+
+NOT_CALIBRATED = "p-values: not calibrated"
+
+
+def check_alpha(alpha: float) -> float:
+    """``alpha`` as a float in (0, 0.5], else a :class:`UsageError`."""
+    a = float(alpha)
+    if math.isnan(a) or not 0.0 < a <= 0.5:
+        raise UsageError(f"--alpha must be in (0, 0.5], not {alpha}")
+    return a
 
 
 LABELS = ("band", "system", "label")
@@ -24,10 +43,24 @@ PROBABILITIES = ("p_system", "p_band")
 
 
 class Decider:
-    def __init__(self, doc: dict[str, Any]):
+    def __init__(self, doc: dict[str, Any], alpha: float | None = None):
         self.doc = doc
         self.features: list[str] = list(doc["features"])
         self.model = LDA.from_json(doc["class_model"], doc["standardisation"])
+        where_ = doc.get("_path") or doc["id"]
+        try:
+            self.conformal = Conformal.from_json(doc["conformal"]) if doc.get("conformal") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"thresholds artifact has a malformed conformal part ({exc.__class__.__name__}: "
+                                f"{exc})", where_) from exc
+        if self.conformal is not None:
+            k, d = len(self.model.classes), len(self.features)
+            if (self.conformal.classes != self.model.classes or self.conformal.means.shape != (k, d)
+                    or self.conformal.precisions.shape != (k, d, d)
+                    or any(len(c) < 1 for c in self.conformal.cal_scores)):
+                raise ArtifactError("thresholds artifact has an inconsistent conformal part (systems or shapes "
+                                    "differ from the class model)", where_)
+        self.alpha = check_alpha(alpha) if alpha is not None else (self.conformal.alpha if self.conformal else None)
         self.bands: dict[str, str] = dict(doc["band_rule"]["bands"])
         self.band_names = sorted(set(self.bands.values()))
         self.rule = doc["inconclusive"]
@@ -47,14 +80,72 @@ class Decider:
     def posteriors(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         return self.model.predict_proba(x)[0], float(self.model.mahalanobis2(x)[0].min())
 
+    def p_values(self, x: np.ndarray) -> np.ndarray | None:
+        """Conformal p-value of every system for one feature vector (None for a v1 artifact)."""
+        if self.conformal is None:
+            return None
+        return self.conformal.p_values(self.model.standardise(x))[0]
+
     def decide(self, features: dict[str, float | None], top_k: int = 3,
                where: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
-        decision = guard.guard_decision(self._label(p, m2, top_k), {"features": x}, LABELS, PROBABILITIES)
+        pv = self.p_values(x)
+        decision = guard.guard_decision(self._label(p, m2, top_k, pv=pv), {"features": x, "p_values": pv},
+                                        LABELS, PROBABILITIES + ("p_value",))
+        if "why_unknown" in decision and decision.get("prediction_set") is not None:
+            decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
         return decision, self.reasons(x, p)
 
-    def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1) -> dict[str, Any]:
+    def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1,
+               pv: np.ndarray | None = None) -> dict[str, Any]:
+        if self.conformal is not None:
+            return self._set_label(p, pv, top_k, n_calls)
+        d = self._v1_label(p, m2, top_k, n_calls)
+        d.update({"p_values": None, "prediction_set": None, "set_size": None, "alpha": None, "p_value": None,
+                  "conformal": {"calibrated": False, "note": NOT_CALIBRATED + f" (artifact {self.doc['id']} has "
+                                "no conformal calibration; posteriors and the distance rule only)"}})
+        return d
+
+    def _set_label(self, p: np.ndarray, pv: np.ndarray, top_k: int, n_calls: int) -> dict[str, Any]:
+        classes = self.model.classes
+        alpha = float(self.alpha)
+        order = np.argsort(p)[::-1]
+        bp = {b: float(sum(p[i] for i, c in enumerate(classes) if self.bands[c] == b)) for b in self.band_names}
+        top_band = max(bp, key=bp.get)
+        members = [classes[i] for i in np.argsort(-pv) if pv[i] >= alpha]
+        bands_in = sorted({self.bands[c] for c in members})
+        best = int(np.argmax(pv))
+        why = []
+        if not members:
+            system = band = label = "unknown"
+            why.append(f"no calibrated system fits: every p-value < alpha {alpha:g} (largest "
+                       f"{pv[best]:.3f}, {classes[best]})")
+        elif len(members) == 1:
+            system, band = members[0], self.bands[members[0]]
+            label = system
+        else:
+            system = "inconclusive"
+            band = bands_in[0] if len(bands_in) == 1 else "inconclusive"
+            label = band
+            why.append(f"{len(members)} systems fit at alpha {alpha:g}: {', '.join(members)}"
+                       + ("" if len(bands_in) == 1 else f" (bands {', '.join(bands_in)})"))
+        lead = members[0] if members else classes[best]
+        return {"band": band, "system": system, "label": label,
+                "inconclusive": label == "inconclusive", "unknown": label == "unknown",
+                "p_value": float(pv[classes.index(lead)]),
+                "prediction_set": members, "set_size": len(members), "alpha": alpha,
+                "p_values": {c: float(pv[i]) for i, c in enumerate(classes)},
+                "p_system": float(p[order[0]]), "p_band": bp[top_band], "band_probabilities": bp,
+                "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i]),
+                           "p_value": float(pv[i])} for i in order[:top_k]],
+                "why_inconclusive": why, "calls": n_calls, "calibrated": True,
+                "conformal": {"calibrated": True, "alpha": alpha,
+                              "note": f"Mondrian conformal p-values (leave-one-image-out calibration); a known "
+                                      f"system is left out of the set with probability about {alpha:g}"},
+                "thresholds": self.summary}
+
+    def _v1_label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1) -> dict[str, Any]:
         classes = self.model.classes
         order = np.argsort(p)[::-1]
         bp = {b: float(sum(p[i] for i, c in enumerate(classes) if self.bands[c] == b)) for b in self.band_names}
@@ -104,8 +195,14 @@ class Decider:
         xs = [self.vector(f) for f in feature_sets]
         ps, ms = zip(*(self.posteriors(x) for x in xs))
         p = np.mean(np.stack(ps), 0)
-        d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs))
-        d["aggregate"] = f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
+        pv = None
+        if self.conformal is not None:
+            pvs = np.stack([self.p_values(x) for x in xs])
+            pv = np.minimum(1.0, len(xs) * pvs.min(0))
+        d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv)
+        d["aggregate"] = (f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
+                          + ("; p-value of a system = min(1, n x its smallest p-value over the suspects) "
+                             "(Bonferroni: all suspects from that system)" if pv is not None else ""))
         return d
 
 
@@ -135,13 +232,16 @@ def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[
 
     def key(d):
         loo = d["calibration"].get("loo", {}).get("accuracy") or 0.0
-        return (d["encoder"] is not None, loo)
+        return (d["encoder"] is not None, bool(d.get("conformal")), loo)
 
     best = max(usable, key=key)
     loo = best["calibration"]["loo"]
+    conf = best["calibration"].get("conformal")
     why = (f"default: best shipped artifact whose features are computable here "
-           f"(encoder {'none' if best['encoder'] is None else best['encoder'].get('id')}; LOO accuracy "
-           f"{loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] on its local corpus)")
+           f"(encoder {'none' if best['encoder'] is None else best['encoder'].get('id')}; "
+           + (f"conformal, LOO coverage {conf['coverage']:.3f} at alpha {conf['alpha']:g}; " if conf else
+              "no conformal calibration; ")
+           + f"LOO accuracy {loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] on its local corpus)")
     if skipped:
         why += "; skipped: " + ", ".join(skipped)
     return best, why
@@ -151,6 +251,10 @@ def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "pixel": ("ssim_clean", "psnr_clean", "hf_ratio", "hp_corr", "lowfreq_share", "log_colour_shift", "grid8",
               "chroma_hf_ratio", "gain_0", "gain_1", "gain_2", "gain_3", "coh_0", "coh_1", "coh_2", "coh_3"),
+    "pixel-v2": ("tc_ssim", "tc_psnr", "tc_hf_ratio", "tc_hp_corr", "tc_lowfreq_share", "tc_grid8",
+                 "tc_chroma_hf_ratio", "tc_gain_0", "tc_gain_1", "tc_gain_2", "tc_gain_3", "tc_coh_0", "tc_coh_1",
+                 "tc_coh_2", "tc_coh_3", "curve_shift", "curve_contrast", "curve_colour", "curve_rough",
+                 "curve_share"),
     "ssim-psnr": ("ssim_clean", "psnr_clean"),
     "dinov2": ("patch_mean", "patch_median", "patch_p90", "cls_distance", "ssim_clean", "psnr_clean"),
     "plane": ("patch_mean", "ssim_clean"),
@@ -161,7 +265,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def resolve_features(spec: str) -> list[str]:
-    """A named set (``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of feature names."""
+    """A named set (``pixel``, ``pixel-v2``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of
+    feature names."""
     from fingerprint_cli import anchored, score
     from fingerprint_cli.errors import UsageError
 
@@ -189,5 +294,5 @@ def make_scorer(features: Sequence[str], encoder=None, use_disk_cache: bool = Tr
 
     more = list(extra)
     if any(f in anchored.FEATURES for f in features):
-        more.append(anchored.feature_fn)
+        more.append(anchored.feature_hook(features))
     return score.Scorer(encoder, use_disk_cache=use_disk_cache, jobs=jobs, extra_features=more)

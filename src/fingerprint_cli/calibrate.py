@@ -1,8 +1,18 @@
 """Fitting thresholds artifacts from a labelled corpus, and measuring them honestly.
 
 Model: features are standardised (training mean / std), then a linear discriminant (Gaussian class
-densities with one shared covariance, Ledoit-Wolf-style shrinkage towards a scaled identity, equal class
-priors) gives per-system posteriors. A band's posterior is the sum of its systems' posteriors.
+densities with one shared covariance, shrinkage towards a scaled identity, equal class priors) gives
+per-system posteriors. A band's posterior is the sum of its systems' posteriors. The discriminant is fitted
+by scikit-learn's ``LinearDiscriminantAnalysis`` (``solver="lsqr"``, shrinkage ``"auto"`` = Ledoit-Wolf, or a
+fixed value); its parameters (class means, covariance, priors) are stored as JSON and evaluated by
+:class:`LDA`, so v1 artifacts (fitted by fpx's own earlier code) load and give the same numbers.
+
+Open-set part (v2 artifacts, issue 11): :class:`Conformal` — Mondrian (class-conditional) conformal
+p-values. Nonconformity of a call x for system k: the squared Mahalanobis distance of its standardised
+features to system k's mean under system k's own Ledoit-Wolf-shrunk covariance
+(``sklearn.covariance.LedoitWolf``). Calibration scores are leave-one-image-out: each call is scored by a
+model fitted without every call of its image. ``p_k(x) = (1 + #{calibration calls of k with score ≥
+a_k(x)}) / (1 + n_k)``; the prediction set is ``{k : p_k ≥ α}``; an empty set means ``unknown``.
 
 Measurement:
 
@@ -42,26 +52,36 @@ class LDA:
     shrinkage: float
 
     @classmethod
-    def fit(cls, X: np.ndarray, y: Sequence[str], shrinkage: float = 0.05,
-            classes: Sequence[str] | None = None) -> "LDA":
+    def fit(cls, X: np.ndarray, y: Sequence[str], shrinkage: float | str = "auto",
+            classes: Sequence[str] | None = None) -> LDA:
+        """Fit with scikit-learn's ``LinearDiscriminantAnalysis`` (lsqr solver, equal priors) on standardised
+        features; ``shrinkage`` is ``"auto"`` (Ledoit-Wolf) or a value in [0, 1]."""
+        import warnings
+
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         present = [c for c in (classes or sorted(set(y.tolist()))) if np.any(y == c)]
         if len(present) < 2:
             raise ValueError("need at least two systems with calls to fit a class model")
+        keep = np.isin(y, present)
+        X, y = X[keep], y[keep]
         mu = X.mean(0)
         sd = X.std(0)
         sd = np.where(sd > 1e-12, sd, 1.0)
         Z = (X - mu) / sd
-        means = np.stack([Z[y == c].mean(0) for c in present])
-        resid = np.concatenate([Z[y == c] - means[i] for i, c in enumerate(present)])
-        dof = max(1, len(Z) - len(present))
-        S = resid.T @ resid / dof
-        d = S.shape[0]
-        target = np.trace(S) / d
-        cov = (1 - shrinkage) * S + shrinkage * target * np.eye(d) + 1e-9 * np.eye(d)
         priors = np.full(len(present), 1.0 / len(present))
-        return cls(list(present), mu, sd, means, cov, priors, float(shrinkage))
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage, priors=priors, store_covariance=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lda.fit(Z, y)
+        order = [list(lda.classes_).index(c) for c in present]
+        means = np.asarray(lda.means_, dtype=np.float64)[order]
+        d = Z.shape[1]
+        cov = np.asarray(lda.covariance_, dtype=np.float64) + 1e-9 * np.eye(d)
+        return cls(list(present), mu, sd, means, cov, priors,
+                   shrinkage if isinstance(shrinkage, str) else float(shrinkage))
 
     def standardise(self, X: np.ndarray) -> np.ndarray:
         return (np.atleast_2d(np.asarray(X, dtype=np.float64)) - self.mean) / self.std
@@ -83,14 +103,143 @@ class LDA:
     def to_json(self) -> dict[str, Any]:
         return {"kind": "lda-shared-covariance", "classes": self.classes,
                 "means": _r(self.means), "covariance": _r(self.cov), "priors": _r(self.priors),
-                "shrinkage": self.shrinkage, "space": "standardised features"}
+                "shrinkage": self.shrinkage, "space": "standardised features",
+                "fitted_by": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis(solver='lsqr')"}
 
     @classmethod
-    def from_json(cls, model: dict[str, Any], standardisation: dict[str, Any]) -> "LDA":
+    def from_json(cls, model: dict[str, Any], standardisation: dict[str, Any]) -> LDA:
+        """The stored parameters (v1 and v2 artifacts alike); nothing is refitted."""
+        shr = model.get("shrinkage", 0.0)
         return cls(list(model["classes"]), np.asarray(standardisation["mean"], float),
                    np.asarray(standardisation["std"], float), np.asarray(model["means"], float),
                    np.asarray(model["covariance"], float), np.asarray(model["priors"], float),
-                   float(model.get("shrinkage", 0.0)))
+                   shr if isinstance(shr, str) else float(shr))
+
+
+# ---------------------------------------------------------------- conformal p-values (open set)
+@dataclass
+class Conformal:
+    """Mondrian conformal p-values from per-class Mahalanobis nonconformity (see the module docstring).
+
+    ``means`` (K, d) and ``precisions`` (K, d, d) are in the standardised space of the artifact;
+    ``cal_scores[k]`` holds the sorted leave-one-image-out scores of the calibration calls of class k.
+    """
+
+    classes: list[str]
+    means: np.ndarray
+    precisions: np.ndarray
+    cal_scores: list[np.ndarray]
+    alpha: float = 0.05
+
+    @staticmethod
+    def fit_class_models(Z: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class mean and Ledoit-Wolf-shrunk precision matrix of standardised features."""
+        from sklearn.covariance import LedoitWolf
+
+        means, precs = [], []
+        d = Z.shape[1]
+        for c in classes:
+            Zc = Z[y == c]
+            if len(Zc) < 2:
+                raise ValueError(f"system {c} needs at least two calls outside the held-out image")
+            lw = LedoitWolf().fit(Zc)
+            cov = lw.covariance_ + 1e-9 * np.eye(d)
+            means.append(lw.location_)
+            precs.append(np.linalg.inv(cov))
+        return np.stack(means), np.stack(precs)
+
+    @staticmethod
+    def mahalanobis2(Z: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+        """(n, K) squared Mahalanobis distances of standardised rows to each class under its own precision."""
+        diff = np.atleast_2d(Z)[:, None, :] - means[None, :, :]
+        return np.einsum("nkd,kde,nke->nk", diff, precisions, diff)
+
+    def scores(self, Z: np.ndarray) -> np.ndarray:
+        return self.mahalanobis2(Z, self.means, self.precisions)
+
+    @staticmethod
+    def p_from_scores(a: np.ndarray, cal: np.ndarray) -> np.ndarray:
+        """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending)."""
+        ge = len(cal) - np.searchsorted(cal, np.asarray(a, dtype=np.float64), side="left")
+        return (1.0 + ge) / (1.0 + len(cal))
+
+    def p_values(self, Z: np.ndarray) -> np.ndarray:
+        """(n, K) p-values of standardised rows for every class."""
+        a = self.scores(Z)
+        return np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "mondrian-mahalanobis-loo", "alpha": self.alpha, "classes": self.classes,
+                "means": _r(self.means, 9), "precisions": _r(self.precisions, 9),
+                "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
+                "space": "standardised features (the artifact's standardisation)",
+                "score": "squared Mahalanobis distance to the system's mean under its own Ledoit-Wolf covariance",
+                "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Conformal:
+        classes = list(doc["classes"])
+        return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float),
+                   [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes],
+                   float(doc.get("alpha", 0.05)))
+
+
+def conformal_loo(Z: np.ndarray, y: Sequence[str], groups: Sequence[str], classes: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-image-out nonconformity: ``A`` (n, K), each row scored against every class by per-class
+    models fitted without its image; and ``own`` (n,), the score against the row's own class."""
+    Z = np.asarray(Z, dtype=np.float64)
+    y = np.asarray(y)
+    g = np.asarray(groups)
+    A = np.zeros((len(y), len(classes)))
+    for image in sorted(set(g.tolist())):
+        test = g == image
+        means, precs = Conformal.fit_class_models(Z[~test], y[~test], classes)
+        A[test] = Conformal.mahalanobis2(Z[test], means, precs)
+    col = {c: i for i, c in enumerate(classes)}
+    own = A[np.arange(len(y)), [col[c] for c in y]]
+    return A, own
+
+
+def conformal_loo_p(A: np.ndarray, own: np.ndarray, y: Sequence[str], groups: Sequence[str],
+                    classes: Sequence[str]) -> np.ndarray:
+    """(n, K) LOO p-values of the calibration calls: row i against class k is ranked among the own-class
+    LOO scores of class k's calls from the *other* images (so no image is ever in its own calibration set)."""
+    y = np.asarray(y)
+    g = np.asarray(groups)
+    P = np.zeros_like(A)
+    for k, c in enumerate(classes):
+        mine = y == c
+        for image in sorted(set(g.tolist())):
+            rows = g == image
+            cal = np.sort(own[mine & ~rows])
+            P[rows, k] = Conformal.p_from_scores(A[rows, k], cal)
+    return P
+
+
+def conformal_report(P: np.ndarray, y: Sequence[str], classes: Sequence[str], bands: dict[str, str],
+                     alpha: float) -> dict[str, Any]:
+    """Coverage per system (true system in the set), set sizes, unknown rate, decided accuracy at ``alpha``."""
+    y = np.asarray(y)
+    col = {c: i for i, c in enumerate(classes)}
+    inset = P >= alpha
+    truth = inset[np.arange(len(y)), [col[c] for c in y]]
+    size = inset.sum(1)
+    single = size == 1
+    pred = np.asarray(classes)[P.argmax(1)]
+    band_sets = [{bands[classes[j]] for j in np.flatnonzero(r)} for r in inset]
+    band_ok = np.array([len(b) == 1 and bands[t] in b for b, t in zip(band_sets, y)])
+    band_one = np.array([len(b) == 1 for b in band_sets])
+    per = {c: {"coverage": float(truth[y == c].mean()), "n": int((y == c).sum()),
+               "mean_set_size": float(size[y == c].mean())} for c in classes}
+    covs = [v["coverage"] for v in per.values()]
+    return {"alpha": alpha, "target_coverage": 1 - alpha, "coverage": float(truth.mean()),
+            "coverage_min_system": float(min(covs)), "coverage_max_system": float(max(covs)),
+            "per_system": per, "mean_set_size": float(size.mean()), "unknown_rate": float((size == 0).mean()),
+            "singleton_rate": float(single.mean()),
+            "singleton_accuracy": float((pred[single] == y[single]).mean()) if single.any() else None,
+            "band_decided_rate": float(band_one.mean()),
+            "band_accuracy_when_decided": float(band_ok[band_one].mean()) if band_one.any() else None}
 
 
 def _r(a, sig: int = 10):
@@ -268,10 +417,14 @@ def evaluate(X, systems, images, classes, bands: dict[str, str], B: int, seed: i
 
 def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", description: str = "",
               corpus_info: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None,
-              B: int = 2000, seed: int = 0, shrinkage: float = 0.05, min_posterior: float = 0.5,
+              B: int = 2000, seed: int = 0, shrinkage: float | str = "auto", min_posterior: float = 0.5,
               band_min_posterior: float = 0.6, far_quantile: float = 0.999,
-              points_per_system: int = 200) -> dict[str, Any]:
-    """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact."""
+              points_per_system: int = 200, alpha: float | None = 0.05) -> dict[str, Any]:
+    """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact.
+
+    With ``alpha`` (default 0.05) the artifact carries the conformal part (:class:`Conformal`, its LOO
+    coverage per system in ``calibration.conformal``) and decisions use prediction sets; ``alpha=None``
+    makes a v1-style artifact (posterior and distance rule only)."""
     from scipy import stats
 
     X = np.asarray(corpus.X, dtype=np.float64)
@@ -308,6 +461,23 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
     decided = (top >= min_posterior) & (m2 <= far)
     ev["loo"]["inconclusive_rate"] = loo_inconclusive
     ev["loo"]["accuracy_when_decided"] = float((pred[decided] == systems[decided]).mean()) if decided.any() else None
+    conformal = None
+    conformal_report_ = None
+    if alpha is not None:
+        if not 0.0 < alpha <= 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5], not {alpha}")
+        Z = model.standardise(X)
+        A, own = conformal_loo(Z, systems, images_, classes)
+        P = conformal_loo_p(A, own, systems, images_, classes)
+        conformal_report_ = conformal_report(P, systems, classes, bands, alpha)
+        conformal_report_["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
+                                       "without its image, ranked among the LOO scores of the other images' "
+                                       "calls (the standardisation is the corpus-wide one)")
+        means, precs = Conformal.fit_class_models(Z, systems, classes)
+        conformal = Conformal(classes, means, precs, [np.sort(own[systems == c]) for c in classes], alpha)
+        # under the set rule the call is decided when the prediction set is one system
+        ev["loo"]["inconclusive_rate"] = 1.0 - conformal_report_["singleton_rate"]
+        ev["loo"]["accuracy_when_decided"] = conformal_report_["singleton_accuracy"]
 
     eta_sys, per_sys = eta_squared(X, systems)
     eta = {"system": eta_sys, "per_feature_system": dict(zip(corpus.features, per_sys))}
@@ -345,6 +515,7 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
         "corpus": {**(corpus_info or {}), "n_images": n_images, "n_calls": int(len(systems)),
                    "systems": {c: int((systems == c).sum()) for c in classes}},
         "loo": ev["loo"], "band_loo": ev["band_loo"], "eta_squared": eta, "blind_baseline": blind,
+        **({"conformal": conformal_report_} if conformal_report_ else {}),
         "plane": {"features": plane, "points": points},
     }
     return {
@@ -365,7 +536,8 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
                       "plane": {"features": plane, "model": plane_model.to_json(),
                                 "standardisation": {"mean": _r(plane_model.mean), "std": _r(plane_model.std)},
                                 "note": "2-feature band LDA used to draw the boundary on the plane"}},
-        "inconclusive": {"min_top_posterior": min_posterior, "band_min_posterior": band_min_posterior,
+        **({"conformal": conformal.to_json()} if conformal else {}),
+        "inconclusive": _set_rule(alpha) if conformal else {"min_top_posterior": min_posterior, "band_min_posterior": band_min_posterior,
                          "max_mahalanobis2": far, "far_quantile": far_quantile,
                          "rule": "inconclusive when the top system posterior < min_top_posterior, or the "
                                  "point's squared Mahalanobis distance to every class mean exceeds max(the "
@@ -374,6 +546,13 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
                                  "posterior < band_min_posterior or the point is far from every class"},
         "calibration": cal,
     }
+
+
+def _set_rule(alpha: float) -> dict[str, Any]:
+    return {"alpha": alpha, "rule": "prediction set = systems whose conformal p-value >= alpha; empty set: "
+                                    "unknown (no calibrated system fits); one system: that system; several "
+                                    "systems of one band: that band, system inconclusive; several bands: "
+                                    "inconclusive. Posteriors only rank the systems (top_k)."}
 
 
 def corpus_sha256(rows: Sequence[dict[str, str]], hashes: dict[str, str]) -> str:

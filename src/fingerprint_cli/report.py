@@ -58,8 +58,14 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
     if not record.ok:
         parts.append(f"<p class='inc'>error: {_e(record.error['message'])}</p>")
         return "\n".join(parts)
-    cls = "inc" if d.get("inconclusive") else "ok"
+    cls = "inc" if d.get("inconclusive") or d.get("unknown") else "ok"
     parts.append(f"<p class='call {cls}'>band: {_e(d.get('band'))} &nbsp;·&nbsp; system: {_e(d.get('system'))}</p>")
+    if d.get("prediction_set") is not None:  # conformal artifact (issue 11)
+        pv = ", ".join(f"{_e(k)} {v:.3f}" for k, v in sorted(d["p_values"].items(), key=lambda kv: -kv[1])[:5])
+        parts.append(f"<p>prediction set at alpha {d['alpha']:g}: {_e(', '.join(d['prediction_set']) or 'empty (unknown)')}"
+                     f" &nbsp;·&nbsp; largest p-values: {pv}</p>")
+    elif d.get("conformal"):
+        parts.append(f"<p>{_e(d['conformal']['note'])}</p>")
     if d.get("why_inconclusive"):
         parts.append("<p class='inc'>" + "; ".join(_e(w) for w in d["why_inconclusive"]) + "</p>")
     figs = []

@@ -3,7 +3,9 @@
 An artifact is one JSON object (never a pickle) with ``schema: "fpx-thresholds/1"``, ``id``, ``version``,
 ``created``, ``fpx_version``, ``encoder`` (``null`` for pixel features only, else ``{id, weights_sha256,
 resolution}``), ``features`` and ``directions``, ``standardisation`` (mean/std), ``class_model`` (LDA with a
-shared covariance, parameters in JSON), ``band_rule``, ``inconclusive`` rule and ``calibration`` (corpus
+shared covariance, parameters in JSON), ``band_rule``, ``inconclusive`` rule, optionally ``conformal`` (v2: Mondrian conformal p-values, see
+:class:`fingerprint_cli.calibrate.Conformal`; an artifact without it still loads and its records say
+"p-values: not calibrated") and ``calibration`` (corpus
 description and sha256, images, calls, systems, leave-one-image-out accuracy with 95% CI, confusion
 matrix, band purity, η², blind baseline). The ``sha256`` field seals the rest: it is the SHA-256 of the
 canonical JSON (sorted keys, compact separators, UTF-8) of the object without ``sha256``. An artifact
@@ -36,6 +38,7 @@ REQUIRED = ("schema", "id", "version", "created", "fpx_version", "encoder", "fea
 SHIPPED_PINS: dict[str, str] = {
     "local-offline-pixel-v1": "fafb39f0af607015fecf71ffeb7506e9a2e3ee2610dbf45dd96eb23e22964179",
     "local-offline-ssim-psnr-v1": "aa0cc8c484a81af68a473671f571e8a39dc53441fb4613c163acd2cf8553e1f0",
+    "local-offline-pixel-v2": "a97acf9992782b603aafc9f2e9a71643f0710d9e6d9c45856c5200c9d12ed87e",
 }
 
 
@@ -136,6 +139,14 @@ def check_numbers(doc: dict[str, Any], where: str) -> None:
         raise ArtifactError("thresholds artifact: every class has the same mean (no class can be told apart)",
                             where)
     rule = doc["inconclusive"]
+    if doc.get("conformal"):  # a prediction-set rule: alpha in (0, 0.5]; the conformal part is checked on use
+        try:
+            a = float(rule["alpha"])
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactError("thresholds artifact: prediction-set rule lacks a numeric alpha", where) from None
+        if not 0.0 < a <= 0.5:
+            raise ArtifactError(f"thresholds artifact: alpha {a:g} is not in (0, 0.5]", where)
+        return
     try:
         mtp, bmp = float(rule["min_top_posterior"]), float(rule["band_min_posterior"])
         mm2 = float(rule["max_mahalanobis2"])
@@ -205,7 +216,9 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
             "encoder": doc["encoder"], "features": doc["features"],
             "loo_accuracy": loo.get("accuracy"), "loo_ci95": loo.get("ci95"),
             "band_loo_accuracy": cal.get("band_loo", {}).get("accuracy"),
-            "corpus": cal.get("corpus", {}).get("description"), "note": doc.get("description")}
+            "corpus": cal.get("corpus", {}).get("description"), "note": doc.get("description"),
+            "p_values": (f"conformal, alpha {doc['conformal'].get('alpha')}" if doc.get("conformal")
+                         else "not calibrated")}
 
 
 def check_encoder(doc: dict[str, Any], encoder) -> None:

@@ -11,8 +11,8 @@ from fingerprint_cli.cli import common
 
 ORDER = 30
 
-TABLE_COLUMNS = ["decision.band", "decision.system", "decision.p_system", "decision.calls",
-                 "decision.thresholds.id"]
+TABLE_COLUMNS = ["decision.label", "decision.band", "decision.p_value", "decision.set_size",
+                 "decision.calls", "decision.thresholds.id"]
 
 
 def load_thresholds(name: Optional[str], resolution: Optional[int], device: str, quiet: bool):
@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
             help="thresholds artifact: a JSON file or a shipped id (default: the best shipped one whose "
                  "features can be computed here)"),
         top_k: int = typer.Option(3, "--top-k", min=1, help="systems listed with their posteriors"),
+        alpha: Optional[float] = typer.Option(
+            None, "--alpha",
+            help="conformal significance level in (0, 0.5]: the prediction set keeps systems with p-value >= "
+                 "alpha, and `unknown` when none does (default: the artifact's, usually 0.05)"),
         report: Optional[Path] = typer.Option(None, "--report", help="write a self-contained HTML case report"),
         no_aggregate: bool = typer.Option(False, "--no-aggregate",
                                           help="no per-image decision for several suspects of one reference"),
@@ -71,8 +75,9 @@ def register(app: typer.Typer) -> None:
         jobs: int = common.JobsOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
-        """Which kind of image-to-image system processed the suspect: band, top-k systems with calibrated
-        posteriors, `inconclusive` when warranted, and the reasons (feature z-scores).
+        """Which kind of image-to-image system processed the suspect: band, system, conformal p-values and
+        the prediction set (systems with p >= alpha), `unknown` when no calibrated system fits,
+        `inconclusive` when several do, top-k posteriors and the reasons (feature z-scores).
 
         Examples: fpx attribute ref.png suspect.png; fpx attribute ref.png s1.png s2.png --report case.html;
         fpx attribute --pairs pairs.csv -t my-lab-dinov2-v1.json -o calls.jsonl
@@ -86,7 +91,12 @@ def register(app: typer.Typer) -> None:
         try:
             plist, orphans = resolve_pairs(reference, suspects or [], pairs, ref_dir, suspect_dir)
             doc, enc, why = load_thresholds(thresholds_name, resolution, device, quiet)
-            decider = attr.Decider(doc)
+            if alpha is not None:
+                attr.check_alpha(alpha)
+            decider = attr.Decider(doc, alpha)
+            if decider.conformal is None:
+                batch.warn(f"thresholds {doc['id']} have no conformal calibration: {attr.NOT_CALIBRATED}"
+                           + ("; --alpha is ignored" if alpha is not None else ""), quiet)
             extra = []
             if perturbed is not None or any(p.get("perturbed") for p in plist):
                 from fingerprint_cli import survival

@@ -37,6 +37,18 @@ def summary_text(doc: dict) -> str:
                      f"[{bl['band_loo']['ci95'][0]:.3f}, {bl['band_loo']['ci95'][1]:.3f}]")
     lines.append(f"bands: {doc['band_rule']['how']}: " +
                  ", ".join(f"{s}={b}" for s, b in doc["band_rule"]["bands"].items()))
+    conf = cal.get("conformal")
+    if conf:
+        lines.append(f"conformal (Mondrian, per-class Ledoit-Wolf Mahalanobis, LOO) at alpha {conf['alpha']:g}: "
+                     f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
+                     f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
+                     f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
+                     f"{conf['singleton_rate']:.3f} (accuracy {conf['singleton_accuracy'] if conf['singleton_accuracy'] is None else round(conf['singleton_accuracy'], 3)})")
+        wn = max(len(c) for c in conf["per_system"]) + 2
+        for c, v in conf["per_system"].items():
+            lines.append(f"    {c:<{wn}} coverage {v['coverage']:.3f}  n {v['n']:>5d}  mean set size {v['mean_set_size']:.2f}")
+    else:
+        lines.append("conformal: none (p-values: not calibrated)")
     labels = loo["labels"]
     w = max(len(x) for x in labels) + 2
     lines.append("confusion (rows true, columns predicted, LOO):")
@@ -47,24 +59,78 @@ def summary_text(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reused(path: Path, pairs, names) -> dict:
+    """{pair index: PairResult} for pairs of ``path`` (an earlier ``--scores`` jsonl) whose reference and
+    suspect paths and sha256 match the files now and that carry every feature in ``names``."""
+    import json as _json
+
+    from fingerprint_cli import images
+    from fingerprint_cli.errors import InputError
+    from fingerprint_cli.records import Record
+    from fingerprint_cli.score import PairResult
+
+    if not path.is_file():
+        raise InputError("no such scores file", str(path))
+    old = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = _json.loads(line)
+                if d.get("status") == "ok":
+                    old[(d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"])] = d
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"is not a --scores jsonl file ({exc.__class__.__name__})", str(path)) from exc
+    sha: dict[str, str] = {}
+
+    def digest(p):
+        if p not in sha:
+            sha[p] = images.sha256_file(p)
+        return sha[p]
+
+    out = {}
+    for i, pair in enumerate(pairs):
+        d = old.get((pair.reference, pair.suspect))
+        if d is None or any(d["features"].get(f) is None for f in names):
+            continue
+        try:
+            same = (d["inputs"]["reference"]["sha256"] == digest(pair.reference)
+                    and d["inputs"]["suspect"]["sha256"] == digest(pair.suspect))
+        except OSError:
+            continue
+        if same:
+            out[i] = PairResult(Record.from_dict(d))
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("calibrate")
     def calibrate_cmd(
         corpus: Path = typer.Argument(..., help="CSV: reference,suspect,system,image_id[,domain,rep,band]"),
         output: Path = typer.Option(..., "--output", "-o", help="thresholds artifact to write (JSON)"),
         features: str = typer.Option("auto", "--features",
-                                     help="feature set: pixel (no weights needed), ssim-psnr, dinov2, plane, all, "
-                                          "or a comma list; auto = dinov2 if its weights are installed, else pixel"),
+                                     help="feature set: pixel-v2 (tone-corrected, no weights needed), pixel (v1), "
+                                          "ssim-psnr, dinov2, plane, all, or a comma list; auto = dinov2 if its "
+                                          "weights are installed, else pixel-v2"),
         artifact_id: Optional[str] = typer.Option(None, "--id", help="artifact id (default: output file stem)"),
         version: str = typer.Option("1", "--version", help="artifact version"),
         description: str = typer.Option("", "--description", help="what the corpus is and what it is not"),
         bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="cluster-bootstrap resamples (>= 2000 "
                                                                          "for published numbers)"),
         seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of plotted subsamples"),
-        min_posterior: float = typer.Option(0.5, "--min-posterior", help="inconclusive below this top posterior"),
+        min_posterior: float = typer.Option(0.5, "--min-posterior",
+                                            help="(with --no-conformal) inconclusive below this top posterior"),
+        alpha: float = typer.Option(0.05, "--alpha", help="conformal significance level stored in the artifact, "
+                                                           "in (0, 0.5]"),
+        conformal: bool = typer.Option(True, "--conformal/--no-conformal",
+                                       help="fit conformal p-values (open-set `unknown`); --no-conformal makes a "
+                                            "v1-style artifact"),
         blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
         scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
+        reuse_scores: Optional[Path] = typer.Option(
+            None, "--reuse-scores",
+            help="a --scores jsonl of an earlier run: pairs whose paths and sha256 match and that have every "
+                 "feature are not scored again (recalibrate with another --alpha without rescoring)"),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="encoder resolution (default 224)"),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache"),
@@ -93,6 +159,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("--format is text or json for calibrate")
             if not 0.0 <= min_posterior <= 1.0:
                 raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
+            attr.check_alpha(alpha)
             rows = batch.read_csv_rows(corpus, ["reference", "suspect", "system", "image_id"])
             if not rows:
                 raise InputError("corpus has no rows", str(corpus))
@@ -112,10 +179,10 @@ def register(app: typer.Typer) -> None:
                                          f"elsewhere, not {b}", str(corpus))
             if features == "auto":
                 inst = artifacts.installed("dinov2-vitb14")
-                features = "dinov2" if inst is not None else "pixel"
+                features = "dinov2" if inst is not None else "pixel-v2"
                 if inst is None:
-                    batch.warn("DINOv2 weights not installed: calibrating on pixel features (--features pixel)",
-                               quiet)
+                    batch.warn("DINOv2 weights not installed: calibrating on tone-corrected pixel features "
+                               "(--features pixel-v2)", quiet)
             names = attr.resolve_features(features)
             enc = None
             if attr.needs_encoder(names):
@@ -129,8 +196,16 @@ def register(app: typer.Typer) -> None:
             common.die(exc)
 
         pairs = [Pair(r["reference"], r["suspect"]) for r in rows]
-        with batch.progress_bar(len(pairs), "score", quiet) as advance:
-            results = scorer.score(pairs, batch_size=batch_size, on_result=lambda r: advance())
+        try:
+            reused = _reused(reuse_scores, pairs, names) if reuse_scores else {}
+        except FpxError as exc:
+            common.die(exc)
+        if reuse_scores:
+            batch.warn(f"--reuse-scores: {len(reused)} of {len(pairs)} pair(s) reused from {reuse_scores}", quiet)
+        todo = [p for i, p in enumerate(pairs) if i not in reused]
+        with batch.progress_bar(len(todo), "score", quiet) as advance:
+            fresh = iter(scorer.score(todo, batch_size=batch_size, on_result=lambda r: advance()))
+        results = [reused[i] if i in reused else next(fresh) for i in range(len(pairs))]
         keep, failed = [], []
         hashes: dict[str, str] = {}
         for r, res in zip(rows, results):
@@ -188,12 +263,20 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
             doc = cal.calibrate(corp, artifact_id=artifact_id or output.stem, version=version,
                                 description=description, corpus_info=info, encoder=enc_info, B=bootstrap,
-                                seed=seed, min_posterior=min_posterior)
+                                seed=seed, min_posterior=min_posterior, alpha=alpha if conformal else None)
         except ValueError as exc:
             common.die(UsageError(f"{corpus}: {exc}"))
         except FpxError as exc:
             common.die(exc)
         doc = thresholds.save(doc, output, inputs=out_inputs)
+        if doc.get("conformal"):
+            small = {c: len(v) for c, v in doc["conformal"]["calibration_scores"].items()
+                     if 1.0 / (len(v) + 1) >= alpha}
+            if small:
+                batch.warn(f"with alpha {alpha:g} a system needs at least {int(np.ceil(1 / alpha))} calibration "
+                           f"calls to ever be left out of a prediction set; "
+                           + ", ".join(f"{c} has {n}" for c, n in small.items())
+                           + " (its p-value is never below alpha, so the answer for it is never `unknown`)", quiet)
         atomic.write_bytes(plot_path, plots.plane(doc))
         if fmt == "json":
             sys.stdout.write(json.dumps({"id": doc["id"], "sha256": doc["sha256"], "output": str(output),

@@ -1,0 +1,376 @@
+"""Open-world benchmark for ``fpx attribute`` (issue 11): before (v1) and after (v2) on processings that are
+NOT in the calibration corpus, on photos that are not in it either.
+
+Photos: the ``eval`` split of ``bench/corpus_local.py`` (fixed by each file's sha256; the v2 artifact is
+calibrated on the ``calib`` split only). For every eval photo, one (or ``--reps``) crop is the reference and
+the suspects are:
+
+* **known**: every system of the v2 calibration corpus (``corpus_local.BANDS``) — accuracy on decided calls
+  and coverage;
+* **chain**: each known system followed by a JPEG q85 re-save (the suspect file is the JPEG);
+* **held out**: the processings of :data:`HELD_OUT` below, none of which (nor its parameter range) is in the
+  calibration corpus, and none of which was used to tune anything (the list was written before the first
+  run; nothing in fpx was changed after looking at their rows). Benign global edits and codecs, plus two
+  image-to-image networks the artifact has never seen.
+
+Printed per artifact: rate of confident known-system labels on the held-out processings (want <= 5% at
+alpha 0.05), rate at which held-out benign edits land in an AI band (tight / drift; want <= 2%), known-system
+accuracy on decided calls (want >= 0.85) and coverage (want >= 0.94), the same two on the chains, and a
+per-processing breakdown. ``fpx detect`` rows (issue 11 item 4) belong to the detect benchmark, not here.
+
+    python bench/openset.py /work/shared/data/generators/real_kodak24 /work/shared/data/real_bsds500/val \
+        --out bench/out/openset [--v2 src/fingerprint_cli/thresholds/local-offline-pixel-v2.json] [--alpha 0.05]
+
+Folders that are absent are skipped; with none present the script says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+try:  # running from a checkout without the package installed
+    import fingerprint_cli  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(HERE.parent / "src"))
+
+
+# ---------------------------------------------------------------- held-out processings (never calibrated on)
+def _f(x):
+    return np.clip(np.asarray(x, dtype=np.float64), 0, 1).astype(np.float32)
+
+
+def unsharp_r3(px):
+    from scipy.ndimage import gaussian_filter
+
+    return _f(px + 1.5 * (px - gaussian_filter(px, (3, 3, 0), mode="reflect")))
+
+
+def median3(px):
+    from scipy.ndimage import median_filter
+
+    return _f(median_filter(px, size=(3, 3, 1), mode="reflect"))
+
+
+def bilateral(px):
+    from skimage.restoration import denoise_bilateral
+
+    return _f(denoise_bilateral(np.asarray(px, np.float64), sigma_color=0.06, sigma_spatial=2.0, channel_axis=-1))
+
+
+def posterize4(px):
+    return _f(np.floor(np.asarray(px) * 255 / 16) * 16 / 255 + 8 / 255)
+
+
+def _hsv(px, fn):
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    h = rgb2hsv(np.asarray(px, np.float64))
+    return _f(hsv2rgb(fn(h)))
+
+
+def hue_rot20(px):
+    def fn(h):
+        h[..., 0] = (h[..., 0] + 20 / 360) % 1.0
+        return h
+    return _hsv(px, fn)
+
+
+def saturation_1_3(px):
+    def fn(h):
+        h[..., 1] = np.clip(h[..., 1] * 1.3, 0, 1)
+        return h
+    return _hsv(px, fn)
+
+
+def _codec(fmt, **kw):
+    def run(px):
+        from fingerprint_cli import images
+
+        return _f(images.decode(images.encode(px, fmt, **kw), f"<{fmt}>").pixels)
+    return run
+
+
+def vignette(px):
+    h, w = px.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    r2 = ((y - (h - 1) / 2) / (h / 2)) ** 2 + ((x - (w - 1) / 2) / (w / 2)) ** 2
+    return _f(px * (1 - 0.3 * r2 / 2)[..., None])
+
+
+def clahe(px):
+    from skimage.exposure import equalize_adapthist
+
+    return _f(equalize_adapthist(np.asarray(px, np.float64), clip_limit=0.01))
+
+
+def film_grain(px, seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    g = gaussian_filter(np.random.default_rng(seed).normal(0, 1, px.shape[:2]), 0.7) * (6 / 255) / 0.4
+    return _f(px + g[..., None])
+
+
+def gauss_noise_s8(px, seed=0):
+    return _f(px + np.random.default_rng(seed).normal(0, 8 / 255, px.shape))
+
+
+def gamma(g):
+    def run(px):
+        return _f(np.asarray(px, np.float64) ** g)
+    return run
+
+
+def _net(name):
+    def run(px):
+        from i2i_networks import SYSTEMS
+
+        return SYSTEMS[name](px)
+    return run
+
+
+# name -> (function, kind): kind "benign" = a benign global edit / codec, "network" = an unseen i2i network
+HELD_OUT = {
+    "unsharp_r3": (unsharp_r3, "benign"),
+    "median3": (median3, "benign"),
+    "bilateral": (bilateral, "benign"),
+    "posterize4": (posterize4, "benign"),
+    "hue_rot20": (hue_rot20, "benign"),
+    "saturation_1.3": (saturation_1_3, "benign"),
+    "webp_q80": (_codec("WEBP", quality=80), "benign"),
+    "avif_q60": (_codec("AVIF", quality=60), "benign"),
+    "vignette": (vignette, "benign"),
+    "clahe": (clahe, "benign"),
+    "film_grain": (film_grain, "benign"),
+    "gauss_noise_s8": (gauss_noise_s8, "benign"),
+    "gamma_1.4": (gamma(1.4), "benign"),
+    "gamma_0.7": (gamma(0.7), "benign"),
+    "realesrgan_x4plus_anime": (_net("realesrgan_x4plus_anime"), "network"),
+    "animevideov3_x4": (_net("animevideov3_x4"), "network"),
+}
+AI_BANDS = ("tight", "drift")
+
+
+def build(photos, out: Path, crop: int, reps: int, systems):
+    from corpus_local import BANDS, crops, domain_of, run_system
+
+    from fingerprint_cli import images
+
+    (out / "refs").mkdir(parents=True, exist_ok=True)
+    (out / "suspects").mkdir(parents=True, exist_ok=True)
+    rows = []
+    t0 = time.time()
+    for n, path in enumerate(photos):
+        image_id = f"{domain_of(path)}:{path.stem}"
+        safe = hashlib.sha256(image_id.encode()).hexdigest()[:12]
+        for r, ref in crops(path, crop, reps):
+            ref_path = out / "refs" / f"{safe}_r{r}.png"
+            if not ref_path.exists():
+                images.save_png(ref, ref_path)
+            ref = images.load_image(ref_path).pixels
+            base = {"reference": str(ref_path), "image_id": image_id}
+            seed = int(safe[:8], 16) + r
+            for s in systems:
+                p = out / "suspects" / f"{safe}_r{r}__{s}.png"
+                pj = out / "suspects" / f"{safe}_r{r}__{s}__q85.jpg"
+                if not p.exists() or not pj.exists():
+                    px = run_system(s, ref, f"{image_id}:{r}:eval")
+                    images.save_png(px, p)
+                    pj.write_bytes(images.encode(px, "JPEG", quality=85))
+                rows.append({**base, "suspect": str(p), "kind": "known", "processing": s, "truth": s,
+                             "truth_band": BANDS[s]})
+                if s != "identity":
+                    rows.append({**base, "suspect": str(pj), "kind": "chain", "processing": f"{s}+jpeg_q85",
+                                 "truth": s, "truth_band": BANDS[s]})
+            for name, (fn, kind) in HELD_OUT.items():
+                p = out / "suspects" / f"{safe}_r{r}__{name}.png"
+                if not p.exists():
+                    px = fn(ref, seed) if name in ("film_grain", "gauss_noise_s8") else fn(ref)
+                    images.save_png(px, p)
+                rows.append({**base, "suspect": str(p), "kind": f"held_out_{kind}", "processing": name,
+                             "truth": "", "truth_band": ""})
+        print(f"  openset corpus: {n + 1}/{len(photos)} photos ({time.time() - t0:.0f} s)", file=sys.stderr)
+    return rows
+
+
+def score(rows, names):
+    from fingerprint_cli import attribute
+    from fingerprint_cli.batch import Pair
+
+    scorer = attribute.make_scorer(names, None)
+    pairs = [Pair(r["reference"], r["suspect"]) for r in rows]
+    feats = []
+    t0 = time.time()
+    for start in range(0, len(pairs), 64):
+        res = scorer.score(pairs[start:start + 64], batch_size=64)
+        for x in res:
+            if not x.record.ok:
+                raise SystemExit(f"scoring failed: {x.record.error}")
+            feats.append(x.record.features)
+        print(f"  scored {len(feats)}/{len(pairs)} ({time.time() - t0:.0f} s)", file=sys.stderr)
+    return feats
+
+
+def evaluate(rows, feats, decider):
+    dec = [decider.decide(f, top_k=3)[0] for f in feats]
+    systems = set(decider.model.classes)
+    out = {}
+    kind = np.array([r["kind"] for r in rows])
+    label = np.array([d["label"] for d in dec])
+    band = np.array([d["band"] for d in dec])
+    sysl = np.array([d["system"] for d in dec])
+    truth = np.array([r["truth"] for r in rows])
+    tband = np.array([r["truth_band"] for r in rows])
+    is_sys = np.isin(sysl, list(systems))
+    img = np.array([r["image_id"] for r in rows])
+
+    def ci(values, m):  # 95% cluster-bootstrap CI over photos (calls of one photo are not independent)
+        from fingerprint_cli.calibrate import cluster_bootstrap_ci
+
+        if not m.any():
+            return None
+        _, lo, hi = cluster_bootstrap_ci(np.asarray(values, dtype=float)[m], img[m], B=1000, seed=0)
+        return [lo, hi]
+    for k in ("held_out_benign", "held_out_network"):
+        m = kind == k
+        out[k] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()),
+                  "ai_band": float(np.isin(band[m], AI_BANDS).mean()),
+                  "unknown": float((label[m] == "unknown").mean()),
+                  "inconclusive": float((label[m] == "inconclusive").mean()),
+                  "benign_band": float((band[m] == "benign").mean())}
+    m = np.isin(kind, ["held_out_benign", "held_out_network"])
+    out["held_out"] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()), "known_label_ci": ci(is_sys, m)}
+    mb = kind == "held_out_benign"
+    out["held_out_benign"]["ai_band_ci"] = ci(np.isin(band, AI_BANDS), mb)
+    ai_sys = np.isin(sysl, [c for c in systems if decider.bands[c] in AI_BANDS])
+    out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
+    for k in ("known", "chain"):
+        m = (kind == k) & np.isin(truth, list(systems))  # each artifact on the systems it was calibrated on
+        decided = m & is_sys
+        if decider.conformal is not None:
+            cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)])
+        else:  # v1 has no set: a call "covers" the truth when it does not exclude it
+            cover = np.array([(d["system"] == t) or (d["system"] == "inconclusive" and d["band"] in (tb, "inconclusive"))
+                              for t, tb, d in zip(truth, tband, dec)])
+        bdec = m & np.isin(band, list(set(decider.bands.values())))
+        out[k] = {"n": int(m.sum()), "decided": float(decided.sum() / max(m.sum(), 1)),
+                  "accuracy_decided": float((sysl[decided] == truth[decided]).mean()) if decided.any() else None,
+                  "coverage": float(cover[m].mean()), "coverage_ci": ci(cover, m),
+                  "unknown": float((label[m] == "unknown").mean()),
+                  "band_decided": float(bdec.sum() / max(m.sum(), 1)),
+                  "band_accuracy_decided": float((band[bdec] == tband[bdec]).mean()) if bdec.any() else None}
+    per = {}
+    for r, d in zip(rows, dec):
+        if r["kind"].startswith("held_out"):
+            per.setdefault(r["processing"], Counter())[d["label"]] += 1
+    out["per_processing"] = {k: dict(v) for k, v in per.items()}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "openset")
+    ap.add_argument("--crop", type=int, default=160)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--max-per-folder", type=int, default=None)
+    ap.add_argument("--v1", default="local-offline-pixel-v1", help="the 'before' artifact (id or file)")
+    ap.add_argument("--v2", default="local-offline-pixel-v2", help="the 'after' artifact (id or file)")
+    ap.add_argument("--alpha", type=float, default=None, help="override the v2 artifact's alpha")
+    ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
+    args = ap.parse_args()
+    present = [f for f in args.folders if f.is_dir()]
+    if not present:
+        print("openset: no data folder present; nothing to do (skipped)")
+        return 0
+    from corpus_local import BANDS, select_photos
+    from i2i_networks import available
+
+    from fingerprint_cli import attribute, thresholds
+
+    avail = available()
+    systems = [s for s in BANDS if avail.get(s) is None]
+    photos = select_photos(present, "eval", args.max_per_folder)
+    rows = build(photos, args.out, args.crop, args.reps, systems)
+    d1, d2 = thresholds.find(args.v1), thresholds.find(args.v2)
+    names = list(dict.fromkeys(list(d1["features"]) + list(d2["features"])))
+    feats = None
+    cache = args.out / "rows.csv"
+    if cache.exists() and not args.rescore:  # features depend only on the images, not on the artifacts
+        with open(cache, newline="") as f:
+            old = list(csv.DictReader(f))
+        if [(o["reference"], o["suspect"]) for o in old] == [(r["reference"], r["suspect"]) for r in rows] \
+                and all(n in old[0] for n in names):
+            feats = [{n: float(o[n]) for n in names} for o in old]
+            print(f"openset: features of {len(feats)} pairs read from {cache} (--rescore to recompute)",
+                  file=sys.stderr)
+    if feats is None:
+        feats = score(rows, names)
+    with open(args.out / "rows.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) + names)
+        w.writeheader()
+        w.writerows([{**r, **{k: x[k] for k in names}} for r, x in zip(rows, feats)])
+    res = {}
+    for tag, doc, alpha in (("v1", d1, None), ("v2", d2, args.alpha)):
+        res[tag] = evaluate(rows, feats, attribute.Decider(doc, alpha if doc.get("conformal") else None))
+        res[tag]["artifact"] = doc["id"]
+    (args.out / "results.json").write_text(json.dumps(res, indent=1))
+    a2 = attribute.Decider(d2, args.alpha).alpha
+    n_ph = len({r["image_id"] for r in rows})
+    print(f"\nopenset: {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(HELD_OUT)} held-out processings "
+          f"({sum(k == 'benign' for _, k in HELD_OUT.values())} benign edits/codecs, "
+          f"{sum(k == 'network' for _, k in HELD_OUT.values())} unseen networks); {len(systems)} known systems; "
+          f"v2 alpha {a2:g}\n")
+    hdr = ("| artifact | held-out: confident known-system label (want <= 0.05) | held-out benign edits in an AI band "
+           "(want <= 0.02) | held-out: unknown / inconclusive | known: accuracy on decided (want >= 0.85) | known: "
+           "coverage (want >= 0.94) | known: decided | chain +JPEG q85: accuracy on decided | chain: coverage | "
+           "chain: band accuracy on decided | chain: decided |")
+    print(hdr)
+    print("|---" * (hdr.count("|") - 1) + "|")
+    for tag in ("v1", "v2"):
+        r = res[tag]
+        hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
+        n_h = hb["n"] + hn["n"]
+        unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
+        inc = (hb["inconclusive"] * hb["n"] + hn["inconclusive"] * hn["n"]) / n_h
+
+        def f(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        def fc(v, c):
+            return f(v) + ("" if c is None else f" [{c[0]:.3f}, {c[1]:.3f}]")
+        print(f"| {r['artifact']} | {fc(r['held_out']['known_label'], r['held_out']['known_label_ci'])} (benign "
+              f"{f(hb['known_label'])}, networks {f(hn['known_label'])}; an AI system {f(r['held_out']['ai_system_label'])}) "
+              f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
+              f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
+              f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
+    print(f"\nknown / chain rows: each artifact on its own calibrated systems (v1: {res['v1']['known']['n']} + "
+          f"{res['v1']['chain']['n']} calls of its 11 systems; v2: {res['v2']['known']['n']} + {res['v2']['chain']['n']} "
+          "of its 16).")
+    print("\nv1 has no prediction set: its 'coverage' counts calls whose decision does not exclude the true system "
+          "(right system, or inconclusive system with the right or no band).\n")
+    print("Per held-out processing (label counts, v1 -> v2):\n")
+    print("| processing | kind | v1 | v2 |")
+    print("|---|---|---|---|")
+    for name, (_, kind) in HELD_OUT.items():
+        c1 = res["v1"]["per_processing"].get(name, {})
+        c2 = res["v2"]["per_processing"].get(name, {})
+
+        def top(c):
+            return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
+        print(f"| {name} | {kind} | {top(c1)} | {top(c2)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
