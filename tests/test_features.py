@@ -21,7 +21,7 @@ from fingerprint_cli.errors import UsageError
 
 from conftest import natural_image
 
-COMPUTED = features.names(("tokens", "pixel", "anchored"))
+COMPUTED = features.names(("tokens", "pixel", "anchored", "tone_corrected", "tone_curve"))
 
 
 def _luma(x):
@@ -60,6 +60,15 @@ def _probe(name: str, ref: np.ndarray, strength: int) -> np.ndarray:
         return _jpeg(ref, (92, 30)[strength - 1])
     if name == "chroma_blur":
         return _chroma_blur(ref, (0.8, 2.5)[strength - 1])
+    if name == "contrast":
+        return np.clip(0.5 + (1.1, 1.3)[strength - 1] * (ref - 0.5), 0, 1)
+    if name == "colour_cast":
+        return np.clip(ref * np.array([(1.04, 1.12)[strength - 1], 1.0, 1.0]), 0, 1)
+    if name == "posterize":
+        q = (32, 8)[strength - 1]
+        return np.round(ref * (q - 1)) / (q - 1)
+    if name == "tone_over_noise":  # the same fixed noise, a stronger tone curve on top: the curve explains more
+        return np.clip(ref + 0.02 * n, 0, 1) ** (0.9, 0.6)[strength - 1]
     raise AssertionError(f"unknown probe {name}")
 
 
@@ -128,7 +137,17 @@ def test_registry_agrees_with_the_scoring_modules():
         f = features.get(name)
         assert f.direction_text == direction, name
         assert f.description == description, name
-    assert set(features.names(("tokens", "pixel", "anchored"))) == set(score.FEATURES) | set(anchored.FEATURES)
+    assert set(COMPUTED) == set(score.FEATURES) | set(anchored.FEATURES)
+
+
+@pytest.mark.parametrize("name", ["tc_ssim", "tc_hf_ratio", "tc_gain_0", "tc_gain_1"])
+def test_tone_corrected_twins_ignore_a_tone_curve(computed, name):
+    """The reason the tc_* twins exist: a global monotone edit barely moves them, while it moves the original."""
+    f = features.get(name)
+    original = {"tc_ssim": "ssim_clean", "tc_psnr": "psnr_clean"}.get(name, name[3:])
+    moved_tc = abs(computed[("tone", 2)].features[name] - f.neutral)
+    moved_orig = abs(computed[("tone", 2)].features[original] - f.neutral)
+    assert moved_tc < 0.25 * moved_orig, (name, moved_tc, moved_orig)
 
 
 def test_sign_and_unknown_names():

@@ -40,35 +40,13 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
-FEATURES: dict[str, tuple[str, str]] = {
-    "hf_ratio": ("lower = smoother than the reference", "log10 high-pass energy of suspect / reference (luma)"),
-    "hp_corr": ("lower = reference detail removed", "corr(high-pass of suspect-reference, high-pass of reference)"),
-    "lowfreq_share": ("higher = smoother change", "share of the difference energy below a sigma=2 px low-pass"),
-    "log_colour_shift": ("higher = more change", "log10(1e-5 + mean |channel-mean difference|) suspect vs reference"),
-    "grid8": ("higher = more 8x8 block edges", "difference gradient on 8-px block boundaries / elsewhere"),
-    "chroma_hf_ratio": ("lower = chroma smoothed", "log10 high-pass energy of suspect / reference chroma (Cb, Cr)"),
-    **{f"gain_{k}": ("lower = octave attenuated", f"log10 luma power suspect / reference, octave {k}")
-       for k in range(4)},
-    **{f"coh_{k}": ("lower = reference content replaced", f"coherence of suspect with reference, octave {k}")
-       for k in range(4)},
-}
+from fingerprint_cli import features
+
+FEATURES: dict[str, tuple[str, str]] = features.table("anchored")  # (direction, description): the registry
 NAMES = tuple(FEATURES)  # the v1 group (``compute``)
 
-CURVE_FEATURES: dict[str, tuple[str, str]] = {
-    "curve_shift": ("higher = brighter", "mean over channels and reference pixels of f_c(r) - r (fitted tone curve)"),
-    "curve_contrast": ("higher = more contrast", "log10 of the curve's interquartile slope (f(q75)-f(q25))/(q75-q25)"),
-    "curve_colour": ("higher = stronger colour cast",
-                     "RMS over reference pixels of each channel's curve minus the mean curve"),
-    "curve_rough": ("higher = steppier curve", "RMS second difference of the curves on a 64-bin grid (posterize)"),
-    "curve_share": ("higher = change is a tone curve",
-                    "share of the suspect-reference difference energy that the fitted curves explain"),
-}
-TC_FEATURES: dict[str, tuple[str, str]] = {
-    "tc_ssim": ("lower = more change", "SSIM of the curve-corrected suspect vs reference"),
-    "tc_psnr": ("lower = more change", "PSNR (dB, capped at 100) of the curve-corrected suspect vs reference"),
-    **{f"tc_{k}": (FEATURES[k][0], FEATURES[k][1] + " (curve-corrected suspect)")
-       for k in NAMES if k != "log_colour_shift"},
-}
+CURVE_FEATURES: dict[str, tuple[str, str]] = features.table("tone_curve")
+TC_FEATURES: dict[str, tuple[str, str]] = features.table("tone_corrected")
 V2_NAMES = tuple(TC_FEATURES) + tuple(CURVE_FEATURES)  # the v2 group (``compute_v2``)
 FEATURES.update(TC_FEATURES)
 FEATURES.update(CURVE_FEATURES)
@@ -210,7 +188,9 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
             xb, fy = np.r_[xb, 1.0], np.r_[fy, min(1.0, fy[-1] + 1.0 - xb[-1])]
         mapped[..., c] = np.interp(r[..., c], xb, fy)
         on_grid.append(np.interp(grid, xb, fy))
-        fy_strict = fy + 1e-6 * np.arange(len(fy))
+        # strictly increasing for the inverse: lift only the runs of equal values (an isotonic fit's flat
+        # steps), so a curve that is already strictly increasing (the identity) is inverted exactly
+        fy_strict = fy + 1e-6 * np.r_[0, np.cumsum(np.diff(fy) <= 0)]
         corrected[..., c] = np.interp(s[..., c], fy_strict, xb)
     g = np.stack(on_grid)  # (C, bins)
     d_tot = float(np.sum((s - r) ** 2))

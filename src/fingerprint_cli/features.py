@@ -12,8 +12,9 @@ feature is registered here with its direction and probe, or it does not ship.
 systems by signed change with it (it used to parse the prose with ``.startswith("lower")``).
 
 Families: ``tokens`` (DINOv2 patch-token distances, need the encoder weights), ``pixel`` (SSIM/PSNR),
-``anchored`` (further pixel features, :mod:`fingerprint_cli.anchored`), ``survival`` (perturbation
-survival, :mod:`fingerprint_cli.survival`).
+``anchored`` (further pixel features, :mod:`fingerprint_cli.anchored`), ``tone_corrected`` (the same on the
+suspect mapped back through its fitted per-channel tone curve, ``tc_*``), ``tone_curve`` (that curve's own
+shape, ``curve_*``), ``survival`` (perturbation survival, :mod:`fingerprint_cli.survival`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Literal, Sequence
 from fingerprint_cli.registry import Registry
 
 Direction = Literal["higher", "lower"]
-FAMILIES = ("tokens", "pixel", "anchored", "survival")
+FAMILIES = ("tokens", "pixel", "anchored", "tone_corrected", "tone_curve", "survival")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,29 @@ for _k in range(4):
 for _k in range(4):
     _add(f"coh_{_k}", "anchored", "lower", "reference content replaced",
          f"coherence of suspect with reference, octave {_k}", "", (-1.0, 1.0), 1.0, "noise")
+# tone-corrected twins (issue 11): the change features on the curve-corrected suspect; invariant to a global
+# monotone tone/colour edit, otherwise they move like the originals
+_add("tc_ssim", "tone_corrected", "lower", _MORE, "SSIM of the curve-corrected suspect vs reference", "",
+     (-1.0, 1.0), 1.0, "noise")
+_add("tc_psnr", "tone_corrected", "lower", _MORE,
+     "PSNR (dB, capped at 100) of the curve-corrected suspect vs reference", "dB", (0.0, 100.0), 100.0, "noise")
+for _name in [n for n, f in REGISTRY.items() if f.family == "anchored" and n != "log_colour_shift"]:
+    _f = REGISTRY.get(_name)
+    _add(f"tc_{_name}", "tone_corrected", _f.direction, _f.effect, _f.description + " (curve-corrected suspect)",
+         _f.unit, _f.range, _f.neutral, _f.probe)
+_add("curve_shift", "tone_curve", "higher", "brighter",
+     "mean over channels and reference pixels of f_c(r) - r (fitted tone curve)", "", (-1.0, 1.0), 0.0, "tone")
+_add("curve_contrast", "tone_curve", "higher", "more contrast",
+     "log10 of the curve's interquartile slope (f(q75)-f(q25))/(q75-q25)", "log10", (None, None), 0.0,
+     "contrast")
+_add("curve_colour", "tone_curve", "higher", "stronger colour cast",
+     "RMS over reference pixels of each channel's curve minus the mean curve", "", (None, None), 0.0,
+     "colour_cast")
+_add("curve_rough", "tone_curve", "higher", "steppier curve",
+     "RMS second difference of the curves on a 64-bin grid (posterize)", "", (0.0, None), 0.0, "posterize")
+_add("curve_share", "tone_curve", "higher", "change is a tone curve",
+     "share of the suspect-reference difference energy that the fitted curves explain", "", (None, 1.0), 1.0,
+     "tone_over_noise")
 _add("survival", "survival", "higher", "more of the perturbation kept",
      "<y - x, delta> / <delta, delta>: 1 intact, 0 gone", "", (None, None), None, None)
 _add("perturbation_z", "survival", "higher", "more evidence the suspect derives from the protected image",

@@ -25,22 +25,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__, images, metrics
+from fingerprint_cli import __version__, features, images, metrics
 from fingerprint_cli.batch import Pair
 from fingerprint_cli.errors import FpxError, InputError
 from fingerprint_cli.records import Record
 
-FEATURES: dict[str, tuple[str, str]] = {
-    "patch_mean": ("higher = more change", "mean over patches of 1 - cos(suspect, reference) DINOv2 tokens"),
-    "patch_median": ("higher = more change", "median per-patch token distance"),
-    "patch_p90": ("higher = more change", "90th percentile per-patch token distance"),
-    "patch_max": ("higher = more change", "maximum per-patch token distance"),
-    "cls_distance": ("higher = more change", "1 - cos of the CLS tokens"),
-    "ssim_clean": ("lower = more change", "pixel SSIM of suspect vs reference (Wang 2004, RGB mean)"),
-    "psnr_clean": ("lower = more change", "PSNR of suspect vs reference, dB (capped at 100)"),
-}
-PIXEL_FEATURES = ("ssim_clean", "psnr_clean")
-TOKEN_FEATURES = ("patch_mean", "patch_median", "patch_p90", "patch_max", "cls_distance")
+FEATURES: dict[str, tuple[str, str]] = features.table(("tokens", "pixel"))  # (direction, description)
+TOKEN_FEATURES = tuple(features.names("tokens"))
 
 
 def align(reference: images.LoadedImage, suspect: images.LoadedImage) -> tuple[np.ndarray, list[str]]:
