@@ -307,9 +307,11 @@ def probe(data: bytes, path: str) -> Probe:
                      exif=exif, quantization=q)
     except UnidentifiedImageError as exc:
         raise InputError("not a recognised image file", path) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"refused as a possible decompression bomb ({exc})", path) from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct_error) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"corrupt image header ({reason})", path) from exc
+        raise InputError(f"corrupt or truncated image header ({reason})", path) from exc
 
 
 def jpeg_luma(data: bytes, path: str) -> np.ndarray:

@@ -117,7 +117,8 @@ def register(app: typer.Typer) -> None:
         elif fmt is not None and fmt != "jsonl":
             sys.stdout.write(render(new, fmt, TABLE_COLUMNS))
         if t.log is not None:
-            batch.warn(f"custody log {t.log.path}: {t.log.next_seq} entries, head {t.log.head}", quiet)
+            # always printed (also with --quiet): the head hash is what a later verify-log --head checks against
+            print(f"fpx: custody log {t.log.path}: {t.log.next_seq} entries, head {t.log.head}", file=sys.stderr)
         skipped = len(core.list_inbox(args)) - len(new) if not watch else 0
         if skipped > 0:
             batch.warn(f"{skipped} file(s) already triaged (same path and sha256), skipped", quiet)

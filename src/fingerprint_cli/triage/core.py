@@ -320,7 +320,9 @@ class Triage:
                 dupes.append((custody_mod.Custody(p, sha, None, None, received_utc=received), first))
                 continue
             items.append(Item(p, received, sha, self.settings))
-        for _, out in parallel.imap(analyse, items, jobs=self.jobs, scheduler=self.scheduler, progress=progress):
+        outs = sorted(parallel.imap(analyse, items, jobs=self.jobs, scheduler=self.scheduler, progress=progress),
+                      key=lambda x: x[0])  # records (and custody entries) in input order, whoever finished first
+        for _, out in outs:
             if not out.ok:  # analyse never raises; a worker that died still gives a record
                 continue
             rec = Record.from_dict(out.value["record"])
