@@ -568,6 +568,14 @@ def test_outputs_inside_the_inbox_are_refused(tmp_path):
     assert tree_hashes(inbox) == before
 
 
+def test_watch_needs_an_output_and_head_belongs_to_verify_log(tmp_path):
+    a = save(u8(1), tmp_path / "a.png", "PNG")
+    r = run(["triage", a, "--watch"])
+    assert r.exit_code == 2 and "--watch needs --output" in r.stderr
+    r = run(["triage", a, "--head", "ab"])
+    assert r.exit_code == 2 and "verify-log" in r.stderr
+
+
 def test_single_bad_file_exit_2_and_index_without_origin_is_a_usage_error(tmp_path, monkeypatch):
     p = tmp_path / "x.png"
     p.write_text("hello")
@@ -586,8 +594,8 @@ def test_origin_and_attribution_through_the_origin_interface(tmp_path, monkeypat
     sus_px = np.asarray(Image.fromarray(u8(30, 64, 64)).resize((60, 60)).resize((64, 64)))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    sus = save(sus_px, inbox / "sus.png", "PNG")
-    other = save(u8(31, 64, 64), inbox / "other.png", "PNG")
+    save(sus_px, inbox / "sus.png", "PNG")
+    save(u8(31, 64, 64), inbox / "other.png", "PNG")
     calls = {}
 
     def load_index(path):

@@ -137,7 +137,7 @@ def analyse(item: Item) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        data, st = read_for_custody(path)
+        data, _ = read_for_custody(path)
         cust.size = len(data)
         cust.sha256 = images.sha256_bytes(data)
         cust.format = custody_mod.sniff(data[:64])
@@ -436,7 +436,7 @@ def make(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = 
     """A :class:`Triage` with its fingerprint library and origin index loaded and its outputs checked."""
     refuse_outputs_in_inbox([output, custody_log, report], inboxes)
     outs = [o for o in (output, custody_log, report) if o]
-    if len(set(map(lambda o: Path(o).resolve(), outs))) < len(outs):
+    if len({Path(o).resolve() for o in outs}) < len(outs):
         raise UsageError("-o, --custody-log and --report must name different files")
     lib = evidence_mod.collect(fingerprints, library)
     from fingerprint_cli.dif import detect

@@ -93,9 +93,11 @@ def _score_svg(fps: list[dict[str, Any]]) -> str:
     w, row, left = 460, 18, 150
     vals = [float(f.get("score") or 0.0) for f in fps]
     lo, hi = min(0.0, min(vals)), max(4.0, max(vals))
-    sx = lambda v: left + (v - lo) / (hi - lo + 1e-12) * (w - left - 60)  # noqa: E731
-    parts = [f"<svg width='{w}' height='{row * len(fps) + 24}' "
-             "role='img' aria-label='fingerprint scores'>"]
+
+    def sx(v: float) -> float:
+        return left + (v - lo) / (hi - lo + 1e-12) * (w - left - 60)
+
+    parts = [f"<svg width='{w}' height='{row * len(fps) + 24}' role='img' aria-label='fingerprint scores'>"]
     for i, (f, v) in enumerate(zip(fps, vals)):
         y = 4 + i * row
         colour = "#c62828" if f.get("generated") else "#90a4ae"

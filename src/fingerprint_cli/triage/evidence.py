@@ -170,6 +170,9 @@ def generator_evidence(pixels: np.ndarray, path: str, fingerprint_paths: Sequenc
         if cal.calibrated:
             p = cal.p_value(score)
             entry.update(p_value=p, fpr=cal.fpr, n_real=cal.n_real, generated=bool(p is not None and p <= cal.fpr))
+            if 1.0 / (cal.n_real + 1) > cal.fpr:
+                entry["note"] = (f"{cal.n_real} calibration images cannot reach p ≤ {cal.fpr:g}: this fingerprint "
+                                 "never claims an image (calibrate on more real images)")
         else:
             entry.update(p_value=None, fpr=None, n_real=None,
                          generated=bool(detect.is_generated(fp, np.array([rho]))[0]),

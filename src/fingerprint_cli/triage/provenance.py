@@ -61,8 +61,7 @@ def dst_term(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     v = value.strip()
-    if v.startswith(IPTC_DST):
-        v = v[len(IPTC_DST):]
+    v = v.removeprefix(IPTC_DST)
     return v.rstrip("/").rsplit("/", 1)[-1] or None
 
 
