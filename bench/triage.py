@@ -54,6 +54,20 @@ def files(folder: Path) -> list[Path]:
     return sorted(fs, key=lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
 
 
+def conditions(paths) -> dict:
+    """The formats and JPEG quality range the calibration images cover (what triage checks inputs against)."""
+    from fingerprint_cli import images
+    from fingerprint_cli.triage import provenance as pv
+
+    fmts, qs = set(), []
+    for p in paths:
+        pr = images.probe(Path(p).read_bytes(), str(p))
+        fmts.add(pr.format)
+        if pr.quantization:
+            qs.append(pv.estimate_quality(pr.quantization)["quality"])
+    return {"formats": sorted(fmts), "jpeg_quality": [min(qs), max(qs)] if qs else None}
+
+
 def build(data: Path, out: Path, args) -> tuple[dict, dict, list[str]]:
     """Fit + calibrate the fingerprints, build the inbox. Returns (labels by inbox path, fit info, fp paths)."""
     from fingerprint_cli import images
@@ -65,7 +79,7 @@ def build(data: Path, out: Path, args) -> tuple[dict, dict, list[str]]:
     bsds_train = files(data / "real_bsds500/train")
     real_fit, real_cal = bsds_train[:n_fit], bsds_train[n_fit:n_fit + args.calibration]
     cache = ResidualCache(disk=out / "cache")
-    fpdir = out / f"fps-{args.method}-{args.denoiser}-{args.crop}"
+    fpdir = out / f"fps-{args.method}-{args.denoiser}-{args.crop}{'-cond' if args.conditions else ''}"
     fpdir.mkdir(parents=True, exist_ok=True)
     inbox = out / "inbox"
     if inbox.exists():
@@ -94,7 +108,8 @@ def build(data: Path, out: Path, args) -> tuple[dict, dict, list[str]]:
             cal = detect.scores(fp, detect.correlations(fp, [str(p) for p in real_cal], cache=cache))
             fp = Fingerprint(fp.name, fp.method, fp.pattern, dict(fp.meta, calibration={
                 "fpr": args.fpr, "scores": [float(s) for s in cal], "n": len(cal),
-                "source": f"BSDS500 train photos not used for fitting ({len(cal)})"}))
+                "source": f"BSDS500 train photos not used for fitting ({len(cal)})",
+                "conditions": conditions(real_cal) if args.conditions else None}))
             fp.save(target)
             fit_info[name] = {"fit_generated": len(fit), "fit_real": len(real_fit), "calibration_real": len(cal),
                               "seconds": round(time.time() - t0, 1)}
@@ -138,6 +153,9 @@ def main() -> int:
     ap.add_argument("--fpr", type=float, default=0.01)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--no-thumbnails", action="store_true")
+    ap.add_argument("--conditions", action="store_true",
+                    help="record the calibration images' formats / JPEG quality range in each fingerprint, so that "
+                         "triage treats inputs outside them as uncalibrated")
     args = ap.parse_args()
     data, out = Path(args.data), Path(args.out)
     if not (data / "generators").is_dir() or not (data / "real_bsds500").is_dir():

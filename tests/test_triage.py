@@ -450,6 +450,26 @@ def test_fingerprint_evidence_uncalibrated_and_calibrated(fplib):
     assert not f["generated"] and rec.decision["label"] == "unknown"
 
 
+def test_detection_outside_the_calibrated_conditions_does_not_decide(fplib, tmp_path):
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    fp = Fingerprint.load(fplib["cal"])
+    cond = Fingerprint(fp.name, fp.method, fp.pattern, dict(fp.meta, calibration=dict(
+        fp.meta["calibration"], conditions={"formats": ["PNG"], "jpeg_quality": None})))
+    cond.save(tmp_path / "cond.fpx.safetensors")
+    gen_png = fplib["test"] / "gen.png"
+    rec, _ = one(gen_png, [tmp_path / "cond.fpx.safetensors"])
+    assert rec.decision["label"] == "generated" and rec.decision["tier"] == 4  # PNG: inside its conditions
+    gen_jpg = save(images.to_uint8(images.load_image(gen_png).pixels), tmp_path / "gen.jpg", "JPEG", quality=98)
+    rec, _ = one(gen_jpg, [tmp_path / "cond.fpx.safetensors"])
+    f = rec.details["generator"]["fingerprints"][0]
+    assert f["outside_calibration"] == "calibrated on PNG images, this is JPEG"
+    assert rec.decision["label"] == "unknown"
+    assert all(r["tier"] == 5 for r in rec.reasons if r["source"].startswith("fingerprint:"))
+    c = evidence.Calibration(True, 0.05, 9, np.zeros(9), conditions={"jpeg_quality": [70, 95]})
+    assert c.outside({"format": "JPEG", "jpeg_quality": 50}) and not c.outside({"format": "JPEG", "jpeg_quality": 80})
+
+
 def test_fingerprint_folder_skips_non_fingerprints_and_shipped_is_guarded(fplib, tmp_path, monkeypatch):
     (fplib["lib"] / "notes.safetensors").write_bytes(b"junk")
     try:

@@ -161,7 +161,8 @@ def analyse(item: Item) -> dict[str, Any]:
         t["decode"] = time.perf_counter() - t2
         if item.settings.fingerprints:
             t3 = time.perf_counter()
-            generator = evidence_mod.generator_evidence(im.pixels, path, item.settings.fingerprints)
+            cond = {"format": cust.format, "jpeg_quality": (meta.get("jpeg") or {}).get("quality")}
+            generator = evidence_mod.generator_evidence(im.pixels, path, item.settings.fingerprints, cond)
             t["fingerprints"] = time.perf_counter() - t3
         if item.settings.thumbnails:
             t4 = time.perf_counter()

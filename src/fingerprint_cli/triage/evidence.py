@@ -110,6 +110,19 @@ class Calibration:
     n_real: int | None = None
     real_scores: np.ndarray | None = None
     where: str | None = None
+    conditions: dict[str, Any] | None = None
+
+    def outside(self, condition: dict[str, Any] | None) -> str | None:
+        """Why an input of ``condition`` ({"format", "jpeg_quality"}) is outside the conditions the calibration
+        images covered (``conditions = {"formats": [...], "jpeg_quality": [lo, hi]}``), or None."""
+        c, x = self.conditions or {}, condition or {}
+        fmts = [str(f).upper() for f in c.get("formats") or []]
+        if fmts and x.get("format") and str(x["format"]).upper() not in fmts:
+            return f"calibrated on {'/'.join(fmts)} images, this is {x['format']}"
+        q, rng = x.get("jpeg_quality"), c.get("jpeg_quality")
+        if q is not None and isinstance(rng, (list, tuple)) and len(rng) == 2 and not (rng[0] <= q <= rng[1]):
+            return f"calibrated on JPEG quality {rng[0]}–{rng[1]}, this is ≈ {q}"
+        return None
 
     def p_value(self, score: float) -> float | None:
         """Conformal p-value of ``score`` against the held-out real scores: (1 + #{≥ score}) / (n + 1)."""
@@ -142,14 +155,18 @@ def calibration_of(fp) -> Calibration:
         return Calibration(False)
     if fpr is None or arr is None or arr.size == 0 or not (0 < fpr < 1) or not np.all(np.isfinite(arr)):
         return Calibration(False, fpr=fpr)
+    cond = cal.get("conditions") if isinstance(cal.get("conditions"), dict) else None
     return Calibration(True, fpr=fpr, n_real=int(arr.size), real_scores=arr,
-                       where="meta.calibration" if cal else "meta")
+                       where="meta.calibration" if cal else "meta", conditions=cond)
 
 
 # ---------------------------------------------------------------- detection on one decoded image
-def generator_evidence(pixels: np.ndarray, path: str, fingerprint_paths: Sequence[str]) -> dict[str, Any]:
+def generator_evidence(pixels: np.ndarray, path: str, fingerprint_paths: Sequence[str],
+                       condition: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every fingerprint's ρ, score, p-value and call on one decoded image (residual computed once per
-    denoiser and crop). Returns {"fingerprints": [...], "claimed_by": [...], "calibrated": bool}."""
+    denoiser and crop). ``condition`` ({"format", "jpeg_quality"}) is checked against the conditions each
+    calibration covered; outside them the entry says so (``outside_calibration``) and the verdict treats the
+    detection as uncalibrated. Returns {"fingerprints": [...], "claimed_by": [...]}."""
     from fingerprint_cli.dif import detect
     from fingerprint_cli.dif.residuals import centre_crop, to_batch
 
@@ -170,6 +187,9 @@ def generator_evidence(pixels: np.ndarray, path: str, fingerprint_paths: Sequenc
         if cal.calibrated:
             p = cal.p_value(score)
             entry.update(p_value=p, fpr=cal.fpr, n_real=cal.n_real, generated=bool(p is not None and p <= cal.fpr))
+            why = cal.outside(condition)
+            if why:
+                entry["outside_calibration"] = why
             if 1.0 / (cal.n_real + 1) > cal.fpr:
                 entry["note"] = (f"{cal.n_real} calibration images cannot reach p ≤ {cal.fpr:g}: this fingerprint "
                                  "never claims an image (calibrate on more real images)")

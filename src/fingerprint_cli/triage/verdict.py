@@ -9,7 +9,8 @@ is that strong. Tiers:
 3. declarations in the file that nobody signed: XMP DigitalSourceType / AI-system tags, a generation tool's
    PNG chunks, EXIF Software naming a generator, claims inside a C2PA manifest that fails validation;
 4. a pixel statistic calibrated at a stated false-positive rate (conformal p-value ≤ FPR);
-5. weak context: EXIF camera make/model, pixel statistics without calibration.
+5. weak context: EXIF camera make/model, pixel statistics without calibration, or calibrated on other
+   conditions than the input's (another format, a JPEG quality outside the calibrated range).
 
 The verdict follows the strongest tier that points anywhere; if that tier disagrees with itself the verdict
 is ``disputed``. Tier 5 never decides on its own (``unknown``), so an uncalibrated detection is never
@@ -104,7 +105,13 @@ def collect(meta: dict[str, Any], generator: dict[str, Any] | None, origin: dict
     if generator:
         for f in generator.get("fingerprints") or []:
             name = f["name"]
-            if f.get("calibrated"):
+            if f.get("calibrated") and f.get("outside_calibration"):
+                if f.get("generated"):
+                    ev.append(Evidence(f"fingerprint:{name}", "generated", 5,
+                                       f"outside its calibration ({f['outside_calibration']}): no stated error rate",
+                                       f"fingerprint {name}: score {f['score']:.2f}, p = {f['p_value']:.3g}",
+                                       label=name))
+            elif f.get("calibrated"):
                 if f.get("generated"):
                     ev.append(Evidence(f"fingerprint:{name}", "generated", 4,
                                        f"calibrated: p = {f['p_value']:.3g} ≤ stated FPR {f['fpr']:g} "
