@@ -60,14 +60,16 @@ JS = """
   document.getElementById('q').addEventListener('input',filter);
   document.getElementById('verdict').addEventListener('change',filter);
   rows().forEach(r=>r.addEventListener('click',()=>detailOf(r).classList.toggle('open')));
-  // a view can be bookmarked: #q=TEXT&verdict=V&sort=KEY&dir=desc&open=1
+  // a view can be bookmarked: #q=TEXT&verdict=V&sort=KEY&dir=desc&open=1|TEXT (expand the first (matching) row)
   const h=new URLSearchParams(location.hash.slice(1));
   if(h.get('q')) document.getElementById('q').value=h.get('q');
   if(h.get('verdict')) document.getElementById('verdict').value=h.get('verdict');
   const th=h.get('sort')&&document.querySelector('th[data-k="'+h.get('sort')+'"]');
   if(th){th.click(); if(h.get('dir')==='desc') th.click();}
   filter();
-  if(h.get('open')) rows().filter(r=>r.style.display!=='none').slice(0,1).forEach(r=>detailOf(r).classList.add('open'));
+  const o=h.get('open');
+  if(o) rows().filter(r=>r.style.display!=='none'&&(o==='1'||r.dataset.text.includes(o.toLowerCase())))
+    .slice(0,1).forEach(r=>detailOf(r).classList.add('open'));
 })();
 """
 
@@ -90,12 +92,12 @@ def _score_svg(fps: list[dict[str, Any]]) -> str:
     """Horizontal bars: each fingerprint's score (z vs real images); calibrated ones marked with their p."""
     if not fps:
         return ""
-    w, row, left = 460, 18, 150
+    w, row, left = 600, 18, 150
     vals = [float(f.get("score") or 0.0) for f in fps]
     lo, hi = min(0.0, min(vals)), max(4.0, max(vals))
 
     def sx(v: float) -> float:
-        return left + (v - lo) / (hi - lo + 1e-12) * (w - left - 60)
+        return left + (v - lo) / (hi - lo + 1e-12) * (w - left - 160)
 
     parts = [f"<svg width='{w}' height='{row * len(fps) + 24}' role='img' aria-label='fingerprint scores'>"]
     for i, (f, v) in enumerate(zip(fps, vals)):
