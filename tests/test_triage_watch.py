@@ -106,3 +106,28 @@ def test_ctrl_c_finishes_the_batch_and_writes(tmp_path):
     assert made == 3
     assert len(records(out / "t.jsonl")) == 3 and custody.verify_log(out / "c.jsonl").ok
     assert (out / "t.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_an_interrupted_batch_keeps_finished_chunks_and_a_rerun_resumes(tmp_path, monkeypatch):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    for i in range(5):
+        save(u8(20 + i), inbox / f"f{i}.png", "PNG")
+    real = core.analyse
+
+    def flaky(item):
+        if item.path.endswith("f3.png"):
+            raise KeyboardInterrupt  # Ctrl-C while the second chunk is being analysed
+        return real(item)
+
+    monkeypatch.setattr(core, "analyse", flaky)
+    t = core.make([inbox], output=str(out / "t.jsonl"), custody_log=str(out / "c.jsonl"))
+    with pytest.raises(KeyboardInterrupt):
+        t.process_all(core.list_inbox([inbox]), chunk=2)
+    assert [r["inputs"]["image"]["path"][-6:] for r in records(out / "t.jsonl")] == ["f0.png", "f1.png"]
+    assert custody.verify_log(out / "c.jsonl").entries == 2
+    monkeypatch.setattr(core, "analyse", real)
+    recs = core.run([inbox], output=str(out / "t.jsonl"), custody_log=str(out / "c.jsonl"))
+    assert len(recs) == 5 and len(records(out / "t.jsonl")) == 5
+    res = custody.verify_log(out / "c.jsonl")
+    assert res.ok and res.entries == 5  # nothing logged twice

@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
                 if not paths:
                     raise UsageError(f"no files in {', '.join(args)}")
                 with batch.progress_bar(len(paths), "triage", quiet) as advance:
-                    new = t.process(paths, progress=lambda n: advance())
+                    new = t.process_all(paths, progress=lambda n: advance())
                 t.write()
         except FpxError as exc:
             common.die(exc)

@@ -293,6 +293,12 @@ class Triage:
 
     def _keep(self, r: Record) -> None:
         sha = r.inputs["image"].get("sha256")
+        path = r.inputs["image"].get("path")
+        # a file that failed before and is retried: its new record replaces the old error record
+        old = next((i for i, x in enumerate(self.records) if not x.ok and x.inputs["image"].get("path") == path),
+                   None)
+        if old is not None:
+            del self.records[old]
         self.records.append(r)
         if sha and r.ok:
             self.done.setdefault(sha, r)
@@ -355,6 +361,21 @@ class Triage:
             new.append(rec)
             if self.on_record:
                 self.on_record(rec)
+        return new
+
+    def process_all(self, paths: Sequence[str], progress: Callable[[int], None] | None = None,
+                    chunk: int | None = None) -> list[Record]:
+        """:meth:`process` in chunks, writing records, custody entries and the dashboard after each chunk, so
+        an interrupted batch keeps what it finished (a rerun resumes from there)."""
+        chunk = chunk or (64 if self.scheduler is None else 1024)
+        new: list[Record] = []
+        done = 0
+        for i in range(0, len(paths), chunk):
+            part = list(paths[i:i + chunk])
+            new += self.process(part, progress=(lambda n, d=done: progress(d + n)) if progress else None)
+            done += len(part)
+            if i + chunk < len(paths):
+                self.write(final=False)
         return new
 
     def _add_origin(self, new: list[Record]) -> None:
@@ -425,7 +446,7 @@ def run(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = (
     ones kept in ``output`` included)."""
     t = make(inboxes, fingerprints=fingerprints, library=library, output=output, custody_log=custody_log,
              report=report, index=index, thresholds=thresholds, jobs=jobs, scheduler=scheduler)
-    t.process(list_inbox(inboxes), progress=progress)
+    t.process_all(list_inbox(inboxes), progress=progress)
     t.write()
     return t.records
 
