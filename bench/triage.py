@@ -139,6 +139,28 @@ def build(data: Path, out: Path, args) -> tuple[dict, dict, list[str]]:
     return labels, fit_info, fp_paths
 
 
+def reference_timing(recs, fp_paths, n: int) -> None:
+    """Triage's per-file time on N files vs `fpx detect`'s library code on the same files and fingerprints."""
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+    from fingerprint_cli.dif.residuals import ResidualCache
+
+    ok = [r for r in recs if r.ok][:n]
+    paths = [r.inputs["image"]["path"] for r in ok]
+    fps = [Fingerprint.load(p) for p in fp_paths]
+    cache = ResidualCache()
+    t0 = time.perf_counter()
+    for fp in fps:
+        detect.correlations_with_info(fp, paths, cache=cache)
+    ref = time.perf_counter() - t0
+    tri = sum(sum((r.details.get("timings") or {}).values()) for r in ok)
+    print(f"\n| on {len(paths)} files, {len(fps)} fingerprints | seconds | ms / file |\n|---|---:|---:|")
+    print(f"| fpx detect library code (reference: decode + residual once + ρ per fingerprint) | {ref:.2f} | "
+          f"{1000 * ref / max(1, len(paths)):.1f} |")
+    print(f"| fpx triage, all stages | {tri:.2f} | {1000 * tri / max(1, len(paths)):.1f} |")
+    print(f"| ratio triage / detect | {tri / max(ref, 1e-9):.2f} | |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", nargs="?", default="/work/shared/data")
@@ -153,6 +175,11 @@ def main() -> int:
     ap.add_argument("--fpr", type=float, default=0.01)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--no-thumbnails", action="store_true")
+    ap.add_argument("--reference", type=int, default=0,
+                    help="also time `fpx detect`'s library code (detect.correlations_with_info, one shared residual "
+                         "cache) on the first N analysed files: the reference triage's time is compared with")
+    ap.add_argument("--skip-run", action="store_true",
+                    help="reuse --out's inbox, fingerprints and run/triage.jsonl (only the reference timing)")
     ap.add_argument("--conditions", action="store_true",
                     help="record the calibration images' formats / JPEG quality range in each fingerprint, so that "
                          "triage treats inputs outside them as uncalibrated")
@@ -162,19 +189,27 @@ def main() -> int:
         print(f"skip: {data} has no generators/ and real_bsds500/ (shared data absent)")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    labels, fit_info, fp_paths = build(data, out, args)
-    log(f"inbox: {len(labels)} files in {len(set(labels.values()))} classes; {len(fp_paths)} fingerprints")
-
     from fingerprint_cli.triage import core
 
     res_dir = out / "run"
+    if args.skip_run:
+        from fingerprint_cli.records import read_records
+
+        recs = read_records(res_dir / "triage.jsonl")
+        fp_paths = [f["path"] for f in recs[0].provenance.get("fingerprints", [])]
+        labels = {r.inputs["image"]["path"]: Path(r.inputs["image"]["path"]).parent.name for r in recs}
+        fit_info, wall = {}, float("nan")
+        reference_timing(recs, fp_paths, args.reference)
+        return 0
+    labels, fit_info, fp_paths = build(data, out, args)
+    log(f"inbox: {len(labels)} files in {len(set(labels.values()))} classes; {len(fp_paths)} fingerprints")
     if res_dir.exists():
         shutil.rmtree(res_dir)
     t = core.make([str(out / "inbox")], fingerprints=fp_paths, output=str(res_dir / "triage.jsonl"),
                   custody_log=str(res_dir / "custody.jsonl"), report=str(res_dir / "triage.html"), jobs=args.jobs,
                   thumbnails=not args.no_thumbnails)
     t0 = time.perf_counter()
-    recs = t.process(core.list_inbox([str(out / "inbox")]))
+    recs = t.process_all(core.list_inbox([str(out / "inbox")]))
     wall = time.perf_counter() - t0
     t.write()
 
@@ -268,6 +303,8 @@ def main() -> int:
           f"{len(fp_paths)}; BSDS val alone {summary['real_bsds_val']['called_generated']}/"
           f"{summary['real_bsds_val']['n']}, Kodak PNG {summary['real_kodak']['called_generated']}/"
           f"{summary['real_kodak']['n']})")
+    if args.reference:
+        reference_timing(recs, fp_paths, args.reference)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "stages": stage, "wall": wall,
                                                    "ratio_meta_pixel": ratio, "fit": fit_info,
                                                    "table": {k: dict(v) for k, v in table.items()},

@@ -409,11 +409,19 @@ def test_signed_capture_outranks_a_calibrated_detection_and_the_disagreement_is_
 
 
 def test_same_rank_disagreement_is_disputed_not_averaged():
-    xmp = {"state": "present", "meaning": "captured", "digital_source_type": "digitalCapture"}
+    xmp = {"state": "present", "meaning": "ai-edited", "digital_source_type": "compositeWithTrainedAlgorithmicMedia"}
     meta = _meta(xmp=xmp)
     meta["png_text"] = {"state": "present", "generation_tool": "sd-webui", "keys": ["parameters"], "model": None}
     d = verdict.decide(verdict.collect(meta, None))
     assert d["label"] == "disputed" and d["tier"] == 3 and len(d["disagreements"]) == 2
+
+
+def test_an_unsigned_capture_claim_never_outranks_a_calibrated_detection():
+    xmp = {"state": "present", "meaning": "captured", "digital_source_type": "digitalCapture"}
+    d = verdict.decide(verdict.collect(_meta(xmp=xmp), _gen(True, True)))
+    assert d["label"] == "generated" and d["tier"] == 4
+    assert [x["source"] for x in d["disagreements"]] == ["xmp"]
+    assert verdict.decide(verdict.collect(_meta(xmp=xmp), None))["label"] == "unknown"
 
 
 def test_pixel_statistic_is_never_stronger_than_its_calibration():

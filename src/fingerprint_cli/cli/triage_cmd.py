@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
                           output=str(output) if output else None, custody_log=log,
                           report=str(report) if report else None, index=str(index) if index else None,
                           thresholds=thresholds, jobs=jobs, scheduler=scheduler, refresh_seconds=5 if watch else None)
-            for s in getattr(t, "skipped_fingerprints", []):
+            for s in t.skipped_fingerprints:
                 batch.warn(f"not a fingerprint, skipped: {s}", quiet)
             if not t.settings.fingerprints:
                 batch.warn("no fingerprints given (-F / --fingerprints): no generator evidence from pixels", quiet)

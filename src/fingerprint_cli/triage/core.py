@@ -271,6 +271,7 @@ class Triage:
     records: list[Record] = field(default_factory=list)
     thumbs: dict[str, str] = field(default_factory=dict)
     fingerprint_info: list[dict[str, Any]] = field(default_factory=list)
+    skipped_fingerprints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.log = custody_mod.CustodyLog(self.custody_log) if self.custody_log else None
@@ -476,6 +477,5 @@ def make(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = 
         idx = origin.load_index(index)
     t = Triage(Settings(tuple(lib.paths), thumbnails), output=output, custody_log=custody_log, report=report,
                index=idx, thresholds=thresholds, jobs=jobs, scheduler=scheduler, refresh_seconds=refresh_seconds,
-               fingerprint_info=info)
-    t.skipped_fingerprints = lib.skipped  # type: ignore[attr-defined]
+               fingerprint_info=info, skipped_fingerprints=lib.skipped)
     return t

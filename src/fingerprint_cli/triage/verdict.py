@@ -6,10 +6,13 @@ is that strong. Tiers:
 
 1. a C2PA manifest that validates and whose signer is on a trust list;
 2. a C2PA manifest that validates (signature and content hashes) with a signer not on a trust list;
-3. declarations in the file that nobody signed: XMP DigitalSourceType / AI-system tags, a generation tool's
-   PNG chunks, EXIF Software naming a generator, claims inside a C2PA manifest that fails validation;
+3. declarations of AI generation or editing in the file that nobody signed: XMP DigitalSourceType / AI-system
+   tags, a generation tool's PNG chunks, EXIF Software naming a generator, claims inside a C2PA manifest that
+   fails validation (an unsigned claim of a *capture* is tier 5: it is what a forger would add, whereas
+   nobody gains by falsely declaring an image AI-made);
 4. a pixel statistic calibrated at a stated false-positive rate (conformal p-value ≤ FPR);
-5. weak context: EXIF camera make/model, pixel statistics without calibration, or calibrated on other
+5. weak context: unsigned capture claims, EXIF camera make/model, pixel statistics without calibration, or
+   calibrated on other
    conditions than the input's (another format, a JPEG quality outside the calibrated range).
 
 The verdict follows the strongest tier that points anywhere; if that tier disagrees with itself the verdict
@@ -24,6 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DIRECTIONS = ("generated", "ai-edited", "captured")
+#: unsigned claims that an image is a capture are what a forger adds; unsigned AI declarations are rarely false
+UNSIGNED_CAPTURE_TIER = 5
 DECIDING_TIER = 4  # tiers 1..4 may decide; 5 is context only
 
 TIER_NAMES = {1: "signed manifest, trusted signer", 2: "signed manifest, untrusted signer",
@@ -65,13 +70,17 @@ def collect(meta: dict[str, Any], generator: dict[str, Any] | None, origin: dict
                            f"the file was changed after signing, or the manifest is damaged or forged ({fails})"))
         m = c.get("meaning")
         if m in DIRECTIONS:
-            ev.append(Evidence("c2pa-claim", m, 3, "claim inside a manifest that fails validation (unverified)",
+            ev.append(Evidence("c2pa-claim", m, UNSIGNED_CAPTURE_TIER if m == "captured" else 3,
+                               "claim inside a manifest that fails validation (unverified)",
                                f"digital source type {_term(c.get('digital_source_type'))}",
                                label=c.get("claim_generator")))
     x = meta.get("xmp") or {}
     if x.get("state") == "present":
         m = x.get("meaning")
-        if m in DIRECTIONS:
+        if m == "captured":
+            ev.append(Evidence("xmp", m, UNSIGNED_CAPTURE_TIER, "unsigned XMP claim of a capture (cheap to add: "
+                               "never decides alone)", f"DigitalSourceType {_term(x.get('digital_source_type'))}"))
+        elif m in DIRECTIONS:
             ev.append(Evidence("xmp", m, 3, "unsigned XMP declaration",
                                f"DigitalSourceType {_term(x.get('digital_source_type'))}"
                                + (f", AI system {x['ai_system']}" if x.get("ai_system") else ""),
