@@ -272,6 +272,53 @@ def _exif_value(v: object) -> object:
         return str(v)[:200]
 
 
+_PNG_TEXT_LIMIT = 1 << 20  # bytes of one decompressed text chunk kept (a zTXt/iTXt bomb is cut there)
+
+
+def _png_text_chunks(data: bytes) -> tuple[dict[str, str], bytes | None]:
+    """tEXt / zTXt / iTXt chunks of a PNG and its eXIf chunk, wherever they are (also after the image data),
+    read from the chunk headers without decoding the image — Pillow's ``PngImageFile.text`` and ``getexif`` decode
+    the whole image to find late chunks. Compressed text is inflated up to 1 MiB."""
+    import zlib
+
+    def inflate(b: bytes) -> bytes:
+        d = zlib.decompressobj()
+        try:
+            return d.decompress(b, _PNG_TEXT_LIMIT)
+        except zlib.error:
+            return b""
+
+    out: dict[str, str] = {}
+    exif = None
+    pos = 8
+    while pos + 12 <= len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IEND" or len(body) < n:
+            break
+        if kind == b"eXIf":
+            exif = body
+            continue
+        try:
+            if kind == b"tEXt":
+                k, _, v = body.partition(b"\0")
+                out[k.decode("latin-1")] = v.decode("latin-1")
+            elif kind == b"zTXt":
+                k, _, v = body.partition(b"\0")
+                out[k.decode("latin-1")] = inflate(v[1:]).decode("latin-1")
+            elif kind == b"iTXt":
+                k, _, rest = body.partition(b"\0")
+                compressed, rest = rest[:1] == b"\1", rest[2:]
+                _lang, _, rest = rest.partition(b"\0")
+                _tkey, _, text = rest.partition(b"\0")
+                out[k.decode("latin-1")] = (inflate(text) if compressed else text).decode("utf-8", "replace")
+        except (UnicodeDecodeError, ValueError):
+            continue
+    return out, exif
+
+
 def probe(data: bytes, path: str) -> Probe:
     """Read an image's header and metadata from its bytes (never its pixels). InputError when Pillow cannot
     identify the file."""
@@ -280,7 +327,11 @@ def probe(data: bytes, path: str) -> Probe:
     try:
         im = Image.open(io.BytesIO(data))
         w, h = im.size
-        text = {str(k): str(v)[:200_000] for k, v in getattr(im, "text", {}).items()} if im.format == "PNG" else {}
+        png_exif = None
+        text: dict[str, str] = {}
+        if im.format == "PNG":
+            chunks, png_exif = _png_text_chunks(data)
+            text = {k: v[:200_000] for k, v in chunks.items()}
         for k, v in im.info.items():
             if isinstance(v, str) and k not in text:
                 text[str(k)] = v[:200_000]
@@ -293,7 +344,12 @@ def probe(data: bytes, path: str) -> Probe:
             xmp_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
         exif: dict[str, object] = {}
         try:
-            ex = im.getexif()
+            if im.format == "PNG":
+                ex = Image.Exif()
+                if png_exif:
+                    ex.load(png_exif)
+            else:
+                ex = im.getexif()
             for tag, v in ex.items():
                 exif[ExifTags.TAGS.get(tag, str(tag))] = _exif_value(v)
             for tag, v in ex.get_ifd(0x8769).items():
