@@ -668,3 +668,24 @@ def test_parallel_workers_give_the_serial_records(tmp_path, fplib):
                  round(r.details["generator"]["fingerprints"][0]["score"], 6)) for r in rs]
     assert key(serial) == key(par)
     assert [r.decision["label"] for r in serial] == ["unknown", "generated", "unknown", "generated"]
+
+
+def test_png_text_chunks_match_pillow_also_after_the_image_data(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "Steps: 20, Sampler: Euler")
+    info.add_text("Comment", "zipped " * 50, zip=True)
+    info.add_itxt("Description", "ünïcode text", lang="de", tkey="Beschreibung", zip=True)
+    ex = Image.Exif()
+    ex[0x010F] = "Canon"
+    buf = io.BytesIO()
+    Image.fromarray(u8(1)).save(buf, "PNG", pnginfo=info, exif=ex.tobytes())
+    data = buf.getvalue()
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    late = data[:-12] + chunk(b"tEXt", b"prompt\x00{\"3\": {}}") + data[-12:]  # after IDAT, before IEND
+    p = images.probe(late, "late.png")
+    reference = Image.open(io.BytesIO(late))
+    reference.load()
+    assert p.text == {k: str(v) for k, v in reference.text.items()}  # Pillow (full decode) as the reference
+    assert p.text["prompt"] == '{"3": {}}' and p.exif["Make"] == "Canon"
