@@ -689,3 +689,10 @@ def test_png_text_chunks_match_pillow_also_after_the_image_data(tmp_path):
     reference.load()
     assert p.text == {k: str(v) for k, v in reference.text.items()}  # Pillow (full decode) as the reference
     assert p.text["prompt"] == '{"3": {}}' and p.exif["Make"] == "Canon"
+
+
+def test_block_dct_matches_scipy():
+    from scipy.fft import dctn
+
+    b = np.random.default_rng(0).normal(size=(5, 8, 8))
+    assert np.allclose(provenance._DCT8 @ b @ provenance._DCT8.T, dctn(b, type=2, axes=(1, 2), norm="ortho"))
