@@ -696,3 +696,14 @@ def test_block_dct_matches_scipy():
 
     b = np.random.default_rng(0).normal(size=(5, 8, 8))
     assert np.allclose(provenance._DCT8 @ b @ provenance._DCT8.T, dctn(b, type=2, axes=(1, 2), norm="ortho"))
+
+
+def test_a_duplicate_of_a_failed_file_fails_with_the_reason(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.txt").write_text("same text\n")
+    (inbox / "b.txt").write_text("same text\n")
+    recs = core.run([inbox])
+    assert [r.status for r in recs] == ["error", "error"]
+    assert "same bytes as" in recs[1].error["message"] and "text file" in recs[1].error["message"]
+    assert recs[1].details["duplicate_of"].endswith("a.txt")

@@ -351,8 +351,13 @@ class Triage:
             if self.on_record:
                 self.on_record(rec)
         for cust, first in dupes:
-            src = self.done.get(cust.sha256)
-            rec = Record.from_dict(src.to_dict()) if src else error_record(cust, InputError("duplicate", cust.path))
+            src = self.done.get(cust.sha256) or next(
+                (r for r in new if r.inputs["image"].get("sha256") == cust.sha256), None)
+            if src is None or not src.ok:
+                why = f": {src.error['message']}" if src is not None and src.error else ""
+                rec = error_record(cust, InputError(f"same bytes as {first}, which failed{why}", cust.path))
+            else:
+                rec = Record.from_dict(src.to_dict())
             rec.inputs = {"image": {"path": cust.path, "sha256": cust.sha256}}
             rec.details = {**rec.details, "custody": {**rec.details["custody"], "path": cust.path,
                                                       "received_utc": cust.received_utc},
