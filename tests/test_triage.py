@@ -707,3 +707,17 @@ def test_a_duplicate_of_a_failed_file_fails_with_the_reason(tmp_path):
     assert [r.status for r in recs] == ["error", "error"]
     assert "same bytes as" in recs[1].error["message"] and "text file" in recs[1].error["message"]
     assert recs[1].details["duplicate_of"].endswith("a.txt")
+
+
+@pytest.mark.slow
+def test_dask_local_scheduler_gives_the_serial_records(tmp_path):
+    pytest.importorskip("dask.distributed")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(3):
+        save(u8(60 + i), inbox / f"d{i}.png", "PNG")
+    (inbox / "notes.txt").write_text("x")
+    serial = core.run([inbox])
+    dist = core.run([inbox], scheduler="local", jobs=2)
+    assert [(r.inputs["image"]["path"], r.status, r.inputs["image"]["sha256"]) for r in serial] == \
+        [(r.inputs["image"]["path"], r.status, r.inputs["image"]["sha256"]) for r in dist]
