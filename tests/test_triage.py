@@ -98,18 +98,19 @@ def _signer():
     kpem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
     return c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(alg=b"es256", sign_cert=pem, private_key=kpem,
-                                                           ta_url=None))
+                                                           ta_url=None)), ca.public_bytes(serialization.Encoding.PEM)
 
 
-def c2pa_jpeg(seed: int, dst: str) -> bytes:
-    c2pa, signer = _signer()
+def c2pa_jpeg(seed: int, dst: str, with_ca: bool = False):
+    """A JPEG with a C2PA manifest signed offline by a throwaway CA (and that CA's PEM with ``with_ca``)."""
+    c2pa, signer, ca_pem = _signer()
     manifest = {"claim_generator_info": [{"name": "fpx-test-generator", "version": "1.0"}], "title": "t.jpg",
                 "assertions": [{"label": "c2pa.actions",
                                 "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": dst}]}}]}
     src = io.BytesIO(images.encode(u8(seed, 64, 64), "JPEG", quality=90))
     out = io.BytesIO()
     c2pa.Builder(manifest).sign(signer, "image/jpeg", src, out)
-    return out.getvalue()
+    return (out.getvalue(), ca_pem) if with_ca else out.getvalue()
 
 
 # ---------------------------------------------------------------- a small fingerprint library
@@ -376,6 +377,22 @@ def test_c2pa_valid_manifest_outranks_pixels_and_invalid_is_evidence(tmp_path):
     r.write_bytes(bytes(garbled))
     rec3, _ = one(r)
     assert rec3.details["metadata"]["c2pa"]["state"] in ("invalid", "absent")
+
+
+def test_c2pa_signer_trusted_with_the_labs_trust_anchors_is_tier_1(tmp_path):
+    data, ca_pem = c2pa_jpeg(12, AI_DST, with_ca=True)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "signed.jpg").write_bytes(data)
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    plain = core.run([inbox])[0]
+    assert plain.details["metadata"]["c2pa"]["state"] == "valid" and plain.decision["tier"] == 2
+    trusted = core.run([inbox], c2pa_trust=str(tmp_path / "ca.pem"))[0]
+    assert trusted.details["metadata"]["c2pa"]["state"] == "trusted"
+    assert trusted.decision["label"] == "generated" and trusted.decision["tier"] == 1
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    r = run(["triage", inbox, "--c2pa-trust", tmp_path / "bad.pem"])
+    assert r.exit_code == 2 and "PEM" in r.stderr
 
 
 def test_c2pa_store_summary_reads_a_trusted_capture():

@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
         report: Optional[Path] = typer.Option(None, "--report", help="dashboard HTML to write (self-contained)"),
         custody_log: Optional[Path] = typer.Option(None, "--custody-log",
                                                    help="append-only custody log (default: OUTPUT.custody.jsonl)"),
+        c2pa_trust: Optional[Path] = typer.Option(None, "--c2pa-trust",
+                                                  help="PEM file of the CA certificates whose C2PA signers the lab "
+                                                       "trusts (else $FPX_C2PA_TRUST_ANCHORS)"),
         watch: bool = typer.Option(False, "--watch", help="keep watching the inbox folders; Ctrl-C to stop"),
         settle: float = typer.Option(2.0, "--settle", min=0.0, help="--watch: seconds a file's size must stay "
                                                                     "unchanged before it is taken"),
@@ -91,7 +94,8 @@ def register(app: typer.Typer) -> None:
             t = core.make(args, fingerprints=[str(f) for f in fingerprints], library=library,
                           output=str(output) if output else None, custody_log=log,
                           report=str(report) if report else None, index=str(index) if index else None,
-                          thresholds=thresholds, jobs=jobs, scheduler=scheduler, refresh_seconds=5 if watch else None)
+                          thresholds=thresholds, jobs=jobs, scheduler=scheduler, refresh_seconds=5 if watch else None,
+                          c2pa_trust=str(c2pa_trust) if c2pa_trust else None)
             for s in t.skipped_fingerprints:
                 batch.warn(f"not a fingerprint, skipped: {s}", quiet)
             if not t.settings.fingerprints:

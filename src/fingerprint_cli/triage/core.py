@@ -57,6 +57,7 @@ class Settings:
 
     fingerprints: tuple[str, ...] = ()
     thumbnails: bool = True
+    c2pa_trust: str | None = None  # PEM text of the CA certificates whose C2PA signers the lab trusts
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def _thumb(pixels: np.ndarray, side: int = THUMB_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(images.encode(pixels, "JPEG", quality=80)).decode("ascii")
 
 
-def metadata_of(data: bytes, path: str, fmt: str | None, probe: images.Probe) -> dict[str, Any]:
+def metadata_of(data: bytes, path: str, fmt: str | None, probe: images.Probe,
+                trust_anchors: str | None = None) -> dict[str, Any]:
     """Every provenance reader on one file's bytes; none of them raises."""
     luma = None
     if fmt == "JPEG" and probe.quantization:
@@ -114,7 +116,7 @@ def metadata_of(data: bytes, path: str, fmt: str | None, probe: images.Probe) ->
             luma = images.jpeg_luma(data, path)
         except InputError:
             luma = None
-    return {"c2pa": pv.read_c2pa(data, fmt), "xmp": pv.read_xmp(probe.xmp, probe.xmp_error),
+    return {"c2pa": pv.read_c2pa(data, fmt, trust_anchors), "xmp": pv.read_xmp(probe.xmp, probe.xmp_error),
             "exif": pv.read_exif(probe.exif), "png_text": pv.read_png_text(probe.text, fmt),
             "jpeg": pv.read_jpeg(probe.quantization, fmt, luma)}
 
@@ -151,7 +153,7 @@ def analyse(item: Item) -> dict[str, Any]:
         t1 = time.perf_counter()
         probe = images.probe(data, path)
         cust.width, cust.height = probe.width, probe.height
-        meta = metadata_of(data, path, cust.format, probe)
+        meta = metadata_of(data, path, cust.format, probe, item.settings.c2pa_trust)
         t["metadata"] = time.perf_counter() - t1
         if probe.n_frames > 1:
             kind = "animated GIF" if cust.format == "GIF" else f"multi-frame {cust.format}"
@@ -281,7 +283,8 @@ class Triage:
             try:
                 kept = read_records(self.output)
             except Exception as exc:  # noqa: BLE001
-                raise InputError(f"cannot read earlier records back ({type(exc).__name__}: {exc})", self.output)
+                raise InputError(f"cannot read earlier records back ({type(exc).__name__}: {exc})",
+                                 self.output) from exc
             for r in kept:
                 if r.command != COMMAND:
                     raise InputError(f"holds {r.command!r} records, not triage records: refusing to extend it",
@@ -447,11 +450,12 @@ class Triage:
 def run(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = (), library: str | None = None,
         output: str | None = None, custody_log: str | None = None, report: str | None = None,
         index: str | None = None, thresholds: str | None = None, jobs: int = 1, scheduler: str | None = None,
-        progress: Callable[[int], None] | None = None) -> list[Record]:
+        c2pa_trust: str | None = None, progress: Callable[[int], None] | None = None) -> list[Record]:
     """Triage files and folders in one call (the Python API of ``fpx triage``); returns every record (earlier
     ones kept in ``output`` included)."""
     t = make(inboxes, fingerprints=fingerprints, library=library, output=output, custody_log=custody_log,
-             report=report, index=index, thresholds=thresholds, jobs=jobs, scheduler=scheduler)
+             report=report, index=index, thresholds=thresholds, jobs=jobs, scheduler=scheduler,
+             c2pa_trust=c2pa_trust)
     t.process_all(list_inbox(inboxes), progress=progress)
     t.write()
     return t.records
@@ -460,8 +464,9 @@ def run(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = (
 def make(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = (), library: str | None = None,
          output: str | None = None, custody_log: str | None = None, report: str | None = None,
          index: str | None = None, thresholds: str | None = None, jobs: int = 1, scheduler: str | None = None,
-         refresh_seconds: int | None = None, thumbnails: bool = True) -> Triage:
-    """A :class:`Triage` with its fingerprint library and origin index loaded and its outputs checked."""
+         refresh_seconds: int | None = None, thumbnails: bool = True, c2pa_trust: str | None = None) -> Triage:
+    """A :class:`Triage` with its fingerprint library and origin index loaded and its outputs checked.
+    ``c2pa_trust``: a PEM file of trusted CA certificates (else ``$FPX_C2PA_TRUST_ANCHORS``, else none)."""
     refuse_outputs_in_inbox([output, custody_log, report], inboxes)
     outs = [o for o in (output, custody_log, report) if o]
     if len({Path(o).resolve() for o in outs}) < len(outs):
@@ -480,7 +485,16 @@ def make(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = 
     if index:
         origin = evidence_mod.origin_module()
         idx = origin.load_index(index)
-    t = Triage(Settings(tuple(lib.paths), thumbnails), output=output, custody_log=custody_log, report=report,
+    trust = None
+    trust_file = c2pa_trust or os.environ.get("FPX_C2PA_TRUST_ANCHORS")
+    if trust_file:
+        try:
+            trust = Path(trust_file).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the C2PA trust anchors ({exc})", str(trust_file)) from exc
+        if "-----BEGIN CERTIFICATE-----" not in trust:
+            raise InputError("C2PA trust anchors: not a PEM certificate file", str(trust_file))
+    t = Triage(Settings(tuple(lib.paths), thumbnails, trust), output=output, custody_log=custody_log, report=report,
                index=idx, thresholds=thresholds, jobs=jobs, scheduler=scheduler, refresh_seconds=refresh_seconds,
                fingerprint_info=info, skipped_fingerprints=lib.skipped)
     return t

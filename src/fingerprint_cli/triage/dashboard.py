@@ -100,7 +100,7 @@ def _score_svg(fps: list[dict[str, Any]]) -> str:
         return left + (v - lo) / (hi - lo + 1e-12) * (w - left - 160)
 
     parts = [f"<svg width='{w}' height='{row * len(fps) + 24}' role='img' aria-label='fingerprint scores'>"]
-    for i, (f, v) in enumerate(zip(fps, vals)):
+    for i, (f, v) in enumerate(zip(fps, vals, strict=True)):
         y = 4 + i * row
         colour = "#c62828" if f.get("generated") else "#90a4ae"
         x0, x1 = sx(0.0), sx(v)

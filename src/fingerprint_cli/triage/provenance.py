@@ -71,14 +71,29 @@ def dst_meaning(value: Any) -> str | None:
 
 
 # ---------------------------------------------------------------- C2PA
-def read_c2pa(data: bytes, fmt: str | None) -> dict[str, Any]:
+_CONTEXTS: dict[str, Any] = {}
+
+
+def _context(c2pa, trust_anchors: str | None):
+    """A c2pa Context that checks signers against ``trust_anchors`` (PEM), one per process and anchor set."""
+    if not trust_anchors:
+        return None
+    ctx = _CONTEXTS.get(trust_anchors)
+    if ctx is None:
+        ctx = c2pa.Context.from_dict({"trust": {"trust_anchors": trust_anchors}, "verify": {"verify_trust": True}})
+        _CONTEXTS[trust_anchors] = ctx
+    return ctx
+
+
+def read_c2pa(data: bytes, fmt: str | None, trust_anchors: str | None = None) -> dict[str, Any]:
     """The active C2PA manifest through ``c2pa-python``: validation state, signer, claim generator, actions,
     digital source type and the validation failures.
 
     ``state``: ``absent`` (no manifest, or a format C2PA does not carry), ``trusted`` (signature, hashes and
     signer on the trust list all check), ``valid`` (signature and hashes check, signer not on a trust list),
     ``invalid`` (the manifest is there but fails validation — e.g. the pixels were edited after signing, or it
-    cannot be parsed), ``not-checked`` (c2pa-python is not installed).
+    cannot be parsed), ``not-checked`` (c2pa-python is not installed). ``trust_anchors``: the lab's trusted CA
+    certificates (PEM text); without them no signer can be ``trusted``.
     """
     try:
         import c2pa
@@ -88,7 +103,7 @@ def read_c2pa(data: bytes, fmt: str | None) -> dict[str, Any]:
     if mime is None:
         return {"state": "absent", "reason": f"C2PA is not read from {fmt or 'unknown'} files"}
     try:
-        reader = c2pa.Reader.try_create(mime, io.BytesIO(data))
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=_context(c2pa, trust_anchors))
     except c2pa.C2paError.ManifestNotFound:
         return {"state": "absent"}
     except c2pa.C2paError as exc:
