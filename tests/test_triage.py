@@ -520,6 +520,9 @@ def test_calibration_read_defensively():
     FP.meta = {"calibration": {"fpr": 0.2, "real_scores": [0, 1, 2, 3]}}
     c = evidence.calibration_of(FP())
     assert c.calibrated and c.p_value(2.5) == pytest.approx(2 / 5) and c.p_value(9) == pytest.approx(1 / 5)
+    assert c.statistic == "score"
+    FP.meta = {"calibration": {"fpr": 0.2, "scores": [0, 1], "statistic": "something else"}}
+    assert not evidence.calibration_of(FP()).calibrated  # never compare against scores of unknown meaning
 
 
 # ================================================================ bad input, batch, the inbox never written
@@ -738,3 +741,19 @@ def test_dask_local_scheduler_gives_the_serial_records(tmp_path):
     dist = core.run([inbox], scheduler="local", jobs=2)
     assert [(r.inputs["image"]["path"], r.status, r.inputs["image"]["sha256"]) for r in serial] == \
         [(r.inputs["image"]["path"], r.status, r.inputs["image"]["sha256"]) for r in dist]
+
+
+def test_calibration_stored_as_raw_rho_gives_the_same_p_value(fplib, tmp_path):
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    fp = Fingerprint.load(fplib["cal"])
+    cal_paths = [str(p) for p in images.list_images(fplib["root"] / "cal")]
+    rhos = detect.correlations(fp, cal_paths)
+    raw = Fingerprint(fp.name, fp.method, fp.pattern, dict(fp.meta, calibration={
+        "fpr": 0.05, "scores": [float(r) for r in rhos], "statistic": "rho"}))
+    raw.save(tmp_path / "raw.fpx.safetensors")
+    for img in ("gen.png", "real.png"):
+        a = one(fplib["test"] / img, [fplib["cal"]])[0].details["generator"]["fingerprints"][0]
+        b = one(fplib["test"] / img, [tmp_path / "raw.fpx.safetensors"])[0].details["generator"]["fingerprints"][0]
+        assert a["p_value"] == pytest.approx(b["p_value"]) and a["generated"] == b["generated"]

@@ -112,6 +112,7 @@ class Calibration:
     real_scores: np.ndarray | None = None
     where: str | None = None
     conditions: dict[str, Any] | None = None
+    statistic: str = "score"  # what the stored real scores are: "score" (z, larger = more generated) or "rho"
 
     def outside(self, condition: dict[str, Any] | None) -> str | None:
         """Why an input of ``condition`` ({"format", "jpeg_quality"}) is outside the conditions the calibration
@@ -157,8 +158,11 @@ def calibration_of(fp) -> Calibration:
     if fpr is None or arr is None or arr.size == 0 or not (0 < fpr < 1) or not np.all(np.isfinite(arr)):
         return Calibration(False, fpr=fpr)
     cond = cal.get("conditions") if isinstance(cal.get("conditions"), dict) else None
+    stat = str(cal.get("statistic") or "score")
+    if stat not in ("score", "rho"):
+        return Calibration(False, fpr=fpr)
     return Calibration(True, fpr=fpr, n_real=int(arr.size), real_scores=arr,
-                       where="meta.calibration" if cal else "meta", conditions=cond)
+                       where="meta.calibration" if cal else "meta", conditions=cond, statistic=stat)
 
 
 # ---------------------------------------------------------------- detection on one decoded image
@@ -205,7 +209,11 @@ def _generator_evidence(pixels, path, fingerprint_paths, condition) -> dict[str,
         entry: dict[str, Any] = {"name": fp.name, "path": fpath, "method": fp.method, "rho": rho, "score": score,
                                  "calibrated": cal.calibrated}
         if cal.calibrated:
-            p = cal.p_value(score)
+            if cal.statistic == "rho":  # raw ρ stored: orient both so that larger = more like the generator
+                o = 1.0 if float(fp.meta["mu_gen"]) >= float(fp.meta["mu_real"]) else -1.0
+                p = Calibration(True, cal.fpr, cal.n_real, o * cal.real_scores).p_value(o * rho)
+            else:
+                p = cal.p_value(score)
             entry.update(p_value=p, fpr=cal.fpr, n_real=cal.n_real, generated=bool(p is not None and p <= cal.fpr))
             why = cal.outside(condition)
             if why:
