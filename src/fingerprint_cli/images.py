@@ -30,6 +30,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from struct import error as struct_error
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -418,3 +419,154 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         # reading them reports the problem as a failed item instead of silently skipping it
         out.append(p)
     return sorted(out)
+
+
+# ---------------------------------------------------------------- read-only metadata probe (fpx triage)
+@dataclass
+class Probe:
+    """What the container says about an image, without decoding its pixels (``fpx triage``).
+
+    ``text``: PNG text chunks (tEXt/iTXt/zTXt) and other string ``info`` entries; ``xmp``: Pillow's
+    ``getxmp()`` dictionary (parsed with defusedxml; ``{}`` when there is no packet); ``exif``: tag name →
+    value of IFD0 and the Exif sub-IFD (strings, numbers); ``quantization``: JPEG tables in natural order
+    (``{}`` for other formats); ``xmp_error``: why the XMP packet could not be parsed, if it could not.
+    """
+
+    format: str | None
+    width: int
+    height: int
+    mode: str
+    n_frames: int
+    text: dict[str, str] = field(default_factory=dict)
+    xmp: dict = field(default_factory=dict)
+    xmp_error: str | None = None
+    exif: dict[str, object] = field(default_factory=dict)
+    quantization: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _exif_value(v: object) -> object:
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if isinstance(v, str):
+        return v.strip("\x00 ")[:500]
+    if isinstance(v, (int, float)):
+        return v
+    try:
+        return float(v)  # IFDRational
+    except (TypeError, ValueError):
+        return str(v)[:200]
+
+
+_PNG_TEXT_LIMIT = 1 << 20  # bytes of one decompressed text chunk kept (a zTXt/iTXt bomb is cut there)
+
+
+def _png_text_chunks(data: bytes) -> tuple[dict[str, str], bytes | None]:
+    """tEXt / zTXt / iTXt chunks of a PNG and its eXIf chunk, wherever they are (also after the image data),
+    read from the chunk headers without decoding the image — Pillow's ``PngImageFile.text`` and ``getexif`` decode
+    the whole image to find late chunks. Compressed text is inflated up to 1 MiB."""
+    import zlib
+
+    def inflate(b: bytes) -> bytes:
+        d = zlib.decompressobj()
+        try:
+            return d.decompress(b, _PNG_TEXT_LIMIT)
+        except zlib.error:
+            return b""
+
+    out: dict[str, str] = {}
+    exif = None
+    pos = 8
+    while pos + 12 <= len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IEND" or len(body) < n:
+            break
+        if kind == b"eXIf":
+            exif = body
+            continue
+        try:
+            if kind == b"tEXt":
+                k, _, v = body.partition(b"\0")
+                out[k.decode("latin-1")] = v.decode("latin-1")
+            elif kind == b"zTXt":
+                k, _, v = body.partition(b"\0")
+                out[k.decode("latin-1")] = inflate(v[1:]).decode("latin-1")
+            elif kind == b"iTXt":
+                k, _, rest = body.partition(b"\0")
+                compressed, rest = rest[:1] == b"\1", rest[2:]
+                _lang, _, rest = rest.partition(b"\0")
+                _tkey, _, text = rest.partition(b"\0")
+                out[k.decode("latin-1")] = (inflate(text) if compressed else text).decode("utf-8", "replace")
+        except (UnicodeDecodeError, ValueError):
+            continue
+    return out, exif
+
+
+def probe(data: bytes, path: str) -> Probe:
+    """Read an image's header and metadata from its bytes (never its pixels). InputError when Pillow cannot
+    identify the file."""
+    from PIL import ExifTags
+
+    try:
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        png_exif = None
+        text: dict[str, str] = {}
+        if im.format == "PNG":
+            chunks, png_exif = _png_text_chunks(data)
+            text = {k: v[:200_000] for k, v in chunks.items()}
+        for k, v in im.info.items():
+            if isinstance(v, str) and k not in text:
+                text[str(k)] = v[:200_000]
+        xmp, xmp_error = {}, None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # Pillow warns (instead of failing) when defusedxml is missing
+                xmp = im.getxmp() if hasattr(im, "getxmp") else {}
+        except Exception as exc:  # noqa: BLE001 - a malformed packet is a finding, not a crash
+            xmp_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        exif: dict[str, object] = {}
+        try:
+            if im.format == "PNG":
+                ex = Image.Exif()
+                if png_exif:
+                    ex.load(png_exif)
+            else:
+                ex = im.getexif()
+            for tag, v in ex.items():
+                exif[ExifTags.TAGS.get(tag, str(tag))] = _exif_value(v)
+            for tag, v in ex.get_ifd(0x8769).items():
+                exif[ExifTags.TAGS.get(tag, str(tag))] = _exif_value(v)
+            exif.pop("ExifOffset", None)
+        except Exception:  # noqa: BLE001 - unreadable EXIF reads as none
+            exif = {}
+        q = {int(k): [int(x) for x in v] for k, v in (getattr(im, "quantization", None) or {}).items()}
+        return Probe(format=im.format, width=int(w), height=int(h), mode=im.mode,
+                     n_frames=int(getattr(im, "n_frames", 1) or 1), text=text, xmp=xmp or {}, xmp_error=xmp_error,
+                     exif=exif, quantization=q)
+    except UnidentifiedImageError as exc:
+        raise InputError("not a recognised image file", path) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"refused as a possible decompression bomb ({exc})", path) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"corrupt or truncated image header ({reason})", path) from exc
+
+
+def jpeg_luma(data: bytes, path: str) -> np.ndarray:
+    """The decoded luma (Y) plane of a JPEG as float64 (H, W), straight from the decoder (no RGB round trip)."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        if im.format != "JPEG":
+            raise InputError("is not a JPEG", path)
+        im.draft("L", im.size)
+        if im.mode != "L":
+            im = im.convert("L")
+        return np.asarray(im, dtype=np.float64)
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(f"corrupt or truncated image ({str(exc).splitlines()[0] if str(exc) else exc})",
+                         path) from exc
