@@ -233,3 +233,26 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     it: Iterable[Path] = d.rglob("*") if recursive else d.iterdir()
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith("."))
+
+
+def probe(path: str | os.PathLike) -> dict:
+    """Header facts of an image file without decoding its pixels: ``format``, ``width``, ``height`` (as a viewer
+    shows it: EXIF orientations 5–8 swap them) and, for JPEG, ``quantization`` — the quantisation tables as
+    Pillow reads them ({table id: 64 values in natural row-major order}). InputError naming the file when it is
+    not a readable image."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file" if not p.exists() else "is not a regular file", str(p))
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            try:
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    w, h = h, w
+            except Exception:  # a broken EXIF block does not change the size
+                pass
+            q = getattr(im, "quantization", None) if im.format == "JPEG" else None
+            return {"format": im.format, "width": int(w), "height": int(h),
+                    "quantization": {int(k): [int(x) for x in v] for k, v in q.items()} if q else None}
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError("not a recognised image file", str(p)) from exc
