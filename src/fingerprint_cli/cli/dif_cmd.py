@@ -313,6 +313,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"--dtype must be float32 or float16 (got {dtype!r})")
             detect.check_fpr(fpr)
             fp = Fingerprint.load(fingerprint, force=force)
+            if dtype != "float32":
+                fp = fp.quantized(dtype)  # calibrate the pattern that will be stored
             paths = [str(p) for d in real for p in images.list_images(d)]
             atomic.refuse_overwrite_of_inputs(out, paths + [str(fingerprint)])
             skipped = []

@@ -162,14 +162,30 @@ class Fingerprint:
             setattr(fp, k, v)
         return fp
 
+    def quantized(self, dtype: str = "float16") -> "Fingerprint":
+        """A copy whose pattern is rounded to ``dtype`` (and held as float32): what a file stored in that dtype
+        gives back. Calibrate *after* quantising, so the stored calibration statistics are those of the stored
+        pattern."""
+        fp = self.copy()
+        fp.pattern = self.pattern.detach().to(torch.float32).to(DTYPES[dtype]).to(torch.float32)
+        return fp
+
     def save(self, path: str | os.PathLike, inputs=(), dtype: str = "float32") -> str:
         """Write atomically and sealed (refusing to overwrite any of ``inputs``); returns the file's sha256.
 
-        ``dtype="float16"`` halves the file; correlations are computed in float32 either way."""
+        ``dtype="float16"`` halves the file; correlations are computed in float32 either way. A calibrated
+        fingerprint is stored in float16 only when its pattern already is float16-exact (:meth:`quantized`
+        before calibrating): otherwise its stored calibration statistics would not be those of the stored
+        pattern, and the stated false-positive rate would not hold exactly."""
         from fingerprint_cli import __version__, artifacts
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+        if self.calibrated and dtype != "float32":
+            exact = self.pattern.to(torch.float32).to(DTYPES[dtype]).to(torch.float32)
+            if not torch.equal(exact, self.pattern.to(torch.float32)):
+                raise ValueError(f"a calibrated fingerprint must be quantised to {dtype} before calibration "
+                                 f"(Fingerprint.quantized) to be stored in {dtype}")
         validate(self, str(path))
         meta = dict(self.meta)
         meta.setdefault("fpx_version", __version__)
