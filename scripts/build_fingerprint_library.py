@@ -89,11 +89,13 @@ def build_one(name: str, folder: Path, real_fit: list[str], real_cal: list[str],
     t_fit = time.time() - t0
     log(f"fitted in {t_fit:.0f} s: train acc {fp.meta['train_accuracy']:.3f}")
     cal_paths = real_cal + [d["path"] for d in fp.meta["test"]["real"]]
-    fp = detect.calibrate(fp, cal_paths, args.fpr, cache=cache, on_skip=lambda p, why: log(f"calibration: "
-                                                                                            f"skipped {p}: {why}"),
-                          description=f"held-out real photographs: real_bsds500/train not used for fitting "
-                                      f"({len(real_cal)}) + the fit's real test split "
-                                      f"({len(fp.meta['test']['real'])}), BSDS500 JPEG as distributed")
+    desc = (f"held-out real photographs: real_bsds500/train not used for fitting ({len(real_cal)}) + the fit's "
+            f"real test split ({len(fp.meta['test']['real'])}), BSDS500 JPEG as distributed")
+    skip = lambda p, why: log(f"calibration: skipped {p}: {why}")  # noqa: E731
+    fp32 = detect.calibrate(fp, cal_paths, args.fpr, cache=cache, on_skip=skip, description=desc)
+    # the stored pattern is what is calibrated: quantise first (float16 storage)
+    fp = fp32 if args.dtype == "float32" else detect.calibrate(fp.quantized(args.dtype), cal_paths, args.fpr,
+                                                                cache=cache, description=desc)
     test_gen = [d["path"] for d in fp.meta["test"]["generated"]]
     rg = detect.correlations(fp, test_gen, cache=cache)
     rv = detect.correlations(fp, real_val, cache=cache)
@@ -106,10 +108,12 @@ def build_one(name: str, folder: Path, real_fit: list[str], real_cal: list[str],
             "real_set": f"real_bsds500/val ({len(rv)} JPEG photographs, never used for fitting or calibration)",
             "at": f"p <= {fp.fpr}"}
     log(f"held out: TPR {tpr:.3f} on {len(rg)} generated, FPR {fpr:.3f} on {len(rv)} real (stated {fp.fpr})")
-    return fp, {"held_out": held, "fit_seconds": round(t_fit, 1), "generated_paths": gen}
+    return fp, {"held_out": held, "fit_seconds": round(t_fit, 1), "generated_paths": gen, "fp32": fp32}
 
 
-def float16_check(fp: Fingerprint, path32: Path, path16: Path, paths: list[str], cache: ResidualCache) -> dict:
+def float16_check(path32: Path, path16: Path, paths: list[str], cache: ResidualCache) -> dict:
+    """Decisions of the float32-stored and the float16-stored fingerprint (each calibrated on its own stored
+    pattern) on held-out images."""
     a = Fingerprint.load(path32)
     b = Fingerprint.load(path16)
     ra, rb = detect.correlations(a, paths, cache=cache), detect.correlations(b, paths, cache=cache)
@@ -176,9 +180,10 @@ def main(argv=None) -> int:
         tmp32 = ROOT / "bench" / "out" / "library32" / fname
         tmp32.parent.mkdir(parents=True, exist_ok=True)
         fp.meta["library_id"] = fid
-        fp.save(tmp32, dtype="float32")
+        info["fp32"].meta["library_id"] = fid
+        info["fp32"].save(tmp32, dtype="float32")
         digest = fp.save(args.out_dir / fname, dtype=args.dtype)
-        check = float16_check(fp, tmp32, args.out_dir / fname,
+        check = float16_check(tmp32, args.out_dir / fname,
                               [d["path"] for d in fp.meta["test"]["generated"]] + real_val, cache)
         train_sha = sorted(d["sha256"] for cls in ("generated", "real") for d in fp.meta["train"][cls])
         cal = fp.meta["conformal"]

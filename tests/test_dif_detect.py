@@ -586,3 +586,52 @@ def test_the_real_shipped_library_is_intact():
         assert fp.verified and fp.calibrated and fp.meta["library"]["pinned"]
         assert e["held_out"]["n_real"] > 0 and 0 <= e["held_out"]["fpr"] <= 1
         assert e["storage_check"]["decisions_changed"] == 0
+
+
+def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
+    """scripts/build_fingerprint_library.py on a tiny stand-in of shared/data: fit + calibrate + measure +
+    install; the installed library then drives `fpx detect` without -F."""
+    import importlib.util
+    from pathlib import Path
+
+    from fingerprint_cli import fingerprints
+    from fingerprint_cli.dif.fingerprint import load_library
+
+    data = tmp_path / "data"
+    yy, xx = np.mgrid[0:S, 0:S]
+    for d in ("generators/gena", "generators/hfapi_sd/m1", "generators/real_kodak24", "real_bsds500/train",
+              "real_bsds500/val"):
+        (data / d).mkdir(parents=True)
+    for i in range(16):
+        images.save_png(np.clip(natural_image(S, S, seed=i) + planted(0), 0, 1), data / f"generators/gena/g{i}.png")
+        images.save_png(np.clip(natural_image(S, S, seed=900 + i) + planted(1), 0, 1),
+                        data / f"generators/hfapi_sd/m1/m{i}.png")
+    for i in range(30):
+        (data / f"real_bsds500/train/t{i}.jpg").write_bytes(images.encode(natural_image(S, S, seed=100 + i),
+                                                                           "JPEG", quality=90))
+    for i in range(12):
+        (data / f"real_bsds500/val/v{i}.jpg").write_bytes(images.encode(natural_image(S, S, seed=500 + i),
+                                                                         "JPEG", quality=90))
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_fingerprint_library.py"
+    spec = importlib.util.spec_from_file_location("build_fingerprint_library", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert list(mod.generator_folders(data)) == ["gena", "m1"]  # hfapi_sd/<model> expanded, real_* left out
+    lib = tmp_path / "lib"
+    assert mod.main(["--data", str(data), "--out-dir", str(lib), "--fpr", "0.1", "--real-fit", "15", "--method",
+                     "average", "--denoiser", "gaussian", "--crop", str(S), "--cache", str(tmp_path / "c")]) == 0
+    entries = fingerprints.index(lib)
+    assert [e["id"] for e in entries] == ["gena-average-v1", "m1-average-v1"]
+    for e in entries:
+        assert e["storage"] == "float16" and e["storage_check"]["decisions_changed"] == 0
+        assert e["calibration"]["n"] == 15 + 4 and e["held_out"]["n_real"] == 12
+        assert e["held_out"]["tpr"] == 1.0 and e["training_set"]["manifest_sha256"]
+    fps = load_library(lib)
+    assert all(fp.verified and fp.calibrated and fp.meta["storage_dtype"] == "float16" for fp in fps)
+    monkeypatch.setattr(fingerprints, "LIBRARY_DIR", lib)
+    res = run(["detect", str(data / "generators/gena/g3.png"), str(data / "real_bsds500/val/v0.jpg"),
+               "--format", "jsonl", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    a, b = jsonl(res.stdout)
+    assert a["decision"]["label"] == "gena" and b["decision"]["label"] == "real"
+    assert b["details"]["condition"]["jpeg_quality"] == 90 and b["decision"]["fpr_any"] == pytest.approx(0.2)
