@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,7 +446,7 @@ def _mixed_folder(corpus, tmp_path):
     d = tmp_path / "mixed"
     d.mkdir()
     for p in paths(corpus["gen"]):
-        (d / Image.open(p).filename.split("/")[-1]).write_bytes(open(p, "rb").read())
+        (d / p.split("/")[-1]).write_bytes(Path(p).read_bytes())
     images.save_png(natural_image(20, 20, seed=9), d / "tiny.png")
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     g = images.to_uint8(images.load_image(paths(corpus["gen"])[0]).pixels)
@@ -487,8 +488,8 @@ def test_dif_extract_fails_below_the_minimum_and_refuses_overlapping_classes(cor
     mixed = tmp_path / "realplus"
     mixed.mkdir()
     for p in paths(corpus["real"]):
-        (mixed / p.split("/")[-1]).write_bytes(open(p, "rb").read())
-    (mixed / "copy_of_gen.png").write_bytes(open(paths(corpus["gen"])[3], "rb").read())  # same content
+        (mixed / p.split("/")[-1]).write_bytes(Path(p).read_bytes())
+    (mixed / "copy_of_gen.png").write_bytes(Path(paths(corpus["gen"])[3]).read_bytes())  # same content
     res = run(["dif-extract", "--generated", corpus["gen"], "--real", str(mixed), *base])
     assert res.exit_code == 2 and "same content" in res.output
     assert not out.exists()
@@ -592,13 +593,11 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
     """scripts/build_fingerprint_library.py on a tiny stand-in of shared/data: fit + calibrate + measure +
     install; the installed library then drives `fpx detect` without -F."""
     import importlib.util
-    from pathlib import Path
 
     from fingerprint_cli import fingerprints
     from fingerprint_cli.dif.fingerprint import load_library
 
     data = tmp_path / "data"
-    yy, xx = np.mgrid[0:S, 0:S]
     for d in ("generators/gena", "generators/hfapi_sd/m1", "generators/real_kodak24", "real_bsds500/train",
               "real_bsds500/val"):
         (data / d).mkdir(parents=True)

@@ -161,18 +161,21 @@ def check(cond: dict[str, Any], meta: dict[str, Any], crop: int) -> dict[str, An
         scale = round(side / ref, 4)
         lo, hi = tc.get("scale") or [1.0, 1.0]
         if scale < lo * (1 - SCALE_SLACK) or scale > hi * (1 + SCALE_SLACK):
-            warnings.append(f"scale {scale:.3g} relative to the training images ({ref} px), outside the trained "
-                            f"{_range(lo, hi)}")
+            warnings.append(f"scale {scale:.3g} relative to the generated training images ({ref} px), outside "
+                            f"the trained {_range(lo, hi)} (detection at this scale is unmeasured)")
     q = cond.get("jpeg_quality")
     tq = tc.get("jpeg_quality")
     if cond.get("lossless"):
         if not tc.get("lossless", True):
-            warnings.append("lossless, but the generated training images were all JPEG")
+            warnings.append("lossless, but the generated training images were all JPEG (detection of lossless "
+                            "copies is unmeasured)")
     elif q is not None:
         if tq is None:
-            warnings.append(f"JPEG q≈{q}, but the generated training images were all lossless")
+            warnings.append(f"JPEG q≈{q}, but the generated training images were all lossless (detection of "
+                            f"recompressed copies is unmeasured)")
         elif q < tq[0] - QUALITY_SLACK or q > tq[1] + QUALITY_SLACK:
-            warnings.append(f"JPEG q≈{q}, outside the trained JPEG {_range(*tq)}")
+            warnings.append(f"JPEG q≈{q}, outside the trained JPEG quality {_range(*tq)} (detection at this "
+                            f"quality is unmeasured)")
     cal = meta.get("conformal") or {}
     cc = cal.get("conditions")
     if cc:
@@ -183,8 +186,8 @@ def check(cond: dict[str, Any], meta: dict[str, Any], crop: int) -> dict[str, An
             if cq is None:
                 warnings.append(f"JPEG q≈{q}, but the false-positive rate was calibrated on lossless images only")
             elif q < cq[0] - QUALITY_SLACK or q > cq[1] + QUALITY_SLACK:
-                warnings.append(f"JPEG q≈{q}, outside the calibrated JPEG {_range(*cq)} of the "
-                                f"false-positive rate")
+                warnings.append(f"JPEG q≈{q}, outside the JPEG quality {_range(*cq)} the false-positive rate "
+                                f"was calibrated on")
     return {"scale": scale, "within": not warnings, "warnings": warnings}
 
 

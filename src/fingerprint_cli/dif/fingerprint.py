@@ -321,7 +321,8 @@ def load_library(directory: str | os.PathLike | None = None, *, force: bool = Fa
     try:
         entries = fingerprints.index(root)
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"the fingerprint library index is unreadable ({exc})", str(root / "index.json"))
+        raise ArtifactError(f"the fingerprint library index is unreadable ({exc})",
+                            str(root / "index.json")) from exc
     out = []
     for e in entries:
         f = root / e["file"]
