@@ -31,7 +31,7 @@ from fingerprint_cli.errors import UsageError
 
 DEFAULT_EPOCHS = 30
 DEFAULT_TOLERANCE = 1
-DEFAULT_MIN_IMAGES = 8  # usable images per class below which dif-extract refuses to fit
+DEFAULT_MIN_IMAGES = 8  # usable images per class below which `fpx dif-extract` refuses to fit (fit(): 2)
 MARGIN = 0.01
 
 
@@ -172,7 +172,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
         unet_width: int = 32,
         on_phase: Callable[[str, int], None] | None = None,
-        min_images: int = DEFAULT_MIN_IMAGES, on_skip: Callable[[str, str], None] | None = None,
+        min_images: int = 2, on_skip: Callable[[str, str], None] | None = None,
         fpr: float | None = None, calibration_paths: Sequence[str] | None = None,
         augment: dict[str, Any] | None = None) -> Fingerprint:
     """Fit a fingerprint of one generator.
