@@ -112,6 +112,8 @@ def register(app: typer.Typer) -> None:
             from fingerprint_cli import atomic
 
             atomic.refuse_overwrite_of_inputs(out, all_inputs)
+            if Path(out).is_dir():
+                raise UsageError("is a folder; --out names the fingerprint file to write", str(out))
             if plot is not None:
                 atomic.refuse_overwrite_of_inputs(plot, all_inputs)
                 if Path(plot).resolve() == Path(out).resolve():
@@ -317,6 +319,8 @@ def register(app: typer.Typer) -> None:
                 fp = fp.quantized(dtype)  # calibrate the pattern that will be stored
             paths = [str(p) for d in real for p in images.list_images(d)]
             atomic.refuse_overwrite_of_inputs(out, paths + [str(fingerprint)])
+            if Path(out).is_dir():
+                raise UsageError("is a folder; --out names the fingerprint file to write", str(out))
             skipped = []
 
             def skip(p, why):
