@@ -420,7 +420,11 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
         dirs[f"p_value{sfx}"] = "lower=less like the real calibration images"
     cond = image_condition(path)
     checks = {nm: condition.check(cond, fp.meta, fp.crop) for nm, fp in zip(names, fps)}
-    warnings = [f"{nm}: {w}" if not single else w for nm, ch in checks.items() for w in ch["warnings"]]
+    by_text: dict[str, list[str]] = {}
+    for nm, ch in checks.items():
+        for w in ch["warnings"]:
+            by_text.setdefault(w, []).append(nm)
+    warnings = [w if single else f"{', '.join(nms)}: {w}" for w, nms in by_text.items()]
     within = None if any(ch["within"] is None for ch in checks.values()) else not warnings
     if single:
         fp, c = fps[0], calls[0]
@@ -431,8 +435,12 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
         decision = decide(names, calls, margin)
     all_cal = all(fp.calibrated for fp in fps)
     best = next((c for nm, c in zip(names, calls) if nm == decision["label"]), None)
+    if best is None:  # real / unknown: the smallest p-value (the most suspicious fingerprint's)
+        ps = [c["p_value"] for nm, c in zip(names, calls) if c["p_value"] is not None
+              and (decision["label"] != "unknown" or nm in decision.get("called_by", []))]
+        best = {"p_value": min(ps) if ps else None}
     decision.update({
-        "p_value": (best or {}).get("p_value") if not single else calls[0]["p_value"],
+        "p_value": best.get("p_value") if not single else calls[0]["p_value"],
         "fpr": fps[0].fpr if single else None,
         "fpr_any": (min(1.0, sum(fp.fpr for fp in fps)) if all_cal else None) if not single else None,
         "calibration": ("conformal p-values against held-out real images" if all_cal else
