@@ -85,8 +85,9 @@ def register(app: typer.Typer) -> None:
                                                  "--calibration-real); recorded in the fingerprint"),
         calibration_real: Optional[Path] = typer.Option(None, "--calibration-real",
                                                         help="folder of held-out real images for --fpr"),
-        min_images: int = typer.Option(8, "--min-images",  # = extract.DEFAULT_MIN_IMAGES help="fail when fewer usable images remain in a "
-                                                               "class (unusable ones are skipped with a warning)"),
+        min_images: int = typer.Option(8, "--min-images",  # = extract.DEFAULT_MIN_IMAGES
+                                       help="fail when fewer usable images remain in a class (unusable ones are "
+                                            "skipped with a warning)"),
         fmt: Optional[str] = common.FormatOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
