@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--cache", type=Path, default=None, help="residual cache folder (default FPX_HOME's)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "library32",
+                    help="where the float32 twins of the fingerprints go (for the float16 check)")
     # fitting options, as dif-extract
     ap.add_argument("--method", default="dif")
     ap.add_argument("--crop", type=int, default=256)
@@ -177,7 +179,7 @@ def main(argv=None) -> int:
         fp, info = build_one(name, folders[name], real_fit, real_cal, real_val, args, cache, fit_options)
         fid = f"{slug(name)}-{args.method}-v{args.version}"
         fname = f"{fid}.fpx.safetensors"
-        tmp32 = ROOT / "bench" / "out" / "library32" / fname
+        tmp32 = args.work / fname
         tmp32.parent.mkdir(parents=True, exist_ok=True)
         fp.meta["library_id"] = fid
         info["fp32"].meta["library_id"] = fid

@@ -618,7 +618,8 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
     assert list(mod.generator_folders(data)) == ["gena", "m1"]  # hfapi_sd/<model> expanded, real_* left out
     lib = tmp_path / "lib"
     assert mod.main(["--data", str(data), "--out-dir", str(lib), "--fpr", "0.1", "--real-fit", "15", "--method",
-                     "average", "--denoiser", "gaussian", "--crop", str(S), "--cache", str(tmp_path / "c")]) == 0
+                     "average", "--denoiser", "gaussian", "--crop", str(S), "--cache", str(tmp_path / "c"),
+                     "--work", str(tmp_path / "w")]) == 0
     entries = fingerprints.index(lib)
     assert [e["id"] for e in entries] == ["gena-average-v1", "m1-average-v1"]
     for e in entries:
