@@ -541,9 +541,19 @@ def test_detect_nan_fingerprint_never_labelled(work, tmp_path):
 
     den = get_denoiser("gaussian")
     path = tmp_path / "nan.fpx.safetensors"
-    Fingerprint("nan", "dif", torch.full((3, 32, 32), float("nan")),
+    from fingerprint_cli import artifacts
+    from fingerprint_cli.dif.fingerprint import seal_of
+
+    Fingerprint("nan", "dif", torch.randn(3, 32, 32),
                 {"denoiser": {"id": den.id, "sha256": den.sha256}, "crop": 32, "mu_real": 0.0, "mu_gen": 0.05,
                  "sigma_real": 0.01, "tolerance": 0}).save(path)
+    # a hostile file: the pattern replaced by NaN and the (unkeyed) seal recomputed, as an attacker could
+    tensors, md = artifacts.read_tensors(str(path))
+    tensors = {"pattern": torch.full_like(tensors["pattern"], float("nan"))}
+    md = {k: v for k, v in md.items() if k != "seal"}
+    md["seal"] = seal_of(tensors, md)
+    path.unlink()
+    artifacts.write_tensors(path, tensors, md)
     res = run("detect", path, work["good"], "-f", "jsonl")
     if res.exit_code == 0:
         assert json.loads(res.stdout.splitlines()[0])["decision"]["label"] == "unknown"
@@ -751,15 +761,30 @@ def test_dif_extract_refuses_a_bad_training_image(work, case):
     gen, real = w["in"] / "gen", w["in"] / "real"
     gen.mkdir()
     real.mkdir()
-    for i in range(4):
+    for i in range(8):
         images.save_png(natural_image(S, S, seed=60 + i), gen / f"g{i}.png")
         images.save_png(natural_image(S, S, seed=70 + i), real / f"r{i}.png")
     bad = _write_case(case, gen)
     before = tree_hashes(w["in"])
     out = w["out"] / "fp.fpx.safetensors"
-    res = run("dif-extract", "--generated", gen, "--real", real, "-o", out, "--denoiser", "gaussian", "--crop", "32",
-              "--epochs", "1", "--no-cache")
-    assert res.exit_code == 2 and _named(bad, res.stderr), res.output
+    args = ("dif-extract", "--generated", gen, "--real", real, "-o", out, "--denoiser", "gaussian", "--crop", "32",
+            "--epochs", "1", "--no-cache")
+    # enough usable images: the bad one is skipped with a warning that names it, the fit goes on (issue 15)
+    # (a FIFO, device or link loop is not a file at all: refused up front, naming it)
+    res = run(*args)
+    assert _named(bad, res.stderr), res.output
+    assert res.exit_code == (2 if case in ("fifo", "symlink-loop") else 0), res.output
+    assert out.exists() == (res.exit_code == 0) and not leftovers(w["out"])
+    assert tree_hashes(w["in"]) == before
+    if res.exit_code:
+        return
+    # fewer than the minimum once it is skipped: refused, nothing written
+    out.unlink()
+    for i in range(6):
+        (gen / f"g{i}.png").unlink()
+    before = tree_hashes(w["in"])
+    res = run(*args)
+    assert res.exit_code == 2 and "fewer than the minimum" in res.stderr, res.output
     assert not out.exists() and not leftovers(w["out"])
     assert tree_hashes(w["in"]) == before
 

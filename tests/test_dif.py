@@ -327,7 +327,7 @@ def test_cli_extract_and_detect(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty", "one", "crop", "corrupt", "notfp"])
-def test_cli_clear_errors(corpus, tmp_path, case):
+def test_cli_clear_errors(corpus, tmp_path, case, monkeypatch):
     gen, real = corpus["gen"], corpus["real"]
     extra = ["--crop", str(S)]
     if case == "empty":
@@ -346,6 +346,9 @@ def test_cli_clear_errors(corpus, tmp_path, case):
         (tmp_path / "c" / "broken.png").write_bytes(b"garbage")
         gen = str(tmp_path / "c")
     if case == "notfp":
+        from fingerprint_cli import fingerprints
+
+        monkeypatch.setattr(fingerprints, "LIBRARY_DIR", tmp_path)  # no shipped library to fall back on
         res = run(["detect", paths(corpus["gen"])[0], paths(corpus["gen"])[1]])
         assert res.exit_code == 2 and "fingerprint" in res.output
         txt = tmp_path / "x.safetensors"

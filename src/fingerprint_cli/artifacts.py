@@ -43,8 +43,9 @@ class ArtifactSpec:
     description: str
     url: str | None = None
     aliases: tuple[str, ...] = ()
-    bundled: bool = False  # shipped inside the package (PACKAGE_ASSETS/filename)
+    bundled: bool = False  # shipped inside the package (PACKAGE_ASSETS/filename, or package_dir/filename)
     provenance: dict[str, Any] = field(default_factory=dict)
+    package_dir: Path | None = None  # where a bundled file lives when not in PACKAGE_ASSETS
 
 
 @dataclass
@@ -315,7 +316,7 @@ def installed(name: str) -> Installed | None:
     """
     spec = resolve(name)
     if spec.bundled:
-        path = PACKAGE_ASSETS / spec.filename
+        path = (spec.package_dir or PACKAGE_ASSETS) / spec.filename
         if not path.is_file():
             return None
         digest = file_sha256(path)
@@ -429,3 +430,27 @@ def cache_problem() -> str | None:
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None
+
+
+def _register_shipped_fingerprints() -> None:
+    """Register the shipped fingerprint library (fingerprint_cli/fingerprints/index.json) as bundled artifacts
+    pinned to their sha256, so `fpx models list` / `verify` show and re-hash them."""
+    from fingerprint_cli import fingerprints
+
+    try:
+        entries = fingerprints.index()
+    except (OSError, ValueError) as exc:
+        print(f"fpx: warning: the shipped fingerprint library index is unreadable ({exc})", file=sys.stderr)
+        return
+    for e in entries:
+        held = e.get("held_out") or {}
+        desc = (f"fingerprint of {e['name']} ({e.get('method', 'dif')}, crop {e.get('crop')}); "
+                f"stated FPR {e.get('calibration', {}).get('fpr')}; held-out TPR {held.get('tpr')}, "
+                f"FPR {held.get('fpr')}")
+        register(ArtifactSpec(name=e["id"], version=e["version"], kind="fingerprint", filename=e["file"],
+                              sha256=e["sha256"], source=e.get("training_set", {}).get("description", ""),
+                              licence=e.get("licence", "MIT (fitted by the fpx project)"), description=desc,
+                              bundled=True, package_dir=fingerprints.LIBRARY_DIR, provenance=dict(e)))
+
+
+_register_shipped_fingerprints()

@@ -570,3 +570,32 @@ def jpeg_luma(data: bytes, path: str) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"corrupt or truncated image ({str(exc).splitlines()[0] if str(exc) else exc})",
                          path) from exc
+
+
+def header(path: str | os.PathLike) -> dict:
+    """Header facts of an image file without reading its body (``fpx detect``'s input condition; :func:`probe`
+    is the metadata reader of ``fpx triage``): ``format``, ``width``, ``height`` (as a viewer
+    shows it: EXIF orientations 5–8 swap them) and, for JPEG, ``quantization`` — the quantisation tables as
+    Pillow reads them ({table id: 64 values in natural row-major order}). InputError naming the file when it is
+    not a readable image."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file" if not p.exists() else "is not a regular file", str(p))
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            try:
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    w, h = h, w
+            except Exception:  # a broken EXIF block does not change the size
+                pass
+            if w * h > max_pixels():
+                raise InputError(f"refused as a possible decompression bomb ({w}x{h} pixels > FPX_MAX_PIXELS "
+                                 f"{max_pixels()})", str(p))
+            q = getattr(im, "quantization", None) if im.format == "JPEG" else None
+            return {"format": im.format, "width": int(w), "height": int(h),
+                    "quantization": {int(k): [int(x) for x in v] for k, v in q.items()} if q else None}
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"refused as a possible decompression bomb ({exc})", str(p)) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError("not a recognised image file", str(p)) from exc

@@ -14,7 +14,8 @@ ORDER = 50
 
 EXTRACT_COLUMNS = ["features.mu_gen", "features.mu_real", "features.train_accuracy", "features.test_accuracy",
                    "features.test_auc", "features.seconds"]
-DETECT_COLUMNS = ["features.rho", "features.score", "decision.label"]
+DETECT_COLUMNS = ["features.rho", "features.score", "features.p_value", "decision.label", "decision.fpr"]
+MULTI_COLUMNS = ["decision.label", "decision.called_by", "decision.p_value", "decision.fpr_any"]
 
 
 class _Phases:
@@ -78,6 +79,15 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the fingerprint and its spectrum"),
         no_eval: bool = typer.Option(False, "--no-eval", help="skip scoring the held-out test split"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
+        fpr: Optional[float] = typer.Option(None, "--fpr",
+                                            help="calibrate the detection threshold at this false-positive rate "
+                                                 "on held-out real images (the real test split, or "
+                                                 "--calibration-real); recorded in the fingerprint"),
+        calibration_real: Optional[Path] = typer.Option(None, "--calibration-real",
+                                                        help="folder of held-out real images for --fpr"),
+        min_images: int = typer.Option(8, "--min-images",  # = extract.DEFAULT_MIN_IMAGES
+                                       help="fail when fewer usable images remain in a class (unusable ones are "
+                                            "skipped with a warning)"),
         fmt: Optional[str] = common.FormatOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
@@ -105,19 +115,32 @@ def register(app: typer.Typer) -> None:
             for folder, found in ((generated, gen_paths), (real, real_paths)):
                 if not found:
                     raise UsageError(f"no images found in {folder} (0 images): nothing to fit")
-            both = {images.sha256_file(p) for p in gen_paths} & {images.sha256_file(p) for p in real_paths}
-            if both:
-                raise UsageError(f"{len(both)} image(s) are in both --generated and --real (same content): the "
-                                 "two classes must be different images")
+            extract.refuse_overlap(gen_paths, real_paths)
+            cal_paths = None
+            if calibration_real is not None:
+                if fpr is None:
+                    raise UsageError("--calibration-real needs --fpr (the false-positive rate to calibrate at)")
+                cal_paths = [str(p) for p in images.list_images(calibration_real)]
+                all_inputs += cal_paths
             atomic.check_outputs({"--out": out, "--plot": plot},
-                                 batch.run_inputs(all_inputs, [generated, real]))
+                                 batch.run_inputs(all_inputs, [generated, real]
+                                                  + ([calibration_real] if calibration_real is not None else [])))
             cache = ResidualCache(disk=not no_cache)
             t0 = time.time()
+            skipped_warn = lambda p, why: batch.warn(f"{p}: skipped ({why})", quiet)  # noqa: E731
             fp = extract.fit(gen_paths, real_paths, name=name or extract.default_name(generated), method=method,
                              crop=crop, epochs=epochs, seed=seed, denoiser=denoiser, images=n_images,
                              progress=phases.progress, on_phase=phases.phase, test_fraction=test_fraction,
-                             batch_size=batch_size, cache=cache, tolerance=tolerance)
+                             batch_size=batch_size, cache=cache, tolerance=tolerance, min_images=min_images,
+                             on_skip=lambda p, why: (phases.close(), skipped_warn(p, why)), fpr=fpr,
+                             calibration_paths=cal_paths)
             phases.close()
+            if fp.meta.get("skipped"):
+                by = {}
+                for d in fp.meta["skipped"]:
+                    by[d["class"]] = by.get(d["class"], 0) + 1
+                batch.warn(f"{len(fp.meta['skipped'])} image(s) skipped (" +
+                           ", ".join(f"{v} {k}" for k, v in by.items()) + ")", quiet)
             feats = {"mu_gen": fp.meta["mu_gen"], "mu_real": fp.meta["mu_real"],
                      "sigma_real": fp.meta["sigma_real"], "train_accuracy": fp.meta["train_accuracy"],
                      "test_accuracy": None, "test_auc": None}
@@ -133,12 +156,20 @@ def register(app: typer.Typer) -> None:
                     1, len(cg) + len(cr))
                 fp.meta["test_accuracy"] = feats["test_accuracy"] = float(acc)
                 fp.meta["test_auc"] = feats["test_auc"] = detect.auc(detect.scores(fp, cg), detect.scores(fp, cr))
+                if fp.calibrated:
+                    pg = detect.p_values(fp, cg)
+                    fp.meta["test_tpr_at_fpr"] = feats["test_tpr_at_fpr"] = float((pg <= fp.fpr).mean())
+            if fp.calibrated:
+                feats["fpr"] = fp.fpr
+                feats["calibration_n"] = fp.meta["conformal"]["n"]
             feats["seconds"] = round(time.time() - t0, 1)
             digest = fp.save(out, inputs=all_inputs)
             details = {"fingerprint": {"path": str(out), "sha256": digest}, "name": fp.name, "method": fp.method,
                        "crop": fp.crop, "counts": fp.meta["counts"], "epochs": fp.meta.get("epochs"),
                        "steps": fp.meta.get("steps"), "seconds": fp.meta["seconds"],
-                       "residual_cache": {"hits": cache.hits, "misses": cache.misses}}
+                       "residual_cache": {"hits": cache.hits, "misses": cache.misses},
+                       "skipped": fp.meta.get("skipped", []), "conditions": fp.meta.get("conditions"),
+                       "calibration": _calibration_summary(fp)}
             if plot is not None:
                 details["plot"] = {"path": str(plot), "sha256": plot_fingerprint(fp, str(plot), inputs=all_inputs)}
             from fingerprint_cli.score import base_provenance
@@ -159,28 +190,39 @@ def register(app: typer.Typer) -> None:
 
     @app.command("detect")
     def detect_cmd(
-        args: List[str] = typer.Argument(..., help="FINGERPRINT.fpx.safetensors [more fingerprints] IMAGE|DIR ..."),
+        args: List[str] = typer.Argument(..., help="[FINGERPRINT.fpx.safetensors ...] IMAGE|DIR ..."),
         fingerprints: List[Path] = typer.Option([], "--fingerprint", "-F",
-                                                help="a fingerprint (repeatable; else the leading .safetensors args)"),
+                                                help="a fingerprint (repeatable; else the leading .safetensors "
+                                                     "args; else the shipped library)"),
+        fingerprint_dir: Optional[Path] = typer.Option(None, "--fingerprints",
+                                                       help="a folder of fingerprints (other files are skipped "
+                                                            "with a warning)"),
+        margin: float = typer.Option(2.0, "--margin", min=0.0,
+                                     help="with several claimants, the winner must lead the runner-up by this "
+                                          "many score units (real-image standard deviations), else 'unknown'"),
+        force: bool = typer.Option(False, "--force", help="use fingerprints whose seal or pinned sha256 does not "
+                                                          "match (every record then says verified: false)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
         fmt: Optional[str] = common.FormatOpt,
         output: Optional[Path] = common.OutputOpt,
         resume: bool = common.ResumeOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
-        """Detect a generator's images with its fingerprint: one record per image with ρ, generated, score.
+        """Detect generators' images with their fingerprints: one record per image with ρ, score, p-value.
 
-        With several fingerprints each image is attributed to the one with the highest calibrated score among
-        those that call it generated (else 'real'). Examples: fpx detect ldm.fpx.safetensors suspects/;
+        A calibrated fingerprint calls an image generated only when its conformal p-value against held-out real
+        images is at most the fingerprint's stated false-positive rate. With several fingerprints the label is
+        the claimant with the highest score when it leads the others by --margin, 'unknown' when several claim
+        it without a clear winner, 'real' when none does. Without any fingerprint argument the shipped library
+        is used (`fpx models list`). Examples: fpx detect suspects/; fpx detect ldm.fpx.safetensors img.png;
         fpx detect -F ldm.fpx.safetensors -F dalle.fpx.safetensors img1.png img2.jpg --format csv
         """
-        from fingerprint_cli import batch, guard
+        from fingerprint_cli import batch
         from fingerprint_cli.dif import detect
-        from fingerprint_cli.dif.fingerprint import Fingerprint
+        from fingerprint_cli.dif.fingerprint import Fingerprint, load_folder, load_library
         from fingerprint_cli.dif.residuals import ResidualCache
-        from fingerprint_cli.errors import FpxError, InputError, UsageError
-        from fingerprint_cli.records import Record, input_key
-        from fingerprint_cli.score import base_provenance
+        from fingerprint_cli.errors import FpxError, UsageError
+        from fingerprint_cli.records import input_key
 
         try:
             fp_paths = [str(p) for p in fingerprints]
@@ -188,31 +230,44 @@ def register(app: typer.Typer) -> None:
             if not fp_paths:
                 while rest and rest[0].endswith(".safetensors"):
                     fp_paths.append(rest.pop(0))
-            if not fp_paths:
-                raise UsageError("name a fingerprint first (FILE.fpx.safetensors) or with --fingerprint")
             if not rest:
-                raise UsageError("give at least one IMAGE or folder after the fingerprint(s)")
-            fps = [Fingerprint.load(p) for p in fp_paths]
-            names = [fp.name for fp in fps]
-            if len(set(names)) < len(names):
-                names = [f"{fp.name}#{i}" for i, fp in enumerate(fps)]
+                raise UsageError("give at least one IMAGE or folder (after the fingerprint(s), if any)")
+            fps = [Fingerprint.load(p, force=force) for p in fp_paths]
+            if fingerprint_dir is not None:
+                fps += load_folder(fingerprint_dir, force=force,
+                                   on_skip=lambda f, why: batch.warn(f"{f}: skipped ({why})", quiet))
+            if not fps:
+                fps = load_library(force=force)
+                if not fps:
+                    raise UsageError("no fingerprint given and no shipped library in this installation: name "
+                                     "one (FILE.fpx.safetensors, -F FILE or --fingerprints DIR)")
+                batch.warn(f"using the shipped fingerprint library ({len(fps)} fingerprints: "
+                           f"{', '.join(fp.name for fp in fps)})", quiet)
             for fp in fps:
                 detect.denoiser_for(fp)  # fails early when a denoiser is missing or differs
+                if not fp.verified:
+                    batch.warn(f"{fp.path}: fingerprint not verified ({fp.seal} seal"
+                               f"{'' if fp.meta.get('library', {}).get('pinned', True) else ', sha256 differs from the pin'}"
+                               f"): every record says verified: false", quiet)
+                if not fp.calibrated:
+                    batch.warn(f"{fp.path}: fingerprint not calibrated: no stated false-positive rate, the "
+                               f"nearest-mean rule decides (calibrate it with `fpx dif-calibrate`)", quiet)
+                if not fp.meta.get("conditions"):
+                    batch.warn(f"{fp.path}: fingerprint records no training conditions: the suspects' JPEG "
+                               f"quality and scale cannot be checked against them", quiet)
             paths = batch.expand_paths(rest)
             if not paths:
                 raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
             from fingerprint_cli import atomic
 
-            atomic.check_outputs({}, batch.run_inputs(paths + fp_paths, [r for r in rest if Path(r).is_dir()]))
+            fp_files = [fp.path for fp in fps if fp.path]
+            atomic.check_outputs({}, batch.run_inputs(paths + fp_files, [r for r in rest if Path(r).is_dir()]))
             sink = batch.RecordSink(str(output) if output else None, fmt, resume,
-                                    DETECT_COLUMNS if len(fps) == 1 else None, paths + fp_paths,
+                                    DETECT_COLUMNS if len(fps) == 1 else MULTI_COLUMNS, paths + fp_files,
                                     command="detect")
             cache = ResidualCache(disk=not no_cache)
         except FpxError as exc:
             common.die(exc)
-        prov = base_provenance(None, None)
-        prov["fingerprints"] = [{"path": p, "name": fp.name, "method": fp.method, "denoiser": fp.meta.get("denoiser"),
-                                 "crop": fp.crop} for p, fp in zip(fp_paths, fps)]
         todo = [p for p in paths if input_key("detect", image=p) not in sink.done]
         if resume and len(todo) < len(paths):
             batch.warn(f"--resume: {len(paths) - len(todo)} image(s) already in {output}, skipped", quiet)
@@ -226,49 +281,100 @@ def register(app: typer.Typer) -> None:
                                                   "without it (set FPX_HOME to a writable folder, or --no-cache)")
                 cache.root = None
         with batch.progress_bar(len(todo), "detect", quiet) as advance:
-            for p in todo:
-                try:
-                    feats, dirs, per = {}, {}, []
-                    sha = None
-                    for nm, fp in zip(names, fps):
-                        errs = []
-                        rho, infos = detect.correlations_with_info(fp, [p], cache=cache,
-                                                                   on_error=lambda q, e: errs.append(e))
-                        if errs:
-                            raise errs[0]
-                        sha = infos[0]["sha256"]
-                        gen = bool(detect.is_generated(fp, rho)[0])
-                        sc = float(detect.scores(fp, rho)[0])
-                        per.append((nm, gen, sc))
-                        sfx = "" if len(fps) == 1 else f".{nm}"
-                        feats[f"rho{sfx}"] = float(rho[0])
-                        feats[f"score{sfx}"] = sc
-                        dirs[f"rho{sfx}"] = "higher=more like the generator"
-                        dirs[f"score{sfx}"] = "higher=more like the generator (z vs real images)"
-                    called = [x for x in per if x[1]]
-                    if len(fps) == 1:
-                        decision = {"generated": per[0][1], "label": per[0][0] if per[0][1] else "real"}
-                    else:
-                        best = max(called, key=lambda x: x[2]) if called else None
-                        decision = {"generated": best is not None, "label": best[0] if best else "real",
-                                    "called_by": [x[0] for x in called]}
-                    # no label but `unknown` from a NaN ρ / score or a fingerprint with non-finite statistics
-                    decision = guard.guard_decision(decision, {
-                        "rho": [feats[k] for k in feats if k.startswith("rho")], "score": [x[2] for x in per],
-                        "fingerprint statistics": [[fp.meta.get(k) for k in ("mu_gen", "mu_real", "sigma_real")]
-                                                   for fp in fps]})
-                    reasons = [{"feature": f"score.{nm}" if len(fps) > 1 else "score", "z": sc,
-                                "generated": g} for nm, g, sc in sorted(per, key=lambda x: -x[2])]
-                    rec = Record("detect", {"image": {"path": p, "sha256": sha}}, features=feats, directions=dirs,
-                                 decision=decision, reasons=reasons, provenance=prov)
-                except FpxError as exc:
-                    rec = Record.failure("detect", {"image": {"path": p, "sha256": None}}, exc, prov)
-                except Exception as exc:  # a runtime failure on one item: the batch goes on
-                    rec = Record.failure("detect", {"image": {"path": p, "sha256": None}},
-                                         InputError(f"{type(exc).__name__}: {exc}", p), prov)
+            for rec in detect.detect_many(fps, todo, cache=cache, margin=margin):
+                cond = (rec.details or {}).get("condition") or {}
+                if rec.ok and cond.get("warnings"):
+                    batch.warn(f"{rec.inputs['image']['path']}: outside the fingerprint's trained/calibrated "
+                               f"conditions: {'; '.join(cond['warnings'])}", quiet)
                 sink.add(rec)
                 records.append(rec)
                 advance()
         sink.close()
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=len(paths) > 1))
+
+    @app.command("dif-calibrate")
+    def dif_calibrate(
+        fingerprint: Path = typer.Argument(..., help="the fingerprint to calibrate (.fpx.safetensors)"),
+        real: List[Path] = typer.Option(..., "--real", help="folder of held-out real images (repeatable); never "
+                                                            "the fingerprint's training images"),
+        fpr: float = typer.Option(0.01, "--fpr", help="the false-positive rate to state (0 < FPR <= 0.5)"),
+        out: Path = typer.Option(..., "--out", "-o", help="calibrated fingerprint to write (never the input)"),
+        description: Optional[str] = typer.Option(None, "--description", help="what the calibration images are"),
+        dtype: str = typer.Option("float32", "--dtype", help="storage of the pattern: float32 | float16"),
+        force: bool = typer.Option(False, "--force", help="calibrate a fingerprint whose seal does not match "
+                                                          "(the output then stays verified: false)"),
+        no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
+        fmt: Optional[str] = common.FormatOpt,
+        quiet: bool = common.QuietOpt,
+    ) -> None:
+        """Calibrate a fingerprint's detection threshold at a stated false-positive rate on held-out real images.
+
+        Writes a new sealed fingerprint whose detections carry conformal p-values and call an image generated
+        only when p <= FPR. Example: fpx dif-calibrate ldm.fpx.safetensors --real photos_val/ --fpr 0.01
+        -o ldm-cal.fpx.safetensors
+        """
+        from fingerprint_cli import atomic, batch, images
+        from fingerprint_cli.dif import detect
+        from fingerprint_cli.dif.fingerprint import Fingerprint
+        from fingerprint_cli.dif.residuals import ResidualCache
+        from fingerprint_cli.errors import FpxError, UsageError
+        from fingerprint_cli.records import Record
+        from fingerprint_cli.score import base_provenance
+
+        phases = _Phases(quiet)
+        try:
+            if dtype not in ("float32", "float16"):
+                raise UsageError(f"--dtype must be float32 or float16 (got {dtype!r})")
+            detect.check_fpr(fpr)
+            fp = Fingerprint.load(fingerprint, force=force)
+            if dtype != "float32":
+                fp = fp.quantized(dtype)  # calibrate the pattern that will be stored
+            paths = [str(p) for d in real for p in images.list_images(d)]
+            atomic.refuse_overwrite_of_inputs(out, paths + [str(fingerprint)])
+            if Path(out).is_dir():
+                raise UsageError("is a folder; --out names the fingerprint file to write", str(out))
+            skipped = []
+
+            def skip(p, why):
+                skipped.append({"path": p, "reason": why})
+                batch.warn(f"{p}: skipped ({why})", quiet)
+
+            phases.phase("calibration", len(paths))
+            new = detect.calibrate(fp, paths, fpr, cache=ResidualCache(disk=not no_cache), on_skip=skip,
+                                   progress=phases.progress,
+                                   description=description or ", ".join(str(d) for d in real))
+            phases.close()
+            if skipped:
+                batch.warn(f"{len(skipped)} image(s) skipped", quiet)
+            digest = new.save(out, inputs=paths + [str(fingerprint)], dtype=dtype)
+            new.verified = fp.verified
+            cal = new.meta["conformal"]
+            prov = base_provenance(None, None)
+            prov["fingerprint"] = fp.provenance()
+            rec = Record("dif-calibrate", {"fingerprint": {"path": str(fingerprint), "sha256": fp.sha256},
+                                           "real": {"path": ", ".join(str(d) for d in real),
+                                                    "sha256": cal["manifest_sha256"]}},
+                         features={"fpr": cal["fpr"], "n": cal["n"], "rho_threshold": cal["rho_threshold"],
+                                   "mu_real": new.meta["mu_real"], "mu_gen": new.meta["mu_gen"]},
+                         directions={"fpr": "stated false-positive rate (upper bound for exchangeable real "
+                                            "images)"},
+                         provenance=prov,
+                         details={"fingerprint": {"path": str(out), "sha256": digest, "verified": fp.verified},
+                                  "calibration": _calibration_summary(new), "skipped": skipped})
+            sink = batch.RecordSink(None, fmt, False, ["features.fpr", "features.n", "features.rho_threshold"])
+            sink.add(rec)
+            sink.close()
+        except FpxError as exc:
+            phases.close()
+            common.die(exc)
+        raise typer.Exit(0)
+
+
+def _calibration_summary(fp) -> dict | None:
+    cal = fp.meta.get("conformal")
+    if not cal:
+        return None
+    return {"fpr": cal["fpr"], "n": cal["n"], "rho_threshold": cal.get("rho_threshold"),
+            "manifest_sha256": cal.get("manifest_sha256"), "description": cal.get("description"),
+            "conditions": cal.get("conditions")}

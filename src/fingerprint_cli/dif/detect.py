@@ -12,20 +12,40 @@ with the same statistic at extraction, so the decision stays consistent.
 
 Decision (paper): "generated" when ρ is nearer μ_gen than μ_real. Score (fpx): z = (ρ − μ_real)/σ_real,
 oriented so that larger means more like the generator.
+
+Calibrated decision (fpx, :func:`calibrate`): a fingerprint calibrated on n held-out real images (never its
+training images) stores their statistics; a suspect's **conformal p-value** against the real class is
+p = (1 + #{calibration scores ≥ its score}) / (n + 1), and the suspect is called ``generated`` only when
+p ≤ the stated false-positive rate α. For a real image exchangeable with the calibration images,
+P(p ≤ α) = ⌊α(n + 1)⌋/(n + 1) ≤ α, so α is a guaranteed upper bound on the false-positive rate for images like
+those calibrated on — and only for those: a recompressed or resized real photo is not exchangeable with
+unprocessed ones, which is why records carry the input's condition (:mod:`.condition`). n must be at least
+⌈1/α⌉ − 1, else no p-value can reach α. A fingerprint without calibration (fpx ≤ 0.1, or fitted without
+``--fpr``) keeps the paper's rule and says "not calibrated" in every record; it never claims a rate.
+
+Several fingerprints (:func:`decide`): the claimants are those that call the image generated. None: ``real``
+(not detected by any of them). One: its generator. Several: the one with the highest score is named only when
+it is a **clear winner** — its score exceeds the runner-up claimant's by at least ``margin`` (default
+:data:`CLEAR_MARGIN` = 2 real-image standard deviations of z); otherwise the label is ``unknown`` (generated,
+by one of the candidates listed, which one is not resolved). With K calibrated fingerprints the chance that a
+real image is claimed by any of them is at most Σ α_k (``fpr_any`` in the record).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from fingerprint_cli import guard
 from fingerprint_cli.dif.fingerprint import Fingerprint
 from fingerprint_cli.dif.residuals import ResidualCache, compute, get_denoiser
 from fingerprint_cli.errors import ArtifactError
 
 EPS = 1e-12
+CLEAR_MARGIN = 2.0
 
 
 def standardise(t: torch.Tensor, dims=(-3, -2, -1)) -> torch.Tensor:
@@ -204,3 +224,278 @@ def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
 
     ranks = rankdata(allv)
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+# ------------------------------------------------------------------ calibrated decisions
+def min_calibration_images(fpr: float) -> int:
+    """Fewest calibration images for which a conformal p-value can reach ``fpr``: ⌈1/fpr⌉ − 1."""
+    return max(1, math.ceil(1.0 / float(fpr) - 1e-9) - 1)
+
+
+def check_fpr(fpr: float) -> float:
+    from fingerprint_cli.errors import UsageError
+
+    if not (isinstance(fpr, (int, float)) and math.isfinite(fpr) and 0 < fpr <= 0.5):
+        raise UsageError(f"--fpr must be in (0, 0.5] (got {fpr})")
+    return float(fpr)
+
+
+def p_values(fp: Fingerprint, rho: np.ndarray) -> np.ndarray | None:
+    """Conformal p-values against the real class, (1 + #{s_i ≥ s}) / (n + 1) over the calibration scores s_i;
+    None when the fingerprint is not calibrated. NaN where ρ is not finite."""
+    cal = fp.meta.get("conformal")
+    if not cal:
+        return None
+    s_cal = np.sort(scores(fp, np.asarray(cal["rho"], dtype=np.float64)))
+    s = scores(fp, np.atleast_1d(np.asarray(rho, dtype=np.float64)))
+    ge = len(s_cal) - np.searchsorted(s_cal, s, side="left")
+    p = (1.0 + ge) / (len(s_cal) + 1.0)
+    return np.where(np.isfinite(s), p, np.nan)
+
+
+def rho_threshold(fp: Fingerprint) -> float | None:
+    """The calibrated cut on ρ: an image is called generated iff its (oriented) score is strictly above the
+    score of this ρ — the (m+1)-th highest calibration score, m = ⌊α(n+1)⌋ − 1. None when not calibrated."""
+    cal = fp.meta.get("conformal")
+    if not cal:
+        return None
+    r = np.asarray(cal["rho"], dtype=np.float64)
+    m = math.floor(float(cal["fpr"]) * (len(r) + 1) + 1e-9) - 1
+    if not 0 <= m < len(r):
+        return None
+    return float(r[np.argsort(-scores(fp, r), kind="stable")[m]])
+
+
+def judge(fp: Fingerprint, rho: float) -> dict[str, Any]:
+    """One fingerprint's call on one ρ: score, p-value, generated, and the rule that decided."""
+    rho = float(rho)
+    sc = float(scores(fp, np.array([rho]))[0])
+    if not math.isfinite(sc):
+        return {"rho": rho, "score": None, "p_value": None, "generated": None, "fpr": fp.fpr,
+                "rule": "no finite statistic"}
+    if fp.calibrated:
+        p = float(p_values(fp, np.array([rho]))[0])
+        return {"rho": rho, "score": sc, "p_value": p, "generated": bool(p <= fp.fpr), "fpr": fp.fpr,
+                "rule": "conformal p <= fpr"}
+    return {"rho": rho, "score": sc, "p_value": None, "generated": bool(is_generated(fp, np.array([rho]))[0]),
+            "fpr": None, "rule": "nearest mean (not calibrated)"}
+
+
+def decide(names: Sequence[str], calls: Sequence[dict[str, Any]], margin: float = CLEAR_MARGIN) -> dict[str, Any]:
+    """Combine :func:`judge` calls of several fingerprints on one image into one decision (see the module)."""
+    if any(c["generated"] is None for c in calls):
+        bad = [n for n, c in zip(names, calls) if c["generated"] is None]
+        return {"label": "unknown", "generated": None, "reason": f"no finite statistic from {', '.join(bad)}",
+                "called_by": [], "clear": None}
+    claim = sorted(((n, c) for n, c in zip(names, calls) if c["generated"]), key=lambda x: -x[1]["score"])
+    out: dict[str, Any] = {"called_by": [n for n, _ in claim]}
+    if not claim:
+        out.update(label="real", generated=False, clear=None,
+                   reason="no fingerprint calls it generated" if len(calls) > 1 else "not called generated")
+    elif len(claim) == 1:
+        out.update(label=claim[0][0], generated=True, clear=True, reason="one fingerprint calls it generated")
+    else:
+        gap = claim[0][1]["score"] - claim[1][1]["score"]
+        out["score_gap"] = gap
+        if gap >= margin:
+            out.update(label=claim[0][0], generated=True, clear=True,
+                       reason=f"{len(claim)} fingerprints call it generated; {claim[0][0]} leads by "
+                              f"{gap:.3g} ≥ {margin:g} (score units)")
+        else:
+            out.update(label="unknown", generated=True, clear=False,
+                       reason=f"{len(claim)} fingerprints call it generated and none leads by {margin:g} score "
+                              f"units (best gap {gap:.3g}): generator not resolved")
+    out["margin"] = margin
+    return out
+
+
+def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: ResidualCache | None = None,
+              on_skip: Callable[[str, str], None] | None = None, progress: Callable[..., None] | None = None,
+              description: str | None = None) -> Fingerprint:
+    """A copy of ``fp`` calibrated at false-positive rate ``fpr`` on the real images ``real_paths``.
+
+    The images must not have trained the fingerprint: training images (matched by sha256 against
+    ``meta["train"]``), the fingerprint's own generated images, duplicates, unreadable images and images
+    smaller than the crop are skipped, each reported through ``on_skip(path, reason)``. UsageError when fewer
+    than :func:`min_calibration_images` remain. The copy stores the calibration images' statistics, their
+    hashes, a manifest hash, their condition (JPEG quality, size) and the stated rate in ``meta["conformal"]``,
+    and must be saved (sealed) again."""
+    import time
+
+    from fingerprint_cli.dif import condition
+    from fingerprint_cli.errors import UsageError
+    from fingerprint_cli.images import sha256_bytes
+
+    fpr = check_fpr(fpr)
+    need = min_calibration_images(fpr)
+    paths = list(dict.fromkeys(str(p) for p in real_paths))
+    if len(paths) < need:
+        raise UsageError(f"calibrating at a false-positive rate of {fpr:g} needs at least {need} real images "
+                         f"(the smallest conformal p-value is 1/(n+1)); {len(paths)} given")
+    train = {d.get("sha256") for cls in ("generated", "real") for d in fp.meta.get("train", {}).get(cls, [])}
+    own_gen = {d.get("sha256") for d in fp.meta.get("test", {}).get("generated", [])}
+    train.discard(None)
+    own_gen.discard(None)
+    skip = on_skip or (lambda p, why: None)
+    den = denoiser_for(fp)
+    res, infos = compute(paths, den, fp.crop, cache=cache, progress=progress,
+                         on_error=lambda p, e: skip(p, str(e)))
+    keep, seen = [], set()
+    for i, info in enumerate(infos):
+        sha = info["sha256"]
+        if sha in train:
+            skip(info["path"], "was a training image of this fingerprint (its statistic is biased)")
+        elif sha in own_gen:
+            skip(info["path"], "is one of this fingerprint's generated test images, not a real image")
+        elif sha in seen:
+            skip(info["path"], "duplicate of another calibration image")
+        else:
+            seen.add(sha)
+            keep.append(i)
+    if len(keep) < need:
+        raise UsageError(f"only {len(keep)} usable real image(s) for calibration (of {len(paths)} given); a "
+                         f"false-positive rate of {fpr:g} needs at least {need}")
+    rho = correlate_residuals(fp, np.asarray(res)[keep])
+    used = [infos[i] for i in keep]
+    conds = condition.probe_many([u["path"] for u in used])
+    new = fp.copy(seal="unsaved", verified=fp.verified, sha256=None)
+    new.meta["conformal"] = {
+        "fpr": fpr, "n": len(keep), "rho": [float(x) for x in rho], "images": used,
+        "manifest_sha256": sha256_bytes("\n".join(sorted(u["sha256"] for u in used)).encode()),
+        "description": description or "", "conditions": condition.summarise(conds),
+        "statistic": fp.meta.get("search", "max"), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pvalue": "(1 + #{calibration scores >= score}) / (n + 1)",
+    }
+    new.meta["conformal"]["rho_threshold"] = rho_threshold(new)
+    if not fp.verified:
+        new.meta["calibrated_from_unverified"] = True
+    return new
+
+
+# ------------------------------------------------------------------ detection records
+def image_condition(path: str) -> dict[str, Any]:
+    """The suspect's condition (format, size, JPEG quality estimate) from its header; {} when unreadable."""
+    from fingerprint_cli import images
+    from fingerprint_cli.dif import condition
+    from fingerprint_cli.errors import InputError
+
+    try:
+        return condition.describe(images.header(path))
+    except InputError:
+        return {}
+
+
+def unique_names(fps: Sequence[Fingerprint]) -> list[str]:
+    names = [fp.name for fp in fps]
+    if len(set(names)) < len(names):
+        names = [f"{fp.name}#{i}" for i, fp in enumerate(fps)]
+    return names
+
+
+def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | None = None,
+               cache: ResidualCache | None = None, margin: float = CLEAR_MARGIN,
+               provenance: dict[str, Any] | None = None):
+    """The detection Record of one image against one or several fingerprints (InputError when unreadable)."""
+    from fingerprint_cli.dif import condition
+    from fingerprint_cli.records import Record
+
+    names = list(names or unique_names(fps))
+    single = len(fps) == 1
+    feats: dict[str, Any] = {}
+    dirs: dict[str, str] = {}
+    calls, sha = [], None
+    for nm, fp in zip(names, fps):
+        errs: list[Exception] = []
+        rho, infos = correlations_with_info(fp, [path], cache=cache, on_error=lambda q, e: errs.append(e))
+        if errs:
+            raise errs[0]
+        sha = infos[0]["sha256"]
+        c = judge(fp, float(rho[0]))
+        calls.append(c)
+        sfx = "" if single else f".{nm}"
+        feats[f"rho{sfx}"] = c["rho"]
+        feats[f"score{sfx}"] = c["score"]
+        feats[f"p_value{sfx}"] = c["p_value"]
+        dirs[f"rho{sfx}"] = "higher=more like the generator"
+        dirs[f"score{sfx}"] = "higher=more like the generator (z vs real images)"
+        dirs[f"p_value{sfx}"] = "lower=less like the real calibration images"
+    cond = image_condition(path)
+    checks = {nm: condition.check(cond, fp.meta, fp.crop) for nm, fp in zip(names, fps)}
+    by_text: dict[str, list[str]] = {}
+    for nm, ch in checks.items():
+        for w in ch["warnings"]:
+            by_text.setdefault(w, []).append(nm)
+    warnings = [w if single else f"{', '.join(nms)}: {w}" for w, nms in by_text.items()]
+    within = None if any(ch["within"] is None for ch in checks.values()) else not warnings
+    if single:
+        fp, c = fps[0], calls[0]
+        gen = c["generated"]
+        decision: dict[str, Any] = {"label": "unknown" if gen is None else (names[0] if gen else "real"),
+                                    "generated": gen}
+    else:
+        decision = decide(names, calls, margin)
+    all_cal = all(fp.calibrated for fp in fps)
+    best = next((c for nm, c in zip(names, calls) if nm == decision["label"]), None)
+    if best is None:  # real / unknown: the smallest p-value (the most suspicious fingerprint's)
+        ps = [c["p_value"] for nm, c in zip(names, calls) if c["p_value"] is not None
+              and (decision["label"] != "unknown" or nm in decision.get("called_by", []))]
+        best = {"p_value": min(ps) if ps else None}
+    decision.update({
+        "p_value": best.get("p_value") if not single else calls[0]["p_value"],
+        "fpr": fps[0].fpr if single else None,
+        "fpr_any": (min(1.0, sum(fp.fpr for fp in fps)) if all_cal else None) if not single else None,
+        "calibration": ("conformal p-values against held-out real images" if all_cal else
+                        "p-values: not calibrated" if not any(fp.calibrated for fp in fps) else
+                        "p-values: not calibrated for " + ", ".join(nm for nm, fp in zip(names, fps)
+                                                                    if not fp.calibrated)),
+        "verified": all(fp.verified for fp in fps),
+        "within_conditions": within,
+    })
+    # the one guard (guard.py): no label but `unknown` from a non-finite ρ or fingerprint statistic
+    decision = guard.guard_decision(decision, {
+        "rho": [c["rho"] for c in calls],
+        "fingerprint statistics": [[fp.meta.get(k) for k in ("mu_gen", "mu_real", "sigma_real")] for fp in fps]},
+        probabilities=("p_value",))
+    if not single:
+        decision["fingerprints"] = {nm: {"generated": c["generated"], "p_value": c["p_value"], "fpr": c["fpr"],
+                                         "rule": c["rule"]} for nm, c in zip(names, calls)}
+    else:
+        decision["rule"] = calls[0]["rule"]
+    reasons = [{"feature": f"score.{nm}" if not single else "score", "z": c["score"], "p_value": c["p_value"],
+                "generated": c["generated"]}
+               for nm, c in sorted(zip(names, calls), key=lambda x: -(x[1]["score"] if x[1]["score"] is not None
+                                                                     else -math.inf))]
+    cond_out = dict(cond)
+    cond_out["scale"] = (checks[names[0]]["scale"] if single else
+                         {nm: ch["scale"] for nm, ch in checks.items()})
+    cond_out["warnings"] = warnings
+    return Record("detect", {"image": {"path": path, "sha256": sha}}, features=feats, directions=dirs,
+                  decision=decision, reasons=reasons, provenance=dict(provenance or {}),
+                  details={"condition": cond_out})
+
+
+def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
+    from fingerprint_cli.score import base_provenance
+
+    prov = base_provenance(None, None)
+    prov["fingerprints"] = [fp.provenance() for fp in fps]
+    prov["verified"] = all(fp.verified for fp in fps)
+    return prov
+
+
+def detect_many(fps: Sequence[Fingerprint], paths: Sequence[str], *, cache: ResidualCache | None = None,
+                margin: float = CLEAR_MARGIN) -> Iterator:
+    """One detection Record per path, in order; an unreadable image gives an error Record (the batch goes on)."""
+    from fingerprint_cli.errors import FpxError, InputError
+    from fingerprint_cli.records import Record
+
+    names = unique_names(fps)
+    prov = detection_provenance(fps)
+    for p in paths:
+        try:
+            yield detect_one(fps, p, names=names, cache=cache, margin=margin, provenance=prov)
+        except FpxError as exc:
+            yield Record.failure("detect", {"image": {"path": p, "sha256": None}}, exc, prov)
+        except Exception as exc:  # a runtime failure on one item: the batch goes on
+            yield Record.failure("detect", {"image": {"path": p, "sha256": None}},
+                                 InputError(f"{type(exc).__name__}: {exc}", p), prov)

@@ -31,7 +31,59 @@ from fingerprint_cli.errors import UsageError
 
 DEFAULT_EPOCHS = 30
 DEFAULT_TOLERANCE = 1
+DEFAULT_MIN_IMAGES = 8  # usable images per class below which `fpx dif-extract` refuses to fit (fit(): 2)
 MARGIN = 0.01
+
+
+def screen(paths: Sequence[str], crop: int, label: str,
+           on_skip: Callable[[str, str], None] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """Keep the images of one class that can be used: readable image headers at least ``crop`` px on each side
+    (sizes, modes and formats may mix). Returns (usable paths, [{"path", "class", "reason"}] of the skipped);
+    ``on_skip(path, reason)`` is told about each. Reads headers only, not pixels."""
+    from fingerprint_cli import images
+    from fingerprint_cli.errors import InputError
+
+    keep, skipped = [], []
+    for p in dict.fromkeys(str(x) for x in paths):
+        try:
+            info = images.header(p)
+            w, h = info["width"], info["height"]
+            if w < crop or h < crop:
+                raise InputError(f"image is {w}x{h}, smaller than the {crop}x{crop} crop (use a smaller --crop)", p)
+        except InputError as exc:
+            skipped.append({"path": p, "class": label, "reason": str(exc)})
+            if on_skip:
+                on_skip(p, str(exc))
+            continue
+        keep.append(p)
+    return keep, skipped
+
+
+def refuse_overlap(generated: Sequence[str], real: Sequence[str]) -> None:
+    """UsageError when the two classes share an image (the same file, or files with the same content)."""
+    import os
+
+    from fingerprint_cli.images import sha256_file
+
+    def ident(paths):
+        out = {}
+        for p in paths:
+            try:
+                out.setdefault(sha256_file(p), p)
+            except OSError:
+                continue
+        return out
+
+    same = [(g, r) for g in generated for r in real if os.path.realpath(g) == os.path.realpath(r)
+            or (os.path.exists(g) and os.path.exists(r) and os.path.samefile(g, r))]
+    if not same:
+        hg, hr = ident(generated), ident(real)
+        same = [(hg[h], hr[h]) for h in hg.keys() & hr.keys()]
+    if same:
+        g, r = same[0]
+        raise UsageError(f"{len(same)} image(s) are in both the generated and the real set (both --generated and "
+                         f"--real; e.g. {g} and {r} have the same content): a fingerprint cannot separate a "
+                         "class from itself")
 
 
 def split(paths: Sequence[str], n_train: int | None, test_fraction: float, seed: int,
@@ -120,7 +172,10 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
         cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
         unet_width: int = 32,
-        on_phase: Callable[[str, int], None] | None = None) -> Fingerprint:
+        on_phase: Callable[[str, int], None] | None = None,
+        min_images: int = 2, on_skip: Callable[[str, str], None] | None = None,
+        fpr: float | None = None, calibration_paths: Sequence[str] | None = None,
+        augment: dict[str, Any] | None = None) -> Fingerprint:
     """Fit a fingerprint of one generator.
 
     ``generated_paths`` / ``real_paths``: image files of each class (at least 2 each). Each class is shuffled
@@ -128,6 +183,13 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     not trained on is recorded as the test split in ``meta["test"]``. ``progress(n, **fields)`` is called per
     residual computed and per training step (fields loss, mu_real, mu_gen); ``on_phase(label, total)``
     announces each phase. Returns the :class:`Fingerprint` (not yet saved).
+
+    Unusable images (unreadable, smaller than ``crop``) are skipped, each reported through
+    ``on_skip(path, reason)`` and listed in ``meta["skipped"]``; UsageError when fewer than ``min_images``
+    usable images remain in a class, or when the two classes share an image. ``fpr``: calibrate the
+    detection threshold at this false-positive rate (:func:`..detect.calibrate`) on ``calibration_paths`` —
+    by default the held-out real test split. ``augment``: the conditions a training profile covered
+    ({"jpeg_quality", "scale", "lossless"}, see :func:`..condition.training_conditions`).
     """
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
@@ -137,15 +199,58 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     margin = default_margin(crop) if margin is None else float(margin)
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1 (got {epochs})")
-    gen_train, gen_test = split(generated_paths, images, test_fraction, seed, "generated")
-    real_train, real_test = split(real_paths, images, test_fraction, seed + 1, "real")
+    if min_images < 2:
+        raise UsageError(f"--min-images must be at least 2 (got {min_images})")
+    if fpr is not None:
+        from fingerprint_cli.dif.detect import check_fpr
+
+        fpr = check_fpr(fpr)
     den = get_denoiser(denoiser)
+    skipped: list[dict[str, str]] = []
+    usable = {}
+    for label, ps in (("generated", generated_paths), ("real", real_paths)):
+        keep, sk = screen(ps, crop, label, on_skip)
+        skipped += sk
+        if len(keep) < min_images and len(set(map(str, ps))) >= 2:
+            why = f"; {len(sk)} skipped, e.g. {sk[0]['reason']}" if sk else ""
+            raise UsageError(f"the {label} class has {len(keep)} usable image(s), fewer than the minimum of "
+                             f"{min_images} (--min-images){why}")
+        usable[label] = keep
+    refuse_overlap(usable["generated"], usable["real"])
+    gen_train, gen_test = split(usable["generated"], images, test_fraction, seed, "generated")
+    real_train, real_test = split(usable["real"], images, test_fraction, seed + 1, "real")
+    if fpr is not None:
+        from fingerprint_cli.dif.detect import min_calibration_images
+
+        cal_paths = list(calibration_paths) if calibration_paths is not None else real_test
+        need = min_calibration_images(fpr)
+        if len(cal_paths) < need:
+            raise UsageError(f"--fpr {fpr:g} needs at least {need} held-out real images to calibrate on, but "
+                             f"{'the calibration folder has' if calibration_paths is not None else 'the real test split has'}"
+                             f" {len(cal_paths)} (give more real images, a larger --test-fraction, or "
+                             f"--calibration-real DIR)")
+        overlap = set(map(str, cal_paths)) & set(real_train)
+        if overlap:
+            raise UsageError(f"{len(overlap)} calibration image(s) are also real training images "
+                             f"(e.g. {sorted(overlap)[0]}): calibrate on held-out images")
     cache = cache if cache is not None else ResidualCache()
     t0 = time.time()
     if on_phase:
         on_phase("residuals", len(gen_train) + len(real_train))
-    rg, info_g = compute(gen_train, den, crop, cache=cache, progress=progress)
-    rr, info_r = compute(real_train, den, crop, cache=cache, progress=progress)
+
+    def skip_late(p: str, e: Exception, label: str) -> None:
+        skipped.append({"path": p, "class": label, "reason": str(e)})
+        if on_skip:
+            on_skip(p, str(e))
+
+    rg, info_g = compute(gen_train, den, crop, cache=cache, progress=progress,
+                         on_error=lambda p, e: skip_late(p, e, "generated"))
+    rr, info_r = compute(real_train, den, crop, cache=cache, progress=progress,
+                         on_error=lambda p, e: skip_late(p, e, "real"))
+    for label, info in (("generated", info_g), ("real", info_r)):
+        if len(info) < 2:
+            raise UsageError(f"the {label} class has {len(info)} decodable training image(s); a fingerprint "
+                             f"needs at least 2")
     t_res = time.time() - t0
     gen_t, real_t = torch.from_numpy(rg), torch.from_numpy(rr)
     stats: dict[str, Any] = {}
@@ -177,11 +282,26 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
                    "test_generated": len(gen_test), "test_real": len(real_test)},
         "seconds": {"residuals": round(t_res, 2), "fit": round(t_fit, 2)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "skipped": skipped,
     }
+    from fingerprint_cli.dif import condition
+
+    meta["conditions"] = condition.training_conditions(
+        condition.probe_many([d["path"] for d in info_g]), condition.probe_many([d["path"] for d in info_r]),
+        augment)
     meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
     fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
     _calibrate(fp, rg, rr)
     _fill_test_hashes(fp)
+    if fpr is not None:
+        from fingerprint_cli.dif.detect import calibrate
+
+        if on_phase:
+            on_phase("calibration", len(cal_paths))
+        fp = calibrate(fp, cal_paths, fpr, cache=cache, progress=progress,
+                       on_skip=lambda p, why: skip_late(p, Exception(why), "calibration"),
+                       description="the held-out real test split" if calibration_paths is None
+                       else "the --calibration-real images")
     return fp
 
 

@@ -1,15 +1,30 @@
-"""The fingerprint artifact: a (3, crop, crop) pattern plus JSON metadata, stored as safetensors.
+"""The fingerprint artifact: a (3, crop, crop) pattern plus JSON metadata, stored as safetensors, sealed.
 
-File layout (``*.fpx.safetensors``): one tensor ``pattern`` (float32, 3×crop×crop) and string metadata
-``format = "fpx-fingerprint"``, ``format_version``, ``name``, ``method`` and ``meta`` (a JSON object:
-denoiser {"id", "sha256"}, crop, mu_real, mu_gen, sigma_real, sigma_gen, threshold, tolerance, seed,
-fpx_version, and the train/test split ``train`` / ``test``, each {"generated": [{"path", "sha256"}, ...],
-"real": [...]}). Never pickle.
+File layout (``*.fpx.safetensors``): one tensor ``pattern`` (float32, or float16 when saved with
+``dtype="float16"``; always computed with in float32) and string metadata ``format = "fpx-fingerprint"``,
+``format_version``, ``name``, ``method``, ``meta`` (a JSON object: denoiser {"id", "sha256"}, crop, mu_real,
+mu_gen, sigma_real, sigma_gen, threshold, tolerance, search, seed, fpx_version, the train/test split
+``train`` / ``test`` — each {"generated": [{"path", "sha256"}, ...], "real": [...]} —, the training
+``conditions`` and, once calibrated, ``conformal``: the held-out real images' statistics and the stated
+false-positive rate, see :mod:`.detect`) and ``seal``. Never pickle.
+
+**Seal** (format 2): sha256 over the tensors (name, dtype, shape, bytes) and every other metadata entry
+(:func:`seal_of`). :meth:`Fingerprint.load` recomputes it and refuses a file whose seal does not match (its
+pattern or metadata was edited after it was written) unless ``force=True``; a forced or unsealed (format 1,
+fpx ≤ 0.1) fingerprint loads with ``verified = False``, which every detection record carries.
+
+**Validation at load** (:func:`validate`): pattern shape (3, crop, crop) and the recorded crop agree; the
+pattern is finite and not constant (an all-zero pattern correlates with nothing); μ_real, μ_gen finite and
+distinct, σ_real finite and positive; a known method and detection statistic; a calibration with a stated
+rate in (0, 0.5], finite statistics and enough images for that rate; written by this fpx version or an older
+one (a newer fpx may compute a statistic this one does not know). Each refusal names the file and the reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +34,97 @@ import torch
 from fingerprint_cli.errors import InputError
 
 FORMAT = "fpx-fingerprint"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")
+SEAL = "sha256-v1"
 METHODS = ("dif", "average", "spectral")
+STATISTICS = ("crossfit", "max")
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+class NotAFingerprint(InputError):
+    """The file is not an fpx fingerprint at all (as opposed to a fingerprint that fails its checks)."""
+
+
+def seal_of(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over the tensors (sorted by name: name, dtype, shape, raw bytes) and the metadata entries other
+    than ``seal`` (canonical JSON). Changing any byte of the pattern or any metadata value changes it."""
+    h = hashlib.sha256(b"fpx-fingerprint-seal\x00" + SEAL.encode() + b"\x00")
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        head = json.dumps([name, str(t.dtype), list(t.shape)]).encode()
+        h.update(len(head).to_bytes(8, "little") + head)
+        data = t.numpy().tobytes()
+        h.update(len(data).to_bytes(8, "little") + data)
+    md = json.dumps({k: v for k, v in metadata.items() if k != "seal"}, sort_keys=True).encode()
+    h.update(len(md).to_bytes(8, "little") + md)
+    return h.hexdigest()
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in str(v).split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def validate(fp: "Fingerprint", path: str | None = None) -> None:
+    """Refuse a fingerprint that cannot give meaningful decisions (InputError naming ``path``)."""
+    from fingerprint_cli import __version__
+
+    p = path or getattr(fp, "path", None)
+    pat = fp.pattern
+    m = fp.meta
+    if pat.ndim != 3 or pat.shape[0] != 3 or pat.shape[1] != pat.shape[2]:
+        raise InputError(f"fingerprint pattern has shape {tuple(pat.shape)}, not (3, crop, crop)", p)
+    if int(m.get("crop", pat.shape[-1])) != int(pat.shape[-1]):
+        raise InputError(f"fingerprint records crop {m.get('crop')} but its pattern is {pat.shape[-1]} px", p)
+    if fp.method not in METHODS:
+        raise InputError(f"unknown fingerprint method {fp.method!r} (this fpx knows {', '.join(METHODS)})", p)
+    if m.get("search", "max") not in STATISTICS:
+        raise InputError(f"unknown detection statistic {m.get('search')!r} (this fpx knows "
+                         f"{', '.join(STATISTICS)})", p)
+    made_by = m.get("fpx_version")
+    if made_by and _version_tuple(made_by) > _version_tuple(__version__):
+        raise InputError(f"made by fpx {made_by}, newer than this fpx {__version__}: its statistics may not be "
+                         f"the ones this version computes; upgrade fpx", p)
+    if not bool(torch.isfinite(pat).all()):
+        raise InputError("fingerprint pattern contains NaN or infinite values", p)
+    if float(pat.to(torch.float64).std()) <= 1e-12:
+        raise InputError("fingerprint pattern is constant (e.g. all zeros): it correlates with nothing", p)
+    for k in ("mu_real", "mu_gen", "sigma_real"):
+        if not _finite(m.get(k)):
+            raise InputError(f"fingerprint calibration value {k} is {m.get(k)!r}, not a finite number", p)
+    if float(m["sigma_real"]) <= 0:
+        raise InputError(f"fingerprint sigma_real is {m['sigma_real']}: the real images' spread must be "
+                         f"positive", p)
+    if float(m["mu_gen"]) == float(m["mu_real"]):
+        raise InputError("fingerprint mu_gen equals mu_real: the two classes were not separated", p)
+    if not isinstance(m.get("tolerance", 0), int) or not 0 <= m.get("tolerance", 0) <= 16:
+        raise InputError(f"fingerprint tolerance {m.get('tolerance')!r} is not an integer in 0..16", p)
+    cal = m.get("conformal")
+    if cal is not None:
+        from fingerprint_cli.dif.detect import min_calibration_images
+
+        if not isinstance(cal, dict):
+            raise InputError("fingerprint calibration ('conformal') is not an object", p)
+        fpr = cal.get("fpr")
+        if not _finite(fpr) or not 0 < float(fpr) <= 0.5:
+            raise InputError(f"fingerprint's stated false-positive rate {fpr!r} is not in (0, 0.5]", p)
+        rho = cal.get("rho")
+        if not isinstance(rho, list) or not all(_finite(x) for x in rho):
+            raise InputError("fingerprint calibration statistics are missing or not finite", p)
+        if cal.get("n") != len(rho):
+            raise InputError(f"fingerprint calibration says n = {cal.get('n')} but holds {len(rho)} values", p)
+        need = min_calibration_images(float(fpr))
+        if len(rho) < need:
+            raise InputError(f"fingerprint is calibrated on {len(rho)} real images, fewer than the {need} a "
+                             f"false-positive rate of {fpr} needs", p)
 
 
 @dataclass
@@ -29,6 +133,10 @@ class Fingerprint:
     method: str              # "dif" | "average" | "spectral"
     pattern: torch.Tensor    # (3, crop, crop) float32
     meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    verified: bool = True    # sealed and the seal matched (False: unsealed, or a mismatch loaded with force)
+    seal: str = "unsaved"    # "ok" | "absent" (format 1) | "mismatch" (loaded with force) | "unsaved"
+    sha256: str | None = None  # of the file it was loaded from / saved to
 
     @property
     def crop(self) -> int:
@@ -38,40 +146,112 @@ class Fingerprint:
     def denoiser(self) -> dict[str, Any]:
         return dict(self.meta.get("denoiser", {}))
 
-    def save(self, path: str | os.PathLike, inputs=()) -> str:
-        """Write atomically (refusing to overwrite any of ``inputs``); returns the file's sha256."""
-        from fingerprint_cli import artifacts
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.meta.get("conformal"))
 
+    @property
+    def fpr(self) -> float | None:
+        return float(self.meta["conformal"]["fpr"]) if self.calibrated else None
+
+    def copy(self, **changes) -> "Fingerprint":
+        """A deep copy of the metadata (the pattern is shared), with ``changes`` applied."""
+        fp = Fingerprint(self.name, self.method, self.pattern, json.loads(json.dumps(self.meta)), self.path,
+                         self.verified, self.seal, self.sha256)
+        for k, v in changes.items():
+            setattr(fp, k, v)
+        return fp
+
+    def quantized(self, dtype: str = "float16") -> "Fingerprint":
+        """A copy whose pattern is rounded to ``dtype`` (and held as float32): what a file stored in that dtype
+        gives back. Calibrate *after* quantising, so the stored calibration statistics are those of the stored
+        pattern."""
+        fp = self.copy()
+        fp.pattern = self.pattern.detach().to(torch.float32).to(DTYPES[dtype]).to(torch.float32)
+        return fp
+
+    def save(self, path: str | os.PathLike, inputs=(), dtype: str = "float32") -> str:
+        """Write atomically and sealed (refusing to overwrite any of ``inputs``); returns the file's sha256.
+
+        ``dtype="float16"`` halves the file; correlations are computed in float32 either way. A calibrated
+        fingerprint is stored in float16 only when its pattern already is float16-exact (:meth:`quantized`
+        before calibrating): otherwise its stored calibration statistics would not be those of the stored
+        pattern, and the stated false-positive rate would not hold exactly."""
+        from fingerprint_cli import __version__, artifacts
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+        if self.calibrated and dtype != "float32":
+            exact = self.pattern.to(torch.float32).to(DTYPES[dtype]).to(torch.float32)
+            if not torch.equal(exact, self.pattern.to(torch.float32)):
+                raise ValueError(f"a calibrated fingerprint must be quantised to {dtype} before calibration "
+                                 f"(Fingerprint.quantized) to be stored in {dtype}")
+        validate(self, str(path))
+        meta = dict(self.meta)
+        meta.setdefault("fpx_version", __version__)
+        meta["storage_dtype"] = dtype
         metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
-                    "method": self.method, "meta": json.dumps(self.meta, sort_keys=True)}
-        pattern = self.pattern.detach().to(torch.float32).cpu().contiguous()
-        return artifacts.write_tensors(path, {"pattern": pattern}, metadata, inputs=tuple(inputs))
+                    "method": self.method, "meta": json.dumps(meta, sort_keys=True), "seal_algorithm": SEAL}
+        pattern = self.pattern.detach().to(torch.float32).cpu().to(DTYPES[dtype]).contiguous()
+        tensors = {"pattern": pattern}
+        metadata["seal"] = seal_of(tensors, metadata)
+        digest = artifacts.write_tensors(path, tensors, metadata, inputs=tuple(inputs))
+        self.meta = meta
+        self.path, self.seal, self.verified, self.sha256 = str(path), "ok", True, digest
+        return digest
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Fingerprint":
-        """Read a fingerprint; InputError naming the file when it is not one."""
+    def load(cls, path: str | os.PathLike, force: bool = False) -> "Fingerprint":
+        """Read, unseal and validate a fingerprint; InputError naming the file when it is not a usable one.
+
+        A seal mismatch is refused unless ``force`` (then ``verified`` is False, as for a format-1 file that
+        has no seal)."""
         from fingerprint_cli import artifacts
+        from fingerprint_cli.images import sha256_file
 
         p = str(path)
-        tensors, md = artifacts.read_tensors(p)
+        try:
+            tensors, md = artifacts.read_tensors(p)
+        except InputError as exc:
+            raise NotAFingerprint(exc.message, exc.path) from exc
         if md.get("format") != FORMAT or "pattern" not in tensors:
-            raise InputError("is not an fpx fingerprint (expected a file written by `fpx dif-extract`)", p)
-        if md.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"fingerprint format version {md.get('format_version')!r} is not supported "
-                             f"(this fpx reads version {FORMAT_VERSION})", p)
+            raise NotAFingerprint("is not an fpx fingerprint (expected a file written by `fpx dif-extract`)", p)
+        version = md.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise InputError(f"fingerprint format version {version!r} is not supported (this fpx reads "
+                             f"versions {', '.join(READABLE_VERSIONS)}; the file was probably written by a newer "
+                             f"fpx)", p)
+        if version == "1":
+            seal, verified = "absent", False
+        else:
+            if "seal" not in md:
+                if not force:
+                    raise InputError("fingerprint has no seal (format 2 files are always sealed): it was edited; "
+                                     "refusing it (--force loads it anyway, every record then says "
+                                     "verified: false)", p)
+                seal, verified = "mismatch", False
+            elif seal_of(tensors, md) != md["seal"]:
+                if not force:
+                    raise InputError("fingerprint seal does not match its contents: the pattern or the metadata "
+                                     "was changed after it was written; refusing it (--force loads it anyway, "
+                                     "every record then says verified: false)", p)
+                seal, verified = "mismatch", False
+            else:
+                seal, verified = "ok", True
         try:
             meta = json.loads(md.get("meta", "{}"))
         except json.JSONDecodeError as exc:
             raise InputError("fingerprint metadata is not valid JSON", p) from exc
-        pattern = tensors["pattern"].to(torch.float32)
-        if pattern.ndim != 3 or pattern.shape[0] != 3 or pattern.shape[1] != pattern.shape[2]:
-            raise InputError(f"fingerprint pattern has shape {tuple(pattern.shape)}, not (3, crop, crop)", p)
-        method = md.get("method", "dif")
-        if method not in METHODS:
-            raise InputError(f"unknown fingerprint method {method!r}", p)
-        fp = cls(name=md.get("name", ""), method=method, pattern=pattern, meta=meta)
-        fp.meta.setdefault("crop", int(pattern.shape[-1]))
-        fp.path = p  # type: ignore[attr-defined]
+        if not isinstance(meta, dict):
+            raise InputError("fingerprint metadata is not a JSON object", p)
+        pattern = tensors["pattern"]
+        if pattern.dtype not in (torch.float32, torch.float16, torch.float64):
+            raise InputError(f"fingerprint pattern has dtype {pattern.dtype}, not a float type", p)
+        pattern = pattern.to(torch.float32)
+        fp = cls(name=md.get("name", ""), method=md.get("method", "dif"), pattern=pattern, meta=meta, path=p,
+                 verified=verified, seal=seal, sha256=sha256_file(p))
+        fp.meta.setdefault("crop", int(pattern.shape[-1]) if pattern.ndim == 3 else None)
+        validate(fp, p)
         return fp
 
     def compatible_with(self, other: "Fingerprint") -> str | None:
@@ -85,8 +265,79 @@ class Fingerprint:
             return f"different crops: {self.name!r} {self.crop} px, {other.name!r} {other.crop} px"
         return None
 
+    def provenance(self) -> dict[str, Any]:
+        """What a record says about the fingerprint it used."""
+        m = self.meta
+        cal = m.get("conformal") or {}
+        d = {"path": self.path, "name": self.name, "method": self.method, "sha256": self.sha256,
+             "seal": self.seal, "verified": self.verified, "denoiser": m.get("denoiser"), "crop": self.crop,
+             "fpx_version": m.get("fpx_version"),
+             "calibration": (f"conformal, {cal.get('n')} held-out real images" if cal else "not calibrated"),
+             "fpr": cal.get("fpr") if cal else None}
+        if m.get("library"):
+            d["library"] = m["library"]
+        return d
+
     def summary(self) -> dict[str, Any]:
         m = self.meta
         return {"name": self.name, "method": self.method, "crop": self.crop,
                 "denoiser": self.denoiser.get("id"), "mu_real": m.get("mu_real"), "mu_gen": m.get("mu_gen"),
-                "threshold": m.get("threshold")}
+                "threshold": m.get("threshold"), "fpr": self.fpr, "verified": self.verified}
+
+
+def load_folder(folder: str | os.PathLike, *, force: bool = False,
+                on_skip=None) -> list[Fingerprint]:
+    """Every fingerprint in ``folder`` (sorted by file name). Files that are not fingerprints are skipped and
+    reported through ``on_skip(path, reason)``; a fingerprint that fails its seal or its checks is refused
+    (InputError), because silently dropping it would change the answer. InputError when none is found."""
+    from pathlib import Path
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError("is not a folder", str(d))
+    out = []
+    for f in sorted(x for x in d.iterdir() if x.is_file() and not x.name.startswith(".")):
+        try:
+            out.append(Fingerprint.load(f, force=force))
+        except NotAFingerprint as exc:
+            if on_skip:
+                on_skip(str(f), exc.message)
+    if not out:
+        raise InputError("holds no fpx fingerprint (*.fpx.safetensors)", str(d))
+    return out
+
+
+def load_library(directory: str | os.PathLike | None = None, *, force: bool = False) -> list[Fingerprint]:
+    """The shipped fingerprint library (:mod:`fingerprint_cli.fingerprints`), each file checked against the
+    sha256 its index pins (a mismatch is refused unless ``force``; then ``verified`` is False). Each
+    fingerprint's ``meta["library"]`` carries its id, version and the index's held-out measurements."""
+    from pathlib import Path
+
+    from fingerprint_cli import fingerprints
+    from fingerprint_cli.errors import ArtifactError
+    from fingerprint_cli.images import sha256_file
+
+    root = Path(directory) if directory else fingerprints.LIBRARY_DIR
+    try:
+        entries = fingerprints.index(root)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"the fingerprint library index is unreadable ({exc})",
+                            str(root / "index.json")) from exc
+    out = []
+    for e in entries:
+        f = root / e["file"]
+        if not f.is_file():
+            raise ArtifactError(f"shipped fingerprint {e['id']} is missing from the installation; reinstall fpx",
+                                str(f))
+        digest = sha256_file(f)
+        pinned = digest == e["sha256"]
+        if not pinned and not force:
+            raise InputError(f"shipped fingerprint {e['id']} has sha256 {digest[:16]}…, not the pinned "
+                             f"{e['sha256'][:16]}…: the file was changed; refusing it (--force uses it anyway, "
+                             f"every record then says verified: false)", str(f))
+        fp = Fingerprint.load(f, force=force)
+        fp.verified = fp.verified and pinned
+        fp.meta["library"] = {"id": e["id"], "version": e["version"], "pinned_sha256": e["sha256"],
+                              "pinned": pinned, "held_out": e.get("held_out")}
+        out.append(fp)
+    return out
