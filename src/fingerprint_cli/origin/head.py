@@ -122,7 +122,7 @@ def fit(x: np.ndarray, labels: Sequence[int], *, out_dim: int | None = None, epo
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
         hist.append(float(np.mean(losses)))
         if progress:

@@ -98,17 +98,22 @@ class OriginIndex:
 
     def search_views(self, views: np.ndarray, k: int, exclude: int | None = None) -> list[tuple[int, float]]:
         """Merge the searches of several views of one query (max similarity per reference), best first."""
+        return [(i, s) for i, s, _ in self.search_views_detail(views, k, exclude)]
+
+    def search_views_detail(self, views: np.ndarray, k: int, exclude: int | None = None
+                            ) -> list[tuple[int, float, int]]:
+        """Like :meth:`search_views`, with the index of the view that gave each best similarity."""
         kk = min(self.n, k + (1 if exclude is not None else 0))
         sims, ids = self.search(views, kk)
-        best: dict[int, float] = {}
-        for srow, irow in zip(sims, ids):
+        best: dict[int, tuple[float, int]] = {}
+        for v, (srow, irow) in enumerate(zip(sims, ids)):
             for s, i in zip(srow, irow):
                 i = int(i)
                 if i < 0 or i == exclude:
                     continue
-                if s > best.get(i, -np.inf):
-                    best[i] = float(s)
-        return sorted(best.items(), key=lambda t: (-t[1], t[0]))[:k]
+                if s > best.get(i, (-np.inf, 0))[0]:
+                    best[i] = (float(s), v)
+        return sorted(((i, s, v) for i, (s, v) in best.items()), key=lambda t: (-t[1], t[0]))[:k]
 
     # -------------------------------------------------------- I/O
     def document(self) -> dict[str, Any]:

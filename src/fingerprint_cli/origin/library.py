@@ -52,6 +52,9 @@ def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
     raise UsageError(f"unknown calibration transform {name!r}")
 
 
+VIEW_NAMES = ("original", "mirrored")
+
+
 def views(px: np.ndarray) -> list[np.ndarray]:
     """The query views: the image and its mirror (a flipped edit still finds its origin)."""
     return [px, np.ascontiguousarray(px[:, ::-1])]
@@ -256,7 +259,9 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     journal.mkdir(parents=True, exist_ok=True)
     rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal)
-    prov = _provenance(emb, h)
+    full_prov = _provenance(emb, h)
+    prov = {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
+            "head": h.sha256 if h is not None else None}  # per reference; the summary record has it all
     refs_out = list(base.refs) if base else []
     vecs = [base.vectors] if base else []
     cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
@@ -321,7 +326,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         details={"added": len(new_vecs), "failed": sum(1 for r in records if not r.ok),
                  "calibration": {k: v for k, v in cal.items() if k != "impostor_scores_sorted"},
                  "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg},
-        provenance={**prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}}))
+        provenance={**full_prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}}))
     return idx, records
 
 
@@ -361,14 +366,15 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
             continue
         v = row["vector"]
         v = h.apply(v) if h is not None else v
-        top = idx.search_views(v, k)
+        top = idx.search_views_detail(v, k)
         cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
-                  "similarity": round(s, 6)} for r, (i, s) in enumerate(top)]
+                  "similarity": round(s, 6), "view": VIEW_NAMES[vi]} for r, (i, s, vi) in enumerate(top)]
         s1 = top[0][1] if top else None
         s2 = top[1][1] if len(top) > 1 else None
         found = thr is not None and s1 is not None and s1 > thr
         decision = {"label": "found" if found else "not-in-library",
-                    "origin": ({k2: cands[0][k2] for k2 in ("path", "sha256", "similarity")} if found else None),
+                    "origin": ({k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view")}
+                               if found else None),
                     "threshold": thr, "false_match_rate": cal.get("false_match_rate"),
                     "p_value": p_value(cal, s1) if s1 is not None else None,
                     "calibration": {"n_impostor": cal.get("n_impostor"),
@@ -377,7 +383,7 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
         reasons = [{"feature": "similarity_top1", "value": s1, "threshold": thr,
                     "says": "above the threshold: the top candidate is the origin" if found else
                     "not above the threshold: no reference is similar enough"}]
-        det: dict[str, Any] = {"candidates": cands, "views": ["original", "mirrored"], "size": row["size"],
+        det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "size": row["size"],
                                "steps": row["steps"]}
         if row["upsampled"]:
             det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
@@ -401,12 +407,36 @@ def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device
             o = rec.decision["origin"]
             found.append((rec.inputs["suspect"]["path"], o["path"],
                           {"index": idx.path, "index_seal": idx.seal, "reference": o["path"],
-                           "reference_sha256": o["sha256"], "similarity": o["similarity"],
+                           "reference_sha256": o["sha256"], "similarity": o["similarity"], "view": o["view"],
                            "threshold": rec.decision["threshold"], "p_value": rec.decision["p_value"],
                            "false_match_rate": rec.decision["false_match_rate"]}))
         else:
             rest.append(rec)
     return found, rest
+
+
+def pairs_from_index(suspects: Sequence[str], index: OriginIndex | str, *, device: str = "cpu"):
+    """``fpx attribute --index``: (pairs of retrieved reference and suspect, {suspect: retrieval info}, records
+    for the suspects with no reference found — decision ``not-in-library`` — or unreadable)."""
+    from fingerprint_cli.batch import Pair
+
+    found, rest = find_references(suspects, index, device=device)
+    pairs = [Pair(ref, s) for s, ref, _ in found]
+    info = {s: i for s, _, i in found}
+    records = []
+    for r in rest:
+        if r.ok:
+            records.append(Record(command="attribute", inputs={"reference": {"path": None, "sha256": None},
+                                                               "suspect": r.inputs["suspect"]},
+                                  features=r.features, directions=r.directions,
+                                  decision={"label": "not-in-library", "band": "not-in-library",
+                                            "system": "not-in-library", "origin": r.decision},
+                                  reasons=r.reasons, details={"candidates": r.details.get("candidates")},
+                                  provenance=r.provenance))
+        else:
+            records.append(Record(command="attribute", inputs=r.inputs, status="error", error=r.error,
+                                  provenance=r.provenance))
+    return pairs, info, records
 
 
 # ---------------------------------------------------------------- train
