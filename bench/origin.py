@@ -4,8 +4,8 @@ Library (stated plainly): every real photograph available offline — BSDS500 tr
 ../shared/data, the offline photo set (``python bench/photos.py``), the photos inside the scikit-learn and
 matplotlib wheels — plus, as **non-photo distractor references**, the generated images of
 ../shared/data/generators (LDM, GLID-3-XL, Majesty, Disco, DALL-E mini, DALL-E 3, gpt-image-1-mini, SD/HF-API)
-and every 4th frame of OpenCV's ``vtest.avi`` street-camera video (Debian ``opencv-doc``; near-duplicate
-frames: hard distractors). Every image is downscaled to at most ``--max-side`` px (default 320) once, to keep
+and frames of OpenCV's sample videos (Debian ``opencv-doc``: every 4th of the ``vtest.avi`` street camera,
+every 3rd of the ``Megamind.avi`` animation, every 8th of ``tree.avi``; near-duplicate frames: hard distractors). Every image is downscaled to at most ``--max-side`` px (default 320) once, to keep
 the compute modest on two shared cores.
 
 Splits, by photo (sha256 of the original file): real photos are 40% *train* (W is trained on them; they are
@@ -60,11 +60,13 @@ UNSEEN = ("ffdnet_regen_s50", "waifu2x_photo", "realesrgan_anime", "regrade_jpeg
 
 
 # ---------------------------------------------------------------- corpus
-def _video_frames(out: Path, every: int = 4) -> list[Path]:
-    dest = out / "src" / "vtest"
-    if dest.exists() and any(dest.iterdir()):
-        return sorted(dest.glob("*.png"))
-    dest.mkdir(parents=True, exist_ok=True)
+VIDEOS = {"vtest.avi": 4, "Megamind.avi": 3, "tree.avi": 8}  # opencv-doc sample videos: every n-th frame
+
+
+def _video_frames(out: Path) -> list[Path]:
+    dests = {name: out / "src" / Path(name).stem for name in VIDEOS}
+    if all(d.exists() and any(d.iterdir()) for d in dests.values()):
+        return [p for d in dests.values() for p in sorted(d.glob("*.png"))]
     try:
         import cv2
     except ImportError:
@@ -79,16 +81,21 @@ def _video_frames(out: Path, every: int = 4) -> list[Path]:
         except (subprocess.SubprocessError, StopIteration, FileNotFoundError) as exc:
             print(f"origin: no opencv-doc ({exc})", file=sys.stderr)
             return []
-        cap = cv2.VideoCapture(str(next(Path(t).rglob("vtest.avi"))))
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i % every == 0:
-                images.save_png(frame[..., ::-1].astype(np.float32) / 255.0, dest / f"vtest_{i:04d}.png")
-            i += 1
-    return sorted(dest.glob("*.png"))
+        for name, every in VIDEOS.items():
+            dest = dests[name]
+            if dest.exists() and any(dest.iterdir()):
+                continue
+            dest.mkdir(parents=True, exist_ok=True)
+            cap = cv2.VideoCapture(str(next(Path(t).rglob(name))))
+            i = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if i % every == 0:
+                    images.save_png(frame[..., ::-1].astype(np.float32) / 255.0, dest / f"{dest.name}_{i:04d}.png")
+                i += 1
+    return [p for d in dests.values() for p in sorted(d.glob("*.png"))]
 
 
 def corpus(out: Path, photos: Path) -> list[dict]:
@@ -267,6 +274,9 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--scale", default="1000,10000,100000")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--max-train", type=int, default=100, help="train photos made into SEEN queries")
+    ap.add_argument("--max-test", type=int, default=120, help="test photos made into UNSEEN queries")
+    ap.add_argument("--max-absent", type=int, default=60, help="absent photos made into UNSEEN queries")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,10 +294,22 @@ def main() -> None:
         report.append(s)
 
     items = prepare(corpus(out, Path(args.photos)), out, args.max_side)
+    # cap the query photos per split (compute: the networks run on two shared cores); the photos beyond the cap
+    # stay in the library (train/test) or out of it (absent) — only fewer queries are made from them
+    caps = {"train": args.max_train, "test": args.max_test, "absent": args.max_absent}
+    for split, cap in caps.items():
+        members = sorted((it for it in items if it["split"] == split), key=lambda it: it["sha"])
+        for it in members[cap:]:
+            it["query"] = False
+    for it in items:
+        it.setdefault("query", True)
     lib = [it for it in items if it["split"] != "absent"]
     counts = {g: sum(it["group"] == g for it in lib) for g in ("real", "generated", "video")}
     splits = {s: sum(it["split"] == s for it in items) for s in ("train", "test", "absent")}
-    say(f"## Corpus: library N = {len(lib)} ({counts['real']} real photos, {counts['generated']} generated images "
+    say(f"## Corpus: queries from {sum(it['query'] for it in items if it['split'] == 'train')} train / "
+        f"{sum(it['query'] for it in items if it['split'] == 'test')} test / "
+        f"{sum(it['query'] for it in items if it['split'] == 'absent')} absent photos")
+    say(f"library N = {len(lib)} ({counts['real']} real photos, {counts['generated']} generated images "
         f"and {counts['video']} video frames as distractors); real photos split train {splits['train']} / test "
         f"{splits['test']} / absent {splits['absent']}")
     res["corpus"] = {"N": len(lib), **counts, **splits}
@@ -295,9 +317,9 @@ def main() -> None:
     lib_paths = [it["path"] for it in lib]
 
     # queries (cached on disk)
-    q_seen = make_queries([it for it in items if it["split"] == "train"], SEEN, out)
-    q_test = make_queries([it for it in items if it["split"] == "test"], UNSEEN, out)
-    q_abs = make_queries([it for it in items if it["split"] == "absent"], UNSEEN, out)
+    q_seen = make_queries([it for it in items if it["split"] == "train" and it["query"]], SEEN, out)
+    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], UNSEEN, out)
+    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], UNSEEN, out)
 
     # 1. choose the dct-layout parameters on the SEEN split (train photos only)
     say("\n## Default embedder parameters, chosen on train photos × SEEN families (never reported below)")
@@ -332,7 +354,7 @@ def main() -> None:
         f"({1000 * t_build / len(lib_paths):.1f} ms/reference incl. calibration); threshold "
         f"{idx.threshold:.4f} at FMR 1% from {idx.calibration['n_impostor']} impostor scores")
     res["build_s"] = t_build
-    tr = [it for it in items if it["split"] == "train"]
+    tr = [it for it in items if it["split"] == "train" and it["query"]]
     X = [embed_paths(emb, [it["path"] for it in tr], False)]
     y = [np.arange(len(tr))]
     lab = {it["sha"]: i for i, it in enumerate(tr)}
