@@ -5,7 +5,7 @@ Library (stated plainly): every real photograph available offline — BSDS500 tr
 matplotlib wheels — plus, as **non-photo distractor references**, the generated images of
 ../shared/data/generators (LDM, GLID-3-XL, Majesty, Disco, DALL-E mini, DALL-E 3, gpt-image-1-mini, SD/HF-API)
 and frames of OpenCV's sample videos (Debian ``opencv-doc``: every 4th of the ``vtest.avi`` street camera,
-every 3rd of the ``Megamind.avi`` animation, every 8th of ``tree.avi``; near-duplicate frames: hard distractors). Every image is downscaled to at most ``--max-side`` px (default 320) once, to keep
+every 3rd of the ``Megamind.avi`` animation, every 4th of ``tree.avi``; near-duplicate frames: hard distractors). Every image is downscaled to at most ``--max-side`` px (default 320) once, to keep
 the compute modest on two shared cores.
 
 Splits, by photo (sha256 of the original file): real photos are 40% *train* (W is trained on them; they are
@@ -34,9 +34,7 @@ weights of the exact architecture (never an accuracy).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -46,11 +44,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import i2i_networks  # noqa: E402
+import i2i_networks
 
-from fingerprint_cli import images  # noqa: E402
-from fingerprint_cli.origin import embedders, head as head_mod, library, vae  # noqa: E402
-from fingerprint_cli.origin.index import OriginIndex, build_faiss, load_index  # noqa: E402
+from fingerprint_cli import images
+from fingerprint_cli.origin import embedders, library, vae
+from fingerprint_cli.origin import head as head_mod
+from fingerprint_cli.origin.index import OriginIndex, build_faiss
 
 _ROOT = Path(__file__).resolve().parents[1]
 DATA = next((p for p in (_ROOT.parent / "shared" / "data", _ROOT.parent.parent / "shared" / "data") if p.exists()),
@@ -60,7 +59,7 @@ UNSEEN = ("ffdnet_regen_s50", "waifu2x_photo", "realesrgan_anime", "regrade_jpeg
 
 
 # ---------------------------------------------------------------- corpus
-VIDEOS = {"vtest.avi": 4, "Megamind.avi": 3, "tree.avi": 8}  # opencv-doc sample videos: every n-th frame
+VIDEOS = {"vtest.avi": 4, "Megamind.avi": 3, "tree.avi": 4}  # opencv-doc sample videos: every n-th frame
 
 
 def _video_frames(out: Path) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -53,11 +52,11 @@ def register(app: typer.Typer) -> None:
 
     @origin.command("index")
     def index_cmd(
-        refs: List[str] = typer.Argument(..., help="reference images or folders of them (searched recursively)"),
+        refs: list[str] = typer.Argument(..., help="reference images or folders of them (searched recursively)"),
         out: Path = typer.Option(..., "--output", "-o", help="the index file to write, e.g. LIB.fpxindex"),
         embedder: str = typer.Option("dct-layout", "--embedder", "-e",
                                      help="dct-layout (weight-free default) | sd2-vae (needs its weights)"),
-        head: Optional[Path] = typer.Option(None, "--head", help="linear head from `fpx origin train`"),
+        head: Path | None = typer.Option(None, "--head", help="linear head from `fpx origin train`"),
         add: bool = typer.Option(False, "--add", help="grow the existing index at --output"),
         resume: bool = typer.Option(False, "--resume", help="reuse the chunks an interrupted build journalled"),
         fmr: float = typer.Option(0.01, "--false-match-rate",
@@ -65,11 +64,11 @@ def register(app: typer.Typer) -> None:
         n_calib: int = typer.Option(200, "--calibration-refs", min=0,
                                     help="references whose transformed copies calibrate the threshold"),
         search: str = typer.Option("flat", "--search", help="flat (exact) | ivf | ivfpq (approximate, huge N)"),
-        records_out: Optional[Path] = typer.Option(None, "--records", help="write the per-reference records here"),
-        fmt: Optional[str] = common.FormatOpt,
+        records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
+        fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
         jobs: int = common.JobsOpt,
-        scheduler: Optional[str] = SchedulerOpt,
+        scheduler: str | None = SchedulerOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
         """Embed a reference library into a sealed index (safetensors + JSON), with its calibrated threshold.
@@ -102,15 +101,15 @@ def register(app: typer.Typer) -> None:
 
     @origin.command("query")
     def query_cmd(
-        suspects: List[str] = typer.Argument(..., help="suspect image(s) or folders of them"),
+        suspects: list[str] = typer.Argument(..., help="suspect image(s) or folders of them"),
         index: Path = typer.Option(..., "--index", "-i", help="an index from `fpx origin index`"),
         k: int = typer.Option(5, "-k", "--top-k", min=1, help="candidates listed per suspect"),
-        head: Optional[Path] = typer.Option(None, "--head", help="check that the index uses this head"),
-        fmt: Optional[str] = common.FormatOpt,
-        output: Optional[Path] = common.OutputOpt,
+        head: Path | None = typer.Option(None, "--head", help="check that the index uses this head"),
+        fmt: str | None = common.FormatOpt,
+        output: Path | None = common.OutputOpt,
         device: str = common.DeviceOpt,
         jobs: int = common.JobsOpt,
-        scheduler: Optional[str] = SchedulerOpt,
+        scheduler: str | None = SchedulerOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
         """Ranked candidate originals of each suspect and a decision: found (the top candidate) or
@@ -139,13 +138,13 @@ def register(app: typer.Typer) -> None:
         pairs: Path = typer.Argument(..., help="CSV with columns reference,suspect: (origin, generated) pairs"),
         out: Path = typer.Option(..., "--output", "-o", help="head file to write (W.safetensors)"),
         embedder: str = typer.Option("dct-layout", "--embedder", "-e", help="embedder the head is for"),
-        out_dim: Optional[int] = typer.Option(None, "--dim", help="output dimension (default: the embedder's)"),
+        out_dim: int | None = typer.Option(None, "--dim", help="output dimension (default: the embedder's)"),
         epochs: int = typer.Option(30, "--epochs", min=1),
         seed: int = typer.Option(0, "--seed"),
-        fmt: Optional[str] = common.FormatOpt,
+        fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
         jobs: int = common.JobsOpt,
-        scheduler: Optional[str] = SchedulerOpt,
+        scheduler: str | None = SchedulerOpt,
         quiet: bool = common.QuietOpt,
     ) -> None:
         """Fit the linear head W with the ID2 recipe (CosFace s=64 m=0.35, Adam 3.5e-4, warm-up + cosine).

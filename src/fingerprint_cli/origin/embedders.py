@@ -23,8 +23,9 @@ An embedder is rebuilt from plain data (:meth:`Embedder.spec`) so worker process
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +106,8 @@ class DctLayout(Embedder):
     def preprocessing(self) -> list[str]:
         return [f"resize to {self.size}x{self.size} (bicubic, antialiased, aspect not kept)",
                 "BT.601 Y/Cb/Cr, each centred, divided by the luma std",
-                f"orthonormal DCT-II, lowest {self.y_keep}x{self.y_keep} luma and {self.c_keep}x{self.c_keep} "
-                f"chroma coefficients without DC, weighted by radial frequency^{self.alpha}, L2-normalised"]
+                (f"orthonormal DCT-II, lowest {self.y_keep}x{self.y_keep} luma and {self.c_keep}x{self.c_keep} "
+                 f"chroma coefficients without DC, weighted by radial frequency^{self.alpha}, L2-normalised")]
 
     def one(self, pixels: np.ndarray) -> np.ndarray:
         from scipy.fft import dctn

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def fit(x: np.ndarray, labels: Sequence[int], *, out_dim: int | None = None, epo
     by_class = [np.flatnonzero(y == c) for c in range(len(classes))]
     steps_per_epoch = max(1, math.ceil(len(classes) / batch_origins))
     total = epochs * steps_per_epoch
-    n_warm = max(1, int(round(warmup * total)))
+    n_warm = max(1, round(warmup * total))
 
     def lr_at(step: int) -> float:
         if step < n_warm:
@@ -130,7 +131,7 @@ def fit(x: np.ndarray, labels: Sequence[int], *, out_dim: int | None = None, epo
     info = {"recipe": {**RECIPE, "s": s, "m": m, "lr": lr, "warmup_fraction": warmup, "epochs": epochs,
                        "batch_origins": batch_origins, "per_origin": per_origin, "seed": seed,
                        "init": "identity" if out_dim == d else "orthogonal"},
-            "loss_per_epoch": hist, "steps": total, "origins": int(len(classes)), "samples": int(len(x))}
+            "loss_per_epoch": hist, "steps": total, "origins": len(classes), "samples": len(x)}
     return W.detach().numpy().astype(np.float32), info
 
 

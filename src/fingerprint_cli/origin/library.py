@@ -13,8 +13,9 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,13 @@ from fingerprint_cli import images, parallel
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
-from fingerprint_cli.origin.index import OriginIndex, calibrate, load_index, models_hint, p_value
+from fingerprint_cli.origin.index import (
+    OriginIndex,
+    calibrate,
+    load_index,
+    models_hint,
+    p_value,
+)
 from fingerprint_cli.records import Record
 
 # Transforms applied to calibration references (never the benchmark's families): cheap, built from images.py.

@@ -148,7 +148,7 @@ def encoder_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The encoder-side tensors of an AutoencoderKL state dict, with attention keys in current names."""
     out: dict[str, torch.Tensor] = {}
     for k, v in state.items():
-        if not (k.startswith("encoder.") or k.startswith("quant_conv.")):
+        if not k.startswith(("encoder.", "quant_conv.")):
             continue
         m = re.match(r"(encoder\.mid_block\.attentions\.0\.)(query|key|value|proj_attn)\.(weight|bias)$", k)
         if m:
