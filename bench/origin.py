@@ -5,7 +5,7 @@ Library (stated plainly): every real photograph available offline — BSDS500 tr
 matplotlib wheels — plus, as **non-photo distractor references**, the generated images of
 ../shared/data/generators (LDM, GLID-3-XL, Majesty, Disco, DALL-E mini, DALL-E 3, gpt-image-1-mini, SD/HF-API)
 and frames of OpenCV's sample videos (Debian ``opencv-doc``: every 4th of the ``vtest.avi`` street camera,
-every 3rd of the ``Megamind.avi`` animation, every 4th of ``tree.avi``; near-duplicate frames: hard distractors). Every image is downscaled to at most ``--max-side`` px (default 320) once, to keep
+every 2nd of the ``Megamind.avi`` animation, every 4th of ``tree.avi``; near-duplicate frames: hard distractors). Every image is downscaled to at most ``--max-side`` px (default 320) once, to keep
 the compute modest on two shared cores.
 
 Splits, by photo (sha256 of the original file): real photos are 40% *train* (W is trained on them; they are
@@ -59,7 +59,7 @@ UNSEEN = ("ffdnet_regen_s50", "waifu2x_photo", "realesrgan_anime", "regrade_jpeg
 
 
 # ---------------------------------------------------------------- corpus
-VIDEOS = {"vtest.avi": 4, "Megamind.avi": 3, "tree.avi": 4}  # opencv-doc sample videos: every n-th frame
+VIDEOS = {"vtest.avi": 4, "Megamind.avi": 2, "tree.avi": 4}  # opencv-doc sample videos: every n-th frame
 
 
 def _video_frames(out: Path) -> list[Path]:

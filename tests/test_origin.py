@@ -355,3 +355,14 @@ def test_cli_query_and_attribute_with_index(built, tmp_path):
     bad.write_bytes(bytes(data))
     res = run(app, ["origin", "query", str(tmp_path / "s.jpg"), "--index", str(bad)])
     assert res.exit_code == 1 and "sealed" in res.output
+
+
+def test_ivf_index_round_trips_through_the_file(refs, tmp_path):
+    idx, _ = origin.build_index([str(refs)], str(tmp_path / "ivf.fpxindex"), search="ivf", n_calibration=4)
+    loaded = load_index(tmp_path / "ivf.fpxindex")
+    assert loaded.search_cfg["kind"] == "ivf" and loaded.search_cfg["nlist"] >= 1
+    recs = origin.query([idx.refs[4]["path"]], loaded, k=2)
+    assert recs[0].details["candidates"][0]["path"] == idx.refs[4]["path"]
+    assert recs[0].provenance["index"]["search"] == "ivf"
+    with pytest.raises(UsageError, match="unknown --search"):
+        origin.build_index([str(refs)], str(tmp_path / "x.fpxindex"), search="hnsw")
