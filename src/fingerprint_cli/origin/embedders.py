@@ -135,7 +135,6 @@ class SD2VAE(Embedder):
     version = "1"
 
     def __init__(self, device: str = "cpu", batch_size: int = 8, weights: str | None = None):
-        import torch
 
         from fingerprint_cli import artifacts, encoders
         from fingerprint_cli.origin import vae
@@ -157,7 +156,6 @@ class SD2VAE(Embedder):
         factor = self.model.arch["downsample_factor"]
         self.dim = self.model.latent * (256 // factor) ** 2
         self._weights_arg = weights
-        torch.set_grad_enabled(False)
 
     def config(self) -> dict[str, Any]:
         return {"resolution": 256, "architecture": self.model.arch}
