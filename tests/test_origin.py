@@ -366,3 +366,24 @@ def test_ivf_index_round_trips_through_the_file(refs, tmp_path):
     assert recs[0].provenance["index"]["search"] == "ivf"
     with pytest.raises(UsageError, match="unknown --search"):
         origin.build_index([str(refs)], str(tmp_path / "x.fpxindex"), search="hnsw")
+
+
+def test_near_duplicates_are_one_origin_group(refs, tmp_path):
+    from fingerprint_cli.origin.index import duplicates_of
+
+    src = images.load_image(refs / "r03.png").pixels
+    (refs / "r03_copy.jpg").write_bytes(images.encode(src, "JPEG", quality=95))  # a re-saved copy
+    idx, _ = origin.build_index([str(refs)], str(tmp_path / "d.fpxindex"), n_calibration=20)
+    row = {r["path"].split("/")[-1]: i for i, r in enumerate(idx.refs)}
+    group = duplicates_of(idx, row["r03.png"])
+    assert set(group) == {row["r03.png"], row["r03_copy.jpg"]}
+    # no impostor score comes from the copy: brute force with the group excluded gives the same scores
+    imp = []
+    for views, o in zip(idx.calib_vectors, idx.calib_owner):
+        s = np.max(views @ idx.vectors.T, axis=0)
+        s[duplicates_of(idx, int(o))] = -np.inf
+        imp.append(s.max())
+    assert np.allclose(np.sort(imp), idx.calibration["impostor_scores_sorted"], atol=1e-5)
+    rec = origin.query([str(refs / "r03.png")], idx, k=3)[0]
+    assert rec.decision["label"] == "found"
+    assert rec.decision["origin"]["near_duplicates"] == [str(refs / "r03_copy.jpg")]

@@ -254,11 +254,22 @@ def load_index(path) -> OriginIndex:
 
 
 # ---------------------------------------------------------------- calibration
-def calibrate(index: OriginIndex, fmr: float = 0.01) -> dict[str, Any]:
+DUPLICATE_LEVEL = 0.98
+
+
+def duplicates_of(index: OriginIndex, row: int, level: float = DUPLICATE_LEVEL) -> np.ndarray:
+    """Rows whose vector has cosine >= ``level`` with row ``row`` (itself included): one origin group."""
+    return np.flatnonzero(index.vectors @ index.vectors[row] >= level)
+
+
+def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DUPLICATE_LEVEL) -> dict[str, Any]:
     """Set the ``found`` threshold at false-match rate ``fmr`` from impostor scores; returns the calibration.
 
     Impostor score of a calibration query (a transformed copy of reference ``r``): its best similarity to any
-    reference other than ``r`` — a query whose origin is absent from the library. The threshold is the
+    reference outside ``r``'s origin group — a query whose origin is absent from the library. The group is ``r``
+    and its near-duplicates (cosine >= ``duplicate_level`` between the references' own vectors: bursts, video
+    frames, re-saved copies), which a query of ``r`` legitimately finds; query records list them as
+    ``near_duplicates`` of a found origin. The threshold is the
     ⌈(n+1)(1−fmr)⌉-th smallest of the n impostor scores (split-conformal: an exchangeable new impostor exceeds it
     with probability ≤ fmr), and ``found`` needs a top similarity strictly above it. The genuine side (the
     same queries with their origin present) gives the in-sample miss rate: top candidate wrong or below the
@@ -273,7 +284,11 @@ def calibrate(index: OriginIndex, fmr: float = 0.01) -> dict[str, Any]:
         return index.calibration
     imp, gen_sim, gen_top = [], [], []
     for views, o in zip(cv, owner):
-        top = index.search_views(views, 1, exclude=int(o))
+        group = set(duplicates_of(index, int(o), duplicate_level).tolist())
+        top = [t for t in index.search_views(views, min(index.n, len(group) + 8)) if t[0] not in group]
+        if not top and len(group) < index.n:  # every hit was in the group: brute force over the rest
+            rest = np.setdiff1d(np.arange(index.n), np.fromiter(group, int))
+            top = [(0, float(np.max(views @ index.vectors[rest].T)))]
         imp.append(top[0][1] if top else -1.0)
         full = index.search_views(views, 1)
         gen_top.append(full[0][0] == int(o) if full else False)
@@ -297,8 +312,9 @@ def calibrate(index: OriginIndex, fmr: float = 0.01) -> dict[str, Any]:
     cal = {"threshold": thr, "false_match_rate": fmr, "n_impostor": n, "n_references_at_calibration": index.n,
            "impostor_false_match_in_sample": float(np.mean(imp_a > thr)), "miss_rate_in_sample": float(np.mean(~found)),
            "per_transform": per, "impostor_scores_sorted": [round(float(s), 6) for s in np.sort(imp_a)],
-           "method": "split-conformal quantile of leave-one-out impostor scores (transformed references, own "
-                     "reference excluded)"}
+           "duplicate_level": duplicate_level,
+           "method": "split-conformal quantile of leave-one-out impostor scores (transformed references; own "
+                     "reference and its near-duplicates excluded)"}
     if note:
         cal["note"] = note
     index.calibration = cal

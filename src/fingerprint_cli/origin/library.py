@@ -24,6 +24,7 @@ from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageErr
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
 from fingerprint_cli.origin.index import (
+    DUPLICATE_LEVEL,
     OriginIndex,
     calibrate,
     load_index,
@@ -379,9 +380,12 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
         s1 = top[0][1] if top else None
         s2 = top[1][1] if len(top) > 1 else None
         found = thr is not None and s1 is not None and s1 > thr
+        dup_level = cal.get("duplicate_level", DUPLICATE_LEVEL)
+        dups = [c["path"] for (i, _, _), c in zip(top[1:], cands[1:])
+                if float(idx.vectors[i] @ idx.vectors[top[0][0]]) >= dup_level] if top else []
         decision = {"label": "found" if found else "not-in-library",
-                    "origin": ({k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view")}
-                               if found else None),
+                    "origin": ({**{k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view")},
+                                "near_duplicates": dups} if found else None),
                     "threshold": thr, "false_match_rate": cal.get("false_match_rate"),
                     "p_value": p_value(cal, s1) if s1 is not None else None,
                     "calibration": {"n_impostor": cal.get("n_impostor"),
