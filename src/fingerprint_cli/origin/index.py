@@ -105,15 +105,16 @@ class OriginIndex:
         """Like :meth:`search_views`, with the index of the view that gave each best similarity."""
         kk = min(self.n, k + (1 if exclude is not None else 0))
         sims, ids = self.search(views, kk)
-        best: dict[int, tuple[float, int]] = {}
-        for v, (srow, irow) in enumerate(zip(sims, ids)):
-            for s, i in zip(srow, irow):
-                i = int(i)
-                if i < 0 or i == exclude:
-                    continue
-                if s > best.get(i, (-np.inf, 0))[0]:
-                    best[i] = (float(s), v)
-        return sorted(((i, s, v) for i, (s, v) in best.items()), key=lambda t: (-t[1], t[0]))[:k]
+        return _merge(sims, ids, k, () if exclude is None else (exclude,))
+
+    def search_many(self, views: np.ndarray, k: int) -> list[list[tuple[int, float, int]]]:
+        """:meth:`search_views_detail` for many queries at once: ``views`` (n, V, D), one faiss call."""
+        views = np.asarray(views, np.float32)
+        n, nv = views.shape[:2]
+        if n == 0:
+            return []
+        sims, ids = self.search(views.reshape(n * nv, -1), min(self.n, k))
+        return [_merge(sims[i * nv:(i + 1) * nv], ids[i * nv:(i + 1) * nv], k) for i in range(n)]
 
     # -------------------------------------------------------- I/O
     def document(self) -> dict[str, Any]:
@@ -151,6 +152,19 @@ class OriginIndex:
     def memory_bytes(self) -> int:
         paths = sum(len(r["path"]) + 64 for r in self.refs)
         return int(self.vectors.nbytes + paths)
+
+
+def _merge(sims: np.ndarray, ids: np.ndarray, k: int, exclude=()) -> list[tuple[int, float, int]]:
+    """Best similarity per reference over the views' result rows, best first: (row, similarity, view)."""
+    best: dict[int, tuple[float, int]] = {}
+    for v, (srow, irow) in enumerate(zip(sims, ids)):
+        for s, i in zip(srow, irow):
+            i = int(i)
+            if i < 0 or i in exclude:
+                continue
+            if s > best.get(i, (-np.inf, 0))[0]:
+                best[i] = (float(s), v)
+    return sorted(((i, s, v) for i, (s, v) in best.items()), key=lambda t: (-t[1], t[0]))[:k]
 
 
 def _pad(x: np.ndarray, d: int) -> np.ndarray:
@@ -283,15 +297,16 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
                              "note": "no calibration queries (library too small): every query is not-in-library"}
         return index.calibration
     imp, gen_sim, gen_top = [], [], []
-    for views, o in zip(cv, owner):
+    kk = min(index.n, 32)
+    results = index.search_many(cv, kk)  # one batched faiss call for all calibration queries
+    for views, o, res in zip(cv, owner, results):
         group = set(duplicates_of(index, int(o), duplicate_level).tolist())
-        top = [t for t in index.search_views(views, min(index.n, len(group) + 8)) if t[0] not in group]
+        top = [t for t in res if t[0] not in group]
         if not top and len(group) < index.n:  # every hit was in the group: brute force over the rest
             rest = np.setdiff1d(np.arange(index.n), np.fromiter(group, int))
-            top = [(0, float(np.max(views @ index.vectors[rest].T)))]
+            top = [(0, float(np.max(views @ index.vectors[rest].T)), 0)]
         imp.append(top[0][1] if top else -1.0)
-        full = index.search_views(views, 1)
-        gen_top.append(full[0][0] == int(o) if full else False)
+        gen_top.append(bool(res) and res[0][0] in group)  # the origin or one of its near-duplicates
         gen_sim.append(float(np.max(views @ index.vectors[int(o)])))
     imp_a, gen_a = np.asarray(imp), np.asarray(gen_sim)
     n = len(imp_a)

@@ -366,15 +366,20 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     prov = _provenance(emb, h, idx)
     cal = idx.calibration
     thr = cal.get("threshold")
+    ok_rows = [r for r in rows if "error" not in r]
+    if ok_rows:
+        allv = np.stack([r["vector"] for r in ok_rows])
+        if h is not None:
+            allv = h.apply(allv.reshape(-1, allv.shape[-1])).reshape(allv.shape[0], allv.shape[1], -1)
+        hits = idx.search_many(allv, k)  # one batched faiss call for every suspect
+    tops = iter(hits if ok_rows else [])
     out = []
     for row in rows:
         if "error" in row:
             out.append(Record(command="origin", inputs={"suspect": {"path": row["path"]}}, status="error",
                               error=row["error"], provenance=prov))
             continue
-        v = row["vector"]
-        v = h.apply(v) if h is not None else v
-        top = idx.search_views_detail(v, k)
+        top = next(tops)
         cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
                   "similarity": round(s, 6), "view": VIEW_NAMES[vi]} for r, (i, s, vi) in enumerate(top)]
         s1 = top[0][1] if top else None
