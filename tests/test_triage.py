@@ -624,50 +624,35 @@ def test_watch_needs_an_output_and_head_belongs_to_verify_log(tmp_path):
     assert r.exit_code == 2 and "verify-log" in r.stderr
 
 
-def test_single_bad_file_exit_2_and_index_without_origin_is_a_usage_error(tmp_path, monkeypatch):
+def test_single_bad_file_exit_2_and_a_missing_index_is_refused_up_front(tmp_path):
     p = tmp_path / "x.png"
     p.write_text("hello")
     r = run(["triage", p, "-q"])
     assert r.exit_code == 2 and "text file" in r.stderr
-    monkeypatch.setitem(sys.modules, "fingerprint_cli.origin", None)
     good = save(u8(1), tmp_path / "g.png", "PNG")
-    r = run(["triage", good, "--index", tmp_path / "lib.fpxindex", "-q"])
-    assert r.exit_code == 2 and "fpx origin" in r.stderr
+    r = run(["triage", good, "--index", tmp_path / "lib.fpxindex", "-q", "-o", tmp_path / "t.jsonl"])
+    assert r.exit_code == 2 and "lib.fpxindex" in r.stderr and "no such index" in r.stderr
+    assert not (tmp_path / "t.jsonl").exists()
 
 
-def test_origin_and_attribution_through_the_origin_interface(tmp_path, monkeypatch):
-    from fingerprint_cli.records import Record
+def test_origin_and_attribution_through_the_real_origin_index(tmp_path):
+    from fingerprint_cli import origin
 
-    ref = save(u8(30, 64, 64), tmp_path / "ref.png", "PNG")
-    sus_px = np.asarray(Image.fromarray(u8(30, 64, 64)).resize((60, 60)).resize((64, 64)))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    ref = images.save_png(natural_image(96, 96, seed=30), refs / "ref.png") or refs / "ref.png"
+    for i in range(12):  # distractors (and calibration references for the not-in-library threshold)
+        images.save_png(natural_image(96, 96, seed=400 + i), refs / f"d{i}.png")
+    origin.build_index([str(refs)], str(tmp_path / "lib.fpxindex"))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    save(sus_px, inbox / "sus.png", "PNG")
-    save(u8(31, 64, 64), inbox / "other.png", "PNG")
-    calls = {}
-
-    def load_index(path):
-        calls["index"] = path
-        return {"refs": [str(ref)]}
-
-    def query(paths, index, k):
-        calls["query"] = (list(paths), k)
-        out = []
-        for p in paths:
-            hit = Path(p).name == "sus.png"
-            out.append(Record("origin", {"suspect": {"path": p, "sha256": None}},
-                              decision={"label": "found" if hit else "not-in-library", "fmr": 0.01,
-                                        "candidates": [{"path": str(ref), "sha256": "x", "similarity": 0.97 if hit
-                                                        else 0.2, "rank": 1}]}))
-        return out
-
-    monkeypatch.setitem(sys.modules, "fingerprint_cli.origin",
-                        types.SimpleNamespace(load_index=load_index, query=query))
+    sus = np.asarray(Image.fromarray(images.to_uint8(natural_image(96, 96, seed=30))).resize((90, 90)).resize((96, 96)))
+    save(sus, inbox / "sus.png", "PNG")
+    images.save_png(natural_image(96, 96, seed=31), inbox / "other.png")
     recs = core.run([inbox], index=str(tmp_path / "lib.fpxindex"))
     by = {Path(r.inputs["image"]["path"]).name: r for r in recs}
-    assert calls["index"].endswith("lib.fpxindex") and calls["query"][1] == 5
     o = by["sus.png"].details["origin"]
-    assert o["state"] == "found" and o["reference"] == str(ref) and o["similarity"] == 0.97
+    assert o["state"] == "found" and Path(o["reference"]).name == "ref.png" and o["similarity"] > 0.9
     assert by["sus.png"].details["attribution"]["state"] == "done"
     assert any(e["source"] == "origin" and e["says"] == "derived-from" for e in by["sus.png"].reasons)
     assert by["other.png"].details["origin"]["state"] == "not-in-library"

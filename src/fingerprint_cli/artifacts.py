@@ -106,6 +106,21 @@ register(ArtifactSpec(  # DIF residual denoiser (issue 5); trained by this repo,
 ))
 
 
+register(ArtifactSpec(  # fpx origin (issue 12): the SD2 VAE; only the encoder half is ever loaded
+    name="sd2-vae",
+    version="stable-diffusion-2",
+    kind="encoder",
+    filename="diffusion_pytorch_model.safetensors",
+    sha256="a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815",
+    source="stabilityai/stable-diffusion-2 (vae/diffusion_pytorch_model.safetensors)",
+    url="https://huggingface.co/stabilityai/stable-diffusion-2/resolve/main/vae/diffusion_pytorch_model.safetensors",
+    licence="CreativeML Open RAIL++-M",
+    description="Stable Diffusion 2 AutoencoderKL; fpx origin uses its encoder (posterior mean) as the ID2 "
+                "embedding",
+    aliases=("sd2", "sd2-vae-encoder", "stable-diffusion-2-vae"),
+))
+
+
 def resolve(name: str) -> ArtifactSpec:
     """Find an artifact by name or alias; unknown names get a 'did you mean'."""
     if name in REGISTRY:

@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
                                                  help="protected copy of the reference: adds survival features"),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="images per encoder forward pass"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache"),
+        origin_index: Optional[Path] = typer.Option(
+            None, "--index", help="find each suspect's reference in this `fpx origin index` first (every "
+                                  "positional argument is then a suspect)"),
         fmt: Optional[str] = common.FormatOpt,
         output: Optional[Path] = common.OutputOpt,
         resume: bool = common.ResumeOpt,
@@ -89,7 +92,16 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli.records import Record, input_key
 
         try:
-            plist, orphans = resolve_pairs(reference, suspects or [], pairs, ref_dir, suspect_dir)
+            retrieved, not_found = {}, []
+            if origin_index is not None:  # issue 12: the reference comes from an origin index
+                from fingerprint_cli.origin import library as origin_lib
+
+                plist, retrieved, not_found = origin_lib.pairs_from_index(
+                    [reference, *(suspects or [])] if reference else list(suspects or []), str(origin_index),
+                    device=device)
+                orphans = []
+            else:
+                plist, orphans = resolve_pairs(reference, suspects or [], pairs, ref_dir, suspect_dir)
             doc, enc, why = load_thresholds(thresholds_name, resolution, device, quiet)
             if alpha is not None:
                 attr.check_alpha(alpha)
@@ -122,12 +134,15 @@ def register(app: typer.Typer) -> None:
         if resume and len(todo) < len(plist):
             batch.warn(f"--resume: {len(plist) - len(todo)} pair(s) already in {output}, skipped", quiet)
         records: list[Record] = orphan_records("attribute", orphans, provenance)
-        for r in records:
+        records += [r for r in not_found if not r.ok]  # --index: unreadable suspects count as failures
+        for r in records + [r for r in not_found if r.ok]:  # not-in-library: a decision, kept out of aggregates
             sink.add(r)
         sections: list[str] = []
 
         def on_result(res) -> None:
             rec = res.record
+            if rec.inputs.get("suspect", {}).get("path") in retrieved:
+                rec.details["origin"] = retrieved[rec.inputs["suspect"]["path"]]
             if rec.ok:
                 try:
                     decision, reasons = decider.decide(rec.features, top_k, where=rec.inputs["suspect"]["path"])

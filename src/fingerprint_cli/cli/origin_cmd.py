@@ -1,0 +1,170 @@
+"""``fpx origin``: index a reference library, find a suspect's original in it, train the linear head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fingerprint_cli.cli import common
+
+ORDER = 65
+
+QUERY_COLUMNS = ["decision.label", "decision.origin.path", "features.similarity_top1", "decision.threshold",
+                 "decision.p_value"]
+SchedulerOpt = typer.Option(None, "--scheduler",
+                            help="run the embedding on dask.distributed: 'local' (a LocalCluster of --jobs "
+                                 "processes) or a scheduler address tcp://host:8786")
+
+
+def _progress(label: str, quiet: bool):
+    from fingerprint_cli import batch
+
+    state = {"bar": None, "done": 0}
+
+    def cb(done: int, total: int) -> None:
+        if state["bar"] is None:
+            state["cm"] = batch.progress_bar(total, label, quiet)
+            state["bar"] = state["cm"].__enter__()
+        state["bar"](done - state["done"])
+        state["done"] = done
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["cm"].__exit__(None, None, None)
+
+    return cb, close
+
+
+def _emit(records, fmt, output, columns, inputs=()):
+    from fingerprint_cli import batch
+
+    sink = batch.RecordSink(str(output) if output else None, fmt, False, columns, list(inputs))
+    for r in records:
+        sink.add(r)
+    sink.close()
+
+
+def register(app: typer.Typer) -> None:
+    origin = typer.Typer(help="Find a suspect's original in a reference library (ID2-style origin retrieval): "
+                              "index, query, train.", no_args_is_help=True)
+    app.add_typer(origin, name="origin")
+
+    @origin.command("index")
+    def index_cmd(
+        refs: list[str] = typer.Argument(..., help="reference images or folders of them (searched recursively)"),
+        out: Path = typer.Option(..., "--output", "-o", help="the index file to write, e.g. LIB.fpxindex"),
+        embedder: str = typer.Option("dct-layout", "--embedder", "-e",
+                                     help="dct-layout (weight-free default) | sd2-vae (needs its weights)"),
+        head: Path | None = typer.Option(None, "--head", help="linear head from `fpx origin train`"),
+        add: bool = typer.Option(False, "--add", help="grow the existing index at --output"),
+        resume: bool = typer.Option(False, "--resume", help="reuse the chunks an interrupted build journalled"),
+        fmr: float = typer.Option(0.01, "--false-match-rate",
+                                  help="target false-match rate of the `found` threshold"),
+        n_calib: int = typer.Option(200, "--calibration-refs", min=0,
+                                    help="references whose transformed copies calibrate the threshold"),
+        search: str = typer.Option("flat", "--search", help="flat (exact) | ivf | ivfpq (approximate, huge N)"),
+        records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
+        fmt: str | None = common.FormatOpt,
+        device: str = common.DeviceOpt,
+        jobs: int = common.JobsOpt,
+        scheduler: str | None = SchedulerOpt,
+        quiet: bool = common.QuietOpt,
+    ) -> None:
+        """Embed a reference library into a sealed index (safetensors + JSON), with its calibrated threshold.
+
+        Examples: fpx origin index archive/ -o lib.fpxindex; fpx origin index new/ -o lib.fpxindex --add;
+        fpx origin index archive/ -o lib.fpxindex --jobs 8 --scheduler local
+        """
+        from fingerprint_cli import batch
+        from fingerprint_cli.errors import FpxError
+        from fingerprint_cli.origin import library
+
+        cb, close = _progress("embed", quiet)
+        opts = {"device": device} if embedder == "sd2-vae" else {}
+        try:
+            _, records = library.build_index(refs, str(out), embedder=embedder, embedder_options=opts,
+                                             head=str(head) if head else None, add=add, resume=resume,
+                                             false_match_rate=fmr, n_calibration=n_calib, search=search,
+                                             jobs=jobs, scheduler=scheduler, progress=cb)
+        except FpxError as exc:
+            close()
+            common.die(exc)
+        close()
+        _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
+              inputs=refs)
+        summary = records[-1]
+        batch.warn(f"index {out}: {int(summary.features['n_references'])} references, threshold "
+                   f"{summary.features['threshold']} at false-match rate {fmr}", quiet)
+        common.print_failures(records, quiet)
+        raise typer.Exit(batch.exit_code_for(records, batch=True))
+
+    @origin.command("query")
+    def query_cmd(
+        suspects: list[str] = typer.Argument(..., help="suspect image(s) or folders of them"),
+        index: Path = typer.Option(..., "--index", "-i", help="an index from `fpx origin index`"),
+        k: int = typer.Option(5, "-k", "--top-k", min=1, help="candidates listed per suspect"),
+        head: Path | None = typer.Option(None, "--head", help="check that the index uses this head"),
+        fmt: str | None = common.FormatOpt,
+        output: Path | None = common.OutputOpt,
+        device: str = common.DeviceOpt,
+        jobs: int = common.JobsOpt,
+        scheduler: str | None = SchedulerOpt,
+        quiet: bool = common.QuietOpt,
+    ) -> None:
+        """Ranked candidate originals of each suspect and a decision: found (the top candidate) or
+        not-in-library, at the false-match rate the index was calibrated for.
+
+        Examples: fpx origin query suspect.png --index lib.fpxindex; fpx origin query inbox/ -i lib.fpxindex -k 10 -f json
+        """
+        from fingerprint_cli import batch
+        from fingerprint_cli.errors import FpxError
+        from fingerprint_cli.origin import library
+
+        cb, close = _progress("query", quiet)
+        try:
+            records = library.query(suspects, str(index), k=k, head=str(head) if head else None, device=device,
+                                    jobs=jobs, scheduler=scheduler, progress=cb)
+            close()
+            _emit(records, fmt, output, QUERY_COLUMNS, inputs=[*suspects, str(index)])
+        except FpxError as exc:
+            close()
+            common.die(exc)
+        common.print_failures(records, quiet)
+        raise typer.Exit(batch.exit_code_for(records, batch=len(records) > 1))
+
+    @origin.command("train")
+    def train_cmd(
+        pairs: Path = typer.Argument(..., help="CSV with columns reference,suspect: (origin, generated) pairs"),
+        out: Path = typer.Option(..., "--output", "-o", help="head file to write (W.safetensors)"),
+        embedder: str = typer.Option("dct-layout", "--embedder", "-e", help="embedder the head is for"),
+        out_dim: int | None = typer.Option(None, "--dim", help="output dimension (default: the embedder's)"),
+        epochs: int = typer.Option(30, "--epochs", min=1),
+        seed: int = typer.Option(0, "--seed"),
+        fmt: str | None = common.FormatOpt,
+        device: str = common.DeviceOpt,
+        jobs: int = common.JobsOpt,
+        scheduler: str | None = SchedulerOpt,
+        quiet: bool = common.QuietOpt,
+    ) -> None:
+        """Fit the linear head W with the ID2 recipe (CosFace s=64 m=0.35, Adam 3.5e-4, warm-up + cosine).
+
+        Example: fpx origin train pairs.csv -o W.safetensors; then fpx origin index refs/ -o lib.fpxindex --head W.safetensors
+        """
+        from fingerprint_cli import batch
+        from fingerprint_cli.errors import FpxError
+        from fingerprint_cli.origin import library
+
+        cb, close = _progress("embed", quiet)
+        opts = {"device": device} if embedder == "sd2-vae" else {}
+        try:
+            _, records = library.train(str(pairs), str(out), embedder=embedder, embedder_options=opts,
+                                       out_dim=out_dim, epochs=epochs, seed=seed, jobs=jobs, scheduler=scheduler,
+                                       progress=cb)
+        except FpxError as exc:
+            close()
+            common.die(exc)
+        close()
+        _emit(records, fmt, None, ["features.final_loss", "features.origins", "features.samples"])
+        common.print_failures(records, quiet)
+        raise typer.Exit(batch.exit_code_for(records, batch=True))

@@ -1,0 +1,345 @@
+"""The reference library index: vectors in faiss, the reference list beside them, a sealed single file.
+
+File format (``LIB.fpxindex``): one safetensors file — never a pickle — holding
+
+* ``vectors`` (N, D) float32: the L2-normalised (post-head) embedding of each reference;
+* ``calib.vectors`` (M, V, D) float32 and ``calib.owner`` (M,) int64: the views (original, mirrored) of the
+  calibration queries — transformed copies of references — and the reference each came from;
+* ``head.weight`` (D, d_raw) when a linear head was applied; ``faiss`` (uint8) the serialised IVF index when
+  ``search`` is not ``flat``;
+* metadata ``fpx_index``: JSON with the format version, embedder identity (name, version, config, weights
+  sha256), head identity (sha256, dims), the reference list (path, sha256), the calibration (threshold,
+  target false-match rate, counts, measured rates) and the search settings; and ``seal``: the sha256 of that
+  JSON and of every tensor's bytes. :func:`load` recomputes the seal and refuses a file whose seal does not
+  match (modified after it was written).
+
+Search: faiss ``IndexFlatIP`` (exact inner product = cosine on unit vectors) by default; ``ivf`` (IVF-Flat,
+``nlist ≈ 4·√N``, ``nprobe`` 16) or ``ivfpq`` (IVF with 8-bit product quantisation on vectors zero-padded to
+a multiple of 8 dimensions) for very large libraries — approximate, and the record says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+
+FORMAT = "fpx-origin-index"
+FORMAT_VERSION = 1
+SEARCH_KINDS = ("flat", "ivf", "ivfpq")
+
+
+def models_hint(embedder_name: str | None) -> str:
+    """The sentence naming both `fpx models` commands for an embedder that has weights."""
+    from fingerprint_cli.origin.embedders import EMBEDDERS
+
+    if embedder_name and embedder_name in EMBEDDERS and not EMBEDDERS[embedder_name].weight_free:
+        return (f"install the weights it was built with via `fpx models pull {embedder_name}` or "
+                f"`fpx models import FILE --name {embedder_name}`")
+    return ("`fpx models pull NAME` / `fpx models import FILE --name NAME` install an embedder's weights "
+            "(this index's embedder needs none)")
+
+
+@dataclass
+class OriginIndex:
+    """A loaded (or freshly built) library index. ``refs[i]`` describes row ``i`` of ``vectors``."""
+
+    embedder: dict[str, Any]
+    refs: list[dict[str, Any]]
+    vectors: np.ndarray
+    head: dict[str, Any] | None = None
+    head_weight: np.ndarray | None = None
+    calib_vectors: np.ndarray | None = None
+    calib_owner: np.ndarray | None = None
+    calib_transform: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    search_cfg: dict[str, Any] = field(default_factory=lambda: {"kind": "flat"})
+    path: str | None = None
+    seal: str | None = None
+    _faiss: Any = None
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration.get("threshold")
+
+    def by_sha(self) -> dict[str, int]:
+        return {r["sha256"]: i for i, r in enumerate(self.refs)}
+
+    # -------------------------------------------------------- search
+    def faiss_index(self):
+        if self._faiss is None:
+            self._faiss = build_faiss(self.vectors, self.search_cfg)
+        return self._faiss
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (similarities, row ids) for each row of ``q`` (n, D); ids of -1 pad short results."""
+        q = np.ascontiguousarray(np.asarray(q, np.float32))
+        k = max(1, min(int(k), self.n))
+        idx = self.faiss_index()
+        if self.search_cfg.get("kind") == "ivfpq":
+            q = _pad(q, self.search_cfg["padded_dim"])
+        sims, ids = idx.search(q, k)
+        return sims, ids
+
+    def search_views(self, views: np.ndarray, k: int, exclude: int | None = None) -> list[tuple[int, float]]:
+        """Merge the searches of several views of one query (max similarity per reference), best first."""
+        return [(i, s) for i, s, _ in self.search_views_detail(views, k, exclude)]
+
+    def search_views_detail(self, views: np.ndarray, k: int, exclude: int | None = None
+                            ) -> list[tuple[int, float, int]]:
+        """Like :meth:`search_views`, with the index of the view that gave each best similarity."""
+        kk = min(self.n, k + (1 if exclude is not None else 0))
+        sims, ids = self.search(views, kk)
+        return _merge(sims, ids, k, () if exclude is None else (exclude,))
+
+    def search_many(self, views: np.ndarray, k: int) -> list[list[tuple[int, float, int]]]:
+        """:meth:`search_views_detail` for many queries at once: ``views`` (n, V, D), one faiss call."""
+        views = np.asarray(views, np.float32)
+        n, nv = views.shape[:2]
+        if n == 0:
+            return []
+        sims, ids = self.search(views.reshape(n * nv, -1), min(self.n, k))
+        return [_merge(sims[i * nv:(i + 1) * nv], ids[i * nv:(i + 1) * nv], k) for i in range(n)]
+
+    # -------------------------------------------------------- I/O
+    def document(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "embedder": self.embedder, "head": self.head,
+                "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
+                "search": {k: v for k, v in self.search_cfg.items()}}
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        t = {"vectors": np.ascontiguousarray(self.vectors, np.float32)}
+        if self.calib_vectors is not None and len(self.calib_vectors):
+            t["calib.vectors"] = np.ascontiguousarray(self.calib_vectors, np.float32)
+            t["calib.owner"] = np.ascontiguousarray(self.calib_owner, np.int64)
+        if self.head_weight is not None:
+            t["head.weight"] = np.ascontiguousarray(self.head_weight, np.float32)
+        if self.search_cfg.get("kind", "flat") != "flat":
+            import faiss
+
+            t["faiss"] = np.ascontiguousarray(faiss.serialize_index(self.faiss_index()), np.uint8)
+        return t
+
+    def save(self, path, inputs=()) -> str:
+        """Write the sealed index atomically (never over an input). Returns the seal."""
+        import torch
+
+        from fingerprint_cli import artifacts
+
+        tens = self.tensors()  # first: building an IVF index fills in nlist / padded_dim in search_cfg
+        doc = json.dumps(self.document(), sort_keys=True)
+        seal = _seal(doc, tens)
+        artifacts.write_tensors(path, {k: torch.from_numpy(v) for k, v in tens.items()},
+                                {"fpx_kind": "origin-index", "fpx_index": doc, "seal": seal}, inputs=tuple(inputs))
+        self.path, self.seal = str(path), seal
+        return seal
+
+    def memory_bytes(self) -> int:
+        paths = sum(len(r["path"]) + 64 for r in self.refs)
+        return int(self.vectors.nbytes + paths)
+
+
+def _merge(sims: np.ndarray, ids: np.ndarray, k: int, exclude=()) -> list[tuple[int, float, int]]:
+    """Best similarity per reference over the views' result rows, best first: (row, similarity, view)."""
+    best: dict[int, tuple[float, int]] = {}
+    for v, (srow, irow) in enumerate(zip(sims, ids)):
+        for s, i in zip(srow, irow):
+            i = int(i)
+            if i < 0 or i in exclude:
+                continue
+            if s > best.get(i, (-np.inf, 0))[0]:
+                best[i] = (float(s), v)
+    return sorted(((i, s, v) for i, (s, v) in best.items()), key=lambda t: (-t[1], t[0]))[:k]
+
+
+def _pad(x: np.ndarray, d: int) -> np.ndarray:
+    if x.shape[1] == d:
+        return np.ascontiguousarray(x)
+    out = np.zeros((x.shape[0], d), np.float32)
+    out[:, :x.shape[1]] = x
+    return out
+
+
+def build_faiss(vectors: np.ndarray, cfg: dict[str, Any], blob: np.ndarray | None = None):
+    """A faiss index over ``vectors`` for ``cfg['kind']`` (flat / ivf / ivfpq); ``blob`` restores a trained one."""
+    import faiss
+
+    kind = cfg.get("kind", "flat")
+    v = np.ascontiguousarray(vectors, np.float32)
+    if blob is not None:
+        idx = faiss.deserialize_index(np.asarray(blob, np.uint8))
+    elif kind == "flat":
+        idx = faiss.IndexFlatIP(v.shape[1])
+        idx.add(v)
+    elif kind in ("ivf", "ivfpq"):
+        n, d = v.shape
+        nlist = int(cfg.get("nlist") or max(1, min(int(4 * math.sqrt(n)), n // 39 or 1)))
+        cfg["nlist"] = nlist
+        if kind == "ivf":
+            idx = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        else:
+            dp = int(math.ceil(d / 8) * 8)
+            cfg["padded_dim"] = dp
+            m = int(cfg.get("m") or dp // 8)
+            cfg["m"] = m
+            if n < 256 * 4:
+                raise UsageError(f"--search ivfpq needs at least 1024 references to train its quantiser (got {n})")
+            v = _pad(v, dp)
+            idx = faiss.index_factory(dp, f"IVF{nlist},PQ{m}x8", faiss.METRIC_INNER_PRODUCT)
+        idx.train(v)
+        idx.add(v)
+    else:
+        raise UsageError(f"unknown --search {kind!r}; choose one of {', '.join(SEARCH_KINDS)}")
+    if kind != "flat":
+        idx.nprobe = int(cfg.setdefault("nprobe", min(16, cfg.get("nlist", 16))))
+    return idx
+
+
+def _seal(doc: str, tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(doc.encode("utf-8"))
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k])
+        h.update(k.encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(hashlib.sha256(a.tobytes()).digest())
+    return h.hexdigest()
+
+
+def load_index(path) -> OriginIndex:
+    """Read and verify a ``.fpxindex`` file; refuses one that is not an index or whose seal does not match.
+
+    The seal is the sha256 of the index's JSON document and of every tensor, written with the index: any
+    change to the vectors, the reference list or the calibration after writing is detected.
+    """
+    from fingerprint_cli import artifacts
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such index file", str(p))
+    try:
+        tensors, meta = artifacts.read_tensors(p)
+    except InputError as exc:
+        raise ArtifactError(f"is not a readable fpx origin index (damaged or not an index: {exc.message}); "
+                            f"rebuild it with `fpx origin index`", str(p)) from exc
+    if meta.get("fpx_kind") != "origin-index" or "fpx_index" not in meta or "vectors" not in tensors:
+        raise InputError("is not an fpx origin index (made by `fpx origin index`)", str(p))
+    arrays = {k: v.numpy() for k, v in tensors.items()}
+    doc_text = meta["fpx_index"]
+    got = _seal(doc_text, arrays)
+    try:
+        doc = json.loads(doc_text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError("index metadata is not valid JSON: the file was modified; rebuild it", str(p)) from exc
+    if got != meta.get("seal"):
+        name = (doc.get("embedder") or {}).get("name")
+        raise ArtifactError(f"index was modified after it was sealed (sha256 seal {got[:12]}… ≠ recorded "
+                            f"{str(meta.get('seal'))[:12]}…); refusing it: rebuild it with `fpx origin index` "
+                            f"({models_hint(name)})", str(p))
+    if doc.get("format") != FORMAT or int(doc.get("format_version", 0)) > FORMAT_VERSION:
+        raise ArtifactError(f"index format {doc.get('format')} v{doc.get('format_version')} is not supported by "
+                            f"this fpx (reads {FORMAT} v{FORMAT_VERSION})", str(p))
+    cfg = dict(doc.get("search") or {"kind": "flat"})
+    idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
+                      head=doc.get("head"), head_weight=arrays.get("head.weight"),
+                      calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
+                      calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
+                      search_cfg=cfg, path=str(p), seal=meta["seal"])
+    if len(idx.refs) != idx.n:
+        raise ArtifactError(f"index lists {len(idx.refs)} references for {idx.n} vectors", str(p))
+    if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
+        idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
+        idx._faiss.nprobe = int(cfg.get("nprobe", 16))
+    return idx
+
+
+# ---------------------------------------------------------------- calibration
+DUPLICATE_LEVEL = 0.98
+
+
+def duplicates_of(index: OriginIndex, row: int, level: float = DUPLICATE_LEVEL) -> np.ndarray:
+    """Rows whose vector has cosine >= ``level`` with row ``row`` (itself included): one origin group."""
+    return np.flatnonzero(index.vectors @ index.vectors[row] >= level)
+
+
+def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DUPLICATE_LEVEL) -> dict[str, Any]:
+    """Set the ``found`` threshold at false-match rate ``fmr`` from impostor scores; returns the calibration.
+
+    Impostor score of a calibration query (a transformed copy of reference ``r``): its best similarity to any
+    reference outside ``r``'s origin group — a query whose origin is absent from the library. The group is ``r``
+    and its near-duplicates (cosine >= ``duplicate_level`` between the references' own vectors: bursts, video
+    frames, re-saved copies), which a query of ``r`` legitimately finds; query records list them as
+    ``near_duplicates`` of a found origin. The threshold is the
+    ⌈(n+1)(1−fmr)⌉-th smallest of the n impostor scores (split-conformal: an exchangeable new impostor exceeds it
+    with probability ≤ fmr), and ``found`` needs a top similarity strictly above it. The genuine side (the
+    same queries with their origin present) gives the in-sample miss rate: top candidate wrong or below the
+    threshold.
+    """
+    if not (0.0 < fmr < 1.0):
+        raise UsageError(f"--false-match-rate must be in (0, 1), got {fmr}")
+    cv, owner = index.calib_vectors, index.calib_owner
+    if cv is None or len(cv) == 0 or index.n < 2:
+        index.calibration = {"threshold": None, "false_match_rate": fmr, "n_impostor": 0,
+                             "note": "no calibration queries (library too small): every query is not-in-library"}
+        return index.calibration
+    imp, gen_sim, gen_top = [], [], []
+    kk = min(index.n, 32)
+    results = index.search_many(cv, kk)  # one batched faiss call for all calibration queries
+    for views, o, res in zip(cv, owner, results):
+        group = set(duplicates_of(index, int(o), duplicate_level).tolist())
+        top = [t for t in res if t[0] not in group]
+        if not top and len(group) < index.n:  # every hit was in the group: brute force over the rest
+            rest = np.setdiff1d(np.arange(index.n), np.fromiter(group, int))
+            top = [(0, float(np.max(views @ index.vectors[rest].T)), 0)]
+        imp.append(top[0][1] if top else -1.0)
+        gen_top.append(bool(res) and res[0][0] in group)  # the origin or one of its near-duplicates
+        gen_sim.append(float(np.max(views @ index.vectors[int(o)])))
+    imp_a, gen_a = np.asarray(imp), np.asarray(gen_sim)
+    n = len(imp_a)
+    rank = math.ceil((n + 1) * (1 - fmr))
+    if rank > n:
+        thr = float(imp_a.max())
+        note = (f"{n} impostor scores are too few for a false-match rate of {fmr}: threshold set at the "
+                f"largest impostor score")
+    else:
+        thr = float(np.sort(imp_a)[rank - 1])
+        note = None
+    found = (gen_a > thr) & np.asarray(gen_top)
+    per = {}
+    for t in sorted(set(index.calib_transform)):
+        sel = np.asarray([x == t for x in index.calib_transform])
+        if sel.any():
+            per[t] = {"false_match": float(np.mean(imp_a[sel] > thr)), "miss": float(np.mean(~found[sel]))}
+    cal = {"threshold": thr, "false_match_rate": fmr, "n_impostor": n, "n_references_at_calibration": index.n,
+           "impostor_false_match_in_sample": float(np.mean(imp_a > thr)), "miss_rate_in_sample": float(np.mean(~found)),
+           "per_transform": per, "impostor_scores_sorted": [round(float(s), 6) for s in np.sort(imp_a)],
+           "duplicate_level": duplicate_level,
+           "method": "split-conformal quantile of leave-one-out impostor scores (transformed references; own "
+                     "reference and its near-duplicates excluded)"}
+    if note:
+        cal["note"] = note
+    index.calibration = cal
+    return cal
+
+
+def p_value(cal: dict[str, Any], score: float) -> float | None:
+    """Conformal p-value of a top similarity against the stored impostor scores: (1 + #{imp ≥ s}) / (n + 1)."""
+    imp = cal.get("impostor_scores_sorted")
+    if not imp:
+        return None
+    a = np.asarray(imp)
+    return float((1 + np.sum(a >= score)) / (len(a) + 1))

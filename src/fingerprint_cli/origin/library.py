@@ -1,0 +1,507 @@
+"""Build an origin index over a reference library, query it, and train the linear head.
+
+Embedding is done in chunks through the project's one parallel map (:mod:`fingerprint_cli.parallel`: in
+process, joblib workers with ``jobs``, or dask.distributed with ``scheduler``); results come back in input
+order, so the merged index is the same whatever backend or worker finishes first. Each finished chunk is
+journalled beside the output (``OUTPUT.partial/``) so ``resume=True`` skips the chunks already embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fingerprint_cli import images, parallel
+from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
+from fingerprint_cli.origin import embedders as emb_mod
+from fingerprint_cli.origin import head as head_mod
+from fingerprint_cli.origin.index import (
+    DUPLICATE_LEVEL,
+    OriginIndex,
+    calibrate,
+    load_index,
+    models_hint,
+    p_value,
+)
+from fingerprint_cli.records import Record
+
+# Transforms applied to calibration references (never the benchmark's families): cheap, built from images.py.
+CALIB_TRANSFORMS = ("jpeg_q50", "down_up_0.5", "regrade_jpeg80", "crop_0.85", "hflip_noise")
+DEFAULT_FMR = 0.01
+DEFAULT_CALIB = 200
+
+
+def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
+    """One of :data:`CALIB_TRANSFORMS` applied to a float RGB image (same size out, except the crop)."""
+    h, w = px.shape[:2]
+    if name == "jpeg_q50":
+        return images.decode(images.encode(px, "JPEG", quality=50), "<jpeg>").pixels
+    if name == "down_up_0.5":
+        small = images.resize(px, max(1, h // 2), max(1, w // 2))
+        return np.clip(images.resize(small, h, w), 0, 1)
+    if name == "regrade_jpeg80":
+        g = np.clip(1.08 * np.power(np.clip(px, 0, 1), 0.8) * np.array([1.0, 0.97, 0.92], np.float32) - 0.02, 0, 1)
+        return images.decode(images.encode(g, "JPEG", quality=80), "<jpeg>").pixels
+    if name == "crop_0.85":
+        ch, cw = max(1, round(h * 0.85)), max(1, round(w * 0.85))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
+    if name == "hflip_noise":
+        rng = np.random.default_rng(0)
+        return np.clip(px[:, ::-1] + rng.normal(0, 0.03, px.shape).astype(np.float32), 0, 1)
+    raise UsageError(f"unknown calibration transform {name!r}")
+
+
+VIEW_NAMES = ("original", "mirrored")
+
+
+def views(px: np.ndarray) -> list[np.ndarray]:
+    """The query views: the image and its mirror (a flipped edit still finds its origin)."""
+    return [px, np.ascontiguousarray(px[:, ::-1])]
+
+
+# ---------------------------------------------------------------- workers (top level: picklable)
+def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Embed one chunk of paths; per-path failures become rows with an ``error`` (the chunk goes on)."""
+    emb = emb_mod.from_spec(task["spec"])
+    out = []
+    for path, calib in task["items"]:
+        try:
+            im = images.load_image(path)
+            px = im.pixels
+            row: dict[str, Any] = {"path": path, "sha256": im.sha256, "size": [im.width, im.height],
+                                   "steps": list(im.steps), "upsampled": min(im.width, im.height) < emb.input_size}
+            if task.get("views"):
+                row["vector"] = emb.embed(views(px))
+            else:
+                row["vector"] = emb.embed([px])[0]
+            if calib:
+                var = [calib_transform(t, px) for t in CALIB_TRANSFORMS]
+                row["calib"] = emb.embed([v for x in var for v in views(x)]).reshape(len(var), 2, -1)
+        except FpxError as exc:
+            row = {"path": path, "error": {"type": exc.kind, "message": str(exc)}}
+        except Exception as exc:  # noqa: BLE001 - one bad item never sinks the chunk
+            row = {"path": path, "error": {"type": "runtime", "message": f"{path}: {type(exc).__name__}: {exc}"}}
+        out.append(row)
+    return out
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _run_chunks(spec: dict[str, Any], chunks: list[list], *, view_mode: bool, jobs: int, scheduler: str | None,
+                progress: Callable[[int], None] | None, journal: Path | None = None) -> list[dict[str, Any]]:
+    """Embed all chunks (journalled ones read back), in input order."""
+    tasks = [{"spec": spec, "items": c, "views": view_mode} for c in chunks]
+    keys = [hashlib.sha256(json.dumps([spec, c, view_mode], sort_keys=True, default=str).encode()).hexdigest()[:24]
+            for c in chunks]
+    results: list[list | None] = [None] * len(tasks)
+    if journal is not None:
+        for i, k in enumerate(keys):
+            f = journal / f"chunk-{k}.json"
+            if f.exists():
+                try:
+                    results[i] = _unjournal(json.loads(f.read_text()))
+                except (OSError, json.JSONDecodeError, KeyError):
+                    results[i] = None
+    todo = [i for i, r in enumerate(results) if r is None]
+    done0 = len(tasks) - len(todo)
+    if progress and done0:
+        progress(done0)
+    for j, out in parallel.imap(_embed_chunk, [tasks[i] for i in todo], jobs=jobs, scheduler=scheduler,
+                                progress=(lambda n: progress(done0 + n)) if progress else None):
+        i = todo[j]
+        if not out.ok:
+            results[i] = [{"path": p, "error": {"type": "runtime", "message": f"{p}: {out.error}"}}
+                          for p, _ in chunks[i]]
+            continue
+        results[i] = out.value
+        if journal is not None:
+            from fingerprint_cli import atomic
+
+            atomic.write_text(journal / f"chunk-{keys[i]}.json", json.dumps(_journal(out.value)))
+    return [row for r in results for row in r]  # type: ignore[union-attr]
+
+
+def _journal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        r = dict(r)
+        for k in ("vector", "calib"):
+            if k in r:
+                a = np.asarray(r[k], np.float32)
+                r[k] = {"shape": list(a.shape), "data": a.ravel().tolist()}
+        out.append(r)
+    return out
+
+
+def _unjournal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for r in rows:
+        for k in ("vector", "calib"):
+            if k in r:
+                r[k] = np.asarray(r[k]["data"], np.float32).reshape(r[k]["shape"])
+    return rows
+
+
+# ---------------------------------------------------------------- embedder / head matching
+def embedder_for(index: OriginIndex, device: str = "cpu") -> emb_mod.Embedder:
+    """The embedder an index was built with, rebuilt here; refuses when it differs (config or weights)."""
+    want = index.embedder
+    name = want.get("name")
+    if name not in emb_mod.EMBEDDERS:
+        raise ArtifactError(f"index was built with the embedder {name!r}, unknown to this fpx", index.path)
+    options = dict(want.get("config") or {}) if emb_mod.EMBEDDERS[name].weight_free else {"device": device}
+    try:
+        emb = emb_mod.get_embedder(name, **options)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc.message} (the index {index.path} needs {name})") from exc
+    have = emb.identity()
+    for key in ("version", "config", "weights_sha256", "dim"):
+        if have.get(key) != want.get(key):
+            raise ArtifactError(
+                f"index was built with {name} {key}={_short(want.get(key))} but this fpx has {_short(have.get(key))}; "
+                f"refusing to compare embeddings from different models: {models_hint(name)}", index.path)
+    return emb
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
+    return s[:16] + "…" if isinstance(v, str) and len(s) > 20 else s
+
+
+def _head_for(index: OriginIndex, head_path: str | None) -> head_mod.Head | None:
+    if head_path is not None:
+        h = head_mod.load(head_path)
+        if index.head is None:
+            raise ArtifactError(f"the index {index.path} was built without a head; a query with the head "
+                                f"{head_path} would compare different embeddings: rebuild the index with --head")
+        if h.sha256 != index.head.get("sha256"):
+            raise ArtifactError(f"head sha256 {h.sha256[:12]}… is not the index's head {index.head['sha256'][:12]}…; "
+                                f"refusing to mix heads", head_path)
+        return h
+    if index.head is not None and index.head_weight is not None:
+        return head_mod.Head(index.head_weight, index.head.get("sha256"), {})
+    return None
+
+
+def _check_head_fits(h: head_mod.Head, emb: emb_mod.Embedder, where: str | None) -> None:
+    trained = (h.meta.get("embedder") or {})
+    if h.in_dim != emb.dim:
+        raise UsageError(f"the head takes {h.in_dim}-d embeddings but {emb.name} gives {emb.dim}", where)
+    if trained and (trained.get("name") != emb.name or trained.get("config") != emb.config()
+                    or trained.get("weights_sha256") != emb.weights_sha256):
+        raise ArtifactError(f"the head was trained for {trained.get('name')} {_short(trained.get('config'))} "
+                            f"(weights {_short(trained.get('weights_sha256'))}), not this {emb.name}", where)
+
+
+def _provenance(emb: emb_mod.Embedder, h: head_mod.Head | None, index: OriginIndex | None = None) -> dict[str, Any]:
+    import platform
+
+    from fingerprint_cli import __version__
+
+    prov = {"fpx_version": __version__, "python": platform.python_version(), "embedder": emb.provenance(),
+            "head": h.identity() if h is not None else None,
+            "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if index is not None:
+        prov["index"] = {"path": index.path, "seal": index.seal, "n_references": index.n,
+                         "search": index.search_cfg.get("kind", "flat")}
+    return prov
+
+
+# ---------------------------------------------------------------- build
+def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDDER,
+                embedder_options: dict[str, Any] | None = None, head: str | None = None, add: bool = False,
+                resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
+                search: str = "flat", jobs: int = 1, scheduler: str | None = None, chunk_size: int = 16,
+                recursive: bool = True, progress: Callable[[int, int], None] | None = None
+                ) -> tuple[OriginIndex, list[Record]]:
+    """Embed ``refs`` (files or folders, searched recursively) and write a sealed index to ``output``.
+
+    ``add=True`` grows the existing index at ``output`` (same embedder and head; references already in it,
+    by path or sha256, are skipped) and recalibrates the threshold over the whole library. Unreadable
+    references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
+    Returns the index and one record per reference plus a summary record.
+    """
+    from fingerprint_cli import batch
+
+    out = Path(output)
+    paths = batch.expand_paths(refs, recursive=recursive)
+    if not paths:
+        raise UsageError("no reference images were given (files or folders of images)")
+    base: OriginIndex | None = None
+    if add:
+        if not out.exists():
+            raise UsageError("--add grows an existing index, but there is none at this path", str(out))
+        base = load_index(out)
+        emb = embedder_for(base, (embedder_options or {}).get("device", "cpu"))
+        h = _head_for(base, None)
+        if head is not None:
+            hh = head_mod.load(head)
+            if h is None or hh.sha256 != h.sha256:
+                raise ArtifactError("--head differs from the head the index was built with; --add keeps the "
+                                    "index's own head", head)
+    else:
+        if out.exists() and not resume and out.is_dir():
+            raise UsageError("output is a folder; give a file name such as LIB.fpxindex", str(out))
+        emb = emb_mod.get_embedder(embedder, **(embedder_options or {}))
+        h = head_mod.load(head) if head else None
+        if h is not None:
+            _check_head_fits(h, emb, head)
+    known_paths = {r["path"] for r in base.refs} if base else set()
+    new = [p for p in paths if p not in known_paths]
+    stride = max(1, math.ceil(len(new) / max(1, n_calibration))) if n_calibration > 0 else 0
+    items = [(p, bool(stride) and i % stride == 0) for i, p in enumerate(new)]
+    chunks = _chunks(items, chunk_size)
+    journal = out.with_name(out.name + ".partial")
+    if journal.exists() and not resume:
+        shutil.rmtree(journal, ignore_errors=True)
+    journal.mkdir(parents=True, exist_ok=True)
+    rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
+                       progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal)
+    full_prov = _provenance(emb, h)
+    prov = {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
+            "head": h.sha256 if h is not None else None}  # per reference; the summary record has it all
+    refs_out = list(base.refs) if base else []
+    vecs = [base.vectors] if base else []
+    cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
+    cal_o = [base.calib_owner] if base is not None and base.calib_owner is not None else []
+    cal_t = list(base.calib_transform) if base else []
+    seen = {r["sha256"]: i for i, r in enumerate(refs_out)}
+    records: list[Record] = []
+    skipped = [p for p in paths if p in known_paths]
+    for p in skipped:
+        records.append(Record(command="origin-index", inputs={"reference": {"path": p}},
+                              details={"skipped": "already in the index (same path)"}, provenance=prov))
+    new_vecs = []
+    for row in rows:
+        if "error" in row:
+            records.append(Record(command="origin-index", inputs={"reference": {"path": row["path"]}},
+                                  status="error", error=row["error"], provenance=prov))
+            continue
+        inp = {"reference": {"path": row["path"], "sha256": row["sha256"]}}
+        det = {"size": row["size"], "steps": row["steps"]}
+        if row["upsampled"]:
+            det["upsampled"] = f"smaller than the {emb.input_size}px embedder input: upsampled"
+        if row["sha256"] in seen:
+            det["skipped"] = f"same sha256 as {refs_out[seen[row['sha256']]]['path']} (not added twice)"
+            records.append(Record(command="origin-index", inputs=inp, details=det, provenance=prov))
+            continue
+        i = len(refs_out)
+        seen[row["sha256"]] = i
+        refs_out.append({"path": row["path"], "sha256": row["sha256"]})
+        v = row["vector"][None]
+        new_vecs.append(h.apply(v) if h is not None else v)
+        if "calib" in row:
+            c = row["calib"]
+            c = h.apply(c.reshape(-1, c.shape[-1])).reshape(c.shape[0], c.shape[1], -1) if h is not None else c
+            cal_v.append(c)
+            cal_o.append(np.full(len(c), i, np.int64))
+            cal_t.extend(CALIB_TRANSFORMS)
+        det["row"] = i
+        records.append(Record(command="origin-index", inputs=inp, details=det, provenance=prov))
+    vecs += new_vecs
+    if not vecs or sum(len(v) for v in vecs) == 0:
+        raise InputError("no reference could be read; nothing to index", str(out))
+    dim = h.out_dim if h is not None else emb.dim
+    idx = OriginIndex(embedder=emb.identity(), refs=refs_out,
+                      vectors=np.concatenate(vecs).astype(np.float32).reshape(-1, dim),
+                      head=base.head if base else ({**h.identity()} if h is not None else None),
+                      head_weight=h.weight if h is not None else None,
+                      calib_vectors=np.concatenate(cal_v).astype(np.float32) if cal_v else None,
+                      calib_owner=np.concatenate(cal_o) if cal_o else None, calib_transform=cal_t,
+                      search_cfg={"kind": search} if not base else dict(base.search_cfg))
+    if base is not None and idx.search_cfg.get("kind") != "flat":
+        idx.search_cfg = {"kind": idx.search_cfg["kind"]}  # retrain the IVF quantiser on the grown library
+    calibrate(idx, false_match_rate)
+    idx.save(out, inputs=paths)
+    shutil.rmtree(journal, ignore_errors=True)
+    cal = idx.calibration
+    records.append(Record(
+        command="origin-index", inputs={"index": {"path": str(out), "sha256": idx.seal}},
+        features={"n_references": float(idx.n), "threshold": cal.get("threshold"),
+                  "miss_rate_in_sample": cal.get("miss_rate_in_sample")},
+        directions={"n_references": "count", "threshold": "similarity needed for found",
+                    "miss_rate_in_sample": "lower = better"},
+        details={"added": len(new_vecs), "failed": sum(1 for r in records if not r.ok),
+                 "calibration": {k: v for k, v in cal.items() if k != "impostor_scores_sorted"},
+                 "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg},
+        provenance={**full_prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}}))
+    return idx, records
+
+
+# ---------------------------------------------------------------- query
+def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: str | None = None,
+          device: str = "cpu", jobs: int = 1, scheduler: str | None = None, chunk_size: int = 16,
+          progress: Callable[[int, int], None] | None = None) -> list[Record]:
+    """One record per suspect: ranked candidates and the decision ``found`` / ``not-in-library``.
+
+    ``index`` is a loaded :class:`OriginIndex` or the path of a ``.fpxindex`` file (see :func:`load_index`).
+    A suspect is embedded with the index's embedder (refused if the installed weights differ) and head, as
+    two views (itself and its mirror); candidates are the references with the highest cosine over both
+    views. ``found`` when the top similarity is above the index's threshold (calibrated at its stated
+    false-match rate on queries whose origin is absent), else ``not-in-library``; the decision carries the
+    conformal p-value of the top similarity against those impostor scores. Unreadable suspects become error
+    records; a suspect smaller than the embedder input is upsampled and the record says so.
+    """
+    from fingerprint_cli import batch
+
+    idx = index if isinstance(index, OriginIndex) else load_index(index)
+    if k < 1:
+        raise UsageError(f"-k must be at least 1 (got {k})")
+    emb = embedder_for(idx, device)
+    h = _head_for(idx, head)
+    suspects = batch.expand_paths(paths)
+    chunks = _chunks([(p, False) for p in suspects], chunk_size)
+    rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
+                       progress=(lambda n: progress(n, len(chunks))) if progress else None)
+    prov = _provenance(emb, h, idx)
+    cal = idx.calibration
+    thr = cal.get("threshold")
+    ok_rows = [r for r in rows if "error" not in r]
+    if ok_rows:
+        allv = np.stack([r["vector"] for r in ok_rows])
+        if h is not None:
+            allv = h.apply(allv.reshape(-1, allv.shape[-1])).reshape(allv.shape[0], allv.shape[1], -1)
+        hits = idx.search_many(allv, k)  # one batched faiss call for every suspect
+    tops = iter(hits if ok_rows else [])
+    out = []
+    for row in rows:
+        if "error" in row:
+            out.append(Record(command="origin", inputs={"suspect": {"path": row["path"]}}, status="error",
+                              error=row["error"], provenance=prov))
+            continue
+        top = next(tops)
+        cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
+                  "similarity": round(s, 6), "view": VIEW_NAMES[vi]} for r, (i, s, vi) in enumerate(top)]
+        s1 = top[0][1] if top else None
+        s2 = top[1][1] if len(top) > 1 else None
+        found = thr is not None and s1 is not None and s1 > thr
+        dup_level = cal.get("duplicate_level", DUPLICATE_LEVEL)
+        dups = [c["path"] for (i, _, _), c in zip(top[1:], cands[1:])
+                if float(idx.vectors[i] @ idx.vectors[top[0][0]]) >= dup_level] if top else []
+        decision = {"label": "found" if found else "not-in-library",
+                    "origin": ({**{k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view")},
+                                "near_duplicates": dups} if found else None),
+                    "threshold": thr, "false_match_rate": cal.get("false_match_rate"),
+                    "p_value": p_value(cal, s1) if s1 is not None else None,
+                    "calibration": {"n_impostor": cal.get("n_impostor"),
+                                    "miss_rate_in_sample": cal.get("miss_rate_in_sample"),
+                                    "method": cal.get("method"), "note": cal.get("note")}}
+        reasons = [{"feature": "similarity_top1", "value": s1, "threshold": thr,
+                    "says": "above the threshold: the top candidate is the origin" if found else
+                    "not above the threshold: no reference is similar enough"}]
+        det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "size": row["size"],
+                               "steps": row["steps"]}
+        if row["upsampled"]:
+            det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
+                                f"{emb.input_size}px embedder input: upsampled")
+        out.append(Record(command="origin", inputs={"suspect": {"path": row["path"], "sha256": row["sha256"]}},
+                          features={"similarity_top1": s1, "similarity_margin": (s1 - s2) if s2 is not None else None},
+                          directions={"similarity_top1": "higher = more likely the origin is in the library",
+                                      "similarity_margin": "higher = top candidate more distinct from the next"},
+                          decision=decision, reasons=reasons, details=det, provenance=prov))
+    return out
+
+
+def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device: str = "cpu",
+                    jobs: int = 1) -> tuple[list[tuple[str, str, dict[str, Any]]], list[Record]]:
+    """For ``fpx attribute --index``: (suspect, retrieved reference path, retrieval info) for each suspect
+    whose origin is ``found``, and the query records of the others (not-in-library or unreadable)."""
+    idx = index if isinstance(index, OriginIndex) else load_index(index)
+    found, rest = [], []
+    for rec in query(suspects, idx, k=1, device=device, jobs=jobs):
+        if rec.ok and rec.decision and rec.decision["label"] == "found":
+            o = rec.decision["origin"]
+            found.append((rec.inputs["suspect"]["path"], o["path"],
+                          {"index": idx.path, "index_seal": idx.seal, "reference": o["path"],
+                           "reference_sha256": o["sha256"], "similarity": o["similarity"], "view": o["view"],
+                           "threshold": rec.decision["threshold"], "p_value": rec.decision["p_value"],
+                           "false_match_rate": rec.decision["false_match_rate"]}))
+        else:
+            rest.append(rec)
+    return found, rest
+
+
+def pairs_from_index(suspects: Sequence[str], index: OriginIndex | str, *, device: str = "cpu"):
+    """``fpx attribute --index``: (pairs of retrieved reference and suspect, {suspect: retrieval info}, records
+    for the suspects with no reference found — decision ``not-in-library`` — or unreadable)."""
+    from fingerprint_cli.batch import Pair
+
+    found, rest = find_references(suspects, index, device=device)
+    pairs = [Pair(ref, s) for s, ref, _ in found]
+    info = {s: i for s, _, i in found}
+    records = []
+    for r in rest:
+        if r.ok:
+            records.append(Record(command="attribute", inputs={"reference": {"path": None, "sha256": None},
+                                                               "suspect": r.inputs["suspect"]},
+                                  features=r.features, directions=r.directions,
+                                  decision={"label": "not-in-library", "band": "not-in-library",
+                                            "system": "not-in-library", "origin": r.decision},
+                                  reasons=r.reasons, details={"candidates": r.details.get("candidates")},
+                                  provenance=r.provenance))
+        else:
+            records.append(Record(command="attribute", inputs=r.inputs, status="error", error=r.error,
+                                  provenance=r.provenance))
+    return pairs, info, records
+
+
+# ---------------------------------------------------------------- train
+def train(pairs_csv: str, output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDDER,
+          embedder_options: dict[str, Any] | None = None, out_dim: int | None = None, epochs: int = 30,
+          seed: int = 0, jobs: int = 1, scheduler: str | None = None,
+          progress: Callable[[int, int], None] | None = None) -> tuple[str, list[Record]]:
+    """Fit the linear head on a lab's (origin, generated) pairs: CSV columns ``reference,suspect``.
+
+    Each distinct reference is one class (an origin); its own embedding and those of its suspects are the
+    samples; CosFace with the ID2 recipe (:func:`fingerprint_cli.origin.head.fit`). Writes the head to
+    ``output`` (safetensors, atomically) and returns its sha256 and the records (failures and a summary).
+    """
+    from fingerprint_cli import batch
+
+    rows = batch.read_csv_rows(pairs_csv, ["reference", "suspect"])
+    if not rows:
+        raise InputError("has no pairs", str(pairs_csv))
+    emb = emb_mod.get_embedder(embedder, **(embedder_options or {}))
+    uniq = list(dict.fromkeys([r["reference"] for r in rows] + [r["suspect"] for r in rows]))
+    chunks = _chunks([(p, False) for p in uniq], 16)
+    got = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
+                      progress=(lambda n: progress(n, len(chunks))) if progress else None)
+    by_path = {g["path"]: g for g in got}
+    prov = _provenance(emb, None)
+    records = [Record(command="origin-train", inputs={"image": {"path": g["path"]}}, status="error",
+                      error=g["error"], provenance=prov) for g in got if "error" in g]
+    ok = {p for p, g in by_path.items() if "error" not in g}
+    refs = list(dict.fromkeys(r["reference"] for r in rows if r["reference"] in ok))
+    label = {p: i for i, p in enumerate(refs)}
+    xs, ys = [], []
+    for p in refs:
+        xs.append(by_path[p]["vector"])
+        ys.append(label[p])
+    for r in rows:
+        if r["reference"] in label and r["suspect"] in ok:
+            xs.append(by_path[r["suspect"]]["vector"])
+            ys.append(label[r["reference"]])
+    if len(refs) < 2:
+        raise InputError("needs readable pairs of at least two distinct references (origins)", str(pairs_csv))
+    weight, info = head_mod.fit(np.stack(xs), ys, out_dim=out_dim, epochs=epochs, seed=seed)
+    info["pairs_csv_sha256"] = images.sha256_file(pairs_csv)
+    sha = head_mod.save(output, weight, emb.identity(), info, inputs=[pairs_csv, *uniq])
+    records.append(Record(command="origin-train", inputs={"pairs": {"path": str(pairs_csv), "sha256":
+                                                                    info["pairs_csv_sha256"]},
+                                                          "head": {"path": str(output), "sha256": sha}},
+                          features={"final_loss": info["loss_per_epoch"][-1], "origins": float(info["origins"]),
+                                    "samples": float(info["samples"])},
+                          directions={"final_loss": "lower = better fit (training data)", "origins": "count",
+                                      "samples": "count"},
+                          details=info, provenance=prov))
+    return sha, records
