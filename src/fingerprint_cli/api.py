@@ -1,0 +1,200 @@
+"""The Python API of fpx: one function per job, each returning :class:`~fingerprint_cli.records.Record` objects —
+the same records the command line prints (the ``fpx`` commands are thin layers over these functions).
+
+Reference-anchored evidence:
+
+* :func:`score` — features of (reference, suspect) pairs (``fpx score``);
+* :func:`attribute` — band and system decisions from a thresholds artifact (``fpx attribute``);
+* :func:`calibrate` — fit a thresholds artifact on a labelled corpus (``fpx calibrate``);
+* :func:`perturb` — protect clean images with a sub-JND perturbation (``fpx perturb``).
+
+Deep Image Fingerprints and lineage (pass-throughs documented here; their modules own them):
+
+* :func:`extract` — fit a generator fingerprint (:func:`fingerprint_cli.dif.extract.fit`, ``fpx dif-extract``);
+* :func:`detect` — test images against fingerprints (``fpx detect``);
+* :func:`lineage` — cross-detection matrix and families (:func:`fingerprint_cli.lineage.run`, ``fpx lineage``).
+
+Pairs are named as on the command line, one way per call: ``reference`` and ``suspects`` (files or folders),
+``pairs`` (a CSV with columns reference,suspect[,perturbed]), or ``ref_dir`` and ``suspect_dir`` (matched by file
+stem). Bad input raises :class:`~fingerprint_cli.errors.FpxError` (``UsageError``, ``InputError``,
+``ArtifactError``: each carries the path at fault and the CLI's exit code) before any work; during a batch a
+failing item becomes an error record (``record.ok`` is false) and the batch goes on. By default the records are
+only returned; ``output=FILE`` also writes them (atomically, format from ``fmt`` or the file's suffix,
+``resume=True`` keeps the records already there and skips their items). Warnings go to stderr unless
+``quiet=True``; a progress bar is drawn only when stderr is a terminal.
+
+See docs/api.md for a worked example (examples/api_example.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fingerprint_cli import atomic, batch, encoders, images, perturb as perturb_mod, report as report_mod
+from fingerprint_cli import attribute as attribute_mod
+from fingerprint_cli import calibrate as calibrate_mod
+from fingerprint_cli import score as score_mod
+from fingerprint_cli import survival, thresholds
+from fingerprint_cli.batch import Pair, Results
+from fingerprint_cli.errors import FpxError, UsageError
+from fingerprint_cli.records import Record
+
+PathLike = str | os.PathLike
+
+__all__ = ["score", "attribute", "calibrate", "Calibration", "perturb", "extract", "detect", "lineage",
+           "Results", "Record"]
+
+
+# ---------------------------------------------------------------- shared steps
+@dataclass
+class _PairJob:
+    """What a score/attribute run was given and what it reads."""
+
+    plist: list[Pair]
+    orphans: list[str]
+    inputs: list[str] = field(default_factory=list)
+
+    @property
+    def items(self) -> int:
+        return len(self.plist) + len(self.orphans)
+
+
+def _pair_job(reference, suspects, pairs, ref_dir, suspect_dir) -> _PairJob:
+    plist, orphans = batch.resolve_pairs(reference, list(suspects or []), pairs, ref_dir, suspect_dir)
+    return _PairJob(plist, orphans)
+
+
+def _survival_hooks(perturbed: PathLike | None, plist: Sequence[Pair]) -> list:
+    """The survival feature hook when a protected copy is given (``perturbed`` for every pair, else each pairs-CSV
+    row's own ``perturbed`` column)."""
+    if perturbed is None and not any(p.get("perturbed") for p in plist):
+        return []
+    return [survival.feature_fn(str(perturbed) if perturbed is not None else None)]
+
+
+def _score_encoder(encoder: str, resolution: int | None, device: str, quiet: bool):
+    if encoders.resolve_encoder(encoder) is not None:
+        return encoders.load_encoder(encoder, resolution, device)
+    if resolution is not None:
+        batch.warn("--resolution is ignored with --encoder none", quiet)
+    return None
+
+
+def _run_scorer(scorer, todo: Sequence[Pair], label: str, quiet: bool, batch_size: int, keep_pixels: bool,
+                on_result) -> list:
+    with batch.progress_bar(len(todo), label, quiet) as advance:
+        return scorer.score(todo, batch_size=batch_size, keep_pixels=keep_pixels,
+                            on_result=lambda r: (on_result(r), advance()))
+
+
+# ---------------------------------------------------------------- score
+def score(reference: PathLike | None = None, suspects: Sequence[PathLike] = (), *, pairs: PathLike | None = None,
+          ref_dir: PathLike | None = None, suspect_dir: PathLike | None = None,
+          encoder: str = "dinov2-vitb14", resolution: int | None = None, perturbed: PathLike | None = None,
+          maps: PathLike | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
+          jobs: int = 1, output: PathLike | None = None, fmt: str | None = None, resume: bool = False,
+          quiet: bool = False, stdout: bool = False) -> Results:
+    """Reference-anchored features of (reference, suspect) pairs: one ``score`` record per pair.
+
+    Features (each with its direction in ``record.directions``): DINOv2 ViT-B/14 patch-token distances
+    (``patch_mean``, ``patch_median``, ``patch_p90``, ``patch_max``, ``cls_distance``; skipped with
+    ``encoder="none"``), pixel SSIM and PSNR of the suspect against the reference (``ssim_clean``,
+    ``psnr_clean``), and with ``perturbed`` (the reference's ``fpx perturb`` output) the survival and
+    detection features. ``maps=FOLDER`` writes one heatmap PNG per pair. ``stdout=True`` streams the records
+    to stdout as the CLI does. Returns the records in output order (unmatched ``suspect_dir`` files first).
+    """
+    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir)
+    extra = _survival_hooks(perturbed, job.plist)
+    enc = _score_encoder(encoder, resolution, device, quiet)
+    job.inputs = batch.pair_run_inputs(reference, [str(s) for s in suspects or []], pairs, ref_dir, suspect_dir,
+                                       job.plist, perturbed)
+    atomic.check_outputs({}, job.inputs, folders={"--maps": maps})
+    sink = batch.open_sink(output, fmt, resume, stdout, score_mod.TABLE_COLUMNS, job.inputs, "score")
+    scorer = score_mod.Scorer(enc, use_disk_cache=use_cache, jobs=jobs, extra_features=extra)
+    todo = batch.pending_pairs("score", job.plist, sink.done, sink.output, quiet)
+    out = batch.orphan_records("score", job.orphans, scorer.provenance)
+    for r in out:
+        sink.add(r)
+    write_map = score_mod.MapWriter(maps, job.inputs) if maps is not None else None
+
+    def done(result) -> None:
+        if write_map is not None:
+            write_map(result)
+        sink.add(result.record)
+        out.append(result.record)
+
+    try:
+        _run_scorer(scorer, todo, "score", quiet, batch_size, maps is not None, done)
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.close()
+    return Results(out, items=job.items)
+
+
+# ---------------------------------------------------------------- attribute
+def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = (), *,
+              pairs: PathLike | None = None, ref_dir: PathLike | None = None, suspect_dir: PathLike | None = None,
+              thresholds_name: str | None = None, top_k: int = 3, alpha: float | None = None,
+              report: PathLike | None = None, aggregate: bool = True, resolution: int | None = None,
+              perturbed: PathLike | None = None, batch_size: int = 8, use_cache: bool = True,
+              device: str = "auto", jobs: int = 1, output: PathLike | None = None, fmt: str | None = None,
+              resume: bool = False, quiet: bool = False, stdout: bool = False) -> Results:
+    """Band and system decisions for (reference, suspect) pairs from a thresholds artifact.
+
+    ``thresholds_name``: a thresholds JSON file or a shipped id (default: the best shipped artifact whose
+    features can be computed here). Each pair's ``attribute`` record carries its features, the decision (label,
+    band, system, conformal p-values and the prediction set at ``alpha`` — ``unknown`` when no calibrated
+    system fits, ``inconclusive`` when several do —, ``top_k`` posteriors) and the reasons (feature z-scores).
+    With ``aggregate`` (default), a reference with two or more suspects also gets a per-image record (inputs:
+    the reference only). ``report=FILE.html`` writes a self-contained case report. Returns the records in
+    output order: unmatched suspects, the pairs, then the per-image aggregates.
+    """
+    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir)
+    doc, enc, why = attribute_mod.load_thresholds(thresholds_name, resolution, device, quiet)
+    decider = attribute_mod.make_decider(doc, alpha, quiet)
+    extra = _survival_hooks(perturbed, job.plist)
+    scorer = attribute_mod.make_scorer(decider.features, enc, use_disk_cache=use_cache, jobs=jobs, extra=extra)
+    job.inputs = batch.pair_run_inputs(reference, [str(s) for s in suspects or []], pairs, ref_dir, suspect_dir,
+                                       job.plist, perturbed)
+    if doc.get("_path") and not str(doc["_path"]).startswith("fingerprint_cli/"):
+        job.inputs.append(doc["_path"])
+    atomic.check_outputs({"--report": report, "--output": output}, job.inputs)
+    sink = batch.open_sink(output, fmt, resume, stdout, attribute_mod.TABLE_COLUMNS, job.inputs, "attribute")
+    provenance = attribute_mod.run_provenance(scorer.provenance, doc, why)
+    todo = batch.pending_pairs("attribute", job.plist, sink.done, sink.output, quiet)
+    out = batch.orphan_records("attribute", job.orphans, provenance)
+    for r in out:
+        sink.add(r)
+    sections: list[str] = []
+
+    def done(result) -> None:
+        rec = attribute_mod.decide_record(decider, result.record, top_k, why, provenance)
+        out.append(rec)
+        sink.add(rec)
+        if report is not None:
+            sections.append(_case_section(len(sections) + 1, rec, result, doc))
+
+    _run_scorer(scorer, todo, "attribute", quiet, batch_size, report is not None, done)
+    aggregates = attribute_mod.aggregate_by_reference(out, decider, top_k, why, provenance, sink.done) \
+        if aggregate else []
+    for r in aggregates:
+        sink.add(r)
+    sink.close()
+    if report is not None:
+        report_mod.write(str(report), sections, doc, provenance,
+                         [attribute_mod.aggregate_summary(a) for a in aggregates], job.inputs)
+        batch.warn(f"report written to {report}", quiet)
+    return Results(out + aggregates, items=job.items)
+
+
+def _case_section(n: int, rec: Record, result, doc: dict[str, Any]) -> str:
+    dmap, label = result.heatmap()
+    return report_mod.case_section(n, rec, result.reference.pixels if result.reference else None,
+                                   result.suspect_aligned, dmap, label, doc)
