@@ -43,7 +43,7 @@ from fingerprint_cli import score as score_mod
 from fingerprint_cli import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
 from fingerprint_cli.errors import FpxError, UsageError
-from fingerprint_cli.records import Record
+from fingerprint_cli.records import Record, input_key
 
 PathLike = str | os.PathLike
 
@@ -198,3 +198,55 @@ def _case_section(n: int, rec: Record, result, doc: dict[str, Any]) -> str:
     dmap, label = result.heatmap()
     return report_mod.case_section(n, rec, result.reference.pixels if result.reference else None,
                                    result.suspect_aligned, dmap, label, doc)
+
+
+# ---------------------------------------------------------------- perturb
+def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: str = "keyed",
+            strength: float = perturb_mod.DEFAULT_STRENGTH, jnd_model: str = "chou-li", key: str | None = None,
+            psnr_floor: float = perturb_mod.DEFAULT_PSNR_FLOOR, cell: int = 2, steps: int = 10, seed: int = 0,
+            encoder: str = "dinov2-vitb14", resolution: int | None = None, jnd_map: PathLike | None = None,
+            records: PathLike | None = None, fmt: str | None = None, resume: bool = False, device: str = "auto",
+            quiet: bool = False, stdout: bool = False) -> Results:
+    """Protect clean images with an invisible perturbation bounded by ``strength`` × JND on every pixel.
+
+    ``inputs``: image files or folders. One input is written to ``out`` (a ``.png``; default
+    ``IMAGE_protected.png`` beside it), several to the folder ``out``; each protected PNG gets a sidecar
+    ``OUT.png.json`` (method, alpha, JND model, key id or seed, hashes, PSNR, SSIM, |delta|/JND).
+    ``method="adversarial"`` pushes the ``encoder``'s tokens away within the same bound. ``jnd_map`` also (or,
+    without ``out``, only) writes the JND map as a grey PNG. ``records=FILE`` writes the records. One
+    ``perturb`` record per image.
+    """
+    perturb_mod._check_common(method, strength, jnd_model)
+    perturb_mod.check_psnr_floor(psnr_floor)
+    out = Path(out) if out is not None else None
+    jnd_map = Path(jnd_map) if jnd_map is not None else None
+    given_dirs = any(Path(i).is_dir() for i in inputs)
+    files = batch.expand_paths(inputs)
+    if not files:
+        raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
+    plan, is_batch = perturb_mod.plan_outputs(files, given_dirs, out, jnd_map)
+    run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
+    atomic.check_outputs(perturb_mod.planned_outputs(plan, records), run_in, create=is_batch)
+    making = any(o is not None for _, o, _ in plan)
+    enc = encoders.load_encoder(encoder, resolution, device) if method == "adversarial" and making else None
+    perturb_mod.make_output_dirs(plan, is_batch)
+    sink = batch.open_sink(records, fmt, resume, stdout, perturb_mod.TABLE_COLUMNS, files, "perturb")
+    job = perturb_mod.FileJob(method=method, strength=strength, jnd_model=jnd_model, key=key, cell=cell,
+                              steps=steps, seed=seed, psnr_floor=psnr_floor, encoder=enc, inputs=files,
+                              provenance=score_mod.base_provenance(enc))
+    if method == "keyed" and key is None and making:
+        batch.warn("no --key: a fresh random key was used (its id is in the sidecar); the pattern cannot "
+                   "be regenerated, which detection does not need", quiet)
+    todo = [t for t in plan if input_key("perturb", image=t[0]) not in sink.done]
+    if len(todo) < len(plan):
+        batch.warn(f"--resume: {len(plan) - len(todo)} image(s) already in {records}, skipped", quiet)
+    done = []
+    with batch.progress_bar(len(todo) * (steps if enc is not None else 1), "perturb", quiet) as advance:
+        for src, o, m in todo:
+            rec = perturb_mod.protect_file(job, src, o, m, on_step=(lambda i: advance()) if enc is not None else None)
+            if enc is None:
+                advance()
+            sink.add(rec)
+            done.append(rec)
+    sink.close()
+    return Results(done, items=len(plan), batch=is_batch)

@@ -412,13 +412,14 @@ class Results(list):
     many items the run was given, those ``--resume`` skipped included (a run of one item exits with that item's
     own error code, a batch with 3)."""
 
-    def __init__(self, records: Iterable[Record] = (), items: int = 0):
+    def __init__(self, records: Iterable[Record] = (), items: int = 0, batch: bool | None = None):
         super().__init__(records)
         self.items = items
+        self.batch = items > 1 if batch is None else batch  # perturb: a folder of one image is a batch too
 
     @property
     def exit_code(self) -> int:
-        return exit_code_for(self, batch=self.items > 1)
+        return exit_code_for(self, batch=self.batch)
 
 
 def resolve_pairs(reference: str | None, suspects: Sequence[str], pairs_csv: str | os.PathLike | None,
