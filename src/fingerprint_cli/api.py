@@ -36,14 +36,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import atomic, batch, encoders, images, perturb as perturb_mod, report as report_mod
+from fingerprint_cli import artifacts, atomic, batch, blind as blind_mod, encoders, images, plots
+from fingerprint_cli import perturb as perturb_mod, report as report_mod
 from fingerprint_cli import attribute as attribute_mod
 from fingerprint_cli import calibrate as calibrate_mod
 from fingerprint_cli import score as score_mod
 from fingerprint_cli import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
 from fingerprint_cli.errors import FpxError, UsageError
-from fingerprint_cli.records import Record, input_key
+from fingerprint_cli.records import Record, input_key, render
 
 PathLike = str | os.PathLike
 
@@ -250,3 +251,127 @@ def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: 
             done.append(rec)
     sink.close()
     return Results(done, items=len(plan), batch=is_batch)
+
+
+# ---------------------------------------------------------------- calibrate
+@dataclass
+class Calibration:
+    """What :func:`calibrate` made: the sealed thresholds artifact (``doc``, as written to ``output``), the PNG of
+    the plane (``plot``), every scored pair's ``score`` record (``scored``) and the pairs left out (``failed``:
+    error records; the corpus is calibrated without them)."""
+
+    doc: dict[str, Any]
+    output: Path
+    plot: Path
+    scored: list[Record]
+    failed: list[Record]
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+
+def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", artifact_id: str | None = None,
+              version: str = "1", description: str = "", bootstrap: int = 2000, seed: int = 0,
+              min_posterior: float = 0.5, alpha: float = 0.05, conformal: bool = True, blind: bool = True,
+              plot: PathLike | None = None, scores: PathLike | None = None, reuse_scores: PathLike | None = None,
+              resolution: int | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
+              jobs: int = 1, quiet: bool = False) -> Calibration:
+    """Fit a thresholds artifact on a labelled corpus and measure it: leave-one-image-out accuracy with a
+    cluster-bootstrap 95% CI, confusion matrix, band purity, eta^2 (system vs domain), a blind baseline
+    (``blind``), conformal p-values at ``alpha`` (``conformal``; off: a v1-style artifact with the
+    ``min_posterior`` rule), and a PNG of the plane (``plot``, default OUTPUT with .png).
+
+    ``corpus``: CSV ``reference,suspect,system,image_id[,domain,rep,band]``. ``features``: a named set
+    (``pixel-v2``, ``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``), a comma list, or ``auto``
+    (dinov2 when its weights are installed, else pixel-v2). ``scores`` also writes the scored pairs (jsonl);
+    ``reuse_scores`` takes such a file and scores again only the pairs that changed.
+    """
+    corpus, output = Path(corpus), Path(output)
+    if not 0.0 <= min_posterior <= 1.0:
+        raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
+    attribute_mod.check_alpha(alpha)
+    rows, bands = calibrate_mod.read_corpus(corpus)
+    names = attribute_mod.resolve_features(_auto_features(features, quiet))
+    enc = encoders.load_encoder("dinov2-vitb14", resolution, device) if attribute_mod.needs_encoder(names) else None
+    out_inputs = [r["reference"] for r in rows] + [r["suspect"] for r in rows] + [str(corpus)]
+    plot_path = Path(plot) if plot is not None else output.with_suffix(".png")
+    atomic.check_outputs({"--output": output, "--plot": plot_path, "--scores": scores},
+                         batch.run_inputs(out_inputs))
+    scorer = attribute_mod.make_scorer(names, enc, use_disk_cache=use_cache, jobs=jobs)
+    results = _score_corpus(scorer, rows, names, reuse_scores, batch_size, quiet)
+    keep, failed, hashes = calibrate_mod.usable_pairs(rows, results, names)
+    batch.print_failures(failed)
+    if scores:
+        atomic.write_text(scores, render([res.record for res in results], "jsonl"))
+    blind_X = _blind_features(keep, quiet) if blind and keep else None
+    doc = _fit(corpus, keep, names, bands, blind_X, hashes, failed, enc, artifact_id or output.stem, version,
+               description, bootstrap, seed, min_posterior, alpha if conformal else None)
+    doc = thresholds.save(doc, output, inputs=out_inputs)
+    _warn_small_classes(doc, alpha, quiet)
+    atomic.write_bytes(plot_path, plots.plane(doc))
+    return Calibration(doc, output, plot_path, [res.record for res in results], failed)
+
+
+def _auto_features(features: str, quiet: bool) -> str:
+    if features != "auto":
+        return features
+    if artifacts.installed("dinov2-vitb14") is not None:
+        return "dinov2"
+    batch.warn("DINOv2 weights not installed: calibrating on tone-corrected pixel features "
+               "(--features pixel-v2)", quiet)
+    return "pixel-v2"
+
+
+def _score_corpus(scorer, rows, names, reuse_scores, batch_size: int, quiet: bool) -> list:
+    """Every corpus pair's PairResult, in row order; with ``reuse_scores`` the unchanged pairs are not scored."""
+    pairs = [Pair(r["reference"], r["suspect"]) for r in rows]
+    reused = calibrate_mod.reused_results(reuse_scores, pairs, names) if reuse_scores else {}
+    if reuse_scores:
+        batch.warn(f"--reuse-scores: {len(reused)} of {len(pairs)} pair(s) reused from {reuse_scores}", quiet)
+    todo = [p for i, p in enumerate(pairs) if i not in reused]
+    with batch.progress_bar(len(todo), "score", quiet) as advance:
+        fresh = iter(scorer.score(todo, batch_size=batch_size, on_result=lambda r: advance()))
+    return [reused[i] if i in reused else next(fresh) for i in range(len(pairs))]
+
+
+def _blind_features(keep, quiet: bool) -> np.ndarray:
+    bx = []
+    with batch.progress_bar(len(keep), "blind", quiet) as advance:
+        for r, _ in keep:
+            bx.append(blind_mod.features(images.load_image(r["suspect"]).pixels))
+            advance()
+    return np.stack(bx)
+
+
+def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifact_id: str, version: str,
+         description: str, bootstrap: int, seed: int, min_posterior: float, alpha: float | None) -> dict:
+    """The (unsealed) artifact; a corpus the statistics cannot use is a UsageError naming it."""
+    try:
+        corp = calibrate_mod.corpus_from_pairs(keep, names, bands, blind_X)
+        info = calibrate_mod.corpus_info(corpus, keep, hashes, len(failed), description, bands is not None,
+                                         corp.domains is not None)
+        if len(keep) < 4:
+            raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
+        return calibrate_mod.calibrate(corp, artifact_id=artifact_id, version=version, description=description,
+                                       corpus_info=info, encoder=_encoder_info(enc), B=bootstrap, seed=seed,
+                                       min_posterior=min_posterior, alpha=alpha)
+    except ValueError as exc:
+        raise UsageError(f"{corpus}: {exc}") from exc
+
+
+def _encoder_info(enc) -> dict[str, Any] | None:
+    if enc is None:
+        return None
+    p = enc.provenance()
+    return {"id": p["encoder"], "weights_sha256": p["weights_sha256"], "resolution": p["resolution"],
+            "verified": p["verified"]}
+
+
+def _warn_small_classes(doc: dict[str, Any], alpha: float, quiet: bool) -> None:
+    small = calibrate_mod.small_classes(doc, alpha)
+    if small:
+        batch.warn(f"with alpha {alpha:g} a system needs at least {int(np.ceil(1 / alpha))} calibration "
+                   f"calls to ever be left out of a prediction set; "
+                   + ", ".join(f"{c} has {n}" for c, n in small.items())
+                   + " (its p-value is never below alpha, so the answer for it is never `unknown`)", quiet)

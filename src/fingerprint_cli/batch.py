@@ -172,6 +172,13 @@ def progress_bar(total: int, label: str, quiet: bool = False) -> Iterator[Callab
         yield advance
 
 
+def print_failures(records: Iterable[Record]) -> None:
+    """One stderr line per failed item of a batch (the record itself also goes to the output)."""
+    for r in records:
+        if not r.ok:
+            print(f"fpx: failed: {r.error['message']}", file=sys.stderr)
+
+
 def warn(message: str, quiet: bool = False) -> None:
     """Warnings go to stderr, one line each."""
     if not quiet:

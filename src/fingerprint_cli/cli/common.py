@@ -8,6 +8,7 @@ from enum import Enum
 
 import typer
 
+from fingerprint_cli import batch
 from fingerprint_cli.errors import EXIT_RUNTIME, FpxError
 from fingerprint_cli.records import FORMATS
 
@@ -46,9 +47,7 @@ def die(exc: FpxError | str, code: int | None = None) -> None:
 
 def print_failures(records, quiet: bool = False) -> None:
     """One stderr line per failed item of a batch (the record itself also goes to the output)."""
-    for r in records:
-        if not r.ok:
-            print(f"fpx: failed: {r.error['message']}", file=sys.stderr)
+    batch.print_failures(records)
 
 
 def finish(records) -> None:
