@@ -28,7 +28,6 @@ See docs/api.md for a worked example (examples/api_example.py).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from fingerprint_cli import calibrate as calibrate_mod
 from fingerprint_cli import score as score_mod
 from fingerprint_cli import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
-from fingerprint_cli.errors import FpxError, UsageError
+from fingerprint_cli.errors import UsageError
 from fingerprint_cli.records import Record, input_key, render
 
 PathLike = str | os.PathLike
@@ -219,15 +218,7 @@ def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: 
     """
     perturb_mod._check_common(method, strength, jnd_model)
     perturb_mod.check_psnr_floor(psnr_floor)
-    out = Path(out) if out is not None else None
-    jnd_map = Path(jnd_map) if jnd_map is not None else None
-    given_dirs = any(Path(i).is_dir() for i in inputs)
-    files = batch.expand_paths(inputs)
-    if not files:
-        raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
-    plan, is_batch = perturb_mod.plan_outputs(files, given_dirs, out, jnd_map)
-    run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
-    atomic.check_outputs(perturb_mod.planned_outputs(plan, records), run_in, create=is_batch)
+    files, plan, is_batch = _perturb_plan(inputs, out, jnd_map, records)
     making = any(o is not None for _, o, _ in plan)
     enc = encoders.load_encoder(encoder, resolution, device) if method == "adversarial" and making else None
     perturb_mod.make_output_dirs(plan, is_batch)
@@ -241,16 +232,38 @@ def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: 
     todo = [t for t in plan if input_key("perturb", image=t[0]) not in sink.done]
     if len(todo) < len(plan):
         batch.warn(f"--resume: {len(plan) - len(todo)} image(s) already in {records}, skipped", quiet)
+    done = _perturb_files(job, todo, sink, quiet)
+    sink.close()
+    return Results(done, items=len(plan), batch=is_batch)
+
+
+def _perturb_plan(inputs: Sequence[PathLike], out: PathLike | None, jnd_map: PathLike | None,
+                  records: PathLike | None):
+    """(files, plan, is_batch), every output checked against every input before any work."""
+    out = Path(out) if out is not None else None
+    jnd_map = Path(jnd_map) if jnd_map is not None else None
+    given_dirs = any(Path(i).is_dir() for i in inputs)
+    files = batch.expand_paths(inputs)
+    if not files:
+        raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
+    plan, is_batch = perturb_mod.plan_outputs(files, given_dirs, out, jnd_map)
+    run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
+    atomic.check_outputs(perturb_mod.planned_outputs(plan, records), run_in, create=is_batch)
+    return files, plan, is_batch
+
+
+def _perturb_files(job: perturb_mod.FileJob, todo, sink, quiet: bool) -> list[Record]:
+    """Protect each planned file in turn (progress per gradient step for the adversarial method)."""
+    stepwise = job.encoder is not None
     done = []
-    with batch.progress_bar(len(todo) * (steps if enc is not None else 1), "perturb", quiet) as advance:
+    with batch.progress_bar(len(todo) * (job.steps if stepwise else 1), "perturb", quiet) as advance:
         for src, o, m in todo:
-            rec = perturb_mod.protect_file(job, src, o, m, on_step=(lambda i: advance()) if enc is not None else None)
-            if enc is None:
+            rec = perturb_mod.protect_file(job, src, o, m, on_step=(lambda i: advance()) if stepwise else None)
+            if not stepwise:
                 advance()
             sink.add(rec)
             done.append(rec)
-    sink.close()
-    return Results(done, items=len(plan), batch=is_batch)
+    return done
 
 
 # ---------------------------------------------------------------- calibrate
@@ -375,3 +388,43 @@ def _warn_small_classes(doc: dict[str, Any], alpha: float, quiet: bool) -> None:
                    f"calls to ever be left out of a prediction set; "
                    + ", ".join(f"{c} has {n}" for c, n in small.items())
                    + " (its p-value is never below alpha, so the answer for it is never `unknown`)", quiet)
+
+
+# ---------------------------------------------------------------- DIF and lineage (pass-throughs)
+# These import torch-heavy modules when called, not when fpx starts.
+def extract(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str, **options):
+    """Fit the Deep Image Fingerprint of one generator from its images and real photographs
+    (:func:`fingerprint_cli.dif.extract.fit`; ``fpx dif-extract``). ``options``: ``method``, ``crop``, ``epochs``,
+    ``seed``, ``denoiser``, ``images``, ``test_fraction``, ``batch_size``, ``tolerance``, … as documented there.
+    Returns the :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` (``.save(path)`` writes the safetensors
+    artifact)."""
+    from fingerprint_cli.dif import extract as dif_extract
+
+    return dif_extract.fit(list(generated_paths), list(real_paths), name=name, **options)
+
+
+def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], **options) -> Results:
+    """Test images (files or folders) against fingerprints (artifact paths or loaded
+    :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` objects): one ``detect`` record per image, through
+    ``fingerprint_cli.dif.detect.detect_many`` (``fpx detect``); an unreadable image is an error record."""
+    from fingerprint_cli.dif import detect as dif_detect
+    from fingerprint_cli.lineage import load_fingerprints
+
+    detect_many = getattr(dif_detect, "detect_many", None)
+    if detect_many is None:  # pragma: no cover - the DIF detection library function lands with issue 16's merge
+        raise NotImplementedError("fingerprint_cli.dif.detect.detect_many is not in this build; use `fpx detect`")
+    fps = [fp if not isinstance(fp, (str, os.PathLike)) else load_fingerprints([str(fp)])[0] for fp in fingerprints]
+    files = batch.expand_paths(paths)
+    return Results(detect_many(fps, files, **options), items=len(files))
+
+
+def lineage(fingerprints: Sequence[str], **options) -> Results:
+    """Cross-detection matrix, relatedness and families of generator fingerprints
+    (:func:`fingerprint_cli.lineage.run`; ``fpx lineage``); ``options`` as documented there (``images``,
+    ``real_dir``, ``threshold``, ``max_shift``, ``metric``, ``period``, ``device``). Returns the lineage
+    records (:func:`fingerprint_cli.lineage.to_records`)."""
+    from fingerprint_cli import lineage as lineage_mod
+
+    res, provenance = lineage_mod.run(list(fingerprints), **options)
+    records = lineage_mod.to_records(res, provenance)
+    return Results(records, items=len(records))

@@ -20,22 +20,39 @@ ORDER = 40
 SummaryFormat = Enum("SummaryFormat", {"text": "text", "json": "json"}, type=str)
 
 
+def _r3(x):
+    return x if x is None else round(x, 3)
+
+
 def summary_text(doc: dict) -> str:
+    """The human summary of a calibrated artifact (what ``fpx calibrate`` prints)."""
+    cal = doc["calibration"]
+    lines = _head_lines(doc) + _eta_blind_band_lines(doc) + _conformal_lines(cal.get("conformal")) + \
+        _confusion_lines(cal["loo"])
+    return "\n".join(lines) + "\n"
+
+
+def _head_lines(doc: dict) -> list[str]:
     cal = doc["calibration"]
     loo, band = cal["loo"], cal["band_loo"]
-    lines = [f"thresholds {doc['id']} v{doc['version']}  sha256 {doc['sha256'][:16]}…",
-             f"corpus: {cal['corpus']['n_images']} images, {cal['corpus']['n_calls']} calls, "
-             f"{len(doc['systems'])} systems; features: {', '.join(doc['features'])}",
-             f"LOO system accuracy  {loo['accuracy']:.3f}  95% CI [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}]"
-             f"  (chance {loo['chance']:.3f}, majority {loo['majority']:.3f}; cluster bootstrap over images, "
-             f"B={loo['bootstrap']['B']})",
-             f"LOO band accuracy    {band['accuracy']:.3f}  95% CI [{band['ci95'][0]:.3f}, {band['ci95'][1]:.3f}]"
-             f"  purity " + ", ".join(f"{b} {p:.3f}" if p is not None else f"{b} -" for b, p in band["purity"].items()),
-             f"inconclusive under the artifact's rule: {loo['inconclusive_rate']:.3f} of calls; accuracy when "
-             f"decided {loo['accuracy_when_decided'] if loo['accuracy_when_decided'] is None else round(loo['accuracy_when_decided'], 3)}"]
+    return [f"thresholds {doc['id']} v{doc['version']}  sha256 {doc['sha256'][:16]}…",
+            f"corpus: {cal['corpus']['n_images']} images, {cal['corpus']['n_calls']} calls, "
+            f"{len(doc['systems'])} systems; features: {', '.join(doc['features'])}",
+            f"LOO system accuracy  {loo['accuracy']:.3f}  95% CI [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}]"
+            f"  (chance {loo['chance']:.3f}, majority {loo['majority']:.3f}; cluster bootstrap over images, "
+            f"B={loo['bootstrap']['B']})",
+            f"LOO band accuracy    {band['accuracy']:.3f}  95% CI [{band['ci95'][0]:.3f}, {band['ci95'][1]:.3f}]"
+            f"  purity " + ", ".join(f"{b} {p:.3f}" if p is not None else f"{b} -"
+                                     for b, p in band["purity"].items()),
+            f"inconclusive under the artifact's rule: {loo['inconclusive_rate']:.3f} of calls; accuracy when "
+            f"decided {_r3(loo['accuracy_when_decided'])}"]
+
+
+def _eta_blind_band_lines(doc: dict) -> list[str]:
+    cal = doc["calibration"]
     eta = cal["eta_squared"]
     dom = "n/a (no domain column)" if eta["domain"] is None else f"{eta['domain']:.3f}"
-    lines.append(f"eta^2 of features: system {eta['system']:.3f}, image domain {dom}, image {eta['image']:.3f}")
+    lines = [f"eta^2 of features: system {eta['system']:.3f}, image domain {dom}, image {eta['image']:.3f}"]
     bl = cal.get("blind_baseline")
     if bl:
         lines.append(f"blind baseline (no reference): system {bl['loo']['accuracy']:.3f} "
@@ -43,26 +60,32 @@ def summary_text(doc: dict) -> str:
                      f"[{bl['band_loo']['ci95'][0]:.3f}, {bl['band_loo']['ci95'][1]:.3f}]")
     lines.append(f"bands: {doc['band_rule']['how']}: " +
                  ", ".join(f"{s}={b}" for s, b in doc["band_rule"]["bands"].items()))
-    conf = cal.get("conformal")
-    if conf:
-        lines.append(f"conformal (Mondrian, per-class Ledoit-Wolf Mahalanobis, LOO) at alpha {conf['alpha']:g}: "
-                     f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
-                     f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
-                     f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
-                     f"{conf['singleton_rate']:.3f} (accuracy {conf['singleton_accuracy'] if conf['singleton_accuracy'] is None else round(conf['singleton_accuracy'], 3)})")
-        wn = max(len(c) for c in conf["per_system"]) + 2
-        for c, v in conf["per_system"].items():
-            lines.append(f"    {c:<{wn}} coverage {v['coverage']:.3f}  n {v['n']:>5d}  mean set size {v['mean_set_size']:.2f}")
-    else:
-        lines.append("conformal: none (p-values: not calibrated)")
+    return lines
+
+
+def _conformal_lines(conf: dict | None) -> list[str]:
+    if not conf:
+        return ["conformal: none (p-values: not calibrated)"]
+    lines = [f"conformal (Mondrian, per-class Ledoit-Wolf Mahalanobis, LOO) at alpha {conf['alpha']:g}: "
+             f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
+             f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
+             f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
+             f"{conf['singleton_rate']:.3f} (accuracy {_r3(conf['singleton_accuracy'])})"]
+    wn = max(len(c) for c in conf["per_system"]) + 2
+    for c, v in conf["per_system"].items():
+        lines.append(f"    {c:<{wn}} coverage {v['coverage']:.3f}  n {v['n']:>5d}  mean set size {v['mean_set_size']:.2f}")
+    return lines
+
+
+def _confusion_lines(loo: dict) -> list[str]:
     labels = loo["labels"]
     w = max(len(x) for x in labels) + 2
-    lines.append("confusion (rows true, columns predicted, LOO):")
+    lines = ["confusion (rows true, columns predicted, LOO):"]
     cw = max(5, max(len(str(v)) for row in loo["confusion"] for v in row) + 1)
     lines.append(" " * (w + 5) + "".join(f"{f'[{i + 1}]':>{cw}}" for i in range(len(labels))))
     for i, (lab, row) in enumerate(zip(labels, loo["confusion"])):
         lines.append(f"{f'[{i + 1}]':>4} {lab:<{w}}" + "".join(f"{v:>{cw}d}" for v in row))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def summary_json(cal: api.Calibration) -> str:
