@@ -163,8 +163,6 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
     t0 = time.perf_counter()
     x = np.asarray(pixels, np.float32)
     if x.ndim != 3 or min(x.shape[:2]) < MIN_SIDE:
-        from fingerprint_cli.errors import InputError
-
         raise InputError(f"image is {x.shape[1]}x{x.shape[0]}: too small to perturb (needs at least "
                          f"{MIN_SIDE}x{MIN_SIDE} for the SSIM check)")
     x255 = x.astype(np.float64) * 255.0
