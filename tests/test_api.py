@@ -51,7 +51,7 @@ def _pairs_dir(tmp_path: Path) -> dict:
 def test_score_api_equals_cli(tmp_path):
     p = _pairs_dir(tmp_path)
     sus = [p["a"], p["b"], p["bad"]]
-    recs = api.score(p["ref"], sus, encoder="none", quiet=True)
+    recs = api.score(Path(p["ref"]), [Path(s) for s in sus], encoder="none", quiet=True)  # Paths or strings
     assert isinstance(recs, Results) and recs.items == 3 and recs.exit_code == 3
     assert [r.ok for r in recs] == [True, True, False]
     assert "bad.png" in recs[2].error["message"] or recs[2].error["path"] == p["bad"]
@@ -67,6 +67,7 @@ def test_attribute_api_equals_cli(tmp_path):
     p = _pairs_dir(tmp_path)
     sus = [p["a"], p["b"]]
     recs = api.attribute(p["ref"], sus, thresholds_name="local-offline-ssim-psnr-v1", quiet=True)
+    json.dumps([r.to_dict() for r in recs])  # JSON-ready as returned
     cli = _cli(["attribute", p["ref"], *sus, "-t", "local-offline-ssim-psnr-v1", "--format", "jsonl", "--quiet"])
     assert [_stable(r.to_dict()) for r in recs] == [_stable(d) for d in cli]
     # two suspects of one reference: two calls and one per-image aggregate, last

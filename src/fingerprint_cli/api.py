@@ -65,9 +65,14 @@ class _PairJob:
         return len(self.plist) + len(self.orphans)
 
 
-def _pair_job(reference, suspects, pairs, ref_dir, suspect_dir) -> _PairJob:
-    plist, orphans = batch.resolve_pairs(reference, list(suspects or []), pairs, ref_dir, suspect_dir)
-    return _PairJob(plist, orphans)
+def _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed) -> _PairJob:
+    """Resolve the pairs and list what the run reads (paths as strings, as records hold them)."""
+    reference = str(reference) if reference is not None else None
+    suspects = [str(s) for s in suspects or []]
+    plist, orphans = batch.resolve_pairs(reference, suspects, pairs, ref_dir, suspect_dir)
+    job = _PairJob(plist, orphans)
+    job.inputs = batch.pair_run_inputs(reference, suspects, pairs, ref_dir, suspect_dir, plist, perturbed)
+    return job
 
 
 def _survival_hooks(perturbed: PathLike | None, plist: Sequence[Pair]) -> list:
@@ -109,11 +114,9 @@ def score(reference: PathLike | None = None, suspects: Sequence[PathLike] = (), 
     detection features. ``maps=FOLDER`` writes one heatmap PNG per pair. ``stdout=True`` streams the records
     to stdout as the CLI does. Returns the records in output order (unmatched ``suspect_dir`` files first).
     """
-    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir)
+    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed)
     extra = _survival_hooks(perturbed, job.plist)
     enc = _score_encoder(encoder, resolution, device, quiet)
-    job.inputs = batch.pair_run_inputs(reference, [str(s) for s in suspects or []], pairs, ref_dir, suspect_dir,
-                                       job.plist, perturbed)
     atomic.check_outputs({}, job.inputs, folders={"--maps": maps})
     sink = batch.open_sink(output, fmt, resume, stdout, score_mod.TABLE_COLUMNS, job.inputs, "score")
     scorer = score_mod.Scorer(enc, use_disk_cache=use_cache, jobs=jobs, extra_features=extra)
@@ -156,13 +159,12 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
     the reference only). ``report=FILE.html`` writes a self-contained case report. Returns the records in
     output order: unmatched suspects, the pairs, then the per-image aggregates.
     """
-    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir)
-    doc, enc, why = attribute_mod.load_thresholds(thresholds_name, resolution, device, quiet)
+    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed)
+    doc, enc, why = attribute_mod.load_thresholds(str(thresholds_name) if thresholds_name else None, resolution,
+                                                  device, quiet)
     decider = attribute_mod.make_decider(doc, alpha, quiet)
     extra = _survival_hooks(perturbed, job.plist)
     scorer = attribute_mod.make_scorer(decider.features, enc, use_disk_cache=use_cache, jobs=jobs, extra=extra)
-    job.inputs = batch.pair_run_inputs(reference, [str(s) for s in suspects or []], pairs, ref_dir, suspect_dir,
-                                       job.plist, perturbed)
     if doc.get("_path") and not str(doc["_path"]).startswith("fingerprint_cli/"):
         job.inputs.append(doc["_path"])
     atomic.check_outputs({"--report": report, "--output": output}, job.inputs)
@@ -243,7 +245,7 @@ def _perturb_plan(inputs: Sequence[PathLike], out: PathLike | None, jnd_map: Pat
     out = Path(out) if out is not None else None
     jnd_map = Path(jnd_map) if jnd_map is not None else None
     given_dirs = any(Path(i).is_dir() for i in inputs)
-    files = batch.expand_paths(inputs)
+    files = batch.expand_paths([str(i) for i in inputs])
     if not files:
         raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
     plan, is_batch = perturb_mod.plan_outputs(files, given_dirs, out, jnd_map)
