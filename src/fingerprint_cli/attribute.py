@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import anchored, artifacts, batch, encoders, guard, score, thresholds
+from fingerprint_cli import artifacts, batch, encoders, guard, score, thresholds
 from fingerprint_cli.calibrate import LDA, Conformal
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.records import Record, input_key
@@ -271,6 +271,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 def resolve_features(spec: str) -> list[str]:
     """A named set (``pixel``, ``pixel-v2``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of
     feature names."""
+    from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
+
     if spec in FEATURE_SETS:
         return list(FEATURE_SETS[spec])
     known = set(score.FEATURES) | set(anchored.FEATURES)
@@ -289,6 +291,8 @@ def needs_encoder(features: Sequence[str]) -> bool:
 def make_scorer(features: Sequence[str], encoder=None, use_disk_cache: bool = True, jobs: int = 1, extra=()):
     """A :class:`~fingerprint_cli.score.Scorer` that computes ``features`` (adds the anchored pixel features
     through its ``extra_features`` hook when they are asked for)."""
+    from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
+
     more = list(extra)
     if any(f in anchored.FEATURES for f in features):
         more.append(anchored.feature_hook(features))

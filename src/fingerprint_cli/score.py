@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__, anchored, atomic, images, metrics, plots
+from fingerprint_cli import __version__, atomic, images, metrics, plots
 from fingerprint_cli.batch import Pair
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.records import Record
@@ -87,6 +87,8 @@ class PairResult:
         if self.distance_map is not None:
             return self.distance_map, "per-patch DINOv2 token distance (1 - cos)"
         if self.reference is not None and self.suspect_aligned is not None:
+            from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
+
             return (anchored.difference_map(self.reference.pixels, self.suspect_aligned),
                     "per-block RMS luma difference (no encoder)")
         return None, ""
