@@ -139,3 +139,27 @@ def test_example_script_runs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("score ") >= 2 and "attribute per image" in res.stdout
     assert (tmp_path / "ref_protected.png").is_file() and (tmp_path / "ref_protected.png.json").is_file()
+
+
+def test_cli_is_a_thin_layer_over_the_api(monkeypatch):
+    """`fpx score` reconciles its flags into one api.score call and renders its Results (tests can patch it)."""
+    from fingerprint_cli.records import Record
+
+    seen = {}
+
+    def fake_score(reference, suspects, **kw):
+        seen.update(kw, reference=reference, suspects=suspects)
+        inputs = {"reference": {"path": reference, "sha256": None}, "suspect": {"path": suspects[0], "sha256": None}}
+        return Results([Record.failure("score", inputs, InputError("cannot decode", suspects[0]), {})], items=1)
+
+    monkeypatch.setattr(api, "score", fake_score)
+    res = CliRunner().invoke(app, ["score", "r.png", "s.png", "--encoder", "none", "--no-cache", "-j", "2",
+                                   "--format", "json"])
+    assert seen["use_cache"] is False and seen["jobs"] == 2 and seen["stdout"] is True
+    assert seen["fmt"] == "json" and seen["encoder"] == "none" and seen["suspects"] == ["s.png"]
+    assert res.exit_code == 2  # one item: its own error's code
+    assert "fpx: failed:" in res.stderr and "cannot decode" in res.stderr
+    # a typo in a closed option set is refused by the parser before the api is called
+    seen.clear()
+    res = CliRunner().invoke(app, ["score", "r.png", "s.png", "--format", "jsnl"])
+    assert res.exit_code == 2 and not seen
