@@ -23,9 +23,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import guard, thresholds
+from fingerprint_cli import artifacts, batch, encoders, guard, score, thresholds
 from fingerprint_cli.calibrate import LDA, Conformal
-from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
+from fingerprint_cli.records import Record, input_key
+
+TABLE_COLUMNS = ["decision.label", "decision.band", "decision.p_value", "decision.set_size",
+                 "decision.calls", "decision.thresholds.id"]
 
 NOT_CALIBRATED = "p-values: not calibrated"
 
@@ -267,8 +271,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 def resolve_features(spec: str) -> list[str]:
     """A named set (``pixel``, ``pixel-v2``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of
     feature names."""
-    from fingerprint_cli import anchored, score
-    from fingerprint_cli.errors import UsageError
+    from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
 
     if spec in FEATURE_SETS:
         return list(FEATURE_SETS[spec])
@@ -282,17 +285,102 @@ def resolve_features(spec: str) -> list[str]:
 
 
 def needs_encoder(features: Sequence[str]) -> bool:
-    from fingerprint_cli import score
-
     return any(f in score.TOKEN_FEATURES for f in features)
 
 
 def make_scorer(features: Sequence[str], encoder=None, use_disk_cache: bool = True, jobs: int = 1, extra=()):
     """A :class:`~fingerprint_cli.score.Scorer` that computes ``features`` (adds the anchored pixel features
     through its ``extra_features`` hook when they are asked for)."""
-    from fingerprint_cli import anchored, score
+    from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
 
     more = list(extra)
     if any(f in anchored.FEATURES for f in features):
         more.append(anchored.feature_hook(features))
     return score.Scorer(encoder, use_disk_cache=use_disk_cache, jobs=jobs, extra_features=more)
+
+
+# ---------------------------------------------------------------- a run over pairs
+def load_thresholds(name: str | None, resolution: int | None = None, device: str = "auto", quiet: bool = False):
+    """(artifact, encoder or None, why it was chosen) for a run: the artifact ``name`` (a JSON file or a shipped
+    id), else the best shipped one whose features can be computed here (:func:`choose_default`); its encoder is
+    loaded. Refuses an artifact whose encoder/resolution differs from what would be computed."""
+    if name:
+        doc = thresholds.find(name)
+        why = f"given with --thresholds ({doc.get('_path')})"
+    else:
+        try:
+            inst = artifacts.installed("dinov2-vitb14")
+        except ArtifactError:
+            inst = None
+        doc, why = choose_default(inst is not None, inst.sha256 if inst else None)
+    enc = None
+    want = doc["encoder"]
+    if want is not None:
+        enc = encoders.load_encoder(want.get("id", "dinov2-vitb14"), resolution or want.get("resolution"), device)
+    elif resolution is not None:
+        batch.warn(f"--resolution is ignored: thresholds {doc['id']} use pixel features only", quiet)
+    thresholds.check_encoder(doc, enc)
+    return doc, enc, why
+
+
+def make_decider(doc: dict[str, Any], alpha: float | None = None, quiet: bool = False) -> Decider:
+    """The :class:`Decider` of ``doc`` at ``alpha`` (checked); warns when the artifact has no conformal part."""
+    if alpha is not None:
+        check_alpha(alpha)
+    decider = Decider(doc, alpha)
+    if decider.conformal is None:
+        batch.warn(f"thresholds {doc['id']} have no conformal calibration: {NOT_CALIBRATED}"
+                   + ("; --alpha is ignored" if alpha is not None else ""), quiet)
+    return decider
+
+
+def run_provenance(base: dict[str, Any], doc: dict[str, Any], why: str) -> dict[str, Any]:
+    """A run's provenance: the scorer's, plus the thresholds artifact (id, version, sha256, why chosen)."""
+    return {**base, "thresholds": {"id": doc["id"], "version": doc["version"], "sha256": doc["sha256"],
+                                   "chosen": why}}
+
+
+def decide_record(decider: Decider, scored: Record, top_k: int, why: str, provenance: dict[str, Any]) -> Record:
+    """The ``attribute`` record of one scored pair: its decision and reasons, or its error (a failure in one pair
+    never aborts the batch)."""
+    if not scored.ok:
+        return Record(command="attribute", inputs=scored.inputs, status="error", error=scored.error,
+                      provenance=provenance)
+    try:
+        decision, reasons = decider.decide(scored.features, top_k, where=scored.inputs["suspect"]["path"])
+        decision["chosen"] = why
+        return Record(command="attribute", inputs=scored.inputs, features=scored.features,
+                      directions=scored.directions, decision=decision, reasons=reasons,
+                      provenance=provenance, details=scored.details)
+    except FpxError as exc:
+        return Record.failure("attribute", scored.inputs, exc, provenance)
+    except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
+        return Record.failure("attribute", scored.inputs, FpxError(
+            f"unexpected failure: {type(exc).__name__}: {exc}", scored.inputs["suspect"]["path"]), provenance)
+
+
+def aggregate_by_reference(records: Sequence[Record], decider: Decider, top_k: int, why: str,
+                           provenance: dict[str, Any], done=()) -> list[Record]:
+    """One per-image ``attribute`` record for each reference with two or more decided suspects
+    (:meth:`Decider.aggregate`); references whose aggregate is in ``done`` (``--resume``) are skipped."""
+    by_ref: dict[str, list[Record]] = {}
+    for r in records:
+        if r.ok and r.decision and r.inputs.get("suspect"):
+            by_ref.setdefault(r.inputs["reference"]["path"], []).append(r)
+    out = []
+    for ref_path, group in by_ref.items():
+        if len(group) < 2 or input_key("attribute", reference=ref_path) in done:
+            continue
+        d = decider.aggregate([g.features for g in group], top_k)
+        d["chosen"] = why
+        out.append(Record(command="attribute", inputs={"reference": group[0].inputs["reference"]},
+                          decision=d, provenance=provenance,
+                          details={"suspects": [g.inputs["suspect"] for g in group],
+                                   "per_call": [g.decision["label"] for g in group]}))
+    return out
+
+
+def aggregate_summary(record: Record) -> dict[str, Any]:
+    """What the case report shows of a per-image aggregate."""
+    d = record.decision
+    return {"reference": record.inputs["reference"]["path"], **{k: d[k] for k in ("calls", "band", "system")}}

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fingerprint_cli import atomic, images
-from fingerprint_cli.errors import InputError, UsageError
-from fingerprint_cli.records import FORMATS, Record, render
+from fingerprint_cli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, EXIT_USAGE, InputError, UsageError
+from fingerprint_cli.perturb import sidecar_path
+from fingerprint_cli.records import FORMATS, Record, input_key, render
 
 T = TypeVar("T")
 
@@ -171,6 +172,13 @@ def progress_bar(total: int, label: str, quiet: bool = False) -> Iterator[Callab
         yield advance
 
 
+def print_failures(records: Iterable[Record]) -> None:
+    """One stderr line per failed item of a batch (the record itself also goes to the output)."""
+    for r in records:
+        if not r.ok:
+            print(f"fpx: failed: {r.error['message']}", file=sys.stderr)
+
+
 def warn(message: str, quiet: bool = False) -> None:
     """Warnings go to stderr, one line each."""
     if not quiet:
@@ -254,11 +262,7 @@ class RecordSink:
     def __init__(self, output: str | None, fmt: str | None, resume: bool = False,
                  table_columns: list[str] | None = None, inputs: Sequence[str] = (), command: str | None = None):
         self.output = Path(output) if output else None
-        if fmt is None:
-            fmt = _format_from_suffix(self.output) if self.output else None
-        self.fmt = fmt or ("jsonl" if self.output else _stdout_default())
-        if self.fmt not in FORMATS:
-            raise UsageError(f"unknown format {self.fmt!r}; choose one of {', '.join(FORMATS)}")
+        self.fmt = _choose_format(fmt, self.output)
         self.table_columns = table_columns
         self.command = command
         self.records: list[Record] = []
@@ -266,27 +270,35 @@ class RecordSink:
         self.done = ResumeIndex()
         if resume and self.output is None:
             raise UsageError("--resume needs --output FILE (the file whose records are kept)")
+        self.journal = None
         if self.output is not None:
-            self.journal = self.output.with_name(self.output.name + ".partial")
-            atomic.check_outputs({"--output": self.output, "--output journal": self.journal}, inputs)
-            if resume:
-                if self.output.exists():
-                    if self.fmt == "csv" or self.fmt == "table":
-                        raise UsageError("--resume reads the output back: use a .json or .jsonl output",
-                                         str(self.output))
-                    self.kept = [r for r in _read_back(self.output, strict=True) if r.ok]
-                if self.journal.exists():
-                    self.kept += [r for r in _read_back(self.journal, strict=False) if r.ok]
-                other = sorted({r.command for r in self.kept if command and r.command != command})
-                if other:
-                    raise UsageError(f"--resume: the output holds {', '.join(other)} records, not {command} ones; "
-                                     "name another --output", str(self.output))
-                self.done = ResumeIndex(self.kept)
-            if self.journal.exists() and not resume:
-                self.journal.unlink()
-        else:
-            self.journal = None
+            self._open_output(inputs, resume)
         self._journal_f = None  # opened at the first record: a run refused before any work leaves no file
+
+    def _open_output(self, inputs: Sequence[str], resume: bool) -> None:
+        """Check the output and its journal; with ``resume``, keep the records already there."""
+        self.journal = self.output.with_name(self.output.name + ".partial")
+        atomic.check_outputs({"--output": self.output, "--output journal": self.journal}, inputs)
+        if resume:
+            self.kept = self._kept_records()
+            self.done = ResumeIndex(self.kept)
+        elif self.journal.exists():
+            self.journal.unlink()
+
+    def _kept_records(self) -> list[Record]:
+        """The ok records of the output and of a journal an interrupted run left; refuses another command's."""
+        kept: list[Record] = []
+        if self.output.exists():
+            if self.fmt == "csv" or self.fmt == "table":
+                raise UsageError("--resume reads the output back: use a .json or .jsonl output", str(self.output))
+            kept = [r for r in _read_back(self.output, strict=True) if r.ok]
+        if self.journal.exists():
+            kept += [r for r in _read_back(self.journal, strict=False) if r.ok]
+        other = sorted({r.command for r in kept if self.command and r.command != self.command})
+        if other:
+            raise UsageError(f"--resume: the output holds {', '.join(other)} records, not {self.command} ones; "
+                             "name another --output", str(self.output))
+        return kept
 
     def add(self, record: Record) -> None:
         self.records.append(record)
@@ -369,6 +381,16 @@ def _read_back(path: Path, strict: bool) -> list[Record]:
                          "was written — name another --output or remove it", str(path)) from exc
 
 
+def _choose_format(fmt: str | None, output: Path | None) -> str:
+    """The format asked for, else the output's suffix, else jsonl into a file / the stdout default."""
+    if fmt is None:
+        fmt = _format_from_suffix(output) if output else None
+    fmt = fmt or ("jsonl" if output else _stdout_default())
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
 def _stdout_default() -> str:
     return "table" if sys.stdout.isatty() else "jsonl"
 
@@ -381,8 +403,6 @@ def _format_from_suffix(path: Path | None) -> str | None:
 
 def exit_code_for(records: Iterable[Record], batch: bool) -> int:
     """0 when all ok; for a single item its error's code; 3 when some items of a batch failed."""
-    from fingerprint_cli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, EXIT_USAGE
-
     records = list(records)
     failed = [r for r in records if not r.ok]
     if not failed:
@@ -391,3 +411,112 @@ def exit_code_for(records: Iterable[Record], batch: bool) -> int:
         return EXIT_PARTIAL
     kind = failed[0].error.get("type") if failed[0].error else "runtime"
     return EXIT_USAGE if kind in ("input", "usage") else EXIT_RUNTIME
+
+
+# ---------------------------------------------------------------- (reference, suspect) runs
+class Results(list):
+    """The records of a batch run (a plain list of :class:`~fingerprint_cli.records.Record`), with ``items``: how
+    many items the run was given, those ``--resume`` skipped included (a run of one item exits with that item's
+    own error code, a batch with 3)."""
+
+    def __init__(self, records: Iterable[Record] = (), items: int = 0, batch: bool | None = None):
+        super().__init__(records)
+        self.items = items
+        self.batch = items > 1 if batch is None else batch  # perturb: a folder of one image is a batch too
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self, batch=self.batch)
+
+
+def resolve_pairs(reference: str | None, suspects: Sequence[str], pairs_csv: str | os.PathLike | None,
+                  ref_dir: str | os.PathLike | None,
+                  suspect_dir: str | os.PathLike | None) -> tuple[list[Pair], list[str]]:
+    """Turn the three ways of naming pairs (REF SUSPECT..., a pairs CSV, two folders matched by stem) into
+    (pairs, orphan suspects). Exactly one way must be used (UsageError otherwise)."""
+    ways = sum([bool(reference), pairs_csv is not None, ref_dir is not None or suspect_dir is not None])
+    if ways != 1:
+        raise UsageError("name pairs one way: REF SUSPECT [SUSPECT ...], --pairs FILE.csv, "
+                         "or --ref-dir DIR --suspect-dir DIR")
+    if reference:
+        return _pairs_from_reference(reference, suspects), []
+    if pairs_csv is not None:
+        plist = pairs_from_csv(pairs_csv)
+        if not plist:
+            raise InputError("has no rows (only a header?): nothing to do", str(pairs_csv))
+        return plist, []
+    if ref_dir is None or suspect_dir is None:
+        raise UsageError("--ref-dir and --suspect-dir go together")
+    plist, orphans = pairs_from_dirs(ref_dir, suspect_dir)
+    if not plist and not orphans:
+        raise UsageError(f"no images found in {suspect_dir}: nothing to do")
+    return plist, orphans
+
+
+def _pairs_from_reference(reference: str, suspects: Sequence[str]) -> list[Pair]:
+    if not suspects:
+        raise UsageError("give at least one SUSPECT after the reference")
+    plist = pairs_from_args(reference, suspects)
+    if not plist:
+        raise UsageError(f"no images found in {', '.join(map(str, suspects))}: nothing to do")
+    return plist
+
+
+def pair_run_inputs(reference: str | None, suspects: Sequence[str], pairs_csv, ref_dir, suspect_dir,
+                    plist: Sequence[Pair], perturbed: str | os.PathLike | None = None) -> list[str]:
+    """Everything a score/attribute run reads (files, folders, protected copies and their sidecars), for the
+    up-front output check (:func:`fingerprint_cli.atomic.check_outputs`)."""
+    given = [reference, pairs_csv] + [s for s in suspects if not Path(s).is_dir()]
+    prot = [str(perturbed)] if perturbed is not None else []
+    prot += [p.get("perturbed") for p in plist if p.get("perturbed")]
+    files = given + [p.reference for p in plist] + [p.suspect for p in plist] + prot + \
+        [sidecar_path(p) for p in prot]
+    folders = [s for s in suspects if Path(s).is_dir()] + [ref_dir, suspect_dir]
+    return run_inputs(files, folders)
+
+
+def orphan_records(command: str, orphans: Sequence[str], provenance: dict) -> list[Record]:
+    """One error record per suspect of ``--suspect-dir`` that no reference matches."""
+    return [Record.failure(command, {"reference": {"path": None, "sha256": None},
+                                     "suspect": {"path": o, "sha256": None}},
+                           InputError("no reference in --ref-dir has a matching file stem", o), provenance)
+            for o in orphans]
+
+
+def pending_pairs(command: str, plist: Sequence[Pair], done: ResumeIndex, output,
+                  quiet: bool) -> list[Pair]:
+    """The pairs ``--resume`` has not done yet (a warning says how many were skipped)."""
+    todo = [p for p in plist if input_key(command, reference=p.reference, suspect=p.suspect) not in done]
+    if len(todo) < len(plist):
+        warn(f"--resume: {len(plist) - len(todo)} pair(s) already in {output}, skipped", quiet)
+    return todo
+
+
+class MemorySink:
+    """A sink that only keeps the records (the Python API's default: nothing is printed or written)."""
+
+    output = None
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.done = ResumeIndex()
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+
+def open_sink(output: str | os.PathLike | None, fmt: str | None, resume: bool, stdout: bool,
+              table_columns: list[str] | None, inputs: Sequence[str], command: str):
+    """Where a run's records go: ``output`` (atomically, resumable), stdout when ``stdout`` (the CLI), else
+    only memory (:class:`MemorySink`)."""
+    if output is None and not stdout:
+        if resume:
+            raise UsageError("--resume needs --output FILE (the file whose records are kept)")
+        return MemorySink()
+    return RecordSink(str(output) if output else None, fmt, resume, table_columns, inputs, command=command)

@@ -29,13 +29,18 @@ Measurement:
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__
+from fingerprint_cli import __version__, batch, guard, images
+from fingerprint_cli.errors import InputError
+from fingerprint_cli.records import Record
+from fingerprint_cli.score import PairResult
 
 
 # ---------------------------------------------------------------- the class model
@@ -564,3 +569,133 @@ def corpus_sha256(rows: Sequence[dict[str, str]], hashes: dict[str, str]) -> str
                 [r.get(k, "") for k in ("system", "image_id", "band", "domain", "rep")]
         h.update(("\t".join(parts) + "\n").encode())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- a corpus on disk (fpx calibrate)
+CORPUS_COLUMNS = ["reference", "suspect", "system", "image_id"]
+
+
+def read_corpus(path) -> tuple[list[dict[str, str]], dict[str, str] | None]:
+    """(rows, bands or None) of a corpus CSV ``reference,suspect,system,image_id[,domain,rep,band]``.
+
+    Refused (InputError naming the file and line): no rows, an empty system or image_id, a band column that is
+    empty on some rows, a system placed in two bands."""
+    rows = batch.read_csv_rows(path, CORPUS_COLUMNS)
+    if not rows:
+        raise InputError("corpus has no rows", str(path))
+    for i, r in enumerate(rows, 2):
+        if not r["system"] or not r["image_id"]:
+            raise InputError(f"line {i}: system and image_id must not be empty", str(path))
+    if not any(r.get("band") for r in rows):
+        return rows, None
+    bands: dict[str, str] = {}
+    for i, r in enumerate(rows, 2):
+        b = r.get("band", "")
+        if not b:
+            raise InputError(f"line {i}: band is empty while other rows name one", str(path))
+        if bands.setdefault(r["system"], b) != b:
+            raise InputError(f"line {i}: system {r['system']} is in band {bands[r['system']]} "
+                             f"elsewhere, not {b}", str(path))
+    return rows, bands
+
+
+def reused_results(path, pairs, names: Sequence[str]) -> dict:
+    """{pair index: PairResult} for pairs of ``path`` (an earlier ``--scores`` jsonl) whose reference and
+    suspect paths and sha256 match the files now and that carry every feature in ``names``."""
+    old = _old_scores(path)
+    sha: dict[str, str] = {}
+
+    def digest(p):
+        if p not in sha:
+            sha[p] = images.sha256_file(p)
+        return sha[p]
+
+    out = {}
+    for i, pair in enumerate(pairs):
+        d = old.get((pair.reference, pair.suspect))
+        if d is None or any(d["features"].get(f) is None for f in names):
+            continue
+        try:
+            same = (d["inputs"]["reference"]["sha256"] == digest(pair.reference)
+                    and d["inputs"]["suspect"]["sha256"] == digest(pair.suspect))
+        except OSError:
+            continue
+        if same:
+            out[i] = PairResult(Record.from_dict(d))
+    return out
+
+
+def _old_scores(path) -> dict:
+    """The ok records of a ``--scores`` jsonl by (reference path, suspect path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such scores file", str(path))
+    old = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = json.loads(line)
+                if d.get("status") == "ok":
+                    old[(d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"])] = d
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"is not a --scores jsonl file ({exc.__class__.__name__})", str(path)) from exc
+    return old
+
+
+def usable_pairs(rows, results, names: Sequence[str]):
+    """(kept [(row, record)], failed records, {path: sha256}): a pair whose scoring failed or whose features are
+    missing or not finite is a failed pair, not a reason to refuse the corpus."""
+    keep, failed = [], []
+    hashes: dict[str, str] = {}
+    for r, res in zip(rows, results):
+        rec = res.record
+        if not rec.ok:
+            failed.append(rec)
+            continue
+        bad = guard.nonfinite({f: rec.features.get(f) for f in names}) + \
+            [f for f in names if rec.features.get(f) is None]
+        if bad:
+            failed.append(Record.failure("score", rec.inputs, InputError(
+                f"feature(s) {', '.join(bad)} missing or not finite", rec.inputs["suspect"]["path"]),
+                rec.provenance))
+            continue
+        hashes[r["reference"]] = rec.inputs["reference"]["sha256"]
+        hashes[r["suspect"]] = rec.inputs["suspect"]["sha256"]
+        keep.append((r, rec))
+    return keep, failed, hashes
+
+
+def corpus_from_pairs(keep, names: Sequence[str], bands: dict[str, str] | None,
+                      blind_X: np.ndarray | None) -> Corpus:
+    """The :class:`Corpus` of the kept (row, record) pairs: features, directions, systems, images, domains (when
+    every row names one)."""
+    X = np.array([[rec.features[f] for f in names] for _, rec in keep], dtype=np.float64)
+    domains = None
+    if keep and all(r.get("domain") for r, _ in keep):
+        domains = np.array([r["domain"] for r, _ in keep])
+    directions = {}
+    for _, rec in keep:
+        directions.update(rec.directions)
+    return Corpus(X=X, features=list(names), directions=directions,
+                  systems=np.array([r["system"] for r, _ in keep]),
+                  images=np.array([r["image_id"] for r, _ in keep]), domains=domains,
+                  bands=bands, blind_X=blind_X)
+
+
+def corpus_info(path, keep, hashes: dict[str, str], failed: int, description: str, has_band: bool,
+                has_domain: bool) -> dict[str, Any]:
+    """The artifact's ``calibration.corpus`` block (path, digest, counts, which columns it had, repetitions)."""
+    rows = [r for r, _ in keep]
+    reps = max((int(r["rep"]) for r in rows if r.get("rep", "").isdigit()), default=0) + 1 \
+        if any(r.get("rep") for r in rows) else 1
+    return {"path": str(path), "sha256": corpus_sha256(rows, hashes),
+            "description": description or f"corpus {Path(path).name}", "failed_pairs": failed,
+            "has_band_column": has_band, "has_domain_column": has_domain, "reps": reps}
+
+
+def small_classes(doc: dict[str, Any], alpha: float) -> dict[str, int]:
+    """{system: n calibration calls} of the systems too small to ever leave a prediction set at ``alpha``
+    (their smallest p-value 1/(n+1) is >= alpha)."""
+    if not doc.get("conformal"):
+        return {}
+    return {c: len(v) for c, v in doc["conformal"]["calibration_scores"].items() if 1.0 / (len(v) + 1) >= alpha}

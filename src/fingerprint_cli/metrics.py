@@ -16,7 +16,6 @@ records carry as ``null`` and tables as ``-``; it is capped at 100 dB so that it
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
@@ -26,6 +25,8 @@ PSNR_CAP_DB = 100.0
 
 def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     """Per-pixel SSIM of two single-channel float images (same shape), uncropped."""
+    from scipy.ndimage import gaussian_filter  # scipy loads when first needed, not at `fpx` start-up
+
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     f = lambda x: gaussian_filter(x, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")  # noqa: E731

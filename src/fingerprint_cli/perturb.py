@@ -27,16 +27,20 @@ the key itself, so that a key can be kept to reproduce or prove authorship of th
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__, images, jnd as jnd_mod, metrics
-from fingerprint_cli.errors import FpxError, UsageError
+from fingerprint_cli import __version__, atomic, images, jnd as jnd_mod, metrics
+from fingerprint_cli.errors import FpxError, InputError, UsageError
+from fingerprint_cli.records import Record
 
 METHODS = ("keyed", "adversarial")
 DEFAULT_STRENGTH = 0.3
@@ -136,8 +140,6 @@ def check_psnr_floor(psnr_floor: float | None) -> None:
 
 def _check_common(method: str, strength: float, jnd_model: str) -> str:
     if method not in METHODS:
-        import difflib
-
         near = difflib.get_close_matches(method, METHODS, n=1)
         raise UsageError(f"unknown --method {method!r}" + (f" (did you mean {near[0]}?)" if near else "")
                          + f"; choose one of {', '.join(METHODS)}")
@@ -161,8 +163,6 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
     t0 = time.perf_counter()
     x = np.asarray(pixels, np.float32)
     if x.ndim != 3 or min(x.shape[:2]) < MIN_SIDE:
-        from fingerprint_cli.errors import InputError
-
         raise InputError(f"image is {x.shape[1]}x{x.shape[0]}: too small to perturb (needs at least "
                          f"{MIN_SIDE}x{MIN_SIDE} for the SSIM check)")
     x255 = x.astype(np.float64) * 255.0
@@ -276,3 +276,153 @@ def make_sidecar(result: Perturbation, source: images.LoadedImage, output_path: 
                                             "mean_delta_over_jnd", "max_delta_over_jnd", "share_within_jnd")},
             "seconds": round(result.seconds, 4), "fpx_version": __version__,
             "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+# ---------------------------------------------------------------- a run over files (fpx perturb)
+TABLE_COLUMNS = ["inputs.image.path", "details.output", "features.psnr", "features.ssim",
+                 "features.max_delta_over_jnd", "features.share_within_jnd"]
+FEATURE_DIRECTIONS = {
+    "psnr": "higher = less visible", "ssim": "higher = less visible",
+    "mean_abs_delta": "lower = less visible", "max_abs_delta": "lower = less visible",
+    "mean_delta_over_jnd": "lower = less visible", "max_delta_over_jnd": "must be <= strength",
+    "share_within_jnd": "1 = every pixel and channel within its JND",
+    "jnd_mean": "levels", "jnd_p10": "levels", "jnd_p90": "levels",
+}
+STAT_KEYS = ("psnr", "ssim", "mean_abs_delta", "max_abs_delta", "mean_delta_over_jnd", "max_delta_over_jnd",
+             "share_within_jnd")
+
+
+def plan_outputs(inputs: Sequence[str], given_dirs: bool, out: Path | None, jnd_map: Path | None):
+    """([(input, output png or None, jnd map png or None)], is_batch) following the naming rules in
+    docs/perturb.md: several inputs (or a folder) need an output folder; one input defaults to
+    ``IMAGE_protected.png`` beside it."""
+    is_batch = len(inputs) > 1 or given_dirs
+    if is_batch and out is None and jnd_map is None:
+        raise UsageError("several images: name an output folder with -o OUTDIR (or --jnd-map DIR)")
+    plan = []
+    for src in inputs:
+        p = Path(src)
+        if is_batch:
+            o = (out / f"{p.stem}.png") if out is not None else None
+            m = (jnd_map / f"{p.stem}_jnd.png") if jnd_map is not None else None
+        else:
+            o, m = _single_output(p, out, jnd_map), jnd_map
+            if m is not None and m.suffix.lower() != ".png":
+                raise UsageError("--jnd-map is written as a PNG picture: name it *.png", str(m))
+        plan.append((src, o, m))
+    return plan, is_batch
+
+
+def _single_output(p: Path, out: Path | None, jnd_map: Path | None) -> Path | None:
+    if out is None:
+        return None if jnd_map is not None else p.with_name(f"{p.stem}_protected.png")
+    if out.is_dir() or str(out).endswith(("/", "\\")):
+        return out / f"{p.stem}.png"
+    if out.suffix.lower() != ".png":
+        raise UsageError("the protected image is written losslessly as PNG: name it *.png", str(out))
+    return out
+
+
+def planned_outputs(plan, records: Path | None) -> dict:
+    """Every output of a plan (images, sidecars, maps, records) by label, for the up-front check
+    (:func:`fingerprint_cli.atomic.check_outputs`). In a batch two inputs with one stem share an output: the
+    second becomes an error record at run time, so each path is listed once here."""
+    outs: dict = {"--records": records}
+    planned: set = set()
+    for n, (_, o, m) in enumerate(plan):
+        for label, target in ((f"output {n + 1}", o), (f"--jnd-map {n + 1}", m)):
+            if target is None or Path(target).resolve() in planned:
+                continue
+            planned.add(Path(target).resolve())
+            outs[label] = target
+            if label.startswith("output"):
+                outs[f"sidecar {n + 1}"] = sidecar_path(str(target))
+    return outs
+
+
+def make_output_dirs(plan, is_batch: bool) -> None:
+    """A batch creates its output folders; a single output's folder must exist."""
+    for d in {o.parent for _, o, _ in plan if o is not None} | {m.parent for _, _, m in plan if m is not None}:
+        if is_batch:
+            d.mkdir(parents=True, exist_ok=True)
+        elif not d.is_dir():
+            raise UsageError("output folder does not exist", str(d))
+
+
+@dataclass
+class FileJob:
+    """How :func:`protect_file` protects each file of a run (the options of ``fpx perturb``)."""
+
+    method: str = "keyed"
+    strength: float = DEFAULT_STRENGTH
+    jnd_model: str = "chou-li"
+    key: str | None = None
+    cell: int = 2
+    steps: int = 10
+    seed: int = 0
+    psnr_floor: float | None = DEFAULT_PSNR_FLOOR
+    encoder: Any = None
+    inputs: Sequence[str] = ()  # never written over
+    provenance: dict = field(default_factory=dict)
+    seen: dict = field(default_factory=dict)  # output path -> the input it was written for
+
+
+def protect_file(job: FileJob, src: str, out: Path | None, jnd_out: Path | None,
+                 on_step: Callable[[int], None] | None = None) -> Record:
+    """Protect one image file (``out``: the PNG, with its sidecar) and/or write its JND map (``jnd_out``); the
+    ``perturb`` record, or the item's error record (a failure never aborts the batch)."""
+    inputs_rec = {"image": {"path": src, "sha256": None}}
+    try:
+        img = images.load_image(src)
+        inputs_rec["image"]["sha256"] = img.sha256
+        _claim_outputs(job, src, (out, jnd_out))
+        feats, details, jmap = {}, {}, None
+        if out is not None:
+            jmap = _write_protected(job, img, out, feats, details, on_step)
+        else:
+            jmap = jnd_mod.jnd_map(img.pixels, job.jnd_model)
+        feats.update({"jnd_mean": float(jmap.mean()), "jnd_p10": float(np.percentile(jmap, 10)),
+                      "jnd_p90": float(np.percentile(jmap, 90))})
+        details["jnd_model"] = job.jnd_model
+        if jnd_out is not None:
+            details["jnd_map"] = str(jnd_out)
+            details["jnd_map_sha256"] = images.save_png(jnd_mod.to_picture(jmap), jnd_out, inputs=job.inputs)
+            details["jnd_map_scale"] = "grey = min(255, round(8 x JND levels))"
+        return Record(command="perturb", inputs=inputs_rec, features=feats,
+                      directions={k: FEATURE_DIRECTIONS[k] for k in feats}, provenance=job.provenance,
+                      details=details)
+    except FpxError as exc:
+        if exc.path is None:
+            exc.path = src
+        return Record.failure("perturb", inputs_rec, exc, job.provenance)
+    except Exception as exc:  # noqa: BLE001 - one item's failure never aborts the batch
+        return Record.failure("perturb", inputs_rec,
+                              FpxError(f"unexpected failure: {type(exc).__name__}: {exc}", src), job.provenance)
+
+
+def _claim_outputs(job: FileJob, src: str, targets) -> None:
+    for target in targets:
+        if target is None:
+            continue
+        k = str(target.resolve())
+        if k in job.seen:
+            raise InputError(f"would overwrite {target}, already written for {job.seen[k]} "
+                             "(two inputs with one file stem)", src)
+        job.seen[k] = src
+
+
+def _write_protected(job: FileJob, img: images.LoadedImage, out: Path, feats: dict, details: dict,
+                     on_step) -> np.ndarray:
+    """Perturb, write the PNG and its sidecar; fills the record's features and details; returns the JND map."""
+    res = perturb(img.pixels, method=job.method, strength=job.strength, jnd_model=job.jnd_model, key=job.key,
+                  cell=job.cell, encoder=job.encoder, steps=job.steps, seed=job.seed,
+                  psnr_floor=job.psnr_floor or None, on_step=on_step)
+    sidecar_file = sidecar_path(str(out))
+    atomic.refuse_overwrite_of_inputs(sidecar_file, job.inputs)
+    sha = images.save_png(res.protected, out, inputs=job.inputs)
+    sidecar = make_sidecar(res, img, str(out), sha)
+    atomic.write_text(sidecar_file, json.dumps(sidecar, indent=2) + "\n")
+    feats.update({k: res.stats[k] for k in STAT_KEYS})
+    details.update({"output": str(out), "output_sha256": sha, "sidecar": sidecar_file,
+                    **res.params, "seconds": round(res.seconds, 4)})
+    return res.jnd

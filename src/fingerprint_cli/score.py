@@ -21,17 +21,20 @@ import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__, features, images, metrics
+from fingerprint_cli import __version__, atomic, features, images, metrics, plots
 from fingerprint_cli.batch import Pair
-from fingerprint_cli.errors import FpxError, InputError
+from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.records import Record
 
 FEATURES: dict[str, tuple[str, str]] = features.table(("tokens", "pixel"))  # (direction, description)
 TOKEN_FEATURES = tuple(features.names("tokens"))
+TABLE_COLUMNS = ["features.patch_mean", "features.patch_p90", "features.cls_distance", "features.ssim_clean",
+                 "features.psnr_clean"]
 
 
 def align(reference: images.LoadedImage, suspect: images.LoadedImage) -> tuple[np.ndarray, list[str]]:
@@ -75,7 +78,7 @@ class PairResult:
         if self.distance_map is not None:
             return self.distance_map, "per-patch DINOv2 token distance (1 - cos)"
         if self.reference is not None and self.suspect_aligned is not None:
-            from fingerprint_cli import anchored
+            from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
 
             return (anchored.difference_map(self.reference.pixels, self.suspect_aligned),
                     "per-block RMS luma difference (no encoder)")
@@ -84,8 +87,6 @@ class PairResult:
 
 def heatmap_path(result: PairResult, folder: str) -> str | None:
     """Where :func:`write_heatmap` writes the pair's map: ``FOLDER/<suspect stem>__map.png``."""
-    from pathlib import Path
-
     if result.distance_map is None and (result.reference is None or result.suspect_aligned is None):
         return None
     return str(Path(folder) / f"{Path(result.record.inputs['suspect']['path']).stem}__map.png")
@@ -93,10 +94,6 @@ def heatmap_path(result: PairResult, folder: str) -> str | None:
 
 def write_heatmap(result: PairResult, folder: str, inputs: Sequence[str] = ()) -> str | None:
     """Write the pair's heatmap as ``FOLDER/<suspect stem>__map.png`` (atomically); returns the path."""
-    from pathlib import Path
-
-    from fingerprint_cli import atomic, plots
-
     dmap, label = result.heatmap()
     if dmap is None:
         return None
@@ -165,65 +162,84 @@ class Scorer:
         """Score ``pairs`` in batches. A pair that fails becomes an error record; the rest go on."""
         results: list[PairResult] = []
         for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start:start + batch_size]
-            slots: list[PairResult | None] = [None] * len(chunk)
-            loaded: list[tuple[int, Pair, images.LoadedImage, images.LoadedImage]] = []
-            for k, pair in enumerate(chunk):
-                ref = None
-                try:
-                    ref = self._reference(pair.reference)
-                    loaded.append((k, pair, ref, images.load_image(pair.suspect)))
-                except FpxError as exc:
-                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
-            # pixel features (alignment, SSIM, PSNR) run in a worker thread while the encoder works:
-            # torch and scipy both release the GIL, so the two overlap
-            pool = ThreadPoolExecutor(max_workers=1)
-            pixel_future = pool.submit(self._align_all, [(r, s) for _, _, r, s in loaded])
-            sus_tokens = []
-            if self.encoder is not None and loaded:
-                # references not cached yet go through the encoder in the same batches as the suspects
-                new_refs = {}
-                for _, _, r, _ in loaded:
-                    if r.sha256 not in new_refs and self.encoder.cached(r.sha256, self.use_disk_cache) is None:
-                        new_refs[r.sha256] = r
-                toks = self.encoder.encode([r.pixels for r in new_refs.values()]
-                                           + [s.pixels for _, _, _, s in loaded], batch_size=batch_size)
-                for r, t in zip(new_refs.values(), toks):
-                    self.encoder.store(r.sha256, t, self.use_disk_cache)
-                sus_tokens = toks[len(new_refs):]
-            aligned = pixel_future.result()
-            pool.shutdown()
-            for i, (k, pair, ref, sus) in enumerate(loaded):
-                try:
-                    sus_px, steps, feats = aligned[i]
-                    if isinstance(feats, Exception):
-                        raise feats
-                    dmap = None
-                    if self.encoder is not None:
-                        tfeats, dmap = token_features(self._ref_tokens(ref), sus_tokens[i])
-                        feats = {**tfeats, **feats}
-                    details: dict[str, Any] = {"steps": {"reference": ref.steps, "suspect": sus.steps + steps},
-                                               "sizes": {"reference": [ref.width, ref.height],
-                                                         "suspect": [sus.width, sus.height]}}
-                    dirs = {k2: FEATURES[k2][0] for k2 in feats}
-                    for fn in self.extra_features:
-                        more, more_dirs, more_details = fn(pair, ref, sus_px)
-                        feats.update(more)
-                        dirs.update(more_dirs)
-                        details.update(more_details)
-                    rec = Record(command="score", inputs=_inputs(pair, ref, sus), features=feats,
-                                 directions=dirs, provenance=self.provenance, details=details)
-                    slots[k] = PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
-                except FpxError as exc:
-                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
-                except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
-                    slots[k] = PairResult(Record.failure("score", _inputs(pair, ref, sus), FpxError(
-                        f"unexpected failure: {type(exc).__name__}: {exc}", pair.suspect), self.provenance))
-            for r in slots:
+            for r in self._score_chunk(pairs[start:start + batch_size], batch_size, keep_pixels):
                 results.append(r)
                 if on_result:
                     on_result(r)
         return results
+
+    def _score_chunk(self, chunk: Sequence[Pair], batch_size: int, keep_pixels: bool) -> list[PairResult]:
+        """One batch: decode, then pixel features in a worker thread while the encoder runs, then the records."""
+        slots: list[PairResult | None] = [None] * len(chunk)
+        loaded = self._load_chunk(chunk, slots)
+        # pixel features (alignment, SSIM, PSNR) run in a worker thread while the encoder works:
+        # torch and scipy both release the GIL, so the two overlap
+        pool = ThreadPoolExecutor(max_workers=1)
+        pixel_future = pool.submit(self._align_all, [(r, s) for _, _, r, s in loaded])
+        sus_tokens = self._encode_chunk(loaded, batch_size)
+        aligned = pixel_future.result()
+        pool.shutdown()
+        for i, (k, pair, ref, sus) in enumerate(loaded):
+            slots[k] = self._pair_result(pair, ref, sus, aligned[i], sus_tokens[i] if sus_tokens else None,
+                                         keep_pixels)
+        return slots
+
+    def _load_chunk(self, chunk: Sequence[Pair], slots: list) -> list:
+        """[(slot, pair, reference, suspect)] of the pairs whose images decode; the others' slots get error
+        records."""
+        loaded: list[tuple[int, Pair, images.LoadedImage, images.LoadedImage]] = []
+        for k, pair in enumerate(chunk):
+            ref = None
+            try:
+                ref = self._reference(pair.reference)
+                loaded.append((k, pair, ref, images.load_image(pair.suspect)))
+            except FpxError as exc:
+                slots[k] = PairResult(Record.failure("score", _inputs(pair, ref), exc, self.provenance))
+        return loaded
+
+    def _encode_chunk(self, loaded: list, batch_size: int) -> list:
+        """The suspects' tokens; references not cached yet go through the encoder in the same batches."""
+        if self.encoder is None or not loaded:
+            return []
+        new_refs = {}
+        for _, _, r, _ in loaded:
+            if r.sha256 not in new_refs and self.encoder.cached(r.sha256, self.use_disk_cache) is None:
+                new_refs[r.sha256] = r
+        toks = self.encoder.encode([r.pixels for r in new_refs.values()]
+                                   + [s.pixels for _, _, _, s in loaded], batch_size=batch_size)
+        for r, t in zip(new_refs.values(), toks):
+            self.encoder.store(r.sha256, t, self.use_disk_cache)
+        return toks[len(new_refs):]
+
+    def _pair_result(self, pair: Pair, ref: images.LoadedImage, sus: images.LoadedImage, aligned, sus_tok,
+                     keep_pixels: bool) -> PairResult:
+        """The pair's record from its aligned pixel features, its tokens and the extra feature hooks; a failure
+        is the pair's error record."""
+        try:
+            sus_px, steps, feats = aligned
+            if isinstance(feats, Exception):
+                raise feats
+            dmap = None
+            if self.encoder is not None:
+                tfeats, dmap = token_features(self._ref_tokens(ref), sus_tok)
+                feats = {**tfeats, **feats}
+            details: dict[str, Any] = {"steps": {"reference": ref.steps, "suspect": sus.steps + steps},
+                                       "sizes": {"reference": [ref.width, ref.height],
+                                                 "suspect": [sus.width, sus.height]}}
+            dirs = {k2: FEATURES[k2][0] for k2 in feats}
+            for fn in self.extra_features:
+                more, more_dirs, more_details = fn(pair, ref, sus_px)
+                feats.update(more)
+                dirs.update(more_dirs)
+                details.update(more_details)
+            rec = Record(command="score", inputs=_inputs(pair, ref, sus), features=feats,
+                         directions=dirs, provenance=self.provenance, details=details)
+            return PairResult(rec, dmap, ref if keep_pixels else None, sus_px if keep_pixels else None)
+        except FpxError as exc:
+            return PairResult(Record.failure("score", _inputs(pair, ref, sus), exc, self.provenance))
+        except Exception as exc:  # noqa: BLE001 - one pair's failure never aborts the batch
+            return PairResult(Record.failure("score", _inputs(pair, ref, sus), FpxError(
+                f"unexpected failure: {type(exc).__name__}: {exc}", pair.suspect), self.provenance))
 
     def _align_all(self, loaded):
         """Align each suspect and compute its pixel features (threads when --jobs > 1)."""
@@ -252,3 +268,38 @@ def _pixel_job(ref: images.LoadedImage, sus: images.LoadedImage):
                                      ref.path if small_ref else sus.path)
     except Exception as exc:  # noqa: BLE001 - becomes this pair's error record; the batch goes on
         return px, steps, FpxError(f"unexpected failure: {type(exc).__name__}: {exc}", sus.path)
+
+
+class MapWriter:
+    """``--maps FOLDER``: writes each ok pair's heatmap (:func:`write_heatmap`) and notes its path in the record's
+    ``details.map``. A second suspect with the same file stem, or a map that cannot be written, turns that pair's
+    record into an error record (the batch goes on)."""
+
+    def __init__(self, folder: str | Path, inputs: Sequence[str] = ()):
+        self.folder = str(folder)
+        self.inputs = inputs
+        self.owner: dict[str, str] = {}
+
+    def __call__(self, result: PairResult) -> None:
+        if not result.record.ok:
+            return
+        rec = result.record
+        try:
+            self._claim(result)
+            rec.details["map"] = write_heatmap(result, self.folder, self.inputs)
+        except FpxError as exc:
+            result.record = Record.failure("score", rec.inputs, exc, rec.provenance)
+        except OSError as exc:
+            result.record = Record.failure("score", rec.inputs, UsageError(
+                f"--maps: cannot write the heatmap ({exc.strerror or exc})", self.folder), rec.provenance)
+
+    def _claim(self, result: PairResult) -> None:
+        target = heatmap_path(result, self.folder)
+        if target is None:
+            return
+        key = str(Path(target).resolve())
+        suspect = result.record.inputs["suspect"]["path"]
+        if key in self.owner:
+            raise UsageError(f"--maps: {target} was already written for {self.owner[key]} (two "
+                             "suspects with one file stem); this pair's record is an error", suspect)
+        self.owner[key] = suspect

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 
+from enum import Enum
+
 import typer
 
+from fingerprint_cli import batch
 from fingerprint_cli.errors import EXIT_RUNTIME, FpxError
+from fingerprint_cli.records import FORMATS
 
 # The three ways of naming (reference, suspect) pairs, shared by score and attribute.
 ReferenceArg = typer.Argument(None, help="clean reference image")
@@ -17,6 +21,16 @@ SuspectDirOpt = typer.Option(None, "--suspect-dir", help="folder of suspects, ma
 
 FormatOpt = typer.Option(None, "--format", "-f",
                          help="table | json | jsonl | csv (default: table on a terminal, jsonl when piped)")
+# the same option as a closed set (type ``Optional[RecordFormat]``): a typo is refused by the parser, before any
+# weights load
+RecordFormat = Enum("RecordFormat", {f: f for f in FORMATS}, type=str)
+RecordFormatOpt = typer.Option(None, "--format", "-f",
+                               help="table | json | jsonl | csv (default: table on a terminal, jsonl when piped)")
+
+
+def value(choice) -> str | None:
+    """The string of an enum option (None stays None)."""
+    return None if choice is None else choice.value
 OutputOpt = typer.Option(None, "--output", "-o", help="write records to this file (atomically) instead of stdout")
 ResumeOpt = typer.Option(False, "--resume", help="keep records already in --output and skip their items")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or warnings on stderr")
@@ -33,7 +47,12 @@ def die(exc: FpxError | str, code: int | None = None) -> None:
 
 def print_failures(records, quiet: bool = False) -> None:
     """One stderr line per failed item of a batch (the record itself also goes to the output)."""
-    for r in records:
-        if not r.ok:
-            print(f"fpx: failed: {r.error['message']}", file=sys.stderr)
+    batch.print_failures(records)
+
+
+def finish(records) -> None:
+    """End a batch command: one stderr line per failed item, then exit 0 / the item's code / 3
+    (:attr:`fingerprint_cli.batch.Results.exit_code`)."""
+    print_failures(records)
+    raise typer.Exit(records.exit_code)
 

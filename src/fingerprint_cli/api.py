@@ -1,0 +1,452 @@
+"""The Python API of fpx: one function per job, each returning :class:`~fingerprint_cli.records.Record` objects —
+the same records the command line prints (the ``fpx`` commands are thin layers over these functions).
+
+Reference-anchored evidence:
+
+* :func:`score` — features of (reference, suspect) pairs (``fpx score``);
+* :func:`attribute` — band and system decisions from a thresholds artifact (``fpx attribute``);
+* :func:`calibrate` — fit a thresholds artifact on a labelled corpus (``fpx calibrate``);
+* :func:`perturb` — protect clean images with a sub-JND perturbation (``fpx perturb``).
+
+Deep Image Fingerprints and lineage (pass-throughs documented here; their modules own them):
+
+* :func:`extract` — fit a generator fingerprint (:func:`fingerprint_cli.dif.extract.fit`, ``fpx dif-extract``);
+* :func:`detect` — test images against fingerprints (``fpx detect``);
+* :func:`lineage` — cross-detection matrix and families (:func:`fingerprint_cli.lineage.run`, ``fpx lineage``).
+
+Pairs are named as on the command line, one way per call: ``reference`` and ``suspects`` (files or folders),
+``pairs`` (a CSV with columns reference,suspect[,perturbed]), or ``ref_dir`` and ``suspect_dir`` (matched by file
+stem). Bad input raises :class:`~fingerprint_cli.errors.FpxError` (``UsageError``, ``InputError``,
+``ArtifactError``: each carries the path at fault and the CLI's exit code) before any work; during a batch a
+failing item becomes an error record (``record.ok`` is false) and the batch goes on. By default the records are
+only returned; ``output=FILE`` also writes them (atomically, format from ``fmt`` or the file's suffix,
+``resume=True`` keeps the records already there and skips their items). Warnings go to stderr unless
+``quiet=True``; a progress bar is drawn only when stderr is a terminal.
+
+See docs/api.md for a worked example (examples/api_example.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fingerprint_cli import artifacts, atomic, batch, blind as blind_mod, encoders, images, plots
+from fingerprint_cli import perturb as perturb_mod, report as report_mod
+from fingerprint_cli import attribute as attribute_mod
+from fingerprint_cli import calibrate as calibrate_mod
+from fingerprint_cli import score as score_mod
+from fingerprint_cli import survival, thresholds
+from fingerprint_cli.batch import Pair, Results
+from fingerprint_cli.errors import UsageError
+from fingerprint_cli.records import Record, input_key, render
+
+PathLike = str | os.PathLike
+
+__all__ = ["score", "attribute", "calibrate", "Calibration", "perturb", "extract", "detect", "lineage",
+           "Results", "Record"]
+
+
+# ---------------------------------------------------------------- shared steps
+@dataclass
+class _PairJob:
+    """What a score/attribute run was given and what it reads."""
+
+    plist: list[Pair]
+    orphans: list[str]
+    inputs: list[str] = field(default_factory=list)
+    retrieved_out: int = 0  # suspects of an origin-index run with no reference found (records of their own)
+
+    @property
+    def items(self) -> int:
+        return len(self.plist) + len(self.orphans) + self.retrieved_out
+
+
+def _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed) -> _PairJob:
+    """Resolve the pairs and list what the run reads (paths as strings, as records hold them)."""
+    reference = str(reference) if reference is not None else None
+    suspects = [str(s) for s in suspects or []]
+    plist, orphans = batch.resolve_pairs(reference, suspects, pairs, ref_dir, suspect_dir)
+    job = _PairJob(plist, orphans)
+    job.inputs = batch.pair_run_inputs(reference, suspects, pairs, ref_dir, suspect_dir, plist, perturbed)
+    return job
+
+
+def _survival_hooks(perturbed: PathLike | None, plist: Sequence[Pair]) -> list:
+    """The survival feature hook when a protected copy is given (``perturbed`` for every pair, else each pairs-CSV
+    row's own ``perturbed`` column)."""
+    if perturbed is None and not any(p.get("perturbed") for p in plist):
+        return []
+    return [survival.feature_fn(str(perturbed) if perturbed is not None else None)]
+
+
+def _score_encoder(encoder: str, resolution: int | None, device: str, quiet: bool):
+    if encoders.resolve_encoder(encoder) is not None:
+        return encoders.load_encoder(encoder, resolution, device)
+    if resolution is not None:
+        batch.warn("--resolution is ignored with --encoder none", quiet)
+    return None
+
+
+def _run_scorer(scorer, todo: Sequence[Pair], label: str, quiet: bool, batch_size: int, keep_pixels: bool,
+                on_result) -> list:
+    with batch.progress_bar(len(todo), label, quiet) as advance:
+        return scorer.score(todo, batch_size=batch_size, keep_pixels=keep_pixels,
+                            on_result=lambda r: (on_result(r), advance()))
+
+
+# ---------------------------------------------------------------- score
+def score(reference: PathLike | None = None, suspects: Sequence[PathLike] = (), *, pairs: PathLike | None = None,
+          ref_dir: PathLike | None = None, suspect_dir: PathLike | None = None,
+          encoder: str = "dinov2-vitb14", resolution: int | None = None, perturbed: PathLike | None = None,
+          maps: PathLike | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
+          jobs: int = 1, output: PathLike | None = None, fmt: str | None = None, resume: bool = False,
+          quiet: bool = False, stdout: bool = False) -> Results:
+    """Reference-anchored features of (reference, suspect) pairs: one ``score`` record per pair.
+
+    Features (each with its direction in ``record.directions``): DINOv2 ViT-B/14 patch-token distances
+    (``patch_mean``, ``patch_median``, ``patch_p90``, ``patch_max``, ``cls_distance``; skipped with
+    ``encoder="none"``), pixel SSIM and PSNR of the suspect against the reference (``ssim_clean``,
+    ``psnr_clean``), and with ``perturbed`` (the reference's ``fpx perturb`` output) the survival and
+    detection features. ``maps=FOLDER`` writes one heatmap PNG per pair. ``stdout=True`` streams the records
+    to stdout as the CLI does. Returns the records in output order (unmatched ``suspect_dir`` files first).
+    """
+    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed)
+    extra = _survival_hooks(perturbed, job.plist)
+    enc = _score_encoder(encoder, resolution, device, quiet)
+    atomic.check_outputs({}, job.inputs, folders={"--maps": maps})
+    sink = batch.open_sink(output, fmt, resume, stdout, score_mod.TABLE_COLUMNS, job.inputs, "score")
+    scorer = score_mod.Scorer(enc, use_disk_cache=use_cache, jobs=jobs, extra_features=extra)
+    todo = batch.pending_pairs("score", job.plist, sink.done, sink.output, quiet)
+    out = batch.orphan_records("score", job.orphans, scorer.provenance)
+    for r in out:
+        sink.add(r)
+    write_map = score_mod.MapWriter(maps, job.inputs) if maps is not None else None
+
+    def done(result) -> None:
+        if write_map is not None:
+            write_map(result)
+        sink.add(result.record)
+        out.append(result.record)
+
+    try:
+        _run_scorer(scorer, todo, "score", quiet, batch_size, maps is not None, done)
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.close()
+    return Results(out, items=job.items)
+
+
+# ---------------------------------------------------------------- attribute
+def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = (), *,
+              pairs: PathLike | None = None, ref_dir: PathLike | None = None, suspect_dir: PathLike | None = None,
+              thresholds_name: str | None = None, top_k: int = 3, alpha: float | None = None,
+              report: PathLike | None = None, aggregate: bool = True, resolution: int | None = None,
+              perturbed: PathLike | None = None, batch_size: int = 8, use_cache: bool = True,
+              device: str = "auto", jobs: int = 1, output: PathLike | None = None, fmt: str | None = None,
+              resume: bool = False, quiet: bool = False, stdout: bool = False,
+              index: PathLike | None = None) -> Results:
+    """Band and system decisions for (reference, suspect) pairs from a thresholds artifact.
+
+    ``index``: an ``fpx origin`` index; every positional image is then a suspect whose reference is retrieved
+    from it first (the record's ``details.origin`` names it and its similarity; a suspect whose origin is not in
+    the library gets a ``not-in-library`` record, kept out of the per-image aggregates).
+
+    ``thresholds_name``: a thresholds JSON file or a shipped id (default: the best shipped artifact whose
+    features can be computed here). Each pair's ``attribute`` record carries its features, the decision (label,
+    band, system, conformal p-values and the prediction set at ``alpha`` — ``unknown`` when no calibrated
+    system fits, ``inconclusive`` when several do —, ``top_k`` posteriors) and the reasons (feature z-scores).
+    With ``aggregate`` (default), a reference with two or more suspects also gets a per-image record (inputs:
+    the reference only). ``report=FILE.html`` writes a self-contained case report. Returns the records in
+    output order: unmatched suspects, the pairs, then the per-image aggregates.
+    """
+    retrieved: dict[str, Any] = {}
+    not_found: list[Record] = []
+    if index is not None:  # issue 12: each suspect's reference comes from an origin index
+        from fingerprint_cli.origin import library as origin_lib
+
+        named = [str(s) for s in ([reference] if reference is not None else []) + list(suspects or [])]
+        plist, retrieved, not_found = origin_lib.pairs_from_index(named, str(index), device=device)
+        job = _PairJob(plist, [], retrieved_out=len(not_found))
+        job.inputs = batch.pair_run_inputs(None, named, None, None, None, plist, perturbed) + [str(index)]
+    else:
+        job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed)
+    doc, enc, why = attribute_mod.load_thresholds(str(thresholds_name) if thresholds_name else None, resolution,
+                                                  device, quiet)
+    decider = attribute_mod.make_decider(doc, alpha, quiet)
+    extra = _survival_hooks(perturbed, job.plist)
+    scorer = attribute_mod.make_scorer(decider.features, enc, use_disk_cache=use_cache, jobs=jobs, extra=extra)
+    if doc.get("_path") and not str(doc["_path"]).startswith("fingerprint_cli/"):
+        job.inputs.append(doc["_path"])
+    atomic.check_outputs({"--report": report, "--output": output}, job.inputs)
+    sink = batch.open_sink(output, fmt, resume, stdout, attribute_mod.TABLE_COLUMNS, job.inputs, "attribute")
+    provenance = attribute_mod.run_provenance(scorer.provenance, doc, why)
+    todo = batch.pending_pairs("attribute", job.plist, sink.done, sink.output, quiet)
+    out = batch.orphan_records("attribute", job.orphans, provenance)
+    out += [r for r in not_found if not r.ok]  # --index: unreadable suspects count as failures
+    for r in out + [r for r in not_found if r.ok]:  # not-in-library: a decision, kept out of the aggregates
+        sink.add(r)
+    sections: list[str] = []
+
+    def done(result) -> None:
+        sus = result.record.inputs.get("suspect", {}).get("path")
+        if sus in retrieved:
+            result.record.details["origin"] = retrieved[sus]
+        rec = attribute_mod.decide_record(decider, result.record, top_k, why, provenance)
+        out.append(rec)
+        sink.add(rec)
+        if report is not None:
+            sections.append(_case_section(len(sections) + 1, rec, result, doc))
+
+    _run_scorer(scorer, todo, "attribute", quiet, batch_size, report is not None, done)
+    aggregates = attribute_mod.aggregate_by_reference(out, decider, top_k, why, provenance, sink.done) \
+        if aggregate else []
+    for r in aggregates:
+        sink.add(r)
+    sink.close()
+    if report is not None:
+        report_mod.write(str(report), sections, doc, provenance,
+                         [attribute_mod.aggregate_summary(a) for a in aggregates], job.inputs)
+        batch.warn(f"report written to {report}", quiet)
+    return Results(out + [r for r in not_found if r.ok] + aggregates, items=job.items)
+
+
+def _case_section(n: int, rec: Record, result, doc: dict[str, Any]) -> str:
+    dmap, label = result.heatmap()
+    return report_mod.case_section(n, rec, result.reference.pixels if result.reference else None,
+                                   result.suspect_aligned, dmap, label, doc)
+
+
+# ---------------------------------------------------------------- perturb
+def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: str = "keyed",
+            strength: float = perturb_mod.DEFAULT_STRENGTH, jnd_model: str = "chou-li", key: str | None = None,
+            psnr_floor: float = perturb_mod.DEFAULT_PSNR_FLOOR, cell: int = 2, steps: int = 10, seed: int = 0,
+            encoder: str = "dinov2-vitb14", resolution: int | None = None, jnd_map: PathLike | None = None,
+            records: PathLike | None = None, fmt: str | None = None, resume: bool = False, device: str = "auto",
+            quiet: bool = False, stdout: bool = False) -> Results:
+    """Protect clean images with an invisible perturbation bounded by ``strength`` × JND on every pixel.
+
+    ``inputs``: image files or folders. One input is written to ``out`` (a ``.png``; default
+    ``IMAGE_protected.png`` beside it), several to the folder ``out``; each protected PNG gets a sidecar
+    ``OUT.png.json`` (method, alpha, JND model, key id or seed, hashes, PSNR, SSIM, |delta|/JND).
+    ``method="adversarial"`` pushes the ``encoder``'s tokens away within the same bound. ``jnd_map`` also (or,
+    without ``out``, only) writes the JND map as a grey PNG. ``records=FILE`` writes the records. One
+    ``perturb`` record per image.
+    """
+    perturb_mod._check_common(method, strength, jnd_model)
+    perturb_mod.check_psnr_floor(psnr_floor)
+    files, plan, is_batch = _perturb_plan(inputs, out, jnd_map, records)
+    making = any(o is not None for _, o, _ in plan)
+    enc = encoders.load_encoder(encoder, resolution, device) if method == "adversarial" and making else None
+    perturb_mod.make_output_dirs(plan, is_batch)
+    sink = batch.open_sink(records, fmt, resume, stdout, perturb_mod.TABLE_COLUMNS, files, "perturb")
+    job = perturb_mod.FileJob(method=method, strength=strength, jnd_model=jnd_model, key=key, cell=cell,
+                              steps=steps, seed=seed, psnr_floor=psnr_floor, encoder=enc, inputs=files,
+                              provenance=score_mod.base_provenance(enc))
+    if method == "keyed" and key is None and making:
+        batch.warn("no --key: a fresh random key was used (its id is in the sidecar); the pattern cannot "
+                   "be regenerated, which detection does not need", quiet)
+    todo = [t for t in plan if input_key("perturb", image=t[0]) not in sink.done]
+    if len(todo) < len(plan):
+        batch.warn(f"--resume: {len(plan) - len(todo)} image(s) already in {records}, skipped", quiet)
+    done = _perturb_files(job, todo, sink, quiet)
+    sink.close()
+    return Results(done, items=len(plan), batch=is_batch)
+
+
+def _perturb_plan(inputs: Sequence[PathLike], out: PathLike | None, jnd_map: PathLike | None,
+                  records: PathLike | None):
+    """(files, plan, is_batch), every output checked against every input before any work."""
+    out = Path(out) if out is not None else None
+    jnd_map = Path(jnd_map) if jnd_map is not None else None
+    given_dirs = any(Path(i).is_dir() for i in inputs)
+    files = batch.expand_paths([str(i) for i in inputs])
+    if not files:
+        raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
+    plan, is_batch = perturb_mod.plan_outputs(files, given_dirs, out, jnd_map)
+    run_in = batch.run_inputs(files, [i for i in inputs if Path(i).is_dir()])
+    atomic.check_outputs(perturb_mod.planned_outputs(plan, records), run_in, create=is_batch)
+    return files, plan, is_batch
+
+
+def _perturb_files(job: perturb_mod.FileJob, todo, sink, quiet: bool) -> list[Record]:
+    """Protect each planned file in turn (progress per gradient step for the adversarial method)."""
+    stepwise = job.encoder is not None
+    done = []
+    with batch.progress_bar(len(todo) * (job.steps if stepwise else 1), "perturb", quiet) as advance:
+        for src, o, m in todo:
+            rec = perturb_mod.protect_file(job, src, o, m, on_step=(lambda i: advance()) if stepwise else None)
+            if not stepwise:
+                advance()
+            sink.add(rec)
+            done.append(rec)
+    return done
+
+
+# ---------------------------------------------------------------- calibrate
+@dataclass
+class Calibration:
+    """What :func:`calibrate` made: the sealed thresholds artifact (``doc``, as written to ``output``), the PNG of
+    the plane (``plot``), every scored pair's ``score`` record (``scored``) and the pairs left out (``failed``:
+    error records; the corpus is calibrated without them)."""
+
+    doc: dict[str, Any]
+    output: Path
+    plot: Path
+    scored: list[Record]
+    failed: list[Record]
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+
+def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", artifact_id: str | None = None,
+              version: str = "1", description: str = "", bootstrap: int = 2000, seed: int = 0,
+              min_posterior: float = 0.5, alpha: float = 0.05, conformal: bool = True, blind: bool = True,
+              plot: PathLike | None = None, scores: PathLike | None = None, reuse_scores: PathLike | None = None,
+              resolution: int | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
+              jobs: int = 1, quiet: bool = False) -> Calibration:
+    """Fit a thresholds artifact on a labelled corpus and measure it: leave-one-image-out accuracy with a
+    cluster-bootstrap 95% CI, confusion matrix, band purity, eta^2 (system vs domain), a blind baseline
+    (``blind``), conformal p-values at ``alpha`` (``conformal``; off: a v1-style artifact with the
+    ``min_posterior`` rule), and a PNG of the plane (``plot``, default OUTPUT with .png).
+
+    ``corpus``: CSV ``reference,suspect,system,image_id[,domain,rep,band]``. ``features``: a named set
+    (``pixel-v2``, ``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``), a comma list, or ``auto``
+    (dinov2 when its weights are installed, else pixel-v2). ``scores`` also writes the scored pairs (jsonl);
+    ``reuse_scores`` takes such a file and scores again only the pairs that changed.
+    """
+    corpus, output = Path(corpus), Path(output)
+    if not 0.0 <= min_posterior <= 1.0:
+        raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
+    attribute_mod.check_alpha(alpha)
+    rows, bands = calibrate_mod.read_corpus(corpus)
+    names = attribute_mod.resolve_features(_auto_features(features, quiet))
+    enc = encoders.load_encoder("dinov2-vitb14", resolution, device) if attribute_mod.needs_encoder(names) else None
+    out_inputs = [r["reference"] for r in rows] + [r["suspect"] for r in rows] + [str(corpus)]
+    plot_path = Path(plot) if plot is not None else output.with_suffix(".png")
+    atomic.check_outputs({"--output": output, "--plot": plot_path, "--scores": scores},
+                         batch.run_inputs(out_inputs))
+    scorer = attribute_mod.make_scorer(names, enc, use_disk_cache=use_cache, jobs=jobs)
+    results = _score_corpus(scorer, rows, names, reuse_scores, batch_size, quiet)
+    keep, failed, hashes = calibrate_mod.usable_pairs(rows, results, names)
+    batch.print_failures(failed)
+    if scores:
+        atomic.write_text(scores, render([res.record for res in results], "jsonl"))
+    blind_X = _blind_features(keep, quiet) if blind and keep else None
+    doc = _fit(corpus, keep, names, bands, blind_X, hashes, failed, enc, artifact_id or output.stem, version,
+               description, bootstrap, seed, min_posterior, alpha if conformal else None)
+    doc = thresholds.save(doc, output, inputs=out_inputs)
+    _warn_small_classes(doc, alpha, quiet)
+    atomic.write_bytes(plot_path, plots.plane(doc))
+    return Calibration(doc, output, plot_path, [res.record for res in results], failed)
+
+
+def _auto_features(features: str, quiet: bool) -> str:
+    if features != "auto":
+        return features
+    if artifacts.installed("dinov2-vitb14") is not None:
+        return "dinov2"
+    batch.warn("DINOv2 weights not installed: calibrating on tone-corrected pixel features "
+               "(--features pixel-v2)", quiet)
+    return "pixel-v2"
+
+
+def _score_corpus(scorer, rows, names, reuse_scores, batch_size: int, quiet: bool) -> list:
+    """Every corpus pair's PairResult, in row order; with ``reuse_scores`` the unchanged pairs are not scored."""
+    pairs = [Pair(r["reference"], r["suspect"]) for r in rows]
+    reused = calibrate_mod.reused_results(reuse_scores, pairs, names) if reuse_scores else {}
+    if reuse_scores:
+        batch.warn(f"--reuse-scores: {len(reused)} of {len(pairs)} pair(s) reused from {reuse_scores}", quiet)
+    todo = [p for i, p in enumerate(pairs) if i not in reused]
+    with batch.progress_bar(len(todo), "score", quiet) as advance:
+        fresh = iter(scorer.score(todo, batch_size=batch_size, on_result=lambda r: advance()))
+    return [reused[i] if i in reused else next(fresh) for i in range(len(pairs))]
+
+
+def _blind_features(keep, quiet: bool) -> np.ndarray:
+    bx = []
+    with batch.progress_bar(len(keep), "blind", quiet) as advance:
+        for r, _ in keep:
+            bx.append(blind_mod.features(images.load_image(r["suspect"]).pixels))
+            advance()
+    return np.stack(bx)
+
+
+def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifact_id: str, version: str,
+         description: str, bootstrap: int, seed: int, min_posterior: float, alpha: float | None) -> dict:
+    """The (unsealed) artifact; a corpus the statistics cannot use is a UsageError naming it."""
+    try:
+        corp = calibrate_mod.corpus_from_pairs(keep, names, bands, blind_X)
+        info = calibrate_mod.corpus_info(corpus, keep, hashes, len(failed), description, bands is not None,
+                                         corp.domains is not None)
+        if len(keep) < 4:
+            raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
+        return calibrate_mod.calibrate(corp, artifact_id=artifact_id, version=version, description=description,
+                                       corpus_info=info, encoder=_encoder_info(enc), B=bootstrap, seed=seed,
+                                       min_posterior=min_posterior, alpha=alpha)
+    except ValueError as exc:
+        raise UsageError(f"{corpus}: {exc}") from exc
+
+
+def _encoder_info(enc) -> dict[str, Any] | None:
+    if enc is None:
+        return None
+    p = enc.provenance()
+    return {"id": p["encoder"], "weights_sha256": p["weights_sha256"], "resolution": p["resolution"],
+            "verified": p["verified"]}
+
+
+def _warn_small_classes(doc: dict[str, Any], alpha: float, quiet: bool) -> None:
+    small = calibrate_mod.small_classes(doc, alpha)
+    if small:
+        batch.warn(f"with alpha {alpha:g} a system needs at least {int(np.ceil(1 / alpha))} calibration "
+                   f"calls to ever be left out of a prediction set; "
+                   + ", ".join(f"{c} has {n}" for c, n in small.items())
+                   + " (its p-value is never below alpha, so the answer for it is never `unknown`)", quiet)
+
+
+# ---------------------------------------------------------------- DIF and lineage (pass-throughs)
+# These import torch-heavy modules when called, not when fpx starts.
+def extract(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str, **options):
+    """Fit the Deep Image Fingerprint of one generator from its images and real photographs
+    (:func:`fingerprint_cli.dif.extract.fit`; ``fpx dif-extract``). ``options``: ``method``, ``crop``, ``epochs``,
+    ``seed``, ``denoiser``, ``images``, ``test_fraction``, ``batch_size``, ``tolerance``, … as documented there.
+    Returns the :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` (``.save(path)`` writes the safetensors
+    artifact)."""
+    from fingerprint_cli.dif import extract as dif_extract
+
+    return dif_extract.fit(list(generated_paths), list(real_paths), name=name, **options)
+
+
+def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], **options) -> Results:
+    """Test images (files or folders) against fingerprints (artifact paths or loaded
+    :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` objects): one ``detect`` record per image, through
+    ``fingerprint_cli.dif.detect.detect_many`` (``fpx detect``); an unreadable image is an error record."""
+    from fingerprint_cli.dif import detect as dif_detect
+    from fingerprint_cli.lineage import load_fingerprints
+
+    detect_many = getattr(dif_detect, "detect_many", None)
+    if detect_many is None:  # pragma: no cover - the DIF detection library function lands with issue 16's merge
+        raise NotImplementedError("fingerprint_cli.dif.detect.detect_many is not in this build; use `fpx detect`")
+    fps = [fp if not isinstance(fp, (str, os.PathLike)) else load_fingerprints([str(fp)])[0] for fp in fingerprints]
+    files = batch.expand_paths(paths)
+    return Results(detect_many(fps, files, **options), items=len(files))
+
+
+def lineage(fingerprints: Sequence[str], **options) -> Results:
+    """Cross-detection matrix, relatedness and families of generator fingerprints
+    (:func:`fingerprint_cli.lineage.run`; ``fpx lineage``); ``options`` as documented there (``images``,
+    ``real_dir``, ``threshold``, ``max_shift``, ``metric``, ``period``, ``device``). Returns the lineage
+    records (:func:`fingerprint_cli.lineage.to_records`)."""
+    from fingerprint_cli import lineage as lineage_mod
+
+    res, provenance = lineage_mod.run(list(fingerprints), **options)
+    records = lineage_mod.to_records(res, provenance)
+    return Results(records, items=len(records))
