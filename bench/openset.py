@@ -286,7 +286,7 @@ TEST = {
 SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper")
 
 
-def build(photos, out: Path, crop: int, reps: int, systems):
+def build(photos, out: Path, crop: int, reps: int, systems, held=None):
     from corpus_local import BANDS, crops, domain_of, run_system
 
     from fingerprint_cli import images
@@ -317,10 +317,10 @@ def build(photos, out: Path, crop: int, reps: int, systems):
                 if s != "identity":
                     rows.append({**base, "suspect": str(pj), "kind": "chain", "processing": f"{s}+jpeg_q85",
                                  "truth": s, "truth_band": BANDS[s]})
-            for name, (fn, kind) in HELD_OUT.items():
+            for name, (fn, kind) in (DEV if held is None else held).items():
                 p = out / "suspects" / f"{safe}_r{r}__{name}.png"
                 if not p.exists():
-                    px = fn(ref, seed) if name in ("film_grain", "gauss_noise_s8") else fn(ref)
+                    px = fn(ref, seed) if name in SEEDED else fn(ref)
                     images.save_png(px, p)
                 rows.append({**base, "suspect": str(p), "kind": f"held_out_{kind}", "processing": name,
                              "truth": "", "truth_band": ""})
@@ -409,9 +409,11 @@ def main() -> int:
     ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--max-per-folder", type=int, default=None)
-    ap.add_argument("--v1", default="local-offline-pixel-v1", help="the 'before' artifact (id or file)")
-    ap.add_argument("--v2", default="local-offline-pixel-v2", help="the 'after' artifact (id or file)")
-    ap.add_argument("--alpha", type=float, default=None, help="override the v2 artifact's alpha")
+    ap.add_argument("--set", choices=("dev", "test"), default="dev",
+                    help="held-out processings: dev (round 1's list, looked at) or test (round 2's, never tuned on)")
+    ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v2,local-offline-pixel-v3",
+                    help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
+    ap.add_argument("--alpha", type=float, default=None, help="override the conformal artifacts' alpha")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
     args = ap.parse_args()
     present = [f for f in args.folders if f.is_dir()]
@@ -423,47 +425,58 @@ def main() -> int:
 
     from fingerprint_cli import attribute, thresholds
 
+    held = DEV if args.set == "dev" else TEST
     avail = available()
     systems = [s for s in BANDS if avail.get(s) is None]
     photos = select_photos(present, "eval", args.max_per_folder)
-    rows = build(photos, args.out, args.crop, args.reps, systems)
-    d1, d2 = thresholds.find(args.v1), thresholds.find(args.v2)
-    names = list(dict.fromkeys(list(d1["features"]) + list(d2["features"])))
-    feats = None
+    rows = build(photos, args.out, args.crop, args.reps, systems, held)
+    docs = []
+    for a in args.artifacts.split(","):
+        try:
+            docs.append(thresholds.find(a.strip()))
+        except Exception as exc:  # an artifact not present in this checkout (e.g. v3 before it ships)
+            print(f"openset: skipping artifact {a}: {exc}", file=sys.stderr)
+    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
     cache = args.out / "rows.csv"
+    old: dict = {}
     if cache.exists() and not args.rescore:  # features depend only on the images, not on the artifacts
         with open(cache, newline="") as f:
-            old = list(csv.DictReader(f))
-        if [(o["reference"], o["suspect"]) for o in old] == [(r["reference"], r["suspect"]) for r in rows] \
-                and all(n in old[0] for n in names):
-            feats = [{n: float(o[n]) for n in names} for o in old]
-            print(f"openset: features of {len(feats)} pairs read from {cache} (--rescore to recompute)",
-                  file=sys.stderr)
-    if feats is None:
-        feats = score(rows, names)
-    with open(args.out / "rows.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) + names)
+            for o in csv.DictReader(f):
+                old[(o["reference"], o["suspect"])] = o
+    todo = [r for r in rows if (r["reference"], r["suspect"]) not in old
+            or any(old[(r["reference"], r["suspect"])].get(n) in (None, "") for n in names)]
+    if len(todo) < len(rows):
+        print(f"openset: features of {len(rows) - len(todo)} pairs read from {cache} (--rescore to recompute)",
+              file=sys.stderr)
+    if todo:
+        for r, x in zip(todo, score(todo, names)):
+            old[(r["reference"], r["suspect"])] = {**r, **x}
+    feats = [{n: float(old[(r["reference"], r["suspect"])][n]) for n in names} for r in rows]
+    fields = list(rows[0]) + names
+    tmp = cache.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:  # the union of every set scored so far
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
-        w.writerows([{**r, **{k: x[k] for k in names}} for r, x in zip(rows, feats)])
+        w.writerows(old.values())
+    tmp.replace(cache)
     res = {}
-    for tag, doc, alpha in (("v1", d1, None), ("v2", d2, args.alpha)):
-        res[tag] = evaluate(rows, feats, attribute.Decider(doc, alpha if doc.get("conformal") else None))
-        res[tag]["artifact"] = doc["id"]
-    (args.out / "results.json").write_text(json.dumps(res, indent=1))
-    a2 = attribute.Decider(d2, args.alpha).alpha
+    for doc in docs:
+        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, args.alpha if doc.get("conformal") else None))
+        res[doc["id"]]["artifact"] = doc["id"]
+    (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
     n_ph = len({r["image_id"] for r in rows})
-    print(f"\nopenset: {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(HELD_OUT)} held-out processings "
-          f"({sum(k == 'benign' for _, k in HELD_OUT.values())} benign edits/codecs, "
-          f"{sum(k == 'network' for _, k in HELD_OUT.values())} unseen networks); {len(systems)} known systems; "
-          f"v2 alpha {a2:g}\n")
+    alphas = sorted({attribute.Decider(d, args.alpha).alpha for d in docs if d.get("conformal")})
+    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
+          f"held-out processings ({sum(k == 'benign' for _, k in held.values())} benign edits/codecs, "
+          f"{sum(k == 'network' for _, k in held.values())} unseen networks); {len(systems)} known systems; "
+          f"conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
     hdr = ("| artifact | held-out: confident known-system label (want <= 0.05) | held-out benign edits in an AI band "
            "(want <= 0.02) | held-out: unknown / inconclusive | known: accuracy on decided (want >= 0.85) | known: "
            "coverage (want >= 0.94) | known: decided | chain +JPEG q85: accuracy on decided | chain: coverage | "
            "chain: band accuracy on decided | chain: decided |")
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
-    for tag in ("v1", "v2"):
-        r = res[tag]
+    for tag, r in res.items():
         hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
         n_h = hb["n"] + hn["n"]
         unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
@@ -479,21 +492,18 @@ def main() -> int:
               f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
               f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
               f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
-    print(f"\nknown / chain rows: each artifact on its own calibrated systems (v1: {res['v1']['known']['n']} + "
-          f"{res['v1']['chain']['n']} calls of its 11 systems; v2: {res['v2']['known']['n']} + {res['v2']['chain']['n']} "
-          "of its 16).")
-    print("\nv1 has no prediction set: its 'coverage' counts calls whose decision does not exclude the true system "
-          "(right system, or inconclusive system with the right or no band).\n")
-    print("Per held-out processing (label counts, v1 -> v2):\n")
-    print("| processing | kind | v1 | v2 |")
-    print("|---|---|---|---|")
-    for name, (_, kind) in HELD_OUT.items():
-        c1 = res["v1"]["per_processing"].get(name, {})
-        c2 = res["v2"]["per_processing"].get(name, {})
-
+    print("\nknown / chain rows: each artifact on its own calibrated systems ("
+          + "; ".join(f"{t}: {r['known']['n']} + {r['chain']['n']} calls" for t, r in res.items()) + ").")
+    print("\nan artifact without a prediction set (v1): its 'coverage' counts calls whose decision does not exclude "
+          "the true system (right system, or inconclusive system with the right or no band).\n")
+    print("Per held-out processing (label counts):\n")
+    print("| processing | kind | " + " | ".join(res) + " |")
+    print("|---|---|" + "---|" * len(res))
+    for name, (_, kind) in held.items():
         def top(c):
             return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
-        print(f"| {name} | {kind} | {top(c1)} | {top(c2)} |")
+        print(f"| {name} | {kind} | " + " | ".join(top(r["per_processing"].get(name, {})) for r in res.values())
+              + " |")
     return 0
 
 

@@ -39,7 +39,8 @@ def summary_text(doc: dict) -> str:
                  ", ".join(f"{s}={b}" for s, b in doc["band_rule"]["bands"].items()))
     conf = cal.get("conformal")
     if conf:
-        lines.append(f"conformal (Mondrian, per-class Ledoit-Wolf Mahalanobis, LOO) at alpha {conf['alpha']:g}: "
+        score_ = {"robust-top3": "per-class robust top-3 |z|"}.get(conf.get("score"), "per-class Ledoit-Wolf Mahalanobis")
+        lines.append(f"conformal (Mondrian, {score_}, LOO) at alpha {conf['alpha']:g}: "
                      f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
                      f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
                      f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
@@ -124,6 +125,9 @@ def register(app: typer.Typer) -> None:
         conformal: bool = typer.Option(True, "--conformal/--no-conformal",
                                        help="fit conformal p-values (open-set `unknown`); --no-conformal makes a "
                                             "v1-style artifact"),
+        nonconformity: str = typer.Option("robust-top3", "--nonconformity",
+                                          help="conformal score: robust-top3 (v3: mean of the 3 largest per-feature "
+                                               "robust z-scores per system) or mahalanobis (v2)"),
         blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
         scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
@@ -160,6 +164,8 @@ def register(app: typer.Typer) -> None:
             if not 0.0 <= min_posterior <= 1.0:
                 raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
             attr.check_alpha(alpha)
+            if nonconformity not in cal.SCORES:
+                raise UsageError(f"--nonconformity is one of {', '.join(cal.SCORES)}, not {nonconformity!r}")
             rows = batch.read_csv_rows(corpus, ["reference", "suspect", "system", "image_id"])
             if not rows:
                 raise InputError("corpus has no rows", str(corpus))
@@ -263,7 +269,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
             doc = cal.calibrate(corp, artifact_id=artifact_id or output.stem, version=version,
                                 description=description, corpus_info=info, encoder=enc_info, B=bootstrap,
-                                seed=seed, min_posterior=min_posterior, alpha=alpha if conformal else None)
+                                seed=seed, min_posterior=min_posterior, alpha=alpha if conformal else None,
+                                nonconformity=nonconformity)
         except ValueError as exc:
             common.die(UsageError(f"{corpus}: {exc}"))
         except FpxError as exc:
