@@ -1,5 +1,9 @@
-"""Open-world benchmark for ``fpx attribute`` (issue 11): before (v1) and after (v2) on processings that are
+"""Open-world benchmark for ``fpx attribute`` (issue 11): v1, v2 and v3 side by side on processings that are
 NOT in the calibration corpus, on photos that are not in it either.
+
+Two lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
+and drove round 2's choice of the v3 score) and ``--set test`` (:data:`TEST`, written down before any round-2
+run and never used to choose anything). Report them separately.
 
 Photos: the ``eval`` split of ``bench/corpus_local.py`` (fixed by each file's sha256; the v2 artifact is
 calibrated on the ``calib`` split only). For every eval photo, one (or ``--reps``) crop is the reference and
@@ -19,7 +23,8 @@ accuracy on decided calls (want >= 0.85) and coverage (want >= 0.94), the same t
 per-processing breakdown. ``fpx detect`` rows (issue 11 item 4) belong to the detect benchmark, not here.
 
     python bench/openset.py /work/shared/data/generators/real_kodak24 /work/shared/data/real_bsds500/val \
-        --out bench/out/openset [--v2 src/fingerprint_cli/thresholds/local-offline-pixel-v2.json] [--alpha 0.05]
+        --out bench/out/openset [--set dev|test] [--artifacts local-offline-pixel-v1,local-offline-pixel-v2,...]
+        [--alpha 0.05]
 
 Folders that are absent are skipped; with none present the script says so and exits 0.
 """
@@ -424,6 +429,7 @@ def main() -> int:
     from i2i_networks import available
 
     from fingerprint_cli import attribute, thresholds
+    from fingerprint_cli.errors import FpxError
 
     held = DEV if args.set == "dev" else TEST
     avail = available()
@@ -434,7 +440,7 @@ def main() -> int:
     for a in args.artifacts.split(","):
         try:
             docs.append(thresholds.find(a.strip()))
-        except Exception as exc:  # an artifact not present in this checkout (e.g. v3 before it ships)
+        except FpxError as exc:  # an artifact not present in this checkout (e.g. v3 before it ships)
             print(f"openset: skipping artifact {a}: {exc}", file=sys.stderr)
     names = list(dict.fromkeys(f for d in docs for f in d["features"]))
     cache = args.out / "rows.csv"
@@ -476,7 +482,7 @@ def main() -> int:
            "chain: band accuracy on decided | chain: decided |")
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
-    for tag, r in res.items():
+    for r in res.values():
         hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
         n_h = hb["n"] + hn["n"]
         unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
