@@ -210,7 +210,9 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
             xb, fy = np.r_[xb, 1.0], np.r_[fy, min(1.0, fy[-1] + 1.0 - xb[-1])]
         mapped[..., c] = np.interp(r[..., c], xb, fy)
         on_grid.append(np.interp(grid, xb, fy))
-        fy_strict = fy + 1e-6 * np.arange(len(fy))
+        # strictly increasing for the inverse: lift only the runs of equal values (an isotonic fit's flat
+        # steps), so a curve that is already strictly increasing (the identity) is inverted exactly
+        fy_strict = fy + 1e-6 * np.r_[0, np.cumsum(np.diff(fy) <= 0)]
         corrected[..., c] = np.interp(s[..., c], fy_strict, xb)
     g = np.stack(on_grid)  # (C, bins)
     d_tot = float(np.sum((s - r) ** 2))

@@ -121,6 +121,7 @@ class LDA:
 
 # ---------------------------------------------------------------- conformal p-values (open set)
 SCORES = ("mahalanobis", "robust-top3")
+TIE_TOL = 1e-6  # nonconformity scores closer than this (relative to 1 + |score|) are ties
 
 
 @dataclass
@@ -212,8 +213,14 @@ class Conformal:
 
     @staticmethod
     def p_from_scores(a: np.ndarray, cal: np.ndarray) -> np.ndarray:
-        """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending)."""
-        ge = len(cal) - np.searchsorted(cal, np.asarray(a, dtype=np.float64), side="left")
+        """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending).
+
+        Scores within ``TIE_TOL * (1 + |a|)`` of each other are ties: the artifact stores parameters and scores
+        to 9 / 7 significant digits, so a call whose features are exactly a system's constant values (an
+        identical copy: every change feature at its neutral value) scores ~1e-7 instead of the calibration
+        calls' 0 and would otherwise rank above all of them."""
+        a = np.asarray(a, dtype=np.float64)
+        ge = len(cal) - np.searchsorted(cal, a - TIE_TOL * (1.0 + np.abs(a)), side="left")
         return (1.0 + ge) / (1.0 + len(cal))
 
     def p_values(self, Z: np.ndarray) -> np.ndarray:
