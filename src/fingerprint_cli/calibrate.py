@@ -13,6 +13,9 @@ features to system k's mean under system k's own Ledoit-Wolf-shrunk covariance
 (``sklearn.covariance.LedoitWolf``). Calibration scores are leave-one-image-out: each call is scored by a
 model fitted without every call of its image. ``p_k(x) = (1 + #{calibration calls of k with score ≥
 a_k(x)}) / (1 + n_k)``; the prediction set is ``{k : p_k ≥ α}``; an empty set means ``unknown``.
+v3 artifacts (issue 11 round 2) use the ``robust-top3`` nonconformity instead: the mean of the three largest
+per-feature robust z-scores against system k's own calls (median, 1.4826 MAD), which one out-of-range
+feature is enough to raise (see :class:`Conformal`).
 
 Measurement:
 
@@ -122,19 +125,37 @@ class LDA:
 
 
 # ---------------------------------------------------------------- conformal p-values (open set)
+SCORES = ("mahalanobis", "robust-top3")
+TIE_TOL = 1e-6  # nonconformity scores closer than this (relative to 1 + |score|) are ties
+
+
 @dataclass
 class Conformal:
-    """Mondrian conformal p-values from per-class Mahalanobis nonconformity (see the module docstring).
+    """Mondrian conformal p-values from a per-class nonconformity score (see the module docstring).
 
-    ``means`` (K, d) and ``precisions`` (K, d, d) are in the standardised space of the artifact;
+    ``score`` names the nonconformity of a call for class k (in the standardised space of the artifact):
+
+    * ``"mahalanobis"`` (v2 artifacts): squared Mahalanobis distance to the class mean under the class's own
+      Ledoit-Wolf covariance; ``means`` (K, d) and ``precisions`` (K, d, d);
+    * ``"robust-top3"`` (v3 artifacts, issue 11 round 2): per feature, the robust z-score
+      ``|z_f - median_kf| / (1.4826 MAD_kf + floor)`` against the class's own calls; the score is the mean of
+      the ``top`` (3) largest. One feature far outside the class's calibrated range (a gamma the tone-curve
+      class never saw, a smoothing stronger than any calibrated filter) is enough to make the call
+      nonconforming, which a 20-dimensional quadratic form dilutes. ``means`` holds the medians, ``scales`` (K, d)
+      the robust scales, ``precisions`` is None.
+
     ``cal_scores[k]`` holds the sorted leave-one-image-out scores of the calibration calls of class k.
     """
 
     classes: list[str]
     means: np.ndarray
-    precisions: np.ndarray
+    precisions: np.ndarray | None
     cal_scores: list[np.ndarray]
     alpha: float = 0.05
+    score: str = "mahalanobis"
+    scales: np.ndarray | None = None
+    top: int = 3
+    floor: float = 0.05
 
     @staticmethod
     def fit_class_models(Z: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -154,18 +175,57 @@ class Conformal:
         return np.stack(means), np.stack(precs)
 
     @staticmethod
+    def fit_robust(Z: np.ndarray, y: np.ndarray, classes: Sequence[str], floor: float = 0.05
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class, per-feature median and robust scale ``1.4826 * MAD + floor`` of standardised features."""
+        meds, scales = [], []
+        for c in classes:
+            Zc = Z[y == c]
+            if len(Zc) < 2:
+                raise ValueError(f"system {c} needs at least two calls outside the held-out image")
+            med = np.median(Zc, 0)
+            meds.append(med)
+            scales.append(1.4826 * np.median(np.abs(Zc - med), 0) + floor)
+        return np.stack(meds), np.stack(scales)
+
+    @staticmethod
     def mahalanobis2(Z: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
         """(n, K) squared Mahalanobis distances of standardised rows to each class under its own precision."""
         diff = np.atleast_2d(Z)[:, None, :] - means[None, :, :]
         return np.einsum("nkd,kde,nke->nk", diff, precisions, diff)
 
+    @staticmethod
+    def robust_top(Z: np.ndarray, medians: np.ndarray, scales: np.ndarray, top: int = 3) -> np.ndarray:
+        """(n, K) mean of the ``top`` largest per-feature robust |z| of each row against each class."""
+        a = np.abs(np.atleast_2d(Z)[:, None, :] - medians[None]) / scales[None]
+        t = min(int(top), a.shape[2])
+        return np.sort(a, axis=2)[..., -t:].mean(2)
+
     def scores(self, Z: np.ndarray) -> np.ndarray:
+        if self.score == "robust-top3":
+            return self.robust_top(Z, self.means, self.scales, self.top)
         return self.mahalanobis2(Z, self.means, self.precisions)
+
+    @classmethod
+    def fit(cls, Z: np.ndarray, y: np.ndarray, classes: Sequence[str], cal_scores: list[np.ndarray],
+            alpha: float, score: str = "mahalanobis") -> Conformal:
+        """The class models on all of ``Z`` (for new points) with the given LOO calibration scores."""
+        if score == "robust-top3":
+            med, sc = cls.fit_robust(Z, y, classes)
+            return cls(list(classes), med, None, cal_scores, alpha, score, sc)
+        means, precs = cls.fit_class_models(Z, y, classes)
+        return cls(list(classes), means, precs, cal_scores, alpha, score)
 
     @staticmethod
     def p_from_scores(a: np.ndarray, cal: np.ndarray) -> np.ndarray:
-        """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending)."""
-        ge = len(cal) - np.searchsorted(cal, np.asarray(a, dtype=np.float64), side="left")
+        """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending).
+
+        Scores within ``TIE_TOL * (1 + |a|)`` of each other are ties: the artifact stores parameters and scores
+        to 9 / 7 significant digits, so a call whose features are exactly a system's constant values (an
+        identical copy: every change feature at its neutral value) scores ~1e-7 instead of the calibration
+        calls' 0 and would otherwise rank above all of them."""
+        a = np.asarray(a, dtype=np.float64)
+        ge = len(cal) - np.searchsorted(cal, a - TIE_TOL * (1.0 + np.abs(a)), side="left")
         return (1.0 + ge) / (1.0 + len(cal))
 
     def p_values(self, Z: np.ndarray) -> np.ndarray:
@@ -174,33 +234,51 @@ class Conformal:
         return np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "mondrian-mahalanobis-loo", "alpha": self.alpha, "classes": self.classes,
-                "means": _r(self.means, 9), "precisions": _r(self.precisions, 9),
-                "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
-                "space": "standardised features (the artifact's standardisation)",
-                "score": "squared Mahalanobis distance to the system's mean under its own Ledoit-Wolf covariance",
-                "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
+        common = {"alpha": self.alpha, "classes": self.classes,
+                  "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
+                  "space": "standardised features (the artifact's standardisation)",
+                  "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
+        if self.score == "robust-top3":
+            return {"kind": "mondrian-robust-top3-loo", **common, "medians": _r(self.means, 9),
+                    "scales": _r(self.scales, 9), "top": int(self.top), "floor": float(self.floor),
+                    "score": f"mean of the {int(self.top)} largest per-feature robust z-scores |z - median| / "
+                             f"(1.4826 MAD + {self.floor:g}) against the system's own calls"}
+        return {"kind": "mondrian-mahalanobis-loo", **common, "means": _r(self.means, 9),
+                "precisions": _r(self.precisions, 9),
+                "score": "squared Mahalanobis distance to the system's mean under its own Ledoit-Wolf covariance"}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Conformal:
         classes = list(doc["classes"])
-        return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float),
-                   [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes],
-                   float(doc.get("alpha", 0.05)))
+        cal = [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes]
+        alpha = float(doc.get("alpha", 0.05))
+        kind = doc.get("kind", "mondrian-mahalanobis-loo")
+        if kind == "mondrian-robust-top3-loo":
+            return cls(classes, np.asarray(doc["medians"], float), None, cal, alpha, "robust-top3",
+                       np.asarray(doc["scales"], float), int(doc.get("top", 3)), float(doc.get("floor", 0.05)))
+        if kind != "mondrian-mahalanobis-loo":
+            raise ValueError(f"unknown conformal kind {kind!r}")
+        return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float), cal, alpha)
 
 
-def conformal_loo(Z: np.ndarray, y: Sequence[str], groups: Sequence[str], classes: Sequence[str]
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def conformal_loo(Z: np.ndarray, y: Sequence[str], groups: Sequence[str], classes: Sequence[str],
+                  score: str = "mahalanobis") -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-image-out nonconformity: ``A`` (n, K), each row scored against every class by per-class
     models fitted without its image; and ``own`` (n,), the score against the row's own class."""
+    if score not in SCORES:
+        raise ValueError(f"unknown nonconformity score {score!r}; use one of {', '.join(SCORES)}")
     Z = np.asarray(Z, dtype=np.float64)
     y = np.asarray(y)
     g = np.asarray(groups)
     A = np.zeros((len(y), len(classes)))
     for image in sorted(set(g.tolist())):
         test = g == image
-        means, precs = Conformal.fit_class_models(Z[~test], y[~test], classes)
-        A[test] = Conformal.mahalanobis2(Z[test], means, precs)
+        if score == "robust-top3":
+            med, sc = Conformal.fit_robust(Z[~test], y[~test], classes)
+            A[test] = Conformal.robust_top(Z[test], med, sc)
+        else:
+            means, precs = Conformal.fit_class_models(Z[~test], y[~test], classes)
+            A[test] = Conformal.mahalanobis2(Z[test], means, precs)
     col = {c: i for i, c in enumerate(classes)}
     own = A[np.arange(len(y)), [col[c] for c in y]]
     return A, own
@@ -424,7 +502,8 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
               corpus_info: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None,
               B: int = 2000, seed: int = 0, shrinkage: float | str = "auto", min_posterior: float = 0.5,
               band_min_posterior: float = 0.6, far_quantile: float = 0.999,
-              points_per_system: int = 200, alpha: float | None = 0.05) -> dict[str, Any]:
+              points_per_system: int = 200, alpha: float | None = 0.05,
+              nonconformity: str = "robust-top3") -> dict[str, Any]:
     """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact.
 
     With ``alpha`` (default 0.05) the artifact carries the conformal part (:class:`Conformal`, its LOO
@@ -472,14 +551,15 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
         if not 0.0 < alpha <= 0.5:
             raise ValueError(f"alpha must be in (0, 0.5], not {alpha}")
         Z = model.standardise(X)
-        A, own = conformal_loo(Z, systems, images_, classes)
+        A, own = conformal_loo(Z, systems, images_, classes, score=nonconformity)
         P = conformal_loo_p(A, own, systems, images_, classes)
         conformal_report_ = conformal_report(P, systems, classes, bands, alpha)
         conformal_report_["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
                                        "without its image, ranked among the LOO scores of the other images' "
                                        "calls (the standardisation is the corpus-wide one)")
-        means, precs = Conformal.fit_class_models(Z, systems, classes)
-        conformal = Conformal(classes, means, precs, [np.sort(own[systems == c]) for c in classes], alpha)
+        conformal = Conformal.fit(Z, systems, classes, [np.sort(own[systems == c]) for c in classes], alpha,
+                                  nonconformity)
+        conformal_report_["score"] = nonconformity
         # under the set rule the call is decided when the prediction set is one system
         ev["loo"]["inconclusive_rate"] = 1.0 - conformal_report_["singleton_rate"]
         ev["loo"]["accuracy_when_decided"] = conformal_report_["singleton_accuracy"]

@@ -66,7 +66,8 @@ def _eta_blind_band_lines(doc: dict) -> list[str]:
 def _conformal_lines(conf: dict | None) -> list[str]:
     if not conf:
         return ["conformal: none (p-values: not calibrated)"]
-    lines = [f"conformal (Mondrian, per-class Ledoit-Wolf Mahalanobis, LOO) at alpha {conf['alpha']:g}: "
+    score_ = {"robust-top3": "per-class robust top-3 |z|"}.get(conf.get("score"), "per-class Ledoit-Wolf Mahalanobis")
+    lines = [f"conformal (Mondrian, {score_}, LOO) at alpha {conf['alpha']:g}: "
              f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
              f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
              f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
@@ -115,6 +116,9 @@ def calibrate_cmd(
     conformal: bool = typer.Option(True, "--conformal/--no-conformal",
                                    help="fit conformal p-values (open-set `unknown`); --no-conformal makes a "
                                         "v1-style artifact"),
+    nonconformity: str = typer.Option("robust-top3", "--nonconformity",
+                                      help="conformal score: robust-top3 (v3: mean of the 3 largest per-feature "
+                                           "robust z-scores per system) or mahalanobis (v2)"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
     scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
@@ -139,7 +143,8 @@ def calibrate_cmd(
     try:
         cal = api.calibrate(corpus, output, features=features, artifact_id=artifact_id, version=version,
                             description=description, bootstrap=bootstrap, seed=seed, min_posterior=min_posterior,
-                            alpha=alpha, conformal=conformal, blind=blind, plot=plot, scores=scores,
+                            alpha=alpha, conformal=conformal, nonconformity=nonconformity, blind=blind,
+                            plot=plot, scores=scores,
                             reuse_scores=reuse_scores, resolution=resolution, batch_size=batch_size,
                             use_cache=not no_cache, device=device, jobs=jobs, quiet=quiet)
     except FpxError as exc:
