@@ -76,8 +76,11 @@ def transform(paths: list[str], kind: str, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     res = []
     for p in paths:
-        px = images.load_image(p).pixels
         name = out / (Path(p).stem + ".png")
+        if name.exists():
+            res.append(str(name))
+            continue
+        px = images.load_image(p).pixels
         if kind.startswith("jpeg"):
             data = images.encode(px, "JPEG", quality=int(kind[4:]))
             px = images.decode(data, str(name)).pixels
