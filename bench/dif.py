@@ -164,7 +164,7 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
                            real_test if kind == "none" else transform(real_test, kind, out / "m" / "bsds" / kind))
         cells = []
         for prof in args.matrix_train:
-            methods = ("dif", "average", "spectral") if prof in ("plain", "robust") else ("dif",)
+            methods = [m for m in args.matrix_methods if m != "dif" or prof in args.matrix_dif_train]
             for method in methods:
                 t = time.time()
                 fp = extract.fit(gtrain, real_train, name=g, method=method, crop=CROP, epochs=args.epochs,
@@ -225,7 +225,7 @@ def modern_part(args, root: Path, out: Path, cache, results: dict, report: list[
         tests = {k: (gtest if k == "none" else transform(gtest, k, out / "m" / g.replace("/", "_") / k),
                      real_test if k == "none" else transform(real_test, k, out / "m" / "bsds" / k)) for k in kinds}
         for prof in ("plain", "robust"):
-            for method in ("dif", "average", "spectral"):
+            for method in args.matrix_methods:
                 t = time.time()
                 fp = extract.fit(gtrain, real_train[:max(len(gtrain), 2)], name=Path(g).name, method=method,
                                  crop=CROP, epochs=args.epochs, test_fraction=0.0, cache=cache,
@@ -284,6 +284,10 @@ def main(argv=None) -> int:
     ap.add_argument("--matrix-generators", nargs="*", default=["latent_diffusion_ldm_txt2img", "dalle3_api"])
     ap.add_argument("--matrix-train", nargs="*", default=list(MATRIX_TRAIN))
     ap.add_argument("--matrix-n", type=int, default=48, help="training images per class (matrix)")
+    ap.add_argument("--matrix-methods", nargs="*", default=["dif", "average", "spectral"],
+                    help="methods of the matrix and modern parts")
+    ap.add_argument("--matrix-dif-train", nargs="*", default=list(MATRIX_TRAIN),
+                    help="training conditions at which DIF is fitted (the baselines run at every one)")
     ap.add_argument("--matrix-test", type=int, default=32, help="test images per class (matrix, modern)")
     ap.add_argument("--modern-generators", nargs="*",
                     default=["dalle3_api", "gpt_image_1_mini_api", "hfapi_sd/CompVis__stable-diffusion-v1-4",

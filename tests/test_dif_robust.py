@@ -221,10 +221,16 @@ def test_cli_profile_option(corpus, tmp_path):
     out = tmp_path / "g.fpx.safetensors"
     res = CliRunner().invoke(app, ["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"],
                                    "-o", str(out), "--crop", str(S), "--epochs", "2", "--denoiser", "gaussian",
-                                   "--method", "average", "--views", "2", "--format", "json", "--quiet"])
+                                   "--method", "average", "--format", "json", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert Fingerprint.load(out).meta["augment"]["views"] == 2
-    assert '"profile": "robust"' in res.stdout  # the default
+    assert Fingerprint.load(out).meta["augment"]["profile"] == extract.DEFAULT_PROFILE
+    assert f'"profile": "{extract.DEFAULT_PROFILE}"' in res.stdout  # the default, in the record
+    res = CliRunner().invoke(app, ["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"],
+                                   "-o", str(out), "--crop", str(S), "--denoiser", "gaussian", "--method", "average",
+                                   "--profile", "robust", "--views", "3", "--format", "json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert Fingerprint.load(out).meta["augment"] == {**Fingerprint.load(out).meta["augment"], "profile": "robust",
+                                                     "views": 3}
     res = CliRunner().invoke(app, ["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"],
                                    "-o", str(tmp_path / "x.fpx.safetensors"), "--crop", str(S), "--profile",
                                    "robustt", "--denoiser", "gaussian", "--quiet"])

@@ -75,10 +75,11 @@ def register(app: typer.Typer) -> None:
                                       help="detection searches shifts up to this many pixels, cross-fitted (shift "
                                            "picked on one half of the image, ρ read on the other); 0 = the paper's "
                                            "plain ρ: best on aligned images, breaks on a 1-px shift"),
-        profile: str = typer.Option("robust", "--profile",
+        profile: Optional[str] = typer.Option(None, "--profile",
                                     help="robust: both classes pass through random JPEG (q 60-100) and rescaling "
                                          "(0.5-1.5x) before their residuals, so the fingerprint survives "
-                                         "recompression; plain: the images as they are (the paper)"),
+                                         "recompression; plain: the images as they are (the paper). "
+                                         "Default: plain (see docs/dif.md)"),
         views: Optional[int] = typer.Option(None, "--views", min=1, max=8,
                                             help="augmented views per training image with --profile robust "
                                                  "(default 2; each costs one residual per image, cached)"),
@@ -119,7 +120,8 @@ def register(app: typer.Typer) -> None:
             fp = extract.fit(gen_paths, real_paths, name=name or extract.default_name(generated), method=method,
                              crop=crop, epochs=epochs, seed=seed, denoiser=denoiser, images=n_images,
                              progress=phases.progress, on_phase=phases.phase, test_fraction=test_fraction,
-                             batch_size=batch_size, cache=cache, tolerance=tolerance, profile=profile,
+                             batch_size=batch_size, cache=cache, tolerance=tolerance,
+                             profile=profile or extract.DEFAULT_PROFILE,
                              views=views)
             phases.close()
             feats = {"mu_gen": fp.meta["mu_gen"], "mu_real": fp.meta["mu_real"],

@@ -32,6 +32,8 @@ from fingerprint_cli.errors import UsageError
 DEFAULT_EPOCHS = 30
 DEFAULT_TOLERANCE = 1
 MARGIN = 0.01
+#: Training profile of `fpx dif-extract` and :func:`fit` (see :mod:`.augment`; docs/benchmarks.md, issue 15)
+DEFAULT_PROFILE = "plain"
 
 
 def split(paths: Sequence[str], n_train: int | None, test_fraction: float, seed: int,
@@ -129,7 +131,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         images: int | None = None, progress: Callable[..., None] | None = None,
         test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
         cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
-        unet_width: int = 32, profile: str = "plain", views: int | None = None,
+        unet_width: int = 32, profile: str = DEFAULT_PROFILE, views: int | None = None,
         on_phase: Callable[[str, int], None] | None = None) -> Fingerprint:
     """Fit a fingerprint of one generator.
 
