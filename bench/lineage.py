@@ -305,7 +305,7 @@ def testbed_modern(args, cache) -> dict:
 
     data = Path(args.data)
     real_jpeg = Path(args.real_jpeg)
-    root = Path(args.out) / f"modern-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}{args.tag}"
+    root = Path(args.out) / f"modern-{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}{args.tag}"
     root.mkdir(parents=True, exist_ok=True)
     reals = {}
     if (data / "real_kodak24").is_dir():
