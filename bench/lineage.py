@@ -155,19 +155,24 @@ def report(title: str, res, expected, t_matrix: float, fit_secs: dict, plot_path
     _matrix("Cross-detection balanced accuracy, whole fingerprint (row: fingerprint; column: held-out images "
             "of); AUC in brackets", names, res.accuracy,
             lambda i, j: f"{100 * res.accuracy[i, j]:.0f}% ({res.auc[i, j]:.2f})")
-    _matrix(f"Grid cross-detection AUC (the fingerprint's period-{res.period} component; row: fingerprint)",
-            names, res.grid_auc, lambda i, j: f"{res.grid_auc[i, j]:.2f}")
+    grid = res.grid_auc is not None
+    if grid:
+        _matrix(f"Grid cross-detection AUC (the fingerprint's period-{res.period} component; row: fingerprint)",
+                names, res.grid_auc, lambda i, j: f"{res.grid_auc[i, j]:.2f}")
     _matrix("Fingerprint-to-fingerprint correlation, whole pattern (best over shifts ≤ 2 px)", names,
             res.fp_correlation, lambda i, j: f"{res.fp_correlation[i, j]:+.2f}")
-    _matrix(f"Grid correlation (period-{res.period} components, oriented)", names, res.grid_correlation,
-            lambda i, j: f"{res.grid_correlation[i, j]:+.2f}")
+    if grid:
+        _matrix(f"Grid correlation (period-{res.period} components, oriented)", names, res.grid_correlation,
+                lambda i, j: f"{res.grid_correlation[i, j]:+.2f}")
     print("\nSelf-detection (diagonal) TPR / TNR: " + ", ".join(
         f"{a} {100 * res.tpr[i, i]:.0f}/{100 * res.tnr[i, i]:.0f}%" for i, a in enumerate(names)))
     print(f"\nexpected families: {expected}")
     out = {"expected": expected, "names": names, "matrix_s": t_matrix, "fit_s": fit_secs,
-           "accuracy": res.accuracy.tolist(), "auc": res.auc.tolist(), "grid_auc": res.grid_auc.tolist(),
-           "fp_correlation": res.fp_correlation.tolist(), "grid_correlation": res.grid_correlation.tolist()}
-    for metric in ("grid", "accuracy", "auc"):
+           "accuracy": res.accuracy.tolist(), "auc": res.auc.tolist(),
+           "grid_auc": res.grid_auc.tolist() if grid else None,
+           "fp_correlation": res.fp_correlation.tolist(),
+           "grid_correlation": res.grid_correlation.tolist() if grid else None}
+    for metric in ("grid", "accuracy", "auc") if grid else ("accuracy", "auc"):
         basis, cl = families_for(res, metric)
         ok, text = verdict(cl, expected)
         print(f"families (--metric {metric}): {cl.families}" + (f"  unresolved {cl.unresolved}" if cl.unresolved
@@ -259,6 +264,107 @@ def testbed_generators(args, out: Path, real_train: list[str], real_eval_dir: Pa
         print(f"reference without the shared cache (each cell recomputes residuals): {t_ref:.1f} s "
               f"-> shared cache {t_ref / t:.1f}x faster")
         summary["uncached_s"] = t_ref
+    return summary
+
+
+MODERN = {  # testbed 3 (issue 15): folder under DATA -> short name
+    "hfapi_sd/CompVis__stable-diffusion-v1-4": "sd14",
+    "hfapi_sd/prompthero__openjourney-v4": "openjourney",
+    "hfapi_sd/Yntec__epiCPhotoGasm": "epicphotogasm",
+    "hfapi_sd/stabilityai__stable-diffusion-xl-base-1.0": "sdxl",
+    "dalle3_api": "dalle3",
+    "gpt_image_1_mini_api": "gpt_image_1_mini",
+}
+# SD 1.4 and the two SD 1.5 fine-tunes share the SD 1.x autoencoder; SDXL has its own; DALL-E 3 and
+# gpt-image-1-mini are unrelated to the SD family (their relation to each other is not public: both accepted)
+EXPECTED_MODERN = [["sd14", "openjourney", "epicphotogasm"], ["sdxl"], ["dalle3"], ["gpt_image_1_mini"]]
+EXPECTED_MODERN_ALT = [["sd14", "openjourney", "epicphotogasm"], ["sdxl"], ["dalle3", "gpt_image_1_mini"]]
+
+
+def kodak_tiles(kodak: Path, out: Path, keep, size: int = 256) -> Path:
+    """Non-overlapping size×size tiles of the lossless Kodak photos whose number passes ``keep`` (PNG)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in images.list_images(kodak):
+        if not keep(int(p.stem[-2:])):
+            continue
+        px = images.load_image(p).pixels
+        h, w = px.shape[:2]
+        for y in range(0, h - size + 1, size):
+            for x in range(0, w - size + 1, size):
+                dst = out / f"{p.stem}_{y}_{x}.png"
+                if not dst.exists():
+                    images.save_png(px[y:y + size, x:x + size], dst)
+    return out
+
+
+def testbed_modern(args, cache) -> dict:
+    """Testbed 3 (issue 15): SD 1.x family vs SDXL vs DALL-E 3 vs gpt-image-1-mini, once against lossless
+    real photos (Kodak tiles: photos 1-12 fit, 13-24 test) and once against real JPEG photos (BSDS500: train/
+    fits, val/ tests); per training profile and per --equalise setting; every metric."""
+    from fingerprint_cli.dif import extract
+
+    data = Path(args.data)
+    real_jpeg = Path(args.real_jpeg)
+    root = Path(args.out) / f"modern-{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}{args.tag}"
+    root.mkdir(parents=True, exist_ok=True)
+    reals = {}
+    if (data / "real_kodak24").is_dir():
+        tr = kodak_tiles(data / "real_kodak24", Path(args.out) / "kodak_tiles_train", lambda k: k <= 12)
+        te = kodak_tiles(data / "real_kodak24", Path(args.out) / "kodak_tiles_test", lambda k: k > 12)
+        reals["png"] = ([str(p) for p in images.list_images(tr)], str(te))
+    if real_jpeg.is_dir():
+        rng = np.random.default_rng(0)
+        tr = [str(p) for p in images.list_images(real_jpeg / "train")]
+        reals["jpeg"] = ([tr[i] for i in rng.permutation(len(tr))][:args.n_train * 2], str(real_jpeg / "val"))
+    sets = {name: [str(p) for p in images.list_images(data / folder)] for folder, name in MODERN.items()
+            if (data / folder).is_dir()}
+    summary: dict = {}
+    for real_kind in args.modern_real:
+        if real_kind not in reals:
+            log(f"real class {real_kind} absent: skipped")
+            continue
+        real_train, real_test_dir = reals[real_kind]
+        for prof in args.profiles:
+            out = root / f"{real_kind}-{prof}"
+            out.mkdir(parents=True, exist_ok=True)
+            paths, secs = [], {}
+            for name, gen in sets.items():
+                dst = out / f"{name}.fpx.safetensors"
+                if not dst.exists() or args.refit:
+                    t = time.perf_counter()
+                    fp = extract.fit(gen, real_train, name=name, method=args.method, crop=args.crop,
+                                     epochs=args.epochs, seed=0, denoiser=args.denoiser, images=args.n_train,
+                                     test_fraction=1 / 3, cache=cache, profile=prof, batch_size=32)
+                    secs[name] = time.perf_counter() - t
+                    fp.save(dst)
+                    log(f"[{real_kind}/{prof}] fitted {name}: {secs[name]:.0f} s, counts {fp.meta['counts']}")
+                paths.append(str(dst))
+            for eq in args.equalise:
+                t = time.perf_counter()
+                res, _ = lineage.run(paths, real_dir=real_test_dir, cache=cache, equalise=eq,
+                                     metric="grid" if args.method != "spectral" else "auc")
+                dt = time.perf_counter() - t
+                lineage.plot(res, str(out / f"lineage_{eq}.png"))
+                key = f"{real_kind}/{prof}/equalise={eq}"
+                summ = report(f"Testbed 3 — real {real_kind}, profile {prof}, --equalise {eq}", res,
+                              EXPECTED_MODERN, dt, secs, out / f"lineage_{eq}.png")
+                for metric in ("grid", "accuracy", "auc") if res.grid_auc is not None else ("accuracy", "auc"):
+                    _, cl = families_for(res, metric)
+                    alt, _ = verdict(cl, EXPECTED_MODERN_ALT)
+                    summ[f"match_{metric}"] = summ[f"match_{metric}"] or alt
+                    print(f"  {metric}: right (either DALL-E 3 / gpt-image-1-mini reading) = {summ[f'match_{metric}']}")
+                summary[key] = summ
+                (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+                sys.stdout.flush()
+    print("\n## Testbed 3 verdicts (families right?)\n")
+    print("| real class | profile | --equalise | grid | accuracy | auc |")
+    print("|---|---|---|---|---|---|")
+    for key, summ in summary.items():
+        rk, prof, eq = key.split("/")
+        print(f"| {rk} | {prof} | {eq.split('=')[1]} | " + " | ".join(
+            ("right" if summ[f"match_{m}"] else "wrong") + f" {summ[f'families_{m}']} unresolved "
+            f"{summ[f'unresolved_{m}']}" if f"match_{m}" in summ else "-" for m in ("grid", "accuracy", "auc"))
+            + " |")
     return summary
 
 
@@ -382,7 +488,12 @@ def main() -> int:
     ap.add_argument("data", help="folder with the generator sub-folders (../shared/data/generators)")
     ap.add_argument("--photos", default="bench/out/photos", help="bench/photos.py output (train/ and eval/)")
     ap.add_argument("--out", default="bench/out/lineage")
-    ap.add_argument("--testbed", choices=["generators", "i2i", "both"], default="both")
+    ap.add_argument("--testbed", choices=["generators", "i2i", "both", "modern"], default="both",
+                    help="modern = testbed 3 of issue 15 (SD 1.x family, SDXL, DALL-E 3, gpt-image-1-mini)")
+    ap.add_argument("--real-jpeg", default="/work/shared/data/real_bsds500", help="real JPEG photos (train/, val/)")
+    ap.add_argument("--modern-real", nargs="*", default=["jpeg", "png"], help="testbed 3 real classes")
+    ap.add_argument("--profiles", nargs="*", default=["robust", "plain"], help="testbed 3 training profiles")
+    ap.add_argument("--equalise", nargs="*", default=["none", "jpeg90"], help="testbed 3 --equalise settings")
     ap.add_argument("--method", default="dif", choices=["dif", "average", "spectral"])
     ap.add_argument("--denoiser", default="dncnn")
     ap.add_argument("--crop", type=int, default=256)
@@ -410,6 +521,12 @@ def main() -> int:
                     help="also time the matrix without the shared residual cache (the reference)")
     args = ap.parse_args()
     timed_matrix.use_cache = args.matrix_cache
+    if args.testbed == "modern":
+        from fingerprint_cli.dif.residuals import ResidualCache
+
+        args.denoiser = pick_denoiser(args.denoiser)
+        testbed_modern(args, ResidualCache(disk=args.cache) if args.cache else ResidualCache())
+        return 0
     photos = Path(args.photos)
     if not (photos / "train").is_dir() or not (photos / "eval").is_dir():
         log(f"{photos}/train or /eval absent (run bench/photos.py): skipping")

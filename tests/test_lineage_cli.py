@@ -265,3 +265,47 @@ def test_run_shares_one_residual_per_image(bed):
     assert cache.misses == n_images
     np.testing.assert_array_equal(again.grid_auc, res.grid_auc)
     assert again.clustering.families == res.clustering.families
+
+
+def test_equalise_correlates_jpeg_resaved_copies_of_every_test_image(bed, tmp_path):
+    """--equalise jpeg90: each test image (generated and real) is re-saved as JPEG q90 before its residual —
+    the same ρ as running on JPEG copies made by hand; cached per (image, augmentation), once per image."""
+    from fingerprint_cli import lineage
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+    from fingerprint_cli.dif.residuals import ResidualCache
+
+    f = bed["fps"]
+    paths = [str(f["parent"]), str(f["other"])]
+    cache = ResidualCache()
+    res, prov = lineage.run(paths, cache=cache, equalise="jpeg90", metric="auc")
+    assert prov["equalise"] == "q90"
+    n_images = int(res.timing["images"])
+    assert cache.misses == n_images and all(len(k) == 4 and k[3] == "q90" for k in cache._mem)
+    plain, prov0 = lineage.run(paths, equalise="none", metric="auc")
+    assert prov0["equalise"] == "none"
+    # reference: the same cells computed by hand on JPEG q90 copies of the centre crops
+    fps = [Fingerprint.load(p) for p in paths]
+    def jpeg_copies(ps, sub):
+        out = []
+        (tmp_path / sub).mkdir(exist_ok=True)
+        for p in ps:
+            px = images.load_image(p).pixels
+            y, x = (px.shape[0] - CROP) // 2, (px.shape[1] - CROP) // 2
+            q = tmp_path / sub / (Path(p).stem + ".jpg")
+            q.write_bytes(images.encode(px[y:y + CROP, x:x + CROP], "JPEG", quality=90))
+            out.append(str(q))
+        return out
+    for i, fp in enumerate(fps):
+        real = jpeg_copies([e["path"] for e in fp.meta["test"]["real"]], f"r{i}")
+        for j, other in enumerate(fps):
+            gen = jpeg_copies([e["path"] for e in other.meta["test"]["generated"]], f"g{i}{j}")
+            sign = 1.0 if fp.meta["mu_gen"] >= fp.meta["mu_real"] else -1.0
+            ref = detect.auc(sign * detect.correlations(fp, gen), sign * detect.correlations(fp, real))
+            assert res.auc[i, j] == pytest.approx(ref, abs=1e-9)
+    assert plain.names == res.names
+
+
+def test_equalise_bad_value_is_a_usage_error(bed):
+    res = invoke([bed["fps"]["parent"], bed["fps"]["child"], "--equalise", "jpeg"])
+    assert res.exit_code == 2 and "jpegQ" in res.output

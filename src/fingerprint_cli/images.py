@@ -355,16 +355,19 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float, float, float] | None = None
+           ) -> np.ndarray:
     """Bicubic resize of a float (H, W, C) image, antialiased when shrinking (Pillow's filter).
 
-    Each channel is resampled in 32-bit float (no 8-bit rounding); output is not clipped.
+    Each channel is resampled in 32-bit float (no 8-bit rounding); output is not clipped. ``box`` = (left,
+    upper, right, lower) in source pixels (floats) resamples only that region to (height, width), reading the
+    filter's support from the whole image — so a window of a resized image costs only the window.
     """
     pixels = np.asarray(pixels, dtype=np.float32)
-    if pixels.shape[0] == height and pixels.shape[1] == width:
+    if box is None and pixels.shape[0] == height and pixels.shape[1] == width:
         return pixels
     chans = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F")
-                        .resize((width, height), Image.BICUBIC)) for c in range(pixels.shape[2])]
+                        .resize((width, height), Image.BICUBIC, box=box)) for c in range(pixels.shape[2])]
     return np.stack(chans, axis=2).astype(np.float32)
 
 

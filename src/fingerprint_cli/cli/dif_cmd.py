@@ -76,6 +76,14 @@ def register(app: typer.Typer) -> None:
                                       help="detection searches shifts up to this many pixels, cross-fitted (shift "
                                            "picked on one half of the image, ρ read on the other); 0 = the paper's "
                                            "plain ρ: best on aligned images, breaks on a 1-px shift"),
+        profile: Optional[str] = typer.Option(None, "--profile",
+                                    help="robust: both classes pass through random JPEG (q 60-100) and rescaling "
+                                         "(0.5-1.5x) before their residuals, so the fingerprint survives "
+                                         "recompression; plain: the images as they are (the paper). "
+                                         "Default: plain (see docs/dif.md)"),
+        views: Optional[int] = typer.Option(None, "--views", min=1, max=8,
+                                            help="augmented views per training image with --profile robust "
+                                                 "(default 2; each costs one residual per image, cached)"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the fingerprint and its spectrum"),
         no_eval: bool = typer.Option(False, "--no-eval", help="skip scoring the held-out test split"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
@@ -133,7 +141,8 @@ def register(app: typer.Typer) -> None:
                              progress=phases.progress, on_phase=phases.phase, test_fraction=test_fraction,
                              batch_size=batch_size, cache=cache, tolerance=tolerance, min_images=min_images,
                              on_skip=lambda p, why: (phases.close(), skipped_warn(p, why)), fpr=fpr,
-                             calibration_paths=cal_paths)
+                             calibration_paths=cal_paths, profile=profile or extract.DEFAULT_PROFILE,
+                             views=views)
             phases.close()
             if fp.meta.get("skipped"):
                 by = {}
@@ -166,6 +175,7 @@ def register(app: typer.Typer) -> None:
             digest = fp.save(out, inputs=all_inputs)
             details = {"fingerprint": {"path": str(out), "sha256": digest}, "name": fp.name, "method": fp.method,
                        "crop": fp.crop, "counts": fp.meta["counts"], "epochs": fp.meta.get("epochs"),
+                       "augment": fp.meta.get("augment"),
                        "steps": fp.meta.get("steps"), "seconds": fp.meta["seconds"],
                        "residual_cache": {"hits": cache.hits, "misses": cache.misses},
                        "skipped": fp.meta.get("skipped", []), "conditions": fp.meta.get("conditions"),

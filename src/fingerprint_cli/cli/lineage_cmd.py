@@ -34,6 +34,10 @@ def register(app: typer.Typer) -> None:
                                         "pattern) | auc (threshold-free, whole pattern)"),
         period: int = typer.Option(16, "--period", min=1, max=256,
                                    help="grid period in pixels for --metric grid (16 covers 2, 4, 8 and 16)"),
+        equalise: str = typer.Option("none", "--equalise", metavar="jpegQ|none",
+                                     help="re-save every test image (generated and real alike) as JPEG at quality "
+                                          "Q before its residual, so a link cannot come from a format difference "
+                                          "(lossless generators vs JPEG photos); e.g. jpeg90"),
         plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
         fmt: Optional[str] = common.FormatOpt,
         output: Optional[Path] = common.OutputOpt,
@@ -72,7 +76,7 @@ def register(app: typer.Typer) -> None:
             with batch.progress_bar(len(paths), "lineage", quiet) as advance:
                 res, prov = lin.run(paths, images=images, real_dir=list(real) or None,
                                     threshold=threshold, max_shift=max_shift, metric=metric,
-                                    period=period, device=device,
+                                    period=period, device=device, equalise=equalise,
                                     on_progress=lambda n=1, **kw: advance(n, **kw))
             records = lin.to_records(res, prov)
             if plot is not None:

@@ -25,7 +25,7 @@ from fingerprint_cli import __version__
 from fingerprint_cli.dif import baselines
 from fingerprint_cli.dif.detect import correlate_residuals, rho, standardise
 from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint
-from fingerprint_cli.dif.residuals import ResidualCache, compute, get_denoiser
+from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser
 from fingerprint_cli.dif.unet import UNet
 from fingerprint_cli.errors import UsageError
 
@@ -33,6 +33,8 @@ DEFAULT_EPOCHS = 30
 DEFAULT_TOLERANCE = 1
 DEFAULT_MIN_IMAGES = 8  # usable images per class below which `fpx dif-extract` refuses to fit (fit(): 2)
 MARGIN = 0.01
+#: Training profile of `fpx dif-extract` and :func:`fit` (see :mod:`.augment`; docs/benchmarks.md, issue 15)
+DEFAULT_PROFILE = "plain"
 
 
 def screen(paths: Sequence[str], crop: int, label: str,
@@ -121,8 +123,13 @@ def _pair_loss(r: torch.Tensor, y: torch.Tensor, margin: float = MARGIN) -> torc
 
 def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, batch_size: int = 32,
               lr: float = 5e-4, ema_decay: float = 0.99, width: int = 32, depth: int = 4,
-              margin: float = MARGIN, progress: Callable[..., None] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Train the U-Net on standardised residuals; returns the EMA fingerprint (3, H, W) and stats."""
+              margin: float = MARGIN, progress: Callable[..., None] | None = None,
+              views: int = 1) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Train the U-Net on standardised residuals; returns the EMA fingerprint (3, H, W) and stats.
+
+    With ``views`` = K > 1, ``gen`` and ``real`` hold K augmented views per image, image-major (rows
+    i·K … i·K + K − 1 are image i): every epoch each image takes part once, through one of its views drawn at
+    random, so the number of steps (and the fit time) is that of the plain fit on the same images."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     crop = gen.shape[-1]
@@ -131,7 +138,10 @@ def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, 
     z0 = 0.1 * torch.rand((1, 16, crop, crop), generator=g)
     net = UNet(width=width, depth=depth)
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
-    n = len(data)
+    k = max(1, int(views))
+    if len(gen) % k or len(real) % k:
+        raise ValueError(f"{len(gen)} / {len(real)} residuals are not whole sets of {k} views")
+    n = len(data) // k
     bs = min(batch_size, n)
     steps_per_epoch = max(1, math.ceil(n / bs))
     ema: torch.Tensor | None = None
@@ -139,6 +149,8 @@ def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, 
     net.train()
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=g)
+        if k > 1:  # image index -> one of its views, drawn anew every epoch
+            perm = perm * k + torch.randint(0, k, (n,), generator=g)
         for s in range(steps_per_epoch):
             idx = perm[s * bs:(s + 1) * bs]
             if len(idx) < 2:
@@ -171,7 +183,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         images: int | None = None, progress: Callable[..., None] | None = None,
         test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
         cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
-        unet_width: int = 32,
+        unet_width: int = 32, profile: str = DEFAULT_PROFILE, views: int | None = None,
         on_phase: Callable[[str, int], None] | None = None,
         min_images: int = 2, on_skip: Callable[[str, str], None] | None = None,
         fpr: float | None = None, calibration_paths: Sequence[str] | None = None,
@@ -190,6 +202,10 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     detection threshold at this false-positive rate (:func:`..detect.calibrate`) on ``calibration_paths`` —
     by default the held-out real test split. ``augment``: the conditions a training profile covered
     ({"jpeg_quality", "scale", "lossless"}, see :func:`..condition.training_conditions`).
+
+    ``profile`` (:data:`.augment.PROFILES`): ``"plain"`` fits on the images as they are; ``"robust"`` passes
+    both classes' training images through ``views`` random recompressions/rescalings each (fixed per image and
+    seed, residuals cached per view) — see :mod:`.augment`. Calibration (μ, σ) then uses all the views.
     """
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
@@ -235,18 +251,35 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
                              f"(e.g. {sorted(overlap)[0]}): calibrate on held-out images")
     cache = cache if cache is not None else ResidualCache()
     t0 = time.time()
+    from fingerprint_cli.dif import augment as aug_mod
+
+    prof = aug_mod.get_profile(profile)
+    k_views = 1 if prof.name == "plain" else (prof.views if views is None else int(views))
     if on_phase:
-        on_phase("residuals", len(gen_train) + len(real_train))
+        on_phase("residuals", (len(gen_train) + len(real_train)) * k_views)
 
     def skip_late(p: str, e: Exception, label: str) -> None:
         skipped.append({"path": p, "class": label, "reason": str(e)})
         if on_skip:
             on_skip(p, str(e))
 
-    rg, info_g = compute(gen_train, den, crop, cache=cache, progress=progress,
-                         on_error=lambda p, e: skip_late(p, e, "generated"))
-    rr, info_r = compute(real_train, den, crop, cache=cache, progress=progress,
-                         on_error=lambda p, e: skip_late(p, e, "real"))
+    aug_meta: dict[str, Any] = {"profile": prof.name, "views": k_views}
+    err_g, err_r = (lambda p, e: skip_late(p, e, "generated")), (lambda p, e: skip_late(p, e, "real"))
+    if prof.name == "plain":
+        rg, info_g = compute(gen_train, den, crop, cache=cache, progress=progress, on_error=err_g)
+        rr, info_r = compute(real_train, den, crop, cache=cache, progress=progress, on_error=err_r)
+    else:
+        draw = lambda sha: aug_mod.draw_views(prof, sha, seed, k_views)  # noqa: E731
+        vg, info_g, views_g = compute_views(gen_train, draw, den, crop, cache=cache, progress=progress,
+                                            on_error=err_g)
+        vr, info_r, views_r = compute_views(real_train, draw, den, crop, cache=cache, progress=progress,
+                                            on_error=err_r)
+        rg, rr = vg.reshape(-1, *vg.shape[2:]), vr.reshape(-1, *vr.shape[2:])
+        aug_meta.update({"description": prof.description, "seed": int(seed),
+                         "generated": aug_mod.describe(views_g), "real": aug_mod.describe(views_r)})
+        if augment is None and prof.name == "robust":  # the conditions the robust views cover (detect checks them)
+            augment = {"jpeg_quality": list(aug_mod.ROBUST_QUALITY), "scale": list(aug_mod.ROBUST_SCALE),
+                       "lossless": True}
     for label, info in (("generated", info_g), ("real", info_r)):
         if len(info) < 2:
             raise UsageError(f"the {label} class has {len(info)} decodable training image(s); a fingerprint "
@@ -261,7 +294,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         if on_phase:
             on_phase("training", steps)
         pattern, stats = train_dif(gen_t, real_t, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                                   margin=margin, width=unet_width, progress=progress)
+                                   margin=margin, width=unet_width, progress=progress, views=k_views)
         if float(rho(gen_t, pattern).mean()) < float(rho(real_t, pattern).mean()):
             pattern = -pattern  # orient: generated images correlate positively
     else:
@@ -281,6 +314,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         "counts": {"train_generated": len(info_g), "train_real": len(info_r),
                    "test_generated": len(gen_test), "test_real": len(real_test)},
         "seconds": {"residuals": round(t_res, 2), "fit": round(t_fit, 2)},
+        "augment": aug_meta,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "skipped": skipped,
     }
@@ -291,7 +325,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         augment)
     meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
     fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
-    _calibrate(fp, rg, rr)
+    _calibrate(fp, rg, rr, views=k_views)
     _fill_test_hashes(fp)
     if fpr is not None:
         from fingerprint_cli.dif.detect import calibrate
@@ -305,12 +339,14 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     return fp
 
 
-def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray,
+                      views: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Training correlations of a baseline fingerprint, each image against the fingerprint fitted WITHOUT it.
 
     A mean-of-residuals fingerprint contains each training image's own residual, so its training
     correlations are inflated by that self-term (≈ 1/√N) and μ_gen would sit far above any unseen image;
-    leaving the image out removes the bias.
+    leaving the image out removes the bias. With ``views`` = K augmented views per image (image-major rows),
+    all K views of the image are left out together.
     """
     from fingerprint_cli.dif.baselines import log_spectrum
 
@@ -322,6 +358,11 @@ def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> tuple[
         fg, fr = g, r
     mg, mr = fg.mean(0), fr.mean(0)
     ng, nr = len(fg), len(fr)
+    k = max(1, int(views))
+    if ng // k < 2 or nr // k < 2:
+        k = 1
+    sg = fg.reshape(ng // k, k, *fg.shape[1:]).sum(1) if k > 1 else fg
+    sr = fr.reshape(nr // k, k, *fr.shape[1:]).sum(1) if k > 1 else fr
 
     def one(pattern: torch.Tensor, x: torch.Tensor) -> float:
         sub = Fingerprint(fp.name, fp.method, pattern, fp.meta)
@@ -330,19 +371,19 @@ def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> tuple[
     cg = np.empty(ng)
     cr = np.empty(nr)
     for i in range(ng):
-        mg_i = (ng * mg - fg[i]) / (ng - 1)
+        mg_i = (ng * mg - sg[i // k]) / (ng - k)
         cg[i] = one(mg_i - mr if fp.method == "spectral" else mg_i, g[i])
     for j in range(nr):
         if fp.method == "spectral":
-            cr[j] = one(mg - (nr * mr - fr[j]) / (nr - 1), r[j])
+            cr[j] = one(mg - (nr * mr - sr[j // k]) / (nr - k), r[j])
         else:
             cr[j] = one(mg, r[j])  # real images are not part of the average fingerprint
     return cg, cr
 
 
-def _calibrate(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray) -> None:
+def _calibrate(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray, views: int = 1) -> None:
     if fp.method in ("average", "spectral") and len(rg) > 1 and len(rr) > 1:
-        cg, cr = _loo_correlations(fp, rg, rr)
+        cg, cr = _loo_correlations(fp, rg, rr, views)
         fp.meta["calibration"] = "leave-one-out training correlations"
     else:
         cg = correlate_residuals(fp, rg)

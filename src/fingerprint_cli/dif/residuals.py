@@ -20,11 +20,11 @@ from fingerprint_cli import images
 from fingerprint_cli.dif.denoise import Denoiser, get_denoiser, to_batch  # noqa: F401  (re-exported)
 from fingerprint_cli.errors import InputError
 
-__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "residual_of_pixels"]
+__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "compute_views", "residual_of_pixels"]
 
 
 class ResidualCache:
-    """Residuals keyed by (image sha256, denoiser sha256, crop).
+    """Residuals keyed by (image sha256, denoiser sha256, crop[, augmentation id]).
 
     In memory always; with ``disk=True`` (or a folder) also as ``.npy`` files (read with
     ``allow_pickle=False``) under ``artifacts.home()/cache/residuals/<denoiser sha256[:16]>/<crop>/``.
@@ -44,14 +44,23 @@ class ResidualCache:
         self.hits = 0
         self.misses = 0
 
-    def _file(self, key: tuple[str, str, int]) -> Path | None:
+    def _file(self, key: tuple) -> Path | None:
         if self.root is None:
             return None
-        sha, den, crop = key
-        return self.root / den[:16] / str(crop) / f"{sha}.npy"
+        sha, den, crop = key[:3]
+        aug = key[3] if len(key) > 3 else ""
+        return self.root / den[:16] / str(crop) / (f"{sha}.{aug}.npy" if aug else f"{sha}.npy")
 
-    def get(self, image_sha: str, denoiser_sha: str, crop: int) -> np.ndarray | None:
-        key = (image_sha, denoiser_sha, int(crop))
+    @staticmethod
+    def _key(image_sha: str, denoiser_sha: str, crop: int, aug: str = "") -> tuple:
+        # the plain residual keeps its 3-part key (and file name) of earlier versions
+        return (image_sha, denoiser_sha, int(crop)) if not aug or aug == "none" else \
+            (image_sha, denoiser_sha, int(crop), str(aug))
+
+    def get(self, image_sha: str, denoiser_sha: str, crop: int, aug: str = "") -> np.ndarray | None:
+        """The cached residual of the image (after augmentation ``aug``, an :class:`~.augment.Augmentation`
+        id; "" or "none" = the image as it is), or None."""
+        key = self._key(image_sha, denoiser_sha, crop, aug)
         r = self._mem.get(key)
         if r is None:
             f = self._file(key)
@@ -70,8 +79,8 @@ class ResidualCache:
             self.hits += 1
         return r
 
-    def put(self, image_sha: str, denoiser_sha: str, crop: int, residual: np.ndarray) -> None:
-        key = (image_sha, denoiser_sha, int(crop))
+    def put(self, image_sha: str, denoiser_sha: str, crop: int, residual: np.ndarray, aug: str = "") -> None:
+        key = self._key(image_sha, denoiser_sha, crop, aug)
         residual = np.ascontiguousarray(residual, dtype=np.float32)
         self._mem[key] = residual
         f = self._file(key)
@@ -191,3 +200,74 @@ def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: Resid
     if any(o.shape[1:] != (crop, crop) for o in out):
         return list(out), infos
     return np.stack(out).astype(np.float32), infos
+
+
+def compute_views(paths: Sequence[str], views: Callable[[str], Sequence], denoiser: Denoiser, crop: int, *,
+                  cache: ResidualCache | None = None, progress: Callable[..., None] | None = None,
+                  batch_size: int = 8, on_error: Callable[[str, Exception], None] | None = None,
+                  ) -> tuple[np.ndarray, list[dict], list[list]]:
+    """Residuals of augmented views of each image: (N, K, 3, crop, crop) float32, [{"path", "sha256"}] and the
+    views [[Augmentation, ...], ...] in the same order.
+
+    ``views(sha256)`` gives the K augmentations of an image (:func:`~.augment.draw_views`); every image must
+    get the same K. Each view's residual is cached under (image sha256, denoiser sha256, crop, augmentation
+    id); an image whose views are all cached is not decoded, otherwise it is decoded once for all its views.
+    A bad image raises InputError naming it, unless ``on_error`` is given (reported there, left out).
+    """
+    from fingerprint_cli.dif.augment import apply
+
+    out: list[list[np.ndarray | None]] = []
+    infos: list[dict] = []
+    all_views: list[list] = []
+    pending: list[tuple[int, int, str, str, np.ndarray]] = []
+    k_views: int | None = None
+
+    def flush():
+        if not pending:
+            return
+        x = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for *_, c in pending]).astype(np.float32))
+        r = denoiser.residual(x).numpy().astype(np.float32)
+        for (i, k, sha, aid, _), ri in zip(pending, r):
+            out[i][k] = ri
+            if cache is not None:
+                cache.put(sha, denoiser.sha256, crop, ri, aug=aid)
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    for p in paths:
+        p = str(p)
+        try:
+            if not Path(p).is_file():
+                raise InputError("no such file", p)
+            sha = images.sha256_file(p)
+            vs = list(views(sha))
+            if k_views is None:
+                k_views = len(vs)
+            elif len(vs) != k_views:
+                raise ValueError(f"every image needs the same number of views ({k_views}, got {len(vs)})")
+            got = [cache.get(sha, denoiser.sha256, crop, aug=a.id) if cache is not None else None for a in vs]
+            todo = [k for k, g in enumerate(got) if g is None]
+            crops = []
+            if todo:
+                im = images.load_image(p)
+                crops = [apply(im.pixels, vs[k], crop, p) for k in todo]
+        except InputError as exc:
+            if on_error is None:
+                raise
+            on_error(p, exc)
+            continue
+        i = len(out)
+        out.append(list(got))
+        infos.append({"path": p, "sha256": sha})
+        all_views.append(vs)
+        if progress and len(todo) < len(vs):
+            progress(len(vs) - len(todo))
+        for k, c in zip(todo, crops):
+            pending.append((i, k, sha, vs[k].id, c))
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    if not out:
+        return np.zeros((0, k_views or 1, 3, crop, crop), np.float32), infos, all_views
+    return np.stack([np.stack(o) for o in out]).astype(np.float32), infos, all_views

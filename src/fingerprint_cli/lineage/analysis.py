@@ -330,9 +330,14 @@ def load_fingerprints(paths: Sequence[str]) -> list[Any]:
 
 def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Sequence[str] | None = None,
         threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = DEFAULT_METRIC,
-        period: int = DEFAULT_PERIOD, device: str = "auto", cache: Any = None,
+        period: int = DEFAULT_PERIOD, device: str = "auto", cache: Any = None, equalise: str | None = None,
         on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
     """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
+
+    ``equalise`` ("jpegQ", e.g. "jpeg90"; None/"none" = off): every test image — generated and real alike —
+    is re-saved as JPEG at quality Q before its residual (:func:`equaliser`), so generated and real images
+    share one format and a link cannot come from both generators differing from the real class the same way
+    (lossless vs JPEG).
 
     ``real_dir``: one folder for every fingerprint, or ``--real`` values (``DIR`` and/or ``NAME=DIR``).
     ``cache``: a :class:`~fingerprint_cli.dif.residuals.ResidualCache` to use (e.g. a disk cache shared with
@@ -352,6 +357,7 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     real_map = parse_images_option([str(v) for v in real_vals], names, "--real", allow_bare=True)
     if cache is None:
         cache = _make_cache(ResidualCache, fps[0], device)
+    aug = equaliser(equalise)
 
     # analyse asks for ρ and then ρ_grid of the same images per fingerprint: load (and hash) them once
     last: dict[str, Any] = {}
@@ -359,7 +365,7 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     def residuals_for(fp: Any, ps: list[str]) -> tuple[Any, list[dict]]:
         key = (id(fp), tuple(ps))
         if last.get("key") != key:
-            last.update(key=key, value=_residuals(detect, fp, ps, cache))
+            last.update(key=key, value=_residuals(detect, fp, ps, cache, aug))
         return last["value"]
 
     def correlate(fp: Any, ps: list[str]) -> np.ndarray:
@@ -388,7 +394,22 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     prov = _provenance(fps[0], threshold, max_shift)
     prov["metric"] = metric
     prov["period"] = int(period)
+    prov["equalise"] = aug.id if aug is not None else "none"
     return res, prov
+
+
+def equaliser(spec: str | None):
+    """The :class:`~fingerprint_cli.dif.augment.Augmentation` that ``--equalise`` names ("jpeg90" → JPEG
+    quality 90), or None for "none" / None."""
+    if spec is None or str(spec).lower() in ("", "none", "off"):
+        return None
+    from fingerprint_cli.dif.augment import Augmentation
+
+    s = str(spec).lower()
+    q = s[4:] if s.startswith("jpeg") else ""
+    if not q.isdigit() or not 1 <= int(q) <= 100:
+        raise UsageError(f"--equalise {spec!r}: use jpegQ with a quality Q from 1 to 100 (e.g. jpeg90), or none")
+    return Augmentation(quality=int(q))
 
 
 def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
@@ -396,11 +417,17 @@ def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
     return ResidualCache()
 
 
-def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any) -> tuple[Any, list[dict]]:
+def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, aug: Any = None) -> tuple[Any, list[dict]]:
     """Residuals of ``paths`` with ``fp``'s denoiser and crop, through ``cache``; images that fail to load are
-    left out (their ρ become NaN in :func:`_by_path`)."""
-    from fingerprint_cli.dif.residuals import compute
+    left out (their ρ become NaN in :func:`_by_path`). With ``aug`` (an equalising augmentation) each image's
+    centre crop is passed through it first (cached per image and augmentation); images smaller than the crop
+    are then left out too."""
+    from fingerprint_cli.dif.residuals import compute, compute_views
 
+    if aug is not None:
+        res, infos, _ = compute_views(list(paths), lambda sha: [aug], detect.denoiser_for(fp), fp.crop, cache=cache,
+                                      on_error=lambda p, exc: None)
+        return res[:, 0], infos
     return compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache, on_error=lambda p, exc: None,
                    allow_smaller=True)
 
