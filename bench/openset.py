@@ -334,7 +334,7 @@ def build(photos, out: Path, crop: int, reps: int, systems, held=None):
 
 
 def score(rows, names):
-    from fingerprint_cli import attribute
+    from fingerprint_cli.anchored import attribute
     from fingerprint_cli.batch import Pair
 
     scorer = attribute.make_scorer(names, None)
@@ -365,7 +365,7 @@ def evaluate(rows, feats, decider):
     img = np.array([r["image_id"] for r in rows])
 
     def ci(values, m):  # 95% cluster-bootstrap CI over photos (calls of one photo are not independent)
-        from fingerprint_cli.calibrate import cluster_bootstrap_ci
+        from fingerprint_cli.anchored.calibrate import cluster_bootstrap_ci
 
         if not m.any():
             return None
@@ -428,7 +428,7 @@ def main() -> int:
     from corpus_local import BANDS, select_photos
     from i2i_networks import available
 
-    from fingerprint_cli import attribute, thresholds
+    from fingerprint_cli.anchored import attribute, thresholds
     from fingerprint_cli.errors import FpxError
 
     held = DEV if args.set == "dev" else TEST

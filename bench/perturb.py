@@ -9,7 +9,7 @@ For every image (centre crop ``--crop`` px, to keep the CPU networks affordable 
   SSIM and the share of pixel-channels within their JND (must be 100%) — also for the other JND model;
 * run each system of ``bench/i2i_networks.py`` on the protected copy (positive) and on the clean image
   (negative: the same processing without the perturbation); both are scored against the clean image with
-  :func:`fingerprint_cli.survival.measure` (survival, sign-flip z);
+  :func:`fingerprint_cli.anchored.survival.measure` (survival, sign-flip z);
 * detection AUROC per system = P(z of a positive > z of a negative) over all (positive, negative) pairs of
   images; plus the detection rate at the documented threshold z >= 5 and the false-alarm count.
 
@@ -40,7 +40,8 @@ try:
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent / "src"))
 
-from fingerprint_cli import images, jnd as jnd_mod, perturb, survival  # noqa: E402
+from fingerprint_cli import images
+from fingerprint_cli.anchored import jnd as jnd_mod, perturb, survival  # noqa: E402
 from i2i_networks import NETWORKS, SYSTEMS, available  # noqa: E402
 
 
@@ -91,7 +92,8 @@ def timing(repeats: int, steps: int, do_vitb: bool) -> list[tuple[str, float]]:
         best = min(_timed(lambda: perturb.perturb(base, key="t", jnd_model=model)) for _ in range(repeats))
         rows.append((f"keyed, {model}", best))
     with _scratch_home() as tmp:
-        from fingerprint_cli import artifacts, encoders
+        from fingerprint_cli import artifacts
+        from fingerprint_cli.anchored import encoders
 
         sizes = [("tiny random DINOv2-arch (dim 64, depth 2)", 64, 2)]
         if do_vitb:
@@ -111,7 +113,8 @@ def timing(repeats: int, steps: int, do_vitb: bool) -> list[tuple[str, float]]:
 def adversarial_check(xs, n_steps: int, strength: float, systems) -> None:
     """Adversarial method with a TINY RANDOM encoder: bound, survival and the approximate 8x8 null."""
     with _scratch_home() as tmp:
-        from fingerprint_cli import artifacts, encoders
+        from fingerprint_cli import artifacts
+        from fingerprint_cli.anchored import encoders
 
         f = Path(tmp) / "tiny.safetensors"
         encoders.make_random_dinov2(f, embed_dim=64, depth=2, seed=0)

@@ -51,9 +51,10 @@ def main() -> int:
     os.environ["FPX_OFFLINE"] = "1"
     tmp = tempfile.mkdtemp(prefix="fpx-bench-")
     os.environ["FPX_HOME"] = tmp
-    from fingerprint_cli import artifacts, encoders, images
+    from fingerprint_cli import artifacts, images
+    from fingerprint_cli.anchored import encoders
     from fingerprint_cli.batch import Pair
-    from fingerprint_cli.score import Scorer
+    from fingerprint_cli.anchored.score import Scorer
 
     wfile = Path(tmp) / "vitb14-random.safetensors"
     encoders.make_random_dinov2(wfile, embed_dim=768, depth=12, seed=0)

@@ -20,7 +20,7 @@ def _isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory) -> Path:
-    from fingerprint_cli.encoders import make_random_dinov2
+    from fingerprint_cli.anchored.encoders import make_random_dinov2
 
     path = tmp_path_factory.mktemp("model") / "tiny-dinov2.safetensors"
     make_random_dinov2(path, embed_dim=64, depth=2, seed=0)

@@ -12,7 +12,8 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from conftest import natural_image
-from fingerprint_cli import images, thresholds
+from fingerprint_cli import images
+from fingerprint_cli.anchored import thresholds
 from fingerprint_cli.cli.app import app
 from fingerprint_cli.errors import ArtifactError
 
@@ -135,7 +136,7 @@ def test_repeat_calls_of_one_system_give_a_confident_per_image_call(calibrated):
 
 
 def test_far_point_is_inconclusive(calibrated):
-    from fingerprint_cli.attribute import Decider
+    from fingerprint_cli.anchored.attribute import Decider
 
     _, art, _ = calibrated
     doc = thresholds.load(art)
@@ -390,7 +391,7 @@ def test_malformed_conformal_part_is_a_clear_artifact_error(conformal_art, tmp_p
     doc["conformal"]["scales"] = doc["conformal"]["scales"][:1]
     bad = tmp_path / "bad.json"
     thresholds.save(doc, bad)  # resealed: the seal is valid, the content is not
-    from fingerprint_cli.attribute import Decider
+    from fingerprint_cli.anchored.attribute import Decider
 
     with pytest.raises(ArtifactError, match="inconsistent conformal part"):
         Decider(thresholds.load(bad))
@@ -408,7 +409,7 @@ def test_calibrate_warns_when_a_system_has_too_few_calls_for_alpha(tmp_path):
 def test_v3_is_the_default_and_v2_still_loads_with_its_numbers():
     """v3 (robust top-3 score) is chosen by default; v2 (Mahalanobis score) still loads and gives the p-values the
     README printed for it; both records name their score."""
-    from fingerprint_cli.attribute import Decider, choose_default
+    from fingerprint_cli.anchored.attribute import Decider, choose_default
 
     doc, why = choose_default(False, None)
     assert doc["id"] == "local-offline-pixel-v3" and doc["conformal"]["kind"] == "mondrian-robust-top3-loo"

@@ -523,7 +523,7 @@ def test_guard_turns_nan_into_unknown():
 
 
 def test_decider_never_labels_a_nan(work):
-    from fingerprint_cli import attribute, thresholds
+    from fingerprint_cli.anchored import attribute, thresholds
 
     dec = attribute.Decider(thresholds.find("local-offline-ssim-psnr-v1"))
     d, _ = dec.decide({"ssim_clean": float("nan"), "psnr_clean": 30.0})
@@ -563,7 +563,7 @@ def test_detect_nan_fingerprint_never_labelled(work, tmp_path):
 
 # ---------------------------------------------------------------- hostile thresholds artifacts
 def _shipped(tmp_path) -> dict:
-    from fingerprint_cli import thresholds
+    from fingerprint_cli.anchored import thresholds
 
     doc = dict(thresholds.find("local-offline-ssim-psnr-v1"))
     doc.pop("_path", None)
@@ -573,7 +573,7 @@ def _shipped(tmp_path) -> dict:
 @pytest.mark.parametrize("case", ["flipped-bytes", "truncated", "pickle-renamed", "std-zero", "nan",
                                   "identical-classes", "resealed-shipped-id", "not-pd"])
 def test_hostile_thresholds_refused(work, case):
-    from fingerprint_cli import thresholds
+    from fingerprint_cli.anchored import thresholds
 
     w = work
     doc = _shipped(w["root"])
@@ -790,7 +790,7 @@ def test_dif_extract_refuses_a_bad_training_image(work, case):
 
 
 def test_an_unexpected_failure_in_one_pair_is_a_record(work, monkeypatch):
-    from fingerprint_cli import score
+    from fingerprint_cli.anchored import score
 
     w = work
     other = w["in"] / "other.png"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fingerprint_cli import calibrate as cal
+from fingerprint_cli.anchored import calibrate as cal
 
 
 def synthetic(n_images=12, reps=3, seed=0, sep=3.0, image_sd=0.3):
@@ -280,12 +280,12 @@ def test_calibration_calls_never_score_themselves():
 
 
 def test_decider_unknown_when_the_set_is_empty_and_alpha_override():
-    from fingerprint_cli.attribute import Decider, check_alpha
+    from fingerprint_cli.anchored.attribute import Decider, check_alpha
     from fingerprint_cli.errors import UsageError
 
     X, y, g = _gaussian_corpus(30, 3, seed=4)
     feats = ["f1", "f2", "f3", "f4"]
-    from fingerprint_cli import thresholds
+    from fingerprint_cli.anchored import thresholds
 
     doc = thresholds.seal(cal.calibrate(cal.Corpus(X, feats, {}, y, g, bands={"a": "benign", "b": "drift",
                                                                              "c": "drift"}),
@@ -315,8 +315,8 @@ def test_decider_unknown_when_the_set_is_empty_and_alpha_override():
 
 
 def test_aggregate_combines_p_values_by_bonferroni():
-    from fingerprint_cli import thresholds
-    from fingerprint_cli.attribute import Decider
+    from fingerprint_cli.anchored import thresholds
+    from fingerprint_cli.anchored.attribute import Decider
 
     X, y, g = _gaussian_corpus(30, 3, seed=6)
     feats = ["f1", "f2", "f3", "f4"]

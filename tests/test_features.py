@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from fingerprint_cli import anchored, encoders, features, images, score, survival
-from fingerprint_cli.attribute import make_scorer
+from fingerprint_cli import images
+from fingerprint_cli.anchored import pixel, encoders, features, score, survival
+from fingerprint_cli.anchored.attribute import make_scorer
 from fingerprint_cli.batch import Pair
 from fingerprint_cli.errors import UsageError
 
@@ -131,13 +132,13 @@ def test_values_lie_in_the_registered_range(computed, name):
 
 
 def test_registry_agrees_with_the_scoring_modules():
-    published = {**score.FEATURES, **anchored.FEATURES,
+    published = {**score.FEATURES, **pixel.FEATURES,
                  **{k: v for k, v in survival.FEATURES.items() if k in features.REGISTRY}}
     for name, (direction, description) in published.items():
         f = features.get(name)
         assert f.direction_text == direction, name
         assert f.description == description, name
-    assert set(COMPUTED) == set(score.FEATURES) | set(anchored.FEATURES)
+    assert set(COMPUTED) == set(score.FEATURES) | set(pixel.FEATURES)
 
 
 @pytest.mark.parametrize("name", ["tc_ssim", "tc_hf_ratio", "tc_gain_0", "tc_gain_1"])

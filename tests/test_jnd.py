@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fingerprint_cli import jnd
+from fingerprint_cli.anchored import jnd
 from fingerprint_cli.errors import UsageError
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from conftest import natural_image
-from fingerprint_cli import metrics
+from fingerprint_cli.anchored import metrics
 
 
 @settings(max_examples=15, deadline=None)

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import natural_image
-from fingerprint_cli import images, jnd, perturb
+from fingerprint_cli import images
+from fingerprint_cli.anchored import jnd, perturb
 from fingerprint_cli.cli.app import app
 from fingerprint_cli.errors import UsageError
 
@@ -142,7 +143,7 @@ def test_cli_batch_over_a_folder_continues_past_a_bad_file(tmp_path):
 
 
 def test_adversarial_pushes_tokens_away_within_the_bound(model_home, tmp_path):
-    from fingerprint_cli import encoders
+    from fingerprint_cli.anchored import encoders
 
     enc = encoders.load_encoder("dinov2-vitb14", resolution=56, device="cpu")
     clean = _textured(56, 56, seed=6)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import natural_image
-from fingerprint_cli import encoders, images, score
+from fingerprint_cli import images
+from fingerprint_cli.anchored import encoders, score
 from fingerprint_cli.batch import Pair
 from fingerprint_cli.errors import ArtifactError
 

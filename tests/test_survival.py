@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import natural_image
-from fingerprint_cli import images, perturb, survival
+from fingerprint_cli import images
+from fingerprint_cli.anchored import perturb, survival
 from fingerprint_cli.cli.app import app
 from fingerprint_cli.errors import InputError
 

@@ -35,12 +35,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import artifacts, atomic, batch, blind as blind_mod, encoders, images, plots
-from fingerprint_cli import perturb as perturb_mod, report as report_mod
-from fingerprint_cli import attribute as attribute_mod
-from fingerprint_cli import calibrate as calibrate_mod
-from fingerprint_cli import score as score_mod
-from fingerprint_cli import survival, thresholds
+from fingerprint_cli import artifacts, atomic, batch, images, plots
+from fingerprint_cli.anchored import blind as blind_mod, encoders
+from fingerprint_cli.anchored import perturb as perturb_mod, report as report_mod
+from fingerprint_cli.anchored import attribute as attribute_mod
+from fingerprint_cli.anchored import calibrate as calibrate_mod
+from fingerprint_cli.anchored import score as score_mod
+from fingerprint_cli.anchored import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
 from fingerprint_cli.errors import UsageError
 from fingerprint_cli.records import Record, input_key, render

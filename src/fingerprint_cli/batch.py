@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fingerprint_cli import atomic, images
 from fingerprint_cli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, EXIT_USAGE, InputError, UsageError
-from fingerprint_cli.perturb import sidecar_path
+from fingerprint_cli.anchored.perturb import sidecar_path
 from fingerprint_cli.records import FORMATS, Record, input_key, render
 
 T = TypeVar("T")

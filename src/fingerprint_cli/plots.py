@@ -26,7 +26,7 @@ def _png(fig) -> bytes:
 
 def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = (), title: str | None = None) -> bytes:
     """The calibrated clouds on the artifact's plane, the band regions/boundary, and optional marked points."""
-    from fingerprint_cli.calibrate import LDA
+    from fingerprint_cli.anchored.calibrate import LDA
 
     plt = _plt()
     cal = doc["calibration"]["plane"]

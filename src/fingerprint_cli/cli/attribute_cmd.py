@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from fingerprint_cli import api
-from fingerprint_cli.attribute import TABLE_COLUMNS  # noqa: F401 - the table's columns, kept importable here
+from fingerprint_cli.anchored.attribute import TABLE_COLUMNS  # noqa: F401 - the table's columns, kept importable here
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
 

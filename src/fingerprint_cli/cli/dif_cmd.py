@@ -182,7 +182,7 @@ def register(app: typer.Typer) -> None:
                        "calibration": _calibration_summary(fp)}
             if plot is not None:
                 details["plot"] = {"path": str(plot), "sha256": plot_fingerprint(fp, str(plot), inputs=all_inputs)}
-            from fingerprint_cli.score import base_provenance
+            from fingerprint_cli.anchored.score import base_provenance
 
             prov = base_provenance(None, seed)
             prov["denoiser"] = fp.meta["denoiser"]
@@ -330,7 +330,7 @@ def register(app: typer.Typer) -> None:
         from fingerprint_cli.dif.residuals import ResidualCache
         from fingerprint_cli.errors import FpxError, UsageError
         from fingerprint_cli.records import Record
-        from fingerprint_cli.score import base_provenance
+        from fingerprint_cli.anchored.score import base_provenance
 
         phases = _Phases(quiet)
         try:

@@ -11,7 +11,7 @@ import typer
 from fingerprint_cli import api
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
-from fingerprint_cli.perturb import FEATURE_DIRECTIONS, TABLE_COLUMNS, plan_outputs  # noqa: F401 - kept importable
+from fingerprint_cli.anchored.perturb import FEATURE_DIRECTIONS, TABLE_COLUMNS, plan_outputs  # noqa: F401 - kept importable
 
 ORDER = 10
 

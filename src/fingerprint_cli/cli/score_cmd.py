@@ -10,7 +10,7 @@ import typer
 from fingerprint_cli import api
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
-from fingerprint_cli.score import TABLE_COLUMNS  # noqa: F401 - the table's columns, kept importable here
+from fingerprint_cli.anchored.score import TABLE_COLUMNS  # noqa: F401 - the table's columns, kept importable here
 
 ORDER = 20
 

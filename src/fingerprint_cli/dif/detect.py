@@ -475,7 +475,7 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
 
 
 def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
-    from fingerprint_cli.score import base_provenance
+    from fingerprint_cli.anchored.score import base_provenance
 
     prov = base_provenance(None, None)
     prov["fingerprints"] = [fp.provenance() for fp in fps]

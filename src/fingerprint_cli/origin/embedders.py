@@ -135,7 +135,8 @@ class SD2VAE(Embedder):
     version = "1"
 
     def __init__(self, device: str = "cpu", batch_size: int = 8, weights: str | None = None):
-        from fingerprint_cli import artifacts, encoders
+        from fingerprint_cli import artifacts
+        from fingerprint_cli.anchored import encoders
         from fingerprint_cli.origin import vae
 
         if weights is None:

@@ -290,7 +290,7 @@ class Triage:
                     raise InputError(f"holds {r.command!r} records, not triage records: refusing to extend it",
                                      self.output)
                 self._keep(r)
-        from fingerprint_cli.score import base_provenance
+        from fingerprint_cli.anchored.score import base_provenance
 
         self.provenance = base_provenance(None, None)
         self.provenance["fingerprints"] = self.fingerprint_info

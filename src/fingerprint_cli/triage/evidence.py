@@ -273,7 +273,7 @@ def origin_evidence(paths: Sequence[str], index: Any, k: int = 5) -> dict[str, d
 def attribute_against(reference: str, suspect: str, thresholds_name: str | None) -> dict[str, Any]:
     """Reference-anchored attribution (``fpx attribute``, pixel features) of ``suspect`` against the reference
     origin retrieval found. Thresholds needing the DINOv2 encoder are not run here (the record says so)."""
-    from fingerprint_cli import attribute, thresholds
+    from fingerprint_cli.anchored import attribute, thresholds
     from fingerprint_cli.batch import Pair
     from fingerprint_cli.errors import FpxError
 

@@ -5,7 +5,7 @@ class model (LDA in standardised feature space), band posteriors (sum of the ban
 systems, and the reasons: each feature's z-score (against the calibration corpus) and its contribution to
 the margin between the winning system and the runner-up.
 
-With a conformal artifact (v2, issue 11; :class:`~fingerprint_cli.calibrate.Conformal`) the label comes
+With a conformal artifact (v2, issue 11; :class:`~fingerprint_cli.anchored.calibrate.Conformal`) the label comes
 from the **prediction set** ``{system : p-value >= alpha}``: empty → ``unknown`` (none of the calibrated
 systems fits: a first-class answer), one system → that system, several systems of one band → that band
 with the system ``inconclusive``, several bands → ``inconclusive``. ``alpha`` is the artifact's unless
@@ -23,8 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import artifacts, batch, encoders, guard, score, thresholds
-from fingerprint_cli.calibrate import LDA, Conformal
+from fingerprint_cli import artifacts, batch, guard
+from fingerprint_cli.anchored import encoders, score, thresholds
+from fingerprint_cli.anchored.calibrate import LDA, Conformal
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.records import Record, input_key
 
@@ -277,11 +278,11 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 def resolve_features(spec: str) -> list[str]:
     """A named set (``pixel``, ``pixel-v2``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of
     feature names."""
-    from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
+    from fingerprint_cli.anchored import pixel  # imports scipy.ndimage: loaded when first needed
 
     if spec in FEATURE_SETS:
         return list(FEATURE_SETS[spec])
-    known = set(score.FEATURES) | set(anchored.FEATURES)
+    known = set(score.FEATURES) | set(pixel.FEATURES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in known]
     if bad or not names:
@@ -295,13 +296,13 @@ def needs_encoder(features: Sequence[str]) -> bool:
 
 
 def make_scorer(features: Sequence[str], encoder=None, use_disk_cache: bool = True, jobs: int = 1, extra=()):
-    """A :class:`~fingerprint_cli.score.Scorer` that computes ``features`` (adds the anchored pixel features
+    """A :class:`~fingerprint_cli.anchored.score.Scorer` that computes ``features`` (adds the anchored pixel features
     through its ``extra_features`` hook when they are asked for)."""
-    from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
+    from fingerprint_cli.anchored import pixel  # imports scipy.ndimage: loaded when first needed
 
     more = list(extra)
-    if any(f in anchored.FEATURES for f in features):
-        more.append(anchored.feature_hook(features))
+    if any(f in pixel.FEATURES for f in features):
+        more.append(pixel.feature_hook(features))
     return score.Scorer(encoder, use_disk_cache=use_disk_cache, jobs=jobs, extra_features=more)
 
 

@@ -4,7 +4,7 @@ An artifact is one JSON object (never a pickle) with ``schema: "fpx-thresholds/1
 ``created``, ``fpx_version``, ``encoder`` (``null`` for pixel features only, else ``{id, weights_sha256,
 resolution}``), ``features`` and ``directions``, ``standardisation`` (mean/std), ``class_model`` (LDA with a
 shared covariance, parameters in JSON), ``band_rule``, ``inconclusive`` rule, optionally ``conformal`` (v2: Mondrian conformal p-values, see
-:class:`fingerprint_cli.calibrate.Conformal`; an artifact without it still loads and its records say
+:class:`fingerprint_cli.anchored.calibrate.Conformal`; an artifact without it still loads and its records say
 "p-values: not calibrated") and ``calibration`` (corpus
 description and sha256, images, calls, systems, leave-one-image-out accuracy with 95% CI, confusion
 matrix, band purity, η², blind baseline). The ``sha256`` field seals the rest: it is the SHA-256 of the

@@ -2,7 +2,7 @@
 
 Notation, all in 8-bit levels over every pixel and RGB channel: x the clean reference, p the protected copy
 (``fpx perturb`` output), delta = p - x (recovered from the two images — no key needed), y the suspect
-*aligned to x*: the :class:`~fingerprint_cli.score.Scorer` puts the suspect on the reference's pixel grid,
+*aligned to x*: the :class:`~fingerprint_cli.anchored.score.Scorer` puts the suspect on the reference's pixel grid,
 unchanged when the sizes agree and resized with bicubic interpolation when they differ. No shift, crop or
 rotation is searched for: a suspect that was cropped or shifted reads as "not derived" (low z).
 
@@ -101,7 +101,7 @@ def block_for(sidecar: dict | None) -> int:
 
 def read_sidecar(protected_path: str) -> tuple[dict | None, str]:
     """The sidecar JSON of a protected image (or None) and its path. A damaged sidecar is an InputError."""
-    from fingerprint_cli.perturb import sidecar_path
+    from fingerprint_cli.anchored.perturb import sidecar_path
 
     sp = sidecar_path(protected_path)
     if not Path(sp).is_file():

@@ -81,7 +81,7 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
     if dmap is not None:
         figs.append(f"<figure><img alt='heatmap' src='{_uri(plots.heatmap(dmap, dmap_label))}'>"
                     f"<figcaption>{_e(dmap_label)}</figcaption></figure>")
-    from fingerprint_cli.attribute import plane_point
+    from fingerprint_cli.anchored.attribute import plane_point
 
     pt = plane_point(doc, record.features)
     if pt is not None:

@@ -12,9 +12,9 @@ feature is registered here with its direction and probe, or it does not ship.
 systems by signed change with it (it used to parse the prose with ``.startswith("lower")``).
 
 Families: ``tokens`` (DINOv2 patch-token distances, need the encoder weights), ``pixel`` (SSIM/PSNR),
-``anchored`` (further pixel features, :mod:`fingerprint_cli.anchored`), ``tone_corrected`` (the same on the
+``anchored`` (further pixel features, :mod:`fingerprint_cli.anchored.pixel`), ``tone_corrected`` (the same on the
 suspect mapped back through its fitted per-channel tone curve, ``tc_*``), ``tone_curve`` (that curve's own
-shape, ``curve_*``), ``survival`` (perturbation survival, :mod:`fingerprint_cli.survival`).
+shape, ``curve_*``), ``survival`` (perturbation survival, :mod:`fingerprint_cli.anchored.survival`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Pixel features (no model needed): the suspect is aligned to the reference — resized to the reference's
 size (bicubic) when the sizes differ — and compared in float RGB [0, 1]:
 
-* ``ssim_clean`` — SSIM of suspect vs reference (convention in :mod:`fingerprint_cli.metrics`); lower = more change;
+* ``ssim_clean`` — SSIM of suspect vs reference (convention in :mod:`fingerprint_cli.anchored.metrics`); lower = more change;
 * ``psnr_clean`` — PSNR in dB; lower = more change.
 
 Token features (DINOv2 encoder): both images are brought to ``resolution × resolution`` and encoded;
@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__, atomic, features, images, metrics, plots
+from fingerprint_cli import __version__, atomic, images, plots
+from fingerprint_cli.anchored import features, metrics
 from fingerprint_cli.batch import Pair
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.records import Record
@@ -51,7 +52,7 @@ def pixel_features(ref: np.ndarray, sus: np.ndarray) -> dict[str, float]:
 
 
 def token_features(ref_tokens, sus_tokens) -> tuple[dict[str, float], np.ndarray]:
-    """Distances between two :class:`~fingerprint_cli.encoders.Tokens`; returns (features, map gh×gw)."""
+    """Distances between two :class:`~fingerprint_cli.anchored.encoders.Tokens`; returns (features, map gh×gw)."""
     a = ref_tokens.patches.astype(np.float64)
     b = sus_tokens.patches.astype(np.float64)
     cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
@@ -78,9 +79,9 @@ class PairResult:
         if self.distance_map is not None:
             return self.distance_map, "per-patch DINOv2 token distance (1 - cos)"
         if self.reference is not None and self.suspect_aligned is not None:
-            from fingerprint_cli import anchored  # imports scipy.ndimage: loaded when first needed
+            from fingerprint_cli.anchored import pixel  # imports scipy.ndimage: loaded when first needed
 
-            return (anchored.difference_map(self.reference.pixels, self.suspect_aligned),
+            return (pixel.difference_map(self.reference.pixels, self.suspect_aligned),
                     "per-block RMS luma difference (no encoder)")
         return None, ""
 

@@ -43,7 +43,7 @@ import numpy as np
 from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
-from fingerprint_cli.score import PairResult
+from fingerprint_cli.anchored.score import PairResult
 
 
 # ---------------------------------------------------------------- the class model

@@ -26,7 +26,7 @@ monotone non-decreasing curve ``f_c`` from reference to suspect is fitted (sciki
 on the per-bin means of a 64-bin histogram of the reference channel, weighted by bin counts), and the suspect
 is mapped back through its inverse, ``s'_c = f_c⁻¹(s_c)`` (linear interpolation; a global tone/colour edit is
 then undone exactly up to quantisation). The fitted curve is kept as features of its own (``curve_*``, see
-:func:`tone_curve`). ``tc_ssim`` / ``tc_psnr`` are SSIM / PSNR (:mod:`fingerprint_cli.metrics`) of the
+:func:`tone_curve`). ``tc_ssim`` / ``tc_psnr`` are SSIM / PSNR (:mod:`fingerprint_cli.anchored.metrics`) of the
 corrected suspect.
 
 The same features computed on any pair are descriptive forensic measurements, not the published system's features; they let thresholds
@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
-from fingerprint_cli import features
+from fingerprint_cli.anchored import features
 
 FEATURES: dict[str, tuple[str, str]] = features.table("anchored")  # (direction, description): the registry
 NAMES = tuple(FEATURES)  # the v1 group (``compute``)
@@ -214,7 +214,7 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
 
 def compute_v2(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
     """The v2 group: ``tc_*`` (the change features on the curve-corrected suspect) and ``curve_*``."""
-    from fingerprint_cli import metrics
+    from fingerprint_cli.anchored import metrics
 
     r = np.asarray(reference, dtype=np.float64)
     corrected, feats = tone_curve(r, suspect)
@@ -226,7 +226,7 @@ def compute_v2(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
 
 
 def feature_hook(names) -> Callable:
-    """A :class:`~fingerprint_cli.score.Scorer` ``extra_features`` hook computing the groups ``names`` need
+    """A :class:`~fingerprint_cli.anchored.score.Scorer` ``extra_features`` hook computing the groups ``names`` need
     (v1: :func:`compute`, v2: :func:`compute_v2`)."""
     want = set(names)
     v1, v2 = bool(want & set(NAMES)), bool(want & set(V2_NAMES))
@@ -243,7 +243,7 @@ def feature_hook(names) -> Callable:
 
 
 def feature_fn(pair, ref, suspect_aligned) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
-    """The :class:`~fingerprint_cli.score.Scorer` ``extra_features`` hook for these features."""
+    """The :class:`~fingerprint_cli.anchored.score.Scorer` ``extra_features`` hook for these features."""
     feats = compute(ref.pixels, suspect_aligned)
     return feats, {k: FEATURES[k][0] for k in feats}, {}
 

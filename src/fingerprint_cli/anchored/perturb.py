@@ -2,7 +2,7 @@
 
 Both methods produce an 8-bit RGB image ``p`` with, on every pixel and channel,
 ``|p - x| <= strength * JND`` where x is the input in 8-bit levels (float, so 16-bit inputs are handled too)
-and JND is the per-pixel map of :mod:`fingerprint_cli.jnd` computed on the input's luminance. The bound is
+and JND is the per-pixel map of :mod:`fingerprint_cli.anchored.jnd` computed on the input's luminance. The bound is
 enforced *after* rounding to 8 bits (:func:`quantize_within`): a target value whose rounding would cross the
 bound is rounded toward the input instead. It is checked again before anything is written.
 
@@ -20,7 +20,7 @@ with the encoder's own preprocessing (bicubic antialiased resize to its resoluti
 done in torch so it is differentiable; after every step delta is projected onto the per-pixel box
 |delta| <= strength x JND (each channel). Initialised with a seeded random start inside the box.
 
-Detection never needs the key: delta is recovered as protected - clean (see :mod:`fingerprint_cli.survival`).
+Detection never needs the key: delta is recovered as protected - clean (see :mod:`fingerprint_cli.anchored.survival`).
 The sidecar therefore stores only a key *id* (the first 16 hex digits of SHA-256("fpx-key:" + key)), never
 the key itself, so that a key can be kept to reproduce or prove authorship of the pattern.
 """
@@ -38,7 +38,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import __version__, atomic, images, jnd as jnd_mod, metrics
+from fingerprint_cli import __version__, atomic, images
+from fingerprint_cli.anchored import jnd as jnd_mod, metrics
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.records import Record
 
