@@ -371,7 +371,6 @@ def main(argv=None) -> int:
         results["speed"] = {"residual_s_per_image": t_res, "step_s": t_step}
         log(f"residual {t_res:.2f} s/image, U-Net step ≈ {t_step:.2f} s")
 
-    acc_rows = []
     fps = {}
     if "accuracy" in parts or "robust" in parts:
         for g in gens:

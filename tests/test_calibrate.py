@@ -17,7 +17,7 @@ def synthetic(n_images=12, reps=3, seed=0, sep=3.0, image_sd=0.3):
     for i in range(n_images):
         eff = rng.normal(0, image_sd, 4)
         for s, m in means.items():
-            for r in range(reps):
+            for _rep in range(reps):
                 X.append(m + eff + rng.normal(0, 1, 4))
                 y.append(s)
                 g.append(f"img{i}")

@@ -635,3 +635,12 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
     a, b = jsonl(res.stdout)
     assert a["decision"]["label"] == "gena" and b["decision"]["label"] == "real"
     assert b["details"]["condition"]["jpeg_quality"] == 90 and b["decision"]["fpr_any"] == pytest.approx(0.2)
+
+
+def test_cli_min_images_default_is_the_library_constant():
+    import inspect
+
+    from fingerprint_cli.cli import dif_cmd
+    from fingerprint_cli.dif import extract
+
+    assert f"typer.Option({extract.DEFAULT_MIN_IMAGES}, \"--min-images\"" in inspect.getsource(dif_cmd)

@@ -7,14 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from conftest import natural_image
 from fingerprint_cli import images
 from fingerprint_cli.cli.app import app
-from test_attribute import BANDS, make_image_corpus, system_output
+from test_attribute import make_image_corpus, system_output
 
 CHROMIUM = "/usr/bin/chromium"
 

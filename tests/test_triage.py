@@ -9,8 +9,6 @@ import io
 import json
 import os
 import struct
-import sys
-import types
 import zlib
 from pathlib import Path
 
@@ -640,7 +638,7 @@ def test_origin_and_attribution_through_the_real_origin_index(tmp_path):
 
     refs = tmp_path / "refs"
     refs.mkdir()
-    ref = images.save_png(natural_image(96, 96, seed=30), refs / "ref.png") or refs / "ref.png"
+    images.save_png(natural_image(96, 96, seed=30), refs / "ref.png")
     for i in range(12):  # distractors (and calibration references for the not-in-library threshold)
         images.save_png(natural_image(96, 96, seed=400 + i), refs / f"d{i}.png")
     origin.build_index([str(refs)], str(tmp_path / "lib.fpxindex"))

@@ -75,6 +75,3 @@ def guard_decision(decision: dict[str, Any], numbers: Mapping[str, Any],
     out["why_unknown"] = why
     return out
 
-
-def is_unknown(decision: Mapping[str, Any] | None) -> bool:
-    return bool(decision) and decision.get("label") == UNKNOWN

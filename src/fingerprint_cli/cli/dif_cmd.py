@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
                                                  "--calibration-real); recorded in the fingerprint"),
         calibration_real: Optional[Path] = typer.Option(None, "--calibration-real",
                                                         help="folder of held-out real images for --fpr"),
-        min_images: int = typer.Option(8, "--min-images",  # = extract.DEFAULT_MIN_IMAGES
+        min_images: int = typer.Option(8, "--min-images",  # = dif.extract.DEFAULT_MIN_IMAGES (tested)
                                        help="fail when fewer usable images remain in a class (unusable ones are "
                                             "skipped with a warning)"),
         fmt: Optional[str] = common.FormatOpt,

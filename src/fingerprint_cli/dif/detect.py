@@ -392,6 +392,11 @@ def unique_names(fps: Sequence[Fingerprint]) -> list[str]:
     return names
 
 
+def errs_append(errs: list) -> Callable[[str, Exception], None]:
+    """An ``on_error`` hook that collects the exceptions into ``errs``."""
+    return lambda _path, exc: errs.append(exc)
+
+
 def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | None = None,
                cache: ResidualCache | None = None, margin: float = CLEAR_MARGIN,
                provenance: dict[str, Any] | None = None):
@@ -406,7 +411,7 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
     calls, sha = [], None
     for nm, fp in zip(names, fps):
         errs: list[Exception] = []
-        rho, infos = correlations_with_info(fp, [path], cache=cache, on_error=lambda q, e: errs.append(e))
+        rho, infos = correlations_with_info(fp, [path], cache=cache, on_error=errs_append(errs))
         if errs:
             raise errs[0]
         sha = infos[0]["sha256"]

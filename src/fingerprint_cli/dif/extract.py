@@ -147,7 +147,7 @@ def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, 
     ema: torch.Tensor | None = None
     losses = []
     net.train()
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         perm = torch.randperm(n, generator=g)
         if k > 1:  # image index -> one of its views, drawn anew every epoch
             perm = perm * k + torch.randint(0, k, (n,), generator=g)

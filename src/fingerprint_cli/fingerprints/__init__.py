@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 LIBRARY_DIR = Path(__file__).resolve().parent
-INDEX = LIBRARY_DIR / "index.json"
+INDEX_NAME = "index.json"
 INDEX_FORMAT = "fpx-fingerprint-library"
 
 
 def index(directory: Path | None = None) -> list[dict[str, Any]]:
     """The library's entries (empty when no index is shipped). Raises ValueError on a malformed index."""
-    f = (directory or LIBRARY_DIR) / "index.json"
+    f = (directory or LIBRARY_DIR) / INDEX_NAME
     if not f.is_file():
         return []
     data = json.loads(f.read_text(encoding="utf-8"))
@@ -43,7 +43,7 @@ def write_index(entries: list[dict[str, Any]], directory: Path | None = None) ->
     """Write the index atomically (entries sorted by id)."""
     from fingerprint_cli import atomic
 
-    f = (directory or LIBRARY_DIR) / "index.json"
+    f = (directory or LIBRARY_DIR) / INDEX_NAME
     body = {"format": INDEX_FORMAT, "format_version": "1",
             "fingerprints": sorted(entries, key=lambda e: e["id"])}
     atomic.write_text(f, json.dumps(body, indent=2, sort_keys=True) + "\n")

@@ -77,10 +77,6 @@ class OriginIndex:
     def threshold(self) -> float | None:
         return self.calibration.get("threshold")
 
-    def by_sha(self) -> dict[str, int]:
-        return {r["sha256"]: i for i, r in enumerate(self.refs)}
-
-    # -------------------------------------------------------- search
     def faiss_index(self):
         if self._faiss is None:
             self._faiss = build_faiss(self.vectors, self.search_cfg)

@@ -47,7 +47,6 @@ _FTYP = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"h
          b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF", b"isom": "MP4", b"mp41": "MP4", b"mp42": "MP4",
          b"qt  ": "MOV", b"crx ": "CR3"}
 #: formats fpx can analyse (Pillow decodes them); the others are recorded and refused with a reason
-IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"}
 
 
 def sniff(head: bytes) -> str | None:
