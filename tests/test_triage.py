@@ -317,12 +317,14 @@ def test_jpeg_quality_estimate_recovers_libjpeg_quality(tmp_path, q):
 
 
 def test_ijg_scaling_matches_libjpeg_tables():
+    from fingerprint_cli.dif import condition
+
     for q in (10, 50, 80, 97):
         buf = io.BytesIO()
         Image.fromarray(u8(1, 16, 16)).save(buf, "JPEG", quality=q)
         tables = Image.open(io.BytesIO(buf.getvalue())).quantization
-        assert list(provenance.ijg_table(provenance.IJG_LUMA, q).astype(int)) == list(tables[0])
-        assert list(provenance.ijg_table(provenance.IJG_CHROMA, q).astype(int)) == list(tables[1])
+        assert list(condition.ijg_table(condition.IJG_LUMINANCE, q).astype(int)) == list(tables[0])
+        assert list(condition.ijg_table(condition.IJG_CHROMINANCE, q).astype(int)) == list(tables[1])
 
 
 def test_custom_tables_are_flagged_as_not_ijg(tmp_path):

@@ -293,43 +293,18 @@ def read_png_text(text: dict[str, str], fmt: str | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- JPEG quantisation
-#: IJG (libjpeg) standard tables, JPEG Annex K, natural (row-major) order
-IJG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
-IJG_CHROMA = np.array([
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-    47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, dtype=np.float64)
-
-
-def ijg_table(base: np.ndarray, quality: int) -> np.ndarray:
-    """libjpeg's ``jpeg_quality_scaling`` + ``jpeg_add_quant_table`` (baseline: clamped to 1..255)."""
-    q = min(max(int(quality), 1), 100)
-    scale = 5000 / q if q < 50 else 200 - 2 * q
-    return np.clip(np.floor((base * scale + 50) / 100), 1, 255)
-
-
-_IJG_CACHE = {q: (ijg_table(IJG_LUMA, q), ijg_table(IJG_CHROMA, q)) for q in range(1, 101)}
-
-
 def estimate_quality(tables: dict[int, list[int]]) -> dict[str, Any]:
-    """The IJG quality whose scaled standard tables are closest to the file's (mean absolute difference
-    over the luma table, and the chroma table when present). ``exact`` when they match exactly — the file
-    was written by an IJG-compatible encoder at that quality; a large ``mismatch`` means custom tables
-    (cameras, Photoshop, some services), where the quality is only a rough equivalent."""
-    luma = np.asarray(tables.get(0, []), dtype=np.float64)
-    chroma = np.asarray(tables.get(1, []), dtype=np.float64) if 1 in tables else None
-    if luma.size != 64:
+    """The IJG quality whose scaled standard tables are closest to the file's — one estimator for fpx
+    (:func:`fingerprint_cli.dif.condition.estimate_quality`, which ``fpx detect`` uses too). ``exact`` when
+    they match exactly (an IJG-compatible encoder at that quality); a large ``mismatch`` (mean |difference|
+    per table entry) means custom tables (cameras, Photoshop, some services), where the quality is only a rough
+    equivalent."""
+    from fingerprint_cli.dif.condition import estimate_quality as nearest_ijg
+
+    est = nearest_ijg(tables)
+    if est is None:
         return {"quality": None, "exact": False, "mismatch": None}
-    best, best_err = None, np.inf
-    for q, (tl, tc) in _IJG_CACHE.items():
-        err = float(np.abs(luma - tl).mean())
-        if chroma is not None and chroma.size == 64:
-            err = (err + float(np.abs(chroma - tc).mean())) / 2
-        if err < best_err:
-            best, best_err = q, err
-    return {"quality": best, "exact": best_err == 0.0, "mismatch": round(best_err, 3)}
+    return {"quality": est["quality"], "exact": est["exact"], "mismatch": est["table_error"]}
 
 
 #: the orthonormal 8-point DCT-II matrix (JPEG's forward DCT is _DCT8 @ block @ _DCT8.T)
