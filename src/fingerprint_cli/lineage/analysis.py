@@ -141,6 +141,10 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     ``grid_correlate(fp, paths) -> ρ_grid`` (:func:`grid_rho` of each image's residual, oriented; needed for
     ``metric="grid"``), ``is_generated(fp, ρ) -> bool array`` and ``image_sha256(path)`` are injected so the
     pure logic can be tested with synthetic fingerprints; :func:`run` wires them to ``fingerprint_cli.dif``.
+
+    Steps: the held-out generated and real test sets of every fingerprint; the hashes of every image (never
+    score a fingerprint on an image it was fitted on); ρ (and ρ_grid) of every fingerprint on every image once;
+    the cross-detection matrices; the fingerprint-to-fingerprint correlations; families from the chosen metric.
     """
     t0 = time.perf_counter()
     if metric not in METRICS:
@@ -148,20 +152,50 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     if metric == "grid" and grid_correlate is None:
         raise UsageError("--metric grid needs spatial fingerprints (method dif or average)")
     names = [fp.name for fp in fps]
-    n = len(fps)
-    images = dict(images or {})
+    tests = _test_sets(fps, dict(images or {}))
+    reals, real_source = _real_sets(fps, real_dir)
+    _require_test_images(names, tests, reals)
+    train_hashes = [{h for _, h in split_of(fp, "train", "generated") + split_of(fp, "train", "real") if h}
+                    for fp in fps]
+    all_paths = sorted({p for t in tests for p in t.paths} | {p for r in reals for p in r})
+    sha = _hashes(all_paths, image_sha256)
+    t1 = time.perf_counter()
+    rho, rho_grid = _correlations(fps, all_paths, sha, train_hashes, correlate, grid_correlate, on_progress)
+    t2 = time.perf_counter()
+    m = _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_grid, is_generated)
+    corr, gcorr, shifts = _pattern_matrices(fps, period, max_shift, grid=bool(rho_grid))
+    warnings = _unreadable_warning(all_paths, sha, train_hashes, rho)
+    basis = {"accuracy": m.acc, "auc": m.au, "grid": m.gau}[metric]
+    rel, z_self, cl = families(names, basis, m.ng, m.nr, metric, threshold)
+    if cl.unresolved:
+        warnings.append(_unresolved_warning(names, basis, metric, cl.unresolved))
+    links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
+                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
+    t3 = time.perf_counter()
+    return LineageResult(
+        names=names, paths=list(paths), sha256=list(sha256), accuracy=m.acc, tpr=m.tpr, tnr=m.tnr, auc=m.au,
+        n_generated=m.ng, n_real=m.nr, n_excluded=m.nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
+        grid_auc=m.gau if rho_grid else None, grid_correlation=gcorr if rho_grid else None, period=int(period),
+        clustering=cl, links=links, self_z=z_self, test_sources={t.name: t.source for t in tests},
+        real_source=real_source, errors=m.errors, warnings=warnings, metric=metric,
+        timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
+                "images": float(len(all_paths))})
+
+
+def _test_sets(fps: Sequence[Any], images: Mapping[str, str]) -> list[TestSet]:
+    """Generated test images per generator: its ``--images NAME=DIR``, else the artifact's held-out split."""
     from fingerprint_cli import batch
 
-    # generated test images per generator
-    tests: list[TestSet] = []
-    for fp in fps:
-        if fp.name in images:
-            tests.append(TestSet(fp.name, batch.expand_paths([images[fp.name]]), images[fp.name]))
-        else:
-            tests.append(TestSet(fp.name, [p for p, _ in split_of(fp, "test", "generated")], "artifact"))
-    # real test images per fingerprint: its --real NAME=DIR, else the --real DIR shared by everyone, else its
-    # own held-out real split (a fingerprint fitted against processed "real" images, e.g. bicubic round trips,
-    # must be tested against the same kind)
+    return [TestSet(fp.name, batch.expand_paths([images[fp.name]]), images[fp.name]) if fp.name in images
+            else TestSet(fp.name, [p for p, _ in split_of(fp, "test", "generated")], "artifact") for fp in fps]
+
+
+def _real_sets(fps: Sequence[Any], real_dir: str | Mapping[str, str] | None) -> tuple[list[list[str]], Any]:
+    """Real test images per fingerprint: its ``--real NAME=DIR``, else the ``--real DIR`` shared by everyone,
+    else its own held-out real split (a fingerprint fitted against processed "real" images, e.g. bicubic round
+    trips, must be tested against the same kind); and how to describe where they came from."""
+    from fingerprint_cli import batch
+
     real_map = dict(real_dir) if isinstance(real_dir, Mapping) else ({"": real_dir} if real_dir else {})
     expanded: dict[str, list[str]] = {}
     reals = []
@@ -169,59 +203,70 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
         d = real_map.get(fp.name, real_map.get(""))
         if d is None:
             reals.append([p for p, _ in split_of(fp, "test", "real")])
-        else:
-            if d not in expanded:
-                expanded[d] = batch.expand_paths([d])
-            reals.append(list(expanded[d]))
+            continue
+        if d not in expanded:
+            expanded[d] = batch.expand_paths([d])
+        reals.append(list(expanded[d]))
     if not real_map:
-        real_source = "artifact"
-    elif set(real_map) == {""}:
-        real_source = real_map[""]
-    else:
-        real_source = {fp.name: real_map.get(fp.name, real_map.get("", "artifact")) for fp in fps}
+        return reals, "artifact"
+    if set(real_map) == {""}:
+        return reals, real_map[""]
+    return reals, {fp.name: real_map.get(fp.name, real_map.get("", "artifact")) for fp in fps}
+
+
+def _require_test_images(names: Sequence[str], tests: Sequence[TestSet], reals: Sequence[list[str]]) -> None:
     missing = [t.name for t in tests if not t.paths]
     if missing:
         raise UsageError(f"no held-out images for {', '.join(missing)}: the artifact records no test split; "
                          f"give --images {missing[0]}=DIR")
-    no_real = [names[i] for i in range(n) if not reals[i]]
+    no_real = [nm for nm, r in zip(names, reals) if not r]
     if no_real:
         raise UsageError(f"no held-out real images for {', '.join(no_real)}: give --real DIR")
 
-    # training hashes per fingerprint: never score F_i on an image it was fitted on
-    train_hashes: list[set[str]] = []
-    for fp in fps:
-        hs = {h for _, h in split_of(fp, "train", "generated") + split_of(fp, "train", "real") if h}
-        train_hashes.append(hs)
-    all_paths = sorted({p for t in tests for p in t.paths} | {p for r in reals for p in r})
+
+def _hashes(paths: Sequence[str], image_sha256: Callable[[str], str]) -> dict[str, str | None]:
     sha: dict[str, str | None] = {}
-    for p in all_paths:
+    for p in paths:
         try:
             sha[p] = image_sha256(p)
-        except Exception:  # unreadable: its ρ will be NaN and it is left out
+        except Exception:  # noqa: BLE001 - unreadable: its ρ will be NaN and it is left out
             sha[p] = None
+    return sha
 
-    t1 = time.perf_counter()
+
+def _correlations(fps, all_paths, sha, train_hashes, correlate, grid_correlate, on_progress):
+    """ρ (and ρ_grid) of each fingerprint on every readable image it was not fitted on, computed once."""
     rho: list[dict[str, float]] = []
     rho_grid: list[dict[str, float]] = []
     for i, fp in enumerate(fps):
         need = [p for p in all_paths if sha[p] is not None and sha[p] not in train_hashes[i]]
-        vals = np.asarray(correlate(fp, need), dtype=np.float64)
-        rho.append(dict(zip(need, vals.tolist())))
+        rho.append(dict(zip(need, np.asarray(correlate(fp, need), dtype=np.float64).tolist())))
         if grid_correlate is not None:
             rho_grid.append(dict(zip(need, np.asarray(grid_correlate(fp, need), dtype=np.float64).tolist())))
         if on_progress:
             on_progress(1, fingerprint=fp.name)
-    t2 = time.perf_counter()
+    return rho, rho_grid
 
-    acc = np.full((n, n), np.nan)
-    tpr = np.full((n, n), np.nan)
-    tnr = np.full((n, n), np.nan)
-    au = np.full((n, n), np.nan)
-    gau = np.full((n, n), np.nan)
-    ng = np.zeros((n, n), dtype=int)
-    nr = np.zeros((n, n), dtype=int)
-    nx = np.zeros((n, n), dtype=int)
-    errors: dict[tuple[int, int], BaseException] = {}
+
+@dataclass
+class _Matrices:
+    acc: np.ndarray
+    tpr: np.ndarray
+    tnr: np.ndarray
+    au: np.ndarray
+    gau: np.ndarray
+    ng: np.ndarray
+    nr: np.ndarray
+    nx: np.ndarray
+    errors: dict[tuple[int, int], BaseException]
+
+
+def _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_grid, is_generated) -> _Matrices:
+    """Cell (i, j): fingerprint i on generator j's held-out images against i's real test images — balanced
+    accuracy of i's own rule, AUC of ρ, AUC of ρ_grid, and the counts behind them."""
+    n = len(fps)
+    m = _Matrices(*(np.full((n, n), np.nan) for _ in range(5)),
+                  *(np.zeros((n, n), dtype=int) for _ in range(3)), errors={})
     for i, fp in enumerate(fps):
         th = train_hashes[i]
         real_i = [p for p in reals[i] if sha.get(p) and sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
@@ -230,26 +275,33 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
         for j in range(n):
             cand = [p for p in tests[j].paths if sha.get(p)]
             keep = [p for p in cand if sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
-            nx[i, j] = sum(1 for p in cand if sha[p] in th)
+            m.nx[i, j] = sum(1 for p in cand if sha[p] in th)
             r_gen = np.array([rho[i][p] for p in keep])
-            ng[i, j], nr[i, j] = r_gen.size, r_real.size
+            m.ng[i, j], m.nr[i, j] = r_gen.size, r_real.size
             if r_gen.size == 0 or r_real.size == 0:
-                errors[(i, j)] = InputError(
+                m.errors[(i, j)] = InputError(
                     f"no usable held-out images of {names[j]} for fingerprint {names[i]} "
-                    f"({nx[i, j]} excluded as its training images)", tests[j].source)
+                    f"({m.nx[i, j]} excluded as its training images)", tests[j].source)
                 continue
             g_call = np.asarray(is_generated(fp, r_gen), dtype=bool)
             r_call = np.asarray(is_generated(fp, r_real), dtype=bool)
-            acc[i, j], tpr[i, j], tnr[i, j] = balanced_accuracy(g_call, r_call)
-            au[i, j] = auc(sign * r_gen, sign * r_real)
+            m.acc[i, j], m.tpr[i, j], m.tnr[i, j] = balanced_accuracy(g_call, r_call)
+            m.au[i, j] = auc(sign * r_gen, sign * r_real)
             if rho_grid:
-                gau[i, j] = auc(np.array([rho_grid[i][p] for p in keep]), np.array([rho_grid[i][p] for p in real_i]))
+                m.gau[i, j] = auc(np.array([rho_grid[i][p] for p in keep]),
+                                  np.array([rho_grid[i][p] for p in real_i]))
+    return m
 
+
+def _pattern_matrices(fps, period: int, max_shift: int, grid: bool):
+    """Fingerprint-to-fingerprint correlations: whole pattern (best shift within ``max_shift``) and, with
+    ``grid``, of their grid-periodic components."""
+    n = len(fps)
     corr = np.full((n, n), np.nan)
     gcorr = np.full((n, n), np.nan)
     shifts: list[list[tuple[int, int]]] = [[(0, 0)] * n for _ in range(n)]
     pats = [_pattern_array(fp) for fp in fps]
-    if rho_grid:
+    if grid:
         grids = [None if pats[i] is None else _standardise(grid_component(pats[i], period)) * _orientation(fps[i])
                  for i in range(n)]
         for i in range(n):
@@ -257,39 +309,30 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
                 if grids[i] is not None and grids[j] is not None and grids[i].shape == grids[j].shape:
                     gcorr[i, j] = float((grids[i] * grids[j]).mean())
     for i in range(n):
-        for j in range(n):
-            if i == j:
-                corr[i, j], shifts[i][j] = 1.0, (0, 0)
-            elif j > i and pats[i] is not None and pats[j] is not None and pats[i].shape == pats[j].shape:
+        corr[i, i] = 1.0
+        for j in range(i + 1, n):
+            if pats[i] is not None and pats[j] is not None and pats[i].shape == pats[j].shape:
                 c, s = pattern_correlation(pats[i], pats[j], max_shift)
                 corr[i, j] = corr[j, i] = c
                 shifts[i][j], shifts[j][i] = s, (-s[0], -s[1])
-    warnings = []
+    return corr, gcorr, shifts
+
+
+def _unreadable_warning(all_paths, sha, train_hashes, rho) -> list[str]:
+    n = len(rho)
     bad = [p for p in all_paths if sha[p] is None
            or any(sha[p] not in train_hashes[i] and not np.isfinite(rho[i].get(p, np.nan)) for i in range(n))]
-    if bad:
-        warnings.append(f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}")
-    basis = {"accuracy": acc, "auc": au, "grid": gau}[metric]
-    rel, z_self, cl = families(names, basis, ng, nr, metric, threshold)
-    if cl.unresolved:
-        what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
-        fmt = _pct if metric == "accuracy" else _auc_text
-        diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in cl.unresolved)
-        warnings.append(f"unresolved (self-detection not above chance, z < {MIN_SELF_Z:g}): {diag} — these "
-                        "fingerprints do not detect their own held-out images, so they give no evidence either "
-                        "way (refit with more images or a larger --crop; if that does not help, the generator "
-                        "leaves no trace these fingerprints can see)")
-    links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
-                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
-    t3 = time.perf_counter()
-    return LineageResult(
-        names=names, paths=list(paths), sha256=list(sha256), accuracy=acc, tpr=tpr, tnr=tnr, auc=au,
-        n_generated=ng, n_real=nr, n_excluded=nx, fp_correlation=corr, fp_shift=shifts, relatedness=rel,
-        grid_auc=gau if rho_grid else None, grid_correlation=gcorr if rho_grid else None, period=int(period),
-        clustering=cl, links=links, self_z=z_self, test_sources={t.name: t.source for t in tests},
-        real_source=real_source, errors=errors, warnings=warnings, metric=metric,
-        timing={"prepare_s": t1 - t0, "correlations_s": t2 - t1, "matrix_s": t3 - t2, "total_s": t3 - t0,
-                "images": float(len(all_paths))})
+    return [f"{len(bad)} image(s) could not be read and were left out, e.g. {bad[0]}"] if bad else []
+
+
+def _unresolved_warning(names, basis: np.ndarray, metric: str, unresolved: Sequence[str]) -> str:
+    what = {"accuracy": "accuracy", "auc": "AUC", "grid": "grid AUC"}[metric]
+    fmt = _pct if metric == "accuracy" else _auc_text
+    diag = ", ".join(f"{x} ({what} {fmt(basis[names.index(x), names.index(x)])})" for x in unresolved)
+    return (f"unresolved (self-detection not above chance, z < {MIN_SELF_Z:g}): {diag} — these "
+            "fingerprints do not detect their own held-out images, so they give no evidence either "
+            "way (refit with more images or a larger --crop; if that does not help, the generator "
+            "leaves no trace these fingerprints can see)")
 
 
 def _orientation(fp: Any) -> float:
