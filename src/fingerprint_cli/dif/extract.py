@@ -433,14 +433,15 @@ def plot_fingerprint(fp: Fingerprint, path: str, inputs=()) -> str:
     return images.save_png(canvas, path, inputs=inputs)
 
 
-def _extract_inputs(generated, real, out, plot, fpr, calibration_real):
+def _extract_inputs(generated, real, out, plot, fpr, calibration_real, open_sink):
     """The images of each class (a class with none is a UsageError), the calibration images, and every input,
-    checked against the outputs before any work."""
+    checked against the outputs before any work; ``open_sink()`` is called once the classes are listed."""
     from fingerprint_cli import atomic, batch, images
 
     gen_paths = [str(p) for p in images.list_images(generated)]
     real_paths = [str(p) for p in images.list_images(real)]
     all_inputs = gen_paths + real_paths
+    sink = open_sink()
     for folder, found in ((generated, gen_paths), (real, real_paths)):
         if not found:
             raise UsageError(f"no images found in {folder} (0 images): nothing to fit")
@@ -454,7 +455,7 @@ def _extract_inputs(generated, real, out, plot, fpr, calibration_real):
     atomic.check_outputs({"--out": out, "--plot": plot},
                          batch.run_inputs(all_inputs, [generated, real]
                                           + ([calibration_real] if calibration_real is not None else [])))
-    return gen_paths, real_paths, cal_paths, all_inputs
+    return sink, gen_paths, real_paths, cal_paths, all_inputs
 
 
 def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
@@ -531,9 +532,9 @@ def run(generated, real, out, *, name: str | None = None, n_images: int | None =
 
     phases = Phases(quiet)
     try:
-        sink = batch.RecordSink(None, fmt, False, EXTRACT_COLUMNS) if stdout else batch.MemorySink()
-        gen_paths, real_paths, cal_paths, all_inputs = _extract_inputs(generated, real, out, plot, fpr,
-                                                                       calibration_real)
+        sink, gen_paths, real_paths, cal_paths, all_inputs = _extract_inputs(
+            generated, real, out, plot, fpr, calibration_real,
+            lambda: batch.RecordSink(None, fmt, False, EXTRACT_COLUMNS) if stdout else batch.MemorySink())
         cache = ResidualCache(disk=use_cache)
         t0 = time.time()
         skipped_warn = lambda p, why: batch.warn(f"{p}: skipped ({why})", quiet)  # noqa: E731
