@@ -28,11 +28,11 @@ def _cli(args) -> list[dict]:
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
-def _stable(d):
+def _stable(d, volatile=VOLATILE):
     if isinstance(d, dict):
-        return {k: _stable(v) for k, v in d.items() if k not in VOLATILE}
+        return {k: _stable(v, volatile) for k, v in d.items() if k not in volatile}
     if isinstance(d, list):
-        return [_stable(v) for v in d]
+        return [_stable(v, volatile) for v in d]
     return d
 
 
@@ -220,3 +220,20 @@ def test_dif_api_equals_cli(tmp_path):
     assert [_stable(r.to_dict()) for r in again] == [_stable(r.to_dict()) for r in recs[:16]]
     with pytest.raises(UsageError, match="give at least one IMAGE"):
         api.detect([cal_file], [], quiet=True)
+
+
+def test_lineage_api_equals_cli(tmp_path):
+    d = _dif_corpus(tmp_path)
+    fps = []
+    for name, seed in (("a", 0), ("b", 1)):  # two fits of one generator (different splits): one family
+        fps.append(tmp_path / f"{name}.fpx.safetensors")
+        api.extract(d["gen"], d["real"], fps[-1], name=name, seed=seed, method="average", crop=48,
+                    denoiser="gaussian", test_fraction=0.25, evaluate=False, quiet=True)
+    recs = api.lineage(fps, metric="auc", quiet=True)
+    assert isinstance(recs, Results) and recs.exit_code == 0
+    cli = _cli(["lineage", *map(str, fps), "--metric", "auc", "--format", "jsonl", "--quiet"])
+    volatile = ("utc", "timing")  # lineage's clock fields: its UTC time and the seconds each step took
+    assert [_stable(r.to_dict(), volatile) for r in recs] == [_stable(x, volatile) for x in cli]
+    assert len(recs) == 2 * 2 + 1 and all(r.command == "lineage" for r in recs)
+    with pytest.raises(UsageError):
+        api.lineage(fps, output=fps[0], quiet=True)  # an output that is an input is refused before any work
