@@ -28,11 +28,11 @@ def _cli(args) -> list[dict]:
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
-def _stable(d):
+def _stable(d, volatile=VOLATILE):
     if isinstance(d, dict):
-        return {k: _stable(v) for k, v in d.items() if k not in VOLATILE}
+        return {k: _stable(v, volatile) for k, v in d.items() if k not in volatile}
     if isinstance(d, list):
-        return [_stable(v) for v in d]
+        return [_stable(v, volatile) for v in d]
     return d
 
 
@@ -163,3 +163,77 @@ def test_cli_is_a_thin_layer_over_the_api(monkeypatch):
     seen.clear()
     res = CliRunner().invoke(app, ["score", "r.png", "s.png", "--format", "jsnl"])
     assert res.exit_code == 2 and not seen
+
+
+# ---------------------------------------------------------------- DIF: extract, dif_calibrate, detect
+def _dif_corpus(root: Path) -> dict:
+    """16 generated images carrying one planted periodic pattern, 16 real, 24 held-out real (tiny, 48 px)."""
+    from conftest import natural_image
+
+    yy, xx = np.mgrid[0:48, 0:48]
+    planted = (np.sin(2 * np.pi * xx / 4) * np.cos(2 * np.pi * yy / 8))[..., None] * np.array([1.0, -0.5, 0.7])
+    dirs = {k: root / k for k in ("gen", "real", "cal")}
+    for d in dirs.values():
+        d.mkdir()
+    for i in range(16):
+        images.save_png(np.clip(natural_image(48, 48, seed=i) + 0.03 * planted, 0, 1).astype(np.float32),
+                        dirs["gen"] / f"g{i:02d}.png")
+        images.save_png(natural_image(48, 48, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
+    for i in range(24):
+        images.save_png(natural_image(48, 48, seed=300 + i), dirs["cal"] / f"c{i:02d}.png")
+    return {k: str(v) for k, v in dirs.items()}
+
+
+def test_dif_api_equals_cli(tmp_path):
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    d = _dif_corpus(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images found"):  # before any work: nothing is written
+        api.extract(d["gen"], tmp_path / "empty", tmp_path / "x.fpx.safetensors", quiet=True)
+    assert not (tmp_path / "x.fpx.safetensors").exists()
+    fp_file = tmp_path / "gen.fpx.safetensors"
+    [ext] = api.extract(d["gen"], d["real"], fp_file, method="average", crop=48, denoiser="gaussian",
+                        test_fraction=0.25, quiet=True)
+    fp = Fingerprint.load(fp_file)
+    assert ext.command == "dif-extract" and ext.details["fingerprint"]["sha256"] == fp.sha256
+    assert ext.features["mu_gen"] == pytest.approx(fp.meta["mu_gen"]) and 0.0 <= ext.features["test_auc"] <= 1.0
+    cal_file = tmp_path / "gen-cal.fpx.safetensors"
+    cal = api.dif_calibrate(fp_file, [d["cal"]], cal_file, fpr=0.1, quiet=True)
+    assert cal.exit_code == 0 and cal[0].features["n"] == 24 and cal[0].features["fpr"] == 0.1
+    assert Fingerprint.load(cal_file).calibrated and not Fingerprint.load(fp_file).calibrated  # input untouched
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    targets = [d["gen"], d["cal"], str(bad)]
+    recs = api.detect([cal_file], targets, quiet=True)
+    assert isinstance(recs, Results) and recs.items == 16 + 24 + 1 and recs.exit_code == 3
+    assert [r.ok for r in recs] == [True] * 40 + [False] and recs[-1].inputs["image"]["path"] == str(bad)
+    cli = _cli(["detect", str(cal_file), *targets, "--format", "jsonl", "--quiet"])
+    assert [_stable(r.to_dict()) for r in recs] == [_stable(x) for x in cli]
+    # the planted pattern is what the fingerprint found: generated images score above the held-out real ones
+    gen_scores = [r.features["score"] for r in recs[:16]]
+    real_scores = [r.features["score"] for r in recs[16:40]]
+    assert np.mean(gen_scores) > np.mean(real_scores)
+    # loaded Fingerprint objects work as well as paths; the same records come back
+    again = api.detect([Fingerprint.load(cal_file)], [d["gen"]], quiet=True)
+    assert [_stable(r.to_dict()) for r in again] == [_stable(r.to_dict()) for r in recs[:16]]
+    with pytest.raises(UsageError, match="give at least one IMAGE"):
+        api.detect([cal_file], [], quiet=True)
+
+
+def test_lineage_api_equals_cli(tmp_path):
+    d = _dif_corpus(tmp_path)
+    fps = []
+    for name, seed in (("a", 0), ("b", 1)):  # two fits of one generator (different splits): one family
+        fps.append(tmp_path / f"{name}.fpx.safetensors")
+        api.extract(d["gen"], d["real"], fps[-1], name=name, seed=seed, method="average", crop=48,
+                    denoiser="gaussian", test_fraction=0.25, evaluate=False, quiet=True)
+    recs = api.lineage(fps, metric="auc", quiet=True)
+    assert isinstance(recs, Results) and recs.exit_code == 0
+    cli = _cli(["lineage", *map(str, fps), "--metric", "auc", "--format", "jsonl", "--quiet"])
+    volatile = ("utc", "timing")  # lineage's clock fields: its UTC time and the seconds each step took
+    assert [_stable(r.to_dict(), volatile) for r in recs] == [_stable(x, volatile) for x in cli]
+    assert len(recs) == 2 * 2 + 1 and all(r.command == "lineage" for r in recs)
+    with pytest.raises(UsageError):
+        api.lineage(fps, output=fps[0], quiet=True)  # an output that is an input is refused before any work

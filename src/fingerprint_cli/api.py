@@ -48,7 +48,7 @@ from fingerprint_cli.records import Record, input_key, render
 
 PathLike = str | os.PathLike
 
-__all__ = ["score", "attribute", "calibrate", "Calibration", "perturb", "extract", "detect", "lineage",
+__all__ = ["score", "attribute", "calibrate", "Calibration", "perturb", "extract", "detect", "dif_calibrate", "lineage",
            "Results", "Record"]
 
 
@@ -417,41 +417,85 @@ def _warn_small_classes(doc: dict[str, Any], alpha: float, quiet: bool) -> None:
                    + " (its p-value is never below alpha, so the answer for it is never `unknown`)", quiet)
 
 
-# ---------------------------------------------------------------- DIF and lineage (pass-throughs)
+# ---------------------------------------------------------------- DIF and lineage
 # These import torch-heavy modules when called, not when fpx starts.
-def extract(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str, **options):
-    """Fit the Deep Image Fingerprint of one generator from its images and real photographs
-    (:func:`fingerprint_cli.dif.extract.fit`; ``fpx dif-extract``). ``options``: ``method``, ``crop``, ``epochs``,
-    ``seed``, ``denoiser``, ``images``, ``test_fraction``, ``batch_size``, ``tolerance``, … as documented there.
-    Returns the :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` (``.save(path)`` writes the safetensors
-    artifact)."""
+def extract(generated: PathLike, real: PathLike, out: PathLike, *, name: str | None = None,
+            n_images: int | None = None, crop: int = 256, epochs: int | None = None, seed: int = 0,
+            method: str = "dif", denoiser: str = "dncnn", test_fraction: float = 0.2, batch_size: int = 64,
+            tolerance: int = 1, profile: str | None = None, views: int | None = None, plot: PathLike | None = None,
+            evaluate: bool = True, use_cache: bool = True, fpr: float | None = None,
+            calibration_real: PathLike | None = None, min_images: int | None = None, fmt: str | None = None,
+            quiet: bool = False, stdout: bool = False) -> Results:
+    """Fit the Deep Image Fingerprint of the generator whose images are in the folder ``generated`` against the
+    real photographs in ``real`` and write it to ``out`` (a sealed ``.fpx.safetensors``; ``fpx dif-extract``).
+
+    ``method``: ``dif`` (the U-Net of Sinitsa & Fried), ``average`` (Marra 2018) or ``spectral``; ``profile``
+    ``robust`` fits on JPEG/rescaled views (``views`` per image); ``fpr`` calibrates the detection threshold at
+    that false-positive rate on held-out real images (the real test split, or ``calibration_real``);
+    ``evaluate=False`` skips scoring the held-out test split; ``plot`` writes a PNG of the pattern and its
+    spectrum. A class with fewer than ``min_images`` usable images, overlapping classes, or an output that is an
+    input raise before any work. Returns one ``dif-extract`` record (test accuracy/AUC, calibration, counts);
+    :func:`fingerprint_cli.dif.extract.fit` is the lower-level call that returns the ``Fingerprint`` itself.
+    """
     from fingerprint_cli.dif import extract as dif_extract
 
-    return dif_extract.fit(list(generated_paths), list(real_paths), name=name, **options)
+    return dif_extract.run(generated, real, out, name=name, n_images=n_images, crop=crop, epochs=epochs, seed=seed,
+                           method=method, denoiser=denoiser, test_fraction=test_fraction, batch_size=batch_size,
+                           tolerance=tolerance, profile=profile, views=views, plot=plot, evaluate=evaluate,
+                           use_cache=use_cache, fpr=fpr, calibration_real=calibration_real,
+                           min_images=dif_extract.DEFAULT_MIN_IMAGES if min_images is None else min_images,
+                           fmt=fmt, quiet=quiet, stdout=stdout)
 
 
-def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], **options) -> Results:
+def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprint_dir: PathLike | None = None,
+           margin: float = 2.0, force: bool = False, use_cache: bool = True, output: PathLike | None = None,
+           fmt: str | None = None, resume: bool = False, quiet: bool = False, stdout: bool = False) -> Results:
     """Test images (files or folders) against fingerprints (artifact paths or loaded
-    :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` objects): one ``detect`` record per image, through
-    ``fingerprint_cli.dif.detect.detect_many`` (``fpx detect``); an unreadable image is an error record."""
+    :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` objects, plus those in ``fingerprint_dir``; none: the
+    shipped library): one ``detect`` record per image (``fpx detect``), an unreadable image an error record.
+
+    A calibrated fingerprint calls an image generated only when its conformal p-value against held-out real images
+    is at most its stated false-positive rate; with several, the label is the claimant with the highest score when
+    it leads the others by ``margin`` (real-image standard deviations), ``unknown`` when several claim it
+    without a clear winner, ``real`` when none does. ``force`` uses fingerprints whose seal or pin fails (records
+    then say ``verified: false``).
+    """
     from fingerprint_cli.dif import detect as dif_detect
-    from fingerprint_cli.lineage import load_fingerprints
 
-    detect_many = getattr(dif_detect, "detect_many", None)
-    if detect_many is None:  # pragma: no cover - the DIF detection library function lands with issue 16's merge
-        raise NotImplementedError("fingerprint_cli.dif.detect.detect_many is not in this build; use `fpx detect`")
-    fps = [fp if not isinstance(fp, (str, os.PathLike)) else load_fingerprints([str(fp)])[0] for fp in fingerprints]
-    files = batch.expand_paths(paths)
-    return Results(detect_many(fps, files, **options), items=len(files))
+    return dif_detect.run(list(fingerprints), list(paths),
+                          fingerprint_dir=str(fingerprint_dir) if fingerprint_dir is not None else None,
+                          margin=margin, force=force, use_cache=use_cache, output=output, fmt=fmt, resume=resume,
+                          quiet=quiet, stdout=stdout)
 
 
-def lineage(fingerprints: Sequence[str], **options) -> Results:
-    """Cross-detection matrix, relatedness and families of generator fingerprints
-    (:func:`fingerprint_cli.lineage.run`; ``fpx lineage``); ``options`` as documented there (``images``,
-    ``real_dir``, ``threshold``, ``max_shift``, ``metric``, ``period``, ``device``). Returns the lineage
-    records (:func:`fingerprint_cli.lineage.to_records`)."""
-    from fingerprint_cli import lineage as lineage_mod
+def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike, *, fpr: float = 0.01,
+                  description: str | None = None, dtype: str = "float32", force: bool = False,
+                  use_cache: bool = True, fmt: str | None = None, quiet: bool = False,
+                  stdout: bool = False) -> Results:
+    """Calibrate a fingerprint's detection threshold at the false-positive rate ``fpr`` (0 < FPR <= 0.5) on the
+    held-out real images in the folders ``real`` and write the sealed calibrated fingerprint to ``out`` (never an
+    input; ``fpx dif-calibrate``). ``dtype`` ``float16`` stores (and calibrates) the half-precision pattern.
+    Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ threshold, the images skipped)."""
+    from fingerprint_cli.dif import detect as dif_detect
 
-    res, provenance = lineage_mod.run(list(fingerprints), **options)
-    records = lineage_mod.to_records(res, provenance)
-    return Results(records, items=len(records))
+    return dif_detect.run_calibrate(fingerprint, list(real), out, fpr=fpr, description=description, dtype=dtype,
+                                    force=force, use_cache=use_cache, fmt=fmt, quiet=quiet, stdout=stdout)
+
+
+def lineage(fingerprints: Sequence[PathLike], *, images: Sequence[str] = (), real: Sequence[str] = (),
+            threshold: float = 0.5, max_shift: int = 2, metric: str = "grid", period: int = 16,
+            equalise: str = "none", plot: PathLike | None = None, output: PathLike | None = None,
+            fmt: str | None = None, device: str = "auto", quiet: bool = False, stdout: bool = False) -> Results:
+    """Cross-detection matrix, relatedness and families of generator fingerprints (artifact paths; ``fpx
+    lineage``). ``images``: ``NAME=DIR`` held-out images of the generator whose fingerprint is NAME; ``real``:
+    ``DIR`` (every fingerprint) or ``NAME=DIR`` held-out real photos (default: each artifact's own test split);
+    ``metric`` ``grid`` | ``accuracy`` | ``auc``; ``threshold`` the cut on 1 - relatedness; ``equalise``
+    ``jpegQ`` re-saves every test image as JPEG first; ``plot`` a heatmap + dendrogram PNG. Returns one
+    ``lineage`` record per ordered pair, then the summary with the families
+    (:func:`fingerprint_cli.lineage.run` + :func:`~fingerprint_cli.lineage.to_records`). ``stdout=True`` prints
+    as the CLI does (the matrix text for a table)."""
+    from fingerprint_cli.lineage.job import lineage_job
+
+    return lineage_job(list(fingerprints), images=list(images), real=list(real), threshold=threshold,
+                       max_shift=max_shift, metric=metric, period=period, equalise=equalise, plot=plot,
+                       output=output, fmt=fmt, device=device, quiet=quiet, stdout=stdout)

@@ -1,4 +1,5 @@
-"""``fpx lineage``: cross-detection among generator fingerprints, families, and a picture of them."""
+"""``fpx lineage``: cross-detection among generator fingerprints, families, and a picture of them
+(:func:`fingerprint_cli.api.lineage`)."""
 
 from __future__ import annotations
 
@@ -7,92 +8,63 @@ from typing import List, Optional
 
 import typer
 
+from fingerprint_cli import api
 from fingerprint_cli.cli import common
+from fingerprint_cli.errors import FpxError
 
 ORDER = 60
 
 
+def lineage(
+    fingerprints: List[Path] = typer.Argument(..., help="two or more fingerprint artifacts (fpx dif-extract)"),
+    images: List[str] = typer.Option([], "--images", metavar="NAME=DIR",
+                                     help="held-out images of the generator whose fingerprint is NAME "
+                                          "(adds to or replaces the artifact's recorded test split); repeatable"),
+    real: List[str] = typer.Option([], "--real", metavar="[NAME=]DIR",
+                                   help="held-out real photos: DIR for every fingerprint, NAME=DIR for one "
+                                        "(e.g. the control its fingerprint was fitted against); repeatable. "
+                                        "Default: each artifact's own real test split"),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
+                                    help="cut on 1 - relatedness; 0.5 = mean cross-detection (AUC or accuracy) of 0.75"),
+    max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
+                                  help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
+    metric: str = typer.Option("grid", "--metric",
+                               help="what relatedness is built from: grid (default: AUC of the fingerprint's "
+                                    "grid-periodic component, position-locked upsampler/decoder traces) | "
+                                    "accuracy (the paper's: each fingerprint's own decision rule on the whole "
+                                    "pattern) | auc (threshold-free, whole pattern)"),
+    period: int = typer.Option(16, "--period", min=1, max=256,
+                               help="grid period in pixels for --metric grid (16 covers 2, 4, 8 and 16)"),
+    equalise: str = typer.Option("none", "--equalise", metavar="jpegQ|none",
+                                 help="re-save every test image (generated and real alike) as JPEG at quality "
+                                      "Q before its residual, so a link cannot come from a format difference "
+                                      "(lossless generators vs JPEG photos); e.g. jpeg90"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
+    fmt: Optional[str] = common.FormatOpt,
+    output: Optional[Path] = common.OutputOpt,
+    device: str = common.DeviceOpt,
+    quiet: bool = common.QuietOpt,
+) -> None:
+    """Which generators share a fingerprint: cross-detection matrix, relatedness and families.
+
+    For every ordered pair (i, j): how well fingerprint i detects generator j's held-out images against
+    held-out real images — by its grid trace (AUC, drives the families by default) and by its whole
+    pattern (the paper's balanced accuracy, and AUC) — the fingerprint correlations, and families from
+    average-linkage clustering. A fingerprint that cannot detect its own images is reported as
+    unresolved. Records: one per ordered pair, then a summary with the families.
+
+    Examples: fpx lineage ldm.fpx.safetensors glid3.fpx.safetensors disco.fpx.safetensors --plot lineage.png;
+    fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json;
+    fpx lineage sr.fpx.safetensors dn.fpx.safetensors --real sr=bicubic_x2/ --real dn=photos/
+    """
+    try:
+        records = api.lineage(fingerprints, images=images, real=real, threshold=threshold, max_shift=max_shift,
+                              metric=metric, period=period, equalise=equalise, plot=plot, output=output, fmt=fmt,
+                              device=device, quiet=quiet, stdout=True)
+    except FpxError as exc:
+        common.die(exc)
+    common.finish(records)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("lineage")
-    def lineage(
-        fingerprints: List[Path] = typer.Argument(..., help="two or more fingerprint artifacts (fpx dif-extract)"),
-        images: List[str] = typer.Option([], "--images", metavar="NAME=DIR",
-                                         help="held-out images of the generator whose fingerprint is NAME "
-                                              "(adds to or replaces the artifact's recorded test split); repeatable"),
-        real: List[str] = typer.Option([], "--real", metavar="[NAME=]DIR",
-                                       help="held-out real photos: DIR for every fingerprint, NAME=DIR for one "
-                                            "(e.g. the control its fingerprint was fitted against); repeatable. "
-                                            "Default: each artifact's own real test split"),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
-                                        help="cut on 1 - relatedness; 0.5 = mean cross-detection (AUC or accuracy) of 0.75"),
-        max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
-                                      help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
-        metric: str = typer.Option("grid", "--metric",
-                                   help="what relatedness is built from: grid (default: AUC of the fingerprint's "
-                                        "grid-periodic component, position-locked upsampler/decoder traces) | "
-                                        "accuracy (the paper's: each fingerprint's own decision rule on the whole "
-                                        "pattern) | auc (threshold-free, whole pattern)"),
-        period: int = typer.Option(16, "--period", min=1, max=256,
-                                   help="grid period in pixels for --metric grid (16 covers 2, 4, 8 and 16)"),
-        equalise: str = typer.Option("none", "--equalise", metavar="jpegQ|none",
-                                     help="re-save every test image (generated and real alike) as JPEG at quality "
-                                          "Q before its residual, so a link cannot come from a format difference "
-                                          "(lossless generators vs JPEG photos); e.g. jpeg90"),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
-        fmt: Optional[str] = common.FormatOpt,
-        output: Optional[Path] = common.OutputOpt,
-        device: str = common.DeviceOpt,
-        quiet: bool = common.QuietOpt,
-    ) -> None:
-        """Which generators share a fingerprint: cross-detection matrix, relatedness and families.
-
-        For every ordered pair (i, j): how well fingerprint i detects generator j's held-out images against
-        held-out real images — by its grid trace (AUC, drives the families by default) and by its whole
-        pattern (the paper's balanced accuracy, and AUC) — the fingerprint correlations, and families from
-        average-linkage clustering. A fingerprint that cannot detect its own images is reported as
-        unresolved. Records: one per ordered pair, then a summary with the families.
-
-        Examples: fpx lineage ldm.fpx.safetensors glid3.fpx.safetensors disco.fpx.safetensors --plot lineage.png;
-        fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json;
-        fpx lineage sr.fpx.safetensors dn.fpx.safetensors --real sr=bicubic_x2/ --real dn=photos/
-        """
-        import sys
-
-        from fingerprint_cli import batch, lineage as lin
-        from fingerprint_cli.errors import FpxError
-
-        paths = [str(p) for p in fingerprints]
-        sink = None
-        try:
-            from fingerprint_cli import atomic
-
-            # everything this run reads: the fingerprints, the images their metadata records (held-out test
-            # splits), and the --images / --real folders — checked against every output before any work
-            folders = [v.split("=", 1)[1] if "=" in v and not Path(v).is_dir() else v for v in list(images) + list(real)]
-            inputs = batch.run_inputs([], folders, paths)
-            atomic.check_outputs({"--plot": plot, "--output": output}, inputs)
-            sink = batch.RecordSink(str(output) if output else None, fmt, False, None, inputs,
-                                    command="lineage")
-            with batch.progress_bar(len(paths), "lineage", quiet) as advance:
-                res, prov = lin.run(paths, images=images, real_dir=list(real) or None,
-                                    threshold=threshold, max_shift=max_shift, metric=metric,
-                                    period=period, device=device, equalise=equalise,
-                                    on_progress=lambda n=1, **kw: advance(n, **kw))
-            records = lin.to_records(res, prov)
-            if plot is not None:
-                lin.plot(res, str(plot), inputs=inputs)
-        except FpxError as exc:
-            if sink is not None:
-                sink.abandon()
-            common.die(exc)
-        for w in res.warnings:
-            batch.warn(w, quiet)
-        if sink.fmt == "table" and sink.output is None:
-            sys.stdout.write(lin.matrix_text(res))
-            sys.stdout.flush()
-        else:
-            for r in records:
-                sink.add(r)
-            sink.close()
-        common.print_failures(records, quiet)
-        raise typer.Exit(batch.exit_code_for(records, batch=True))
+    app.command("lineage")(lineage)

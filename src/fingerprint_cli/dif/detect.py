@@ -504,3 +504,190 @@ def detect_many(fps: Sequence[Fingerprint], paths: Sequence[str], *, cache: Resi
         except Exception as exc:  # a runtime failure on one item: the batch goes on
             yield Record.failure("detect", {"image": {"path": p, "sha256": None}},
                                  InputError(f"{type(exc).__name__}: {exc}", p), prov)
+
+
+# ---------------------------------------------------------------- the `fpx detect` job (api.detect)
+DETECT_COLUMNS = ["features.rho", "features.score", "features.p_value", "decision.label", "decision.fpr"]
+MULTI_COLUMNS = ["decision.label", "decision.called_by", "decision.p_value", "decision.fpr_any"]
+
+
+def gather_fingerprints(fingerprints: Sequence[Any] = (), fingerprint_dir: str | None = None, *,
+                        force: bool = False, quiet: bool = False) -> list[Fingerprint]:
+    """The fingerprints a detection uses: those named (artifact paths or loaded :class:`Fingerprint` objects),
+    then a folder's (other files skipped with a warning), else the shipped library (a UsageError when there is
+    none)."""
+    from fingerprint_cli import batch
+    from fingerprint_cli.dif.fingerprint import load_folder, load_library
+    from fingerprint_cli.errors import UsageError
+
+    fps = [fp if isinstance(fp, Fingerprint) else Fingerprint.load(str(fp), force=force) for fp in fingerprints]
+    if fingerprint_dir is not None:
+        fps += load_folder(fingerprint_dir, force=force,
+                           on_skip=lambda f, why: batch.warn(f"{f}: skipped ({why})", quiet))
+    if fps:
+        return fps
+    fps = load_library(force=force)
+    if not fps:
+        raise UsageError("no fingerprint given and no shipped library in this installation: name "
+                         "one (FILE.fpx.safetensors, -F FILE or --fingerprints DIR)")
+    batch.warn(f"using the shipped fingerprint library ({len(fps)} fingerprints: "
+               f"{', '.join(fp.name for fp in fps)})", quiet)
+    return fps
+
+
+def screen_fingerprints(fps: Sequence[Fingerprint], quiet: bool = False) -> None:
+    """Fail early when a fingerprint's denoiser is missing or differs; warn (stderr) about each fingerprint that
+    is not verified, not calibrated, or records no training conditions."""
+    from fingerprint_cli import batch
+
+    for fp in fps:
+        denoiser_for(fp)
+        if not fp.verified:
+            pinned = fp.meta.get("library", {}).get("pinned", True)
+            batch.warn(f"{fp.path}: fingerprint not verified ({fp.seal} seal"
+                       f"{'' if pinned else ', sha256 differs from the pin'}"
+                       f"): every record says verified: false", quiet)
+        if not fp.calibrated:
+            batch.warn(f"{fp.path}: fingerprint not calibrated: no stated false-positive rate, the "
+                       f"nearest-mean rule decides (calibrate it with `fpx dif-calibrate`)", quiet)
+        if not fp.meta.get("conditions"):
+            batch.warn(f"{fp.path}: fingerprint records no training conditions: the suspects' JPEG "
+                       f"quality and scale cannot be checked against them", quiet)
+
+
+def _usable_cache(cache: ResidualCache) -> None:
+    """The on-disk residual cache is optional: when it cannot be used, say so once and go on without it."""
+    from fingerprint_cli import artifacts, batch
+
+    if cache.root is None:
+        return
+    problem = artifacts.cache_problem()
+    if problem:
+        batch.warn_once("cache:residual", f"the residual cache cannot be used ({problem}); going on "
+                                          "without it (set FPX_HOME to a writable folder, or --no-cache)")
+        cache.root = None
+
+
+def _warn_conditions(rec, quiet: bool) -> None:
+    from fingerprint_cli import batch
+
+    cond = (rec.details or {}).get("condition") or {}
+    if rec.ok and cond.get("warnings"):
+        batch.warn(f"{rec.inputs['image']['path']}: outside the fingerprint's trained/calibrated "
+                   f"conditions: {'; '.join(cond['warnings'])}", quiet)
+
+
+def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir: str | None = None,
+        margin: float = CLEAR_MARGIN, force: bool = False, use_cache: bool = True, output: Any = None,
+        fmt: str | None = None, resume: bool = False, quiet: bool = False, stdout: bool = False):
+    """Test images (``targets``: files or folders) against fingerprints (:func:`gather_fingerprints`): one
+    ``detect`` record per image, in order (:func:`detect_many`), an unreadable image an error record; written to
+    ``output`` / stdout like every batch command. Returns :class:`~fingerprint_cli.batch.Results`."""
+    from pathlib import Path
+
+    from fingerprint_cli import atomic, batch
+    from fingerprint_cli.errors import UsageError
+    from fingerprint_cli.records import input_key
+
+    rest = [str(t) for t in targets]
+    if not rest:
+        raise UsageError("give at least one IMAGE or folder (after the fingerprint(s), if any)")
+    fps = gather_fingerprints(fingerprints, fingerprint_dir, force=force, quiet=quiet)
+    screen_fingerprints(fps, quiet)
+    paths = batch.expand_paths(rest)
+    if not paths:
+        raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
+    fp_files = [fp.path for fp in fps if fp.path]
+    atomic.check_outputs({}, batch.run_inputs(paths + fp_files, [r for r in rest if Path(r).is_dir()]))
+    sink = batch.open_sink(output, fmt, resume, stdout, DETECT_COLUMNS if len(fps) == 1 else MULTI_COLUMNS,
+                           paths + fp_files, "detect")
+    cache = ResidualCache(disk=use_cache)
+    todo = [p for p in paths if input_key("detect", image=p) not in sink.done]
+    if resume and len(todo) < len(paths):
+        batch.warn(f"--resume: {len(paths) - len(todo)} image(s) already in {output}, skipped", quiet)
+    _usable_cache(cache)
+    records = []
+    try:
+        with batch.progress_bar(len(todo), "detect", quiet) as advance:
+            for rec in detect_many(fps, todo, cache=cache, margin=margin):
+                _warn_conditions(rec, quiet)
+                sink.add(rec)
+                records.append(rec)
+                advance()
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.close()
+    return batch.Results(records, items=len(paths))
+
+
+# ---------------------------------------------------------------- the `fpx dif-calibrate` job (api.dif_calibrate)
+CALIBRATE_COLUMNS = ["features.fpr", "features.n", "features.rho_threshold"]
+
+
+def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float = 0.01,
+                  description: str | None = None, dtype: str = "float32", force: bool = False,
+                  use_cache: bool = True, fmt: str | None = None, quiet: bool = False, stdout: bool = False):
+    """Calibrate ``fingerprint``'s detection threshold at ``fpr`` on the held-out real images in the folders
+    ``real`` (:func:`calibrate`) and write the sealed result to ``out`` (never an input). Returns
+    :class:`~fingerprint_cli.batch.Results` with one ``dif-calibrate`` record."""
+    from pathlib import Path
+
+    from fingerprint_cli import atomic, batch, images
+    from fingerprint_cli.dif.fingerprint import Phases
+    from fingerprint_cli.errors import FpxError, UsageError
+
+    phases = Phases(quiet)
+    try:
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"--dtype must be float32 or float16 (got {dtype!r})")
+        check_fpr(fpr)
+        fp = Fingerprint.load(fingerprint, force=force)
+        if dtype != "float32":
+            fp = fp.quantized(dtype)  # calibrate the pattern that will be stored
+        paths = [str(p) for d in real for p in images.list_images(d)]
+        atomic.refuse_overwrite_of_inputs(out, paths + [str(fingerprint)])
+        if Path(out).is_dir():
+            raise UsageError("is a folder; --out names the fingerprint file to write", str(out))
+        skipped: list[dict] = []
+
+        def skip(p, why):
+            skipped.append({"path": p, "reason": why})
+            batch.warn(f"{p}: skipped ({why})", quiet)
+
+        phases.phase("calibration", len(paths))
+        new = calibrate(fp, paths, fpr, cache=ResidualCache(disk=use_cache), on_skip=skip,
+                        progress=phases.progress, description=description or ", ".join(str(d) for d in real))
+        phases.close()
+        if skipped:
+            batch.warn(f"{len(skipped)} image(s) skipped", quiet)
+        digest = new.save(out, inputs=paths + [str(fingerprint)], dtype=dtype)
+        new.verified = fp.verified
+        rec = _calibrate_record(fingerprint, real, out, fp, new, digest, skipped)
+        sink = batch.RecordSink(None, fmt, False, CALIBRATE_COLUMNS) if stdout else batch.MemorySink()
+        sink.add(rec)
+        sink.close()
+    except FpxError:
+        phases.close()
+        raise
+    return batch.Results([rec], items=1)
+
+
+def _calibrate_record(fingerprint, real, out, fp: Fingerprint, new: Fingerprint, digest: str, skipped: list):
+    from fingerprint_cli.anchored.score import base_provenance
+    from fingerprint_cli.dif.fingerprint import calibration_summary
+    from fingerprint_cli.records import Record
+
+    cal = new.meta["conformal"]
+    prov = base_provenance(None, None)
+    prov["fingerprint"] = fp.provenance()
+    return Record("dif-calibrate", {"fingerprint": {"path": str(fingerprint), "sha256": fp.sha256},
+                                    "real": {"path": ", ".join(str(d) for d in real),
+                                             "sha256": cal["manifest_sha256"]}},
+                  features={"fpr": cal["fpr"], "n": cal["n"], "rho_threshold": cal["rho_threshold"],
+                            "mu_real": new.meta["mu_real"], "mu_gen": new.meta["mu_gen"]},
+                  directions={"fpr": "stated false-positive rate (upper bound for exchangeable real "
+                                     "images)"},
+                  provenance=prov,
+                  details={"fingerprint": {"path": str(out), "sha256": digest, "verified": fp.verified},
+                           "calibration": calibration_summary(new), "skipped": skipped})

@@ -412,3 +412,154 @@ def _fill_test_hashes(fp: Fingerprint) -> None:
 
 def default_name(folder: str | Path) -> str:
     return Path(folder).resolve().name
+
+
+# ---------------------------------------------------------------- the `fpx dif-extract` job (api.extract)
+EXTRACT_COLUMNS = ["features.mu_gen", "features.mu_real", "features.train_accuracy", "features.test_accuracy",
+                   "features.test_auc", "features.seconds"]
+
+
+def plot_fingerprint(fp: Fingerprint, path: str, inputs=()) -> str:
+    """One PNG: the fingerprint (each channel min–max scaled) beside its log-magnitude spectrum (grey)."""
+    from fingerprint_cli import images
+
+    pat = fp.pattern.numpy().astype(np.float64)
+    vis = np.stack([(c - c.min()) / (np.ptp(c) + 1e-12) for c in pat], axis=2)
+    spec = np.log(np.abs(np.fft.fftshift(np.fft.fft2(pat), axes=(-2, -1))) + 1e-8).mean(axis=0)
+    lo, hi = np.percentile(spec, [1, 99.9])
+    spec = np.clip((spec - lo) / (hi - lo + 1e-12), 0, 1)
+    gap = np.ones((vis.shape[0], 8, 3))
+    canvas = np.concatenate([vis, gap, np.repeat(spec[..., None], 3, axis=2)], axis=1)
+    return images.save_png(canvas, path, inputs=inputs)
+
+
+def _extract_inputs(generated, real, out, plot, fpr, calibration_real, open_sink):
+    """The images of each class (a class with none is a UsageError), the calibration images, and every input,
+    checked against the outputs before any work; ``open_sink()`` is called once the classes are listed."""
+    from fingerprint_cli import atomic, batch, images
+
+    gen_paths = [str(p) for p in images.list_images(generated)]
+    real_paths = [str(p) for p in images.list_images(real)]
+    all_inputs = gen_paths + real_paths
+    sink = open_sink()
+    for folder, found in ((generated, gen_paths), (real, real_paths)):
+        if not found:
+            raise UsageError(f"no images found in {folder} (0 images): nothing to fit")
+    refuse_overlap(gen_paths, real_paths)
+    cal_paths = None
+    if calibration_real is not None:
+        if fpr is None:
+            raise UsageError("--calibration-real needs --fpr (the false-positive rate to calibrate at)")
+        cal_paths = [str(p) for p in images.list_images(calibration_real)]
+        all_inputs += cal_paths
+    atomic.check_outputs({"--out": out, "--plot": plot},
+                         batch.run_inputs(all_inputs, [generated, real]
+                                          + ([calibration_real] if calibration_real is not None else [])))
+    return sink, gen_paths, real_paths, cal_paths, all_inputs
+
+
+def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
+    from fingerprint_cli import batch
+
+    if fp.meta.get("skipped"):
+        by: dict[str, int] = {}
+        for d in fp.meta["skipped"]:
+            by[d["class"]] = by.get(d["class"], 0) + 1
+        batch.warn(f"{len(fp.meta['skipped'])} image(s) skipped (" +
+                   ", ".join(f"{v} {k}" for k, v in by.items()) + ")", quiet)
+
+
+def _evaluate(fp: Fingerprint, feats: dict, cache, phases, quiet: bool) -> None:
+    """Score the held-out test split: test accuracy, AUC and (calibrated) TPR at the stated FPR, into ``feats``
+    and the fingerprint's metadata."""
+    from fingerprint_cli import batch
+    from fingerprint_cli.dif import detect
+
+    test_g = [d["path"] for d in fp.meta["test"]["generated"]]
+    test_r = [d["path"] for d in fp.meta["test"]["real"]]
+    if not (test_g and test_r):
+        return
+    phases.phase("test split", len(test_g) + len(test_r))
+    warn = lambda p, e: batch.warn(f"test split: {e}", quiet)  # noqa: E731
+    cg = detect.correlations(fp, test_g, cache=cache, on_error=warn, progress=phases.progress)
+    cr = detect.correlations(fp, test_r, cache=cache, on_error=warn, progress=phases.progress)
+    phases.close()
+    acc = (detect.is_generated(fp, cg).sum() + (~detect.is_generated(fp, cr)).sum()) / max(1, len(cg) + len(cr))
+    fp.meta["test_accuracy"] = feats["test_accuracy"] = float(acc)
+    fp.meta["test_auc"] = feats["test_auc"] = detect.auc(detect.scores(fp, cg), detect.scores(fp, cr))
+    if fp.calibrated:
+        pg = detect.p_values(fp, cg)
+        fp.meta["test_tpr_at_fpr"] = feats["test_tpr_at_fpr"] = float((pg <= fp.fpr).mean())
+
+
+def _extract_record(fp: Fingerprint, generated, real, out, digest: str, feats: dict, cache, seed: int,
+                    plot=None, inputs=()):
+    from fingerprint_cli.anchored.score import base_provenance
+    from fingerprint_cli.dif.fingerprint import calibration_summary
+    from fingerprint_cli.records import Record
+
+    details = {"fingerprint": {"path": str(out), "sha256": digest}, "name": fp.name, "method": fp.method,
+               "crop": fp.crop, "counts": fp.meta["counts"], "epochs": fp.meta.get("epochs"),
+               "augment": fp.meta.get("augment"),
+               "steps": fp.meta.get("steps"), "seconds": fp.meta["seconds"],
+               "residual_cache": {"hits": cache.hits, "misses": cache.misses},
+               "skipped": fp.meta.get("skipped", []), "conditions": fp.meta.get("conditions"),
+               "calibration": calibration_summary(fp)}
+    if plot is not None:
+        details["plot"] = {"path": str(plot), "sha256": plot_fingerprint(fp, str(plot), inputs=inputs)}
+    prov = base_provenance(None, seed)
+    prov["denoiser"] = fp.meta["denoiser"]
+    return Record("dif-extract", {"generated": {"path": str(generated), "sha256": None},
+                                  "real": {"path": str(real), "sha256": None}},
+                  features=feats, directions={"mu_gen": "higher=more generator-specific",
+                                              "test_accuracy": "higher=better", "test_auc": "higher=better"},
+                  provenance=prov, details=details)
+
+
+def run(generated, real, out, *, name: str | None = None, n_images: int | None = None, crop: int = 256,
+        epochs: int | None = None, seed: int = 0, method: str = "dif", denoiser: str = "dncnn",
+        test_fraction: float = 0.2, batch_size: int = 64, tolerance: int = 1, profile: str | None = None,
+        views: int | None = None, plot=None, evaluate: bool = True, use_cache: bool = True,
+        fpr: float | None = None, calibration_real=None, min_images: int = DEFAULT_MIN_IMAGES,
+        fmt: str | None = None, quiet: bool = False, stdout: bool = False):
+    """Fit the fingerprint of the generator whose images are in the folder ``generated`` against the real photos
+    in ``real`` (:func:`fit`), score its held-out test split (unless ``evaluate=False``), write it to ``out``
+    (sealed safetensors) and, with ``plot``, a PNG of it. Returns :class:`~fingerprint_cli.batch.Results` with
+    one ``dif-extract`` record."""
+    from fingerprint_cli import batch
+    from fingerprint_cli.dif.fingerprint import Phases
+    from fingerprint_cli.errors import FpxError
+
+    phases = Phases(quiet)
+    try:
+        sink, gen_paths, real_paths, cal_paths, all_inputs = _extract_inputs(
+            generated, real, out, plot, fpr, calibration_real,
+            lambda: batch.RecordSink(None, fmt, False, EXTRACT_COLUMNS) if stdout else batch.MemorySink())
+        cache = ResidualCache(disk=use_cache)
+        t0 = time.time()
+        skipped_warn = lambda p, why: batch.warn(f"{p}: skipped ({why})", quiet)  # noqa: E731
+        fp = fit(gen_paths, real_paths, name=name or default_name(generated), method=method,
+                 crop=crop, epochs=epochs, seed=seed, denoiser=denoiser, images=n_images,
+                 progress=phases.progress, on_phase=phases.phase, test_fraction=test_fraction,
+                 batch_size=batch_size, cache=cache, tolerance=tolerance, min_images=min_images,
+                 on_skip=lambda p, why: (phases.close(), skipped_warn(p, why)), fpr=fpr,
+                 calibration_paths=cal_paths, profile=profile or DEFAULT_PROFILE, views=views)
+        phases.close()
+        _warn_skipped(fp, quiet)
+        feats = {"mu_gen": fp.meta["mu_gen"], "mu_real": fp.meta["mu_real"],
+                 "sigma_real": fp.meta["sigma_real"], "train_accuracy": fp.meta["train_accuracy"],
+                 "test_accuracy": None, "test_auc": None}
+        if evaluate:
+            _evaluate(fp, feats, cache, phases, quiet)
+        if fp.calibrated:
+            feats["fpr"] = fp.fpr
+            feats["calibration_n"] = fp.meta["conformal"]["n"]
+        feats["seconds"] = round(time.time() - t0, 1)
+        digest = fp.save(out, inputs=all_inputs)
+        rec = _extract_record(fp, generated, real, out, digest, feats, cache, seed, plot, all_inputs)
+        sink.add(rec)
+        sink.close()
+    except FpxError:
+        phases.close()
+        raise
+    return batch.Results([rec], items=1)

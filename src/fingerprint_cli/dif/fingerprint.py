@@ -341,3 +341,40 @@ def load_library(directory: str | os.PathLike | None = None, *, force: bool = Fa
                               "pinned": pinned, "held_out": e.get("held_out")}
         out.append(fp)
     return out
+
+
+def calibration_summary(fp: Fingerprint) -> dict | None:
+    """What a record says about a fingerprint's conformal calibration (None when it has none)."""
+    cal = fp.meta.get("conformal")
+    if not cal:
+        return None
+    return {"fpr": cal["fpr"], "n": cal["n"], "rho_threshold": cal.get("rho_threshold"),
+            "manifest_sha256": cal.get("manifest_sha256"), "description": cal.get("description"),
+            "conditions": cal.get("conditions")}
+
+
+class Phases:
+    """One progress bar (stderr) per phase a long DIF job announces (residuals, training, calibration, …):
+    ``phase(label, total)`` closes the previous bar and opens the next, ``progress(n)`` advances it."""
+
+    def __init__(self, quiet: bool):
+        from contextlib import ExitStack
+
+        self.quiet = quiet
+        self.stack = ExitStack()
+        self.advance = lambda n=1, **kw: None
+
+    def phase(self, label: str, total: int) -> None:
+        from contextlib import ExitStack
+
+        from fingerprint_cli import batch
+
+        self.stack.close()
+        self.stack = ExitStack()
+        self.advance = self.stack.enter_context(batch.progress_bar(total, label, self.quiet))
+
+    def progress(self, n: int = 1, **fields) -> None:
+        self.advance(n, **fields)
+
+    def close(self) -> None:
+        self.stack.close()
