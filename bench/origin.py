@@ -39,8 +39,8 @@ it). A NEW held-out family, written down here before anything was run with it:
               border, same size), then JPEG q75.
 
 plus ``regrade_jpeg70`` (an old UNSEEN non-crop family, cheap) as a check that the views do not hurt the other
-families. The network families are skipped in this mode (compute). Indexes ``full`` / ``crops`` /
-``crops-deep`` are built with ``library.build_index`` (the tool's path); ranks are brute force over every
+families. The network families are skipped in this mode (compute). Indexes ``full`` and ``crops`` (``--schemes``;
+``crops-deep`` too if asked) are built with ``library.build_index`` (the tool's path); ranks are brute force over every
 reference view (equal to exact faiss search, tested), decisions at each index's own threshold, and
 ``origin.query`` latency (embedding + search) per suspect.
 
@@ -314,6 +314,8 @@ def main() -> None:
     ap.add_argument("--max-test", type=int, default=120, help="test photos made into UNSEEN queries")
     ap.add_argument("--max-absent", type=int, default=60, help="absent photos made into UNSEEN queries")
     ap.add_argument("--followup", action="store_true", help="only the issue-12 follow-up: reference crop views")
+    ap.add_argument("--schemes", default="full,crops", help="--followup: reference view schemes to compare "
+                    "(full, crops, crops-deep)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -566,7 +568,7 @@ def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
         + "; CHECK (old UNSEEN, non-crop): " + ", ".join(CHECK_FAMILIES))
     rows, dec = [], []
     res["followup"] = {}
-    for scheme in ("full", "crops", "crops-deep"):
+    for scheme in args.schemes.split(","):
         t0 = time.time()
         idx, _ = library.build_index(lib_paths, str(out / f"lib_{scheme}.fpxindex"), ref_views=scheme)
         tb = time.time() - t0
