@@ -116,6 +116,8 @@ def test_views_survive_the_file_add_keeps_them_and_a_mismatch_is_refused(lib, tm
     grown, _ = origin.build_index([str(more)], str(grown_path), add=True)
     assert grown.n == 13 and grown.view_vectors.shape[:2] == (13, 5)
     assert np.array_equal(grown.view_vectors[:12], crops.view_vectors)
+    grid = library.ref_view_scheme("crops-grid")
+    assert len(grid["views"]) == 26 and [0.8, 0.25, 0.75] in grid["crops"]
     with pytest.raises(UsageError, match="unknown --views"):
         origin.build_index([str(refs)], str(tmp_path / "x.fpxindex"), ref_views="tiles")
     bad = OriginIndex(embedder=crops.embedder, refs=crops.refs, vectors=crops.vectors,

@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
         views: str | None = typer.Option(None, "--views",
                                          help="reference views indexed as extra rows: full (default) | crops "
                                               "(+ centre and four corners at 80%: crop-robust, 6x memory) | "
-                                              "crops-deep (+ the same at 65%, 11x); --add keeps the index's own"),
+                                              "crops-deep (+ the same at 65%, 11x) | crops-grid (80% crops on a "
+                                              "5x5 grid of offsets, 26x); --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,

@@ -73,6 +73,10 @@ REF_VIEW_SETS: dict[str, tuple[tuple[str, float, float, float], ...]] = {
     "crops-deep": (("full", 1.0, 0.5, 0.5), ("centre_0.8", 0.8, 0.5, 0.5),
                    *((f"{c}_0.8", 0.8, y, x) for c, y, x in _CORNERS), ("centre_0.65", 0.65, 0.5, 0.5),
                    *((f"{c}_0.65", 0.65, y, x) for c, y, x in _CORNERS)),
+    # 80% crops on a 5 × 5 grid of offsets (0, ¼, ½, ¾, 1 of the slack): added after the benchmark's development
+    # crop family (offset ¼, between the centre and the corners) gained nothing from ``crops``
+    "crops-grid": (("full", 1.0, 0.5, 0.5),
+                   *((f"g{i}{j}_0.8", 0.8, i / 4, j / 4) for i in range(5) for j in range(5))),
 }
 DEFAULT_REF_VIEWS = "full"
 
