@@ -64,6 +64,11 @@ def register(app: typer.Typer) -> None:
         n_calib: int = typer.Option(200, "--calibration-refs", min=0,
                                     help="references whose transformed copies calibrate the threshold"),
         search: str = typer.Option("flat", "--search", help="flat (exact) | ivf | ivfpq (approximate, huge N)"),
+        views: str | None = typer.Option(None, "--views",
+                                         help="reference views indexed as extra rows: full (default) | crops "
+                                              "(+ centre and four corners at 80%: crop-robust, 6x memory) | "
+                                              "crops-deep (+ the same at 65%, 11x) | crops-grid (80% crops on a "
+                                              "5x5 grid of offsets, 26x); --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -74,7 +79,8 @@ def register(app: typer.Typer) -> None:
         """Embed a reference library into a sealed index (safetensors + JSON), with its calibrated threshold.
 
         Examples: fpx origin index archive/ -o lib.fpxindex; fpx origin index new/ -o lib.fpxindex --add;
-        fpx origin index archive/ -o lib.fpxindex --jobs 8 --scheduler local
+        fpx origin index archive/ -o lib.fpxindex --jobs 8 --scheduler local;
+        fpx origin index archive/ -o lib.fpxindex --views crops (finds cropped edits)
         """
         from fingerprint_cli import batch
         from fingerprint_cli.errors import FpxError
@@ -85,7 +91,7 @@ def register(app: typer.Typer) -> None:
         try:
             _, records = library.build_index(refs, str(out), embedder=embedder, embedder_options=opts,
                                              head=str(head) if head else None, add=add, resume=resume,
-                                             false_match_rate=fmr, n_calibration=n_calib, search=search,
+                                             false_match_rate=fmr, n_calibration=n_calib, search=search, ref_views=views,
                                              jobs=jobs, scheduler=scheduler, progress=cb)
         except FpxError as exc:
             close()

@@ -5,6 +5,9 @@ File format (``LIB.fpxindex``): one safetensors file — never a pickle — hold
 * ``vectors`` (N, D) float32: the L2-normalised (post-head) embedding of each reference;
 * ``calib.vectors`` (M, V, D) float32 and ``calib.owner`` (M,) int64: the views (original, mirrored) of the
   calibration queries — transformed copies of references — and the reference each came from;
+* ``views.vectors`` (N, V-1, D) float32 (only with reference views, ``--views crops``): the embeddings of
+  each reference's extra crop views (:data:`fingerprint_cli.origin.library.REF_VIEW_SETS`), extra faiss rows
+  that map back to their reference — a search returns each reference once, at its best view;
 * ``head.weight`` (D, d_raw) when a linear head was applied; ``faiss`` (uint8) the serialised IVF index when
   ``search`` is not ``flat``;
 * metadata ``fpx_index``: JSON with the format version, embedder identity (name, version, config, weights
@@ -32,7 +35,7 @@ import numpy as np
 from fingerprint_cli.errors import ArtifactError, InputError, UsageError
 
 FORMAT = "fpx-origin-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: reference crop views (``views.vectors``); an index without them is still written as v1
 SEARCH_KINDS = ("flat", "ivf", "ivfpq")
 
 
@@ -61,6 +64,8 @@ class OriginIndex:
     calib_transform: list[str] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
     search_cfg: dict[str, Any] = field(default_factory=lambda: {"kind": "flat"})
+    view_vectors: np.ndarray | None = None
+    ref_views: dict[str, Any] = field(default_factory=lambda: {"scheme": "full", "views": ["full"]})
     path: str | None = None
     seal: str | None = None
     _faiss: Any = None
@@ -74,18 +79,53 @@ class OriginIndex:
         return int(self.vectors.shape[1])
 
     @property
+    def n_views(self) -> int:
+        """Rows per reference in the search (1 = the full image only)."""
+        return 1 + (0 if self.view_vectors is None else int(self.view_vectors.shape[1]))
+
+    @property
+    def n_rows(self) -> int:
+        return self.n * self.n_views
+
+    def all_vectors(self) -> np.ndarray:
+        """Every searchable row: the references' full views (rows 0..N-1), then their extra views."""
+        if self.view_vectors is None:
+            return self.vectors
+        return np.concatenate([self.vectors, self.view_vectors.reshape(-1, self.dim)]).astype(np.float32)
+
+    def ref_rows(self, refs) -> np.ndarray:
+        """All view rows (full and extra) of the given references, stacked: (len(refs) * V, D)."""
+        refs = np.asarray(refs, int)
+        if self.view_vectors is None:
+            return self.vectors[refs]
+        return np.concatenate([self.vectors[refs], self.view_vectors[refs].reshape(-1, self.dim)])
+
+    def owner_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(reference, reference view) of faiss rows; -1 stays -1."""
+        rows = np.asarray(rows, np.int64)
+        if self.view_vectors is None:
+            return rows, np.zeros_like(rows)
+        extra = self.n_views - 1
+        j = rows - self.n
+        ref = np.where(rows < self.n, rows, j // extra)
+        view = np.where(rows < self.n, 0, 1 + j % extra)
+        ref = np.where(rows < 0, -1, ref)
+        return ref, view
+
+    @property
     def threshold(self) -> float | None:
         return self.calibration.get("threshold")
 
     def faiss_index(self):
         if self._faiss is None:
-            self._faiss = build_faiss(self.vectors, self.search_cfg)
+            self._faiss = build_faiss(self.all_vectors(), self.search_cfg)
         return self._faiss
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (similarities, row ids) for each row of ``q`` (n, D); ids of -1 pad short results."""
+        """Top-``k`` (similarities, faiss row ids) for each row of ``q`` (n, D); ids of -1 pad short results.
+        Rows are reference views: map them with :meth:`owner_of` (the ``search_views*`` methods do)."""
         q = np.ascontiguousarray(np.asarray(q, np.float32))
-        k = max(1, min(int(k), self.n))
+        k = max(1, min(int(k), self.n_rows))
         idx = self.faiss_index()
         if self.search_cfg.get("kind") == "ivfpq":
             q = _pad(q, self.search_cfg["padded_dim"])
@@ -93,33 +133,42 @@ class OriginIndex:
         return sims, ids
 
     def search_views(self, views: np.ndarray, k: int, exclude: int | None = None) -> list[tuple[int, float]]:
-        """Merge the searches of several views of one query (max similarity per reference), best first."""
-        return [(i, s) for i, s, _ in self.search_views_detail(views, k, exclude)]
+        """Merge the searches of several views of one query (max similarity per reference over the query's
+        views and the reference's views), best first: each reference once."""
+        return [(i, s) for i, s, _, _ in self.search_views_detail(views, k, exclude)]
 
     def search_views_detail(self, views: np.ndarray, k: int, exclude: int | None = None
-                            ) -> list[tuple[int, float, int]]:
-        """Like :meth:`search_views`, with the index of the view that gave each best similarity."""
-        kk = min(self.n, k + (1 if exclude is not None else 0))
+                            ) -> list[tuple[int, float, int, int]]:
+        """Like :meth:`search_views`: (reference, similarity, query view, reference view) of each best."""
+        kk = min(self.n_rows, (k + (1 if exclude is not None else 0)) * self.n_views)
         sims, ids = self.search(views, kk)
-        return _merge(sims, ids, k, () if exclude is None else (exclude,))
+        return self._merge(sims, ids, k, () if exclude is None else (exclude,))
 
-    def search_many(self, views: np.ndarray, k: int) -> list[list[tuple[int, float, int]]]:
+    def search_many(self, views: np.ndarray, k: int) -> list[list[tuple[int, float, int, int]]]:
         """:meth:`search_views_detail` for many queries at once: ``views`` (n, V, D), one faiss call."""
         views = np.asarray(views, np.float32)
         n, nv = views.shape[:2]
         if n == 0:
             return []
-        sims, ids = self.search(views.reshape(n * nv, -1), min(self.n, k))
-        return [_merge(sims[i * nv:(i + 1) * nv], ids[i * nv:(i + 1) * nv], k) for i in range(n)]
+        sims, ids = self.search(views.reshape(n * nv, -1), min(self.n_rows, k * self.n_views))
+        return [self._merge(sims[i * nv:(i + 1) * nv], ids[i * nv:(i + 1) * nv], k) for i in range(n)]
+
+    def _merge(self, sims, ids, k, exclude=()):
+        ref, rview = self.owner_of(ids)
+        return _merge(sims, ref, k, exclude, rview)
 
     # -------------------------------------------------------- I/O
     def document(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "embedder": self.embedder, "head": self.head,
+        version = 1 if self.view_vectors is None else FORMAT_VERSION
+        return {"format": FORMAT, "format_version": version, "embedder": self.embedder, "head": self.head,
+                "ref_views": self.ref_views,
                 "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
                 "search": {k: v for k, v in self.search_cfg.items()}}
 
     def tensors(self) -> dict[str, np.ndarray]:
         t = {"vectors": np.ascontiguousarray(self.vectors, np.float32)}
+        if self.view_vectors is not None:
+            t["views.vectors"] = np.ascontiguousarray(self.view_vectors, np.float32)
         if self.calib_vectors is not None and len(self.calib_vectors):
             t["calib.vectors"] = np.ascontiguousarray(self.calib_vectors, np.float32)
             t["calib.owner"] = np.ascontiguousarray(self.calib_owner, np.int64)
@@ -147,20 +196,25 @@ class OriginIndex:
 
     def memory_bytes(self) -> int:
         paths = sum(len(r["path"]) + 64 for r in self.refs)
-        return int(self.vectors.nbytes + paths)
+        views = 0 if self.view_vectors is None else self.view_vectors.nbytes
+        return int(self.vectors.nbytes + views + paths)
 
 
-def _merge(sims: np.ndarray, ids: np.ndarray, k: int, exclude=()) -> list[tuple[int, float, int]]:
-    """Best similarity per reference over the views' result rows, best first: (row, similarity, view)."""
-    best: dict[int, tuple[float, int]] = {}
-    for v, (srow, irow) in enumerate(zip(sims, ids)):
-        for s, i in zip(srow, irow):
+def _merge(sims: np.ndarray, ids: np.ndarray, k: int, exclude=(), rviews: np.ndarray | None = None
+           ) -> list[tuple[int, float, int, int]]:
+    """Best similarity per reference over the query views' result rows (``ids``: reference of each row,
+    ``rviews``: which reference view), best first: (reference, similarity, query view, reference view)."""
+    best: dict[int, tuple[float, int, int]] = {}
+    if rviews is None:
+        rviews = np.zeros_like(np.asarray(ids))
+    for v, (srow, irow, rrow) in enumerate(zip(sims, ids, rviews)):
+        for s, i, r in zip(srow, irow, rrow):
             i = int(i)
             if i < 0 or i in exclude:
                 continue
-            if s > best.get(i, (-np.inf, 0))[0]:
-                best[i] = (float(s), v)
-    return sorted(((i, s, v) for i, (s, v) in best.items()), key=lambda t: (-t[1], t[0]))[:k]
+            if s > best.get(i, (-np.inf, 0, 0))[0]:
+                best[i] = (float(s), v, int(r))
+    return sorted(((i, s, v, r) for i, (s, v, r) in best.items()), key=lambda t: (-t[1], t[0]))[:k]
 
 
 def _pad(x: np.ndarray, d: int) -> np.ndarray:
@@ -254,9 +308,14 @@ def load_index(path) -> OriginIndex:
                       head=doc.get("head"), head_weight=arrays.get("head.weight"),
                       calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
                       calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
-                      search_cfg=cfg, path=str(p), seal=meta["seal"])
+                      search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
+                      ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]})
     if len(idx.refs) != idx.n:
         raise ArtifactError(f"index lists {len(idx.refs)} references for {idx.n} vectors", str(p))
+    if len(idx.ref_views.get("views") or []) != idx.n_views or (
+            idx.view_vectors is not None and idx.view_vectors.shape[0] != idx.n):
+        raise ArtifactError(f"index records the reference views {idx.ref_views.get('views')} but holds "
+                            f"{idx.n_views} view(s) per reference; rebuild it with `fpx origin index`", str(p))
     if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
         idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
         idx._faiss.nprobe = int(cfg.get("nprobe", 16))
@@ -276,7 +335,9 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
     """Set the ``found`` threshold at false-match rate ``fmr`` from impostor scores; returns the calibration.
 
     Impostor score of a calibration query (a transformed copy of reference ``r``): its best similarity to any
-    reference outside ``r``'s origin group — a query whose origin is absent from the library. The group is ``r``
+    reference outside ``r``'s origin group — a query whose origin is absent from the library — taken, like a
+    real query's score, as the max over the query's views and every view of each reference (with
+    ``--views crops`` the impostor side sees the crop rows too, so the threshold stays calibrated). The group is ``r``
     and its near-duplicates (cosine >= ``duplicate_level`` between the references' own vectors: bursts, video
     frames, re-saved copies), which a query of ``r`` legitimately finds; query records list them as
     ``near_duplicates`` of a found origin. The threshold is the
@@ -293,17 +354,17 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
                              "note": "no calibration queries (library too small): every query is not-in-library"}
         return index.calibration
     imp, gen_sim, gen_top = [], [], []
-    kk = min(index.n, 32)
+    kk = min(index.n, 32)  # references (search_many asks faiss for kk × views rows)
     results = index.search_many(cv, kk)  # one batched faiss call for all calibration queries
     for views, o, res in zip(cv, owner, results):
         group = set(duplicates_of(index, int(o), duplicate_level).tolist())
         top = [t for t in res if t[0] not in group]
         if not top and len(group) < index.n:  # every hit was in the group: brute force over the rest
             rest = np.setdiff1d(np.arange(index.n), np.fromiter(group, int))
-            top = [(0, float(np.max(views @ index.vectors[rest].T)), 0)]
+            top = [(0, float(np.max(views @ index.ref_rows(rest).T)), 0, 0)]
         imp.append(top[0][1] if top else -1.0)
         gen_top.append(bool(res) and res[0][0] in group)  # the origin or one of its near-duplicates
-        gen_sim.append(float(np.max(views @ index.vectors[int(o)])))
+        gen_sim.append(float(np.max(views @ index.ref_rows([int(o)]).T)))
     imp_a, gen_a = np.asarray(imp), np.asarray(gen_sim)
     n = len(imp_a)
     rank = math.ceil((n + 1) * (1 - fmr))

@@ -62,6 +62,40 @@ def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
 
 VIEW_NAMES = ("original", "mirrored")
 
+# Reference views (``--views``): extra rows per reference, (name, crop fraction, vertical, horizontal offset as a
+# fraction of the slack). A crop of the origin then meets a query that is a crop of it at a similar framing;
+# candidates are deduplicated by reference (best view), and the calibration's impostor scores see every view.
+_CORNERS = (("tl", 0.0, 0.0), ("tr", 0.0, 1.0), ("bl", 1.0, 0.0), ("br", 1.0, 1.0))
+REF_VIEW_SETS: dict[str, tuple[tuple[str, float, float, float], ...]] = {
+    "full": (("full", 1.0, 0.5, 0.5),),
+    "crops": (("full", 1.0, 0.5, 0.5), ("centre_0.8", 0.8, 0.5, 0.5),
+              *((f"{c}_0.8", 0.8, y, x) for c, y, x in _CORNERS)),
+    "crops-deep": (("full", 1.0, 0.5, 0.5), ("centre_0.8", 0.8, 0.5, 0.5),
+                   *((f"{c}_0.8", 0.8, y, x) for c, y, x in _CORNERS), ("centre_0.65", 0.65, 0.5, 0.5),
+                   *((f"{c}_0.65", 0.65, y, x) for c, y, x in _CORNERS)),
+    # 80% crops on a 5 × 5 grid of offsets (0, ¼, ½, ¾, 1 of the slack): added after the benchmark's development
+    # crop family (offset ¼, between the centre and the corners) gained nothing from ``crops``
+    "crops-grid": (("full", 1.0, 0.5, 0.5),
+                   *((f"g{i}{j}_0.8", 0.8, i / 4, j / 4) for i in range(5) for j in range(5))),
+}
+DEFAULT_REF_VIEWS = "full"
+
+
+def ref_view_scheme(name: str) -> dict[str, Any]:
+    """The metadata an index records for a ``--views`` scheme (refused if unknown)."""
+    if name not in REF_VIEW_SETS:
+        raise UsageError(f"unknown --views {name!r}; choose one of {', '.join(REF_VIEW_SETS)}")
+    return {"scheme": name, "views": [v[0] for v in REF_VIEW_SETS[name]],
+            "crops": [list(v[1:]) for v in REF_VIEW_SETS[name]]}
+
+
+def crop_view(px: np.ndarray, frac: float, oy: float, ox: float) -> np.ndarray:
+    """The ``frac`` crop of ``px`` placed at (oy, ox) of the slack (0 = top/left, 1 = bottom/right)."""
+    h, w = px.shape[:2]
+    ch, cw = max(1, round(h * frac)), max(1, round(w * frac))
+    y0, x0 = int(round((h - ch) * oy)), int(round((w - cw) * ox))
+    return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
+
 
 def views(px: np.ndarray) -> list[np.ndarray]:
     """The query views: the image and its mirror (a flipped edit still finds its origin)."""
@@ -83,6 +117,8 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
                 row["vector"] = emb.embed(views(px))
             else:
                 row["vector"] = emb.embed([px])[0]
+            if task.get("ref_views"):
+                row["ref_views"] = emb.embed([crop_view(px, *c) for c in task["ref_views"]])
             if calib:
                 var = [calib_transform(t, px) for t in CALIB_TRANSFORMS]
                 row["calib"] = emb.embed([v for x in var for v in views(x)]).reshape(len(var), 2, -1)
@@ -99,11 +135,14 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 def _run_chunks(spec: dict[str, Any], chunks: list[list], *, view_mode: bool, jobs: int, scheduler: str | None,
-                progress: Callable[[int], None] | None, journal: Path | None = None) -> list[dict[str, Any]]:
-    """Embed all chunks (journalled ones read back), in input order."""
-    tasks = [{"spec": spec, "items": c, "views": view_mode} for c in chunks]
-    keys = [hashlib.sha256(json.dumps([spec, c, view_mode], sort_keys=True, default=str).encode()).hexdigest()[:24]
-            for c in chunks]
+                progress: Callable[[int], None] | None, journal: Path | None = None,
+                ref_views: Sequence[Sequence[float]] = ()) -> list[dict[str, Any]]:
+    """Embed all chunks (journalled ones read back), in input order. ``ref_views``: the extra crop views
+    (fraction, oy, ox) embedded per image as ``row["ref_views"]``."""
+    rv = [list(c) for c in ref_views]
+    tasks = [{"spec": spec, "items": c, "views": view_mode, "ref_views": rv} for c in chunks]
+    keys = [hashlib.sha256(json.dumps([spec, c, view_mode] + ([rv] if rv else []), sort_keys=True,
+                                      default=str).encode()).hexdigest()[:24] for c in chunks]
     results: list[list | None] = [None] * len(tasks)
     if journal is not None:
         for i, k in enumerate(keys):
@@ -136,7 +175,7 @@ def _journal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         r = dict(r)
-        for k in ("vector", "calib"):
+        for k in ("vector", "calib", "ref_views"):
             if k in r:
                 a = np.asarray(r[k], np.float32)
                 r[k] = {"shape": list(a.shape), "data": a.ravel().tolist()}
@@ -146,7 +185,7 @@ def _journal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _unjournal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
-        for k in ("vector", "calib"):
+        for k in ("vector", "calib", "ref_views"):
             if k in r:
                 r[k] = np.asarray(r[k]["data"], np.float32).reshape(r[k]["shape"])
     return rows
@@ -213,7 +252,8 @@ def _provenance(emb: emb_mod.Embedder, h: head_mod.Head | None, index: OriginInd
             "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if index is not None:
         prov["index"] = {"path": index.path, "seal": index.seal, "n_references": index.n,
-                         "search": index.search_cfg.get("kind", "flat")}
+                         "search": index.search_cfg.get("kind", "flat"),
+                         "ref_views": (index.ref_views or {}).get("scheme", "full")}
     return prov
 
 
@@ -221,13 +261,16 @@ def _provenance(emb: emb_mod.Embedder, h: head_mod.Head | None, index: OriginInd
 def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDDER,
                 embedder_options: dict[str, Any] | None = None, head: str | None = None, add: bool = False,
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
-                search: str = "flat", jobs: int = 1, scheduler: str | None = None, chunk_size: int = 16,
+                search: str = "flat", ref_views: str | None = None, jobs: int = 1, scheduler: str | None = None, chunk_size: int = 16,
                 recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
     """Embed ``refs`` (files or folders, searched recursively) and write a sealed index to ``output``.
 
     ``add=True`` grows the existing index at ``output`` (same embedder and head; references already in it,
-    by path or sha256, are skipped) and recalibrates the threshold over the whole library. Unreadable
+    by path or sha256, are skipped) and recalibrates the threshold over the whole library. ``ref_views``
+    (:data:`REF_VIEW_SETS`; default ``full``, with ``add`` the index's own) indexes crop views of every
+    reference as extra rows mapped to it (``crops``: centre and four corners at 80%); an ``add`` with another
+    scheme is refused. Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -244,6 +287,11 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         base = load_index(out)
         emb = embedder_for(base, (embedder_options or {}).get("device", "cpu"))
         h = _head_for(base, None)
+        have = (base.ref_views or {}).get("scheme", "full")
+        if ref_views is not None and ref_views != have:
+            raise UsageError(f"--views {ref_views} differs from the index's reference views {have!r}; --add keeps "
+                             f"the index's own (rebuild without --add to change them)", str(out))
+        ref_views = have
         if head is not None:
             hh = head_mod.load(head)
             if h is None or hh.sha256 != h.sha256:
@@ -256,6 +304,8 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         h = head_mod.load(head) if head else None
         if h is not None:
             _check_head_fits(h, emb, head)
+    scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
+    extra = scheme["crops"][1:]
     known_paths = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known_paths]
     stride = max(1, math.ceil(len(new) / max(1, n_calibration))) if n_calibration > 0 else 0
@@ -266,12 +316,14 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         shutil.rmtree(journal, ignore_errors=True)
     journal.mkdir(parents=True, exist_ok=True)
     rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
-                       progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal)
+                       progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal,
+                       ref_views=extra)
     full_prov = _provenance(emb, h)
     prov = {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
             "head": h.sha256 if h is not None else None}  # per reference; the summary record has it all
     refs_out = list(base.refs) if base else []
     vecs = [base.vectors] if base else []
+    vview = [base.view_vectors] if base is not None and base.view_vectors is not None else []
     cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
     cal_o = [base.calib_owner] if base is not None and base.calib_owner is not None else []
     cal_t = list(base.calib_transform) if base else []
@@ -300,6 +352,8 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         refs_out.append({"path": row["path"], "sha256": row["sha256"]})
         v = row["vector"][None]
         new_vecs.append(h.apply(v) if h is not None else v)
+        if extra:
+            vview.append((h.apply(row["ref_views"]) if h is not None else row["ref_views"])[None])
         if "calib" in row:
             c = row["calib"]
             c = h.apply(c.reshape(-1, c.shape[-1])).reshape(c.shape[0], c.shape[1], -1) if h is not None else c
@@ -318,7 +372,8 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                       head_weight=h.weight if h is not None else None,
                       calib_vectors=np.concatenate(cal_v).astype(np.float32) if cal_v else None,
                       calib_owner=np.concatenate(cal_o) if cal_o else None, calib_transform=cal_t,
-                      search_cfg={"kind": search} if not base else dict(base.search_cfg))
+                      search_cfg={"kind": search} if not base else dict(base.search_cfg),
+                      view_vectors=np.concatenate(vview).astype(np.float32) if extra else None, ref_views=scheme)
     if base is not None and idx.search_cfg.get("kind") != "flat":
         idx.search_cfg = {"kind": idx.search_cfg["kind"]}  # retrain the IVF quantiser on the grown library
     calibrate(idx, false_match_rate)
@@ -333,7 +388,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                     "miss_rate_in_sample": "lower = better"},
         details={"added": len(new_vecs), "failed": sum(1 for r in records if not r.ok),
                  "calibration": {k: v for k, v in cal.items() if k != "impostor_scores_sorted"},
-                 "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg},
+                 "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg, "ref_views": scheme["views"]},
         provenance={**full_prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}}))
     return idx, records
 
@@ -347,7 +402,8 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     ``index`` is a loaded :class:`OriginIndex` or the path of a ``.fpxindex`` file (see :func:`load_index`).
     A suspect is embedded with the index's embedder (refused if the installed weights differ) and head, as
     two views (itself and its mirror); candidates are the references with the highest cosine over both
-    views. ``found`` when the top similarity is above the index's threshold (calibrated at its stated
+    views and every view the index holds of each reference (``--views``: each reference listed once, at its
+    best view, named in ``reference_view``). ``found`` when the top similarity is above the index's threshold (calibrated at its stated
     false-match rate on queries whose origin is absent), else ``not-in-library``; the decision carries the
     conformal p-value of the top similarity against those impostor scores. Unreadable suspects become error
     records; a suspect smaller than the embedder input is upsampled and the record says so.
@@ -380,16 +436,19 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
                               error=row["error"], provenance=prov))
             continue
         top = next(tops)
+        rnames = idx.ref_views.get("views") or ["full"]
         cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
-                  "similarity": round(s, 6), "view": VIEW_NAMES[vi]} for r, (i, s, vi) in enumerate(top)]
+                  "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv]}
+                 for r, (i, s, vi, rv) in enumerate(top)]
         s1 = top[0][1] if top else None
         s2 = top[1][1] if len(top) > 1 else None
         found = thr is not None and s1 is not None and s1 > thr
         dup_level = cal.get("duplicate_level", DUPLICATE_LEVEL)
-        dups = [c["path"] for (i, _, _), c in zip(top[1:], cands[1:])
+        dups = [c["path"] for (i, _, _, _), c in zip(top[1:], cands[1:])
                 if float(idx.vectors[i] @ idx.vectors[top[0][0]]) >= dup_level] if top else []
         decision = {"label": "found" if found else "not-in-library",
-                    "origin": ({**{k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view")},
+                    "origin": ({**{k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view",
+                                                             "reference_view")},
                                 "near_duplicates": dups} if found else None),
                     "threshold": thr, "false_match_rate": cal.get("false_match_rate"),
                     "p_value": p_value(cal, s1) if s1 is not None else None,
@@ -399,7 +458,8 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
         reasons = [{"feature": "similarity_top1", "value": s1, "threshold": thr,
                     "says": "above the threshold: the top candidate is the origin" if found else
                     "not above the threshold: no reference is similar enough"}]
-        det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "size": row["size"],
+        det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "reference_views": list(rnames),
+                               "size": row["size"],
                                "steps": row["steps"]}
         if row["upsampled"]:
             det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
