@@ -20,10 +20,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from fingerprint_cli import images
+from fingerprint_cli import atomic, images, parallel
+from fingerprint_cli.anchored.score import base_provenance
 from fingerprint_cli.errors import FpxError, InputError, UsageError
-from fingerprint_cli.records import Record, read_records
+from fingerprint_cli.records import Record, read_records, render
 from fingerprint_cli.triage import custody as custody_mod
+from fingerprint_cli.triage import dashboard
 from fingerprint_cli.triage import evidence as evidence_mod
 from fingerprint_cli.triage import provenance as pv
 from fingerprint_cli.triage import verdict as verdict_mod
@@ -96,6 +98,15 @@ def read_for_custody(path: str) -> tuple[bytes, os.stat_result]:
     if len(data) > max_bytes():
         raise InputError(f"grew over the {max_bytes()}-byte limit while being read", path)
     return data, st
+
+
+def _sha256_or_none(path: str) -> str | None:
+    """The file's sha256, or None when it cannot be read for custody (:func:`analyse` then says why)."""
+    try:
+        data, _ = read_for_custody(path)
+    except InputError:
+        return None
+    return images.sha256_bytes(data)
 
 
 # ---------------------------------------------------------------- the per-file work
@@ -290,8 +301,6 @@ class Triage:
                     raise InputError(f"holds {r.command!r} records, not triage records: refusing to extend it",
                                      self.output)
                 self._keep(r)
-        from fingerprint_cli.anchored.score import base_provenance
-
         self.provenance = base_provenance(None, None)
         self.provenance["fingerprints"] = self.fingerprint_info
 
@@ -310,29 +319,51 @@ class Triage:
 
     def process(self, paths: Sequence[str], progress: Callable[[int], None] | None = None) -> list[Record]:
         """Triage ``paths`` (files); returns the new records (files already triaged are skipped)."""
-        from fingerprint_cli import parallel
+        items, dupes = self._plan(paths)
+        new = self._analyse(items, progress)
+        if self.index is not None:
+            self._add_origin(new)
+        for rec in new:
+            rec.provenance = self.provenance
+            self._commit(rec)
+        for cust, first in dupes:
+            rec = self._duplicate(cust, first, new)
+            self._commit(rec)
+            new.append(rec)
+        return new
 
+    def _plan(self, paths: Sequence[str]) -> tuple[list[Item], list[tuple[custody_mod.Custody, str]]]:
+        """Hash each file once, in order: the work items to analyse, and the files whose bytes are already
+        analysed (earlier, or earlier in this batch) with the path of the first one. A file triaged before
+        under the same path and sha256 is left out (resume / watch)."""
         items: list[Item] = []
-        new: list[Record] = []
         dupes: list[tuple[custody_mod.Custody, str]] = []
         for p in paths:
             received = custody_mod.utc_now()
-            try:
-                data, _ = read_for_custody(p)
-                sha = images.sha256_bytes(data)
-                del data
-            except InputError:
-                sha = None  # analyse() makes the error record
+            sha = _sha256_or_none(p)
             if sha and (p, sha) in self.seen:
                 continue  # this very file was triaged before (resume / watch)
-            if sha and sha in self.done or sha and any(it.sha256 == sha for it in items):
-                first = self.done[sha].inputs["image"]["path"] if sha in self.done else next(
-                    it.path for it in items if it.sha256 == sha)
+            first = self._first_with(sha, items)
+            if first is not None:
                 dupes.append((custody_mod.Custody(p, sha, None, None, received_utc=received), first))
                 continue
             items.append(Item(p, received, sha, self.settings))
+        return items, dupes
+
+    def _first_with(self, sha: str | None, items: Sequence[Item]) -> str | None:
+        """The path of the first file with these bytes: triaged before, else earlier in ``items``."""
+        if not sha:
+            return None
+        if sha in self.done:
+            return self.done[sha].inputs["image"]["path"]
+        return next((it.path for it in items if it.sha256 == sha), None)
+
+    def _analyse(self, items: Sequence[Item], progress: Callable[[int], None] | None) -> list[Record]:
+        """:func:`analyse` over the items (joblib / dask workers), records in input order, thumbnails kept; a
+        worker that died still gives an error record."""
         outs = sorted(parallel.imap(analyse, items, jobs=self.jobs, scheduler=self.scheduler, progress=progress),
                       key=lambda x: x[0])  # records (and custody entries) in input order, whoever finished first
+        new: list[Record] = []
         for _, out in outs:
             if not out.ok:  # analyse never raises; a worker that died still gives a record
                 continue
@@ -340,37 +371,35 @@ class Triage:
             if out.value.get("thumbnail") and rec.inputs["image"].get("sha256"):
                 self.thumbs[rec.inputs["image"]["sha256"]] = out.value["thumbnail"]
             new.append(rec)
-        missing = {it.path for it in items} - {r.inputs["image"]["path"] for r in new}
+        got = {r.inputs["image"]["path"] for r in new}
         for it in items:
-            if it.path in missing:
+            if it.path not in got:
                 new.append(error_record(custody_mod.Custody(it.path, it.sha256, None, None, it.received_utc),
                                         InputError("the worker processing this file failed", it.path)))
-        if self.index is not None:
-            self._add_origin(new)
-        for rec in new:
-            rec.provenance = self.provenance
-            self._log(rec)
-            self._keep(rec)
-            if self.on_record:
-                self.on_record(rec)
-        for cust, first in dupes:
-            src = self.done.get(cust.sha256) or next(
-                (r for r in new if r.inputs["image"].get("sha256") == cust.sha256), None)
-            if src is None or not src.ok:
-                why = f": {src.error['message']}" if src is not None and src.error else ""
-                rec = error_record(cust, InputError(f"same bytes as {first}, which failed{why}", cust.path))
-            else:
-                rec = Record.from_dict(src.to_dict())
-            rec.inputs = {"image": {"path": cust.path, "sha256": cust.sha256}}
-            rec.details = {**rec.details, "custody": {**rec.details["custody"], "path": cust.path,
-                                                      "received_utc": cust.received_utc},
-                           "duplicate_of": first}
-            self._log(rec)
-            self._keep(rec)
-            new.append(rec)
-            if self.on_record:
-                self.on_record(rec)
         return new
+
+    def _duplicate(self, cust: custody_mod.Custody, first: str, new: Sequence[Record]) -> Record:
+        """The record of a file with the same bytes as ``first``: a copy of that record under this file's path
+        and receipt time (an error record when ``first`` failed)."""
+        src = self.done.get(cust.sha256) or next(
+            (r for r in new if r.inputs["image"].get("sha256") == cust.sha256), None)
+        if src is None or not src.ok:
+            why = f": {src.error['message']}" if src is not None and src.error else ""
+            rec = error_record(cust, InputError(f"same bytes as {first}, which failed{why}", cust.path))
+        else:
+            rec = Record.from_dict(src.to_dict())
+        rec.inputs = {"image": {"path": cust.path, "sha256": cust.sha256}}
+        rec.details = {**rec.details, "custody": {**rec.details["custody"], "path": cust.path,
+                                                  "received_utc": cust.received_utc},
+                       "duplicate_of": first}
+        return rec
+
+    def _commit(self, rec: Record) -> None:
+        """Log a new record in the custody log, keep it, and hand it to ``on_record``."""
+        self._log(rec)
+        self._keep(rec)
+        if self.on_record:
+            self.on_record(rec)
 
     def process_all(self, paths: Sequence[str], progress: Callable[[int], None] | None = None,
                     chunk: int | None = None) -> list[Record]:
@@ -385,6 +414,12 @@ class Triage:
             done += len(part)
             if i + chunk < len(paths):
                 self.write(final=False)
+        return new
+
+    def process_and_write(self, paths: Sequence[str], progress: Callable[[int], None] | None = None) -> list[Record]:
+        """:meth:`process_all`, then the final :meth:`write`; returns the new records."""
+        new = self.process_all(paths, progress=progress)
+        self.write()
         return new
 
     def _add_origin(self, new: list[Record]) -> None:
@@ -432,16 +467,11 @@ class Triage:
 
     def write(self, final: bool = True) -> None:
         """Write the records (JSONL) and the dashboard atomically."""
-        from fingerprint_cli import atomic
-        from fingerprint_cli.records import render
-
         if self.output:
             atomic.write_text(self.output, render(self.records, "jsonl"))
         if self.report and self.settings.thumbnails:
             self._thumbs_for_kept()
         if self.report:
-            from fingerprint_cli.triage import dashboard
-
             dashboard.write(self.report, self.records, self.thumbs,
                             refresh_seconds=None if final else self.refresh_seconds,
                             custody_head=self.log.head if self.log else None)
@@ -456,8 +486,7 @@ def run(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = (
     t = make(inboxes, fingerprints=fingerprints, library=library, output=output, custody_log=custody_log,
              report=report, index=index, thresholds=thresholds, jobs=jobs, scheduler=scheduler,
              c2pa_trust=c2pa_trust)
-    t.process_all(list_inbox(inboxes), progress=progress)
-    t.write()
+    t.process_and_write(list_inbox(inboxes), progress=progress)
     return t.records
 
 
@@ -467,34 +496,40 @@ def make(inboxes: Sequence[str | os.PathLike], *, fingerprints: Sequence[str] = 
          refresh_seconds: int | None = None, thumbnails: bool = True, c2pa_trust: str | None = None) -> Triage:
     """A :class:`Triage` with its fingerprint library and origin index loaded and its outputs checked.
     ``c2pa_trust``: a PEM file of trusted CA certificates (else ``$FPX_C2PA_TRUST_ANCHORS``, else none)."""
-    refuse_outputs_in_inbox([output, custody_log, report], inboxes)
-    outs = [o for o in (output, custody_log, report) if o]
+    check_outputs([output, custody_log, report], inboxes)
+    lib = evidence_mod.collect(fingerprints, library)
+    info = evidence_mod.fingerprint_info(lib.paths)
+    idx = evidence_mod.load_index(index) if index else None
+    trust = read_trust_anchors(c2pa_trust or os.environ.get("FPX_C2PA_TRUST_ANCHORS"))
+    return Triage(Settings(tuple(lib.paths), thumbnails, trust), output=output, custody_log=custody_log,
+                  report=report, index=idx, thresholds=thresholds, jobs=jobs, scheduler=scheduler,
+                  refresh_seconds=refresh_seconds, fingerprint_info=info, skipped_fingerprints=lib.skipped)
+
+
+def check_outputs(outputs: Sequence[str | None], inboxes: Sequence[str | os.PathLike]) -> None:
+    """The outputs (``-o``, ``--custody-log``, ``--report``) are outside the inboxes and name different files."""
+    refuse_outputs_in_inbox(outputs, inboxes)
+    outs = [o for o in outputs if o]
     if len({Path(o).resolve() for o in outs}) < len(outs):
         raise UsageError("-o, --custody-log and --report must name different files")
-    lib = evidence_mod.collect(fingerprints, library)
-    from fingerprint_cli.dif import detect
 
-    info = []
-    for p in lib.paths:
-        fp = evidence_mod._load(p)
-        detect.denoiser_for(fp)  # fails early when a denoiser is missing or differs
-        cal = evidence_mod.calibration_of(fp)
-        info.append({"path": p, "name": fp.name, "method": fp.method, "crop": fp.crop, "calibrated": cal.calibrated,
-                     "fpr": cal.fpr, "n_real": cal.n_real})
-    idx = None
-    if index:
-        origin = evidence_mod.origin_module()
-        idx = origin.load_index(index)
-    trust = None
-    trust_file = c2pa_trust or os.environ.get("FPX_C2PA_TRUST_ANCHORS")
-    if trust_file:
-        try:
-            trust = Path(trust_file).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read the C2PA trust anchors ({exc})", str(trust_file)) from exc
-        if "-----BEGIN CERTIFICATE-----" not in trust:
-            raise InputError("C2PA trust anchors: not a PEM certificate file", str(trust_file))
-    t = Triage(Settings(tuple(lib.paths), thumbnails, trust), output=output, custody_log=custody_log, report=report,
-               index=idx, thresholds=thresholds, jobs=jobs, scheduler=scheduler, refresh_seconds=refresh_seconds,
-               fingerprint_info=info, skipped_fingerprints=lib.skipped)
-    return t
+
+def read_trust_anchors(trust_file: str | None) -> str | None:
+    """The PEM text of the lab's trusted C2PA CA certificates (None without a file)."""
+    if not trust_file:
+        return None
+    try:
+        trust = Path(trust_file).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the C2PA trust anchors ({exc})", str(trust_file)) from exc
+    if "-----BEGIN CERTIFICATE-----" not in trust:
+        raise InputError("C2PA trust anchors: not a PEM certificate file", str(trust_file))
+    return trust
+
+
+def default_custody_log(output: str | os.PathLike | None) -> str | None:
+    """The custody log next to the records: ``OUTPUT`` without its suffix + ``.custody.jsonl``."""
+    if not output:
+        return None
+    out = Path(output)
+    return str(out.with_name(out.name.rsplit(".", 1)[0] + ".custody.jsonl"))

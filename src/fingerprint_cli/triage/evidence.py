@@ -14,11 +14,15 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli.errors import InputError, UsageError
+from fingerprint_cli import origin
+from fingerprint_cli.anchored import attribute, thresholds
+from fingerprint_cli.batch import Pair
+from fingerprint_cli.errors import FpxError, InputError, UsageError
 
 FP_SUFFIX = ".safetensors"
 
@@ -39,18 +43,54 @@ def shipped_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "fingerprints"
 
 
-def _folder_fingerprints(folder: Path, lib: Library) -> None:
-    from fingerprint_cli.dif.fingerprint import Fingerprint
+def _dif() -> SimpleNamespace:
+    """fpx's DIF modules (``dif.fingerprint``, ``dif.detect``, ``dif.residuals``), imported on first use: they
+    import torch at their top, and ``fpx --help`` (which imports this module through ``cli/triage_cmd.py``)
+    must not load torch (tests/test_import_cost.py)."""
+    from fingerprint_cli.dif import detect, fingerprint, residuals
 
+    return SimpleNamespace(Fingerprint=fingerprint.Fingerprint, detect=detect, residuals=residuals)
+
+
+def _folder_fingerprints(folder: Path, lib: Library) -> None:
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or not p.is_file() or not p.name.endswith(FP_SUFFIX):
             continue
         try:
-            Fingerprint.load(p)
+            _dif().Fingerprint.load(p)
         except Exception as exc:  # noqa: BLE001 - a non-fingerprint file in a library folder is skipped
             lib.skipped.append(f"{p}: {exc}")
             continue
         lib.paths.append(str(p))
+
+
+def _named_fingerprint(f: str | os.PathLike, lib: Library) -> None:
+    """One ``-F`` argument: a fingerprint file (which must load) or a folder of them."""
+    p = Path(f)
+    if p.is_dir():
+        _folder_fingerprints(p, lib)
+        lib.sources.append(f"folder {p}")
+    elif p.is_file():
+        _dif().Fingerprint.load(p)  # InputError naming the file
+        lib.paths.append(str(p))
+        lib.sources.append(f"file {p}")
+    else:
+        raise InputError("no such fingerprint file or folder", str(p))
+
+
+def _library_folder(library: str, lib: Library) -> None:
+    """``--fingerprints shipped|DIR``: every fingerprint in the folder (at least one)."""
+    folder = shipped_dir() if library == "shipped" else Path(library)
+    if not folder.is_dir():
+        if library == "shipped":
+            raise UsageError("this fpx has no shipped fingerprint library (fingerprint_cli/fingerprints); "
+                             "use -F FILE|DIR or --fingerprints DIR")
+        raise InputError("--fingerprints: no such folder", str(folder))
+    before = len(lib.paths)
+    _folder_fingerprints(folder, lib)
+    if len(lib.paths) == before:
+        raise UsageError(f"--fingerprints {library}: no fingerprints in {folder}")
+    lib.sources.append("shipped library" if library == "shipped" else f"folder {folder}")
 
 
 def collect(files: Sequence[str | os.PathLike] = (), library: str | None = None) -> Library:
@@ -59,32 +99,11 @@ def collect(files: Sequence[str | os.PathLike] = (), library: str | None = None)
     An explicitly named file that is not a fingerprint is a UsageError; files in a folder that are not
     fingerprints are skipped and listed in :attr:`Library.skipped`.
     """
-    from fingerprint_cli.dif.fingerprint import Fingerprint
-
     lib = Library()
     for f in files:
-        p = Path(f)
-        if p.is_dir():
-            _folder_fingerprints(p, lib)
-            lib.sources.append(f"folder {p}")
-        elif p.is_file():
-            Fingerprint.load(p)  # InputError naming the file
-            lib.paths.append(str(p))
-            lib.sources.append(f"file {p}")
-        else:
-            raise InputError("no such fingerprint file or folder", str(p))
+        _named_fingerprint(f, lib)
     if library:
-        folder = shipped_dir() if library == "shipped" else Path(library)
-        if not folder.is_dir():
-            if library == "shipped":
-                raise UsageError("this fpx has no shipped fingerprint library (fingerprint_cli/fingerprints); "
-                                 "use -F FILE|DIR or --fingerprints DIR")
-            raise InputError("--fingerprints: no such folder", str(folder))
-        before = len(lib.paths)
-        _folder_fingerprints(folder, lib)
-        if len(lib.paths) == before:
-            raise UsageError(f"--fingerprints {library}: no fingerprints in {folder}")
-        lib.sources.append("shipped library" if library == "shipped" else f"folder {folder}")
+        _library_folder(library, lib)
     lib.paths = list(dict.fromkeys(lib.paths))
     return lib
 
@@ -94,13 +113,24 @@ _LOADED: dict[str, Any] = {}
 
 
 def _load(path: str):
-    from fingerprint_cli.dif.fingerprint import Fingerprint
-
     fp = _LOADED.get(path)
     if fp is None:
-        fp = Fingerprint.load(path)
+        fp = _dif().Fingerprint.load(path)
         _LOADED[path] = fp
     return fp
+
+
+def fingerprint_info(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """What the records' provenance says of each fingerprint of the run (name, method, crop, calibration);
+    fails early when a fingerprint's denoiser is missing or differs from the one it was fitted with."""
+    info = []
+    for p in paths:
+        fp = _load(p)
+        _dif().detect.denoiser_for(fp)
+        cal = calibration_of(fp)
+        info.append({"path": p, "name": fp.name, "method": fp.method, "crop": fp.crop, "calibrated": cal.calibrated,
+                     "fpr": cal.fpr, "n_real": cal.n_real})
+    return info
 
 
 # ---------------------------------------------------------------- calibration, read defensively
@@ -142,25 +172,45 @@ def _first(meta: dict, *names):
     return None
 
 
-def calibration_of(fp) -> Calibration:
-    """The fingerprint's calibration at a stated FPR, from whichever place its metadata keeps it
-    (``meta["calibration"]`` {fpr, scores|real_scores, n} or top-level ``fpr`` / ``calibration_scores``)."""
+@dataclass(frozen=True)
+class _MetaFields:
+    """The fingerprint metadata triage reads, in one place (the metadata is a plain dict today)."""
+
+    calibration: dict[str, Any]  # meta["calibration"] when it is a dict, else {}
+    fpr: Any                     # the stated FPR, raw
+    scores: Any                  # the held-out real images' scores, raw
+    mu_gen: Any
+    mu_real: Any
+
+
+def _meta_fields(fp) -> _MetaFields:
+    """Every read of a fingerprint's metadata dict: the calibration from whichever place it is kept
+    (``meta["calibration"]`` {fpr, scores|real_scores, n} or top-level ``fpr`` / ``calibration_scores``) and
+    the class means μ_gen, μ_real."""
     meta = fp.meta if isinstance(getattr(fp, "meta", None), dict) else {}
     cal = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
     fpr = _first(cal, "fpr", "stated_fpr", "alpha") or _first(meta, "fpr", "stated_fpr")
     scores = _first(cal, "scores", "real_scores", "null_scores", "calibration_scores") or _first(
         meta, "calibration_scores", "real_scores")
+    return _MetaFields(cal, fpr, scores, meta.get("mu_gen"), meta.get("mu_real"))
+
+
+def calibration_of(fp) -> Calibration:
+    """The fingerprint's calibration at a stated FPR (:func:`_meta_fields`), checked: a finite, non-empty score
+    list, 0 < FPR < 1 and a known statistic, else ``calibrated: False``."""
+    m = _meta_fields(fp)
     try:
-        fpr = float(fpr) if fpr is not None else None
-        arr = np.asarray(scores, dtype=np.float64).ravel() if scores is not None else None
+        fpr = float(m.fpr) if m.fpr is not None else None
+        arr = np.asarray(m.scores, dtype=np.float64).ravel() if m.scores is not None else None
     except (TypeError, ValueError):
         return Calibration(False)
     if fpr is None or arr is None or arr.size == 0 or not (0 < fpr < 1) or not np.all(np.isfinite(arr)):
         return Calibration(False, fpr=fpr)
-    cond = cal.get("conditions") if isinstance(cal.get("conditions"), dict) else None
+    cal = m.calibration
     stat = str(cal.get("statistic") or "score")
     if stat not in ("score", "rho"):
         return Calibration(False, fpr=fpr)
+    cond = cal.get("conditions") if isinstance(cal.get("conditions"), dict) else None
     return Calibration(True, fpr=fpr, n_real=int(arr.size), real_scores=arr,
                        where="meta.calibration" if cal else "meta", conditions=cond, statistic=stat)
 
@@ -191,96 +241,113 @@ def generator_evidence(pixels: np.ndarray, path: str, fingerprint_paths: Sequenc
 
 
 def _generator_evidence(pixels, path, fingerprint_paths, condition) -> dict[str, Any]:
-    from fingerprint_cli.dif import detect
-    from fingerprint_cli.dif.residuals import centre_crop, to_batch
-
-    per: list[dict[str, Any]] = []
     residuals: dict[tuple[str, int], np.ndarray] = {}
-    for fpath in fingerprint_paths:
-        fp = _load(fpath)
-        den = detect.denoiser_for(fp)
-        key = (den.sha256, fp.crop)
-        if key not in residuals:
-            crop = centre_crop(pixels, fp.crop, path, allow_smaller=True)
-            residuals[key] = den.residual(to_batch(crop))[0].numpy().astype(np.float32)
-        rho = float(detect.correlate_residuals(fp, [residuals[key]])[0])
-        score = float(detect.scores(fp, np.array([rho]))[0])
-        cal = calibration_of(fp)
-        entry: dict[str, Any] = {"name": fp.name, "path": fpath, "method": fp.method, "rho": rho, "score": score,
-                                 "calibrated": cal.calibrated}
-        if cal.calibrated:
-            if cal.statistic == "rho":  # raw ρ stored: orient both so that larger = more like the generator
-                o = 1.0 if float(fp.meta["mu_gen"]) >= float(fp.meta["mu_real"]) else -1.0
-                p = Calibration(True, cal.fpr, cal.n_real, o * cal.real_scores).p_value(o * rho)
-            else:
-                p = cal.p_value(score)
-            entry.update(p_value=p, fpr=cal.fpr, n_real=cal.n_real, generated=bool(p is not None and p <= cal.fpr))
-            why = cal.outside(condition)
-            if why:
-                entry["outside_calibration"] = why
-            if 1.0 / (cal.n_real + 1) > cal.fpr:
-                entry["note"] = (f"{cal.n_real} calibration images cannot reach p ≤ {cal.fpr:g}: this fingerprint "
-                                 "never claims an image (calibrate on more real images)")
-        else:
-            entry.update(p_value=None, fpr=None, n_real=None,
-                         generated=bool(detect.is_generated(fp, np.array([rho]))[0]),
-                         note="not calibrated: the paper's nearest-mean rule, no stated error rate")
-        per.append(entry)
+    per = [_fingerprint_entry(_load(fpath), fpath, pixels, path, residuals, condition) for fpath in fingerprint_paths]
     claimed = [e["name"] for e in per if e["generated"]]
     return {"fingerprints": per, "claimed_by": claimed}
 
 
-# ---------------------------------------------------------------- origin (fpx origin), behind an import guard
-def origin_module():
-    """``fingerprint_cli.origin`` or a UsageError saying it is not part of this fpx."""
-    try:
-        from fingerprint_cli import origin  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise UsageError("--index needs `fpx origin` (fingerprint_cli.origin), which this fpx does not have") from exc
-    for name in ("load_index", "query"):
-        if not hasattr(origin, name):
-            raise UsageError(f"--index: fingerprint_cli.origin has no {name}(); this fpx's origin module is "
-                             "incompatible with triage")
-    return origin
+def _residual(fp, pixels: np.ndarray, path: str, cache: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
+    """The image's residual under the fingerprint's denoiser and crop, computed once per (denoiser, crop)."""
+    dif = _dif()
+    den = dif.detect.denoiser_for(fp)
+    key = (den.sha256, fp.crop)
+    if key not in cache:
+        crop = dif.residuals.centre_crop(pixels, fp.crop, path, allow_smaller=True)
+        cache[key] = den.residual(dif.residuals.to_batch(crop))[0].numpy().astype(np.float32)
+    return cache[key]
+
+
+def _fingerprint_entry(fp, fpath: str, pixels: np.ndarray, path: str, cache: dict, condition) -> dict[str, Any]:
+    """One fingerprint's ρ, score and call on the image: at its calibrated FPR, or by the paper's rule."""
+    detect = _dif().detect
+    rho = float(detect.correlate_residuals(fp, [_residual(fp, pixels, path, cache)])[0])
+    score = float(detect.scores(fp, np.array([rho]))[0])
+    cal = calibration_of(fp)
+    entry: dict[str, Any] = {"name": fp.name, "path": fpath, "method": fp.method, "rho": rho, "score": score,
+                             "calibrated": cal.calibrated}
+    if cal.calibrated:
+        entry.update(_calibrated_call(fp, cal, rho, score, condition))
+    else:
+        entry.update(p_value=None, fpr=None, n_real=None,
+                     generated=bool(detect.is_generated(fp, np.array([rho]))[0]),
+                     note="not calibrated: the paper's nearest-mean rule, no stated error rate")
+    return entry
+
+
+def _calibrated_call(fp, cal: Calibration, rho: float, score: float, condition) -> dict[str, Any]:
+    """p-value, stated FPR and call of a calibrated fingerprint, and why the input is outside its calibration."""
+    if cal.statistic == "rho":  # raw ρ stored: orient both so that larger = more like the generator
+        m = _meta_fields(fp)
+        o = 1.0 if float(m.mu_gen) >= float(m.mu_real) else -1.0
+        p = Calibration(True, cal.fpr, cal.n_real, o * cal.real_scores).p_value(o * rho)
+    else:
+        p = cal.p_value(score)
+    out: dict[str, Any] = {"p_value": p, "fpr": cal.fpr, "n_real": cal.n_real,
+                           "generated": bool(p is not None and p <= cal.fpr)}
+    why = cal.outside(condition)
+    if why:
+        out["outside_calibration"] = why
+    if 1.0 / (cal.n_real + 1) > cal.fpr:
+        out["note"] = (f"{cal.n_real} calibration images cannot reach p ≤ {cal.fpr:g}: this fingerprint "
+                       "never claims an image (calibrate on more real images)")
+    return out
+
+
+# ---------------------------------------------------------------- origin (fpx origin) and attribution
+def load_index(path: str) -> Any:
+    """The origin library index (``fpx origin index``) triage queries."""
+    return origin.load_index(path)
 
 
 def origin_evidence(paths: Sequence[str], index: Any, k: int = 5) -> dict[str, dict[str, Any]]:
     """``origin.query(paths, index, k)`` → {path: {"decision", "reference", "similarity", "candidates"}}."""
-    origin = origin_module()
     out: dict[str, dict[str, Any]] = {}
     if not paths:
         return out
     for rec in origin.query(list(paths), index, k):
         d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
-        inputs = d.get("inputs") or {}
-        path = next((v.get("path") for v in inputs.values() if isinstance(v, dict) and v.get("path")), None)
-        if path is None:
-            continue
-        if d.get("status") != "ok":
-            out[str(path)] = {"state": "error", "reason": (d.get("error") or {}).get("message")}
-            continue
-        dec = d.get("decision") or {}
-        cands = dec.get("candidates") or (d.get("details") or {}).get("candidates") or []
-        label = dec.get("label") or dec.get("decision")
-        top = cands[0] if cands else {}
-        out[str(path)] = {"state": label or "unknown", "reference": top.get("path") if label == "found" else None,
-                          "reference_sha256": top.get("sha256") if label == "found" else None,
-                          "similarity": top.get("similarity"), "false_match_rate": dec.get("fmr") or dec.get("fpr"),
-                          "candidates": cands[:k]}
+        path = _query_path(d)
+        if path is not None:
+            out[str(path)] = _origin_entry(d, k)
     return out
+
+
+def _query_path(d: dict[str, Any]) -> str | None:
+    """The suspect's path in an origin query record (its first input with a path)."""
+    inputs = d.get("inputs") or {}
+    return next((v.get("path") for v in inputs.values() if isinstance(v, dict) and v.get("path")), None)
+
+
+def _origin_entry(d: dict[str, Any], k: int) -> dict[str, Any]:
+    """One origin query record as triage keeps it: state, the reference found, similarity, false-match rate."""
+    if d.get("status") != "ok":
+        return {"state": "error", "reason": (d.get("error") or {}).get("message")}
+    dec = d.get("decision") or {}
+    cands = dec.get("candidates") or (d.get("details") or {}).get("candidates") or []
+    label = dec.get("label") or dec.get("decision")
+    top = cands[0] if cands else {}
+    found = label == "found"
+    return {"state": label or "unknown", "reference": top.get("path") if found else None,
+            "reference_sha256": top.get("sha256") if found else None,
+            "similarity": top.get("similarity"), "false_match_rate": dec.get("fmr") or dec.get("fpr"),
+            "candidates": cands[:k]}
+
+
+def _thresholds_doc(thresholds_name: str | None) -> tuple[dict[str, Any], str, bool]:
+    """Every read of the thresholds document: the document (named, else fpx's default without the encoder),
+    its id, and whether it needs the DINOv2 encoder."""
+    doc = thresholds.find(thresholds_name) if thresholds_name else attribute.choose_default(False, None)[0]
+    return doc, doc["id"], doc.get("encoder") is not None
 
 
 def attribute_against(reference: str, suspect: str, thresholds_name: str | None) -> dict[str, Any]:
     """Reference-anchored attribution (``fpx attribute``, pixel features) of ``suspect`` against the reference
     origin retrieval found. Thresholds needing the DINOv2 encoder are not run here (the record says so)."""
-    from fingerprint_cli.anchored import attribute, thresholds
-    from fingerprint_cli.batch import Pair
-    from fingerprint_cli.errors import FpxError
-
     try:
-        doc = thresholds.find(thresholds_name) if thresholds_name else attribute.choose_default(False, None)[0]
-        if doc.get("encoder") is not None:
-            return {"state": "not-run", "reason": f"thresholds {doc['id']} need the DINOv2 encoder; run "
+        doc, doc_id, needs_encoder = _thresholds_doc(thresholds_name)
+        if needs_encoder:
+            return {"state": "not-run", "reason": f"thresholds {doc_id} need the DINOv2 encoder; run "
                                                   "`fpx attribute` on this pair"}
         decider = attribute.Decider(doc)
         scorer = attribute.make_scorer(decider.features, None, use_disk_cache=False)
@@ -290,6 +357,6 @@ def attribute_against(reference: str, suspect: str, thresholds_name: str | None)
         decision, reasons = decider.decide(res.record.features, 3, where=suspect)
     except FpxError as exc:
         return {"state": "error", "reason": str(exc)}
-    return {"state": "done", "thresholds": doc["id"], "band": decision.get("band"),
+    return {"state": "done", "thresholds": doc_id, "band": decision.get("band"),
             "system": decision.get("system"), "label": decision.get("label"), "p_system": decision.get("p_system"),
             "reasons": reasons[:3]}

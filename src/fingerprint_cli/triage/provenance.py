@@ -13,9 +13,12 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
+
+from fingerprint_cli.dif.condition import estimate_quality as nearest_ijg
 
 IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
@@ -126,42 +129,19 @@ def read_c2pa(data: bytes, fmt: str | None, trust_anchors: str | None = None) ->
 def summarise_manifest_store(store: dict[str, Any]) -> dict[str, Any]:
     """The fields triage reports from a c2pa manifest-store JSON."""
     raw_state = str(store.get("validation_state") or "")
-    results = (store.get("validation_results") or {}).get("activeManifest") or {}
-    failures = [f.get("code") for f in results.get("failure", []) if isinstance(f, dict)]
-    if not results:
-        failures = [f.get("code") for f in store.get("validation_status") or [] if isinstance(f, dict)]
-    state = {"trusted": "trusted", "valid": "valid", "invalid": "invalid"}.get(raw_state.lower())
-    if state is None:  # older SDKs: no state, only a list of failures
-        state = "invalid" if any(c and c != "signingCredential.untrusted" for c in failures) else "valid"
+    failures = _validation_failures(store)
     active = (store.get("manifests") or {}).get(store.get("active_manifest") or "", {}) or {}
     sig = active.get("signature_info") or {}
-    gen = active.get("claim_generator")
-    if not gen:
-        info = active.get("claim_generator_info") or []
-        gen = ", ".join(f"{i.get('name')}{' ' + str(i['version']) if i.get('version') else ''}"
-                        for i in info if isinstance(i, dict) and i.get("name")) or None
-    actions, dsts = [], []
-    for a in active.get("assertions") or []:
-        if not isinstance(a, dict) or not str(a.get("label", "")).startswith("c2pa.actions"):
-            continue
-        for act in (a.get("data") or {}).get("actions") or []:
-            if not isinstance(act, dict):
-                continue
-            agent = act.get("softwareAgent")
-            if isinstance(agent, dict):
-                agent = agent.get("name")
-            actions.append({"action": act.get("action"), "digital_source_type": act.get("digitalSourceType"),
-                            "software_agent": agent})
-            if act.get("digitalSourceType"):
-                dsts.append(act["digitalSourceType"])
+    actions = _manifest_actions(active)
+    dsts = [a["digital_source_type"] for a in actions if a["digital_source_type"]]
     dst = dsts[0] if dsts else None
     return {
-        "state": state,
+        "state": _validation_state(raw_state, failures),
         "validation_state": raw_state or None,
         "signer": sig.get("common_name") or sig.get("issuer"),
         "issuer": sig.get("issuer"),
         "signed_utc": sig.get("time"),
-        "claim_generator": gen,
+        "claim_generator": _claim_generator(active),
         "title": active.get("title"),
         "actions": actions[:50],
         "digital_source_type": dst,
@@ -171,28 +151,80 @@ def summarise_manifest_store(store: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _validation_failures(store: dict[str, Any]) -> list[Any]:
+    """The failure codes of the active manifest (``validation_results``; older SDKs: ``validation_status``)."""
+    results = (store.get("validation_results") or {}).get("activeManifest") or {}
+    if results:
+        return [f.get("code") for f in results.get("failure", []) if isinstance(f, dict)]
+    return [f.get("code") for f in store.get("validation_status") or [] if isinstance(f, dict)]
+
+
+def _validation_state(raw_state: str, failures: list[Any]) -> str:
+    """``trusted`` / ``valid`` / ``invalid`` from the SDK's state; older SDKs give no state, only failures (an
+    untrusted signer alone still validates)."""
+    state = {"trusted": "trusted", "valid": "valid", "invalid": "invalid"}.get(raw_state.lower())
+    if state is not None:
+        return state
+    return "invalid" if any(c and c != "signingCredential.untrusted" for c in failures) else "valid"
+
+
+def _claim_generator(active: dict[str, Any]) -> str | None:
+    """The claim generator (C2PA 1.x string, or 2.x ``claim_generator_info`` names and versions)."""
+    gen = active.get("claim_generator")
+    if gen:
+        return gen
+    info = active.get("claim_generator_info") or []
+    return ", ".join(f"{i.get('name')}{' ' + str(i['version']) if i.get('version') else ''}"
+                     for i in info if isinstance(i, dict) and i.get("name")) or None
+
+
+def _manifest_actions(active: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every action of the manifest's ``c2pa.actions*`` assertions: action, digital source type, agent."""
+    actions = []
+    for a in active.get("assertions") or []:
+        if not isinstance(a, dict) or not str(a.get("label", "")).startswith("c2pa.actions"):
+            continue
+        for act in (a.get("data") or {}).get("actions") or []:
+            if isinstance(act, dict):
+                actions.append(_action(act))
+    return actions
+
+
+def _action(act: dict[str, Any]) -> dict[str, Any]:
+    agent = act.get("softwareAgent")
+    if isinstance(agent, dict):
+        agent = agent.get("name")
+    return {"action": act.get("action"), "digital_source_type": act.get("digitalSourceType"),
+            "software_agent": agent}
+
+
 # ---------------------------------------------------------------- XMP
 _XMP_AI_KEYS = ("DigitalSourceType", "AISystemUsed", "AISystemVersionUsed", "AIPromptInformation",
                 "AIPromptWriterName", "CreatorTool", "provenance")
 
 
 def _walk(d: Any, found: dict[str, list[str]]) -> None:
+    """Collect the values of the AI-provenance keys anywhere in Pillow's nested XMP dict."""
     if isinstance(d, dict):
         for k, v in d.items():
             if k in _XMP_AI_KEYS:
-                vals = v if isinstance(v, list) else [v]
-                for x in vals:
-                    if isinstance(x, dict):  # rdf:resource / rdf:li / language alternatives
-                        x = x.get("resource") or x.get("li") or x.get("text") or next(
-                            (y for y in x.values() if isinstance(y, str)), None)
-                    if isinstance(x, list):
-                        x = next((y for y in x if isinstance(y, str)), None)
-                    if isinstance(x, str) and x.strip():
-                        found.setdefault(k, []).append(_one_line(x, 500))
+                for x in v if isinstance(v, list) else [v]:
+                    _add_xmp_value(found, k, x)
             _walk(v, found)
     elif isinstance(d, list):
         for x in d:
             _walk(x, found)
+
+
+def _add_xmp_value(found: dict[str, list[str]], key: str, x: Any) -> None:
+    """One value of an AI-provenance key, unwrapped from rdf:resource / rdf:li / a language alternative."""
+    if isinstance(x, dict):
+        x = x.get("resource") or x.get("li") or x.get("text") or next(
+            (y for y in x.values() if isinstance(y, str)), None)
+    if isinstance(x, list):
+        x = next((y for y in x if isinstance(y, str)), None)
+    if isinstance(x, str) and x.strip():
+        found.setdefault(key, []).append(_one_line(x, 500))
 
 
 def read_xmp(xmp: dict, xmp_error: str | None = None) -> dict[str, Any]:
@@ -254,42 +286,86 @@ def _comfy_models(prompt_json: str) -> list[str]:
     return sorted(set(names))[:10]
 
 
+@dataclass(frozen=True)
+class _Tool:
+    """What one generation tool's parser found in a PNG's text chunks."""
+
+    tool: str | None
+    model: str | None = None
+    excerpt: str | None = None
+
+
+_SD_WEBUI_MARKS = ("Steps:", "Sampler:", "CFG scale")
+
+
+def _sd_webui(text: dict[str, str]) -> _Tool | None:
+    """SD WebUI / A1111 / Forge: a ``parameters`` chunk with the sampler settings (``Model:`` / ``Model hash:``)."""
+    params = text.get("parameters")
+    if not params or not any(m in params for m in _SD_WEBUI_MARKS):
+        return None
+    m = _WEBUI_MODEL.search(params)
+    h = _WEBUI_HASH.search(params)
+    return _Tool("sd-webui", m.group(1).strip() if m else (f"hash {h.group(1)}" if h else None), params)
+
+
+def _comfyui(text: dict[str, str]) -> _Tool | None:
+    """ComfyUI: a ``prompt`` (the node graph as JSON, whose loader nodes name the checkpoints) or ``workflow``.
+    A ``prompt`` that is not ComfyUI's still ends the search (``_Tool(None)``): no later parser is tried."""
+    if "prompt" not in text and "workflow" not in text:
+        return None
+    models = _comfy_models(text.get("prompt", ""))
+    if models or "workflow" in text or text.get("prompt", "").lstrip().startswith("{"):
+        return _Tool("comfyui", ", ".join(models) or None, text.get("prompt") or text.get("workflow"))
+    return _Tool(None)
+
+
+def _invokeai(text: dict[str, str]) -> _Tool | None:
+    """InvokeAI: ``invokeai_metadata``, ``sd-metadata`` or ``Dream`` chunks."""
+    if not any(k in text for k in ("invokeai_metadata", "sd-metadata", "Dream")):
+        return None
+    return _Tool("invokeai", None, text.get("invokeai_metadata") or text.get("sd-metadata") or text.get("Dream"))
+
+
+def _novelai(text: dict[str, str]) -> _Tool | None:
+    """NovelAI: ``Software`` NovelAI, the prompt in ``Comment`` / ``Description``."""
+    if not text.get("Software", "").lower().startswith("novelai"):
+        return None
+    return _Tool("novelai", None, text.get("Comment") or text.get("Description"))
+
+
+def _fooocus(text: dict[str, str]) -> _Tool | None:
+    """Fooocus: ``fooocus_scheme``, or JSON ``parameters`` naming fooocus."""
+    params = text.get("parameters")
+    if "fooocus_scheme" in text or (params and params.lstrip().startswith("{") and "fooocus" in params.lower()):
+        return _Tool("fooocus", None, params)
+    return None
+
+
+#: one parser per generation tool, tried in this order; the first that recognises its chunks decides
+PNG_TOOL_PARSERS: tuple[Callable[[dict[str, str]], _Tool | None], ...] = (
+    _sd_webui, _comfyui, _invokeai, _novelai, _fooocus)
+
+
+def _generation_tool(text: dict[str, str]) -> _Tool:
+    """The first parser's finding; else a ``Software`` chunk naming a generator; else no tool."""
+    found = next((t for t in (p(text) for p in PNG_TOOL_PARSERS) if t is not None), _Tool(None))
+    software = text.get("Software")
+    if found.tool is None and software and any(x in software.lower() for x in AI_SOFTWARE):
+        return _Tool(f"software: {_one_line(software, 60)}", found.model, found.excerpt)
+    return found
+
+
 def read_png_text(text: dict[str, str], fmt: str | None) -> dict[str, Any]:
     """Generation-tool chunks: SD WebUI/A1111/Forge ``parameters``, ComfyUI ``prompt``/``workflow``, InvokeAI,
-    NovelAI, Fooocus; other text keys are listed."""
+    NovelAI, Fooocus (:data:`PNG_TOOL_PARSERS`); other text keys are listed."""
     if fmt != "PNG":
         return {"state": "absent", "reason": "not a PNG"}
     keys = sorted(k for k in text if k != "XML:com.adobe.xmp")
     if not keys:
         return {"state": "absent"}
-    tool, model, excerpt = None, None, None
-    params = text.get("parameters")
-    if params and ("Steps:" in params or "Sampler:" in params or "CFG scale" in params):
-        tool = "sd-webui"
-        m = _WEBUI_MODEL.search(params)
-        h = _WEBUI_HASH.search(params)
-        model = m.group(1).strip() if m else (f"hash {h.group(1)}" if h else None)
-        excerpt = params
-    elif "prompt" in text or "workflow" in text:
-        models = _comfy_models(text.get("prompt", ""))
-        if models or "workflow" in text or text.get("prompt", "").lstrip().startswith("{"):
-            tool = "comfyui"
-            model = ", ".join(models) or None
-            excerpt = text.get("prompt") or text.get("workflow")
-    elif "invokeai_metadata" in text or "sd-metadata" in text or "Dream" in text:
-        tool = "invokeai"
-        excerpt = text.get("invokeai_metadata") or text.get("sd-metadata") or text.get("Dream")
-    elif text.get("Software", "").lower().startswith("novelai"):
-        tool = "novelai"
-        excerpt = text.get("Comment") or text.get("Description")
-    elif "fooocus_scheme" in text or (params and params.lstrip().startswith("{") and "fooocus" in params.lower()):
-        tool = "fooocus"
-        excerpt = params
-    software = text.get("Software")
-    if tool is None and software and any(x in software.lower() for x in AI_SOFTWARE):
-        tool = f"software: {_one_line(software, 60)}"
-    return {"state": "present", "keys": keys[:30], "generation_tool": tool, "model": model,
-            "excerpt": _one_line(excerpt, 300) if excerpt else None}
+    t = _generation_tool(text)
+    return {"state": "present", "keys": keys[:30], "generation_tool": t.tool, "model": t.model,
+            "excerpt": _one_line(t.excerpt, 300) if t.excerpt else None}
 
 
 # ---------------------------------------------------------------- JPEG quantisation
@@ -299,8 +375,6 @@ def estimate_quality(tables: dict[int, list[int]]) -> dict[str, Any]:
     they match exactly (an IJG-compatible encoder at that quality); a large ``mismatch`` (mean |difference|
     per table entry) means custom tables (cameras, Photoshop, some services), where the quality is only a rough
     equivalent."""
-    from fingerprint_cli.dif.condition import estimate_quality as nearest_ijg
-
     est = nearest_ijg(tables)
     if est is None:
         return {"quality": None, "exact": False, "mismatch": None}

@@ -24,7 +24,9 @@ listed in ``disagreements``. Verdicts: ``generated``, ``ai-edited``, ``captured`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
+
+from fingerprint_cli.triage.provenance import dst_term
 
 DIRECTIONS = ("generated", "ai-edited", "captured")
 #: unsigned claims that an image is a capture are what a forger adds; unsigned AI declarations are rarely false
@@ -49,120 +51,206 @@ class Evidence:
         return asdict(self)
 
 
-def collect(meta: dict[str, Any], generator: dict[str, Any] | None, origin: dict[str, Any] | None = None,
-            attribution: dict[str, Any] | None = None) -> list[Evidence]:
-    """Evidence items from the metadata readers' and the pixel stages' outputs, strongest first."""
-    ev: list[Evidence] = []
-    c = meta.get("c2pa") or {}
+@dataclass(frozen=True)
+class Sources:
+    """What the stages of one file produced, as the evidence collectors read it: the provenance readers'
+    ``meta`` (:func:`fingerprint_cli.triage.core.metadata_of`), the fingerprints' ``generator`` dict
+    (:func:`fingerprint_cli.triage.evidence.generator_evidence`), origin retrieval and attribution."""
+
+    meta: dict[str, Any]
+    generator: dict[str, Any] | None = None
+    origin: dict[str, Any] | None = None
+    attribution: dict[str, Any] | None = None
+
+    def part(self, name: str) -> dict[str, Any]:
+        """One metadata reader's dict (``{}`` when absent)."""
+        return self.meta.get(name) or {}
+
+
+def _c2pa_evidence(src: Sources) -> list[Evidence]:
+    """A C2PA manifest: tier 1 / 2 when it validates (trusted / untrusted signer); when it fails validation,
+    ``altered`` (tier 2) plus its claim as an unsigned declaration."""
+    c = src.part("c2pa")
     state = c.get("state")
     if state in ("trusted", "valid"):
-        tier = 1 if state == "trusted" else 2
-        strength = ("C2PA signature, content hashes and signer's trust all validate" if state == "trusted" else
-                    "C2PA signature and content hashes validate; the signer is not on a trust list")
-        m = c.get("meaning")
-        says = m if m in DIRECTIONS else "context"
-        detail = (f"signed by {c.get('signer') or '?'} with {c.get('claim_generator') or '?'}; digital source type "
-                  f"{_term(c.get('digital_source_type')) or 'not stated'}")
-        ev.append(Evidence("c2pa", says, tier, strength, detail, label=c.get("claim_generator")))
-    elif state == "invalid":
-        fails = ", ".join(c.get("failures") or []) or c.get("reason") or "validation failed"
-        ev.append(Evidence("c2pa", "altered", 2, "C2PA manifest present but fails validation",
-                           f"the file was changed after signing, or the manifest is damaged or forged ({fails})"))
-        m = c.get("meaning")
-        if m in DIRECTIONS:
-            ev.append(Evidence("c2pa-claim", m, UNSIGNED_CAPTURE_TIER if m == "captured" else 3,
-                               "claim inside a manifest that fails validation (unverified)",
-                               f"digital source type {_term(c.get('digital_source_type'))}",
-                               label=c.get("claim_generator")))
-    x = meta.get("xmp") or {}
-    if x.get("state") == "present":
-        m = x.get("meaning")
-        if m == "captured":
-            ev.append(Evidence("xmp", m, UNSIGNED_CAPTURE_TIER, "unsigned XMP claim of a capture (cheap to add: "
-                               "never decides alone)", f"DigitalSourceType {_term(x.get('digital_source_type'))}"))
-        elif m in DIRECTIONS:
-            ev.append(Evidence("xmp", m, 3, "unsigned XMP declaration",
-                               f"DigitalSourceType {_term(x.get('digital_source_type'))}"
-                               + (f", AI system {x['ai_system']}" if x.get("ai_system") else ""),
-                               label=x.get("ai_system")))
-        elif x.get("ai_system") or x.get("creator_tool_is_ai"):
-            ev.append(Evidence("xmp", "generated", 3, "unsigned XMP declaration",
-                               f"AI system {x.get('ai_system') or x.get('creator_tool')}",
-                               label=x.get("ai_system") or x.get("creator_tool")))
-    t = meta.get("png_text") or {}
-    if t.get("generation_tool"):
-        ev.append(Evidence("png-text", "generated", 3, "unsigned generation-tool chunk",
-                           f"{t['generation_tool']} chunk(s) {', '.join(t.get('keys') or [])}"
-                           + (f"; model {t['model']}" if t.get("model") else ""),
-                           label=t.get("model") or t.get("generation_tool")))
-    e = meta.get("exif") or {}
-    if e.get("state") == "present":
-        if e.get("software_is_ai"):
-            ev.append(Evidence("exif", "generated", 3, "unsigned EXIF Software tag", f"Software {e.get('software')}",
-                               label=e.get("software")))
-        elif e.get("make") or e.get("model"):
-            ev.append(Evidence("exif", "captured", 5, "EXIF camera tags (trivially copied or stripped)",
-                               f"camera {e.get('make') or ''} {e.get('model') or ''}".strip()
-                               + (f", taken {e['datetime_original']}" if e.get("datetime_original") else "")))
-    j = meta.get("jpeg") or {}
-    if j.get("state") == "present":
-        dq = j.get("double_compression") or {}
-        ev.append(Evidence("jpeg", "context", 5, "file structure (no direction)",
-                           f"JPEG quality ≈ {j.get('quality')} ({'IJG tables' if j.get('exact') else 'custom tables'})"
-                           + ("; double-compression hint (an earlier, coarser JPEG compression)" if dq.get("hint")
-                              else "")))
-    if generator:
-        for f in generator.get("fingerprints") or []:
-            name = f["name"]
-            if f.get("calibrated") and f.get("outside_calibration"):
-                if f.get("generated"):
-                    ev.append(Evidence(f"fingerprint:{name}", "generated", 5,
-                                       f"outside its calibration ({f['outside_calibration']}): no stated error rate",
-                                       f"fingerprint {name}: score {f['score']:.2f}, p = {f['p_value']:.3g}",
-                                       label=name))
-            elif f.get("calibrated"):
-                if f.get("generated"):
-                    ev.append(Evidence(f"fingerprint:{name}", "generated", 4,
-                                       f"calibrated: p = {f['p_value']:.3g} ≤ stated FPR {f['fpr']:g} "
-                                       f"({f['n_real']} held-out real images)",
-                                       f"fingerprint {name}: score {f['score']:.2f}", label=name, error_rate=f["fpr"]))
-                else:
-                    ev.append(Evidence(f"fingerprint:{name}", "no-match", 4,
-                                       f"calibrated: p = {f['p_value']:.3g} > stated FPR {f['fpr']:g}",
-                                       f"not detected as {name} (absence of a known generator is not evidence of a "
-                                       "camera)", label=name))
-            elif f.get("generated"):
-                ev.append(Evidence(f"fingerprint:{name}", "generated", 5,
-                                   "not calibrated (nearest-mean rule, no stated error rate)",
-                                   f"fingerprint {name}: score {f['score']:.2f}", label=name))
-    if origin:
-        st = origin.get("state")
-        if st == "found":
-            ev.append(Evidence("origin", "derived-from", 4, "origin retrieval at its calibrated false-match rate"
-                               if origin.get("false_match_rate") is not None else "origin retrieval",
-                               f"original found in the library: {origin.get('reference')} "
-                               f"(similarity {_num(origin.get('similarity'))})", label=origin.get("reference"),
-                               error_rate=origin.get("false_match_rate")))
-        elif st:
-            ev.append(Evidence("origin", "context", 5, "origin retrieval", f"origin: {st}"))
-    if attribution and attribution.get("state") == "done":
-        ev.append(Evidence("attribution", "ai-edited" if attribution.get("band") not in (None, "benign", "inconclusive")
-                           else "context", 4 if attribution.get("band") not in (None, "inconclusive") else 5,
-                           f"reference-anchored attribution ({attribution.get('thresholds')})",
-                           f"band {attribution.get('band')}, system {attribution.get('system')}",
-                           label=attribution.get("system")))
+        return [_signed_manifest(c, state)]
+    if state == "invalid":
+        return _invalid_manifest(c)
+    return []
+
+
+def _signed_manifest(c: dict[str, Any], state: str) -> Evidence:
+    """Evidence of a manifest whose signature and content hashes validate."""
+    tier = 1 if state == "trusted" else 2
+    strength = ("C2PA signature, content hashes and signer's trust all validate" if state == "trusted" else
+                "C2PA signature and content hashes validate; the signer is not on a trust list")
+    m = c.get("meaning")
+    says = m if m in DIRECTIONS else "context"
+    detail = (f"signed by {c.get('signer') or '?'} with {c.get('claim_generator') or '?'}; digital source type "
+              f"{dst_term(c.get('digital_source_type')) or 'not stated'}")
+    return Evidence("c2pa", says, tier, strength, detail, label=c.get("claim_generator"))
+
+
+def _invalid_manifest(c: dict[str, Any]) -> list[Evidence]:
+    """A manifest that fails validation: the file was altered; what it claims is unverified."""
+    fails = ", ".join(c.get("failures") or []) or c.get("reason") or "validation failed"
+    ev = [Evidence("c2pa", "altered", 2, "C2PA manifest present but fails validation",
+                   f"the file was changed after signing, or the manifest is damaged or forged ({fails})")]
+    m = c.get("meaning")
+    if m in DIRECTIONS:
+        ev.append(Evidence("c2pa-claim", m, UNSIGNED_CAPTURE_TIER if m == "captured" else 3,
+                           "claim inside a manifest that fails validation (unverified)",
+                           f"digital source type {dst_term(c.get('digital_source_type'))}",
+                           label=c.get("claim_generator")))
+    return ev
+
+
+def _xmp_evidence(src: Sources) -> list[Evidence]:
+    """XMP DigitalSourceType / AI-system tags: an unsigned declaration (a capture claim is weak context)."""
+    x = src.part("xmp")
+    if x.get("state") != "present":
+        return []
+    m = x.get("meaning")
+    dst = f"DigitalSourceType {dst_term(x.get('digital_source_type'))}"
+    if m == "captured":
+        return [Evidence("xmp", m, UNSIGNED_CAPTURE_TIER, "unsigned XMP claim of a capture (cheap to add: never "
+                         "decides alone)", dst)]
+    if m in DIRECTIONS:
+        return [Evidence("xmp", m, 3, "unsigned XMP declaration",
+                         dst + (f", AI system {x['ai_system']}" if x.get("ai_system") else ""),
+                         label=x.get("ai_system"))]
+    if x.get("ai_system") or x.get("creator_tool_is_ai"):
+        return [Evidence("xmp", "generated", 3, "unsigned XMP declaration",
+                         f"AI system {x.get('ai_system') or x.get('creator_tool')}",
+                         label=x.get("ai_system") or x.get("creator_tool"))]
+    return []
+
+
+def _png_text_evidence(src: Sources) -> list[Evidence]:
+    """A generation tool's PNG text chunks."""
+    t = src.part("png_text")
+    if not t.get("generation_tool"):
+        return []
+    return [Evidence("png-text", "generated", 3, "unsigned generation-tool chunk",
+                     f"{t['generation_tool']} chunk(s) {', '.join(t.get('keys') or [])}"
+                     + (f"; model {t['model']}" if t.get("model") else ""),
+                     label=t.get("model") or t.get("generation_tool"))]
+
+
+def _exif_evidence(src: Sources) -> list[Evidence]:
+    """EXIF Software naming a generator (tier 3), else camera tags (weak context)."""
+    e = src.part("exif")
+    if e.get("state") != "present":
+        return []
+    if e.get("software_is_ai"):
+        return [Evidence("exif", "generated", 3, "unsigned EXIF Software tag", f"Software {e.get('software')}",
+                         label=e.get("software"))]
+    if e.get("make") or e.get("model"):
+        return [Evidence("exif", "captured", 5, "EXIF camera tags (trivially copied or stripped)",
+                         f"camera {e.get('make') or ''} {e.get('model') or ''}".strip()
+                         + (f", taken {e['datetime_original']}" if e.get("datetime_original") else ""))]
+    return []
+
+
+def _jpeg_evidence(src: Sources) -> list[Evidence]:
+    """JPEG quantisation and the double-compression hint: context without a direction."""
+    j = src.part("jpeg")
+    if j.get("state") != "present":
+        return []
+    dq = j.get("double_compression") or {}
+    return [Evidence("jpeg", "context", 5, "file structure (no direction)",
+                     f"JPEG quality ≈ {j.get('quality')} ({'IJG tables' if j.get('exact') else 'custom tables'})"
+                     + ("; double-compression hint (an earlier, coarser JPEG compression)" if dq.get("hint")
+                        else ""))]
+
+
+def _fingerprint_evidence(src: Sources) -> list[Evidence]:
+    """One item per fingerprint that says something: calibrated (tier 4, ``generated`` or ``no-match``),
+    outside its calibration or uncalibrated (tier 5, ``generated`` only)."""
+    ev: list[Evidence] = []
+    for f in (src.generator or {}).get("fingerprints") or []:
+        e = _one_fingerprint(f)
+        if e is not None:
+            ev.append(e)
+    return ev
+
+
+def _one_fingerprint(f: dict[str, Any]) -> Evidence | None:
+    """The evidence of one fingerprint's entry in ``generator["fingerprints"]`` (None: it says nothing)."""
+    name = f["name"]
+    source = f"fingerprint:{name}"
+    if f.get("calibrated") and f.get("outside_calibration"):
+        if not f.get("generated"):
+            return None
+        return Evidence(source, "generated", 5,
+                        f"outside its calibration ({f['outside_calibration']}): no stated error rate",
+                        f"fingerprint {name}: score {f['score']:.2f}, p = {f['p_value']:.3g}", label=name)
+    if f.get("calibrated"):
+        if f.get("generated"):
+            return Evidence(source, "generated", 4,
+                            f"calibrated: p = {f['p_value']:.3g} ≤ stated FPR {f['fpr']:g} "
+                            f"({f['n_real']} held-out real images)",
+                            f"fingerprint {name}: score {f['score']:.2f}", label=name, error_rate=f["fpr"])
+        return Evidence(source, "no-match", 4, f"calibrated: p = {f['p_value']:.3g} > stated FPR {f['fpr']:g}",
+                        f"not detected as {name} (absence of a known generator is not evidence of a camera)",
+                        label=name)
+    if f.get("generated"):
+        return Evidence(source, "generated", 5, "not calibrated (nearest-mean rule, no stated error rate)",
+                        f"fingerprint {name}: score {f['score']:.2f}", label=name)
+    return None
+
+
+def _origin_evidence(src: Sources) -> list[Evidence]:
+    """Origin retrieval: the original found in the library (tier 4), else its state as context."""
+    origin = src.origin
+    if not origin:
+        return []
+    st = origin.get("state")
+    if st == "found":
+        return [Evidence("origin", "derived-from", 4, "origin retrieval at its calibrated false-match rate"
+                         if origin.get("false_match_rate") is not None else "origin retrieval",
+                         f"original found in the library: {origin.get('reference')} "
+                         f"(similarity {_num(origin.get('similarity'))})", label=origin.get("reference"),
+                         error_rate=origin.get("false_match_rate"))]
+    if st:
+        return [Evidence("origin", "context", 5, "origin retrieval", f"origin: {st}")]
+    return []
+
+
+def _attribution_evidence(src: Sources) -> list[Evidence]:
+    """Reference-anchored attribution against the retrieved origin: ``ai-edited`` when its band is an AI one."""
+    attribution = src.attribution
+    if not attribution or attribution.get("state") != "done":
+        return []
+    band = attribution.get("band")
+    return [Evidence("attribution", "ai-edited" if band not in (None, "benign", "inconclusive") else "context",
+                     4 if band not in (None, "inconclusive") else 5,
+                     f"reference-anchored attribution ({attribution.get('thresholds')})",
+                     f"band {band}, system {attribution.get('system')}", label=attribution.get("system"))]
+
+
+#: the evidence collectors, one per kind of evidence, in the order their items are listed within a rank
+COLLECTORS: tuple[Callable[[Sources], list[Evidence]], ...] = (
+    _c2pa_evidence, _xmp_evidence, _png_text_evidence, _exif_evidence, _jpeg_evidence, _fingerprint_evidence,
+    _origin_evidence, _attribution_evidence)
+
+
+def collect(meta: dict[str, Any], generator: dict[str, Any] | None, origin: dict[str, Any] | None = None,
+            attribution: dict[str, Any] | None = None) -> list[Evidence]:
+    """Evidence items from the metadata readers' and the pixel stages' outputs, strongest first (every
+    collector of :data:`COLLECTORS`; within a rank, directional items first, then in collector order)."""
+    src = Sources(meta, generator, origin, attribution)
+    ev = [e for collector in COLLECTORS for e in collector(src)]
     ev.sort(key=lambda x: (x.tier, x.says not in DIRECTIONS))
     return ev
 
 
-def _term(v: Any) -> str | None:
-    from fingerprint_cli.triage.provenance import dst_term
-
-    return dst_term(v)
-
-
 def _num(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
+
+
+def _says(items: list[Evidence]) -> str:
+    return "; ".join(f"{e.source} says {e.says}" for e in items)
 
 
 def decide(evidence: list[Evidence]) -> dict[str, Any]:
@@ -170,41 +258,66 @@ def decide(evidence: list[Evidence]) -> dict[str, Any]:
     ``unknown`` when nothing of tier ≤ 4 points anywhere. Disagreeing evidence is listed, not averaged."""
     directional = [e for e in evidence if e.says in DIRECTIONS]
     deciding = [e for e in directional if e.tier <= DECIDING_TIER]
-    altered = [e for e in evidence if e.says == "altered"]
+    integrity = _integrity([e for e in evidence if e.says == "altered"])
     if not deciding:
-        why = ("only weak or uncalibrated evidence: " + "; ".join(f"{e.source} says {e.says}" for e in directional)
-               if directional else "no evidence points either way (no provenance metadata, no calibrated detection)")
-        return {"label": "unknown", "generator": None, "basis": None, "tier": None, "strength": None,
-                "error_rate": None, "why": why, "disagreements": [], "integrity": _integrity(altered)}
+        return _unknown(directional, integrity)
     top = min(e.tier for e in deciding)
     best = [e for e in deciding if e.tier == top]
-    says = sorted({e.says for e in best})
-    if len(says) > 1:
-        return {"label": "disputed", "generator": None, "basis": [e.source for e in best], "tier": top,
-                "strength": TIER_NAMES[top], "error_rate": None,
-                "why": "evidence of the same rank disagrees: " + "; ".join(f"{e.source} says {e.says}" for e in best),
-                "disagreements": [e.to_dict() for e in best], "integrity": _integrity(altered)}
-    label = says[0]
-    names = [e.label for e in best if e.label]
-    gen = None
-    if label in ("generated", "ai-edited"):
-        named = sorted(set(names))
-        gen = named[0] if len(named) == 1 else (f"one of: {', '.join(named)}" if named else None)
-    errs = [e.error_rate for e in best if e.error_rate is not None]
-    disagree = [e.to_dict() for e in directional if e.says != label]
+    if len({e.says for e in best}) > 1:
+        return _disputed(best, top, integrity)
+    return _agreed(evidence, directional, best, top, integrity)
+
+
+def _unknown(directional: list[Evidence], integrity: str | None) -> dict[str, Any]:
+    """Nothing of a deciding tier points anywhere: ``unknown``, saying what weak evidence there was."""
+    why = ("only weak or uncalibrated evidence: " + _says(directional) if directional else
+           "no evidence points either way (no provenance metadata, no calibrated detection)")
+    return {"label": "unknown", "generator": None, "basis": None, "tier": None, "strength": None,
+            "error_rate": None, "why": why, "disagreements": [], "integrity": integrity}
+
+
+def _disputed(best: list[Evidence], top: int, integrity: str | None) -> dict[str, Any]:
+    """The strongest deciding tier disagrees with itself: ``disputed``, listing that tier's items."""
+    return {"label": "disputed", "generator": None, "basis": [e.source for e in best], "tier": top,
+            "strength": TIER_NAMES[top], "error_rate": None,
+            "why": "evidence of the same rank disagrees: " + _says(best),
+            "disagreements": [e.to_dict() for e in best], "integrity": integrity}
+
+
+def _agreed(evidence: list[Evidence], directional: list[Evidence], best: list[Evidence], top: int,
+            integrity: str | None) -> dict[str, Any]:
+    """The strongest deciding tier agrees: its direction, the generator it names, its error bound."""
+    label = best[0].says
     why = f"{best[0].source} ({best[0].strength}): {best[0].detail}"
     if len(best) > 1:
         why += f" — and {len(best) - 1} more of the same rank agree"
-    error_rate, error_note = None, None
-    if errs and top == DECIDING_TIER:
-        # any of m calibrated fingerprints may fire on a real image: Bonferroni bound m × FPR
-        m = sum(1 for e in evidence if e.source.startswith("fingerprint:") and e.tier == DECIDING_TIER) or 1
-        error_rate = min(1.0, m * max(errs))
-        error_note = (f"false-positive rate on real images ≤ {error_rate:.3g} (each of {m} calibrated "
-                      f"fingerprint(s) at FPR {max(errs):g}; Bonferroni bound)")
-    return {"label": label, "generator": gen, "basis": [e.source for e in best], "tier": top,
-            "strength": TIER_NAMES[top], "error_rate": error_rate, "error_note": error_note, "why": why,
-            "disagreements": disagree, "integrity": _integrity(altered)}
+    error_rate, error_note = _error_bound(evidence, best, top)
+    return {"label": label, "generator": _generator_named(best, label), "basis": [e.source for e in best],
+            "tier": top, "strength": TIER_NAMES[top], "error_rate": error_rate, "error_note": error_note,
+            "why": why, "disagreements": [e.to_dict() for e in directional if e.says != label],
+            "integrity": integrity}
+
+
+def _generator_named(best: list[Evidence], label: str) -> str | None:
+    """The generator / tool the deciding evidence names (``one of: …`` when it names several)."""
+    if label not in ("generated", "ai-edited"):
+        return None
+    named = sorted({e.label for e in best if e.label})
+    if len(named) == 1:
+        return named[0]
+    return f"one of: {', '.join(named)}" if named else None
+
+
+def _error_bound(evidence: list[Evidence], best: list[Evidence], top: int) -> tuple[float | None, str | None]:
+    """The false-positive bound of a calibrated pixel-statistic verdict (tier 4): any of m calibrated
+    fingerprints may fire on a real image, so the Bonferroni bound m × FPR; (None, None) otherwise."""
+    errs = [e.error_rate for e in best if e.error_rate is not None]
+    if not errs or top != DECIDING_TIER:
+        return None, None
+    m = sum(1 for e in evidence if e.source.startswith("fingerprint:") and e.tier == DECIDING_TIER) or 1
+    error_rate = min(1.0, m * max(errs))
+    return error_rate, (f"false-positive rate on real images ≤ {error_rate:.3g} (each of {m} calibrated "
+                        f"fingerprint(s) at FPR {max(errs):g}; Bonferroni bound)")
 
 
 def _integrity(altered: list[Evidence]) -> str | None:
