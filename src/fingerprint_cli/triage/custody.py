@@ -162,44 +162,61 @@ def verify_log(path: str | os.PathLike, expect_head: str | None = None) -> Verif
     canonical serialisation of its own JSON), a removed or reordered entry (``seq`` out of order, ``prev``
     mismatch), an entry that is not JSON, and — with ``expect_head`` — entries removed from the end.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("no such custody log", str(p))
-    try:
-        raw = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError("custody log is not UTF-8 text", str(p)) from exc
     problems: list[str] = []
+    lines = _log_lines(Path(path), problems)
     head, n = GENESIS, 0
     known: set[tuple[str, str]] = set()
-    lines = raw.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    elif lines:
-        problems.append(f"line {len(lines)}: last entry has no final newline (cut short?)")
     for i, line in enumerate(lines, 1):
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict):
-                raise ValueError("not an object")
-        except ValueError:
+        entry = _entry_of(line)
+        if entry is None:
             problems.append(f"line {i}: not a JSON entry")
-            head = _sha(line)
-            n += 1
-            continue
-        if entry.get("seq") != n:
-            problems.append(f"line {i}: seq {entry.get('seq')!r}, expected {n} (an entry was removed, inserted or "
-                            "moved)")
-        if entry.get("prev") != head:
-            problems.append(f"line {i}: prev hash does not match the entry before it (an earlier entry was edited, "
-                            "removed or moved)")
-        if _line(entry) != line:
-            problems.append(f"line {i}: not in canonical form (the entry was edited)")
-        if entry.get("path") and entry.get("sha256"):
-            known.add((entry["path"], entry["sha256"]))
+        else:
+            problems.extend(_entry_problems(i, line, entry, n, head))
+            if entry.get("path") and entry.get("sha256"):
+                known.add((entry["path"], entry["sha256"]))
         head = _sha(line)
         n += 1
     if expect_head is not None and expect_head.lower() != head:
         problems.append(f"head is {head[:16]}…, expected {expect_head[:16]}… (entries removed from the end, or "
                         "another log)")
     return Verification(ok=not problems, entries=n, head=head, problems=problems, known=known)
+
+
+def _log_lines(p: Path, problems: list[str]) -> list[str]:
+    """The log's lines (InputError when it is missing or not UTF-8); a last line without its newline is a
+    problem (the log was cut short)."""
+    if not p.is_file():
+        raise InputError("no such custody log", str(p))
+    try:
+        raw = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError("custody log is not UTF-8 text", str(p)) from exc
+    lines = raw.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    elif lines:
+        problems.append(f"line {len(lines)}: last entry has no final newline (cut short?)")
+    return lines
+
+
+def _entry_of(line: str) -> dict[str, Any] | None:
+    """The JSON object on one line, or None."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _entry_problems(i: int, line: str, entry: dict[str, Any], seq: int, prev: str) -> list[str]:
+    """What is wrong with entry ``seq`` (line ``i``) given the hash ``prev`` of the line before it."""
+    problems = []
+    if entry.get("seq") != seq:
+        problems.append(f"line {i}: seq {entry.get('seq')!r}, expected {seq} (an entry was removed, inserted or "
+                        "moved)")
+    if entry.get("prev") != prev:
+        problems.append(f"line {i}: prev hash does not match the entry before it (an earlier entry was edited, "
+                        "removed or moved)")
+    if _line(entry) != line:
+        problems.append(f"line {i}: not in canonical form (the entry was edited)")
+    return problems

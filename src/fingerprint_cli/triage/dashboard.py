@@ -123,6 +123,7 @@ def _kv(d: dict[str, Any], keys: Sequence[str]) -> str:
 
 
 def _detail(r: Record) -> str:
+    """The expanded row: custody, the verdict and the ranked evidence (ok records), the provenance metadata."""
     d = r.details or {}
     c = d.get("custody") or {}
     out = [f"<p class='mono'>{_kv(c, ['path', 'sha256', 'size', 'format', 'width', 'height', 'received_utc', 'entry_sha256'])}</p>"]
@@ -130,31 +131,42 @@ def _detail(r: Record) -> str:
         out.append(f"<p>Duplicate (same sha256) of {_e(d['duplicate_of'])}</p>")
     if not r.ok:
         out.append(f"<p><b>error:</b> {_e(r.error.get('message'))}</p>")
-    dec = r.decision or {}
-    if r.ok:
-        out.append(f"<p><b>Verdict:</b> {_e(dec.get('label'))}"
-                   + (f" — {_e(dec.get('generator'))}" if dec.get("generator") else "")
-                   + f"<br><span class='note'>{_e(dec.get('why'))}</span>"
-                   + (f"<br><span class='note'>{_e(dec.get('error_note'))}</span>" if dec.get("error_note") else "")
-                   + (f"<br><span class='s-altered'>integrity: {_e(dec.get('integrity'))}</span>"
-                      if dec.get("integrity") else "") + "</p>")
-        if dec.get("disagreements"):
-            out.append("<p><b>Disagreeing evidence:</b> " + "; ".join(
-                f"{_e(x.get('source'))} says {_e(x.get('says'))} ({_e(x.get('strength'))})"
-                for x in dec["disagreements"]) + "</p>")
-        out.append("<table><tr><th>rank</th><th>source</th><th>says</th><th>strength</th><th>detail</th></tr>")
-        for e in r.reasons:
-            out.append(f"<tr><td>{_e(e.get('tier'))}</td><td>{_e(e.get('source'))}</td>"
-                       f"<td class='s-{_attr(e.get('says'))}'>{_e(e.get('says'))}</td><td>{_e(e.get('strength'))}</td>"
-                       f"<td>{_e(e.get('detail'))}</td></tr>")
-        out.append("</table>")
-        gen = d.get("generator") or {}
-        if gen.get("fingerprints"):
-            out.append("<p><b>Generator fingerprints</b></p>" + _score_svg(gen["fingerprints"]))
+    else:
+        out.append(_verdict_html(r.decision or {}))
+        out.append(_evidence_html(r, d))
     meta = d.get("metadata") or {}
     if meta:
         out.append("<p><b>Provenance metadata</b></p><pre>" + _e(json.dumps(meta, indent=1, default=str)[:20000])
                    + "</pre>")
+    return "".join(out)
+
+
+def _verdict_html(dec: dict[str, Any]) -> str:
+    """The verdict with its generator, why, error note and integrity warning; the disagreeing evidence."""
+    out = (f"<p><b>Verdict:</b> {_e(dec.get('label'))}"
+           + (f" — {_e(dec.get('generator'))}" if dec.get("generator") else "")
+           + f"<br><span class='note'>{_e(dec.get('why'))}</span>"
+           + (f"<br><span class='note'>{_e(dec.get('error_note'))}</span>" if dec.get("error_note") else "")
+           + (f"<br><span class='s-altered'>integrity: {_e(dec.get('integrity'))}</span>"
+              if dec.get("integrity") else "") + "</p>")
+    if dec.get("disagreements"):
+        out += "<p><b>Disagreeing evidence:</b> " + "; ".join(
+            f"{_e(x.get('source'))} says {_e(x.get('says'))} ({_e(x.get('strength'))})"
+            for x in dec["disagreements"]) + "</p>"
+    return out
+
+
+def _evidence_html(r: Record, d: dict[str, Any]) -> str:
+    """The ranked evidence table and the fingerprint score plot."""
+    out = ["<table><tr><th>rank</th><th>source</th><th>says</th><th>strength</th><th>detail</th></tr>"]
+    for e in r.reasons:
+        out.append(f"<tr><td>{_e(e.get('tier'))}</td><td>{_e(e.get('source'))}</td>"
+                   f"<td class='s-{_attr(e.get('says'))}'>{_e(e.get('says'))}</td><td>{_e(e.get('strength'))}</td>"
+                   f"<td>{_e(e.get('detail'))}</td></tr>")
+    out.append("</table>")
+    gen = d.get("generator") or {}
+    if gen.get("fingerprints"):
+        out.append("<p><b>Generator fingerprints</b></p>" + _score_svg(gen["fingerprints"]))
     return "".join(out)
 
 
@@ -168,6 +180,32 @@ def _chips(r: Record) -> str:
     return "".join(chips) or "<span class='chip t5'>no evidence</span>"
 
 
+def _row(i: int, r: Record, thumbs: dict[str, str]) -> str:
+    """One image's table row (its data-* attributes drive sorting and filtering) and its detail row."""
+    img = r.inputs.get("image") or {}
+    sha = img.get("sha256") or ""
+    path = str(img.get("path") or "")
+    v = _verdict(r)
+    dec = r.decision or {}
+    uri = thumbs.get(sha, "")
+    thumb = (f"<img class='t' alt='' src='{_attr(uri)}'>" if uri.startswith("data:image/") else "")
+    text = " ".join([path, v, str(dec.get("generator") or ""),
+                     " ".join(f"{e.get('source')} {e.get('says')}" for e in r.reasons),
+                     (r.error or {}).get("message", "")]).lower()
+    c = r.details.get("custody") or {}
+    return (
+        f"<tr class='row' data-i='{i}' data-verdict='{_attr(v)}' data-name='{_attr(path.lower())}' "
+        f"data-tier='{_attr(dec.get('tier') if dec.get('tier') is not None else 9)}' "
+        f"data-received='{_attr(c.get('received_utc'))}' data-format='{_attr(c.get('format'))}' "
+        f"data-text='{_attr(text)}'>"
+        f"<td>{thumb}</td><td>{_e(path)}<div class='note mono'>{_e(sha[:16])}</div></td>"
+        f"<td><span class='v v-{_attr(v)}'>{_e(v)}</span>"
+        + (f"<div class='note'>{_e(dec.get('generator'))}</div>" if dec.get("generator") else "")
+        + f"</td><td>{_e(dec.get('strength') or '')}</td><td>{_e(c.get('format'))}</td><td>{_chips(r)}</td>"
+        f"<td class='note'>{_e(c.get('received_utc'))}</td></tr>"
+        f"<tr class='detail' id='d-{i}'><td colspan='7'>{_detail(r)}</td></tr>")
+
+
 def render(records: Sequence[Record], thumbs: dict[str, str] | None = None, *, refresh_seconds: int | None = None,
            custody_head: str | None = None, title: str = "fpx triage") -> str:
     """The dashboard HTML for ``records`` (thumbnails keyed by image sha256, as data URIs)."""
@@ -175,30 +213,7 @@ def render(records: Sequence[Record], thumbs: dict[str, str] | None = None, *, r
     counts: dict[str, int] = {}
     for r in records:
         counts[_verdict(r)] = counts.get(_verdict(r), 0) + 1
-    rows = []
-    for i, r in enumerate(records):
-        img = r.inputs.get("image") or {}
-        sha = img.get("sha256") or ""
-        path = str(img.get("path") or "")
-        v = _verdict(r)
-        dec = r.decision or {}
-        uri = thumbs.get(sha, "")
-        thumb = (f"<img class='t' alt='' src='{_attr(uri)}'>" if uri.startswith("data:image/") else "")
-        text = " ".join([path, v, str(dec.get("generator") or ""),
-                         " ".join(f"{e.get('source')} {e.get('says')}" for e in r.reasons),
-                         (r.error or {}).get("message", "")]).lower()
-        c = r.details.get("custody") or {}
-        rows.append(
-            f"<tr class='row' data-i='{i}' data-verdict='{_attr(v)}' data-name='{_attr(path.lower())}' "
-            f"data-tier='{_attr(dec.get('tier') if dec.get('tier') is not None else 9)}' "
-            f"data-received='{_attr(c.get('received_utc'))}' data-format='{_attr(c.get('format'))}' "
-            f"data-text='{_attr(text)}'>"
-            f"<td>{thumb}</td><td>{_e(path)}<div class='note mono'>{_e(sha[:16])}</div></td>"
-            f"<td><span class='v v-{_attr(v)}'>{_e(v)}</span>"
-            + (f"<div class='note'>{_e(dec.get('generator'))}</div>" if dec.get("generator") else "")
-            + f"</td><td>{_e(dec.get('strength') or '')}</td><td>{_e(c.get('format'))}</td><td>{_chips(r)}</td>"
-            f"<td class='note'>{_e(c.get('received_utc'))}</td></tr>"
-            f"<tr class='detail' id='d-{i}'><td colspan='7'>{_detail(r)}</td></tr>")
+    rows = [_row(i, r, thumbs) for i, r in enumerate(records)]
     options = "".join(f"<option value='{_attr(k)}'>{_e(k)} ({n})</option>" for k, n in sorted(counts.items()))
     summary = ", ".join(f"{_e(k)}: {n}" for k, n in sorted(counts.items()))
     meta_refresh = f"<meta http-equiv='refresh' content='{int(refresh_seconds)}'>" if refresh_seconds else ""

@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
 from fingerprint_cli.triage.core import Triage, list_inbox
 
 
@@ -53,35 +57,36 @@ class _Pending:
         return sorted(out)
 
 
+class _Handler(FileSystemEventHandler):
+    """Every file created, modified or moved into a watched folder goes to ``pending``."""
+
+    def __init__(self, pending: _Pending) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def on_created(self, event):
+        if not event.is_directory:
+            self.pending.add(event.src_path)
+
+    def on_modified(self, event):
+        if not event.is_directory:
+            self.pending.add(event.src_path)
+
+    def on_moved(self, event):
+        if not event.is_directory:
+            self.pending.add(event.dest_path)
+
+
 def watch(triage: Triage, inboxes: Sequence[str | os.PathLike], *, settle: float = 2.0, poll: float = 0.5,
           stop: threading.Event | None = None, polling_observer: bool = False,
           on_batch: Callable[[list], None] | None = None, log: Callable[[str], None] | None = None) -> int:
     """Watch ``inboxes`` until ``stop`` is set or Ctrl-C; returns the number of records made. Files already
     present when it starts are triaged first (those already in the output are skipped)."""
-    from watchdog.events import FileSystemEventHandler
-    from watchdog.observers import Observer
-    from watchdog.observers.polling import PollingObserver
-
     pending = _Pending()
-
-    class Handler(FileSystemEventHandler):
-        def on_created(self, event):
-            if not event.is_directory:
-                pending.add(event.src_path)
-
-        def on_modified(self, event):
-            if not event.is_directory:
-                pending.add(event.src_path)
-
-        def on_moved(self, event):
-            if not event.is_directory:
-                pending.add(event.dest_path)
-
     stop = stop or threading.Event()
     observer = PollingObserver(timeout=poll) if polling_observer else Observer()
-    folders = [str(p) for p in inboxes if Path(p).is_dir()]
-    for f in folders:
-        observer.schedule(Handler(), f, recursive=True)
+    for f in (str(p) for p in inboxes if Path(p).is_dir()):
+        observer.schedule(_Handler(pending), f, recursive=True)
     observer.start()
     made = 0
     try:
@@ -89,13 +94,9 @@ def watch(triage: Triage, inboxes: Sequence[str | os.PathLike], *, settle: float
             pending.add(p)
         triage.write(final=False)
         while not stop.is_set():
-            ready = pending.ready(settle)
-            if ready:
-                new = triage.process(ready)
+            new = _take_ready(triage, pending, settle, log)
+            if new is not None:
                 made += len(new)
-                triage.write(final=False)
-                if log and new:
-                    log(f"triaged {len(new)} file(s); {len(triage.records)} in total")
                 if on_batch:
                     on_batch(new)
             stop.wait(poll)
@@ -107,3 +108,16 @@ def watch(triage: Triage, inboxes: Sequence[str | os.PathLike], *, settle: float
         observer.join(timeout=5)
         triage.write(final=True)
     return made
+
+
+def _take_ready(triage: Triage, pending: _Pending, settle: float, log: Callable[[str], None] | None) -> list | None:
+    """Triage the files that have settled and rewrite records and dashboard: the new records (None when no file
+    was ready)."""
+    ready = pending.ready(settle)
+    if not ready:
+        return None
+    new = triage.process(ready)
+    triage.write(final=False)
+    if log and new:
+        log(f"triaged {len(new)} file(s); {len(triage.records)} in total")
+    return new
