@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fingerprint_cli.errors import UsageError
+
 SCHEMA_VERSION = 1
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -125,6 +127,41 @@ def render(records: list[Record], fmt: str, table_columns: list[str] | None = No
     if fmt == "table":
         return _table(dicts, table_columns)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def resolve_format(fmt: str | None) -> str:
+    """``fmt`` checked against :data:`FORMATS` (UsageError "unknown format" otherwise); None → the default
+    for stdout (:func:`default_format`)."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt or default_format()
+
+
+def render_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> str:
+    """Render plain rows (not records: ``fpx models`` lists) as json, jsonl, csv (the first row's keys, else
+    ``columns``) or a table of ``columns``."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table()
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["-" if r.get(c) is None else escape(str(r.get(c))) for c in columns])
+    buf = io.StringIO()
+    Console(file=buf, width=160).print(t)
+    return buf.getvalue()
 
 
 def _fmt_cell(v: Any) -> str:
