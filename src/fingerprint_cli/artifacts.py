@@ -12,6 +12,7 @@ Formats: safetensors and JSON only — never pickle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fingerprint_cli import atomic, fingerprints
 from fingerprint_cli.errors import ArtifactError, InputError, UsageError
@@ -113,6 +114,24 @@ def home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("fpx"))
+
+
+@contextlib.contextmanager
+def using_home(folder: str | os.PathLike, *, offline: bool = True) -> Iterator[Path]:
+    """Run the block with ``FPX_HOME=folder`` (and ``FPX_OFFLINE=1`` unless ``offline=False``): a separate artifact
+    cache, e.g. for a random test model imported by hand. The environment is restored afterwards."""
+    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
+    os.environ["FPX_HOME"] = str(folder)
+    if offline:
+        os.environ["FPX_OFFLINE"] = "1"
+    try:
+        yield Path(folder)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def offline() -> bool:
