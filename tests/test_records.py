@@ -148,3 +148,54 @@ def test_check_outputs_refuses_every_clash(tmp_path):
     # a records file beside the images is fine (not image-like), and so is a fresh folder elsewhere
     atomic.check_outputs({"-o": src / "r.jsonl"}, [str(img), str(src)], folders={"--out-dir": tmp_path / "new"})
     assert (tmp_path / "new").is_dir()
+
+
+# ---------------------------------------------------------------- the record sink: journal and --resume
+def _item(tmp_path, name: str, content: bytes) -> Record:
+    from fingerprint_cli import images
+
+    p = tmp_path / name
+    p.write_bytes(content)
+    return Record(command="score", inputs={"suspect": {"path": str(p), "sha256": images.sha256_file(p)}},
+                  features={"x": 1.0})
+
+
+def test_an_interrupted_run_resumes_from_its_journal_by_content(tmp_path):
+    from fingerprint_cli.batch import RecordSink
+    from fingerprint_cli.records import input_key
+
+    out = tmp_path / "out.jsonl"
+    a, b, c = (_item(tmp_path, f"{n}.bin", n.encode()) for n in "abc")
+    sink = RecordSink(str(out), None, inputs=[])
+    sink.add(a)
+    sink.add(b)  # ... and the run dies here: no close()
+    journal = tmp_path / "out.jsonl.partial"
+    assert not out.exists() and len(journal.read_text().splitlines()) == 2
+    with open(journal, "a") as f:
+        f.write('{"schema_version": 1, "command": "sc')  # the line being written when it died
+    (tmp_path / "b.bin").write_bytes(b"b, replaced since")  # a changed input is done again
+
+    again = RecordSink(str(out), None, resume=True, inputs=[], command="score")
+    assert [r.inputs["suspect"]["path"] for r in again.kept] == [a.inputs["suspect"]["path"],
+                                                                 b.inputs["suspect"]["path"]]
+    key = {n: input_key("score", suspect=str(tmp_path / f"{n}.bin")) for n in "abc"}
+    assert key["a"] in again.done and key["b"] not in again.done and key["c"] not in again.done
+    again.add(c)
+    again.close()
+    assert not journal.exists()
+    assert [r.inputs["suspect"]["path"] for r in read_records(out)] == [str(tmp_path / f"{n}.bin") for n in "abc"]
+
+
+def test_resume_refuses_another_commands_output_and_unreadable_files(tmp_path):
+    from fingerprint_cli.batch import RecordSink
+
+    out = tmp_path / "out.jsonl"
+    out.write_text(render([Record(command="detect", inputs={"image": {"path": "x", "sha256": None}})], "jsonl"))
+    with pytest.raises(UsageError, match="detect records, not score"):
+        RecordSink(str(out), None, resume=True, inputs=[], command="score")
+    out.write_text("not records\n")
+    with pytest.raises(UsageError, match="cannot read it back"):
+        RecordSink(str(out), None, resume=True, inputs=[], command="score")
+    assert out.read_text() == "not records\n"  # refused, untouched
+    with pytest.raises(UsageError, match="--resume needs --output"):
+        RecordSink(None, None, resume=True)

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +221,6 @@ class ResumeIndex:
     """
 
     def __init__(self, records: Sequence[Record] = ()):
-        from collections import Counter
-
         self.counts: Counter = Counter(r.content_key() for r in records)
         self._sha: dict[str, str | None] = {}
 
