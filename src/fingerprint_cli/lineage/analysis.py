@@ -16,11 +16,11 @@ from fingerprint_cli import __version__, batch
 from fingerprint_cli.dif.augment import Augmentation
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.images import sha256_file
-from fingerprint_cli.registry import suggest
 from fingerprint_cli.lineage.stats import (DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD, DEFAULT_THRESHOLD,
                                            METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
                                            _standardise, auc, balanced_accuracy, families, grid_component,
                                            grid_rho, link_evidence, pattern_correlation)
+from fingerprint_cli.registry import suggest
 
 # fingerprint_cli.dif.{fingerprint,detect,residuals} import torch when imported: they stay inside the functions
 # that use them, so `fpx --help` and the pure analysis never load it.
