@@ -177,6 +177,20 @@ def crops(path: Path, crop: int, reps: int):
         yield r, px[top:top + crop, left:left + crop]
 
 
+def reference_crops(path: Path, out: Path, crop: int, reps: int):
+    """The reference crops of one photo (:func:`crops`), each saved once as ``out/refs/<id>_r<rep>.png`` and read
+    back as fpx will read it. Yields (image_id, safe id, rep, reference path, reference pixels)."""
+    from fingerprint_cli import images
+
+    image_id = f"{domain_of(path)}:{path.stem}"
+    safe = hashlib.sha256(image_id.encode()).hexdigest()[:12]
+    for r, ref in crops(path, crop, reps):
+        ref_path = out / "refs" / f"{safe}_r{r}.png"
+        if not ref_path.exists():
+            images.save_png(ref, ref_path)
+        yield image_id, safe, r, ref_path, images.load_image(ref_path).pixels  # exactly what fpx will read
+
+
 def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str],
           chains: tuple[str, ...] = ()) -> Path:
     from fingerprint_cli import images
@@ -186,13 +200,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
     rows = []
     t0 = time.time()
     for n, path in enumerate(photos):
-        image_id = f"{domain_of(path)}:{path.stem}"
-        safe = hashlib.sha256(image_id.encode()).hexdigest()[:12]
-        for r, ref in crops(path, crop, reps):
-            ref_path = out / "refs" / f"{safe}_r{r}.png"
-            if not ref_path.exists():
-                images.save_png(ref, ref_path)
-            ref = images.load_image(ref_path).pixels  # exactly what fpx will read
+        for image_id, safe, r, ref_path, ref in reference_crops(path, out, crop, reps):
             base = {"reference": f"refs/{ref_path.name}", "image_id": image_id, "domain": domain_of(path),
                     "rep": str(r)}
             for system in systems:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import sys
 import time
@@ -292,7 +291,7 @@ SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper")
 
 
 def build(photos, out: Path, crop: int, reps: int, systems, held=None):
-    from corpus_local import BANDS, crops, domain_of, run_system
+    from corpus_local import BANDS, reference_crops, run_system
 
     from fingerprint_cli import images
 
@@ -301,13 +300,7 @@ def build(photos, out: Path, crop: int, reps: int, systems, held=None):
     rows = []
     t0 = time.time()
     for n, path in enumerate(photos):
-        image_id = f"{domain_of(path)}:{path.stem}"
-        safe = hashlib.sha256(image_id.encode()).hexdigest()[:12]
-        for r, ref in crops(path, crop, reps):
-            ref_path = out / "refs" / f"{safe}_r{r}.png"
-            if not ref_path.exists():
-                images.save_png(ref, ref_path)
-            ref = images.load_image(ref_path).pixels
+        for image_id, safe, r, ref_path, ref in reference_crops(path, out, crop, reps):
             base = {"reference": str(ref_path), "image_id": image_id}
             seed = int(safe[:8], 16) + r
             for s in systems:

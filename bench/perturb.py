@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent / "src"))
 
 from fingerprint_cli import images
+from fingerprint_cli.artifacts import using_home  # noqa: E402
 from fingerprint_cli.anchored import jnd as jnd_mod, perturb, survival  # noqa: E402
 from i2i_networks import NETWORKS, SYSTEMS, available  # noqa: E402
 
@@ -49,18 +49,8 @@ from i2i_networks import NETWORKS, SYSTEMS, available  # noqa: E402
 @contextlib.contextmanager
 def _scratch_home():
     """A throw-away FPX_HOME (offline) for random test encoders; the environment is restored afterwards."""
-    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["FPX_HOME"] = tmp
-        os.environ["FPX_OFFLINE"] = "1"
-        try:
-            yield tmp
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with tempfile.TemporaryDirectory() as tmp, using_home(tmp):
+        yield tmp
 
 
 def auroc(pos, neg) -> float:

@@ -3,7 +3,6 @@ installed through the same `fpx models import --force` path users take."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +31,14 @@ def _model_home(tmp_path_factory, tiny_model_file) -> Path:
     """A FPX_HOME with the tiny model imported via the CLI (`fpx models import --force`)."""
     from typer.testing import CliRunner
 
+    from fingerprint_cli import artifacts
     from fingerprint_cli.cli.app import app
 
     home = tmp_path_factory.mktemp("fpx-home-model")
-    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
-    os.environ["FPX_HOME"] = str(home)
-    os.environ["FPX_OFFLINE"] = "1"
-    try:
+    with artifacts.using_home(home):
         res = CliRunner().invoke(app, ["models", "import", str(tiny_model_file), "--name", "dinov2-vitb14",
                                        "--force"])
         assert res.exit_code == 0, res.output
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return home
 
 
@@ -71,6 +62,66 @@ def natural_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
     img[:, w // 2:, :] += 0.15
     img += 0.02 * rng.standard_normal(img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
+
+
+def planted(kind: int, side: int) -> np.ndarray:
+    """A small periodic generator trace (side × side × 3, amplitude 0.03): kind 0 or 1, two different patterns."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    if kind == 0:
+        p = np.sin(2 * np.pi * xx / 4) * np.cos(2 * np.pi * yy / 8)
+        w = np.array([1.0, -0.5, 0.7])
+    else:
+        p = np.cos(2 * np.pi * (xx + yy) / 6)
+        w = np.array([-0.6, 1.0, 0.4])
+    return (p[..., None] * w * 0.03).astype(np.float32)
+
+
+def write_two_generator_corpus(root: Path, side: int, extra: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Folders ``gen`` and ``gen2`` (16 images each carrying trace :func:`planted` 0 resp. 1) and ``real`` (16 clean
+    images), side × side PNGs under ``root``; plus empty folders named in ``extra``. Returns name → folder."""
+    from fingerprint_cli import images
+
+    dirs = {k: root / k for k in ("gen", "gen2", "real", *extra)}
+    for d in dirs.values():
+        d.mkdir()
+    for i in range(16):
+        images.save_png(np.clip(natural_image(side, side, seed=i) + planted(0, side), 0, 1), dirs["gen"] / f"g{i:02d}.png")
+        images.save_png(np.clip(natural_image(side, side, seed=50 + i) + planted(1, side), 0, 1),
+                        dirs["gen2"] / f"h{i:02d}.png")
+        images.save_png(natural_image(side, side, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
+    return dirs
+
+
+def write_traced_set(folder: Path, pat: np.ndarray | None, n: int, seed0: int, side: int, amp: float = 0.04
+                     ) -> list[str]:
+    """Write ``n`` PNG 'photos' (side × side) into ``folder``, each carrying the trace ``pat`` (None: clean), named
+    ``img<seed>.png``; returns their paths."""
+    from fingerprint_cli import images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        # content at a different place in every image (photos share no fixed edge), trace fixed
+        s = seed0 + k
+        px = np.roll(natural_image(side, side, seed=s), (s * 7 % side, s * 13 % side), axis=(0, 1))
+        if pat is not None:
+            px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
+        p = folder / f"img{s:05d}.png"
+        images.save_png(px, p)
+        out.append(str(p))
+    return out
+
+
+def self_contained_html(path: Path) -> str:
+    """The text of an HTML file after checking it stands alone: a doctype, and no resource loaded from anywhere
+    (every src/href a data: URI, no <link>, no CSS @import)."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*['"](?!data:)""", text)
+    assert "<link" not in text and "@import" not in text
+    return text
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image
+from conftest import natural_image, planted as planted_trace, write_two_generator_corpus
 from typer.testing import CliRunner
 
 from fingerprint_cli import images
@@ -23,27 +23,12 @@ S = 48  # image side and crop
 
 
 def planted(kind: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:S, 0:S]
-    if kind == 0:
-        p = np.sin(2 * np.pi * xx / 4) * np.cos(2 * np.pi * yy / 8)
-        w = np.array([1.0, -0.5, 0.7])
-    else:
-        p = np.cos(2 * np.pi * (xx + yy) / 6)
-        w = np.array([-0.6, 1.0, 0.4])
-    return (p[..., None] * w * 0.03).astype(np.float32)
+    return planted_trace(kind, S)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dif")
-    dirs = {k: root / k for k in ("gen", "gen2", "real")}
-    for d in dirs.values():
-        d.mkdir()
-    for i in range(16):
-        images.save_png(np.clip(natural_image(S, S, seed=i) + planted(0), 0, 1), dirs["gen"] / f"g{i:02d}.png")
-        images.save_png(np.clip(natural_image(S, S, seed=50 + i) + planted(1), 0, 1),
-                        dirs["gen2"] / f"h{i:02d}.png")
-        images.save_png(natural_image(S, S, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
+    dirs = write_two_generator_corpus(tmp_path_factory.mktemp("dif"), S)
     return {k: str(v) for k, v in dirs.items()}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image
+from conftest import natural_image, planted as planted_trace, write_two_generator_corpus
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,14 +26,7 @@ S = 48
 
 
 def planted(kind: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:S, 0:S]
-    if kind == 0:
-        p = np.sin(2 * np.pi * xx / 4) * np.cos(2 * np.pi * yy / 8)
-        w = np.array([1.0, -0.5, 0.7])
-    else:
-        p = np.cos(2 * np.pi * (xx + yy) / 6)
-        w = np.array([-0.6, 1.0, 0.4])
-    return (p[..., None] * w * 0.03).astype(np.float32)
+    return planted_trace(kind, S)
 
 
 def paths(folder):
@@ -42,15 +35,7 @@ def paths(folder):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("difdet")
-    dirs = {k: root / k for k in ("gen", "gen2", "real", "cal")}
-    for d in dirs.values():
-        d.mkdir()
-    for i in range(16):
-        images.save_png(np.clip(natural_image(S, S, seed=i) + planted(0), 0, 1), dirs["gen"] / f"g{i:02d}.png")
-        images.save_png(np.clip(natural_image(S, S, seed=50 + i) + planted(1), 0, 1),
-                        dirs["gen2"] / f"h{i:02d}.png")
-        images.save_png(natural_image(S, S, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
+    dirs = write_two_generator_corpus(tmp_path_factory.mktemp("difdet"), S, extra=("cal",))
     for i in range(24):
         images.save_png(natural_image(S, S, seed=300 + i), dirs["cal"] / f"c{i:02d}.png")
     return {k: str(v) for k, v in dirs.items()}
@@ -579,8 +564,9 @@ def test_the_real_shipped_library_is_intact():
     from fingerprint_cli.dif.fingerprint import load_library
 
     entries = fingerprints.index()
-    if not entries:
-        pytest.skip("no shipped fingerprint library in this checkout")
+    # the package ships a library, and lists every fingerprint file it holds (none unpinned, none missing)
+    shipped_files = sorted(p.name for p in fingerprints.LIBRARY_DIR.glob("*.fpx.safetensors"))
+    assert entries and sorted(e["file"] for e in entries) == shipped_files
     fps = load_library()
     assert len(fps) == len(entries)
     for fp, e in zip(fps, entries):

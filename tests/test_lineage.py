@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from conftest import natural_image
+from conftest import write_traced_set
 from fingerprint_cli import images, lineage
 from fingerprint_cli.errors import UsageError
 
@@ -62,17 +62,7 @@ class FakeFP:
 
 
 def write_set(folder: Path, pat: np.ndarray | None, n: int, seed0: int, amp: float = 0.04) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(n):
-        # content at a different place in every image (photos share no fixed edge), trace fixed
-        px = np.roll(natural_image(S, S, seed=seed0 + k), ((seed0 + k) * 7 % S, (seed0 + k) * 13 % S), axis=(0, 1))
-        if pat is not None:
-            px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
-        p = folder / f"img{seed0 + k:05d}.png"
-        images.save_png(px, p)
-        out.append(str(p))
-    return out
+    return write_traced_set(folder, pat, n, seed0, S, amp)
 
 
 def entries(paths):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import natural_image
+from conftest import write_traced_set
 from fingerprint_cli import images
 from fingerprint_cli.cli.app import app
 
@@ -29,17 +29,7 @@ def _pat(seed, tile=8):
 
 
 def _write(folder: Path, pat, n, s0, amp=0.04):
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(n):
-        # content at a different place in every image (photos share no fixed edge), trace fixed
-        px = np.roll(natural_image(S, S, seed=s0 + k), ((s0 + k) * 7 % S, (s0 + k) * 13 % S), axis=(0, 1))
-        if pat is not None:
-            px = np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
-        p = folder / f"img{s0 + k:05d}.png"
-        images.save_png(px, p)
-        out.append(str(p))
-    return out
+    return write_traced_set(folder, pat, n, s0, S, amp)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
+from conftest import self_contained_html
 from test_triage import AI_DST, run, save, u8, xmp_packet
 
 from fingerprint_cli import images
@@ -39,10 +40,7 @@ def dash(tmp_path_factory):
 
 def test_dashboard_is_self_contained_and_escapes_user_strings(dash):
     _, html = dash
-    text = html.read_text(encoding="utf-8")
-    assert text.startswith("<!DOCTYPE html>")
-    assert not re.search(r"""(src|href)\s*=\s*['"](?!data:)""", text)  # no external resource at all
-    assert "<link" not in text and "@import" not in text
+    text = self_contained_html(html)  # no external resource at all
     assert "<script>alert" not in text and "<img src=x" not in text  # the evil strings never become markup
     assert "&lt;script&gt;alert(" in text
     assert text.count("<script>") == 1  # only the dashboard's own script

@@ -12,7 +12,7 @@ Formats: safetensors and JSON only — never pickle.
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import json
 import os
 import shutil
@@ -22,11 +22,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from fingerprint_cli import atomic
+from fingerprint_cli import atomic, fingerprints
 from fingerprint_cli.errors import ArtifactError, InputError, UsageError
-from fingerprint_cli.images import sha256_file
+from fingerprint_cli.images import check_file, sha256_file
+from fingerprint_cli.registry import suggest
 
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -66,6 +67,10 @@ class Installed:
         return {"artifact": self.spec.name, "version": self.spec.version, "sha256": self.sha256,
                 "verified": self.verified, "source": self.spec.source}
 
+    def summary(self) -> dict[str, Any]:
+        """What ``fpx models pull`` / ``import`` print: name, path, sha256, verified."""
+        return {"name": self.spec.name, "path": str(self.path), "sha256": self.sha256, "verified": self.verified}
+
 
 REGISTRY: dict[str, ArtifactSpec] = {}
 
@@ -75,50 +80,19 @@ def register(spec: ArtifactSpec) -> ArtifactSpec:
     return spec
 
 
-register(ArtifactSpec(
-    name="dinov2-vitb14",
-    version="lvd142m",
-    kind="encoder",
-    filename="model.safetensors",
-    sha256="55cbb5d887b336d430e649c277b85a1429e724871f9d02ac16203235886d8c7b",
-    source="timm/vit_base_patch14_dinov2.lvd142m (model.safetensors)",
-    url="https://huggingface.co/timm/vit_base_patch14_dinov2.lvd142m/resolve/main/model.safetensors",
-    licence="Apache-2.0",
-    description="DINOv2 ViT-B/14 (LVD-142M), frozen feature encoder for fpx score/attribute",
-    aliases=("dinov2", "dinov2-vitb", "vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2"),
-))
-
-register(ArtifactSpec(  # DIF residual denoiser (issue 5); trained by this repo, shipped in the package
-    name="dncnn-fpx",
-    version="2",
-    kind="denoiser",
-    filename="dncnn-fpx.safetensors",
-    sha256="b5f06a01eae565959689be5fa83b7a043243e1e3eba4addd34fca23012f2a1f0",
-    source="scripts/train_denoiser.py in this repository, trained on the offline real photos of "
-           "bench/out/photos/train (bench/photos.py: Debian/PyPI wallpaper and sample photos); steps, time and "
-           "data sha256 in the file's metadata",
-    licence="MIT (weights trained by the fpx project)",
-    description="DnCNN-S Gaussian denoiser (17 conv, 64 ch, BN, ReLU, residual learning; a 5-layer net "
-                "trained 825 steps, deepened to 17 layers with identity layers and trained 831 more): its noise "
-                "estimate is the DIF residual",
-    aliases=("dncnn",),
-    bundled=True,
-))
+PINS_FILE = PACKAGE_ASSETS / "artifacts.json"  # the pinned artifacts as data: name, version, sha256, source, ...
 
 
-register(ArtifactSpec(  # fpx origin (issue 12): the SD2 VAE; only the encoder half is ever loaded
-    name="sd2-vae",
-    version="stable-diffusion-2",
-    kind="encoder",
-    filename="diffusion_pytorch_model.safetensors",
-    sha256="a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815",
-    source="stabilityai/stable-diffusion-2 (vae/diffusion_pytorch_model.safetensors)",
-    url="https://huggingface.co/stabilityai/stable-diffusion-2/resolve/main/vae/diffusion_pytorch_model.safetensors",
-    licence="CreativeML Open RAIL++-M",
-    description="Stable Diffusion 2 AutoencoderKL; fpx origin uses its encoder (posterior mean) as the ID2 "
-                "embedding",
-    aliases=("sd2", "sd2-vae-encoder", "stable-diffusion-2-vae"),
-))
+def _register_pinned() -> None:
+    """Register the artifacts listed in ``assets/artifacts.json`` (the DINOv2 encoder, the DnCNN denoiser,
+    the SD2 VAE)."""
+    doc = json.loads(PINS_FILE.read_text(encoding="utf-8"))
+    for e in doc["artifacts"]:
+        fields = {k: v for k, v in e.items() if k != "note"}
+        register(ArtifactSpec(**{**fields, "aliases": tuple(fields.get("aliases", ()))}))
+
+
+_register_pinned()
 
 
 def resolve(name: str) -> ArtifactSpec:
@@ -129,9 +103,7 @@ def resolve(name: str) -> ArtifactSpec:
         if name in spec.aliases:
             return spec
     choices = list(REGISTRY) + [a for s in REGISTRY.values() for a in s.aliases]
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UsageError(f"unknown artifact {name!r}{hint} (known: {', '.join(REGISTRY)})")
+    raise UsageError(f"unknown artifact {name!r}{suggest(name, choices, n=1)} (known: {', '.join(REGISTRY)})")
 
 
 # ---------------------------------------------------------------- cache locations
@@ -142,6 +114,24 @@ def home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("fpx"))
+
+
+@contextlib.contextmanager
+def using_home(folder: str | os.PathLike, *, offline: bool = True) -> Iterator[Path]:
+    """Run the block with ``FPX_HOME=folder`` (and ``FPX_OFFLINE=1`` unless ``offline=False``): a separate artifact
+    cache, e.g. for a random test model imported by hand. The environment is restored afterwards."""
+    old = {k: os.environ.get(k) for k in ("FPX_HOME", "FPX_OFFLINE")}
+    os.environ["FPX_HOME"] = str(folder)
+    if offline:
+        os.environ["FPX_OFFLINE"] = "1"
+    try:
+        yield Path(folder)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def offline() -> bool:
@@ -242,8 +232,6 @@ def install_file(source: str | os.PathLike, name: str, *, force: bool = False, h
     if spec.bundled:
         raise UsageError(f"{spec.name} is bundled with fpx and always loaded from the package; importing a file "
                          "over it would have no effect (reinstall fpx to repair it)")
-    from fingerprint_cli.images import check_file
-
     check_file(src, "file", max_bytes=1 << 40)
     _check_safetensors(src)
     digest = sha256_file(src)
@@ -385,8 +373,6 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str
     """Read a safetensors file: (name -> torch tensor, metadata). Never unpickles."""
     from safetensors import safe_open
 
-    from fingerprint_cli.images import check_file
-
     p = Path(path)
     check_file(p, "file", max_bytes=1 << 40)
     try:
@@ -411,6 +397,34 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: di
     with atomic.atomic_path(path, suffix=".safetensors") as tmp:
         save_file(clean, str(tmp), metadata=metadata or {})
     return sha256_file(path)
+
+
+def verify_installed(name: str | None = None) -> list[dict[str, Any]]:
+    """:func:`verify` rows (``fpx models verify``): of artifact ``name``, else of every installed artifact and
+    every one whose installation is broken. :func:`verify_failure` says why a row is not good."""
+    names = [resolve(name).name] if name else [r["name"] for r in summary() if r["installed"] or r.get("problem")]
+    return [verify(n) for n in names]
+
+
+def verify_failure(row: dict[str, Any]) -> str | None:
+    """Why a :func:`verify` row is not intact and verified, in a few words; None when it is both."""
+    if row["intact"] and row["verified"]:
+        return None
+    if row.get("problem"):
+        return row["problem"]
+    if not row["installed"]:
+        return "not installed"
+    return "file changed since it was installed" if not row["intact"] else "sha256 differs from the pin"
+
+
+def location(name: str | None = None) -> Path:
+    """Where fpx keeps artifacts (``FPX_HOME``, else the user cache dir), or where artifact ``name``'s file is
+    (its install path when it is not installed yet)."""
+    if name is None:
+        return home()
+    spec = resolve(name)
+    inst = installed(spec.name)
+    return inst.path if inst else artifact_dir(spec) / spec.filename
 
 
 def summary() -> list[dict[str, Any]]:
@@ -450,8 +464,6 @@ def cache_problem() -> str | None:
 def _register_shipped_fingerprints() -> None:
     """Register the shipped fingerprint library (fingerprint_cli/fingerprints/index.json) as bundled artifacts
     pinned to their sha256, so `fpx models list` / `verify` show and re-hash them."""
-    from fingerprint_cli import fingerprints
-
     try:
         entries = fingerprints.index()
     except (OSError, ValueError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -70,6 +71,63 @@ def _check_folder(d: Path, label: str, create: bool, name: str) -> None:
         raise UsageError(f"{label} {d} is not writable", name)
 
 
+def _resolved(p: Path) -> Path:
+    """``p`` resolved; a link loop compares by its absolute spelling."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(p))
+
+
+def _ident(p: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``p`` names (links followed), None when it does not exist."""
+    try:
+        st = os.stat(p)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return None
+
+
+@dataclass
+class _Inputs:
+    """What a run reads, indexed for the output checks: files by resolved path and by (device, inode), folders
+    by resolved path (each mapped to the path as the user gave it)."""
+
+    files: dict[Path, Path] = field(default_factory=dict)
+    ids: dict[tuple, Path] = field(default_factory=dict)
+    dirs: dict[Path, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, inputs: Iterable[str | os.PathLike]) -> "_Inputs":
+        out = cls()
+        for i in inputs:
+            if i is None or not str(i):
+                continue
+            ip = Path(i)
+            try:
+                is_dir = ip.is_dir()
+            except OSError:
+                is_dir = False
+            (out.dirs if is_dir else out.files)[_resolved(ip)] = ip
+            key = _ident(ip)
+            if key is not None and not is_dir:
+                out.ids[key] = ip
+        return out
+
+
+def _check_output_against_inputs(p: Path, label: str, ins: _Inputs) -> None:
+    """Refuse an output file that is an input, an input folder, or an image-like file inside an input folder."""
+    rp = _resolved(p)
+    hit = ins.files.get(rp) or ins.ids.get(_ident(p) or ())
+    if hit is not None:
+        raise UsageError(f"{label}: refusing to write over the input {hit}; choose another output path", str(p))
+    if rp in ins.dirs:
+        raise UsageError(f"{label} names the input folder {ins.dirs[rp]}", str(p))
+    if p.suffix.lower() in IMAGE_LIKE and rp.parent in ins.dirs:
+        raise UsageError(f"{label} is inside the input folder {ins.dirs[rp.parent]}, whose images this run "
+                         "reads; write it elsewhere", str(p))
+
+
 def check_outputs(files: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike], *,
                   folders: dict[str, str | os.PathLike | None] | None = None, create: bool = True) -> None:
     """The one check of a run's outputs against its inputs, done before any work starts.
@@ -81,59 +139,22 @@ def check_outputs(files: dict[str, str | os.PathLike | None], inputs: Iterable[s
     next run would read it), two outputs naming one file, an output folder that is an input folder, and any
     output whose folder is missing and cannot be created, is not a folder or is not writable.
     """
-    folders = folders or {}
-
-    def resolved(p: Path) -> Path:
-        try:
-            return p.resolve()
-        except (OSError, RuntimeError):  # a link loop: compare by its absolute spelling
-            return Path(os.path.abspath(p))
-
-    def ident(p: Path):
-        try:
-            st = os.stat(p)
-            return (st.st_dev, st.st_ino)
-        except OSError:
-            return None
-
-    in_files: dict[Path, Path] = {}
-    in_ids: dict[tuple, Path] = {}
-    in_dirs: dict[Path, Path] = {}
-    for i in inputs:
-        if i is None or not str(i):
-            continue
-        ip = Path(i)
-        try:
-            is_dir = ip.is_dir()
-        except OSError:
-            is_dir = False
-        (in_dirs if is_dir else in_files)[resolved(ip)] = ip
-        key = ident(ip)
-        if key is not None and not is_dir:
-            in_ids[key] = ip
+    ins = _Inputs.of(inputs)
     seen: dict[Path, str] = {}
     for label, f in files.items():
         if f is None:
             continue
         p = check_output_file(f, label, create)
-        rp = resolved(p)
-        hit = in_files.get(rp) or in_ids.get(ident(p) or ())
-        if hit is not None:
-            raise UsageError(f"{label}: refusing to write over the input {hit}; choose another output path",
-                             str(p))
-        if rp in in_dirs:
-            raise UsageError(f"{label} names the input folder {in_dirs[rp]}", str(p))
-        if p.suffix.lower() in IMAGE_LIKE and rp.parent in in_dirs:
-            raise UsageError(f"{label} is inside the input folder {in_dirs[rp.parent]}, whose images this run "
-                             "reads; write it elsewhere", str(p))
+        _check_output_against_inputs(p, label, ins)
+        rp = _resolved(p)
         if rp in seen:
             raise UsageError(f"{label} and {seen[rp]} name the same file", str(p))
         seen[rp] = label
-    for label, d in folders.items():
+    for label, d in (folders or {}).items():
         if d is None:
             continue
         dp = check_output_folder(d, label, create)
-        if resolved(dp) in in_dirs:
+        if _resolved(dp) in ins.dirs:
             raise UsageError(f"{label} is an input folder (its images are read by this run); choose "
                              "another folder", str(dp))
 

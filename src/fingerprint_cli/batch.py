@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +95,11 @@ def pairs_from_args(reference: str, suspects: Sequence[str]) -> list[Pair]:
     return [Pair(reference, s) for s in expand_paths(suspects)]
 
 
-def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a CSV file with the ``required`` columns; relative paths stay relative to the CSV."""
-    p = Path(path)
-    images.check_file(p, "CSV file", max_bytes=1 << 30)  # a FIFO, a device or a folder is refused unread
+_PATH_COLUMNS = ("reference", "suspect", "perturbed")
+
+
+def _csv_dict_rows(p: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV (keys and values stripped); InputError when a ``required`` column is missing."""
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -106,14 +108,20 @@ def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict
             if missing:
                 raise InputError(f"CSV lacks the column(s) {', '.join(missing)} (has: {', '.join(cols) or 'none'})",
                                  str(p))
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     except UnicodeDecodeError as exc:
         raise InputError("is not a UTF-8 CSV file", str(p)) from exc
-    base = p.parent
+
+
+def read_csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file with the ``required`` columns; relative paths stay relative to the CSV."""
+    p = Path(path)
+    images.check_file(p, "CSV file", max_bytes=1 << 30)  # a FIFO, a device or a folder is refused unread
+    rows = _csv_dict_rows(p, required)
     for row in rows:
-        for key in ("reference", "suspect", "perturbed"):
+        for key in _PATH_COLUMNS:
             if row.get(key) and not Path(row[key]).is_absolute():
-                row[key] = str(base / row[key])
+                row[key] = str(p.parent / row[key])
     return rows
 
 
@@ -213,8 +221,6 @@ class ResumeIndex:
     """
 
     def __init__(self, records: Sequence[Record] = ()):
-        from collections import Counter
-
         self.counts: Counter = Counter(r.content_key() for r in records)
         self._sha: dict[str, str | None] = {}
 

@@ -69,6 +69,37 @@ def max_file_bytes() -> int:
     return _positive_int_env("FPX_MAX_FILE_MB", DEFAULT_MAX_FILE_MB) * (1 << 20)
 
 
+def _a(what: str) -> str:
+    """``what`` with its indefinite article ("a file", "an image file")."""
+    return f"a{'n' if what[0] in 'aeiou' else ''} {what}"
+
+
+def _stat(p: str, what: str) -> os.stat_result:
+    """``os.stat`` (links followed), an :class:`InputError` naming ``p`` when it fails."""
+    import errno
+
+    try:
+        return os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("is a symbolic link loop", p) from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise InputError("no such file", p) from exc
+        raise InputError(f"cannot read {what} ({exc.strerror or exc})", p) from exc
+
+
+def _refuse_non_regular(st: os.stat_result, p: str, what: str) -> None:
+    """Refuse a folder, FIFO, socket or device (reading those can hang or never end) without opening it."""
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"is a folder, not {_a(what)}", p)
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "not a regular file")
+        raise InputError(f"is {kind}, not a regular {what}; refusing to read it", p)
+
+
 def check_file(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> int:
     """Check that ``path`` is a regular file no larger than the limit, without opening it. Returns its size.
 
@@ -76,28 +107,13 @@ def check_file(path: str | os.PathLike, what: str = "file", max_bytes: int | Non
     device (reading those can hang or never end), unreadable, or larger than ``max_bytes``
     (default :func:`max_file_bytes`).
     """
-    import errno
-    import stat
-
     p = str(path)
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InputError("is a symbolic link loop", p) from exc
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise InputError("no such file", p) from exc
-        raise InputError(f"cannot read {what} ({exc.strerror or exc})", p) from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"is a folder, not a{'n' if what[0] in 'aeiou' else ''} {what}", p)
-    if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                else "a device" if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "not a regular file")
-        raise InputError(f"is {kind}, not a regular {what}; refusing to read it", p)
+    st = _stat(p, what)
+    _refuse_non_regular(st, p, what)
     limit = max_file_bytes() if max_bytes is None else max_bytes
     if st.st_size > limit:
         raise InputError(f"is {st.st_size / (1 << 20):.1f} MiB, over the {limit / (1 << 20):.0f} MiB limit for "
-                         f"a{'n' if what[0] in 'aeiou' else ''} {what} (FPX_MAX_FILE_MB)", p)
+                         f"{_a(what)} (FPX_MAX_FILE_MB)", p)
     if not os.access(p, os.R_OK):
         raise InputError(f"cannot read {what} (permission denied)", p)
     return int(st.st_size)
@@ -188,6 +204,20 @@ _ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[:
            8: lambda a: np.rot90(a, 1)}
 
 
+def _drop_or_composite_alpha(x: np.ndarray, alpha: str, steps: list[str], path: str) -> np.ndarray:
+    """RGB of an RGBA float array: an opaque alpha is dropped, transparency composited over white (or refused
+    when ``alpha == "refuse"``)."""
+    a = x[..., 3:4]
+    rgb = x[..., :3]
+    if np.all(a >= 1.0):
+        steps.append("opaque alpha dropped")
+        return rgb
+    if alpha == "refuse":
+        raise InputError("has transparent pixels and --alpha refuse was given", path)
+    steps.append("alpha composited over white")
+    return rgb * a + (1.0 - a)
+
+
 def _tiff_high_depth(data: bytes, im: Image.Image, path: str, steps: list[str]) -> tuple[np.ndarray, int] | None:
     """A 16-bit RGB(A) TIFF decoded with tifffile (Pillow would keep 8 bits); None when not one."""
     bits, spp, fmt = _tiff_samples(im)
@@ -208,49 +238,48 @@ def _tiff_high_depth(data: bytes, im: Image.Image, path: str, steps: list[str]) 
             steps.append(f"EXIF orientation {orientation} applied")
     x = arr.astype(np.float32) / 65535.0
     steps.append("16-bit RGB kept (scaled by 1/65535)")
-    if x.shape[2] == 4:
-        a = x[..., 3:4]
-        if np.all(a >= 1.0):
-            steps.append("opaque alpha dropped")
-            x = x[..., :3]
-        else:
-            x = x[..., :3] * a + (1.0 - a)
-            steps.append("alpha composited over white")
+    if x.shape[2] == 4:  # this path never refuses transparency: it is composited whatever ``alpha`` says
+        x = _drop_or_composite_alpha(x, "composite", steps, path)
     return np.ascontiguousarray(x, dtype=np.float32), 16
 
 
-def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str,
-                  tiff: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, int]:
-    mode = im.mode
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        steps.append("palette expanded")
-        mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im)
-        bits, _, fmt = tiff
-        if mode == "I" and bits == 32:
-            arr = arr.astype(np.int64)
-            if fmt != 2:  # unsigned 32-bit samples arrive as int32: undo the wrap-around
-                arr = np.where(arr < 0, arr + (1 << 32), arr)
-                scale, depth, what = float(2 ** 32 - 1), 32, "32-bit unsigned grey scaled by 1/(2^32 - 1)"
-            else:
-                arr = arr - int(arr.min()) if arr.min() < 0 else arr
-                scale, depth, what = float(2 ** 31 - 1), 32, "32-bit signed grey scaled by 1/(2^31 - 1)"
+_INT_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _int_grey(im: Image.Image, tiff: tuple[int, int, int], steps: list[str]) -> tuple[np.ndarray, int]:
+    """16- and 32-bit integer grey (modes ``I;16*`` and ``I``) scaled to [0, 1] and repeated to RGB."""
+    arr = np.asarray(im)
+    bits, _, fmt = tiff
+    if im.mode == "I" and bits == 32:
+        arr = arr.astype(np.int64)
+        if fmt != 2:  # unsigned 32-bit samples arrive as int32: undo the wrap-around
+            arr = np.where(arr < 0, arr + (1 << 32), arr)
+            scale, depth, what = float(2 ** 32 - 1), 32, "32-bit unsigned grey scaled by 1/(2^32 - 1)"
         else:
-            scale, depth, what = 65535.0, 16, "16-bit grey scaled by 1/65535"
-        arr = np.clip(arr.astype(np.float64) / scale, 0.0, 1.0)
-        rgb = np.repeat(arr[..., None], 3, axis=2)
-        steps.append(f"{what} to RGB")
-        return rgb.astype(np.float32), depth
-    if mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        if bad:
-            raise InputError(f"has {bad} non-finite (NaN or infinite) pixel value(s); refusing it", path)
-        arr = np.clip(arr, 0.0, 1.0)
-        steps.append("float grey clipped to [0,1] to RGB")
-        return np.repeat(arr[..., None], 3, axis=2).astype(np.float32), 32
+            arr = arr - int(arr.min()) if arr.min() < 0 else arr
+            scale, depth, what = float(2 ** 31 - 1), 32, "32-bit signed grey scaled by 1/(2^31 - 1)"
+    else:
+        scale, depth, what = 65535.0, 16, "16-bit grey scaled by 1/65535"
+    arr = np.clip(arr.astype(np.float64) / scale, 0.0, 1.0)
+    rgb = np.repeat(arr[..., None], 3, axis=2)
+    steps.append(f"{what} to RGB")
+    return rgb.astype(np.float32), depth
+
+
+def _float_grey(im: Image.Image, steps: list[str], path: str) -> tuple[np.ndarray, int]:
+    """32-bit float grey (mode ``F``): non-finite values refused, the rest clipped to [0, 1], repeated to RGB."""
+    arr = np.asarray(im, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise InputError(f"has {bad} non-finite (NaN or infinite) pixel value(s); refusing it", path)
+    arr = np.clip(arr, 0.0, 1.0)
+    steps.append("float grey clipped to [0,1] to RGB")
+    return np.repeat(arr[..., None], 3, axis=2).astype(np.float32), 32
+
+
+def _to_rgb_or_rgba(im: Image.Image, steps: list[str], path: str) -> Image.Image:
+    """An 8-bit image in mode RGB or RGBA (grey, CMYK, YCbCr, LAB, HSV, RGBX, LA, PA and the rest converted)."""
+    mode = im.mode
     if mode in ("1", "L", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         im = im.convert("RGB")
         if mode != "RGBX":
@@ -263,85 +292,119 @@ def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str,
             steps.append(f"{mode} converted to {im.mode}")
         except Exception as exc:  # pragma: no cover - exotic modes
             raise InputError(f"unsupported image mode {mode}", path) from exc
+    return im
+
+
+def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str,
+                  tiff: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, int]:
+    """Pillow image → (float32 (H, W, 3) in [0, 1], bit depth kept), appending what was done to ``steps``."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        steps.append("palette expanded")
+    if im.mode in _INT_GREY_MODES:
+        return _int_grey(im, tiff, steps)
+    if im.mode == "F":
+        return _float_grey(im, steps, path)
+    im = _to_rgb_or_rgba(im, steps, path)
     arr = np.asarray(im, dtype=np.float32) / 255.0
     if im.mode == "RGBA":
-        a = arr[..., 3:4]
-        rgb = arr[..., :3]
-        if np.all(a >= 1.0):
-            steps.append("opaque alpha dropped")
-        elif alpha == "refuse":
-            raise InputError("has transparent pixels and --alpha refuse was given", path)
-        else:
-            rgb = rgb * a + (1.0 - a) * 1.0
-            steps.append("alpha composited over white")
-        arr = rgb
+        arr = _drop_or_composite_alpha(arr, alpha, steps, path)
     return np.ascontiguousarray(arr[..., :3], dtype=np.float32), 8
+
+
+def _open_within_limit(data: bytes, path: str, limit: int) -> Image.Image:
+    """Open (not yet decode) image bytes, refusing from the header an image over ``limit`` pixels."""
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    if w * h > limit:
+        raise InputError(f"image is {w}x{h} = {w * h} pixels, over the limit of {limit} (FPX_MAX_PIXELS)", path)
+    return im
+
+
+def _upright_first_frame(im: Image.Image, steps: list[str]) -> Image.Image:
+    """The first frame, turned by its EXIF orientation (a copy; ``im`` keeps its format's tags)."""
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+        steps.append("first frame of a multi-frame file")
+    transposed = ImageOps.exif_transpose(im)
+    if transposed is None or transposed is im:
+        return im
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation not in (None, 1):
+        steps.append(f"EXIF orientation {orientation} applied")
+    return transposed
+
+
+def _bits_lost(data: bytes, fmt: str | None, tiff: tuple[int, int, int], depth: int, steps: list[str]) -> int | None:
+    """The file's bits per sample when an RGB image was read at 8 bits from more (noted in ``steps``), else None."""
+    source_depth = None
+    png = _png_bit_depth(data) if fmt == "PNG" else None
+    if png is not None and png[0] == 16 and png[1] in (2, 6) and depth == 8:
+        source_depth = 16
+        steps.append("16-bit RGB PNG read at 8 bits (the decoder keeps the high byte of each sample)")
+    bits, spp, _ = tiff
+    if bits > 8 and spp in (3, 4) and depth == 8:
+        source_depth = bits
+        steps.append(f"{bits}-bit RGB TIFF read at 8 bits")
+    return source_depth
+
+
+def _decode_pixels(data: bytes, path: str, alpha: str, limit: int) -> LoadedImage:
+    """The decoding proper (Pillow, or tifffile for 16-bit RGB TIFF); decoder exceptions pass through."""
+    steps: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        raw = _open_within_limit(data, path, limit)  # the frame as decoded, with its format's tags
+        fmt = raw.format
+        raw.load()
+        im = _upright_first_frame(raw, steps)
+        tiff = _tiff_samples(raw) if fmt == "TIFF" else (0, 0, 0)
+        high = _tiff_high_depth(data, raw, path, steps) if tiff[0] == 16 else None
+        source_depth = None
+        if high is not None:
+            pixels, depth = high
+        else:
+            pixels, depth = _to_float_rgb(im, alpha, steps, path, tiff)
+            source_depth = _bits_lost(data, fmt, tiff, depth, steps)
+    return LoadedImage(path=path, sha256="", pixels=pixels, format=fmt, mode=im.mode, bit_depth=depth,
+                       steps=steps, source_bit_depth=source_depth)
+
+
+def _decode_error(exc: Exception, path: str, limit: int) -> InputError:
+    """The one-line :class:`InputError` for an exception a decoder raised on a malformed file."""
+    if isinstance(exc, UnidentifiedImageError):
+        return InputError("not a recognised image file", path)
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return InputError(f"image is over the limit of {limit} pixels (FPX_MAX_PIXELS); refused as a possible "
+                          "decompression bomb", path)
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return InputError(f"corrupt or truncated image ({reason})", path)
+    if isinstance(exc, MemoryError):
+        return InputError("too large to decode in the memory available", path)
+    reason = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return InputError(f"cannot be decoded ({type(exc).__name__}{': ' + reason if reason else ''})", path)
 
 
 def decode(data: bytes, path: str, *, alpha: str = "composite", limit: int | None = None) -> LoadedImage:
     """Decode image bytes (already read from ``path``) following the module's rules."""
     limit = max_pixels() if limit is None else limit
     Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check is then the documented limit, not its 89.5 MP
-    steps: list[str] = []
-    source_depth = None
     if not data:
         raise InputError("is an empty file, not an image", path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > limit:
-                raise InputError(f"image is {w}x{h} = {w * h} pixels, over the limit of {limit} "
-                                 "(FPX_MAX_PIXELS)", path)
-            fmt = im.format
-            im.load()
-            raw = im  # the frame as decoded, with its format's tags (exif_transpose returns a copy without)
-            if getattr(im, "n_frames", 1) > 1:
-                im.seek(0)
-                steps.append("first frame of a multi-frame file")
-            transposed = ImageOps.exif_transpose(im)
-            if transposed is not None and transposed is not im:
-                orientation = im.getexif().get(0x0112, 1)
-                if orientation not in (None, 1):
-                    steps.append(f"EXIF orientation {orientation} applied")
-                im = transposed
-            original_mode = im.mode
-            tiff = _tiff_samples(raw) if fmt == "TIFF" else (0, 0, 0)
-            high = _tiff_high_depth(data, raw, path, steps) if tiff[0] == 16 else None
-            if high is not None:
-                pixels, depth = high
-            else:
-                pixels, depth = _to_float_rgb(im, alpha, steps, path, tiff)
-                png = _png_bit_depth(data) if fmt == "PNG" else None
-                if png is not None and png[0] == 16 and png[1] in (2, 6) and depth == 8:
-                    source_depth = 16
-                    steps.append("16-bit RGB PNG read at 8 bits (the decoder keeps the high byte of each sample)")
-                bits, spp, _ = tiff
-                if bits > 8 and spp in (3, 4) and depth == 8:
-                    source_depth = bits
-                    steps.append(f"{bits}-bit RGB TIFF read at 8 bits")
+        img = _decode_pixels(data, path, alpha, limit)
     except InputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError("not a recognised image file" if isinstance(exc, UnidentifiedImageError)
-                         else f"image is over the limit of {limit} pixels (FPX_MAX_PIXELS); refused as a "
-                              "possible decompression bomb", path) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"corrupt or truncated image ({reason})", path) from exc
-    except MemoryError as exc:
-        raise InputError("too large to decode in the memory available", path) from exc
     except Exception as exc:  # noqa: BLE001 - a malformed file can make any decoder fail; it is still bad input
-        reason = str(exc).splitlines()[0][:120] if str(exc) else ""
-        raise InputError(f"cannot be decoded ({type(exc).__name__}{': ' + reason if reason else ''})", path) from exc
-    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        raise _decode_error(exc, path, limit) from exc
+    if img.pixels.shape[0] < 1 or img.pixels.shape[1] < 1:
         raise InputError("has no pixels", path)
-    bad = int(np.count_nonzero(~np.isfinite(pixels)))
+    bad = int(np.count_nonzero(~np.isfinite(img.pixels)))
     if bad:
         raise InputError(f"has {bad} non-finite (NaN or infinite) pixel value(s); refusing it", path)
-    return LoadedImage(path=path, sha256=sha256_bytes(data), pixels=pixels, format=fmt,
-                       mode=original_mode, bit_depth=depth, steps=steps, source_bit_depth=source_depth)
+    img.sha256 = sha256_bytes(data)
+    return img
 
 
 def load_image(path: str | os.PathLike, *, alpha: str = "composite", limit: int | None = None) -> LoadedImage:
@@ -507,47 +570,62 @@ def _png_text_chunks(data: bytes) -> tuple[dict[str, str], bytes | None]:
     return out, exif
 
 
+def _probe_text(im: Image.Image, data: bytes) -> tuple[dict[str, str], bytes | None]:
+    """Text metadata (PNG chunks wherever they are, then Pillow's string ``info``), each cut at 200,000
+    characters, and a PNG's eXIf chunk."""
+    png_exif = None
+    text: dict[str, str] = {}
+    if im.format == "PNG":
+        chunks, png_exif = _png_text_chunks(data)
+        text = {k: v[:200_000] for k, v in chunks.items()}
+    for k, v in im.info.items():
+        if isinstance(v, str) and k not in text:
+            text[str(k)] = v[:200_000]
+    return text, png_exif
+
+
+def _probe_xmp(im: Image.Image) -> tuple[dict, str | None]:
+    """(the XMP packet as Pillow's ``getxmp()`` parses it, why it could not be parsed or None)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns (instead of failing) when defusedxml is missing
+            return (im.getxmp() if hasattr(im, "getxmp") else {}) or {}, None
+    except Exception as exc:  # noqa: BLE001 - a malformed packet is a finding, not a crash
+        return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
+def _probe_exif(im: Image.Image, png_exif: bytes | None) -> dict[str, object]:
+    """EXIF tag name → value of IFD0 and the Exif sub-IFD (``{}`` when there is none or it is unreadable)."""
+    from PIL import ExifTags
+
+    exif: dict[str, object] = {}
+    try:
+        if im.format == "PNG":
+            ex = Image.Exif()
+            if png_exif:
+                ex.load(png_exif)
+        else:
+            ex = im.getexif()
+        for tag, v in [*ex.items(), *ex.get_ifd(0x8769).items()]:
+            exif[ExifTags.TAGS.get(tag, str(tag))] = _exif_value(v)
+        exif.pop("ExifOffset", None)
+    except Exception:  # noqa: BLE001 - unreadable EXIF reads as none
+        exif = {}
+    return exif
+
+
 def probe(data: bytes, path: str) -> Probe:
     """Read an image's header and metadata from its bytes (never its pixels). InputError when Pillow cannot
     identify the file."""
-    from PIL import ExifTags
-
     try:
         im = Image.open(io.BytesIO(data))
         w, h = im.size
-        png_exif = None
-        text: dict[str, str] = {}
-        if im.format == "PNG":
-            chunks, png_exif = _png_text_chunks(data)
-            text = {k: v[:200_000] for k, v in chunks.items()}
-        for k, v in im.info.items():
-            if isinstance(v, str) and k not in text:
-                text[str(k)] = v[:200_000]
-        xmp, xmp_error = {}, None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # Pillow warns (instead of failing) when defusedxml is missing
-                xmp = im.getxmp() if hasattr(im, "getxmp") else {}
-        except Exception as exc:  # noqa: BLE001 - a malformed packet is a finding, not a crash
-            xmp_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-        exif: dict[str, object] = {}
-        try:
-            if im.format == "PNG":
-                ex = Image.Exif()
-                if png_exif:
-                    ex.load(png_exif)
-            else:
-                ex = im.getexif()
-            for tag, v in ex.items():
-                exif[ExifTags.TAGS.get(tag, str(tag))] = _exif_value(v)
-            for tag, v in ex.get_ifd(0x8769).items():
-                exif[ExifTags.TAGS.get(tag, str(tag))] = _exif_value(v)
-            exif.pop("ExifOffset", None)
-        except Exception:  # noqa: BLE001 - unreadable EXIF reads as none
-            exif = {}
+        text, png_exif = _probe_text(im, data)
+        xmp, xmp_error = _probe_xmp(im)
+        exif = _probe_exif(im, png_exif)
         q = {int(k): [int(x) for x in v] for k, v in (getattr(im, "quantization", None) or {}).items()}
         return Probe(format=im.format, width=int(w), height=int(h), mode=im.mode,
-                     n_frames=int(getattr(im, "n_frames", 1) or 1), text=text, xmp=xmp or {}, xmp_error=xmp_error,
+                     n_frames=int(getattr(im, "n_frames", 1) or 1), text=text, xmp=xmp, xmp_error=xmp_error,
                      exif=exif, quantization=q)
     except UnidentifiedImageError as exc:
         raise InputError("not a recognised image file", path) from exc

@@ -24,6 +24,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from fingerprint_cli.errors import UsageError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -51,8 +53,6 @@ def _guarded(fn: Callable[[T], R], item: T) -> Outcome:
 def backend(jobs: int = 1, scheduler: str | None = None) -> str:
     """The backend name ``pmap`` uses for these arguments (``serial``, ``joblib``, ``dask-local``, ``dask``)."""
     if jobs < 1:
-        from fingerprint_cli.errors import UsageError
-
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
     if scheduler:
         return "dask-local" if scheduler == "local" else "dask"
@@ -94,8 +94,6 @@ def _dask(fn, items, jobs, scheduler, progress) -> Iterator[tuple[int, Outcome]]
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - dask is a dependency
-        from fingerprint_cli.errors import UsageError
-
         raise UsageError("--scheduler needs dask.distributed (pip install 'dask[distributed]')") from exc
     cluster = None
     if scheduler == "local":

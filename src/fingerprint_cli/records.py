@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fingerprint_cli.errors import UsageError
+
 SCHEMA_VERSION = 1
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -116,9 +118,7 @@ def render(records: list[Record], fmt: str, table_columns: list[str] | None = No
         return "".join(json.dumps(d) + "\n" for d in dicts)
     if fmt == "csv":
         rows = [flatten({k: v for k, v in d.items() if k not in ("directions", "provenance")}) for d in dicts]
-        cols: list[str] = []
-        for row in rows:
-            cols.extend(c for c in row if c not in cols)
+        cols = _ordered_union(rows)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
@@ -127,6 +127,41 @@ def render(records: list[Record], fmt: str, table_columns: list[str] | None = No
     if fmt == "table":
         return _table(dicts, table_columns)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def resolve_format(fmt: str | None) -> str:
+    """``fmt`` checked against :data:`FORMATS` (UsageError "unknown format" otherwise); None → the default
+    for stdout (:func:`default_format`)."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt or default_format()
+
+
+def render_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> str:
+    """Render plain rows (not records: ``fpx models`` lists) as json, jsonl, csv (the first row's keys, else
+    ``columns``) or a table of ``columns``."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table()
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["-" if r.get(c) is None else escape(str(r.get(c))) for c in columns])
+    buf = io.StringIO()
+    Console(file=buf, width=160).print(t)
+    return buf.getvalue()
 
 
 def _fmt_cell(v: Any) -> str:
@@ -139,21 +174,43 @@ def _fmt_cell(v: Any) -> str:
     return str(v)
 
 
+def _ordered_union(keys_per_item) -> list[str]:
+    """Every key of every item, in first-seen order."""
+    out: list[str] = []
+    for keys in keys_per_item:
+        out.extend(k for k in keys if k not in out)
+    return out
+
+
+def _table_columns(flat: list[dict[str, Any]], columns: list[str] | None) -> list[str]:
+    """The value columns of a table: ``columns`` (default: every ``features.*`` key), kept where some row has it."""
+    if columns is None:
+        columns = [c for c in _ordered_union(flat) if c.startswith("features.")]
+    return [c for c in columns if any(c in f for f in flat)]
+
+
+def _table_row(d: dict[str, Any], f: dict[str, Any], input_keys: list[str], columns: list[str]) -> list[str]:
+    """One table row: the input file names, the status (or the error message), the value cells."""
+    cells = [Path(str(d["inputs"].get(k, {}).get("path", "-"))).name for k in input_keys]
+    cells.append(d["status"] if d["status"] == "ok" else f"error: {d['error']['message']}")
+    cells.extend(_fmt_cell(f.get(c)) for c in columns)
+    return cells
+
+
+def _console_width() -> int:
+    """The terminal's width on a terminal (at least 100), else 160."""
+    return max(100, os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 160)
+
+
 def _table(dicts: list[dict[str, Any]], columns: list[str] | None) -> str:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     flat = [flatten(d) for d in dicts]
-    if columns is None:
-        columns = []
-        for f in flat:
-            columns.extend(c for c in f if c.startswith("features.") and c not in columns)
-    columns = [c for c in columns if any(c in f for f in flat)]
+    columns = _table_columns(flat, columns)
+    input_keys = _ordered_union(d["inputs"] for d in dicts)
     table = Table(show_lines=False)
-    input_keys: list[str] = []
-    for d in dicts:
-        input_keys.extend(k for k in d["inputs"] if k not in input_keys)
     # every cell is escaped: file names and messages are user-supplied and must not be read as rich markup
     for k in input_keys:
         table.add_column(escape(k), overflow="fold")
@@ -161,14 +218,9 @@ def _table(dicts: list[dict[str, Any]], columns: list[str] | None) -> str:
     for c in columns:
         table.add_column(escape(c.split(".", 1)[-1] if c.startswith("features.") else c))
     for d, f in zip(dicts, flat):
-        cells = [Path(str(d["inputs"].get(k, {}).get("path", "-"))).name for k in input_keys]
-        status = d["status"] if d["status"] == "ok" else f"error: {d['error']['message']}"
-        cells.append(status)
-        cells.extend(_fmt_cell(f.get(c)) for c in columns)
-        table.add_row(*[escape(str(c)) for c in cells])
+        table.add_row(*[escape(str(c)) for c in _table_row(d, f, input_keys, columns)])
     buf = io.StringIO()
-    Console(file=buf, width=max(100, os.get_terminal_size(sys.stdout.fileno()).columns
-                                if sys.stdout.isatty() else 160)).print(table)
+    Console(file=buf, width=_console_width()).print(table)
     return buf.getvalue()
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import os
+import pkgutil
+import signal
 import sys
 
 import typer
 
-from fingerprint_cli import __version__
+from fingerprint_cli import __version__, cli
 from fingerprint_cli.errors import EXIT_RUNTIME, FpxError
 
 app = typer.Typer(
@@ -23,10 +26,6 @@ app = typer.Typer(
 # Every module ``fingerprint_cli/cli/*_cmd.py`` defines ``register(app)`` and an integer ``ORDER``
 # (its place in ``fpx --help``); adding a command is adding such a module.
 def _command_modules() -> list:
-    import pkgutil
-
-    from fingerprint_cli import cli
-
     mods = [importlib.import_module(f"fingerprint_cli.cli.{m.name}") for m in pkgutil.iter_modules(cli.__path__)
             if m.name.endswith("_cmd")]
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
@@ -54,16 +53,12 @@ INTERRUPTED = ("fpx: interrupted (exit 130); with --output, the records so far a
 
 def _on_sigint(signum, frame) -> None:
     """Ctrl-C: one line on stderr, then the usual KeyboardInterrupt (typer turns it into exit 130)."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C is not announced again
     print(INTERRUPTED, file=sys.stderr, flush=True)
     raise KeyboardInterrupt
 
 
 def main() -> None:
-    import signal
-
     try:
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)
@@ -79,8 +74,6 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, exit 1, no traceback unless asked
-        import os
-
         if os.environ.get("FPX_DEBUG"):
             raise
         print(f"fpx: error: unexpected failure: {type(exc).__name__}: {exc} (set FPX_DEBUG=1 for a traceback)",

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from fingerprint_cli import api
+from fingerprint_cli import api, batch
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
 
@@ -42,7 +42,8 @@ def lineage(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
     fmt: Optional[str] = common.FormatOpt,
     output: Optional[Path] = common.OutputOpt,
-    device: str = common.DeviceOpt,
+    device: str = typer.Option("auto", "--device", hidden=True,
+                               help="no effect: the DIF denoiser runs on the CPU (kept so scripts keep working)"),
     quiet: bool = common.QuietOpt,
 ) -> None:
     """Which generators share a fingerprint: cross-detection matrix, relatedness and families.
@@ -57,6 +58,8 @@ def lineage(
     fpx lineage a.fpx.safetensors b.fpx.safetensors --images b=new_b_images/ --real photos/ -f json;
     fpx lineage sr.fpx.safetensors dn.fpx.safetensors --real sr=bicubic_x2/ --real dn=photos/
     """
+    if device != "auto":
+        batch.warn("--device has no effect on fpx lineage (the DIF denoiser runs on the CPU)", quiet)
     try:
         records = api.lineage(fingerprints, images=images, real=real, threshold=threshold, max_shift=max_shift,
                               metric=metric, period=period, equalise=equalise, plot=plot, output=output, fmt=fmt,

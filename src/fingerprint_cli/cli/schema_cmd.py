@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
+from fingerprint_cli import schema
+
 ORDER = 95
 
 
-def register(app) -> None:
-    @app.command("schema")
-    def schema_cmd() -> None:
-        """Print the JSON Schema of fpx result records (draft 2020-12) to stdout."""
-        from fingerprint_cli import schema
+def schema_cmd() -> None:
+    """Print the JSON Schema of fpx result records (draft 2020-12) to stdout."""
+    sys.stdout.write(schema.dumps(schema.load()))
 
-        sys.stdout.write(schema.dumps(schema.load()))
+
+def register(app: typer.Typer) -> None:
+    app.command("schema")(schema_cmd)

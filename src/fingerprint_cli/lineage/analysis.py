@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +12,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from fingerprint_cli.errors import InputError, UsageError
+from fingerprint_cli import __version__, batch
+from fingerprint_cli.dif.augment import Augmentation
+from fingerprint_cli.errors import FpxError, InputError, UsageError
+from fingerprint_cli.images import sha256_file
 from fingerprint_cli.lineage.stats import (DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD, DEFAULT_THRESHOLD,
                                            METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
                                            _standardise, auc, balanced_accuracy, families, grid_component,
                                            grid_rho, link_evidence, pattern_correlation)
+from fingerprint_cli.registry import suggest
+
+# fingerprint_cli.dif.{fingerprint,detect,residuals} import torch when imported: they stay inside the functions
+# that use them, so `fpx --help` and the pure analysis never load it.
 
 # ----------------------------------------------------------------------------- test sets
 @dataclass
@@ -65,10 +74,7 @@ def parse_images_option(values: Sequence[str], names: Sequence[str], option: str
         k, d = v.split("=", 1)
         k = k.strip()
         if k not in names:
-            import difflib
-
-            close = difflib.get_close_matches(k, list(names), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; fingerprints: {', '.join(names)}"
+            hint = suggest(k, names, n=1) or f"; fingerprints: {', '.join(names)}"
             raise UsageError(f"{option} {k}=...: no fingerprint named {k!r}{hint}")
         if not Path(d).is_dir():
             raise InputError(f"{option}: not a folder", d)
@@ -147,16 +153,12 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     the cross-detection matrices; the fingerprint-to-fingerprint correlations; families from the chosen metric.
     """
     t0 = time.perf_counter()
-    if metric not in METRICS:
-        raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
-    if metric == "grid" and grid_correlate is None:
-        raise UsageError("--metric grid needs spatial fingerprints (method dif or average)")
+    _check_metric(metric, grid_correlate)
     names = [fp.name for fp in fps]
     tests = _test_sets(fps, dict(images or {}))
     reals, real_source = _real_sets(fps, real_dir)
     _require_test_images(names, tests, reals)
-    train_hashes = [{h for _, h in split_of(fp, "train", "generated") + split_of(fp, "train", "real") if h}
-                    for fp in fps]
+    train_hashes = [_train_hashes(fp) for fp in fps]
     all_paths = sorted({p for t in tests for p in t.paths} | {p for r in reals for p in r})
     sha = _hashes(all_paths, image_sha256)
     t1 = time.perf_counter()
@@ -165,12 +167,8 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     m = _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_grid, is_generated)
     corr, gcorr, shifts = _pattern_matrices(fps, period, max_shift, grid=bool(rho_grid))
     warnings = _unreadable_warning(all_paths, sha, train_hashes, rho)
-    basis = {"accuracy": m.acc, "auc": m.au, "grid": m.gau}[metric]
-    rel, z_self, cl = families(names, basis, m.ng, m.nr, metric, threshold)
-    if cl.unresolved:
-        warnings.append(_unresolved_warning(names, basis, metric, cl.unresolved))
-    links = link_evidence(names, basis, gcorr if metric == "grid" else corr, cl, label=METRIC_LABELS[metric],
-                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
+    rel, z_self, cl, links = _families_and_links(names, m, gcorr if metric == "grid" else corr, metric, threshold,
+                                                 warnings)
     t3 = time.perf_counter()
     return LineageResult(
         names=names, paths=list(paths), sha256=list(sha256), accuracy=m.acc, tpr=m.tpr, tnr=m.tnr, auc=m.au,
@@ -182,10 +180,34 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
                 "images": float(len(all_paths))})
 
 
+def _check_metric(metric: str, grid_correlate: Callable | None) -> None:
+    """Refuse an unknown metric, and the grid metric without a grid correlation."""
+    if metric not in METRICS:
+        raise UsageError(f"unknown --metric {metric!r} (choose {', '.join(METRICS)})")
+    if metric == "grid" and grid_correlate is None:
+        raise UsageError("--metric grid needs spatial fingerprints (method dif or average)")
+
+
+def _train_hashes(fp: Any) -> set[str]:
+    """sha256 of every image (generated and real) the fingerprint was fitted on."""
+    return {h for _, h in split_of(fp, "train", "generated") + split_of(fp, "train", "real") if h}
+
+
+def _families_and_links(names: list[str], m: "_Matrices", pair_corr: np.ndarray, metric: str, threshold: float,
+                        warnings: list[str]):
+    """Relatedness, self-detection z, families and the evidence of each in-family link, from the matrix of
+    ``metric``; an unresolved fingerprint adds a warning to ``warnings``."""
+    basis = m.of(metric)
+    rel, z_self, cl = families(names, basis, m.ng, m.nr, metric, threshold)
+    if cl.unresolved:
+        warnings.append(_unresolved_warning(names, basis, metric, cl.unresolved))
+    links = link_evidence(names, basis, pair_corr, cl, label=METRIC_LABELS[metric],
+                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
+    return rel, z_self, cl, links
+
+
 def _test_sets(fps: Sequence[Any], images: Mapping[str, str]) -> list[TestSet]:
     """Generated test images per generator: its ``--images NAME=DIR``, else the artifact's held-out split."""
-    from fingerprint_cli import batch
-
     return [TestSet(fp.name, batch.expand_paths([images[fp.name]]), images[fp.name]) if fp.name in images
             else TestSet(fp.name, [p for p, _ in split_of(fp, "test", "generated")], "artifact") for fp in fps]
 
@@ -194,8 +216,6 @@ def _real_sets(fps: Sequence[Any], real_dir: str | Mapping[str, str] | None) -> 
     """Real test images per fingerprint: its ``--real NAME=DIR``, else the ``--real DIR`` shared by everyone,
     else its own held-out real split (a fingerprint fitted against processed "real" images, e.g. bicubic round
     trips, must be tested against the same kind); and how to describe where they came from."""
-    from fingerprint_cli import batch
-
     real_map = dict(real_dir) if isinstance(real_dir, Mapping) else ({"": real_dir} if real_dir else {})
     expanded: dict[str, list[str]] = {}
     reals = []
@@ -260,6 +280,34 @@ class _Matrices:
     nx: np.ndarray
     errors: dict[tuple[int, int], BaseException]
 
+    def of(self, metric: str) -> np.ndarray:
+        """The matrix ``metric`` ("accuracy", "auc" or "grid") drives the families with."""
+        return {"accuracy": self.acc, "auc": self.au, "grid": self.gau}[metric]
+
+
+def _usable(paths: Sequence[str], sha: Mapping[str, str | None], train: set[str], rho_i: Mapping[str, float]
+            ) -> list[str]:
+    """The paths that were read (a sha256), are not training images of the fingerprint, and have a finite ρ."""
+    return [p for p in paths if sha.get(p) and sha[p] not in train and np.isfinite(rho_i.get(p, np.nan))]
+
+
+def _fill_cell(m: _Matrices, i: int, j: int, fp: Any, keep: list[str], real_i: list[str],
+               rho_i: Mapping[str, float], grid_i: Mapping[str, float] | None, is_generated: Callable) -> bool:
+    """Counts, balanced accuracy, AUC (and grid AUC) of cell (i, j); False when a side has no usable image."""
+    r_gen = np.array([rho_i[p] for p in keep])
+    r_real = np.array([rho_i[p] for p in real_i])
+    m.ng[i, j], m.nr[i, j] = r_gen.size, r_real.size
+    if r_gen.size == 0 or r_real.size == 0:
+        return False
+    g_call = np.asarray(is_generated(fp, r_gen), dtype=bool)
+    r_call = np.asarray(is_generated(fp, r_real), dtype=bool)
+    m.acc[i, j], m.tpr[i, j], m.tnr[i, j] = balanced_accuracy(g_call, r_call)
+    sign = _orientation(fp)
+    m.au[i, j] = auc(sign * r_gen, sign * r_real)
+    if grid_i is not None:
+        m.gau[i, j] = auc(np.array([grid_i[p] for p in keep]), np.array([grid_i[p] for p in real_i]))
+    return True
+
 
 def _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_grid, is_generated) -> _Matrices:
     """Cell (i, j): fingerprint i on generator j's held-out images against i's real test images — balanced
@@ -269,28 +317,30 @@ def _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_gr
                   *(np.zeros((n, n), dtype=int) for _ in range(3)), errors={})
     for i, fp in enumerate(fps):
         th = train_hashes[i]
-        real_i = [p for p in reals[i] if sha.get(p) and sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
-        r_real = np.array([rho[i][p] for p in real_i])
-        sign = _orientation(fp)
+        real_i = _usable(reals[i], sha, th, rho[i])
         for j in range(n):
             cand = [p for p in tests[j].paths if sha.get(p)]
-            keep = [p for p in cand if sha[p] not in th and np.isfinite(rho[i].get(p, np.nan))]
             m.nx[i, j] = sum(1 for p in cand if sha[p] in th)
-            r_gen = np.array([rho[i][p] for p in keep])
-            m.ng[i, j], m.nr[i, j] = r_gen.size, r_real.size
-            if r_gen.size == 0 or r_real.size == 0:
+            keep = _usable(cand, sha, th, rho[i])
+            if not _fill_cell(m, i, j, fp, keep, real_i, rho[i], rho_grid[i] if rho_grid else None, is_generated):
                 m.errors[(i, j)] = InputError(
                     f"no usable held-out images of {names[j]} for fingerprint {names[i]} "
                     f"({m.nx[i, j]} excluded as its training images)", tests[j].source)
-                continue
-            g_call = np.asarray(is_generated(fp, r_gen), dtype=bool)
-            r_call = np.asarray(is_generated(fp, r_real), dtype=bool)
-            m.acc[i, j], m.tpr[i, j], m.tnr[i, j] = balanced_accuracy(g_call, r_call)
-            m.au[i, j] = auc(sign * r_gen, sign * r_real)
-            if rho_grid:
-                m.gau[i, j] = auc(np.array([rho_grid[i][p] for p in keep]),
-                                  np.array([rho_grid[i][p] for p in real_i]))
     return m
+
+
+def _grid_correlations(fps, pats: list[np.ndarray | None], period: int) -> np.ndarray:
+    """Correlation of every two fingerprints' oriented, standardised grid components (NaN where either has no
+    spatial pattern or the shapes differ)."""
+    n = len(fps)
+    gcorr = np.full((n, n), np.nan)
+    grids = [None if pats[i] is None else _standardise(grid_component(pats[i], period)) * _orientation(fps[i])
+             for i in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if grids[i] is not None and grids[j] is not None and grids[i].shape == grids[j].shape:
+                gcorr[i, j] = float((grids[i] * grids[j]).mean())
+    return gcorr
 
 
 def _pattern_matrices(fps, period: int, max_shift: int, grid: bool):
@@ -298,16 +348,9 @@ def _pattern_matrices(fps, period: int, max_shift: int, grid: bool):
     ``grid``, of their grid-periodic components."""
     n = len(fps)
     corr = np.full((n, n), np.nan)
-    gcorr = np.full((n, n), np.nan)
     shifts: list[list[tuple[int, int]]] = [[(0, 0)] * n for _ in range(n)]
     pats = [_pattern_array(fp) for fp in fps]
-    if grid:
-        grids = [None if pats[i] is None else _standardise(grid_component(pats[i], period)) * _orientation(fps[i])
-                 for i in range(n)]
-        for i in range(n):
-            for j in range(n):
-                if grids[i] is not None and grids[j] is not None and grids[i].shape == grids[j].shape:
-                    gcorr[i, j] = float((grids[i] * grids[j]).mean())
+    gcorr = _grid_correlations(fps, pats, period) if grid else np.full((n, n), np.nan)
     for i in range(n):
         corr[i, i] = 1.0
         for j in range(i + 1, n):
@@ -355,8 +398,7 @@ def _pattern_array(fp: Any) -> np.ndarray | None:
 # ----------------------------------------------------------------------------- wiring to fingerprint_cli.dif
 def load_fingerprints(paths: Sequence[str]) -> list[Any]:
     """Load fingerprint artifacts (``Fingerprint.load``); unreadable ones raise InputError naming the file."""
-    from fingerprint_cli.dif.fingerprint import Fingerprint
-    from fingerprint_cli.errors import FpxError
+    from fingerprint_cli.dif.fingerprint import Fingerprint  # imports torch
 
     fps = []
     for p in paths:
@@ -369,6 +411,57 @@ def load_fingerprints(paths: Sequence[str]) -> list[Any]:
         except Exception as exc:  # a file that is not a fingerprint artifact
             raise InputError(f"not a readable fingerprint artifact ({exc.__class__.__name__}: {exc})", p) from exc
     return fps
+
+
+class _Correlator:
+    """ρ and ρ_grid of one fingerprint on a list of images, through one residual cache. :func:`analyse` asks for
+    ρ and then ρ_grid of the same images per fingerprint: their residuals are loaded (and hashed) once."""
+
+    def __init__(self, cache: Any, aug: Any, period: int):
+        from fingerprint_cli.dif import detect  # imports torch
+
+        self.detect, self.cache, self.aug, self.period = detect, cache, aug, period
+        self._last: dict[str, Any] = {}
+
+    def _residuals_for(self, fp: Any, ps: list[str]) -> tuple[Any, list[dict]]:
+        key = (id(fp), tuple(ps))
+        if self._last.get("key") != key:
+            self._last.update(key=key, value=_residuals(self.detect, fp, ps, self.cache, self.aug))
+        return self._last["value"]
+
+    def correlate(self, fp: Any, ps: list[str]) -> np.ndarray:
+        res, infos = self._residuals_for(fp, ps)
+        return _by_path(ps, infos, self.detect.correlate_residuals(fp, res))
+
+    def grid_correlate(self, fp: Any, ps: list[str]) -> np.ndarray:
+        res, infos = self._residuals_for(fp, ps)
+        return _by_path(ps, infos, grid_rho(res, _pattern_array(fp), self.period, _orientation(fp)))
+
+    def is_generated(self, fp: Any, r: np.ndarray) -> np.ndarray:
+        return self.detect.is_generated(fp, r)
+
+
+def _grid_applicable(fps: Sequence[Any], metric: str, period: int) -> bool:
+    """Whether the grid matrices can be computed (spatial fingerprints, a period that fits the crop); refuses
+    ``metric="grid"`` when they cannot."""
+    crop = int(getattr(fps[0], "crop", 0) or 0)
+    fits = not crop or 1 <= int(period) <= crop // 2
+    if metric == "grid" and not fits:
+        raise UsageError(f"--period {period} does not fit the {crop}-px fingerprints: use 1 to {crop // 2} "
+                         "(at least two tiles per side)")
+    spatial = all(getattr(fp, "method", "dif") != "spectral" for fp in fps)
+    if metric == "grid" and not spatial:
+        raise UsageError("--metric grid needs spatial fingerprints (method dif or average), not spectral ones: "
+                         "use --metric accuracy or auc")
+    return spatial and fits
+
+
+def _folder_options(names: list[str], images: Sequence[str], real_dir: str | Sequence[str] | None
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+    """``--images NAME=DIR`` and ``--real [NAME=]DIR`` values, checked against the fingerprints' names."""
+    img_map = parse_images_option(images, names)
+    real_vals = [real_dir] if isinstance(real_dir, (str, Path)) else list(real_dir or [])
+    return img_map, parse_images_option([str(v) for v in real_vals], names, "--real", allow_bare=True)
 
 
 def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Sequence[str] | None = None,
@@ -387,53 +480,22 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     earlier runs); by default a fresh in-memory one.
     Returns the result and the provenance block for records.
     """
-    from fingerprint_cli import images as images_mod
-    from fingerprint_cli.dif import detect
-    from fingerprint_cli.dif.residuals import ResidualCache
+    from fingerprint_cli.dif.residuals import ResidualCache  # imports torch
 
     paths = [str(p) for p in paths]
     fps = load_fingerprints(paths)
     check_compatible(fps, paths)
-    names = [fp.name for fp in fps]
-    img_map = parse_images_option(images, names)
-    real_vals = [real_dir] if isinstance(real_dir, (str, Path)) else list(real_dir or [])
-    real_map = parse_images_option([str(v) for v in real_vals], names, "--real", allow_bare=True)
+    img_map, real_map = _folder_options([fp.name for fp in fps], images, real_dir)
     if cache is None:
         cache = _make_cache(ResidualCache, fps[0], device)
     aug = equaliser(equalise)
-
-    # analyse asks for ρ and then ρ_grid of the same images per fingerprint: load (and hash) them once
-    last: dict[str, Any] = {}
-
-    def residuals_for(fp: Any, ps: list[str]) -> tuple[Any, list[dict]]:
-        key = (id(fp), tuple(ps))
-        if last.get("key") != key:
-            last.update(key=key, value=_residuals(detect, fp, ps, cache, aug))
-        return last["value"]
-
-    def correlate(fp: Any, ps: list[str]) -> np.ndarray:
-        res, infos = residuals_for(fp, ps)
-        return _by_path(ps, infos, detect.correlate_residuals(fp, res))
-
-    def grid_correlate(fp: Any, ps: list[str]) -> np.ndarray:
-        res, infos = residuals_for(fp, ps)
-        return _by_path(ps, infos, grid_rho(res, _pattern_array(fp), period, _orientation(fp)))
-
-    crop = int(getattr(fps[0], "crop", 0) or 0)
-    fits = not crop or 1 <= int(period) <= crop // 2
-    if metric == "grid" and not fits:
-        raise UsageError(f"--period {period} does not fit the {crop}-px fingerprints: use 1 to {crop // 2} "
-                         "(at least two tiles per side)")
-    spatial = all(getattr(fp, "method", "dif") != "spectral" for fp in fps)
-    if metric == "grid" and not spatial:
-        raise UsageError("--metric grid needs spatial fingerprints (method dif or average), not spectral ones: "
-                         "use --metric accuracy or auc")
+    rc = _Correlator(cache, aug, period)
+    grid = _grid_applicable(fps, metric, period)
     # the grid matrices are reported with every metric when they can be computed
-    res = analyse(fps, paths, [images_mod.sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
-                  correlate=correlate, grid_correlate=grid_correlate if spatial and fits else None,
-                  is_generated=lambda fp, r: detect.is_generated(fp, r),
-                  image_sha256=images_mod.sha256_file, threshold=threshold, max_shift=max_shift, metric=metric,
-                  period=period, on_progress=on_progress)
+    res = analyse(fps, paths, [sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
+                  correlate=rc.correlate, grid_correlate=rc.grid_correlate if grid else None,
+                  is_generated=rc.is_generated, image_sha256=sha256_file, threshold=threshold,
+                  max_shift=max_shift, metric=metric, period=period, on_progress=on_progress)
     prov = _provenance(fps[0], threshold, max_shift)
     prov["metric"] = metric
     prov["period"] = int(period)
@@ -446,8 +508,6 @@ def equaliser(spec: str | None):
     quality 90), or None for "none" / None."""
     if spec is None or str(spec).lower() in ("", "none", "off"):
         return None
-    from fingerprint_cli.dif.augment import Augmentation
-
     s = str(spec).lower()
     q = s[4:] if s.startswith("jpeg") else ""
     if not q.isdigit() or not 1 <= int(q) <= 100:
@@ -465,7 +525,7 @@ def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, aug: Any 
     left out (their ρ become NaN in :func:`_by_path`). With ``aug`` (an equalising augmentation) each image's
     centre crop is passed through it first (cached per image and augmentation); images smaller than the crop
     are then left out too."""
-    from fingerprint_cli.dif.residuals import compute, compute_views
+    from fingerprint_cli.dif.residuals import compute, compute_views  # imports torch
 
     if aug is not None:
         res, infos, _ = compute_views(list(paths), lambda sha: [aug], detect.denoiser_for(fp), fp.crop, cache=cache,
@@ -482,13 +542,8 @@ def _by_path(paths: Sequence[str], infos: list[dict], vals: Any) -> np.ndarray:
 
 
 def _provenance(fp: Any, threshold: float, max_shift: int) -> dict[str, Any]:
-    import datetime
-    import platform
-
-    import fingerprint_cli
-
     meta = fp.meta
-    return {"fpx_version": fingerprint_cli.__version__, "denoiser": meta.get("denoiser"), "crop": meta.get("crop"),
+    return {"fpx_version": __version__, "denoiser": meta.get("denoiser"), "crop": meta.get("crop"),
             "method": getattr(fp, "method", meta.get("method")), "threshold": threshold, "max_shift": max_shift,
             "numpy": np.__version__, "python": platform.python_version(),
             "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fingerprint_cli import atomic
 from fingerprint_cli.lineage.analysis import LineageResult
 from fingerprint_cli.lineage.stats import MIN_SELF_Z, _auc_text, _pct
+from fingerprint_cli.records import Record
 
 # ----------------------------------------------------------------------------- records
 FEATURE_DIRECTIONS = {
@@ -32,8 +35,6 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
     Summary record: ``inputs`` = {"fingerprint_<k>": F_k}; ``decision`` = {"label": "families", "families",
     "threshold"}; ``details`` = the matrices (rows = fingerprint, columns = images of), links, linkage, timing.
     """
-    from fingerprint_cli.records import Record
-
     names = res.names
     n = len(names)
     prov = dict(provenance)
@@ -150,8 +151,6 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     import matplotlib.pyplot as plt
     from scipy.cluster.hierarchy import dendrogram
 
-    from fingerprint_cli import atomic
-
     names = res.names
     n = len(names)
     if res.clustering.linkage:
@@ -164,8 +163,6 @@ def plot(res: LineageResult, path: str, inputs: Sequence[str] = ()) -> None:
     ax_h = fig.add_axes([0.22, 0.12, 0.62, 0.64])
     ax_c = fig.add_axes([0.86, 0.12, 0.03, 0.64])
     if res.clustering.linkage:
-        import warnings
-
         with warnings.catch_warnings():  # a tree whose links are all at height 0 makes scipy warn about ylim
             warnings.simplefilter("ignore", UserWarning)
             dendrogram(np.asarray(res.clustering.linkage), ax=ax_d, no_labels=True,

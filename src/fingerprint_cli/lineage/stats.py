@@ -208,17 +208,7 @@ def cluster(names: Sequence[str], relatedness_matrix: np.ndarray,
     n = len(names)
     unres = [x for x in names if x in set(unresolved)]
     if unres:
-        rel = np.array(relatedness_matrix, dtype=np.float64, copy=True)
-        idx = [names.index(x) for x in unres]
-        rel[idx, :] = 0.0
-        rel[:, idx] = 0.0
-        np.fill_diagonal(rel, 1.0)
-        full = cluster(names, rel, threshold)
-        keep = [[x for x in fam if x not in unres] for fam in full.families]
-        keep = [f for f in keep if f]
-        labels = [-1 if names[i] in unres else next(k for k, f in enumerate(keep) if names[i] in f)
-                  for i in range(n)]
-        return Clustering(keep, full.linkage, labels, threshold, unres)
+        return _cluster_leaving_out(names, relatedness_matrix, threshold, unres)
     if n == 0:
         return Clustering([], [], [], threshold)
     if n == 1:
@@ -231,15 +221,34 @@ def cluster(names: Sequence[str], relatedness_matrix: np.ndarray,
     np.fill_diagonal(d, 0.0)
     d = np.clip(d, 0.0, 1.0)
     z = linkage(squareform(d, checks=False), method="average")
-    raw = fcluster(z, t=threshold, criterion="distance")
-    # relabel by first appearance so labels do not depend on scipy's numbering
+    labels = _labels_by_first_appearance(fcluster(z, t=threshold, criterion="distance"))
+    families = [[names[i] for i in range(n) if labels[i] == k] for k in range(max(labels) + 1)]
+    return Clustering(families, [[float(x) for x in row] for row in z], labels, threshold)
+
+
+def _cluster_leaving_out(names: list[str], relatedness_matrix: np.ndarray, threshold: float,
+                         unres: list[str]) -> Clustering:
+    """:func:`cluster` with the ``unres`` names at relatedness 0 to everyone, then taken out of the families."""
+    rel = np.array(relatedness_matrix, dtype=np.float64, copy=True)
+    idx = [names.index(x) for x in unres]
+    rel[idx, :] = 0.0
+    rel[:, idx] = 0.0
+    np.fill_diagonal(rel, 1.0)
+    full = cluster(names, rel, threshold)
+    keep = [[x for x in fam if x not in unres] for fam in full.families]
+    keep = [f for f in keep if f]
+    labels = [-1 if x in unres else next(k for k, f in enumerate(keep) if x in f) for x in names]
+    return Clustering(keep, full.linkage, labels, threshold, unres)
+
+
+def _labels_by_first_appearance(raw: Sequence[int]) -> list[int]:
+    """Relabel cluster ids 0, 1, ... by first appearance, so labels do not depend on scipy's numbering."""
     order: dict[int, int] = {}
     labels = []
     for lab in raw:
         order.setdefault(int(lab), len(order))
         labels.append(order[int(lab)])
-    families = [[names[i] for i in range(n) if labels[i] == k] for k in range(len(order))]
-    return Clustering(families, [[float(x) for x in row] for row in z], labels, threshold)
+    return labels
 
 
 def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarray | None,
