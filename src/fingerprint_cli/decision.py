@@ -41,10 +41,10 @@ class Decision(JsonObject):
     prediction_set: list[str] | None = None
     set_size: int | None = None
     alpha: float | None = None
-    p_values: dict[str, float] | None = None
+    p_values: dict[str, float | None] | None = None
     p_system: float | None = None
     p_band: float | None = None
-    band_probabilities: dict[str, float] | None = None
+    band_probabilities: dict[str, float | None] | None = None
     top_k: list[dict[str, Any]] | None = None
     min_mahalanobis2: float | None = None
     why_inconclusive: list[str] | None = None
