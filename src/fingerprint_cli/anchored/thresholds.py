@@ -119,7 +119,7 @@ class Thresholds(JsonObject):
     from (``fingerprint_cli/thresholds/NAME.json`` for a shipped one), never part of the sealed document.
 
     Read it through its typed fields. It is also a read-only mapping over its JSON document (``t["id"]``,
-    ``t.get("conformal")``, ``dict(t)``): the accessor kept for callers that still read the dict
+    ``t.get("conformal")``, ``dict(t)``; :meth:`to_dict` for an editable copy): the accessor kept for callers that still read the dict
     (triage/evidence.py, bench/openset.py)."""
 
     NESTED: ClassVar[dict[str, type[JsonObject]]] = {
@@ -171,10 +171,6 @@ class Thresholds(JsonObject):
     def to_json(self) -> bytes:
         """The file's bytes: exactly what :func:`save` writes and :meth:`from_json` read."""
         return dumps(self.to_dict()).encode("utf-8")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON document as a dict (for callers that still read the dict)."""
-        return self.to_dict()
 
     def update(self, **values: Any) -> None:
         """Refused: a sealed artifact is read-only (edit :meth:`to_dict`'s copy and :func:`save` it anew)."""
