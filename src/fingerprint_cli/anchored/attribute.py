@@ -25,7 +25,8 @@ import numpy as np
 
 from fingerprint_cli import artifacts, batch
 from fingerprint_cli.anchored import encoders, score, thresholds
-from fingerprint_cli.anchored.models import LDA, Conformal
+from fingerprint_cli.anchored.calibrate import Conformal
+from fingerprint_cli.anchored.models import LDA
 from fingerprint_cli.anchored.thresholds import Thresholds
 from fingerprint_cli.decision import Decision
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
@@ -68,7 +69,7 @@ def _conformal_of(doc: Thresholds) -> Conformal | None:
 def _check_conformal_fits(c: Conformal, model: LDA, d: int, where: str) -> None:
     """The conformal part names the class model's systems, with parameters of the feature dimension."""
     k = len(model.classes)
-    shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score == "robust-top3" \
+    shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score.startswith("robust-top3") \
         else (c.precisions is not None and c.precisions.shape == (k, d, d))
     if (c.classes != model.classes or c.means.shape != (k, d) or not shape_ok
             or any(len(v) < 1 for v in c.cal_scores)):

@@ -43,9 +43,146 @@ import numpy as np
 from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
-from fingerprint_cli.anchored.models import LDA, SCORES, Conformal, rounded as _r
 from fingerprint_cli.anchored.score import PairResult
+from fingerprint_cli.anchored.models import LDA, rounded as _r
 from fingerprint_cli.anchored.thresholds import Thresholds
+
+
+# ---------------------------------------------------------------- conformal p-values (open set)
+SCORES = ("mahalanobis", "robust-top3")
+TIE_TOL = 1e-6  # nonconformity scores closer than this (relative to 1 + |score|) are ties
+
+
+@dataclass
+class Conformal:
+    """Mondrian conformal p-values from a per-class nonconformity score (see the module docstring).
+
+    ``score`` names the nonconformity of a call for class k (in the standardised space of the artifact):
+
+    * ``"mahalanobis"`` (v2 artifacts): squared Mahalanobis distance to the class mean under the class's own
+      Ledoit-Wolf covariance; ``means`` (K, d) and ``precisions`` (K, d, d);
+    * ``"robust-top3"`` (v3 artifacts, issue 11 round 2): per feature, the robust z-score
+      ``|z_f - median_kf| / (1.4826 MAD_kf + floor)`` against the class's own calls; the score is the mean of
+      the ``top`` (3) largest. One feature far outside the class's calibrated range (a gamma the tone-curve
+      class never saw, a smoothing stronger than any calibrated filter) is enough to make the call
+      nonconforming, which a 20-dimensional quadratic form dilutes. ``means`` holds the medians, ``scales`` (K, d)
+      the robust scales, ``precisions`` is None.
+
+    ``cal_scores[k]`` holds the sorted leave-one-image-out scores of the calibration calls of class k.
+    """
+
+    classes: list[str]
+    means: np.ndarray
+    precisions: np.ndarray | None
+    cal_scores: list[np.ndarray]
+    alpha: float = 0.05
+    score: str = "mahalanobis"
+    scales: np.ndarray | None = None
+    top: int = 3
+    floor: float = 0.05
+
+    @staticmethod
+    def fit_class_models(Z: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class mean and Ledoit-Wolf-shrunk precision matrix of standardised features."""
+        from sklearn.covariance import LedoitWolf
+
+        means, precs = [], []
+        d = Z.shape[1]
+        for c in classes:
+            Zc = Z[y == c]
+            if len(Zc) < 2:
+                raise ValueError(f"system {c} needs at least two calls outside the held-out image")
+            lw = LedoitWolf().fit(Zc)
+            cov = lw.covariance_ + 1e-9 * np.eye(d)
+            means.append(lw.location_)
+            precs.append(np.linalg.inv(cov))
+        return np.stack(means), np.stack(precs)
+
+    @staticmethod
+    def fit_robust(Z: np.ndarray, y: np.ndarray, classes: Sequence[str], floor: float = 0.05
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class, per-feature median and robust scale ``1.4826 * MAD + floor`` of standardised features."""
+        meds, scales = [], []
+        for c in classes:
+            Zc = Z[y == c]
+            if len(Zc) < 2:
+                raise ValueError(f"system {c} needs at least two calls outside the held-out image")
+            med = np.median(Zc, 0)
+            meds.append(med)
+            scales.append(1.4826 * np.median(np.abs(Zc - med), 0) + floor)
+        return np.stack(meds), np.stack(scales)
+
+    @staticmethod
+    def mahalanobis2(Z: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+        """(n, K) squared Mahalanobis distances of standardised rows to each class under its own precision."""
+        diff = np.atleast_2d(Z)[:, None, :] - means[None, :, :]
+        return np.einsum("nkd,kde,nke->nk", diff, precisions, diff)
+
+    @staticmethod
+    def robust_top(Z: np.ndarray, medians: np.ndarray, scales: np.ndarray, top: int = 3) -> np.ndarray:
+        """(n, K) mean of the ``top`` largest per-feature robust |z| of each row against each class."""
+        a = np.abs(np.atleast_2d(Z)[:, None, :] - medians[None]) / scales[None]
+        t = min(int(top), a.shape[2])
+        return np.sort(a, axis=2)[..., -t:].mean(2)
+
+    def scores(self, Z: np.ndarray) -> np.ndarray:
+        if self.score == "robust-top3":
+            return self.robust_top(Z, self.means, self.scales, self.top)
+        return self.mahalanobis2(Z, self.means, self.precisions)
+
+    @classmethod
+    def fit(cls, Z: np.ndarray, y: np.ndarray, classes: Sequence[str], cal_scores: list[np.ndarray],
+            alpha: float, score: str = "mahalanobis") -> Conformal:
+        """The class models on all of ``Z`` (for new points) with the given LOO calibration scores."""
+        if score == "robust-top3":
+            med, sc = cls.fit_robust(Z, y, classes)
+            return cls(list(classes), med, None, cal_scores, alpha, score, sc)
+        means, precs = cls.fit_class_models(Z, y, classes)
+        return cls(list(classes), means, precs, cal_scores, alpha, score)
+
+    @staticmethod
+    def p_from_scores(a: np.ndarray, cal: np.ndarray) -> np.ndarray:
+        """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending).
+
+        Scores within ``TIE_TOL * (1 + |a|)`` of each other are ties: the artifact stores parameters and scores
+        to 9 / 7 significant digits, so a call whose features are exactly a system's constant values (an
+        identical copy: every change feature at its neutral value) scores ~1e-7 instead of the calibration
+        calls' 0 and would otherwise rank above all of them."""
+        a = np.asarray(a, dtype=np.float64)
+        ge = len(cal) - np.searchsorted(cal, a - TIE_TOL * (1.0 + np.abs(a)), side="left")
+        return (1.0 + ge) / (1.0 + len(cal))
+
+    def p_values(self, Z: np.ndarray) -> np.ndarray:
+        """(n, K) p-values of standardised rows for every class."""
+        a = self.scores(Z)
+        return np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
+
+    def to_json(self) -> dict[str, Any]:
+        common = {"alpha": self.alpha, "classes": self.classes,
+                  "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
+                  "space": "standardised features (the artifact's standardisation)",
+                  "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
+        if self.score == "robust-top3":
+            return {"kind": "mondrian-robust-top3-loo", **common, "medians": _r(self.means, 9),
+                    "scales": _r(self.scales, 9), "top": int(self.top), "floor": float(self.floor),
+                    "score": f"mean of the {int(self.top)} largest per-feature robust z-scores |z - median| / "
+                             f"(1.4826 MAD + {self.floor:g}) against the system's own calls"}
+        return {"kind": "mondrian-mahalanobis-loo", **common, "means": _r(self.means, 9),
+                "precisions": _r(self.precisions, 9),
+                "score": "squared Mahalanobis distance to the system's mean under its own Ledoit-Wolf covariance"}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Conformal:
+        classes = list(doc["classes"])
+        cal = [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes]
+        alpha = float(doc.get("alpha", 0.05))
+        kind = doc.get("kind", "mondrian-mahalanobis-loo")
+        if kind == "mondrian-robust-top3-loo":
+            return cls(classes, np.asarray(doc["medians"], float), None, cal, alpha, "robust-top3",
+                       np.asarray(doc["scales"], float), int(doc.get("top", 3)), float(doc.get("floor", 0.05)))
+        if kind != "mondrian-mahalanobis-loo":
+            raise ValueError(f"unknown conformal kind {kind!r}")
+        return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float), cal, alpha)
 
 
 def conformal_loo(Z: np.ndarray, y: Sequence[str], groups: Sequence[str], classes: Sequence[str],

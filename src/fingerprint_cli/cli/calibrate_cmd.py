@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from fingerprint_cli import api, batch
-from fingerprint_cli.anchored.models import SCORES
+from fingerprint_cli.anchored.calibrate import SCORES
 from fingerprint_cli.anchored.thresholds import Thresholds
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
