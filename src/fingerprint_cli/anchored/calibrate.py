@@ -44,6 +44,7 @@ from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
 from fingerprint_cli.anchored.score import PairResult
+from fingerprint_cli.anchored import features
 from fingerprint_cli.anchored.models import LDA, rounded as _r
 from fingerprint_cli.anchored.thresholds import Thresholds
 
@@ -323,11 +324,12 @@ def derive_bands(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str],
     reference and split at the largest gap into ``tight`` (closer) and ``drift``.
 
     "How far" is the mean over features of the standardised value signed so that larger = more change
-    (features whose direction says "lower = more change" are negated)."""
+    (features whose direction is "lower" are negated: the registry's direction as data,
+    :func:`fingerprint_cli.anchored.features.sign`; a name outside the registry falls back to its stored prose)."""
     X = np.asarray(X, dtype=np.float64)
     sd = X.std(0)
     Z = (X - X.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
-    sign = np.array([-1.0 if directions.get(f, "").startswith("lower") else 1.0 for f in feature_names])
+    sign = np.array([features.sign(f, directions.get(f, "")) for f in feature_names])
     change = (Z * sign).mean(1)
     y = np.asarray(y)
     systems = sorted(set(y.tolist()), key=lambda s: change[y == s].mean())
