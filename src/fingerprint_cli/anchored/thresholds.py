@@ -119,8 +119,8 @@ class Thresholds(JsonObject):
     from (``fingerprint_cli/thresholds/NAME.json`` for a shipped one), never part of the sealed document.
 
     Read it through its typed fields. It is also a read-only mapping over its JSON document (``t["id"]``,
-    ``t.get("conformal")``, ``dict(t)``; :meth:`to_dict` for an editable copy): the accessor kept for callers that still read the dict
-    (triage/evidence.py, bench/openset.py)."""
+    ``t.get("conformal")``, ``dict(t)``; :meth:`to_dict` for an editable copy): the accessor kept for callers
+    that still read the dict (triage/evidence.py, bench/openset.py)."""
 
     NESTED: ClassVar[dict[str, type[JsonObject]]] = {
         "encoder": EncoderPin, "standardisation": Standardisation, "class_model": ClassModel,
@@ -217,10 +217,6 @@ class Thresholds(JsonObject):
                 "corpus": cal.get("corpus", {}).get("description"), "note": self.description,
                 "p_values": (f"conformal, alpha {self.conformal.get('alpha')}" if self.conformal
                              else "not calibrated")}
-
-    def check_encoder(self, encoder) -> None:
-        """Refuse the artifact when its encoder (weights sha256, resolution) differs from ``encoder``."""
-        check_encoder(self, encoder)
 
 
 def _get(doc: Any, key: str, default: Any = None) -> Any:
