@@ -44,6 +44,8 @@ from fingerprint_cli.anchored import score as score_mod
 from fingerprint_cli.anchored import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
 from fingerprint_cli.errors import UsageError
+from fingerprint_cli.lineage.job import lineage_job
+from fingerprint_cli.origin import library as origin_lib
 from fingerprint_cli.records import Record, input_key, render
 
 PathLike = str | os.PathLike
@@ -166,24 +168,15 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
     the reference only). ``report=FILE.html`` writes a self-contained case report. Returns the records in
     output order: unmatched suspects, the pairs, then the per-image aggregates.
     """
-    retrieved: dict[str, Any] = {}
-    not_found: list[Record] = []
-    if index is not None:  # issue 12: each suspect's reference comes from an origin index
-        from fingerprint_cli.origin import library as origin_lib
-
-        named = [str(s) for s in ([reference] if reference is not None else []) + list(suspects or [])]
-        plist, retrieved, not_found = origin_lib.pairs_from_index(named, str(index), device=device)
-        job = _PairJob(plist, [], retrieved_out=len(not_found))
-        job.inputs = batch.pair_run_inputs(None, named, None, None, None, plist, perturbed) + [str(index)]
-    else:
-        job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed)
+    job, retrieved, not_found = _attribute_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, index,
+                                               device)
     doc, enc, why = attribute_mod.load_thresholds(str(thresholds_name) if thresholds_name else None, resolution,
                                                   device, quiet)
     decider = attribute_mod.make_decider(doc, alpha, quiet)
     extra = _survival_hooks(perturbed, job.plist)
     scorer = attribute_mod.make_scorer(decider.features, enc, use_disk_cache=use_cache, jobs=jobs, extra=extra)
-    if doc.get("_path") and not str(doc["_path"]).startswith("fingerprint_cli/"):
-        job.inputs.append(doc["_path"])
+    if doc.user_path:
+        job.inputs.append(doc.user_path)
     atomic.check_outputs({"--report": report, "--output": output}, job.inputs)
     sink = batch.open_sink(output, fmt, resume, stdout, attribute_mod.TABLE_COLUMNS, job.inputs, "attribute")
     provenance = attribute_mod.run_provenance(scorer.provenance, doc, why)
@@ -195,10 +188,7 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
     sections: list[str] = []
 
     def done(result) -> None:
-        sus = result.record.inputs.get("suspect", {}).get("path")
-        if sus in retrieved:
-            result.record.details["origin"] = retrieved[sus]
-        rec = attribute_mod.decide_record(decider, result.record, top_k, why, provenance)
+        rec = _decided(result, retrieved, decider, top_k, why, provenance)
         out.append(rec)
         sink.add(rec)
         if report is not None:
@@ -211,13 +201,39 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
         sink.add(r)
     sink.close()
     if report is not None:
-        report_mod.write(str(report), sections, doc, provenance,
-                         [attribute_mod.aggregate_summary(a) for a in aggregates], job.inputs)
-        batch.warn(f"report written to {report}", quiet)
+        _write_report(report, sections, doc, provenance, aggregates, job.inputs, quiet)
     return Results(out + [r for r in not_found if r.ok] + aggregates, items=job.items)
 
 
-def _case_section(n: int, rec: Record, result, doc: dict[str, Any]) -> str:
+def _attribute_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, index,
+                   device: str) -> tuple[_PairJob, dict[str, Any], list[Record]]:
+    """(the pairs, {suspect: its retrieved origin}, records of suspects with no origin found): from the origin
+    ``index`` when one is given (issue 12: each suspect's reference comes from the index), else as named."""
+    if index is None:
+        return _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed), {}, []
+    named = [str(s) for s in ([reference] if reference is not None else []) + list(suspects or [])]
+    plist, retrieved, not_found = origin_lib.pairs_from_index(named, str(index), device=device)
+    job = _PairJob(plist, [], retrieved_out=len(not_found))
+    job.inputs = batch.pair_run_inputs(None, named, None, None, None, plist, perturbed) + [str(index)]
+    return job, retrieved, not_found
+
+
+def _decided(result, retrieved: dict[str, Any], decider, top_k: int, why: str, provenance: dict) -> Record:
+    """The attribute record of one scored pair (its retrieved origin in ``details.origin`` with --index)."""
+    sus = result.record.inputs.get("suspect", {}).get("path")
+    if sus in retrieved:
+        result.record.details["origin"] = retrieved[sus]
+    return attribute_mod.decide_record(decider, result.record, top_k, why, provenance)
+
+
+def _write_report(report: PathLike, sections: list[str], doc: thresholds.Thresholds, provenance: dict,
+                  aggregates: list[Record], inputs: list[str], quiet: bool) -> None:
+    report_mod.write(str(report), sections, doc, provenance,
+                     [attribute_mod.aggregate_summary(a) for a in aggregates], inputs)
+    batch.warn(f"report written to {report}", quiet)
+
+
+def _case_section(n: int, rec: Record, result, doc: thresholds.Thresholds) -> str:
     dmap, label = result.heatmap()
     return report_mod.case_section(n, rec, result.reference.pixels if result.reference else None,
                                    result.suspect_aligned, dmap, label, doc)
@@ -296,7 +312,7 @@ class Calibration:
     the plane (``plot``), every scored pair's ``score`` record (``scored``) and the pairs left out (``failed``:
     error records; the corpus is calibrated without them)."""
 
-    doc: dict[str, Any]
+    doc: thresholds.Thresholds
     output: Path
     plot: Path
     scored: list[Record]
@@ -418,7 +434,7 @@ def _warn_small_classes(doc: dict[str, Any], alpha: float, quiet: bool) -> None:
 
 
 # ---------------------------------------------------------------- DIF and lineage
-# These import torch-heavy modules when called, not when fpx starts.
+# dif.extract and dif.detect import torch at their top: imported when called, so `fpx --help` loads no torch.
 def extract(generated: PathLike, real: PathLike, out: PathLike, *, name: str | None = None,
             n_images: int | None = None, crop: int = 256, epochs: int | None = None, seed: int = 0,
             method: str = "dif", denoiser: str = "dncnn", test_fraction: float = 0.2, batch_size: int = 64,
@@ -494,8 +510,6 @@ def lineage(fingerprints: Sequence[PathLike], *, images: Sequence[str] = (), rea
     ``lineage`` record per ordered pair, then the summary with the families
     (:func:`fingerprint_cli.lineage.run` + :func:`~fingerprint_cli.lineage.to_records`). ``stdout=True`` prints
     as the CLI does (the matrix text for a table)."""
-    from fingerprint_cli.lineage.job import lineage_job
-
     return lineage_job(list(fingerprints), images=list(images), real=list(real), threshold=threshold,
                        max_shift=max_shift, metric=metric, period=period, equalise=equalise, plot=plot,
                        output=output, fmt=fmt, device=device, quiet=quiet, stdout=stdout)

@@ -7,6 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fingerprint_cli.anchored.models import LDA
+from fingerprint_cli.anchored.thresholds import Thresholds
+
 
 def _plt():
     import matplotlib
@@ -24,22 +27,17 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = (), title: str | None = None) -> bytes:
-    """The calibrated clouds on the artifact's plane, the band regions/boundary, and optional marked points."""
-    from fingerprint_cli.anchored.calibrate import LDA
-
-    plt = _plt()
-    cal = doc["calibration"]["plane"]
-    fx, fy = cal["features"]
-    bands = doc["band_rule"]["bands"]
-    fig, ax = plt.subplots(figsize=(6.0, 4.6))
-    pts_all = np.concatenate([np.asarray(v, float).reshape(-1, 2) for v in cal["points"].values()]
+def _extent(points: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) corners of the plot: every calibration point and mark, padded by 8%."""
+    pts_all = np.concatenate([np.asarray(v, float).reshape(-1, 2) for v in points.values()]
                              + [np.asarray([m[1] for m in marks], float).reshape(-1, 2)])
     lo, hi = pts_all.min(0), pts_all.max(0)
     pad = (hi - lo) * 0.08 + 1e-9
-    lo, hi = lo - pad, hi + pad
-    pm = doc["band_rule"]["plane"]
-    model = LDA.from_json(pm["model"], pm["standardisation"])
+    return lo - pad, hi + pad
+
+
+def _band_regions(ax, plt, model: LDA, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Shade each band's region of the 2-feature band model, draw the boundary, name the regions."""
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
     grid = np.column_stack([gx.ravel(), gy.ravel()])
     lab = model.predict_proba(grid).argmax(1).reshape(gx.shape)
@@ -52,13 +50,30 @@ def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = ()
         if m.any():
             ax.text(gx[m].mean(), gy[m].mean(), band, fontsize=11, color="0.35", ha="center", va="center",
                     fontweight="bold", alpha=0.8)
+
+
+def _clouds(ax, plt, points: dict[str, Any], bands: dict[str, str]) -> None:
+    """One scatter per system (colour per system, marker per band)."""
     markers = {b: m for b, m in zip(sorted(set(bands.values())), "os^Dv<>p")}
-    n_sys = len(cal["points"])
-    colours = plt.get_cmap("tab10" if n_sys <= 10 else "tab20")
-    for i, (system, pts) in enumerate(sorted(cal["points"].items())):
+    n_colours = 10 if len(points) <= 10 else 20
+    colours = plt.get_cmap(f"tab{n_colours}")
+    for i, (system, pts) in enumerate(sorted(points.items())):
         p = np.asarray(pts, float).reshape(-1, 2)
-        ax.scatter(p[:, 0], p[:, 1], s=12, alpha=0.7, color=colours(i % (10 if n_sys <= 10 else 20)), marker=markers.get(bands[system], "o"),
-                   label=f"{system} ({bands[system]})")
+        ax.scatter(p[:, 0], p[:, 1], s=12, alpha=0.7, color=colours(i % n_colours),
+                   marker=markers.get(bands[system], "o"), label=f"{system} ({bands[system]})")
+
+
+def plane(doc: Thresholds, marks: Sequence[tuple[str, Sequence[float]]] = (), title: str | None = None) -> bytes:
+    """The calibrated clouds on the artifact's plane, the band regions/boundary, and optional marked points."""
+    plt = _plt()
+    cal = doc.plane
+    fx, fy = cal["features"]
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
+    lo, hi = _extent(cal["points"], marks)
+    pm = doc.band_rule.plane
+    model = LDA.from_json(pm["model"], pm["standardisation"])
+    _band_regions(ax, plt, model, lo, hi)
+    _clouds(ax, plt, cal["points"], doc.band_rule.bands)
     for name, (x, y) in marks:
         ax.scatter([x], [y], s=220, marker="*", color="crimson", edgecolor="k", zorder=5)
         ax.annotate(name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, color="crimson")
@@ -66,7 +81,7 @@ def plane(doc: dict[str, Any], marks: Sequence[tuple[str, Sequence[float]]] = ()
     ax.set_ylim(lo[1], hi[1])
     ax.set_xlabel(fx)
     ax.set_ylabel(fy)
-    ax.set_title(title or f"{doc['id']}: calibrated calls; shaded = band regions "
+    ax.set_title(title or f"{doc.id}: calibrated calls; shaded = band regions "
                           f"({', '.join(model.classes)}), line = band boundary", fontsize=8)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), framealpha=0.8)
     return _png(fig)

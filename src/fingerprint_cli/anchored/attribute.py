@@ -19,13 +19,16 @@ Bonferroni-combined p-values ``min(1, n · min_i p_i)``).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fingerprint_cli import artifacts, batch, guard
+from fingerprint_cli import artifacts, batch
 from fingerprint_cli.anchored import encoders, score, thresholds
-from fingerprint_cli.anchored.calibrate import LDA, Conformal
+from fingerprint_cli.anchored.calibrate import Conformal
+from fingerprint_cli.anchored.models import LDA
+from fingerprint_cli.anchored.thresholds import Thresholds
+from fingerprint_cli.decision import Decision
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.records import Record, input_key
 
@@ -47,41 +50,64 @@ LABELS = ("band", "system", "label")
 PROBABILITIES = ("p_system", "p_band")
 
 
+def as_thresholds(doc: Thresholds | Mapping[str, Any]) -> Thresholds:
+    """``doc`` as a validated :class:`Thresholds` (a dict of a sealed artifact is validated first)."""
+    return doc if isinstance(doc, Thresholds) else Thresholds.from_dict(dict(doc))
+
+
+def _conformal_of(doc: Thresholds) -> Conformal | None:
+    """The artifact's conformal part, or None for a v1 artifact; a malformed part is an ArtifactError."""
+    if not doc.conformal:
+        return None
+    try:
+        return Conformal.from_json(doc.conformal)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"thresholds artifact has a malformed conformal part ({exc.__class__.__name__}: "
+                            f"{exc})", doc.where) from exc
+
+
+def _check_conformal_fits(c: Conformal, model: LDA, d: int, where: str) -> None:
+    """The conformal part names the class model's systems, with parameters of the feature dimension."""
+    k = len(model.classes)
+    shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score.startswith("robust-top3") \
+        else (c.precisions is not None and c.precisions.shape == (k, d, d))
+    if (c.classes != model.classes or c.means.shape != (k, d) or not shape_ok
+            or any(len(v) < 1 for v in c.cal_scores)):
+        raise ArtifactError("thresholds artifact has an inconsistent conformal part (systems or shapes "
+                            "differ from the class model)", where)
+
+
+def _band_posteriors(p: np.ndarray, classes: Sequence[str], bands: dict[str, str],
+                     band_names: Sequence[str]) -> dict[str, float]:
+    """A band's posterior: the sum of its systems' posteriors."""
+    return {b: float(sum(p[i] for i, c in enumerate(classes) if bands[c] == b)) for b in band_names}
+
+
 class Decider:
-    def __init__(self, doc: dict[str, Any], alpha: float | None = None):
-        self.doc = doc
-        self.features: list[str] = list(doc["features"])
-        self.model = LDA.from_json(doc["class_model"], doc["standardisation"])
-        where_ = doc.get("_path") or doc["id"]
-        try:
-            self.conformal = Conformal.from_json(doc["conformal"]) if doc.get("conformal") else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"thresholds artifact has a malformed conformal part ({exc.__class__.__name__}: "
-                                f"{exc})", where_) from exc
+    """Decisions from one thresholds artifact (see the module docstring). ``doc``: a :class:`Thresholds` (or
+    the dict of a sealed one); ``alpha`` overrides the artifact's significance level (conformal artifacts)."""
+
+    def __init__(self, doc: Thresholds | Mapping[str, Any], alpha: float | None = None):
+        self.doc = as_thresholds(doc)
+        self.features: list[str] = list(self.doc.features)
+        self.model = LDA.from_json(self.doc.class_model.to_obj(), self.doc.standardisation.to_obj())
+        self.conformal = _conformal_of(self.doc)
         if self.conformal is not None:
-            k, d = len(self.model.classes), len(self.features)
-            c = self.conformal
-            shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score == "robust-top3" \
-                else (c.precisions is not None and c.precisions.shape == (k, d, d))
-            if (c.classes != self.model.classes or c.means.shape != (k, d) or not shape_ok
-                    or any(len(v) < 1 for v in c.cal_scores)):
-                raise ArtifactError("thresholds artifact has an inconsistent conformal part (systems or shapes "
-                                    "differ from the class model)", where_)
+            _check_conformal_fits(self.conformal, self.model, len(self.features), self.doc.where)
         self.alpha = check_alpha(alpha) if alpha is not None else (self.conformal.alpha if self.conformal else None)
-        self.bands: dict[str, str] = dict(doc["band_rule"]["bands"])
+        self.bands: dict[str, str] = dict(self.doc.band_rule.bands)
         self.band_names = sorted(set(self.bands.values()))
-        self.rule = doc["inconclusive"]
-        self.summary = thresholds.summary(doc)
+        self.rule = self.doc.inconclusive
+        self.summary = self.doc.summary()
         missing = [c for c in self.model.classes if c not in self.bands]
         if missing:
-            raise ArtifactError(f"band rule does not name the band of {', '.join(missing)}",
-                                doc.get("_path") or doc["id"])
+            raise ArtifactError(f"band rule does not name the band of {', '.join(missing)}", self.doc.where)
 
     def vector(self, features: dict[str, float | None], where: str | None = None) -> np.ndarray:
         missing = [f for f in self.features if features.get(f) is None]
         if missing:
             raise InputError(f"cannot compute feature(s) {', '.join(missing)} that thresholds "
-                             f"{self.doc['id']} needs", where)
+                             f"{self.doc.id} needs", where)
         return np.array([float(features[f]) for f in self.features])
 
     def posteriors(self, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -94,90 +120,99 @@ class Decider:
         return self.conformal.p_values(self.model.standardise(x))[0]
 
     def decide(self, features: dict[str, float | None], top_k: int = 3,
-               where: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               where: str | None = None) -> tuple[Decision, list[dict[str, Any]]]:
+        """The :class:`Decision` for one pair's features, and the reasons (:meth:`reasons`)."""
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
         pv = self.p_values(x)
-        decision = guard.guard_decision(self._label(p, m2, top_k, pv=pv), {"features": x, "p_values": pv},
-                                        LABELS, PROBABILITIES + ("p_value",))
-        if "why_unknown" in decision and decision.get("prediction_set") is not None:
+        decision = self._label(p, m2, top_k, pv=pv).guarded({"features": x, "p_values": pv}, LABELS,
+                                                            PROBABILITIES + ("p_value",))
+        if decision.why_unknown is not None and decision.prediction_set is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
         return decision, self.reasons(x, p)
 
     def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1,
-               pv: np.ndarray | None = None) -> dict[str, Any]:
+               pv: np.ndarray | None = None) -> Decision:
         if self.conformal is not None:
             return self._set_label(p, pv, top_k, n_calls)
         d = self._v1_label(p, m2, top_k, n_calls)
-        d.update({"p_values": None, "prediction_set": None, "set_size": None, "alpha": None, "p_value": None,
-                  "conformal": {"calibrated": False, "note": NOT_CALIBRATED + f" (artifact {self.doc['id']} has "
-                                "no conformal calibration; posteriors and the distance rule only)"}})
+        d.update(p_values=None, prediction_set=None, set_size=None, alpha=None, p_value=None,
+                 conformal={"calibrated": False, "note": NOT_CALIBRATED + f" (artifact {self.doc.id} has "
+                            "no conformal calibration; posteriors and the distance rule only)"})
         return d
 
-    def _set_label(self, p: np.ndarray, pv: np.ndarray, top_k: int, n_calls: int) -> dict[str, Any]:
+    def _set_call(self, members: list[str], pv: np.ndarray, alpha: float) -> tuple[str, str, str, list[str]]:
+        """(system, band, label, why) of a prediction set: empty → unknown; one system → it; several systems of
+        one band → that band; several bands → inconclusive."""
+        classes = self.model.classes
+        if not members:
+            best = int(np.argmax(pv))
+            return "unknown", "unknown", "unknown", [
+                f"no calibrated system fits: every p-value < alpha {alpha:g} (largest {pv[best]:.3f}, "
+                f"{classes[best]})"]
+        if len(members) == 1:
+            return members[0], self.bands[members[0]], members[0], []
+        bands_in = sorted({self.bands[c] for c in members})
+        band = bands_in[0] if len(bands_in) == 1 else "inconclusive"
+        return "inconclusive", band, band, [
+            f"{len(members)} systems fit at alpha {alpha:g}: {', '.join(members)}"
+            + ("" if len(bands_in) == 1 else f" (bands {', '.join(bands_in)})")]
+
+    def _set_label(self, p: np.ndarray, pv: np.ndarray, top_k: int, n_calls: int) -> Decision:
         classes = self.model.classes
         alpha = float(self.alpha)
         order = np.argsort(p)[::-1]
-        bp = {b: float(sum(p[i] for i, c in enumerate(classes) if self.bands[c] == b)) for b in self.band_names}
+        bp = _band_posteriors(p, classes, self.bands, self.band_names)
         top_band = max(bp, key=bp.get)
         members = [classes[i] for i in np.argsort(-pv) if pv[i] >= alpha]
-        bands_in = sorted({self.bands[c] for c in members})
-        best = int(np.argmax(pv))
-        why = []
-        if not members:
-            system = band = label = "unknown"
-            why.append(f"no calibrated system fits: every p-value < alpha {alpha:g} (largest "
-                       f"{pv[best]:.3f}, {classes[best]})")
-        elif len(members) == 1:
-            system, band = members[0], self.bands[members[0]]
-            label = system
-        else:
-            system = "inconclusive"
-            band = bands_in[0] if len(bands_in) == 1 else "inconclusive"
-            label = band
-            why.append(f"{len(members)} systems fit at alpha {alpha:g}: {', '.join(members)}"
-                       + ("" if len(bands_in) == 1 else f" (bands {', '.join(bands_in)})"))
-        lead = members[0] if members else classes[best]
-        return {"band": band, "system": system, "label": label,
-                "inconclusive": label == "inconclusive", "unknown": label == "unknown",
-                "p_value": float(pv[classes.index(lead)]),
-                "prediction_set": members, "set_size": len(members), "alpha": alpha,
-                "p_values": {c: float(pv[i]) for i, c in enumerate(classes)},
-                "p_system": float(p[order[0]]), "p_band": bp[top_band], "band_probabilities": bp,
-                "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i]),
-                           "p_value": float(pv[i])} for i in order[:top_k]],
-                "why_inconclusive": why, "calls": n_calls, "calibrated": True,
-                "conformal": {"calibrated": True, "alpha": alpha, "score": self.conformal.score,
-                              "note": f"Mondrian conformal p-values (leave-one-image-out calibration); a known "
-                                      f"system is left out of the set with probability about {alpha:g}"},
-                "thresholds": self.summary}
+        system, band, label, why = self._set_call(members, pv, alpha)
+        lead = members[0] if members else classes[int(np.argmax(pv))]
+        return Decision.make(
+            band=band, system=system, label=label,
+            inconclusive=label == "inconclusive", unknown=label == "unknown",
+            p_value=float(pv[classes.index(lead)]),
+            prediction_set=members, set_size=len(members), alpha=alpha,
+            p_values={c: float(pv[i]) for i, c in enumerate(classes)},
+            p_system=float(p[order[0]]), p_band=bp[top_band], band_probabilities=bp,
+            top_k=[{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i]),
+                    "p_value": float(pv[i])} for i in order[:top_k]],
+            why_inconclusive=why, calls=n_calls, calibrated=True,
+            conformal={"calibrated": True, "alpha": alpha, "score": self.conformal.score,
+                       "note": f"Mondrian conformal p-values (leave-one-image-out calibration); a known "
+                               f"system is left out of the set with probability about {alpha:g}"},
+            thresholds=self.summary)
 
-    def _v1_label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1) -> dict[str, Any]:
-        classes = self.model.classes
-        order = np.argsort(p)[::-1]
-        bp = {b: float(sum(p[i] for i, c in enumerate(classes) if self.bands[c] == b)) for b in self.band_names}
-        top_band = max(bp, key=bp.get)
-        far = m2 > float(self.rule["max_mahalanobis2"])
+    def _v1_why(self, p_top: float, p_band: float, m2: float) -> tuple[bool, bool, bool, list[str]]:
+        """(far, system posterior low, band posterior low, why) under the v1 posterior/distance rule."""
+        r = self.rule
+        far = m2 > float(r.max_mahalanobis2)
+        sys_low = p_top < float(r.min_top_posterior)
+        band_low = p_band < float(r.band_min_posterior)
         why = []
         if far:
             why.append(f"far from every calibrated class (squared Mahalanobis {m2:.1f} > "
-                       f"{float(self.rule['max_mahalanobis2']):.1f})")
-        sys_low = p[order[0]] < float(self.rule["min_top_posterior"])
+                       f"{float(r.max_mahalanobis2):.1f})")
         if sys_low:
-            why.append(f"top system posterior {p[order[0]]:.2f} < {float(self.rule['min_top_posterior']):.2f}")
-        band_low = bp[top_band] < float(self.rule["band_min_posterior"])
+            why.append(f"top system posterior {p_top:.2f} < {float(r.min_top_posterior):.2f}")
         if band_low:
-            why.append(f"top band posterior {bp[top_band]:.2f} < {float(self.rule['band_min_posterior']):.2f}")
+            why.append(f"top band posterior {p_band:.2f} < {float(r.band_min_posterior):.2f}")
+        return far, sys_low, band_low, why
+
+    def _v1_label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1) -> Decision:
+        classes = self.model.classes
+        order = np.argsort(p)[::-1]
+        bp = _band_posteriors(p, classes, self.bands, self.band_names)
+        top_band = max(bp, key=bp.get)
+        far, sys_low, band_low, why = self._v1_why(float(p[order[0]]), bp[top_band], m2)
         system = "inconclusive" if (far or sys_low) else classes[order[0]]
         band = "inconclusive" if (far or band_low) else top_band
-        return guard.guard_decision({"band": band, "system": system, "label": system if system != "inconclusive" else band,
-                "inconclusive": system == "inconclusive",
-                "p_system": float(p[order[0]]), "p_band": bp[top_band], "band_probabilities": bp,
-                "top_k": [{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i])}
-                          for i in order[:top_k]],
-                "min_mahalanobis2": m2, "why_inconclusive": why, "calls": n_calls,
-                "calibrated": True, "thresholds": self.summary},
-            {"posteriors": p, "min_mahalanobis2": m2, "band_probabilities": bp}, LABELS, PROBABILITIES)
+        d = Decision.make(
+            band=band, system=system, label=system if system != "inconclusive" else band,
+            inconclusive=system == "inconclusive",
+            p_system=float(p[order[0]]), p_band=bp[top_band], band_probabilities=bp,
+            top_k=[{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i])} for i in order[:top_k]],
+            min_mahalanobis2=m2, why_inconclusive=why, calls=n_calls, calibrated=True, thresholds=self.summary)
+        return d.guarded({"posteriors": p, "min_mahalanobis2": m2, "band_probabilities": bp}, LABELS, PROBABILITIES)
 
     def reasons(self, x: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
         """Per feature: value, z-score vs the calibration corpus, and its share of the top-vs-runner-up margin."""
@@ -187,7 +222,7 @@ class Decider:
         w = np.linalg.solve(self.model.cov, self.model.means[a] - self.model.means[b])
         contrib = w * (z - (self.model.means[a] + self.model.means[b]) / 2)
         out = []
-        directions = self.doc.get("directions", {})
+        directions = self.doc.directions or {}
         for j in np.argsort(-np.abs(contrib)):
             f = self.features[j]
             out.append({"feature": f, "value": float(x[j]), "z": float(z[j]),
@@ -197,7 +232,7 @@ class Decider:
                         "direction": directions.get(f, "")})
         return out
 
-    def aggregate(self, feature_sets: Sequence[dict[str, float | None]], top_k: int = 3) -> dict[str, Any]:
+    def aggregate(self, feature_sets: Sequence[dict[str, float | None]], top_k: int = 3) -> Decision:
         """Per-image decision for several suspects of one reference: mean of their posteriors."""
         xs = [self.vector(f) for f in feature_sets]
         ps, ms = zip(*(self.posteriors(x) for x in xs))
@@ -207,55 +242,62 @@ class Decider:
             pvs = np.stack([self.p_values(x) for x in xs])
             pv = np.minimum(1.0, len(xs) * pvs.min(0))
         d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv)
-        d["aggregate"] = (f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
-                          + ("; p-value of a system = min(1, n x its smallest p-value over the suspects) "
-                             "(Bonferroni: all suspects from that system)" if pv is not None else ""))
+        d.update(aggregate=(f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
+                            + ("; p-value of a system = min(1, n x its smallest p-value over the suspects) "
+                               "(Bonferroni: all suspects from that system)" if pv is not None else "")))
         return d
 
 
-def plane_point(doc: dict[str, Any], features: dict[str, float | None]) -> list[float] | None:
-    fs = doc["calibration"]["plane"]["features"]
-    vals = [features.get(f) for f in fs]
-    return None if any(v is None for v in vals) else [float(v) for v in vals]
+def plane_point(doc: Thresholds, features: dict[str, float | None]) -> list[float] | None:
+    """The call's point on the artifact's plane (:meth:`Thresholds.plane_point`)."""
+    return doc.plane_point(features)
 
 
-def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[dict[str, Any], str]:
+def _usable(docs: Sequence[Thresholds], encoder_available: bool,
+            installed_sha: str | None) -> tuple[list[Thresholds], list[str]]:
+    """(artifacts whose features can be computed here, why each other one was skipped)."""
+    usable, skipped = [], []
+    for d in docs:
+        enc = d.encoder
+        if enc is None or (encoder_available and installed_sha == enc.weights_sha256):
+            usable.append(d)
+        else:
+            skipped.append(f"{d.id} (needs {enc.id} weights sha256 {str(enc.weights_sha256)[:12]}…)")
+    return usable, skipped
+
+
+def _preference(d: Thresholds) -> tuple:
+    """Encoder features over pixel ones, conformal over not, newer version, then LOO accuracy."""
+    loo = d.loo.get("accuracy") or 0.0
+    try:  # a newer version of a shipped recipe supersedes the older one (v3's open-set score, issue 11)
+        version = float(d.version or 0)
+    except (TypeError, ValueError):
+        version = 0.0
+    return (d.encoder is not None, d.is_conformal, version, loo)
+
+
+def _why_default(best: Thresholds, skipped: Sequence[str]) -> str:
+    loo = best.loo
+    conf = best.calibration.get("conformal")
+    why = (f"default: best shipped artifact whose features are computable here "
+           f"(encoder {'none' if best.encoder is None else best.encoder.id}; "
+           + (f"conformal, LOO coverage {conf['coverage']:.3f} at alpha {conf['alpha']:g}; " if conf else
+              "no conformal calibration; ")
+           + f"LOO accuracy {loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] on its local corpus)")
+    return why + ("; skipped: " + ", ".join(skipped) if skipped else "")
+
+
+def choose_default(encoder_available: bool, installed_sha: str | None) -> tuple[Thresholds, str]:
     """The best shipped artifact whose features can be computed here, and why it was chosen."""
     docs = thresholds.shipped()
     if not docs:
         raise ArtifactError("no thresholds artifact ships with this installation; pass --thresholds FILE.json")
-    usable, skipped = [], []
-    for d in docs:
-        enc = d["encoder"]
-        if enc is None:
-            usable.append(d)
-        elif encoder_available and installed_sha == enc.get("weights_sha256"):
-            usable.append(d)
-        else:
-            skipped.append(f"{d['id']} (needs {enc.get('id')} weights sha256 {str(enc.get('weights_sha256'))[:12]}…)")
+    usable, skipped = _usable(docs, encoder_available, installed_sha)
     if not usable:
         raise ArtifactError("no shipped thresholds artifact can be used with the installed encoder; "
                             "pass --thresholds FILE.json")
-
-    def key(d):
-        loo = d["calibration"].get("loo", {}).get("accuracy") or 0.0
-        try:  # a newer version of a shipped recipe supersedes the older one (v3's open-set score, issue 11)
-            version = float(d.get("version") or 0)
-        except (TypeError, ValueError):
-            version = 0.0
-        return (d["encoder"] is not None, bool(d.get("conformal")), version, loo)
-
-    best = max(usable, key=key)
-    loo = best["calibration"]["loo"]
-    conf = best["calibration"].get("conformal")
-    why = (f"default: best shipped artifact whose features are computable here "
-           f"(encoder {'none' if best['encoder'] is None else best['encoder'].get('id')}; "
-           + (f"conformal, LOO coverage {conf['coverage']:.3f} at alpha {conf['alpha']:g}; " if conf else
-              "no conformal calibration; ")
-           + f"LOO accuracy {loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] on its local corpus)")
-    if skipped:
-        why += "; skipped: " + ", ".join(skipped)
-    return best, why
+    best = max(usable, key=_preference)
+    return best, _why_default(best, skipped)
 
 
 # ---------------------------------------------------------------- feature sets and scoring
@@ -313,7 +355,7 @@ def load_thresholds(name: str | None, resolution: int | None = None, device: str
     loaded. Refuses an artifact whose encoder/resolution differs from what would be computed."""
     if name:
         doc = thresholds.find(name)
-        why = f"given with --thresholds ({doc.get('_path')})"
+        why = f"given with --thresholds ({doc.path})"
     else:
         try:
             inst = artifacts.installed("dinov2-vitb14")
@@ -321,29 +363,29 @@ def load_thresholds(name: str | None, resolution: int | None = None, device: str
             inst = None
         doc, why = choose_default(inst is not None, inst.sha256 if inst else None)
     enc = None
-    want = doc["encoder"]
+    want = doc.encoder
     if want is not None:
-        enc = encoders.load_encoder(want.get("id", "dinov2-vitb14"), resolution or want.get("resolution"), device)
+        enc = encoders.load_encoder(want.id or "dinov2-vitb14", resolution or want.resolution, device)
     elif resolution is not None:
-        batch.warn(f"--resolution is ignored: thresholds {doc['id']} use pixel features only", quiet)
+        batch.warn(f"--resolution is ignored: thresholds {doc.id} use pixel features only", quiet)
     thresholds.check_encoder(doc, enc)
     return doc, enc, why
 
 
-def make_decider(doc: dict[str, Any], alpha: float | None = None, quiet: bool = False) -> Decider:
+def make_decider(doc: Thresholds, alpha: float | None = None, quiet: bool = False) -> Decider:
     """The :class:`Decider` of ``doc`` at ``alpha`` (checked); warns when the artifact has no conformal part."""
     if alpha is not None:
         check_alpha(alpha)
     decider = Decider(doc, alpha)
     if decider.conformal is None:
-        batch.warn(f"thresholds {doc['id']} have no conformal calibration: {NOT_CALIBRATED}"
+        batch.warn(f"thresholds {doc.id} have no conformal calibration: {NOT_CALIBRATED}"
                    + ("; --alpha is ignored" if alpha is not None else ""), quiet)
     return decider
 
 
-def run_provenance(base: dict[str, Any], doc: dict[str, Any], why: str) -> dict[str, Any]:
+def run_provenance(base: dict[str, Any], doc: Thresholds, why: str) -> dict[str, Any]:
     """A run's provenance: the scorer's, plus the thresholds artifact (id, version, sha256, why chosen)."""
-    return {**base, "thresholds": {"id": doc["id"], "version": doc["version"], "sha256": doc["sha256"],
+    return {**base, "thresholds": {"id": doc.id, "version": doc.version, "sha256": doc.sha256,
                                    "chosen": why}}
 
 
@@ -355,9 +397,9 @@ def decide_record(decider: Decider, scored: Record, top_k: int, why: str, proven
                       provenance=provenance)
     try:
         decision, reasons = decider.decide(scored.features, top_k, where=scored.inputs["suspect"]["path"])
-        decision["chosen"] = why
+        decision.update(chosen=why)
         return Record(command="attribute", inputs=scored.inputs, features=scored.features,
-                      directions=scored.directions, decision=decision, reasons=reasons,
+                      directions=scored.directions, decision=decision.to_dict(), reasons=reasons,
                       provenance=provenance, details=scored.details)
     except FpxError as exc:
         return Record.failure("attribute", scored.inputs, exc, provenance)
@@ -379,9 +421,9 @@ def aggregate_by_reference(records: Sequence[Record], decider: Decider, top_k: i
         if len(group) < 2 or input_key("attribute", reference=ref_path) in done:
             continue
         d = decider.aggregate([g.features for g in group], top_k)
-        d["chosen"] = why
+        d.update(chosen=why)
         out.append(Record(command="attribute", inputs={"reference": group[0].inputs["reference"]},
-                          decision=d, provenance=provenance,
+                          decision=d.to_dict(), provenance=provenance,
                           details={"suspects": [g.inputs["suspect"] for g in group],
                                    "per_call": [g.decision["label"] for g in group]}))
     return out

@@ -44,84 +44,9 @@ from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
 from fingerprint_cli.anchored.score import PairResult
-
-
-# ---------------------------------------------------------------- the class model
-@dataclass
-class LDA:
-    """Shared-covariance Gaussian classifier in standardised feature space."""
-
-    classes: list[str]
-    mean: np.ndarray  # (d,) standardisation
-    std: np.ndarray  # (d,)
-    means: np.ndarray  # (K, d) class means, standardised space
-    cov: np.ndarray  # (d, d) shared covariance, standardised space
-    priors: np.ndarray  # (K,)
-    shrinkage: float
-
-    @classmethod
-    def fit(cls, X: np.ndarray, y: Sequence[str], shrinkage: float | str = "auto",
-            classes: Sequence[str] | None = None) -> LDA:
-        """Fit with scikit-learn's ``LinearDiscriminantAnalysis`` (lsqr solver, equal priors) on standardised
-        features; ``shrinkage`` is ``"auto"`` (Ledoit-Wolf) or a value in [0, 1]."""
-        import warnings
-
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
-        present = [c for c in (classes or sorted(set(y.tolist()))) if np.any(y == c)]
-        if len(present) < 2:
-            raise ValueError("need at least two systems with calls to fit a class model")
-        keep = np.isin(y, present)
-        X, y = X[keep], y[keep]
-        mu = X.mean(0)
-        sd = X.std(0)
-        sd = np.where(sd > 1e-12, sd, 1.0)
-        Z = (X - mu) / sd
-        priors = np.full(len(present), 1.0 / len(present))
-        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage, priors=priors, store_covariance=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lda.fit(Z, y)
-        order = [list(lda.classes_).index(c) for c in present]
-        means = np.asarray(lda.means_, dtype=np.float64)[order]
-        d = Z.shape[1]
-        cov = np.asarray(lda.covariance_, dtype=np.float64) + 1e-9 * np.eye(d)
-        return cls(list(present), mu, sd, means, cov, priors,
-                   shrinkage if isinstance(shrinkage, str) else float(shrinkage))
-
-    def standardise(self, X: np.ndarray) -> np.ndarray:
-        return (np.atleast_2d(np.asarray(X, dtype=np.float64)) - self.mean) / self.std
-
-    def mahalanobis2(self, X: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance of each row to each class mean, (n, K)."""
-        Z = self.standardise(X)
-        P = np.linalg.inv(self.cov)
-        diff = Z[:, None, :] - self.means[None, :, :]
-        return np.einsum("nkd,de,nke->nk", diff, P, diff)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        m2 = self.mahalanobis2(X)
-        logp = -0.5 * m2 + np.log(self.priors)[None, :]
-        logp -= logp.max(1, keepdims=True)
-        p = np.exp(logp)
-        return p / p.sum(1, keepdims=True)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "lda-shared-covariance", "classes": self.classes,
-                "means": _r(self.means), "covariance": _r(self.cov), "priors": _r(self.priors),
-                "shrinkage": self.shrinkage, "space": "standardised features",
-                "fitted_by": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis(solver='lsqr')"}
-
-    @classmethod
-    def from_json(cls, model: dict[str, Any], standardisation: dict[str, Any]) -> LDA:
-        """The stored parameters (v1 and v2 artifacts alike); nothing is refitted."""
-        shr = model.get("shrinkage", 0.0)
-        return cls(list(model["classes"]), np.asarray(standardisation["mean"], float),
-                   np.asarray(standardisation["std"], float), np.asarray(model["means"], float),
-                   np.asarray(model["covariance"], float), np.asarray(model["priors"], float),
-                   shr if isinstance(shr, str) else float(shr))
+from fingerprint_cli.anchored import features
+from fingerprint_cli.anchored.models import LDA, rounded as _r
+from fingerprint_cli.anchored.thresholds import Thresholds
 
 
 # ---------------------------------------------------------------- conformal p-values (open set)
@@ -325,14 +250,6 @@ def conformal_report(P: np.ndarray, y: Sequence[str], classes: Sequence[str], ba
             "band_accuracy_when_decided": float(band_ok[band_one].mean()) if band_one.any() else None}
 
 
-def _r(a, sig: int = 10):
-    """JSON-friendly nested lists with a stable number of significant digits."""
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim == 0:
-        return float(f"{float(arr):.{sig}g}")
-    return [_r(x, sig) for x in arr]
-
-
 # ---------------------------------------------------------------- protocol
 def leave_one_image_out(X: np.ndarray, y: Sequence[str], groups: Sequence[str], classes: Sequence[str],
                         fit: Callable[[np.ndarray, np.ndarray], Any] | None = None,
@@ -407,11 +324,12 @@ def derive_bands(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str],
     reference and split at the largest gap into ``tight`` (closer) and ``drift``.
 
     "How far" is the mean over features of the standardised value signed so that larger = more change
-    (features whose direction says "lower = more change" are negated)."""
+    (features whose direction is "lower" are negated: the registry's direction as data,
+    :func:`fingerprint_cli.anchored.features.sign`; a name outside the registry falls back to its stored prose)."""
     X = np.asarray(X, dtype=np.float64)
     sd = X.std(0)
     Z = (X - X.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
-    sign = np.array([-1.0 if directions.get(f, "").startswith("lower") else 1.0 for f in feature_names])
+    sign = np.array([features.sign(f, directions.get(f, "")) for f in feature_names])
     change = (Z * sign).mean(1)
     y = np.asarray(y)
     systems = sorted(set(y.tolist()), key=lambda s: change[y == s].mean())
@@ -498,83 +416,85 @@ def evaluate(X, systems, images, classes, bands: dict[str, str], B: int, seed: i
     }
 
 
-def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", description: str = "",
-              corpus_info: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None,
-              B: int = 2000, seed: int = 0, shrinkage: float | str = "auto", min_posterior: float = 0.5,
-              band_min_posterior: float = 0.6, far_quantile: float = 0.999,
-              points_per_system: int = 200, alpha: float | None = 0.05,
-              nonconformity: str = "robust-top3") -> dict[str, Any]:
-    """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact.
-
-    With ``alpha`` (default 0.05) the artifact carries the conformal part (:class:`Conformal`, its LOO
-    coverage per system in ``calibration.conformal``) and decisions use prediction sets; ``alpha=None``
-    makes a v1-style artifact (posterior and distance rule only)."""
-    from scipy import stats
-
-    X = np.asarray(corpus.X, dtype=np.float64)
+def _classes_and_bands(corpus: Corpus, X: np.ndarray, systems: np.ndarray,
+                       images_: np.ndarray) -> tuple[list[str], dict[str, str], str]:
+    """(classes, bands, how the bands were set); a corpus the protocol cannot use is a ValueError."""
     if not np.all(np.isfinite(X)):
         raise ValueError("some features are missing or not finite")
-    systems = np.asarray(corpus.systems)
-    images_ = np.asarray(corpus.images)
     classes = sorted(set(systems.tolist()))
     if len(classes) < 2:
         raise ValueError("the corpus names fewer than two systems")
     if len(set(images_.tolist())) < 2:
         raise ValueError("leave-one-image-out needs at least two image_ids")
     if corpus.bands:
-        bands = {s: corpus.bands[s] for s in classes}
-        band_how = "from the corpus band column"
-    else:
-        bands, band_how = derive_bands(X, systems, corpus.features, corpus.directions)
-    model = LDA.fit(X, systems, shrinkage=shrinkage, classes=classes)
-    ev = evaluate(X, systems, images_, classes, bands, B, seed, shrinkage)
-    proba = ev.pop("_proba")
-    d = X.shape[1]
-    # "far from every class": squared Mahalanobis distance beyond both the chi-square quantile and the same
-    # quantile of held-out (LOO) calibration calls, so known systems on unseen images are rarely called far
+        return classes, {s: corpus.bands[s] for s in classes}, "from the corpus band column"
+    bands, how = derive_bands(X, systems, corpus.features, corpus.directions)
+    return classes, bands, how
+
+
+def _far_bound(X: np.ndarray, systems: np.ndarray, images_: np.ndarray, classes: Sequence[str],
+               shrinkage: float | str, far_quantile: float) -> tuple[np.ndarray, float]:
+    """(LOO squared Mahalanobis distance of every call to its nearest class, the "far from every class" bound).
+
+    The bound is the larger of the chi-square quantile and the same quantile of held-out (LOO) calibration calls,
+    so known systems on unseen images are rarely called far."""
+    from scipy import stats
+
     loo_m2 = np.zeros(len(systems))
     for image in sorted(set(images_.tolist())):
         test = images_ == image
         fold = LDA.fit(X[~test], systems[~test], shrinkage=shrinkage, classes=classes)
         loo_m2[test] = fold.mahalanobis2(X[test]).min(1)
-    far = max(float(stats.chi2.ppf(far_quantile, d)), float(np.quantile(loo_m2, far_quantile)))
-    m2 = loo_m2
-    top = proba.max(1)
-    loo_inconclusive = float(np.mean((top < min_posterior) | (m2 > far)))
-    pred = np.asarray(classes)[proba.argmax(1)]
-    decided = (top >= min_posterior) & (m2 <= far)
-    ev["loo"]["inconclusive_rate"] = loo_inconclusive
-    ev["loo"]["accuracy_when_decided"] = float((pred[decided] == systems[decided]).mean()) if decided.any() else None
-    conformal = None
-    conformal_report_ = None
-    if alpha is not None:
-        if not 0.0 < alpha <= 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5], not {alpha}")
-        Z = model.standardise(X)
-        A, own = conformal_loo(Z, systems, images_, classes, score=nonconformity)
-        P = conformal_loo_p(A, own, systems, images_, classes)
-        conformal_report_ = conformal_report(P, systems, classes, bands, alpha)
-        conformal_report_["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
-                                       "without its image, ranked among the LOO scores of the other images' "
-                                       "calls (the standardisation is the corpus-wide one)")
-        conformal = Conformal.fit(Z, systems, classes, [np.sort(own[systems == c]) for c in classes], alpha,
-                                  nonconformity)
-        conformal_report_["score"] = nonconformity
-        # under the set rule the call is decided when the prediction set is one system
-        ev["loo"]["inconclusive_rate"] = 1.0 - conformal_report_["singleton_rate"]
-        ev["loo"]["accuracy_when_decided"] = conformal_report_["singleton_accuracy"]
+    far = max(float(stats.chi2.ppf(far_quantile, X.shape[1])), float(np.quantile(loo_m2, far_quantile)))
+    return loo_m2, far
 
+
+def _posterior_rule_rates(loo: dict[str, Any], proba: np.ndarray, loo_m2: np.ndarray, far: float,
+                          min_posterior: float, classes: Sequence[str], systems: np.ndarray) -> None:
+    """Inconclusive rate and accuracy when decided under the v1 posterior/distance rule, into ``loo``."""
+    top = proba.max(1)
+    pred = np.asarray(classes)[proba.argmax(1)]
+    decided = (top >= min_posterior) & (loo_m2 <= far)
+    loo["inconclusive_rate"] = float(np.mean(~decided))
+    loo["accuracy_when_decided"] = float((pred[decided] == systems[decided]).mean()) if decided.any() else None
+
+
+def _conformal_part(model: LDA, X: np.ndarray, systems: np.ndarray, images_: np.ndarray, classes: Sequence[str],
+                    bands: dict[str, str], alpha: float, nonconformity: str) -> tuple[Conformal, dict[str, Any]]:
+    """The fitted :class:`Conformal` and its LOO report (coverage per system, set sizes) at ``alpha``."""
+    if not 0.0 < alpha <= 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5], not {alpha}")
+    Z = model.standardise(X)
+    A, own = conformal_loo(Z, systems, images_, classes, score=nonconformity)
+    P = conformal_loo_p(A, own, systems, images_, classes)
+    report = conformal_report(P, systems, classes, bands, alpha)
+    report["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
+                        "without its image, ranked among the LOO scores of the other images' "
+                        "calls (the standardisation is the corpus-wide one)")
+    conformal = Conformal.fit(Z, systems, classes, [np.sort(own[systems == c]) for c in classes], alpha,
+                              nonconformity)
+    report["score"] = nonconformity
+    return conformal, report
+
+
+def _eta_block(X: np.ndarray, corpus: Corpus, systems: np.ndarray, images_: np.ndarray) -> dict[str, Any]:
+    """η² of the features for system, image domain (when known) and image."""
     eta_sys, per_sys = eta_squared(X, systems)
-    eta = {"system": eta_sys, "per_feature_system": dict(zip(corpus.features, per_sys))}
+    eta: dict[str, Any] = {"system": eta_sys, "per_feature_system": dict(zip(corpus.features, per_sys))}
     if corpus.domains is not None:
         eta_dom, per_dom = eta_squared(X, corpus.domains)
         eta["domain"] = eta_dom
         eta["per_feature_domain"] = dict(zip(corpus.features, per_dom))
     else:
         eta["domain"] = None
-    eta_img, _ = eta_squared(X, images_)
-    eta["image"] = eta_img
+    eta["image"] = eta_squared(X, images_)[0]
+    return eta
 
+
+def _plane_block(corpus: Corpus, X: np.ndarray, systems: np.ndarray, classes: Sequence[str],
+                 bands: dict[str, str], shrinkage: float | str, seed: int,
+                 points_per_system: int) -> tuple[list[str], LDA, dict[str, Any]]:
+    """(the plane's two features, the 2-feature band model, a subsample of each system's points on it)."""
     plane = choose_plane(corpus.features, X, systems, bands)
     pidx = [corpus.features.index(f) for f in plane]
     band_labels = np.asarray([bands[s] for s in systems])
@@ -586,20 +506,66 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
         if len(rows) > points_per_system:
             rows = np.sort(rng.choice(rows, points_per_system, replace=False))
         points[c] = _r(X[np.ix_(rows, pidx)], 6)
+    return plane, plane_model, points
 
-    blind = None
-    if corpus.blind_X is not None:
-        bev = evaluate(np.asarray(corpus.blind_X), systems, images_, classes, bands, B, seed, shrinkage=0.3)
-        bev.pop("_proba")
-        blind = {"method": "PRISM-style radial Fourier amplitude + phase-coherence spectrum of the suspect "
-                           "alone, LDA (shrinkage 0.3); never sees the reference",
-                 "loo": bev["loo"], "band_loo": bev["band_loo"]}
 
-    n_images = len(set(images_.tolist()))
+def _blind_block(corpus: Corpus, systems: np.ndarray, images_: np.ndarray, classes: Sequence[str],
+                 bands: dict[str, str], B: int, seed: int) -> dict[str, Any] | None:
+    """The blind baseline (suspect-only features, same LOO protocol), or None without blind features."""
+    if corpus.blind_X is None:
+        return None
+    bev = evaluate(np.asarray(corpus.blind_X), systems, images_, classes, bands, B, seed, shrinkage=0.3)
+    bev.pop("_proba")
+    return {"method": "PRISM-style radial Fourier amplitude + phase-coherence spectrum of the suspect "
+                      "alone, LDA (shrinkage 0.3); never sees the reference",
+            "loo": bev["loo"], "band_loo": bev["band_loo"]}
+
+
+def _posterior_rule(min_posterior: float, band_min_posterior: float, far: float, far_quantile: float,
+                    d: int) -> dict[str, Any]:
+    return {"min_top_posterior": min_posterior, "band_min_posterior": band_min_posterior,
+            "max_mahalanobis2": far, "far_quantile": far_quantile,
+            "rule": "inconclusive when the top system posterior < min_top_posterior, or the "
+                    "point's squared Mahalanobis distance to every class mean exceeds max(the "
+                    f"chi-square({d}) {far_quantile} quantile, the {far_quantile} quantile of the "
+                    "same distance for held-out (LOO) calibration calls); the band is inconclusive when its "
+                    "posterior < band_min_posterior or the point is far from every class"}
+
+
+def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", description: str = "",
+              corpus_info: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None,
+              B: int = 2000, seed: int = 0, shrinkage: float | str = "auto", min_posterior: float = 0.5,
+              band_min_posterior: float = 0.6, far_quantile: float = 0.999,
+              points_per_system: int = 200, alpha: float | None = 0.05,
+              nonconformity: str = "robust-top3") -> dict[str, Any]:
+    """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact.
+
+    With ``alpha`` (default 0.05) the artifact carries the conformal part (:class:`Conformal`, its LOO
+    coverage per system in ``calibration.conformal``) and decisions use prediction sets; ``alpha=None``
+    makes a v1-style artifact (posterior and distance rule only)."""
+    X = np.asarray(corpus.X, dtype=np.float64)
+    systems = np.asarray(corpus.systems)
+    images_ = np.asarray(corpus.images)
+    classes, bands, band_how = _classes_and_bands(corpus, X, systems, images_)
+    model = LDA.fit(X, systems, shrinkage=shrinkage, classes=classes)
+    ev = evaluate(X, systems, images_, classes, bands, B, seed, shrinkage)
+    proba = ev.pop("_proba")
+    loo_m2, far = _far_bound(X, systems, images_, classes, shrinkage, far_quantile)
+    _posterior_rule_rates(ev["loo"], proba, loo_m2, far, min_posterior, classes, systems)
+    conformal = conformal_report_ = None
+    if alpha is not None:
+        conformal, conformal_report_ = _conformal_part(model, X, systems, images_, classes, bands, alpha,
+                                                       nonconformity)
+        # under the set rule the call is decided when the prediction set is one system
+        ev["loo"]["inconclusive_rate"] = 1.0 - conformal_report_["singleton_rate"]
+        ev["loo"]["accuracy_when_decided"] = conformal_report_["singleton_accuracy"]
+    plane, plane_model, points = _plane_block(corpus, X, systems, classes, bands, shrinkage, seed,
+                                              points_per_system)
     cal = {
-        "corpus": {**(corpus_info or {}), "n_images": n_images, "n_calls": int(len(systems)),
+        "corpus": {**(corpus_info or {}), "n_images": len(set(images_.tolist())), "n_calls": int(len(systems)),
                    "systems": {c: int((systems == c).sum()) for c in classes}},
-        "loo": ev["loo"], "band_loo": ev["band_loo"], "eta_squared": eta, "blind_baseline": blind,
+        "loo": ev["loo"], "band_loo": ev["band_loo"], "eta_squared": _eta_block(X, corpus, systems, images_),
+        "blind_baseline": _blind_block(corpus, systems, images_, classes, bands, B, seed),
         **({"conformal": conformal_report_} if conformal_report_ else {}),
         "plane": {"features": plane, "points": points},
     }
@@ -622,13 +588,8 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
                                 "standardisation": {"mean": _r(plane_model.mean), "std": _r(plane_model.std)},
                                 "note": "2-feature band LDA used to draw the boundary on the plane"}},
         **({"conformal": conformal.to_json()} if conformal else {}),
-        "inconclusive": _set_rule(alpha) if conformal else {"min_top_posterior": min_posterior, "band_min_posterior": band_min_posterior,
-                         "max_mahalanobis2": far, "far_quantile": far_quantile,
-                         "rule": "inconclusive when the top system posterior < min_top_posterior, or the "
-                                 "point's squared Mahalanobis distance to every class mean exceeds max(the "
-                                 f"chi-square({d}) {far_quantile} quantile, the {far_quantile} quantile of the "
-                                 "same distance for held-out (LOO) calibration calls); the band is inconclusive when its "
-                                 "posterior < band_min_posterior or the point is far from every class"},
+        "inconclusive": _set_rule(alpha) if conformal else _posterior_rule(min_posterior, band_min_posterior, far,
+                                                                            far_quantile, X.shape[1]),
         "calibration": cal,
     }
 
@@ -773,9 +734,9 @@ def corpus_info(path, keep, hashes: dict[str, str], failed: int, description: st
             "has_band_column": has_band, "has_domain_column": has_domain, "reps": reps}
 
 
-def small_classes(doc: dict[str, Any], alpha: float) -> dict[str, int]:
+def small_classes(doc: Thresholds, alpha: float) -> dict[str, int]:
     """{system: n calibration calls} of the systems too small to ever leave a prediction set at ``alpha``
     (their smallest p-value 1/(n+1) is >= alpha)."""
-    if not doc.get("conformal"):
+    if not doc.conformal:
         return {}
-    return {c: len(v) for c, v in doc["conformal"]["calibration_scores"].items() if 1.0 / (len(v) + 1) >= alpha}
+    return {c: len(v) for c, v in doc.conformal["calibration_scores"].items() if 1.0 / (len(v) + 1) >= alpha}

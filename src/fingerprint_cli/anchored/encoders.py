@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import artifacts, images
+from fingerprint_cli import artifacts, batch, images
 from fingerprint_cli.errors import ArtifactError, UsageError
 
 
@@ -204,9 +204,7 @@ class Encoder:
                                         {"patches": torch.from_numpy(tok.patches), "cls": torch.from_numpy(tok.cls)},
                                         {"gh": str(tok.grid[0]), "gw": str(tok.grid[1]), "key": key})
             except OSError as exc:  # an unusable cache only costs speed
-                from fingerprint_cli.batch import cache_unusable
-
-                cache_unusable("token", exc)
+                batch.cache_unusable("token", exc)
 
 
 def load_encoder(name: str = "dinov2-vitb14", resolution: int | None = None, device: str = "auto",

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fingerprint_cli.errors import UsageError
+
 MODELS = ("chou-li", "namm")
 
 T0 = 17.0
@@ -139,8 +141,6 @@ _FUNCS = {"chou-li": chou_li, "namm": namm}
 
 def jnd_map(pixels: np.ndarray, model: str = "chou-li") -> np.ndarray:
     """JND map (H, W) in 8-bit levels of a float RGB image in [0, 1] (or a luminance plane in [0, 1])."""
-    from fingerprint_cli.errors import UsageError
-
     key = model.lower().replace("_", "-")
     if key in ("chouli", "chou"):
         key = "chou-li"

@@ -162,6 +162,27 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
     _check_common(method, strength, jnd_model)
     check_psnr_floor(psnr_floor)
     t0 = time.perf_counter()
+    x, x255 = _checked_input(pixels)
+    jmap = jnd_mod.jnd_map(x, jnd_model)
+    bound = strength * jmap.astype(np.float64)
+    params: dict[str, Any] = {"method": method, "strength": float(strength), "jnd_model": jnd_model}
+    extra: dict[str, Any] = {}
+    if method == "keyed":
+        target = _keyed_target(x255, bound, key, cell, params, extra)
+    else:
+        target = _adversarial_target(x, x255, bound, encoder, steps, seed, on_step, params)
+    q, scale = _within_psnr_floor(x255, target, bound, psnr_floor)
+    params["psnr_floor"] = float(psnr_floor) if psnr_floor else None
+    params["delta_scale"] = round(scale, 6)
+    _check_result(x255, q, psnr_floor, scale)
+    stats = bound_stats(x255, q, jmap, strength)
+    if stats["share_within_bound"] < 1.0:  # pragma: no cover - quantize_within guarantees it
+        raise FpxError("internal error: the JND bound does not hold after rounding")
+    return Perturbation(q, jmap, stats, params, time.perf_counter() - t0, extra)
+
+
+def _checked_input(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 image, the same in 0..255 with 8-bit values snapped back to integers); too small: InputError."""
     x = np.asarray(pixels, np.float32)
     if x.ndim != 3 or min(x.shape[:2]) < MIN_SIDE:
         raise InputError(f"image is {x.shape[1]}x{x.shape[0]}: too small to perturb (needs at least "
@@ -169,49 +190,59 @@ def perturb(pixels: np.ndarray, method: str = "keyed", strength: float = DEFAULT
     x255 = x.astype(np.float64) * 255.0
     near = np.rint(x255)
     x255 = np.where(np.abs(x255 - near) < 1e-3, near, x255)  # 8-bit inputs: undo float32 representation noise
-    jmap = jnd_mod.jnd_map(x, jnd_model)
-    bound = strength * jmap.astype(np.float64)
-    params: dict[str, Any] = {"method": method, "strength": float(strength), "jnd_model": jnd_model}
-    extra: dict[str, Any] = {}
-    if method == "keyed":
-        generated = key is None
-        if generated:
-            key = secrets.token_hex(16)
-        pat = keyed_pattern(key, x.shape[0], x.shape[1], cell)
-        target = x255 + (pat.astype(np.float64) * bound)[..., None]
-        params.update({"key_id": key_id(key), "key_generated": generated, "cell": int(cell)})
-        if generated:
-            extra["key"] = key
-    else:
-        if encoder is None:
-            raise UsageError("--method adversarial needs an encoder")
-        delta = adversarial_delta(x, bound.astype(np.float32), encoder, steps=steps, seed=seed, on_step=on_step)
-        target = x255 + delta.astype(np.float64) * 255.0
-        params.update({"steps": int(steps), "seed": int(seed), "encoder": encoder.spec.name,
-                       "encoder_weights_sha256": encoder.weights_sha256,
-                       "encoder_verified": bool(encoder.installed.verified), "resolution": encoder.resolution})
+    return x, x255
+
+
+def _keyed_target(x255: np.ndarray, bound: np.ndarray, key: str | None, cell: int, params: dict[str, Any],
+                  extra: dict[str, Any]) -> np.ndarray:
+    """The keyed ±bound pattern added to the image (a fresh key when none is given: kept in ``extra``)."""
+    generated = key is None
+    if generated:
+        key = secrets.token_hex(16)
+    pat = keyed_pattern(key, x255.shape[0], x255.shape[1], cell)
+    params.update({"key_id": key_id(key), "key_generated": generated, "cell": int(cell)})
+    if generated:
+        extra["key"] = key
+    return x255 + (pat.astype(np.float64) * bound)[..., None]
+
+
+def _adversarial_target(x: np.ndarray, x255: np.ndarray, bound: np.ndarray, encoder, steps: int, seed: int,
+                        on_step: Callable[[int], None] | None, params: dict[str, Any]) -> np.ndarray:
+    """The image pushed away in the encoder's token space within the bound (:func:`adversarial_delta`)."""
+    if encoder is None:
+        raise UsageError("--method adversarial needs an encoder")
+    delta = adversarial_delta(x, bound.astype(np.float32), encoder, steps=steps, seed=seed, on_step=on_step)
+    params.update({"steps": int(steps), "seed": int(seed), "encoder": encoder.spec.name,
+                   "encoder_weights_sha256": encoder.weights_sha256,
+                   "encoder_verified": bool(encoder.installed.verified), "resolution": encoder.resolution})
+    return x255 + delta.astype(np.float64) * 255.0
+
+
+def _within_psnr_floor(x255: np.ndarray, target: np.ndarray, bound: np.ndarray,
+                       psnr_floor: float | None) -> tuple[np.ndarray, float]:
+    """(the quantised result, the factor delta was scaled by to keep the PSNR at or above ``psnr_floor``).
+
+    Dark images have large JNDs (20 levels on black): delta shrinks toward x by factors of 0.9 until the floor
+    holds (at most to 0.05); shrinking keeps every pixel inside its bound."""
     q = quantize_within(x255, target, bound)
     scale = 1.0
     if psnr_floor and _psnr255(x255, q) < psnr_floor:
-        # dark images have large JNDs (20 levels on black): shrink delta toward x until the PSNR floor holds;
-        # shrinking keeps every pixel inside its bound
         while scale > 0.05:
             scale *= 0.9
             q = quantize_within(x255, x255 + scale * (target - x255), bound)
             if _psnr255(x255, q) >= psnr_floor:
                 break
-    params["psnr_floor"] = float(psnr_floor) if psnr_floor else None
-    params["delta_scale"] = round(scale, 6)
+    return q, scale
+
+
+def _check_result(x255: np.ndarray, q: np.ndarray, psnr_floor: float | None, scale: float) -> None:
+    """Refuse a result below the PSNR floor, or one that rounds back to the input."""
     if psnr_floor and _psnr255(x255, q) < psnr_floor:
         raise FpxError(f"cannot keep the PSNR at or above --psnr-floor {psnr_floor:g} dB (best "
                        f"{_psnr255(x255, q):.1f} dB with delta scaled by {scale:.3f}); lower --psnr-floor")
     if np.array_equal(q, np.clip(np.rint(x255), 0, 255)) and np.allclose(x255, np.rint(x255)):
         raise FpxError("the perturbation rounds to nothing on this image (the protected copy would equal the "
                        "input); raise --strength or lower --psnr-floor")
-    stats = bound_stats(x255, q, jmap, strength)
-    if stats["share_within_bound"] < 1.0:  # pragma: no cover - quantize_within guarantees it
-        raise FpxError("internal error: the JND bound does not hold after rounding")
-    return Perturbation(q, jmap, stats, params, time.perf_counter() - t0, extra)
 
 
 def _torch_resize(x, size: int):

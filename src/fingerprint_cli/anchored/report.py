@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fingerprint_cli import atomic, images, plots
+from fingerprint_cli.anchored.thresholds import Thresholds
 
 MAX_SIDE = 480
 
@@ -50,16 +51,10 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else _e(v)
 
 
-def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str, doc: dict[str, Any]) -> str:
-    d = record.decision or {}
-    name_r = record.inputs["reference"]["path"]
-    name_s = record.inputs["suspect"]["path"]
-    parts = [f"<h2>Case {i}: {_e(name_s)}</h2>"]
-    if not record.ok:
-        parts.append(f"<p class='inc'>error: {_e(record.error['message'])}</p>")
-        return "\n".join(parts)
+def _call_lines(d: dict[str, Any]) -> list[str]:
+    """The call (band, system), the prediction set or the not-calibrated note, and why it abstained."""
     cls = "inc" if d.get("inconclusive") or d.get("unknown") else "ok"
-    parts.append(f"<p class='call {cls}'>band: {_e(d.get('band'))} &nbsp;·&nbsp; system: {_e(d.get('system'))}</p>")
+    parts = [f"<p class='call {cls}'>band: {_e(d.get('band'))} &nbsp;·&nbsp; system: {_e(d.get('system'))}</p>"]
     if d.get("prediction_set") is not None:  # conformal artifact (issue 11)
         pv = ", ".join(f"{_e(k)} {v:.3f}" for k, v in sorted(d["p_values"].items(), key=lambda kv: -kv[1])[:5])
         parts.append(f"<p>prediction set at alpha {d['alpha']:g}: {_e(', '.join(d['prediction_set']) or 'empty (unknown)')}"
@@ -68,52 +63,82 @@ def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str
         parts.append(f"<p>{_e(d['conformal']['note'])}</p>")
     if d.get("why_inconclusive"):
         parts.append("<p class='inc'>" + "; ".join(_e(w) for w in d["why_inconclusive"]) + "</p>")
+    return parts
+
+
+def _image_row(record, reference_px, suspect_px) -> str:
+    """Reference and suspect thumbnails with their names and sha256."""
     figs = []
     if reference_px is not None:
         figs.append(f"<figure class='t'><img class='thumb' alt='reference' src='{_thumb(reference_px)}'><figcaption>reference "
-                    f"{_e(name_r)}<br>sha256 {_e(record.inputs['reference']['sha256'])}</figcaption></figure>")
+                    f"{_e(record.inputs['reference']['path'])}<br>sha256 {_e(record.inputs['reference']['sha256'])}"
+                    "</figcaption></figure>")
     if suspect_px is not None:
-        figs.append(f"<figure class='t'><img class='thumb' alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect {_e(name_s)} "
-                    f"(on the reference's grid)<br>sha256 {_e(record.inputs['suspect']['sha256'])}"
-                    f"</figcaption></figure>")
-    parts.append("<div class='row'>" + "".join(figs) + "</div>")
+        figs.append(f"<figure class='t'><img class='thumb' alt='suspect' src='{_thumb(suspect_px)}'><figcaption>suspect "
+                    f"{_e(record.inputs['suspect']['path'])} (on the reference's grid)<br>sha256 "
+                    f"{_e(record.inputs['suspect']['sha256'])}</figcaption></figure>")
+    return "<div class='row'>" + "".join(figs) + "</div>"
+
+
+def _figure_row(record, dmap, dmap_label: str, doc: Thresholds) -> str:
+    """The distance heatmap and the call on the calibrated plane."""
     figs = []
     if dmap is not None:
         figs.append(f"<figure><img alt='heatmap' src='{_uri(plots.heatmap(dmap, dmap_label))}'>"
                     f"<figcaption>{_e(dmap_label)}</figcaption></figure>")
-    from fingerprint_cli.anchored.attribute import plane_point
-
-    pt = plane_point(doc, record.features)
+    pt = doc.plane_point(record.features)
     if pt is not None:
         figs.append(f"<figure><img alt='plane' src='{_uri(plots.plane(doc, [('this call', pt)]))}'>"
-                    f"<figcaption>the call (star) on the ({_e(', '.join(doc['calibration']['plane']['features']))})"
+                    f"<figcaption>the call (star) on the ({_e(', '.join(doc.plane['features']))})"
                     f" plane among the calibrated calls; the shaded band regions are a 2-feature boundary for display,"
-                    f" the decision uses all {len(doc['features'])} features</figcaption></figure>")
-    parts.append("<div class='row'>" + "".join(figs) + "</div>")
+                    f" the decision uses all {len(doc.features)} features</figcaption></figure>")
+    return "<div class='row'>" + "".join(figs) + "</div>"
+
+
+def _posterior_tables(d: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td>{_e(t['system'])}</td><td>{_e(t['band'])}</td><td>{t['p']:.3f}</td></tr>"
                    for t in d.get("top_k", []))
     bands = "".join(f"<tr><td>{_e(b)}</td><td>{p:.3f}</td></tr>" for b, p in d.get("band_probabilities", {}).items())
-    parts.append("<div class='row'><table><tr><th>system</th><th>band</th><th>posterior</th></tr>" + rows +
-                 "</table><table><tr><th>band</th><th>posterior</th></tr>" + bands + "</table></div>")
+    return ("<div class='row'><table><tr><th>system</th><th>band</th><th>posterior</th></tr>" + rows +
+            "</table><table><tr><th>band</th><th>posterior</th></tr>" + bands + "</table></div>")
+
+
+def _reasons_table(reasons: Sequence[dict[str, Any]]) -> str:
     rs = "".join(f"<tr><td>{_e(r['feature'])}</td><td>{_fmt(r['value'])}</td><td>{r['z']:+.2f}</td>"
                  f"<td>{r['margin_contribution']:+.2f}</td><td>{_e(r['favours'])}</td><td>{_e(r['direction'])}</td></tr>"
-                 for r in record.reasons)
-    parts.append("<table><tr><th>feature</th><th>value</th><th>z (corpus)</th><th>log-odds share (top vs runner-up)</th>"
-                 "<th>favours</th><th>direction</th></tr>" + rs + "</table>")
-    surv = {k: v for k, v in record.features.items() if k in ("survival", "perturbation_z", "perturbation_detected")}
-    parts.append("<p>survival of the protective perturbation: " +
-                 (", ".join(f"{_e(k)} = {_fmt(v)}" for k, v in surv.items()) if surv else
-                  "not known (no --perturbed copy given)") + "</p>")
+                 for r in reasons)
+    return ("<table><tr><th>feature</th><th>value</th><th>z (corpus)</th><th>log-odds share (top vs runner-up)</th>"
+            "<th>favours</th><th>direction</th></tr>" + rs + "</table>")
+
+
+def _survival_line(features: dict[str, Any]) -> str:
+    surv = {k: v for k, v in features.items() if k in ("survival", "perturbation_z", "perturbation_detected")}
+    return ("<p>survival of the protective perturbation: " +
+            (", ".join(f"{_e(k)} = {_fmt(v)}" for k, v in surv.items()) if surv else
+             "not known (no --perturbed copy given)") + "</p>")
+
+
+def case_section(i: int, record, reference_px, suspect_px, dmap, dmap_label: str, doc: Thresholds) -> str:
+    """One case of the report: the call, the images, the heatmap and plane, posteriors, reasons, survival."""
+    parts = [f"<h2>Case {i}: {_e(record.inputs['suspect']['path'])}</h2>"]
+    if not record.ok:
+        parts.append(f"<p class='inc'>error: {_e(record.error['message'])}</p>")
+        return "\n".join(parts)
+    d = record.decision or {}
+    parts += _call_lines(d)
+    parts += [_image_row(record, reference_px, suspect_px), _figure_row(record, dmap, dmap_label, doc),
+              _posterior_tables(d), _reasons_table(record.reasons), _survival_line(record.features)]
     return "\n".join(parts)
 
 
-def write(path: str, sections: Sequence[str], doc: dict[str, Any], provenance: dict[str, Any],
+def write(path: str, sections: Sequence[str], doc: Thresholds, provenance: dict[str, Any],
           aggregates: Sequence[dict[str, Any]] = (), inputs: Sequence[str] = ()) -> None:
     """Write the report atomically (never over an input)."""
-    cal = doc["calibration"]
-    loo = cal["loo"]
-    head = (f"<h1>fpx attribution case report</h1><p class='note'>thresholds <b>{_e(doc['id'])}</b> v{_e(doc['version'])}"
-            f" (sha256 {_e(doc['sha256'][:16])}…): {_e(doc.get('description', ''))}<br>leave-one-image-out "
+    cal = doc.calibration
+    loo = doc.loo
+    note = doc.description if "description" in doc.order else ""
+    head = (f"<h1>fpx attribution case report</h1><p class='note'>thresholds <b>{_e(doc.id)}</b> v{_e(doc.version)}"
+            f" (sha256 {_e(doc.sha256[:16])}…): {_e(note)}<br>leave-one-image-out "
             f"system accuracy {loo['accuracy']:.3f} [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}] "
             f"(chance {loo['chance']:.3f}) on {cal['corpus']['n_images']} images / {cal['corpus']['n_calls']} calls; "
             f"band {cal['band_loo']['accuracy']:.3f}.</p>")

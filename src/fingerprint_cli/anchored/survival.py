@@ -37,6 +37,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fingerprint_cli import images
+from fingerprint_cli.anchored.perturb import sidecar_path
+from fingerprint_cli.images import read_checked
 from fingerprint_cli.errors import InputError
 
 Z_THRESHOLD = 5.0
@@ -101,13 +103,9 @@ def block_for(sidecar: dict | None) -> int:
 
 def read_sidecar(protected_path: str) -> tuple[dict | None, str]:
     """The sidecar JSON of a protected image (or None) and its path. A damaged sidecar is an InputError."""
-    from fingerprint_cli.anchored.perturb import sidecar_path
-
     sp = sidecar_path(protected_path)
     if not Path(sp).is_file():
         return None, sp
-    from fingerprint_cli.images import read_checked
-
     try:
         data = json.loads(read_checked(sp, "sidecar", max_bytes=16 << 20).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -12,32 +12,35 @@ from typing import Optional
 import typer
 
 from fingerprint_cli import api, batch
+from fingerprint_cli.anchored.calibrate import SCORES
+from fingerprint_cli.anchored.thresholds import Thresholds
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
 
 ORDER = 40
 
 SummaryFormat = Enum("SummaryFormat", {"text": "text", "json": "json"}, type=str)
+Nonconformity = Enum("Nonconformity", {s: s for s in SCORES}, type=str)
 
 
 def _r3(x):
     return x if x is None else round(x, 3)
 
 
-def summary_text(doc: dict) -> str:
+def summary_text(doc: Thresholds) -> str:
     """The human summary of a calibrated artifact (what ``fpx calibrate`` prints)."""
-    cal = doc["calibration"]
+    cal = doc.calibration
     lines = _head_lines(doc) + _eta_blind_band_lines(doc) + _conformal_lines(cal.get("conformal")) + \
         _confusion_lines(cal["loo"])
     return "\n".join(lines) + "\n"
 
 
-def _head_lines(doc: dict) -> list[str]:
-    cal = doc["calibration"]
+def _head_lines(doc: Thresholds) -> list[str]:
+    cal = doc.calibration
     loo, band = cal["loo"], cal["band_loo"]
-    return [f"thresholds {doc['id']} v{doc['version']}  sha256 {doc['sha256'][:16]}…",
+    return [f"thresholds {doc.id} v{doc.version}  sha256 {doc.sha256[:16]}…",
             f"corpus: {cal['corpus']['n_images']} images, {cal['corpus']['n_calls']} calls, "
-            f"{len(doc['systems'])} systems; features: {', '.join(doc['features'])}",
+            f"{len(doc.systems)} systems; features: {', '.join(doc.features)}",
             f"LOO system accuracy  {loo['accuracy']:.3f}  95% CI [{loo['ci95'][0]:.3f}, {loo['ci95'][1]:.3f}]"
             f"  (chance {loo['chance']:.3f}, majority {loo['majority']:.3f}; cluster bootstrap over images, "
             f"B={loo['bootstrap']['B']})",
@@ -48,8 +51,8 @@ def _head_lines(doc: dict) -> list[str]:
             f"decided {_r3(loo['accuracy_when_decided'])}"]
 
 
-def _eta_blind_band_lines(doc: dict) -> list[str]:
-    cal = doc["calibration"]
+def _eta_blind_band_lines(doc: Thresholds) -> list[str]:
+    cal = doc.calibration
     eta = cal["eta_squared"]
     dom = "n/a (no domain column)" if eta["domain"] is None else f"{eta['domain']:.3f}"
     lines = [f"eta^2 of features: system {eta['system']:.3f}, image domain {dom}, image {eta['image']:.3f}"]
@@ -58,8 +61,8 @@ def _eta_blind_band_lines(doc: dict) -> list[str]:
         lines.append(f"blind baseline (no reference): system {bl['loo']['accuracy']:.3f} "
                      f"[{bl['loo']['ci95'][0]:.3f}, {bl['loo']['ci95'][1]:.3f}], band {bl['band_loo']['accuracy']:.3f} "
                      f"[{bl['band_loo']['ci95'][0]:.3f}, {bl['band_loo']['ci95'][1]:.3f}]")
-    lines.append(f"bands: {doc['band_rule']['how']}: " +
-                 ", ".join(f"{s}={b}" for s, b in doc["band_rule"]["bands"].items()))
+    lines.append(f"bands: {doc.band_rule.how}: " +
+                 ", ".join(f"{s}={b}" for s, b in doc.band_rule.bands.items()))
     return lines
 
 
@@ -91,9 +94,9 @@ def _confusion_lines(loo: dict) -> list[str]:
 
 def summary_json(cal: api.Calibration) -> str:
     doc = cal.doc
-    return json.dumps({"id": doc["id"], "sha256": doc["sha256"], "output": str(cal.output), "plot": str(cal.plot),
-                       "calibration": doc["calibration"] | {
-                           "plane": {"features": doc["calibration"]["plane"]["features"]}}}, indent=1) + "\n"
+    return json.dumps({"id": doc.id, "sha256": doc.sha256, "output": str(cal.output), "plot": str(cal.plot),
+                       "calibration": doc.calibration | {"plane": {"features": doc.plane["features"]}}},
+                      indent=1) + "\n"
 
 
 def calibrate_cmd(
@@ -116,7 +119,7 @@ def calibrate_cmd(
     conformal: bool = typer.Option(True, "--conformal/--no-conformal",
                                    help="fit conformal p-values (open-set `unknown`); --no-conformal makes a "
                                         "v1-style artifact"),
-    nonconformity: str = typer.Option("robust-top3", "--nonconformity",
+    nonconformity: Nonconformity = typer.Option(Nonconformity("robust-top3"), "--nonconformity",
                                       help="conformal score: robust-top3 (v3: mean of the 3 largest per-feature "
                                            "robust z-scores per system) or mahalanobis (v2)"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
@@ -143,7 +146,7 @@ def calibrate_cmd(
     try:
         cal = api.calibrate(corpus, output, features=features, artifact_id=artifact_id, version=version,
                             description=description, bootstrap=bootstrap, seed=seed, min_posterior=min_posterior,
-                            alpha=alpha, conformal=conformal, nonconformity=nonconformity, blind=blind,
+                            alpha=alpha, conformal=conformal, nonconformity=common.value(nonconformity), blind=blind,
                             plot=plot, scores=scores,
                             reuse_scores=reuse_scores, resolution=resolution, batch_size=batch_size,
                             use_cache=not no_cache, device=device, jobs=jobs, quiet=quiet)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,9 +12,11 @@ import typer
 from fingerprint_cli import api
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
-from fingerprint_cli.anchored.perturb import FEATURE_DIRECTIONS, TABLE_COLUMNS, plan_outputs  # noqa: F401 - kept importable
+from fingerprint_cli.anchored.perturb import FEATURE_DIRECTIONS, METHODS, TABLE_COLUMNS, plan_outputs  # noqa: F401 - kept importable
 
 ORDER = 10
+
+Method = Enum("Method", {m: m for m in METHODS}, type=str)
 
 
 def perturb_command(
@@ -21,7 +24,7 @@ def perturb_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="protected PNG (one input) or output folder (several inputs); "
                                             "default IMAGE_protected.png beside the input"),
-    method: str = typer.Option("keyed", "--method", "-m", help="keyed (no model) | adversarial (encoder)"),
+    method: Method = typer.Option(Method("keyed"), "--method", "-m", help="keyed (no model) | adversarial (encoder)"),
     strength: float = typer.Option(0.3, "--strength", "-a",
                                    help="alpha: every pixel stays within alpha x JND (0.2 .. 2)"),
     jnd_model: str = typer.Option("chou-li", "--jnd", help="JND model: chou-li | namm"),
@@ -58,7 +61,7 @@ def perturb_command(
     fpx perturb cat.png -o cat_adv.png --method adversarial --steps 20
     """
     try:
-        results = api.perturb(inputs, out=out, method=method, strength=strength, jnd_model=jnd_model, key=key,
+        results = api.perturb(inputs, out=out, method=common.value(method), strength=strength, jnd_model=jnd_model, key=key,
                               psnr_floor=psnr_floor, cell=cell, steps=steps, seed=seed, encoder=encoder,
                               resolution=resolution, jnd_map=jnd_map, records=records, fmt=common.value(fmt),
                               resume=resume, device=device, quiet=quiet, stdout=True)
