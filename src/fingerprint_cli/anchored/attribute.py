@@ -61,7 +61,7 @@ class Decider:
         if self.conformal is not None:
             k, d = len(self.model.classes), len(self.features)
             c = self.conformal
-            shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score == "robust-top3" \
+            shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score.startswith("robust-top3") \
                 else (c.precisions is not None and c.precisions.shape == (k, d, d))
             if (c.classes != self.model.classes or c.means.shape != (k, d) or not shape_ok
                     or any(len(v) < 1 for v in c.cal_scores)):
