@@ -411,7 +411,8 @@ SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3")
 
 
 def build(photos, out: Path, crop: int, reps: int, systems, held=None):
-    from corpus_local import BANDS, crops, domain_of, run_system
+    from corpus_local import BANDS_V3 as BANDS
+    from corpus_local import crops, domain_of, run_system
 
     from fingerprint_cli import images
 
@@ -470,7 +471,7 @@ def score(rows, names):
     return feats
 
 
-def evaluate(rows, feats, decider):
+def evaluate(rows, feats, decider, common=None):
     dec = [decider.decide(f, top_k=3)[0] for f in feats]
     systems = set(decider.model.classes)
     out = {}
@@ -518,6 +519,12 @@ def evaluate(rows, feats, decider):
                   "unknown": float((label[m] == "unknown").mean()),
                   "band_decided": float(bdec.sum() / max(m.sum(), 1)),
                   "band_accuracy_decided": float((band[bdec] == tband[bdec]).mean()) if bdec.any() else None}
+    if common:  # coverage on the systems every compared artifact was calibrated on (a like-for-like row)
+        m = (kind == "known") & np.isin(truth, list(common))
+        cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)]) \
+            if decider.conformal is not None else None
+        out["known_common"] = {"n": int(m.sum()), "coverage": float(cover[m].mean()) if cover is not None else None,
+                               "coverage_ci": ci(cover, m) if cover is not None else None}
     per = {}
     for r, d in zip(rows, dec):
         if r["kind"].startswith("held_out"):
@@ -545,7 +552,8 @@ def main() -> int:
     if not present:
         print("openset: no data folder present; nothing to do (skipped)")
         return 0
-    from corpus_local import BANDS, select_photos
+    from corpus_local import BANDS_V3 as BANDS
+    from corpus_local import select_photos
     from i2i_networks import available
 
     from fingerprint_cli.anchored import attribute, thresholds
@@ -586,8 +594,10 @@ def main() -> int:
         w.writerows(old.values())
     tmp.replace(cache)
     res = {}
+    common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
     for doc in docs:
-        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, args.alpha if doc.get("conformal") else None))
+        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, args.alpha if doc.get("conformal") else None),
+                                  common)
         res[doc["id"]]["artifact"] = doc["id"]
     (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
     n_ph = len({r["image_id"] for r in rows})
@@ -618,6 +628,10 @@ def main() -> int:
               f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
               f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
               f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
+    print(f"\nknown-system coverage on the {len(common)} systems every artifact above was calibrated on: "
+          + "; ".join(f"{t} {r['known_common']['coverage']:.3f} [{r['known_common']['coverage_ci'][0]:.3f}, "
+                      f"{r['known_common']['coverage_ci'][1]:.3f}]" for t, r in res.items()
+                      if r.get("known_common", {}).get("coverage") is not None))
     print("\nknown / chain rows: each artifact on its own calibrated systems ("
           + "; ".join(f"{t}: {r['known']['n']} + {r['chain']['n']} calls" for t, r in res.items()) + ").")
     print("\nan artifact without a prediction set (v1): its 'coverage' counts calls whose decision does not exclude "
@@ -628,7 +642,8 @@ def main() -> int:
     for name, (_, kind) in held.items():
         def top(c):
             return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
-        print(f"| {name} | {kind} | " + " | ".join(top(r["per_processing"].get(name, {})) for r in res.values())
+        tag = " (family-adjacent)" if name in FAMILY_ADJACENT else ""
+        print(f"| {name} | {kind}{tag} | " + " | ".join(top(r["per_processing"].get(name, {})) for r in res.values())
               + " |")
     return 0
 

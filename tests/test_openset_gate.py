@@ -60,7 +60,6 @@ def test_combine_is_the_weighted_bonferroni_rule():
 
 def test_gated_calibration_is_uniform_and_covers_new_images():
     X, y, g = _corpus(40, 3, seed=31)
-    classes = ["a", "b", "c"]
     doc = cal.calibrate(cal.Corpus(X, ["f1", "f2", "f3", "f4"], {}, y, g, bands={"a": "x", "b": "y", "c": "y"}),
                         artifact_id="t", B=50, alpha=0.1, nonconformity="robust-top3+knn")
     assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo-knn-gate"
