@@ -113,6 +113,8 @@ def test_gate_sends_a_call_off_every_calibrated_cloud_to_unknown():
     assert "a" in plain.decide(off)[0]["prediction_set"]
     d, _ = gated.decide(off)
     assert d["label"] == "unknown" and d["prediction_set"] == [] and d["unknown"]
+    assert d["p_ood"] < 0.01 and any("outside the calibration corpus" in w for w in d["why_inconclusive"])
+    assert "p_ood" not in plain.decide(off)[0]
     on = {"f1": 0.8, "f2": 0.81}
     assert gated.decide(on)[0]["prediction_set"] == ["a"]
     # the artifact round-trips: the stored gate gives the p-values the fitted one gives

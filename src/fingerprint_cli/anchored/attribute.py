@@ -102,7 +102,21 @@ class Decider:
                                         LABELS, PROBABILITIES + ("p_value",))
         if "why_unknown" in decision and decision.get("prediction_set") is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
+        self._gate_note(decision, x)
         return decision, self.reasons(x, p)
+
+    def _gate_note(self, decision: dict[str, Any], x: np.ndarray) -> None:
+        """With a gated artifact (v4, :mod:`.ood`): the call's whole-corpus p-value, and a reason when the gate
+        alone emptied the set."""
+        gate = self.conformal.gate if self.conformal is not None else None
+        if gate is None or not np.all(np.isfinite(x)):
+            return
+        p_ood = float(gate.p_values(self.model.standardise(x))[0])
+        decision["p_ood"] = p_ood
+        if p_ood < gate.weight * float(self.alpha):
+            decision.setdefault("why_inconclusive", []).append(
+                f"outside the calibration corpus as a whole: whole-vector kNN p_ood {p_ood:.4f} < "
+                f"{gate.weight:g} x alpha")
 
     def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1,
                pv: np.ndarray | None = None) -> dict[str, Any]:
