@@ -130,3 +130,33 @@ def test_gate_json_is_checked():
     for bad in ({**doc, "kind": "nope"}, {**doc, "k": 9}, {**doc, "weight": 1.5}, {**doc, "calibration_scores": []}):
         with pytest.raises(ValueError):
             ood.UnionGate.from_json(bad)
+
+
+def test_shipped_v4_carries_the_gate_and_its_coverage_per_system():
+    """local-offline-pixel-v4: pinned, gated, calibrated on the v3 recipe (18 systems with the two catch-alls);
+    every system's leave-one-image-out coverage of the combined rule is within a couple of points of 1 - alpha."""
+    from fingerprint_cli.anchored.attribute import Decider
+
+    doc = thresholds.find("local-offline-pixel-v4")
+    assert thresholds.SHIPPED_PINS["local-offline-pixel-v4"] == doc["sha256"]
+    assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo-knn-gate"
+    assert {"blur_broad", "resample_rt"} <= set(doc["systems"]) and len(doc["systems"]) == 18
+    dec = Decider(doc)
+    gate = dec.conformal.gate
+    assert gate.points.shape == (3000, len(doc["features"])) and gate.k == 5 and gate.weight == 0.2
+    rep = doc["calibration"]["conformal"]
+    assert rep["score"] == "robust-top3+knn" and rep["alpha"] == 0.05
+    for s, v in rep["per_system"].items():
+        if s == "identity":  # every identity call is an exact copy: all scores tie, always covered
+            assert v["coverage"] == 1.0
+            continue
+        assert abs(v["coverage"] - 0.95) <= 0.02, (s, v["coverage"])
+    # an identical copy: identity is in the set and the gate does not fire
+    d, _ = dec.decide(_neutral(doc["features"]))
+    assert "identity" in d["prediction_set"] and d["p_ood"] > 0.05
+
+
+def _neutral(names):
+    from fingerprint_cli.anchored import features
+
+    return {n: features.get(n).neutral for n in names}
