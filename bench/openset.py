@@ -586,7 +586,8 @@ def main() -> int:
         for r, x in zip(todo, score(todo, names)):
             old[(r["reference"], r["suspect"])] = {**r, **x}
     feats = [{n: float(old[(r["reference"], r["suspect"])][n]) for n in names} for r in rows]
-    fields = list(rows[0]) + names
+    # every feature column any run has cached (a run with fewer artifacts must not drop the others' columns)
+    fields = list(dict.fromkeys(list(rows[0]) + names + [k for o in old.values() for k in o]))
     tmp = cache.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:  # the union of every set scored so far
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
