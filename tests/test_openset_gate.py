@@ -160,3 +160,13 @@ def _neutral(names):
     from fingerprint_cli.anchored import features
 
     return {n: features.get(n).neutral for n in names}
+
+
+def test_v4_is_opt_in_and_v3_stays_the_default():
+    """The round-3 shipping rule (better than v3 on both open-set rows of the round-3 test) was not met, so v4 is
+    used only when named."""
+    from fingerprint_cli.anchored.attribute import OPT_IN_ONLY, choose_default
+
+    doc, _ = choose_default(False, None)
+    assert doc["id"] == "local-offline-pixel-v3" and "local-offline-pixel-v4" in OPT_IN_ONLY
+    assert thresholds.find("local-offline-pixel-v4")["id"] == "local-offline-pixel-v4"
