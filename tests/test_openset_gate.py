@@ -8,23 +8,7 @@ from scipy import stats
 
 from fingerprint_cli.anchored import calibrate as cal
 from fingerprint_cli.anchored import ood, thresholds
-
-
-def _corpus(n_images, reps, seed):
-    """Three systems in 4-D with non-spherical covariances and an image effect."""
-    rng = np.random.default_rng(seed)
-    A = {"a": np.diag([1, 1, 1, 1.0]), "b": np.array([[1, .8, 0, 0], [0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, .5]]),
-         "c": np.diag([.5, 2, 1, 1.0])}
-    mu = {"a": np.zeros(4), "b": np.array([4, 0, 0, 0.0]), "c": np.array([0, 4, 2, 0.0])}
-    X, y, g = [], [], []
-    for i in range(n_images):
-        eff = rng.normal(0, 0.2, 4)
-        for s, a in A.items():
-            for _ in range(reps):
-                X.append(mu[s] + eff + a @ rng.normal(size=4))
-                y.append(s)
-                g.append(f"img{seed}_{i}")
-    return np.array(X), np.array(y), np.array(g)
+from test_calibrate import _gaussian_corpus as _corpus  # three systems in 4-D, non-spherical, an image effect
 
 
 def test_knn_distance_matches_sklearn_and_a_brute_force_group_exclusion():
