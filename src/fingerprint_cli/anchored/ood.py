@@ -15,7 +15,9 @@ inside one system's marginal ranges while its *whole* feature vector lies where 
 :func:`combine` merges it with the per-system p-values by a weighted Bonferroni rule,
 ``p_k = min(1, p_system_k / (1 - w), p_ood / w)``: system k stays in the prediction set at level alpha only when
 its own p-value is >= (1 - w) alpha *and* the call is not an outlier of the whole corpus at w alpha, so a known
-system is left out with probability at most (1 - w) alpha + w alpha = alpha (union bound).
+system is left out with probability at most (1 - w) alpha + w alpha = alpha (union bound) — marginally over the
+corpus' systems, because the gate is calibrated on the corpus as a whole: a system whose calls are spread thinly is
+gated more often than a dense one, which is why ``fpx calibrate`` reports the LOO coverage per system.
 
 The brute-force nearest neighbours (numpy, chunked) are checked against scikit-learn's ``NearestNeighbors`` in
 the tests.
