@@ -17,6 +17,12 @@ system but identity also followed by a JPEG q70-95 re-save and by a 0.85-0.97 do
 labelled with the system; only the ``calib`` split of the photos (:func:`split_of`; ``bench/openset.py``
 reports on the ``eval`` split). ``--recipe v1`` rebuilds the issue-4 corpus.
 
+Recipe v3 (issue 11 round 3, ``local-offline-pixel-v4``): v2 + two broad benign catch-all systems,
+``blur_broad`` and ``resample_rt`` (:data:`CATCH_ALL`), with the same chains, on 92 calibration photos::
+
+    python bench/corpus_local.py /work/shared/data/generators/real_kodak24 /work/shared/data/real_bsds500/train \
+        --out bench/out/corpus_v2 --max-per-folder 80 --crop 160 --reps 2 --recipe v3 --build-only
+
     python bench/corpus_local.py /work/shared/data/generators/real_kodak24 /work/shared/data/real_bsds500/train \
         --out bench/out/corpus_v2 --max-per-folder 40 --crop 160 --reps 2
 
@@ -52,11 +58,13 @@ BANDS_V1 = {"identity": "benign", "jpeg_q85": "benign", "jpeg_q50": "benign", "r
 # v2 (issue 11): common benign global edits as their own benign systems (parameters drawn per crop)
 BENIGN_EDITS = ("tone_curve", "colour_balance", "sharpen", "denoise_tv", "jpeg2000")
 BANDS = {**BANDS_V1, **{e: "benign" for e in BENIGN_EDITS}}
+CATCH_ALL = ("blur_broad", "resample_rt")  # recipe v3 (issue 11 round 3)
+BANDS_V3 = {**BANDS, **{e: "benign" for e in CATCH_ALL}}
 # chains: every system (but identity) is also followed by a re-save, labelled with the system
 CHAINS = ("jpeg", "resize")
 
 FEATURE_SETS = {"v1": [("local-offline-pixel-v1", "pixel"), ("local-offline-ssim-psnr-v1", "ssim-psnr")],
-                "v2": [("local-offline-pixel-v2", "pixel-v2")]}
+                "v2": [("local-offline-pixel-v2", "pixel-v2")], "v3": [("local-offline-pixel-v4", "pixel-v2")]}
 
 
 def domain_of(path: Path) -> str:
@@ -120,8 +128,54 @@ def jpeg2000(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(images.decode(data, "<jpeg2000>").pixels, 0, 1).astype(np.float32)
 
 
+# recipe v3 (issue 11 round 3): broad benign catch-all classes, so that a strong blur or a down-up resampling is
+# "a known benign edit" instead of the nearest AI system (round 2: bicubic x4 and motion blur -> realesrgan_x4plus).
+# Parameters drawn per crop, wide on purpose. (A desaturation catch-all was tried and dropped: on the development
+# sets it named itself, a confident label, for sepia and levels edits it was never meant for.)
+def blur_broad(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A broad linear blur: isotropic Gaussian sigma in [1.0, 2.5], a 3 or 5 px box, or a 5-9 px line (motion)
+    blur at 0, 45, 90 or 135 degrees (scipy ``ndimage``, reflected borders)."""
+    from scipy import ndimage
+
+    x = np.asarray(px, np.float64)
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        out = ndimage.gaussian_filter(x, (float(rng.uniform(1.0, 2.5)),) * 2 + (0,), mode="reflect")
+    elif kind == 1:
+        k = int(rng.choice([3, 5]))
+        out = ndimage.uniform_filter(x, size=(k, k, 1), mode="reflect")
+    else:
+        n = int(rng.integers(5, 10))
+        line = np.zeros((n, n))
+        angle = int(rng.integers(0, 4))
+        idx = np.arange(n)
+        line[[n // 2] * n if angle == 0 else idx, idx if angle != 2 else [n // 2] * n] = 1.0
+        if angle == 3:
+            line = line[::-1]
+        line /= line.sum()
+        out = np.stack([ndimage.convolve(x[..., c], line, mode="reflect") for c in range(3)], -1)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def resample_rt(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A down-up resampling round trip: bicubic (antialiased) downscale by a factor in [1.5, 4], then back up
+    bicubic or bilinear (``scipy.ndimage.zoom`` order 1), no network."""
+    from scipy import ndimage
+
+    from fingerprint_cli import images
+
+    h, w = px.shape[:2]
+    f = float(rng.uniform(1.5, 4.0))
+    small = np.clip(images.resize(px, max(8, round(h / f)), max(8, round(w / f))), 0, 1)
+    if rng.random() < 0.5:
+        return np.clip(images.resize(small, h, w), 0, 1).astype(np.float32)
+    zoomed = ndimage.zoom(small, (h / small.shape[0], w / small.shape[1], 1), order=1, mode="nearest")
+    return np.clip(images.resize(zoomed, h, w), 0, 1).astype(np.float32)
+
+
 EDITS = {"tone_curve": tone_curve, "colour_balance": colour_balance, "sharpen": sharpen,
-         "denoise_tv": denoise_tv, "jpeg2000": jpeg2000}
+         "denoise_tv": denoise_tv, "jpeg2000": jpeg2000,
+         "blur_broad": blur_broad, "resample_rt": resample_rt}
 
 
 def run_system(name: str, px: np.ndarray, key: str) -> np.ndarray:
@@ -211,7 +265,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
                     out_px = run_system(system, ref, key)
                     images.save_png(out_px, sus_path)
                 rows.append({**base, "suspect": f"suspects/{sus_path.name}", "system": system,
-                             "band": BANDS[system], "chain": ""})
+                             "band": BANDS_V3[system], "chain": ""})
                 if system == "identity":
                     continue
                 for kind in chains:
@@ -223,7 +277,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
                         px2, how = chain(kind, out_px, key + ":" + system)
                         images.save_png(px2, ch_path)
                     rows.append({**base, "suspect": f"suspects/{ch_path.name}", "system": system,
-                                 "band": BANDS[system], "chain": how})
+                                 "band": BANDS_V3[system], "chain": how})
         print(f"  corpus: {n + 1}/{len(photos)} photos ({time.time() - t0:.0f} s)", file=sys.stderr)
     csv_path = out / "corpus.csv"
     with open(csv_path, "w", newline="") as f:
@@ -242,8 +296,9 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--ship", type=Path, default=None, help="write the artifacts into this folder")
     ap.add_argument("--plot", type=Path, default=None, help="copy the pixel artifact's plane PNG here")
-    ap.add_argument("--recipe", choices=("v1", "v2"), default="v2",
-                    help="v1: the issue-4 corpus (11 systems, no chains); v2 (default): + benign edits and chains")
+    ap.add_argument("--recipe", choices=("v1", "v2", "v3"), default="v2",
+                    help="v1: the issue-4 corpus (11 systems, no chains); v2 (default): + benign edits and chains; "
+                         "v3: + the broad benign catch-alls (blur, down-up resampling)")
     ap.add_argument("--split", choices=("calib", "eval", "all"), default="calib",
                     help="which photos (fixed split by file sha256: eval = 1/3, kept for bench/openset.py)")
     ap.add_argument("--max-per-folder", type=int, default=None, help="at most this many photos per folder")
@@ -260,14 +315,14 @@ def main() -> int:
     from i2i_networks import available
 
     avail = available()
-    bands = BANDS_V1 if args.recipe == "v1" else BANDS
+    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3}[args.recipe]
     systems = [s for s in bands if avail.get(s) is None]
     for s in bands:
         if avail.get(s) is not None:
             print(f"system {s} unavailable: {avail[s]}", file=sys.stderr)
     t0 = time.time()
     photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
-    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe == "v2" else ())
+    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else ())
     t_build = time.time() - t0
     if args.build_only:
         print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")

@@ -44,6 +44,7 @@ class Decision(JsonObject):
     p_values: dict[str, float | None] | None = None
     p_system: float | None = None
     p_band: float | None = None
+    p_ood: float | None = None  # gated artifacts (v4): the whole-corpus p-value (anchored.ood)
     band_probabilities: dict[str, float | None] | None = None
     top_k: list[dict[str, Any]] | None = None
     min_mahalanobis2: float | None = None

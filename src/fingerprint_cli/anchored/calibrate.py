@@ -44,13 +44,13 @@ from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
 from fingerprint_cli.anchored.score import PairResult
-from fingerprint_cli.anchored import features
+from fingerprint_cli.anchored import features, ood
 from fingerprint_cli.anchored.models import LDA, rounded as _r
 from fingerprint_cli.anchored.thresholds import Thresholds
 
 
 # ---------------------------------------------------------------- conformal p-values (open set)
-SCORES = ("mahalanobis", "robust-top3")
+SCORES = ("mahalanobis", "robust-top3", "robust-top3+knn")  # +knn: with the whole-vector gate (issue 11 r3)
 TIE_TOL = 1e-6  # nonconformity scores closer than this (relative to 1 + |score|) are ties
 
 
@@ -81,6 +81,7 @@ class Conformal:
     scales: np.ndarray | None = None
     top: int = 3
     floor: float = 0.05
+    gate: ood.UnionGate | None = None  # "robust-top3+knn": p-values combined with the gate's (anchored.ood)
 
     @staticmethod
     def fit_class_models(Z: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -127,17 +128,17 @@ class Conformal:
         return np.sort(a, axis=2)[..., -t:].mean(2)
 
     def scores(self, Z: np.ndarray) -> np.ndarray:
-        if self.score == "robust-top3":
+        if self.score.startswith("robust-top3"):
             return self.robust_top(Z, self.means, self.scales, self.top)
         return self.mahalanobis2(Z, self.means, self.precisions)
 
     @classmethod
     def fit(cls, Z: np.ndarray, y: np.ndarray, classes: Sequence[str], cal_scores: list[np.ndarray],
-            alpha: float, score: str = "mahalanobis") -> Conformal:
+            alpha: float, score: str = "mahalanobis", gate: ood.UnionGate | None = None) -> Conformal:
         """The class models on all of ``Z`` (for new points) with the given LOO calibration scores."""
-        if score == "robust-top3":
+        if score.startswith("robust-top3"):
             med, sc = cls.fit_robust(Z, y, classes)
-            return cls(list(classes), med, None, cal_scores, alpha, score, sc)
+            return cls(list(classes), med, None, cal_scores, alpha, score, sc, gate=gate)
         means, precs = cls.fit_class_models(Z, y, classes)
         return cls(list(classes), means, precs, cal_scores, alpha, score)
 
@@ -156,15 +157,18 @@ class Conformal:
     def p_values(self, Z: np.ndarray) -> np.ndarray:
         """(n, K) p-values of standardised rows for every class."""
         a = self.scores(Z)
-        return np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
+        P = np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
+        return P if self.gate is None else ood.combine(P, self.gate.p_values(Z), self.gate.weight)
 
     def to_json(self) -> dict[str, Any]:
         common = {"alpha": self.alpha, "classes": self.classes,
                   "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
                   "space": "standardised features (the artifact's standardisation)",
                   "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
-        if self.score == "robust-top3":
-            return {"kind": "mondrian-robust-top3-loo", **common, "medians": _r(self.means, 9),
+        if self.score.startswith("robust-top3"):
+            gate = {} if self.gate is None else {"gate": self.gate.to_json()}
+            return {"kind": "mondrian-robust-top3-loo" + ("-knn-gate" if self.gate else ""), **common, **gate,
+                    "medians": _r(self.means, 9),
                     "scales": _r(self.scales, 9), "top": int(self.top), "floor": float(self.floor),
                     "score": f"mean of the {int(self.top)} largest per-feature robust z-scores |z - median| / "
                              f"(1.4826 MAD + {self.floor:g}) against the system's own calls"}
@@ -178,9 +182,11 @@ class Conformal:
         cal = [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes]
         alpha = float(doc.get("alpha", 0.05))
         kind = doc.get("kind", "mondrian-mahalanobis-loo")
-        if kind == "mondrian-robust-top3-loo":
-            return cls(classes, np.asarray(doc["medians"], float), None, cal, alpha, "robust-top3",
-                       np.asarray(doc["scales"], float), int(doc.get("top", 3)), float(doc.get("floor", 0.05)))
+        if kind in ("mondrian-robust-top3-loo", "mondrian-robust-top3-loo-knn-gate"):
+            gate = ood.UnionGate.from_json(doc["gate"]) if kind.endswith("-knn-gate") else None
+            return cls(classes, np.asarray(doc["medians"], float), None, cal, alpha,
+                       "robust-top3+knn" if gate else "robust-top3", np.asarray(doc["scales"], float),
+                       int(doc.get("top", 3)), float(doc.get("floor", 0.05)), gate)
         if kind != "mondrian-mahalanobis-loo":
             raise ValueError(f"unknown conformal kind {kind!r}")
         return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float), cal, alpha)
@@ -198,7 +204,7 @@ def conformal_loo(Z: np.ndarray, y: Sequence[str], groups: Sequence[str], classe
     A = np.zeros((len(y), len(classes)))
     for image in sorted(set(g.tolist())):
         test = g == image
-        if score == "robust-top3":
+        if score.startswith("robust-top3"):
             med, sc = Conformal.fit_robust(Z[~test], y[~test], classes)
             A[test] = Conformal.robust_top(Z[test], med, sc)
         else:
@@ -467,12 +473,13 @@ def _conformal_part(model: LDA, X: np.ndarray, systems: np.ndarray, images_: np.
     Z = model.standardise(X)
     A, own = conformal_loo(Z, systems, images_, classes, score=nonconformity)
     P = conformal_loo_p(A, own, systems, images_, classes)
+    gate, P = _gate(nonconformity, Z, images_, P)
     report = conformal_report(P, systems, classes, bands, alpha)
     report["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
                         "without its image, ranked among the LOO scores of the other images' "
                         "calls (the standardisation is the corpus-wide one)")
     conformal = Conformal.fit(Z, systems, classes, [np.sort(own[systems == c]) for c in classes], alpha,
-                              nonconformity)
+                              nonconformity, gate)
     report["score"] = nonconformity
     return conformal, report
 
@@ -592,6 +599,16 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
                                                                             far_quantile, X.shape[1]),
         "calibration": cal,
     }
+
+
+def _gate(nonconformity: str, Z: np.ndarray, images_: np.ndarray, P: np.ndarray
+          ) -> tuple[ood.UnionGate | None, np.ndarray]:
+    """With ``robust-top3+knn``: the whole-vector gate (:mod:`.ood`) of the calibration calls and their LOO
+    p-values combined with it; otherwise (None, P)."""
+    if nonconformity != "robust-top3+knn":
+        return None, P
+    gate, own = ood.UnionGate.fit(Z, images_)
+    return gate, ood.combine(P, ood.loo_p_values(own, images_), gate.weight)
 
 
 def _set_rule(alpha: float) -> dict[str, Any]:

@@ -54,6 +54,7 @@ SHIPPED_PINS: dict[str, str] = {
     "local-offline-ssim-psnr-v1": "aa0cc8c484a81af68a473671f571e8a39dc53441fb4613c163acd2cf8553e1f0",
     "local-offline-pixel-v2": "a97acf9992782b603aafc9f2e9a71643f0710d9e6d9c45856c5200c9d12ed87e",
     "local-offline-pixel-v3": "4b230e5f274b112f739afcc7a29abfbbb3674315e0e4a2d2a4920123ee87c854",
+    "local-offline-pixel-v4": "1bae5c9aa1c0c9754772658ab4905eef86cf36aca0d64bcc1a2ac6274643ab6f",
 }
 
 

@@ -69,7 +69,9 @@ def _eta_blind_band_lines(doc: Thresholds) -> list[str]:
 def _conformal_lines(conf: dict | None) -> list[str]:
     if not conf:
         return ["conformal: none (p-values: not calibrated)"]
-    score_ = {"robust-top3": "per-class robust top-3 |z|"}.get(conf.get("score"), "per-class Ledoit-Wolf Mahalanobis")
+    score_ = {"robust-top3": "per-class robust top-3 |z|",
+              "robust-top3+knn": "per-class robust top-3 |z| + whole-vector kNN gate"}.get(
+        conf.get("score"), "per-class Ledoit-Wolf Mahalanobis")
     lines = [f"conformal (Mondrian, {score_}, LOO) at alpha {conf['alpha']:g}: "
              f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
              f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
@@ -121,7 +123,8 @@ def calibrate_cmd(
                                         "v1-style artifact"),
     nonconformity: Nonconformity = typer.Option(Nonconformity("robust-top3"), "--nonconformity",
                                       help="conformal score: robust-top3 (v3: mean of the 3 largest per-feature "
-                                           "robust z-scores per system) or mahalanobis (v2)"),
+                                           "robust z-scores per system), robust-top3+knn (v4: + the whole-vector kNN gate) or "
+                                           "mahalanobis (v2)"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
     scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
