@@ -175,7 +175,7 @@ def test_shipped_refuses_a_corrupted_shipped_artifact(tmp_path, monkeypatch):
 
 def test_unknown_shipped_id_suggests_the_close_one():
     with pytest.raises(InputError, match="did you mean 'local-offline-pixel-v3'"):
-        thresholds.find("local-offline-pixel-v4")
+        thresholds.find("local-ofline-pixel-v3")
 
 
 # ---------------------------------------------------------------- Decision

@@ -334,11 +334,11 @@ def _origin_entry(d: dict[str, Any], k: int) -> dict[str, Any]:
             "candidates": cands[:k]}
 
 
-def _thresholds_doc(thresholds_name: str | None) -> tuple[dict[str, Any], str, bool]:
-    """Every read of the thresholds document: the document (named, else fpx's default without the encoder),
-    its id, and whether it needs the DINOv2 encoder."""
+def _thresholds_doc(thresholds_name: str | None) -> tuple[thresholds.Thresholds, str, bool]:
+    """The thresholds artifact (named, else fpx's default without the encoder), its id, and whether it needs
+    the DINOv2 encoder."""
     doc = thresholds.find(thresholds_name) if thresholds_name else attribute.choose_default(False, None)[0]
-    return doc, doc["id"], doc.get("encoder") is not None
+    return doc, doc.id, doc.encoder is not None
 
 
 def attribute_against(reference: str, suspect: str, thresholds_name: str | None) -> dict[str, Any]:
@@ -357,6 +357,5 @@ def attribute_against(reference: str, suspect: str, thresholds_name: str | None)
         decision, reasons = decider.decide(res.record.features, 3, where=suspect)
     except FpxError as exc:
         return {"state": "error", "reason": str(exc)}
-    return {"state": "done", "thresholds": doc_id, "band": decision.get("band"),
-            "system": decision.get("system"), "label": decision.get("label"), "p_system": decision.get("p_system"),
-            "reasons": reasons[:3]}
+    return {"state": "done", "thresholds": doc_id, "band": decision.band, "system": decision.system,
+            "label": decision.label, "p_system": decision.p_system, "reasons": reasons[:3]}
