@@ -45,6 +45,14 @@ reference view (equal to exact faiss search, tested), decisions at each index's 
 ``origin.query`` latency (embedding + search) per suspect.
 
     nice -n 10 python bench/origin.py --followup --out bench/out/origin  # OUT/followup.md
+
+Round 3 (``--round3``; issue 12 round 3: a decision for crop matches, exact search under 50 ms). Every family
+above has now been seen (``crop_0.7_rot4_jpeg75`` too: the round-3 decision is developed on it and on
+``crop_0.8_hflip``). Two NEW held-out families, written down here and committed before anything ran with them:
+
+    HELD-OUT 3: crop_0.6_bright_jpeg60 — a 60% crop at a random offset (per photo, uniform over the slack on
+                each axis, its own seed stream from the photo's sha256), brightness ×1.15 (clipped), JPEG q60.
+                blur1.2_hflip_jpeg40 — Gaussian blur σ = 1.2 px, mirrored, JPEG q40 (a non-crop check).
 """
 
 from __future__ import annotations
@@ -205,7 +213,27 @@ def _crop_rot_jpeg(px, seed):
     return images.decode(images.encode(np.clip(c, 0, 1).astype(np.float32), "JPEG", quality=75), "<jpeg>").pixels
 
 
-SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg}  # transforms that take a per-photo seed
+def _crop_bright_jpeg(px, seed):
+    """HELD-OUT (round 3): 60% crop at a random offset, brightness x1.15, JPEG q60."""
+    rng = np.random.default_rng([seed, 3])
+    h, w = px.shape[:2]
+    ch, cw = round(h * 0.6), round(w * 0.6)
+    y0, x0 = int(rng.uniform(0, 1) * (h - ch)), int(rng.uniform(0, 1) * (w - cw))
+    c = np.clip(px[y0:y0 + ch, x0:x0 + cw] * 1.15, 0, 1).astype(np.float32)
+    return images.decode(images.encode(c, "JPEG", quality=60), "<jpeg>").pixels
+
+
+def _blur_flip_jpeg(px, seed):
+    """HELD-OUT (round 3, non-crop): Gaussian blur sigma 1.2 px, mirrored, JPEG q40 (``seed`` unused)."""
+    from scipy.ndimage import gaussian_filter
+
+    b = gaussian_filter(np.asarray(px, np.float32), sigma=(1.2, 1.2, 0), mode="reflect")[:, ::-1]
+    return images.decode(images.encode(np.clip(b, 0, 1).astype(np.float32), "JPEG", quality=40), "<jpeg>").pixels
+
+
+# transforms that take a per-photo seed
+SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
+          "blur1.2_hflip_jpeg40": _blur_flip_jpeg}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
