@@ -138,9 +138,13 @@ def test_threshold_is_the_conformal_quantile_of_brute_force_impostor_scores(buil
         imp.append(s.max())
     imp = np.sort(imp)
     assert np.allclose(idx.calibration["impostor_scores_sorted"], imp, atol=1e-5)
-    cal = calibrate(idx, fmr=0.2)
+    cal = calibrate(idx, fmr=0.2, decision="similarity")
     n = len(imp)
     assert cal["threshold"] == pytest.approx(imp[math.ceil((n + 1) * 0.8) - 1], abs=1e-6)
+    assert cal["impostor_false_match_in_sample"] <= 0.2
+    assert "distinct_threshold" not in cal
+    cal = calibrate(idx, fmr=0.2, decision="similarity+distinct")  # each test at half the rate (Bonferroni)
+    assert cal["threshold"] == pytest.approx(imp[math.ceil((n + 1) * 0.9) - 1], abs=1e-6)
     assert cal["impostor_false_match_in_sample"] <= 0.2
     assert p_value(cal, imp[-1] + 1) == pytest.approx(1 / (n + 1))
     assert p_value(cal, -2) == 1.0

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from fingerprint_cli import images
+from fingerprint_cli import artifacts, images
+from fingerprint_cli.anchored import encoders
 from fingerprint_cli.errors import UsageError
 
 DEFAULT_EMBEDDER = "dct-layout"
@@ -135,17 +136,13 @@ class SD2VAE(Embedder):
     version = "1"
 
     def __init__(self, device: str = "cpu", batch_size: int = 8, weights: str | None = None):
-        from fingerprint_cli import artifacts
-        from fingerprint_cli.anchored import encoders
-        from fingerprint_cli.origin import vae
+        from fingerprint_cli.origin import vae  # torch: loaded only when this embedder is built
 
         if weights is None:
             inst = artifacts.ensure("sd2-vae")
             path, self.weights_sha256, self.verified = inst.path, inst.sha256, inst.verified
         else:  # an explicit file (tests, timing with random weights): never verified against the pin
-            from fingerprint_cli.images import sha256_file
-
-            path, self.weights_sha256, self.verified = weights, sha256_file(weights), False
+            path, self.weights_sha256, self.verified = weights, images.sha256_file(weights), False
         state, _ = artifacts.read_tensors(path)
         self.model = vae.build(state)
         del state

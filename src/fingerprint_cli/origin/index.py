@@ -32,17 +32,19 @@ from typing import Any
 
 import numpy as np
 
+from fingerprint_cli import artifacts
 from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+from fingerprint_cli.images import shape_property
+from fingerprint_cli.origin.embedders import EMBEDDERS, l2n
 
 FORMAT = "fpx-origin-index"
-FORMAT_VERSION = 2  # v2: reference crop views (``views.vectors``); an index without them is still written as v1
+FORMAT_VERSION = 3  # v2: reference crop views (``views.vectors``); v3: a sealed projection (``proj.weight``, --dim).
+# An index is written with the lowest version that holds what it has (v1 without views or projection).
 SEARCH_KINDS = ("flat", "ivf", "ivfpq")
 
 
 def models_hint(embedder_name: str | None) -> str:
     """The sentence naming both `fpx models` commands for an embedder that has weights."""
-    from fingerprint_cli.origin.embedders import EMBEDDERS
-
     if embedder_name and embedder_name in EMBEDDERS and not EMBEDDERS[embedder_name].weight_free:
         return (f"install the weights it was built with via `fpx models pull {embedder_name}` or "
                 f"`fpx models import FILE --name {embedder_name}`")
@@ -66,17 +68,14 @@ class OriginIndex:
     search_cfg: dict[str, Any] = field(default_factory=lambda: {"kind": "flat"})
     view_vectors: np.ndarray | None = None
     ref_views: dict[str, Any] = field(default_factory=lambda: {"scheme": "full", "views": ["full"]})
+    projection: dict[str, Any] | None = None
+    proj_weight: np.ndarray | None = None
     path: str | None = None
     seal: str | None = None
     _faiss: Any = None
 
-    @property
-    def n(self) -> int:
-        return int(self.vectors.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
+    n = shape_property("vectors", 0, "Number of references.")
+    dim = shape_property("vectors", 1, "Dimension of the searched vectors (after the head and the projection).")
 
     @property
     def n_views(self) -> int:
@@ -159,11 +158,14 @@ class OriginIndex:
 
     # -------------------------------------------------------- I/O
     def document(self) -> dict[str, Any]:
-        version = 1 if self.view_vectors is None else FORMAT_VERSION
-        return {"format": FORMAT, "format_version": version, "embedder": self.embedder, "head": self.head,
-                "ref_views": self.ref_views,
-                "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
-                "search": {k: v for k, v in self.search_cfg.items()}}
+        version = 3 if self.proj_weight is not None else 1 if self.view_vectors is None else 2
+        doc = {"format": FORMAT, "format_version": version, "embedder": self.embedder, "head": self.head,
+               "ref_views": self.ref_views,
+               "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
+               "search": {k: v for k, v in self.search_cfg.items()}}
+        if self.projection is not None:
+            doc["projection"] = self.projection
+        return doc
 
     def tensors(self) -> dict[str, np.ndarray]:
         t = {"vectors": np.ascontiguousarray(self.vectors, np.float32)}
@@ -174,6 +176,8 @@ class OriginIndex:
             t["calib.owner"] = np.ascontiguousarray(self.calib_owner, np.int64)
         if self.head_weight is not None:
             t["head.weight"] = np.ascontiguousarray(self.head_weight, np.float32)
+        if self.proj_weight is not None:
+            t["proj.weight"] = np.ascontiguousarray(self.proj_weight, np.float32)
         if self.search_cfg.get("kind", "flat") != "flat":
             import faiss
 
@@ -183,8 +187,6 @@ class OriginIndex:
     def save(self, path, inputs=()) -> str:
         """Write the sealed index atomically (never over an input). Returns the seal."""
         import torch
-
-        from fingerprint_cli import artifacts
 
         tens = self.tensors()  # first: building an IVF index fills in nlist / padded_dim in search_cfg
         doc = json.dumps(self.document(), sort_keys=True)
@@ -276,9 +278,26 @@ def load_index(path) -> OriginIndex:
     The seal is the sha256 of the index's JSON document and of every tensor, written with the index: any
     change to the vectors, the reference list or the calibration after writing is detected.
     """
-    from fingerprint_cli import artifacts
-
     p = Path(path)
+    arrays, meta = _read_index_file(p)
+    doc = _verified_document(p, arrays, meta)
+    cfg = dict(doc.get("search") or {"kind": "flat"})
+    idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
+                      head=doc.get("head"), head_weight=arrays.get("head.weight"),
+                      calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
+                      calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
+                      search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
+                      ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]},
+                      projection=doc.get("projection"), proj_weight=arrays.get("proj.weight"))
+    _check_shapes(idx, p)
+    if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
+        idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
+        idx._faiss.nprobe = int(cfg.get("nprobe", 16))
+    return idx
+
+
+def _read_index_file(p: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors (as numpy) and metadata of an index file; refuses a missing, unreadable or foreign file."""
     if not p.exists():
         raise InputError("no such index file", str(p))
     try:
@@ -288,7 +307,11 @@ def load_index(path) -> OriginIndex:
                             f"rebuild it with `fpx origin index`", str(p)) from exc
     if meta.get("fpx_kind") != "origin-index" or "fpx_index" not in meta or "vectors" not in tensors:
         raise InputError("is not an fpx origin index (made by `fpx origin index`)", str(p))
-    arrays = {k: v.numpy() for k, v in tensors.items()}
+    return {k: v.numpy() for k, v in tensors.items()}, meta
+
+
+def _verified_document(p: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> dict[str, Any]:
+    """The index's JSON document once its seal matches and its format is one this fpx reads."""
     doc_text = meta["fpx_index"]
     got = _seal(doc_text, arrays)
     try:
@@ -303,27 +326,61 @@ def load_index(path) -> OriginIndex:
     if doc.get("format") != FORMAT or int(doc.get("format_version", 0)) > FORMAT_VERSION:
         raise ArtifactError(f"index format {doc.get('format')} v{doc.get('format_version')} is not supported by "
                             f"this fpx (reads {FORMAT} v{FORMAT_VERSION})", str(p))
-    cfg = dict(doc.get("search") or {"kind": "flat"})
-    idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
-                      head=doc.get("head"), head_weight=arrays.get("head.weight"),
-                      calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
-                      calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
-                      search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
-                      ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]})
+    return doc
+
+
+def _check_shapes(idx: OriginIndex, p: Path) -> None:
+    """Refuse an index whose reference list, views or projection disagree with its tensors."""
     if len(idx.refs) != idx.n:
         raise ArtifactError(f"index lists {len(idx.refs)} references for {idx.n} vectors", str(p))
     if len(idx.ref_views.get("views") or []) != idx.n_views or (
             idx.view_vectors is not None and idx.view_vectors.shape[0] != idx.n):
         raise ArtifactError(f"index records the reference views {idx.ref_views.get('views')} but holds "
                             f"{idx.n_views} view(s) per reference; rebuild it with `fpx origin index`", str(p))
-    if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
-        idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
-        idx._faiss.nprobe = int(cfg.get("nprobe", 16))
-    return idx
+    if (idx.projection is None) != (idx.proj_weight is None) or (
+            idx.proj_weight is not None and idx.proj_weight.shape[0] != idx.dim):
+        raise ArtifactError("index records a projection that does not match its tensors; rebuild it with "
+                            "`fpx origin index`", str(p))
+
+
+# ---------------------------------------------------------------- projection (sealed PCA, --dim)
+def fit_projection(rows: np.ndarray, out_dim: int, max_rows: int = 50000) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``out_dim``-dimensional subspace that best reconstructs ``rows`` in least squares (uncentred PCA:
+    the top eigenvectors of ``rowsᵀ rows``, so inner products — cosines of unit rows — are kept as well as a
+    linear map of that size can). Deterministic: an even subsample of at most ``max_rows`` rows, float64, each
+    eigenvector's largest component made positive. Returns P (out_dim, D) and what the index records."""
+    x = np.asarray(rows, np.float64)
+    if len(x) > max_rows:
+        x = x[np.linspace(0, len(x) - 1, max_rows).astype(int)]
+    d = x.shape[1]
+    if not (1 <= out_dim < d):
+        raise UsageError(f"--dim must be between 1 and {d - 1} for this {d}-dimensional embedding (got {out_dim})")
+    evals, evecs = np.linalg.eigh(x.T @ x)
+    order = np.argsort(evals)[::-1][:out_dim]
+    P = evecs[:, order].T
+    P *= np.sign(P[np.arange(out_dim), np.argmax(np.abs(P), axis=1)])[:, None]
+    kept = float(evals[order].sum() / max(evals.sum(), 1e-30))
+    return P.astype(np.float32), {"kind": "pca-uncentred", "in_dim": d, "out_dim": int(out_dim),
+                                  "fitted_on_rows": int(len(x)), "energy_kept": round(kept, 6)}
+
+
+def project(weight: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` (..., D) mapped by the index's projection and L2-normalised (unchanged without one)."""
+    if weight is None:
+        return x
+    x = np.asarray(x, np.float32)
+    return l2n(x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
 
 
 # ---------------------------------------------------------------- calibration
 DUPLICATE_LEVEL = 0.98
+# decision rules: ``similarity`` — found when the top similarity passes its threshold at the false-match rate;
+# ``similarity+distinct`` — found when the top similarity passes its threshold at half the rate OR the top match's
+# distinctiveness (a ratio test against the best reference of another origin) passes its own threshold at the
+# other half (Bonferroni: the two false-match rates add up to the stated one).
+DECISIONS = ("similarity", "similarity+distinct")
+DEFAULT_DECISION = "similarity+distinct"
+_KK = 32  # references looked at per query for the top match and the best other origin
 
 
 def duplicates_of(index: OriginIndex, row: int, level: float = DUPLICATE_LEVEL) -> np.ndarray:
@@ -331,72 +388,196 @@ def duplicates_of(index: OriginIndex, row: int, level: float = DUPLICATE_LEVEL) 
     return np.flatnonzero(index.vectors @ index.vectors[row] >= level)
 
 
-def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DUPLICATE_LEVEL) -> dict[str, Any]:
-    """Set the ``found`` threshold at false-match rate ``fmr`` from impostor scores; returns the calibration.
+def distinctiveness(s1: float | None, s2: float | None) -> float:
+    """``1 − (1 − s1) / (1 − s2)``: the ratio test of the top match (similarity ``s1``) against the best reference
+    of another origin (``s2``), in cosine distances. 1 = the top is far closer than anything else; 0 = a tie, or
+    no other origin among the hits (``s2`` None: conservative)."""
+    if s1 is None or s2 is None or 1.0 - s2 <= 1e-9:
+        return 0.0
+    return float(min(1.0, max(0.0, 1.0 - (1.0 - s1) / (1.0 - s2))))
 
-    Impostor score of a calibration query (a transformed copy of reference ``r``): its best similarity to any
-    reference outside ``r``'s origin group — a query whose origin is absent from the library — taken, like a
-    real query's score, as the max over the query's views and every view of each reference (with
-    ``--views crops`` the impostor side sees the crop rows too, so the threshold stays calibrated). The group is ``r``
-    and its near-duplicates (cosine >= ``duplicate_level`` between the references' own vectors: bursts, video
-    frames, re-saved copies), which a query of ``r`` legitimately finds; query records list them as
-    ``near_duplicates`` of a found origin. The threshold is the
-    ⌈(n+1)(1−fmr)⌉-th smallest of the n impostor scores (split-conformal: an exchangeable new impostor exceeds it
-    with probability ≤ fmr), and ``found`` needs a top similarity strictly above it. The genuine side (the
-    same queries with their origin present) gives the in-sample miss rate: top candidate wrong or below the
-    threshold.
-    """
-    if not (0.0 < fmr < 1.0):
-        raise UsageError(f"--false-match-rate must be in (0, 1), got {fmr}")
-    cv, owner = index.calib_vectors, index.calib_owner
-    if cv is None or len(cv) == 0 or index.n < 2:
-        index.calibration = {"threshold": None, "false_match_rate": fmr, "n_impostor": 0,
-                             "note": "no calibration queries (library too small): every query is not-in-library"}
-        return index.calibration
-    imp, gen_sim, gen_top = [], [], []
-    kk = min(index.n, 32)  # references (search_many asks faiss for kk × views rows)
-    results = index.search_many(cv, kk)  # one batched faiss call for all calibration queries
-    for views, o, res in zip(cv, owner, results):
-        group = set(duplicates_of(index, int(o), duplicate_level).tolist())
-        top = [t for t in res if t[0] not in group]
-        if not top and len(group) < index.n:  # every hit was in the group: brute force over the rest
-            rest = np.setdiff1d(np.arange(index.n), np.fromiter(group, int))
-            top = [(0, float(np.max(views @ index.ref_rows(rest).T)), 0, 0)]
-        imp.append(top[0][1] if top else -1.0)
-        gen_top.append(bool(res) and res[0][0] in group)  # the origin or one of its near-duplicates
-        gen_sim.append(float(np.max(views @ index.ref_rows([int(o)]).T)))
-    imp_a, gen_a = np.asarray(imp), np.asarray(gen_sim)
-    n = len(imp_a)
+
+def top_two(index: OriginIndex, hits, level: float = DUPLICATE_LEVEL, exclude=()
+            ) -> tuple[int | None, float | None, float | None]:
+    """(top reference, its similarity, best similarity of a reference outside its origin group) over ``hits``
+    (merged (reference, similarity, …) best first), skipping ``exclude``; the third is None when every other
+    hit is a near-duplicate of the top (cosine >= ``level`` between the references' own vectors)."""
+    hits = [h for h in hits if h[0] not in exclude]
+    if not hits:
+        return None, None, None
+    t, s1 = int(hits[0][0]), float(hits[0][1])
+    others = hits[1:]
+    if others:
+        cos = index.vectors[[int(h[0]) for h in others]] @ index.vectors[t]
+        for h, c in zip(others, cos):
+            if c < level:
+                return t, s1, float(h[1])
+    return t, s1, None
+
+
+def _ref_max(index: OriginIndex, views: np.ndarray) -> np.ndarray:
+    """Exact best similarity of ``views`` (V, D) to each reference over all its views: (N,)."""
+    s = views @ index.ref_rows(np.arange(index.n)).T
+    best = s[:, :index.n].max(axis=0)
+    if index.view_vectors is not None:
+        best = np.maximum(best, s[:, index.n:].reshape(len(s), index.n, -1).max(axis=(0, 2)))
+    return best
+
+
+def _brute_best(index: OriginIndex, views: np.ndarray, excluded: set[int]) -> tuple[int | None, float | None]:
+    """(reference, similarity) of the best match of ``views`` outside ``excluded`` (exact, every row)."""
+    if len(excluded) >= index.n:
+        return None, None
+    best = _ref_max(index, views)
+    best[np.fromiter(excluded, int, len(excluded))] = -np.inf
+    t = int(np.argmax(best))
+    return t, float(best[t])
+
+
+def _impostor_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[float, float]:
+    """(similarity, distinctiveness) of one calibration query with its own origin group removed — a query whose
+    origin is absent; exact (brute force when the searched hits run out)."""
+    group = set(duplicates_of(index, owner, level).tolist())
+    t, s1, s2 = top_two(index, res, level, exclude=group)
+    if t is None:  # every hit was in the group
+        t, s1 = _brute_best(index, views, group)
+        if t is None:
+            return -1.0, 0.0
+    if s2 is None:
+        _, s2 = _brute_best(index, views, group | set(duplicates_of(index, t, level).tolist()))
+    return s1, distinctiveness(s1, s2)
+
+
+def _genuine_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[bool, float, float]:
+    """(top hit in the origin's group, similarity to the origin, distinctiveness of the top) of one
+    calibration query with its origin present."""
+    group = set(duplicates_of(index, owner, level).tolist())
+    t, s1, s2 = top_two(index, res, level)
+    sim = float(np.max(views @ index.ref_rows([owner]).T))
+    return t is not None and t in group, sim, distinctiveness(s1, s2)
+
+
+def conformal_threshold(scores: np.ndarray, fmr: float) -> tuple[float, str | None]:
+    """The ⌈(n+1)(1−fmr)⌉-th smallest of n impostor scores (split-conformal: an exchangeable new impostor
+    exceeds it with probability ≤ fmr); the largest score, with a note, when n is too small for ``fmr``."""
+    n = len(scores)
     rank = math.ceil((n + 1) * (1 - fmr))
     if rank > n:
-        thr = float(imp_a.max())
-        note = (f"{n} impostor scores are too few for a false-match rate of {fmr}: threshold set at the "
-                f"largest impostor score")
-    else:
-        thr = float(np.sort(imp_a)[rank - 1])
-        note = None
-    found = (gen_a > thr) & np.asarray(gen_top)
-    per = {}
-    for t in sorted(set(index.calib_transform)):
-        sel = np.asarray([x == t for x in index.calib_transform])
-        if sel.any():
-            per[t] = {"false_match": float(np.mean(imp_a[sel] > thr)), "miss": float(np.mean(~found[sel]))}
-    cal = {"threshold": thr, "false_match_rate": fmr, "n_impostor": n, "n_references_at_calibration": index.n,
-           "impostor_false_match_in_sample": float(np.mean(imp_a > thr)), "miss_rate_in_sample": float(np.mean(~found)),
-           "per_transform": per, "impostor_scores_sorted": [round(float(s), 6) for s in np.sort(imp_a)],
-           "duplicate_level": duplicate_level,
-           "method": "split-conformal quantile of leave-one-out impostor scores (transformed references; own "
-                     "reference and its near-duplicates excluded)"}
-    if note:
-        cal["note"] = note
+        return float(np.max(scores)), (f"{n} impostor scores are too few for a false-match rate of {fmr}: "
+                                       f"threshold set at the largest impostor score")
+    return float(np.sort(scores)[rank - 1]), None
+
+
+def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DUPLICATE_LEVEL,
+              decision: str | None = None) -> dict[str, Any]:
+    """Set the ``found`` thresholds at false-match rate ``fmr`` from impostor scores; returns the calibration.
+
+    Impostor scores of a calibration query (a transformed copy of reference ``r``): its best similarity to any
+    reference outside ``r``'s origin group — a query whose origin is absent from the library — taken, like a
+    real query's score, as the max over the query's views and every view of each reference (with
+    ``--views crops`` the impostor side sees the crop rows too, so the threshold stays calibrated), and the
+    distinctiveness of that best match (:func:`distinctiveness`, against the best reference outside both its
+    group and ``r``'s). The group is ``r`` and its near-duplicates (cosine >= ``duplicate_level`` between the
+    references' own vectors: bursts, video frames, re-saved copies), which a query of ``r`` legitimately finds;
+    query records list them as ``near_duplicates`` of a found origin. Each threshold is the split-conformal
+    quantile (:func:`conformal_threshold`) of its impostor scores at ``fmr`` (``decision="similarity"``) or at
+    ``fmr / 2`` each (``similarity+distinct``, the default), and ``found`` needs a score strictly above it.
+    The genuine side (the same queries with their origin present) gives the in-sample miss rate: top
+    candidate wrong or no test passed.
+    """
+    rule = _check_rule(fmr, decision or index.calibration.get("decision") or DEFAULT_DECISION)
+    cv, owner = index.calib_vectors, index.calib_owner
+    if cv is None or len(cv) == 0 or index.n < 2:
+        index.calibration = {"threshold": None, "false_match_rate": fmr, "n_impostor": 0, "decision": rule,
+                             "note": "no calibration queries (library too small): every query is not-in-library"}
+        return index.calibration
+    results = index.search_many(cv, min(index.n, _KK))  # one batched faiss call for all calibration queries
+    imp = np.asarray([_impostor_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)])
+    gen = [_genuine_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
+    cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(imp), "n_references_at_calibration": index.n,
+           "duplicate_level": duplicate_level, **_thresholds(imp, fmr, rule)}
+    _in_sample_rates(index, cal, imp, gen)
     index.calibration = cal
     return cal
 
 
-def p_value(cal: dict[str, Any], score: float) -> float | None:
-    """Conformal p-value of a top similarity against the stored impostor scores: (1 + #{imp ≥ s}) / (n + 1)."""
-    imp = cal.get("impostor_scores_sorted")
+def _check_rule(fmr: float, rule: str) -> str:
+    """Refuse a false-match rate outside (0, 1) or an unknown decision rule."""
+    if not (0.0 < fmr < 1.0):
+        raise UsageError(f"--false-match-rate must be in (0, 1), got {fmr}")
+    if rule not in DECISIONS:
+        raise UsageError(f"unknown --decision {rule!r}; choose one of {', '.join(DECISIONS)}")
+    return rule
+
+
+def _thresholds(imp: np.ndarray, fmr: float, rule: str) -> dict[str, Any]:
+    """The rule's thresholds from the impostor (similarity, distinctiveness) scores, their rates and the
+    sorted scores the p-values are computed against."""
+    split = 2 if rule == "similarity+distinct" else 1
+    thr, note = conformal_threshold(imp[:, 0], fmr / split)
+    out: dict[str, Any] = {"threshold": thr, "similarity_false_match_rate": fmr / split,
+                           "impostor_scores_sorted": [round(float(x), 6) for x in np.sort(imp[:, 0])],
+                           "method": "split-conformal quantile of leave-one-out impostor scores (transformed "
+                                     "references; own reference and its near-duplicates excluded)"}
+    if split == 2:
+        out["distinct_threshold"], _ = conformal_threshold(imp[:, 1], fmr / split)
+        out["distinct_false_match_rate"] = fmr / split
+        out["impostor_distinct_sorted"] = [round(float(x), 6) for x in np.sort(imp[:, 1])]
+        out["method"] += "; found if the similarity OR the distinctiveness passes at half the rate (Bonferroni)"
+    if note:
+        out["note"] = note
+    return out
+
+
+def _passes(cal: dict[str, Any], sim: float, distinct: float) -> bool:
+    """Whether a top similarity / distinctiveness pair passes the calibration's decision rule."""
+    if cal.get("threshold") is None:
+        return False
+    if sim > cal["threshold"]:
+        return True
+    return cal.get("distinct_threshold") is not None and distinct > cal["distinct_threshold"]
+
+
+def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: np.ndarray, gen: list) -> None:
+    """In-sample false-match (impostor) and miss (genuine) rates of the calibration, overall and per transform."""
+    fm = np.asarray([_passes(cal, s, d) for s, d in imp])
+    found = np.asarray([top and _passes(cal, s, d) for top, s, d in gen])
+    cal["impostor_false_match_in_sample"] = float(np.mean(fm))
+    cal["miss_rate_in_sample"] = float(np.mean(~found))
+    per = {}
+    for t in sorted(set(index.calib_transform)):
+        sel = np.asarray([x == t for x in index.calib_transform])
+        if sel.any():
+            per[t] = {"false_match": float(np.mean(fm[sel])), "miss": float(np.mean(~found[sel]))}
+    cal["per_transform"] = per
+
+
+def p_value(cal: dict[str, Any], score: float, key: str = "impostor_scores_sorted") -> float | None:
+    """Conformal p-value of a score against the stored impostor scores: (1 + #{imp ≥ s}) / (n + 1)."""
+    imp = cal.get(key)
     if not imp:
         return None
     a = np.asarray(imp)
     return float((1 + np.sum(a >= score)) / (len(a) + 1))
+
+
+def decide(index: OriginIndex, hits) -> dict[str, Any]:
+    """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
+
+    ``p_value`` is the conformal p-value of the rule that was calibrated: of the top similarity
+    (``similarity``), or twice the smaller of the similarity and distinctiveness p-values (Bonferroni).
+    """
+    cal = index.calibration
+    t, s1, s2 = top_two(index, hits, cal.get("duplicate_level", DUPLICATE_LEVEL))
+    dist = distinctiveness(s1, s2)
+    out = {"top": t, "similarity": s1, "second_origin_similarity": s2, "distinctiveness": dist,
+           "found": s1 is not None and _passes(cal, s1, dist), "passed": None, "p_value": None,
+           "p_value_similarity": p_value(cal, s1) if s1 is not None else None, "p_value_distinct": None}
+    if out["found"]:
+        out["passed"] = "similarity" if s1 > cal["threshold"] else "distinct"
+    if cal.get("distinct_threshold") is not None and s1 is not None:
+        out["p_value_distinct"] = p_value(cal, dist, "impostor_distinct_sorted")
+        out["p_value"] = min(1.0, 2 * min(out["p_value_similarity"], out["p_value_distinct"]))
+    else:
+        out["p_value"] = out["p_value_similarity"]
+    return out
