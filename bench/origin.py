@@ -344,6 +344,12 @@ def main() -> None:
     ap.add_argument("--followup", action="store_true", help="only the issue-12 follow-up: reference crop views")
     ap.add_argument("--schemes", default="full,crops", help="--followup: reference view schemes to compare "
                     "(full, crops, crops-deep)")
+    ap.add_argument("--round3", action="store_true", help="only issue 12 round 3: decisions for crop matches")
+    ap.add_argument("--configs", default="full:0,crops-grid:0,crops-grid:128",
+                    help="--round3: indexes to build, SCHEME:DIM (DIM 0 = no projection)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="--round3: also the round-3 HELD-OUT families (run once, at the end)")
+    ap.add_argument("--scale-only", action="store_true", help="--round3: only the scale table")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -383,6 +389,12 @@ def main() -> None:
     sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
     lib_paths = [it["path"] for it in lib]
 
+    if args.round3:
+        round3(items, lib, lib_paths, sha_to_row, out, args, say, res)
+        tag = "round3_heldout" if args.heldout else "round3"
+        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
+        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
+        return
     if args.followup:
         followup(items, lib, lib_paths, sha_to_row, out, args, say, res)
         (out / "followup.md").write_text("\n".join(report) + "\n")
@@ -649,6 +661,138 @@ def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     say("|---|---|---|---|---|---|")
     for line in sorted(dec, key=lambda x: (fams.index(x.split(" | ")[0][2:]),)):
         say(line)
+
+
+R3_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "regrade_jpeg70")  # seen: the round-3 decision is built on them
+R3_HELDOUT = ("crop_0.6_bright_jpeg60", "blur1.2_hflip_jpeg40")  # written down before the first run
+
+
+def _ranks_all_views(idx, Q, true):
+    """1-based rank of the true reference for queries Q (n, 2, D) over every view row of the index."""
+    from fingerprint_cli.origin.index import project
+
+    Qp = project(idx.proj_weight, Q)
+    A = np.concatenate([idx.vectors[:, None], idx.view_vectors], axis=1) if idx.view_vectors is not None \
+        else idx.vectors[:, None]
+    S = np.einsum("nqd,mvd->nmqv", Qp, A).reshape(len(Qp), idx.n, -1).max(axis=2)
+    return ranks_from_sims(S, true)
+
+
+def _r3_decisions(recs, qs, sha_to_row, lib_paths):
+    """(found & correct, found & wrong, miss, passed-by-distinct) per query from the tool's own records."""
+    out = []
+    for rec, q in zip(recs, qs):
+        found = rec.decision["label"] == "found"
+        right = found and rec.decision["origin"]["path"] == lib_paths[sha_to_row[q["origin"]]] \
+            if q["origin"] in sha_to_row else False
+        passed = rec.decision["origin"]["passed"] if found else None
+        out.append((found and right, found and not right, not found, passed == "distinct"))
+    return np.asarray(out, bool).reshape(-1, 4)
+
+
+def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
+    """Issue 12 round 3: the similarity-or-distinctiveness decision, reference views and the sealed projection,
+    through the tool's own build and query path; the scale table before/after."""
+    if args.scale_only:
+        _r3_scale(args, say, res)
+        return
+    fams = R3_DEV + (R3_HELDOUT if args.heldout else ())
+    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], fams, out)
+    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], fams, out)
+    emb = embedders.get_embedder(embedders.DEFAULT_EMBEDDER)
+    Qt = embed_paths(emb, [q["path"] for q in q_test], True)
+    true = np.array([sha_to_row[q["origin"]] for q in q_test])
+    owners = [q["origin"] for q in q_test]
+    ft = np.array([q["family"] for q in q_test])
+    fa = np.array([q["family"] for q in q_abs])
+    say(f"\n## Round 3: {len(q_test) // len(fams)} test photos (origin in the library) and {len(q_abs) // len(fams)} "
+        f"absent photos per family, N = {len(lib)}; DEV (seen): {', '.join(R3_DEV)}"
+        + (f"; HELD-OUT (round 3, first run): {', '.join(R3_HELDOUT)}" if args.heldout else ""))
+    rows, dec = [], []
+    res["round3"] = {}
+    for cfg in args.configs.split(","):
+        scheme, dim = cfg.split(":")
+        dim = int(dim) or None
+        t0 = time.time()
+        idx, _ = library.build_index(lib_paths, str(out / f"r3_{scheme}_{dim or 'full'}.fpxindex"), ref_views=scheme,
+                                     dim=dim)
+        tb = time.time() - t0
+        rk = _ranks_all_views(idx, Qt, true)
+        for rule in ("similarity", "similarity+distinct"):
+            from fingerprint_cli.origin.index import calibrate
+
+            calibrate(idx, 0.01, decision=rule)
+            t1 = time.perf_counter()
+            recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+            ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+            recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+            dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+            fm = np.array([r.decision["label"] == "found" for r in recs_a])
+            name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
+            r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
+                 "distinct_threshold": idx.calibration.get("distinct_threshold"),
+                 "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+            for f in fams:
+                sel = ft == f
+                s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], args.boot)
+                d, fmf = dt[sel], fm[fa == f]
+                r["families"][f] = {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
+                                    "miss": float(d[:, 2].mean()), "by_distinct": int(d[:, 3].sum()),
+                                    "false_match": float(fmf.mean()), "n_false_match": int(fmf.sum()),
+                                    "n_test": int(sel.sum()), "n_absent": int(fmf.size)}
+                if rule == "similarity":
+                    rows.append(f"| {f} | {scheme} | {dim or idx.embedder['dim']} | {s['mAP']:.3f} "
+                                f"[{s['ci']['mAP'][0]:.3f}, {s['ci']['mAP'][1]:.3f}] | {s['acc1']:.3f} | {s['r10']:.3f} |")
+                dec.append(f"| {f} | {name} | {d[:, 0].mean():.3f} | {d[:, 1].mean():.3f} | {d[:, 2].mean():.3f} | "
+                           f"{int(d[:, 3].sum())} | {fmf.mean():.3f} ({fmf.sum()}/{fmf.size}) |")
+            allfm = fm.mean()
+            r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
+            res["round3"][name] = r
+            say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds sim {idx.threshold:.4f} / "
+                f"distinct {idx.calibration.get('distinct_threshold')} ({idx.calibration['n_impostor']} impostors), "
+                f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
+                f"all families {fm.sum()}/{fm.size}")
+    say("\n| family | views | dim | mAP [95% CI] | Acc@1 | R@10 |")
+    say("|---|---|---|---|---|---|")
+    for line in sorted(rows, key=lambda x: fams.index(x.split(" | ")[0][2:])):
+        say(line)
+    say("\n| family | index, rule | found, correct (test) | found, wrong (test) | miss (test) | found by distinctiveness "
+        "| false match (absent) |")
+    say("|---|---|---|---|---|---|---|")
+    for line in sorted(dec, key=lambda x: fams.index(x.split(" | ")[0][2:])):
+        say(line)
+
+
+def _r3_scale(args, say, res) -> None:
+    """Exact search per suspect at N references (synthetic unit vectors): before (D = 381, k = 10) and after
+    (the sealed projection's D, k = 32 as the decision searches), 1 and 2 faiss threads."""
+    import faiss
+
+    rng = np.random.default_rng(0)
+    say("\n## Round 3 scale: exact faiss search per suspect (2 query views in one call), synthetic unit vectors")
+    say("| N | D | rows / ref | k | threads | median (ms) | p95 (ms) | vector bytes / ref |")
+    say("|---|---|---|---|---|---|---|---|")
+    res["round3_scale"] = []
+    for n in [int(x) for x in args.scale.split(",")]:
+        for d, k in ((381, 10), (381, 32), (128, 32), (96, 32)):
+            V = rng.standard_normal((n, d)).astype(np.float32)
+            V /= np.linalg.norm(V, axis=1, keepdims=True)
+            oi = OriginIndex(embedder={}, refs=[{"path": "x", "sha256": "0"}] * n, vectors=V)
+            oi.faiss_index()
+            Q = V[rng.integers(0, n, 2)][None] + 0.01
+            for threads in (1, 2):
+                faiss.omp_set_num_threads(threads)
+                oi.search_many(Q, k)
+                lat = []
+                for _ in range(60):
+                    t1 = time.perf_counter()
+                    oi.search_many(Q, k)
+                    lat.append(1000 * (time.perf_counter() - t1))
+                row = {"N": n, "D": d, "k": k, "threads": threads, "median_ms": float(np.median(lat)),
+                       "p95_ms": float(np.percentile(lat, 95)), "bytes_per_ref": 4 * d}
+                res["round3_scale"].append(row)
+                say(f"| {n} | {d} | 1 | {k} | {threads} | {row['median_ms']:.2f} | {row['p95_ms']:.2f} | {4 * d} |")
+            del oi, V
 
 
 if __name__ == "__main__":

@@ -169,7 +169,8 @@ def test_query_finds_edited_and_mirrored_origins_and_abstains_on_strangers(built
         assert [c["rank"] for c in r.details["candidates"]] == [1, 2, 3]
         sims = [c["similarity"] for c in r.details["candidates"]]
         assert sims == sorted(sims, reverse=True)
-        assert (r.decision["label"] == "found") == (sims[0] > r.decision["threshold"])
+        assert (r.decision["label"] == "found") == (sims[0] > r.decision["threshold"]
+                                                    or r.features["distinctiveness"] > r.decision["distinct_threshold"])
     assert by["mirror_regrade.png"].decision["label"] == "found"
     assert by["mirror_regrade.png"].decision["origin"]["view"] == "mirrored"
     assert "upsampled" in by["tiny.png"].details and "upsampled" not in by["jpeg.jpg"].details

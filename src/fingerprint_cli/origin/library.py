@@ -298,6 +298,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         base, emb, h, ref_views = _open_base(out, embedder_options, head, ref_views, dim)
     else:
         base, (emb, h) = None, _fresh_models(out, resume, embedder, embedder_options, head)
+        _check_dim(dim, h.out_dim if h is not None else emb.dim)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
@@ -353,6 +354,12 @@ def _fresh_models(out: Path, resume: bool, embedder: str, embedder_options: dict
     if h is not None:
         _check_head_fits(h, emb, head)
     return emb, h
+
+
+def _check_dim(dim: int | None, d: int) -> None:
+    """Refuse a ``--dim`` the embedding (``d`` dimensions after the head) cannot be projected to (before any work)."""
+    if dim is not None and not 1 <= dim < d:
+        raise UsageError(f"--dim must be between 1 and {d - 1} for this {d}-dimensional embedding (got {dim})")
 
 
 def _calibration_plan(paths: list[str], n_calibration: int) -> list[tuple[str, bool]]:
@@ -432,7 +439,7 @@ class _Library:
                           calib_transform=self.cal_t, search_cfg=_search_cfg(base, search),
                           view_vectors=_concat(self.views, np.float32), ref_views=scheme,
                           projection=base.projection if base else None, proj_weight=self.proj)
-        if base is None and dim is not None and dim < idx.dim:
+        if base is None and dim is not None:
             _apply_new_projection(idx, dim)
         return idx
 
