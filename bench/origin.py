@@ -350,6 +350,9 @@ def main() -> None:
     ap.add_argument("--heldout", action="store_true",
                     help="--round3: also the round-3 HELD-OUT families (run once, at the end)")
     ap.add_argument("--scale-only", action="store_true", help="--round3: only the scale table")
+    ap.add_argument("--rules", default="similarity,similarity+distinct,similarity+verify",
+                    help="--round3: decision rules to calibrate and compare")
+    ap.add_argument("--reuse", action="store_true", help="--round3: reuse index files of an earlier run")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -714,14 +717,21 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
         scheme, dim = cfg.split(":")
         dim = int(dim) or None
         t0 = time.time()
-        idx, _ = library.build_index(lib_paths, str(out / f"r3_{scheme}_{dim or 'full'}.fpxindex"), ref_views=scheme,
-                                     dim=dim)
+        ipath = out / f"r3_{scheme}_{dim or 'full'}.fpxindex"
+        if args.reuse and ipath.exists():  # built by an earlier run from the same library (the tool's path)
+            from fingerprint_cli.origin.index import load_index
+
+            idx = load_index(ipath)
+        else:
+            idx, _ = library.build_index(lib_paths, str(ipath), ref_views=scheme, dim=dim)
         tb = time.time() - t0
         rk = _ranks_all_views(idx, Qt, true)
-        for rule in ("similarity", "similarity+distinct"):
+        for rule in args.rules.split(","):
             from fingerprint_cli.origin.index import calibrate
 
+            t1 = time.time()
             calibrate(idx, 0.01, decision=rule)
+            say(f"calibrated {scheme} {rule} in {time.time() - t1:.0f} s")
             t1 = time.perf_counter()
             recs_t = library.query([q["path"] for q in q_test], idx, k=10)
             ms = 1000 * (time.perf_counter() - t1) / len(q_test)

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from fingerprint_cli import artifacts
-from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+from fingerprint_cli import artifacts, images
+from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.images import shape_property
+from fingerprint_cli.origin import verify
 from fingerprint_cli.origin.embedders import EMBEDDERS, l2n
 
 FORMAT = "fpx-origin-index"
@@ -373,13 +374,43 @@ def project(weight: np.ndarray | None, x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- calibration
+# Transforms applied to calibration references (never the benchmark's families): cheap, built from images.py.
+CALIB_TRANSFORMS = ("jpeg_q50", "down_up_0.5", "regrade_jpeg80", "crop_0.85", "hflip_noise")
+
+
+def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
+    """One of :data:`CALIB_TRANSFORMS` applied to a float RGB image (same size out, except the crop)."""
+    h, w = px.shape[:2]
+    if name == "jpeg_q50":
+        return images.decode(images.encode(px, "JPEG", quality=50), "<jpeg>").pixels
+    if name == "down_up_0.5":
+        small = images.resize(px, max(1, h // 2), max(1, w // 2))
+        return np.clip(images.resize(small, h, w), 0, 1)
+    if name == "regrade_jpeg80":
+        g = np.clip(1.08 * np.power(np.clip(px, 0, 1), 0.8) * np.array([1.0, 0.97, 0.92], np.float32) - 0.02, 0, 1)
+        return images.decode(images.encode(g, "JPEG", quality=80), "<jpeg>").pixels
+    if name == "crop_0.85":
+        ch, cw = max(1, round(h * 0.85)), max(1, round(w * 0.85))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
+    if name == "hflip_noise":
+        rng = np.random.default_rng(0)
+        return np.clip(px[:, ::-1] + rng.normal(0, 0.03, px.shape).astype(np.float32), 0, 1)
+    raise UsageError(f"unknown calibration transform {name!r}")
+
+
 DUPLICATE_LEVEL = 0.98
 # decision rules: ``similarity`` — found when the top similarity passes its threshold at the false-match rate;
 # ``similarity+distinct`` — found when the top similarity passes its threshold at half the rate OR the top match's
 # distinctiveness (a ratio test against the best reference of another origin) passes its own threshold at the
-# other half (Bonferroni: the two false-match rates add up to the stated one).
-DECISIONS = ("similarity", "similarity+distinct")
+# other half; ``similarity+verify`` — the same with the pixel verification of the top candidate
+# (:mod:`fingerprint_cli.origin.verify`) as the second test (Bonferroni: the rates add up to the stated one).
+DECISIONS = ("similarity", "similarity+distinct", "similarity+verify")
 DEFAULT_DECISION = "similarity+distinct"
+# each test: (threshold key, sorted impostor scores key, rate key) in the calibration
+TESTS = {"similarity": ("threshold", "impostor_scores_sorted", "similarity_false_match_rate"),
+         "distinct": ("distinct_threshold", "impostor_distinct_sorted", "distinct_false_match_rate"),
+         "verify": ("verify_threshold", "impostor_verify_sorted", "verify_false_match_rate")}
 _KK = 32  # references looked at per query for the top match and the best other origin
 
 
@@ -434,18 +465,41 @@ def _brute_best(index: OriginIndex, views: np.ndarray, excluded: set[int]) -> tu
     return t, float(best[t])
 
 
-def _impostor_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[float, float]:
-    """(similarity, distinctiveness) of one calibration query with its own origin group removed — a query whose
-    origin is absent; exact (brute force when the searched hits run out)."""
+def _impostor_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[float, float, int | None]:
+    """(similarity, distinctiveness, top reference) of one calibration query with its own origin group
+    removed — a query whose origin is absent; exact (brute force when the searched hits run out)."""
     group = set(duplicates_of(index, owner, level).tolist())
     t, s1, s2 = top_two(index, res, level, exclude=group)
     if t is None:  # every hit was in the group
         t, s1 = _brute_best(index, views, group)
         if t is None:
-            return -1.0, 0.0
+            return -1.0, 0.0, None
     if s2 is None:
         _, s2 = _brute_best(index, views, group | set(duplicates_of(index, t, level).tolist()))
-    return s1, distinctiveness(s1, s2)
+    return s1, distinctiveness(s1, s2), t
+
+
+def _impostor_verify_scores(index: OriginIndex, tops: list[int | None]) -> np.ndarray:
+    """Pixel verification score (:func:`fingerprint_cli.origin.verify.score`) of each calibration query — its
+    transform re-applied to its reference, read again — against its best candidate outside its origin group;
+    -1 where a file cannot be read any more."""
+    cache: dict[int, np.ndarray | None] = {}
+
+    def pixels(i: int) -> np.ndarray | None:
+        if i not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            try:
+                cache[i] = images.load_image(index.refs[i]["path"]).pixels
+            except (FpxError, OSError):
+                cache[i] = None
+        return cache[i]
+
+    out = []
+    for o, name, t in zip(index.calib_owner, index.calib_transform, tops):
+        src, ref = pixels(int(o)), pixels(t) if t is not None else None
+        out.append(-1.0 if src is None or ref is None else verify.score(calib_transform(name, src), ref))
+    return np.asarray(out)
 
 
 def _genuine_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[bool, float, float]:
@@ -492,9 +546,12 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
                              "note": "no calibration queries (library too small): every query is not-in-library"}
         return index.calibration
     results = index.search_many(cv, min(index.n, _KK))  # one batched faiss call for all calibration queries
-    imp = np.asarray([_impostor_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)])
+    pairs = [_impostor_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
+    imp = {"similarity": np.asarray([p[0] for p in pairs]), "distinct": np.asarray([p[1] for p in pairs])}
+    if "verify" in rule:
+        imp["verify"] = _impostor_verify_scores(index, [p[2] for p in pairs])
     gen = [_genuine_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
-    cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(imp), "n_references_at_calibration": index.n,
+    cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(pairs), "n_references_at_calibration": index.n,
            "duplicate_level": duplicate_level, **_thresholds(imp, fmr, rule)}
     _in_sample_rates(index, cal, imp, gen)
     index.calibration = cal
@@ -510,38 +567,42 @@ def _check_rule(fmr: float, rule: str) -> str:
     return rule
 
 
-def _thresholds(imp: np.ndarray, fmr: float, rule: str) -> dict[str, Any]:
-    """The rule's thresholds from the impostor (similarity, distinctiveness) scores, their rates and the
-    sorted scores the p-values are computed against."""
-    split = 2 if rule == "similarity+distinct" else 1
-    thr, note = conformal_threshold(imp[:, 0], fmr / split)
-    out: dict[str, Any] = {"threshold": thr, "similarity_false_match_rate": fmr / split,
-                           "impostor_scores_sorted": [round(float(x), 6) for x in np.sort(imp[:, 0])],
+def _thresholds(imp: dict[str, np.ndarray], fmr: float, rule: str) -> dict[str, Any]:
+    """Each test's threshold from its impostor scores, at the stated rate shared equally between the rule's
+    tests, its rate and the sorted scores the p-values are computed against."""
+    tests = rule.split("+")
+    out: dict[str, Any] = {"tests": tests,
                            "method": "split-conformal quantile of leave-one-out impostor scores (transformed "
                                      "references; own reference and its near-duplicates excluded)"}
-    if split == 2:
-        out["distinct_threshold"], _ = conformal_threshold(imp[:, 1], fmr / split)
-        out["distinct_false_match_rate"] = fmr / split
-        out["impostor_distinct_sorted"] = [round(float(x), 6) for x in np.sort(imp[:, 1])]
-        out["method"] += "; found if the similarity OR the distinctiveness passes at half the rate (Bonferroni)"
-    if note:
-        out["note"] = note
+    for t in tests:
+        thr_key, sorted_key, rate_key = TESTS[t]
+        out[thr_key], note = conformal_threshold(imp[t], fmr / len(tests))
+        out[rate_key] = fmr / len(tests)
+        out[sorted_key] = [round(float(x), 6) for x in np.sort(imp[t])]
+        if note and t == "similarity":
+            out["note"] = note
+    if len(tests) > 1:
+        out["method"] += f"; found if any of {', '.join(tests)} passes at 1/{len(tests)} of the rate (Bonferroni)"
     return out
 
 
-def _passes(cal: dict[str, Any], sim: float, distinct: float) -> bool:
-    """Whether a top similarity / distinctiveness pair passes the calibration's decision rule."""
+def _passes(cal: dict[str, Any], scores: dict[str, float | None]) -> str | None:
+    """The first test of the calibration's rule that the scores pass (None: none passes)."""
     if cal.get("threshold") is None:
-        return False
-    if sim > cal["threshold"]:
-        return True
-    return cal.get("distinct_threshold") is not None and distinct > cal["distinct_threshold"]
+        return None
+    for t in cal.get("tests") or ["similarity"]:
+        thr = cal.get(TESTS[t][0])
+        if thr is not None and scores.get(t) is not None and scores[t] > thr:
+            return t
+    return None
 
 
-def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: np.ndarray, gen: list) -> None:
-    """In-sample false-match (impostor) and miss (genuine) rates of the calibration, overall and per transform."""
-    fm = np.asarray([_passes(cal, s, d) for s, d in imp])
-    found = np.asarray([top and _passes(cal, s, d) for top, s, d in gen])
+def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: dict[str, np.ndarray], gen: list) -> None:
+    """In-sample false-match (impostor) and miss (genuine) rates of the calibration, overall and per transform
+    (the genuine side without the pixel verification, which is computed for impostors only)."""
+    names = list(imp)
+    fm = np.asarray([_passes(cal, dict(zip(names, row))) is not None for row in zip(*imp.values())])
+    found = np.asarray([top and _passes(cal, {"similarity": s, "distinct": d}) is not None for top, s, d in gen])
     cal["impostor_false_match_in_sample"] = float(np.mean(fm))
     cal["miss_rate_in_sample"] = float(np.mean(~found))
     per = {}
@@ -561,23 +622,27 @@ def p_value(cal: dict[str, Any], score: float, key: str = "impostor_scores_sorte
     return float((1 + np.sum(a >= score)) / (len(a) + 1))
 
 
-def decide(index: OriginIndex, hits) -> dict[str, Any]:
+def decide(index: OriginIndex, hits, verifier=None) -> dict[str, Any]:
     """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
 
-    ``p_value`` is the conformal p-value of the rule that was calibrated: of the top similarity
-    (``similarity``), or twice the smaller of the similarity and distinctiveness p-values (Bonferroni).
+    ``verifier(top reference) -> score or None`` computes the pixel verification (rule ``similarity+verify``;
+    asked only when the similarity alone does not decide). ``p_value`` is the conformal p-value of the
+    similarity (rule ``similarity``) or the Bonferroni combination: the number of tests times the smallest
+    of their p-values (capped at 1).
     """
     cal = index.calibration
+    tests = cal.get("tests") or ["similarity"]
     t, s1, s2 = top_two(index, hits, cal.get("duplicate_level", DUPLICATE_LEVEL))
-    dist = distinctiveness(s1, s2)
-    out = {"top": t, "similarity": s1, "second_origin_similarity": s2, "distinctiveness": dist,
-           "found": s1 is not None and _passes(cal, s1, dist), "passed": None, "p_value": None,
-           "p_value_similarity": p_value(cal, s1) if s1 is not None else None, "p_value_distinct": None}
-    if out["found"]:
-        out["passed"] = "similarity" if s1 > cal["threshold"] else "distinct"
-    if cal.get("distinct_threshold") is not None and s1 is not None:
-        out["p_value_distinct"] = p_value(cal, dist, "impostor_distinct_sorted")
-        out["p_value"] = min(1.0, 2 * min(out["p_value_similarity"], out["p_value_distinct"]))
-    else:
-        out["p_value"] = out["p_value_similarity"]
-    return out
+    scores: dict[str, float | None] = {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None,
+                                       "verify": None}
+    passed = _passes(cal, scores)
+    if passed is None and "verify" in tests and t is not None and verifier is not None:
+        scores["verify"] = verifier(t)
+        passed = _passes(cal, scores)
+    pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}
+    known = [pv[name] for name in tests if pv[name] is not None]
+    return {"top": t, "similarity": s1, "second_origin_similarity": s2, "distinctiveness": scores["distinct"] or 0.0,
+            "verify": scores["verify"], "found": passed is not None, "passed": passed,
+            "p_value": min(1.0, len(tests) * min(known)) if known else None,
+            "p_value_similarity": pv["similarity"], "p_value_distinct": pv["distinct"] if "distinct" in tests else None,
+            "p_value_verify": pv["verify"]}

@@ -24,10 +24,14 @@ from fingerprint_cli import __version__, atomic, batch, images, parallel
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
+from fingerprint_cli.origin import verify
 from fingerprint_cli.origin.index import (
+    CALIB_TRANSFORMS,
     DEFAULT_DECISION,
     DUPLICATE_LEVEL,
+    TESTS,
     OriginIndex,
+    calib_transform,
     calibrate,
     decide,
     fit_projection,
@@ -37,32 +41,8 @@ from fingerprint_cli.origin.index import (
 )
 from fingerprint_cli.records import Record
 
-# Transforms applied to calibration references (never the benchmark's families): cheap, built from images.py.
-CALIB_TRANSFORMS = ("jpeg_q50", "down_up_0.5", "regrade_jpeg80", "crop_0.85", "hflip_noise")
 DEFAULT_FMR = 0.01
 DEFAULT_CALIB = 200
-
-
-def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
-    """One of :data:`CALIB_TRANSFORMS` applied to a float RGB image (same size out, except the crop)."""
-    h, w = px.shape[:2]
-    if name == "jpeg_q50":
-        return images.decode(images.encode(px, "JPEG", quality=50), "<jpeg>").pixels
-    if name == "down_up_0.5":
-        small = images.resize(px, max(1, h // 2), max(1, w // 2))
-        return np.clip(images.resize(small, h, w), 0, 1)
-    if name == "regrade_jpeg80":
-        g = np.clip(1.08 * np.power(np.clip(px, 0, 1), 0.8) * np.array([1.0, 0.97, 0.92], np.float32) - 0.02, 0, 1)
-        return images.decode(images.encode(g, "JPEG", quality=80), "<jpeg>").pixels
-    if name == "crop_0.85":
-        ch, cw = max(1, round(h * 0.85)), max(1, round(w * 0.85))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
-    if name == "hflip_noise":
-        rng = np.random.default_rng(0)
-        return np.clip(px[:, ::-1] + rng.normal(0, 0.03, px.shape).astype(np.float32), 0, 1)
-    raise UsageError(f"unknown calibration transform {name!r}")
-
 
 VIEW_NAMES = ("original", "mirrored")
 
@@ -538,7 +518,7 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
     cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
               "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv]}
              for r, (i, s, vi, rv) in enumerate(hits[:k])]
-    dec = decide(idx, hits)
+    dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]))
     s1 = dec["similarity"]
     s2 = hits[1][1] if len(hits) > 1 else None
     det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "reference_views": list(rnames),
@@ -557,6 +537,15 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
                   details=det, provenance=prov)
 
 
+def _verify_score(suspect: str, reference: str) -> float | None:
+    """:func:`fingerprint_cli.origin.verify.score` of a suspect against a reference file (None when either
+    can no longer be read: the verification then does not pass)."""
+    try:
+        return verify.score(images.load_image(suspect).pixels, images.load_image(reference).pixels)
+    except (FpxError, OSError):
+        return None
+
+
 def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dict[str, Any]]) -> dict[str, Any]:
     """The record's decision block: label, origin (with its near-duplicates), thresholds, rates, p-values."""
     cal = idx.calibration
@@ -570,12 +559,12 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
                   "near_duplicates": dups, "passed": dec["passed"]}
     return {"label": "found" if dec["found"] else "not-in-library", "origin": origin,
             "rule": cal.get("decision", "similarity"), "threshold": cal.get("threshold"),
-            "distinct_threshold": cal.get("distinct_threshold"), "false_match_rate": cal.get("false_match_rate"),
+            "distinct_threshold": cal.get("distinct_threshold"), "verify_threshold": cal.get("verify_threshold"),
+            "false_match_rate": cal.get("false_match_rate"),
             "p_value": dec["p_value"], "p_value_similarity": dec["p_value_similarity"],
-            "p_value_distinct": dec["p_value_distinct"],
+            "p_value_distinct": dec["p_value_distinct"], "p_value_verify": dec["p_value_verify"],
             "calibration": {"n_impostor": cal.get("n_impostor"), "miss_rate_in_sample": cal.get("miss_rate_in_sample"),
-                            "similarity_false_match_rate": cal.get("similarity_false_match_rate"),
-                            "distinct_false_match_rate": cal.get("distinct_false_match_rate"),
+                            **{TESTS[t][2]: cal.get(TESTS[t][2]) for t in cal.get("tests") or ["similarity"]},
                             "method": cal.get("method"), "note": cal.get("note")}}
 
 
@@ -593,6 +582,13 @@ def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
                     "second_origin_similarity": dec["second_origin_similarity"],
                     "says": "above the threshold: the top candidate is far closer than any other origin" if ok else
                     "not above the threshold: another origin is nearly as close"})
+    if cal.get("verify_threshold") is not None:
+        vt, v = cal["verify_threshold"], dec["verify"]
+        out.append({"feature": "verify", "value": v, "threshold": vt,
+                    "says": "not needed: the similarity decided" if v is None and above else
+                    "not computed: a file could not be read or there is no candidate" if v is None else
+                    "above the threshold: the suspect's pixels sit inside the top candidate" if v > vt else
+                    "not above the threshold: the pixels do not confirm the top candidate"})
     return out
 
 
