@@ -15,13 +15,22 @@ from fingerprint_cli.origin import embedders, library
 from fingerprint_cli.origin.index import calibrate, duplicates_of, load_index, p_value
 
 
+def _textured(h, w, seed):
+    """natural_image plus a smooth random texture of its own (natural_image's images all share one edge)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    tex = gaussian_filter(rng.standard_normal((h, w, 1)), (3, 3, 0))
+    return np.clip(natural_image(h, w, seed) + 0.6 * tex, 0, 1).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("drefs")
     refs = d / "refs"
     refs.mkdir()
     for i in range(16):
-        images.save_png(natural_image(96, 128, seed=500 + i), refs / f"r{i:02d}.png")
+        images.save_png(_textured(96, 128, seed=500 + i), refs / f"r{i:02d}.png")
     src = images.load_image(refs / "r04.png").pixels
     (refs / "r04_copy.jpg").write_bytes(images.encode(src, "JPEG", quality=95))  # a near-duplicate group
     idx, _ = origin.build_index([str(refs)], str(d / "lib.fpxindex"), n_calibration=17, ref_views="crops")
@@ -181,3 +190,51 @@ def test_cli_decision_and_dim_options(lib, tmp_path):
     res = run(app, ["origin", "query", str(refs / "r03.png"), "-i", str(out), "-f", "json"])
     rec = json.loads(res.stdout)[0]
     assert rec["decision"]["label"] == "found" and rec["decision"]["rule"] == "similarity"
+
+
+# ---------------------------------------------------------------- pixel verification (rule similarity+verify)
+def test_verify_score_finds_a_crop_inside_its_origin_and_not_inside_a_stranger():
+    from fingerprint_cli.origin import verify
+
+    ref = _textured(120, 160, seed=41)
+    crop = library.crop_view(ref, 0.6, 0.8, 0.2)
+    jpeg = images.decode(images.encode(crop, "JPEG", quality=60), "<jpeg>").pixels
+    assert verify.score(crop, ref) > 0.8 and verify.score(jpeg, ref) > 0.7
+    assert verify.score(np.ascontiguousarray(crop[:, ::-1]), ref) == pytest.approx(verify.score(crop, ref))
+    assert verify.score(ref, ref) == pytest.approx(1.0, abs=1e-3)
+    strangers = [verify.score(crop, _textured(120, 160, seed=s)) for s in (42, 43, 44)]
+    assert max(strangers) < verify.score(jpeg, ref) - 0.3
+    assert verify.score(np.full((50, 60, 3), 0.5, np.float32), ref) == -1.0  # a flat suspect verifies nothing
+
+
+def test_verify_rule_is_calibrated_on_brute_force_impostor_scores_and_decides_crops(lib, tmp_path):
+    from fingerprint_cli.origin import verify
+    from fingerprint_cli.origin.index import calib_transform
+
+    d, refs, idx = lib
+    cal = calibrate(idx, fmr=0.2, decision="similarity+verify")
+    assert cal["tests"] == ["similarity", "verify"] and "distinct_threshold" not in cal
+    expect = []
+    for views, o, t in zip(idx.calib_vectors, idx.calib_owner, idx.calib_transform):
+        s = _ref_max(idx, views)
+        s[duplicates_of(idx, int(o))] = -np.inf
+        top = int(np.argmax(s))
+        q = calib_transform(t, images.load_image(idx.refs[int(o)]["path"]).pixels)
+        expect.append(verify.score(q, images.load_image(idx.refs[top]["path"]).pixels))
+    assert np.allclose(cal["impostor_verify_sorted"], np.sort(expect), atol=1e-5)
+    n = len(expect)
+    assert cal["verify_threshold"] == pytest.approx(np.sort(expect)[math.ceil((n + 1) * 0.9) - 1], abs=1e-5)
+    px = images.load_image(refs / "r06.png").pixels
+    images.save_png(library.crop_view(px, 0.65, 0.5, 0.5), tmp_path / "crop.png")
+    images.save_png(natural_image(96, 128, seed=4242), tmp_path / "stranger.png")
+    crop, stranger = origin.query([str(tmp_path / "crop.png"), str(tmp_path / "stranger.png")], idx, k=3)
+    v = verify.score(images.load_image(tmp_path / "crop.png").pixels, px)
+    assert crop.details["candidates"][0]["path"] == str(refs / "r06.png")
+    assert crop.features["similarity_top1"] <= cal["threshold"]  # a 65% crop: the layout alone does not decide
+    assert crop.reasons[1]["value"] == pytest.approx(v, abs=1e-6) and v > cal["verify_threshold"]
+    assert crop.decision["label"] == "found" and crop.decision["origin"]["passed"] == "verify"
+    assert stranger.reasons[1]["feature"] == "verify"
+    sv = stranger.reasons[1]["value"]
+    assert (stranger.decision["label"] == "found") == (
+        stranger.features["similarity_top1"] > cal["threshold"] or (sv is not None and sv > cal["verify_threshold"]))
+    calibrate(idx, fmr=0.01, decision="similarity+distinct")
