@@ -682,14 +682,14 @@ def _ranks_all_views(idx, Q, true):
 
 
 def _r3_decisions(recs, qs, sha_to_row, lib_paths):
-    """(found & correct, found & wrong, miss, passed-by-distinct) per query from the tool's own records."""
+    """(found & correct, found & wrong, miss, found by the second test) per query from the tool's own records."""
     out = []
     for rec, q in zip(recs, qs):
         found = rec.decision["label"] == "found"
         right = found and rec.decision["origin"]["path"] == lib_paths[sha_to_row[q["origin"]]] \
             if q["origin"] in sha_to_row else False
         passed = rec.decision["origin"]["passed"] if found else None
-        out.append((found and right, found and not right, not found, passed == "distinct"))
+        out.append((found and right, found and not right, not found, passed in ("distinct", "verify")))
     return np.asarray(out, bool).reshape(-1, 4)
 
 
@@ -741,6 +741,7 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
             name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
             r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
                  "distinct_threshold": idx.calibration.get("distinct_threshold"),
+                 "verify_threshold": idx.calibration.get("verify_threshold"),
                  "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
             for f in fams:
                 sel = ft == f
@@ -758,15 +759,16 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
             allfm = fm.mean()
             r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
             res["round3"][name] = r
-            say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds sim {idx.threshold:.4f} / "
-                f"distinct {idx.calibration.get('distinct_threshold')} ({idx.calibration['n_impostor']} impostors), "
+            c2 = idx.calibration.get("distinct_threshold", idx.calibration.get("verify_threshold"))
+            say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds similarity {idx.threshold:.4f} / "
+                f"2nd test {c2} ({idx.calibration['n_impostor']} impostors), "
                 f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
                 f"all families {fm.sum()}/{fm.size}")
     say("\n| family | views | dim | mAP [95% CI] | Acc@1 | R@10 |")
     say("|---|---|---|---|---|---|")
     for line in sorted(rows, key=lambda x: fams.index(x.split(" | ")[0][2:])):
         say(line)
-    say("\n| family | index, rule | found, correct (test) | found, wrong (test) | miss (test) | found by distinctiveness "
+    say("\n| family | index, rule | found, correct (test) | found, wrong (test) | miss (test) | found by the 2nd test "
         "| false match (absent) |")
     say("|---|---|---|---|---|---|---|")
     for line in sorted(dec, key=lambda x: fams.index(x.split(" | ")[0][2:])):

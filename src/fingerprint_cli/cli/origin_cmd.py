@@ -92,9 +92,10 @@ def register(app: typer.Typer) -> None:
                                                      "(+ centre and four corners at 80%: crop-robust, 6x memory) | "
                                                      "crops-deep (+ the same at 65%, 11x) | crops-grid (80% crops "
                                                      "on a 5x5 grid of offsets, 26x); --add keeps the index's own"),
-        dim: int | None = typer.Option(None, "--dim", min=1,
+        dim: int | None = typer.Option(None, "--dim", min=0,
                                        help="seal a projection to this many dimensions, learned on the references "
-                                            "(faster search, less memory); --add keeps the index's own"),
+                                            "(faster search, less memory); default: the embedder's (128 for "
+                                            "dct-layout, none with --head); 0 = none; --add keeps the index's own"),
         decision: DecisionRule = typer.Option(DEFAULT_DECISION, "--decision",
                                               help="similarity+distinct (default: similarity OR a ratio test against "
                                                    "the best other origin, each at half the rate) | similarity"),
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
         _, records = _run("embed", quiet, lambda cb: library.build_index(
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
-            search=search.value, ref_views=common.value(views), dim=dim, decision=decision.value, jobs=jobs,
+            search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=decision.value, jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)

@@ -183,11 +183,13 @@ class EmbedderEntry:
     factory: Callable[..., Embedder]
     weight_free: bool
     description: str
+    default_dim: int | None = None  # the sealed projection an index gets by default (None: none)
 
 
 EMBEDDERS: dict[str, EmbedderEntry] = {
     "dct-layout": EmbedderEntry("dct-layout", DctLayout, True,
-                                "whitened low-resolution colour layout (DCT of 64x64 Y/Cb/Cr); weight-free default"),
+                                "whitened low-resolution colour layout (DCT of 64x64 Y/Cb/Cr); weight-free default",
+                                default_dim=128),
     "sd2-vae": EmbedderEntry("sd2-vae", SD2VAE, False,
                              "Stable Diffusion 2 VAE encoder posterior mean at 256x256 (ID2); needs the sd2-vae "
                              "weights"),

@@ -254,7 +254,7 @@ def _provenance(emb: emb_mod.Embedder, h: head_mod.Head | None, index: OriginInd
 def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDDER,
                 embedder_options: dict[str, Any] | None = None, head: str | None = None, add: bool = False,
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
-                search: str = "flat", ref_views: str | None = None, dim: int | None = None,
+                search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
                 decision: str = DEFAULT_DECISION, jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
@@ -265,7 +265,9 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     (:data:`REF_VIEW_SETS`; default ``full``, with ``add`` the index's own) indexes crop views of every
     reference as extra rows mapped to it (``crops``: centre and four corners at 80%); an ``add`` with another
     scheme is refused. ``dim`` seals a projection to that many dimensions, learned on the references
-    (:func:`~fingerprint_cli.origin.index.fit_projection`: smaller, faster search). ``decision``: the rule
+    (:func:`~fingerprint_cli.origin.index.fit_projection`: smaller, faster search); ``"auto"`` (default) the
+    embedder's ``default_dim`` (128 for ``dct-layout``; none with a head or for ``sd2-vae``), 0 or None none;
+    with ``add`` the index's own. ``decision``: the rule
     calibrated at ``false_match_rate`` (:data:`~fingerprint_cli.origin.index.DECISIONS`). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
@@ -275,10 +277,10 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     if not paths:
         raise UsageError("no reference images were given (files or folders of images)")
     if add:
-        base, emb, h, ref_views = _open_base(out, embedder_options, head, ref_views, dim)
+        base, emb, h, ref_views = _open_base(out, embedder_options, head, ref_views, None if dim == "auto" else dim)
     else:
         base, (emb, h) = None, _fresh_models(out, resume, embedder, embedder_options, head)
-        _check_dim(dim, h.out_dim if h is not None else emb.dim)
+        dim = _resolve_dim(dim, emb, h)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
@@ -336,10 +338,15 @@ def _fresh_models(out: Path, resume: bool, embedder: str, embedder_options: dict
     return emb, h
 
 
-def _check_dim(dim: int | None, d: int) -> None:
-    """Refuse a ``--dim`` the embedding (``d`` dimensions after the head) cannot be projected to (before any work)."""
-    if dim is not None and not 1 <= dim < d:
+def _resolve_dim(dim: int | str | None, emb: emb_mod.Embedder, h: head_mod.Head | None) -> int | None:
+    """The projection a new index gets (``"auto"``: the embedder's default, none with a head; 0: none); refuses
+    one the embedding cannot be projected to, before any work."""
+    if dim == "auto":
+        dim = emb_mod.EMBEDDERS[emb.name].default_dim if h is None else None
+    d = h.out_dim if h is not None else emb.dim
+    if dim and not 1 <= int(dim) < d:
         raise UsageError(f"--dim must be between 1 and {d - 1} for this {d}-dimensional embedding (got {dim})")
+    return int(dim) if dim else None
 
 
 def _calibration_plan(paths: list[str], n_calibration: int) -> list[tuple[str, bool]]:
