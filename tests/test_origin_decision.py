@@ -12,7 +12,7 @@ from conftest import natural_image
 from fingerprint_cli import images, origin
 from fingerprint_cli.errors import UsageError
 from fingerprint_cli.origin import embedders, library
-from fingerprint_cli.origin.index import calibrate, duplicates_of, load_index, p_value
+from fingerprint_cli.origin.index import calibrate, duplicates_of, load_index, p_value, project
 
 
 def _textured(h, w, seed):
@@ -33,7 +33,8 @@ def lib(tmp_path_factory):
         images.save_png(_textured(96, 128, seed=500 + i), refs / f"r{i:02d}.png")
     src = images.load_image(refs / "r04.png").pixels
     (refs / "r04_copy.jpg").write_bytes(images.encode(src, "JPEG", quality=95))  # a near-duplicate group
-    idx, _ = origin.build_index([str(refs)], str(d / "lib.fpxindex"), n_calibration=17, ref_views="crops")
+    idx, _ = origin.build_index([str(refs)], str(d / "lib.fpxindex"), n_calibration=17, ref_views="crops",
+                                decision="similarity+distinct")
     return d, refs, idx
 
 
@@ -59,7 +60,7 @@ def _brute_impostor(idx, views, owner):
 def test_distinct_threshold_is_the_conformal_quantile_of_brute_force_impostor_ratios(lib):
     _, _, idx = lib
     pairs = np.array([_brute_impostor(idx, v, int(o)) for v, o in zip(idx.calib_vectors, idx.calib_owner)])
-    cal = calibrate(idx, fmr=0.2)
+    cal = calibrate(idx, fmr=0.2, decision="similarity+distinct")
     assert cal["decision"] == "similarity+distinct"
     n = len(pairs)
     rank = math.ceil((n + 1) * 0.9) - 1  # each test at half the stated rate
@@ -72,12 +73,12 @@ def test_distinct_threshold_is_the_conformal_quantile_of_brute_force_impostor_ra
 
     assert fm(1e-5) <= cal["impostor_false_match_in_sample"] <= fm(-1e-5)
     assert cal["impostor_false_match_in_sample"] <= 0.2
-    calibrate(idx, fmr=0.01)
+    calibrate(idx, fmr=0.01, decision="similarity+distinct")
 
 
 def test_query_decision_is_the_rule_on_brute_force_scores(lib, tmp_path):
     _, refs, idx = lib
-    cal = calibrate(idx, fmr=0.2)  # a loose rate, so that both tests decide some of these suspects
+    cal = calibrate(idx, fmr=0.2, decision="similarity+distinct")  # a loose rate: both tests decide some suspects
     paths = []
     for i, name in enumerate(["r02.png", "r07.png", "r11.png"]):
         px = images.load_image(refs / name).pixels
@@ -93,7 +94,7 @@ def test_query_decision_is_the_rule_on_brute_force_scores(lib, tmp_path):
     emb = embedders.get_embedder("dct-layout")
     labels = set()
     for p, r in zip(paths, recs):
-        views = emb.embed(library.views(images.load_image(p).pixels))
+        views = project(idx.proj_weight, emb.embed(library.views(images.load_image(p).pixels)))
         s = _ref_max(idx, views)
         t = int(np.argmax(s))
         s1 = s[t]
@@ -111,7 +112,7 @@ def test_query_decision_is_the_rule_on_brute_force_scores(lib, tmp_path):
         assert [x["feature"] for x in r.reasons] == ["similarity_top1", "distinctiveness"]
         labels.add(r.decision["label"])
     assert labels == {"found", "not-in-library"}
-    calibrate(idx, fmr=0.01)
+    calibrate(idx, fmr=0.01, decision="similarity+distinct")
 
 
 def test_a_near_duplicate_is_not_the_other_origin_of_the_ratio_test(lib):
@@ -143,7 +144,7 @@ def test_projection_is_the_top_singular_subspace_and_queries_go_through_it(lib, 
     from sklearn.decomposition import TruncatedSVD
 
     d, refs, _ = lib
-    raw, _ = origin.build_index([str(refs)], str(d / "raw.fpxindex"), n_calibration=17)
+    raw, _ = origin.build_index([str(refs)], str(d / "raw.fpxindex"), n_calibration=17, dim=0)
     idx, recs = origin.build_index([str(refs)], str(d / "p16.fpxindex"), n_calibration=17, dim=16)
     P = idx.proj_weight
     assert P.shape == (16, raw.dim) and idx.vectors.shape == (idx.n, 16)

@@ -97,8 +97,10 @@ def register(app: typer.Typer) -> None:
                                             "(faster search, less memory); default: the embedder's (128 for "
                                             "dct-layout, none with --head); 0 = none; --add keeps the index's own"),
         decision: DecisionRule = typer.Option(DEFAULT_DECISION, "--decision",
-                                              help="similarity+distinct (default: similarity OR a ratio test against "
-                                                   "the best other origin, each at half the rate) | similarity"),
+                                              help="similarity+verify (default: the similarity OR a pixel check "
+                                                   "that the suspect sits inside the top candidate, each at half "
+                                                   "the rate; reads the candidate's file) | similarity+distinct "
+                                                   "(OR a ratio test against the best other origin) | similarity"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,

@@ -406,7 +406,7 @@ DUPLICATE_LEVEL = 0.98
 # other half; ``similarity+verify`` — the same with the pixel verification of the top candidate
 # (:mod:`fingerprint_cli.origin.verify`) as the second test (Bonferroni: the rates add up to the stated one).
 DECISIONS = ("similarity", "similarity+distinct", "similarity+verify")
-DEFAULT_DECISION = "similarity+distinct"
+DEFAULT_DECISION = "similarity+verify"
 # each test: (threshold key, sorted impostor scores key, rate key) in the calibration
 TESTS = {"similarity": ("threshold", "impostor_scores_sorted", "similarity_false_match_rate"),
          "distinct": ("distinct_threshold", "impostor_distinct_sorted", "distinct_false_match_rate"),
@@ -535,7 +535,8 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
     references' own vectors: bursts, video frames, re-saved copies), which a query of ``r`` legitimately finds;
     query records list them as ``near_duplicates`` of a found origin. Each threshold is the split-conformal
     quantile (:func:`conformal_threshold`) of its impostor scores at ``fmr`` (``decision="similarity"``) or at
-    ``fmr / 2`` each (``similarity+distinct``, the default), and ``found`` needs a score strictly above it.
+    ``fmr / 2`` each (``similarity+distinct``, ``similarity+verify`` — the default, whose pixel verification of
+    each impostor's best candidate reads both files again), and ``found`` needs a score strictly above it.
     The genuine side (the same queries with their origin present) gives the in-sample miss rate: top
     candidate wrong or no test passed.
     """

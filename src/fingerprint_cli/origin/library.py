@@ -484,8 +484,9 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     over both views and every view the index holds of each reference (``--views``: each reference listed
     once, at its best view, named in ``reference_view``). The decision is the index's calibrated rule
     (:func:`~fingerprint_cli.origin.index.decide`): ``found`` when the top similarity is above its threshold,
-    or (rule ``similarity+distinct``) when the top match is distinct enough from the best reference of another
-    origin; each threshold is set at the index's stated false-match rate on queries whose origin is absent,
+    or (rule ``similarity+verify``, the default) when the suspect's pixels are found inside the top candidate
+    (:mod:`~fingerprint_cli.origin.verify`), or (rule ``similarity+distinct``) when the top match is distinct
+    enough from the best reference of another origin; each threshold is set at the index's stated false-match rate on queries whose origin is absent,
     and the record carries the conformal p-values. Unreadable suspects become error records; a suspect
     smaller than the embedder input is upsampled and the record says so.
     """
