@@ -599,18 +599,22 @@ HELDOUT_FAMILIES = ("crop_0.7_rot4_jpeg75",)
 CHECK_FAMILIES = ("regrade_jpeg70",)
 
 
+def _query_sets(items, fams, out, sha_to_row):
+    """Queries of ``fams`` from test photos (origin in the library) and absent photos, the test queries'
+    embeddings (two views), true rows, owners, and each set's families."""
+    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], fams, out)
+    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], fams, out)
+    Qt = embed_paths(embedders.get_embedder(embedders.DEFAULT_EMBEDDER), [q["path"] for q in q_test], True)
+    true = np.array([sha_to_row[q["origin"]] for q in q_test])
+    return (q_test, q_abs, Qt, true, [q["origin"] for q in q_test], np.array([q["family"] for q in q_test]),
+            np.array([q["family"] for q in q_abs]))
+
+
 def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """Issue 12 follow-up: full vs crops vs crops-deep reference views on dev / held-out / check families."""
     fams = DEV_FAMILIES + HELDOUT_FAMILIES + CHECK_FAMILIES
-    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], fams, out)
-    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], fams, out)
-    emb = embedders.get_embedder(embedders.DEFAULT_EMBEDDER)
-    Qt = embed_paths(emb, [q["path"] for q in q_test], True)
-    Qa = embed_paths(emb, [q["path"] for q in q_abs], True)
-    true = np.array([sha_to_row[q["origin"]] for q in q_test])
-    owners = [q["origin"] for q in q_test]
-    ft = np.array([q["family"] for q in q_test])
-    fa = np.array([q["family"] for q in q_abs])
+    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
+    Qa = embed_paths(embedders.get_embedder(embedders.DEFAULT_EMBEDDER), [q["path"] for q in q_abs], True)
     say(f"\n## Follow-up: reference crop views; {len(q_test) // len(fams)} test photos (origin in the library) and "
         f"{len(q_abs) // len(fams)} absent photos per family, N = {len(lib)}")
     say("DEV (seen failing, the views were designed on it): " + ", ".join(DEV_FAMILIES)
@@ -707,14 +711,7 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
         _r3_scale(args, say, res)
         return
     fams = R3_DEV + (R3_HELDOUT if args.heldout else ())
-    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], fams, out)
-    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], fams, out)
-    emb = embedders.get_embedder(embedders.DEFAULT_EMBEDDER)
-    Qt = embed_paths(emb, [q["path"] for q in q_test], True)
-    true = np.array([sha_to_row[q["origin"]] for q in q_test])
-    owners = [q["origin"] for q in q_test]
-    ft = np.array([q["family"] for q in q_test])
-    fa = np.array([q["family"] for q in q_abs])
+    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
     say(f"\n## Round 3: {len(q_test) // len(fams)} test photos (origin in the library) and {len(q_abs) // len(fams)} "
         f"absent photos per family, N = {len(lib)}; DEV (seen): {', '.join(R3_DEV)}"
         + (f"; HELD-OUT (round 3, first run): {', '.join(R3_HELDOUT)}" if args.heldout else ""))
