@@ -117,6 +117,7 @@ def test_query_decision_is_the_rule_on_brute_force_scores(lib, tmp_path):
 
 def test_a_near_duplicate_is_not_the_other_origin_of_the_ratio_test(lib):
     _, refs, idx = lib
+    calibrate(idx, fmr=0.2, decision="similarity+distinct")  # 85 impostors: too few for the test at 0.5%
     rec = origin.query([str(refs / "r04.png")], idx, k=3)[0]
     names = [c["path"].split("/")[-1] for c in rec.details["candidates"]]
     assert set(names[:2]) == {"r04.png", "r04_copy.jpg"}  # the copy is ranked second ...
@@ -124,6 +125,10 @@ def test_a_near_duplicate_is_not_the_other_origin_of_the_ratio_test(lib):
     assert rec.reasons[1]["second_origin_similarity"] == pytest.approx(rec.details["candidates"][2]["similarity"],
                                                                          abs=1e-6)
     assert rec.features["distinctiveness"] > 0.5 and rec.decision["label"] == "found"
+    cal = calibrate(idx, fmr=0.01, decision="similarity+distinct")
+    assert cal["distinct_threshold"] is None and "not used" in cal["distinct_note"]
+    rec = origin.query([str(refs / "r04.png")], idx, k=3)[0]
+    assert rec.reasons[1]["threshold"] is None and rec.reasons[1]["says"].startswith("not used")
 
 
 def test_similarity_rule_is_the_old_decision(lib, tmp_path):
@@ -148,6 +153,12 @@ def test_projection_is_the_top_singular_subspace_and_queries_go_through_it(lib, 
     idx, recs = origin.build_index([str(refs)], str(d / "p16.fpxindex"), n_calibration=17, dim=16)
     P = idx.proj_weight
     assert P.shape == (16, raw.dim) and idx.vectors.shape == (idx.n, 16)
+    # the default (128 dims for dct-layout) needs 8 rows per dimension: this 17-reference library gets none
+    assert load_index(d / "lib.fpxindex").projection is None
+    auto, _ = origin.build_index([str(refs)], str(d / "auto.fpxindex"), n_calibration=17)
+    assert auto.proj_weight is None and auto.dim == raw.dim
+    with pytest.raises(UsageError, match="needs at least 100 indexed rows"):
+        origin.build_index([str(refs)], str(d / "few.fpxindex"), n_calibration=0, dim=100)
     assert np.allclose(P @ P.T, np.eye(16), atol=1e-5)
     svd = TruncatedSVD(n_components=16, algorithm="arpack", random_state=0).fit(raw.vectors.astype(np.float64))
     C = svd.components_
@@ -184,10 +195,10 @@ def test_cli_decision_and_dim_options(lib, tmp_path):
     out = tmp_path / "c.fpxindex"
     res = run(app, ["origin", "index", str(refs), "-o", str(out), "--decision", "vote"])
     assert res.exit_code == 2 and not out.exists()
-    res = run(app, ["origin", "index", str(refs), "-o", str(out), "--dim", "24", "--decision", "similarity", "-q"])
+    res = run(app, ["origin", "index", str(refs), "-o", str(out), "--dim", "12", "--decision", "similarity", "-q"])
     assert res.exit_code == 0, res.output
     idx = load_index(out)
-    assert idx.dim == 24 and idx.calibration["decision"] == "similarity"
+    assert idx.dim == 12 and idx.calibration["decision"] == "similarity"
     res = run(app, ["origin", "query", str(refs / "r03.png"), "-i", str(out), "-f", "json"])
     rec = json.loads(res.stdout)[0]
     assert rec["decision"]["label"] == "found" and rec["decision"]["rule"] == "similarity"

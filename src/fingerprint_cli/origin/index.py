@@ -582,6 +582,9 @@ def _thresholds(imp: dict[str, np.ndarray], fmr: float, rule: str) -> dict[str, 
         out[sorted_key] = [round(float(x), 6) for x in np.sort(imp[t])]
         if note and t == "similarity":
             out["note"] = note
+        elif note:  # a second test that cannot be calibrated at its share of the rate is not used
+            out[thr_key] = None
+            out[f"{t}_note"] = note + f"; the {t} test is not used (more --calibration-refs or a larger library)"
     if len(tests) > 1:
         out["method"] += f"; found if any of {', '.join(tests)} passes at 1/{len(tests)} of the rate (Bonferroni)"
     return out
@@ -637,7 +640,7 @@ def decide(index: OriginIndex, hits, verifier=None) -> dict[str, Any]:
     scores: dict[str, float | None] = {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None,
                                        "verify": None}
     passed = _passes(cal, scores)
-    if passed is None and "verify" in tests and t is not None and verifier is not None:
+    if passed is None and cal.get("verify_threshold") is not None and t is not None and verifier is not None:
         scores["verify"] = verifier(t)
         passed = _passes(cal, scores)
     pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}

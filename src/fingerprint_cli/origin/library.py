@@ -276,11 +276,12 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     paths = batch.expand_paths(refs, recursive=recursive)
     if not paths:
         raise UsageError("no reference images were given (files or folders of images)")
+    auto = False
     if add:
         base, emb, h, ref_views = _open_base(out, embedder_options, head, ref_views, None if dim == "auto" else dim)
     else:
         base, (emb, h) = None, _fresh_models(out, resume, embedder, embedder_options, head)
-        dim = _resolve_dim(dim, emb, h)
+        auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
@@ -296,7 +297,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                       details={"skipped": "already in the index (same path)"}, provenance=lib.prov)
                for p in paths if p in known]
     records += [lib.add(row, emb) for row in rows]
-    idx = lib.assemble(emb, h, base, search, scheme, dim, out)
+    idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto)
     calibrate(idx, false_match_rate, decision=decision if base is None else None)
     idx.save(out, inputs=paths)
     shutil.rmtree(journal, ignore_errors=True)
@@ -412,9 +413,10 @@ class _Library:
         det["row"] = i
         return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)
 
-    def assemble(self, emb, h, base, search: str, scheme: dict[str, Any], dim: int | None, out: Path
-                 ) -> OriginIndex:
-        """The index of every reference (projected when ``dim`` asks for a new projection)."""
+    def assemble(self, emb, h, base, search: str, scheme: dict[str, Any], dim: int | None, out: Path,
+                 auto: bool = False) -> OriginIndex:
+        """The index of every reference, projected when ``dim`` asks for a new projection (by default, ``auto``,
+        only when the library has at least :data:`AUTO_DIM_ROWS` rows per dimension to learn it from)."""
         if not self.vecs or sum(len(v) for v in self.vecs) == 0:
             raise InputError("no reference could be read; nothing to index", str(out))
         d = self.vecs[-1].shape[-1]
@@ -426,7 +428,7 @@ class _Library:
                           calib_transform=self.cal_t, search_cfg=_search_cfg(base, search),
                           view_vectors=_concat(self.views, np.float32), ref_views=scheme,
                           projection=base.projection if base else None, proj_weight=self.proj)
-        if base is None and dim is not None:
+        if base is None and dim is not None and not (auto and idx.n_rows < AUTO_DIM_ROWS * dim):
             _apply_new_projection(idx, dim)
         return idx
 
@@ -445,8 +447,15 @@ def _search_cfg(base: OriginIndex | None, search: str) -> dict[str, Any]:
     return cfg if cfg.get("kind", "flat") == "flat" else {"kind": cfg["kind"]}
 
 
+AUTO_DIM_ROWS = 8  # the default projection needs this many searchable rows per dimension (1,024 for 128)
+
+
 def _apply_new_projection(idx: OriginIndex, dim: int) -> None:
-    """Learn the sealed projection on every searchable row and map the index's vectors through it."""
+    """Learn the sealed projection on every searchable row and map the index's vectors through it; refuses
+    fewer rows than dimensions (a subspace the library does not span would distort every query)."""
+    if idx.n_rows < dim:
+        raise UsageError(f"--dim {dim} needs at least {dim} indexed rows to learn the projection from "
+                         f"(this library has {idx.n_rows}); use a smaller --dim or --dim 0")
     idx.proj_weight, idx.projection = fit_projection(idx.all_vectors(), dim)
     idx.vectors = project(idx.proj_weight, idx.vectors)
     if idx.view_vectors is not None:
@@ -576,6 +585,13 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
                             "method": cal.get("method"), "note": cal.get("note")}}
 
 
+def _unused_tests(cal: dict[str, Any]) -> list[dict[str, Any]]:
+    """A reason for each second test of the rule that could not be calibrated (too few impostor scores)."""
+    return [{"feature": "distinctiveness" if t == "distinct" else t, "value": None, "threshold": None,
+             "says": f"not used: {cal.get(f'{t}_note', 'not calibrated')}"}
+            for t in (cal.get("tests") or [])[1:] if cal.get(TESTS[t][0]) is None]
+
+
 def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
     """One reason per test of the rule: the score, its threshold and what it says."""
     thr, s1 = cal.get("threshold"), dec["similarity"]
@@ -583,6 +599,7 @@ def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
     out = [{"feature": "similarity_top1", "value": s1, "threshold": thr,
             "says": "above the threshold: the top candidate is the origin" if above else
             "not above the threshold: no reference is similar enough"}]
+    out += _unused_tests(cal)
     if cal.get("distinct_threshold") is not None:
         dt = cal["distinct_threshold"]
         ok = s1 is not None and dec["distinctiveness"] > dt
