@@ -8,11 +8,13 @@ File format (``LIB.fpxindex``): one safetensors file — never a pickle — hold
 * ``views.vectors`` (N, V-1, D) float32 (only with reference views, ``--views crops``): the embeddings of
   each reference's extra crop views (:data:`fingerprint_cli.origin.library.REF_VIEW_SETS`), extra faiss rows
   that map back to their reference — a search returns each reference once, at its best view;
-* ``head.weight`` (D, d_raw) when a linear head was applied; ``faiss`` (uint8) the serialised IVF index when
-  ``search`` is not ``flat``;
+* ``head.weight`` (D, d_raw) when a linear head was applied; ``proj.weight`` (D, d_head) the sealed projection
+  (``--dim``, :func:`fit_projection`; format v3); ``faiss`` (uint8) the serialised IVF index when ``search`` is
+  not ``flat``;
 * metadata ``fpx_index``: JSON with the format version, embedder identity (name, version, config, weights
-  sha256), head identity (sha256, dims), the reference list (path, sha256), the calibration (threshold,
-  target false-match rate, counts, measured rates) and the search settings; and ``seal``: the sha256 of that
+  sha256), head identity (sha256, dims), the projection, the reference list (path, sha256), the calibration
+  (decision rule, each test's threshold and impostor scores, target false-match rate, counts, measured rates)
+  and the search settings; and ``seal``: the sha256 of that
   JSON and of every tensor's bytes. :func:`load` recomputes the seal and refuses a file whose seal does not
   match (modified after it was written).
 
