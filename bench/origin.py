@@ -45,6 +45,14 @@ reference view (equal to exact faiss search, tested), decisions at each index's 
 ``origin.query`` latency (embedding + search) per suspect.
 
     nice -n 10 python bench/origin.py --followup --out bench/out/origin  # OUT/followup.md
+
+Round 3 (``--round3``; issue 12 round 3: a decision for crop matches, exact search under 50 ms). Every family
+above has now been seen (``crop_0.7_rot4_jpeg75`` too: the round-3 decision is developed on it and on
+``crop_0.8_hflip``). Two NEW held-out families, written down here and committed before anything ran with them:
+
+    HELD-OUT 3: crop_0.6_bright_jpeg60 — a 60% crop at a random offset (per photo, uniform over the slack on
+                each axis, its own seed stream from the photo's sha256), brightness ×1.15 (clipped), JPEG q60.
+                blur1.2_hflip_jpeg40 — Gaussian blur σ = 1.2 px, mirrored, JPEG q40 (a non-crop check).
 """
 
 from __future__ import annotations
@@ -205,7 +213,27 @@ def _crop_rot_jpeg(px, seed):
     return images.decode(images.encode(np.clip(c, 0, 1).astype(np.float32), "JPEG", quality=75), "<jpeg>").pixels
 
 
-SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg}  # transforms that take a per-photo seed
+def _crop_bright_jpeg(px, seed):
+    """HELD-OUT (round 3): 60% crop at a random offset, brightness x1.15, JPEG q60."""
+    rng = np.random.default_rng([seed, 3])
+    h, w = px.shape[:2]
+    ch, cw = round(h * 0.6), round(w * 0.6)
+    y0, x0 = int(rng.uniform(0, 1) * (h - ch)), int(rng.uniform(0, 1) * (w - cw))
+    c = np.clip(px[y0:y0 + ch, x0:x0 + cw] * 1.15, 0, 1).astype(np.float32)
+    return images.decode(images.encode(c, "JPEG", quality=60), "<jpeg>").pixels
+
+
+def _blur_flip_jpeg(px, seed):
+    """HELD-OUT (round 3, non-crop): Gaussian blur sigma 1.2 px, mirrored, JPEG q40 (``seed`` unused)."""
+    from scipy.ndimage import gaussian_filter
+
+    b = gaussian_filter(np.asarray(px, np.float32), sigma=(1.2, 1.2, 0), mode="reflect")[:, ::-1]
+    return images.decode(images.encode(np.clip(b, 0, 1).astype(np.float32), "JPEG", quality=40), "<jpeg>").pixels
+
+
+# transforms that take a per-photo seed
+SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
+          "blur1.2_hflip_jpeg40": _blur_flip_jpeg}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -316,6 +344,18 @@ def main() -> None:
     ap.add_argument("--followup", action="store_true", help="only the issue-12 follow-up: reference crop views")
     ap.add_argument("--schemes", default="full,crops", help="--followup: reference view schemes to compare "
                     "(full, crops, crops-deep)")
+    ap.add_argument("--round3", action="store_true", help="only issue 12 round 3: decisions for crop matches")
+    ap.add_argument("--configs", default="full:0,crops-grid:0,crops-grid:128",
+                    help="--round3: indexes to build, SCHEME:DIM (DIM 0 = no projection)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="--round3: also the round-3 HELD-OUT families (run once, at the end)")
+    ap.add_argument("--scale-only", action="store_true", help="--round3: only the scale table")
+    ap.add_argument("--rules", default="similarity,similarity+distinct,similarity+verify",
+                    help="--round3: decision rules to calibrate and compare")
+    ap.add_argument("--reuse", action="store_true", help="--round3: reuse index files of an earlier run")
+    ap.add_argument("--library", default="all", choices=("all", "real"),
+                    help="--round3: the whole library, or its real photos only (an archive without the video "
+                         "frames' and same-prompt generations' near-duplicate clusters)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -355,6 +395,16 @@ def main() -> None:
     sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
     lib_paths = [it["path"] for it in lib]
 
+    if args.round3:
+        if args.library == "real":
+            lib = [it for it in lib if it["group"] == "real"]
+            sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
+            lib_paths = [it["path"] for it in lib]
+        round3(items, lib, lib_paths, sha_to_row, out, args, say, res)
+        tag = ("round3_heldout" if args.heldout else "round3") + ("_real" if args.library == "real" else "")
+        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
+        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
+        return
     if args.followup:
         followup(items, lib, lib_paths, sha_to_row, out, args, say, res)
         (out / "followup.md").write_text("\n".join(report) + "\n")
@@ -549,18 +599,22 @@ HELDOUT_FAMILIES = ("crop_0.7_rot4_jpeg75",)
 CHECK_FAMILIES = ("regrade_jpeg70",)
 
 
+def _query_sets(items, fams, out, sha_to_row):
+    """Queries of ``fams`` from test photos (origin in the library) and absent photos, the test queries'
+    embeddings (two views), true rows, owners, and each set's families."""
+    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], fams, out)
+    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], fams, out)
+    Qt = embed_paths(embedders.get_embedder(embedders.DEFAULT_EMBEDDER), [q["path"] for q in q_test], True)
+    true = np.array([sha_to_row[q["origin"]] for q in q_test])
+    return (q_test, q_abs, Qt, true, [q["origin"] for q in q_test], np.array([q["family"] for q in q_test]),
+            np.array([q["family"] for q in q_abs]))
+
+
 def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """Issue 12 follow-up: full vs crops vs crops-deep reference views on dev / held-out / check families."""
     fams = DEV_FAMILIES + HELDOUT_FAMILIES + CHECK_FAMILIES
-    q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], fams, out)
-    q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], fams, out)
-    emb = embedders.get_embedder(embedders.DEFAULT_EMBEDDER)
-    Qt = embed_paths(emb, [q["path"] for q in q_test], True)
-    Qa = embed_paths(emb, [q["path"] for q in q_abs], True)
-    true = np.array([sha_to_row[q["origin"]] for q in q_test])
-    owners = [q["origin"] for q in q_test]
-    ft = np.array([q["family"] for q in q_test])
-    fa = np.array([q["family"] for q in q_abs])
+    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
+    Qa = embed_paths(embedders.get_embedder(embedders.DEFAULT_EMBEDDER), [q["path"] for q in q_abs], True)
     say(f"\n## Follow-up: reference crop views; {len(q_test) // len(fams)} test photos (origin in the library) and "
         f"{len(q_abs) // len(fams)} absent photos per family, N = {len(lib)}")
     say("DEV (seen failing, the views were designed on it): " + ", ".join(DEV_FAMILIES)
@@ -621,6 +675,146 @@ def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     say("|---|---|---|---|---|---|")
     for line in sorted(dec, key=lambda x: (fams.index(x.split(" | ")[0][2:]),)):
         say(line)
+
+
+R3_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "regrade_jpeg70")  # seen: the round-3 decision is built on them
+R3_HELDOUT = ("crop_0.6_bright_jpeg60", "blur1.2_hflip_jpeg40")  # written down before the first run
+
+
+def _ranks_all_views(idx, Q, true):
+    """1-based rank of the true reference for queries Q (n, 2, D) over every view row of the index."""
+    from fingerprint_cli.origin.index import project
+
+    Qp = project(idx.proj_weight, Q)
+    A = np.concatenate([idx.vectors[:, None], idx.view_vectors], axis=1) if idx.view_vectors is not None \
+        else idx.vectors[:, None]
+    S = np.einsum("nqd,mvd->nmqv", Qp, A).reshape(len(Qp), idx.n, -1).max(axis=2)
+    return ranks_from_sims(S, true)
+
+
+def _r3_decisions(recs, qs, sha_to_row, lib_paths):
+    """(found & correct, found & wrong, miss, found by the second test) per query from the tool's own records."""
+    out = []
+    for rec, q in zip(recs, qs):
+        found = rec.decision["label"] == "found"
+        right = found and rec.decision["origin"]["path"] == lib_paths[sha_to_row[q["origin"]]] \
+            if q["origin"] in sha_to_row else False
+        passed = rec.decision["origin"]["passed"] if found else None
+        out.append((found and right, found and not right, not found, passed in ("distinct", "verify")))
+    return np.asarray(out, bool).reshape(-1, 4)
+
+
+def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
+    """Issue 12 round 3: the similarity-or-distinctiveness decision, reference views and the sealed projection,
+    through the tool's own build and query path; the scale table before/after."""
+    if args.scale_only:
+        _r3_scale(args, say, res)
+        return
+    fams = R3_DEV + (R3_HELDOUT if args.heldout else ())
+    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
+    say(f"\n## Round 3: {len(q_test) // len(fams)} test photos (origin in the library) and {len(q_abs) // len(fams)} "
+        f"absent photos per family, N = {len(lib)}; DEV (seen): {', '.join(R3_DEV)}"
+        + (f"; HELD-OUT (round 3, first run): {', '.join(R3_HELDOUT)}" if args.heldout else ""))
+    rows, dec = [], []
+    res["round3"] = {}
+    for cfg in args.configs.split(","):
+        scheme, dim = cfg.split(":")
+        dim = int(dim) or None
+        t0 = time.time()
+        ipath = out / f"r3_{args.library}_{scheme}_{dim or 'full'}.fpxindex"
+        if args.reuse and ipath.exists():  # built by an earlier run from the same library (the tool's path)
+            from fingerprint_cli.origin.index import load_index
+
+            idx = load_index(ipath)
+        else:
+            idx, _ = library.build_index(lib_paths, str(ipath), ref_views=scheme, dim=dim or 0)
+        tb = time.time() - t0
+        rk = _ranks_all_views(idx, Qt, true)
+        for rule in args.rules.split(","):
+            from fingerprint_cli.origin.index import calibrate
+
+            t1 = time.time()
+            calibrate(idx, 0.01, decision=rule)
+            say(f"calibrated {scheme} {rule} in {time.time() - t1:.0f} s")
+            t1 = time.perf_counter()
+            recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+            ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+            recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+            dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+            fm = np.array([r.decision["label"] == "found" for r in recs_a])
+            name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
+            r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
+                 "distinct_threshold": idx.calibration.get("distinct_threshold"),
+                 "verify_threshold": idx.calibration.get("verify_threshold"),
+                 "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+            for f in fams:
+                sel = ft == f
+                s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], args.boot)
+                d, fmf = dt[sel], fm[fa == f]
+                r["families"][f] = {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
+                                    "miss": float(d[:, 2].mean()), "by_distinct": int(d[:, 3].sum()),
+                                    "false_match": float(fmf.mean()), "n_false_match": int(fmf.sum()),
+                                    "n_test": int(sel.sum()), "n_absent": int(fmf.size)}
+                if rule == "similarity":
+                    rows.append(f"| {f} | {scheme} | {dim or idx.embedder['dim']} | {s['mAP']:.3f} "
+                                f"[{s['ci']['mAP'][0]:.3f}, {s['ci']['mAP'][1]:.3f}] | {s['acc1']:.3f} | {s['r10']:.3f} |")
+                dec.append(f"| {f} | {name} | {d[:, 0].mean():.3f} | {d[:, 1].mean():.3f} | {d[:, 2].mean():.3f} | "
+                           f"{int(d[:, 3].sum())} | {fmf.mean():.3f} ({fmf.sum()}/{fmf.size}) |")
+            allfm = fm.mean()
+            r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
+            res["round3"][name] = r
+            c2 = idx.calibration.get("distinct_threshold", idx.calibration.get("verify_threshold"))
+            say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds similarity {idx.threshold:.4f} / "
+                f"2nd test {c2} ({idx.calibration['n_impostor']} impostors), "
+                f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
+                f"all families {fm.sum()}/{fm.size}")
+    say("\n| family | views | dim | mAP [95% CI] | Acc@1 | R@10 |")
+    say("|---|---|---|---|---|---|")
+    for line in sorted(rows, key=lambda x: fams.index(x.split(" | ")[0][2:])):
+        say(line)
+    say("\n| family | index, rule | found, correct (test) | found, wrong (test) | miss (test) | found by the 2nd test "
+        "| false match (absent) |")
+    say("|---|---|---|---|---|---|---|")
+    for line in sorted(dec, key=lambda x: fams.index(x.split(" | ")[0][2:])):
+        say(line)
+
+
+def _r3_scale(args, say, res) -> None:
+    """Exact search per suspect at N references (synthetic unit vectors): before (D = 381, k = 10, the issue-12
+    setting) and after (the sealed projection's D = 128, k = 32 as the decision searches), 1 faiss thread. The
+    settings are interleaved query by query, so that the shared machine's load drifts hit them alike."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(0)
+    say("\n## Round 3 scale: exact faiss search per suspect (2 query views in one call), synthetic unit vectors, "
+        "1 thread, settings interleaved")
+    say("| N | D | k | median (ms) | p95 (ms) | median vs D=381 k=10 | vector bytes / ref |")
+    say("|---|---|---|---|---|---|---|")
+    res["round3_scale"] = []
+    settings = ((381, 10), (381, 32), (128, 32))
+    for n in [int(x) for x in args.scale.split(",")]:
+        idxs = {}
+        for d in sorted({d for d, _ in settings}):
+            V = rng.standard_normal((n, d)).astype(np.float32)
+            V /= np.linalg.norm(V, axis=1, keepdims=True)
+            idxs[d] = OriginIndex(embedder={}, refs=[{"path": "x", "sha256": "0"}] * n, vectors=V)
+            idxs[d].faiss_index()
+        lat = {s: [] for s in settings}
+        for i in range(100):
+            for d, k in settings:
+                Q = idxs[d].vectors[[i % n, (7 * i + 1) % n]][None] + 0.01
+                t1 = time.perf_counter()
+                idxs[d].search_many(Q, k)
+                lat[(d, k)].append(1000 * (time.perf_counter() - t1))
+        base = float(np.median(lat[(381, 10)]))
+        for (d, k), v in lat.items():
+            row = {"N": n, "D": d, "k": k, "median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
+                   "bytes_per_ref": 4 * d}
+            res["round3_scale"].append(row)
+            say(f"| {n} | {d} | {k} | {row['median_ms']:.2f} | {row['p95_ms']:.2f} | "
+                f"{row['median_ms'] / base:.2f} | {4 * d} |")
+        del idxs
 
 
 if __name__ == "__main__":

@@ -138,12 +138,26 @@ def test_threshold_is_the_conformal_quantile_of_brute_force_impostor_scores(buil
         imp.append(s.max())
     imp = np.sort(imp)
     assert np.allclose(idx.calibration["impostor_scores_sorted"], imp, atol=1e-5)
-    cal = calibrate(idx, fmr=0.2)
+    cal = calibrate(idx, fmr=0.2, decision="similarity")
     n = len(imp)
     assert cal["threshold"] == pytest.approx(imp[math.ceil((n + 1) * 0.8) - 1], abs=1e-6)
     assert cal["impostor_false_match_in_sample"] <= 0.2
+    assert "distinct_threshold" not in cal
+    cal = calibrate(idx, fmr=0.2, decision="similarity+distinct")  # each test at half the rate (Bonferroni)
+    assert cal["threshold"] == pytest.approx(imp[math.ceil((n + 1) * 0.9) - 1], abs=1e-6)
+    assert cal["impostor_false_match_in_sample"] <= 0.2
     assert p_value(cal, imp[-1] + 1) == pytest.approx(1 / (n + 1))
     assert p_value(cal, -2) == 1.0
+
+
+def _passes_rule(rec, top_similarity):
+    """The index's rule on a query record: the similarity test, or its second test (each reason: value, threshold)."""
+    assert rec.decision["rule"] == "similarity+verify" and [x["feature"] for x in rec.reasons] == [
+        "similarity_top1", "verify"]
+    v, thr = rec.reasons[1]["value"], rec.decision["verify_threshold"]
+    if thr is None:  # too few impostors to calibrate the second test at half the rate: it is not used
+        assert v is None and rec.reasons[1]["says"].startswith("not used")
+    return top_similarity > rec.decision["threshold"] or (v is not None and thr is not None and v > thr)
 
 
 def test_query_finds_edited_and_mirrored_origins_and_abstains_on_strangers(built, tmp_path):
@@ -165,7 +179,7 @@ def test_query_finds_edited_and_mirrored_origins_and_abstains_on_strangers(built
         assert [c["rank"] for c in r.details["candidates"]] == [1, 2, 3]
         sims = [c["similarity"] for c in r.details["candidates"]]
         assert sims == sorted(sims, reverse=True)
-        assert (r.decision["label"] == "found") == (sims[0] > r.decision["threshold"])
+        assert (r.decision["label"] == "found") == _passes_rule(r, sims[0])
     assert by["mirror_regrade.png"].decision["label"] == "found"
     assert by["mirror_regrade.png"].decision["origin"]["view"] == "mirrored"
     assert "upsampled" in by["tiny.png"].details and "upsampled" not in by["jpeg.jpg"].details

@@ -22,8 +22,10 @@ def lib(tmp_path_factory):
     refs.mkdir()
     for i in range(12):
         images.save_png(natural_image(96, 128, seed=300 + i), refs / f"r{i:02d}.png")
-    full, _ = origin.build_index([str(refs)], str(d / "full.fpxindex"), n_calibration=12)
-    crops, recs = origin.build_index([str(refs)], str(d / "crops.fpxindex"), n_calibration=12, ref_views="crops")
+    # dim=0: no sealed projection, so that rows compare with the raw embeddings (the projection: test_origin_decision)
+    full, _ = origin.build_index([str(refs)], str(d / "full.fpxindex"), n_calibration=12, dim=0)
+    crops, recs = origin.build_index([str(refs)], str(d / "crops.fpxindex"), n_calibration=12, ref_views="crops",
+                                     dim=0)
     return d, refs, full, crops, recs
 
 
@@ -145,4 +147,6 @@ def test_cli_views_option(lib, tmp_path):
     assert rec["details"]["candidates"][0]["path"] == crops.refs[7]["path"]
     assert rec["provenance"]["index"]["ref_views"] == "crops"
     res = run(app, ["origin", "index", str(refs), "-o", str(tmp_path / "y.fpxindex"), "--views", "bogus"])
-    assert res.exit_code == 2 and "unknown --views" in res.output
+    # refused by the parser (a closed set), naming the option and the bad value, before anything is embedded
+    assert res.exit_code == 2 and "--views" in res.output and "bogus" in res.output
+    assert not (tmp_path / "y.fpxindex").exists() and not (tmp_path / "y.fpxindex.partial").exists()

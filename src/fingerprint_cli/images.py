@@ -147,6 +147,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def shape_property(attr: str, axis: int, doc: str) -> property:
+    """A read-only property giving ``int(self.<attr>.shape[axis])`` (an image's height, a matrix's rows)."""
+
+    def get(self) -> int:
+        return int(getattr(self, attr).shape[axis])
+
+    return property(get, doc=doc)
+
+
 @dataclass
 class LoadedImage:
     """A decoded image: ``pixels`` is float32, shape (H, W, 3), values in [0, 1]."""
@@ -160,13 +169,8 @@ class LoadedImage:
     steps: list[str] = field(default_factory=list)
     source_bit_depth: int | None = None  # set when the file had more bits per sample than were kept
 
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
+    height = shape_property("pixels", 0, "Rows of ``pixels``.")
+    width = shape_property("pixels", 1, "Columns of ``pixels``.")
 
     def describe(self) -> dict:
         d = {"path": self.path, "sha256": self.sha256, "width": self.width, "height": self.height,

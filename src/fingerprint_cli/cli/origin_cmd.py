@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 
 import typer
 
+from fingerprint_cli import batch
 from fingerprint_cli.cli import common
+from fingerprint_cli.errors import FpxError
+from fingerprint_cli.origin import library
+from fingerprint_cli.origin.embedders import EMBEDDERS
+from fingerprint_cli.origin.index import DECISIONS, DEFAULT_DECISION, SEARCH_KINDS
 
 ORDER = 65
 
@@ -15,11 +22,14 @@ QUERY_COLUMNS = ["decision.label", "decision.origin.path", "features.similarity_
 SchedulerOpt = typer.Option(None, "--scheduler",
                             help="run the embedding on dask.distributed: 'local' (a LocalCluster of --jobs "
                                  "processes) or a scheduler address tcp://host:8786")
+# closed option sets: a typo is refused by the parser, before anything is embedded
+EmbedderName = Enum("EmbedderName", {n: n for n in EMBEDDERS}, type=str)
+SearchKind = Enum("SearchKind", {n: n for n in SEARCH_KINDS}, type=str)
+ViewScheme = Enum("ViewScheme", {n: n for n in library.REF_VIEW_SETS}, type=str)
+DecisionRule = Enum("DecisionRule", {n: n for n in DECISIONS}, type=str)
 
 
 def _progress(label: str, quiet: bool):
-    from fingerprint_cli import batch
-
     state = {"bar": None, "done": 0}
 
     def cb(done: int, total: int) -> None:
@@ -36,13 +46,26 @@ def _progress(label: str, quiet: bool):
     return cb, close
 
 
-def _emit(records, fmt, output, columns, inputs=()):
-    from fingerprint_cli import batch
+def _run(label: str, quiet: bool, call: Callable[[Callable[[int, int], None]], object]):
+    """``call(progress)`` under a progress bar on stderr; an fpx error becomes its one-line message and exit code."""
+    cb, close = _progress(label, quiet)
+    try:
+        return call(cb)
+    except FpxError as exc:
+        common.die(exc)
+    finally:
+        close()
 
+
+def _emit(records, fmt, output, columns, inputs=()):
     sink = batch.RecordSink(str(output) if output else None, fmt, False, columns, list(inputs))
     for r in records:
         sink.add(r)
     sink.close()
+
+
+def _embedder_options(embedder: str, device: str) -> dict[str, str]:
+    return {"device": device} if not EMBEDDERS[embedder].weight_free else {}
 
 
 def register(app: typer.Typer) -> None:
@@ -54,21 +77,30 @@ def register(app: typer.Typer) -> None:
     def index_cmd(
         refs: list[str] = typer.Argument(..., help="reference images or folders of them (searched recursively)"),
         out: Path = typer.Option(..., "--output", "-o", help="the index file to write, e.g. LIB.fpxindex"),
-        embedder: str = typer.Option("dct-layout", "--embedder", "-e",
-                                     help="dct-layout (weight-free default) | sd2-vae (needs its weights)"),
+        embedder: EmbedderName = typer.Option("dct-layout", "--embedder", "-e",
+                                              help="dct-layout (weight-free default) | sd2-vae (needs its weights)"),
         head: Path | None = typer.Option(None, "--head", help="linear head from `fpx origin train`"),
         add: bool = typer.Option(False, "--add", help="grow the existing index at --output"),
         resume: bool = typer.Option(False, "--resume", help="reuse the chunks an interrupted build journalled"),
         fmr: float = typer.Option(0.01, "--false-match-rate",
-                                  help="target false-match rate of the `found` threshold"),
+                                  help="target false-match rate of the `found` decision"),
         n_calib: int = typer.Option(200, "--calibration-refs", min=0,
                                     help="references whose transformed copies calibrate the threshold"),
-        search: str = typer.Option("flat", "--search", help="flat (exact) | ivf | ivfpq (approximate, huge N)"),
-        views: str | None = typer.Option(None, "--views",
-                                         help="reference views indexed as extra rows: full (default) | crops "
-                                              "(+ centre and four corners at 80%: crop-robust, 6x memory) | "
-                                              "crops-deep (+ the same at 65%, 11x) | crops-grid (80% crops on a "
-                                              "5x5 grid of offsets, 26x); --add keeps the index's own"),
+        search: SearchKind = typer.Option("flat", "--search", help="flat (exact) | ivf | ivfpq (approximate, huge N)"),
+        views: ViewScheme | None = typer.Option(None, "--views",
+                                                help="reference views indexed as extra rows: full (default) | crops "
+                                                     "(+ centre and four corners at 80%: crop-robust, 6x memory) | "
+                                                     "crops-deep (+ the same at 65%, 11x) | crops-grid (80% crops "
+                                                     "on a 5x5 grid of offsets, 26x); --add keeps the index's own"),
+        dim: int | None = typer.Option(None, "--dim", min=0,
+                                       help="seal a projection to this many dimensions, learned on the references "
+                                            "(faster search, less memory); default: the embedder's (128 for "
+                                            "dct-layout, none with --head); 0 = none; --add keeps the index's own"),
+        decision: DecisionRule = typer.Option(DEFAULT_DECISION, "--decision",
+                                              help="similarity+verify (default: the similarity OR a pixel check "
+                                                   "that the suspect sits inside the top candidate, each at half "
+                                                   "the rate; reads the candidate's file) | similarity+distinct "
+                                                   "(OR a ratio test against the best other origin) | similarity"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -80,23 +112,13 @@ def register(app: typer.Typer) -> None:
 
         Examples: fpx origin index archive/ -o lib.fpxindex; fpx origin index new/ -o lib.fpxindex --add;
         fpx origin index archive/ -o lib.fpxindex --jobs 8 --scheduler local;
-        fpx origin index archive/ -o lib.fpxindex --views crops (finds cropped edits)
+        fpx origin index archive/ -o lib.fpxindex --views crops-grid (finds cropped edits)
         """
-        from fingerprint_cli import batch
-        from fingerprint_cli.errors import FpxError
-        from fingerprint_cli.origin import library
-
-        cb, close = _progress("embed", quiet)
-        opts = {"device": device} if embedder == "sd2-vae" else {}
-        try:
-            _, records = library.build_index(refs, str(out), embedder=embedder, embedder_options=opts,
-                                             head=str(head) if head else None, add=add, resume=resume,
-                                             false_match_rate=fmr, n_calibration=n_calib, search=search, ref_views=views,
-                                             jobs=jobs, scheduler=scheduler, progress=cb)
-        except FpxError as exc:
-            close()
-            common.die(exc)
-        close()
+        _, records = _run("embed", quiet, lambda cb: library.build_index(
+            refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
+            head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
+            search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=decision.value, jobs=jobs,
+            scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)
         summary = records[-1]
@@ -123,18 +145,12 @@ def register(app: typer.Typer) -> None:
 
         Examples: fpx origin query suspect.png --index lib.fpxindex; fpx origin query inbox/ -i lib.fpxindex -k 10 -f json
         """
-        from fingerprint_cli import batch
-        from fingerprint_cli.errors import FpxError
-        from fingerprint_cli.origin import library
-
-        cb, close = _progress("query", quiet)
+        records = _run("query", quiet, lambda cb: library.query(
+            suspects, str(index), k=k, head=str(head) if head else None, device=device, jobs=jobs,
+            scheduler=scheduler, progress=cb))
         try:
-            records = library.query(suspects, str(index), k=k, head=str(head) if head else None, device=device,
-                                    jobs=jobs, scheduler=scheduler, progress=cb)
-            close()
             _emit(records, fmt, output, QUERY_COLUMNS, inputs=[*suspects, str(index)])
         except FpxError as exc:
-            close()
             common.die(exc)
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=len(records) > 1))
@@ -143,7 +159,7 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         pairs: Path = typer.Argument(..., help="CSV with columns reference,suspect: (origin, generated) pairs"),
         out: Path = typer.Option(..., "--output", "-o", help="head file to write (W.safetensors)"),
-        embedder: str = typer.Option("dct-layout", "--embedder", "-e", help="embedder the head is for"),
+        embedder: EmbedderName = typer.Option("dct-layout", "--embedder", "-e", help="embedder the head is for"),
         out_dim: int | None = typer.Option(None, "--dim", help="output dimension (default: the embedder's)"),
         epochs: int = typer.Option(30, "--epochs", min=1),
         seed: int = typer.Option(0, "--seed"),
@@ -157,20 +173,10 @@ def register(app: typer.Typer) -> None:
 
         Example: fpx origin train pairs.csv -o W.safetensors; then fpx origin index refs/ -o lib.fpxindex --head W.safetensors
         """
-        from fingerprint_cli import batch
-        from fingerprint_cli.errors import FpxError
-        from fingerprint_cli.origin import library
-
-        cb, close = _progress("embed", quiet)
-        opts = {"device": device} if embedder == "sd2-vae" else {}
-        try:
-            _, records = library.train(str(pairs), str(out), embedder=embedder, embedder_options=opts,
-                                       out_dim=out_dim, epochs=epochs, seed=seed, jobs=jobs, scheduler=scheduler,
-                                       progress=cb)
-        except FpxError as exc:
-            close()
-            common.die(exc)
-        close()
+        _, records = _run("embed", quiet, lambda cb: library.train(
+            str(pairs), str(out), embedder=embedder.value,
+            embedder_options=_embedder_options(embedder.value, device), out_dim=out_dim, epochs=epochs, seed=seed,
+            jobs=jobs, scheduler=scheduler, progress=cb))
         _emit(records, fmt, None, ["features.final_loss", "features.origins", "features.samples"])
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=True))

@@ -10,7 +10,8 @@ Python API (every function returns :class:`fingerprint_cli.records.Record` lists
 
 Modules: :mod:`~fingerprint_cli.origin.embedders` (registry: ``dct-layout`` weight-free default, ``sd2-vae``),
 :mod:`~fingerprint_cli.origin.vae` (the SD VAE encoder in torch), :mod:`~fingerprint_cli.origin.head` (linear head,
-CosFace training), :mod:`~fingerprint_cli.origin.index` (faiss search, sealed file, calibration),
+CosFace training), :mod:`~fingerprint_cli.origin.index` (faiss search, sealed file, projection, calibration and decision rules),
+:mod:`~fingerprint_cli.origin.verify` (pixel verification of the top candidate),
 :mod:`~fingerprint_cli.origin.library` (build / query / train). See docs/origin.md.
 """
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from fingerprint_cli import images
+from fingerprint_cli import artifacts, images
+from fingerprint_cli.anchored import encoders
 from fingerprint_cli.errors import UsageError
 
 DEFAULT_EMBEDDER = "dct-layout"
@@ -135,17 +136,13 @@ class SD2VAE(Embedder):
     version = "1"
 
     def __init__(self, device: str = "cpu", batch_size: int = 8, weights: str | None = None):
-        from fingerprint_cli import artifacts
-        from fingerprint_cli.anchored import encoders
-        from fingerprint_cli.origin import vae
+        from fingerprint_cli.origin import vae  # torch: loaded only when this embedder is built
 
         if weights is None:
             inst = artifacts.ensure("sd2-vae")
             path, self.weights_sha256, self.verified = inst.path, inst.sha256, inst.verified
         else:  # an explicit file (tests, timing with random weights): never verified against the pin
-            from fingerprint_cli.images import sha256_file
-
-            path, self.weights_sha256, self.verified = weights, sha256_file(weights), False
+            path, self.weights_sha256, self.verified = weights, images.sha256_file(weights), False
         state, _ = artifacts.read_tensors(path)
         self.model = vae.build(state)
         del state
@@ -186,11 +183,13 @@ class EmbedderEntry:
     factory: Callable[..., Embedder]
     weight_free: bool
     description: str
+    default_dim: int | None = None  # the sealed projection an index gets by default (None: none)
 
 
 EMBEDDERS: dict[str, EmbedderEntry] = {
     "dct-layout": EmbedderEntry("dct-layout", DctLayout, True,
-                                "whitened low-resolution colour layout (DCT of 64x64 Y/Cb/Cr); weight-free default"),
+                                "whitened low-resolution colour layout (DCT of 64x64 Y/Cb/Cr); weight-free default",
+                                default_dim=128),
     "sd2-vae": EmbedderEntry("sd2-vae", SD2VAE, False,
                              "Stable Diffusion 2 VAE encoder posterior mean at 256x256 (ID2); needs the sd2-vae "
                              "weights"),

@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from fingerprint_cli import artifacts
 from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+from fingerprint_cli.images import sha256_file, shape_property
+from fingerprint_cli.origin.embedders import l2n
 
 RECIPE = {"loss": "CosFace", "s": 64.0, "m": 0.35, "optimizer": "Adam", "lr": 3.5e-4, "schedule": "warmup+cosine"}
 
@@ -39,18 +42,11 @@ class Head:
     sha256: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def in_dim(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def out_dim(self) -> int:
-        return int(self.weight.shape[0])
+    in_dim = shape_property("weight", 1, "Dimension of the embeddings W takes.")
+    out_dim = shape_property("weight", 0, "Dimension of the embeddings W gives.")
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Rows of ``x`` (n, in_dim) mapped by W and L2-normalised."""
-        from fingerprint_cli.origin.embedders import l2n
-
         x = np.asarray(x, np.float32)
         if x.shape[-1] != self.in_dim:
             raise UsageError(f"the head expects {self.in_dim}-dimensional embeddings, got {x.shape[-1]}")
@@ -140,8 +136,6 @@ def save(path, weight: np.ndarray, embedder_identity: dict[str, Any], info: dict
     """Write the head as safetensors (atomically, never over an input); returns its sha256."""
     import torch
 
-    from fingerprint_cli import artifacts
-
     meta = {"fpx_kind": "origin-head", "embedder": json.dumps(embedder_identity, sort_keys=True),
             "info": json.dumps(info)}
     return artifacts.write_tensors(path, {"weight": torch.from_numpy(np.ascontiguousarray(weight))}, meta,
@@ -150,9 +144,6 @@ def save(path, weight: np.ndarray, embedder_identity: dict[str, Any], info: dict
 
 def load(path) -> Head:
     """Read a head file written by :func:`save` (through artifacts.read_tensors; never a pickle)."""
-    from fingerprint_cli import artifacts
-    from fingerprint_cli.images import sha256_file
-
     tensors, meta = artifacts.read_tensors(path)
     if meta.get("fpx_kind") != "origin-head" or "weight" not in tensors or tensors["weight"].ndim != 2:
         raise InputError("is not an fpx origin head (made by `fpx origin train`)", str(path))

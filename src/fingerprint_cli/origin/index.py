@@ -8,11 +8,13 @@ File format (``LIB.fpxindex``): one safetensors file — never a pickle — hold
 * ``views.vectors`` (N, V-1, D) float32 (only with reference views, ``--views crops``): the embeddings of
   each reference's extra crop views (:data:`fingerprint_cli.origin.library.REF_VIEW_SETS`), extra faiss rows
   that map back to their reference — a search returns each reference once, at its best view;
-* ``head.weight`` (D, d_raw) when a linear head was applied; ``faiss`` (uint8) the serialised IVF index when
-  ``search`` is not ``flat``;
+* ``head.weight`` (D, d_raw) when a linear head was applied; ``proj.weight`` (D, d_head) the sealed projection
+  (``--dim``, :func:`fit_projection`; format v3); ``faiss`` (uint8) the serialised IVF index when ``search`` is
+  not ``flat``;
 * metadata ``fpx_index``: JSON with the format version, embedder identity (name, version, config, weights
-  sha256), head identity (sha256, dims), the reference list (path, sha256), the calibration (threshold,
-  target false-match rate, counts, measured rates) and the search settings; and ``seal``: the sha256 of that
+  sha256), head identity (sha256, dims), the projection, the reference list (path, sha256), the calibration
+  (decision rule, each test's threshold and impostor scores, target false-match rate, counts, measured rates)
+  and the search settings; and ``seal``: the sha256 of that
   JSON and of every tensor's bytes. :func:`load` recomputes the seal and refuses a file whose seal does not
   match (modified after it was written).
 
@@ -32,17 +34,20 @@ from typing import Any
 
 import numpy as np
 
-from fingerprint_cli.errors import ArtifactError, InputError, UsageError
+from fingerprint_cli import artifacts, images
+from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
+from fingerprint_cli.images import shape_property
+from fingerprint_cli.origin import verify
+from fingerprint_cli.origin.embedders import EMBEDDERS, l2n
 
 FORMAT = "fpx-origin-index"
-FORMAT_VERSION = 2  # v2: reference crop views (``views.vectors``); an index without them is still written as v1
+FORMAT_VERSION = 3  # v2: reference crop views (``views.vectors``); v3: a sealed projection (``proj.weight``, --dim).
+# An index is written with the lowest version that holds what it has (v1 without views or projection).
 SEARCH_KINDS = ("flat", "ivf", "ivfpq")
 
 
 def models_hint(embedder_name: str | None) -> str:
     """The sentence naming both `fpx models` commands for an embedder that has weights."""
-    from fingerprint_cli.origin.embedders import EMBEDDERS
-
     if embedder_name and embedder_name in EMBEDDERS and not EMBEDDERS[embedder_name].weight_free:
         return (f"install the weights it was built with via `fpx models pull {embedder_name}` or "
                 f"`fpx models import FILE --name {embedder_name}`")
@@ -66,17 +71,14 @@ class OriginIndex:
     search_cfg: dict[str, Any] = field(default_factory=lambda: {"kind": "flat"})
     view_vectors: np.ndarray | None = None
     ref_views: dict[str, Any] = field(default_factory=lambda: {"scheme": "full", "views": ["full"]})
+    projection: dict[str, Any] | None = None
+    proj_weight: np.ndarray | None = None
     path: str | None = None
     seal: str | None = None
     _faiss: Any = None
 
-    @property
-    def n(self) -> int:
-        return int(self.vectors.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
+    n = shape_property("vectors", 0, "Number of references.")
+    dim = shape_property("vectors", 1, "Dimension of the searched vectors (after the head and the projection).")
 
     @property
     def n_views(self) -> int:
@@ -159,11 +161,14 @@ class OriginIndex:
 
     # -------------------------------------------------------- I/O
     def document(self) -> dict[str, Any]:
-        version = 1 if self.view_vectors is None else FORMAT_VERSION
-        return {"format": FORMAT, "format_version": version, "embedder": self.embedder, "head": self.head,
-                "ref_views": self.ref_views,
-                "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
-                "search": {k: v for k, v in self.search_cfg.items()}}
+        version = 3 if self.proj_weight is not None else 1 if self.view_vectors is None else 2
+        doc = {"format": FORMAT, "format_version": version, "embedder": self.embedder, "head": self.head,
+               "ref_views": self.ref_views,
+               "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
+               "search": {k: v for k, v in self.search_cfg.items()}}
+        if self.projection is not None:
+            doc["projection"] = self.projection
+        return doc
 
     def tensors(self) -> dict[str, np.ndarray]:
         t = {"vectors": np.ascontiguousarray(self.vectors, np.float32)}
@@ -174,6 +179,8 @@ class OriginIndex:
             t["calib.owner"] = np.ascontiguousarray(self.calib_owner, np.int64)
         if self.head_weight is not None:
             t["head.weight"] = np.ascontiguousarray(self.head_weight, np.float32)
+        if self.proj_weight is not None:
+            t["proj.weight"] = np.ascontiguousarray(self.proj_weight, np.float32)
         if self.search_cfg.get("kind", "flat") != "flat":
             import faiss
 
@@ -183,8 +190,6 @@ class OriginIndex:
     def save(self, path, inputs=()) -> str:
         """Write the sealed index atomically (never over an input). Returns the seal."""
         import torch
-
-        from fingerprint_cli import artifacts
 
         tens = self.tensors()  # first: building an IVF index fills in nlist / padded_dim in search_cfg
         doc = json.dumps(self.document(), sort_keys=True)
@@ -276,9 +281,26 @@ def load_index(path) -> OriginIndex:
     The seal is the sha256 of the index's JSON document and of every tensor, written with the index: any
     change to the vectors, the reference list or the calibration after writing is detected.
     """
-    from fingerprint_cli import artifacts
-
     p = Path(path)
+    arrays, meta = _read_index_file(p)
+    doc = _verified_document(p, arrays, meta)
+    cfg = dict(doc.get("search") or {"kind": "flat"})
+    idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
+                      head=doc.get("head"), head_weight=arrays.get("head.weight"),
+                      calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
+                      calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
+                      search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
+                      ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]},
+                      projection=doc.get("projection"), proj_weight=arrays.get("proj.weight"))
+    _check_shapes(idx, p)
+    if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
+        idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
+        idx._faiss.nprobe = int(cfg.get("nprobe", 16))
+    return idx
+
+
+def _read_index_file(p: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors (as numpy) and metadata of an index file; refuses a missing, unreadable or foreign file."""
     if not p.exists():
         raise InputError("no such index file", str(p))
     try:
@@ -288,7 +310,11 @@ def load_index(path) -> OriginIndex:
                             f"rebuild it with `fpx origin index`", str(p)) from exc
     if meta.get("fpx_kind") != "origin-index" or "fpx_index" not in meta or "vectors" not in tensors:
         raise InputError("is not an fpx origin index (made by `fpx origin index`)", str(p))
-    arrays = {k: v.numpy() for k, v in tensors.items()}
+    return {k: v.numpy() for k, v in tensors.items()}, meta
+
+
+def _verified_document(p: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> dict[str, Any]:
+    """The index's JSON document once its seal matches and its format is one this fpx reads."""
     doc_text = meta["fpx_index"]
     got = _seal(doc_text, arrays)
     try:
@@ -303,27 +329,91 @@ def load_index(path) -> OriginIndex:
     if doc.get("format") != FORMAT or int(doc.get("format_version", 0)) > FORMAT_VERSION:
         raise ArtifactError(f"index format {doc.get('format')} v{doc.get('format_version')} is not supported by "
                             f"this fpx (reads {FORMAT} v{FORMAT_VERSION})", str(p))
-    cfg = dict(doc.get("search") or {"kind": "flat"})
-    idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
-                      head=doc.get("head"), head_weight=arrays.get("head.weight"),
-                      calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
-                      calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
-                      search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
-                      ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]})
+    return doc
+
+
+def _check_shapes(idx: OriginIndex, p: Path) -> None:
+    """Refuse an index whose reference list, views or projection disagree with its tensors."""
     if len(idx.refs) != idx.n:
         raise ArtifactError(f"index lists {len(idx.refs)} references for {idx.n} vectors", str(p))
     if len(idx.ref_views.get("views") or []) != idx.n_views or (
             idx.view_vectors is not None and idx.view_vectors.shape[0] != idx.n):
         raise ArtifactError(f"index records the reference views {idx.ref_views.get('views')} but holds "
                             f"{idx.n_views} view(s) per reference; rebuild it with `fpx origin index`", str(p))
-    if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
-        idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
-        idx._faiss.nprobe = int(cfg.get("nprobe", 16))
-    return idx
+    if (idx.projection is None) != (idx.proj_weight is None) or (
+            idx.proj_weight is not None and idx.proj_weight.shape[0] != idx.dim):
+        raise ArtifactError("index records a projection that does not match its tensors; rebuild it with "
+                            "`fpx origin index`", str(p))
+
+
+# ---------------------------------------------------------------- projection (sealed PCA, --dim)
+def fit_projection(rows: np.ndarray, out_dim: int, max_rows: int = 50000) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``out_dim``-dimensional subspace that best reconstructs ``rows`` in least squares (uncentred PCA:
+    the top eigenvectors of ``rowsᵀ rows``, so inner products — cosines of unit rows — are kept as well as a
+    linear map of that size can). Deterministic: an even subsample of at most ``max_rows`` rows, float64, each
+    eigenvector's largest component made positive. Returns P (out_dim, D) and what the index records."""
+    x = np.asarray(rows, np.float64)
+    if len(x) > max_rows:
+        x = x[np.linspace(0, len(x) - 1, max_rows).astype(int)]
+    d = x.shape[1]
+    if not (1 <= out_dim < d):
+        raise UsageError(f"--dim must be between 1 and {d - 1} for this {d}-dimensional embedding (got {out_dim})")
+    evals, evecs = np.linalg.eigh(x.T @ x)
+    order = np.argsort(evals)[::-1][:out_dim]
+    P = evecs[:, order].T
+    P *= np.sign(P[np.arange(out_dim), np.argmax(np.abs(P), axis=1)])[:, None]
+    kept = float(evals[order].sum() / max(evals.sum(), 1e-30))
+    return P.astype(np.float32), {"kind": "pca-uncentred", "in_dim": d, "out_dim": int(out_dim),
+                                  "fitted_on_rows": int(len(x)), "energy_kept": round(kept, 6)}
+
+
+def project(weight: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` (..., D) mapped by the index's projection and L2-normalised (unchanged without one)."""
+    if weight is None:
+        return x
+    x = np.asarray(x, np.float32)
+    return l2n(x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
 
 
 # ---------------------------------------------------------------- calibration
+# Transforms applied to calibration references (never the benchmark's families): cheap, built from images.py.
+CALIB_TRANSFORMS = ("jpeg_q50", "down_up_0.5", "regrade_jpeg80", "crop_0.85", "hflip_noise")
+
+
+def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
+    """One of :data:`CALIB_TRANSFORMS` applied to a float RGB image (same size out, except the crop)."""
+    h, w = px.shape[:2]
+    if name == "jpeg_q50":
+        return images.decode(images.encode(px, "JPEG", quality=50), "<jpeg>").pixels
+    if name == "down_up_0.5":
+        small = images.resize(px, max(1, h // 2), max(1, w // 2))
+        return np.clip(images.resize(small, h, w), 0, 1)
+    if name == "regrade_jpeg80":
+        g = np.clip(1.08 * np.power(np.clip(px, 0, 1), 0.8) * np.array([1.0, 0.97, 0.92], np.float32) - 0.02, 0, 1)
+        return images.decode(images.encode(g, "JPEG", quality=80), "<jpeg>").pixels
+    if name == "crop_0.85":
+        ch, cw = max(1, round(h * 0.85)), max(1, round(w * 0.85))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
+    if name == "hflip_noise":
+        rng = np.random.default_rng(0)
+        return np.clip(px[:, ::-1] + rng.normal(0, 0.03, px.shape).astype(np.float32), 0, 1)
+    raise UsageError(f"unknown calibration transform {name!r}")
+
+
 DUPLICATE_LEVEL = 0.98
+# decision rules: ``similarity`` — found when the top similarity passes its threshold at the false-match rate;
+# ``similarity+distinct`` — found when the top similarity passes its threshold at half the rate OR the top match's
+# distinctiveness (a ratio test against the best reference of another origin) passes its own threshold at the
+# other half; ``similarity+verify`` — the same with the pixel verification of the top candidate
+# (:mod:`fingerprint_cli.origin.verify`) as the second test (Bonferroni: the rates add up to the stated one).
+DECISIONS = ("similarity", "similarity+distinct", "similarity+verify")
+DEFAULT_DECISION = "similarity+verify"
+# each test: (threshold key, sorted impostor scores key, rate key) in the calibration
+TESTS = {"similarity": ("threshold", "impostor_scores_sorted", "similarity_false_match_rate"),
+         "distinct": ("distinct_threshold", "impostor_distinct_sorted", "distinct_false_match_rate"),
+         "verify": ("verify_threshold", "impostor_verify_sorted", "verify_false_match_rate")}
+_KK = 32  # references looked at per query for the top match and the best other origin
 
 
 def duplicates_of(index: OriginIndex, row: int, level: float = DUPLICATE_LEVEL) -> np.ndarray:
@@ -331,72 +421,234 @@ def duplicates_of(index: OriginIndex, row: int, level: float = DUPLICATE_LEVEL) 
     return np.flatnonzero(index.vectors @ index.vectors[row] >= level)
 
 
-def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DUPLICATE_LEVEL) -> dict[str, Any]:
-    """Set the ``found`` threshold at false-match rate ``fmr`` from impostor scores; returns the calibration.
+def distinctiveness(s1: float | None, s2: float | None) -> float:
+    """``1 − (1 − s1) / (1 − s2)``: the ratio test of the top match (similarity ``s1``) against the best reference
+    of another origin (``s2``), in cosine distances. 1 = the top is far closer than anything else; 0 = a tie, or
+    no other origin among the hits (``s2`` None: conservative)."""
+    if s1 is None or s2 is None or 1.0 - s2 <= 1e-9:
+        return 0.0
+    return float(min(1.0, max(0.0, 1.0 - (1.0 - s1) / (1.0 - s2))))
 
-    Impostor score of a calibration query (a transformed copy of reference ``r``): its best similarity to any
-    reference outside ``r``'s origin group — a query whose origin is absent from the library — taken, like a
-    real query's score, as the max over the query's views and every view of each reference (with
-    ``--views crops`` the impostor side sees the crop rows too, so the threshold stays calibrated). The group is ``r``
-    and its near-duplicates (cosine >= ``duplicate_level`` between the references' own vectors: bursts, video
-    frames, re-saved copies), which a query of ``r`` legitimately finds; query records list them as
-    ``near_duplicates`` of a found origin. The threshold is the
-    ⌈(n+1)(1−fmr)⌉-th smallest of the n impostor scores (split-conformal: an exchangeable new impostor exceeds it
-    with probability ≤ fmr), and ``found`` needs a top similarity strictly above it. The genuine side (the
-    same queries with their origin present) gives the in-sample miss rate: top candidate wrong or below the
-    threshold.
-    """
-    if not (0.0 < fmr < 1.0):
-        raise UsageError(f"--false-match-rate must be in (0, 1), got {fmr}")
-    cv, owner = index.calib_vectors, index.calib_owner
-    if cv is None or len(cv) == 0 or index.n < 2:
-        index.calibration = {"threshold": None, "false_match_rate": fmr, "n_impostor": 0,
-                             "note": "no calibration queries (library too small): every query is not-in-library"}
-        return index.calibration
-    imp, gen_sim, gen_top = [], [], []
-    kk = min(index.n, 32)  # references (search_many asks faiss for kk × views rows)
-    results = index.search_many(cv, kk)  # one batched faiss call for all calibration queries
-    for views, o, res in zip(cv, owner, results):
-        group = set(duplicates_of(index, int(o), duplicate_level).tolist())
-        top = [t for t in res if t[0] not in group]
-        if not top and len(group) < index.n:  # every hit was in the group: brute force over the rest
-            rest = np.setdiff1d(np.arange(index.n), np.fromiter(group, int))
-            top = [(0, float(np.max(views @ index.ref_rows(rest).T)), 0, 0)]
-        imp.append(top[0][1] if top else -1.0)
-        gen_top.append(bool(res) and res[0][0] in group)  # the origin or one of its near-duplicates
-        gen_sim.append(float(np.max(views @ index.ref_rows([int(o)]).T)))
-    imp_a, gen_a = np.asarray(imp), np.asarray(gen_sim)
-    n = len(imp_a)
+
+def top_two(index: OriginIndex, hits, level: float = DUPLICATE_LEVEL, exclude=()
+            ) -> tuple[int | None, float | None, float | None]:
+    """(top reference, its similarity, best similarity of a reference outside its origin group) over ``hits``
+    (merged (reference, similarity, …) best first), skipping ``exclude``; the third is None when every other
+    hit is a near-duplicate of the top (cosine >= ``level`` between the references' own vectors)."""
+    hits = [h for h in hits if h[0] not in exclude]
+    if not hits:
+        return None, None, None
+    t, s1 = int(hits[0][0]), float(hits[0][1])
+    others = hits[1:]
+    if others:
+        cos = index.vectors[[int(h[0]) for h in others]] @ index.vectors[t]
+        for h, c in zip(others, cos):
+            if c < level:
+                return t, s1, float(h[1])
+    return t, s1, None
+
+
+def _ref_max(index: OriginIndex, views: np.ndarray) -> np.ndarray:
+    """Exact best similarity of ``views`` (V, D) to each reference over all its views: (N,)."""
+    s = views @ index.ref_rows(np.arange(index.n)).T
+    best = s[:, :index.n].max(axis=0)
+    if index.view_vectors is not None:
+        best = np.maximum(best, s[:, index.n:].reshape(len(s), index.n, -1).max(axis=(0, 2)))
+    return best
+
+
+def _brute_best(index: OriginIndex, views: np.ndarray, excluded: set[int]) -> tuple[int | None, float | None]:
+    """(reference, similarity) of the best match of ``views`` outside ``excluded`` (exact, every row)."""
+    if len(excluded) >= index.n:
+        return None, None
+    best = _ref_max(index, views)
+    best[np.fromiter(excluded, int, len(excluded))] = -np.inf
+    t = int(np.argmax(best))
+    return t, float(best[t])
+
+
+def _impostor_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[float, float, int | None]:
+    """(similarity, distinctiveness, top reference) of one calibration query with its own origin group
+    removed — a query whose origin is absent; exact (brute force when the searched hits run out)."""
+    group = set(duplicates_of(index, owner, level).tolist())
+    t, s1, s2 = top_two(index, res, level, exclude=group)
+    if t is None:  # every hit was in the group
+        t, s1 = _brute_best(index, views, group)
+        if t is None:
+            return -1.0, 0.0, None
+    if s2 is None:
+        _, s2 = _brute_best(index, views, group | set(duplicates_of(index, t, level).tolist()))
+    return s1, distinctiveness(s1, s2), t
+
+
+def _impostor_verify_scores(index: OriginIndex, tops: list[int | None]) -> np.ndarray:
+    """Pixel verification score (:func:`fingerprint_cli.origin.verify.score`) of each calibration query — its
+    transform re-applied to its reference, read again — against its best candidate outside its origin group;
+    -1 where a file cannot be read any more."""
+    cache: dict[int, np.ndarray | None] = {}
+
+    def pixels(i: int) -> np.ndarray | None:
+        if i not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            try:
+                cache[i] = images.load_image(index.refs[i]["path"]).pixels
+            except (FpxError, OSError):
+                cache[i] = None
+        return cache[i]
+
+    out = []
+    for o, name, t in zip(index.calib_owner, index.calib_transform, tops):
+        src, ref = pixels(int(o)), pixels(t) if t is not None else None
+        out.append(-1.0 if src is None or ref is None else verify.score(calib_transform(name, src), ref))
+    return np.asarray(out)
+
+
+def _genuine_scores(index: OriginIndex, views, owner: int, res, level: float) -> tuple[bool, float, float]:
+    """(top hit in the origin's group, similarity to the origin, distinctiveness of the top) of one
+    calibration query with its origin present."""
+    group = set(duplicates_of(index, owner, level).tolist())
+    t, s1, s2 = top_two(index, res, level)
+    sim = float(np.max(views @ index.ref_rows([owner]).T))
+    return t is not None and t in group, sim, distinctiveness(s1, s2)
+
+
+def conformal_threshold(scores: np.ndarray, fmr: float) -> tuple[float, str | None]:
+    """The ⌈(n+1)(1−fmr)⌉-th smallest of n impostor scores (split-conformal: an exchangeable new impostor
+    exceeds it with probability ≤ fmr); the largest score, with a note, when n is too small for ``fmr``."""
+    n = len(scores)
     rank = math.ceil((n + 1) * (1 - fmr))
     if rank > n:
-        thr = float(imp_a.max())
-        note = (f"{n} impostor scores are too few for a false-match rate of {fmr}: threshold set at the "
-                f"largest impostor score")
-    else:
-        thr = float(np.sort(imp_a)[rank - 1])
-        note = None
-    found = (gen_a > thr) & np.asarray(gen_top)
-    per = {}
-    for t in sorted(set(index.calib_transform)):
-        sel = np.asarray([x == t for x in index.calib_transform])
-        if sel.any():
-            per[t] = {"false_match": float(np.mean(imp_a[sel] > thr)), "miss": float(np.mean(~found[sel]))}
-    cal = {"threshold": thr, "false_match_rate": fmr, "n_impostor": n, "n_references_at_calibration": index.n,
-           "impostor_false_match_in_sample": float(np.mean(imp_a > thr)), "miss_rate_in_sample": float(np.mean(~found)),
-           "per_transform": per, "impostor_scores_sorted": [round(float(s), 6) for s in np.sort(imp_a)],
-           "duplicate_level": duplicate_level,
-           "method": "split-conformal quantile of leave-one-out impostor scores (transformed references; own "
-                     "reference and its near-duplicates excluded)"}
-    if note:
-        cal["note"] = note
+        return float(np.max(scores)), (f"{n} impostor scores are too few for a false-match rate of {fmr}: "
+                                       f"threshold set at the largest impostor score")
+    return float(np.sort(scores)[rank - 1]), None
+
+
+def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DUPLICATE_LEVEL,
+              decision: str | None = None) -> dict[str, Any]:
+    """Set the ``found`` thresholds at false-match rate ``fmr`` from impostor scores; returns the calibration.
+
+    Impostor scores of a calibration query (a transformed copy of reference ``r``): its best similarity to any
+    reference outside ``r``'s origin group — a query whose origin is absent from the library — taken, like a
+    real query's score, as the max over the query's views and every view of each reference (with
+    ``--views crops`` the impostor side sees the crop rows too, so the threshold stays calibrated), and the
+    distinctiveness of that best match (:func:`distinctiveness`, against the best reference outside both its
+    group and ``r``'s). The group is ``r`` and its near-duplicates (cosine >= ``duplicate_level`` between the
+    references' own vectors: bursts, video frames, re-saved copies), which a query of ``r`` legitimately finds;
+    query records list them as ``near_duplicates`` of a found origin. Each threshold is the split-conformal
+    quantile (:func:`conformal_threshold`) of its impostor scores at ``fmr`` (``decision="similarity"``) or at
+    ``fmr / 2`` each (``similarity+distinct``, ``similarity+verify`` — the default, whose pixel verification of
+    each impostor's best candidate reads both files again), and ``found`` needs a score strictly above it.
+    The genuine side (the same queries with their origin present) gives the in-sample miss rate: top
+    candidate wrong or no test passed.
+    """
+    rule = _check_rule(fmr, decision or index.calibration.get("decision") or DEFAULT_DECISION)
+    cv, owner = index.calib_vectors, index.calib_owner
+    if cv is None or len(cv) == 0 or index.n < 2:
+        index.calibration = {"threshold": None, "false_match_rate": fmr, "n_impostor": 0, "decision": rule,
+                             "note": "no calibration queries (library too small): every query is not-in-library"}
+        return index.calibration
+    results = index.search_many(cv, min(index.n, _KK))  # one batched faiss call for all calibration queries
+    pairs = [_impostor_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
+    imp = {"similarity": np.asarray([p[0] for p in pairs]), "distinct": np.asarray([p[1] for p in pairs])}
+    if "verify" in rule:
+        imp["verify"] = _impostor_verify_scores(index, [p[2] for p in pairs])
+    gen = [_genuine_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
+    cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(pairs), "n_references_at_calibration": index.n,
+           "duplicate_level": duplicate_level, **_thresholds(imp, fmr, rule)}
+    _in_sample_rates(index, cal, imp, gen)
     index.calibration = cal
     return cal
 
 
-def p_value(cal: dict[str, Any], score: float) -> float | None:
-    """Conformal p-value of a top similarity against the stored impostor scores: (1 + #{imp ≥ s}) / (n + 1)."""
-    imp = cal.get("impostor_scores_sorted")
+def _check_rule(fmr: float, rule: str) -> str:
+    """Refuse a false-match rate outside (0, 1) or an unknown decision rule."""
+    if not (0.0 < fmr < 1.0):
+        raise UsageError(f"--false-match-rate must be in (0, 1), got {fmr}")
+    if rule not in DECISIONS:
+        raise UsageError(f"unknown --decision {rule!r}; choose one of {', '.join(DECISIONS)}")
+    return rule
+
+
+def _thresholds(imp: dict[str, np.ndarray], fmr: float, rule: str) -> dict[str, Any]:
+    """Each test's threshold from its impostor scores, at the stated rate shared equally between the rule's
+    tests, its rate and the sorted scores the p-values are computed against."""
+    tests = rule.split("+")
+    out: dict[str, Any] = {"tests": tests,
+                           "method": "split-conformal quantile of leave-one-out impostor scores (transformed "
+                                     "references; own reference and its near-duplicates excluded)"}
+    for t in tests:
+        thr_key, sorted_key, rate_key = TESTS[t]
+        out[thr_key], note = conformal_threshold(imp[t], fmr / len(tests))
+        out[rate_key] = fmr / len(tests)
+        out[sorted_key] = [round(float(x), 6) for x in np.sort(imp[t])]
+        if note and t == "similarity":
+            out["note"] = note
+        elif note:  # a second test that cannot be calibrated at its share of the rate is not used
+            out[thr_key] = None
+            out[f"{t}_note"] = note + f"; the {t} test is not used (more --calibration-refs or a larger library)"
+    if len(tests) > 1:
+        out["method"] += f"; found if any of {', '.join(tests)} passes at 1/{len(tests)} of the rate (Bonferroni)"
+    return out
+
+
+def _passes(cal: dict[str, Any], scores: dict[str, float | None]) -> str | None:
+    """The first test of the calibration's rule that the scores pass (None: none passes)."""
+    if cal.get("threshold") is None:
+        return None
+    for t in cal.get("tests") or ["similarity"]:
+        thr = cal.get(TESTS[t][0])
+        if thr is not None and scores.get(t) is not None and scores[t] > thr:
+            return t
+    return None
+
+
+def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: dict[str, np.ndarray], gen: list) -> None:
+    """In-sample false-match (impostor) and miss (genuine) rates of the calibration, overall and per transform
+    (the genuine side without the pixel verification, which is computed for impostors only)."""
+    names = list(imp)
+    fm = np.asarray([_passes(cal, dict(zip(names, row))) is not None for row in zip(*imp.values())])
+    found = np.asarray([top and _passes(cal, {"similarity": s, "distinct": d}) is not None for top, s, d in gen])
+    cal["impostor_false_match_in_sample"] = float(np.mean(fm))
+    cal["miss_rate_in_sample"] = float(np.mean(~found))
+    per = {}
+    for t in sorted(set(index.calib_transform)):
+        sel = np.asarray([x == t for x in index.calib_transform])
+        if sel.any():
+            per[t] = {"false_match": float(np.mean(fm[sel])), "miss": float(np.mean(~found[sel]))}
+    cal["per_transform"] = per
+
+
+def p_value(cal: dict[str, Any], score: float, key: str = "impostor_scores_sorted") -> float | None:
+    """Conformal p-value of a score against the stored impostor scores: (1 + #{imp ≥ s}) / (n + 1)."""
+    imp = cal.get(key)
     if not imp:
         return None
     a = np.asarray(imp)
     return float((1 + np.sum(a >= score)) / (len(a) + 1))
+
+
+def decide(index: OriginIndex, hits, verifier=None) -> dict[str, Any]:
+    """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
+
+    ``verifier(top reference) -> score or None`` computes the pixel verification (rule ``similarity+verify``;
+    asked only when the similarity alone does not decide). ``p_value`` is the conformal p-value of the
+    similarity (rule ``similarity``) or the Bonferroni combination: the number of tests times the smallest
+    of their p-values (capped at 1).
+    """
+    cal = index.calibration
+    tests = cal.get("tests") or ["similarity"]
+    t, s1, s2 = top_two(index, hits, cal.get("duplicate_level", DUPLICATE_LEVEL))
+    scores: dict[str, float | None] = {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None,
+                                       "verify": None}
+    passed = _passes(cal, scores)
+    if passed is None and cal.get("verify_threshold") is not None and t is not None and verifier is not None:
+        scores["verify"] = verifier(t)
+        passed = _passes(cal, scores)
+    pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}
+    known = [pv[name] for name in tests if pv[name] is not None]
+    return {"top": t, "similarity": s1, "second_origin_similarity": s2, "distinctiveness": scores["distinct"] or 0.0,
+            "verify": scores["verify"], "found": passed is not None, "passed": passed,
+            "p_value": min(1.0, len(tests) * min(known)) if known else None,
+            "p_value_similarity": pv["similarity"], "p_value_distinct": pv["distinct"] if "distinct" in tests else None,
+            "p_value_verify": pv["verify"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -19,46 +20,29 @@ from typing import Any
 
 import numpy as np
 
-from fingerprint_cli import images, parallel
+from fingerprint_cli import __version__, atomic, batch, images, parallel
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
+from fingerprint_cli.origin import verify
 from fingerprint_cli.origin.index import (
+    CALIB_TRANSFORMS,
+    DEFAULT_DECISION,
     DUPLICATE_LEVEL,
+    TESTS,
     OriginIndex,
+    calib_transform,
     calibrate,
+    decide,
+    fit_projection,
     load_index,
     models_hint,
-    p_value,
+    project,
 )
 from fingerprint_cli.records import Record
 
-# Transforms applied to calibration references (never the benchmark's families): cheap, built from images.py.
-CALIB_TRANSFORMS = ("jpeg_q50", "down_up_0.5", "regrade_jpeg80", "crop_0.85", "hflip_noise")
 DEFAULT_FMR = 0.01
 DEFAULT_CALIB = 200
-
-
-def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
-    """One of :data:`CALIB_TRANSFORMS` applied to a float RGB image (same size out, except the crop)."""
-    h, w = px.shape[:2]
-    if name == "jpeg_q50":
-        return images.decode(images.encode(px, "JPEG", quality=50), "<jpeg>").pixels
-    if name == "down_up_0.5":
-        small = images.resize(px, max(1, h // 2), max(1, w // 2))
-        return np.clip(images.resize(small, h, w), 0, 1)
-    if name == "regrade_jpeg80":
-        g = np.clip(1.08 * np.power(np.clip(px, 0, 1), 0.8) * np.array([1.0, 0.97, 0.92], np.float32) - 0.02, 0, 1)
-        return images.decode(images.encode(g, "JPEG", quality=80), "<jpeg>").pixels
-    if name == "crop_0.85":
-        ch, cw = max(1, round(h * 0.85)), max(1, round(w * 0.85))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
-    if name == "hflip_noise":
-        rng = np.random.default_rng(0)
-        return np.clip(px[:, ::-1] + rng.normal(0, 0.03, px.shape).astype(np.float32), 0, 1)
-    raise UsageError(f"unknown calibration transform {name!r}")
-
 
 VIEW_NAMES = ("original", "mirrored")
 
@@ -141,34 +125,46 @@ def _run_chunks(spec: dict[str, Any], chunks: list[list], *, view_mode: bool, jo
     (fraction, oy, ox) embedded per image as ``row["ref_views"]``."""
     rv = [list(c) for c in ref_views]
     tasks = [{"spec": spec, "items": c, "views": view_mode, "ref_views": rv} for c in chunks]
-    keys = [hashlib.sha256(json.dumps([spec, c, view_mode] + ([rv] if rv else []), sort_keys=True,
-                                      default=str).encode()).hexdigest()[:24] for c in chunks]
-    results: list[list | None] = [None] * len(tasks)
-    if journal is not None:
-        for i, k in enumerate(keys):
-            f = journal / f"chunk-{k}.json"
-            if f.exists():
-                try:
-                    results[i] = _unjournal(json.loads(f.read_text()))
-                except (OSError, json.JSONDecodeError, KeyError):
-                    results[i] = None
+    keys = [_chunk_key(spec, c, view_mode, rv) for c in chunks]
+    results = _read_journal(journal, keys)
     todo = [i for i, r in enumerate(results) if r is None]
     done0 = len(tasks) - len(todo)
     if progress and done0:
         progress(done0)
     for j, out in parallel.imap(_embed_chunk, [tasks[i] for i in todo], jobs=jobs, scheduler=scheduler,
                                 progress=(lambda n: progress(done0 + n)) if progress else None):
-        i = todo[j]
-        if not out.ok:
-            results[i] = [{"path": p, "error": {"type": "runtime", "message": f"{p}: {out.error}"}}
-                          for p, _ in chunks[i]]
-            continue
-        results[i] = out.value
-        if journal is not None:
-            from fingerprint_cli import atomic
-
-            atomic.write_text(journal / f"chunk-{keys[i]}.json", json.dumps(_journal(out.value)))
+        results[todo[j]] = _chunk_result(out, chunks[todo[j]], journal, keys[todo[j]])
     return [row for r in results for row in r]  # type: ignore[union-attr]
+
+
+def _chunk_result(out, chunk: list, journal: Path | None, key: str) -> list[dict[str, Any]]:
+    """The rows of one finished chunk (journalled), or an error row per item when its worker failed."""
+    if not out.ok:
+        return [{"path": p, "error": {"type": "runtime", "message": f"{p}: {out.error}"}} for p, _ in chunk]
+    if journal is not None:
+        atomic.write_text(journal / f"chunk-{key}.json", json.dumps(_journal(out.value)))
+    return out.value
+
+
+def _chunk_key(spec: dict[str, Any], chunk: list, view_mode: bool, rv: list) -> str:
+    """The journal name of one chunk: a hash of the embedder, the items and what is embedded."""
+    return hashlib.sha256(json.dumps([spec, chunk, view_mode] + ([rv] if rv else []), sort_keys=True,
+                                     default=str).encode()).hexdigest()[:24]
+
+
+def _read_journal(journal: Path | None, keys: list[str]) -> list[list | None]:
+    """The rows of each chunk already journalled (None where a chunk is missing or unreadable)."""
+    results: list[list | None] = [None] * len(keys)
+    if journal is None:
+        return results
+    for i, k in enumerate(keys):
+        f = journal / f"chunk-{k}.json"
+        if f.exists():
+            try:
+                results[i] = _unjournal(json.loads(f.read_text()))
+            except (OSError, json.JSONDecodeError, KeyError):
+                results[i] = None
+    return results
 
 
 def _journal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,17 +239,14 @@ def _check_head_fits(h: head_mod.Head, emb: emb_mod.Embedder, where: str | None)
 
 
 def _provenance(emb: emb_mod.Embedder, h: head_mod.Head | None, index: OriginIndex | None = None) -> dict[str, Any]:
-    import platform
-
-    from fingerprint_cli import __version__
-
     prov = {"fpx_version": __version__, "python": platform.python_version(), "embedder": emb.provenance(),
             "head": h.identity() if h is not None else None,
             "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if index is not None:
         prov["index"] = {"path": index.path, "seal": index.seal, "n_references": index.n,
                          "search": index.search_cfg.get("kind", "flat"),
-                         "ref_views": (index.ref_views or {}).get("scheme", "full")}
+                         "ref_views": (index.ref_views or {}).get("scheme", "full"),
+                         "projection": index.projection}
     return prov
 
 
@@ -261,136 +254,231 @@ def _provenance(emb: emb_mod.Embedder, h: head_mod.Head | None, index: OriginInd
 def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDDER,
                 embedder_options: dict[str, Any] | None = None, head: str | None = None, add: bool = False,
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
-                search: str = "flat", ref_views: str | None = None, jobs: int = 1, scheduler: str | None = None, chunk_size: int = 16,
-                recursive: bool = True, progress: Callable[[int, int], None] | None = None
+                search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
+                decision: str = DEFAULT_DECISION, jobs: int = 1, scheduler: str | None = None,
+                chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
     """Embed ``refs`` (files or folders, searched recursively) and write a sealed index to ``output``.
 
-    ``add=True`` grows the existing index at ``output`` (same embedder and head; references already in it,
-    by path or sha256, are skipped) and recalibrates the threshold over the whole library. ``ref_views``
+    ``add=True`` grows the existing index at ``output`` (same embedder, head and projection; references already
+    in it, by path or sha256, are skipped) and recalibrates the thresholds over the whole library. ``ref_views``
     (:data:`REF_VIEW_SETS`; default ``full``, with ``add`` the index's own) indexes crop views of every
     reference as extra rows mapped to it (``crops``: centre and four corners at 80%); an ``add`` with another
-    scheme is refused. Unreadable
+    scheme is refused. ``dim`` seals a projection to that many dimensions, learned on the references
+    (:func:`~fingerprint_cli.origin.index.fit_projection`: smaller, faster search); ``"auto"`` (default) the
+    embedder's ``default_dim`` (128 for ``dct-layout``; none with a head or for ``sd2-vae``), 0 or None none;
+    with ``add`` the index's own. ``decision``: the rule
+    calibrated at ``false_match_rate`` (:data:`~fingerprint_cli.origin.index.DECISIONS`). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
-    from fingerprint_cli import batch
-
     out = Path(output)
     paths = batch.expand_paths(refs, recursive=recursive)
     if not paths:
         raise UsageError("no reference images were given (files or folders of images)")
-    base: OriginIndex | None = None
+    auto = False
     if add:
-        if not out.exists():
-            raise UsageError("--add grows an existing index, but there is none at this path", str(out))
-        base = load_index(out)
-        emb = embedder_for(base, (embedder_options or {}).get("device", "cpu"))
-        h = _head_for(base, None)
-        have = (base.ref_views or {}).get("scheme", "full")
-        if ref_views is not None and ref_views != have:
-            raise UsageError(f"--views {ref_views} differs from the index's reference views {have!r}; --add keeps "
-                             f"the index's own (rebuild without --add to change them)", str(out))
-        ref_views = have
-        if head is not None:
-            hh = head_mod.load(head)
-            if h is None or hh.sha256 != h.sha256:
-                raise ArtifactError("--head differs from the head the index was built with; --add keeps the "
-                                    "index's own head", head)
+        base, emb, h, ref_views = _open_base(out, embedder_options, head, ref_views, None if dim == "auto" else dim)
     else:
-        if out.exists() and not resume and out.is_dir():
-            raise UsageError("output is a folder; give a file name such as LIB.fpxindex", str(out))
-        emb = emb_mod.get_embedder(embedder, **(embedder_options or {}))
-        h = head_mod.load(head) if head else None
-        if h is not None:
-            _check_head_fits(h, emb, head)
+        base, (emb, h) = None, _fresh_models(out, resume, embedder, embedder_options, head)
+        auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    extra = scheme["crops"][1:]
-    known_paths = {r["path"] for r in base.refs} if base else set()
-    new = [p for p in paths if p not in known_paths]
-    stride = max(1, math.ceil(len(new) / max(1, n_calibration))) if n_calibration > 0 else 0
-    items = [(p, bool(stride) and i % stride == 0) for i, p in enumerate(new)]
-    chunks = _chunks(items, chunk_size)
+    known = {r["path"] for r in base.refs} if base else set()
+    new = [p for p in paths if p not in known]
+    chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
+    journal = _fresh_journal(out, resume)
+    rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
+                       progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal,
+                       ref_views=scheme["crops"][1:])
+    full_prov = _provenance(emb, h)
+    lib = _Library(base, h, {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
+                                   "head": h.sha256 if h is not None else None})  # per reference; the summary has all
+    records = [Record(command="origin-index", inputs={"reference": {"path": p}},
+                      details={"skipped": "already in the index (same path)"}, provenance=lib.prov)
+               for p in paths if p in known]
+    records += [lib.add(row, emb) for row in rows]
+    idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto)
+    calibrate(idx, false_match_rate, decision=decision if base is None else None)
+    idx.save(out, inputs=paths)
+    shutil.rmtree(journal, ignore_errors=True)
+    records.append(_index_summary(idx, out, lib.added, records, scheme, full_prov))
+    return idx, records
+
+
+def _open_base(out: Path, embedder_options: dict[str, Any] | None, head: str | None, ref_views: str | None,
+               dim: int | None) -> tuple[OriginIndex, emb_mod.Embedder, head_mod.Head | None, str]:
+    """``--add``: the index to grow, its embedder and head, and its reference-view scheme; refuses another
+    scheme, head or projection than the index's own."""
+    if not out.exists():
+        raise UsageError("--add grows an existing index, but there is none at this path", str(out))
+    base = load_index(out)
+    emb = embedder_for(base, (embedder_options or {}).get("device", "cpu"))
+    h = _head_for(base, None)
+    have = (base.ref_views or {}).get("scheme", "full")
+    if ref_views is not None and ref_views != have:
+        raise UsageError(f"--views {ref_views} differs from the index's reference views {have!r}; --add keeps "
+                         f"the index's own (rebuild without --add to change them)", str(out))
+    if head is not None and (h is None or head_mod.load(head).sha256 != h.sha256):
+        raise ArtifactError("--head differs from the head the index was built with; --add keeps the "
+                            "index's own head", head)
+    if dim is not None and dim != (base.projection or {}).get("out_dim"):
+        raise UsageError(f"--dim {dim} differs from the index's projection ({base.projection or 'none'}); --add "
+                         f"keeps the index's own", str(out))
+    return base, emb, h, have
+
+
+def _fresh_models(out: Path, resume: bool, embedder: str, embedder_options: dict[str, Any] | None,
+                  head: str | None) -> tuple[emb_mod.Embedder, head_mod.Head | None]:
+    """A new index: its embedder and (checked) head."""
+    if out.exists() and not resume and out.is_dir():
+        raise UsageError("output is a folder; give a file name such as LIB.fpxindex", str(out))
+    emb = emb_mod.get_embedder(embedder, **(embedder_options or {}))
+    h = head_mod.load(head) if head else None
+    if h is not None:
+        _check_head_fits(h, emb, head)
+    return emb, h
+
+
+def _resolve_dim(dim: int | str | None, emb: emb_mod.Embedder, h: head_mod.Head | None) -> int | None:
+    """The projection a new index gets (``"auto"``: the embedder's default, none with a head; 0: none); refuses
+    one the embedding cannot be projected to, before any work."""
+    if dim == "auto":
+        dim = emb_mod.EMBEDDERS[emb.name].default_dim if h is None else None
+    d = h.out_dim if h is not None else emb.dim
+    if dim and not 1 <= int(dim) < d:
+        raise UsageError(f"--dim must be between 1 and {d - 1} for this {d}-dimensional embedding (got {dim})")
+    return int(dim) if dim else None
+
+
+def _calibration_plan(paths: list[str], n_calibration: int) -> list[tuple[str, bool]]:
+    """(path, is a calibration reference): every ``stride``-th new reference, about ``n_calibration`` of them."""
+    stride = max(1, math.ceil(len(paths) / max(1, n_calibration))) if n_calibration > 0 else 0
+    return [(p, bool(stride) and i % stride == 0) for i, p in enumerate(paths)]
+
+
+def _fresh_journal(out: Path, resume: bool) -> Path:
+    """The ``OUTPUT.partial/`` folder of chunk journals (emptied unless resuming)."""
     journal = out.with_name(out.name + ".partial")
     if journal.exists() and not resume:
         shutil.rmtree(journal, ignore_errors=True)
     journal.mkdir(parents=True, exist_ok=True)
-    rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
-                       progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal,
-                       ref_views=extra)
-    full_prov = _provenance(emb, h)
-    prov = {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
-            "head": h.sha256 if h is not None else None}  # per reference; the summary record has it all
-    refs_out = list(base.refs) if base else []
-    vecs = [base.vectors] if base else []
-    vview = [base.view_vectors] if base is not None and base.view_vectors is not None else []
-    cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
-    cal_o = [base.calib_owner] if base is not None and base.calib_owner is not None else []
-    cal_t = list(base.calib_transform) if base else []
-    seen = {r["sha256"]: i for i, r in enumerate(refs_out)}
-    records: list[Record] = []
-    skipped = [p for p in paths if p in known_paths]
-    for p in skipped:
-        records.append(Record(command="origin-index", inputs={"reference": {"path": p}},
-                              details={"skipped": "already in the index (same path)"}, provenance=prov))
-    new_vecs = []
-    for row in rows:
+    return journal
+
+
+class _Library:
+    """The references of an index being built: the base index's (``--add``) then each new readable row,
+    mapped by the head (and the base's projection), deduplicated by sha256."""
+
+    def __init__(self, base: OriginIndex | None, h: head_mod.Head | None, prov: dict[str, Any]):
+        self.h, self.prov, self.added = h, prov, 0
+        self.proj = base.proj_weight if base is not None else None
+        self.refs = list(base.refs) if base else []
+        self.vecs = [base.vectors] if base else []
+        self.views = [base.view_vectors] if base is not None and base.view_vectors is not None else []
+        self.cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
+        self.cal_o = [base.calib_owner] if base is not None and base.calib_owner is not None else []
+        self.cal_t = list(base.calib_transform) if base else []
+        self.seen = {r["sha256"]: i for i, r in enumerate(self.refs)}
+
+    def _map(self, x: np.ndarray) -> np.ndarray:
+        """Raw embeddings (..., d_raw) through the head and the base's projection."""
+        x = np.asarray(x, np.float32)
+        if self.h is not None:
+            x = self.h.apply(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        return project(self.proj, x)
+
+    def add(self, row: dict[str, Any], emb: emb_mod.Embedder) -> Record:
+        """Take one embedded row (or its error) in; the reference's record."""
         if "error" in row:
-            records.append(Record(command="origin-index", inputs={"reference": {"path": row["path"]}},
-                                  status="error", error=row["error"], provenance=prov))
-            continue
+            return Record(command="origin-index", inputs={"reference": {"path": row["path"]}}, status="error",
+                          error=row["error"], provenance=self.prov)
         inp = {"reference": {"path": row["path"], "sha256": row["sha256"]}}
         det = {"size": row["size"], "steps": row["steps"]}
         if row["upsampled"]:
             det["upsampled"] = f"smaller than the {emb.input_size}px embedder input: upsampled"
-        if row["sha256"] in seen:
-            det["skipped"] = f"same sha256 as {refs_out[seen[row['sha256']]]['path']} (not added twice)"
-            records.append(Record(command="origin-index", inputs=inp, details=det, provenance=prov))
-            continue
-        i = len(refs_out)
-        seen[row["sha256"]] = i
-        refs_out.append({"path": row["path"], "sha256": row["sha256"]})
-        v = row["vector"][None]
-        new_vecs.append(h.apply(v) if h is not None else v)
-        if extra:
-            vview.append((h.apply(row["ref_views"]) if h is not None else row["ref_views"])[None])
+        if row["sha256"] in self.seen:
+            det["skipped"] = f"same sha256 as {self.refs[self.seen[row['sha256']]]['path']} (not added twice)"
+            return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)
+        i = len(self.refs)
+        self.seen[row["sha256"]] = i
+        self.refs.append({"path": row["path"], "sha256": row["sha256"]})
+        self.vecs.append(self._map(row["vector"][None]))
+        if "ref_views" in row:
+            self.views.append(self._map(row["ref_views"])[None])
         if "calib" in row:
-            c = row["calib"]
-            c = h.apply(c.reshape(-1, c.shape[-1])).reshape(c.shape[0], c.shape[1], -1) if h is not None else c
-            cal_v.append(c)
-            cal_o.append(np.full(len(c), i, np.int64))
-            cal_t.extend(CALIB_TRANSFORMS)
+            self.cal_v.append(self._map(row["calib"]))
+            self.cal_o.append(np.full(len(row["calib"]), i, np.int64))
+            self.cal_t.extend(CALIB_TRANSFORMS)
+        self.added += 1
         det["row"] = i
-        records.append(Record(command="origin-index", inputs=inp, details=det, provenance=prov))
-    vecs += new_vecs
-    if not vecs or sum(len(v) for v in vecs) == 0:
-        raise InputError("no reference could be read; nothing to index", str(out))
-    dim = h.out_dim if h is not None else emb.dim
-    idx = OriginIndex(embedder=emb.identity(), refs=refs_out,
-                      vectors=np.concatenate(vecs).astype(np.float32).reshape(-1, dim),
-                      head=base.head if base else ({**h.identity()} if h is not None else None),
-                      head_weight=h.weight if h is not None else None,
-                      calib_vectors=np.concatenate(cal_v).astype(np.float32) if cal_v else None,
-                      calib_owner=np.concatenate(cal_o) if cal_o else None, calib_transform=cal_t,
-                      search_cfg={"kind": search} if not base else dict(base.search_cfg),
-                      view_vectors=np.concatenate(vview).astype(np.float32) if extra else None, ref_views=scheme)
-    if base is not None and idx.search_cfg.get("kind") != "flat":
-        idx.search_cfg = {"kind": idx.search_cfg["kind"]}  # retrain the IVF quantiser on the grown library
-    calibrate(idx, false_match_rate)
-    idx.save(out, inputs=paths)
-    shutil.rmtree(journal, ignore_errors=True)
+        return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)
+
+    def assemble(self, emb, h, base, search: str, scheme: dict[str, Any], dim: int | None, out: Path,
+                 auto: bool = False) -> OriginIndex:
+        """The index of every reference, projected when ``dim`` asks for a new projection (by default, ``auto``,
+        only when the library has at least :data:`AUTO_DIM_ROWS` rows per dimension to learn it from)."""
+        if not self.vecs or sum(len(v) for v in self.vecs) == 0:
+            raise InputError("no reference could be read; nothing to index", str(out))
+        d = self.vecs[-1].shape[-1]
+        idx = OriginIndex(embedder=emb.identity(), refs=self.refs,
+                          vectors=np.concatenate(self.vecs).astype(np.float32).reshape(-1, d),
+                          head=base.head if base else (h.identity() if h is not None else None),
+                          head_weight=h.weight if h is not None else None,
+                          calib_vectors=_concat(self.cal_v, np.float32), calib_owner=_concat(self.cal_o, np.int64),
+                          calib_transform=self.cal_t, search_cfg=_search_cfg(base, search),
+                          view_vectors=_concat(self.views, np.float32), ref_views=scheme,
+                          projection=base.projection if base else None, proj_weight=self.proj)
+        if base is None and dim is not None and not (auto and idx.n_rows < AUTO_DIM_ROWS * dim):
+            _apply_new_projection(idx, dim)
+        return idx
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray | None:
+    """The parts stacked along the first axis, or None when there are none."""
+    return np.concatenate(parts).astype(dtype) if parts else None
+
+
+def _search_cfg(base: OriginIndex | None, search: str) -> dict[str, Any]:
+    """A new index's search settings; ``--add`` keeps the base's kind (an IVF quantiser is retrained on the
+    grown library)."""
+    if base is None:
+        return {"kind": search}
+    cfg = dict(base.search_cfg)
+    return cfg if cfg.get("kind", "flat") == "flat" else {"kind": cfg["kind"]}
+
+
+AUTO_DIM_ROWS = 8  # the default projection needs this many searchable rows per dimension (1,024 for 128)
+
+
+def _apply_new_projection(idx: OriginIndex, dim: int) -> None:
+    """Learn the sealed projection on every searchable row and map the index's vectors through it; refuses
+    fewer rows than dimensions (a subspace the library does not span would distort every query)."""
+    if idx.n_rows < dim:
+        raise UsageError(f"--dim {dim} needs at least {dim} indexed rows to learn the projection from "
+                         f"(this library has {idx.n_rows}); use a smaller --dim or --dim 0")
+    idx.proj_weight, idx.projection = fit_projection(idx.all_vectors(), dim)
+    idx.vectors = project(idx.proj_weight, idx.vectors)
+    if idx.view_vectors is not None:
+        idx.view_vectors = project(idx.proj_weight, idx.view_vectors)
+    if idx.calib_vectors is not None:
+        idx.calib_vectors = project(idx.proj_weight, idx.calib_vectors)
+
+
+def _index_summary(idx: OriginIndex, out: Path, added: int, records: list[Record], scheme: dict[str, Any],
+                   full_prov: dict[str, Any]) -> Record:
+    """The last record of a build: the index, its calibration, memory and search settings."""
     cal = idx.calibration
-    records.append(Record(
+    return Record(
         command="origin-index", inputs={"index": {"path": str(out), "sha256": idx.seal}},
         features={"n_references": float(idx.n), "threshold": cal.get("threshold"),
                   "miss_rate_in_sample": cal.get("miss_rate_in_sample")},
         directions={"n_references": "count", "threshold": "similarity needed for found",
                     "miss_rate_in_sample": "lower = better"},
-        details={"added": len(new_vecs), "failed": sum(1 for r in records if not r.ok),
-                 "calibration": {k: v for k, v in cal.items() if k != "impostor_scores_sorted"},
-                 "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg, "ref_views": scheme["views"]},
-        provenance={**full_prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}}))
-    return idx, records
+        details={"added": added, "failed": sum(1 for r in records if not r.ok),
+                 "calibration": {k: v for k, v in cal.items() if not k.endswith("_sorted")},
+                 "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg, "ref_views": scheme["views"],
+                 "projection": idx.projection},
+        provenance={**full_prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}})
 
 
 # ---------------------------------------------------------------- query
@@ -400,75 +488,132 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     """One record per suspect: ranked candidates and the decision ``found`` / ``not-in-library``.
 
     ``index`` is a loaded :class:`OriginIndex` or the path of a ``.fpxindex`` file (see :func:`load_index`).
-    A suspect is embedded with the index's embedder (refused if the installed weights differ) and head, as
-    two views (itself and its mirror); candidates are the references with the highest cosine over both
-    views and every view the index holds of each reference (``--views``: each reference listed once, at its
-    best view, named in ``reference_view``). ``found`` when the top similarity is above the index's threshold (calibrated at its stated
-    false-match rate on queries whose origin is absent), else ``not-in-library``; the decision carries the
-    conformal p-value of the top similarity against those impostor scores. Unreadable suspects become error
-    records; a suspect smaller than the embedder input is upsampled and the record says so.
+    A suspect is embedded with the index's embedder (refused if the installed weights differ), head and
+    projection, as two views (itself and its mirror); candidates are the references with the highest cosine
+    over both views and every view the index holds of each reference (``--views``: each reference listed
+    once, at its best view, named in ``reference_view``). The decision is the index's calibrated rule
+    (:func:`~fingerprint_cli.origin.index.decide`): ``found`` when the top similarity is above its threshold,
+    or (rule ``similarity+verify``, the default) when the suspect's pixels are found inside the top candidate
+    (:mod:`~fingerprint_cli.origin.verify`), or (rule ``similarity+distinct``) when the top match is distinct
+    enough from the best reference of another origin; each threshold is set at the index's stated false-match rate on queries whose origin is absent,
+    and the record carries the conformal p-values. Unreadable suspects become error records; a suspect
+    smaller than the embedder input is upsampled and the record says so.
     """
-    from fingerprint_cli import batch
-
     idx = index if isinstance(index, OriginIndex) else load_index(index)
     if k < 1:
         raise UsageError(f"-k must be at least 1 (got {k})")
     emb = embedder_for(idx, device)
     h = _head_for(idx, head)
-    suspects = batch.expand_paths(paths)
-    chunks = _chunks([(p, False) for p in suspects], chunk_size)
+    chunks = _chunks([(p, False) for p in batch.expand_paths(paths)], chunk_size)
     rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None)
     prov = _provenance(emb, h, idx)
+    hits = iter(_search_rows(idx, h, [r for r in rows if "error" not in r], k))
+    return [Record(command="origin", inputs={"suspect": {"path": row["path"]}}, status="error", error=row["error"],
+                   provenance=prov) if "error" in row else _query_record(idx, emb, row, next(hits), k, prov)
+            for row in rows]
+
+
+def _search_rows(idx: OriginIndex, h: head_mod.Head | None, ok_rows: list[dict[str, Any]], k: int) -> list:
+    """Merged hits of every readable suspect (its views through the head and projection): one faiss call; at
+    least the references the decision looks at."""
+    if not ok_rows:
+        return []
+    allv = np.stack([r["vector"] for r in ok_rows])
+    if h is not None:
+        allv = h.apply(allv.reshape(-1, allv.shape[-1])).reshape(allv.shape[0], allv.shape[1], -1)
+    return idx.search_many(project(idx.proj_weight, allv), max(k, DECISION_HITS))
+
+
+DECISION_HITS = 32  # references searched per suspect for the decision (the best other origin), whatever -k is
+
+
+def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], hits: list, k: int,
+                  prov: dict[str, Any]) -> Record:
+    """The record of one readable suspect from its merged hits."""
+    rnames = idx.ref_views.get("views") or ["full"]
+    cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
+              "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv]}
+             for r, (i, s, vi, rv) in enumerate(hits[:k])]
+    dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]))
+    s1 = dec["similarity"]
+    s2 = hits[1][1] if len(hits) > 1 else None
+    det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "reference_views": list(rnames),
+                           "size": row["size"], "steps": row["steps"]}
+    if row["upsampled"]:
+        det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
+                            f"{emb.input_size}px embedder input: upsampled")
+    return Record(command="origin", inputs={"suspect": {"path": row["path"], "sha256": row["sha256"]}},
+                  features={"similarity_top1": s1, "similarity_margin": (s1 - s2) if s2 is not None else None,
+                            "distinctiveness": dec["distinctiveness"] if s1 is not None else None},
+                  directions={"similarity_top1": "higher = more likely the origin is in the library",
+                              "similarity_margin": "higher = top candidate more distinct from the next",
+                              "distinctiveness": "higher = top candidate closer than any other origin, relative "
+                                                 "to it (1 − d1/d2 in cosine distance)"},
+                  decision=_decision(idx, hits, dec, cands), reasons=_reasons(idx.calibration, dec),
+                  details=det, provenance=prov)
+
+
+def _verify_score(suspect: str, reference: str) -> float | None:
+    """:func:`fingerprint_cli.origin.verify.score` of a suspect against a reference file (None when either
+    can no longer be read: the verification then does not pass)."""
+    try:
+        return verify.score(images.load_image(suspect).pixels, images.load_image(reference).pixels)
+    except (FpxError, OSError):
+        return None
+
+
+def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's decision block: label, origin (with its near-duplicates), thresholds, rates, p-values."""
     cal = idx.calibration
-    thr = cal.get("threshold")
-    ok_rows = [r for r in rows if "error" not in r]
-    if ok_rows:
-        allv = np.stack([r["vector"] for r in ok_rows])
-        if h is not None:
-            allv = h.apply(allv.reshape(-1, allv.shape[-1])).reshape(allv.shape[0], allv.shape[1], -1)
-        hits = idx.search_many(allv, k)  # one batched faiss call for every suspect
-    tops = iter(hits if ok_rows else [])
-    out = []
-    for row in rows:
-        if "error" in row:
-            out.append(Record(command="origin", inputs={"suspect": {"path": row["path"]}}, status="error",
-                              error=row["error"], provenance=prov))
-            continue
-        top = next(tops)
-        rnames = idx.ref_views.get("views") or ["full"]
-        cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
-                  "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv]}
-                 for r, (i, s, vi, rv) in enumerate(top)]
-        s1 = top[0][1] if top else None
-        s2 = top[1][1] if len(top) > 1 else None
-        found = thr is not None and s1 is not None and s1 > thr
-        dup_level = cal.get("duplicate_level", DUPLICATE_LEVEL)
-        dups = [c["path"] for (i, _, _, _), c in zip(top[1:], cands[1:])
-                if float(idx.vectors[i] @ idx.vectors[top[0][0]]) >= dup_level] if top else []
-        decision = {"label": "found" if found else "not-in-library",
-                    "origin": ({**{k2: cands[0][k2] for k2 in ("path", "sha256", "similarity", "view",
-                                                             "reference_view")},
-                                "near_duplicates": dups} if found else None),
-                    "threshold": thr, "false_match_rate": cal.get("false_match_rate"),
-                    "p_value": p_value(cal, s1) if s1 is not None else None,
-                    "calibration": {"n_impostor": cal.get("n_impostor"),
-                                    "miss_rate_in_sample": cal.get("miss_rate_in_sample"),
-                                    "method": cal.get("method"), "note": cal.get("note")}}
-        reasons = [{"feature": "similarity_top1", "value": s1, "threshold": thr,
-                    "says": "above the threshold: the top candidate is the origin" if found else
-                    "not above the threshold: no reference is similar enough"}]
-        det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "reference_views": list(rnames),
-                               "size": row["size"],
-                               "steps": row["steps"]}
-        if row["upsampled"]:
-            det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
-                                f"{emb.input_size}px embedder input: upsampled")
-        out.append(Record(command="origin", inputs={"suspect": {"path": row["path"], "sha256": row["sha256"]}},
-                          features={"similarity_top1": s1, "similarity_margin": (s1 - s2) if s2 is not None else None},
-                          directions={"similarity_top1": "higher = more likely the origin is in the library",
-                                      "similarity_margin": "higher = top candidate more distinct from the next"},
-                          decision=decision, reasons=reasons, details=det, provenance=prov))
+    origin = None
+    if dec["found"]:
+        level = cal.get("duplicate_level", DUPLICATE_LEVEL)
+        top = hits[0][0]
+        dups = [idx.refs[i]["path"] for i, *_ in hits[1:len(cands)]
+                if float(idx.vectors[i] @ idx.vectors[top]) >= level]
+        origin = {**{key: cands[0][key] for key in ("path", "sha256", "similarity", "view", "reference_view")},
+                  "near_duplicates": dups, "passed": dec["passed"]}
+    return {"label": "found" if dec["found"] else "not-in-library", "origin": origin,
+            "rule": cal.get("decision", "similarity"), "threshold": cal.get("threshold"),
+            "distinct_threshold": cal.get("distinct_threshold"), "verify_threshold": cal.get("verify_threshold"),
+            "false_match_rate": cal.get("false_match_rate"),
+            "p_value": dec["p_value"], "p_value_similarity": dec["p_value_similarity"],
+            "p_value_distinct": dec["p_value_distinct"], "p_value_verify": dec["p_value_verify"],
+            "calibration": {"n_impostor": cal.get("n_impostor"), "miss_rate_in_sample": cal.get("miss_rate_in_sample"),
+                            **{TESTS[t][2]: cal.get(TESTS[t][2]) for t in cal.get("tests") or ["similarity"]},
+                            "method": cal.get("method"), "note": cal.get("note")}}
+
+
+def _unused_tests(cal: dict[str, Any]) -> list[dict[str, Any]]:
+    """A reason for each second test of the rule that could not be calibrated (too few impostor scores)."""
+    return [{"feature": "distinctiveness" if t == "distinct" else t, "value": None, "threshold": None,
+             "says": f"not used: {cal.get(f'{t}_note', 'not calibrated')}"}
+            for t in (cal.get("tests") or [])[1:] if cal.get(TESTS[t][0]) is None]
+
+
+def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
+    """One reason per test of the rule: the score, its threshold and what it says."""
+    thr, s1 = cal.get("threshold"), dec["similarity"]
+    above = s1 is not None and thr is not None and s1 > thr
+    out = [{"feature": "similarity_top1", "value": s1, "threshold": thr,
+            "says": "above the threshold: the top candidate is the origin" if above else
+            "not above the threshold: no reference is similar enough"}]
+    out += _unused_tests(cal)
+    if cal.get("distinct_threshold") is not None:
+        dt = cal["distinct_threshold"]
+        ok = s1 is not None and dec["distinctiveness"] > dt
+        out.append({"feature": "distinctiveness", "value": dec["distinctiveness"], "threshold": dt,
+                    "second_origin_similarity": dec["second_origin_similarity"],
+                    "says": "above the threshold: the top candidate is far closer than any other origin" if ok else
+                    "not above the threshold: another origin is nearly as close"})
+    if cal.get("verify_threshold") is not None:
+        vt, v = cal["verify_threshold"], dec["verify"]
+        out.append({"feature": "verify", "value": v, "threshold": vt,
+                    "says": "not needed: the similarity decided" if v is None and above else
+                    "not computed: a file could not be read or there is no candidate" if v is None else
+                    "above the threshold: the suspect's pixels sit inside the top candidate" if v > vt else
+                    "not above the threshold: the pixels do not confirm the top candidate"})
     return out
 
 
@@ -485,7 +630,8 @@ def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device
                           {"index": idx.path, "index_seal": idx.seal, "reference": o["path"],
                            "reference_sha256": o["sha256"], "similarity": o["similarity"], "view": o["view"],
                            "threshold": rec.decision["threshold"], "p_value": rec.decision["p_value"],
-                           "false_match_rate": rec.decision["false_match_rate"]}))
+                           "false_match_rate": rec.decision["false_match_rate"], "rule": rec.decision["rule"],
+                           "passed": o["passed"]}))
         else:
             rest.append(rec)
     return found, rest
@@ -494,10 +640,8 @@ def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device
 def pairs_from_index(suspects: Sequence[str], index: OriginIndex | str, *, device: str = "cpu"):
     """``fpx attribute --index``: (pairs of retrieved reference and suspect, {suspect: retrieval info}, records
     for the suspects with no reference found — decision ``not-in-library`` — or unreadable)."""
-    from fingerprint_cli.batch import Pair
-
     found, rest = find_references(suspects, index, device=device)
-    pairs = [Pair(ref, s) for s, ref, _ in found]
+    pairs = [batch.Pair(ref, s) for s, ref, _ in found]
     info = {s: i for s, _, i in found}
     records = []
     for r in rest:
@@ -526,8 +670,6 @@ def train(pairs_csv: str, output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDD
     samples; CosFace with the ID2 recipe (:func:`fingerprint_cli.origin.head.fit`). Writes the head to
     ``output`` (safetensors, atomically) and returns its sha256 and the records (failures and a summary).
     """
-    from fingerprint_cli import batch
-
     rows = batch.read_csv_rows(pairs_csv, ["reference", "suspect"])
     if not rows:
         raise InputError("has no pairs", str(pairs_csv))
@@ -536,22 +678,11 @@ def train(pairs_csv: str, output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDD
     chunks = _chunks([(p, False) for p in uniq], 16)
     got = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
                       progress=(lambda n: progress(n, len(chunks))) if progress else None)
-    by_path = {g["path"]: g for g in got}
     prov = _provenance(emb, None)
     records = [Record(command="origin-train", inputs={"image": {"path": g["path"]}}, status="error",
                       error=g["error"], provenance=prov) for g in got if "error" in g]
-    ok = {p for p, g in by_path.items() if "error" not in g}
-    refs = list(dict.fromkeys(r["reference"] for r in rows if r["reference"] in ok))
-    label = {p: i for i, p in enumerate(refs)}
-    xs, ys = [], []
-    for p in refs:
-        xs.append(by_path[p]["vector"])
-        ys.append(label[p])
-    for r in rows:
-        if r["reference"] in label and r["suspect"] in ok:
-            xs.append(by_path[r["suspect"]]["vector"])
-            ys.append(label[r["reference"]])
-    if len(refs) < 2:
+    xs, ys = _training_set(rows, {g["path"]: g for g in got})
+    if len(set(ys)) < 2:
         raise InputError("needs readable pairs of at least two distinct references (origins)", str(pairs_csv))
     weight, info = head_mod.fit(np.stack(xs), ys, out_dim=out_dim, epochs=epochs, seed=seed)
     info["pairs_csv_sha256"] = images.sha256_file(pairs_csv)
@@ -565,3 +696,19 @@ def train(pairs_csv: str, output: str, *, embedder: str = emb_mod.DEFAULT_EMBEDD
                                       "samples": "count"},
                           details=info, provenance=prov))
     return sha, records
+
+
+def _training_set(rows: list[dict[str, str]], by_path: dict[str, dict[str, Any]]
+                  ) -> tuple[list[np.ndarray], list[int]]:
+    """Samples and origin labels: each readable reference's own embedding, then each readable suspect's,
+    labelled by its reference (pairs with an unreadable side are left out)."""
+    ok = {p for p, g in by_path.items() if "error" not in g}
+    refs = list(dict.fromkeys(r["reference"] for r in rows if r["reference"] in ok))
+    label = {p: i for i, p in enumerate(refs)}
+    xs = [by_path[p]["vector"] for p in refs]
+    ys = [label[p] for p in refs]
+    for r in rows:
+        if r["reference"] in label and r["suspect"] in ok:
+            xs.append(by_path[r["suspect"]]["vector"])
+            ys.append(label[r["reference"]])
+    return xs, ys
