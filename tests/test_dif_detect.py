@@ -563,7 +563,7 @@ def test_detect_without_fingerprint_uses_the_shipped_library(library, calibrated
 def test_shipped_fingerprint_pinned_to_its_sha256(library, calibrated):
     f = library / "gen-average-v1.fpx.safetensors"
     resealed = calibrated.copy(name="gen")
-    resealed.meta["mu_gen"] = resealed.meta["mu_gen"] * 1.5  # an edit, resealed: the seal matches, the pin not
+    resealed.info.mu_gen = resealed.info.mu_gen * 1.5  # an edit, resealed: the seal matches, the pin not
     resealed.save(f)
     assert Fingerprint.load(f).verified
     res = run(["detect", paths_of(calibrated)[0], "--no-cache"])

@@ -30,7 +30,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fingerprint_cli import images
 from fingerprint_cli.errors import InputError, UsageError
+from fingerprint_cli.registry import suggest
 
 __all__ = ["Augmentation", "Profile", "PROFILES", "get_profile", "draw_views", "apply", "IDENTITY"]
 
@@ -102,10 +104,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(PROFILES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = suggest(str(name), PROFILES, n=1)
         raise UsageError(f"unknown --profile {name!r} (choose {', '.join(PROFILES)}){hint}")
     return PROFILES[name]
 
@@ -135,8 +134,6 @@ def apply(pixels: np.ndarray, aug: Augmentation, crop: int, path: str = "") -> n
     final window (its 8×8 grid is aligned with the crop, as with a re-saved image whose centre crop starts on a
     multiple of 8). An image smaller than the crop is an InputError naming it.
     """
-    from fingerprint_cli import images
-
     px = np.asarray(pixels, dtype=np.float32)
     h, w = px.shape[:2]
     if h < crop or w < crop:
