@@ -49,14 +49,17 @@ class Augmentation:
     scale: float = 1.0
     quality: int | None = None
 
+    # how the id spells each part (a subclass, :class:`.condition.Recompression`, spells them its own way)
+    SCALE_ID, QUALITY_ID, JOIN = "s{:.3f}", "q{}", "-"
+
     @property
     def id(self) -> str:
         parts = []
         if abs(self.scale - 1.0) > 1e-9:
-            parts.append(f"s{self.scale:.3f}")
+            parts.append(self.SCALE_ID.format(self.scale))
         if self.quality is not None:
-            parts.append(f"q{int(self.quality)}")
-        return "-".join(parts) or "none"
+            parts.append(self.QUALITY_ID.format(int(self.quality)))
+        return self.JOIN.join(parts) or "none"
 
     @property
     def is_identity(self) -> bool:

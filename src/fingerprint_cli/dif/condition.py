@@ -31,6 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from fingerprint_cli import images
+from fingerprint_cli.dif.augment import Augmentation
 from fingerprint_cli.dif.fingerprint import Conformal, FingerprintMeta
 from fingerprint_cli.errors import InputError, UsageError
 
@@ -55,23 +56,15 @@ QUALITY_SLACK = 2        # and within 2 quality steps of the trained / calibrate
 
 
 @dataclass(frozen=True)
-class Recompression:
+class Recompression(Augmentation):
     """A condition a real photo may reach an analyst in, as a whole-image operation: resized by ``scale``
     (1 = not; bicubic, antialiased when shrinking, :func:`images.resize`, then rounded to 8 bits as a lossless
     save would), then re-encoded as JPEG at ``quality`` (None = not; Pillow, 4:2:0). Detection then takes its
-    centre crop as from any suspect. ``id``: ``"none"``, ``"jpeg75"``, ``"resize0.9"``, ``"resize0.9+jpeg75"``
-    (:meth:`parse` reads it back); it also keys the residual cache."""
-    scale: float = 1.0
-    quality: int | None = None
+    centre crop as from any suspect — unlike an :class:`~.augment.Augmentation`, which works on the crop's
+    window. ``id``: ``"none"``, ``"jpeg75"``, ``"resize0.9"``, ``"resize0.9+jpeg75"`` (:meth:`parse` reads it
+    back); it also keys the residual cache."""
 
-    @property
-    def id(self) -> str:
-        parts = []
-        if abs(self.scale - 1.0) > 1e-9:
-            parts.append(f"resize{self.scale:g}")
-        if self.quality is not None:
-            parts.append(f"jpeg{int(self.quality)}")
-        return "+".join(parts) or "none"
+    SCALE_ID, QUALITY_ID, JOIN = "resize{:g}", "jpeg{}", "+"
 
     @property
     def lossless(self) -> bool:
