@@ -30,7 +30,7 @@ from fingerprint_cli.dif.fingerprint import Fingerprint  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
 
 
-def held_out(fp: Fingerprint, val: list[str], cache: ResidualCache, old: dict) -> dict:
+def held_out(fp: Fingerprint, val: list[str], all_val: list[str], cache: ResidualCache, old: dict) -> dict:
     """TPR on the held-out generated images and FPR on the val photos, as `fpx detect` decides."""
     def rate(paths):
         return sum(detect.detect_one([fp], p, cache=cache).decision["generated"] is True for p in paths) / len(paths)
@@ -38,7 +38,9 @@ def held_out(fp: Fingerprint, val: list[str], cache: ResidualCache, old: dict) -
     gen = [d["path"] for d in fp.info.split("test", "generated")]
     tpr, fpr = rate(gen), rate(val)
     rg, rv = detect.correlations(fp, gen, cache=cache), detect.correlations(fp, val, cache=cache)
-    return dict(old, tpr=round(tpr, 4), fpr=round(fpr, 4), balanced_accuracy=round((tpr + 1 - fpr) / 2, 4),
+    real_set = (f"real_bsds500/val ({'first ' if len(val) < len(all_val) else ''}{len(val)} JPEG photographs, never "
+                f"used for fitting or calibration)")
+    return dict(old, real_set=real_set, tpr=round(tpr, 4), fpr=round(fpr, 4), balanced_accuracy=round((tpr + 1 - fpr) / 2, 4),
                 auc=round(detect.auc(detect.scores(fp, rg), detect.scores(fp, rv)), 4), n_generated=len(gen),
                 n_real=len(val), at=f"p <= {fp.fpr} (largest over the calibration sets a suspect may belong to)")
 
@@ -49,8 +51,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", type=Path, default=fingerprints.LIBRARY_DIR)
     ap.add_argument("--conditions", default=",".join(condition.DEFAULT_RECOMPRESSIONS))
     ap.add_argument("--cache", type=Path, default=None, help="residual cache folder (default FPX_HOME's)")
+    ap.add_argument("--val-n", type=int, default=None, help="measure on the first N val photos (default all)")
     args = ap.parse_args(argv)
-    val = [str(p) for p in images.list_images(args.data / "real_bsds500" / "val")]
+    all_val = [str(p) for p in images.list_images(args.data / "real_bsds500" / "val")]
+    val = all_val[:args.val_n]
     conds = [c for c in args.conditions.split(",") if c.strip()]
     cache = ResidualCache(disk=args.cache if args.cache else True)
     entries = fingerprints.index(args.dir)
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
         e["calibration"] = {"fpr": cal.fpr, "n": cal.n, "description": cal.description,
                             "manifest_sha256": cal.manifest_sha256, "conditions": cal.conditions,
                             "recompressions": {cid: {"n": r["n"]} for cid, r in cal.recompressions.items()}}
-        e["held_out"] = held_out(Fingerprint.load(f), val, cache, e.get("held_out") or {})
+        e["held_out"] = held_out(Fingerprint.load(f), val, all_val, cache, e.get("held_out") or {})
         log(f"installed ({digest[:12]}…): held-out TPR {e['held_out']['tpr']:.3f}, FPR {e['held_out']['fpr']:.3f}")
         fingerprints.write_index(entries, args.dir)
     return 0

@@ -274,3 +274,16 @@ def test_dif_calibrate_conditions_and_detect_records(plain_fp, corpus, tmp_path)
     res = run(["detect", str(old), str(jpg), "--format", "jsonl", "--no-cache"])
     assert res.exit_code == 0 and "calibrated as distributed only" in res.stderr
     assert jsonl(res.stdout)[0]["details"]["condition"]["calibration_sets"] == [AS_DISTRIBUTED]
+
+
+def test_dif_extract_fpr_with_conditions(corpus, tmp_path):
+    out = tmp_path / "x.fpx.safetensors"
+    res = run(["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"], "-o", str(out), "--crop",
+               str(S), "--method", "average", "--denoiser", "gaussian", "--no-cache", "--fpr", "0.1",
+               "--calibration-real", corpus["cal"], "--conditions", "jpeg75", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    fp = Fingerprint.load(out)
+    assert list(fp.conformal.recompressions) == ["jpeg75"] and fp.conformal.recompressions["jpeg75"]["n"] == 24
+    res = run(["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"], "-o", str(out), "--crop",
+               str(S), "--method", "median", "--denoiser", "gaussian"])
+    assert res.exit_code == 2 and "median" in res.output  # a closed choice: refused by the parser

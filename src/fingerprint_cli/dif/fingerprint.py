@@ -250,7 +250,7 @@ def _check_known(fp: "Fingerprint", p: str | None) -> None:
     """A method and statistic this fpx computes, written by this fpx version or an older one."""
     if fp.method not in METHODS:
         raise InputError(f"unknown fingerprint method {fp.method!r} (this fpx knows {', '.join(METHODS)})", p)
-    search = fp.info.search or "max"
+    search = fp.info.to_dict().get("search", "max")  # absent: fpx ≤ 0.1's maximum over shifts
     if search not in STATISTICS:
         raise InputError(f"unknown detection statistic {search!r} (this fpx knows {', '.join(STATISTICS)})", p)
     made_by = fp.info.fpx_version
@@ -276,8 +276,8 @@ def _check_statistics(m: FingerprintMeta, p: str | None) -> None:
         raise InputError(f"fingerprint sigma_real is {m.sigma_real}: the real images' spread must be positive", p)
     if float(m.mu_gen) == float(m.mu_real):
         raise InputError("fingerprint mu_gen equals mu_real: the two classes were not separated", p)
-    tol = 0 if m.tolerance is None else m.tolerance
-    if not isinstance(tol, int) or isinstance(tol, bool) or not 0 <= tol <= 16:
+    tol = m.to_dict().get("tolerance", 0)
+    if not isinstance(tol, int) or not 0 <= tol <= 16:
         raise InputError(f"fingerprint tolerance {m.tolerance!r} is not an integer in 0..16", p)
 
 
