@@ -19,7 +19,11 @@ p = (1 + #{calibration scores ≥ its score}) / (n + 1), and the suspect is call
 p ≤ the stated false-positive rate α. For a real image exchangeable with the calibration images,
 P(p ≤ α) = ⌊α(n + 1)⌋/(n + 1) ≤ α, so α is a guaranteed upper bound on the false-positive rate for images like
 those calibrated on — and only for those: a recompressed or resized real photo is not exchangeable with
-unprocessed ones, which is why records carry the input's condition (:mod:`.condition`). n must be at least
+unprocessed ones. So a calibration may also hold the same images' statistics under recompression conditions
+(``conformal["recompressions"]``, :class:`.condition.Recompression`), and a suspect's p-value is the largest over
+the calibration sets its own condition — read from its file header — cannot rule out
+(:func:`.condition.calibration_sets`): each set's bound holds for images of its condition, so the maximum keeps
+α for a real image whose condition is any of them. Records carry the input's condition and the sets used. n must be at least
 ⌈1/α⌉ − 1, else no p-value can reach α. A fingerprint without calibration (fpx ≤ 0.1, or fitted without
 ``--fpr``) keeps the paper's rule and says "not calibrated" in every record; it never claims a rate.
 

@@ -5,8 +5,9 @@ File layout (``*.fpx.safetensors``): one tensor ``pattern`` (float32, or float16
 ``format_version``, ``name``, ``method``, ``meta`` (a JSON object: denoiser {"id", "sha256"}, crop, mu_real,
 mu_gen, sigma_real, sigma_gen, threshold, tolerance, search, seed, fpx_version, the train/test split
 ``train`` / ``test`` — each {"generated": [{"path", "sha256"}, ...], "real": [...]} —, the training
-``conditions`` and, once calibrated, ``conformal``: the held-out real images' statistics and the stated
-false-positive rate, see :mod:`.detect`) and ``seal``. Never pickle.
+``conditions`` and, once calibrated, ``conformal``: the held-out real images' statistics, per recompression
+condition too, and the stated false-positive rate, see :mod:`.detect`) and ``seal``. Never pickle. In Python the
+``meta`` JSON is a typed :class:`FingerprintMeta` (``Fingerprint.info``) that re-serialises byte for byte.
 
 **Seal** (format 2): sha256 over the tensors (name, dtype, shape, bytes) and every other metadata entry
 (:func:`seal_of`). :meth:`Fingerprint.load` recomputes it and refuses a file whose seal does not match (its
