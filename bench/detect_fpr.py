@@ -9,6 +9,7 @@ calibration photos come from real_bsds500/train):
 * ``jpegQ``             — decoded and re-encoded as JPEG quality Q (Pillow, 4:2:0), whole image;
 * ``resizeS``           — bicubic (antialiased) resize to S× each side, saved losslessly as PNG;
 * ``resizeS+jpegQ``     — both, in that order (a chain);
+* ``jpegQ>png``         — the JPEG copy decoded and re-saved as PNG (same pixels; the header says lossless);
 
 it runs the real detection path (:func:`fingerprint_cli.dif.detect.detect_one`: the suspect's JPEG quality is
 read from its file header and picks the calibration sets its p-value is taken over) and prints the measured
@@ -39,11 +40,21 @@ from fingerprint_cli.dif.condition import Recompression  # noqa: E402
 from fingerprint_cli.dif.fingerprint import Fingerprint, load_folder, load_library  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
 
-CONDITIONS = ("none", "jpeg90", "jpeg75", "jpeg50", "resize0.9", "jpeg60", "resize0.9+jpeg75")
+CONDITIONS = ("none", "jpeg90", "jpeg75", "jpeg50", "resize0.9", "jpeg60", "resize0.9+jpeg75", "jpeg75>png")
 
 
 def make_copies(paths: list[str], out: Path, cond: str) -> list[str]:
-    """The copies of ``paths`` under condition ``cond`` (:class:`Recompression`), written once under ``out``."""
+    """The copies of ``paths`` under condition ``cond`` (:class:`Recompression`), written once under ``out``;
+    ``COND>png``: those copies decoded and re-saved losslessly (same pixels, a header that says lossless)."""
+    if cond.endswith(">png"):
+        copies = []
+        for i, p in enumerate(make_copies(paths, out, cond[:-4])):
+            f = out / cond.replace(">", "_") / f"{i:04d}_{Path(p).stem}.png"
+            if not f.exists():
+                f.parent.mkdir(parents=True, exist_ok=True)
+                images.save_png(images.load_image(p).pixels, f)
+            copies.append(str(f))
+        return copies
     rc = Recompression.parse(cond)
     if rc.id == "none":
         return list(paths)
@@ -79,6 +90,8 @@ def calibrated_on(fp: Fingerprint, cond: str) -> str:
     cal = fp.conformal
     if cond == "none":
         return "yes"
+    if cond.endswith(">png"):
+        return "no (its JPEG set, but the header says lossless)"
     return "yes" if cal.recompressions and Recompression.parse(cond).id in cal.recompressions else "no"
 
 

@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         log = lambda m, e=e: print(f"[{e['id']}] {m}", file=sys.stderr, flush=True)  # noqa: E731
         cal_paths = [str(args.data / Path(d["path"]).relative_to(Path(d["path"]).parents[2])) for d in old.images]
         new = detect.calibrate(fp, cal_paths, old.fpr, cache=cache, recompressions=conds,
-                               description=f"{old.description}; also as {', '.join(conds)} copies of them",
+                               description=f"{old.description}; also as {', '.join(c for c in conds if c != 'none')} "
+                                           f"copies of them",
                                on_condition_skip=lambda cid, why, log=log: log(f"condition {cid} left out: {why}"))
         if new.conformal.manifest_sha256 != old.manifest_sha256:
             log("calibration images differ from the shipped calibration's: refusing to install")
