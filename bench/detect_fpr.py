@@ -1,19 +1,27 @@
 """Does `fpx detect`'s stated false-positive rate hold on held-out real photos and on their everyday copies?
 
-For each fingerprint (default: the shipped library) and each condition of the held-out real photographs
-DATA/real_bsds500/val (never used for fitting or calibration by scripts/build_fingerprint_library.py):
+For each fingerprint (default: the shipped library; ``--before DIR`` adds a second set, e.g. the library as it
+was before condition-aware calibration) and each condition of the held-out real photographs
+DATA/real_bsds500/val (never used for fitting or calibration by scripts/build_fingerprint_library.py, whose
+calibration photos come from real_bsds500/train):
 
-* ``none``      — the JPEG photos as distributed (the calibration photos' condition);
-* ``jpeg75``    — decoded and re-encoded as JPEG quality 75 (Pillow, 4:2:0);
-* ``resize0.9`` — bicubic (antialiased) resize to 0.9× each side, saved losslessly as PNG;
+* ``none``              — the JPEG photos as distributed (q95, the calibration photos' condition);
+* ``jpegQ``             — decoded and re-encoded as JPEG quality Q (Pillow, 4:2:0), whole image;
+* ``resizeS``           — bicubic (antialiased) resize to S× each side, saved losslessly as PNG;
+* ``resizeS+jpegQ``     — both, in that order (a chain);
+* ``jpegQ>png``         — the JPEG copy decoded and re-saved as PNG (same pixels; the header says lossless);
 
-it prints the measured false-positive rate at the fingerprint's stated threshold (p ≤ FPR) with a 95 %
-Clopper–Pearson upper bound, next to the nominal rate, and — for the library as a whole, as
-``fpx detect`` without -F decides — the rate of real photos given any generator label (a name or
-``unknown``) next to the union bound Σ FPR. Copies are written under --out (git-ignored) and analysed from
-there; nothing is tuned here.
+it runs the real detection path (:func:`fingerprint_cli.dif.detect.detect_one`: the suspect's JPEG quality is
+read from its file header and picks the calibration sets its p-value is taken over) and prints the measured
+false-positive rate at the fingerprint's stated rate with a 95 % Clopper–Pearson upper bound, next to the
+nominal rate; whether each condition is one the fingerprint was calibrated on (a condition outside that list
+is the honest test: nothing was tuned on it); for the library as a whole (``fpx detect`` without -F) the rate
+of real photos given any generator label next to the union bound Σ FPR; and with ``--tpr`` the detection rate
+on each fingerprint's held-out generated images as produced (what the stated rate costs in power). Copies are
+written under --out (git-ignored) and analysed from there; nothing is tuned here.
 
-    nice -n 10 python bench/detect_fpr.py --data /work/shared/data --cache bench/out/rescache
+    nice -n 10 python bench/detect_fpr.py --data /work/shared/data --cache bench/out/rescache \\
+        --before bench/out/library-before --tpr
 """
 
 from __future__ import annotations
@@ -23,36 +31,43 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fingerprint_cli import atomic, images  # noqa: E402
 from fingerprint_cli.dif import detect  # noqa: E402
-from fingerprint_cli.dif.fingerprint import Fingerprint, load_library  # noqa: E402
+from fingerprint_cli.dif.condition import Recompression  # noqa: E402
+from fingerprint_cli.dif.fingerprint import Fingerprint, load_folder, load_library  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
 
-CONDITIONS = ("none", "jpeg75", "resize0.9")
+CONDITIONS = ("none", "jpeg90", "jpeg75", "jpeg50", "resize0.9", "jpeg60", "resize0.9+jpeg75", "jpeg75>png")
 
 
-def make_copies(val: list[str], out: Path) -> dict[str, list[str]]:
-    sets = {"none": list(val), "jpeg75": [], "resize0.9": []}
-    for i, p in enumerate(val):
-        stem = f"{i:04d}_{Path(p).stem}"
-        q = out / "jpeg75" / f"{stem}.jpg"
-        r = out / "resize0.9" / f"{stem}.png"
-        if not q.exists() or not r.exists():
-            px = images.load_image(p).pixels
-            if not q.exists():
-                q.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(q, images.encode(px, "JPEG", quality=75))
-            if not r.exists():
-                h, w = px.shape[:2]
-                images.save_png(np.clip(images.resize(px, round(0.9 * h), round(0.9 * w)), 0, 1), r)
-        sets["jpeg75"].append(str(q))
-        sets["resize0.9"].append(str(r))
-    return sets
+def make_copies(paths: list[str], out: Path, cond: str) -> list[str]:
+    """The copies of ``paths`` under condition ``cond`` (:class:`Recompression`), written once under ``out``;
+    ``COND>png``: those copies decoded and re-saved losslessly (same pixels, a header that says lossless)."""
+    if cond.endswith(">png"):
+        copies = []
+        for i, p in enumerate(make_copies(paths, out, cond[:-4])):
+            f = out / cond.replace(">", "_") / f"{i:04d}_{Path(p).stem}.png"
+            if not f.exists():
+                f.parent.mkdir(parents=True, exist_ok=True)
+                images.save_png(images.load_image(p).pixels, f)
+            copies.append(str(f))
+        return copies
+    rc = Recompression.parse(cond)
+    if rc.id == "none":
+        return list(paths)
+    copies = []
+    for i, p in enumerate(paths):
+        stem = out / rc.id / f"{i:04d}_{Path(p).stem}"
+        f = stem.with_suffix(".jpg" if rc.quality is not None else ".png")
+        if not f.exists():
+            data, _ = rc.encode(images.load_image(p).pixels)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(f, data)
+        copies.append(str(f))
+    return copies
 
 
 def clopper_pearson_upper(k: int, n: int, level: float = 0.95) -> float:
@@ -61,17 +76,62 @@ def clopper_pearson_upper(k: int, n: int, level: float = 0.95) -> float:
     return 1.0 if k == n else float(beta.ppf(level, k + 1, n - k))
 
 
+def verdict(k: int, n: int, a: float) -> str:
+    """yes / within noise / no: a one-sided binomial test of "the true rate is at most the stated one"."""
+    from scipy.stats import binom
+
+    if k / n <= a:
+        return "yes"
+    p = binom.sf(k - 1, n, a)
+    return f"within noise (binomial p = {p:.2f})" if p >= 0.05 else f"**no** (binomial p = {p:.1g})"
+
+
+def calibrated_on(fp: Fingerprint, cond: str) -> str:
+    cal = fp.conformal
+    if cond == "none":
+        return "yes"
+    if cond.endswith(">png"):
+        return "no (its JPEG set, but the header says lossless)"
+    return "yes" if cal.recompressions and Recompression.parse(cond).id in cal.recompressions else "no"
+
+
+def generated_rate(fps: list[Fingerprint], paths: list[str], cache: ResidualCache) -> tuple[int, int]:
+    """(images called generated, images) by ``fpx detect``'s decision with these fingerprints."""
+    names = detect.unique_names(fps)
+    k = 0
+    for p in paths:
+        rec = detect.detect_one(fps, p, names=names, cache=cache)
+        k += int(rec.decision["label"] != "real")
+    return k, len(paths)
+
+
+def measure(label: str, fps: list[Fingerprint], sets: dict[str, list[str]], cache: ResidualCache):
+    rows, lib = [], []
+    for cond, paths in sets.items():
+        for fp in fps:
+            k, n = generated_rate([fp], paths, cache)
+            rows.append({"set": label, "fingerprint": fp.name, "condition": cond,
+                         "calibrated_on": calibrated_on(fp, cond), "fpr": fp.fpr, "k": k, "n": n})
+            print(f"[{label}] {fp.name} {cond}: {k}/{n} false positives (stated {fp.fpr})", file=sys.stderr,
+                  flush=True)
+        k, n = generated_rate(fps, paths, cache)
+        lib.append({"set": label, "condition": cond, "k": k, "n": n,
+                    "union_bound": min(1.0, sum(fp.fpr for fp in fps))})
+    return rows, lib
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--fingerprint", "-F", action="append", default=[], help="default: the shipped library")
+    ap.add_argument("--before", type=Path, default=None, help="a folder of the same fingerprints before")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--n", type=int, default=None, help="at most this many val photos per condition")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "detect_fpr")
-    ap.add_argument("--margin", type=float, default=detect.CLEAR_MARGIN)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tpr", action="store_true",
-                    help="also the true-positive rate on each fingerprint's held-out generated images under the "
-                         "same conditions (context: what the stated rate costs in detection power)")
+                    help="also the detection rate on each fingerprint's held-out generated images as produced")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -81,70 +141,61 @@ def main(argv=None) -> int:
     if not vdir.is_dir():
         print(f"skip: {vdir} not found", file=sys.stderr)
         return 0
-    fps = [Fingerprint.load(p) for p in args.fingerprint] or load_library()
-    uncal = [fp.name for fp in fps if not fp.calibrated]
-    if uncal:
-        print(f"not calibrated (no stated rate to test): {uncal}", file=sys.stderr)
-        fps = [fp for fp in fps if fp.calibrated]
-    if not fps:
-        print("no calibrated fingerprint", file=sys.stderr)
-        return 1
-    val = [str(p) for p in images.list_images(vdir)]
-    sets = make_copies(val, args.out)
+    after = [Fingerprint.load(p) for p in args.fingerprint] or load_library()
+    groups = {"after": after}
+    if args.before:
+        groups = {"before": load_folder(args.before), "after": after}
+    for label, fps in groups.items():
+        if any(not fp.calibrated for fp in fps):
+            print(f"{label}: every fingerprint must be calibrated", file=sys.stderr)
+            return 1
+    val = [str(p) for p in images.list_images(vdir)][:args.n]
+    conds = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    sets = {c: make_copies(val, args.out, c) for c in conds}
     cache = ResidualCache(disk=args.cache if args.cache else True)
-    names = detect.unique_names(fps)
-    rows, lib_rows, result = [], [], {}
-    for cond in CONDITIONS:
-        calls = {}
-        for nm, fp in zip(names, fps):
-            rho = detect.correlations(fp, sets[cond], cache=cache)
-            p = detect.p_values(fp, rho)
-            k = int((p <= fp.fpr).sum())
-            n = len(p)
-            rows.append((nm, cond, fp.fpr, k, n, k / n, clopper_pearson_upper(k, n)))
-            calls[nm] = [detect.judge(fp, r) for r in rho]
-            print(f"{nm} {cond}: {k}/{n} false positives (stated {fp.fpr})", file=sys.stderr, flush=True)
-        labels = [detect.decide(names, [calls[nm][i] for nm in names], args.margin)["label"]
-                  for i in range(len(sets[cond]))]
-        k_any = sum(lb != "real" for lb in labels)
-        k_unknown = sum(lb == "unknown" for lb in labels)
-        lib_rows.append((cond, k_any, k_unknown, len(labels), min(1.0, sum(fp.fpr for fp in fps))))
-        result[cond] = {"labels": labels}
-    print("| fingerprint | real photos | stated FPR | false positives | measured FPR | 95 % upper bound | holds? |")
-    print("|---|---|---|---|---|---|---|")
-    for nm, cond, a, k, n, r, ub in rows:
-        from scipy.stats import binom
-
-        # one-sided binomial test of "the true rate is at most the stated one" at the 5 % level
-        verdict = "yes" if r <= a else ("within noise (binomial p = %.2f)" % binom.sf(k - 1, n, a)
-                                        if binom.sf(k - 1, n, a) >= 0.05 else
-                                        "**no** (binomial p = %.1g)" % binom.sf(k - 1, n, a))
-        print(f"| {nm} | {cond} | {a:g} | {k}/{n} | {r:.3f} | {ub:.3f} | {verdict} |")
+    rows, lib = [], []
+    for label, fps in groups.items():
+        r, lb = measure(label, fps, sets, cache)
+        rows += r
+        lib += lb
+    print("| fingerprint | real photos (val) | calibrated on this condition | stated FPR | "
+          + " | ".join(f"{g} FP / n" for g in groups) + " | after: measured FPR, 95 % upper | after holds? |")
+    print("|---|---|---|---|" + "---|" * len(groups) + "---|---|")
+    for fp in after:
+        for cond in conds:
+            cells = {r["set"]: r for r in rows if r["fingerprint"] == fp.name and r["condition"] == cond}
+            a = cells["after"]
+            print(f"| {fp.name} | {cond} | {a['calibrated_on']} | {a['fpr']:g} | "
+                  + " | ".join(f"{cells[g]['k']}/{cells[g]['n']}" for g in groups)
+                  + f" | {a['k'] / a['n']:.3f}, {clopper_pearson_upper(a['k'], a['n']):.3f} | "
+                    f"{verdict(a['k'], a['n'], a['fpr'])} |")
     print()
-    print("| library (`fpx detect` without -F) | real photos | any generator label | of which `unknown` | "
-          "union bound Σ FPR |")
-    print("|---|---|---|---|---|")
-    for cond, k, ku, n, bound in lib_rows:
-        print(f"| {len(fps)} fingerprints | {cond} | {k}/{n} = {k / n:.3f} | {ku} | {bound:.3f} |")
-    tpr_rows = []
+    print("| library (`fpx detect` without -F) | real photos (val) | "
+          + " | ".join(f"{g}: any generator label" for g in groups) + " | union bound Σ FPR |")
+    print("|---|---|" + "---|" * len(groups) + "---|")
+    for cond in conds:
+        cells = {r["set"]: r for r in lib if r["condition"] == cond}
+        print(f"| {len(after)} fingerprints | {cond} | "
+              + " | ".join(f"{cells[g]['k']}/{cells[g]['n']} = {cells[g]['k'] / cells[g]['n']:.3f}" for g in groups)
+              + f" | {cells['after']['union_bound']:.3f} |")
+    tpr = []
     if args.tpr:
-        for nm, fp in zip(names, fps):
-            held = [d["path"] for d in fp.meta["test"]["generated"]]
-            gsets = make_copies(held, args.out / "generated" / nm)
-            for cond in CONDITIONS:
-                p = detect.p_values(fp, detect.correlations(fp, gsets[cond], cache=cache))
-                tpr_rows.append((nm, cond, fp.fpr, int((p <= fp.fpr).sum()), len(p)))
-                print(f"{nm} {cond}: TPR {tpr_rows[-1][3]}/{len(p)}", file=sys.stderr, flush=True)
         print()
-        print("| fingerprint | its held-out generated images | stated FPR | detected (TPR) |")
-        print("|---|---|---|---|")
-        for nm, cond, a, k, n in tpr_rows:
-            print(f"| {nm} | {cond} | {a:g} | {k}/{n} = {k / n:.3f} |")
+        print("| fingerprint | its held-out generated images (as produced) | stated FPR | "
+              + " | ".join(f"{g}: detected (TPR)" for g in groups) + " |")
+        print("|---|---|---|" + "---|" * len(groups))
+        for fp in after:
+            held = [d["path"] for d in fp.info.split("test", "generated")]
+            cells = {}
+            for g, fps in groups.items():
+                same = next(x for x in fps if x.name == fp.name)
+                k, n = generated_rate([same], held, cache)
+                cells[g] = (k, n)
+                tpr.append({"set": g, "fingerprint": fp.name, "k": k, "n": n})
+            print(f"| {fp.name} | {len(held)} images | {fp.fpr:g} | "
+                  + " | ".join(f"{k}/{n} = {k / n:.3f}" for k, n in cells.values()) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(args.out / "result.json", json.dumps(
-        {"rows": [dict(zip(("fingerprint", "condition", "fpr", "k", "n", "rate", "upper95"), r)) for r in rows],
-         "library": [dict(zip(("condition", "any", "unknown", "n", "union_bound"), r)) for r in lib_rows],
-         "tpr": [dict(zip(("fingerprint", "condition", "fpr", "k", "n"), r)) for r in tpr_rows]}, indent=2))
+    atomic.write_text(args.out / "result.json", json.dumps({"rows": rows, "library": lib, "tpr": tpr}, indent=2))
     return 0
 
 

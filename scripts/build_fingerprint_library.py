@@ -181,8 +181,8 @@ def main(argv=None) -> int:
         fname = f"{fid}.fpx.safetensors"
         tmp32 = args.work / fname
         tmp32.parent.mkdir(parents=True, exist_ok=True)
-        fp.meta["library_id"] = fid
-        info["fp32"].meta["library_id"] = fid
+        fp.info.library_id = fid
+        info["fp32"].info.library_id = fid
         info["fp32"].save(tmp32, dtype="float32")
         digest = fp.save(args.out_dir / fname, dtype=args.dtype)
         check = float16_check(tmp32, args.out_dir / fname,

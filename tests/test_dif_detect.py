@@ -548,7 +548,7 @@ def test_detect_without_fingerprint_uses_the_shipped_library(library, calibrated
 def test_shipped_fingerprint_pinned_to_its_sha256(library, calibrated):
     f = library / "gen-average-v1.fpx.safetensors"
     resealed = calibrated.copy(name="gen")
-    resealed.meta["mu_gen"] = resealed.meta["mu_gen"] * 1.5  # an edit, resealed: the seal matches, the pin not
+    resealed.info.mu_gen = resealed.info.mu_gen * 1.5  # an edit, resealed: the seal matches, the pin not
     resealed.save(f)
     assert Fingerprint.load(f).verified
     res = run(["detect", paths_of(calibrated)[0], "--no-cache"])
@@ -621,6 +621,27 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
     a, b = jsonl(res.stdout)
     assert a["decision"]["label"] == "gena" and b["decision"]["label"] == "real"
     assert b["details"]["condition"]["jpeg_quality"] == 90 and b["decision"]["fpr_any"] == pytest.approx(0.2)
+    # re-calibrated under recompressions without refitting: same calibration images, new pins, still detects
+    path = Path(__file__).resolve().parents[1] / "scripts" / "recalibrate_library.py"
+    spec = importlib.util.spec_from_file_location("recalibrate_library", path)
+    rec_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rec_mod)
+    before = {fp.name: fp for fp in fps}
+    assert rec_mod.main(["--data", str(data), "--dir", str(lib), "--conditions", "jpeg75,jpeg50",
+                         "--cache", str(tmp_path / "c")]) == 0
+    after = load_library(lib)
+    for fp, e in zip(after, fingerprints.index(lib)):
+        old_fp = before[fp.name]
+        assert fp.verified and e["sha256"] != old_fp.sha256 and torch.equal(fp.pattern, old_fp.pattern)
+        assert fp.conformal.manifest_sha256 == old_fp.conformal.manifest_sha256 == e["calibration"]["manifest_sha256"]
+        assert sorted(fp.conformal.recompressions) == sorted(e["calibration"]["recompressions"]) == ["jpeg50",
+                                                                                                      "jpeg75"]
+        assert e["held_out"]["n_real"] == 12 and 0 <= e["held_out"]["fpr"] <= 1
+    res = run(["detect", str(data / "generators/gena/g3.png"), str(data / "real_bsds500/val/v0.jpg"),
+               "--format", "jsonl", "--no-cache"])
+    assert res.exit_code == 0 and "calibrated as distributed only" not in res.stderr, res.output
+    a, b = jsonl(res.stdout)
+    assert b["decision"]["label"] == "real"
 
 
 def test_cli_min_images_default_is_the_library_constant():

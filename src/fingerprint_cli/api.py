@@ -440,14 +440,16 @@ def extract(generated: PathLike, real: PathLike, out: PathLike, *, name: str | N
             method: str = "dif", denoiser: str = "dncnn", test_fraction: float = 0.2, batch_size: int = 64,
             tolerance: int = 1, profile: str | None = None, views: int | None = None, plot: PathLike | None = None,
             evaluate: bool = True, use_cache: bool = True, fpr: float | None = None,
-            calibration_real: PathLike | None = None, min_images: int | None = None, fmt: str | None = None,
-            quiet: bool = False, stdout: bool = False) -> Results:
+            calibration_real: PathLike | None = None, min_images: int | None = None,
+            conditions: Sequence[str] = (), fmt: str | None = None, quiet: bool = False,
+            stdout: bool = False) -> Results:
     """Fit the Deep Image Fingerprint of the generator whose images are in the folder ``generated`` against the
     real photographs in ``real`` and write it to ``out`` (a sealed ``.fpx.safetensors``; ``fpx dif-extract``).
 
     ``method``: ``dif`` (the U-Net of Sinitsa & Fried), ``average`` (Marra 2018) or ``spectral``; ``profile``
     ``robust`` fits on JPEG/rescaled views (``views`` per image); ``fpr`` calibrates the detection threshold at
-    that false-positive rate on held-out real images (the real test split, or ``calibration_real``);
+    that false-positive rate on held-out real images (the real test split, or ``calibration_real``), as
+    distributed and under each recompression id in ``conditions`` (``jpeg75``, ``resize0.9``, …);
     ``evaluate=False`` skips scoring the held-out test split; ``plot`` writes a PNG of the pattern and its
     spectrum. A class with fewer than ``min_images`` usable images, overlapping classes, or an output that is an
     input raise before any work. Returns one ``dif-extract`` record (test accuracy/AUC, calibration, counts);
@@ -460,7 +462,7 @@ def extract(generated: PathLike, real: PathLike, out: PathLike, *, name: str | N
                            tolerance=tolerance, profile=profile, views=views, plot=plot, evaluate=evaluate,
                            use_cache=use_cache, fpr=fpr, calibration_real=calibration_real,
                            min_images=dif_extract.DEFAULT_MIN_IMAGES if min_images is None else min_images,
-                           fmt=fmt, quiet=quiet, stdout=stdout)
+                           conditions=conditions, fmt=fmt, quiet=quiet, stdout=stdout)
 
 
 def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprint_dir: PathLike | None = None,
@@ -486,16 +488,21 @@ def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprin
 
 def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike, *, fpr: float = 0.01,
                   description: str | None = None, dtype: str = "float32", force: bool = False,
-                  use_cache: bool = True, fmt: str | None = None, quiet: bool = False,
-                  stdout: bool = False) -> Results:
+                  conditions: Sequence[str] | None = None, use_cache: bool = True, fmt: str | None = None,
+                  quiet: bool = False, stdout: bool = False) -> Results:
     """Calibrate a fingerprint's detection threshold at the false-positive rate ``fpr`` (0 < FPR <= 0.5) on the
     held-out real images in the folders ``real`` and write the sealed calibrated fingerprint to ``out`` (never an
     input; ``fpx dif-calibrate``). ``dtype`` ``float16`` stores (and calibrates) the half-precision pattern.
-    Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ threshold, the images skipped)."""
-    from fingerprint_cli.dif import detect as dif_detect
+    ``conditions``: the recompressions (``jpeg90``, ``jpeg75``, ``resize0.9``, ``resize0.9+jpeg75``, …) the same
+    images are also calibrated under, so the stated rate holds on such copies (default
+    ``fingerprint_cli.dif.condition.DEFAULT_RECOMPRESSIONS``; ``["none"]``: as distributed only).
+    Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ thresholds, the images skipped)."""
+    from fingerprint_cli.dif import condition as dif_condition, detect as dif_detect
 
     return dif_detect.run_calibrate(fingerprint, list(real), out, fpr=fpr, description=description, dtype=dtype,
-                                    force=force, use_cache=use_cache, fmt=fmt, quiet=quiet, stdout=stdout)
+                                    force=force, use_cache=use_cache, fmt=fmt, quiet=quiet, stdout=stdout,
+                                    conditions=dif_condition.DEFAULT_RECOMPRESSIONS if conditions is None
+                                    else list(conditions))
 
 
 def lineage(fingerprints: Sequence[PathLike], *, images: Sequence[str] = (), real: Sequence[str] = (),

@@ -4,6 +4,7 @@ the library behind them is ``fingerprint_cli.dif``, imported when a command runs
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,9 +12,31 @@ import typer
 
 from fingerprint_cli import api
 from fingerprint_cli.cli import common
+from fingerprint_cli.dif import augment  # no torch: the training profiles are plain data
 from fingerprint_cli.errors import FpxError
 
 ORDER = 50
+
+# closed option sets (tests/test_dif_conditions.py checks them against fingerprint_cli.dif: METHODS, DTYPES)
+Method = Enum("Method", {m: m for m in ("dif", "average", "spectral")}, type=str)
+Dtype = Enum("Dtype", {d: d for d in ("float32", "float16")}, type=str)
+#: = fingerprint_cli.dif.condition.DEFAULT_RECOMPRESSIONS (tested), spelled here so `fpx --help` loads no torch
+DEFAULT_CONDITIONS = "none,jpeg90,jpeg75,jpeg50,resize0.9"
+
+
+def _conditions(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _profile(value: Optional[str]) -> Optional[str]:
+    """--profile is one of the training profiles (refused by the parser, with the close names, before any work)."""
+    if value is not None:
+        try:
+            augment.get_profile(value)
+        except FpxError as exc:
+            raise typer.BadParameter(exc.message) from exc
+    return value
+
 
 
 def dif_extract(
@@ -25,7 +48,7 @@ def dif_extract(
     crop: int = typer.Option(256, "--crop", help="centre crop in pixels (multiple of 16)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="U-Net training epochs (default 30)"),
     seed: int = typer.Option(0, "--seed", help="seed of the split, the U-Net input and its training"),
-    method: str = typer.Option("dif", "--method", help="dif | average (Marra 2018) | spectral"),
+    method: Method = typer.Option("dif", "--method", help="dif | average (Marra 2018) | spectral"),
     denoiser: str = typer.Option("dncnn", "--denoiser", help="dncnn (bundled) | gaussian (no weights)"),
     test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9,
                                         help="share of each class held out as the test split"),
@@ -34,7 +57,7 @@ def dif_extract(
                                   help="detection searches shifts up to this many pixels, cross-fitted (shift "
                                        "picked on one half of the image, ρ read on the other); 0 = the paper's "
                                        "plain ρ: best on aligned images, breaks on a 1-px shift"),
-    profile: Optional[str] = typer.Option(None, "--profile",
+    profile: Optional[str] = typer.Option(None, "--profile", callback=_profile,
                                 help="robust: both classes pass through random JPEG (q 60-100) and rescaling "
                                      "(0.5-1.5x) before their residuals, so the fingerprint survives "
                                      "recompression; plain: the images as they are (the paper). "
@@ -51,6 +74,10 @@ def dif_extract(
                                              "--calibration-real); recorded in the fingerprint"),
     calibration_real: Optional[Path] = typer.Option(None, "--calibration-real",
                                                     help="folder of held-out real images for --fpr"),
+    conditions: str = typer.Option("none", "--conditions",
+                                   help="with --fpr: the copies the stated rate must also hold on, comma-separated "
+                                        "(none = as distributed only; e.g. " + DEFAULT_CONDITIONS + "; each costs "
+                                        "one residual per calibration image; `fpx dif-calibrate` does it later)"),
     min_images: int = typer.Option(8, "--min-images",  # = dif.extract.DEFAULT_MIN_IMAGES (tested)
                                    help="fail when fewer usable images remain in a class (unusable ones are "
                                         "skipped with a warning)"),
@@ -63,11 +90,12 @@ def dif_extract(
     """
     try:
         records = api.extract(generated, real, out, name=name, n_images=n_images, crop=crop, epochs=epochs,
-                              seed=seed, method=method, denoiser=denoiser, test_fraction=test_fraction,
-                              batch_size=batch_size, tolerance=tolerance, profile=profile, views=views, plot=plot,
+                              seed=seed, method=common.value(method), denoiser=denoiser, test_fraction=test_fraction,
+                              batch_size=batch_size, tolerance=tolerance, profile=profile, views=views,
+                              plot=plot,
                               evaluate=not no_eval, use_cache=not no_cache, fpr=fpr,
-                              calibration_real=calibration_real, min_images=min_images, fmt=fmt, quiet=quiet,
-                              stdout=True)
+                              calibration_real=calibration_real, min_images=min_images,
+                              conditions=_conditions(conditions), fmt=fmt, quiet=quiet, stdout=True)
     except FpxError as exc:
         common.die(exc)
     raise typer.Exit(records.exit_code)
@@ -122,7 +150,12 @@ def dif_calibrate(
     fpr: float = typer.Option(0.01, "--fpr", help="the false-positive rate to state (0 < FPR <= 0.5)"),
     out: Path = typer.Option(..., "--out", "-o", help="calibrated fingerprint to write (never the input)"),
     description: Optional[str] = typer.Option(None, "--description", help="what the calibration images are"),
-    dtype: str = typer.Option("float32", "--dtype", help="storage of the pattern: float32 | float16"),
+    dtype: Dtype = typer.Option("float32", "--dtype", help="storage of the pattern: float32 | float16"),
+    conditions: str = typer.Option(DEFAULT_CONDITIONS, "--conditions",
+                                   help="the copies of the real images the stated rate must hold on, "
+                                        "comma-separated: none (as distributed), jpegQ, resizeS, resizeS+jpegQ; "
+                                        "detect tests a suspect against those its own JPEG quality cannot rule "
+                                        "out. none alone = as distributed only"),
     force: bool = typer.Option(False, "--force", help="calibrate a fingerprint whose seal does not match "
                                                       "(the output then stays verified: false)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
@@ -132,12 +165,12 @@ def dif_calibrate(
     """Calibrate a fingerprint's detection threshold at a stated false-positive rate on held-out real images.
 
     Writes a new sealed fingerprint whose detections carry conformal p-values and call an image generated
-    only when p <= FPR. Example: fpx dif-calibrate ldm.fpx.safetensors --real photos_val/ --fpr 0.01
+    only when p <= FPR — also on JPEG and resized copies of real photos (--conditions). Example: fpx dif-calibrate ldm.fpx.safetensors --real photos_val/ --fpr 0.01
     -o ldm-cal.fpx.safetensors
     """
     try:
-        records = api.dif_calibrate(fingerprint, real, out, fpr=fpr, description=description, dtype=dtype,
-                                    force=force, use_cache=not no_cache, fmt=fmt, quiet=quiet, stdout=True)
+        records = api.dif_calibrate(fingerprint, real, out, fpr=fpr, description=description,
+                                    dtype=common.value(dtype), conditions=_conditions(conditions), force=force, use_cache=not no_cache, fmt=fmt, quiet=quiet, stdout=True)
     except FpxError as exc:
         common.die(exc)
     raise typer.Exit(records.exit_code)

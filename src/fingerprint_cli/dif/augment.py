@@ -30,7 +30,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fingerprint_cli import images
 from fingerprint_cli.errors import InputError, UsageError
+from fingerprint_cli.registry import suggest
 
 __all__ = ["Augmentation", "Profile", "PROFILES", "get_profile", "draw_views", "apply", "IDENTITY"]
 
@@ -47,14 +49,17 @@ class Augmentation:
     scale: float = 1.0
     quality: int | None = None
 
+    # how the id spells each part (a subclass, :class:`.condition.Recompression`, spells them its own way)
+    SCALE_ID, QUALITY_ID, JOIN = "s{:.3f}", "q{}", "-"
+
     @property
     def id(self) -> str:
         parts = []
         if abs(self.scale - 1.0) > 1e-9:
-            parts.append(f"s{self.scale:.3f}")
+            parts.append(self.SCALE_ID.format(self.scale))
         if self.quality is not None:
-            parts.append(f"q{int(self.quality)}")
-        return "-".join(parts) or "none"
+            parts.append(self.QUALITY_ID.format(int(self.quality)))
+        return self.JOIN.join(parts) or "none"
 
     @property
     def is_identity(self) -> bool:
@@ -102,10 +107,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(PROFILES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = suggest(str(name), PROFILES, n=1)
         raise UsageError(f"unknown --profile {name!r} (choose {', '.join(PROFILES)}){hint}")
     return PROFILES[name]
 
@@ -135,8 +137,6 @@ def apply(pixels: np.ndarray, aug: Augmentation, crop: int, path: str = "") -> n
     final window (its 8×8 grid is aligned with the crop, as with a re-saved image whose centre crop starts on a
     multiple of 8). An image smaller than the crop is an InputError naming it.
     """
-    from fingerprint_cli import images
-
     px = np.asarray(pixels, dtype=np.float32)
     h, w = px.shape[:2]
     if h < crop or w < crop:

@@ -21,7 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fingerprint_cli import artifacts
 from fingerprint_cli.errors import ArtifactError, UsageError
+from fingerprint_cli.images import sha256_file
+from fingerprint_cli.registry import suggest
 
 DNCNN_ARTIFACT = "dncnn-fpx"
 
@@ -87,15 +90,11 @@ class DnCNNDenoiser(Denoiser):
     """The bundled DnCNN (artifact ``dncnn-fpx``), or any DnCNN safetensors file given by path."""
 
     def __init__(self, path: str | None = None):
-        from fingerprint_cli import artifacts
-
         if path is None:
             inst = artifacts.ensure(DNCNN_ARTIFACT)
             path, self.sha256, self.verified = str(inst.path), inst.sha256, inst.verified
             self.id = f"{DNCNN_ARTIFACT}@{inst.spec.version}"
         else:
-            from fingerprint_cli.images import sha256_file
-
             self.sha256 = sha256_file(path)
             self.verified = False
             self.id = f"dncnn-file:{self.sha256[:12]}"
@@ -142,27 +141,29 @@ def get_denoiser(name: str = "dncnn") -> Denoiser:
     path to a DnCNN safetensors file.
     """
     key = (name or "dncnn").strip()
-    if key in _CACHE:
-        return _CACHE[key]
+    if key not in _CACHE:
+        _CACHE[key] = _make_denoiser(key, name)
+    return _CACHE[key]
+
+
+def _plugin_of(low: str):
+    """The registered plug-in factory whose name ``low`` is or starts (``name-…``), or None."""
+    return next((f for p, f in _PLUGINS.items() if low == p or low.startswith(p + "-")), None)
+
+
+def _make_denoiser(key: str, name: str) -> Denoiser:
     low = key.lower()
     if low in ("dncnn", DNCNN_ARTIFACT) or low.startswith(DNCNN_ARTIFACT + "@"):
-        den: Denoiser = DnCNNDenoiser()
-    elif low == "gaussian" or low.startswith("gaussian-sigma"):
-        sigma = float(low.split("sigma", 1)[1]) if "sigma" in low else 1.0
-        den = GaussianDenoiser(sigma)
-    elif any(low == p or low.startswith(p + "-") for p in _PLUGINS):
-        den = next(f(low) for p, f in _PLUGINS.items() if low == p or low.startswith(p + "-"))
-    elif low.endswith(".safetensors"):
-        den = DnCNNDenoiser(key)
-    else:
-        import difflib
-
-        choices = ["dncnn", "gaussian", *_PLUGINS]
-        close = difflib.get_close_matches(low, choices, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UsageError(f"unknown denoiser {name!r}{hint} (choose {', '.join(choices)})")
-    _CACHE[key] = den
-    return den
+        return DnCNNDenoiser()
+    if low == "gaussian" or low.startswith("gaussian-sigma"):
+        return GaussianDenoiser(float(low.split("sigma", 1)[1]) if "sigma" in low else 1.0)
+    plugin = _plugin_of(low)
+    if plugin is not None:
+        return plugin(low)
+    if low.endswith(".safetensors"):
+        return DnCNNDenoiser(key)
+    choices = ["dncnn", "gaussian", *_PLUGINS]
+    raise UsageError(f"unknown denoiser {name!r}{suggest(low, choices, n=1)} (choose {', '.join(choices)})")
 
 
 def to_batch(pixels: np.ndarray) -> torch.Tensor:

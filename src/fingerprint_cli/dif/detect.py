@@ -19,7 +19,11 @@ p = (1 + #{calibration scores ≥ its score}) / (n + 1), and the suspect is call
 p ≤ the stated false-positive rate α. For a real image exchangeable with the calibration images,
 P(p ≤ α) = ⌊α(n + 1)⌋/(n + 1) ≤ α, so α is a guaranteed upper bound on the false-positive rate for images like
 those calibrated on — and only for those: a recompressed or resized real photo is not exchangeable with
-unprocessed ones, which is why records carry the input's condition (:mod:`.condition`). n must be at least
+unprocessed ones. So a calibration may also hold the same images' statistics under recompression conditions
+(``conformal["recompressions"]``, :class:`.condition.Recompression`), and a suspect's p-value is the largest over
+the calibration sets its own condition — read from its file header — cannot rule out
+(:func:`.condition.calibration_sets`): each set's bound holds for images of its condition, so the maximum keeps
+α for a real image whose condition is any of them. Records carry the input's condition and the sets used. n must be at least
 ⌈1/α⌉ − 1, else no p-value can reach α. A fingerprint without calibration (fpx ≤ 0.1, or fitted without
 ``--fpr``) keeps the paper's rule and says "not calibrated" in every record; it never claims a rate.
 
@@ -34,15 +38,24 @@ real image is claimed by any of them is at most Σ α_k (``fpr_any`` in the reco
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from fingerprint_cli import guard
-from fingerprint_cli.dif.fingerprint import Fingerprint
-from fingerprint_cli.dif.residuals import ResidualCache, compute, get_denoiser
-from fingerprint_cli.errors import ArtifactError
+from fingerprint_cli import artifacts, atomic, batch, guard, images
+from fingerprint_cli.anchored.score import base_provenance
+from fingerprint_cli.dif import condition
+from fingerprint_cli.dif.baselines import log_spectrum
+from fingerprint_cli.dif.condition import AS_DISTRIBUTED, Recompression
+from fingerprint_cli.dif.fingerprint import (Conformal, Fingerprint, Phases, calibration_summary, load_folder,
+                                             load_library, min_calibration_images)
+from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser, recompressed_window
+from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
+from fingerprint_cli.images import sha256_bytes
+from fingerprint_cli.records import Record, input_key
 
 EPS = 1e-12
 CLEAR_MARGIN = 2.0
@@ -126,8 +139,6 @@ SEARCHES = {"crossfit": shifted_rho, "max": max_shifted_rho}
 def features(method: str, residuals: torch.Tensor) -> torch.Tensor:
     """What a fingerprint of ``method`` is correlated with: the residual, or its log-magnitude spectrum."""
     if method == "spectral":
-        from fingerprint_cli.dif.baselines import log_spectrum
-
         return log_spectrum(residuals)
     return residuals
 
@@ -146,7 +157,7 @@ def correlate_residuals(fp: Fingerprint, residuals) -> np.ndarray:
         for i, r in enumerate(residuals):
             r = torch.as_tensor(r, dtype=torch.float32)
             h, w = r.shape[-2:]
-            sub = Fingerprint(fp.name, fp.method, centre_of(fp.pattern, h, w), fp.meta)
+            sub = Fingerprint(fp.name, fp.method, centre_of(fp.pattern, h, w), fp.info)
             if fp.method == "spectral" and (h, w) != tuple(fp.pattern.shape[-2:]):
                 raise ArtifactError("a spectral fingerprint needs images of at least its crop size")
             out[i] = correlate_residuals(sub, r[None])[0]
@@ -154,9 +165,9 @@ def correlate_residuals(fp: Fingerprint, residuals) -> np.ndarray:
     r = torch.as_tensor(residuals, dtype=torch.float32)
     if r.shape[0] == 0:
         return np.zeros(0, np.float32)
-    tol = int(fp.meta.get("tolerance", 0)) if fp.method != "spectral" else 0
+    tol = int(fp.info.tolerance or 0) if fp.method != "spectral" else 0
     # fingerprints written before the cross-fitted search record no "search": they were calibrated with the max
-    search = SEARCHES[fp.meta.get("search", "max")]
+    search = SEARCHES[fp.info.search or "max"]
     out = []
     for i in range(0, r.shape[0], 64):
         out.append(search(features(fp.method, r[i:i + 64]), fp.pattern, tol))
@@ -170,8 +181,7 @@ def denoiser_for(fp: Fingerprint):
     if d.get("sha256") and den.sha256 != d["sha256"]:
         raise ArtifactError(f"fingerprint {fp.name!r} was made with denoiser {d.get('id')} "
                             f"(sha256 {d['sha256'][:12]}…) but this fpx has {den.id} "
-                            f"(sha256 {den.sha256[:12]}…): its correlations would not be comparable",
-                            getattr(fp, "path", None))
+                            f"(sha256 {den.sha256[:12]}…): its correlations would not be comparable", fp.path)
     return den
 
 
@@ -198,20 +208,20 @@ def correlations_with_info(fp: Fingerprint, paths: Sequence[str], *, cache: Resi
 
 
 def _orientation(fp: Fingerprint) -> float:
-    return 1.0 if float(fp.meta["mu_gen"]) >= float(fp.meta["mu_real"]) else -1.0
+    return fp.info.oriented_sign
 
 
 def is_generated(fp: Fingerprint, rho: np.ndarray) -> np.ndarray:
     """True where ρ is nearer μ_gen than μ_real (the paper's rule)."""
     rho = np.asarray(rho, dtype=np.float64)
-    return np.abs(rho - float(fp.meta["mu_gen"])) < np.abs(rho - float(fp.meta["mu_real"]))
+    return np.abs(rho - float(fp.info.mu_gen)) < np.abs(rho - float(fp.info.mu_real))
 
 
 def scores(fp: Fingerprint, rho: np.ndarray) -> np.ndarray:
     """Calibrated z against the real training images' ρ: (ρ − μ_real)/σ_real, larger = more generated."""
     rho = np.asarray(rho, dtype=np.float64)
-    sigma = max(float(fp.meta.get("sigma_real") or 0.0), 1e-9)
-    return _orientation(fp) * (rho - float(fp.meta["mu_real"])) / sigma
+    sigma = max(float(fp.info.sigma_real or 0.0), 1e-9)
+    return _orientation(fp) * (rho - float(fp.info.mu_real)) / sigma
 
 
 def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
@@ -227,56 +237,67 @@ def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------ calibrated decisions
-def min_calibration_images(fpr: float) -> int:
-    """Fewest calibration images for which a conformal p-value can reach ``fpr``: ⌈1/fpr⌉ − 1."""
-    return max(1, math.ceil(1.0 / float(fpr) - 1e-9) - 1)
-
-
 def check_fpr(fpr: float) -> float:
-    from fingerprint_cli.errors import UsageError
-
     if not (isinstance(fpr, (int, float)) and math.isfinite(fpr) and 0 < fpr <= 0.5):
         raise UsageError(f"--fpr must be in (0, 0.5] (got {fpr})")
     return float(fpr)
 
 
-def p_values(fp: Fingerprint, rho: np.ndarray) -> np.ndarray | None:
-    """Conformal p-values against the real class, (1 + #{s_i ≥ s}) / (n + 1) over the calibration scores s_i;
-    None when the fingerprint is not calibrated. NaN where ρ is not finite."""
-    cal = fp.meta.get("conformal")
-    if not cal:
-        return None
-    s_cal = np.sort(scores(fp, np.asarray(cal["rho"], dtype=np.float64)))
+def calibration_rho(cal: Conformal, set_id: str = AS_DISTRIBUTED) -> list[float]:
+    """The calibration statistics of one set: the images as distributed, or a recompression id."""
+    return list(cal.rho) if set_id == AS_DISTRIBUTED else list(cal.recompressions[set_id]["rho"])
+
+
+def _conformal_p(fp: Fingerprint, cal_rho: Sequence[float], rho: np.ndarray) -> np.ndarray:
+    """(1 + #{s_i ≥ s}) / (n + 1) of each ρ's score s over the calibration scores s_i."""
+    s_cal = np.sort(scores(fp, np.asarray(cal_rho, dtype=np.float64)))
     s = scores(fp, np.atleast_1d(np.asarray(rho, dtype=np.float64)))
     ge = len(s_cal) - np.searchsorted(s_cal, s, side="left")
-    p = (1.0 + ge) / (len(s_cal) + 1.0)
+    return (1.0 + ge) / (len(s_cal) + 1.0)
+
+
+def p_values(fp: Fingerprint, rho: np.ndarray, sets: Sequence[str] | None = None) -> np.ndarray | None:
+    """Conformal p-values against the real class, (1 + #{s_i ≥ s}) / (n + 1) over the calibration scores s_i;
+    None when the fingerprint is not calibrated. NaN where ρ is not finite.
+
+    ``sets``: the calibration sets to test against (:func:`.condition.calibration_sets`; default the images as
+    distributed); with several, the largest p-value — valid whenever the image's true condition is one of
+    them."""
+    cal = fp.conformal
+    if cal is None:
+        return None
+    p = np.max([_conformal_p(fp, calibration_rho(cal, sid), rho) for sid in (sets or [AS_DISTRIBUTED])], axis=0)
+    s = scores(fp, np.atleast_1d(np.asarray(rho, dtype=np.float64)))
     return np.where(np.isfinite(s), p, np.nan)
 
 
-def rho_threshold(fp: Fingerprint) -> float | None:
+def rho_threshold(fp: Fingerprint, rho: Sequence[float] | None = None) -> float | None:
     """The calibrated cut on ρ: an image is called generated iff its (oriented) score is strictly above the
-    score of this ρ — the (m+1)-th highest calibration score, m = ⌊α(n+1)⌋ − 1. None when not calibrated."""
-    cal = fp.meta.get("conformal")
-    if not cal:
+    score of this ρ — the (m+1)-th highest calibration score, m = ⌊α(n+1)⌋ − 1. None when not calibrated.
+    ``rho``: another calibration set's statistics (default the images as distributed)."""
+    cal = fp.conformal
+    if cal is None:
         return None
-    r = np.asarray(cal["rho"], dtype=np.float64)
-    m = math.floor(float(cal["fpr"]) * (len(r) + 1) + 1e-9) - 1
+    r = np.asarray(cal.rho if rho is None else rho, dtype=np.float64)
+    m = math.floor(float(cal.fpr) * (len(r) + 1) + 1e-9) - 1
     if not 0 <= m < len(r):
         return None
     return float(r[np.argsort(-scores(fp, r), kind="stable")[m]])
 
 
-def judge(fp: Fingerprint, rho: float) -> dict[str, Any]:
-    """One fingerprint's call on one ρ: score, p-value, generated, and the rule that decided."""
+def judge(fp: Fingerprint, rho: float, sets: Sequence[str] | None = None) -> dict[str, Any]:
+    """One fingerprint's call on one ρ: score, p-value, generated, and the rule that decided. ``sets``: the
+    calibration sets the image may belong to (see :func:`p_values`)."""
     rho = float(rho)
     sc = float(scores(fp, np.array([rho]))[0])
-    if not math.isfinite(sc):
+    if guard.nonfinite({"rho": rho, "score": sc}):
         return {"rho": rho, "score": None, "p_value": None, "generated": None, "fpr": fp.fpr,
                 "rule": "no finite statistic"}
     if fp.calibrated:
-        p = float(p_values(fp, np.array([rho]))[0])
+        p = float(p_values(fp, np.array([rho]), sets)[0])
         return {"rho": rho, "score": sc, "p_value": p, "generated": bool(p <= fp.fpr), "fpr": fp.fpr,
-                "rule": "conformal p <= fpr"}
+                "rule": "conformal p <= fpr" if not sets or len(sets) == 1 else
+                        "conformal p <= fpr (largest p over the calibration sets it may belong to)"}
     return {"rho": rho, "score": sc, "p_value": None, "generated": bool(is_generated(fp, np.array([rho]))[0]),
             "fpr": None, "rule": "nearest mean (not calibrated)"}
 
@@ -311,7 +332,8 @@ def decide(names: Sequence[str], calls: Sequence[dict[str, Any]], margin: float 
 
 def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: ResidualCache | None = None,
               on_skip: Callable[[str, str], None] | None = None, progress: Callable[..., None] | None = None,
-              description: str | None = None) -> Fingerprint:
+              description: str | None = None, recompressions: Sequence[str] = (),
+              on_condition_skip: Callable[[str, str], None] | None = None) -> Fingerprint:
     """A copy of ``fp`` calibrated at false-positive rate ``fpr`` on the real images ``real_paths``.
 
     The images must not have trained the fingerprint: training images (matched by sha256 against
@@ -319,27 +341,63 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
     smaller than the crop are skipped, each reported through ``on_skip(path, reason)``. UsageError when fewer
     than :func:`min_calibration_images` remain. The copy stores the calibration images' statistics, their
     hashes, a manifest hash, their condition (JPEG quality, size) and the stated rate in ``meta["conformal"]``,
-    and must be saved (sealed) again."""
-    import time
+    and must be saved (sealed) again.
 
-    from fingerprint_cli.dif import condition
-    from fingerprint_cli.errors import UsageError
-    from fingerprint_cli.images import sha256_bytes
-
+    ``recompressions``: :class:`~.condition.Recompression` ids (``"jpeg75"``, ``"resize0.9"``, …; ``"none"``
+    is the images as distributed, always included). The same images are also passed through each, and each
+    condition's statistics are stored in ``conformal["recompressions"]``; detection then tests a suspect
+    against the sets its own condition cannot rule out (:func:`.condition.calibration_sets`). A condition that
+    leaves fewer usable images than the rate needs (e.g. a resize below the crop) is left out, reported
+    through ``on_condition_skip(id, reason)`` and listed in ``conformal["recompressions_left_out"]``."""
     fpr = check_fpr(fpr)
+    conditions = _recompressions(recompressions)
     need = min_calibration_images(fpr)
     paths = list(dict.fromkeys(str(p) for p in real_paths))
     if len(paths) < need:
         raise UsageError(f"calibrating at a false-positive rate of {fpr:g} needs at least {need} real images "
                          f"(the smallest conformal p-value is 1/(n+1)); {len(paths)} given")
-    train = {d.get("sha256") for cls in ("generated", "real") for d in fp.meta.get("train", {}).get(cls, [])}
-    own_gen = {d.get("sha256") for d in fp.meta.get("test", {}).get("generated", [])}
-    train.discard(None)
-    own_gen.discard(None)
     skip = on_skip or (lambda p, why: None)
     den = denoiser_for(fp)
     res, infos = compute(paths, den, fp.crop, cache=cache, progress=progress,
                          on_error=lambda p, e: skip(p, str(e)))
+    keep = _calibration_images(fp, infos, skip)
+    if len(keep) < need:
+        raise UsageError(f"only {len(keep)} usable real image(s) for calibration (of {len(paths)} given); a "
+                         f"false-positive rate of {fpr:g} needs at least {need}")
+    rho = correlate_residuals(fp, np.asarray(res)[keep])
+    used = [infos[i] for i in keep]
+    new = fp.copy(seal="unsaved", verified=fp.verified, sha256=None)
+    new.info.conformal = Conformal(
+        fpr=fpr, n=len(keep), rho=[float(x) for x in rho], images=used,
+        manifest_sha256=sha256_bytes("\n".join(sorted(u["sha256"] for u in used)).encode()),
+        description=description or "", conditions=condition.summarise(condition.probe_many(u["path"] for u in used)),
+        statistic=fp.info.search or "max", created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        pvalue="(1 + #{calibration scores >= score}) / (n + 1)")
+    new.info.conformal.rho_threshold = rho_threshold(new)
+    if conditions:
+        _calibrate_recompressions(new, used, conditions, need, cache, progress, on_condition_skip)
+    if not fp.verified:
+        new.info.calibrated_from_unverified = True
+    return new
+
+
+def _recompressions(ids: Sequence[str]) -> list[Recompression]:
+    """The distinct recompression conditions named (UsageError for a malformed id), without ``none``."""
+    out: dict[str, Recompression] = {}
+    for cid in ids:
+        r = Recompression.parse(cid)
+        if r.id != "none":
+            out.setdefault(r.id, r)
+    return list(out.values())
+
+
+def _calibration_images(fp: Fingerprint, infos: list[dict], skip: Callable[[str, str], None]) -> list[int]:
+    """Indices of the decoded images that may calibrate ``fp``: not its training images, not its own generated
+    test images, no duplicates (each other one reported through ``skip``)."""
+    train = {d.get("sha256") for cls in ("generated", "real") for d in fp.info.split("train", cls)}
+    own_gen = {d.get("sha256") for d in fp.info.split("test", "generated")}
+    train.discard(None)
+    own_gen.discard(None)
     keep, seen = [], set()
     for i, info in enumerate(infos):
         sha = info["sha256"]
@@ -352,33 +410,37 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
         else:
             seen.add(sha)
             keep.append(i)
-    if len(keep) < need:
-        raise UsageError(f"only {len(keep)} usable real image(s) for calibration (of {len(paths)} given); a "
-                         f"false-positive rate of {fpr:g} needs at least {need}")
-    rho = correlate_residuals(fp, np.asarray(res)[keep])
-    used = [infos[i] for i in keep]
-    conds = condition.probe_many([u["path"] for u in used])
-    new = fp.copy(seal="unsaved", verified=fp.verified, sha256=None)
-    new.meta["conformal"] = {
-        "fpr": fpr, "n": len(keep), "rho": [float(x) for x in rho], "images": used,
-        "manifest_sha256": sha256_bytes("\n".join(sorted(u["sha256"] for u in used)).encode()),
-        "description": description or "", "conditions": condition.summarise(conds),
-        "statistic": fp.meta.get("search", "max"), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pvalue": "(1 + #{calibration scores >= score}) / (n + 1)",
-    }
-    new.meta["conformal"]["rho_threshold"] = rho_threshold(new)
-    if not fp.verified:
-        new.meta["calibrated_from_unverified"] = True
-    return new
+    return keep
+
+
+def _calibrate_recompressions(fp: Fingerprint, used: list[dict], conditions: list[Recompression], need: int,
+                              cache: ResidualCache | None, progress, on_condition_skip) -> None:
+    """Each condition's statistics of the calibration images ``used`` into ``fp.info.conformal``."""
+    cal = fp.info.conformal
+    den = denoiser_for(fp)
+    sets: dict[str, dict[str, Any]] = {}
+    left_out: dict[str, str] = {}
+    for r in conditions:
+        errors: list[str] = []
+        res, infos, _ = compute_views([u["path"] for u in used], lambda _sha, r=r: [r], den, fp.crop, cache=cache,
+                                      progress=progress, window=recompressed_window,
+                                      on_error=lambda p, e, errors=errors: errors.append(f"{p}: {e}"))
+        if len(infos) < need:
+            left_out[r.id] = (f"{len(infos)} of {len(used)} images usable after {r.id}, fewer than the {need} "
+                              f"the rate needs" + (f" (e.g. {errors[0]})" if errors else ""))
+            if on_condition_skip:
+                on_condition_skip(r.id, left_out[r.id])
+            continue
+        rho = [float(x) for x in correlate_residuals(fp, res[:, 0])]
+        sets[r.id] = {"n": len(rho), "rho": rho, "rho_threshold": rho_threshold(fp, rho)}
+    cal.recompressions = sets
+    if left_out:
+        cal.recompressions_left_out = left_out
 
 
 # ------------------------------------------------------------------ detection records
 def image_condition(path: str) -> dict[str, Any]:
     """The suspect's condition (format, size, JPEG quality estimate) from its header; {} when unreadable."""
-    from fingerprint_cli import images
-    from fingerprint_cli.dif import condition
-    from fingerprint_cli.errors import InputError
-
     try:
         return condition.describe(images.header(path))
     except InputError:
@@ -397,26 +459,26 @@ def errs_append(errs: list) -> Callable[[str, Exception], None]:
     return lambda _path, exc: errs.append(exc)
 
 
-def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | None = None,
-               cache: ResidualCache | None = None, margin: float = CLEAR_MARGIN,
-               provenance: dict[str, Any] | None = None):
-    """The detection Record of one image against one or several fingerprints (InputError when unreadable)."""
-    from fingerprint_cli.dif import condition
-    from fingerprint_cli.records import Record
-
-    names = list(names or unique_names(fps))
-    single = len(fps) == 1
-    feats: dict[str, Any] = {}
-    dirs: dict[str, str] = {}
+def _judge_all(fps: Sequence[Fingerprint], path: str, cache: ResidualCache | None,
+               checks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Every fingerprint's :func:`judge` call on the image (against the calibration sets its condition check
+    kept) and the image's sha256; InputError when it cannot be read."""
     calls, sha = [], None
-    for nm, fp in zip(names, fps):
+    for fp, ch in zip(fps, checks):
         errs: list[Exception] = []
         rho, infos = correlations_with_info(fp, [path], cache=cache, on_error=errs_append(errs))
         if errs:
             raise errs[0]
         sha = infos[0]["sha256"]
-        c = judge(fp, float(rho[0]))
-        calls.append(c)
+        calls.append(judge(fp, float(rho[0]), ch.get("calibration_sets")))
+    return calls, sha
+
+
+def _features(names: Sequence[str], calls: Sequence[dict], single: bool) -> tuple[dict, dict]:
+    """The record's features (ρ, score, p-value per fingerprint) and their directions."""
+    feats: dict[str, Any] = {}
+    dirs: dict[str, str] = {}
+    for nm, c in zip(names, calls):
         sfx = "" if single else f".{nm}"
         feats[f"rho{sfx}"] = c["rho"]
         feats[f"score{sfx}"] = c["score"]
@@ -424,64 +486,104 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
         dirs[f"rho{sfx}"] = "higher=more like the generator"
         dirs[f"score{sfx}"] = "higher=more like the generator (z vs real images)"
         dirs[f"p_value{sfx}"] = "lower=less like the real calibration images"
-    cond = image_condition(path)
-    checks = {nm: condition.check(cond, fp.meta, fp.crop) for nm, fp in zip(names, fps)}
+    return feats, dirs
+
+
+def _condition_warnings(names: Sequence[str], checks: Sequence[dict], single: bool) -> tuple[list[str], Any]:
+    """The checks' warnings (each text once, prefixed with the fingerprints it concerns when several) and
+    ``within_conditions`` (None when some fingerprint records no training conditions)."""
     by_text: dict[str, list[str]] = {}
-    for nm, ch in checks.items():
+    for nm, ch in zip(names, checks):
         for w in ch["warnings"]:
             by_text.setdefault(w, []).append(nm)
     warnings = [w if single else f"{', '.join(nms)}: {w}" for w, nms in by_text.items()]
-    within = None if any(ch["within"] is None for ch in checks.values()) else not warnings
+    within = None if any(ch["within"] is None for ch in checks) else not warnings
+    return warnings, within
+
+
+def _calibration_text(names: Sequence[str], fps: Sequence[Fingerprint]) -> str:
+    if all(fp.calibrated for fp in fps):
+        return "conformal p-values against held-out real images"
+    if not any(fp.calibrated for fp in fps):
+        return "p-values: not calibrated"
+    return "p-values: not calibrated for " + ", ".join(nm for nm, fp in zip(names, fps) if not fp.calibrated)
+
+
+def _decision(fps: Sequence[Fingerprint], names: Sequence[str], calls: Sequence[dict], margin: float,
+              within: Any) -> dict[str, Any]:
+    """The image's decision from the fingerprints' calls, guarded against non-finite numbers (guard.py)."""
+    single = len(fps) == 1
     if single:
-        fp, c = fps[0], calls[0]
-        gen = c["generated"]
+        gen = calls[0]["generated"]
         decision: dict[str, Any] = {"label": "unknown" if gen is None else (names[0] if gen else "real"),
                                     "generated": gen}
     else:
         decision = decide(names, calls, margin)
     all_cal = all(fp.calibrated for fp in fps)
-    best = next((c for nm, c in zip(names, calls) if nm == decision["label"]), None)
-    if best is None:  # real / unknown: the smallest p-value (the most suspicious fingerprint's)
-        ps = [c["p_value"] for nm, c in zip(names, calls) if c["p_value"] is not None
-              and (decision["label"] != "unknown" or nm in decision.get("called_by", []))]
-        best = {"p_value": min(ps) if ps else None}
     decision.update({
-        "p_value": best.get("p_value") if not single else calls[0]["p_value"],
+        "p_value": calls[0]["p_value"] if single else _lead_p_value(names, calls, decision),
         "fpr": fps[0].fpr if single else None,
-        "fpr_any": (min(1.0, sum(fp.fpr for fp in fps)) if all_cal else None) if not single else None,
-        "calibration": ("conformal p-values against held-out real images" if all_cal else
-                        "p-values: not calibrated" if not any(fp.calibrated for fp in fps) else
-                        "p-values: not calibrated for " + ", ".join(nm for nm, fp in zip(names, fps)
-                                                                    if not fp.calibrated)),
+        "fpr_any": None if single or not all_cal else min(1.0, sum(fp.fpr for fp in fps)),
+        "calibration": _calibration_text(names, fps),
         "verified": all(fp.verified for fp in fps),
         "within_conditions": within,
     })
     # the one guard (guard.py): no label but `unknown` from a non-finite ρ or fingerprint statistic
     decision = guard.guard_decision(decision, {
         "rho": [c["rho"] for c in calls],
-        "fingerprint statistics": [[fp.meta.get(k) for k in ("mu_gen", "mu_real", "sigma_real")] for fp in fps]},
+        "fingerprint statistics": [[fp.info.mu_gen, fp.info.mu_real, fp.info.sigma_real] for fp in fps]},
         probabilities=("p_value",))
-    if not single:
+    if single:
+        decision["rule"] = calls[0]["rule"]
+    else:
         decision["fingerprints"] = {nm: {"generated": c["generated"], "p_value": c["p_value"], "fpr": c["fpr"],
                                          "rule": c["rule"]} for nm, c in zip(names, calls)}
-    else:
-        decision["rule"] = calls[0]["rule"]
-    reasons = [{"feature": f"score.{nm}" if not single else "score", "z": c["score"], "p_value": c["p_value"],
-                "generated": c["generated"]}
-               for nm, c in sorted(zip(names, calls), key=lambda x: -(x[1]["score"] if x[1]["score"] is not None
-                                                                     else -math.inf))]
+    return decision
+
+
+def _lead_p_value(names: Sequence[str], calls: Sequence[dict], decision: dict) -> float | None:
+    """The p-value a multi-fingerprint decision reports: the named generator's; for real / unknown the
+    smallest (the most suspicious fingerprint's, among the claimants when unknown)."""
+    best = next((c for nm, c in zip(names, calls) if nm == decision["label"]), None)
+    if best is not None:
+        return best.get("p_value")
+    ps = [c["p_value"] for nm, c in zip(names, calls) if c["p_value"] is not None
+          and (decision["label"] != "unknown" or nm in decision.get("called_by", []))]
+    return min(ps) if ps else None
+
+
+def _reasons(names: Sequence[str], calls: Sequence[dict], single: bool) -> list[dict[str, Any]]:
+    ranked = sorted(zip(names, calls), key=lambda x: -(x[1]["score"] if x[1]["score"] is not None else -math.inf))
+    return [{"feature": "score" if single else f"score.{nm}", "z": c["score"], "p_value": c["p_value"],
+             "generated": c["generated"]} for nm, c in ranked]
+
+
+def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | None = None,
+               cache: ResidualCache | None = None, margin: float = CLEAR_MARGIN,
+               provenance: dict[str, Any] | None = None):
+    """The detection Record of one image against one or several fingerprints (InputError when unreadable).
+
+    The image's condition (JPEG quality, size; :mod:`.condition`) is read first: it says which of each
+    fingerprint's calibration sets the p-value is taken over, and which warnings the record carries."""
+    names = list(names or unique_names(fps))
+    single = len(fps) == 1
+    cond = image_condition(path)
+    checks = [condition.check(cond, fp.info, fp.crop) for fp in fps]
+    calls, sha = _judge_all(fps, path, cache, checks)
+    feats, dirs = _features(names, calls, single)
+    warnings, within = _condition_warnings(names, checks, single)
+    decision = _decision(fps, names, calls, margin, within)
     cond_out = dict(cond)
-    cond_out["scale"] = (checks[names[0]]["scale"] if single else
-                         {nm: ch["scale"] for nm, ch in checks.items()})
+    cond_out["scale"] = checks[0]["scale"] if single else {nm: ch["scale"] for nm, ch in zip(names, checks)}
+    cond_out["calibration_sets"] = (checks[0]["calibration_sets"] if single else
+                                    {nm: ch["calibration_sets"] for nm, ch in zip(names, checks)})
     cond_out["warnings"] = warnings
     return Record("detect", {"image": {"path": path, "sha256": sha}}, features=feats, directions=dirs,
-                  decision=decision, reasons=reasons, provenance=dict(provenance or {}),
+                  decision=decision, reasons=_reasons(names, calls, single), provenance=dict(provenance or {}),
                   details={"condition": cond_out})
 
 
 def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
-    from fingerprint_cli.anchored.score import base_provenance
-
     prov = base_provenance(None, None)
     prov["fingerprints"] = [fp.provenance() for fp in fps]
     prov["verified"] = all(fp.verified for fp in fps)
@@ -491,9 +593,6 @@ def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
 def detect_many(fps: Sequence[Fingerprint], paths: Sequence[str], *, cache: ResidualCache | None = None,
                 margin: float = CLEAR_MARGIN) -> Iterator:
     """One detection Record per path, in order; an unreadable image gives an error Record (the batch goes on)."""
-    from fingerprint_cli.errors import FpxError, InputError
-    from fingerprint_cli.records import Record
-
     names = unique_names(fps)
     prov = detection_provenance(fps)
     for p in paths:
@@ -516,10 +615,6 @@ def gather_fingerprints(fingerprints: Sequence[Any] = (), fingerprint_dir: str |
     """The fingerprints a detection uses: those named (artifact paths or loaded :class:`Fingerprint` objects),
     then a folder's (other files skipped with a warning), else the shipped library (a UsageError when there is
     none)."""
-    from fingerprint_cli import batch
-    from fingerprint_cli.dif.fingerprint import load_folder, load_library
-    from fingerprint_cli.errors import UsageError
-
     fps = [fp if isinstance(fp, Fingerprint) else Fingerprint.load(str(fp), force=force) for fp in fingerprints]
     if fingerprint_dir is not None:
         fps += load_folder(fingerprint_dir, force=force,
@@ -537,28 +632,28 @@ def gather_fingerprints(fingerprints: Sequence[Any] = (), fingerprint_dir: str |
 
 def screen_fingerprints(fps: Sequence[Fingerprint], quiet: bool = False) -> None:
     """Fail early when a fingerprint's denoiser is missing or differs; warn (stderr) about each fingerprint that
-    is not verified, not calibrated, or records no training conditions."""
-    from fingerprint_cli import batch
-
+    is not verified, not calibrated (or calibrated as distributed only), or records no training conditions."""
     for fp in fps:
         denoiser_for(fp)
         if not fp.verified:
-            pinned = fp.meta.get("library", {}).get("pinned", True)
+            pinned = (fp.library or {}).get("pinned", True)
             batch.warn(f"{fp.path}: fingerprint not verified ({fp.seal} seal"
                        f"{'' if pinned else ', sha256 differs from the pin'}"
                        f"): every record says verified: false", quiet)
         if not fp.calibrated:
             batch.warn(f"{fp.path}: fingerprint not calibrated: no stated false-positive rate, the "
                        f"nearest-mean rule decides (calibrate it with `fpx dif-calibrate`)", quiet)
-        if not fp.meta.get("conditions"):
+        elif not fp.conformal.recompressions:
+            batch.warn(f"{fp.path}: fingerprint calibrated as distributed only: its stated false-positive rate "
+                       f"is not measured on recompressed or resized copies (recalibrate it with "
+                       f"`fpx dif-calibrate`)", quiet)
+        if not fp.info.conditions:
             batch.warn(f"{fp.path}: fingerprint records no training conditions: the suspects' JPEG "
                        f"quality and scale cannot be checked against them", quiet)
 
 
 def _usable_cache(cache: ResidualCache) -> None:
     """The on-disk residual cache is optional: when it cannot be used, say so once and go on without it."""
-    from fingerprint_cli import artifacts, batch
-
     if cache.root is None:
         return
     problem = artifacts.cache_problem()
@@ -569,8 +664,6 @@ def _usable_cache(cache: ResidualCache) -> None:
 
 
 def _warn_conditions(rec, quiet: bool) -> None:
-    from fingerprint_cli import batch
-
     cond = (rec.details or {}).get("condition") or {}
     if rec.ok and cond.get("warnings"):
         batch.warn(f"{rec.inputs['image']['path']}: outside the fingerprint's trained/calibrated "
@@ -583,12 +676,6 @@ def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir:
     """Test images (``targets``: files or folders) against fingerprints (:func:`gather_fingerprints`): one
     ``detect`` record per image, in order (:func:`detect_many`), an unreadable image an error record; written to
     ``output`` / stdout like every batch command. Returns :class:`~fingerprint_cli.batch.Results`."""
-    from pathlib import Path
-
-    from fingerprint_cli import atomic, batch
-    from fingerprint_cli.errors import UsageError
-    from fingerprint_cli.records import input_key
-
     rest = [str(t) for t in targets]
     if not rest:
         raise UsageError("give at least one IMAGE or folder (after the fingerprint(s), if any)")
@@ -627,21 +714,19 @@ CALIBRATE_COLUMNS = ["features.fpr", "features.n", "features.rho_threshold"]
 
 def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float = 0.01,
                   description: str | None = None, dtype: str = "float32", force: bool = False,
+                  conditions: Sequence[str] = condition.DEFAULT_RECOMPRESSIONS,
                   use_cache: bool = True, fmt: str | None = None, quiet: bool = False, stdout: bool = False):
     """Calibrate ``fingerprint``'s detection threshold at ``fpr`` on the held-out real images in the folders
-    ``real`` (:func:`calibrate`) and write the sealed result to ``out`` (never an input). Returns
-    :class:`~fingerprint_cli.batch.Results` with one ``dif-calibrate`` record."""
-    from pathlib import Path
-
-    from fingerprint_cli import atomic, batch, images
-    from fingerprint_cli.dif.fingerprint import Phases
-    from fingerprint_cli.errors import FpxError, UsageError
-
-    phases = Phases(quiet)
-    try:
-        if dtype not in ("float32", "float16"):
-            raise UsageError(f"--dtype must be float32 or float16 (got {dtype!r})")
-        check_fpr(fpr)
+    ``real`` (:func:`calibrate`), as distributed and under each of ``conditions`` (recompression ids, default
+    :data:`.condition.DEFAULT_RECOMPRESSIONS`; ``["none"]``: as distributed only), and write the sealed result
+    to ``out`` (never an input). Returns :class:`~fingerprint_cli.batch.Results` with one ``dif-calibrate``
+    record."""
+    if dtype not in ("float32", "float16"):
+        raise UsageError(f"--dtype must be float32 or float16 (got {dtype!r})")
+    check_fpr(fpr)
+    _recompressions(conditions)  # a malformed condition is refused before any work
+    sink = single_sink(fmt, stdout, CALIBRATE_COLUMNS)
+    with Phases(quiet) as phases:
         fp = Fingerprint.load(fingerprint, force=force)
         if dtype != "float32":
             fp = fp.quantized(dtype)  # calibrate the pattern that will be stored
@@ -655,39 +740,48 @@ def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float
             skipped.append({"path": p, "reason": why})
             batch.warn(f"{p}: skipped ({why})", quiet)
 
-        phases.phase("calibration", len(paths))
+        phases.phase("calibration", len(paths) * (1 + len(_recompressions(conditions))))
         new = calibrate(fp, paths, fpr, cache=ResidualCache(disk=use_cache), on_skip=skip,
-                        progress=phases.progress, description=description or ", ".join(str(d) for d in real))
+                        progress=phases.progress, description=description or ", ".join(str(d) for d in real),
+                        recompressions=conditions,
+                        on_condition_skip=lambda cid, why: batch.warn(f"condition {cid} left out: {why}", quiet))
         phases.close()
         if skipped:
             batch.warn(f"{len(skipped)} image(s) skipped", quiet)
         digest = new.save(out, inputs=paths + [str(fingerprint)], dtype=dtype)
         new.verified = fp.verified
         rec = _calibrate_record(fingerprint, real, out, fp, new, digest, skipped)
-        sink = batch.RecordSink(None, fmt, False, CALIBRATE_COLUMNS) if stdout else batch.MemorySink()
-        sink.add(rec)
-        sink.close()
-    except FpxError:
-        phases.close()
-        raise
+    return finish_single(sink, rec)
+
+
+def single_sink(fmt: str | None, stdout: bool, columns: Sequence[str]):
+    """Where the one record of a single-artifact job (dif-extract, dif-calibrate) goes: stdout when asked, else
+    memory. Opened before any work, so a bad ``--format`` is refused first."""
+    return batch.RecordSink(None, fmt, False, list(columns)) if stdout else batch.MemorySink()
+
+
+def finish_single(sink, rec: Record):
+    """Hand the job's one record to its :func:`single_sink` and close it; the job's Results."""
+    sink.add(rec)
+    sink.close()
     return batch.Results([rec], items=1)
 
 
 def _calibrate_record(fingerprint, real, out, fp: Fingerprint, new: Fingerprint, digest: str, skipped: list):
-    from fingerprint_cli.anchored.score import base_provenance
-    from fingerprint_cli.dif.fingerprint import calibration_summary
-    from fingerprint_cli.records import Record
-
-    cal = new.meta["conformal"]
+    cal = new.conformal
     prov = base_provenance(None, None)
     prov["fingerprint"] = fp.provenance()
+    feats = {"fpr": cal.fpr, "n": cal.n, "rho_threshold": cal.rho_threshold, "mu_real": new.info.mu_real,
+             "mu_gen": new.info.mu_gen}
+    for cid, entry in (cal.recompressions or {}).items():
+        feats[f"rho_threshold.{cid}"] = entry["rho_threshold"]
     return Record("dif-calibrate", {"fingerprint": {"path": str(fingerprint), "sha256": fp.sha256},
                                     "real": {"path": ", ".join(str(d) for d in real),
-                                             "sha256": cal["manifest_sha256"]}},
-                  features={"fpr": cal["fpr"], "n": cal["n"], "rho_threshold": cal["rho_threshold"],
-                            "mu_real": new.meta["mu_real"], "mu_gen": new.meta["mu_gen"]},
+                                             "sha256": cal.manifest_sha256}},
+                  features=feats,
                   directions={"fpr": "stated false-positive rate (upper bound for exchangeable real "
                                      "images)"},
                   provenance=prov,
                   details={"fingerprint": {"path": str(out), "sha256": digest, "verified": fp.verified},
-                           "calibration": calibration_summary(new), "skipped": skipped})
+                           "calibration": calibration_summary(new), "skipped": skipped,
+                           "conditions_left_out": cal.recompressions_left_out or {}})

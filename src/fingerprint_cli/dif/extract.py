@@ -14,6 +14,7 @@ DIF (Sinitsa & Fried, WACV 2024), as fpx implements it:
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,13 +22,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from fingerprint_cli import __version__
-from fingerprint_cli.dif import baselines
+from fingerprint_cli import __version__, atomic, batch, images
+from fingerprint_cli.anchored.score import base_provenance
+from fingerprint_cli.dif import augment as aug_mod
+from fingerprint_cli.dif import baselines, condition, detect
+from fingerprint_cli.dif.baselines import log_spectrum
 from fingerprint_cli.dif.detect import correlate_residuals, rho, standardise
-from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint
+from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint, Phases, calibration_summary, min_calibration_images
 from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser
 from fingerprint_cli.dif.unet import UNet
-from fingerprint_cli.errors import UsageError
+from fingerprint_cli.errors import InputError, UsageError
+from fingerprint_cli.images import sha256_file
+from fingerprint_cli.records import Record
 
 DEFAULT_EPOCHS = 30
 DEFAULT_TOLERANCE = 1
@@ -42,9 +48,6 @@ def screen(paths: Sequence[str], crop: int, label: str,
     """Keep the images of one class that can be used: readable image headers at least ``crop`` px on each side
     (sizes, modes and formats may mix). Returns (usable paths, [{"path", "class", "reason"}] of the skipped);
     ``on_skip(path, reason)`` is told about each. Reads headers only, not pixels."""
-    from fingerprint_cli import images
-    from fingerprint_cli.errors import InputError
-
     keep, skipped = [], []
     for p in dict.fromkeys(str(x) for x in paths):
         try:
@@ -63,10 +66,6 @@ def screen(paths: Sequence[str], crop: int, label: str,
 
 def refuse_overlap(generated: Sequence[str], real: Sequence[str]) -> None:
     """UsageError when the two classes share an image (the same file, or files with the same content)."""
-    import os
-
-    from fingerprint_cli.images import sha256_file
-
     def ident(paths):
         out = {}
         for p in paths:
@@ -187,7 +186,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         on_phase: Callable[[str, int], None] | None = None,
         min_images: int = 2, on_skip: Callable[[str, str], None] | None = None,
         fpr: float | None = None, calibration_paths: Sequence[str] | None = None,
-        augment: dict[str, Any] | None = None) -> Fingerprint:
+        augment: dict[str, Any] | None = None, recompressions: Sequence[str] = ()) -> Fingerprint:
     """Fit a fingerprint of one generator.
 
     ``generated_paths`` / ``real_paths``: image files of each class (at least 2 each). Each class is shuffled
@@ -200,13 +199,75 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     ``on_skip(path, reason)`` and listed in ``meta["skipped"]``; UsageError when fewer than ``min_images``
     usable images remain in a class, or when the two classes share an image. ``fpr``: calibrate the
     detection threshold at this false-positive rate (:func:`..detect.calibrate`) on ``calibration_paths`` —
-    by default the held-out real test split. ``augment``: the conditions a training profile covered
-    ({"jpeg_quality", "scale", "lossless"}, see :func:`..condition.training_conditions`).
+    by default the held-out real test split — as distributed and under each of ``recompressions``.
+    ``augment``: the conditions a training profile covered ({"jpeg_quality", "scale", "lossless"}, see
+    :func:`..condition.training_conditions`).
 
     ``profile`` (:data:`.augment.PROFILES`): ``"plain"`` fits on the images as they are; ``"robust"`` passes
     both classes' training images through ``views`` random recompressions/rescalings each (fixed per image and
     seed, residuals cached per view) — see :mod:`.augment`. Calibration (μ, σ) then uses all the views.
     """
+    epochs, margin, fpr = _check_fit_options(method, crop, epochs, margin, min_images, fpr)
+    den = get_denoiser(denoiser)
+    usable, skipped = _usable_classes(generated_paths, real_paths, crop, min_images, on_skip)
+    gen_train, gen_test = split(usable["generated"], images, test_fraction, seed, "generated")
+    real_train, real_test = split(usable["real"], images, test_fraction, seed + 1, "real")
+    cal_paths = _calibration_plan(fpr, calibration_paths, real_test, real_train)
+    cache = cache if cache is not None else ResidualCache()
+    t0 = time.time()
+
+    def skip_late(p: str, e: Exception, label: str) -> None:
+        skipped.append({"path": p, "class": label, "reason": str(e)})
+        if on_skip:
+            on_skip(p, str(e))
+
+    rg, rr, info_g, info_r, aug_meta, k_views, augment = _training_residuals(
+        gen_train, real_train, den, crop, cache, progress, on_phase, profile, views, seed, augment, skip_late)
+    t_res = time.time() - t0
+    gen_t, real_t = torch.from_numpy(rg), torch.from_numpy(rr)
+    t1 = time.time()
+    pattern, stats, tolerance = _fit_pattern(method, gen_t, real_t, epochs=epochs, seed=seed,
+                                             batch_size=batch_size, lr=lr, margin=margin, unet_width=unet_width,
+                                             progress=progress, k_views=k_views, on_phase=on_phase,
+                                             tolerance=tolerance)
+    t_fit = time.time() - t1
+    meta: dict[str, Any] = {
+        "denoiser": {"id": den.id, "sha256": den.sha256, "verified": den.verified},
+        "crop": int(crop), "seed": int(seed), "method": method, "tolerance": int(tolerance),
+        "search": "crossfit",
+        "epochs": epochs if method == "dif" else 0, "batch_size": int(batch_size), "lr": lr,
+        "margin": margin, "unet_width": int(unet_width) if method == "dif" else None, "fpx_version": __version__,
+        "train": {"generated": info_g, "real": info_r},
+        "test": {"generated": [{"path": p, "sha256": None} for p in gen_test],
+                 "real": [{"path": p, "sha256": None} for p in real_test]},
+        "counts": {"train_generated": len(info_g), "train_real": len(info_r),
+                   "test_generated": len(gen_test), "test_real": len(real_test)},
+        "seconds": {"residuals": round(t_res, 2), "fit": round(t_fit, 2)},
+        "augment": aug_meta,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "skipped": skipped,
+    }
+    meta["conditions"] = condition.training_conditions(
+        condition.probe_many([d["path"] for d in info_g]), condition.probe_many([d["path"] for d in info_r]),
+        augment)
+    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
+    fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
+    _calibrate(fp, rg, rr, views=k_views)
+    _fill_test_hashes(fp)
+    if fpr is not None:
+        if on_phase:
+            on_phase("calibration", len(cal_paths) * (1 + len(recompressions)))
+        fp = detect.calibrate(fp, cal_paths, fpr, cache=cache, progress=progress,
+                              on_skip=lambda p, why: skip_late(p, Exception(why), "calibration"),
+                              description="the held-out real test split" if calibration_paths is None
+                              else "the --calibration-real images", recompressions=recompressions,
+                              on_condition_skip=lambda cid, why: skip_late(cid, Exception(why), "condition"))
+    return fp
+
+
+def _check_fit_options(method: str, crop: int, epochs: int | None, margin: float | None, min_images: int,
+                       fpr: float | None) -> tuple[int, float, float | None]:
+    """Refuse impossible options before any work (UsageError); returns (epochs, margin, fpr) with defaults."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
     if crop < 16 or crop % 16:
@@ -218,10 +279,13 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     if min_images < 2:
         raise UsageError(f"--min-images must be at least 2 (got {min_images})")
     if fpr is not None:
-        from fingerprint_cli.dif.detect import check_fpr
+        fpr = detect.check_fpr(fpr)
+    return epochs, margin, fpr
 
-        fpr = check_fpr(fpr)
-    den = get_denoiser(denoiser)
+
+def _usable_classes(generated_paths, real_paths, crop: int, min_images: int, on_skip):
+    """Each class's usable images (:func:`screen`), UsageError when fewer than ``min_images`` remain or the
+    classes share an image; returns ({"generated": [...], "real": [...]}, skipped)."""
     skipped: list[dict[str, str]] = []
     usable = {}
     for label, ps in (("generated", generated_paths), ("real", real_paths)):
@@ -233,36 +297,36 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
                              f"{min_images} (--min-images){why}")
         usable[label] = keep
     refuse_overlap(usable["generated"], usable["real"])
-    gen_train, gen_test = split(usable["generated"], images, test_fraction, seed, "generated")
-    real_train, real_test = split(usable["real"], images, test_fraction, seed + 1, "real")
-    if fpr is not None:
-        from fingerprint_cli.dif.detect import min_calibration_images
+    return usable, skipped
 
-        cal_paths = list(calibration_paths) if calibration_paths is not None else real_test
-        need = min_calibration_images(fpr)
-        if len(cal_paths) < need:
-            raise UsageError(f"--fpr {fpr:g} needs at least {need} held-out real images to calibrate on, but "
-                             f"{'the calibration folder has' if calibration_paths is not None else 'the real test split has'}"
-                             f" {len(cal_paths)} (give more real images, a larger --test-fraction, or "
-                             f"--calibration-real DIR)")
-        overlap = set(map(str, cal_paths)) & set(real_train)
-        if overlap:
-            raise UsageError(f"{len(overlap)} calibration image(s) are also real training images "
-                             f"(e.g. {sorted(overlap)[0]}): calibrate on held-out images")
-    cache = cache if cache is not None else ResidualCache()
-    t0 = time.time()
-    from fingerprint_cli.dif import augment as aug_mod
 
+def _calibration_plan(fpr: float | None, calibration_paths, real_test: list[str],
+                      real_train: list[str]) -> list[str] | None:
+    """The images ``--fpr`` calibrates on (None without it): enough of them, none a real training image."""
+    if fpr is None:
+        return None
+    cal_paths = list(calibration_paths) if calibration_paths is not None else real_test
+    need = min_calibration_images(fpr)
+    if len(cal_paths) < need:
+        raise UsageError(f"--fpr {fpr:g} needs at least {need} held-out real images to calibrate on, but "
+                         f"{'the calibration folder has' if calibration_paths is not None else 'the real test split has'}"
+                         f" {len(cal_paths)} (give more real images, a larger --test-fraction, or "
+                         f"--calibration-real DIR)")
+    overlap = set(map(str, cal_paths)) & set(real_train)
+    if overlap:
+        raise UsageError(f"{len(overlap)} calibration image(s) are also real training images "
+                         f"(e.g. {sorted(overlap)[0]}): calibrate on held-out images")
+    return cal_paths
+
+
+def _training_residuals(gen_train, real_train, den, crop, cache, progress, on_phase, profile, views, seed,
+                        augment, skip_late):
+    """The training residuals of both classes, plain or through the profile's views; returns
+    (rg, rr, info_g, info_r, aug_meta, k_views, augment)."""
     prof = aug_mod.get_profile(profile)
     k_views = 1 if prof.name == "plain" else (prof.views if views is None else int(views))
     if on_phase:
         on_phase("residuals", (len(gen_train) + len(real_train)) * k_views)
-
-    def skip_late(p: str, e: Exception, label: str) -> None:
-        skipped.append({"path": p, "class": label, "reason": str(e)})
-        if on_skip:
-            on_skip(p, str(e))
-
     aug_meta: dict[str, Any] = {"profile": prof.name, "views": k_views}
     err_g, err_r = (lambda p, e: skip_late(p, e, "generated")), (lambda p, e: skip_late(p, e, "real"))
     if prof.name == "plain":
@@ -284,10 +348,13 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         if len(info) < 2:
             raise UsageError(f"the {label} class has {len(info)} decodable training image(s); a fingerprint "
                              f"needs at least 2")
-    t_res = time.time() - t0
-    gen_t, real_t = torch.from_numpy(rg), torch.from_numpy(rr)
-    stats: dict[str, Any] = {}
-    t1 = time.time()
+    return rg, rr, info_g, info_r, aug_meta, k_views, augment
+
+
+def _fit_pattern(method, gen_t, real_t, *, epochs, seed, batch_size, lr, margin, unet_width, progress, k_views,
+                 on_phase, tolerance):
+    """The pattern of ``method`` (the U-Net for dif, oriented so generated images correlate positively; a
+    baseline's average otherwise); returns (pattern, stats, tolerance)."""
     if method == "dif":
         n = len(gen_t) + len(real_t)
         steps = epochs * max(1, math.ceil(n / min(batch_size, n)))
@@ -301,42 +368,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         pattern = baselines.PATTERNS[method](gen_t, real_t)
         stats = {"steps": 0}
         tolerance = tolerance if method == "average" else 0
-    t_fit = time.time() - t1
-    meta: dict[str, Any] = {
-        "denoiser": {"id": den.id, "sha256": den.sha256, "verified": den.verified},
-        "crop": int(crop), "seed": int(seed), "method": method, "tolerance": int(tolerance),
-        "search": "crossfit",
-        "epochs": epochs if method == "dif" else 0, "batch_size": int(batch_size), "lr": lr,
-        "margin": margin, "unet_width": int(unet_width) if method == "dif" else None, "fpx_version": __version__,
-        "train": {"generated": info_g, "real": info_r},
-        "test": {"generated": [{"path": p, "sha256": None} for p in gen_test],
-                 "real": [{"path": p, "sha256": None} for p in real_test]},
-        "counts": {"train_generated": len(info_g), "train_real": len(info_r),
-                   "test_generated": len(gen_test), "test_real": len(real_test)},
-        "seconds": {"residuals": round(t_res, 2), "fit": round(t_fit, 2)},
-        "augment": aug_meta,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "skipped": skipped,
-    }
-    from fingerprint_cli.dif import condition
-
-    meta["conditions"] = condition.training_conditions(
-        condition.probe_many([d["path"] for d in info_g]), condition.probe_many([d["path"] for d in info_r]),
-        augment)
-    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
-    fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
-    _calibrate(fp, rg, rr, views=k_views)
-    _fill_test_hashes(fp)
-    if fpr is not None:
-        from fingerprint_cli.dif.detect import calibrate
-
-        if on_phase:
-            on_phase("calibration", len(cal_paths))
-        fp = calibrate(fp, cal_paths, fpr, cache=cache, progress=progress,
-                       on_skip=lambda p, why: skip_late(p, Exception(why), "calibration"),
-                       description="the held-out real test split" if calibration_paths is None
-                       else "the --calibration-real images")
-    return fp
+    return pattern, stats, tolerance
 
 
 def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray,
@@ -348,8 +380,6 @@ def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray,
     leaving the image out removes the bias. With ``views`` = K augmented views per image (image-major rows),
     all K views of the image are left out together.
     """
-    from fingerprint_cli.dif.baselines import log_spectrum
-
     g, r = torch.from_numpy(np.asarray(rg)), torch.from_numpy(np.asarray(rr))
     if fp.method == "spectral":
         fg = torch.cat([log_spectrum(g[i:i + 64]) for i in range(0, len(g), 64)])
@@ -365,7 +395,7 @@ def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray,
     sr = fr.reshape(nr // k, k, *fr.shape[1:]).sum(1) if k > 1 else fr
 
     def one(pattern: torch.Tensor, x: torch.Tensor) -> float:
-        sub = Fingerprint(fp.name, fp.method, pattern, fp.meta)
+        sub = Fingerprint(fp.name, fp.method, pattern, fp.info)
         return float(correlate_residuals(sub, x[None])[0])
 
     cg = np.empty(ng)
@@ -384,26 +414,22 @@ def _loo_correlations(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray,
 def _calibrate(fp: Fingerprint, rg: np.ndarray, rr: np.ndarray, views: int = 1) -> None:
     if fp.method in ("average", "spectral") and len(rg) > 1 and len(rr) > 1:
         cg, cr = _loo_correlations(fp, rg, rr, views)
-        fp.meta["calibration"] = "leave-one-out training correlations"
+        fp.info.calibration = "leave-one-out training correlations"
     else:
         cg = correlate_residuals(fp, rg)
         cr = correlate_residuals(fp, rr)
-        fp.meta["calibration"] = "training correlations"
+        fp.info.calibration = "training correlations"
     mu_g, mu_r = float(cg.mean()), float(cr.mean())
-    fp.meta.update({"mu_gen": mu_g, "mu_real": mu_r, "sigma_gen": float(cg.std()),
-                    "sigma_real": float(cr.std()) if len(cr) > 1 else 0.0,
-                    "threshold": (mu_g + mu_r) / 2})
-    from fingerprint_cli.dif.detect import is_generated
-
-    acc = (is_generated(fp, cg).sum() + (~is_generated(fp, cr)).sum()) / max(1, len(cg) + len(cr))
-    fp.meta["train_accuracy"] = float(acc)
+    fp.info.mu_gen, fp.info.mu_real, fp.info.sigma_gen = mu_g, mu_r, float(cg.std())
+    fp.info.sigma_real = float(cr.std()) if len(cr) > 1 else 0.0
+    fp.info.threshold = (mu_g + mu_r) / 2
+    acc = (detect.is_generated(fp, cg).sum() + (~detect.is_generated(fp, cr)).sum()) / max(1, len(cg) + len(cr))
+    fp.info.train_accuracy = float(acc)
 
 
 def _fill_test_hashes(fp: Fingerprint) -> None:
-    from fingerprint_cli.images import sha256_file
-
     for cls in ("generated", "real"):
-        for item in fp.meta["test"][cls]:
+        for item in fp.info.test[cls]:
             try:
                 item["sha256"] = sha256_file(item["path"])
             except OSError:
@@ -421,8 +447,6 @@ EXTRACT_COLUMNS = ["features.mu_gen", "features.mu_real", "features.train_accura
 
 def plot_fingerprint(fp: Fingerprint, path: str, inputs=()) -> str:
     """One PNG: the fingerprint (each channel min–max scaled) beside its log-magnitude spectrum (grey)."""
-    from fingerprint_cli import images
-
     pat = fp.pattern.numpy().astype(np.float64)
     vis = np.stack([(c - c.min()) / (np.ptp(c) + 1e-12) for c in pat], axis=2)
     spec = np.log(np.abs(np.fft.fftshift(np.fft.fft2(pat), axes=(-2, -1))) + 1e-8).mean(axis=0)
@@ -436,8 +460,6 @@ def plot_fingerprint(fp: Fingerprint, path: str, inputs=()) -> str:
 def _extract_inputs(generated, real, out, plot, fpr, calibration_real, open_sink):
     """The images of each class (a class with none is a UsageError), the calibration images, and every input,
     checked against the outputs before any work; ``open_sink()`` is called once the classes are listed."""
-    from fingerprint_cli import atomic, batch, images
-
     gen_paths = [str(p) for p in images.list_images(generated)]
     real_paths = [str(p) for p in images.list_images(real)]
     all_inputs = gen_paths + real_paths
@@ -459,24 +481,19 @@ def _extract_inputs(generated, real, out, plot, fpr, calibration_real, open_sink
 
 
 def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
-    from fingerprint_cli import batch
-
-    if fp.meta.get("skipped"):
+    if fp.info.skipped:
         by: dict[str, int] = {}
-        for d in fp.meta["skipped"]:
+        for d in fp.info.skipped:
             by[d["class"]] = by.get(d["class"], 0) + 1
-        batch.warn(f"{len(fp.meta['skipped'])} image(s) skipped (" +
+        batch.warn(f"{len(fp.info.skipped)} image(s) skipped (" +
                    ", ".join(f"{v} {k}" for k, v in by.items()) + ")", quiet)
 
 
 def _evaluate(fp: Fingerprint, feats: dict, cache, phases, quiet: bool) -> None:
     """Score the held-out test split: test accuracy, AUC and (calibrated) TPR at the stated FPR, into ``feats``
     and the fingerprint's metadata."""
-    from fingerprint_cli import batch
-    from fingerprint_cli.dif import detect
-
-    test_g = [d["path"] for d in fp.meta["test"]["generated"]]
-    test_r = [d["path"] for d in fp.meta["test"]["real"]]
+    test_g = [d["path"] for d in fp.info.split("test", "generated")]
+    test_r = [d["path"] for d in fp.info.split("test", "real")]
     if not (test_g and test_r):
         return
     phases.phase("test split", len(test_g) + len(test_r))
@@ -485,30 +502,26 @@ def _evaluate(fp: Fingerprint, feats: dict, cache, phases, quiet: bool) -> None:
     cr = detect.correlations(fp, test_r, cache=cache, on_error=warn, progress=phases.progress)
     phases.close()
     acc = (detect.is_generated(fp, cg).sum() + (~detect.is_generated(fp, cr)).sum()) / max(1, len(cg) + len(cr))
-    fp.meta["test_accuracy"] = feats["test_accuracy"] = float(acc)
-    fp.meta["test_auc"] = feats["test_auc"] = detect.auc(detect.scores(fp, cg), detect.scores(fp, cr))
+    fp.info.test_accuracy = feats["test_accuracy"] = float(acc)
+    fp.info.test_auc = feats["test_auc"] = detect.auc(detect.scores(fp, cg), detect.scores(fp, cr))
     if fp.calibrated:
         pg = detect.p_values(fp, cg)
-        fp.meta["test_tpr_at_fpr"] = feats["test_tpr_at_fpr"] = float((pg <= fp.fpr).mean())
+        fp.info.test_tpr_at_fpr = feats["test_tpr_at_fpr"] = float((pg <= fp.fpr).mean())
 
 
 def _extract_record(fp: Fingerprint, generated, real, out, digest: str, feats: dict, cache, seed: int,
                     plot=None, inputs=()):
-    from fingerprint_cli.anchored.score import base_provenance
-    from fingerprint_cli.dif.fingerprint import calibration_summary
-    from fingerprint_cli.records import Record
-
     details = {"fingerprint": {"path": str(out), "sha256": digest}, "name": fp.name, "method": fp.method,
-               "crop": fp.crop, "counts": fp.meta["counts"], "epochs": fp.meta.get("epochs"),
-               "augment": fp.meta.get("augment"),
-               "steps": fp.meta.get("steps"), "seconds": fp.meta["seconds"],
+               "crop": fp.crop, "counts": fp.info.counts, "epochs": fp.info.epochs,
+               "augment": fp.info.augment,
+               "steps": fp.info.steps, "seconds": fp.info.seconds,
                "residual_cache": {"hits": cache.hits, "misses": cache.misses},
-               "skipped": fp.meta.get("skipped", []), "conditions": fp.meta.get("conditions"),
+               "skipped": fp.info.skipped or [], "conditions": fp.info.conditions,
                "calibration": calibration_summary(fp)}
     if plot is not None:
         details["plot"] = {"path": str(plot), "sha256": plot_fingerprint(fp, str(plot), inputs=inputs)}
     prov = base_provenance(None, seed)
-    prov["denoiser"] = fp.meta["denoiser"]
+    prov["denoiser"] = fp.info.denoiser
     return Record("dif-extract", {"generated": {"path": str(generated), "sha256": None},
                                   "real": {"path": str(real), "sha256": None}},
                   features=feats, directions={"mu_gen": "higher=more generator-specific",
@@ -521,20 +534,16 @@ def run(generated, real, out, *, name: str | None = None, n_images: int | None =
         test_fraction: float = 0.2, batch_size: int = 64, tolerance: int = 1, profile: str | None = None,
         views: int | None = None, plot=None, evaluate: bool = True, use_cache: bool = True,
         fpr: float | None = None, calibration_real=None, min_images: int = DEFAULT_MIN_IMAGES,
-        fmt: str | None = None, quiet: bool = False, stdout: bool = False):
+        conditions: Sequence[str] = (), fmt: str | None = None, quiet: bool = False, stdout: bool = False):
     """Fit the fingerprint of the generator whose images are in the folder ``generated`` against the real photos
     in ``real`` (:func:`fit`), score its held-out test split (unless ``evaluate=False``), write it to ``out``
-    (sealed safetensors) and, with ``plot``, a PNG of it. Returns :class:`~fingerprint_cli.batch.Results` with
+    (sealed safetensors) and, with ``plot``, a PNG of it. With ``fpr``, ``conditions`` are the recompressions
+    the calibration also covers (see :func:`..detect.calibrate`; default as distributed only). Returns :class:`~fingerprint_cli.batch.Results` with
     one ``dif-extract`` record."""
-    from fingerprint_cli import batch
-    from fingerprint_cli.dif.fingerprint import Phases
-    from fingerprint_cli.errors import FpxError
-
-    phases = Phases(quiet)
-    try:
+    with Phases(quiet) as phases:
         sink, gen_paths, real_paths, cal_paths, all_inputs = _extract_inputs(
             generated, real, out, plot, fpr, calibration_real,
-            lambda: batch.RecordSink(None, fmt, False, EXTRACT_COLUMNS) if stdout else batch.MemorySink())
+            lambda: detect.single_sink(fmt, stdout, EXTRACT_COLUMNS))
         cache = ResidualCache(disk=use_cache)
         t0 = time.time()
         skipped_warn = lambda p, why: batch.warn(f"{p}: skipped ({why})", quiet)  # noqa: E731
@@ -543,23 +552,19 @@ def run(generated, real, out, *, name: str | None = None, n_images: int | None =
                  progress=phases.progress, on_phase=phases.phase, test_fraction=test_fraction,
                  batch_size=batch_size, cache=cache, tolerance=tolerance, min_images=min_images,
                  on_skip=lambda p, why: (phases.close(), skipped_warn(p, why)), fpr=fpr,
-                 calibration_paths=cal_paths, profile=profile or DEFAULT_PROFILE, views=views)
+                 calibration_paths=cal_paths, profile=profile or DEFAULT_PROFILE, views=views,
+                 recompressions=conditions)
         phases.close()
         _warn_skipped(fp, quiet)
-        feats = {"mu_gen": fp.meta["mu_gen"], "mu_real": fp.meta["mu_real"],
-                 "sigma_real": fp.meta["sigma_real"], "train_accuracy": fp.meta["train_accuracy"],
+        feats = {"mu_gen": fp.info.mu_gen, "mu_real": fp.info.mu_real,
+                 "sigma_real": fp.info.sigma_real, "train_accuracy": fp.info.train_accuracy,
                  "test_accuracy": None, "test_auc": None}
         if evaluate:
             _evaluate(fp, feats, cache, phases, quiet)
         if fp.calibrated:
             feats["fpr"] = fp.fpr
-            feats["calibration_n"] = fp.meta["conformal"]["n"]
+            feats["calibration_n"] = fp.conformal.n
         feats["seconds"] = round(time.time() - t0, 1)
         digest = fp.save(out, inputs=all_inputs)
         rec = _extract_record(fp, generated, real, out, digest, feats, cache, seed, plot, all_inputs)
-        sink.add(rec)
-        sink.close()
-    except FpxError:
-        phases.close()
-        raise
-    return batch.Results([rec], items=1)
+    return detect.finish_single(sink, rec)

@@ -5,8 +5,9 @@ File layout (``*.fpx.safetensors``): one tensor ``pattern`` (float32, or float16
 ``format_version``, ``name``, ``method``, ``meta`` (a JSON object: denoiser {"id", "sha256"}, crop, mu_real,
 mu_gen, sigma_real, sigma_gen, threshold, tolerance, search, seed, fpx_version, the train/test split
 ``train`` / ``test`` — each {"generated": [{"path", "sha256"}, ...], "real": [...]} —, the training
-``conditions`` and, once calibrated, ``conformal``: the held-out real images' statistics and the stated
-false-positive rate, see :mod:`.detect`) and ``seal``. Never pickle.
+``conditions`` and, once calibrated, ``conformal``: the held-out real images' statistics, per recompression
+condition too, and the stated false-positive rate, see :mod:`.detect`) and ``seal``. Never pickle. In Python the
+``meta`` JSON is a typed :class:`FingerprintMeta` (``Fingerprint.info``) that re-serialises byte for byte.
 
 **Seal** (format 2): sha256 over the tensors (name, dtype, shape, bytes) and every other metadata entry
 (:func:`seal_of`). :meth:`Fingerprint.load` recomputes it and refuses a file whose seal does not match (its
@@ -26,12 +27,16 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
-from fingerprint_cli.errors import InputError
+from fingerprint_cli import __version__, artifacts, batch, fingerprints
+from fingerprint_cli.errors import ArtifactError, InputError
+from fingerprint_cli.images import sha256_file
 
 FORMAT = "fpx-fingerprint"
 FORMAT_VERSION = "2"
@@ -44,6 +49,149 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 class NotAFingerprint(InputError):
     """The file is not an fpx fingerprint at all (as opposed to a fingerprint that fails its checks)."""
+
+
+class _JsonObject:
+    """A typed view of one JSON object (mixin of the dataclasses below): each dataclass field is the key of the
+    same name; keys this fpx does not type are kept verbatim in ``extra``. A field is written back when it is
+    not None, or when the source held an explicit null for it — so ``from_dict(d).to_dict() == d`` for every
+    JSON object ``d`` and the sealed bytes of a fingerprint re-serialise identically. Values are kept as the
+    JSON gave them (an int stays an int); :func:`validate` checks them."""
+
+    NESTED: dict[str, type] = {}
+
+    @classmethod
+    def _typed_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if not f.name.startswith("_") and f.name != "extra"]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        names = set(cls._typed_names())
+        kw = {}
+        for k, v in d.items():
+            if k in names:
+                sub = cls.NESTED.get(k)
+                kw[k] = sub.from_dict(v) if sub is not None and isinstance(v, Mapping) else v
+        obj = cls(**kw)
+        obj.extra = {k: v for k, v in d.items() if k not in names}
+        obj._nulls = {k for k, v in d.items() if k in names and v is None}
+        return obj
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self._typed_names():
+            v = getattr(self, k)
+            if v is None and k not in self._nulls:
+                continue
+            out[k] = v.to_dict() if isinstance(v, _JsonObject) else v
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Conformal(_JsonObject):
+    """``meta["conformal"]``: the held-out real images a fingerprint's false-positive rate is calibrated on
+    (see :func:`.detect.calibrate`). ``recompressions``: per condition a real photo may arrive in
+    (:class:`.condition.Recompression` id → {"n", "rho", "rho_threshold"}), the same images' statistics after
+    that condition; absent in fingerprints calibrated "as distributed" only."""
+    fpr: float | None = None
+    n: int | None = None
+    rho: list[float] | None = None
+    rho_threshold: float | None = None
+    images: list[dict[str, Any]] | None = None
+    manifest_sha256: str | None = None
+    description: str | None = None
+    conditions: dict[str, Any] | None = None
+    statistic: str | None = None
+    created: str | None = None
+    pvalue: str | None = None
+    recompressions: dict[str, dict[str, Any]] | None = None
+    recompressions_left_out: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    _nulls: set[str] = field(default_factory=set, repr=False)
+
+
+@dataclass
+class FingerprintMeta(_JsonObject):
+    """The ``meta`` JSON of a fingerprint file, typed (see the module docstring for what each key holds).
+    :meth:`from_json` / :meth:`to_json` round-trip the stored string byte for byte."""
+    denoiser: dict[str, Any] | None = None
+    crop: int | None = None
+    method: str | None = None
+    seed: int | None = None
+    tolerance: int | None = None
+    search: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    margin: float | None = None
+    unet_width: int | None = None
+    steps: int | None = None
+    final_loss: float | None = None
+    mu_gen: float | None = None
+    mu_real: float | None = None
+    sigma_gen: float | None = None
+    sigma_real: float | None = None
+    threshold: float | None = None
+    calibration: Any = None              # how μ/σ were computed ("training correlations", …)
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_auc: float | None = None
+    test_tpr_at_fpr: float | None = None
+    train: dict[str, list[dict[str, Any]]] | None = None
+    test: dict[str, list[dict[str, Any]]] | None = None
+    counts: dict[str, int] | None = None
+    seconds: dict[str, float] | None = None
+    skipped: list[dict[str, str]] | None = None
+    augment: dict[str, Any] | None = None
+    conditions: dict[str, Any] | None = None
+    conformal: Conformal | Any = None
+    calibrated_from_unverified: bool | None = None
+    library_id: str | None = None
+    storage_dtype: str | None = None
+    fpx_version: str | None = None
+    created: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    _nulls: set[str] = field(default_factory=set, repr=False)
+
+    NESTED = {"conformal": Conformal}
+
+    @classmethod
+    def from_json(cls, text: str) -> "FingerprintMeta":
+        """Parse the stored ``meta`` string; ValueError when it is not a JSON object."""
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("fingerprint metadata is not a JSON object")
+        return cls.from_dict(d)
+
+    def to_json(self) -> str:
+        """The stored form: ``json.dumps(..., sort_keys=True)``."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def copy(self) -> "FingerprintMeta":
+        """A deep copy (through JSON, as stored)."""
+        return FingerprintMeta.from_json(self.to_json())
+
+    def split(self, which: str, cls: str) -> list[dict[str, Any]]:
+        """The ``train`` / ``test`` split's entries [{"path", "sha256"}] of class ``generated`` / ``real``."""
+        return list(((getattr(self, which) or {}).get(cls)) or [])
+
+    @property
+    def oriented_sign(self) -> float:
+        """+1 when generated images correlate above real ones (μ_gen ≥ μ_real), else −1."""
+        return 1.0 if float(self.mu_gen) >= float(self.mu_real) else -1.0
+
+
+class MetaView(dict):
+    """``Fingerprint.meta``: the metadata as the plain JSON dict, for readers outside ``dif/`` (lineage,
+    triage). Read-only at the top level — write through ``Fingerprint.info`` (typed); a write here would be lost,
+    so it is refused."""
+
+    def _refuse(self, *_a, **_k):
+        raise TypeError("Fingerprint.meta is a read-only view of the metadata: set fields on Fingerprint.info "
+                        "(a FingerprintMeta)")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _refuse
 
 
 def seal_of(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
@@ -73,91 +221,157 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
+def min_calibration_images(fpr: float) -> int:
+    """Fewest calibration images for which a conformal p-value can reach ``fpr``: ⌈1/fpr⌉ − 1."""
+    return max(1, math.ceil(1.0 / float(fpr) - 1e-9) - 1)
+
+
 def validate(fp: "Fingerprint", path: str | None = None) -> None:
     """Refuse a fingerprint that cannot give meaningful decisions (InputError naming ``path``)."""
-    from fingerprint_cli import __version__
+    p = path or fp.path
+    _check_shape(fp, p)
+    _check_known(fp, p)
+    _check_pattern(fp.pattern, p)
+    _check_statistics(fp.info, p)
+    if fp.info.conformal is not None:
+        _check_conformal(fp.info.conformal, p)
 
-    p = path or getattr(fp, "path", None)
+
+def _check_shape(fp: "Fingerprint", p: str | None) -> None:
+    """The pattern is (3, crop, crop) and the recorded crop agrees with it."""
     pat = fp.pattern
-    m = fp.meta
     if pat.ndim != 3 or pat.shape[0] != 3 or pat.shape[1] != pat.shape[2]:
         raise InputError(f"fingerprint pattern has shape {tuple(pat.shape)}, not (3, crop, crop)", p)
-    if int(m.get("crop", pat.shape[-1])) != int(pat.shape[-1]):
-        raise InputError(f"fingerprint records crop {m.get('crop')} but its pattern is {pat.shape[-1]} px", p)
+    crop = fp.info.crop
+    if int(pat.shape[-1] if crop is None else crop) != int(pat.shape[-1]):
+        raise InputError(f"fingerprint records crop {crop} but its pattern is {pat.shape[-1]} px", p)
+
+
+def _check_known(fp: "Fingerprint", p: str | None) -> None:
+    """A method and statistic this fpx computes, written by this fpx version or an older one."""
     if fp.method not in METHODS:
         raise InputError(f"unknown fingerprint method {fp.method!r} (this fpx knows {', '.join(METHODS)})", p)
-    if m.get("search", "max") not in STATISTICS:
-        raise InputError(f"unknown detection statistic {m.get('search')!r} (this fpx knows "
-                         f"{', '.join(STATISTICS)})", p)
-    made_by = m.get("fpx_version")
+    search = fp.info.to_dict().get("search", "max")  # absent: fpx ≤ 0.1's maximum over shifts
+    if search not in STATISTICS:
+        raise InputError(f"unknown detection statistic {search!r} (this fpx knows {', '.join(STATISTICS)})", p)
+    made_by = fp.info.fpx_version
     if made_by and _version_tuple(made_by) > _version_tuple(__version__):
         raise InputError(f"made by fpx {made_by}, newer than this fpx {__version__}: its statistics may not be "
                          f"the ones this version computes; upgrade fpx", p)
+
+
+def _check_pattern(pat: torch.Tensor, p: str | None) -> None:
+    """Finite and not constant (an all-zero pattern correlates with nothing)."""
     if not bool(torch.isfinite(pat).all()):
         raise InputError("fingerprint pattern contains NaN or infinite values", p)
     if float(pat.to(torch.float64).std()) <= 1e-12:
         raise InputError("fingerprint pattern is constant (e.g. all zeros): it correlates with nothing", p)
+
+
+def _check_statistics(m: FingerprintMeta, p: str | None) -> None:
+    """μ_real, μ_gen finite and distinct, σ_real finite and positive, tolerance an integer in 0..16."""
     for k in ("mu_real", "mu_gen", "sigma_real"):
-        if not _finite(m.get(k)):
-            raise InputError(f"fingerprint calibration value {k} is {m.get(k)!r}, not a finite number", p)
-    if float(m["sigma_real"]) <= 0:
-        raise InputError(f"fingerprint sigma_real is {m['sigma_real']}: the real images' spread must be "
-                         f"positive", p)
-    if float(m["mu_gen"]) == float(m["mu_real"]):
+        if not _finite(getattr(m, k)):
+            raise InputError(f"fingerprint calibration value {k} is {getattr(m, k)!r}, not a finite number", p)
+    if float(m.sigma_real) <= 0:
+        raise InputError(f"fingerprint sigma_real is {m.sigma_real}: the real images' spread must be positive", p)
+    if float(m.mu_gen) == float(m.mu_real):
         raise InputError("fingerprint mu_gen equals mu_real: the two classes were not separated", p)
-    if not isinstance(m.get("tolerance", 0), int) or not 0 <= m.get("tolerance", 0) <= 16:
-        raise InputError(f"fingerprint tolerance {m.get('tolerance')!r} is not an integer in 0..16", p)
-    cal = m.get("conformal")
-    if cal is not None:
-        from fingerprint_cli.dif.detect import min_calibration_images
-
-        if not isinstance(cal, dict):
-            raise InputError("fingerprint calibration ('conformal') is not an object", p)
-        fpr = cal.get("fpr")
-        if not _finite(fpr) or not 0 < float(fpr) <= 0.5:
-            raise InputError(f"fingerprint's stated false-positive rate {fpr!r} is not in (0, 0.5]", p)
-        rho = cal.get("rho")
-        if not isinstance(rho, list) or not all(_finite(x) for x in rho):
-            raise InputError("fingerprint calibration statistics are missing or not finite", p)
-        if cal.get("n") != len(rho):
-            raise InputError(f"fingerprint calibration says n = {cal.get('n')} but holds {len(rho)} values", p)
-        need = min_calibration_images(float(fpr))
-        if len(rho) < need:
-            raise InputError(f"fingerprint is calibrated on {len(rho)} real images, fewer than the {need} a "
-                             f"false-positive rate of {fpr} needs", p)
+    tol = m.to_dict().get("tolerance", 0)
+    if not isinstance(tol, int) or not 0 <= tol <= 16:
+        raise InputError(f"fingerprint tolerance {m.tolerance!r} is not an integer in 0..16", p)
 
 
-@dataclass
+def _check_conformal(cal: Any, p: str | None) -> None:
+    """A stated rate in (0, 0.5], finite statistics, enough images for that rate — for the images as
+    distributed and for each recompression condition."""
+    if not isinstance(cal, Conformal):
+        raise InputError("fingerprint calibration ('conformal') is not an object", p)
+    fpr = cal.fpr
+    if not _finite(fpr) or not 0 < float(fpr) <= 0.5:
+        raise InputError(f"fingerprint's stated false-positive rate {fpr!r} is not in (0, 0.5]", p)
+    _check_calibration_set(cal.n, cal.rho, float(fpr), "", p)
+    recs = cal.recompressions
+    if recs is None:
+        return
+    if not isinstance(recs, dict) or not all(isinstance(v, dict) for v in recs.values()):
+        raise InputError("fingerprint calibration's recompressions are not an object of objects", p)
+    for cid, entry in recs.items():
+        _check_calibration_set(entry.get("n"), entry.get("rho"), float(fpr), f" under {cid}", p)
+
+
+def _check_calibration_set(n: Any, rho: Any, fpr: float, where: str, p: str | None) -> None:
+    if not isinstance(rho, list) or not all(_finite(x) for x in rho):
+        raise InputError(f"fingerprint calibration statistics{where} are missing or not finite", p)
+    if n != len(rho):
+        raise InputError(f"fingerprint calibration{where} says n = {n} but holds {len(rho)} values", p)
+    need = min_calibration_images(fpr)
+    if len(rho) < need:
+        raise InputError(f"fingerprint is calibrated{where} on {len(rho)} real images, fewer than the {need} a "
+                         f"false-positive rate of {fpr} needs", p)
+
+
 class Fingerprint:
-    name: str                # generator name
-    method: str              # "dif" | "average" | "spectral"
-    pattern: torch.Tensor    # (3, crop, crop) float32
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-    verified: bool = True    # sealed and the seal matched (False: unsealed, or a mismatch loaded with force)
-    seal: str = "unsaved"    # "ok" | "absent" (format 1) | "mismatch" (loaded with force) | "unsaved"
-    sha256: str | None = None  # of the file it was loaded from / saved to
+    """A generator fingerprint: its pattern, typed metadata (``info``, a :class:`FingerprintMeta`) and where it
+    came from. ``meta`` is the same metadata as a read-only plain dict (readers outside ``dif/``); ``library``
+    the shipped library's entry ({"id", "version", "pinned_sha256", "pinned", "held_out"}) when it was loaded
+    from there (not part of the sealed file)."""
+
+    def __init__(self, name: str, method: str, pattern: torch.Tensor,
+                 meta: FingerprintMeta | Mapping[str, Any] | None = None, path: str | None = None,
+                 verified: bool = True, seal: str = "unsaved", sha256: str | None = None,
+                 library: dict[str, Any] | None = None):
+        self.name = name              # generator name
+        self.method = method          # "dif" | "average" | "spectral"
+        self.pattern = pattern        # (3, crop, crop) float32
+        self.info = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_dict(meta or {})
+        self.path = path
+        self.verified = verified      # sealed and the seal matched (False: unsealed, or loaded with force)
+        self.seal = seal              # "ok" | "absent" (format 1) | "mismatch" (loaded with force) | "unsaved"
+        self.sha256 = sha256          # of the file it was loaded from / saved to
+        self.library = library
+
+    def __repr__(self) -> str:
+        return f"Fingerprint({self.name!r}, {self.method!r}, crop={self.crop}, path={self.path!r})"
+
+    @property
+    def meta(self) -> MetaView:
+        """The metadata as its JSON dict (plus ``library`` when loaded from the shipped library), read-only."""
+        d = self.info.to_dict()
+        if self.library is not None:
+            d["library"] = self.library
+        return MetaView(d)
+
+    @meta.setter
+    def meta(self, value: Mapping[str, Any]) -> None:
+        self.info = value if isinstance(value, FingerprintMeta) else FingerprintMeta.from_dict(value)
 
     @property
     def crop(self) -> int:
-        return int(self.meta.get("crop", self.pattern.shape[-1]))
+        return int(self.pattern.shape[-1] if self.info.crop is None else self.info.crop)
 
     @property
     def denoiser(self) -> dict[str, Any]:
-        return dict(self.meta.get("denoiser", {}))
+        return dict(self.info.denoiser or {})
+
+    @property
+    def conformal(self) -> Conformal | None:
+        """The conformal calibration, or None when the fingerprint has none."""
+        cal = self.info.conformal
+        return cal if isinstance(cal, Conformal) else None
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.meta.get("conformal"))
+        return self.conformal is not None
 
     @property
     def fpr(self) -> float | None:
-        return float(self.meta["conformal"]["fpr"]) if self.calibrated else None
+        return float(self.conformal.fpr) if self.calibrated else None
 
     def copy(self, **changes) -> "Fingerprint":
         """A deep copy of the metadata (the pattern is shared), with ``changes`` applied."""
-        fp = Fingerprint(self.name, self.method, self.pattern, json.loads(json.dumps(self.meta)), self.path,
-                         self.verified, self.seal, self.sha256)
+        fp = Fingerprint(self.name, self.method, self.pattern, self.info.copy(), self.path, self.verified,
+                         self.seal, self.sha256, self.library)
         for k, v in changes.items():
             setattr(fp, k, v)
         return fp
@@ -177,8 +391,6 @@ class Fingerprint:
         fingerprint is stored in float16 only when its pattern already is float16-exact (:meth:`quantized`
         before calibrating): otherwise its stored calibration statistics would not be those of the stored
         pattern, and the stated false-positive rate would not hold exactly."""
-        from fingerprint_cli import __version__, artifacts
-
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
         if self.calibrated and dtype != "float32":
@@ -187,16 +399,16 @@ class Fingerprint:
                 raise ValueError(f"a calibrated fingerprint must be quantised to {dtype} before calibration "
                                  f"(Fingerprint.quantized) to be stored in {dtype}")
         validate(self, str(path))
-        meta = dict(self.meta)
-        meta.setdefault("fpx_version", __version__)
-        meta["storage_dtype"] = dtype
+        info = self.info.copy()
+        info.fpx_version = info.fpx_version or __version__
+        info.storage_dtype = dtype
         metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
-                    "method": self.method, "meta": json.dumps(meta, sort_keys=True), "seal_algorithm": SEAL}
+                    "method": self.method, "meta": info.to_json(), "seal_algorithm": SEAL}
         pattern = self.pattern.detach().to(torch.float32).cpu().to(DTYPES[dtype]).contiguous()
         tensors = {"pattern": pattern}
         metadata["seal"] = seal_of(tensors, metadata)
         digest = artifacts.write_tensors(path, tensors, metadata, inputs=tuple(inputs))
-        self.meta = meta
+        self.info = info
         self.path, self.seal, self.verified, self.sha256 = str(path), "ok", True, digest
         return digest
 
@@ -206,51 +418,23 @@ class Fingerprint:
 
         A seal mismatch is refused unless ``force`` (then ``verified`` is False, as for a format-1 file that
         has no seal)."""
-        from fingerprint_cli import artifacts
-        from fingerprint_cli.images import sha256_file
-
         p = str(path)
+        tensors, md = _read_fingerprint_file(p)
+        seal, verified = _unseal(tensors, md, force, p)
         try:
-            tensors, md = artifacts.read_tensors(p)
-        except InputError as exc:
-            raise NotAFingerprint(exc.message, exc.path) from exc
-        if md.get("format") != FORMAT or "pattern" not in tensors:
-            raise NotAFingerprint("is not an fpx fingerprint (expected a file written by `fpx dif-extract`)", p)
-        version = md.get("format_version")
-        if version not in READABLE_VERSIONS:
-            raise InputError(f"fingerprint format version {version!r} is not supported (this fpx reads "
-                             f"versions {', '.join(READABLE_VERSIONS)}; the file was probably written by a newer "
-                             f"fpx)", p)
-        if version == "1":
-            seal, verified = "absent", False
-        else:
-            if "seal" not in md:
-                if not force:
-                    raise InputError("fingerprint has no seal (format 2 files are always sealed): it was edited; "
-                                     "refusing it (--force loads it anyway, every record then says "
-                                     "verified: false)", p)
-                seal, verified = "mismatch", False
-            elif seal_of(tensors, md) != md["seal"]:
-                if not force:
-                    raise InputError("fingerprint seal does not match its contents: the pattern or the metadata "
-                                     "was changed after it was written; refusing it (--force loads it anyway, "
-                                     "every record then says verified: false)", p)
-                seal, verified = "mismatch", False
-            else:
-                seal, verified = "ok", True
-        try:
-            meta = json.loads(md.get("meta", "{}"))
+            info = FingerprintMeta.from_json(md.get("meta", "{}"))
         except json.JSONDecodeError as exc:
             raise InputError("fingerprint metadata is not valid JSON", p) from exc
-        if not isinstance(meta, dict):
-            raise InputError("fingerprint metadata is not a JSON object", p)
+        except ValueError as exc:
+            raise InputError(str(exc), p) from exc
         pattern = tensors["pattern"]
         if pattern.dtype not in (torch.float32, torch.float16, torch.float64):
             raise InputError(f"fingerprint pattern has dtype {pattern.dtype}, not a float type", p)
         pattern = pattern.to(torch.float32)
-        fp = cls(name=md.get("name", ""), method=md.get("method", "dif"), pattern=pattern, meta=meta, path=p,
+        if info.crop is None and "crop" not in info._nulls:
+            info.crop = int(pattern.shape[-1]) if pattern.ndim == 3 else None
+        fp = cls(name=md.get("name", ""), method=md.get("method", "dif"), pattern=pattern, meta=info, path=p,
                  verified=verified, seal=seal, sha256=sha256_file(p))
-        fp.meta.setdefault("crop", int(pattern.shape[-1]) if pattern.ndim == 3 else None)
         validate(fp, p)
         return fp
 
@@ -267,22 +451,57 @@ class Fingerprint:
 
     def provenance(self) -> dict[str, Any]:
         """What a record says about the fingerprint it used."""
-        m = self.meta
-        cal = m.get("conformal") or {}
+        cal = self.conformal
         d = {"path": self.path, "name": self.name, "method": self.method, "sha256": self.sha256,
-             "seal": self.seal, "verified": self.verified, "denoiser": m.get("denoiser"), "crop": self.crop,
-             "fpx_version": m.get("fpx_version"),
-             "calibration": (f"conformal, {cal.get('n')} held-out real images" if cal else "not calibrated"),
-             "fpr": cal.get("fpr") if cal else None}
-        if m.get("library"):
-            d["library"] = m["library"]
+             "seal": self.seal, "verified": self.verified, "denoiser": self.info.denoiser, "crop": self.crop,
+             "fpx_version": self.info.fpx_version,
+             "calibration": (f"conformal, {cal.n} held-out real images" if cal else "not calibrated"),
+             "fpr": cal.fpr if cal else None}
+        if self.library:
+            d["library"] = self.library
         return d
 
     def summary(self) -> dict[str, Any]:
-        m = self.meta
+        m = self.info
         return {"name": self.name, "method": self.method, "crop": self.crop,
-                "denoiser": self.denoiser.get("id"), "mu_real": m.get("mu_real"), "mu_gen": m.get("mu_gen"),
-                "threshold": m.get("threshold"), "fpr": self.fpr, "verified": self.verified}
+                "denoiser": self.denoiser.get("id"), "mu_real": m.mu_real, "mu_gen": m.mu_gen,
+                "threshold": m.threshold, "fpr": self.fpr, "verified": self.verified}
+
+
+def _read_fingerprint_file(p: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and string metadata of a fingerprint file; NotAFingerprint when it is not one, InputError
+    when its format version is one this fpx cannot read."""
+    try:
+        tensors, md = artifacts.read_tensors(p)
+    except InputError as exc:
+        raise NotAFingerprint(exc.message, exc.path) from exc
+    if md.get("format") != FORMAT or "pattern" not in tensors:
+        raise NotAFingerprint("is not an fpx fingerprint (expected a file written by `fpx dif-extract`)", p)
+    version = md.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise InputError(f"fingerprint format version {version!r} is not supported (this fpx reads "
+                         f"versions {', '.join(READABLE_VERSIONS)}; the file was probably written by a newer "
+                         f"fpx)", p)
+    return tensors, md
+
+
+def _unseal(tensors: dict[str, torch.Tensor], md: dict[str, str], force: bool, p: str) -> tuple[str, bool]:
+    """(seal state, verified) of a fingerprint file: format 1 has no seal; a format-2 file without a seal or
+    with one that does not match is refused unless ``force``."""
+    if md.get("format_version") == "1":
+        return "absent", False
+    if "seal" not in md:
+        if not force:
+            raise InputError("fingerprint has no seal (format 2 files are always sealed): it was edited; "
+                             "refusing it (--force loads it anyway, every record then says verified: false)", p)
+        return "mismatch", False
+    if seal_of(tensors, md) != md["seal"]:
+        if not force:
+            raise InputError("fingerprint seal does not match its contents: the pattern or the metadata was "
+                             "changed after it was written; refusing it (--force loads it anyway, every record "
+                             "then says verified: false)", p)
+        return "mismatch", False
+    return "ok", True
 
 
 def load_folder(folder: str | os.PathLike, *, force: bool = False,
@@ -290,8 +509,6 @@ def load_folder(folder: str | os.PathLike, *, force: bool = False,
     """Every fingerprint in ``folder`` (sorted by file name). Files that are not fingerprints are skipped and
     reported through ``on_skip(path, reason)``; a fingerprint that fails its seal or its checks is refused
     (InputError), because silently dropping it would change the answer. InputError when none is found."""
-    from pathlib import Path
-
     d = Path(folder)
     if not d.is_dir():
         raise InputError("is not a folder", str(d))
@@ -310,13 +527,7 @@ def load_folder(folder: str | os.PathLike, *, force: bool = False,
 def load_library(directory: str | os.PathLike | None = None, *, force: bool = False) -> list[Fingerprint]:
     """The shipped fingerprint library (:mod:`fingerprint_cli.fingerprints`), each file checked against the
     sha256 its index pins (a mismatch is refused unless ``force``; then ``verified`` is False). Each
-    fingerprint's ``meta["library"]`` carries its id, version and the index's held-out measurements."""
-    from pathlib import Path
-
-    from fingerprint_cli import fingerprints
-    from fingerprint_cli.errors import ArtifactError
-    from fingerprint_cli.images import sha256_file
-
+    fingerprint's ``library`` carries its id, version and the index's held-out measurements."""
     root = Path(directory) if directory else fingerprints.LIBRARY_DIR
     try:
         entries = fingerprints.index(root)
@@ -337,20 +548,22 @@ def load_library(directory: str | os.PathLike | None = None, *, force: bool = Fa
                              f"every record then says verified: false)", str(f))
         fp = Fingerprint.load(f, force=force)
         fp.verified = fp.verified and pinned
-        fp.meta["library"] = {"id": e["id"], "version": e["version"], "pinned_sha256": e["sha256"],
-                              "pinned": pinned, "held_out": e.get("held_out")}
+        fp.library = {"id": e["id"], "version": e["version"], "pinned_sha256": e["sha256"], "pinned": pinned,
+                      "held_out": e.get("held_out")}
         out.append(fp)
     return out
 
 
 def calibration_summary(fp: Fingerprint) -> dict | None:
     """What a record says about a fingerprint's conformal calibration (None when it has none)."""
-    cal = fp.meta.get("conformal")
-    if not cal:
+    cal = fp.conformal
+    if cal is None:
         return None
-    return {"fpr": cal["fpr"], "n": cal["n"], "rho_threshold": cal.get("rho_threshold"),
-            "manifest_sha256": cal.get("manifest_sha256"), "description": cal.get("description"),
-            "conditions": cal.get("conditions")}
+    return {"fpr": cal.fpr, "n": cal.n, "rho_threshold": cal.rho_threshold,
+            "manifest_sha256": cal.manifest_sha256, "description": cal.description,
+            "conditions": cal.conditions,
+            "recompressions": ({cid: {"n": e.get("n"), "rho_threshold": e.get("rho_threshold")}
+                                for cid, e in cal.recompressions.items()} if cal.recompressions else None)}
 
 
 class Phases:
@@ -358,17 +571,11 @@ class Phases:
     ``phase(label, total)`` closes the previous bar and opens the next, ``progress(n)`` advances it."""
 
     def __init__(self, quiet: bool):
-        from contextlib import ExitStack
-
         self.quiet = quiet
         self.stack = ExitStack()
         self.advance = lambda n=1, **kw: None
 
     def phase(self, label: str, total: int) -> None:
-        from contextlib import ExitStack
-
-        from fingerprint_cli import batch
-
         self.stack.close()
         self.stack = ExitStack()
         self.advance = self.stack.enter_context(batch.progress_bar(total, label, self.quiet))
@@ -378,3 +585,9 @@ class Phases:
 
     def close(self) -> None:
         self.stack.close()
+
+    def __enter__(self) -> "Phases":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

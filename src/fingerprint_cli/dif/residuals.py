@@ -16,11 +16,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from fingerprint_cli import images
+from fingerprint_cli import artifacts, atomic, images
+from fingerprint_cli.batch import cache_unusable
+from fingerprint_cli.dif.augment import apply as augment_apply
 from fingerprint_cli.dif.denoise import Denoiser, get_denoiser, to_batch  # noqa: F401  (re-exported)
 from fingerprint_cli.errors import InputError
 
-__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "compute_views", "residual_of_pixels"]
+__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "compute_views", "recompressed_window"]
 
 
 class ResidualCache:
@@ -34,8 +36,6 @@ class ResidualCache:
     def __init__(self, disk: bool | str | os.PathLike = False):
         self._mem: dict[tuple[str, str, int], np.ndarray] = {}
         if disk is True:
-            from fingerprint_cli import artifacts
-
             self.root: Path | None = artifacts.home() / "cache" / "residuals"
         elif disk:
             self.root = Path(disk)
@@ -85,16 +85,12 @@ class ResidualCache:
         self._mem[key] = residual
         f = self._file(key)
         if f is not None:
-            from fingerprint_cli import atomic
-
             try:
                 f.parent.mkdir(parents=True, exist_ok=True)
                 with atomic.atomic_path(f, suffix=".npy") as tmp:
                     with open(tmp, "wb") as fh:
                         np.save(fh, residual, allow_pickle=False)
             except OSError as exc:  # the disk cache is optional: one warning, then memory only
-                from fingerprint_cli.batch import cache_unusable
-
                 cache_unusable("residual", exc)
                 self.root = None
 
@@ -128,10 +124,50 @@ def centre_crop(pixels: np.ndarray, crop: int, path: str = "", allow_smaller: bo
     return pixels[y:y + ch, x:x + cw]
 
 
-def residual_of_pixels(pixels: np.ndarray, denoiser: Denoiser, crop: int, path: str = "") -> np.ndarray:
-    """Residual (3, crop, crop) float32 of an image already in memory (no cache)."""
-    x = to_batch(centre_crop(pixels, crop, path))
-    return denoiser.residual(x)[0].numpy().astype(np.float32)
+class _Batch:
+    """Crops waiting for one denoiser call: :meth:`add` queues a (crop, crop, 3) window with where its residual
+    goes; :meth:`flush` denoises the queue in one batch, hands each residual to its ``place`` callback, caches
+    it under (image sha256, denoiser, crop, augmentation id) and advances ``progress``."""
+
+    def __init__(self, denoiser: Denoiser, crop: int, cache: "ResidualCache | None",
+                 progress: Callable[..., None] | None, batch_size: int):
+        self.denoiser, self.crop, self.cache, self.progress = denoiser, crop, cache, progress
+        self.batch_size = batch_size
+        self.items: list[tuple[Callable[[np.ndarray], None], str, str, np.ndarray]] = []
+
+    def add(self, window: np.ndarray, sha: str, place: Callable[[np.ndarray], None], aug: str = "") -> None:
+        self.items.append((place, sha, aug, window))
+        if len(self.items) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        x = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for *_, c in self.items]).astype(np.float32))
+        r = self.denoiser.residual(x).numpy().astype(np.float32)
+        for (place, sha, aug, _), ri in zip(self.items, r):
+            place(ri)
+            if self.cache is not None:
+                self.cache.put(sha, self.denoiser.sha256, self.crop, ri, aug=aug)
+        if self.progress:
+            self.progress(len(self.items))
+        self.items.clear()
+
+
+def _cached_plain(p: str, denoiser: Denoiser, crop: int, cache: "ResidualCache") -> tuple[str, np.ndarray | None]:
+    """(sha256, cached residual or None) of one file, refusing a FIFO or device before hashing it."""
+    images.check_file(p, "image file")
+    sha = images.sha256_file(p)
+    return sha, cache.get(sha, denoiser.sha256, crop)
+
+
+def _stacked(out: list, crop: int, infos: list[dict]):
+    """One (N, 3, crop, crop) array, or the list when some residual is smaller (detection of small images)."""
+    if not out:
+        return np.zeros((0, 3, crop, crop), np.float32), infos
+    if any(o.shape[1:] != (crop, crop) for o in out):
+        return list(out), infos
+    return np.stack(out).astype(np.float32), infos
 
 
 def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: ResidualCache | None = None,
@@ -149,125 +185,110 @@ def compute(paths: Sequence[str], denoiser: Denoiser, crop: int, *, cache: Resid
     """
     out: list[np.ndarray | None] = []
     infos: list[dict] = []
-    pending: list[tuple[int, str, np.ndarray]] = []
-
-    def flush():
-        if not pending:
-            return
-        x = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for _, _, c in pending]).astype(np.float32))
-        r = denoiser.residual(x).numpy().astype(np.float32)
-        for (i, sha, _), ri in zip(pending, r):
-            out[i] = ri
-            if cache is not None:
-                cache.put(sha, denoiser.sha256, crop, ri)
-        if progress:
-            progress(len(pending))
-        pending.clear()
-
-    for p in paths:
-        p = str(p)
+    batch = _Batch(denoiser, crop, cache, progress, batch_size)
+    for p in map(str, paths):
         try:
-            if cache is not None:
-                images.check_file(p, "image file")  # a FIFO or device is refused, not read
-                sha = images.sha256_file(p)
-                hit = cache.get(sha, denoiser.sha256, crop)
-                if hit is not None:
-                    out.append(hit)
-                    infos.append({"path": p, "sha256": sha})
-                    if progress:
-                        progress(1)
-                    continue
-            im = images.load_image(p)
-            c = centre_crop(im.pixels, crop, p, allow_smaller)
+            sha, hit = _cached_plain(p, denoiser, crop, cache) if cache is not None else (None, None)
+            if hit is None:
+                im = images.load_image(p)
+                sha, c = im.sha256, centre_crop(im.pixels, crop, p, allow_smaller)
         except InputError as exc:
             if on_error is None:
                 raise
             on_error(p, exc)
             continue
-        out.append(None)
-        infos.append({"path": p, "sha256": im.sha256})
-        if c.shape[:2] != (crop, crop):  # a smaller image (detection only): its own batch
-            flush()
-            pending.append((len(out) - 1, im.sha256, c))
-            flush()
+        infos.append({"path": p, "sha256": sha})
+        out.append(hit)
+        if hit is not None:
+            if progress:
+                progress(1)
             continue
-        pending.append((len(out) - 1, im.sha256, c))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    if not out:
-        return np.zeros((0, 3, crop, crop), np.float32), infos
-    if any(o.shape[1:] != (crop, crop) for o in out):
-        return list(out), infos
-    return np.stack(out).astype(np.float32), infos
+        if c.shape[:2] != (crop, crop):  # a smaller image (detection only): its own batch
+            batch.flush()
+        batch.add(c, sha, _setter(out, len(out) - 1))
+        if c.shape[:2] != (crop, crop):
+            batch.flush()
+    batch.flush()
+    return _stacked(out, crop, infos)
+
+
+def _setter(out: list, i: int, k: int | None = None) -> Callable[[np.ndarray], None]:
+    """Where a residual goes: ``out[i]`` (or ``out[i][k]``)."""
+    def place(r: np.ndarray) -> None:
+        if k is None:
+            out[i] = r
+        else:
+            out[i][k] = r
+    return place
+
+
+def _augment_window(pixels: np.ndarray, view, crop: int, path: str) -> np.ndarray:
+    """The default view function of :func:`compute_views`: :func:`.augment.apply` (crop, then augment)."""
+    return augment_apply(pixels, view, crop, path)
+
+
+def recompressed_window(pixels: np.ndarray, view, crop: int, path: str) -> np.ndarray:
+    """The view function of condition calibration: the whole image through ``view`` (a
+    :class:`~.condition.Recompression`), then the centre crop detection would take."""
+    return centre_crop(view.apply(pixels, path), crop, path)
 
 
 def compute_views(paths: Sequence[str], views: Callable[[str], Sequence], denoiser: Denoiser, crop: int, *,
                   cache: ResidualCache | None = None, progress: Callable[..., None] | None = None,
                   batch_size: int = 8, on_error: Callable[[str, Exception], None] | None = None,
+                  window: Callable[[np.ndarray, object, int, str], np.ndarray] | None = None,
                   ) -> tuple[np.ndarray, list[dict], list[list]]:
     """Residuals of augmented views of each image: (N, K, 3, crop, crop) float32, [{"path", "sha256"}] and the
     views [[Augmentation, ...], ...] in the same order.
 
-    ``views(sha256)`` gives the K augmentations of an image (:func:`~.augment.draw_views`); every image must
-    get the same K. Each view's residual is cached under (image sha256, denoiser sha256, crop, augmentation
-    id); an image whose views are all cached is not decoded, otherwise it is decoded once for all its views.
-    A bad image raises InputError naming it, unless ``on_error`` is given (reported there, left out).
+    ``views(sha256)`` gives the K views of an image (:func:`~.augment.draw_views`); every image must get the
+    same K. ``window(pixels, view, crop, path)`` makes a view's (crop, crop, 3) window — by default
+    :func:`.augment.apply`; :func:`recompressed_window` for whole-image :class:`~.condition.Recompression`
+    views. Each view's residual is cached under (image sha256, denoiser sha256, crop, view id); an image whose
+    views are all cached is not decoded, otherwise it is decoded once for all its views. A bad image raises
+    InputError naming it, unless ``on_error`` is given (reported there, left out).
     """
-    from fingerprint_cli.dif.augment import apply
-
+    window = window or _augment_window
     out: list[list[np.ndarray | None]] = []
     infos: list[dict] = []
     all_views: list[list] = []
-    pending: list[tuple[int, int, str, str, np.ndarray]] = []
+    batch = _Batch(denoiser, crop, cache, progress, batch_size)
     k_views: int | None = None
-
-    def flush():
-        if not pending:
-            return
-        x = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for *_, c in pending]).astype(np.float32))
-        r = denoiser.residual(x).numpy().astype(np.float32)
-        for (i, k, sha, aid, _), ri in zip(pending, r):
-            out[i][k] = ri
-            if cache is not None:
-                cache.put(sha, denoiser.sha256, crop, ri, aug=aid)
-        if progress:
-            progress(len(pending))
-        pending.clear()
-
-    for p in paths:
-        p = str(p)
+    for p in map(str, paths):
         try:
-            if not Path(p).is_file():
-                raise InputError("no such file", p)
-            sha = images.sha256_file(p)
-            vs = list(views(sha))
-            if k_views is None:
-                k_views = len(vs)
-            elif len(vs) != k_views:
-                raise ValueError(f"every image needs the same number of views ({k_views}, got {len(vs)})")
-            got = [cache.get(sha, denoiser.sha256, crop, aug=a.id) if cache is not None else None for a in vs]
-            todo = [k for k, g in enumerate(got) if g is None]
-            crops = []
-            if todo:
-                im = images.load_image(p)
-                crops = [apply(im.pixels, vs[k], crop, p) for k in todo]
+            sha, vs, got, crops = _views_of(p, views, denoiser, crop, cache, window)
         except InputError as exc:
             if on_error is None:
                 raise
             on_error(p, exc)
             continue
-        i = len(out)
-        out.append(list(got))
+        k_views = len(vs) if k_views is None else k_views
+        if len(vs) != k_views:
+            raise ValueError(f"every image needs the same number of views ({k_views}, got {len(vs)})")
+        out.append(got)
         infos.append({"path": p, "sha256": sha})
         all_views.append(vs)
-        if progress and len(todo) < len(vs):
-            progress(len(vs) - len(todo))
-        for k, c in zip(todo, crops):
-            pending.append((i, k, sha, vs[k].id, c))
-            if len(pending) >= batch_size:
-                flush()
-    flush()
+        if progress and len(crops) < len(vs):
+            progress(len(vs) - len(crops))
+        for k, c in crops.items():
+            batch.add(c, sha, _setter(out, len(out) - 1, k), aug=vs[k].id)
+    batch.flush()
     if not out:
         return np.zeros((0, k_views or 1, 3, crop, crop), np.float32), infos, all_views
     return np.stack([np.stack(o) for o in out]).astype(np.float32), infos, all_views
+
+
+def _views_of(p: str, views, denoiser: Denoiser, crop: int, cache: ResidualCache | None, window):
+    """One image's sha256, its views, their cached residuals (None where missing) and the windows still to
+    denoise {view index: window} (the image is decoded only when one is missing)."""
+    if not Path(p).is_file():
+        raise InputError("no such file", p)
+    sha = images.sha256_file(p)
+    vs = list(views(sha))
+    got = [cache.get(sha, denoiser.sha256, crop, aug=a.id) if cache is not None else None for a in vs]
+    todo = [k for k, g in enumerate(got) if g is None]
+    crops: dict[int, np.ndarray] = {}
+    if todo:
+        pixels = images.load_image(p).pixels
+        crops = {k: window(pixels, vs[k], crop, p) for k in todo}
+    return sha, vs, got, crops
