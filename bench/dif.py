@@ -159,7 +159,7 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
         gtrain = pool[:args.matrix_n]
         log(f"matrix {g}: train {len(gtrain)}+{len(real_train)}, test {len(gtest)}+{len(real_test)}, crop {CROP}")
         tests = {}
-        for kind in MATRIX_TEST:
+        for kind in args.matrix_conditions:
             tests[kind] = (gtest if kind == "none" else transform(gtest, kind, out / "m" / g / kind),
                            real_test if kind == "none" else transform(real_test, kind, out / "m" / "bsds" / kind))
         cells = []
@@ -182,7 +182,7 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
                     row[kind + "_tnr"] = ev["acc_real"]
                 cells.append(row)
                 log(f"  {g} train={prof} {method}: " + " ".join(
-                    f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in MATRIX_TEST)
+                    f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in args.matrix_conditions)
                     + f" ({wall:.0f} s)")
                 res[g] = cells
                 (out / "results_matrix.json").write_text(json.dumps(results, indent=1))
@@ -195,10 +195,10 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
                    f"testing). {c0['n_train']} + {c0['n_train']} training images, {c0['n_test_gen']} generated + "
                    f"{c0['n_test_real']} real test images, crop {CROP}, denoiser {args.denoiser}, "
                    f"{args.epochs or extract.DEFAULT_EPOCHS} epochs, batch {args.batch}.", "",
-                   "| training | method | " + " | ".join(MATRIX_TEST) + " | fit (s) |",
-                   "|---|---|" + "---|" * len(MATRIX_TEST) + "---|"]
+                   "| training | method | " + " | ".join(args.matrix_conditions) + " | fit (s) |",
+                   "|---|---|" + "---|" * len(args.matrix_conditions) + "---|"]
         for r in cells:
-            report.append(f"| {r['train']} | {r['method']} | " + " | ".join(fmt(r[k]) for k in MATRIX_TEST)
+            report.append(f"| {r['train']} | {r['method']} | " + " | ".join(fmt(r[k]) for k in args.matrix_conditions)
                           + f" | {r['residual_s'] + r['fit_s']:.0f} |")
         report.append("")
 
@@ -288,6 +288,8 @@ def main(argv=None) -> int:
                     help="methods of the matrix and modern parts")
     ap.add_argument("--matrix-dif-train", nargs="*", default=list(MATRIX_TRAIN),
                     help="training conditions at which DIF is fitted (the baselines run at every one)")
+    ap.add_argument("--matrix-conditions", nargs="*", default=list(MATRIX_TEST), choices=MATRIX_TEST,
+                    help="test conditions of the matrix (default: all)")
     ap.add_argument("--matrix-test", type=int, default=32, help="test images per class (matrix, modern)")
     ap.add_argument("--modern-generators", nargs="*",
                     default=["dalle3_api", "gpt_image_1_mini_api", "hfapi_sd/CompVis__stable-diffusion-v1-4",

@@ -114,9 +114,13 @@ def default_margin(crop: int) -> float:
 
 
 def _pair_loss(r: torch.Tensor, y: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
-    d = (r[:, None] - r[None, :]).abs()
-    same = y[:, None] == y[None, :]
-    loss = torch.where(same, d, torch.relu(margin - d)) / margin
+    """Contrast over all pairs of a batch: same class → |ρ_a − ρ_b|; generated a vs real b → max(0, m − (ρ_a −
+    ρ_b)), i.e. SIGNED: generated must sit above real by m (an unsigned |ρ_a − ρ_b| is satisfied by a pair on the
+    wrong side too, which cancels the coherent pull at the start and pushes outliers further the wrong way;
+    docs/benchmarks.md, issue 15 round 3). Divided by m."""
+    d = r[:, None] - r[None, :]
+    s = y[:, None] - y[None, :]  # +1: a generated, b real; −1: the reverse; 0: same class
+    loss = torch.where(s == 0, d.abs(), torch.relu(margin - s * d)) / margin
     iu = torch.triu_indices(len(r), len(r), offset=1)
     return loss[iu[0], iu[1]].mean()
 
