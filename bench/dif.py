@@ -155,7 +155,8 @@ def _fit_and_score(gtrain, real_train, name: str, method: str, prof: str, tests:
     t = time.time()
     fp = extract.fit(gtrain, real_train, name=name, method=method, crop=CROP, epochs=args.epochs,
                      test_fraction=0.0, cache=cache, batch_size=args.batch, denoiser=args.denoiser,
-                     profile=prof, views=args.views if prof == "robust" else None)
+                     profile=prof, views=args.views if prof == "robust" else None,
+                     tolerance=args.tolerance, search=args.search)
     row = {"train": prof, "method": method, "wall_s": round(time.time() - t, 1),
            "residual_s": fp.meta["seconds"]["residuals"], "fit_s": fp.meta["seconds"]["fit"]}
     for kind, (gt, rt) in tests.items():
@@ -316,6 +317,10 @@ def _arguments(argv=None) -> argparse.Namespace:
     ap.add_argument("--modern-n", type=int, default=32, help="training images per class at most (modern)")
     ap.add_argument("--views", type=int, default=None, help="views per image of the robust profile")
     ap.add_argument("--batch", type=int, default=32, help="training batch (matrix, modern)")
+    ap.add_argument("--tolerance", type=int, default=extract.DEFAULT_TOLERANCE,
+                    help="shift tolerance of the matrix/modern fingerprints (0: the paper's plain ρ)")
+    ap.add_argument("--search", default="crossfit", choices=["crossfit", "max"],
+                    help="shift-search statistic of the matrix/modern fingerprints")
     return ap.parse_args(argv)
 
 

@@ -14,7 +14,9 @@ from conftest import natural_image
 from fingerprint_cli import images
 from fingerprint_cli.dif import detect, extract
 from fingerprint_cli.dif.detect import standardise
-from fingerprint_cli.dif.residuals import get_denoiser
+from fingerprint_cli.dif.fingerprint import Fingerprint
+from fingerprint_cli.dif.residuals import compute, get_denoiser
+from fingerprint_cli.errors import UsageError
 
 S = 48           # crop
 AMP = 1.0 / 255  # the trace's standard deviation: one grey level, a fifth of the images' own fine texture
@@ -30,10 +32,8 @@ def periodic_trace(seed: int = 5, period: int = 8) -> np.ndarray:
     return (p - p.mean()) / p.std() * AMP
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_trace")
-    trace = periodic_trace()
+def _corpus(root, amp: float):
+    trace = periodic_trace() * (amp / AMP)
     out = {}
     for split, n, base in (("train", N_TRAIN, 0), ("test", N_TEST, 1000)):
         for cls, off in (("gen", 0), ("real", 500)):
@@ -46,6 +46,11 @@ def synthetic(tmp_path_factory):
                 images.save_png(px, folder / f"{cls}{i:02d}.png")
             out[split, cls] = [str(p) for p in images.list_images(folder)]
     return out, trace
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return _corpus(tmp_path_factory.mktemp("synthetic_trace"), AMP)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +106,40 @@ def test_pair_loss_penalises_the_wrong_orientation():
     r = torch.zeros(4, requires_grad=True)
     extract._pair_loss(r, y, m).backward()
     assert (r.grad[:2] < 0).all() and (r.grad[2:] > 0).all()
+
+
+def test_a_trace_too_weak_for_the_shift_search_falls_back_to_the_zero_shift_rho(tmp_path):
+    """Half the amplitude: the ±1 px cross-fitted search picks each image's shift from its own noise, mostly
+    wrongly, and loses the trace (the cause of DIF at chance at crop 128 in issue 15 rounds 1–2); ``fit`` sees it
+    on the training images and keeps the zero-shift ρ, which detects the held-out images."""
+    data, _ = _corpus(tmp_path, AMP / 2)
+    fp = extract.fit(data["train", "gen"], data["train", "real"], name="weak", method="dif", crop=S, epochs=30,
+                     seed=0, denoiser="gaussian", test_fraction=0.0, batch_size=16, unet_width=16)
+    chk = fp.meta["tolerance_check"]
+    assert chk["requested"] == 1 and chk["used"] == 0 and fp.meta["tolerance"] == 0
+    assert chk["dprime_search"] < extract.SEARCH_KEEP * chk["dprime_plain"]
+    acc, auc = _balanced_accuracy(fp, data["test", "gen"], data["test", "real"])
+    assert acc >= 0.85 and auc >= 0.95, (acc, auc)
+    # the same pattern read with the shift search, recalibrated the same way, is far worse on held-out images
+    searched = Fingerprint(fp.name, fp.method, fp.pattern, dict(fp.meta, tolerance=1))
+    den = get_denoiser("gaussian")
+    extract._calibrate(searched, compute(data["train", "gen"], den, S)[0], compute(data["train", "real"], den, S)[0])
+    acc_s, auc_s = _balanced_accuracy(searched, data["test", "gen"], data["test", "real"])
+    assert auc_s < auc - 0.15, (auc_s, auc)
+
+
+def test_the_shift_search_is_kept_where_it_keeps_the_trace(fitted):
+    chk = fitted.meta["tolerance_check"]
+    assert chk["requested"] == 1
+    assert (chk["used"] == 1) == (chk["dprime_search"] >= extract.SEARCH_KEEP * chk["dprime_plain"])
+    assert fitted.meta["tolerance"] == chk["used"]
+
+
+def test_explicit_tolerance_zero_is_not_checked(synthetic):
+    data, _ = synthetic
+    fp = extract.fit(data["train", "gen"][:8], data["train", "real"][:8], name="t0", method="dif", crop=S, epochs=1,
+                     seed=0, denoiser="gaussian", test_fraction=0.0, batch_size=16, unet_width=16, tolerance=0)
+    assert fp.meta["tolerance_check"] == {"requested": 0, "used": 0} and fp.meta["tolerance"] == 0
+    with pytest.raises(UsageError, match="unknown shift search"):
+        extract.fit(data["train", "gen"][:8], data["train", "real"][:8], name="t0", method="dif", crop=S,
+                    epochs=1, denoiser="gaussian", test_fraction=0.0, unet_width=16, search="maximum")

@@ -5,8 +5,8 @@ DIF (Sinitsa & Fried, WACV 2024), as fpx implements it:
 1. residuals r = f_D(x) of the centre ``crop`` of every image, computed ONCE (and cached) — the published code
    recomputes the denoiser in every batch of every epoch;
 2. a U-Net (:mod:`.unet`) maps a fixed input z = z0 + N(0, 0.03²), z0 = 0.1·U[0,1), to the fingerprint F;
-3. loss over pairs of images in a batch: same class → |ρ_a − ρ_b|, different class → max(0, m − |ρ_a − ρ_b|),
-   m = 0.01, divided by m; AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
+3. loss over pairs of images in a batch: same class → |ρ_a − ρ_b|, generated a vs real b → max(0, m − (ρ_a − ρ_b))
+   (signed since issue 15 round 3; the paper's |ρ_a − ρ_b| accepts either order), m = 0.01, divided by m; AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
 4. F is oriented so that generated images correlate positively; μ_real, μ_gen, σ_real are the training
    correlations (with the detection statistic, see :mod:`.detect`); the threshold is their midpoint.
 """
@@ -23,7 +23,7 @@ import torch
 
 from fingerprint_cli import __version__
 from fingerprint_cli.dif import baselines
-from fingerprint_cli.dif.detect import correlate_residuals, rho, standardise
+from fingerprint_cli.dif.detect import SEARCHES, correlate_residuals, rho, standardise
 from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint
 from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser
 from fingerprint_cli.dif.unet import UNet
@@ -107,6 +107,42 @@ def split(paths: Sequence[str], n_train: int | None, test_fraction: float, seed:
     return rest, test
 
 
+def _search_name(search: str) -> str:
+    """The shift-search statistic recorded in the fingerprint (:data:`..detect.SEARCHES`)."""
+    if search not in SEARCHES:
+        raise UsageError(f"unknown shift search {search!r} (choose {', '.join(SEARCHES)})")
+    return search
+
+
+#: keep the shift search only if it retains at least this share of the plain ρ's training separation
+SEARCH_KEEP = 0.5
+
+
+def _dprime(g: torch.Tensor, r: torch.Tensor) -> float:
+    """(mean_g − mean_r) / pooled standard deviation."""
+    pooled = math.sqrt((float(g.var()) + float(r.var())) / 2) or 1e-12
+    return (float(g.mean()) - float(r.mean())) / pooled
+
+
+def shift_search_check(gen: torch.Tensor, real: torch.Tensor, pattern: torch.Tensor, tolerance: int,
+                       search: str) -> tuple[int, dict[str, Any]]:
+    """The shift tolerance a DIF fingerprint can afford. A ±1 px search reads each suspect at the shift its
+    own noise picks; when the trace is weak per image (small crops, few images) the shift is mostly picked
+    wrong, the search loses the signal the zero-shift ρ has (LDM at crop 128: 0.625 vs 0.859 held-out; issue 15
+    round 3), and the fingerprint would detect nothing. On the TRAINING residuals: if the search keeps less
+    than :data:`SEARCH_KEEP` of the plain ρ's separation d', fall back to tolerance 0 (pixel-locked; recorded).
+    Returns (tolerance to use, the check for ``meta["tolerance_check"]``)."""
+    if tolerance <= 0:
+        return tolerance, {"requested": int(tolerance), "used": int(tolerance)}
+    fn = SEARCHES[search]
+    d_plain = _dprime(rho(gen, pattern), rho(real, pattern))
+    d_search = _dprime(fn(gen, pattern, tolerance), fn(real, pattern, tolerance))
+    keep = d_search >= SEARCH_KEEP * d_plain
+    return (tolerance if keep else 0), {
+        "requested": int(tolerance), "used": int(tolerance if keep else 0), "search": search,
+        "dprime_plain": round(d_plain, 3), "dprime_search": round(d_search, 3), "keep_share": SEARCH_KEEP}
+
+
 def default_margin(crop: int) -> float:
     """m = 0.01 at crop 256 (the paper); scaled by 256/crop elsewhere, because the spread of ρ between
     unrelated tensors grows as 1/crop (1/sqrt(3·crop²))."""
@@ -185,7 +221,7 @@ def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, 
 def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str, method: str = "dif",
         crop: int = 256, epochs: int | None = None, seed: int = 0, denoiser: str = "dncnn",
         images: int | None = None, progress: Callable[..., None] | None = None,
-        test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
+        test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE, search: str = "crossfit",
         cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
         unet_width: int = 32, profile: str = DEFAULT_PROFILE, views: int | None = None,
         on_phase: Callable[[str, int], None] | None = None,
@@ -221,6 +257,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         raise UsageError(f"--epochs must be at least 1 (got {epochs})")
     if min_images < 2:
         raise UsageError(f"--min-images must be at least 2 (got {min_images})")
+    search = _search_name(search)
     if fpr is not None:
         from fingerprint_cli.dif.detect import check_fpr
 
@@ -301,6 +338,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
                                    margin=margin, width=unet_width, progress=progress, views=k_views)
         if float(rho(gen_t, pattern).mean()) < float(rho(real_t, pattern).mean()):
             pattern = -pattern  # orient: generated images correlate positively
+        tolerance, stats["tolerance_check"] = shift_search_check(gen_t, real_t, pattern, tolerance, search)
     else:
         pattern = baselines.PATTERNS[method](gen_t, real_t)
         stats = {"steps": 0}
@@ -309,7 +347,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     meta: dict[str, Any] = {
         "denoiser": {"id": den.id, "sha256": den.sha256, "verified": den.verified},
         "crop": int(crop), "seed": int(seed), "method": method, "tolerance": int(tolerance),
-        "search": "crossfit",
+        "search": search,
         "epochs": epochs if method == "dif" else 0, "batch_size": int(batch_size), "lr": lr,
         "margin": margin, "unet_width": int(unet_width) if method == "dif" else None, "fpx_version": __version__,
         "train": {"generated": info_g, "real": info_r},
@@ -327,7 +365,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     meta["conditions"] = condition.training_conditions(
         condition.probe_many([d["path"] for d in info_g]), condition.probe_many([d["path"] for d in info_r]),
         augment)
-    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
+    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss", "tolerance_check")})
     fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
     _calibrate(fp, rg, rr, views=k_views)
     _fill_test_hashes(fp)
@@ -473,6 +511,16 @@ def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
                    ", ".join(f"{v} {k}" for k, v in by.items()) + ")", quiet)
 
 
+def _warn_tolerance(fp: Fingerprint, quiet: bool) -> None:
+    from fingerprint_cli import batch
+
+    chk = fp.meta.get("tolerance_check") or {}
+    if chk.get("used", chk.get("requested")) != chk.get("requested"):
+        batch.warn(f"--tolerance {chk['requested']} dropped to 0: the shift search kept d' {chk['dprime_search']} "
+                   f"of the zero-shift {chk['dprime_plain']} on the training images (the trace is too weak per "
+                   "image to find its shift); the fingerprint is pixel-locked", quiet)
+
+
 def _evaluate(fp: Fingerprint, feats: dict, cache, phases, quiet: bool) -> None:
     """Score the held-out test split: test accuracy, AUC and (calibrated) TPR at the stated FPR, into ``feats``
     and the fingerprint's metadata."""
@@ -550,6 +598,7 @@ def run(generated, real, out, *, name: str | None = None, n_images: int | None =
                  calibration_paths=cal_paths, profile=profile or DEFAULT_PROFILE, views=views)
         phases.close()
         _warn_skipped(fp, quiet)
+        _warn_tolerance(fp, quiet)
         feats = {"mu_gen": fp.meta["mu_gen"], "mu_real": fp.meta["mu_real"],
                  "sigma_real": fp.meta["sigma_real"], "train_accuracy": fp.meta["train_accuracy"],
                  "test_accuracy": None, "test_auc": None}
