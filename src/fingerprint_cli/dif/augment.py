@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fingerprint_cli import images
 from fingerprint_cli.errors import InputError, UsageError
 
 __all__ = ["Augmentation", "Profile", "PROFILES", "get_profile", "draw_views", "apply", "IDENTITY"]
@@ -135,8 +136,6 @@ def apply(pixels: np.ndarray, aug: Augmentation, crop: int, path: str = "") -> n
     final window (its 8×8 grid is aligned with the crop, as with a re-saved image whose centre crop starts on a
     multiple of 8). An image smaller than the crop is an InputError naming it.
     """
-    from fingerprint_cli import images
-
     px = np.asarray(pixels, dtype=np.float32)
     h, w = px.shape[:2]
     if h < crop or w < crop:

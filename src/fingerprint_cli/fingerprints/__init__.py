@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fingerprint_cli import atomic
+
 LIBRARY_DIR = Path(__file__).resolve().parent
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "fpx-fingerprint-library"
@@ -41,8 +43,6 @@ def index(directory: Path | None = None) -> list[dict[str, Any]]:
 
 def write_index(entries: list[dict[str, Any]], directory: Path | None = None) -> Path:
     """Write the index atomically (entries sorted by id)."""
-    from fingerprint_cli import atomic
-
     f = (directory or LIBRARY_DIR) / INDEX_NAME
     body = {"format": INDEX_FORMAT, "format_version": "1",
             "fingerprints": sorted(entries, key=lambda e: e["id"])}
