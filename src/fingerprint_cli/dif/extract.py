@@ -6,7 +6,8 @@ DIF (Sinitsa & Fried, WACV 2024), as fpx implements it:
    recomputes the denoiser in every batch of every epoch;
 2. a U-Net (:mod:`.unet`) maps a fixed input z = z0 + N(0, 0.03²), z0 = 0.1·U[0,1), to the fingerprint F;
 3. loss over pairs of images in a batch: same class → |ρ_a − ρ_b|, generated a vs real b → max(0, m − (ρ_a − ρ_b))
-   (signed since issue 15 round 3; the paper's |ρ_a − ρ_b| accepts either order), m = 0.01, divided by m; AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
+   (signed since issue 15 round 3; the paper's |ρ_a − ρ_b| accepts either order), m = 0.01, divided by m;
+   AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
 4. F is oriented so that generated images correlate positively; μ_real, μ_gen, σ_real are the training
    correlations (with the detection statistic, see :mod:`.detect`); the threshold is their midpoint.
 """
@@ -221,8 +222,8 @@ def train_dif(gen: torch.Tensor, real: torch.Tensor, *, epochs: int, seed: int, 
 def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str, method: str = "dif",
         crop: int = 256, epochs: int | None = None, seed: int = 0, denoiser: str = "dncnn",
         images: int | None = None, progress: Callable[..., None] | None = None,
-        test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE, search: str = "crossfit",
-        cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
+        test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
+        search: str = "crossfit", cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
         unet_width: int = 32, profile: str = DEFAULT_PROFILE, views: int | None = None,
         on_phase: Callable[[str, int], None] | None = None,
         min_images: int = 2, on_skip: Callable[[str, str], None] | None = None,
@@ -246,6 +247,10 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     ``profile`` (:data:`.augment.PROFILES`): ``"plain"`` fits on the images as they are; ``"robust"`` passes
     both classes' training images through ``views`` random recompressions/rescalings each (fixed per image and
     seed, residuals cached per view) — see :mod:`.augment`. Calibration (μ, σ) then uses all the views.
+
+    ``tolerance`` / ``search`` (:data:`..detect.SEARCHES`): the shift-tolerant detection statistic of a DIF
+    fingerprint; it is kept only if it keeps the trace on the training images (:func:`shift_search_check`),
+    else the fingerprint is pixel-locked (tolerance 0) and ``meta["tolerance_check"]`` says why.
     """
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
