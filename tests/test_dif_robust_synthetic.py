@@ -143,3 +143,53 @@ def test_explicit_tolerance_zero_is_not_checked(synthetic):
     with pytest.raises(UsageError, match="unknown shift search"):
         extract.fit(data["train", "gen"][:8], data["train", "real"][:8], name="t0", method="dif", crop=S,
                     epochs=1, denoiser="gaussian", test_fraction=0.0, unet_width=16, search="maximum")
+
+
+def _load_script(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_restate_script_reads_a_library_fingerprint_at_zero_shift_when_its_search_fails(tmp_path, monkeypatch):
+    """A library entry recorded with the ±1 px search (as v1 was) on a trace too weak for it: the restate script
+    writes version 2 — same pattern, tolerance 0, recalibrated, sealed, pinned — and detects held-out images."""
+    from fingerprint_cli import fingerprints
+    from fingerprint_cli.dif.fingerprint import load_library
+
+    data = tmp_path / "data"
+    (data / "generators" / "weak").mkdir(parents=True)
+    for d in ("train", "val"):
+        (data / "real_bsds500" / d).mkdir(parents=True)
+    trace = periodic_trace() / 2
+    for i in range(32):
+        images.save_png(np.clip(natural_image(S, S, seed=i) + trace, 0, 1), data / f"generators/weak/g{i:02d}.png")
+    for i in range(36):
+        images.save_png(natural_image(S, S, seed=500 + i), data / f"real_bsds500/train/t{i:02d}.png")
+    for i in range(16):
+        images.save_png(natural_image(S, S, seed=1500 + i), data / f"real_bsds500/val/v{i:02d}.png")
+    build, restate = _load_script("build_fingerprint_library"), _load_script("restate_fingerprint_library")
+    lib = tmp_path / "lib"
+    monkeypatch.setattr(extract, "SEARCH_KEEP", 0.0)  # build as v1 was: the search always kept
+    assert build.main(["--data", str(data), "--out-dir", str(lib), "--fpr", "0.1", "--real-fit", "24",
+                       "--denoiser", "gaussian", "--crop", str(S), "--cache", str(tmp_path / "c"), "--epochs", "30",
+                       "--batch-size", "16", "--fit-option", "unet_width=16", "--work", str(tmp_path / "w")]) == 0
+    (v1,) = fingerprints.index(lib)
+    assert v1["id"] == "weak-dif-v1" and load_library(lib)[0].meta["tolerance"] == 1
+    monkeypatch.setattr(extract, "SEARCH_KEEP", 0.5)
+    assert restate.main(["--data", str(data), "--lib", str(lib), "--cache", str(tmp_path / "c"),
+                         "--real-fit", "24"]) == 0
+    (v2,) = fingerprints.index(lib)
+    assert v2["id"] == "weak-dif-v2" and v2["version"] == "2" and v2["restated"]["from"] == "weak-dif-v1"
+    assert not (lib / v1["file"]).exists() and v2["sha256"] != v1["sha256"]
+    (fp,) = load_library(lib)
+    assert fp.verified and fp.calibrated and fp.meta["tolerance"] == 0
+    assert fp.meta["tolerance_check"]["restated_from"] == "weak-dif-v1"
+    assert v2["held_out"]["auc"] > v1["held_out"]["auc"] and v2["held_out"]["auc"] >= 0.9
