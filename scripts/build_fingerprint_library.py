@@ -122,7 +122,7 @@ def float16_check(path32: Path, path16: Path, paths: list[str], cache: ResidualC
             "decisions_changed": int((da != db).sum())}
 
 
-def main(argv=None) -> int:
+def _arguments(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--generators", nargs="*", help="generator folder names (default: all)")
@@ -148,7 +148,56 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-option", action="append", default=[], metavar="KEY=VALUE",
                     help="any other keyword of extract.fit (value parsed as JSON when it parses), repeatable")
     ap.add_argument("--profile-name", default="default", help="name of the training profile, for the index")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def install(name: str, folder: Path, fp: Fingerprint, info: dict, args, cache: ResidualCache,
+            real_val: list[str], fit_options: dict) -> dict:
+    """Save the sealed fingerprint (and its float32 twin for the storage check); returns its index entry."""
+    fid = f"{slug(name)}-{args.method}-v{args.version}"
+    fname = f"{fid}.fpx.safetensors"
+    tmp32 = args.work / fname
+    tmp32.parent.mkdir(parents=True, exist_ok=True)
+    fp.info.library_id = fid
+    info["fp32"].info.library_id = fid
+    info["fp32"].save(tmp32, dtype="float32")
+    digest = fp.save(args.out_dir / fname, dtype=args.dtype)
+    check = float16_check(tmp32, args.out_dir / fname,
+                          [d["path"] for d in fp.meta["test"]["generated"]] + real_val, cache)
+    train_sha = sorted(d["sha256"] for cls in ("generated", "real") for d in fp.meta["train"][cls])
+    cal = fp.meta["conformal"]
+    return {
+        "id": fid, "name": name, "version": str(args.version), "file": fname, "sha256": digest,
+        "method": fp.method, "crop": fp.crop, "denoiser": fp.meta["denoiser"], "storage": args.dtype,
+        "profile": args.profile_name, "fit_options": fit_options, "epochs": fp.meta.get("epochs"),
+        "fpx_version": fp.meta.get("fpx_version"),
+        "training_set": {
+            "description": f"{fp.meta['counts']['train_generated']} images of "
+                           f"{folder.relative_to(args.data)} vs {fp.meta['counts']['train_real']} "
+                           f"real_bsds500/train photographs (JPEG), centre {fp.crop}² crops",
+            "generated": fp.meta["counts"]["train_generated"], "real": fp.meta["counts"]["train_real"],
+            "manifest_sha256": sha256_bytes("\n".join(train_sha).encode())},
+        "calibration": {"fpr": cal["fpr"], "n": cal["n"], "description": cal["description"],
+                        "manifest_sha256": cal["manifest_sha256"], "conditions": cal["conditions"]},
+        "conditions": fp.meta.get("conditions"),
+        "held_out": info["held_out"], "storage_check": check, "fit_seconds": info["fit_seconds"],
+        "licence": "MIT (fitted by the fpx project; the images are not redistributed)",
+    }
+
+
+def print_table(entries: list[dict], fpr: float) -> None:
+    print("| fingerprint | stated FPR | held-out TPR | held-out FPR (val) | bal. acc | AUC | n gen/real | "
+          "float16: max |Δρ| / decisions changed | fit s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for e in entries:
+        h, c = e["held_out"], e["storage_check"]
+        print(f"| {e['id']} | {fpr} | {h['tpr']:.3f} | {h['fpr']:.3f} | {h['balanced_accuracy']:.3f} | "
+              f"{h['auc']:.3f} | {h['n_generated']}/{h['n_real']} | {c['max_abs_rho_difference']:.2e} / "
+              f"{c['decisions_changed']} | {e['fit_seconds']:.0f} |")
+
+
+def main(argv=None) -> int:
+    args = _arguments(argv)
     if args.threads:
         import torch
 
@@ -174,48 +223,15 @@ def main(argv=None) -> int:
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     entries = {e["id"]: e for e in fingerprints.index(args.out_dir)}
-    report = []
+    built = []
     for name in names:
         fp, info = build_one(name, folders[name], real_fit, real_cal, real_val, args, cache, fit_options)
-        fid = f"{slug(name)}-{args.method}-v{args.version}"
-        fname = f"{fid}.fpx.safetensors"
-        tmp32 = args.work / fname
-        tmp32.parent.mkdir(parents=True, exist_ok=True)
-        fp.info.library_id = fid
-        info["fp32"].info.library_id = fid
-        info["fp32"].save(tmp32, dtype="float32")
-        digest = fp.save(args.out_dir / fname, dtype=args.dtype)
-        check = float16_check(tmp32, args.out_dir / fname,
-                              [d["path"] for d in fp.meta["test"]["generated"]] + real_val, cache)
-        train_sha = sorted(d["sha256"] for cls in ("generated", "real") for d in fp.meta["train"][cls])
-        cal = fp.meta["conformal"]
-        entries[fid] = {
-            "id": fid, "name": name, "version": str(args.version), "file": fname, "sha256": digest,
-            "method": fp.method, "crop": fp.crop, "denoiser": fp.meta["denoiser"], "storage": args.dtype,
-            "profile": args.profile_name, "fit_options": fit_options, "epochs": fp.meta.get("epochs"),
-            "fpx_version": fp.meta.get("fpx_version"),
-            "training_set": {
-                "description": f"{fp.meta['counts']['train_generated']} images of "
-                               f"{folders[name].relative_to(args.data)} vs {fp.meta['counts']['train_real']} "
-                               f"real_bsds500/train photographs (JPEG), centre {fp.crop}² crops",
-                "generated": fp.meta["counts"]["train_generated"], "real": fp.meta["counts"]["train_real"],
-                "manifest_sha256": sha256_bytes("\n".join(train_sha).encode())},
-            "calibration": {"fpr": cal["fpr"], "n": cal["n"], "description": cal["description"],
-                            "manifest_sha256": cal["manifest_sha256"], "conditions": cal["conditions"]},
-            "conditions": fp.meta.get("conditions"),
-            "held_out": info["held_out"], "storage_check": check, "fit_seconds": info["fit_seconds"],
-            "licence": "MIT (fitted by the fpx project; the images are not redistributed)",
-        }
+        entry = install(name, folders[name], fp, info, args, cache, real_val, fit_options)
+        entries[entry["id"]] = entry
         fingerprints.write_index(list(entries.values()), args.out_dir)
-        report.append((fid, info["held_out"], check, info["fit_seconds"]))
-        print(f"installed {fid} ({digest[:12]}…)", file=sys.stderr, flush=True)
-    print("| fingerprint | stated FPR | held-out TPR | held-out FPR (val) | bal. acc | AUC | n gen/real | "
-          "float16: max |Δρ| / decisions changed | fit s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for fid, h, c, t in report:
-        print(f"| {fid} | {args.fpr} | {h['tpr']:.3f} | {h['fpr']:.3f} | {h['balanced_accuracy']:.3f} | "
-              f"{h['auc']:.3f} | {h['n_generated']}/{h['n_real']} | {c['max_abs_rho_difference']:.2e} / "
-              f"{c['decisions_changed']} | {t:.0f} |")
+        built.append(entry)
+        print(f"installed {entry['id']} ({entry['sha256'][:12]}…)", file=sys.stderr, flush=True)
+    print_table(built, args.fpr)
     return 0
 
 

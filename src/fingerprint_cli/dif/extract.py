@@ -5,8 +5,9 @@ DIF (Sinitsa & Fried, WACV 2024), as fpx implements it:
 1. residuals r = f_D(x) of the centre ``crop`` of every image, computed ONCE (and cached) — the published code
    recomputes the denoiser in every batch of every epoch;
 2. a U-Net (:mod:`.unet`) maps a fixed input z = z0 + N(0, 0.03²), z0 = 0.1·U[0,1), to the fingerprint F;
-3. loss over pairs of images in a batch: same class → |ρ_a − ρ_b|, different class → max(0, m − |ρ_a − ρ_b|),
-   m = 0.01, divided by m; AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
+3. loss over pairs of images in a batch: same class → |ρ_a − ρ_b|, generated a vs real b → max(0, m − (ρ_a − ρ_b))
+   (signed since issue 15 round 3; the paper's |ρ_a − ρ_b| accepts either order), m = 0.01, divided by m;
+   AdamW, lr 5e-4; F is an exponential moving average (0.99) of the U-Net output;
 4. F is oriented so that generated images correlate positively; μ_real, μ_gen, σ_real are the training
    correlations (with the detection statistic, see :mod:`.detect`); the threshold is their midpoint.
 """
@@ -27,7 +28,7 @@ from fingerprint_cli.anchored.score import base_provenance
 from fingerprint_cli.dif import augment as aug_mod
 from fingerprint_cli.dif import baselines, condition, detect
 from fingerprint_cli.dif.baselines import log_spectrum
-from fingerprint_cli.dif.detect import correlate_residuals, rho, standardise
+from fingerprint_cli.dif.detect import SEARCHES, correlate_residuals, rho, standardise
 from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint, Phases, calibration_summary, min_calibration_images
 from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser
 from fingerprint_cli.dif.unet import UNet
@@ -106,6 +107,42 @@ def split(paths: Sequence[str], n_train: int | None, test_fraction: float, seed:
     return rest, test
 
 
+def _search_name(search: str) -> str:
+    """The shift-search statistic recorded in the fingerprint (:data:`..detect.SEARCHES`)."""
+    if search not in SEARCHES:
+        raise UsageError(f"unknown shift search {search!r} (choose {', '.join(SEARCHES)})")
+    return search
+
+
+#: keep the shift search only if it retains at least this share of the plain ρ's training separation
+SEARCH_KEEP = 0.5
+
+
+def _dprime(g: torch.Tensor, r: torch.Tensor) -> float:
+    """(mean_g − mean_r) / pooled standard deviation."""
+    pooled = math.sqrt((float(g.var()) + float(r.var())) / 2) or 1e-12
+    return (float(g.mean()) - float(r.mean())) / pooled
+
+
+def shift_search_check(gen: torch.Tensor, real: torch.Tensor, pattern: torch.Tensor, tolerance: int,
+                       search: str) -> tuple[int, dict[str, Any]]:
+    """The shift tolerance a DIF fingerprint can afford. A ±1 px search reads each suspect at the shift its
+    own noise picks; when the trace is weak per image (small crops, few images) the shift is mostly picked
+    wrong, the search loses the signal the zero-shift ρ has (LDM at crop 128: 0.625 vs 0.859 held-out; issue 15
+    round 3), and the fingerprint would detect nothing. On the TRAINING residuals: if the search keeps less
+    than :data:`SEARCH_KEEP` of the plain ρ's separation d', fall back to tolerance 0 (pixel-locked; recorded).
+    Returns (tolerance to use, the check for ``meta["tolerance_check"]``)."""
+    if tolerance <= 0:
+        return tolerance, {"requested": int(tolerance), "used": int(tolerance)}
+    fn = SEARCHES[search]
+    d_plain = _dprime(rho(gen, pattern), rho(real, pattern))
+    d_search = _dprime(fn(gen, pattern, tolerance), fn(real, pattern, tolerance))
+    keep = d_search >= SEARCH_KEEP * d_plain
+    return (tolerance if keep else 0), {
+        "requested": int(tolerance), "used": int(tolerance if keep else 0), "search": search,
+        "dprime_plain": round(d_plain, 3), "dprime_search": round(d_search, 3), "keep_share": SEARCH_KEEP}
+
+
 def default_margin(crop: int) -> float:
     """m = 0.01 at crop 256 (the paper); scaled by 256/crop elsewhere, because the spread of ρ between
     unrelated tensors grows as 1/crop (1/sqrt(3·crop²))."""
@@ -113,9 +150,13 @@ def default_margin(crop: int) -> float:
 
 
 def _pair_loss(r: torch.Tensor, y: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
-    d = (r[:, None] - r[None, :]).abs()
-    same = y[:, None] == y[None, :]
-    loss = torch.where(same, d, torch.relu(margin - d)) / margin
+    """Contrast over all pairs of a batch: same class → |ρ_a − ρ_b|; generated a vs real b → max(0, m − (ρ_a −
+    ρ_b)), i.e. SIGNED: generated must sit above real by m (an unsigned |ρ_a − ρ_b| is satisfied by a pair on the
+    wrong side too, which cancels the coherent pull at the start and pushes outliers further the wrong way;
+    docs/benchmarks.md, issue 15 round 3). Divided by m."""
+    d = r[:, None] - r[None, :]
+    s = y[:, None] - y[None, :]  # +1: a generated, b real; −1: the reverse; 0: same class
+    loss = torch.where(s == 0, d.abs(), torch.relu(margin - s * d)) / margin
     iu = torch.triu_indices(len(r), len(r), offset=1)
     return loss[iu[0], iu[1]].mean()
 
@@ -181,7 +222,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
         crop: int = 256, epochs: int | None = None, seed: int = 0, denoiser: str = "dncnn",
         images: int | None = None, progress: Callable[..., None] | None = None,
         test_fraction: float = 0.2, batch_size: int = 32, tolerance: int = DEFAULT_TOLERANCE,
-        cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
+        search: str = "crossfit", cache: ResidualCache | None = None, lr: float = 5e-4, margin: float | None = None,
         unet_width: int = 32, profile: str = DEFAULT_PROFILE, views: int | None = None,
         on_phase: Callable[[str, int], None] | None = None,
         min_images: int = 2, on_skip: Callable[[str, str], None] | None = None,
@@ -206,8 +247,13 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     ``profile`` (:data:`.augment.PROFILES`): ``"plain"`` fits on the images as they are; ``"robust"`` passes
     both classes' training images through ``views`` random recompressions/rescalings each (fixed per image and
     seed, residuals cached per view) — see :mod:`.augment`. Calibration (μ, σ) then uses all the views.
+
+    ``tolerance`` / ``search`` (:data:`..detect.SEARCHES`): the shift-tolerant detection statistic of a DIF
+    fingerprint; it is kept only if it keeps the trace on the training images (:func:`shift_search_check`),
+    else the fingerprint is pixel-locked (tolerance 0) and ``meta["tolerance_check"]`` says why.
     """
     epochs, margin, fpr = _check_fit_options(method, crop, epochs, margin, min_images, fpr)
+    search = _search_name(search)
     den = get_denoiser(denoiser)
     usable, skipped = _usable_classes(generated_paths, real_paths, crop, min_images, on_skip)
     gen_train, gen_test = split(usable["generated"], images, test_fraction, seed, "generated")
@@ -229,12 +275,12 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     pattern, stats, tolerance = _fit_pattern(method, gen_t, real_t, epochs=epochs, seed=seed,
                                              batch_size=batch_size, lr=lr, margin=margin, unet_width=unet_width,
                                              progress=progress, k_views=k_views, on_phase=on_phase,
-                                             tolerance=tolerance)
+                                             tolerance=tolerance, search=search)
     t_fit = time.time() - t1
     meta: dict[str, Any] = {
         "denoiser": {"id": den.id, "sha256": den.sha256, "verified": den.verified},
         "crop": int(crop), "seed": int(seed), "method": method, "tolerance": int(tolerance),
-        "search": "crossfit",
+        "search": search,
         "epochs": epochs if method == "dif" else 0, "batch_size": int(batch_size), "lr": lr,
         "margin": margin, "unet_width": int(unet_width) if method == "dif" else None, "fpx_version": __version__,
         "train": {"generated": info_g, "real": info_r},
@@ -250,7 +296,7 @@ def fit(generated_paths: Sequence[str], real_paths: Sequence[str], *, name: str,
     meta["conditions"] = condition.training_conditions(
         condition.probe_many([d["path"] for d in info_g]), condition.probe_many([d["path"] for d in info_r]),
         augment)
-    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss")})
+    meta.update({k: v for k, v in stats.items() if k in ("steps", "final_loss", "tolerance_check")})
     fp = Fingerprint(name=name, method=method, pattern=pattern.to(torch.float32).contiguous(), meta=meta)
     _calibrate(fp, rg, rr, views=k_views)
     _fill_test_hashes(fp)
@@ -352,7 +398,7 @@ def _training_residuals(gen_train, real_train, den, crop, cache, progress, on_ph
 
 
 def _fit_pattern(method, gen_t, real_t, *, epochs, seed, batch_size, lr, margin, unet_width, progress, k_views,
-                 on_phase, tolerance):
+                 on_phase, tolerance, search):
     """The pattern of ``method`` (the U-Net for dif, oriented so generated images correlate positively; a
     baseline's average otherwise); returns (pattern, stats, tolerance)."""
     if method == "dif":
@@ -364,6 +410,7 @@ def _fit_pattern(method, gen_t, real_t, *, epochs, seed, batch_size, lr, margin,
                                    margin=margin, width=unet_width, progress=progress, views=k_views)
         if float(rho(gen_t, pattern).mean()) < float(rho(real_t, pattern).mean()):
             pattern = -pattern  # orient: generated images correlate positively
+        tolerance, stats["tolerance_check"] = shift_search_check(gen_t, real_t, pattern, tolerance, search)
     else:
         pattern = baselines.PATTERNS[method](gen_t, real_t)
         stats = {"steps": 0}
@@ -489,6 +536,16 @@ def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
                    ", ".join(f"{v} {k}" for k, v in by.items()) + ")", quiet)
 
 
+def _warn_tolerance(fp: Fingerprint, quiet: bool) -> None:
+    from fingerprint_cli import batch
+
+    chk = fp.meta.get("tolerance_check") or {}
+    if chk.get("used", chk.get("requested")) != chk.get("requested"):
+        batch.warn(f"--tolerance {chk['requested']} dropped to 0: the shift search kept d' {chk['dprime_search']} "
+                   f"of the zero-shift {chk['dprime_plain']} on the training images (the trace is too weak per "
+                   "image to find its shift); the fingerprint is pixel-locked", quiet)
+
+
 def _evaluate(fp: Fingerprint, feats: dict, cache, phases, quiet: bool) -> None:
     """Score the held-out test split: test accuracy, AUC and (calibrated) TPR at the stated FPR, into ``feats``
     and the fingerprint's metadata."""
@@ -556,6 +613,7 @@ def run(generated, real, out, *, name: str | None = None, n_images: int | None =
                  recompressions=conditions)
         phases.close()
         _warn_skipped(fp, quiet)
+        _warn_tolerance(fp, quiet)
         feats = {"mu_gen": fp.info.mu_gen, "mu_real": fp.info.mu_real,
                  "sigma_real": fp.info.sigma_real, "train_accuracy": fp.info.train_accuracy,
                  "test_accuracy": None, "test_auc": None}
