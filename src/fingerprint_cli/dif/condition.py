@@ -32,7 +32,7 @@ import numpy as np
 
 from fingerprint_cli import images
 from fingerprint_cli.dif.augment import Augmentation
-from fingerprint_cli.dif.fingerprint import Conformal, FingerprintMeta
+from fingerprint_cli.dif.meta import Conformal, FingerprintMeta
 from fingerprint_cli.errors import InputError, UsageError
 
 # ITU-T T.81 Annex K.1 / K.2, natural (row-major) order

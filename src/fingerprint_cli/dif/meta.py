@@ -1,0 +1,152 @@
+"""The fingerprint's JSON metadata as typed objects (:class:`FingerprintMeta`, its calibration :class:`Conformal`),
+kept free of torch so that code that only reads metadata (the suspect-condition checks of :mod:`.condition`,
+triage's provenance) does not load it. :mod:`.fingerprint` re-exports both."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+
+class _JsonObject:
+    """A typed view of one JSON object (mixin of the dataclasses below): each dataclass field is the key of the
+    same name; keys this fpx does not type are kept verbatim in ``extra``. A field is written back when it is
+    not None, or when the source held an explicit null for it — so ``from_dict(d).to_dict() == d`` for every
+    JSON object ``d`` and the sealed bytes of a fingerprint re-serialise identically. Values are kept as the
+    JSON gave them (an int stays an int); :func:`validate` checks them."""
+
+    NESTED: dict[str, type] = {}
+
+    @classmethod
+    def _typed_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if not f.name.startswith("_") and f.name != "extra"]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        names = set(cls._typed_names())
+        kw = {}
+        for k, v in d.items():
+            if k in names:
+                sub = cls.NESTED.get(k)
+                kw[k] = sub.from_dict(v) if sub is not None and isinstance(v, Mapping) else v
+        obj = cls(**kw)
+        obj.extra = {k: v for k, v in d.items() if k not in names}
+        obj._nulls = {k for k, v in d.items() if k in names and v is None}
+        return obj
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self._typed_names():
+            v = getattr(self, k)
+            if v is None and k not in self._nulls:
+                continue
+            out[k] = v.to_dict() if isinstance(v, _JsonObject) else v
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Conformal(_JsonObject):
+    """``meta["conformal"]``: the held-out real images a fingerprint's false-positive rate is calibrated on
+    (see :func:`.detect.calibrate`). ``recompressions``: per condition a real photo may arrive in
+    (:class:`.condition.Recompression` id → {"n", "rho", "rho_threshold"}), the same images' statistics after
+    that condition; absent in fingerprints calibrated "as distributed" only."""
+    fpr: float | None = None
+    n: int | None = None
+    rho: list[float] | None = None
+    rho_threshold: float | None = None
+    images: list[dict[str, Any]] | None = None
+    manifest_sha256: str | None = None
+    description: str | None = None
+    conditions: dict[str, Any] | None = None
+    statistic: str | None = None
+    created: str | None = None
+    pvalue: str | None = None
+    recompressions: dict[str, dict[str, Any]] | None = None
+    recompressions_left_out: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    _nulls: set[str] = field(default_factory=set, repr=False)
+
+
+@dataclass
+class FingerprintMeta(_JsonObject):
+    """The ``meta`` JSON of a fingerprint file, typed (see the module docstring for what each key holds).
+    :meth:`from_json` / :meth:`to_json` round-trip the stored string byte for byte."""
+    denoiser: dict[str, Any] | None = None
+    crop: int | None = None
+    method: str | None = None
+    seed: int | None = None
+    tolerance: int | None = None
+    search: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    margin: float | None = None
+    unet_width: int | None = None
+    steps: int | None = None
+    final_loss: float | None = None
+    mu_gen: float | None = None
+    mu_real: float | None = None
+    sigma_gen: float | None = None
+    sigma_real: float | None = None
+    threshold: float | None = None
+    calibration: Any = None              # how μ/σ were computed ("training correlations", …)
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_auc: float | None = None
+    test_tpr_at_fpr: float | None = None
+    train: dict[str, list[dict[str, Any]]] | None = None
+    test: dict[str, list[dict[str, Any]]] | None = None
+    counts: dict[str, int] | None = None
+    seconds: dict[str, float] | None = None
+    skipped: list[dict[str, str]] | None = None
+    augment: dict[str, Any] | None = None
+    conditions: dict[str, Any] | None = None
+    conformal: Conformal | Any = None
+    calibrated_from_unverified: bool | None = None
+    library_id: str | None = None
+    storage_dtype: str | None = None
+    fpx_version: str | None = None
+    created: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    _nulls: set[str] = field(default_factory=set, repr=False)
+
+    NESTED = {"conformal": Conformal}
+
+    @classmethod
+    def from_json(cls, text: str) -> "FingerprintMeta":
+        """Parse the stored ``meta`` string; ValueError when it is not a JSON object."""
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("fingerprint metadata is not a JSON object")
+        return cls.from_dict(d)
+
+    def to_json(self) -> str:
+        """The stored form: ``json.dumps(..., sort_keys=True)``."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def copy(self) -> "FingerprintMeta":
+        """A deep copy (through JSON, as stored)."""
+        return FingerprintMeta.from_json(self.to_json())
+
+    def split(self, which: str, cls: str) -> list[dict[str, Any]]:
+        """The ``train`` / ``test`` split's entries [{"path", "sha256"}] of class ``generated`` / ``real``."""
+        return list(((getattr(self, which) or {}).get(cls)) or [])
+
+    @property
+    def oriented_sign(self) -> float:
+        """+1 when generated images correlate above real ones (μ_gen ≥ μ_real), else −1."""
+        return 1.0 if float(self.mu_gen) >= float(self.mu_real) else -1.0
+
+
+class MetaView(dict):
+    """``Fingerprint.meta``: the metadata as the plain JSON dict, for readers outside ``dif/`` (lineage,
+    triage). Read-only at the top level — write through ``Fingerprint.info`` (typed); a write here would be lost,
+    so it is refused."""
+
+    def _refuse(self, *_a, **_k):
+        raise TypeError("Fingerprint.meta is a read-only view of the metadata: set fields on Fingerprint.info "
+                        "(a FingerprintMeta)")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _refuse
