@@ -115,30 +115,34 @@ class Decider:
 
     def p_values(self, x: np.ndarray) -> np.ndarray | None:
         """Conformal p-value of every system for one feature vector (None for a v1 artifact)."""
+        return self._p_values_and_ood(x)[0]
+
+    def _p_values_and_ood(self, x: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+        """(:meth:`p_values`, the gate's whole-corpus p_ood of a gated artifact — else None)."""
         if self.conformal is None:
-            return None
-        return self.conformal.p_values(self.model.standardise(x))[0]
+            return None, None
+        P, p_ood = self.conformal.p_values_and_ood(self.model.standardise(x))
+        return P[0], (None if p_ood is None else float(p_ood[0]))
 
     def decide(self, features: dict[str, float | None], top_k: int = 3,
                where: str | None = None) -> tuple[Decision, list[dict[str, Any]]]:
         """The :class:`Decision` for one pair's features, and the reasons (:meth:`reasons`)."""
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
-        pv = self.p_values(x)
+        pv, p_ood = self._p_values_and_ood(x)
         decision = self._label(p, m2, top_k, pv=pv).guarded({"features": x, "p_values": pv}, LABELS,
                                                             PROBABILITIES + ("p_value",))
         if decision.why_unknown is not None and decision.prediction_set is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
-        self._gate_note(decision, x)
+        self._gate_note(decision, x, p_ood)
         return decision, self.reasons(x, p)
 
-    def _gate_note(self, decision: Decision, x: np.ndarray) -> None:
-        """With a gated artifact (v4, :mod:`.ood`): the call's whole-corpus p-value, and a reason when the gate
-        alone emptied the set."""
-        gate = self.conformal.gate if self.conformal is not None else None
-        if gate is None or not np.all(np.isfinite(x)):
+    def _gate_note(self, decision: Decision, x: np.ndarray, p_ood: float | None) -> None:
+        """With a gated artifact (v4, :mod:`.ood`): the call's whole-corpus p-value ``p_ood`` (computed with the
+        p-values), and a reason when the gate alone emptied the set."""
+        if p_ood is None or not np.all(np.isfinite(x)):
             return
-        p_ood = float(gate.p_values(self.model.standardise(x))[0])
+        gate = self.conformal.gate
         decision.update(p_ood=p_ood)
         if p_ood < gate.weight * float(self.alpha):
             decision.update(why_inconclusive=list(decision.why_inconclusive or []) + [

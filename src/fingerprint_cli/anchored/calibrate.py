@@ -156,9 +156,16 @@ class Conformal:
 
     def p_values(self, Z: np.ndarray) -> np.ndarray:
         """(n, K) p-values of standardised rows for every class."""
+        return self.p_values_and_ood(Z)[0]
+
+    def p_values_and_ood(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the (n, K) p-values of :meth:`p_values`, the gate's (n,) whole-corpus p_ood — None without a gate)."""
         a = self.scores(Z)
         P = np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
-        return P if self.gate is None else ood.combine(P, self.gate.p_values(Z), self.gate.weight)
+        if self.gate is None:
+            return P, None
+        p_ood = self.gate.p_values(Z)
+        return ood.combine(P, p_ood, self.gate.weight), p_ood
 
     def to_json(self) -> dict[str, Any]:
         common = {"alpha": self.alpha, "classes": self.classes,
