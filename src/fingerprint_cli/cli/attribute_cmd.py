@@ -37,8 +37,8 @@ def attribute_cmd(
                                              help="encoder resolution (must match the artifact's)"),
     perturbed: Optional[Path] = typer.Option(None, "--perturbed",
                                              help="protected copy of the reference: adds survival features"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="images per encoder forward pass"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache"),
+    batch_size: int = common.EncoderBatchOpt,
+    no_cache: bool = common.NoTokenCacheOpt,
     origin_index: Optional[Path] = typer.Option(
         None, "--index", help="find each suspect's reference in this `fpx origin index` first (every "
                               "positional argument is then a suspect)"),

@@ -133,8 +133,8 @@ def calibrate_cmd(
         help="a --scores jsonl of an earlier run: pairs whose paths and sha256 match and that have every "
              "feature are not scored again (recalibrate with another --alpha without rescoring)"),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="encoder resolution (default 224)"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache"),
+    batch_size: int = common.EncoderBatchOpt,
+    no_cache: bool = common.NoTokenCacheOpt,
     fmt: Optional[SummaryFormat] = typer.Option(None, "--format", "-f",
                                                 help="text (default) | json: the summary on stdout"),
     device: str = common.DeviceOpt,

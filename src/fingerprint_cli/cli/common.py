@@ -36,6 +36,9 @@ ResumeOpt = typer.Option(False, "--resume", help="keep records already in --outp
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or warnings on stderr")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda")
 JobsOpt = typer.Option(1, "--jobs", "-j", min=1, help="parallel workers for CPU-bound pixel work")
+EncoderBatchOpt = typer.Option(8, "--batch-size", min=1, help="images per encoder forward pass")
+NoTokenCacheOpt = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache")
+NoResidualCacheOpt = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache")
 
 
 def die(exc: FpxError | str, code: int | None = None) -> None:

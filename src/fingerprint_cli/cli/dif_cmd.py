@@ -67,7 +67,7 @@ def dif_extract(
                                              "(default 2; each costs one residual per image, cached)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the fingerprint and its spectrum"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip scoring the held-out test split"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
+    no_cache: bool = common.NoResidualCacheOpt,
     fpr: Optional[float] = typer.Option(None, "--fpr",
                                         help="calibrate the detection threshold at this false-positive rate "
                                              "on held-out real images (the real test split, or "
@@ -114,7 +114,7 @@ def detect_cmd(
                                       "many score units (real-image standard deviations), else 'unknown'"),
     force: bool = typer.Option(False, "--force", help="use fingerprints whose seal or pinned sha256 does not "
                                                       "match (every record then says verified: false)"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
+    no_cache: bool = common.NoResidualCacheOpt,
     fmt: Optional[str] = common.FormatOpt,
     output: Optional[Path] = common.OutputOpt,
     resume: bool = common.ResumeOpt,
@@ -158,7 +158,7 @@ def dif_calibrate(
                                         "out. none alone = as distributed only"),
     force: bool = typer.Option(False, "--force", help="calibrate a fingerprint whose seal does not match "
                                                       "(the output then stays verified: false)"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk residual cache"),
+    no_cache: bool = common.NoResidualCacheOpt,
     fmt: Optional[str] = common.FormatOpt,
     quiet: bool = common.QuietOpt,
 ) -> None:

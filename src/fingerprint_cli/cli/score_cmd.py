@@ -25,8 +25,8 @@ def score(
                                 help="dinov2-vitb14, or 'none' for pixel features only (no weights needed)"),
     resolution: Optional[int] = typer.Option(None, "--resolution",
                                              help="square size the encoder sees (multiple of 14; default 224)"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="images per encoder forward pass"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the on-disk token cache"),
+    batch_size: int = common.EncoderBatchOpt,
+    no_cache: bool = common.NoTokenCacheOpt,
     perturbed: Optional[Path] = typer.Option(None, "--perturbed",
                                              help="protected copy of the reference (fpx perturb output): "
                                                   "adds survival and detection features"),
