@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fingerprint_cli import images  # noqa: E402
-from fingerprint_cli.dif import detect, extract  # noqa: E402
+from fingerprint_cli.dif import detect, extract, heldout  # noqa: E402
 from fingerprint_cli.dif.fingerprint import Fingerprint  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
 from fingerprint_cli.images import sha256_bytes  # noqa: E402
@@ -97,17 +97,11 @@ def build_one(name: str, folder: Path, real_fit: list[str], real_cal: list[str],
     fp = fp32 if args.dtype == "float32" else detect.calibrate(fp.quantized(args.dtype), cal_paths, args.fpr,
                                                                 cache=cache, description=desc)
     test_gen = [d["path"] for d in fp.meta["test"]["generated"]]
-    rg = detect.correlations(fp, test_gen, cache=cache)
-    rv = detect.correlations(fp, real_val, cache=cache)
-    pg, pv = detect.p_values(fp, rg), detect.p_values(fp, rv)
-    tpr, fpr = float((pg <= fp.fpr).mean()), float((pv <= fp.fpr).mean())
-    held = {"tpr": round(tpr, 4), "fpr": round(fpr, 4), "n_generated": len(rg), "n_real": len(rv),
-            "balanced_accuracy": round((tpr + 1 - fpr) / 2, 4),
-            "auc": round(detect.auc(detect.scores(fp, rg), detect.scores(fp, rv)), 4),
-            "generated_set": f"{len(rg)} held-out images of {folder.relative_to(args.data)}",
-            "real_set": f"real_bsds500/val ({len(rv)} JPEG photographs, never used for fitting or calibration)",
-            "at": f"p <= {fp.fpr}"}
-    log(f"held out: TPR {tpr:.3f} on {len(rg)} generated, FPR {fpr:.3f} on {len(rv)} real (stated {fp.fpr})")
+    held = heldout.measure(fp, test_gen, real_val, cache=cache)
+    tpr, fpr = held["tpr"], held["fpr"]
+    held.update(generated_set=f"{held['n_generated']} held-out images of {folder.relative_to(args.data)}",
+                real_set=f"real_bsds500/val ({held['n_real']} JPEG photographs, never used for fitting or calibration)")
+    log(f"held out: TPR {tpr:.3f} on {held['n_generated']} generated, FPR {fpr:.3f} on {held['n_real']} real (stated {fp.fpr})")
     return fp, {"held_out": held, "fit_seconds": round(t_fit, 1), "generated_paths": gen, "fp32": fp32}
 
 

@@ -25,24 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fingerprint_cli import fingerprints, images  # noqa: E402
-from fingerprint_cli.dif import condition, detect  # noqa: E402
+from fingerprint_cli.dif import condition, detect, heldout  # noqa: E402
 from fingerprint_cli.dif.fingerprint import Fingerprint  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
 
 
 def held_out(fp: Fingerprint, val: list[str], all_val: list[str], cache: ResidualCache, old: dict) -> dict:
     """TPR on the held-out generated images and FPR on the val photos, as `fpx detect` decides."""
-    def rate(paths):
-        return sum(detect.detect_one([fp], p, cache=cache).decision["generated"] is True for p in paths) / len(paths)
-
     gen = [d["path"] for d in fp.info.split("test", "generated")]
-    tpr, fpr = rate(gen), rate(val)
-    rg, rv = detect.correlations(fp, gen, cache=cache), detect.correlations(fp, val, cache=cache)
     real_set = (f"real_bsds500/val ({'first ' if len(val) < len(all_val) else ''}{len(val)} JPEG photographs, never "
                 f"used for fitting or calibration)")
-    return dict(old, real_set=real_set, tpr=round(tpr, 4), fpr=round(fpr, 4), balanced_accuracy=round((tpr + 1 - fpr) / 2, 4),
-                auc=round(detect.auc(detect.scores(fp, rg), detect.scores(fp, rv)), 4), n_generated=len(gen),
-                n_real=len(val), at=f"p <= {fp.fpr} (largest over the calibration sets a suspect may belong to)")
+    return dict(old, real_set=real_set, **heldout.measure(fp, gen, val, cache=cache, rule="detect"))
 
 
 def main(argv=None) -> int:

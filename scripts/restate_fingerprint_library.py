@@ -24,22 +24,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from build_fingerprint_library import shuffled  # noqa: E402
 
 from fingerprint_cli import fingerprints, images  # noqa: E402
-from fingerprint_cli.dif import detect, extract  # noqa: E402
+from fingerprint_cli.dif import detect, extract, heldout  # noqa: E402
 from fingerprint_cli.dif.fingerprint import Fingerprint  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache, compute  # noqa: E402
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def held_out(fp: Fingerprint, gen: list[str], val: list[str], cache: ResidualCache) -> dict:
-    rg, rv = detect.correlations(fp, gen, cache=cache), detect.correlations(fp, val, cache=cache)
-    pg, pv = detect.p_values(fp, rg), detect.p_values(fp, rv)
-    tpr, fpr = float((pg <= fp.fpr).mean()), float((pv <= fp.fpr).mean())
-    return {"tpr": round(tpr, 4), "fpr": round(fpr, 4), "n_generated": len(rg), "n_real": len(rv),
-            "balanced_accuracy": round((tpr + 1 - fpr) / 2, 4),
-            "auc": round(detect.auc(detect.scores(fp, rg), detect.scores(fp, rv)), 4), "at": f"p <= {fp.fpr}"}
 
 
 def restate(entry: dict, lib: Path, data: Path, cache: ResidualCache, real_cal: list[str], val: list[str]):
@@ -66,7 +57,7 @@ def restate(entry: dict, lib: Path, data: Path, cache: ResidualCache, real_cal: 
                            description=entry["calibration"]["description"])
     fname = f"{fid}.fpx.safetensors"
     digest = new.save(lib / fname, dtype=entry.get("storage", "float16"))
-    h = held_out(new, [d["path"] for d in fp.meta["test"]["generated"]], val, cache)
+    h = heldout.measure(new, [d["path"] for d in fp.meta["test"]["generated"]], val, cache=cache)
     h.update({k: entry["held_out"][k] for k in ("generated_set", "real_set") if k in entry["held_out"]})
     cal = new.meta["conformal"]
     out = dict(entry, id=fid, version=version, file=fname, sha256=digest, held_out=h,

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fingerprint_cli import artifacts, images
 from fingerprint_cli.cli.app import app
-from fingerprint_cli.dif import condition, detect, extract
+from fingerprint_cli.dif import condition, detect, extract, heldout
 from fingerprint_cli.dif.fingerprint import Fingerprint, load_folder, seal_of
 from fingerprint_cli.errors import InputError, UsageError
 
@@ -651,3 +651,24 @@ def test_cli_min_images_default_is_the_library_constant():
     from fingerprint_cli.dif import extract
 
     assert f"typer.Option({extract.DEFAULT_MIN_IMAGES}, \"--min-images\"" in inspect.getsource(dif_cmd)
+
+
+def test_held_out_measure_counts_by_both_rules_and_matches_brute_force(calibrated):
+    """dif.heldout.measure (what the library scripts store): TPR / FPR by the p-value rule equal a count done
+    here from the p-values, and `fpx detect`'s rule agrees on a fingerprint calibrated as distributed only."""
+    gen = [d["path"] for d in calibrated.meta["test"]["generated"]]
+    real = [d["path"] for d in calibrated.meta["test"]["real"]]
+    by_p = heldout.measure(calibrated, gen, real)
+    pg = detect.p_values(calibrated, detect.correlations(calibrated, gen))
+    pr = detect.p_values(calibrated, detect.correlations(calibrated, real))
+    assert by_p["tpr"] == round(sum(p <= 0.1 for p in pg) / len(gen), 4)
+    assert by_p["fpr"] == round(sum(p <= 0.1 for p in pr) / len(real), 4)
+    assert by_p["balanced_accuracy"] == round((by_p["tpr"] + 1 - by_p["fpr"]) / 2, 4)
+    assert (by_p["n_generated"], by_p["n_real"], by_p["at"]) == (len(gen), len(real), "p <= 0.1")
+    by_detect = heldout.measure(calibrated, gen, real, rule="detect")
+    assert {k: by_detect[k] for k in ("tpr", "fpr", "auc")} == {k: by_p[k] for k in ("tpr", "fpr", "auc")}
+    assert "largest over the calibration sets" in by_detect["at"]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        heldout.measure(calibrated, gen, real, rule="vote")
+    with pytest.raises(ValueError, match="needs generated and real"):
+        heldout.measure(calibrated, [], real)
