@@ -54,15 +54,19 @@ def test_every_shipped_fingerprint_reserialises_to_the_same_bytes_and_seal(f):
 def test_meta_round_trip_keeps_nulls_unknown_keys_and_number_types():
     d = {"crop": 16, "lr": 0.0005, "margin": 1, "unet_width": None, "mu_gen": 0.25, "someday": {"x": [1, None]},
          "conformal": {"fpr": 0.1, "n": 2, "rho": [0.1, -0.2], "later": True}}
-    m = FingerprintMeta.from_dict(d)
-    assert m.to_dict() == d and json.dumps(m.to_dict(), sort_keys=True) == json.dumps(d, sort_keys=True)
+    m = FingerprintMeta.from_obj(d)
+    assert m.to_obj() == d and json.dumps(m.to_obj(), sort_keys=True) == json.dumps(d, sort_keys=True)
     assert m.margin == 1 and isinstance(m.margin, int)  # not coerced: the bytes stay the same
     assert m.extra == {"someday": {"x": [1, None]}} and m.conformal.extra == {"later": True}
-    assert m.unet_width is None and "unet_width" in m.to_dict()  # an explicit null is written back
+    assert m.unet_width is None and "unet_width" in m.to_obj()  # an explicit null is written back
     m.test_auc = None
-    assert "test_auc" not in m.to_dict()  # an absent field stays absent
+    assert "test_auc" not in m.to_obj()  # an absent field stays absent
+    m.seed = 7
+    assert m.to_obj()["seed"] == 7 and m.to_obj() == dict(d, seed=7)  # a field set later is written
     with pytest.raises(ValueError, match="not a JSON object"):
         FingerprintMeta.from_json("[1, 2]")
+    with pytest.raises(ValueError, match="fingerprint metadata.conformal is not a JSON object"):
+        FingerprintMeta.from_json('{"conformal": 5}')
 
 
 def test_meta_view_is_a_read_only_dict_for_other_readers():
@@ -77,7 +81,7 @@ def test_meta_view_is_a_read_only_dict_for_other_readers():
     fp.meta = {"mu_gen": -1.0, "mu_real": 0.0}
     assert fp.info.mu_gen == -1.0 and fp.info.oriented_sign == -1.0
     fp.library = {"id": "x"}
-    assert fp.meta["library"] == {"id": "x"} and "library" not in fp.info.to_dict()
+    assert fp.meta["library"] == {"id": "x"} and "library" not in fp.info.to_obj()
 
 
 def test_shipped_library_entries_carry_library_outside_the_sealed_metadata():
@@ -85,7 +89,7 @@ def test_shipped_library_entries_carry_library_outside_the_sealed_metadata():
     if not fps:
         pytest.skip("no shipped library")
     for fp in fps:
-        assert fp.library["pinned"] and "library" not in fp.info.to_dict()
+        assert fp.library["pinned"] and "library" not in fp.info.to_obj()
 
 
 def test_cli_closed_option_sets_match_the_library():

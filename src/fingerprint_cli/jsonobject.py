@@ -6,6 +6,12 @@ in ``extra`` and the key order in ``order``, so :meth:`JsonObject.to_obj` gives 
 :meth:`JsonObject.from_obj` read — a sealed document does not change by one byte on its way through memory, and
 a record's keys keep their order. It is also a read-only mapping over that object (``obj["label"]``,
 ``obj.get(...)``, ``dict(obj)``) for callers that still read dicts.
+
+Two ways to write the typed fields back: by default every typed field is a key (a :class:`~fingerprint_cli.
+decision.Decision` always has all its keys, null or not); a ``SPARSE`` type (the fingerprint metadata of
+:mod:`fingerprint_cli.dif.meta`, set field by field as a fit goes on) writes a typed field only when it holds a
+value or when the source held it, explicit null included — so a key absent from a sealed file stays absent and
+an explicit null stays null. Either way ``from_obj(d).to_obj() == d``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class JsonObject(Mapping):
     :class:`JsonObject` type its JSON object is read as."""
 
     NESTED: ClassVar[dict[str, type[JsonObject]]] = {}
+    SPARSE: ClassVar[bool] = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     order: tuple[str, ...] = field(default=(), repr=False)
 
@@ -53,14 +60,22 @@ class JsonObject(Mapping):
         return value if sub is None or value is None else sub.from_obj(value, f"{what}.{key}")
 
     def to_obj(self) -> dict[str, Any]:
-        """The JSON object (a fresh dict), keys in the order they were read or given."""
-        names = self.names()
-        keys = self.order or tuple(names) + tuple(self.extra)
+        """The JSON object (a fresh dict), keys in the order they were read or given (see the module docstring
+        for which typed fields a ``SPARSE`` type writes)."""
+        names = set(self.names())
         out: dict[str, Any] = {}
-        for k in keys:
+        for k in self._keys():
             v = getattr(self, k) if k in names else self.extra[k]
             out[k] = v.to_obj() if isinstance(v, JsonObject) else v
         return out
+
+    def _keys(self) -> list[str]:
+        names = self.names()
+        if not self.SPARSE:
+            return list(self.order or tuple(names) + tuple(self.extra))
+        keys = list(self.order)
+        keys += [k for k in names if k not in self.order and getattr(self, k) is not None]
+        return keys + [k for k in self.extra if k not in self.order]
 
     def update(self, **values: Any) -> None:
         """Set keys (typed fields or extras); a key not there yet is appended, as a dict would."""

@@ -210,7 +210,7 @@ def check(cond: dict[str, Any], meta: Any, crop: int) -> dict[str, Any]:
     ``within`` is None when the fingerprint records no training conditions (fingerprints from fpx ≤ 0.1).
     ``calibration_sets``: the calibration sets the suspect's p-value is taken over (:func:`calibration_sets`;
     None when the fingerprint is not calibrated)."""
-    m = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_dict(meta)
+    m = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_obj(meta)
     side = cond.get("short_side")
     warnings: list[str] = []
     if side and side < crop:

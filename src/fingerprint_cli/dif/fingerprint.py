@@ -108,7 +108,7 @@ def _check_known(fp: "Fingerprint", p: str | None) -> None:
     """A method and statistic this fpx computes, written by this fpx version or an older one."""
     if fp.method not in METHODS:
         raise InputError(f"unknown fingerprint method {fp.method!r} (this fpx knows {', '.join(METHODS)})", p)
-    search = fp.info.to_dict().get("search", "max")  # absent: fpx ≤ 0.1's maximum over shifts
+    search = fp.info.to_obj().get("search", "max")  # absent: fpx ≤ 0.1's maximum over shifts
     if search not in STATISTICS:
         raise InputError(f"unknown detection statistic {search!r} (this fpx knows {', '.join(STATISTICS)})", p)
     made_by = fp.info.fpx_version
@@ -134,7 +134,7 @@ def _check_statistics(m: FingerprintMeta, p: str | None) -> None:
         raise InputError(f"fingerprint sigma_real is {m.sigma_real}: the real images' spread must be positive", p)
     if float(m.mu_gen) == float(m.mu_real):
         raise InputError("fingerprint mu_gen equals mu_real: the two classes were not separated", p)
-    tol = m.to_dict().get("tolerance", 0)
+    tol = m.to_obj().get("tolerance", 0)
     if not isinstance(tol, int) or not 0 <= tol <= 16:
         raise InputError(f"fingerprint tolerance {m.tolerance!r} is not an integer in 0..16", p)
 
@@ -181,7 +181,7 @@ class Fingerprint:
         self.name = name              # generator name
         self.method = method          # "dif" | "average" | "spectral"
         self.pattern = pattern        # (3, crop, crop) float32
-        self.info = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_dict(meta or {})
+        self.info = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_obj(meta or {})
         self.path = path
         self.verified = verified      # sealed and the seal matched (False: unsealed, or loaded with force)
         self.seal = seal              # "ok" | "absent" (format 1) | "mismatch" (loaded with force) | "unsaved"
@@ -194,14 +194,14 @@ class Fingerprint:
     @property
     def meta(self) -> MetaView:
         """The metadata as its JSON dict (plus ``library`` when loaded from the shipped library), read-only."""
-        d = self.info.to_dict()
+        d = self.info.to_obj()
         if self.library is not None:
             d["library"] = self.library
         return MetaView(d)
 
     @meta.setter
     def meta(self, value: Mapping[str, Any]) -> None:
-        self.info = value if isinstance(value, FingerprintMeta) else FingerprintMeta.from_dict(value)
+        self.info = value if isinstance(value, FingerprintMeta) else FingerprintMeta.from_obj(value)
 
     @property
     def crop(self) -> int:
@@ -288,7 +288,7 @@ class Fingerprint:
         if pattern.dtype not in (torch.float32, torch.float16, torch.float64):
             raise InputError(f"fingerprint pattern has dtype {pattern.dtype}, not a float type", p)
         pattern = pattern.to(torch.float32)
-        if info.crop is None and "crop" not in info._nulls:
+        if info.crop is None and "crop" not in info.order:  # absent, not an explicit null
             info.crop = int(pattern.shape[-1]) if pattern.ndim == 3 else None
         fp = cls(name=md.get("name", ""), method=md.get("method", "dif"), pattern=pattern, meta=info, path=p,
                  verified=verified, seal=seal, sha256=sha256_file(p))

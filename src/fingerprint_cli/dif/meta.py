@@ -5,53 +5,19 @@ triage's provenance) does not load it. :mod:`.fingerprint` re-exports both."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fingerprint_cli.jsonobject import JsonObject
 
 
-class _JsonObject:
-    """A typed view of one JSON object (mixin of the dataclasses below): each dataclass field is the key of the
-    same name; keys this fpx does not type are kept verbatim in ``extra``. A field is written back when it is
-    not None, or when the source held an explicit null for it — so ``from_dict(d).to_dict() == d`` for every
-    JSON object ``d`` and the sealed bytes of a fingerprint re-serialise identically. Values are kept as the
-    JSON gave them (an int stays an int); :func:`validate` checks them."""
-
-    NESTED: dict[str, type] = {}
-
-    @classmethod
-    def _typed_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if not f.name.startswith("_") and f.name != "extra"]
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        names = set(cls._typed_names())
-        kw = {}
-        for k, v in d.items():
-            if k in names:
-                sub = cls.NESTED.get(k)
-                kw[k] = sub.from_dict(v) if sub is not None and isinstance(v, Mapping) else v
-        obj = cls(**kw)
-        obj.extra = {k: v for k, v in d.items() if k not in names}
-        obj._nulls = {k for k, v in d.items() if k in names and v is None}
-        return obj
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k in self._typed_names():
-            v = getattr(self, k)
-            if v is None and k not in self._nulls:
-                continue
-            out[k] = v.to_dict() if isinstance(v, _JsonObject) else v
-        out.update(self.extra)
-        return out
-
-
-@dataclass
-class Conformal(_JsonObject):
+@dataclass(kw_only=True, eq=False)
+class Conformal(JsonObject):
     """``meta["conformal"]``: the held-out real images a fingerprint's false-positive rate is calibrated on
     (see :func:`.detect.calibrate`). ``recompressions``: per condition a real photo may arrive in
     (:class:`.condition.Recompression` id → {"n", "rho", "rho_threshold"}), the same images' statistics after
     that condition; absent in fingerprints calibrated "as distributed" only."""
+    SPARSE: ClassVar[bool] = True
     fpr: float | None = None
     n: int | None = None
     rho: list[float] | None = None
@@ -65,14 +31,15 @@ class Conformal(_JsonObject):
     pvalue: str | None = None
     recompressions: dict[str, dict[str, Any]] | None = None
     recompressions_left_out: dict[str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-    _nulls: set[str] = field(default_factory=set, repr=False)
 
 
-@dataclass
-class FingerprintMeta(_JsonObject):
+@dataclass(kw_only=True, eq=False)
+class FingerprintMeta(JsonObject):
     """The ``meta`` JSON of a fingerprint file, typed (see the module docstring for what each key holds).
-    :meth:`from_json` / :meth:`to_json` round-trip the stored string byte for byte."""
+    :meth:`from_json` / :meth:`to_json` round-trip the stored string byte for byte (a ``SPARSE``
+    :class:`~fingerprint_cli.jsonobject.JsonObject`: keys this fpx does not type are kept in ``extra``, a key
+    absent from the file stays absent, an explicit null stays null, numbers keep their JSON type)."""
+    SPARSE: ClassVar[bool] = True
     denoiser: dict[str, Any] | None = None
     crop: int | None = None
     method: str | None = None
@@ -109,10 +76,8 @@ class FingerprintMeta(_JsonObject):
     storage_dtype: str | None = None
     fpx_version: str | None = None
     created: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-    _nulls: set[str] = field(default_factory=set, repr=False)
 
-    NESTED = {"conformal": Conformal}
+    NESTED: ClassVar[dict[str, type[JsonObject]]] = {"conformal": Conformal}
 
     @classmethod
     def from_json(cls, text: str) -> "FingerprintMeta":
@@ -120,11 +85,14 @@ class FingerprintMeta(_JsonObject):
         d = json.loads(text)
         if not isinstance(d, dict):
             raise ValueError("fingerprint metadata is not a JSON object")
-        return cls.from_dict(d)
+        try:
+            return cls.from_obj(d, "fingerprint metadata")
+        except TypeError as exc:  # a nested object that is not one (e.g. "conformal": 5)
+            raise ValueError(str(exc)) from exc
 
     def to_json(self) -> str:
         """The stored form: ``json.dumps(..., sort_keys=True)``."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json.dumps(self.to_obj(), sort_keys=True)
 
     def copy(self) -> "FingerprintMeta":
         """A deep copy (through JSON, as stored)."""
