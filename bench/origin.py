@@ -53,6 +53,21 @@ above has now been seen (``crop_0.7_rot4_jpeg75`` too: the round-3 decision is d
     HELD-OUT 3: crop_0.6_bright_jpeg60 — a 60% crop at a random offset (per photo, uniform over the slack on
                 each axis, its own seed stream from the photo's sha256), brightness ×1.15 (clipped), JPEG q60.
                 blur1.2_hflip_jpeg40 — Gaussian blur σ = 1.2 px, mirrored, JPEG q40 (a non-crop check).
+
+Round 4 (``--round4``; issue 12 round 4: a local-feature stage for crops). Every family above has been seen,
+the two round-3 held-out ones included: all of them are DEVELOPMENT families now (the local stage's settings
+are chosen on them). FIVE NEW held-out families, written down here and committed before anything ran with
+them, run once at the end with everything frozen (each with its own seed stream from the photo's sha256):
+
+    HELD-OUT 4: crop_0.5_jpeg80 — a 50% crop (both axes) at a random offset, JPEG q80.
+                crop_0.65_rot8_tint — a 65% crop at a random offset, rotated by 8° (random sign; bilinear,
+                    reflected border, same size), colour shift (channel gains 1.08 / 1.0 / 0.90, +0.02), JPEG q85.
+                crop_aspect_square — an aspect-changing crop (90% of the height × 55% of the width at a random
+                    offset) resized to a square of the crop's height (anisotropic), JPEG q75.
+                letterbox_jpeg70 — the whole image padded to a square with black bars (letterbox / pillarbox),
+                    resized to 256 × 256, JPEG q70.
+                upscale_crop — a bicubic ×1.5 upscale, then a 60% crop of it at a random offset (a 60% crop at
+                    1.5× the pixel density), PNG.
 """
 
 from __future__ import annotations
@@ -231,9 +246,61 @@ def _blur_flip_jpeg(px, seed):
     return images.decode(images.encode(np.clip(b, 0, 1).astype(np.float32), "JPEG", quality=40), "<jpeg>").pixels
 
 
+def _jpeg(px, q):
+    return images.decode(images.encode(np.clip(px, 0, 1).astype(np.float32), "JPEG", quality=q), "<jpeg>").pixels
+
+
+def _rand_crop(px, fy, fx, rng):
+    """A crop of fractions (fy, fx) of the height / width at a random offset (uniform over the slack)."""
+    h, w = px.shape[:2]
+    ch, cw = max(8, round(h * fy)), max(8, round(w * fx))
+    y0, x0 = int(rng.uniform(0, 1) * (h - ch)), int(rng.uniform(0, 1) * (w - cw))
+    return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
+
+
+def _r4_crop_jpeg(px, seed):
+    """HELD-OUT (round 4): 50% crop at a random offset, JPEG q80."""
+    return _jpeg(_rand_crop(px, 0.5, 0.5, np.random.default_rng([seed, 41])), 80)
+
+
+def _r4_crop_rot_tint(px, seed):
+    """HELD-OUT (round 4): 65% crop at a random offset, rotated 8° (random sign), colour shift, JPEG q85."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([seed, 42])
+    c = _rand_crop(px, 0.65, 0.65, rng)
+    c = ndimage.rotate(c, 8.0 * rng.choice([-1.0, 1.0]), axes=(1, 0), reshape=False, order=1, mode="reflect")
+    return _jpeg(c * np.array([1.08, 1.0, 0.90], np.float32) + 0.02, 85)
+
+
+def _r4_aspect_square(px, seed):
+    """HELD-OUT (round 4): 90% x 55% crop at a random offset resized to a square of its height, JPEG q75."""
+    c = _rand_crop(px, 0.9, 0.55, np.random.default_rng([seed, 43]))
+    return _jpeg(images.resize(c, c.shape[0], c.shape[0]), 75)
+
+
+def _r4_letterbox(px, seed):
+    """HELD-OUT (round 4): padded to a square with black bars, resized to 256 x 256, JPEG q70 (``seed`` unused)."""
+    h, w = px.shape[:2]
+    s = max(h, w)
+    canvas = np.zeros((s, s, 3), np.float32)
+    y0, x0 = (s - h) // 2, (s - w) // 2
+    canvas[y0:y0 + h, x0:x0 + w] = px
+    return _jpeg(images.resize(canvas, 256, 256), 70)
+
+
+def _r4_upscale_crop(px, seed):
+    """HELD-OUT (round 4): bicubic x1.5 upscale, then a 60% crop of it at a random offset."""
+    h, w = px.shape[:2]
+    up = np.clip(images.resize(px, round(h * 1.5), round(w * 1.5)), 0, 1)
+    return _rand_crop(up, 0.6, 0.6, np.random.default_rng([seed, 44]))
+
+
 # transforms that take a per-photo seed
 SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
-          "blur1.2_hflip_jpeg40": _blur_flip_jpeg}
+          "blur1.2_hflip_jpeg40": _blur_flip_jpeg, "crop_0.5_jpeg80": _r4_crop_jpeg,
+          "crop_0.65_rot8_tint": _r4_crop_rot_tint, "crop_aspect_square": _r4_aspect_square,
+          "letterbox_jpeg70": _r4_letterbox, "upscale_crop": _r4_upscale_crop}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -679,6 +746,10 @@ def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
 
 R3_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "regrade_jpeg70")  # seen: the round-3 decision is built on them
 R3_HELDOUT = ("crop_0.6_bright_jpeg60", "blur1.2_hflip_jpeg40")  # written down before the first run
+# round 4: every earlier family is development; these were written down (docstring) before the first run
+R4_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "crop_0.6_bright_jpeg60", "regrade_jpeg70",
+          "blur1.2_hflip_jpeg40")
+R4_HELDOUT = ("crop_0.5_jpeg80", "crop_0.65_rot8_tint", "crop_aspect_square", "letterbox_jpeg70", "upscale_crop")
 
 
 def _ranks_all_views(idx, Q, true):
