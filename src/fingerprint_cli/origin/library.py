@@ -577,7 +577,8 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
 
 def _uses_local(idx: OriginIndex) -> bool:
     """Whether the index's decision runs the local stage (local features and a calibrated local test)."""
-    return idx.local is not None and idx.calibration.get("local_threshold") is not None
+    return idx.local is not None and idx.calibration.get("local_threshold") is not None and \
+        "local" in (idx.calibration.get("tests") or [])
 
 
 def _search_rows(idx: OriginIndex, h: head_mod.Head | None, ok_rows: list[dict[str, Any]], k: int
@@ -610,7 +611,9 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[l
     cal = idx.calibration
     thr, s_thr = cal.get("local_threshold"), cal.get("threshold")
     if not _uses_local(idx) or lviews is None:
-        return hits, None, {"ran": False, "why": "no local features in this index"}
+        why = "no local features in this index" if idx.local is None else \
+            "the index's local test is not calibrated (too few impostor scores) or not in its rule"
+        return hits, None, {"ran": False, "why": why}
     if hits and s_thr is not None and hits[0][1] > s_thr:
         return hits, None, {"ran": False, "why": "skipped: the similarity decided"}
     m = local_mod.match(idx.local, lviews, [h[0] for h in hits[:local_mod.SHORTLIST]])
