@@ -613,25 +613,23 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
     if "verify" in rule:
         imp["verify"] = _impostor_verify_scores(index, [p[2] for p in pairs])
     gen = [_genuine_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
-    local_gen = None
-    if "local" in rule:
-        imp["local"], local_gen, groups = _local_calibration(index, duplicate_level)
+    local_gen, groups = _local_calibration(index, duplicate_level, imp) if "local" in rule else (None, [])
     cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(pairs), "n_references_at_calibration": index.n,
            "duplicate_level": duplicate_level, **_thresholds(imp, fmr, rule)}
-    _in_sample_rates(index, cal, {k: v for k, v in imp.items() if k != "local"}, gen)
+    _in_sample_rates(index, cal, imp, gen)
     if local_gen is not None:
         _local_in_sample(cal, imp["local"], local_gen, groups)
     index.calibration = cal
     return cal
 
 
-def _local_calibration(index: OriginIndex, level: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Impostor and genuine local evidence of the local calibration queries (built-in crops of calibration
+def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Impostor (into ``imp["local"]``) and genuine (returned) local evidence of the local calibration queries (built-in crops of calibration
     references, :data:`fingerprint_cli.origin.local.CALIB_TRANSFORMS`): the most inliers among the candidates
     outside the query's origin group — its reference, the references within cosine ``level`` of it and those
     holding its keypoints (:func:`~fingerprint_cli.origin.local.local_duplicates`) — and the inliers against its
     own reference; the group size of each query."""
-    lib, lc = index.local, index.local_calib
+    lib, lc, out = index.local, index.local_calib, imp
     if lib is None or lc is None or index.local_calib_owner is None or not len(index.local_calib_owner):
         raise UsageError("the decision rule similarity+local needs local features: build the index with --local")
     groups: dict[int, set[int]] = {}
@@ -646,7 +644,8 @@ def _local_calibration(index: OriginIndex, level: float) -> tuple[np.ndarray, np
         own = lib.features(o)
         gen.append(float(max(local_mod.inliers(v, own) for v in views)))
         sizes.append(len(groups[o]))
-    return np.asarray(imp), np.asarray(gen), sizes
+    out["local"] = np.asarray(imp)
+    return np.asarray(gen), sizes
 
 
 def _local_in_sample(cal: dict[str, Any], imp: np.ndarray, gen: np.ndarray, sizes: list[int]) -> None:
@@ -703,9 +702,10 @@ def _passes(cal: dict[str, Any], scores: dict[str, float | None]) -> str | None:
 
 def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: dict[str, np.ndarray], gen: list) -> None:
     """In-sample false-match (impostor) and miss (genuine) rates of the calibration, overall and per transform
-    (the genuine side without the pixel verification, which is computed for impostors only)."""
-    names = list(imp)
-    fm = np.asarray([_passes(cal, dict(zip(names, row))) is not None for row in zip(*imp.values())])
+    (the genuine side without the pixel verification, which is computed for impostors only; the local test,
+    whose impostors are other queries, has its own: :func:`_local_in_sample`)."""
+    names = [k for k in imp if k != "local"]
+    fm = np.asarray([_passes(cal, dict(zip(names, row))) is not None for row in zip(*(imp[k] for k in names))])
     found = np.asarray([top and _passes(cal, {"similarity": s, "distinct": d}) is not None for top, s, d in gen])
     cal["impostor_false_match_in_sample"] = float(np.mean(fm))
     cal["miss_rate_in_sample"] = float(np.mean(~found))
@@ -726,6 +726,13 @@ def p_value(cal: dict[str, Any], score: float, key: str = "impostor_scores_sorte
     return float((1 + np.sum(a >= score)) / (len(a) + 1))
 
 
+def _first_scores(t: int | None, s1: float | None, s2: float | None, local: dict[int, int] | None
+                  ) -> dict[str, float | None]:
+    """Every test's score that needs no file read: similarity, distinctiveness, the top's local inliers."""
+    return {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None, "verify": None,
+            "local": float(local.get(t, 0)) if local is not None and t is not None else None}
+
+
 def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None = None) -> dict[str, Any]:
     """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
 
@@ -738,9 +745,7 @@ def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None
     cal = index.calibration
     tests = cal.get("tests") or ["similarity"]
     t, s1, s2 = top_two(index, hits, cal.get("duplicate_level", DUPLICATE_LEVEL))
-    scores: dict[str, float | None] = {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None,
-                                       "verify": None,
-                                       "local": float(local.get(t, 0)) if local is not None and t is not None else None}
+    scores = _first_scores(t, s1, s2, local)
     passed = _passes(cal, scores)
     if passed is None and cal.get("verify_threshold") is not None and t is not None and verifier is not None:
         scores["verify"] = verifier(t)

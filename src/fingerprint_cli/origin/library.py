@@ -310,8 +310,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     else:
         base, (emb, h) = None, _fresh_models(out, resume, embedder, embedder_options, head)
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
-        local = True if local is None else bool(local)
-        decision = decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
+        local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
@@ -355,6 +354,13 @@ def _open_base(out: Path, embedder_options: dict[str, Any] | None, head: str | N
         raise UsageError(f"--dim {dim} differs from the index's projection ({base.projection or 'none'}); --add "
                          f"keeps the index's own", str(out))
     return base, emb, h, have
+
+
+def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
+    """A new index's local setting (default on) and decision rule (default: ``similarity+local`` with local
+    features, ``similarity+verify`` without)."""
+    local = True if local is None else bool(local)
+    return local, decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
@@ -404,6 +410,18 @@ def _fresh_journal(out: Path, resume: bool) -> Path:
     return journal
 
 
+def _base_local_parts(base: OriginIndex | None) -> tuple[list, list, list[int], list[str]]:
+    """``--add``: the base index's local features (per reference), its local calibration queries' views, their
+    owners and transforms (all empty for a new index or one without local features)."""
+    if base is None or base.local is None:
+        return [], [], [], []
+    lc = base.local_calib
+    return ([base.local.features(i) for i in range(base.n)],
+            [lc.features(j) for j in range(lc.n)] if lc is not None else [],
+            [int(o) for o in base.local_calib_owner] if base.local_calib_owner is not None else [],
+            list(base.local_calib_transform))
+
+
 class _Library:
     """The references of an index being built: the base index's (``--add``) then each new readable row,
     mapped by the head (and the base's projection), deduplicated by sha256."""
@@ -417,12 +435,7 @@ class _Library:
         self.cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
         self.cal_o = [base.calib_owner] if base is not None and base.calib_owner is not None else []
         self.cal_t = list(base.calib_transform) if base else []
-        self.lfeat = [base.local.features(i) for i in range(base.n)] if base is not None and base.local else []
-        self.lcal = [base.local_calib.features(j) for j in range(base.local_calib.n)] \
-            if base is not None and base.local_calib is not None else []
-        self.lcal_o = [int(o) for o in base.local_calib_owner] \
-            if base is not None and base.local_calib_owner is not None else []
-        self.lcal_t = list(base.local_calib_transform) if base else []
+        self.lfeat, self.lcal, self.lcal_o, self.lcal_t = _base_local_parts(base)
         self.seen = {r["sha256"]: i for i, r in enumerate(self.refs)}
 
     def _map(self, x: np.ndarray) -> np.ndarray:
@@ -601,6 +614,18 @@ def _exact_hit(idx: OriginIndex, qv: np.ndarray, ref: int) -> tuple[int, float, 
     return int(ref), float(s[v, r]), int(v), int(r)
 
 
+def _local_skip(idx: OriginIndex, hits: list, lviews) -> str | None:
+    """Why the local stage does not run for a suspect (None: it runs)."""
+    if idx.local is None:
+        return "no local features in this index"
+    if not _uses_local(idx) or lviews is None:
+        return "the index's local test is not calibrated (too few impostor scores) or not in its rule"
+    s_thr = idx.calibration.get("threshold")
+    if hits and s_thr is not None and hits[0][1] > s_thr:
+        return "skipped: the similarity decided"
+    return None
+
+
 def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[list, dict[int, int] | None,
                                                                              dict[str, Any]]:
     """The local stage of one suspect (:mod:`~fingerprint_cli.origin.local`): unless the similarity already
@@ -608,14 +633,10 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[l
     shortlist are verified geometrically, and every candidate verified above the calibrated threshold ranks
     first (most inliers first), before the unverified ones in global order. Returns the reordered hits, the
     inliers of each verified candidate (None: not run) and what the record says about the stage."""
-    cal = idx.calibration
-    thr, s_thr = cal.get("local_threshold"), cal.get("threshold")
-    if not _uses_local(idx) or lviews is None:
-        why = "no local features in this index" if idx.local is None else \
-            "the index's local test is not calibrated (too few impostor scores) or not in its rule"
+    why = _local_skip(idx, hits, lviews)
+    if why:
         return hits, None, {"ran": False, "why": why}
-    if hits and s_thr is not None and hits[0][1] > s_thr:
-        return hits, None, {"ran": False, "why": "skipped: the similarity decided"}
+    thr = idx.calibration["local_threshold"]
     m = local_mod.match(idx.local, lviews, [h[0] for h in hits[:local_mod.SHORTLIST]])
     inl = {r: n for r, n, _ in m}
     verified = [r for r, n, _ in m if n > thr]
@@ -731,13 +752,17 @@ def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
                     "above the threshold: the suspect's pixels sit inside the top candidate" if v > vt else
                     "not above the threshold: the pixels do not confirm the top candidate"})
     if cal.get("local_threshold") is not None:
-        lt, n = cal["local_threshold"], dec["local"]
-        out.append({"feature": "local_inliers", "value": n, "threshold": lt,
-                    "says": "not needed: the similarity decided" if n is None and above else
-                    "not computed: no local features for this suspect" if n is None else
-                    "above the threshold: the top candidate's keypoints map onto the suspect's (RANSAC)" if n > lt
-                    else "not above the threshold: no candidate's keypoints map onto the suspect's"})
+        out.append(_local_reason(cal["local_threshold"], dec["local"], above))
     return out
+
+
+def _local_reason(lt: float, n: float | None, above: bool) -> dict[str, Any]:
+    """The local test's reason: its inliers, threshold and what they say."""
+    return {"feature": "local_inliers", "value": n, "threshold": lt,
+            "says": "not needed: the similarity decided" if n is None and above else
+            "not computed: no local features for this suspect" if n is None else
+            "above the threshold: the top candidate's keypoints map onto the suspect's (RANSAC)" if n > lt
+            else "not above the threshold: no candidate's keypoints map onto the suspect's"}
 
 
 def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device: str = "cpu",
