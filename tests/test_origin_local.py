@@ -179,3 +179,14 @@ def test_cli_index_reports_memory_and_no_local(tmp_path, lib):
     r = CliRunner().invoke(app, ["origin", "index", str(refs), "-o", str(tmp_path / "x.fpxindex"),
                                  "--decision", "similarity+locl"])
     assert r.exit_code == 2
+
+
+def test_local_duplicates_group_the_same_scene_and_nothing_else():
+    a, b = _textured(160, 220, 11), _textured(160, 220, 12)
+    shifted = np.ascontiguousarray(np.roll(a, 25, axis=1))  # the same scene, panned: a neighbouring frame
+    shifted[:, :25] = b[:, :25]
+    li = L.LocalIndex.from_features([L.extract(x) for x in (a, b, shifted)])
+    assert L.is_duplicate(li, 0, 2) and L.is_duplicate(li, 2, 0)
+    assert not L.is_duplicate(li, 0, 1) and not L.is_duplicate(li, 1, 2)
+    assert L.local_duplicates(li, 0) == {0, 2} and L.local_duplicates(li, 1) == {1}
+    assert L.local_duplicates(li, 1, extra=[0, 2]) == {1}

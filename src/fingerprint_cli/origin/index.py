@@ -636,16 +636,30 @@ def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarr
     imp, gen, sizes = [], [], []
     for j, o in enumerate(int(x) for x in index.local_calib_owner):
         if o not in groups:
-            groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o)
+            near = np.flatnonzero(index.vectors @ index.vectors[o] >= LOCAL_GROUP_COSINE)
+            groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o, near)
         views = [lc.features(2 * j), lc.features(2 * j + 1)]
-        # no global shortlist for these queries: as many more voted candidates are verified instead
-        m = local_mod.match(lib, views, exclude=groups[o], n_voted=local_mod.N_VOTED + local_mod.SHORTLIST)
-        imp.append(float(m[0][1]) if m else 0.0)
+        imp.append(_local_impostor(lib, views, o, groups[o]))
         own = lib.features(o)
         gen.append(float(max(local_mod.inliers(v, own) for v in views)))
         sizes.append(len(groups[o]))
     out["local"] = np.asarray(imp)
     return np.asarray(gen), sizes
+
+
+LOCAL_GROUP_COSINE = 0.8  # global neighbours checked for being local duplicates of a calibration reference
+
+
+def _local_impostor(lib: local_mod.LocalIndex, views, o: int, group: set[int]) -> float:
+    """The most inliers of a local calibration query among candidates outside ``o``'s group; a candidate found
+    to be a duplicate of ``o`` (:func:`~fingerprint_cli.origin.local.is_duplicate`) joins the group instead.
+    No global shortlist for these queries: as many more voted candidates are verified instead."""
+    m = local_mod.match(lib, views, exclude=group, n_voted=local_mod.N_VOTED + local_mod.SHORTLIST)
+    for c, n, _ in m:
+        if not local_mod.is_duplicate(lib, o, c):
+            return float(n)
+        group.add(c)
+    return 0.0
 
 
 def _local_in_sample(cal: dict[str, Any], imp: np.ndarray, gen: np.ndarray, sizes: list[int]) -> None:

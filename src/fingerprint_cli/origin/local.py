@@ -44,7 +44,7 @@ MIN_MATCHES = 4  # fewer ratio-test matches: no verification (0 inliers)
 FLAT_MAX = 100_000  # descriptors searched exactly (IndexBinaryFlat); beyond, an IVF (IndexBinaryIVF) is sealed in
 IVF_NPROBE = 8
 SHORTLIST = 4  # the global stage's best references verified too
-DUPLICATE_FRACTION = 0.2  # a reference whose own keypoints verify in another with >= this share: one group
+DUPLICATE_FRACTION = 0.1  # a reference whose own keypoints verify in another with >= this share: one group
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
 CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
                     "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
@@ -282,12 +282,21 @@ def match(lib: LocalIndex, views: list[Features], shortlist=(), exclude=(), n_vo
     return sorted(res, key=lambda t: (-t[1], t[0]))
 
 
-def local_duplicates(lib: LocalIndex, i: int) -> set[int]:
-    """References whose keypoints hold at least :data:`DUPLICATE_FRACTION` of reference ``i``'s own keypoints
-    as verified inliers (the same scene: neighbouring video frames, bursts, crops of one another), ``i`` included."""
+def is_duplicate(lib: LocalIndex, i: int, c: int) -> bool:
+    """Whether reference ``c`` holds at least :data:`DUPLICATE_FRACTION` of reference ``i``'s own keypoints as
+    verified inliers (the same scene: neighbouring video frames, bursts, crops of one another)."""
     own = lib.features(i)
-    need = max(MIN_MATCHES, DUPLICATE_FRACTION * len(own))
-    return {i} | {c for c, n, _ in match(lib, [own], exclude=(i,)) if n >= need}
+    return c == i or inliers(own, lib.features(c)) >= max(MIN_MATCHES, DUPLICATE_FRACTION * len(own))
+
+
+def local_duplicates(lib: LocalIndex, i: int, extra=()) -> set[int]:
+    """Reference ``i`` and the references that are its duplicates (:func:`is_duplicate`) among its
+    best-voted ones and ``extra`` (e.g. its global near neighbours: a static camera's hundreds of frames
+    split the votes of each keypoint between them)."""
+    vt = votes(lib, lib.features(i))
+    vt[i] = 0
+    cands = {int(c) for c in np.argsort(-vt, kind="stable")[:4 * N_VOTED] if vt[c] >= 2} | {int(c) for c in extra}
+    return {i} | {c for c in cands - {i} if is_duplicate(lib, i, c)}
 
 
 def to_json(f: Features) -> dict[str, Any]:
