@@ -43,6 +43,7 @@ MAX_ANISOTROPY = 4.0  # accepted ratio of the map's singular values
 MIN_MATCHES = 4  # fewer ratio-test matches: no verification (0 inliers)
 FLAT_MAX = 100_000  # descriptors searched exactly (IndexBinaryFlat); beyond, an IVF (IndexBinaryIVF) is sealed in
 IVF_NPROBE = 8
+IVF_MAX_LISTS = 1024  # √M lists up to this many (training cost grows with lists × training descriptors)
 SHORTLIST = 4  # the global stage's best references verified too
 DUPLICATE_FRACTION = 0.1  # a reference whose own keypoints verify in another with >= this share: one group
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
@@ -160,7 +161,7 @@ class LocalIndex:
 
     def faiss_index(self):
         """Exact Hamming search (``IndexBinaryFlat``) up to :data:`FLAT_MAX` descriptors; beyond, an
-        ``IndexBinaryIVF`` (√M lists, :data:`IVF_NPROBE` probed) trained once at build and stored in ``blob``."""
+        ``IndexBinaryIVF`` (√M lists, at most :data:`IVF_MAX_LISTS`, :data:`IVF_NPROBE` probed) trained once at build and stored in ``blob``."""
         if self._faiss is None:
             import faiss
 
@@ -177,9 +178,9 @@ class LocalIndex:
 
     def _train_ivf(self, faiss):
         """A new IndexBinaryIVF over the descriptors (trained on an even subsample); its blob is kept."""
-        nlist = int(np.sqrt(len(self.desc)))
+        nlist = min(IVF_MAX_LISTS, int(np.sqrt(len(self.desc))))
         ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(256), 256, nlist)
-        step = max(1, len(self.desc) // (64 * nlist))
+        step = max(1, len(self.desc) // (64 * nlist))  # 64 training descriptors per list
         with single_thread():
             ivf.train(np.ascontiguousarray(self.desc[::step]))
             ivf.add(np.ascontiguousarray(self.desc))
