@@ -905,7 +905,7 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """Issue 12 round 4: the local-feature stage; before (round-3 default) and after (round-4 default), ranks
     and decisions from the tool's own query records."""
     if args.scale_only:
-        _r4_scale(args, say, res)
+        _r4_scale(args, say, res, out)
         return
     import faiss
 
@@ -964,7 +964,24 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
         say(line)
 
 
-def _r4_scale(args, say, res) -> None:
+def _r4_time(li, queries):
+    """(votes ms, verification ms) per suspect of the local stage over ``queries`` (lists of two views)."""
+    from fingerprint_cli.origin import local as local_mod
+
+    lv, lm = [], []
+    for q in queries:
+        t1 = time.perf_counter()
+        for v in q:
+            local_mod.votes(li, v)
+        t2 = time.perf_counter()
+        local_mod.match(li, q, shortlist=range(local_mod.SHORTLIST))
+        t3 = time.perf_counter()
+        lv.append(1000 * (t2 - t1))
+        lm.append(1000 * (t3 - t2) - lv[-1])  # match() votes again: the verification is the rest
+    return lv, lm
+
+
+def _r4_scale(args, say, res, out) -> None:
     """The local stage's cost per suspect at N references with synthetic descriptors (random 256-bit codes,
     random keypoints; 256 per reference): votes over the library (flat up to 100k descriptors, IVF beyond)
     and the geometric verification of the candidates, 1 thread."""
@@ -977,6 +994,19 @@ def _r4_scale(args, say, res) -> None:
     say("|---|---|---|---|---|---|---|---|")
     res["round4_scale"] = []
     nf = local_mod.N_FEATURES
+    real = out / "r4_all_after.fpxindex"
+    if real.exists():  # the benchmark's own library and its local calibration queries (real features)
+        from fingerprint_cli.origin.index import load_index
+
+        idx = load_index(real)
+        li, lc = idx.local, idx.local_calib
+        li.faiss_index()
+        lv, lm = _r4_time(li, [[lc.features(2 * j), lc.features(2 * j + 1)] for j in range(0, lc.n // 2, 15)])
+        say(f"| {idx.n} (the library, real features) | {len(li.desc)} | {li.search_kind} | - | {np.median(lv):.1f} | "
+            f"{np.percentile(lv, 95):.1f} | {np.median(lm):.1f} | {li.bytes_per_reference():.0f} |")
+        res["round4_scale"].append({"N": idx.n, "real": True, "votes_median_ms": float(np.median(lv)),
+                                    "votes_p95_ms": float(np.percentile(lv, 95)),
+                                    "verify_median_ms": float(np.median(lm))})
     for n in [int(x) for x in args.local_scale.split(",")]:
         feats = [local_mod.Features(rng.uniform(0, 320, (nf, 2)).astype(np.float32),
                                     rng.integers(0, 256, (nf, 32), dtype=np.uint8)) for _ in range(n)]
@@ -985,17 +1015,7 @@ def _r4_scale(args, say, res) -> None:
         t0 = time.time()
         li.faiss_index()
         tb = time.time() - t0
-        lv, lm = [], []
-        for i in range(20):
-            q = [li.features(i), li.features(i + 1)]
-            t1 = time.perf_counter()
-            for v in q:
-                local_mod.votes(li, v)
-            t2 = time.perf_counter()
-            local_mod.match(li, q, shortlist=range(local_mod.SHORTLIST))
-            t3 = time.perf_counter()
-            lv.append(1000 * (t2 - t1))
-            lm.append(1000 * (t3 - t2) - lv[-1])  # match() votes again: the verification is the rest
+        lv, lm = _r4_time(li, [[li.features(i), li.features(i + 1)] for i in range(20)])
         bpr = li.bytes_per_reference() + (len(li.blob) / n if li.blob is not None else 0)
         row = {"N": n, "descriptors": len(li.desc), "search": li.search_kind, "build_s": tb,
                "votes_median_ms": float(np.median(lv)), "votes_p95_ms": float(np.percentile(lv, 95)),

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import natural_image
+from test_origin_decision import _textured as _decision_textured
 from typer.testing import CliRunner
 
 from fingerprint_cli import artifacts, images, origin
@@ -21,11 +21,7 @@ FMR = 0.05  # 24 calibration references x 3 local crops = 72 impostor scores: en
 
 def _textured(h, w, seed):
     """A natural-looking image with fine texture of its own (keypoints to detect)."""
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    tex = gaussian_filter(rng.standard_normal((h, w, 1)), (1.5, 1.5, 0))
-    return np.clip(natural_image(h, w, seed) + 1.2 * tex, 0, 1).astype(np.float32)
+    return _decision_textured(h, w, seed, sigma=1.5, amount=1.2)
 
 
 @pytest.fixture(scope="module")
