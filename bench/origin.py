@@ -53,6 +53,21 @@ above has now been seen (``crop_0.7_rot4_jpeg75`` too: the round-3 decision is d
     HELD-OUT 3: crop_0.6_bright_jpeg60 — a 60% crop at a random offset (per photo, uniform over the slack on
                 each axis, its own seed stream from the photo's sha256), brightness ×1.15 (clipped), JPEG q60.
                 blur1.2_hflip_jpeg40 — Gaussian blur σ = 1.2 px, mirrored, JPEG q40 (a non-crop check).
+
+Round 4 (``--round4``; issue 12 round 4: a local-feature stage for crops). Every family above has been seen,
+the two round-3 held-out ones included: all of them are DEVELOPMENT families now (the local stage's settings
+are chosen on them). FIVE NEW held-out families, written down here and committed before anything ran with
+them, run once at the end with everything frozen (each with its own seed stream from the photo's sha256):
+
+    HELD-OUT 4: crop_0.5_jpeg80 — a 50% crop (both axes) at a random offset, JPEG q80.
+                crop_0.65_rot8_tint — a 65% crop at a random offset, rotated by 8° (random sign; bilinear,
+                    reflected border, same size), colour shift (channel gains 1.08 / 1.0 / 0.90, +0.02), JPEG q85.
+                crop_aspect_square — an aspect-changing crop (90% of the height × 55% of the width at a random
+                    offset) resized to a square of the crop's height (anisotropic), JPEG q75.
+                letterbox_jpeg70 — the whole image padded to a square with black bars (letterbox / pillarbox),
+                    resized to 256 × 256, JPEG q70.
+                upscale_crop — a bicubic ×1.5 upscale, then a 60% crop of it at a random offset (a 60% crop at
+                    1.5× the pixel density), PNG.
 """
 
 from __future__ import annotations
@@ -231,9 +246,61 @@ def _blur_flip_jpeg(px, seed):
     return images.decode(images.encode(np.clip(b, 0, 1).astype(np.float32), "JPEG", quality=40), "<jpeg>").pixels
 
 
+def _jpeg(px, q):
+    return images.decode(images.encode(np.clip(px, 0, 1).astype(np.float32), "JPEG", quality=q), "<jpeg>").pixels
+
+
+def _rand_crop(px, fy, fx, rng):
+    """A crop of fractions (fy, fx) of the height / width at a random offset (uniform over the slack)."""
+    h, w = px.shape[:2]
+    ch, cw = max(8, round(h * fy)), max(8, round(w * fx))
+    y0, x0 = int(rng.uniform(0, 1) * (h - ch)), int(rng.uniform(0, 1) * (w - cw))
+    return np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw])
+
+
+def _r4_crop_jpeg(px, seed):
+    """HELD-OUT (round 4): 50% crop at a random offset, JPEG q80."""
+    return _jpeg(_rand_crop(px, 0.5, 0.5, np.random.default_rng([seed, 41])), 80)
+
+
+def _r4_crop_rot_tint(px, seed):
+    """HELD-OUT (round 4): 65% crop at a random offset, rotated 8° (random sign), colour shift, JPEG q85."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([seed, 42])
+    c = _rand_crop(px, 0.65, 0.65, rng)
+    c = ndimage.rotate(c, 8.0 * rng.choice([-1.0, 1.0]), axes=(1, 0), reshape=False, order=1, mode="reflect")
+    return _jpeg(c * np.array([1.08, 1.0, 0.90], np.float32) + 0.02, 85)
+
+
+def _r4_aspect_square(px, seed):
+    """HELD-OUT (round 4): 90% x 55% crop at a random offset resized to a square of its height, JPEG q75."""
+    c = _rand_crop(px, 0.9, 0.55, np.random.default_rng([seed, 43]))
+    return _jpeg(images.resize(c, c.shape[0], c.shape[0]), 75)
+
+
+def _r4_letterbox(px, seed):
+    """HELD-OUT (round 4): padded to a square with black bars, resized to 256 x 256, JPEG q70 (``seed`` unused)."""
+    h, w = px.shape[:2]
+    s = max(h, w)
+    canvas = np.zeros((s, s, 3), np.float32)
+    y0, x0 = (s - h) // 2, (s - w) // 2
+    canvas[y0:y0 + h, x0:x0 + w] = px
+    return _jpeg(images.resize(canvas, 256, 256), 70)
+
+
+def _r4_upscale_crop(px, seed):
+    """HELD-OUT (round 4): bicubic x1.5 upscale, then a 60% crop of it at a random offset."""
+    h, w = px.shape[:2]
+    up = np.clip(images.resize(px, round(h * 1.5), round(w * 1.5)), 0, 1)
+    return _rand_crop(up, 0.6, 0.6, np.random.default_rng([seed, 44]))
+
+
 # transforms that take a per-photo seed
 SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
-          "blur1.2_hflip_jpeg40": _blur_flip_jpeg}
+          "blur1.2_hflip_jpeg40": _blur_flip_jpeg, "crop_0.5_jpeg80": _r4_crop_jpeg,
+          "crop_0.65_rot8_tint": _r4_crop_rot_tint, "crop_aspect_square": _r4_aspect_square,
+          "letterbox_jpeg70": _r4_letterbox, "upscale_crop": _r4_upscale_crop}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -352,7 +419,10 @@ def main() -> None:
     ap.add_argument("--scale-only", action="store_true", help="--round3: only the scale table")
     ap.add_argument("--rules", default="similarity,similarity+distinct,similarity+verify",
                     help="--round3: decision rules to calibrate and compare")
-    ap.add_argument("--reuse", action="store_true", help="--round3: reuse index files of an earlier run")
+    ap.add_argument("--reuse", action="store_true", help="--round3/--round4: reuse index files of an earlier run")
+    ap.add_argument("--round4", action="store_true", help="only issue 12 round 4: the local-feature stage "
+                    "(--configs before,after; --heldout: the round-4 held-out families, once)")
+    ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
                          "frames' and same-prompt generations' near-duplicate clusters)")
@@ -395,6 +465,19 @@ def main() -> None:
     sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
     lib_paths = [it["path"] for it in lib]
 
+    if args.round4:
+        if args.library == "real":
+            lib = [it for it in lib if it["group"] == "real"]
+            sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
+            lib_paths = [it["path"] for it in lib]
+        if args.configs == ap.get_default("configs"):
+            args.configs = "before,after"
+        round4(items, lib, lib_paths, sha_to_row, out, args, say, res)
+        tag = ("round4_heldout" if args.heldout else "round4") + ("_real" if args.library == "real" else "") + \
+            ("_scale" if args.scale_only else "")
+        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
+        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
+        return
     if args.round3:
         if args.library == "real":
             lib = [it for it in lib if it["group"] == "real"]
@@ -679,6 +762,10 @@ def followup(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
 
 R3_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "regrade_jpeg70")  # seen: the round-3 decision is built on them
 R3_HELDOUT = ("crop_0.6_bright_jpeg60", "blur1.2_hflip_jpeg40")  # written down before the first run
+# round 4: every earlier family is development; these were written down (docstring) before the first run
+R4_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "crop_0.6_bright_jpeg60", "regrade_jpeg70",
+          "blur1.2_hflip_jpeg40")
+R4_HELDOUT = ("crop_0.5_jpeg80", "crop_0.65_rot8_tint", "crop_aspect_square", "letterbox_jpeg70", "upscale_crop")
 
 
 def _ranks_all_views(idx, Q, true):
@@ -777,6 +864,166 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     say("|---|---|---|---|---|---|---|")
     for line in sorted(dec, key=lambda x: fams.index(x.split(" | ")[0][2:])):
         say(line)
+
+
+R4_CONFIGS = {"before": {"local": False, "decision": "similarity+verify"},  # the round-3 default
+              "after": {"local": True, "decision": "similarity+local"}}  # the round-4 default
+
+
+def _r4_index(cfg, lib_paths, out, args):
+    """The round-4 index of one configuration (full views, the default projection), built with the tool's own
+    ``library.build_index`` or reused from an earlier run (``--reuse``)."""
+    from fingerprint_cli.origin.index import load_index
+
+    ipath = out / f"r4_{args.library}_{cfg}.fpxindex"
+    t0 = time.time()
+    if args.reuse and ipath.exists():
+        return load_index(ipath), None
+    idx, _ = library.build_index(lib_paths, str(ipath), **R4_CONFIGS[cfg])
+    return idx, time.time() - t0
+
+
+def _r4_tool_ranks(recs, qs, lib_paths, sha_to_row, brute):
+    """1-based rank of the true origin in the tool's own candidate list (k = 10, local stage included); beyond
+    it, the brute-force global rank (at least 11)."""
+    out = []
+    for rec, q, b in zip(recs, qs, brute):
+        want = lib_paths[sha_to_row[q["origin"]]]
+        pos = [c["rank"] for c in rec.details["candidates"] if c["path"] == want]
+        out.append(pos[0] if pos else max(11, int(b)))
+    return np.asarray(out)
+
+
+def _r4_cell(f, sel, rk, owners, d, fmf, boot_n):
+    s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], boot_n)
+    return {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
+            "miss": float(d[:, 2].mean()), "n_false_match": int(fmf.sum()), "n_absent": int(fmf.size),
+            "n_test": int(sel.sum())}
+
+
+def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
+    """Issue 12 round 4: the local-feature stage; before (round-3 default) and after (round-4 default), ranks
+    and decisions from the tool's own query records."""
+    if args.scale_only:
+        _r4_scale(args, say, res, out)
+        return
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    fams = R4_HELDOUT if args.heldout else R4_DEV
+    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
+    split = "HELD-OUT (round 4, run once)" if args.heldout else "DEV"
+    say(f"\n## Round 4 ({split}): {len(q_test) // len(fams)} test photos (origin in the library) and "
+        f"{len(q_abs) // len(fams)} absent photos per family, N = {len(lib)} ({args.library})")
+    rows, dec = [], []
+    res["round4"] = {}
+    for cfg in args.configs.split(","):
+        idx, tb = _r4_index(cfg, lib_paths, out, args)
+        brute = _ranks_all_views(idx, Qt, true)
+        t1 = time.perf_counter()
+        recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+        ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+        recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+        rk = _r4_tool_ranks(recs_t, q_test, lib_paths, sha_to_row, brute)
+        dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+        fm = np.array([r.decision["label"] == "found" for r in recs_a])
+        ran = float(np.mean([bool((r.details.get("local") or {}).get("ran")) for r in recs_t + recs_a]))
+        cal = idx.calibration
+        r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": cal.get("threshold"),
+             "verify_threshold": cal.get("verify_threshold"), "local_threshold": cal.get("local_threshold"),
+             "local_in_sample": cal.get("local_in_sample"), "local_ran_share": ran,
+             "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+        for f in fams:
+            sel = ft == f
+            c = _r4_cell(f, sel, rk, owners, dt[sel], fm[fa == f], args.boot)
+            r["families"][f] = c
+            rows.append(f"| {f} | {cfg} | {c['mAP']:.3f} [{c['ci']['mAP'][0]:.3f}, {c['ci']['mAP'][1]:.3f}] | "
+                        f"{c['acc1']:.3f} | {c['r10']:.3f} |")
+            dec.append(f"| {f} | {cfg} ({cal.get('decision')}) | {c['found_correct']:.3f} | {c['found_wrong']:.3f} | "
+                       f"{c['miss']:.3f} | {c['n_false_match']}/{c['n_absent']} |")
+        allc = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
+        r["all"] = allc
+        rows.append(f"| **all** | {cfg} | {allc['mAP']:.3f} [{allc['ci']['mAP'][0]:.3f}, {allc['ci']['mAP'][1]:.3f}] | "
+                    f"{allc['acc1']:.3f} | {allc['r10']:.3f} |")
+        dec.append(f"| **all** | {cfg} | {allc['found_correct']:.3f} | {allc['found_wrong']:.3f} | "
+                   f"{allc['miss']:.3f} | {allc['n_false_match']}/{allc['n_absent']} |")
+        res["round4"][cfg] = r
+        say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
+            f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
+            f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "
+            f"{cal.get('local_in_sample')}), built {tb if tb is None else round(tb)} s, {r['bytes_per_ref']:.0f} "
+            f"B/ref, origin.query {ms:.1f} ms/suspect incl. embedding (local stage ran for {100 * ran:.0f}%)")
+    say("\n| family | index | mAP [95% CI] | Acc@1 | R@10 |")
+    say("|---|---|---|---|---|")
+    order = list(fams) + ["**all**"]
+    for line in sorted(rows, key=lambda x: order.index(x.split(" | ")[0][2:])):
+        say(line)
+    say("\n| family | index (rule) | found, correct (test) | found, wrong (test) | miss (test) | false match (absent) |")
+    say("|---|---|---|---|---|---|")
+    for line in sorted(dec, key=lambda x: order.index(x.split(" | ")[0][2:])):
+        say(line)
+
+
+def _r4_time(li, queries):
+    """(votes ms, verification ms) per suspect of the local stage over ``queries`` (lists of two views)."""
+    from fingerprint_cli.origin import local as local_mod
+
+    lv, lm = [], []
+    for q in queries:
+        t1 = time.perf_counter()
+        for v in q:
+            local_mod.votes(li, v)
+        t2 = time.perf_counter()
+        local_mod.match(li, q, shortlist=range(local_mod.SHORTLIST))
+        t3 = time.perf_counter()
+        lv.append(1000 * (t2 - t1))
+        lm.append(1000 * (t3 - t2) - lv[-1])  # match() votes again: the verification is the rest
+    return lv, lm
+
+
+def _r4_scale(args, say, res, out) -> None:
+    """The local stage's cost per suspect at N references with synthetic descriptors (random 256-bit codes,
+    random keypoints; 256 per reference): votes over the library (flat up to 100k descriptors, IVF beyond)
+    and the geometric verification of the candidates, 1 thread."""
+    from fingerprint_cli.origin import local as local_mod
+
+    rng = np.random.default_rng(0)
+    say("\n## Round 4 scale: local stage per suspect (synthetic descriptors, 2 query views, 1 thread)")
+    say("| N | descriptors | search | build (s) | votes median (ms) | votes p95 (ms) | verify median (ms) | "
+        "local bytes / ref |")
+    say("|---|---|---|---|---|---|---|---|")
+    res["round4_scale"] = []
+    nf = local_mod.N_FEATURES
+    real = out / "r4_all_after.fpxindex"
+    if real.exists():  # the benchmark's own library and its local calibration queries (real features)
+        from fingerprint_cli.origin.index import load_index
+
+        idx = load_index(real)
+        li, lc = idx.local, idx.local_calib
+        li.faiss_index()
+        lv, lm = _r4_time(li, [[lc.features(2 * j), lc.features(2 * j + 1)] for j in range(0, lc.n // 2, 15)])
+        say(f"| {idx.n} (the library, real features) | {len(li.desc)} | {li.search_kind} | - | {np.median(lv):.1f} | "
+            f"{np.percentile(lv, 95):.1f} | {np.median(lm):.1f} | {li.bytes_per_reference():.0f} |")
+        res["round4_scale"].append({"N": idx.n, "real": True, "votes_median_ms": float(np.median(lv)),
+                                    "votes_p95_ms": float(np.percentile(lv, 95)),
+                                    "verify_median_ms": float(np.median(lm))})
+    for n in [int(x) for x in args.local_scale.split(",")]:
+        feats = [local_mod.Features(rng.uniform(0, 320, (nf, 2)).astype(np.float32),
+                                    rng.integers(0, 256, (nf, 32), dtype=np.uint8)) for _ in range(n)]
+        li = local_mod.LocalIndex.from_features(feats)
+        del feats
+        t0 = time.time()
+        li.faiss_index()
+        tb = time.time() - t0
+        lv, lm = _r4_time(li, [[li.features(i), li.features(i + 1)] for i in range(20)])
+        bpr = li.bytes_per_reference() + (len(li.blob) / n if li.blob is not None else 0)
+        row = {"N": n, "descriptors": len(li.desc), "search": li.search_kind, "build_s": tb,
+               "votes_median_ms": float(np.median(lv)), "votes_p95_ms": float(np.percentile(lv, 95)),
+               "verify_median_ms": float(np.median(lm)), "bytes_per_ref": bpr}
+        res["round4_scale"].append(row)
+        say(f"| {n} | {len(li.desc)} | {li.search_kind} | {tb:.1f} | {row['votes_median_ms']:.1f} | "
+            f"{row['votes_p95_ms']:.1f} | {row['verify_median_ms']:.1f} | {bpr:.0f} |")
+        del li
 
 
 def _r3_scale(args, say, res) -> None:

@@ -30,7 +30,7 @@ def refs(tmp_path):
 @pytest.fixture
 def built(refs, tmp_path):
     out = tmp_path / "lib.fpxindex"
-    idx, recs = origin.build_index([str(refs)], str(out), n_calibration=14)
+    idx, recs = origin.build_index([str(refs)], str(out), n_calibration=14, local=False)  # the similarity+verify rule (local: test_origin_local)
     return idx, recs, out
 
 

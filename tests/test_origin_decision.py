@@ -15,13 +15,14 @@ from fingerprint_cli.origin import embedders, library
 from fingerprint_cli.origin.index import calibrate, duplicates_of, load_index, p_value, project
 
 
-def _textured(h, w, seed):
-    """natural_image plus a smooth random texture of its own (natural_image's images all share one edge)."""
+def _textured(h, w, seed, sigma=3.0, amount=0.6):
+    """natural_image plus a smooth random texture of its own (natural_image's images all share one edge);
+    ``sigma`` px the texture's smoothness, ``amount`` its strength."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
-    tex = gaussian_filter(rng.standard_normal((h, w, 1)), (3, 3, 0))
-    return np.clip(natural_image(h, w, seed) + 0.6 * tex, 0, 1).astype(np.float32)
+    tex = gaussian_filter(rng.standard_normal((h, w, 1)), (sigma, sigma, 0))
+    return np.clip(natural_image(h, w, seed) + amount * tex, 0, 1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ def lib(tmp_path_factory):
     for i in range(12):
         images.save_png(natural_image(96, 128, seed=300 + i), refs / f"r{i:02d}.png")
     # dim=0: no sealed projection, so that rows compare with the raw embeddings (the projection: test_origin_decision)
-    full, _ = origin.build_index([str(refs)], str(d / "full.fpxindex"), n_calibration=12, dim=0)
-    crops, recs = origin.build_index([str(refs)], str(d / "crops.fpxindex"), n_calibration=12, ref_views="crops",
+    full, _ = origin.build_index([str(refs)], str(d / "full.fpxindex"), n_calibration=12, dim=0, local=False)
+    crops, recs = origin.build_index([str(refs)], str(d / "crops.fpxindex"), n_calibration=12, ref_views="crops", local=False,
                                      dim=0)
     return d, refs, full, crops, recs
 

@@ -13,7 +13,7 @@ from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
 from fingerprint_cli.origin import library
 from fingerprint_cli.origin.embedders import EMBEDDERS
-from fingerprint_cli.origin.index import DECISIONS, DEFAULT_DECISION, SEARCH_KINDS
+from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
 
 ORDER = 65
 
@@ -96,11 +96,16 @@ def register(app: typer.Typer) -> None:
                                        help="seal a projection to this many dimensions, learned on the references "
                                             "(faster search, less memory); default: the embedder's (128 for "
                                             "dct-layout, none with --head); 0 = none; --add keeps the index's own"),
-        decision: DecisionRule = typer.Option(DEFAULT_DECISION, "--decision",
-                                              help="similarity+verify (default: the similarity OR a pixel check "
-                                                   "that the suspect sits inside the top candidate, each at half "
-                                                   "the rate; reads the candidate's file) | similarity+distinct "
-                                                   "(OR a ratio test against the best other origin) | similarity"),
+        decision: DecisionRule | None = typer.Option(
+            None, "--decision", help="similarity+local (default with --local: the similarity OR the local "
+                                     "stage's RANSAC inliers, each at half the rate) | similarity+verify (default "
+                                     "with --no-local: OR a pixel check that the suspect sits inside the top "
+                                     "candidate; reads its file) | similarity+distinct (OR a ratio test against "
+                                     "the best other origin) | similarity; --add keeps the index's own"),
+        local: bool | None = typer.Option(None, "--local/--no-local",
+                                          help="store every reference's ORB keypoints: crops, zooms and rotations "
+                                               "are found by them and verified geometrically (default on, ~10 kB "
+                                               "per reference); --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -117,13 +122,19 @@ def register(app: typer.Typer) -> None:
         _, records = _run("embed", quiet, lambda cb: library.build_index(
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
-            search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=decision.value, jobs=jobs,
+            search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
+            jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)
         summary = records[-1]
+        det = summary.details
         batch.warn(f"index {out}: {int(summary.features['n_references'])} references, threshold "
-                   f"{summary.features['threshold']} at false-match rate {fmr}", quiet)
+                   f"{summary.features['threshold']} at false-match rate {fmr}; "
+                   f"{det['memory_bytes_per_reference']:.0f} bytes per reference"
+                   + (f" ({det['local_bytes_per_reference']:.0f} of them local features, local-inliers threshold "
+                      f"{det['calibration'].get('local_threshold')})" if det.get("local_bytes_per_reference") else ""),
+                   quiet)
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=True))
 

@@ -8,6 +8,9 @@ File format (``LIB.fpxindex``): one safetensors file — never a pickle — hold
 * ``views.vectors`` (N, V-1, D) float32 (only with reference views, ``--views crops``): the embeddings of
   each reference's extra crop views (:data:`fingerprint_cli.origin.library.REF_VIEW_SETS`), extra faiss rows
   that map back to their reference — a search returns each reference once, at its best view;
+* ``local.xy`` (M, 2) float32, ``local.desc`` (M, 32) uint8, ``local.offsets`` (N+1,) int64 (format v4, the local
+  stage, :mod:`fingerprint_cli.origin.local`): every reference's ORB keypoints; ``local.calib.*`` the same for
+  the local calibration queries' views (two per query) and ``local.calib.owner`` the reference of each query;
 * ``head.weight`` (D, d_raw) when a linear head was applied; ``proj.weight`` (D, d_head) the sealed projection
   (``--dim``, :func:`fit_projection`; format v3); ``faiss`` (uint8) the serialised IVF index when ``search`` is
   not ``flat``;
@@ -37,11 +40,13 @@ import numpy as np
 from fingerprint_cli import artifacts, images
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.images import shape_property
+from fingerprint_cli.origin import local as local_mod
 from fingerprint_cli.origin import verify
 from fingerprint_cli.origin.embedders import EMBEDDERS, l2n
 
 FORMAT = "fpx-origin-index"
-FORMAT_VERSION = 3  # v2: reference crop views (``views.vectors``); v3: a sealed projection (``proj.weight``, --dim).
+FORMAT_VERSION = 4  # v2: reference crop views (``views.vectors``); v3: a sealed projection (``proj.weight``, --dim);
+# v4: local features (``local.*``, --local).
 # An index is written with the lowest version that holds what it has (v1 without views or projection).
 SEARCH_KINDS = ("flat", "ivf", "ivfpq")
 
@@ -73,6 +78,10 @@ class OriginIndex:
     ref_views: dict[str, Any] = field(default_factory=lambda: {"scheme": "full", "views": ["full"]})
     projection: dict[str, Any] | None = None
     proj_weight: np.ndarray | None = None
+    local: local_mod.LocalIndex | None = None
+    local_calib: local_mod.LocalIndex | None = None
+    local_calib_owner: np.ndarray | None = None
+    local_calib_transform: list[str] = field(default_factory=list)
     path: str | None = None
     seal: str | None = None
     _faiss: Any = None
@@ -161,13 +170,17 @@ class OriginIndex:
 
     # -------------------------------------------------------- I/O
     def document(self) -> dict[str, Any]:
-        version = 3 if self.proj_weight is not None else 1 if self.view_vectors is None else 2
+        version = 4 if self.local is not None else 3 if self.proj_weight is not None else \
+            1 if self.view_vectors is None else 2
         doc = {"format": FORMAT, "format_version": version, "embedder": self.embedder, "head": self.head,
                "ref_views": self.ref_views,
                "refs": self.refs, "calibration": self.calibration, "calib_transform": self.calib_transform,
                "search": {k: v for k, v in self.search_cfg.items()}}
         if self.projection is not None:
             doc["projection"] = self.projection
+        if self.local is not None:
+            doc["local"] = local_settings()
+            doc["local_calib_transform"] = self.local_calib_transform
         return doc
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -181,6 +194,11 @@ class OriginIndex:
             t["head.weight"] = np.ascontiguousarray(self.head_weight, np.float32)
         if self.proj_weight is not None:
             t["proj.weight"] = np.ascontiguousarray(self.proj_weight, np.float32)
+        if self.local is not None:
+            t.update(_local_tensors("local", self.local))
+            if self.local_calib is not None and self.local_calib.n:
+                t.update(_local_tensors("local.calib", self.local_calib))
+                t["local.calib.owner"] = np.ascontiguousarray(self.local_calib_owner, np.int64)
         if self.search_cfg.get("kind", "flat") != "flat":
             import faiss
 
@@ -202,7 +220,35 @@ class OriginIndex:
     def memory_bytes(self) -> int:
         paths = sum(len(r["path"]) + 64 for r in self.refs)
         views = 0 if self.view_vectors is None else self.view_vectors.nbytes
-        return int(self.vectors.nbytes + views + paths)
+        local = 0 if self.local is None else self.local.bytes_per_reference() * self.n
+        return int(self.vectors.nbytes + views + paths + local)
+
+
+def local_settings() -> dict[str, Any]:
+    """The local stage's settings an index records (:mod:`fingerprint_cli.origin.local`)."""
+    m = local_mod
+    return {"features": "orb", "side": m.SIDE, "n_features": m.N_FEATURES, "knn": m.KNN,
+            "vote_hamming": m.VOTE_HAMMING, "n_voted": m.N_VOTED, "ratio": m.RATIO, "ransac_px": m.RANSAC_PX,
+            "model": "affine", "duplicate_fraction": m.DUPLICATE_FRACTION,
+            "calib_transforms": list(m.CALIB_TRANSFORMS)}
+
+
+def _local_tensors(prefix: str, li: local_mod.LocalIndex) -> dict[str, np.ndarray]:
+    t = {f"{prefix}.xy": np.ascontiguousarray(li.xy, np.float32),
+         f"{prefix}.desc": np.ascontiguousarray(li.desc, np.uint8),
+         f"{prefix}.offsets": np.ascontiguousarray(li.offsets, np.int64)}
+    if prefix == "local" and li.search_kind == "ivf":
+        li.faiss_index()  # trains it once (kept in li.blob)
+        t["local.faiss"] = np.ascontiguousarray(li.blob, np.uint8)
+    return t
+
+
+def _local_from(arrays: dict[str, np.ndarray], prefix: str) -> local_mod.LocalIndex | None:
+    if f"{prefix}.desc" not in arrays:
+        return None
+    return local_mod.LocalIndex(arrays[f"{prefix}.xy"].astype(np.float32), arrays[f"{prefix}.desc"].astype(np.uint8),
+                                arrays[f"{prefix}.offsets"].astype(np.int64),
+                                blob=arrays.get("local.faiss") if prefix == "local" else None)
 
 
 def _merge(sims: np.ndarray, ids: np.ndarray, k: int, exclude=(), rviews: np.ndarray | None = None
@@ -291,7 +337,10 @@ def load_index(path) -> OriginIndex:
                       calib_transform=list(doc.get("calib_transform") or []), calibration=doc.get("calibration") or {},
                       search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
                       ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]},
-                      projection=doc.get("projection"), proj_weight=arrays.get("proj.weight"))
+                      projection=doc.get("projection"), proj_weight=arrays.get("proj.weight"),
+                      local=_local_from(arrays, "local"), local_calib=_local_from(arrays, "local.calib"),
+                      local_calib_owner=arrays.get("local.calib.owner"),
+                      local_calib_transform=list(doc.get("local_calib_transform") or []))
     _check_shapes(idx, p)
     if cfg.get("kind", "flat") != "flat" and "faiss" in arrays:
         idx._faiss = build_faiss(idx.vectors, cfg, blob=arrays["faiss"])
@@ -344,6 +393,12 @@ def _check_shapes(idx: OriginIndex, p: Path) -> None:
             idx.proj_weight is not None and idx.proj_weight.shape[0] != idx.dim):
         raise ArtifactError("index records a projection that does not match its tensors; rebuild it with "
                             "`fpx origin index`", str(p))
+    bad = idx.local.check(idx.n) if idx.local is not None else None
+    if bad is None and idx.local_calib is not None and (
+            idx.local_calib_owner is None or idx.local_calib.n != 2 * len(idx.local_calib_owner)):
+        bad = "local calibration features do not match their owners"
+    if bad:
+        raise ArtifactError(f"index holds {bad}; rebuild it with `fpx origin index`", str(p))
 
 
 # ---------------------------------------------------------------- projection (sealed PCA, --dim)
@@ -407,12 +462,16 @@ DUPLICATE_LEVEL = 0.98
 # distinctiveness (a ratio test against the best reference of another origin) passes its own threshold at the
 # other half; ``similarity+verify`` — the same with the pixel verification of the top candidate
 # (:mod:`fingerprint_cli.origin.verify`) as the second test (Bonferroni: the rates add up to the stated one).
-DECISIONS = ("similarity", "similarity+distinct", "similarity+verify")
-DEFAULT_DECISION = "similarity+verify"
+# ``similarity+local`` — the same with the local stage's geometric evidence (:mod:`fingerprint_cli.origin.local`:
+# RANSAC inliers of the top candidate) as the second test; the default of an index with local features.
+DECISIONS = ("similarity", "similarity+distinct", "similarity+verify", "similarity+local")
+DEFAULT_DECISION = "similarity+verify"  # an index without local features
+DEFAULT_LOCAL_DECISION = "similarity+local"  # an index with them (--local, the default of new indexes)
 # each test: (threshold key, sorted impostor scores key, rate key) in the calibration
 TESTS = {"similarity": ("threshold", "impostor_scores_sorted", "similarity_false_match_rate"),
          "distinct": ("distinct_threshold", "impostor_distinct_sorted", "distinct_false_match_rate"),
-         "verify": ("verify_threshold", "impostor_verify_sorted", "verify_false_match_rate")}
+         "verify": ("verify_threshold", "impostor_verify_sorted", "verify_false_match_rate"),
+         "local": ("local_threshold", "impostor_local_sorted", "local_false_match_rate")}
 _KK = 32  # references looked at per query for the top match and the best other origin
 
 
@@ -554,11 +613,63 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
     if "verify" in rule:
         imp["verify"] = _impostor_verify_scores(index, [p[2] for p in pairs])
     gen = [_genuine_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
+    local_gen, groups = _local_calibration(index, duplicate_level, imp) if "local" in rule else (None, [])
     cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(pairs), "n_references_at_calibration": index.n,
            "duplicate_level": duplicate_level, **_thresholds(imp, fmr, rule)}
     _in_sample_rates(index, cal, imp, gen)
+    if local_gen is not None:
+        _local_in_sample(cal, imp["local"], local_gen, groups)
     index.calibration = cal
     return cal
+
+
+def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Impostor (into ``imp["local"]``) and genuine (returned) local evidence of the local calibration queries (built-in crops of calibration
+    references, :data:`fingerprint_cli.origin.local.CALIB_TRANSFORMS`): the most inliers among the candidates
+    outside the query's origin group — its reference, the references within cosine ``level`` of it and those
+    holding its keypoints (:func:`~fingerprint_cli.origin.local.local_duplicates`) — and the inliers against its
+    own reference; the group size of each query."""
+    lib, lc, out = index.local, index.local_calib, imp
+    if lib is None or lc is None or index.local_calib_owner is None or not len(index.local_calib_owner):
+        raise UsageError("the decision rule similarity+local needs local features: build the index with --local")
+    groups: dict[int, set[int]] = {}
+    imp, gen, sizes = [], [], []
+    for j, o in enumerate(int(x) for x in index.local_calib_owner):
+        if o not in groups:
+            near = np.flatnonzero(index.vectors @ index.vectors[o] >= LOCAL_GROUP_COSINE)
+            groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o, near)
+        views = [lc.features(2 * j), lc.features(2 * j + 1)]
+        imp.append(_local_impostor(lib, views, o, groups[o]))
+        own = lib.features(o)
+        gen.append(float(max(local_mod.inliers(v, own) for v in views)))
+        sizes.append(len(groups[o]))
+    out["local"] = np.asarray(imp)
+    return np.asarray(gen), sizes
+
+
+LOCAL_GROUP_COSINE = 0.8  # global neighbours checked for being local duplicates of a calibration reference
+
+
+def _local_impostor(lib: local_mod.LocalIndex, views, o: int, group: set[int]) -> float:
+    """The most inliers of a local calibration query among candidates outside ``o``'s group; a candidate found
+    to be a duplicate of ``o`` (:func:`~fingerprint_cli.origin.local.is_duplicate`) joins the group instead.
+    No global shortlist for these queries: as many more voted candidates are verified instead."""
+    m = local_mod.match(lib, views, exclude=group, n_voted=local_mod.N_VOTED + local_mod.SHORTLIST)
+    for c, n, _ in m:
+        if not local_mod.is_duplicate(lib, o, c):
+            return float(n)
+        group.add(c)
+    return 0.0
+
+
+def _local_in_sample(cal: dict[str, Any], imp: np.ndarray, gen: np.ndarray, sizes: list[int]) -> None:
+    """The local test's in-sample rates: impostors above its threshold, genuine queries not above it."""
+    thr = cal.get("local_threshold")
+    cal["local_in_sample"] = {
+        "n_queries": int(len(imp)), "false_match": float(np.mean(imp > thr)) if thr is not None else None,
+        "miss": float(np.mean(gen <= thr)) if thr is not None else None,
+        "genuine_inliers_median": float(np.median(gen)) if len(gen) else None,
+        "mean_group_size": float(np.mean(sizes)) if sizes else None}
 
 
 def _check_rule(fmr: float, rule: str) -> str:
@@ -605,9 +716,10 @@ def _passes(cal: dict[str, Any], scores: dict[str, float | None]) -> str | None:
 
 def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: dict[str, np.ndarray], gen: list) -> None:
     """In-sample false-match (impostor) and miss (genuine) rates of the calibration, overall and per transform
-    (the genuine side without the pixel verification, which is computed for impostors only)."""
-    names = list(imp)
-    fm = np.asarray([_passes(cal, dict(zip(names, row))) is not None for row in zip(*imp.values())])
+    (the genuine side without the pixel verification, which is computed for impostors only; the local test,
+    whose impostors are other queries, has its own: :func:`_local_in_sample`)."""
+    names = [k for k in imp if k != "local"]
+    fm = np.asarray([_passes(cal, dict(zip(names, row))) is not None for row in zip(*(imp[k] for k in names))])
     found = np.asarray([top and _passes(cal, {"similarity": s, "distinct": d}) is not None for top, s, d in gen])
     cal["impostor_false_match_in_sample"] = float(np.mean(fm))
     cal["miss_rate_in_sample"] = float(np.mean(~found))
@@ -628,19 +740,26 @@ def p_value(cal: dict[str, Any], score: float, key: str = "impostor_scores_sorte
     return float((1 + np.sum(a >= score)) / (len(a) + 1))
 
 
-def decide(index: OriginIndex, hits, verifier=None) -> dict[str, Any]:
+def _first_scores(t: int | None, s1: float | None, s2: float | None, local: dict[int, int] | None
+                  ) -> dict[str, float | None]:
+    """Every test's score that needs no file read: similarity, distinctiveness, the top's local inliers."""
+    return {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None, "verify": None,
+            "local": float(local.get(t, 0)) if local is not None and t is not None else None}
+
+
+def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None = None) -> dict[str, Any]:
     """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
 
     ``verifier(top reference) -> score or None`` computes the pixel verification (rule ``similarity+verify``;
-    asked only when the similarity alone does not decide). ``p_value`` is the conformal p-value of the
+    asked only when the similarity alone does not decide); ``local`` maps the references the local stage
+    verified to their inliers (rule ``similarity+local``; None when the stage did not run). ``p_value`` is the conformal p-value of the
     similarity (rule ``similarity``) or the Bonferroni combination: the number of tests times the smallest
     of their p-values (capped at 1).
     """
     cal = index.calibration
     tests = cal.get("tests") or ["similarity"]
     t, s1, s2 = top_two(index, hits, cal.get("duplicate_level", DUPLICATE_LEVEL))
-    scores: dict[str, float | None] = {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None,
-                                       "verify": None}
+    scores = _first_scores(t, s1, s2, local)
     passed = _passes(cal, scores)
     if passed is None and cal.get("verify_threshold") is not None and t is not None and verifier is not None:
         scores["verify"] = verifier(t)
@@ -651,4 +770,4 @@ def decide(index: OriginIndex, hits, verifier=None) -> dict[str, Any]:
             "verify": scores["verify"], "found": passed is not None, "passed": passed,
             "p_value": min(1.0, len(tests) * min(known)) if known else None,
             "p_value_similarity": pv["similarity"], "p_value_distinct": pv["distinct"] if "distinct" in tests else None,
-            "p_value_verify": pv["verify"]}
+            "p_value_verify": pv["verify"], "local": scores["local"], "p_value_local": pv["local"]}

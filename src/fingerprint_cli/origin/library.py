@@ -24,10 +24,12 @@ from fingerprint_cli import __version__, atomic, batch, images, parallel
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
+from fingerprint_cli.origin import local as local_mod
 from fingerprint_cli.origin import verify
 from fingerprint_cli.origin.index import (
     CALIB_TRANSFORMS,
     DEFAULT_DECISION,
+    DEFAULT_LOCAL_DECISION,
     DUPLICATE_LEVEL,
     TESTS,
     OriginIndex,
@@ -106,6 +108,8 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
             if calib:
                 var = [calib_transform(t, px) for t in CALIB_TRANSFORMS]
                 row["calib"] = emb.embed([v for x in var for v in views(x)]).reshape(len(var), 2, -1)
+            if task.get("local"):
+                _local_features(row, px, calib, task["views"])
         except FpxError as exc:
             row = {"path": path, "error": {"type": exc.kind, "message": str(exc)}}
         except Exception as exc:  # noqa: BLE001 - one bad item never sinks the chunk
@@ -114,18 +118,30 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _local_features(row: dict[str, Any], px: np.ndarray, calib: bool, query_mode: bool) -> None:
+    """The local stage's features of one image: a suspect's two views (``local_views``), or a reference's own
+    (``local``) and, for a calibration reference, those of its built-in crops (``local_calib``: two views each)."""
+    if query_mode:
+        row["local_views"] = local_mod.extract_views(px)
+        return
+    row["local"] = local_mod.extract(px)
+    if calib:
+        row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px))
+                              for t in local_mod.CALIB_TRANSFORMS]
+
+
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _run_chunks(spec: dict[str, Any], chunks: list[list], *, view_mode: bool, jobs: int, scheduler: str | None,
                 progress: Callable[[int], None] | None, journal: Path | None = None,
-                ref_views: Sequence[Sequence[float]] = ()) -> list[dict[str, Any]]:
+                ref_views: Sequence[Sequence[float]] = (), local: bool = False) -> list[dict[str, Any]]:
     """Embed all chunks (journalled ones read back), in input order. ``ref_views``: the extra crop views
-    (fraction, oy, ox) embedded per image as ``row["ref_views"]``."""
+    (fraction, oy, ox) embedded per image as ``row["ref_views"]``; ``local``: the local stage's features too."""
     rv = [list(c) for c in ref_views]
-    tasks = [{"spec": spec, "items": c, "views": view_mode, "ref_views": rv} for c in chunks]
-    keys = [_chunk_key(spec, c, view_mode, rv) for c in chunks]
+    tasks = [{"spec": spec, "items": c, "views": view_mode, "ref_views": rv, "local": local} for c in chunks]
+    keys = [_chunk_key(spec, c, view_mode, rv + (["local", local_mod.N_FEATURES] if local else [])) for c in chunks]
     results = _read_journal(journal, keys)
     todo = [i for i, r in enumerate(results) if r is None]
     done0 = len(tasks) - len(todo)
@@ -175,6 +191,10 @@ def _journal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if k in r:
                 a = np.asarray(r[k], np.float32)
                 r[k] = {"shape": list(a.shape), "data": a.ravel().tolist()}
+        if "local" in r:
+            r["local"] = local_mod.to_json(r["local"])
+        if "local_calib" in r:
+            r["local_calib"] = [[local_mod.to_json(f) for f in vs] for vs in r["local_calib"]]
         out.append(r)
     return out
 
@@ -184,6 +204,10 @@ def _unjournal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for k in ("vector", "calib", "ref_views"):
             if k in r:
                 r[k] = np.asarray(r[k]["data"], np.float32).reshape(r[k]["shape"])
+        if "local" in r:
+            r["local"] = local_mod.from_json(r["local"])
+        if "local_calib" in r:
+            r["local_calib"] = [[local_mod.from_json(f) for f in vs] for vs in r["local_calib"]]
     return rows
 
 
@@ -255,7 +279,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                 embedder_options: dict[str, Any] | None = None, head: str | None = None, add: bool = False,
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
                 search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
-                decision: str = DEFAULT_DECISION, jobs: int = 1, scheduler: str | None = None,
+                decision: str | None = None, local: bool | None = None, jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
     """Embed ``refs`` (files or folders, searched recursively) and write a sealed index to ``output``.
@@ -267,8 +291,11 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     scheme is refused. ``dim`` seals a projection to that many dimensions, learned on the references
     (:func:`~fingerprint_cli.origin.index.fit_projection`: smaller, faster search); ``"auto"`` (default) the
     embedder's ``default_dim`` (128 for ``dct-layout``; none with a head or for ``sd2-vae``), 0 or None none;
-    with ``add`` the index's own. ``decision``: the rule
-    calibrated at ``false_match_rate`` (:data:`~fingerprint_cli.origin.index.DECISIONS`). Unreadable
+    with ``add`` the index's own. ``local`` (default on; with ``add`` the index's own) stores every reference's
+    local features (:mod:`~fingerprint_cli.origin.local`: crops, zooms and rotations are found by their
+    keypoints and verified geometrically). ``decision``: the rule calibrated at ``false_match_rate``
+    (:data:`~fingerprint_cli.origin.index.DECISIONS`; default ``similarity+local`` with local features,
+    ``similarity+verify`` without; with ``add`` the index's own). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -279,9 +306,11 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     auto = False
     if add:
         base, emb, h, ref_views = _open_base(out, embedder_options, head, ref_views, None if dim == "auto" else dim)
+        local = _base_local(base, local, out)
     else:
         base, (emb, h) = None, _fresh_models(out, resume, embedder, embedder_options, head)
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
+        local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
@@ -289,7 +318,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     journal = _fresh_journal(out, resume)
     rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal,
-                       ref_views=scheme["crops"][1:])
+                       ref_views=scheme["crops"][1:], local=local)
     full_prov = _provenance(emb, h)
     lib = _Library(base, h, {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
                                    "head": h.sha256 if h is not None else None})  # per reference; the summary has all
@@ -297,7 +326,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                       details={"skipped": "already in the index (same path)"}, provenance=lib.prov)
                for p in paths if p in known]
     records += [lib.add(row, emb) for row in rows]
-    idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto)
+    idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto, local)
     calibrate(idx, false_match_rate, decision=decision if base is None else None)
     idx.save(out, inputs=paths)
     shutil.rmtree(journal, ignore_errors=True)
@@ -325,6 +354,22 @@ def _open_base(out: Path, embedder_options: dict[str, Any] | None, head: str | N
         raise UsageError(f"--dim {dim} differs from the index's projection ({base.projection or 'none'}); --add "
                          f"keeps the index's own", str(out))
     return base, emb, h, have
+
+
+def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
+    """A new index's local setting (default on) and decision rule (default: ``similarity+local`` with local
+    features, ``similarity+verify`` without)."""
+    local = True if local is None else bool(local)
+    return local, decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
+
+
+def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
+    """``--add``: whether the index holds local features (refuses ``--local`` / ``--no-local`` against them)."""
+    have = base.local is not None
+    if local is not None and bool(local) != have:
+        raise UsageError(f"--{'' if local else 'no-'}local differs from the index, which was built "
+                         f"{'with' if have else 'without'} local features; --add keeps the index's own", str(out))
+    return have
 
 
 def _fresh_models(out: Path, resume: bool, embedder: str, embedder_options: dict[str, Any] | None,
@@ -365,6 +410,18 @@ def _fresh_journal(out: Path, resume: bool) -> Path:
     return journal
 
 
+def _base_local_parts(base: OriginIndex | None) -> tuple[list, list, list[int], list[str]]:
+    """``--add``: the base index's local features (per reference), its local calibration queries' views, their
+    owners and transforms (all empty for a new index or one without local features)."""
+    if base is None or base.local is None:
+        return [], [], [], []
+    lc = base.local_calib
+    return ([base.local.features(i) for i in range(base.n)],
+            [lc.features(j) for j in range(lc.n)] if lc is not None else [],
+            [int(o) for o in base.local_calib_owner] if base.local_calib_owner is not None else [],
+            list(base.local_calib_transform))
+
+
 class _Library:
     """The references of an index being built: the base index's (``--add``) then each new readable row,
     mapped by the head (and the base's projection), deduplicated by sha256."""
@@ -378,6 +435,7 @@ class _Library:
         self.cal_v = [base.calib_vectors] if base is not None and base.calib_vectors is not None else []
         self.cal_o = [base.calib_owner] if base is not None and base.calib_owner is not None else []
         self.cal_t = list(base.calib_transform) if base else []
+        self.lfeat, self.lcal, self.lcal_o, self.lcal_t = _base_local_parts(base)
         self.seen = {r["sha256"]: i for i, r in enumerate(self.refs)}
 
     def _map(self, x: np.ndarray) -> np.ndarray:
@@ -409,12 +467,18 @@ class _Library:
             self.cal_v.append(self._map(row["calib"]))
             self.cal_o.append(np.full(len(row["calib"]), i, np.int64))
             self.cal_t.extend(CALIB_TRANSFORMS)
+        if "local" in row:
+            self.lfeat.append(row["local"])
+            for vs in row.get("local_calib") or []:
+                self.lcal.extend(vs)
+                self.lcal_o.append(i)
+            self.lcal_t.extend(list(local_mod.CALIB_TRANSFORMS) if "local_calib" in row else [])
         self.added += 1
         det["row"] = i
         return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)
 
     def assemble(self, emb, h, base, search: str, scheme: dict[str, Any], dim: int | None, out: Path,
-                 auto: bool = False) -> OriginIndex:
+                 auto: bool = False, local: bool = False) -> OriginIndex:
         """The index of every reference, projected when ``dim`` asks for a new projection (by default, ``auto``,
         only when the library has at least :data:`AUTO_DIM_ROWS` rows per dimension to learn it from)."""
         if not self.vecs or sum(len(v) for v in self.vecs) == 0:
@@ -428,6 +492,11 @@ class _Library:
                           calib_transform=self.cal_t, search_cfg=_search_cfg(base, search),
                           view_vectors=_concat(self.views, np.float32), ref_views=scheme,
                           projection=base.projection if base else None, proj_weight=self.proj)
+        if local:
+            idx.local = local_mod.LocalIndex.from_features(self.lfeat)
+            idx.local_calib = local_mod.LocalIndex.from_features(self.lcal)
+            idx.local_calib_owner = np.asarray(self.lcal_o, np.int64)
+            idx.local_calib_transform = self.lcal_t
         if base is None and dim is not None and not (auto and idx.n_rows < AUTO_DIM_ROWS * dim):
             _apply_new_projection(idx, dim)
         return idx
@@ -476,7 +545,9 @@ def _index_summary(idx: OriginIndex, out: Path, added: int, records: list[Record
                     "miss_rate_in_sample": "lower = better"},
         details={"added": added, "failed": sum(1 for r in records if not r.ok),
                  "calibration": {k: v for k, v in cal.items() if not k.endswith("_sorted")},
-                 "memory_bytes": idx.memory_bytes(), "search": idx.search_cfg, "ref_views": scheme["views"],
+                 "memory_bytes": idx.memory_bytes(), "memory_bytes_per_reference": round(idx.memory_bytes() / idx.n, 1),
+                 "local_bytes_per_reference": round(idx.local.bytes_per_reference(), 1) if idx.local else None,
+                 "search": idx.search_cfg, "ref_views": scheme["views"],
                  "projection": idx.projection},
         provenance={**full_prov, "index": {"path": str(out), "seal": idx.seal, "n_references": idx.n}})
 
@@ -506,40 +577,95 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     h = _head_for(idx, head)
     chunks = _chunks([(p, False) for p in batch.expand_paths(paths)], chunk_size)
     rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
-                       progress=(lambda n: progress(n, len(chunks))) if progress else None)
+                       progress=(lambda n: progress(n, len(chunks))) if progress else None,
+                       local=_uses_local(idx))
     prov = _provenance(emb, h, idx)
-    hits = iter(_search_rows(idx, h, [r for r in rows if "error" not in r], k))
+    ok = [r for r in rows if "error" not in r]
+    hits, qv = _search_rows(idx, h, ok, k)
+    found = iter(zip(hits, qv))
     return [Record(command="origin", inputs={"suspect": {"path": row["path"]}}, status="error", error=row["error"],
-                   provenance=prov) if "error" in row else _query_record(idx, emb, row, next(hits), k, prov)
+                   provenance=prov) if "error" in row else _query_record(idx, emb, row, *next(found), k, prov)
             for row in rows]
 
 
-def _search_rows(idx: OriginIndex, h: head_mod.Head | None, ok_rows: list[dict[str, Any]], k: int) -> list:
+def _uses_local(idx: OriginIndex) -> bool:
+    """Whether the index's decision runs the local stage (local features and a calibrated local test)."""
+    return idx.local is not None and idx.calibration.get("local_threshold") is not None and \
+        "local" in (idx.calibration.get("tests") or [])
+
+
+def _search_rows(idx: OriginIndex, h: head_mod.Head | None, ok_rows: list[dict[str, Any]], k: int
+                 ) -> tuple[list, np.ndarray]:
     """Merged hits of every readable suspect (its views through the head and projection): one faiss call; at
-    least the references the decision looks at."""
+    least the references the decision looks at; and the searched views (n, 2, D)."""
     if not ok_rows:
-        return []
+        return [], np.zeros((0, 2, idx.dim), np.float32)
     allv = np.stack([r["vector"] for r in ok_rows])
     if h is not None:
         allv = h.apply(allv.reshape(-1, allv.shape[-1])).reshape(allv.shape[0], allv.shape[1], -1)
-    return idx.search_many(project(idx.proj_weight, allv), max(k, DECISION_HITS))
+    qv = project(idx.proj_weight, allv)
+    return idx.search_many(qv, max(k, DECISION_HITS)), qv
+
+
+def _exact_hit(idx: OriginIndex, qv: np.ndarray, ref: int) -> tuple[int, float, int, int]:
+    """(reference, similarity, query view, reference view) of one reference, exact over all its views."""
+    s = np.asarray(qv, np.float32) @ idx.ref_rows([ref]).T  # (2, V)
+    v, r = np.unravel_index(int(np.argmax(s)), s.shape)
+    return int(ref), float(s[v, r]), int(v), int(r)
+
+
+def _local_skip(idx: OriginIndex, hits: list, lviews) -> str | None:
+    """Why the local stage does not run for a suspect (None: it runs)."""
+    if idx.local is None:
+        return "no local features in this index"
+    if not _uses_local(idx) or lviews is None:
+        return "the index's local test is not calibrated (too few impostor scores) or not in its rule"
+    s_thr = idx.calibration.get("threshold")
+    if hits and s_thr is not None and hits[0][1] > s_thr:
+        return "skipped: the similarity decided"
+    return None
+
+
+def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[list, dict[int, int] | None,
+                                                                             dict[str, Any]]:
+    """The local stage of one suspect (:mod:`~fingerprint_cli.origin.local`): unless the similarity already
+    decides, its keypoints vote for candidates over the whole library, the votes' best and the global
+    shortlist are verified geometrically, and every candidate verified above the calibrated threshold ranks
+    first (most inliers first), before the unverified ones in global order. Returns the reordered hits, the
+    inliers of each verified candidate (None: not run) and what the record says about the stage."""
+    why = _local_skip(idx, hits, lviews)
+    if why:
+        return hits, None, {"ran": False, "why": why}
+    thr = idx.calibration["local_threshold"]
+    m = local_mod.match(idx.local, lviews, [h[0] for h in hits[:local_mod.SHORTLIST]])
+    inl = {r: n for r, n, _ in m}
+    verified = [r for r, n, _ in m if n > thr]
+    byref = {h[0]: h for h in hits}
+    front = [byref.get(r) or _exact_hit(idx, qv, r) for r in verified]
+    rest = [h for h in hits if h[0] not in set(verified)]
+    info = {"ran": True, "threshold": thr, "n_candidates": len(m),
+            "verified": [{"path": idx.refs[r]["path"], "inliers": n, "view": VIEW_NAMES[v]}
+                         for r, n, v in m if n > thr][:10]}
+    return front + rest, inl, info
 
 
 DECISION_HITS = 32  # references searched per suspect for the decision (the best other origin), whatever -k is
 
 
-def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], hits: list, k: int,
-                  prov: dict[str, Any]) -> Record:
-    """The record of one readable suspect from its merged hits."""
+def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], hits: list, qv: np.ndarray,
+                  k: int, prov: dict[str, Any]) -> Record:
+    """The record of one readable suspect from its merged hits (reordered by the local stage)."""
     rnames = idx.ref_views.get("views") or ["full"]
+    hits, inl, linfo = local_stage(idx, hits, qv, row.get("local_views"))
     cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
-              "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv]}
+              "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv],
+              **({"local_inliers": inl[i]} if inl is not None and i in inl else {})}
              for r, (i, s, vi, rv) in enumerate(hits[:k])]
-    dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]))
+    dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]), local=inl)
     s1 = dec["similarity"]
     s2 = hits[1][1] if len(hits) > 1 else None
     det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "reference_views": list(rnames),
-                           "size": row["size"], "steps": row["steps"]}
+                           "size": row["size"], "steps": row["steps"], "local": linfo}
     if row["upsampled"]:
         det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
                             f"{emb.input_size}px embedder input: upsampled")
@@ -575,14 +701,25 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
         origin = {**{key: cands[0][key] for key in ("path", "sha256", "similarity", "view", "reference_view")},
                   "near_duplicates": dups, "passed": dec["passed"]}
     return {"label": "found" if dec["found"] else "not-in-library", "origin": origin,
-            "rule": cal.get("decision", "similarity"), "threshold": cal.get("threshold"),
+            "rule": cal.get("decision", "similarity"), "evidence": _evidence(cal, dec),
+            "threshold": cal.get("threshold"),
             "distinct_threshold": cal.get("distinct_threshold"), "verify_threshold": cal.get("verify_threshold"),
+            "local_threshold": cal.get("local_threshold"), "local_inliers": dec["local"],
             "false_match_rate": cal.get("false_match_rate"),
             "p_value": dec["p_value"], "p_value_similarity": dec["p_value_similarity"],
             "p_value_distinct": dec["p_value_distinct"], "p_value_verify": dec["p_value_verify"],
+            "p_value_local": dec["p_value_local"],
             "calibration": {"n_impostor": cal.get("n_impostor"), "miss_rate_in_sample": cal.get("miss_rate_in_sample"),
                             **{TESTS[t][2]: cal.get(TESTS[t][2]) for t in cal.get("tests") or ["similarity"]},
                             "method": cal.get("method"), "note": cal.get("note")}}
+
+
+def _evidence(cal: dict[str, Any], dec: dict[str, Any]) -> str:
+    """One line: the evidence the decision rests on and its threshold (local inliers when the stage ran)."""
+    if dec["local"] is not None and cal.get("local_threshold") is not None:
+        return f"local-inliers {int(dec['local'])}, threshold {cal['local_threshold']:g}"
+    s, t = dec["similarity"], cal.get("threshold")
+    return f"similarity {s:.4f}, threshold {t:.4f}" if s is not None and t is not None else "no calibrated threshold"
 
 
 def _unused_tests(cal: dict[str, Any]) -> list[dict[str, Any]]:
@@ -614,7 +751,18 @@ def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
                     "not computed: a file could not be read or there is no candidate" if v is None else
                     "above the threshold: the suspect's pixels sit inside the top candidate" if v > vt else
                     "not above the threshold: the pixels do not confirm the top candidate"})
+    if cal.get("local_threshold") is not None:
+        out.append(_local_reason(cal["local_threshold"], dec["local"], above))
     return out
+
+
+def _local_reason(lt: float, n: float | None, above: bool) -> dict[str, Any]:
+    """The local test's reason: its inliers, threshold and what they say."""
+    return {"feature": "local_inliers", "value": n, "threshold": lt,
+            "says": "not needed: the similarity decided" if n is None and above else
+            "not computed: no local features for this suspect" if n is None else
+            "above the threshold: the top candidate's keypoints map onto the suspect's (RANSAC)" if n > lt
+            else "not above the threshold: no candidate's keypoints map onto the suspect's"}
 
 
 def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device: str = "cpu",

@@ -1,0 +1,309 @@
+"""The local-feature stage of origin retrieval: keypoints that survive crops, zooms and rotations.
+
+A global layout (:mod:`fingerprint_cli.origin.embedders`) moves under a tight crop; local features do not:
+every reference's ORB keypoints (OpenCV's oriented FAST + rotated BRIEF: 256-bit binary descriptors, at most
+:data:`N_FEATURES` per image, on its luma resized to :data:`SIDE` px on the long side) are stored with the
+index. A suspect (itself and its mirror: ORB is not mirror-invariant) is matched in two steps:
+
+1. **votes** — every suspect descriptor's :data:`KNN` nearest library descriptors (exact Hamming search,
+   faiss ``IndexBinaryFlat``) within :data:`VOTE_HAMMING` bits vote once for each reference they belong to;
+   the :data:`N_VOTED` best-voted references, plus the global stage's shortlist, are the candidates — a crop
+   whose global similarity ranks its origin far down is still found by its descriptors;
+2. **geometric verification** — the suspect's descriptors matched to each candidate's (nearest neighbour
+   with Lowe's ratio test :data:`RATIO`), then a RANSAC affine map (``cv2.estimateAffine2D``, reprojection
+   error :data:`RANSAC_PX` px; an affine map so that an aspect-changing resize is covered too), refused when
+   degenerate (scale or anisotropy outside :data:`SCALE_RANGE` / :data:`MAX_ANISOTROPY`); the number of
+   inliers — distinct suspect keypoints that land where the map puts them — is the evidence.
+
+The evidence is decided by a threshold calibrated like the index's others
+(:func:`fingerprint_cli.origin.index.calibrate`): on built-in crops of the index's own calibration references
+(:data:`CALIB_TRANSFORMS`, never a benchmark's families) queried against the library with their own origin
+group excluded. ``cv2`` is imported inside the functions (``fpx --help`` loads no OpenCV).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fingerprint_cli import images
+
+SIDE = 320  # px: the long side of the luma the keypoints are detected on (references and suspects alike)
+N_FEATURES = 256  # ORB keypoints per image at most
+KNN = 4  # nearest library descriptors per suspect descriptor that vote
+VOTE_HAMMING = 64  # bits: a neighbour farther than this does not vote
+N_VOTED = 8  # best-voted references verified per view
+RATIO = 0.8  # Lowe's ratio test between the nearest and second-nearest candidate descriptor
+RANSAC_PX = 6.0  # px (at SIDE): RANSAC reprojection threshold
+SCALE_RANGE = (0.1, 10.0)  # accepted sqrt(|det A|) of the verified map
+MAX_ANISOTROPY = 4.0  # accepted ratio of the map's singular values
+MIN_MATCHES = 4  # fewer ratio-test matches: no verification (0 inliers)
+FLAT_MAX = 100_000  # descriptors searched exactly (IndexBinaryFlat); beyond, an IVF (IndexBinaryIVF) is sealed in
+IVF_NPROBE = 8
+IVF_MAX_LISTS = 1024  # √M lists up to this many (training cost grows with lists × training descriptors)
+SHORTLIST = 4  # the global stage's best references verified too
+DUPLICATE_FRACTION = 0.1  # a reference whose own keypoints verify in another with >= this share: one group
+# built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
+CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
+                    "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
+
+
+@dataclass
+class Features:
+    """Keypoints of one image (or one view): ``xy`` (n, 2) float32 at :data:`SIDE` scale, ``desc`` (n, 32) uint8."""
+
+    xy: np.ndarray
+    desc: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.desc))
+
+
+def _gray(px: np.ndarray) -> np.ndarray:
+    """Luma as uint8, resized so that its long side is :data:`SIDE` px."""
+    px = np.asarray(px, np.float32)
+    h, w = px.shape[:2]
+    s = SIDE / max(h, w)
+    if abs(s - 1.0) > 1e-6:
+        px = np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1)
+    y = 0.299 * px[..., 0] + 0.587 * px[..., 1] + 0.114 * px[..., 2]
+    return np.ascontiguousarray(np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8))
+
+
+def extract(px: np.ndarray) -> Features:
+    """ORB keypoints and descriptors of a float RGB image (at most :data:`N_FEATURES`)."""
+    import cv2
+
+    g = _gray(px)
+    orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=31,
+                         fastThreshold=10)
+    kp, desc = orb.detectAndCompute(g, None)
+    if desc is None or not kp:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+    return Features(np.asarray([k.pt for k in kp], np.float32), np.ascontiguousarray(desc, np.uint8))
+
+
+def extract_views(px: np.ndarray) -> list[Features]:
+    """Features of the image and of its mirror (the query views)."""
+    return [extract(px), extract(np.ascontiguousarray(px[:, ::-1]))]
+
+
+def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
+    """One of :data:`CALIB_TRANSFORMS` (a crop at a fixed offset, optionally rotated, JPEG) of a float RGB image."""
+    frac, oy, ox, angle, q = CALIB_TRANSFORMS[name]
+    h, w = px.shape[:2]
+    ch, cw = max(8, round(h * frac)), max(8, round(w * frac))
+    y0, x0 = int(round((h - ch) * oy)), int(round((w - cw) * ox))
+    c = np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw], np.float32)
+    if frac == 1.0:
+        c = np.clip(images.resize(images.resize(c, max(8, h // 2), max(8, w // 2)), h, w), 0, 1)
+    if angle:
+        from scipy import ndimage
+
+        c = np.clip(ndimage.rotate(c, angle, axes=(1, 0), reshape=False, order=1, mode="reflect"), 0, 1)
+    return images.decode(images.encode(c.astype(np.float32), "JPEG", quality=q), "<jpeg>").pixels
+
+
+@contextmanager
+def single_thread():
+    """faiss on one OpenMP thread for the duration (a few hundred descriptors per search: starting threads
+    costs more than the search, and far more on a loaded machine); the previous setting is restored."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+# ---------------------------------------------------------------- the library's features
+@dataclass
+class LocalIndex:
+    """Every reference's features, concatenated: rows ``offsets[i]:offsets[i+1]`` are reference ``i``'s."""
+
+    xy: np.ndarray
+    desc: np.ndarray
+    offsets: np.ndarray
+    blob: np.ndarray | None = None  # the serialised IndexBinaryIVF beyond FLAT_MAX descriptors
+    _faiss: Any = None
+    _owner: np.ndarray | None = None
+
+    @classmethod
+    def from_features(cls, feats: list[Features]) -> LocalIndex:
+        counts = np.asarray([len(f) for f in feats], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        xy = np.concatenate([f.xy for f in feats]) if feats else np.zeros((0, 2), np.float32)
+        desc = np.concatenate([f.desc for f in feats]) if feats else np.zeros((0, 32), np.uint8)
+        return cls(xy.astype(np.float32).reshape(-1, 2), desc.astype(np.uint8).reshape(-1, 32), offsets)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.offsets) - 1)
+
+    def features(self, i: int) -> Features:
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return Features(self.xy[a:b], self.desc[a:b])
+
+    def owner(self) -> np.ndarray:
+        """The reference of each descriptor row."""
+        if self._owner is None:
+            self._owner = np.repeat(np.arange(self.n), np.diff(self.offsets)).astype(np.int64)
+        return self._owner
+
+    @property
+    def search_kind(self) -> str:
+        return "flat" if len(self.desc) <= FLAT_MAX else "ivf"
+
+    def faiss_index(self):
+        """Exact Hamming search (``IndexBinaryFlat``) up to :data:`FLAT_MAX` descriptors; beyond, an
+        ``IndexBinaryIVF`` (√M lists, at most :data:`IVF_MAX_LISTS`, :data:`IVF_NPROBE` probed) trained once at build and stored in ``blob``."""
+        if self._faiss is None:
+            import faiss
+
+            if self.search_kind == "flat":
+                self._faiss = faiss.IndexBinaryFlat(256)
+                if len(self.desc):
+                    self._faiss.add(np.ascontiguousarray(self.desc))
+            elif self.blob is not None:
+                self._faiss = faiss.deserialize_index_binary(np.asarray(self.blob, np.uint8))
+            else:
+                self._faiss = self._train_ivf(faiss)
+            self._faiss.nprobe = IVF_NPROBE if self.search_kind == "ivf" else 1
+        return self._faiss
+
+    def _train_ivf(self, faiss):
+        """A new IndexBinaryIVF over the descriptors (trained on an even subsample); its blob is kept."""
+        nlist = min(IVF_MAX_LISTS, int(np.sqrt(len(self.desc))))
+        ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(256), 256, nlist)
+        step = max(1, len(self.desc) // (64 * nlist))  # 64 training descriptors per list
+        with single_thread():
+            ivf.train(np.ascontiguousarray(self.desc[::step]))
+            ivf.add(np.ascontiguousarray(self.desc))
+        self.blob = faiss.serialize_index_binary(ivf)
+        return ivf
+
+    def bytes_per_reference(self) -> float:
+        return float((self.xy.nbytes + self.desc.nbytes + self.offsets.nbytes) / max(1, self.n))
+
+    def check(self, n_refs: int) -> str | None:
+        """What is inconsistent with ``n_refs`` references (None when the arrays fit)."""
+        if self.n != n_refs:
+            return f"local features for {self.n} references, {n_refs} indexed"
+        if self.desc.shape[1:] != (32,) or self.xy.shape[1:] != (2,) or len(self.xy) != len(self.desc):
+            return "local feature arrays of the wrong shape"
+        if self.offsets[0] != 0 or self.offsets[-1] != len(self.desc) or np.any(np.diff(self.offsets) < 0):
+            return "local feature offsets do not cover the descriptors"
+        return None
+
+
+def votes(lib: LocalIndex, q: Features) -> np.ndarray:
+    """(N,) votes: for each suspect descriptor, the references among its :data:`KNN` nearest library
+    descriptors within :data:`VOTE_HAMMING` bits (each reference once per descriptor)."""
+    out = np.zeros(lib.n, np.int64)
+    if len(q) == 0 or len(lib.desc) == 0:
+        return out
+    k = min(KNN, len(lib.desc))
+    index = lib.faiss_index()
+    with single_thread():
+        dist, ids = index.search(np.ascontiguousarray(q.desc), k)
+    owner = np.where((ids >= 0) & (dist <= VOTE_HAMMING), lib.owner()[np.clip(ids, 0, None)], -1)
+    for row in owner:
+        u = np.unique(row[row >= 0])
+        out[u] += 1
+    return out
+
+
+def _ratio_matches(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray]:
+    """(suspect rows, reference rows) of the nearest-neighbour matches (exact Hamming, OpenCV's brute-force
+    matcher) that pass the ratio test."""
+    import cv2
+
+    if len(q) < MIN_MATCHES or len(r) < 2:
+        return np.zeros(0, int), np.zeros(0, int)
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.desc, r.desc, k=2)
+    good = [(m[0].queryIdx, m[0].trainIdx) for m in pairs if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if not good:
+        return np.zeros(0, int), np.zeros(0, int)
+    a = np.asarray(good, int)
+    return a[:, 0], a[:, 1]
+
+
+def _plausible(A: np.ndarray) -> bool:
+    """A verified map that neither collapses nor explodes the suspect (:data:`SCALE_RANGE`, :data:`MAX_ANISOTROPY`)."""
+    sv = np.linalg.svd(A[:, :2], compute_uv=False)
+    scale = float(np.sqrt(abs(sv[0] * sv[1])))
+    return SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and sv[1] > 0 and sv[0] / sv[1] <= MAX_ANISOTROPY
+
+
+def inliers(q: Features, r: Features) -> int:
+    """Geometric evidence that ``q`` sits inside ``r``: the RANSAC affine map's inliers (distinct suspect
+    keypoints); 0 without a plausible map."""
+    import cv2
+
+    qi, ri = _ratio_matches(q, r)
+    if len(qi) < MIN_MATCHES:
+        return 0
+    A, mask = cv2.estimateAffine2D(q.xy[qi].reshape(-1, 1, 2), r.xy[ri].reshape(-1, 1, 2), method=cv2.RANSAC,
+                                   ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995,
+                                   refineIters=10)
+    if A is None or mask is None or not _plausible(A):
+        return 0
+    m = mask.ravel().astype(bool)
+    return int(len(np.unique(qi[m])))
+
+
+def _voted(lib: LocalIndex, view: Features, exclude: set[int], n_voted: int) -> list[int]:
+    """The ``n_voted`` best-voted references of one view (at least two votes), outside ``exclude``."""
+    vt = votes(lib, view)
+    if exclude:
+        vt[np.fromiter(exclude, int, len(exclude))] = 0
+    return [int(i) for i in np.argsort(-vt, kind="stable")[:n_voted] if vt[i] >= 2]
+
+
+def match(lib: LocalIndex, views: list[Features], shortlist=(), exclude=(), n_voted: int = N_VOTED
+          ) -> list[tuple[int, int, int]]:
+    """(reference, inliers, query view) of every candidate, most inliers first: the ``n_voted`` best-voted
+    references of each view (verified on that view) and the global ``shortlist`` (verified on every view),
+    minus ``exclude``; each reference at its best view."""
+    excl = {int(e) for e in exclude}
+    todo: dict[int, set[int]] = {int(c): set(range(len(views))) for c in shortlist if int(c) not in excl}
+    for vi, v in enumerate(views):
+        for c in _voted(lib, v, excl, n_voted):
+            todo.setdefault(c, set()).add(vi)
+    res = []
+    for c, vs in todo.items():
+        rf = lib.features(c)
+        n, vi = max(((inliers(views[vi], rf), vi) for vi in sorted(vs)), key=lambda t: (t[0], -t[1]))
+        res.append((c, n, vi))
+    return sorted(res, key=lambda t: (-t[1], t[0]))
+
+
+def is_duplicate(lib: LocalIndex, i: int, c: int) -> bool:
+    """Whether reference ``c`` holds at least :data:`DUPLICATE_FRACTION` of reference ``i``'s own keypoints as
+    verified inliers (the same scene: neighbouring video frames, bursts, crops of one another)."""
+    own = lib.features(i)
+    return c == i or inliers(own, lib.features(c)) >= max(MIN_MATCHES, DUPLICATE_FRACTION * len(own))
+
+
+def local_duplicates(lib: LocalIndex, i: int, extra=()) -> set[int]:
+    """Reference ``i`` and the references that are its duplicates (:func:`is_duplicate`) among its
+    best-voted ones and ``extra`` (e.g. its global near neighbours: a static camera's hundreds of frames
+    split the votes of each keypoint between them)."""
+    vt = votes(lib, lib.features(i))
+    vt[i] = 0
+    cands = {int(c) for c in np.argsort(-vt, kind="stable")[:4 * N_VOTED] if vt[c] >= 2} | {int(c) for c in extra}
+    return {i} | {c for c in cands - {i} if is_duplicate(lib, i, c)}
+
+
+def to_json(f: Features) -> dict[str, Any]:
+    """A JSON-able form of features (the build journal)."""
+    return {"xy": f.xy.ravel().tolist(), "desc": f.desc.ravel().tolist()}
+
+
+def from_json(d: dict[str, Any]) -> Features:
+    return Features(np.asarray(d["xy"], np.float32).reshape(-1, 2), np.asarray(d["desc"], np.uint8).reshape(-1, 32))
