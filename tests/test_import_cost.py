@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "timm", "matplotlib", "scipy", "faiss", "sklearn", "diffusers", "c2pa")
+HEAVY = ("torch", "timm", "matplotlib", "scipy", "faiss", "sklearn", "diffusers", "c2pa", "cv2")
 
 
 def _loaded_after(statement: str) -> list[str]:
