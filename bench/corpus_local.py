@@ -64,7 +64,8 @@ BANDS_V3 = {**BANDS, **{e: "benign" for e in CATCH_ALL}}
 CHAINS = ("jpeg", "resize")
 
 FEATURE_SETS = {"v1": [("local-offline-pixel-v1", "pixel"), ("local-offline-ssim-psnr-v1", "ssim-psnr")],
-                "v2": [("local-offline-pixel-v2", "pixel-v2")], "v3": [("local-offline-pixel-v4", "pixel-v2")]}
+                "v2": [("local-offline-pixel-v2", "pixel-v2")], "v3": [("local-offline-pixel-v4", "pixel-v2")],
+                "v4": [("local-offline-pixel-v5", "pixel-v2")]}
 
 
 def domain_of(path: Path) -> str:
@@ -173,9 +174,50 @@ def resample_rt(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(images.resize(zoomed, h, w), 0, 1).astype(np.float32)
 
 
+# recipe v4 (issue 11 round 4): three more benign catch-alls for the families round 3 still missed — a non-linear
+# rank filter (round 3: a grey opening read as realesrgan_x4plus), a broad colour cast (a white balance beyond the
+# calibrated gains read as colour_balance), a sharpening re-saved as JPEG (read as realesrgan_anime).
+def rank_filter(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grey-level rank filter per channel with a square 3, 4 or 5 px footprint: opening, closing or median
+    (scipy ``ndimage``, reflected borders)."""
+    from scipy import ndimage
+
+    x = np.asarray(px, np.float64)
+    size = (int(rng.integers(3, 6)),) * 2 + (1,)
+    kind = int(rng.integers(0, 3))
+    fn = (ndimage.grey_opening, ndimage.grey_closing, ndimage.median_filter)[kind]
+    return np.clip(fn(x, size=size, mode="reflect"), 0, 1).astype(np.float32)
+
+
+def colour_cast(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A broad colour cast / white balance: per-channel gains in [0.75, 1.3] and offsets in [-0.04, 0.04]."""
+    gains = rng.uniform(0.75, 1.3, 3)
+    offs = rng.uniform(-0.04, 0.04, 3)
+    return np.clip(px * gains + offs, 0, 1).astype(np.float32)
+
+
+def sharpen_resave(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sharpening re-saved: unsharp mask (Gaussian sigma in [0.8, 2.5], amount in [0.5, 1.5]), then JPEG at a
+    quality in [60, 92]."""
+    from scipy.ndimage import gaussian_filter
+
+    from fingerprint_cli import images
+
+    x = np.asarray(px, np.float64)
+    sig, a = float(rng.uniform(0.8, 2.5)), float(rng.uniform(0.5, 1.5))
+    y = np.clip(x + a * (x - gaussian_filter(x, (sig, sig, 0), mode="reflect")), 0, 1)
+    data = images.encode(y.astype(np.float32), "JPEG", quality=int(rng.integers(60, 93)))
+    return np.clip(images.decode(data, "<jpeg>").pixels, 0, 1).astype(np.float32)
+
+
+CATCH_ALL_V4 = ("rank_filter", "colour_cast", "sharpen_resave")
+BANDS_V4 = {**BANDS_V3, **{e: "benign" for e in CATCH_ALL_V4}}
+
+
 EDITS = {"tone_curve": tone_curve, "colour_balance": colour_balance, "sharpen": sharpen,
          "denoise_tv": denoise_tv, "jpeg2000": jpeg2000,
-         "blur_broad": blur_broad, "resample_rt": resample_rt}
+         "blur_broad": blur_broad, "resample_rt": resample_rt,
+         "rank_filter": rank_filter, "colour_cast": colour_cast, "sharpen_resave": sharpen_resave}
 
 
 def run_system(name: str, px: np.ndarray, key: str) -> np.ndarray:
@@ -265,7 +307,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
                     out_px = run_system(system, ref, key)
                     images.save_png(out_px, sus_path)
                 rows.append({**base, "suspect": f"suspects/{sus_path.name}", "system": system,
-                             "band": BANDS_V3[system], "chain": ""})
+                             "band": BANDS_V4[system], "chain": ""})
                 if system == "identity":
                     continue
                 for kind in chains:
@@ -277,7 +319,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
                         px2, how = chain(kind, out_px, key + ":" + system)
                         images.save_png(px2, ch_path)
                     rows.append({**base, "suspect": f"suspects/{ch_path.name}", "system": system,
-                                 "band": BANDS_V3[system], "chain": how})
+                                 "band": BANDS_V4[system], "chain": how})
         print(f"  corpus: {n + 1}/{len(photos)} photos ({time.time() - t0:.0f} s)", file=sys.stderr)
     csv_path = out / "corpus.csv"
     with open(csv_path, "w", newline="") as f:
@@ -296,9 +338,10 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--ship", type=Path, default=None, help="write the artifacts into this folder")
     ap.add_argument("--plot", type=Path, default=None, help="copy the pixel artifact's plane PNG here")
-    ap.add_argument("--recipe", choices=("v1", "v2", "v3"), default="v2",
+    ap.add_argument("--recipe", choices=("v1", "v2", "v3", "v4"), default="v2",
                     help="v1: the issue-4 corpus (11 systems, no chains); v2 (default): + benign edits and chains; "
-                         "v3: + the broad benign catch-alls (blur, down-up resampling)")
+                         "v3: + the broad benign catch-alls (blur, down-up resampling); v4: + rank filter, colour cast, "
+                         "sharpening re-saved")
     ap.add_argument("--split", choices=("calib", "eval", "all"), default="calib",
                     help="which photos (fixed split by file sha256: eval = 1/3, kept for bench/openset.py)")
     ap.add_argument("--max-per-folder", type=int, default=None, help="at most this many photos per folder")
@@ -315,7 +358,7 @@ def main() -> int:
     from i2i_networks import available
 
     avail = available()
-    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3}[args.recipe]
+    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3, "v4": BANDS_V4}[args.recipe]
     systems = [s for s in bands if avail.get(s) is None]
     for s in bands:
         if avail.get(s) is not None:

@@ -405,7 +405,7 @@ TEST3 = {
 
 
 # ---------------------------------------------------------------- round 4 TEST set (issue 11, round 4)
-# Written down on 2026-12-01 at 14:10 UTC and committed before any round-4 run and before any round-4 change was
+# Written down on 2026-12-01 at 14:00 UTC and committed before any round-4 run and before any round-4 change was
 # chosen; its rows are looked at once, after the round-4 artifact and shipping rule are frozen and committed. Rounds
 # 1-3 (DEV, TEST, TEST3) have all been looked at: development sets now. None of these is a processing of rounds
 # 1-3. Round 4 may add benign catch-all systems to the calibration corpus: grey opening / closing / median with a
@@ -565,7 +565,7 @@ SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "pois
 
 
 def build(photos, out: Path, crop: int, reps: int, systems, held=None):
-    from corpus_local import BANDS_V3 as BANDS
+    from corpus_local import BANDS_V4 as BANDS
     from corpus_local import reference_crops, run_system
 
     from fingerprint_cli import images
@@ -619,69 +619,96 @@ def score(rows, names):
     return feats
 
 
-def evaluate(rows, feats, decider, common=None):
-    dec = [decider.decide(f, top_k=3)[0] for f in feats]
-    systems = set(decider.model.classes)
-    out = {}
-    kind = np.array([r["kind"] for r in rows])
-    label = np.array([d["label"] for d in dec])
-    band = np.array([d["band"] for d in dec])
-    sysl = np.array([d["system"] for d in dec])
-    truth = np.array([r["truth"] for r in rows])
-    tband = np.array([r["truth_band"] for r in rows])
-    is_sys = np.isin(sysl, list(systems))
-    img = np.array([r["image_id"] for r in rows])
+class _Calls:
+    """The decisions of one artifact on the rows, as arrays (one entry per row)."""
 
-    def ci(values, m):  # 95% cluster-bootstrap CI over photos (calls of one photo are not independent)
+    def __init__(self, rows, feats, decider):
+        self.dec = [decider.decide(f, top_k=3)[0] for f in feats]
+        self.systems = set(decider.model.classes)
+        self.kind = np.array([r["kind"] for r in rows])
+        self.label = np.array([d["label"] for d in self.dec])
+        self.band = np.array([d["band"] for d in self.dec])
+        self.sysl = np.array([d["system"] for d in self.dec])
+        self.truth = np.array([r["truth"] for r in rows])
+        self.tband = np.array([r["truth_band"] for r in rows])
+        self.is_sys = np.isin(self.sysl, list(self.systems))
+        self.img = np.array([r["image_id"] for r in rows])
+
+    def ci(self, values, m):
+        """95% cluster-bootstrap CI over photos (calls of one photo are not independent); None when m is empty."""
         from fingerprint_cli.anchored.calibrate import cluster_bootstrap_ci
 
         if not m.any():
             return None
-        _, lo, hi = cluster_bootstrap_ci(np.asarray(values, dtype=float)[m], img[m], B=1000, seed=0)
+        _, lo, hi = cluster_bootstrap_ci(np.asarray(values, dtype=float)[m], self.img[m], B=1000, seed=0)
         return [lo, hi]
-    for k in ("held_out_benign", "held_out_network"):
-        m = kind == k
-        out[k] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()),
-                  "ai_band": float(np.isin(band[m], AI_BANDS).mean()),
-                  "unknown": float((label[m] == "unknown").mean()),
-                  "inconclusive": float((label[m] == "inconclusive").mean()),
-                  "benign_band": float((band[m] == "benign").mean())}
-    m = np.isin(kind, ["held_out_benign", "held_out_network"])
-    out["held_out"] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()), "known_label_ci": ci(is_sys, m)}
-    mb = kind == "held_out_benign"
-    out["held_out_benign"]["ai_band_ci"] = ci(np.isin(band, AI_BANDS), mb)
-    ai_sys = np.isin(sysl, [c for c in systems if decider.bands[c] in AI_BANDS])
-    out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
-    for k in ("known", "chain"):
-        m = (kind == k) & np.isin(truth, list(systems))  # each artifact on the systems it was calibrated on
-        decided = m & is_sys
+
+    def covers(self, decider):
+        """Per row: the true system is in the prediction set (v1, no set: the decision does not exclude it)."""
         if decider.conformal is not None:
-            cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)])
-        else:  # v1 has no set: a call "covers" the truth when it does not exclude it
-            cover = np.array([(d["system"] == t) or (d["system"] == "inconclusive" and d["band"] in (tb, "inconclusive"))
-                              for t, tb, d in zip(truth, tband, dec)])
-        bdec = m & np.isin(band, list(set(decider.bands.values())))
-        out[k] = {"n": int(m.sum()), "decided": float(decided.sum() / max(m.sum(), 1)),
-                  "accuracy_decided": float((sysl[decided] == truth[decided]).mean()) if decided.any() else None,
-                  "coverage": float(cover[m].mean()), "coverage_ci": ci(cover, m),
-                  "unknown": float((label[m] == "unknown").mean()),
-                  "band_decided": float(bdec.sum() / max(m.sum(), 1)),
-                  "band_accuracy_decided": float((band[bdec] == tband[bdec]).mean()) if bdec.any() else None}
-    if common:  # coverage on the systems every compared artifact was calibrated on (a like-for-like row)
-        m = (kind == "known") & np.isin(truth, list(common))
-        cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)]) \
-            if decider.conformal is not None else None
-        out["known_common"] = {"n": int(m.sum()), "coverage": float(cover[m].mean()) if cover is not None else None,
-                               "coverage_ci": ci(cover, m) if cover is not None else None}
-    per = {}
-    for r, d in zip(rows, dec):
+            return np.array([t in (d["prediction_set"] or []) for t, d in zip(self.truth, self.dec)])
+        return np.array([(d["system"] == t) or (d["system"] == "inconclusive" and d["band"] in (tb, "inconclusive"))
+                         for t, tb, d in zip(self.truth, self.tband, self.dec)])
+
+
+def _held_out_block(c: _Calls, decider) -> dict:
+    """The open-set rows: confident known-system labels, benign edits in an AI band, unknown / inconclusive."""
+    out = {}
+    for k in ("held_out_benign", "held_out_network"):
+        m = c.kind == k
+        out[k] = {"n": int(m.sum()), "known_label": float(c.is_sys[m].mean()),
+                  "ai_band": float(np.isin(c.band[m], AI_BANDS).mean()),
+                  "unknown": float((c.label[m] == "unknown").mean()),
+                  "inconclusive": float((c.label[m] == "inconclusive").mean()),
+                  "benign_band": float((c.band[m] == "benign").mean())}
+    m = np.isin(c.kind, ["held_out_benign", "held_out_network"])
+    out["held_out"] = {"n": int(m.sum()), "known_label": float(c.is_sys[m].mean()), "known_label_ci": c.ci(c.is_sys, m)}
+    out["held_out_benign"]["ai_band_ci"] = c.ci(np.isin(c.band, AI_BANDS), c.kind == "held_out_benign")
+    ai_sys = np.isin(c.sysl, [s for s in c.systems if decider.bands[s] in AI_BANDS])
+    out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
+    return out
+
+
+def _known_block(c: _Calls, decider, k: str) -> dict:
+    """Accuracy on decided calls, coverage and band accuracy of the known systems (``k``: known or chain), each
+    artifact on the systems it was calibrated on."""
+    m = (c.kind == k) & np.isin(c.truth, list(c.systems))
+    decided = m & c.is_sys
+    cover = c.covers(decider)
+    bdec = m & np.isin(c.band, list(set(decider.bands.values())))
+    return {"n": int(m.sum()), "decided": float(decided.sum() / max(m.sum(), 1)),
+            "accuracy_decided": float((c.sysl[decided] == c.truth[decided]).mean()) if decided.any() else None,
+            "coverage": float(cover[m].mean()), "coverage_ci": c.ci(cover, m),
+            "unknown": float((c.label[m] == "unknown").mean()),
+            "band_decided": float(bdec.sum() / max(m.sum(), 1)),
+            "band_accuracy_decided": float((c.band[bdec] == c.tband[bdec]).mean()) if bdec.any() else None}
+
+
+def _common_block(c: _Calls, decider, common) -> dict:
+    """Coverage on the systems every compared artifact was calibrated on (a like-for-like row)."""
+    m = (c.kind == "known") & np.isin(c.truth, list(common))
+    cover = c.covers(decider) if decider.conformal is not None else None
+    return {"n": int(m.sum()), "coverage": float(cover[m].mean()) if cover is not None else None,
+            "coverage_ci": c.ci(cover, m) if cover is not None else None}
+
+
+def evaluate(rows, feats, decider, common=None):
+    """Every row of the printed table for one artifact (see the module docstring)."""
+    c = _Calls(rows, feats, decider)
+    out = _held_out_block(c, decider)
+    for k in ("known", "chain"):
+        out[k] = _known_block(c, decider, k)
+    if common:
+        out["known_common"] = _common_block(c, decider, common)
+    per: dict = {}
+    for r, d in zip(rows, c.dec):
         if r["kind"].startswith("held_out"):
             per.setdefault(r["processing"], Counter())[d["label"]] += 1
     out["per_processing"] = {k: dict(v) for k, v in per.items()}
     return out
 
 
-def main() -> int:
+def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "openset")
@@ -696,33 +723,27 @@ def main() -> int:
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
     ap.add_argument("--alpha", type=float, default=None, help="override the conformal artifacts' alpha")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
-    args = ap.parse_args()
-    present = [f for f in args.folders if f.is_dir()]
-    if not present:
-        print("openset: no data folder present; nothing to do (skipped)")
-        return 0
-    from corpus_local import BANDS_V3 as BANDS
-    from corpus_local import select_photos
-    from i2i_networks import available
+    return ap.parse_args()
 
-    from fingerprint_cli.anchored import attribute, thresholds
+
+def _load_artifacts(spec: str) -> list:
+    from fingerprint_cli.anchored import thresholds
     from fingerprint_cli.errors import FpxError
 
-    held = SETS[args.set]
-    avail = available()
-    systems = [s for s in BANDS if avail.get(s) is None]
-    photos = select_photos(present, "eval", args.max_per_folder)
-    rows = build(photos, args.out, args.crop, args.reps, systems, held)
     docs = []
-    for a in args.artifacts.split(","):
+    for a in spec.split(","):
         try:
             docs.append(thresholds.find(a.strip()))
         except FpxError as exc:  # an artifact not present in this checkout (e.g. v3 before it ships)
             print(f"openset: skipping artifact {a}: {exc}", file=sys.stderr)
-    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
-    cache = args.out / "rows.csv"
+    return docs
+
+
+def _features(rows, names, cache: Path, rescore: bool) -> list[dict]:
+    """The features ``names`` of every row, from OUT/rows.csv where it has them, scoring the others; the cache is
+    rewritten with the union of every set scored so far (features depend only on the images)."""
     old: dict = {}
-    if cache.exists() and not args.rescore:  # features depend only on the images, not on the artifacts
+    if cache.exists() and not rescore:
         with open(cache, newline="") as f:
             for o in csv.DictReader(f):
                 old[(o["reference"], o["suspect"])] = o
@@ -731,31 +752,39 @@ def main() -> int:
     if len(todo) < len(rows):
         print(f"openset: features of {len(rows) - len(todo)} pairs read from {cache} (--rescore to recompute)",
               file=sys.stderr)
-    if todo:
-        for r, x in zip(todo, score(todo, names)):
-            old[(r["reference"], r["suspect"])] = {**r, **x}
+    for r, x in zip(todo, score(todo, names) if todo else []):
+        old[(r["reference"], r["suspect"])] = {**r, **x}
     feats = [{n: float(old[(r["reference"], r["suspect"])][n]) for n in names} for r in rows]
     # every feature column any run has cached (a run with fewer artifacts must not drop the others' columns)
     fields = list(dict.fromkeys(list(rows[0]) + names + [k for o in old.values() for k in o]))
     tmp = cache.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:  # the union of every set scored so far
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(old.values())
     tmp.replace(cache)
-    res = {}
-    common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
-    for doc in docs:
-        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, args.alpha if doc.get("conformal") else None),
-                                  common)
-        res[doc["id"]]["artifact"] = doc["id"]
-    (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
-    n_ph = len({r["image_id"] for r in rows})
-    alphas = sorted({attribute.Decider(d, args.alpha).alpha for d in docs if d.get("conformal")})
-    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
-          f"held-out processings ({sum(k == 'benign' for _, k in held.values())} benign edits/codecs, "
-          f"{sum(k == 'network' for _, k in held.values())} unseen networks); {len(systems)} known systems; "
-          f"conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
+    return feats
+
+
+def _fmt(v, c=None) -> str:
+    s = "-" if v is None else f"{v:.3f}"
+    return s + ("" if c is None else f" [{c[0]:.3f}, {c[1]:.3f}]")
+
+
+def _table_row(r: dict) -> str:
+    hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
+    n_h = hb["n"] + hn["n"]
+    unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
+    inc = (hb["inconclusive"] * hb["n"] + hn["inconclusive"] * hn["n"]) / n_h
+    return (f"| {r['artifact']} | {_fmt(r['held_out']['known_label'], r['held_out']['known_label_ci'])} (benign "
+            f"{_fmt(hb['known_label'])}, networks {_fmt(hn['known_label'])}; an AI system "
+            f"{_fmt(r['held_out']['ai_system_label'])}) | {_fmt(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / "
+            f"{inc:.3f} | {_fmt(kn['accuracy_decided'])} | {_fmt(kn['coverage'], kn['coverage_ci'])} | "
+            f"{_fmt(kn['decided'])} | {_fmt(ch['accuracy_decided'])} | {_fmt(ch['coverage'], ch['coverage_ci'])} | "
+            f"{_fmt(ch['band_accuracy_decided'])} | {_fmt(ch['decided'])} |")
+
+
+def _print_report(res: dict, held: dict, common: set) -> None:
     hdr = ("| artifact | held-out: confident known-system label (want <= 0.05) | held-out benign edits in an AI band "
            "(want <= 0.02) | held-out: unknown / inconclusive | known: accuracy on decided (want >= 0.85) | known: "
            "coverage (want >= 0.94) | known: decided | chain +JPEG q85: accuracy on decided | chain: coverage | "
@@ -763,25 +792,10 @@ def main() -> int:
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
     for r in res.values():
-        hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
-        n_h = hb["n"] + hn["n"]
-        unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
-        inc = (hb["inconclusive"] * hb["n"] + hn["inconclusive"] * hn["n"]) / n_h
-
-        def f(v):
-            return "-" if v is None else f"{v:.3f}"
-
-        def fc(v, c):
-            return f(v) + ("" if c is None else f" [{c[0]:.3f}, {c[1]:.3f}]")
-        print(f"| {r['artifact']} | {fc(r['held_out']['known_label'], r['held_out']['known_label_ci'])} (benign "
-              f"{f(hb['known_label'])}, networks {f(hn['known_label'])}; an AI system {f(r['held_out']['ai_system_label'])}) "
-              f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
-              f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
-              f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
+        print(_table_row(r))
     print(f"\nknown-system coverage on the {len(common)} systems every artifact above was calibrated on: "
-          + "; ".join(f"{t} {r['known_common']['coverage']:.3f} [{r['known_common']['coverage_ci'][0]:.3f}, "
-                      f"{r['known_common']['coverage_ci'][1]:.3f}]" for t, r in res.items()
-                      if r.get("known_common", {}).get("coverage") is not None))
+          + "; ".join(f"{t} {_fmt(r['known_common']['coverage'], r['known_common']['coverage_ci'])}"
+                      for t, r in res.items() if r.get("known_common", {}).get("coverage") is not None))
     print("\nknown / chain rows: each artifact on its own calibrated systems ("
           + "; ".join(f"{t}: {r['known']['n']} + {r['chain']['n']} calls" for t, r in res.items()) + ").")
     print("\nan artifact without a prediction set (v1): its 'coverage' counts calls whose decision does not exclude "
@@ -789,13 +803,62 @@ def main() -> int:
     print("Per held-out processing (label counts):\n")
     print("| processing | kind | " + " | ".join(res) + " |")
     print("|---|---|" + "---|" * len(res))
+
+    def top(c):
+        return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
     for name, (_, kind) in held.items():
-        def top(c):
-            return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
         tag = " (family-adjacent)" if name in FAMILY_ADJACENT else ""
         print(f"| {name} | {kind}{tag} | " + " | ".join(top(r["per_processing"].get(name, {})) for r in res.values())
               + " |")
+
+
+def main() -> int:
+    args = _args()
+    present = [f for f in args.folders if f.is_dir()]
+    if not present:
+        print("openset: no data folder present; nothing to do (skipped)")
+        return 0
+    from corpus_local import BANDS_V4 as BANDS
+    from corpus_local import select_photos
+    from i2i_networks import available
+
+    from fingerprint_cli.anchored import attribute
+
+    held = SETS[args.set]
+    avail = available()
+    systems = [s for s in BANDS if avail.get(s) is None]
+    photos = select_photos(present, "eval", args.max_per_folder)
+    rows = build(photos, args.out, args.crop, args.reps, systems, held)
+    docs = _load_artifacts(args.artifacts)
+    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
+    feats = _features(rows, names, args.out / "rows.csv", args.rescore)
+    common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
+    res = _evaluate_all(rows, feats, docs, args.alpha, common)
+    (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
+    alphas = sorted({attribute.Decider(d, args.alpha).alpha for d in docs if d.get("conformal")})
+    _print_heading(args, rows, held, len(systems), alphas)
+    _print_report(res, held, common)
     return 0
+
+
+def _evaluate_all(rows, feats, docs, alpha, common) -> dict:
+    """{artifact id: :func:`evaluate` result} (``alpha`` overrides the conformal artifacts' own)."""
+    from fingerprint_cli.anchored import attribute
+
+    res = {}
+    for doc in docs:
+        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, alpha if doc.get("conformal") else None),
+                                  common)
+        res[doc["id"]]["artifact"] = doc["id"]
+    return res
+
+
+def _print_heading(args, rows, held, n_systems: int, alphas) -> None:
+    n_ph = len({r["image_id"] for r in rows})
+    n_benign = sum(k == "benign" for _, k in held.values())
+    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
+          f"held-out processings ({n_benign} benign edits/codecs, {len(held) - n_benign} unseen networks); "
+          f"{n_systems} known systems; conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
 
 
 if __name__ == "__main__":
