@@ -329,7 +329,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
     return csv_path
 
 
-def main() -> int:
+def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", type=Path, help="folders of real photos (absent ones are skipped)")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "corpus_local")
@@ -346,38 +346,34 @@ def main() -> int:
                     help="which photos (fixed split by file sha256: eval = 1/3, kept for bench/openset.py)")
     ap.add_argument("--max-per-folder", type=int, default=None, help="at most this many photos per folder")
     ap.add_argument("--build-only", action="store_true", help="write the corpus, do not calibrate")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    present = [f for f in args.folders if f.is_dir()]
-    for f in args.folders:
-        if not f.is_dir():
-            print(f"skipping {f}: not present", file=sys.stderr)
-    if not present:
-        print("corpus_local: no data folder present; nothing to do (skipped)")
-        return 0
+
+def _systems(recipe: str) -> list[str]:
+    """The recipe's systems that can run here (an unavailable one is said on stderr and skipped)."""
     from i2i_networks import available
 
     avail = available()
-    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3, "v4": BANDS_V4}[args.recipe]
-    systems = [s for s in bands if avail.get(s) is None]
+    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3, "v4": BANDS_V4}[recipe]
     for s in bands:
         if avail.get(s) is not None:
             print(f"system {s} unavailable: {avail[s]}", file=sys.stderr)
-    t0 = time.time()
-    photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
-    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else ())
-    t_build = time.time() - t0
-    if args.build_only:
-        print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")
-        return 0
+    return [s for s in bands if avail.get(s) is None]
+
+
+DESC_V1 = ("LOCAL OFFLINE corpus (photos x benign processing, FFDNet, waifu2x, Real-ESRGAN round trips); "
+           "pixel features only - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+DESC_V2 = ("LOCAL OFFLINE corpus (calibration split of the photos x benign codecs and global edits: tone "
+           "curve, colour balance, sharpening, TV denoising, JPEG 2000; FFDNet, waifu2x, Real-ESRGAN round "
+           "trips; each system also followed by JPEG q70-95 and a 0.85-0.97 downscale); tone-corrected "
+           "pixel features - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+
+
+def _calibrate_all(args, corpus: Path) -> list | None:
+    """``fpx calibrate`` on the corpus for each feature set of the recipe: [(id, features, calibration, s)], or
+    None when a run failed (its stderr printed)."""
     results = []
-    desc = ("LOCAL OFFLINE corpus (photos x benign processing, FFDNet, waifu2x, Real-ESRGAN round trips); "
-            "pixel features only - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
-    if args.recipe == "v2":
-        desc = ("LOCAL OFFLINE corpus (calibration split of the photos x benign codecs and global edits: tone "
-                "curve, colour balance, sharpening, TV denoising, JPEG 2000; FFDNet, waifu2x, Real-ESRGAN round "
-                "trips; each system also followed by JPEG q70-95 and a 0.85-0.97 downscale); tone-corrected "
-                "pixel features - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+    desc = DESC_V2 if args.recipe == "v2" else DESC_V1
     for art_id, fs in FEATURE_SETS[args.recipe]:
         dest = (args.ship or args.out) / f"{art_id}.json"
         t1 = time.time()
@@ -388,20 +384,24 @@ def main() -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode not in (0, 3):
             print(proc.stderr, file=sys.stderr)
-            return 1
+            return None
         out = json.loads(proc.stdout)
         results.append((art_id, fs, out["calibration"], time.time() - t1))
         if args.plot and fs.startswith("pixel"):
             args.plot.write_bytes((args.out / f"{art_id}.png").read_bytes())
+    return results
+
+
+def _print_tables(results, args, n_systems: int, t_build: float) -> None:
     cal0 = results[0][2]
-    print(f"\ncorpus: {cal0['corpus']['n_images']} photos x {args.reps} crops ({args.crop}px) x {len(systems)} systems"
+    print(f"\ncorpus: {cal0['corpus']['n_images']} photos x {args.reps} crops ({args.crop}px) x {n_systems} systems"
           f" = {cal0['corpus']['n_calls']} calls; corpus sha256 {cal0['corpus']['sha256'][:16]}…; "
           f"build {t_build:.0f} s\n")
     hdr = ("| artifact | features | LOO system acc [95% CI] | chance | band acc [95% CI] | band purity "
            "(benign/drift/tight) | η² system | η² domain | blind system acc [CI] | blind band acc | ratio vs blind (system) |")
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
-    for art_id, fs, c, dt in results:
+    for art_id, fs, c, _dt in results:
         lo, ba, bl = c["loo"], c["band_loo"], c["blind_baseline"]
         pur = "/".join(f"{c['band_loo']['purity'].get(b) or 0:.3f}" for b in ("benign", "drift", "tight"))
         print(f"| {art_id} | {fs} | {lo['accuracy']:.3f} [{lo['ci95'][0]:.3f}, {lo['ci95'][1]:.3f}] | {lo['chance']:.3f} "
@@ -417,6 +417,29 @@ def main() -> int:
     print("|---" * (len(labels) + 1) + "|")
     for lab, row in zip(labels, c["confusion"]):
         print(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
+
+
+def main() -> int:
+    args = _args()
+    present = [f for f in args.folders if f.is_dir()]
+    for f in args.folders:
+        if not f.is_dir():
+            print(f"skipping {f}: not present", file=sys.stderr)
+    if not present:
+        print("corpus_local: no data folder present; nothing to do (skipped)")
+        return 0
+    systems = _systems(args.recipe)
+    t0 = time.time()
+    photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
+    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else ())
+    t_build = time.time() - t0
+    if args.build_only:
+        print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")
+        return 0
+    results = _calibrate_all(args, corpus)
+    if results is None:
+        return 1
+    _print_tables(results, args, len(systems), t_build)
     return 0
 
 
