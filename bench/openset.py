@@ -1,9 +1,10 @@
 """Open-world benchmark for ``fpx attribute`` (issue 11): v1, v2 and v3 side by side on processings that are
 NOT in the calibration corpus, on photos that are not in it either.
 
-Two lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
-and drove round 2's choice of the v3 score) and ``--set test`` (:data:`TEST`, written down before any round-2
-run and never used to choose anything). Report them separately.
+Lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
+and drove round 2's choice of the v3 score), ``--set test`` (:data:`TEST`, round 2's), ``--set test3``
+(:data:`TEST3`, round 3's) — all three development sets by round 4 — and ``--set test4`` (:data:`TEST4`, written
+down before any round-4 run, looked at once after the round-4 artifact was frozen). Report them separately.
 
 Photos: the ``eval`` split of ``bench/corpus_local.py`` (fixed by each file's sha256; the v2 artifact is
 calibrated on the ``calib`` split only). For every eval photo, one (or ``--reps``) crop is the reference and
