@@ -288,7 +288,9 @@ def reference_crops(path: Path, out: Path, crop: int, reps: int):
 
 
 def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str],
-          chains: tuple[str, ...] = ()) -> Path:
+          chains: tuple[str, ...] = (), catch_all: tuple[str, ...] = ()) -> Path:
+    """Write the suspects (those already on disk are kept) and ``out/corpus.csv``; the systems of ``catch_all``
+    are marked in its ``catch_all`` column (recipe v4: answered at band level by ``fpx attribute``)."""
     from fingerprint_cli import images
 
     (out / "refs").mkdir(parents=True, exist_ok=True)
@@ -300,6 +302,8 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
             base = {"reference": f"refs/{ref_path.name}", "image_id": image_id, "domain": domain_of(path),
                     "rep": str(r)}
             for system in systems:
+                if catch_all:
+                    base["catch_all"] = "1" if system in catch_all else "0"
                 key = f"{image_id}:{r}"
                 sus_path = out / "suspects" / f"{safe}_r{r}__{system}.png"
                 out_px = None
@@ -431,7 +435,8 @@ def main() -> int:
     systems = _systems(args.recipe)
     t0 = time.time()
     photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
-    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else ())
+    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else (),
+                   CATCH_ALL + CATCH_ALL_V4 if args.recipe == "v4" else ())
     t_build = time.time() - t0
     if args.build_only:
         print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")
