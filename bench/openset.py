@@ -667,6 +667,10 @@ def _held_out_block(c: _Calls, decider) -> dict:
     out["held_out_benign"]["ai_band_ci"] = c.ci(np.isin(c.band, AI_BANDS), c.kind == "held_out_benign")
     ai_sys = np.isin(c.sysl, [s for s in c.systems if decider.bands[s] in AI_BANDS])
     out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
+    # v5 (round 4): calls whose set is one catch-all system, answered with its band instead of the system's name
+    catch = np.array([len(d["prediction_set"] or []) == 1 and d["prediction_set"][0] in decider.catch_all
+                      for d in c.dec])
+    out["held_out"]["catch_all_band"] = float(catch[m].mean())
     return out
 
 
@@ -797,6 +801,11 @@ def _print_report(res: dict, held: dict, common: set) -> None:
     print(f"\nknown-system coverage on the {len(common)} systems every artifact above was calibrated on: "
           + "; ".join(f"{t} {_fmt(r['known_common']['coverage'], r['known_common']['coverage_ci'])}"
                       for t, r in res.items() if r.get("known_common", {}).get("coverage") is not None))
+    print("\nheld-out calls answered at band level because only a catch-all system fits (counted as confident "
+          "known-system labels if the catch-all were named): "
+          + "; ".join(f"{t} {r['held_out']['catch_all_band']:.3f}" for t, r in res.items())
+          + ". Unseen networks answered in the benign band: "
+          + "; ".join(f"{t} {r['held_out_network']['benign_band']:.3f}" for t, r in res.items()) + ".")
     print("\nknown / chain rows: each artifact on its own calibrated systems ("
           + "; ".join(f"{t}: {r['known']['n']} + {r['chain']['n']} calls" for t, r in res.items()) + ").")
     print("\nan artifact without a prediction set (v1): its 'coverage' counts calls whose decision does not exclude "
