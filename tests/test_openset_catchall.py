@@ -89,7 +89,7 @@ CATCH_ALLS = {"blur_broad", "resample_rt", "rank_filter", "colour_cast", "sharpe
 def test_shipped_v5_marks_its_five_catch_alls_and_keeps_v4s_gate():
     """local-offline-pixel-v5: pinned; recipe v4 (21 systems, the five catch-alls marked); the gated robust top-3
     score; every system's leave-one-image-out coverage within a couple of points of 1 - alpha."""
-    from test_openset_gate import _neutral
+    from test_openset_gate import check_shipped_gate
 
     doc = thresholds.find("local-offline-pixel-v5")
     assert thresholds.SHIPPED_PINS["local-offline-pixel-v5"] == doc["sha256"]
@@ -99,16 +99,6 @@ def test_shipped_v5_marks_its_five_catch_alls_and_keeps_v4s_gate():
     assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo-knn-gate"
     dec = Decider(doc)
     assert dec.catch_all == CATCH_ALLS
-    gate = dec.conformal.gate
-    assert gate.points.shape == (3000, len(doc["features"])) and gate.k == 5 and gate.weight == 0.2
-    rep = doc["calibration"]["conformal"]
-    assert rep["score"] == "robust-top3+knn" and rep["alpha"] == 0.05
-    for s, v in rep["per_system"].items():
-        if s == "identity":  # every identity call is an exact copy: all scores tie, always covered
-            assert v["coverage"] == 1.0
-            continue
-        assert abs(v["coverage"] - 0.95) <= 0.02, (s, v["coverage"])
-    d, _ = dec.decide(_neutral(doc["features"]))  # an identical copy: identity fits, the gate does not fire
-    assert "identity" in d["prediction_set"] and d["p_ood"] > 0.05
+    check_shipped_gate(dec)
     # v4 has no catch-all mark: its decisions are unchanged
     assert Decider(thresholds.find("local-offline-pixel-v4")).catch_all == frozenset()

@@ -125,7 +125,13 @@ def test_shipped_v4_carries_the_gate_and_its_coverage_per_system():
     assert thresholds.SHIPPED_PINS["local-offline-pixel-v4"] == doc["sha256"]
     assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo-knn-gate"
     assert {"blur_broad", "resample_rt"} <= set(doc["systems"]) and len(doc["systems"]) == 18
-    dec = Decider(doc)
+    check_shipped_gate(Decider(doc))
+
+
+def check_shipped_gate(dec) -> None:
+    """A shipped gated artifact (v4, v5): 3,000 stored points, k = 5, w = 0.2; every system's LOO coverage of the
+    combined rule within 0.02 of 1 - alpha; an identical copy keeps identity in its set and passes the gate."""
+    doc = dec.doc
     gate = dec.conformal.gate
     assert gate.points.shape == (3000, len(doc["features"])) and gate.k == 5 and gate.weight == 0.2
     rep = doc["calibration"]["conformal"]

@@ -775,7 +775,12 @@ def corpus_from_pairs(keep, names: Sequence[str], bands: dict[str, str] | None,
                   systems=np.array([r["system"] for r, _ in keep]),
                   images=np.array([r["image_id"] for r, _ in keep]), domains=domains,
                   bands=bands, blind_X=blind_X,
-                  catch_all=tuple(sorted({r["system"] for r, _ in keep if (r.get("catch_all") or "0").strip() == "1"})))
+                  catch_all=_catch_all_of(r for r, _ in keep))
+
+
+def _catch_all_of(rows) -> tuple[str, ...]:
+    """The systems the corpus rows mark ``catch_all = 1`` (sorted)."""
+    return tuple(sorted({r["system"] for r in rows if (r.get("catch_all") or "0").strip() == "1"}))
 
 
 def corpus_info(path, keep, hashes: dict[str, str], failed: int, description: str, has_band: bool,
