@@ -102,3 +102,24 @@ def test_shipped_v5_marks_its_five_catch_alls_and_keeps_v4s_gate():
     check_shipped_gate(dec)
     # v4 has no catch-all mark: its decisions are unchanged
     assert Decider(thresholds.find("local-offline-pixel-v4")).catch_all == frozenset()
+
+
+def test_readme_main_job_is_answered_by_v5_with_the_printed_numbers():
+    """The README's main job (default artifact, the example images): v5, both suspects inconclusive with the set
+    sizes and p-values README prints; the blur-and-resharpen's largest p-value is the broad-blur catch-all's, inside
+    a set of several bands, so the catch-all rule does not apply."""
+    import json
+    from pathlib import Path
+
+    from test_attribute import run
+
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    res = run(["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
+               "--format", "json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    jpeg, blur, both = (r["decision"] for r in json.loads(res.stdout))
+    assert {d["thresholds"]["id"] for d in (jpeg, blur, both)} == {"local-offline-pixel-v5"}
+    assert [d["label"] for d in (jpeg, blur, both)] == ["inconclusive"] * 3
+    assert (jpeg["set_size"], blur["set_size"], both["set_size"]) == (16, 11, 11)
+    assert jpeg["p_value"] == pytest.approx(0.4430, abs=1e-4) and blur["p_value"] == pytest.approx(0.5063, abs=1e-4)
+    assert blur["prediction_set"][0] == "blur_broad" and "realesrgan_x4plus" in blur["prediction_set"]

@@ -281,9 +281,9 @@ def plane_point(doc: Thresholds, features: dict[str, float | None]) -> list[floa
 
 # Shipped artifacts that are only used when named (``-t ID``), never chosen by default: v4 (issue 11 round 3)
 # was better than v3 on the round-3 test set's confident-label rate and coverage but not on its benign-edits-in-
-# an-AI-band rate, and the round's shipping rule asked for both (docs/benchmarks.md, round 3).
-# v5 (issue 11 round 4) is opt-in until the round-4 rule (docs/benchmarks.md, round 4) is applied to its test set.
-OPT_IN_ONLY = frozenset({"local-offline-pixel-v4", "local-offline-pixel-v5"})
+# an-AI-band rate, and the round's shipping rule asked for both (docs/benchmarks.md, round 3). v5 (issue 11 round
+# 4) met the round-4 rule on the round-4 test set and is the default (the newest version not listed here).
+OPT_IN_ONLY = frozenset({"local-offline-pixel-v4"})
 
 
 def _usable(docs: Sequence[Thresholds], encoder_available: bool,
