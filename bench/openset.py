@@ -1,5 +1,5 @@
-"""Open-world benchmark for ``fpx attribute`` (issue 11): v1, v2 and v3 side by side on processings that are
-NOT in the calibration corpus, on photos that are not in it either.
+"""Open-world benchmark for ``fpx attribute`` (issue 11): the shipped artifacts (v1 to v5) side by side on processings
+that are NOT in the calibration corpus, on photos that are not in it either.
 
 Lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
 and drove round 2's choice of the v3 score), ``--set test`` (:data:`TEST`, round 2's), ``--set test3``
@@ -721,10 +721,11 @@ def _args():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--max-per-folder", type=int, default=None)
     ap.add_argument("--set", choices=tuple(SETS), default="dev",
-                    help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's; all three looked "
-                         "at, development sets now) or test4 (round 4's, looked at once after the round-4 artifact "
-                         "was frozen)")
-    ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v2,local-offline-pixel-v3",
+                    help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's; all "
+                         "three looked at, development sets now) or test4 (round 4's, looked at once after the "
+                         "round-4 artifact was frozen)")
+    ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v3,local-offline-pixel-v4,"
+                                           "local-offline-pixel-v5",
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
     ap.add_argument("--alpha", type=float, default=None, help="override the conformal artifacts' alpha")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
