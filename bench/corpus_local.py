@@ -64,7 +64,8 @@ BANDS_V3 = {**BANDS, **{e: "benign" for e in CATCH_ALL}}
 CHAINS = ("jpeg", "resize")
 
 FEATURE_SETS = {"v1": [("local-offline-pixel-v1", "pixel"), ("local-offline-ssim-psnr-v1", "ssim-psnr")],
-                "v2": [("local-offline-pixel-v2", "pixel-v2")], "v3": [("local-offline-pixel-v4", "pixel-v2")]}
+                "v2": [("local-offline-pixel-v2", "pixel-v2")], "v3": [("local-offline-pixel-v4", "pixel-v2")],
+                "v4": [("local-offline-pixel-v5", "pixel-v2")]}
 
 
 def domain_of(path: Path) -> str:
@@ -173,9 +174,50 @@ def resample_rt(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(images.resize(zoomed, h, w), 0, 1).astype(np.float32)
 
 
+# recipe v4 (issue 11 round 4): three more benign catch-alls for the families round 3 still missed — a non-linear
+# rank filter (round 3: a grey opening read as realesrgan_x4plus), a broad colour cast (a white balance beyond the
+# calibrated gains read as colour_balance), a sharpening re-saved as JPEG (read as realesrgan_anime).
+def rank_filter(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grey-level rank filter per channel with a square 3, 4 or 5 px footprint: opening, closing or median
+    (scipy ``ndimage``, reflected borders)."""
+    from scipy import ndimage
+
+    x = np.asarray(px, np.float64)
+    size = (int(rng.integers(3, 6)),) * 2 + (1,)
+    kind = int(rng.integers(0, 3))
+    fn = (ndimage.grey_opening, ndimage.grey_closing, ndimage.median_filter)[kind]
+    return np.clip(fn(x, size=size, mode="reflect"), 0, 1).astype(np.float32)
+
+
+def colour_cast(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A broad colour cast / white balance: per-channel gains in [0.75, 1.3] and offsets in [-0.04, 0.04]."""
+    gains = rng.uniform(0.75, 1.3, 3)
+    offs = rng.uniform(-0.04, 0.04, 3)
+    return np.clip(px * gains + offs, 0, 1).astype(np.float32)
+
+
+def sharpen_resave(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sharpening re-saved: unsharp mask (Gaussian sigma in [0.8, 2.5], amount in [0.5, 1.5]), then JPEG at a
+    quality in [60, 92]."""
+    from scipy.ndimage import gaussian_filter
+
+    from fingerprint_cli import images
+
+    x = np.asarray(px, np.float64)
+    sig, a = float(rng.uniform(0.8, 2.5)), float(rng.uniform(0.5, 1.5))
+    y = np.clip(x + a * (x - gaussian_filter(x, (sig, sig, 0), mode="reflect")), 0, 1)
+    data = images.encode(y.astype(np.float32), "JPEG", quality=int(rng.integers(60, 93)))
+    return np.clip(images.decode(data, "<jpeg>").pixels, 0, 1).astype(np.float32)
+
+
+CATCH_ALL_V4 = ("rank_filter", "colour_cast", "sharpen_resave")
+BANDS_V4 = {**BANDS_V3, **{e: "benign" for e in CATCH_ALL_V4}}
+
+
 EDITS = {"tone_curve": tone_curve, "colour_balance": colour_balance, "sharpen": sharpen,
          "denoise_tv": denoise_tv, "jpeg2000": jpeg2000,
-         "blur_broad": blur_broad, "resample_rt": resample_rt}
+         "blur_broad": blur_broad, "resample_rt": resample_rt,
+         "rank_filter": rank_filter, "colour_cast": colour_cast, "sharpen_resave": sharpen_resave}
 
 
 def run_system(name: str, px: np.ndarray, key: str) -> np.ndarray:
@@ -246,7 +288,9 @@ def reference_crops(path: Path, out: Path, crop: int, reps: int):
 
 
 def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str],
-          chains: tuple[str, ...] = ()) -> Path:
+          chains: tuple[str, ...] = (), catch_all: tuple[str, ...] = ()) -> Path:
+    """Write the suspects (those already on disk are kept) and ``out/corpus.csv``; the systems of ``catch_all``
+    are marked in its ``catch_all`` column (recipe v4: answered at band level by ``fpx attribute``)."""
     from fingerprint_cli import images
 
     (out / "refs").mkdir(parents=True, exist_ok=True)
@@ -258,6 +302,8 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
             base = {"reference": f"refs/{ref_path.name}", "image_id": image_id, "domain": domain_of(path),
                     "rep": str(r)}
             for system in systems:
+                if catch_all:
+                    base["catch_all"] = "1" if system in catch_all else "0"
                 key = f"{image_id}:{r}"
                 sus_path = out / "suspects" / f"{safe}_r{r}__{system}.png"
                 out_px = None
@@ -265,7 +311,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
                     out_px = run_system(system, ref, key)
                     images.save_png(out_px, sus_path)
                 rows.append({**base, "suspect": f"suspects/{sus_path.name}", "system": system,
-                             "band": BANDS_V3[system], "chain": ""})
+                             "band": BANDS_V4[system], "chain": ""})
                 if system == "identity":
                     continue
                 for kind in chains:
@@ -277,7 +323,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
                         px2, how = chain(kind, out_px, key + ":" + system)
                         images.save_png(px2, ch_path)
                     rows.append({**base, "suspect": f"suspects/{ch_path.name}", "system": system,
-                                 "band": BANDS_V3[system], "chain": how})
+                                 "band": BANDS_V4[system], "chain": how})
         print(f"  corpus: {n + 1}/{len(photos)} photos ({time.time() - t0:.0f} s)", file=sys.stderr)
     csv_path = out / "corpus.csv"
     with open(csv_path, "w", newline="") as f:
@@ -287,7 +333,7 @@ def build(photos: list[Path], out: Path, crop: int, reps: int, systems: list[str
     return csv_path
 
 
-def main() -> int:
+def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", type=Path, help="folders of real photos (absent ones are skipped)")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "corpus_local")
@@ -296,45 +342,42 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--ship", type=Path, default=None, help="write the artifacts into this folder")
     ap.add_argument("--plot", type=Path, default=None, help="copy the pixel artifact's plane PNG here")
-    ap.add_argument("--recipe", choices=("v1", "v2", "v3"), default="v2",
+    ap.add_argument("--recipe", choices=("v1", "v2", "v3", "v4"), default="v2",
                     help="v1: the issue-4 corpus (11 systems, no chains); v2 (default): + benign edits and chains; "
-                         "v3: + the broad benign catch-alls (blur, down-up resampling)")
+                         "v3: + the broad benign catch-alls (blur, down-up resampling); v4: + rank filter, colour cast, "
+                         "sharpening re-saved")
     ap.add_argument("--split", choices=("calib", "eval", "all"), default="calib",
                     help="which photos (fixed split by file sha256: eval = 1/3, kept for bench/openset.py)")
     ap.add_argument("--max-per-folder", type=int, default=None, help="at most this many photos per folder")
     ap.add_argument("--build-only", action="store_true", help="write the corpus, do not calibrate")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    present = [f for f in args.folders if f.is_dir()]
-    for f in args.folders:
-        if not f.is_dir():
-            print(f"skipping {f}: not present", file=sys.stderr)
-    if not present:
-        print("corpus_local: no data folder present; nothing to do (skipped)")
-        return 0
+
+def _systems(recipe: str) -> list[str]:
+    """The recipe's systems that can run here (an unavailable one is said on stderr and skipped)."""
     from i2i_networks import available
 
     avail = available()
-    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3}[args.recipe]
-    systems = [s for s in bands if avail.get(s) is None]
+    bands = {"v1": BANDS_V1, "v2": BANDS, "v3": BANDS_V3, "v4": BANDS_V4}[recipe]
     for s in bands:
         if avail.get(s) is not None:
             print(f"system {s} unavailable: {avail[s]}", file=sys.stderr)
-    t0 = time.time()
-    photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
-    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else ())
-    t_build = time.time() - t0
-    if args.build_only:
-        print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")
-        return 0
+    return [s for s in bands if avail.get(s) is None]
+
+
+DESC_V1 = ("LOCAL OFFLINE corpus (photos x benign processing, FFDNet, waifu2x, Real-ESRGAN round trips); "
+           "pixel features only - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+DESC_V2 = ("LOCAL OFFLINE corpus (calibration split of the photos x benign codecs and global edits: tone "
+           "curve, colour balance, sharpening, TV denoising, JPEG 2000; FFDNet, waifu2x, Real-ESRGAN round "
+           "trips; each system also followed by JPEG q70-95 and a 0.85-0.97 downscale); tone-corrected "
+           "pixel features - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+
+
+def _calibrate_all(args, corpus: Path) -> list | None:
+    """``fpx calibrate`` on the corpus for each feature set of the recipe: [(id, features, calibration, s)], or
+    None when a run failed (its stderr printed)."""
     results = []
-    desc = ("LOCAL OFFLINE corpus (photos x benign processing, FFDNet, waifu2x, Real-ESRGAN round trips); "
-            "pixel features only - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
-    if args.recipe == "v2":
-        desc = ("LOCAL OFFLINE corpus (calibration split of the photos x benign codecs and global edits: tone "
-                "curve, colour balance, sharpening, TV denoising, JPEG 2000; FFDNet, waifu2x, Real-ESRGAN round "
-                "trips; each system also followed by JPEG q70-95 and a 0.85-0.97 downscale); tone-corrected "
-                "pixel features - NOT thresholds for the production systems (Flux Kontext, SDXL, ...)")
+    desc = DESC_V2 if args.recipe == "v2" else DESC_V1
     for art_id, fs in FEATURE_SETS[args.recipe]:
         dest = (args.ship or args.out) / f"{art_id}.json"
         t1 = time.time()
@@ -345,20 +388,24 @@ def main() -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode not in (0, 3):
             print(proc.stderr, file=sys.stderr)
-            return 1
+            return None
         out = json.loads(proc.stdout)
         results.append((art_id, fs, out["calibration"], time.time() - t1))
         if args.plot and fs.startswith("pixel"):
             args.plot.write_bytes((args.out / f"{art_id}.png").read_bytes())
+    return results
+
+
+def _print_tables(results, args, n_systems: int, t_build: float) -> None:
     cal0 = results[0][2]
-    print(f"\ncorpus: {cal0['corpus']['n_images']} photos x {args.reps} crops ({args.crop}px) x {len(systems)} systems"
+    print(f"\ncorpus: {cal0['corpus']['n_images']} photos x {args.reps} crops ({args.crop}px) x {n_systems} systems"
           f" = {cal0['corpus']['n_calls']} calls; corpus sha256 {cal0['corpus']['sha256'][:16]}…; "
           f"build {t_build:.0f} s\n")
     hdr = ("| artifact | features | LOO system acc [95% CI] | chance | band acc [95% CI] | band purity "
            "(benign/drift/tight) | η² system | η² domain | blind system acc [CI] | blind band acc | ratio vs blind (system) |")
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
-    for art_id, fs, c, dt in results:
+    for art_id, fs, c, _dt in results:
         lo, ba, bl = c["loo"], c["band_loo"], c["blind_baseline"]
         pur = "/".join(f"{c['band_loo']['purity'].get(b) or 0:.3f}" for b in ("benign", "drift", "tight"))
         print(f"| {art_id} | {fs} | {lo['accuracy']:.3f} [{lo['ci95'][0]:.3f}, {lo['ci95'][1]:.3f}] | {lo['chance']:.3f} "
@@ -374,6 +421,30 @@ def main() -> int:
     print("|---" * (len(labels) + 1) + "|")
     for lab, row in zip(labels, c["confusion"]):
         print(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
+
+
+def main() -> int:
+    args = _args()
+    present = [f for f in args.folders if f.is_dir()]
+    for f in args.folders:
+        if not f.is_dir():
+            print(f"skipping {f}: not present", file=sys.stderr)
+    if not present:
+        print("corpus_local: no data folder present; nothing to do (skipped)")
+        return 0
+    systems = _systems(args.recipe)
+    t0 = time.time()
+    photos = select_photos(present, None if args.split == "all" else args.split, args.max_per_folder)
+    corpus = build(photos, args.out, args.crop, args.reps, systems, CHAINS if args.recipe != "v1" else (),
+                   CATCH_ALL + CATCH_ALL_V4 if args.recipe == "v4" else ())
+    t_build = time.time() - t0
+    if args.build_only:
+        print(f"corpus: {len(photos)} photos -> {corpus} ({t_build:.0f} s)")
+        return 0
+    results = _calibrate_all(args, corpus)
+    if results is None:
+        return 1
+    _print_tables(results, args, len(systems), t_build)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Open-world benchmark for ``fpx attribute`` (issue 11): v1, v2 and v3 side by side on processings that are
-NOT in the calibration corpus, on photos that are not in it either.
+"""Open-world benchmark for ``fpx attribute`` (issue 11): the shipped artifacts (v1 to v5) side by side on processings
+that are NOT in the calibration corpus, on photos that are not in it either.
 
-Two lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
-and drove round 2's choice of the v3 score) and ``--set test`` (:data:`TEST`, written down before any round-2
-run and never used to choose anything). Report them separately.
+Lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
+and drove round 2's choice of the v3 score), ``--set test`` (:data:`TEST`, round 2's), ``--set test3``
+(:data:`TEST3`, round 3's) — all three development sets by round 4 — and ``--set test4`` (:data:`TEST4`, written
+down before any round-4 run, looked at once after the round-4 artifact was frozen). Report them separately.
 
 Photos: the ``eval`` split of ``bench/corpus_local.py`` (fixed by each file's sha256; the v2 artifact is
 calibrated on the ``calib`` split only). For every eval photo, one (or ``--reps``) crop is the reference and
@@ -402,13 +403,170 @@ TEST3 = {
     "animevideov3_x3": (_animevideov3_x3, "network"),
     "ffdnet_s25": (lambda px: __import__("i2i_networks")._ffdnet(25)(px), "network"),
 }
-SETS = {"dev": DEV, "test": TEST, "test3": TEST3}
-FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg")  # flagged in the report (see the comment above TEST3)
-SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3")
+
+
+# ---------------------------------------------------------------- round 4 TEST set (issue 11, round 4)
+# Written down on 2026-12-01 at 14:00 UTC and committed before any round-4 run and before any round-4 change was
+# chosen; its rows are looked at once, after the round-4 artifact and shipping rule are frozen and committed. Rounds
+# 1-3 (DEV, TEST, TEST3) have all been looked at: development sets now. None of these is a processing of rounds
+# 1-3. Round 4 may add benign catch-all systems to the calibration corpus: grey opening / closing / median with a
+# square 3-5 px footprint, a broad per-channel colour cast (gains 0.75-1.3), sharpening followed by a re-save.
+# Family-adjacent entries (flagged when reported): a grey erosion with a cross footprint (a rank filter), a
+# per-channel auto-levels stretch (a per-channel gain + offset), a high-pass overlay (a sharpening), a Lanczos x3
+# down-up round trip (a resampling round trip, round 3's catch-all family).
+def kuwahara5(px):  # Kuwahara filter, 5x5 window: each pixel takes the mean of its least-variance 3x3 quadrant
+    from scipy.ndimage import uniform_filter
+
+    x = np.asarray(px, np.float64)
+    y = x @ np.array([0.299, 0.587, 0.114])
+    mean = uniform_filter(x, size=(3, 3, 1), mode="reflect")
+    ym, y2 = uniform_filter(y, 3, mode="reflect"), uniform_filter(y * y, 3, mode="reflect")
+    var = y2 - ym ** 2
+    shifts = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    vs = np.stack([np.roll(var, s, axis=(0, 1)) for s in shifts])
+    ms = np.stack([np.roll(mean, s, axis=(0, 1)) for s in shifts])
+    best = np.argmin(vs, axis=0)
+    return _f(np.take_along_axis(ms, best[None, ..., None].repeat(3, -1), 0)[0])
+
+
+def erode_cross3(px):  # grey erosion with a 3 px plus-shaped footprint (family-adjacent: a rank filter)
+    from scipy.ndimage import grey_erosion
+
+    fp = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)[..., None]
+    return _f(grey_erosion(np.asarray(px, np.float64), footprint=fp, mode="reflect"))
+
+
+def nl_means(px):  # non-local means denoising (scikit-image), h = 0.04
+    from skimage.restoration import denoise_nl_means
+
+    return _f(denoise_nl_means(np.asarray(px, np.float64), h=0.04, patch_size=5, patch_distance=6, fast_mode=True,
+                               channel_axis=-1))
+
+
+def cross_process(px):  # cross-processing look: S-curves on R and G, an inverse S and lifted blacks on B
+    x = np.asarray(px, np.float64)
+    s = 0.5 + 0.5 * np.tanh(3.0 * (x - 0.5)) / np.tanh(1.5)
+    inv = 0.5 + np.arctanh(np.clip((x - 0.5) * 2 * np.tanh(0.8), -0.999, 0.999)) / 1.6
+    return _f(np.stack([s[..., 0], s[..., 1], 0.12 + 0.76 * inv[..., 2]], -1))
+
+
+def split_toning(px):  # shadows towards blue, highlights towards orange (a luma-dependent colour grade)
+    x = np.asarray(px, np.float64)
+    y = (x @ np.array([0.299, 0.587, 0.114]))[..., None]
+    return _f(x + 0.08 * (1 - y) * np.array([-0.5, 0.0, 1.0]) + 0.08 * y * np.array([1.0, 0.4, -0.6]))
+
+
+def auto_levels_rgb(px):  # per-channel 1st-99th percentile stretch (family-adjacent: per-channel gain + offset)
+    x = np.asarray(px, np.float64)
+    lo, hi = np.percentile(x, 1, axis=(0, 1)), np.percentile(x, 99, axis=(0, 1))
+    return _f((x - lo) / np.maximum(hi - lo, 1e-3))
+
+
+def lanczos_x3_rt(px):  # Lanczos down by 3 and back up (Pillow; family-adjacent: a resampling round trip)
+    from PIL import Image
+
+    from fingerprint_cli import images
+
+    h, w = px.shape[:2]
+    im = Image.fromarray(images.to_uint8(px), mode="RGB")
+    im = im.resize((max(1, round(w / 3)), max(1, round(h / 3))), Image.LANCZOS).resize((w, h), Image.LANCZOS)
+    return _f(np.asarray(im, np.float32) / 255.0)
+
+
+def jpeg_q40_q90(px):  # double JPEG compression: q40, then re-saved at q90
+    return _codec("JPEG", quality=90)(_codec("JPEG", quality=40)(px))
+
+
+def chroma420(px):  # chroma subsampling 4:2:0 round trip (YCbCr, chroma halved with a box, back up bilinear)
+    from scipy.ndimage import zoom
+
+    x = np.asarray(px, np.float64)
+    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+    ycc = x @ m.T
+    h, w = x.shape[:2]
+    for c in (1, 2):
+        small = ycc[: h // 2 * 2, : w // 2 * 2, c].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+        up = zoom(small, 2, order=1, mode="nearest")
+        ycc[: up.shape[0], : up.shape[1], c] = up
+    return _f(ycc @ np.linalg.inv(m).T)
+
+
+def highpass_overlay(px):  # a radius-4 high pass blended in "overlay" mode (family-adjacent: a sharpening)
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(px, np.float64)
+    hp = np.clip(0.5 + (x - gaussian_filter(x, (4, 4, 0), mode="reflect")), 0, 1)
+    ov = np.where(x < 0.5, 2 * x * hp, 1 - 2 * (1 - x) * (1 - hp))
+    return _f(0.5 * x + 0.5 * ov)
+
+
+def poisson_noise(px, seed=0):  # shot noise: Poisson photon counts at a peak of 400 photons
+    rng = np.random.default_rng(seed + 4)
+    return _f(rng.poisson(np.asarray(px, np.float64) * 400.0) / 400.0)
+
+
+def rotate2_crop(px):  # 2 degrees about the centre (bicubic), central 94% crop, resized back (Pillow)
+    from PIL import Image
+
+    from fingerprint_cli import images
+
+    h, w = px.shape[:2]
+    im = Image.fromarray(images.to_uint8(px), mode="RGB").rotate(2.0, resample=Image.BICUBIC)
+    dy, dx = round(0.03 * h), round(0.03 * w)
+    im = im.crop((dx, dy, w - dx, h - dy)).resize((w, h), Image.BICUBIC)
+    return _f(np.asarray(im, np.float32) / 255.0)
+
+
+def barrel_distortion(px):  # lens-correction style radial warp r' = r (1 + 0.03 r^2), bicubic (scipy)
+    from scipy.ndimage import map_coordinates
+
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    ny, nx = (yy - cy) / cy, (xx - cx) / cx
+    k = 1 + 0.03 * (ny ** 2 + nx ** 2)
+    coords = [ny * k * cy + cy, nx * k * cx + cx]
+    return _f(np.stack([map_coordinates(x[..., c], coords, order=3, mode="reflect") for c in range(3)], -1))
+
+
+def _waifu2x_anime_noise2(px):
+    return _waifu2x_x2(px, "models-upconv_7_anime_style_art_rgb", 2)
+
+
+def _x4plus_at_x2(px):  # realesrgan-x4plus on a x2 round trip (down 1/2, up x4, bicubic back to the size)
+    from i2i_networks import _realesrgan, _sr_roundtrip
+
+    return _sr_roundtrip(px, _realesrgan(4), 2)
+
+
+TEST4 = {
+    "kuwahara5": (kuwahara5, "benign"),
+    "erode_cross3": (erode_cross3, "benign"),
+    "nl_means": (nl_means, "benign"),
+    "cross_process": (cross_process, "benign"),
+    "split_toning": (split_toning, "benign"),
+    "auto_levels_rgb": (auto_levels_rgb, "benign"),
+    "lanczos_x3_rt": (lanczos_x3_rt, "benign"),
+    "jpeg_q40_q90": (jpeg_q40_q90, "benign"),
+    "chroma420": (chroma420, "benign"),
+    "highpass_overlay": (highpass_overlay, "benign"),
+    "poisson_noise": (poisson_noise, "benign"),
+    "rotate2_crop": (rotate2_crop, "benign"),
+    "barrel_distortion": (barrel_distortion, "benign"),
+    "waifu2x_anime_noise2": (_waifu2x_anime_noise2, "network"),
+    "x4plus_at_x2": (_x4plus_at_x2, "network"),
+    "ffdnet_s50": (lambda px: __import__("i2i_networks")._ffdnet(50)(px), "network"),
+}
+SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4}
+# flagged in the report (see the comments above TEST3 and TEST4)
+FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_rgb", "highpass_overlay",
+                   "lanczos_x3_rt")
+SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "poisson_noise")
 
 
 def build(photos, out: Path, crop: int, reps: int, systems, held=None):
-    from corpus_local import BANDS_V3 as BANDS
+    from corpus_local import BANDS_V4 as BANDS
     from corpus_local import reference_crops, run_system
 
     from fingerprint_cli import images
@@ -462,69 +620,100 @@ def score(rows, names):
     return feats
 
 
-def evaluate(rows, feats, decider, common=None):
-    dec = [decider.decide(f, top_k=3)[0] for f in feats]
-    systems = set(decider.model.classes)
-    out = {}
-    kind = np.array([r["kind"] for r in rows])
-    label = np.array([d["label"] for d in dec])
-    band = np.array([d["band"] for d in dec])
-    sysl = np.array([d["system"] for d in dec])
-    truth = np.array([r["truth"] for r in rows])
-    tband = np.array([r["truth_band"] for r in rows])
-    is_sys = np.isin(sysl, list(systems))
-    img = np.array([r["image_id"] for r in rows])
+class _Calls:
+    """The decisions of one artifact on the rows, as arrays (one entry per row)."""
 
-    def ci(values, m):  # 95% cluster-bootstrap CI over photos (calls of one photo are not independent)
+    def __init__(self, rows, feats, decider):
+        self.dec = [decider.decide(f, top_k=3)[0] for f in feats]
+        self.systems = set(decider.model.classes)
+        self.kind = np.array([r["kind"] for r in rows])
+        self.label = np.array([d["label"] for d in self.dec])
+        self.band = np.array([d["band"] for d in self.dec])
+        self.sysl = np.array([d["system"] for d in self.dec])
+        self.truth = np.array([r["truth"] for r in rows])
+        self.tband = np.array([r["truth_band"] for r in rows])
+        self.is_sys = np.isin(self.sysl, list(self.systems))
+        self.img = np.array([r["image_id"] for r in rows])
+
+    def ci(self, values, m):
+        """95% cluster-bootstrap CI over photos (calls of one photo are not independent); None when m is empty."""
         from fingerprint_cli.anchored.calibrate import cluster_bootstrap_ci
 
         if not m.any():
             return None
-        _, lo, hi = cluster_bootstrap_ci(np.asarray(values, dtype=float)[m], img[m], B=1000, seed=0)
+        _, lo, hi = cluster_bootstrap_ci(np.asarray(values, dtype=float)[m], self.img[m], B=1000, seed=0)
         return [lo, hi]
-    for k in ("held_out_benign", "held_out_network"):
-        m = kind == k
-        out[k] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()),
-                  "ai_band": float(np.isin(band[m], AI_BANDS).mean()),
-                  "unknown": float((label[m] == "unknown").mean()),
-                  "inconclusive": float((label[m] == "inconclusive").mean()),
-                  "benign_band": float((band[m] == "benign").mean())}
-    m = np.isin(kind, ["held_out_benign", "held_out_network"])
-    out["held_out"] = {"n": int(m.sum()), "known_label": float(is_sys[m].mean()), "known_label_ci": ci(is_sys, m)}
-    mb = kind == "held_out_benign"
-    out["held_out_benign"]["ai_band_ci"] = ci(np.isin(band, AI_BANDS), mb)
-    ai_sys = np.isin(sysl, [c for c in systems if decider.bands[c] in AI_BANDS])
-    out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
-    for k in ("known", "chain"):
-        m = (kind == k) & np.isin(truth, list(systems))  # each artifact on the systems it was calibrated on
-        decided = m & is_sys
+
+    def covers(self, decider):
+        """Per row: the true system is in the prediction set (v1, no set: the decision does not exclude it)."""
         if decider.conformal is not None:
-            cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)])
-        else:  # v1 has no set: a call "covers" the truth when it does not exclude it
-            cover = np.array([(d["system"] == t) or (d["system"] == "inconclusive" and d["band"] in (tb, "inconclusive"))
-                              for t, tb, d in zip(truth, tband, dec)])
-        bdec = m & np.isin(band, list(set(decider.bands.values())))
-        out[k] = {"n": int(m.sum()), "decided": float(decided.sum() / max(m.sum(), 1)),
-                  "accuracy_decided": float((sysl[decided] == truth[decided]).mean()) if decided.any() else None,
-                  "coverage": float(cover[m].mean()), "coverage_ci": ci(cover, m),
-                  "unknown": float((label[m] == "unknown").mean()),
-                  "band_decided": float(bdec.sum() / max(m.sum(), 1)),
-                  "band_accuracy_decided": float((band[bdec] == tband[bdec]).mean()) if bdec.any() else None}
-    if common:  # coverage on the systems every compared artifact was calibrated on (a like-for-like row)
-        m = (kind == "known") & np.isin(truth, list(common))
-        cover = np.array([t in (d["prediction_set"] or []) for t, d in zip(truth, dec)]) \
-            if decider.conformal is not None else None
-        out["known_common"] = {"n": int(m.sum()), "coverage": float(cover[m].mean()) if cover is not None else None,
-                               "coverage_ci": ci(cover, m) if cover is not None else None}
-    per = {}
-    for r, d in zip(rows, dec):
+            return np.array([t in (d["prediction_set"] or []) for t, d in zip(self.truth, self.dec)])
+        return np.array([(d["system"] == t) or (d["system"] == "inconclusive" and d["band"] in (tb, "inconclusive"))
+                         for t, tb, d in zip(self.truth, self.tband, self.dec)])
+
+
+def _held_out_block(c: _Calls, decider) -> dict:
+    """The open-set rows: confident known-system labels, benign edits in an AI band, unknown / inconclusive."""
+    out = {}
+    for k in ("held_out_benign", "held_out_network"):
+        m = c.kind == k
+        out[k] = {"n": int(m.sum()), "known_label": float(c.is_sys[m].mean()),
+                  "ai_band": float(np.isin(c.band[m], AI_BANDS).mean()),
+                  "unknown": float((c.label[m] == "unknown").mean()),
+                  "inconclusive": float((c.label[m] == "inconclusive").mean()),
+                  "benign_band": float((c.band[m] == "benign").mean())}
+    m = np.isin(c.kind, ["held_out_benign", "held_out_network"])
+    out["held_out"] = {"n": int(m.sum()), "known_label": float(c.is_sys[m].mean()), "known_label_ci": c.ci(c.is_sys, m)}
+    out["held_out_benign"]["ai_band_ci"] = c.ci(np.isin(c.band, AI_BANDS), c.kind == "held_out_benign")
+    ai_sys = np.isin(c.sysl, [s for s in c.systems if decider.bands[s] in AI_BANDS])
+    out["held_out"]["ai_system_label"] = float(ai_sys[m].mean())
+    # v5 (round 4): calls whose set is one catch-all system, answered with its band instead of the system's name
+    catch = np.array([len(d["prediction_set"] or []) == 1 and d["prediction_set"][0] in decider.catch_all
+                      for d in c.dec])
+    out["held_out"]["catch_all_band"] = float(catch[m].mean())
+    return out
+
+
+def _known_block(c: _Calls, decider, k: str) -> dict:
+    """Accuracy on decided calls, coverage and band accuracy of the known systems (``k``: known or chain), each
+    artifact on the systems it was calibrated on."""
+    m = (c.kind == k) & np.isin(c.truth, list(c.systems))
+    decided = m & c.is_sys
+    cover = c.covers(decider)
+    bdec = m & np.isin(c.band, list(set(decider.bands.values())))
+    return {"n": int(m.sum()), "decided": float(decided.sum() / max(m.sum(), 1)),
+            "accuracy_decided": float((c.sysl[decided] == c.truth[decided]).mean()) if decided.any() else None,
+            "coverage": float(cover[m].mean()), "coverage_ci": c.ci(cover, m),
+            "unknown": float((c.label[m] == "unknown").mean()),
+            "band_decided": float(bdec.sum() / max(m.sum(), 1)),
+            "band_accuracy_decided": float((c.band[bdec] == c.tband[bdec]).mean()) if bdec.any() else None}
+
+
+def _common_block(c: _Calls, decider, common) -> dict:
+    """Coverage on the systems every compared artifact was calibrated on (a like-for-like row)."""
+    m = (c.kind == "known") & np.isin(c.truth, list(common))
+    cover = c.covers(decider) if decider.conformal is not None else None
+    return {"n": int(m.sum()), "coverage": float(cover[m].mean()) if cover is not None else None,
+            "coverage_ci": c.ci(cover, m) if cover is not None else None}
+
+
+def evaluate(rows, feats, decider, common=None):
+    """Every row of the printed table for one artifact (see the module docstring)."""
+    c = _Calls(rows, feats, decider)
+    out = _held_out_block(c, decider)
+    for k in ("known", "chain"):
+        out[k] = _known_block(c, decider, k)
+    if common:
+        out["known_common"] = _common_block(c, decider, common)
+    per: dict = {}
+    for r, d in zip(rows, c.dec):
         if r["kind"].startswith("held_out"):
             per.setdefault(r["processing"], Counter())[d["label"]] += 1
     out["per_processing"] = {k: dict(v) for k, v in per.items()}
     return out
 
 
-def main() -> int:
+def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "openset")
@@ -532,39 +721,35 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--max-per-folder", type=int, default=None)
     ap.add_argument("--set", choices=tuple(SETS), default="dev",
-                    help="held-out processings: dev (round 1's list), test (round 2's; both looked at, development "
-                         "sets now) or test3 (round 3's, looked at once after the round-3 artifact was frozen)")
-    ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v2,local-offline-pixel-v3",
+                    help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's; all "
+                         "three looked at, development sets now) or test4 (round 4's, looked at once after the "
+                         "round-4 artifact was frozen)")
+    ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v3,local-offline-pixel-v4,"
+                                           "local-offline-pixel-v5",
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
     ap.add_argument("--alpha", type=float, default=None, help="override the conformal artifacts' alpha")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
-    args = ap.parse_args()
-    present = [f for f in args.folders if f.is_dir()]
-    if not present:
-        print("openset: no data folder present; nothing to do (skipped)")
-        return 0
-    from corpus_local import BANDS_V3 as BANDS
-    from corpus_local import select_photos
-    from i2i_networks import available
+    return ap.parse_args()
 
-    from fingerprint_cli.anchored import attribute, thresholds
+
+def _load_artifacts(spec: str) -> list:
+    from fingerprint_cli.anchored import thresholds
     from fingerprint_cli.errors import FpxError
 
-    held = SETS[args.set]
-    avail = available()
-    systems = [s for s in BANDS if avail.get(s) is None]
-    photos = select_photos(present, "eval", args.max_per_folder)
-    rows = build(photos, args.out, args.crop, args.reps, systems, held)
     docs = []
-    for a in args.artifacts.split(","):
+    for a in spec.split(","):
         try:
             docs.append(thresholds.find(a.strip()))
         except FpxError as exc:  # an artifact not present in this checkout (e.g. v3 before it ships)
             print(f"openset: skipping artifact {a}: {exc}", file=sys.stderr)
-    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
-    cache = args.out / "rows.csv"
+    return docs
+
+
+def _features(rows, names, cache: Path, rescore: bool) -> list[dict]:
+    """The features ``names`` of every row, from OUT/rows.csv where it has them, scoring the others; the cache is
+    rewritten with the union of every set scored so far (features depend only on the images)."""
     old: dict = {}
-    if cache.exists() and not args.rescore:  # features depend only on the images, not on the artifacts
+    if cache.exists() and not rescore:
         with open(cache, newline="") as f:
             for o in csv.DictReader(f):
                 old[(o["reference"], o["suspect"])] = o
@@ -573,31 +758,39 @@ def main() -> int:
     if len(todo) < len(rows):
         print(f"openset: features of {len(rows) - len(todo)} pairs read from {cache} (--rescore to recompute)",
               file=sys.stderr)
-    if todo:
-        for r, x in zip(todo, score(todo, names)):
-            old[(r["reference"], r["suspect"])] = {**r, **x}
+    for r, x in zip(todo, score(todo, names) if todo else []):
+        old[(r["reference"], r["suspect"])] = {**r, **x}
     feats = [{n: float(old[(r["reference"], r["suspect"])][n]) for n in names} for r in rows]
     # every feature column any run has cached (a run with fewer artifacts must not drop the others' columns)
     fields = list(dict.fromkeys(list(rows[0]) + names + [k for o in old.values() for k in o]))
     tmp = cache.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:  # the union of every set scored so far
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(old.values())
     tmp.replace(cache)
-    res = {}
-    common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
-    for doc in docs:
-        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, args.alpha if doc.get("conformal") else None),
-                                  common)
-        res[doc["id"]]["artifact"] = doc["id"]
-    (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
-    n_ph = len({r["image_id"] for r in rows})
-    alphas = sorted({attribute.Decider(d, args.alpha).alpha for d in docs if d.get("conformal")})
-    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
-          f"held-out processings ({sum(k == 'benign' for _, k in held.values())} benign edits/codecs, "
-          f"{sum(k == 'network' for _, k in held.values())} unseen networks); {len(systems)} known systems; "
-          f"conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
+    return feats
+
+
+def _fmt(v, c=None) -> str:
+    s = "-" if v is None else f"{v:.3f}"
+    return s + ("" if c is None else f" [{c[0]:.3f}, {c[1]:.3f}]")
+
+
+def _table_row(r: dict) -> str:
+    hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
+    n_h = hb["n"] + hn["n"]
+    unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
+    inc = (hb["inconclusive"] * hb["n"] + hn["inconclusive"] * hn["n"]) / n_h
+    return (f"| {r['artifact']} | {_fmt(r['held_out']['known_label'], r['held_out']['known_label_ci'])} (benign "
+            f"{_fmt(hb['known_label'])}, networks {_fmt(hn['known_label'])}; an AI system "
+            f"{_fmt(r['held_out']['ai_system_label'])}) | {_fmt(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / "
+            f"{inc:.3f} | {_fmt(kn['accuracy_decided'])} | {_fmt(kn['coverage'], kn['coverage_ci'])} | "
+            f"{_fmt(kn['decided'])} | {_fmt(ch['accuracy_decided'])} | {_fmt(ch['coverage'], ch['coverage_ci'])} | "
+            f"{_fmt(ch['band_accuracy_decided'])} | {_fmt(ch['decided'])} |")
+
+
+def _print_report(res: dict, held: dict, common: set) -> None:
     hdr = ("| artifact | held-out: confident known-system label (want <= 0.05) | held-out benign edits in an AI band "
            "(want <= 0.02) | held-out: unknown / inconclusive | known: accuracy on decided (want >= 0.85) | known: "
            "coverage (want >= 0.94) | known: decided | chain +JPEG q85: accuracy on decided | chain: coverage | "
@@ -605,25 +798,15 @@ def main() -> int:
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
     for r in res.values():
-        hb, hn, kn, ch = r["held_out_benign"], r["held_out_network"], r["known"], r["chain"]
-        n_h = hb["n"] + hn["n"]
-        unk = (hb["unknown"] * hb["n"] + hn["unknown"] * hn["n"]) / n_h
-        inc = (hb["inconclusive"] * hb["n"] + hn["inconclusive"] * hn["n"]) / n_h
-
-        def f(v):
-            return "-" if v is None else f"{v:.3f}"
-
-        def fc(v, c):
-            return f(v) + ("" if c is None else f" [{c[0]:.3f}, {c[1]:.3f}]")
-        print(f"| {r['artifact']} | {fc(r['held_out']['known_label'], r['held_out']['known_label_ci'])} (benign "
-              f"{f(hb['known_label'])}, networks {f(hn['known_label'])}; an AI system {f(r['held_out']['ai_system_label'])}) "
-              f"| {fc(hb['ai_band'], hb['ai_band_ci'])} | {unk:.3f} / {inc:.3f} | {f(kn['accuracy_decided'])} | "
-              f"{fc(kn['coverage'], kn['coverage_ci'])} | {f(kn['decided'])} | {f(ch['accuracy_decided'])} | "
-              f"{fc(ch['coverage'], ch['coverage_ci'])} | {f(ch['band_accuracy_decided'])} | {f(ch['decided'])} |")
+        print(_table_row(r))
     print(f"\nknown-system coverage on the {len(common)} systems every artifact above was calibrated on: "
-          + "; ".join(f"{t} {r['known_common']['coverage']:.3f} [{r['known_common']['coverage_ci'][0]:.3f}, "
-                      f"{r['known_common']['coverage_ci'][1]:.3f}]" for t, r in res.items()
-                      if r.get("known_common", {}).get("coverage") is not None))
+          + "; ".join(f"{t} {_fmt(r['known_common']['coverage'], r['known_common']['coverage_ci'])}"
+                      for t, r in res.items() if r.get("known_common", {}).get("coverage") is not None))
+    print("\nheld-out calls answered at band level because only a catch-all system fits (counted as confident "
+          "known-system labels if the catch-all were named): "
+          + "; ".join(f"{t} {r['held_out']['catch_all_band']:.3f}" for t, r in res.items())
+          + ". Unseen networks answered in the benign band: "
+          + "; ".join(f"{t} {r['held_out_network']['benign_band']:.3f}" for t, r in res.items()) + ".")
     print("\nknown / chain rows: each artifact on its own calibrated systems ("
           + "; ".join(f"{t}: {r['known']['n']} + {r['chain']['n']} calls" for t, r in res.items()) + ").")
     print("\nan artifact without a prediction set (v1): its 'coverage' counts calls whose decision does not exclude "
@@ -631,13 +814,62 @@ def main() -> int:
     print("Per held-out processing (label counts):\n")
     print("| processing | kind | " + " | ".join(res) + " |")
     print("|---|---|" + "---|" * len(res))
+
+    def top(c):
+        return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
     for name, (_, kind) in held.items():
-        def top(c):
-            return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:4])
         tag = " (family-adjacent)" if name in FAMILY_ADJACENT else ""
         print(f"| {name} | {kind}{tag} | " + " | ".join(top(r["per_processing"].get(name, {})) for r in res.values())
               + " |")
+
+
+def main() -> int:
+    args = _args()
+    present = [f for f in args.folders if f.is_dir()]
+    if not present:
+        print("openset: no data folder present; nothing to do (skipped)")
+        return 0
+    from corpus_local import BANDS_V4 as BANDS
+    from corpus_local import select_photos
+    from i2i_networks import available
+
+    from fingerprint_cli.anchored import attribute
+
+    held = SETS[args.set]
+    avail = available()
+    systems = [s for s in BANDS if avail.get(s) is None]
+    photos = select_photos(present, "eval", args.max_per_folder)
+    rows = build(photos, args.out, args.crop, args.reps, systems, held)
+    docs = _load_artifacts(args.artifacts)
+    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
+    feats = _features(rows, names, args.out / "rows.csv", args.rescore)
+    common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
+    res = _evaluate_all(rows, feats, docs, args.alpha, common)
+    (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
+    alphas = sorted({attribute.Decider(d, args.alpha).alpha for d in docs if d.get("conformal")})
+    _print_heading(args, rows, held, len(systems), alphas)
+    _print_report(res, held, common)
     return 0
+
+
+def _evaluate_all(rows, feats, docs, alpha, common) -> dict:
+    """{artifact id: :func:`evaluate` result} (``alpha`` overrides the conformal artifacts' own)."""
+    from fingerprint_cli.anchored import attribute
+
+    res = {}
+    for doc in docs:
+        res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, alpha if doc.get("conformal") else None),
+                                  common)
+        res[doc["id"]]["artifact"] = doc["id"]
+    return res
+
+
+def _print_heading(args, rows, held, n_systems: int, alphas) -> None:
+    n_ph = len({r["image_id"] for r in rows})
+    n_benign = sum(k == "benign" for _, k in held.values())
+    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
+          f"held-out processings ({n_benign} benign edits/codecs, {len(held) - n_benign} unseen networks); "
+          f"{n_systems} known systems; conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
 
 
 if __name__ == "__main__":

@@ -411,14 +411,14 @@ def test_calibrate_warns_when_a_system_has_too_few_calls_for_alpha(tmp_path):
 
 
 # ---------------------------------------------------------------- v3: robust top-3 nonconformity (issue 11, round 2)
-def test_v3_is_the_default_and_v2_still_loads_with_its_numbers():
-    """v3 (robust top-3 score) is chosen by default; v2 (Mahalanobis score) still loads and gives the p-values the
-    README printed for it; both records name their score."""
-    from fingerprint_cli.anchored.attribute import Decider, choose_default
+def test_v3_and_v2_still_load_with_their_numbers():
+    """v3 (robust top-3 score; the default until issue 11 round 4) and v2 (Mahalanobis score) still load, v2 gives
+    the p-values the README printed for it; both records name their score."""
+    from fingerprint_cli.anchored.attribute import Decider
 
-    doc, why = choose_default(False, None)
-    assert doc["id"] == "local-offline-pixel-v3" and doc["conformal"]["kind"] == "mondrian-robust-top3-loo"
-    assert thresholds.SHIPPED_PINS["local-offline-pixel-v3"] == doc["sha256"] and "conformal" in why
+    doc = thresholds.find("local-offline-pixel-v3")
+    assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo"
+    assert thresholds.SHIPPED_PINS["local-offline-pixel-v3"] == doc["sha256"]
     ex = Path(__file__).resolve().parents[1] / "examples"
     res = run(["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
                "-t", "local-offline-pixel-v2", "--format", "json", "--quiet", "--no-aggregate"])

@@ -125,7 +125,13 @@ def test_shipped_v4_carries_the_gate_and_its_coverage_per_system():
     assert thresholds.SHIPPED_PINS["local-offline-pixel-v4"] == doc["sha256"]
     assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo-knn-gate"
     assert {"blur_broad", "resample_rt"} <= set(doc["systems"]) and len(doc["systems"]) == 18
-    dec = Decider(doc)
+    check_shipped_gate(Decider(doc))
+
+
+def check_shipped_gate(dec) -> None:
+    """A shipped gated artifact (v4, v5): 3,000 stored points, k = 5, w = 0.2; every system's LOO coverage of the
+    combined rule within 0.02 of 1 - alpha; an identical copy keeps identity in its set and passes the gate."""
+    doc = dec.doc
     gate = dec.conformal.gate
     assert gate.points.shape == (3000, len(doc["features"])) and gate.k == 5 and gate.weight == 0.2
     rep = doc["calibration"]["conformal"]
@@ -146,11 +152,12 @@ def _neutral(names):
     return {n: features.get(n).neutral for n in names}
 
 
-def test_v4_is_opt_in_and_v3_stays_the_default():
+def test_v4_is_opt_in_and_v5_is_the_default():
     """The round-3 shipping rule (better than v3 on both open-set rows of the round-3 test) was not met, so v4 is
-    used only when named."""
+    used only when named; v5 met the round-4 rule and is the default."""
     from fingerprint_cli.anchored.attribute import OPT_IN_ONLY, choose_default
 
-    doc, _ = choose_default(False, None)
-    assert doc["id"] == "local-offline-pixel-v3" and "local-offline-pixel-v4" in OPT_IN_ONLY
+    doc, why = choose_default(False, None)
+    assert doc["id"] == "local-offline-pixel-v5" and "conformal" in why
+    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v5" not in OPT_IN_ONLY
     assert thresholds.find("local-offline-pixel-v4")["id"] == "local-offline-pixel-v4"

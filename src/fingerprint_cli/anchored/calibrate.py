@@ -397,6 +397,7 @@ class Corpus:
     domains: np.ndarray | None = None
     bands: dict[str, str] | None = None
     blind_X: np.ndarray | None = None  # (n, b) suspect-only features, or None
+    catch_all: tuple[str, ...] = ()  # broad benign families answered at band level (corpus column catch_all)
 
 
 def evaluate(X, systems, images, classes, bands: dict[str, str], B: int, seed: int,
@@ -598,6 +599,7 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
         "class_model": model.to_json(),
         "band_rule": {"bands": bands, "how": band_how,
                       "decision": "band posterior = sum of its systems' posteriors; arg-max band",
+                      **_catch_all_rule(corpus.catch_all, classes),
                       "plane": {"features": plane, "model": plane_model.to_json(),
                                 "standardisation": {"mean": _r(plane_model.mean), "std": _r(plane_model.std)},
                                 "note": "2-feature band LDA used to draw the boundary on the plane"}},
@@ -606,6 +608,20 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
                                                                             far_quantile, X.shape[1]),
         "calibration": cal,
     }
+
+
+def _catch_all_rule(catch_all: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+    """The band rule's catch-all part (none without catch-all systems, so older recipes' artifacts are unchanged):
+    a prediction set that is one catch-all system is answered with its band, not as that system."""
+    if not catch_all:
+        return {}
+    unknown = [c for c in catch_all if c not in classes]
+    if unknown:
+        raise ValueError(f"catch-all system(s) {', '.join(unknown)} not in the corpus' systems")
+    return {"catch_all": list(catch_all),
+            "catch_all_rule": "a catch-all system is a broad family of benign edits calibrated so that such edits "
+                              "fit a benign system, not a specific one: a prediction set that is one catch-all "
+                              "system answers its band, system inconclusive"}
 
 
 def _gate(nonconformity: str, Z: np.ndarray, images_: np.ndarray, P: np.ndarray
@@ -651,6 +667,7 @@ def read_corpus(path) -> tuple[list[dict[str, str]], dict[str, str] | None]:
     for i, r in enumerate(rows, 2):
         if not r["system"] or not r["image_id"]:
             raise InputError(f"line {i}: system and image_id must not be empty", str(path))
+    _check_catch_all(rows, path)
     if not any(r.get("band") for r in rows):
         return rows, None
     bands: dict[str, str] = {}
@@ -662,6 +679,19 @@ def read_corpus(path) -> tuple[list[dict[str, str]], dict[str, str] | None]:
             raise InputError(f"line {i}: system {r['system']} is in band {bands[r['system']]} "
                              f"elsewhere, not {b}", str(path))
     return rows, bands
+
+
+def _check_catch_all(rows, path) -> None:
+    """The optional ``catch_all`` column: empty, 0 or 1, the same on every row of a system (InputError naming
+    the file and line otherwise)."""
+    seen: dict[str, str] = {}
+    for i, r in enumerate(rows, 2):
+        v = (r.get("catch_all") or "0").strip()
+        if v not in ("0", "1"):
+            raise InputError(f"line {i}: catch_all is 0, 1 or empty, not {v!r}", str(path))
+        if seen.setdefault(r["system"], v) != v:
+            raise InputError(f"line {i}: system {r['system']} is marked catch_all={seen[r['system']]} "
+                             f"elsewhere, not {v}", str(path))
 
 
 def reused_results(path, pairs, names: Sequence[str]) -> dict:
@@ -744,7 +774,13 @@ def corpus_from_pairs(keep, names: Sequence[str], bands: dict[str, str] | None,
     return Corpus(X=X, features=list(names), directions=directions,
                   systems=np.array([r["system"] for r, _ in keep]),
                   images=np.array([r["image_id"] for r, _ in keep]), domains=domains,
-                  bands=bands, blind_X=blind_X)
+                  bands=bands, blind_X=blind_X,
+                  catch_all=_catch_all_of(r for r, _ in keep))
+
+
+def _catch_all_of(rows) -> tuple[str, ...]:
+    """The systems the corpus rows mark ``catch_all = 1`` (sorted)."""
+    return tuple(sorted({r["system"] for r in rows if (r.get("catch_all") or "0").strip() == "1"}))
 
 
 def corpus_info(path, keep, hashes: dict[str, str], failed: int, description: str, has_band: bool,

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
-from fingerprint_cli.anchored import features
+from fingerprint_cli.anchored import features, metrics
 
 FEATURES: dict[str, tuple[str, str]] = features.table("anchored")  # (direction, description): the registry
 NAMES = tuple(FEATURES)  # the v1 group (``compute``)
@@ -214,8 +214,6 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
 
 def compute_v2(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
     """The v2 group: ``tc_*`` (the change features on the curve-corrected suspect) and ``curve_*``."""
-    from fingerprint_cli.anchored import metrics
-
     r = np.asarray(reference, dtype=np.float64)
     corrected, feats = tone_curve(r, suspect)
     base = compute(r, corrected)
