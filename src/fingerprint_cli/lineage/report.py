@@ -79,6 +79,7 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                "grid_auc": _mat(res.grid_auc) if res.grid_auc is not None else None,
                "grid_correlation": _mat(res.grid_correlation) if res.grid_correlation is not None else None,
                "period": res.period,
+               "control": res.control, "control_formats": dict(res.control_formats),
                "fingerprint_correlation": _mat(res.fp_correlation), "relatedness": _mat(res.relatedness),
                "links": res.links, "linkage": res.clustering.linkage,
                "self_detection_z": [_num(v) for v in (res.self_z if res.self_z is not None else [])],
