@@ -405,6 +405,40 @@ def _modern_verdicts(summary: dict) -> None:
             + " |")
 
 
+def _half_grid(r: np.ndarray, period: int) -> np.ndarray:
+    """Grid component of the mean of residuals ``r`` (N, C, H, W), its channel means removed."""
+    m = r.astype(np.float64).mean(axis=0)
+    return lineage.grid_component(m - m.mean(axis=(1, 2), keepdims=True), period)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    return float((a * b).mean())
+
+
+def split_half_traces(sets: dict[str, list[str]], crop: int, period: int, denoiser: str, cache) -> None:
+    """No fingerprint involved: is there a position-locked trace, and which sets share it? Each set's residuals
+    (centre ``crop``, images too small left out) are split into even / odd halves; the grid component of each
+    half's mean residual is correlated with the other set's other half (mean of the two cross-half pairs). The
+    diagonal is a set's own half-vs-half reproducibility — the noise floor of everything off it."""
+    from fingerprint_cli.dif.residuals import compute, get_denoiser
+
+    den = get_denoiser(denoiser)
+    halves = {}
+    for name, ps in sets.items():
+        r, _ = compute(ps, den, crop, cache=cache, on_error=lambda p, e: None)
+        if len(r) >= 4:
+            halves[name] = (_half_grid(r[0::2], period), _half_grid(r[1::2], period))
+    ks = list(halves)
+    print(f"\n### Split-half grid traces of the mean residual ({denoiser} residuals, crop {crop}, period {period})\n")
+    print("| | " + " | ".join(ks) + " |")
+    print("|---|" + "---|" * len(ks))
+    for a in ks:
+        print(f"| {a} | " + " | ".join(f"{(_corr(halves[a][0], halves[b][1]) + _corr(halves[a][1], halves[b][0])) / 2:+.2f}"
+                                     for b in ks) + " |")
+    sys.stdout.flush()
+
+
 def testbed_modern(args, cache) -> dict:
     """Testbed 3 (issue 15): SD 1.x family vs SDXL vs DALL-E 3 vs gpt-image-1-mini, once against lossless
     real photos (Kodak tiles: photos 1-12 fit, 13-24 test) and once against real JPEG photos (BSDS500: train/
@@ -416,6 +450,11 @@ def testbed_modern(args, cache) -> dict:
     reals = _modern_reals(args, data)
     sets = {name: [str(p) for p in images.list_images(data / folder)] for folder, name in MODERN.items()
             if (data / folder).is_dir()}
+    for crop in args.trace_crops:
+        traces = dict(sets)
+        traces["kodak24 (full photos)"] = [str(p) for p in images.list_images(data / "real_kodak24")]
+        traces.update({f"real {k} (train)": v[0] for k, v in reals.items()})
+        split_half_traces(traces, crop, lineage.DEFAULT_PERIOD, args.denoiser, cache)
     summary: dict = {}
     for real_kind in args.modern_real:
         if real_kind not in reals:
@@ -573,6 +612,8 @@ def main() -> int:
     ap.add_argument("--tolerance", type=int, default=0,
                     help="testbed 3 detection statistic: 0 = zero-shift rho (the current default in effect)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--trace-crops", nargs="*", type=int, default=[],
+                    help="testbed 3: first print the split-half grid-trace table of every set at these crops")
     ap.add_argument("--method", default="dif", choices=["dif", "average", "spectral"])
     ap.add_argument("--denoiser", default="dncnn")
     ap.add_argument("--crop", type=int, default=256)
