@@ -454,7 +454,8 @@ def testbed_modern(args, cache) -> dict:
         traces = dict(sets)
         traces["kodak24 (full photos)"] = [str(p) for p in images.list_images(data / "real_kodak24")]
         traces.update({f"real {k} (train)": v[0] for k, v in reals.items()})
-        split_half_traces(traces, crop, lineage.DEFAULT_PERIOD, args.denoiser, cache)
+        for period in args.trace_periods:
+            split_half_traces(traces, crop, period, args.denoiser, cache)
     summary: dict = {}
     for real_kind in args.modern_real:
         if real_kind not in reals:
@@ -614,6 +615,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--trace-crops", nargs="*", type=int, default=[],
                     help="testbed 3: first print the split-half grid-trace table of every set at these crops")
+    ap.add_argument("--trace-periods", nargs="*", type=int, default=[lineage.DEFAULT_PERIOD],
+                    help="grid periods of the --trace-crops tables")
     ap.add_argument("--method", default="dif", choices=["dif", "average", "spectral"])
     ap.add_argument("--denoiser", default="dncnn")
     ap.add_argument("--crop", type=int, default=256)
