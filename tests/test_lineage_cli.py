@@ -360,6 +360,7 @@ def test_control_option_on_the_cli(bed):
     assert res.exit_code == 0, res.output
     summary = records(res)[-1]
     assert summary["details"]["control"] == "format" and summary["provenance"]["control"] == "format"
+    assert "re-saved in that generator's format" in summary["decision"]["rule"]
     assert summary["details"]["control_formats"] == {"parent": "lossless", "child": "lossless", "other": "lossless"}
     # all lossless: the control changes nothing
     assert summary["decision"]["families"] == [["parent", "child"], ["other"]]

@@ -72,7 +72,9 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                 "metric": res.metric,
                 "rule": "average-linkage clustering on 1 - relatedness, cut at threshold; relatedness = "
                         f"clip((mean of the two {what} - 0.5) / 0.5, 0, 1); a fingerprint "
-                        f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"}
+                        f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"
+                        + ("; the real side of each generator's column is the real photos re-saved in that "
+                           "generator's format (--control format)" if res.control == "format" else "")}
     reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
     details = {"names": names,
                "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
