@@ -297,27 +297,165 @@ def kodak_tiles(kodak: Path, out: Path, keep, size: int = 256) -> Path:
     return out
 
 
-def testbed_modern(args, cache) -> dict:
-    """Testbed 3 (issue 15): SD 1.x family vs SDXL vs DALL-E 3 vs gpt-image-1-mini, once against lossless
-    real photos (Kodak tiles: photos 1-12 fit, 13-24 test) and once against real JPEG photos (BSDS500: train/
-    fits, val/ tests); per training profile and per --equalise setting; every metric."""
-    from fingerprint_cli.dif import extract
-
-    data = Path(args.data)
-    real_jpeg = Path(args.real_jpeg)
-    root = Path(args.out) / f"modern-{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}{args.tag}"
-    root.mkdir(parents=True, exist_ok=True)
+def _modern_reals(args, data: Path) -> dict:
+    """Testbed 3's real classes: {"png": (Kodak training tiles, test tile folder), "jpeg": (BSDS500 train/
+    photos, val/ folder)} — split by photo; a class whose data folder is absent is left out."""
     reals = {}
     if (data / "real_kodak24").is_dir():
         tr = kodak_tiles(data / "real_kodak24", Path(args.out) / "kodak_tiles_train", lambda k: k <= 12)
         te = kodak_tiles(data / "real_kodak24", Path(args.out) / "kodak_tiles_test", lambda k: k > 12)
         reals["png"] = ([str(p) for p in images.list_images(tr)], str(te))
+    real_jpeg = Path(args.real_jpeg)
     if real_jpeg.is_dir():
         rng = np.random.default_rng(0)
         tr = [str(p) for p in images.list_images(real_jpeg / "train")]
         reals["jpeg"] = ([tr[i] for i in rng.permutation(len(tr))][:args.n_train * 2], str(real_jpeg / "val"))
+    return reals
+
+
+def resaved_like(real: list[str], quality: int | None, folder: Path) -> list[str]:
+    """``real`` re-saved as whole-image JPEG at ``quality`` under ``folder`` (the format of a JPEG-served
+    generator); ``real`` itself for a lossless generator (None). Kept if already there."""
+    if quality is None:
+        return list(real)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in real:
+        dst = folder / f"{Path(p).stem}.jpg"
+        if not dst.exists():
+            dst.write_bytes(images.encode(images.load_image(p).pixels, "JPEG", quality=int(quality)))
+        out.append(str(dst))
+    return out
+
+
+def _fit_one(args, name: str, gen: list[str], real: list[str], dst: Path, prof: str, cache) -> float | None:
+    """Fit (or reuse) one testbed-3 fingerprint at ``dst``; the fit's seconds, None when reused."""
+    from fingerprint_cli.dif import extract
+
+    if dst.exists() and not args.refit:
+        return None
+    t = time.perf_counter()
+    fp = extract.fit(gen, real, name=name, method=args.method, crop=args.crop, epochs=args.epochs, seed=0,
+                     denoiser=args.denoiser, images=args.n_train, test_fraction=1 / 3, cache=cache, profile=prof,
+                     batch_size=32, tolerance=args.tolerance)
+    secs = time.perf_counter() - t
+    fp.save(dst)
+    log(f"fitted {dst.parent.name}/{name}: {secs:.0f} s, counts {fp.meta['counts']}, tolerance "
+        f"{fp.meta.get('tolerance')}")
+    return secs
+
+
+def _modern_fits(args, sets: dict, real_train: list[str], out: Path, prof: str, fit_real: str, cache,
+                 real_kind: str) -> tuple[list[str], dict[str, float]]:
+    """The six fingerprints of one (real class, profile, training real format) setting. ``fit_real``
+    ``asis``: every generator against the real photos as they are; ``matched``: a JPEG-served generator against
+    the real photos re-saved at its own JPEG quality (the lossless ones reuse the ``asis`` fit)."""
+    from fingerprint_cli.dif import condition
+
+    paths, secs = [], {}
+    for name, gen in sets.items():
+        q = _majority_quality(condition.probe_many(gen)) if fit_real == "matched" else None
+        folder = out if q is not None else out.parent / out.name.replace("-matched", "-asis")
+        folder.mkdir(parents=True, exist_ok=True)
+        real = resaved_like(real_train, q, Path(args.out) / f"real_{real_kind}_train_q{q}")
+        s = _fit_one(args, name, gen, real, folder / f"{name}.fpx.safetensors", prof, cache)
+        if s is not None:
+            secs[name] = s
+        paths.append(str(folder / f"{name}.fpx.safetensors"))
+    return paths, secs
+
+
+def _majority_quality(conds: list[dict]) -> int | None:
+    """The JPEG quality most of a generator's images carry, None when most are lossless."""
+    qs = [c.get("jpeg_quality") for c in conds]
+    jpeg = [q for q in qs if q is not None]
+    if len(jpeg) * 2 <= len(qs):
+        return None
+    return int(np.median(jpeg))
+
+
+def _modern_lineage(args, paths, real_test_dir, cache, eq: str, control: str, key: str, out: Path, secs) -> dict:
+    """One lineage run of testbed 3 and its report (every metric; right under either OpenAI reading)."""
+    t = time.perf_counter()
+    res, _ = lineage.run(paths, real_dir=real_test_dir, cache=cache, equalise=eq, control=control,
+                         metric="grid" if args.method != "spectral" else "auc")
+    dt = time.perf_counter() - t
+    pic = out / f"lineage_{eq}_{control}.png"
+    lineage.plot(res, str(pic))
+    summ = report(f"Testbed 3 — {key}", res, EXPECTED_MODERN, dt, secs, pic)
+    summ["control_formats"] = res.control_formats
+    print(f"control formats (column: its images' format; the real negatives re-saved so): {res.control_formats}")
+    for metric in ("grid", "accuracy", "auc") if res.grid_auc is not None else ("accuracy", "auc"):
+        _, cl = families_for(res, metric)
+        alt, _ = verdict(cl, EXPECTED_MODERN_ALT)
+        summ[f"match_{metric}"] = summ[f"match_{metric}"] or alt
+        print(f"  {metric}: right (either DALL-E 3 / gpt-image-1-mini reading) = {summ[f'match_{metric}']}")
+    return summ
+
+
+def _modern_verdicts(summary: dict) -> None:
+    print("\n## Testbed 3 verdicts (families right?)\n")
+    print("| real class | profile | fit real | --equalise | --control | grid | accuracy | auc |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, summ in summary.items():
+        rk, prof, fit_real, eq, ctl = key.split("/")
+        print(f"| {rk} | {prof} | {fit_real} | {eq.split('=')[1]} | {ctl.split('=')[1]} | " + " | ".join(
+            ("right" if summ[f"match_{m}"] else "wrong") + f" {summ[f'families_{m}']} unresolved "
+            f"{summ[f'unresolved_{m}']}" if f"match_{m}" in summ else "-" for m in ("grid", "accuracy", "auc"))
+            + " |")
+
+
+def _half_grid(r: np.ndarray, period: int) -> np.ndarray:
+    """Grid component of the mean of residuals ``r`` (N, C, H, W), its channel means removed."""
+    m = r.astype(np.float64).mean(axis=0)
+    return lineage.grid_component(m - m.mean(axis=(1, 2), keepdims=True), period)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    return float((a * b).mean())
+
+
+def split_half_traces(sets: dict[str, list[str]], crop: int, period: int, denoiser: str, cache) -> None:
+    """No fingerprint involved: is there a position-locked trace, and which sets share it? Each set's residuals
+    (centre ``crop``, images too small left out) are split into even / odd halves; the grid component of each
+    half's mean residual is correlated with the other set's other half (mean of the two cross-half pairs). The
+    diagonal is a set's own half-vs-half reproducibility — the noise floor of everything off it."""
+    from fingerprint_cli.dif.residuals import compute, get_denoiser
+
+    den = get_denoiser(denoiser)
+    halves = {}
+    for name, ps in sets.items():
+        r, _ = compute(ps, den, crop, cache=cache, on_error=lambda p, e: None)
+        if len(r) >= 4:
+            halves[name] = (_half_grid(r[0::2], period), _half_grid(r[1::2], period))
+    ks = list(halves)
+    print(f"\n### Split-half grid traces of the mean residual ({denoiser} residuals, crop {crop}, period {period})\n")
+    print("| | " + " | ".join(ks) + " |")
+    print("|---|" + "---|" * len(ks))
+    for a in ks:
+        print(f"| {a} | " + " | ".join(f"{(_corr(halves[a][0], halves[b][1]) + _corr(halves[a][1], halves[b][0])) / 2:+.2f}"
+                                     for b in ks) + " |")
+    sys.stdout.flush()
+
+
+def testbed_modern(args, cache) -> dict:
+    """Testbed 3 (issue 15): SD 1.x family vs SDXL vs DALL-E 3 vs gpt-image-1-mini, once against lossless
+    real photos (Kodak tiles: photos 1-12 fit, 13-24 test) and once against real JPEG photos (BSDS500: train/
+    fits, val/ tests); per training profile, training real format (--fit-real), --equalise and --control
+    setting; every metric."""
+    data = Path(args.data)
+    root = Path(args.out) / f"modern-{args.method}-{args.denoiser}-c{args.crop}-n{args.n_train}-e{args.epochs}{args.tag}"
+    root.mkdir(parents=True, exist_ok=True)
+    reals = _modern_reals(args, data)
     sets = {name: [str(p) for p in images.list_images(data / folder)] for folder, name in MODERN.items()
             if (data / folder).is_dir()}
+    for crop in args.trace_crops:
+        traces = dict(sets)
+        traces["kodak24 (full photos)"] = [str(p) for p in images.list_images(data / "real_kodak24")]
+        traces.update({f"real {k} (train)": v[0] for k, v in reals.items()})
+        for period in args.trace_periods:
+            split_half_traces(traces, crop, period, args.denoiser, cache)
     summary: dict = {}
     for real_kind in args.modern_real:
         if real_kind not in reals:
@@ -325,48 +463,20 @@ def testbed_modern(args, cache) -> dict:
             continue
         real_train, real_test_dir = reals[real_kind]
         for prof in args.profiles:
-            out = root / f"{real_kind}-{prof}"
-            out.mkdir(parents=True, exist_ok=True)
-            paths, secs = [], {}
-            for name, gen in sets.items():
-                dst = out / f"{name}.fpx.safetensors"
-                if not dst.exists() or args.refit:
-                    t = time.perf_counter()
-                    fp = extract.fit(gen, real_train, name=name, method=args.method, crop=args.crop,
-                                     epochs=args.epochs, seed=0, denoiser=args.denoiser, images=args.n_train,
-                                     test_fraction=1 / 3, cache=cache, profile=prof, batch_size=32)
-                    secs[name] = time.perf_counter() - t
-                    fp.save(dst)
-                    log(f"[{real_kind}/{prof}] fitted {name}: {secs[name]:.0f} s, counts {fp.meta['counts']}")
-                paths.append(str(dst))
-            for eq in args.equalise:
-                t = time.perf_counter()
-                res, _ = lineage.run(paths, real_dir=real_test_dir, cache=cache, equalise=eq,
-                                     metric="grid" if args.method != "spectral" else "auc")
-                dt = time.perf_counter() - t
-                lineage.plot(res, str(out / f"lineage_{eq}.png"))
-                key = f"{real_kind}/{prof}/equalise={eq}"
-                summ = report(f"Testbed 3 — real {real_kind}, profile {prof}, --equalise {eq}", res,
-                              EXPECTED_MODERN, dt, secs, out / f"lineage_{eq}.png")
-                for metric in ("grid", "accuracy", "auc") if res.grid_auc is not None else ("accuracy", "auc"):
-                    _, cl = families_for(res, metric)
-                    alt, _ = verdict(cl, EXPECTED_MODERN_ALT)
-                    summ[f"match_{metric}"] = summ[f"match_{metric}"] or alt
-                    print(f"  {metric}: right (either DALL-E 3 / gpt-image-1-mini reading) = {summ[f'match_{metric}']}")
-                summary[key] = summ
-                (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-                sys.stdout.flush()
-    print("\n## Testbed 3 verdicts (families right?)\n")
-    print("| real class | profile | --equalise | grid | accuracy | auc |")
-    print("|---|---|---|---|---|---|")
-    for key, summ in summary.items():
-        rk, prof, eq = key.split("/")
-        print(f"| {rk} | {prof} | {eq.split('=')[1]} | " + " | ".join(
-            ("right" if summ[f"match_{m}"] else "wrong") + f" {summ[f'families_{m}']} unresolved "
-            f"{summ[f'unresolved_{m}']}" if f"match_{m}" in summ else "-" for m in ("grid", "accuracy", "auc"))
-            + " |")
+            for fit_real in args.fit_real:
+                out = root / f"{real_kind}-{prof}-{fit_real}"
+                paths, secs = _modern_fits(args, sets, real_train, out, prof, fit_real, cache, real_kind)
+                if args.fit_only:
+                    continue
+                for eq in args.equalise:
+                    for control in args.control:
+                        key = f"{real_kind}/{prof}/{fit_real}/equalise={eq}/control={control}"
+                        summary[key] = _modern_lineage(args, paths, real_test_dir, cache, eq, control, key, out,
+                                                       secs)
+                        (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+                        sys.stdout.flush()
+    _modern_verdicts(summary)
     return summary
-
 
 def processed(src: list[str], folder: Path, system) -> list[str]:
     """``system`` applied to each image of ``src``, saved under ``folder`` with the same file name (kept if
@@ -494,6 +604,19 @@ def main() -> int:
     ap.add_argument("--modern-real", nargs="*", default=["jpeg", "png"], help="testbed 3 real classes")
     ap.add_argument("--profiles", nargs="*", default=["robust", "plain"], help="testbed 3 training profiles")
     ap.add_argument("--equalise", nargs="*", default=["none", "jpeg90"], help="testbed 3 --equalise settings")
+    ap.add_argument("--control", nargs="*", default=["none", "format"], choices=list(lineage.CONTROLS),
+                    help="testbed 3 --control settings (format: each column's real negatives re-saved in its "
+                         "generator's format)")
+    ap.add_argument("--fit-real", nargs="*", default=["asis"], choices=["asis", "matched"],
+                    help="testbed 3 training real class: as it is, or re-saved at each JPEG generator's quality")
+    ap.add_argument("--fit-only", action="store_true", help="testbed 3: fit the fingerprints, run no lineage")
+    ap.add_argument("--tolerance", type=int, default=0,
+                    help="testbed 3 detection statistic: 0 = zero-shift rho (the current default in effect)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--trace-crops", nargs="*", type=int, default=[],
+                    help="testbed 3: first print the split-half grid-trace table of every set at these crops")
+    ap.add_argument("--trace-periods", nargs="*", type=int, default=[lineage.DEFAULT_PERIOD],
+                    help="grid periods of the --trace-crops tables")
     ap.add_argument("--method", default="dif", choices=["dif", "average", "spectral"])
     ap.add_argument("--denoiser", default="dncnn")
     ap.add_argument("--crop", type=int, default=256)
@@ -522,7 +645,11 @@ def main() -> int:
     args = ap.parse_args()
     timed_matrix.use_cache = args.matrix_cache
     if args.testbed == "modern":
+        import torch
+
         from fingerprint_cli.dif.residuals import ResidualCache
+
+        torch.set_num_threads(args.threads)
 
         args.denoiser = pick_denoiser(args.denoiser)
         testbed_modern(args, ResidualCache(disk=args.cache) if args.cache else ResidualCache())

@@ -333,3 +333,74 @@ def test_grid_component_drops_the_border_and_keeps_the_phase():
     assert np.abs(lineage.tile_mean(x, 16) - tile).max() > 1.0
     small = x[:, :48, :48]                           # too small to spare a margin: whole image used
     np.testing.assert_allclose(lineage.grid_component(small, 16), lineage.tile_mean(small, 16))
+
+
+# ----------------------------------------------------------------------------- --control format (issue 15 item 4)
+def _with_trace(px: np.ndarray, pat: np.ndarray, amp: float = 0.04) -> np.ndarray:
+    """What :func:`conftest.write_traced_set` does to a clean image (the "format" a control view imposes)."""
+    return np.clip(px + amp * pat / np.abs(pat).max() * 2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def format_bed(tmp_path_factory):
+    """Four generators served in one "format" that leaves its own fixed trace L (as a JPEG lattice does):
+    fmt_a and fmt_b carry nothing else, shared_c and shared_d also carry one true shared pattern P; real photos
+    are clean (lossless). ``view`` "L" re-saves a real photo in the generators' format."""
+    root = tmp_path_factory.mktemp("lineage-format")
+    fmt = planted(200)
+    shared = planted(201)
+    real_train = write_set(root / "real_train", None, 8, 9000)
+    real_test = write_set(root / "real_test", None, 12, 9500)
+    fps = []
+    for k, (name, pat) in enumerate({"fmt_a": fmt, "fmt_b": fmt, "shared_c": fmt + 1.5 * shared,
+                                     "shared_d": fmt + 1.5 * shared}.items()):
+        tr = write_set(root / name / "train", pat, 8, 1000 * (k + 1))
+        te = write_set(root / name / "test", pat, 12, 1000 * (k + 1) + 500)
+        fps.append(fit_fake(name, tr, real_train, te, real_test))
+    return {"fps": fps, "format": fmt}
+
+
+def _control_correlate(fmt):
+    def control_correlate(fp, paths, view):
+        assert view == "L"
+        pat = fp.pattern.transpose(1, 2, 0)
+        res = [residual(_with_trace(images.load_image(p).pixels, fmt)) for p in paths]
+        sign = 1.0 if fp.meta["mu_gen"] >= fp.meta["mu_real"] else -1.0
+        return (np.array([rho(r, pat) for r in res]),
+                lineage.grid_rho([r.transpose(2, 0, 1) for r in res], fp.pattern, lineage.DEFAULT_PERIOD, sign))
+    return control_correlate
+
+
+def test_format_control_unlinks_a_format_only_trace_and_keeps_a_shared_one(format_bed):
+    fps, fmt = format_bed["fps"], format_bed["format"]
+    plain = run_analyse(fps)
+    # without the control, the format's own trace links everything served in it (the confound)
+    assert plain.clustering.families == [["fmt_a", "fmt_b", "shared_c", "shared_d"]]
+    views = {fp.name: "L" for fp in fps}
+    for metric in lineage.METRICS:
+        res = run_analyse(fps, metric=metric, control_views=views, control_correlate=_control_correlate(fmt))
+        names = res.names
+        a, b, c, d = (names.index(x) for x in ("fmt_a", "fmt_b", "shared_c", "shared_d"))
+        basis = res.matrix(metric)
+        # against photos re-saved in the same format the format-only fingerprints detect nothing...
+        assert {"fmt_a", "fmt_b"} <= set(res.clustering.unresolved), (metric, res.clustering)
+        assert not any({"fmt_a", "fmt_b"} <= set(f) for f in res.clustering.families)
+        assert max(basis[a, b], basis[b, a]) < 0.75, (metric, basis)
+        # ...while the true shared pattern still links its two generators, both ways
+        assert ["shared_c", "shared_d"] in res.clustering.families, (metric, res.clustering)
+        assert min(basis[c, d], basis[d, c]) > 0.9, (metric, basis)
+        assert res.n_real[c, d] == plain.n_real[c, d] == 12
+
+
+def test_format_control_columns_without_a_view_are_unchanged(format_bed):
+    fps, fmt = format_bed["fps"], format_bed["format"]
+    plain = run_analyse(fps)
+    res = run_analyse(fps, control_views={"shared_c": "L", "fmt_a": None},
+                      control_correlate=_control_correlate(fmt))
+    j = res.names.index("shared_c")
+    others = [k for k in range(len(res.names)) if k != j]
+    np.testing.assert_array_equal(res.auc[:, others], plain.auc[:, others])
+    np.testing.assert_array_equal(res.grid_auc[:, others], plain.grid_auc[:, others])
+    assert not np.allclose(res.auc[:, j], plain.auc[:, j])
+    with pytest.raises(UsageError, match="control_correlate"):
+        run_analyse(fps, control_views={"shared_c": "L"})

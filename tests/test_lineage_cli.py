@@ -299,3 +299,70 @@ def test_equalise_correlates_jpeg_resaved_copies_of_every_test_image(bed, tmp_pa
 def test_equalise_bad_value_is_a_usage_error(bed):
     res = invoke([bed["fps"]["parent"], bed["fps"]["child"], "--equalise", "jpeg"])
     assert res.exit_code == 2 and "jpegQ" in res.output
+
+
+def _resave_jpeg(paths, folder: Path, quality: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        (folder / (Path(p).stem + ".jpg")).write_bytes(
+            images.encode(images.load_image(p).pixels, "JPEG", quality=quality))
+    return folder
+
+
+def test_control_format_tests_a_jpeg_column_against_photos_resaved_like_it(bed, tmp_path):
+    """--control format, through the real fingerprint code: the JPEG column's real side is the photos' centre
+    window re-saved at the column's quality (checked against an independent computation of the same AUC with
+    scikit-learn), the lossless column is exactly the uncontrolled one, and a JPEG real class warns."""
+    from sklearn.metrics import roc_auc_score
+
+    from fingerprint_cli import lineage
+    from fingerprint_cli.dif import detect
+    from fingerprint_cli.dif.fingerprint import Fingerprint
+
+    f = bed["fps"]
+    child = Fingerprint.load(f["child"])
+    jpeg_child = _resave_jpeg([e["path"] for e in child.meta["test"]["generated"]], tmp_path / "child_q75", 75)
+    pair = [str(f["parent"]), str(f["child"])]
+    base, _ = lineage.run(pair, images=[f"child={jpeg_child}"])
+    res, prov = lineage.run(pair, images=[f"child={jpeg_child}"], control="format")
+    assert res.control == prov["control"] == "format"
+    assert res.control_formats == {"parent": "lossless", "child": "jpeg75"}
+    ip, ic = res.names.index("parent"), res.names.index("child")
+    np.testing.assert_array_equal(res.auc[:, ip], base.auc[:, ip])          # lossless column: unchanged
+    np.testing.assert_array_equal(res.grid_auc[:, ip], base.grid_auc[:, ip])
+    # independent reference for the JPEG column: each real test photo's centre crop re-saved at q75 by hand
+    parent = Fingerprint.load(f["parent"])
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    refs = []
+    for e in parent.meta["test"]["real"]:
+        px = images.load_image(e["path"]).pixels
+        y, x = (px.shape[0] - CROP) // 2, (px.shape[1] - CROP) // 2
+        win = images.decode(images.encode(px[y:y + CROP, x:x + CROP], "JPEG", quality=75), "w").pixels
+        refs.append(str(ref_dir / (Path(e["path"]).stem + ".png")))
+        images.save_png(win, refs[-1])
+    sign = 1.0 if parent.meta["mu_gen"] >= parent.meta["mu_real"] else -1.0
+    pos = sign * detect.correlations(parent, [str(p) for p in images.list_images(jpeg_child)])
+    neg = sign * detect.correlations(parent, refs)
+    want = roc_auc_score(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg])
+    assert res.auc[ip, ic] == pytest.approx(want, abs=1e-9)
+    assert res.n_real[ip, ic] == len(refs) == base.n_real[ip, ic]
+    assert not res.warnings
+    # real photos that are JPEG themselves: a lossless column cannot be matched, and the run says so
+    jpeg_real = _resave_jpeg([e["path"] for e in parent.meta["test"]["real"]], tmp_path / "real_q90", 90)
+    res2, _ = lineage.run(pair, images=[f"child={jpeg_child}"], real_dir=str(jpeg_real), control="format")
+    assert any("no lossless copy" in w and "parent" in w for w in res2.warnings)
+
+
+def test_control_option_on_the_cli(bed):
+    f = bed["fps"]
+    res = invoke([f["parent"], f["child"], f["other"], "--control", "format", "-f", "jsonl", "-q"])
+    assert res.exit_code == 0, res.output
+    summary = records(res)[-1]
+    assert summary["details"]["control"] == "format" and summary["provenance"]["control"] == "format"
+    assert "re-saved in that generator's format" in summary["decision"]["rule"]
+    assert summary["details"]["control_formats"] == {"parent": "lossless", "child": "lossless", "other": "lossless"}
+    # all lossless: the control changes nothing
+    assert summary["decision"]["families"] == [["parent", "child"], ["other"]]
+    res = invoke([f["parent"], f["child"], "--control", "formats"])
+    assert res.exit_code == 2 and "--control" in res.stderr

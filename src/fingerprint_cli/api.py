@@ -507,16 +507,18 @@ def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike
 
 def lineage(fingerprints: Sequence[PathLike], *, images: Sequence[str] = (), real: Sequence[str] = (),
             threshold: float = 0.5, max_shift: int = 2, metric: str = "grid", period: int = 16,
-            equalise: str = "none", plot: PathLike | None = None, output: PathLike | None = None,
-            fmt: str | None = None, device: str = "auto", quiet: bool = False, stdout: bool = False) -> Results:
+            equalise: str = "none", control: str = "none", plot: PathLike | None = None,
+            output: PathLike | None = None, fmt: str | None = None, device: str = "auto", quiet: bool = False,
+            stdout: bool = False) -> Results:
     """Cross-detection matrix, relatedness and families of generator fingerprints (artifact paths; ``fpx
     lineage``). ``images``: ``NAME=DIR`` held-out images of the generator whose fingerprint is NAME; ``real``:
     ``DIR`` (every fingerprint) or ``NAME=DIR`` held-out real photos (default: each artifact's own test split);
     ``metric`` ``grid`` | ``accuracy`` | ``auc``; ``threshold`` the cut on 1 - relatedness; ``equalise``
-    ``jpegQ`` re-saves every test image as JPEG first; ``plot`` a heatmap + dendrogram PNG. Returns one
+    ``jpegQ`` re-saves every test image as JPEG first; ``control`` ``format`` tests each generator's images
+    against the real photos re-saved in that generator's format; ``plot`` a heatmap + dendrogram PNG. Returns one
     ``lineage`` record per ordered pair, then the summary with the families
     (:func:`fingerprint_cli.lineage.run` + :func:`~fingerprint_cli.lineage.to_records`). ``stdout=True`` prints
     as the CLI does (the matrix text for a table)."""
     return lineage_job(list(fingerprints), images=list(images), real=list(real), threshold=threshold,
-                       max_shift=max_shift, metric=metric, period=period, equalise=equalise, plot=plot,
-                       output=output, fmt=fmt, device=device, quiet=quiet, stdout=stdout)
+                       max_shift=max_shift, metric=metric, period=period, equalise=equalise, control=control,
+                       plot=plot, output=output, fmt=fmt, device=device, quiet=quiet, stdout=stdout)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,8 +12,11 @@ import typer
 from fingerprint_cli import api, batch
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
+from fingerprint_cli.lineage.stats import CONTROLS, METRICS
 
 ORDER = 60
+Metric = Enum("Metric", {m: m for m in METRICS}, type=str)
+Control = Enum("Control", {c: c for c in CONTROLS}, type=str)
 
 
 def lineage(
@@ -28,7 +32,7 @@ def lineage(
                                     help="cut on 1 - relatedness; 0.5 = mean cross-detection (AUC or accuracy) of 0.75"),
     max_shift: int = typer.Option(2, "--max-shift", min=0, max=16,
                                   help="fingerprint correlation: best over cyclic shifts up to this many pixels"),
-    metric: str = typer.Option("grid", "--metric",
+    metric: Metric = typer.Option("grid", "--metric",
                                help="what relatedness is built from: grid (default: AUC of the fingerprint's "
                                     "grid-periodic component, position-locked upsampler/decoder traces) | "
                                     "accuracy (the paper's: each fingerprint's own decision rule on the whole "
@@ -39,6 +43,11 @@ def lineage(
                                  help="re-save every test image (generated and real alike) as JPEG at quality "
                                       "Q before its residual, so a link cannot come from a format difference "
                                       "(lossless generators vs JPEG photos); e.g. jpeg90"),
+    control: Control = typer.Option("none", "--control",
+                                    help="none | format: test each generator's images against the real photos "
+                                         "re-saved in that generator's own format (JPEG at the quality its images "
+                                         "carry; as they are for lossless ones), so a link cannot come from a "
+                                         "shared format alone (JPEG-served generators vs lossless photos)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a heatmap + dendrogram PNG here"),
     fmt: Optional[str] = common.FormatOpt,
     output: Optional[Path] = common.OutputOpt,
@@ -62,7 +71,8 @@ def lineage(
         batch.warn("--device has no effect on fpx lineage (the DIF denoiser runs on the CPU)", quiet)
     try:
         records = api.lineage(fingerprints, images=images, real=real, threshold=threshold, max_shift=max_shift,
-                              metric=metric, period=period, equalise=equalise, plot=plot, output=output, fmt=fmt,
+                              metric=common.value(metric), period=period, equalise=equalise,
+                              control=common.value(control), plot=plot, output=output, fmt=fmt,
                               device=device, quiet=quiet, stdout=True)
     except FpxError as exc:
         common.die(exc)

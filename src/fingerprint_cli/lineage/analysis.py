@@ -13,11 +13,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from fingerprint_cli import __version__, batch
+from fingerprint_cli.dif import condition
 from fingerprint_cli.dif.augment import Augmentation
+from fingerprint_cli.dif.augment import apply as augment_apply
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.images import sha256_file
-from fingerprint_cli.lineage.stats import (DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD, DEFAULT_THRESHOLD,
-                                           METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
+from fingerprint_cli.lineage.stats import (CONTROLS, DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD,
+                                           DEFAULT_THRESHOLD, METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
                                            _standardise, auc, balanced_accuracy, families, grid_component,
                                            grid_rho, link_evidence, pattern_correlation)
 from fingerprint_cli.registry import suggest
@@ -110,6 +112,8 @@ class LineageResult:
     grid_auc: np.ndarray | None = None  # AUC of ρ_grid (F_i's grid component) on j's images vs real
     grid_correlation: np.ndarray | None = None   # correlation of the oriented grid components
     period: int = DEFAULT_PERIOD
+    control: str = "none"               # "format": each column's real negatives re-saved in its images' format
+    control_formats: dict[str, str] = field(default_factory=dict)   # name -> "jpegQ" / "lossless" (control only)
 
     def matrix(self, metric: str) -> np.ndarray | None:
         """The cross-detection matrix of ``metric`` ("grid", "accuracy" or "auc")."""
@@ -140,6 +144,8 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
             grid_correlate: Callable[[Any, list[str]], np.ndarray] | None = None,
             threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT,
             metric: str = DEFAULT_METRIC, period: int = DEFAULT_PERIOD,
+            control_views: Mapping[str, Any] | None = None,
+            control_correlate: Callable[[Any, list[str], Any], tuple[np.ndarray, np.ndarray | None]] | None = None,
             on_progress: Callable[..., None] | None = None) -> LineageResult:
     """Compute the full lineage analysis.
 
@@ -147,6 +153,10 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     ``grid_correlate(fp, paths) -> ρ_grid`` (:func:`grid_rho` of each image's residual, oriented; needed for
     ``metric="grid"``), ``is_generated(fp, ρ) -> bool array`` and ``image_sha256(path)`` are injected so the
     pure logic can be tested with synthetic fingerprints; :func:`run` wires them to ``fingerprint_cli.dif``.
+
+    ``control_views`` ({generator name j: view}, see :data:`CONTROLS`): the real images of every cell in
+    column j are the real test images after j's view (``control_correlate(fp, paths, view) -> (ρ, ρ_grid or
+    None)``) instead of as they are; a column without a view (or a None view) keeps them as they are.
 
     Steps: the held-out generated and real test sets of every fingerprint; the hashes of every image (never
     score a fingerprint on an image it was fitted on); ρ (and ρ_grid) of every fingerprint on every image once;
@@ -163,8 +173,11 @@ def analyse(fps: Sequence[Any], paths: Sequence[str], sha256: Sequence[str], *,
     sha = _hashes(all_paths, image_sha256)
     t1 = time.perf_counter()
     rho, rho_grid = _correlations(fps, all_paths, sha, train_hashes, correlate, grid_correlate, on_progress)
+    views = {k: v for k, v in (control_views or {}).items() if v is not None}
+    ctrl = _control_correlations(fps, reals, sha, train_hashes, views, control_correlate)
     t2 = time.perf_counter()
-    m = _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_grid, is_generated)
+    negatives = _Negatives(rho, rho_grid, views, ctrl)
+    m = _detection_matrices(fps, names, tests, reals, sha, train_hashes, negatives, is_generated)
     corr, gcorr, shifts = _pattern_matrices(fps, period, max_shift, grid=bool(rho_grid))
     warnings = _unreadable_warning(all_paths, sha, train_hashes, rho)
     rel, z_self, cl, links = _families_and_links(names, m, gcorr if metric == "grid" else corr, metric, threshold,
@@ -254,6 +267,41 @@ def _hashes(paths: Sequence[str], image_sha256: Callable[[str], str]) -> dict[st
     return sha
 
 
+def _control_correlations(fps, reals, sha, train_hashes, views: Mapping[str, Any],
+                          control_correlate: Callable | None) -> list[dict[Any, tuple[dict, dict | None]]]:
+    """For each fingerprint i and each distinct control view: ρ (and ρ_grid) of i's real test images after the
+    view, as {path: value} maps — computed once per (fingerprint, view), shared by every column using it."""
+    if views and control_correlate is None:
+        raise UsageError("control views need a control_correlate function")
+    out: list[dict[Any, tuple[dict, dict | None]]] = []
+    for i, fp in enumerate(fps):
+        need = [p for p in reals[i] if sha.get(p) is not None and sha[p] not in train_hashes[i]]
+        per_view: dict[Any, tuple[dict, dict | None]] = {}
+        for v in dict.fromkeys(views.values()):
+            r, g = control_correlate(fp, need, v)
+            per_view[v] = (dict(zip(need, np.asarray(r, dtype=np.float64).tolist())),
+                           None if g is None else dict(zip(need, np.asarray(g, dtype=np.float64).tolist())))
+        out.append(per_view)
+    return out
+
+
+@dataclass
+class _Negatives:
+    """Where the real side of cell (i, j) reads its ρ / ρ_grid: i's images as they are, or — when column j has a
+    control view — the same images after that view."""
+    rho: list[dict[str, float]]
+    rho_grid: list[dict[str, float]]
+    views: Mapping[str, Any]
+    ctrl: list[dict[Any, tuple[dict, dict | None]]]
+
+    def of(self, i: int, column: str) -> tuple[Mapping[str, float], Mapping[str, float] | None]:
+        """(ρ map, ρ_grid map or None) of fingerprint i's real images for the column of generator ``column``."""
+        v = self.views.get(column)
+        if v is not None:
+            return self.ctrl[i][v]
+        return self.rho[i], (self.rho_grid[i] if self.rho_grid else None)
+
+
 def _correlations(fps, all_paths, sha, train_hashes, correlate, grid_correlate, on_progress):
     """ρ (and ρ_grid) of each fingerprint on every readable image it was not fitted on, computed once."""
     rho: list[dict[str, float]] = []
@@ -292,10 +340,13 @@ def _usable(paths: Sequence[str], sha: Mapping[str, str | None], train: set[str]
 
 
 def _fill_cell(m: _Matrices, i: int, j: int, fp: Any, keep: list[str], real_i: list[str],
-               rho_i: Mapping[str, float], grid_i: Mapping[str, float] | None, is_generated: Callable) -> bool:
-    """Counts, balanced accuracy, AUC (and grid AUC) of cell (i, j); False when a side has no usable image."""
+               rho_i: Mapping[str, float], grid_i: Mapping[str, float] | None, is_generated: Callable,
+               neg: tuple[Mapping[str, float], Mapping[str, float] | None]) -> bool:
+    """Counts, balanced accuracy, AUC (and grid AUC) of cell (i, j) — generated side from ``rho_i`` /
+    ``grid_i``, real side from ``neg`` (ρ, ρ_grid maps); False when a side has no usable image."""
+    neg_rho, neg_grid = neg
     r_gen = np.array([rho_i[p] for p in keep])
-    r_real = np.array([rho_i[p] for p in real_i])
+    r_real = np.array([neg_rho[p] for p in real_i])
     m.ng[i, j], m.nr[i, j] = r_gen.size, r_real.size
     if r_gen.size == 0 or r_real.size == 0:
         return False
@@ -305,24 +356,27 @@ def _fill_cell(m: _Matrices, i: int, j: int, fp: Any, keep: list[str], real_i: l
     sign = _orientation(fp)
     m.au[i, j] = auc(sign * r_gen, sign * r_real)
     if grid_i is not None:
-        m.gau[i, j] = auc(np.array([grid_i[p] for p in keep]), np.array([grid_i[p] for p in real_i]))
+        m.gau[i, j] = auc(np.array([grid_i[p] for p in keep]), np.array([(neg_grid or grid_i)[p] for p in real_i]))
     return True
 
 
-def _detection_matrices(fps, names, tests, reals, sha, train_hashes, rho, rho_grid, is_generated) -> _Matrices:
-    """Cell (i, j): fingerprint i on generator j's held-out images against i's real test images — balanced
-    accuracy of i's own rule, AUC of ρ, AUC of ρ_grid, and the counts behind them."""
+def _detection_matrices(fps, names, tests, reals, sha, train_hashes, neg: _Negatives, is_generated) -> _Matrices:
+    """Cell (i, j): fingerprint i on generator j's held-out images against i's real test images (after j's
+    control view, if any) — balanced accuracy of i's own rule, AUC of ρ, AUC of ρ_grid, and the counts."""
     n = len(fps)
     m = _Matrices(*(np.full((n, n), np.nan) for _ in range(5)),
                   *(np.zeros((n, n), dtype=int) for _ in range(3)), errors={})
+    rho, rho_grid = neg.rho, neg.rho_grid
     for i, fp in enumerate(fps):
         th = train_hashes[i]
-        real_i = _usable(reals[i], sha, th, rho[i])
         for j in range(n):
+            neg_ij = neg.of(i, names[j])
+            real_i = _usable(reals[i], sha, th, neg_ij[0])
             cand = [p for p in tests[j].paths if sha.get(p)]
             m.nx[i, j] = sum(1 for p in cand if sha[p] in th)
             keep = _usable(cand, sha, th, rho[i])
-            if not _fill_cell(m, i, j, fp, keep, real_i, rho[i], rho_grid[i] if rho_grid else None, is_generated):
+            if not _fill_cell(m, i, j, fp, keep, real_i, rho[i], rho_grid[i] if rho_grid else None, is_generated,
+                              neg_ij):
                 m.errors[(i, j)] = InputError(
                     f"no usable held-out images of {names[j]} for fingerprint {names[i]} "
                     f"({m.nx[i, j]} excluded as its training images)", tests[j].source)
@@ -440,6 +494,67 @@ class _Correlator:
     def is_generated(self, fp: Any, r: np.ndarray) -> np.ndarray:
         return self.detect.is_generated(fp, r)
 
+    def control_correlate(self, fp: Any, ps: list[str], view: "FormatView") -> tuple[np.ndarray, np.ndarray]:
+        """ρ and ρ_grid of ``ps`` re-saved in ``view``'s format (then through the equaliser, if any), each view's
+        residual cached per image like any augmentation."""
+        chain = _Chain(tuple(view.steps()) + ((self.aug,) if self.aug is not None else ()))
+        res, infos = _chain_residuals(self.detect, fp, ps, self.cache, chain)
+        return (_by_path(ps, infos, self.detect.correlate_residuals(fp, res)),
+                _by_path(ps, infos, grid_rho(res, _pattern_array(fp), self.period, _orientation(fp))))
+
+
+@dataclass(frozen=True)
+class FormatView:
+    """The format of one generator's images, as a control view of the real photos: JPEG at ``quality`` (the IJG
+    quality its images' tables match), or None for lossless (the photos stay as they are)."""
+    quality: int | None = None
+
+    @property
+    def id(self) -> str:
+        return "lossless" if self.quality is None else f"jpeg{int(self.quality)}"
+
+    def steps(self) -> list[Augmentation]:
+        """The augmentations that re-save a photo's crop window in this format (none for lossless)."""
+        return [] if self.quality is None else [Augmentation(quality=int(self.quality))]
+
+
+def format_of(paths: Sequence[str]) -> FormatView:
+    """The format most of ``paths`` carry (their headers, :func:`..dif.condition.probe_many`): JPEG at the median
+    IJG quality of the JPEG ones when they are the majority, else lossless."""
+    conds = condition.probe_many(paths)
+    qs = [c["jpeg_quality"] for c in conds if not c.get("lossless") and c.get("jpeg_quality") is not None]
+    if not conds or len(qs) * 2 <= len(conds):
+        return FormatView(None)
+    return FormatView(int(np.median(qs)))
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """Augmentations applied in turn to an image's centre window (a control view, then the equaliser); its
+    ``id`` keys the residual cache ("q75", "q75-q90") — one step is exactly that :class:`Augmentation`."""
+    parts: tuple
+
+    @property
+    def id(self) -> str:
+        return "-".join(a.id for a in self.parts) or "none"
+
+
+def _chain_window(pixels: np.ndarray, chain: _Chain, crop: int, path: str) -> np.ndarray:
+    """The centre ``crop`` window after every step of ``chain`` (:func:`..dif.augment.apply` each)."""
+    out = augment_apply(pixels, chain.parts[0] if chain.parts else Augmentation(), crop, path)
+    for a in chain.parts[1:]:
+        out = augment_apply(out, a, crop, path)
+    return out
+
+
+def _chain_residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, chain: _Chain):
+    """Residuals of ``paths`` after ``chain`` (images that fail, or are smaller than the crop, left out)."""
+    from fingerprint_cli.dif.residuals import compute_views  # imports torch
+
+    res, infos, _ = compute_views(list(paths), lambda sha: [chain], detect.denoiser_for(fp), fp.crop, cache=cache,
+                                  on_error=lambda p, exc: None, window=_chain_window)
+    return res[:, 0], infos
+
 
 def _grid_applicable(fps: Sequence[Any], metric: str, period: int) -> bool:
     """Whether the grid matrices can be computed (spatial fingerprints, a period that fits the crop); refuses
@@ -467,13 +582,18 @@ def _folder_options(names: list[str], images: Sequence[str], real_dir: str | Seq
 def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Sequence[str] | None = None,
         threshold: float = DEFAULT_THRESHOLD, max_shift: int = DEFAULT_MAX_SHIFT, metric: str = DEFAULT_METRIC,
         period: int = DEFAULT_PERIOD, device: str = "auto", cache: Any = None, equalise: str | None = None,
-        on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
+        control: str = "none", on_progress: Callable[..., None] | None = None) -> tuple[LineageResult, dict[str, Any]]:
     """Load the fingerprints at ``paths`` and run :func:`analyse` with one shared residual cache.
 
     ``equalise`` ("jpegQ", e.g. "jpeg90"; None/"none" = off): every test image — generated and real alike —
     is re-saved as JPEG at quality Q before its residual (:func:`equaliser`), so generated and real images
     share one format and a link cannot come from both generators differing from the real class the same way
     (lossless vs JPEG).
+
+    ``control`` (:data:`CONTROLS`): ``"format"`` tests each column j against the real photos re-saved in j's
+    format (:func:`format_of` of j's test images; with ``equalise`` the copies are equalised too), so a link
+    must beat a control that shares j's format but not its generator; a warning says when the real photos are
+    JPEG and a column is lossless (no lossless copy of a JPEG can be made: that column keeps them as they are).
 
     ``real_dir``: one folder for every fingerprint, or ``--real`` values (``DIR`` and/or ``NAME=DIR``).
     ``cache``: a :class:`~fingerprint_cli.dif.residuals.ResidualCache` to use (e.g. a disk cache shared with
@@ -482,6 +602,8 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     """
     from fingerprint_cli.dif.residuals import ResidualCache  # imports torch
 
+    if control not in CONTROLS:
+        raise UsageError(f"unknown --control {control!r} (choose {', '.join(CONTROLS)})")
     paths = [str(p) for p in paths]
     fps = load_fingerprints(paths)
     check_compatible(fps, paths)
@@ -491,16 +613,41 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     aug = equaliser(equalise)
     rc = _Correlator(cache, aug, period)
     grid = _grid_applicable(fps, metric, period)
+    formats = _control_formats(fps, img_map) if control == "format" else {}
     # the grid matrices are reported with every metric when they can be computed
     res = analyse(fps, paths, [sha256_file(p) for p in paths], images=img_map, real_dir=real_map or None,
                   correlate=rc.correlate, grid_correlate=rc.grid_correlate if grid else None,
                   is_generated=rc.is_generated, image_sha256=sha256_file, threshold=threshold,
-                  max_shift=max_shift, metric=metric, period=period, on_progress=on_progress)
+                  max_shift=max_shift, metric=metric, period=period, on_progress=on_progress,
+                  control_views={k: v for k, v in formats.items() if v.quality is not None},
+                  control_correlate=rc.control_correlate)
+    res.control = control
+    res.control_formats = {k: v.id for k, v in formats.items()}
+    res.warnings.extend(_control_warnings(fps, real_map, formats))
     prov = _provenance(fps[0], threshold, max_shift)
-    prov["metric"] = metric
-    prov["period"] = int(period)
-    prov["equalise"] = aug.id if aug is not None else "none"
+    prov.update(metric=metric, period=int(period), equalise=aug.id if aug is not None else "none", control=control)
     return res, prov
+
+
+def _control_formats(fps: Sequence[Any], img_map: Mapping[str, str]) -> dict[str, FormatView]:
+    """{generator name: :func:`format_of` its test images} (the images each column of the matrix tests)."""
+    return {t.name: format_of(t.paths) for t in _test_sets(fps, img_map)}
+
+
+def _control_warnings(fps: Sequence[Any], real_map: Mapping[str, str], formats: Mapping[str, FormatView]
+                      ) -> list[str]:
+    """A warning when the real photos are JPEG but some columns are lossless: those keep the photos as they
+    are (a lossless copy of a JPEG cannot be made), so their cells are not format-matched."""
+    lossless = [k for k, v in formats.items() if v.quality is None]
+    if not lossless:
+        return []
+    reals, _ = _real_sets(fps, real_map or None)
+    real_fmt = format_of(sorted({p for r in reals for p in r}))
+    if real_fmt.quality is None:
+        return []
+    return [f"--control format: the real photos are JPEG (q{real_fmt.quality}) and {', '.join(lossless)} "
+            "are lossless; no lossless copy of a JPEG can be made, so their columns test against the photos as "
+            "they are (a link between lossless generators there may still be their shared format)"]
 
 
 def equaliser(spec: str | None):

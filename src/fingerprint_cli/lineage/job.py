@@ -22,7 +22,7 @@ def run_inputs(paths: Sequence[str], images: Sequence[str], real: Sequence[str])
 
 def lineage_job(fingerprints: Sequence[Any], *, images: Sequence[str] = (), real: Sequence[str] = (),
                 threshold: float = 0.5, max_shift: int = 2, metric: str = "grid", period: int = 16,
-                equalise: str = "none", plot: Any = None, output: Any = None, fmt: str | None = None,
+                equalise: str = "none", control: str = "none", plot: Any = None, output: Any = None, fmt: str | None = None,
                 device: str = "auto", quiet: bool = False, stdout: bool = False):
     """Cross-detection matrix, relatedness and families of ``fingerprints`` (artifact paths): the records (one per
     ordered pair, then the summary) as :class:`~fingerprint_cli.batch.Results`, written to ``output``; with
@@ -37,6 +37,7 @@ def lineage_job(fingerprints: Sequence[Any], *, images: Sequence[str] = (), real
         with batch.progress_bar(len(paths), "lineage", quiet) as advance:
             res, prov = run(paths, images=images, real_dir=real or None, threshold=threshold, max_shift=max_shift,
                             metric=metric, period=period, device=device, equalise=equalise,
+                            control=control,
                             on_progress=lambda n=1, **kw: advance(n, **kw))
         records = to_records(res, prov)
         if plot is not None:

@@ -72,13 +72,16 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                 "metric": res.metric,
                 "rule": "average-linkage clustering on 1 - relatedness, cut at threshold; relatedness = "
                         f"clip((mean of the two {what} - 0.5) / 0.5, 0, 1); a fingerprint "
-                        f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"}
+                        f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"
+                        + ("; the real side of each generator's column is the real photos re-saved in that "
+                           "generator's format (--control format)" if res.control == "format" else "")}
     reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
     details = {"names": names,
                "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
                "grid_auc": _mat(res.grid_auc) if res.grid_auc is not None else None,
                "grid_correlation": _mat(res.grid_correlation) if res.grid_correlation is not None else None,
                "period": res.period,
+               "control": res.control, "control_formats": dict(res.control_formats),
                "fingerprint_correlation": _mat(res.fp_correlation), "relatedness": _mat(res.relatedness),
                "links": res.links, "linkage": res.clustering.linkage,
                "self_detection_z": [_num(v) for v in (res.self_z if res.self_z is not None else [])],

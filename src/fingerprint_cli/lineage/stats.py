@@ -25,6 +25,11 @@ MIN_SELF_Z = 2.33
 #: What relatedness is built from: the paper's cross-detection accuracy (each fingerprint's own μ_gen/μ_real
 #: rule), or the threshold-free AUC (does ρ separate j's images from real at all, whatever i's calibration).
 METRICS = ("grid", "accuracy", "auc")
+#: What each cell's real (negative) images are: ``none`` — the real photos as they are; ``format`` — for the
+#: column of generator j, the same photos re-saved in j's own format (JPEG at the quality j's images carry,
+#: unchanged when j's images are lossless), so that fingerprint i's "detection" of j's images cannot come from
+#: j's images differing from the photos in format only (a format-matched control: a link must beat it).
+CONTROLS = ("none", "format")
 DEFAULT_METRIC = "grid"
 METRIC_LABELS = {"grid": "grid cross-detection AUC", "accuracy": "cross-detection",
                  "auc": "cross-detection AUC"}
