@@ -536,8 +536,6 @@ def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
 
 
 def _warn_tolerance(fp: Fingerprint, quiet: bool) -> None:
-    from fingerprint_cli import batch
-
     chk = fp.meta.get("tolerance_check") or {}
     if chk.get("used", chk.get("requested")) != chk.get("requested"):
         batch.warn(f"--tolerance {chk['requested']} dropped to 0: the shift search kept d' {chk['dprime_search']} "
