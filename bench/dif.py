@@ -229,7 +229,8 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
         tests = _test_sets(gtest, rtest, args.matrix_conditions, out / sub / g, out / sub / "bsds")
         cells = []
         for prof in args.matrix_train:
-            for method in [m for m in args.matrix_methods if m != "dif" or prof in args.matrix_dif_train]:
+            for method in [m for m in args.matrix_methods
+                           if m != "dif" or _train_spec(prof, None)[0] in args.matrix_dif_train]:
                 row = {"generator": g, "n_train": len(gtrain), "n_train_real": len(rtrain), "n_test_gen": len(gtest),
                        "n_test_real": len(rtest), "split": "validation" if sub == "v" else "test",
                        **_fit_and_score(gtrain, rtrain, g, method, prof, tests, args, cache)}
