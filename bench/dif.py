@@ -125,7 +125,7 @@ def denoiser_table(gen_root: Path, photos: Path, n_max: int) -> list[str]:
     return rows
 
 
-MATRIX_TRAIN = ("plain", "jpeg75", "jpeg50", "resize", "mixed", "robust")
+MATRIX_TRAIN = ("plain", "jpeg75", "jpeg50", "resize", "mixed", "robust", "robust-jpeg")
 MATRIX_TEST = ("none", "jpeg90", "jpeg75", "jpeg50", "resize0.9", "resize0.5", "shift1")
 
 
@@ -149,14 +149,23 @@ def _test_sets(gtest: list[str], real_test: list[str], kinds, gen_dir: Path, rea
                 real_test if k == "none" else transform(real_test, k, real_dir / k)) for k in kinds}
 
 
+def _train_spec(spec: str, views: int | None) -> tuple[str, int | None]:
+    """A training condition of the matrix: a profile name, optionally ``@K`` views per image (``robust@4``);
+    ``--views`` applies to the augmenting profiles that give none."""
+    name, _, k = spec.partition("@")
+    if k:
+        return name, int(k)
+    return name, (views if name != "plain" else None)
+
+
 def _fit_and_score(gtrain, real_train, name: str, method: str, prof: str, tests: dict, args, cache) -> dict:
     """Fit one fingerprint (training profile ``prof``) and score it under every test condition: one row with
     the wall time and, per condition k, balanced accuracy (k), AUC (k_auc), TPR (k_tpr) and TNR (k_tnr)."""
     t = time.time()
+    profile, views = _train_spec(prof, args.views)
     fp = extract.fit(gtrain, real_train, name=name, method=method, crop=CROP, epochs=args.epochs,
                      test_fraction=0.0, cache=cache, batch_size=args.batch, denoiser=args.denoiser,
-                     profile=prof, views=args.views if prof == "robust" else None,
-                     tolerance=args.tolerance, search=args.search)
+                     profile=profile, views=views, tolerance=args.tolerance, search=args.search)
     row = {"train": prof, "method": method, "wall_s": round(time.time() - t, 1),
            "residual_s": fp.meta["seconds"]["residuals"], "fit_s": fp.meta["seconds"]["fit"]}
     for kind, (gt, rt) in tests.items():
@@ -179,8 +188,9 @@ def _matrix_report(res: dict, args) -> list[str]:
         lines += [f"### DIF robustness matrix — {g} (issue 15)", "",
                   f"Balanced accuracy (mean of generated and real accuracy) on held-out images, each passed "
                   f"through the test condition; real class = BSDS500 JPEG photos (train/ for fitting, val/ for "
-                  f"testing). {c0['n_train']} + {c0['n_train']} training images, {c0['n_test_gen']} generated + "
-                  f"{c0['n_test_real']} real test images, crop {CROP}, denoiser {args.denoiser}, "
+                  f"testing). {c0['n_train']} + {c0.get('n_train_real', c0['n_train'])} training images, "
+                  f"{c0['n_test_gen']} generated + {c0['n_test_real']} real {c0.get('split', 'test')} images, "
+                  f"crop {CROP}, denoiser {args.denoiser}, "
                   f"{args.epochs or extract.DEFAULT_EPOCHS} epochs, batch {args.batch}.", "",
                   "| training | method | " + " | ".join(kinds) + " | fit (s) |",
                   "|---|---|" + "---|" * len(kinds) + "---|"]
@@ -189,6 +199,13 @@ def _matrix_report(res: dict, args) -> list[str]:
                          + f" | {r['residual_s'] + r['fit_s']:.0f} |")
         lines.append("")
     return lines
+
+
+def _validation_split(gtrain: list[str], real_train: list[str], k: int):
+    """(generated train, generated validation, real train, real validation, cache sub-folder): the last ``k``
+    images of each training list are the validation split (k is capped at a third of the list)."""
+    kg, kr = min(k, len(gtrain) // 3), min(k, len(real_train) // 3)
+    return gtrain[:-kg], gtrain[-kg:], real_train[:-kr], real_train[-kr:], "v"
 
 
 def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[str]) -> None:
@@ -204,15 +221,19 @@ def matrix_part(args, root: Path, out: Path, cache, results: dict, report: list[
             log(f"matrix: {folder} missing, skipped")
             continue
         pool, gtest = split_generator(folder, args.matrix_test)
-        gtrain = pool[:args.matrix_n]
-        log(f"matrix {g}: train {len(gtrain)}+{len(real_train)}, test {len(gtest)}+{len(real_test)}, crop {CROP}")
-        tests = _test_sets(gtest, real_test, args.matrix_conditions, out / "m" / g, out / "m" / "bsds")
+        gtrain, rtrain, rtest, sub = pool[:args.matrix_n], real_train, real_test, "m"
+        if args.matrix_validate:  # choose variants here: the last K training images of each class, never a test one
+            gtrain, gtest, rtrain, rtest, sub = _validation_split(gtrain, real_train, args.matrix_validate)
+        log(f"matrix {g}: train {len(gtrain)}+{len(rtrain)}, {'validation' if sub == 'v' else 'test'} "
+            f"{len(gtest)}+{len(rtest)}, crop {CROP}")
+        tests = _test_sets(gtest, rtest, args.matrix_conditions, out / sub / g, out / sub / "bsds")
         cells = []
         for prof in args.matrix_train:
-            for method in [m for m in args.matrix_methods if m != "dif" or prof in args.matrix_dif_train]:
-                row = {"generator": g, "n_train": len(gtrain), "n_test_gen": len(gtest),
-                       "n_test_real": len(real_test),
-                       **_fit_and_score(gtrain, real_train, g, method, prof, tests, args, cache)}
+            for method in [m for m in args.matrix_methods
+                           if m != "dif" or _train_spec(prof, None)[0] in args.matrix_dif_train]:
+                row = {"generator": g, "n_train": len(gtrain), "n_train_real": len(rtrain), "n_test_gen": len(gtest),
+                       "n_test_real": len(rtest), "split": "validation" if sub == "v" else "test",
+                       **_fit_and_score(gtrain, rtrain, g, method, prof, tests, args, cache)}
                 cells.append(row)
                 log(f"  {g} train={prof} {method}: " + " ".join(
                     f"{k}={_fmt(row[k])}" for k in args.matrix_conditions) + f" ({row['wall_s']:.0f} s)")
@@ -310,6 +331,9 @@ def _arguments(argv=None) -> argparse.Namespace:
     ap.add_argument("--matrix-conditions", nargs="*", default=list(MATRIX_TEST), choices=MATRIX_TEST,
                     help="test conditions of the matrix (default: all)")
     ap.add_argument("--matrix-test", type=int, default=32, help="test images per class (matrix, modern)")
+    ap.add_argument("--matrix-validate", type=int, default=0,
+                    help="score on a validation split of K training images per class instead of the test "
+                         "images (to choose a variant without touching the test split)")
     ap.add_argument("--modern-generators", nargs="*",
                     default=["dalle3_api", "gpt_image_1_mini_api", "hfapi_sd/CompVis__stable-diffusion-v1-4",
                              "hfapi_sd/stabilityai__stable-diffusion-xl-base-1.0",

@@ -60,10 +60,11 @@ def dif_extract(
     profile: Optional[str] = typer.Option(None, "--profile", callback=_profile,
                                 help="robust: both classes pass through random JPEG (q 60-100) and rescaling "
                                      "(0.5-1.5x) before their residuals, so the fingerprint survives "
-                                     "recompression; plain: the images as they are (the paper). "
+                                     "recompression; robust-jpeg: each image as it is plus JPEG q 70-95 "
+                                     "views, no rescaling; plain: the images as they are (the paper). "
                                      "Default: plain (see docs/dif.md)"),
     views: Optional[int] = typer.Option(None, "--views", min=1, max=8,
-                                        help="augmented views per training image with --profile robust "
+                                        help="augmented views per training image with --profile robust / robust-jpeg "
                                              "(default 2; each costs one residual per image, cached)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the fingerprint and its spectrum"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip scoring the held-out test split"),

@@ -16,7 +16,9 @@ crop needs; the result is exactly ``crop``×``crop``. Its ``id`` is a stable str
 
 Profiles (:data:`PROFILES`): ``plain`` (no augmentation — the paper), ``robust`` (fpx: every view drawn from
 scale = 1 with probability ½, else log-uniform in [0.5, 1.5]; JPEG with probability 0.8 at a quality uniform in
-60…100, else none), and the single conditions of the paper's Fig. 6 used as baselines by ``bench/dif.py``:
+60…100, else none), ``robust-jpeg`` (issue 15 round 4: the image itself plus views re-saved as JPEG at a quality
+uniform in 70…95, the range analysts receive, and no rescaling — a resized view carries the periodic trace at
+another period, so it cannot help one fixed pattern), and the single conditions of the paper's Fig. 6 used as baselines by ``bench/dif.py``:
 ``jpeg75``, ``jpeg50``, ``resize`` (scale 0.5) and ``mixed`` (one of none / JPEG 75 / JPEG 50 / resize 0.5 per
 image, uniformly).
 """
@@ -41,6 +43,8 @@ ROBUST_SCALE = (0.5, 1.5)
 ROBUST_QUALITY = (60, 100)
 ROBUST_P_RESIZE = 0.5
 ROBUST_P_JPEG = 0.8
+#: The JPEG qualities of the ``robust-jpeg`` profile: the range analysts receive (camera / web re-saves)
+RECEIVED_QUALITY = (70, 95)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class Profile:
     draw: Callable[[np.random.Generator], Augmentation]
     views: int
     description: str
+    #: the first view of every image is the image itself (the other views are drawn)
+    keep_original: bool = False
+    #: the suspect conditions the views cover ({"jpeg_quality", "scale", "lossless"}, recorded in the
+    #: fingerprint's training conditions; see :func:`..condition.training_conditions`), None = as trained
+    covers: dict | None = None
 
 
 def _robust(rng: np.random.Generator) -> Augmentation:
@@ -90,13 +99,22 @@ def _robust(rng: np.random.Generator) -> Augmentation:
     return Augmentation(scale, q)
 
 
+def _received_jpeg(rng: np.random.Generator) -> Augmentation:
+    return Augmentation(quality=int(rng.integers(RECEIVED_QUALITY[0], RECEIVED_QUALITY[1] + 1)))
+
+
 _MIXED = (IDENTITY, Augmentation(quality=75), Augmentation(quality=50), Augmentation(scale=0.5))
 
 PROFILES: dict[str, Profile] = {
     "plain": Profile("plain", lambda rng: IDENTITY, 1, "no augmentation (the paper)"),
     "robust": Profile("robust", _robust, 2,
                       "both classes: rescale ×U_log[0.5, 1.5] with p 0.5, then JPEG q U[60, 100] with p 0.8; "
-                      "2 views per image"),
+                      "2 views per image",
+                      covers={"jpeg_quality": list(ROBUST_QUALITY), "scale": list(ROBUST_SCALE), "lossless": True}),
+    "robust-jpeg": Profile("robust-jpeg", _received_jpeg, 2,
+                           "both classes: the image itself plus JPEG q U[70, 95] views (no rescaling); 2 views "
+                           "per image", keep_original=True,
+                           covers={"jpeg_quality": list(RECEIVED_QUALITY), "scale": None, "lossless": True}),
     "jpeg75": Profile("jpeg75", lambda rng: Augmentation(quality=75), 1, "JPEG q75 (Fig. 6 condition)"),
     "jpeg50": Profile("jpeg50", lambda rng: Augmentation(quality=50), 1, "JPEG q50 (Fig. 6 condition)"),
     "resize": Profile("resize", lambda rng: Augmentation(scale=0.5), 1, "resize ×0.5 (Fig. 6 condition)"),
@@ -124,7 +142,8 @@ def draw_views(profile: Profile | str, image_sha256: str, seed: int, views: int 
         return [IDENTITY]
     h = hashlib.sha256(f"{int(seed)}:{image_sha256}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(h[:8], "little"))
-    return [prof.draw(rng) for _ in range(k)]
+    first = [IDENTITY] if prof.keep_original else []
+    return first + [prof.draw(rng) for _ in range(k - len(first))]
 
 
 def apply(pixels: np.ndarray, aug: Augmentation, crop: int, path: str = "") -> np.ndarray:

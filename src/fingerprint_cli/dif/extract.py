@@ -387,9 +387,8 @@ def _training_residuals(gen_train, real_train, den, crop, cache, progress, on_ph
         rg, rr = vg.reshape(-1, *vg.shape[2:]), vr.reshape(-1, *vr.shape[2:])
         aug_meta.update({"description": prof.description, "seed": int(seed),
                          "generated": aug_mod.describe(views_g), "real": aug_mod.describe(views_r)})
-        if augment is None and prof.name == "robust":  # the conditions the robust views cover (detect checks them)
-            augment = {"jpeg_quality": list(aug_mod.ROBUST_QUALITY), "scale": list(aug_mod.ROBUST_SCALE),
-                       "lossless": True}
+        if augment is None and prof.covers:  # the conditions the profile's views cover (detect checks them)
+            augment = dict(prof.covers)
     for label, info in (("generated", info_g), ("real", info_r)):
         if len(info) < 2:
             raise UsageError(f"the {label} class has {len(info)} decodable training image(s); a fingerprint "
@@ -537,8 +536,6 @@ def _warn_skipped(fp: Fingerprint, quiet: bool) -> None:
 
 
 def _warn_tolerance(fp: Fingerprint, quiet: bool) -> None:
-    from fingerprint_cli import batch
-
     chk = fp.meta.get("tolerance_check") or {}
     if chk.get("used", chk.get("requested")) != chk.get("requested"):
         batch.warn(f"--tolerance {chk['requested']} dropped to 0: the shift search kept d' {chk['dprime_search']} "
