@@ -35,3 +35,15 @@ def test_imap_yields_every_index_once():
 def test_jobs_below_one_is_a_usage_error():
     with pytest.raises(UsageError):
         parallel.pmap(square_or_fail, [1], jobs=0)
+
+
+def test_threads_limited_sets_and_restores_even_on_error():
+    state = {"n": 4}
+    with parallel.threads_limited(lambda: state["n"], lambda n: state.__setitem__("n", n)):
+        assert state["n"] == 1
+    assert state["n"] == 4
+    with pytest.raises(RuntimeError):
+        with parallel.threads_limited(lambda: state["n"], lambda n: state.__setitem__("n", n), n=2):
+            assert state["n"] == 2
+            raise RuntimeError("boom")
+    assert state["n"] == 4

@@ -21,6 +21,7 @@ Backends, chosen by the arguments:
 from __future__ import annotations
 
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -124,3 +125,17 @@ def pmap(fn: Callable[[T], R], items: Sequence[T], *, jobs: int = 1, scheduler: 
     for i, out in imap(fn, items, jobs=jobs, scheduler=scheduler, progress=progress):
         outs[i] = out
     return outs  # type: ignore[return-value]
+
+
+@contextmanager
+def threads_limited(get: Callable[[], int], set_: Callable[[int], None], n: int = 1) -> Iterator[None]:
+    """A library's thread count (``get`` / ``set_``: e.g. ``torch.get_num_threads`` / ``torch.set_num_threads``,
+    faiss' ``omp_get_max_threads`` / ``omp_set_num_threads``) held at ``n`` for the duration and restored after,
+    even on an error: for small per-item work where starting threads costs more than it brings — fpx parallelises
+    over items instead (``--jobs``)."""
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)

@@ -23,13 +23,12 @@ group excluded. ``cv2`` is imported inside the functions (``fpx --help`` loads n
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fingerprint_cli import images
+from fingerprint_cli import images, parallel
 
 SIDE = 320  # px: the long side of the luma the keypoints are detected on (references and suspects alike)
 N_FEATURES = 256  # ORB keypoints per image at most
@@ -107,18 +106,12 @@ def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
     return images.decode(images.encode(c.astype(np.float32), "JPEG", quality=q), "<jpeg>").pixels
 
 
-@contextmanager
 def single_thread():
     """faiss on one OpenMP thread for the duration (a few hundred descriptors per search: starting threads
     costs more than the search, and far more on a loaded machine); the previous setting is restored."""
     import faiss
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return parallel.threads_limited(faiss.omp_get_max_threads, faiss.omp_set_num_threads)
 
 
 # ---------------------------------------------------------------- the library's features

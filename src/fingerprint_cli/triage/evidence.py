@@ -10,7 +10,6 @@ calibration is used with the paper's rule (ρ nearer μ_gen than μ_real) and ev
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import origin
+from fingerprint_cli import origin, parallel
 from fingerprint_cli.anchored import attribute, thresholds
 from fingerprint_cli.batch import Pair
 from fingerprint_cli.errors import FpxError, InputError, UsageError
@@ -216,18 +215,12 @@ def calibration_of(fp) -> Calibration:
 
 
 # ---------------------------------------------------------------- detection on one decoded image
-@contextlib.contextmanager
 def _one_torch_thread():
     """Per-image tensors are small: torch's intra-op threads cost more than they bring (30x slower measured with
     2 threads on a loaded 2-core machine). Triage parallelises over files instead (``--jobs``)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return parallel.threads_limited(torch.get_num_threads, torch.set_num_threads)
 
 
 def generator_evidence(pixels: np.ndarray, path: str, fingerprint_paths: Sequence[str],
