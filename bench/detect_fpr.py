@@ -17,8 +17,10 @@ false-positive rate at the fingerprint's stated rate with a 95 % Clopper–Pears
 nominal rate; whether each condition is one the fingerprint was calibrated on (a condition outside that list
 is the honest test: nothing was tuned on it); for the library as a whole (``fpx detect`` without -F) the rate
 of real photos given any generator label next to the union bound Σ FPR; and with ``--tpr`` the detection rate
-on each fingerprint's held-out generated images as produced (what the stated rate costs in power). Copies are
-written under --out (git-ignored) and analysed from there; nothing is tuned here.
+on each fingerprint's held-out generated images as produced (what the stated rate costs in power), and with
+``--tpr-conditions`` also on copies of those images under each listed condition (e.g. ``jpeg90,jpeg75``: the
+recompressed copy an analyst receives). Copies are written under --out (git-ignored) and analysed from there;
+nothing is tuned here.
 
     nice -n 10 python bench/detect_fpr.py --data /work/shared/data --cache bench/out/rescache \\
         --before bench/out/library-before --tpr
@@ -120,6 +122,31 @@ def measure(label: str, fps: list[Fingerprint], sets: dict[str, list[str]], cach
     return rows, lib
 
 
+def tpr_table(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], conds: list[str], out: Path,
+              cache: ResidualCache) -> list[dict]:
+    """Print the detection rate of each fingerprint (and its namesake in every group) on its held-out generated
+    images, as produced (``none``) and as copies under each other condition; returns the rows."""
+    print()
+    print("| fingerprint | its held-out generated images | condition | stated FPR | "
+          + " | ".join(f"{g}: detected (TPR)" for g in groups) + " |")
+    print("|---|---|---|---|" + "---|" * len(groups))
+    rows = []
+    for fp in after:
+        held = [d["path"] for d in fp.info.split("test", "generated")]
+        for cond in conds:
+            paths = make_copies(held, out / fp.name, cond)
+            cells = {}
+            for g, fps in groups.items():
+                same = next(x for x in fps if x.name == fp.name)
+                k, n = generated_rate([same], paths, cache)
+                cells[g] = (k, n)
+                rows.append({"set": g, "fingerprint": fp.name, "condition": cond, "k": k, "n": n})
+            shown = "as produced" if cond == "none" else cond
+            print(f"| {fp.name} | {len(held)} images | {shown} | {fp.fpr:g} | "
+                  + " | ".join(f"{k}/{n} = {k / n:.3f}" for k, n in cells.values()) + " |", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
@@ -132,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tpr", action="store_true",
                     help="also the detection rate on each fingerprint's held-out generated images as produced")
+    ap.add_argument("--tpr-conditions", default="",
+                    help="with --tpr: also on copies of those images under these conditions (e.g. jpeg90,jpeg75)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -180,20 +209,8 @@ def main(argv=None) -> int:
               + f" | {cells['after']['union_bound']:.3f} |")
     tpr = []
     if args.tpr:
-        print()
-        print("| fingerprint | its held-out generated images (as produced) | stated FPR | "
-              + " | ".join(f"{g}: detected (TPR)" for g in groups) + " |")
-        print("|---|---|---|" + "---|" * len(groups))
-        for fp in after:
-            held = [d["path"] for d in fp.info.split("test", "generated")]
-            cells = {}
-            for g, fps in groups.items():
-                same = next(x for x in fps if x.name == fp.name)
-                k, n = generated_rate([same], held, cache)
-                cells[g] = (k, n)
-                tpr.append({"set": g, "fingerprint": fp.name, "k": k, "n": n})
-            print(f"| {fp.name} | {len(held)} images | {fp.fpr:g} | "
-                  + " | ".join(f"{k}/{n} = {k / n:.3f}" for k, n in cells.values()) + " |")
+        tpr_conds = ["none"] + [c.strip() for c in args.tpr_conditions.split(",") if c.strip() and c.strip() != "none"]
+        tpr = tpr_table(after, groups, tpr_conds, args.out / "generated", cache)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(args.out / "result.json", json.dumps({"rows": rows, "library": lib, "tpr": tpr}, indent=2))
     return 0
