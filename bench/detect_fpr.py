@@ -122,6 +122,31 @@ def measure(label: str, fps: list[Fingerprint], sets: dict[str, list[str]], cach
     return rows, lib
 
 
+def fpr_tables(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], conds: list[str], rows: list[dict],
+               lib: list[dict]) -> None:
+    """Print the per-fingerprint false-positive table and the library's (any generator label) table."""
+    print("| fingerprint | real photos (val) | calibrated on this condition | stated FPR | "
+          + " | ".join(f"{g} FP / n" for g in groups) + " | after: measured FPR, 95 % upper | after holds? |")
+    print("|---|---|---|---|" + "---|" * len(groups) + "---|---|")
+    for fp in after:
+        for cond in conds:
+            cells = {r["set"]: r for r in rows if r["fingerprint"] == fp.name and r["condition"] == cond}
+            a = cells["after"]
+            print(f"| {fp.name} | {cond} | {a['calibrated_on']} | {a['fpr']:g} | "
+                  + " | ".join(f"{cells[g]['k']}/{cells[g]['n']}" for g in groups)
+                  + f" | {a['k'] / a['n']:.3f}, {clopper_pearson_upper(a['k'], a['n']):.3f} | "
+                    f"{verdict(a['k'], a['n'], a['fpr'])} |")
+    print()
+    print("| library (`fpx detect` without -F) | real photos (val) | "
+          + " | ".join(f"{g}: any generator label" for g in groups) + " | union bound Σ FPR |")
+    print("|---|---|" + "---|" * len(groups) + "---|")
+    for cond in conds:
+        cells = {r["set"]: r for r in lib if r["condition"] == cond}
+        print(f"| {len(after)} fingerprints | {cond} | "
+              + " | ".join(f"{cells[g]['k']}/{cells[g]['n']} = {cells[g]['k'] / cells[g]['n']:.3f}" for g in groups)
+              + f" | {cells['after']['union_bound']:.3f} |")
+
+
 def tpr_table(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], conds: list[str], out: Path,
               cache: ResidualCache) -> list[dict]:
     """Print the detection rate of each fingerprint (and its namesake in every group) on its held-out generated
@@ -147,7 +172,8 @@ def tpr_table(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], co
     return rows
 
 
-def main(argv=None) -> int:
+def _arguments(argv=None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--fingerprint", "-F", action="append", default=[], help="default: the shipped library")
@@ -161,7 +187,23 @@ def main(argv=None) -> int:
                     help="also the detection rate on each fingerprint's held-out generated images as produced")
     ap.add_argument("--tpr-conditions", default="",
                     help="with --tpr: also on copies of those images under these conditions (e.g. jpeg90,jpeg75)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _groups(args) -> dict[str, list[Fingerprint]] | None:
+    """The fingerprints measured ("after": -F or the shipped library; "before": --before's folder), or None
+    (after a message) when one of them is not calibrated."""
+    after = [Fingerprint.load(p) for p in args.fingerprint] or load_library()
+    groups = {"before": load_folder(args.before), "after": after} if args.before else {"after": after}
+    for label, fps in groups.items():
+        if any(not fp.calibrated for fp in fps):
+            print(f"{label}: every fingerprint must be calibrated", file=sys.stderr)
+            return None
+    return groups
+
+
+def main(argv=None) -> int:
+    args = _arguments(argv)
     if args.threads:
         import torch
 
@@ -170,14 +212,10 @@ def main(argv=None) -> int:
     if not vdir.is_dir():
         print(f"skip: {vdir} not found", file=sys.stderr)
         return 0
-    after = [Fingerprint.load(p) for p in args.fingerprint] or load_library()
-    groups = {"after": after}
-    if args.before:
-        groups = {"before": load_folder(args.before), "after": after}
-    for label, fps in groups.items():
-        if any(not fp.calibrated for fp in fps):
-            print(f"{label}: every fingerprint must be calibrated", file=sys.stderr)
-            return 1
+    groups = _groups(args)
+    if groups is None:
+        return 1
+    after = groups["after"]
     val = [str(p) for p in images.list_images(vdir)][:args.n]
     conds = [c.strip() for c in args.conditions.split(",") if c.strip()]
     sets = {c: make_copies(val, args.out, c) for c in conds}
@@ -187,26 +225,7 @@ def main(argv=None) -> int:
         r, lb = measure(label, fps, sets, cache)
         rows += r
         lib += lb
-    print("| fingerprint | real photos (val) | calibrated on this condition | stated FPR | "
-          + " | ".join(f"{g} FP / n" for g in groups) + " | after: measured FPR, 95 % upper | after holds? |")
-    print("|---|---|---|---|" + "---|" * len(groups) + "---|---|")
-    for fp in after:
-        for cond in conds:
-            cells = {r["set"]: r for r in rows if r["fingerprint"] == fp.name and r["condition"] == cond}
-            a = cells["after"]
-            print(f"| {fp.name} | {cond} | {a['calibrated_on']} | {a['fpr']:g} | "
-                  + " | ".join(f"{cells[g]['k']}/{cells[g]['n']}" for g in groups)
-                  + f" | {a['k'] / a['n']:.3f}, {clopper_pearson_upper(a['k'], a['n']):.3f} | "
-                    f"{verdict(a['k'], a['n'], a['fpr'])} |")
-    print()
-    print("| library (`fpx detect` without -F) | real photos (val) | "
-          + " | ".join(f"{g}: any generator label" for g in groups) + " | union bound Σ FPR |")
-    print("|---|---|" + "---|" * len(groups) + "---|")
-    for cond in conds:
-        cells = {r["set"]: r for r in lib if r["condition"] == cond}
-        print(f"| {len(after)} fingerprints | {cond} | "
-              + " | ".join(f"{cells[g]['k']}/{cells[g]['n']} = {cells[g]['k'] / cells[g]['n']:.3f}" for g in groups)
-              + f" | {cells['after']['union_bound']:.3f} |")
+    fpr_tables(after, groups, conds, rows, lib)
     tpr = []
     if args.tpr:
         tpr_conds = ["none"] + [c.strip() for c in args.tpr_conditions.split(",") if c.strip() and c.strip() != "none"]
