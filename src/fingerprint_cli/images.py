@@ -422,6 +422,12 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
+def luma(pixels: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Rec. 601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` of a float (H, W, 3) RGB image, computed in ``dtype``."""
+    x = np.asarray(pixels, dtype=dtype)
+    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+
+
 def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float, float, float] | None = None
            ) -> np.ndarray:
     """Bicubic resize of a float (H, W, C) image, antialiased when shrinking (Pillow's filter).

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fingerprint_cli import images
+
 SIZE = 256
 BINS = 24
 
@@ -33,9 +35,7 @@ def _crop(y: np.ndarray, size: int = SIZE) -> np.ndarray:
 
 def features(pixels: np.ndarray, bins: int = BINS) -> np.ndarray:
     """The ``2 × bins`` spectrum features of one float RGB image in [0, 1]."""
-    x = np.asarray(pixels, dtype=np.float64)
-    y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-    y = _crop(y)
+    y = _crop(images.luma(pixels, np.float64))
     y = y - y.mean()
     win = np.outer(np.hanning(SIZE), np.hanning(SIZE))
     F = np.fft.fftshift(np.fft.fft2(y * win))

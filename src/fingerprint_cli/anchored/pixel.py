@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
+from fingerprint_cli import images
 from fingerprint_cli.anchored import features, metrics
 
 FEATURES: dict[str, tuple[str, str]] = features.table("anchored")  # (direction, description): the registry
@@ -52,11 +53,6 @@ FEATURES.update(TC_FEATURES)
 FEATURES.update(CURVE_FEATURES)
 
 
-def _luma(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-
-
 def _hp(y: np.ndarray) -> np.ndarray:
     return y - ndimage.gaussian_filter(y, 1.0, mode="reflect")
 
@@ -67,7 +63,7 @@ def compute(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
     s = np.asarray(suspect, dtype=np.float64)
     if r.shape != s.shape:
         raise ValueError(f"shapes differ: {r.shape} vs {s.shape}")
-    yr, ys = _luma(r), _luma(s)
+    yr, ys = images.luma(r, np.float64), images.luma(s, np.float64)
     hr, hs = _hp(yr), _hp(ys)
     eps = 1e-12
     er, es = float(np.sum(hr * hr)), float(np.sum(hs * hs))
@@ -107,7 +103,7 @@ def spectral(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
     ``coh_k = Re Σ S·R̄ / sqrt(Σ|S|² Σ|R|²)``: ≈ 1 when the suspect keeps the reference's own content at
     those frequencies, ≈ 0 when it is replaced (regenerated) or buried in new noise.
     """
-    yr, ys = _luma(reference), _luma(suspect)
+    yr, ys = images.luma(reference, np.float64), images.luma(suspect, np.float64)
     h, w = yr.shape
     win = np.outer(np.hanning(h), np.hanning(w))
     R = np.fft.fft2((yr - yr.mean()) * win)
@@ -130,7 +126,7 @@ def chroma_hf_ratio(reference: np.ndarray, suspect: np.ndarray) -> float:
     """log10 high-pass energy ratio suspect / reference of the chroma (Cb, Cr) planes."""
     def chroma(x):
         x = np.asarray(x, dtype=np.float64)
-        y = _luma(x)
+        y = images.luma(x, np.float64)
         return np.stack([x[..., 2] - y, x[..., 0] - y], 0)
 
     cr, cs = chroma(reference), chroma(suspect)
@@ -248,7 +244,7 @@ def feature_fn(pair, ref, suspect_aligned) -> tuple[dict[str, float], dict[str, 
 
 def difference_map(reference: np.ndarray, suspect: np.ndarray, grid: tuple[int, int] = (16, 16)) -> np.ndarray:
     """Per-block RMS luma difference on a ``grid`` (rows, cols) — the heatmap when no encoder is used."""
-    d = _luma(np.asarray(suspect)) - _luma(np.asarray(reference))
+    d = images.luma(suspect, np.float64) - images.luma(reference, np.float64)
     h, w = d.shape
     gh, gw = min(grid[0], h), min(grid[1], w)
     ys = np.linspace(0, h, gh + 1).astype(int)

@@ -68,8 +68,7 @@ def _gray(px: np.ndarray) -> np.ndarray:
     s = SIDE / max(h, w)
     if abs(s - 1.0) > 1e-6:
         px = np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1)
-    y = 0.299 * px[..., 0] + 0.587 * px[..., 1] + 0.114 * px[..., 2]
-    return np.ascontiguousarray(np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(np.clip(np.rint(images.luma(px) * 255.0), 0, 255).astype(np.uint8))
 
 
 def extract(px: np.ndarray) -> Features:

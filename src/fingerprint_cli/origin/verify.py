@@ -34,11 +34,6 @@ def _band(g: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(g - gaussian_filter(g, SIGMA, mode="reflect"))
 
 
-def _luma(px: np.ndarray) -> np.ndarray:
-    px = np.asarray(px, np.float32)
-    return (0.299 * px[..., 0] + 0.587 * px[..., 1] + 0.114 * px[..., 2]).astype(np.float32)
-
-
 def template(suspect: np.ndarray) -> np.ndarray:
     """The suspect resized to ``BASE`` px on its long side (float RGB), the template :func:`score` slides."""
     h, w = suspect.shape[:2]
@@ -51,13 +46,13 @@ def score(suspect: np.ndarray, reference: np.ndarray) -> float:
     any offset, covering a fraction in :data:`FRACTIONS` of it; in [-1, 1]."""
     from skimage.feature import match_template
 
-    t0 = _band(_luma(template(suspect)))
+    t0 = _band(images.luma(template(suspect)))
     best = -1.0
     if float(t0.std()) < 1e-6:  # a flat template correlates with nothing
         return best
     for t in (t0, np.ascontiguousarray(t0[:, ::-1])):
         for f in FRACTIONS:
             size = (max(t.shape[0], round(t.shape[0] / f)), max(t.shape[1], round(t.shape[1] / f)))
-            r = _band(_luma(images.resize(np.asarray(reference, np.float32), *size)))
+            r = _band(images.luma(images.resize(np.asarray(reference, np.float32), *size)))
             best = max(best, float(np.max(match_template(r, t))))
     return best
