@@ -498,7 +498,7 @@ class _Correlator:
         """ρ and ρ_grid of ``ps`` re-saved in ``view``'s format (then through the equaliser, if any), each view's
         residual cached per image like any augmentation."""
         chain = _Chain(tuple(view.steps()) + ((self.aug,) if self.aug is not None else ()))
-        res, infos = _chain_residuals(self.detect, fp, ps, self.cache, chain)
+        res, infos = _residuals(self.detect, fp, ps, self.cache, chain, window=_chain_window)
         return (_by_path(ps, infos, self.detect.correlate_residuals(fp, res)),
                 _by_path(ps, infos, grid_rho(res, _pattern_array(fp), self.period, _orientation(fp))))
 
@@ -545,15 +545,6 @@ def _chain_window(pixels: np.ndarray, chain: _Chain, crop: int, path: str) -> np
     for a in chain.parts[1:]:
         out = augment_apply(out, a, crop, path)
     return out
-
-
-def _chain_residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, chain: _Chain):
-    """Residuals of ``paths`` after ``chain`` (images that fail, or are smaller than the crop, left out)."""
-    from fingerprint_cli.dif.residuals import compute_views  # imports torch
-
-    res, infos, _ = compute_views(list(paths), lambda sha: [chain], detect.denoiser_for(fp), fp.crop, cache=cache,
-                                  on_error=lambda p, exc: None, window=_chain_window)
-    return res[:, 0], infos
 
 
 def _grid_applicable(fps: Sequence[Any], metric: str, period: int) -> bool:
@@ -667,16 +658,17 @@ def _make_cache(ResidualCache: Any, fp: Any, device: str) -> Any:
     return ResidualCache()
 
 
-def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, aug: Any = None) -> tuple[Any, list[dict]]:
+def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, aug: Any = None,
+               window: Callable | None = None) -> tuple[Any, list[dict]]:
     """Residuals of ``paths`` with ``fp``'s denoiser and crop, through ``cache``; images that fail to load are
-    left out (their ρ become NaN in :func:`_by_path`). With ``aug`` (an equalising augmentation) each image's
-    centre crop is passed through it first (cached per image and augmentation); images smaller than the crop
-    are then left out too."""
+    left out (their ρ become NaN in :func:`_by_path`). With ``aug`` (an equalising augmentation, or a
+    :class:`_Chain` of them with ``window=_chain_window``) each image's centre crop is passed through it first
+    (cached per image and augmentation); images smaller than the crop are then left out too."""
     from fingerprint_cli.dif.residuals import compute, compute_views  # imports torch
 
     if aug is not None:
         res, infos, _ = compute_views(list(paths), lambda sha: [aug], detect.denoiser_for(fp), fp.crop, cache=cache,
-                                      on_error=lambda p, exc: None)
+                                      on_error=lambda p, exc: None, window=window)
         return res[:, 0], infos
     return compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache, on_error=lambda p, exc: None,
                    allow_smaller=True)
