@@ -629,21 +629,21 @@ def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarr
     outside the query's origin group — its reference, the references within cosine ``level`` of it and those
     holding its keypoints (:func:`~fingerprint_cli.origin.local.local_duplicates`) — and the inliers against its
     own reference; the group size of each query."""
-    lib, lc, out = index.local, index.local_calib, imp
+    lib, lc = index.local, index.local_calib
     if lib is None or lc is None or index.local_calib_owner is None or not len(index.local_calib_owner):
         raise UsageError("the decision rule similarity+local needs local features: build the index with --local")
     groups: dict[int, set[int]] = {}
-    imp, gen, sizes = [], [], []
+    impostors, gen, sizes = [], [], []
     for j, o in enumerate(int(x) for x in index.local_calib_owner):
         if o not in groups:
             near = np.flatnonzero(index.vectors @ index.vectors[o] >= LOCAL_GROUP_COSINE)
             groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o, near)
         views = [lc.features(2 * j), lc.features(2 * j + 1)]
-        imp.append(_local_impostor(lib, views, o, groups[o]))
+        impostors.append(_local_impostor(lib, views, o, groups[o]))
         own = lib.features(o)
         gen.append(float(max(local_mod.inliers(v, own) for v in views)))
         sizes.append(len(groups[o]))
-    out["local"] = np.asarray(imp)
+    imp["local"] = np.asarray(impostors)
     return np.asarray(gen), sizes
 
 

@@ -536,7 +536,7 @@ def _apply_new_projection(idx: OriginIndex, dim: int) -> None:
 def _index_summary(idx: OriginIndex, out: Path, added: int, records: list[Record], scheme: dict[str, Any],
                    full_prov: dict[str, Any]) -> Record:
     """The last record of a build: the index, its calibration, memory and search settings."""
-    cal = idx.calibration
+    cal, memory = idx.calibration, idx.memory_bytes()
     return Record(
         command="origin-index", inputs={"index": {"path": str(out), "sha256": idx.seal}},
         features={"n_references": float(idx.n), "threshold": cal.get("threshold"),
@@ -545,7 +545,7 @@ def _index_summary(idx: OriginIndex, out: Path, added: int, records: list[Record
                     "miss_rate_in_sample": "lower = better"},
         details={"added": added, "failed": sum(1 for r in records if not r.ok),
                  "calibration": {k: v for k, v in cal.items() if not k.endswith("_sorted")},
-                 "memory_bytes": idx.memory_bytes(), "memory_bytes_per_reference": round(idx.memory_bytes() / idx.n, 1),
+                 "memory_bytes": memory, "memory_bytes_per_reference": round(memory / idx.n, 1),
                  "local_bytes_per_reference": round(idx.local.bytes_per_reference(), 1) if idx.local else None,
                  "search": idx.search_cfg, "ref_views": scheme["views"],
                  "projection": idx.projection},
@@ -642,7 +642,8 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[l
     verified = [r for r, n, _ in m if n > thr]
     byref = {h[0]: h for h in hits}
     front = [byref.get(r) or _exact_hit(idx, qv, r) for r in verified]
-    rest = [h for h in hits if h[0] not in set(verified)]
+    done = set(verified)
+    rest = [h for h in hits if h[0] not in done]
     info = {"ran": True, "threshold": thr, "n_candidates": len(m),
             "verified": [{"path": idx.refs[r]["path"], "inliers": n, "view": VIEW_NAMES[v]}
                          for r, n, v in m if n > thr][:10]}
