@@ -686,7 +686,7 @@ def _check_catch_all(rows, path) -> None:
     the file and line otherwise)."""
     seen: dict[str, str] = {}
     for i, r in enumerate(rows, 2):
-        v = (r.get("catch_all") or "0").strip()
+        v = _catch_all_flag(r)
         if v not in ("0", "1"):
             raise InputError(f"line {i}: catch_all is 0, 1 or empty, not {v!r}", str(path))
         if seen.setdefault(r["system"], v) != v:
@@ -780,7 +780,12 @@ def corpus_from_pairs(keep, names: Sequence[str], bands: dict[str, str] | None,
 
 def _catch_all_of(rows) -> tuple[str, ...]:
     """The systems the corpus rows mark ``catch_all = 1`` (sorted)."""
-    return tuple(sorted({r["system"] for r in rows if (r.get("catch_all") or "0").strip() == "1"}))
+    return tuple(sorted({r["system"] for r in rows if _catch_all_flag(r) == "1"}))
+
+
+def _catch_all_flag(row: dict[str, str]) -> str:
+    """A corpus row's ``catch_all`` cell as written ("0" when the column or the cell is empty)."""
+    return (row.get("catch_all") or "0").strip()
 
 
 def corpus_info(path, keep, hashes: dict[str, str], failed: int, description: str, has_band: bool,
