@@ -404,3 +404,29 @@ def test_format_control_columns_without_a_view_are_unchanged(format_bed):
     assert not np.allclose(res.auc[:, j], plain.auc[:, j])
     with pytest.raises(UsageError, match="control_correlate"):
         run_analyse(fps, control_views={"shared_c": "L"})
+
+
+def test_a_weak_family_link_is_unresolved_with_its_p_value():
+    """Average linkage joins a pair whose mean AUC clears the cut even when one direction is at chance: the link
+    is then reported unresolved (its p-value, the larger of the two directions', above LINK_ALPHA)."""
+    from scipy.stats import norm
+
+    names = ["a", "b", "c"]
+    auc_m = np.array([[0.99, 0.99, 0.5], [0.55, 0.99, 0.5], [0.5, 0.5, 0.99]])
+    ng = np.full((3, 3), 30)
+    nr = np.full((3, 3), 30)
+    rel, z_self, cl = lineage.families(names, auc_m, ng, nr, "auc", threshold=0.6)
+    assert cl.families == [["a", "b"], ["c"]]
+    z = lineage.chance_z(auc_m, ng, nr, "auc")
+    se = np.sqrt((30 + 30 + 1) / (12 * 30 * 30))  # Mann-Whitney null SE
+    assert np.allclose(z, (auc_m - 0.5) / se)
+    assert np.allclose(np.diag(z), z_self)
+    (lk,) = lineage.link_evidence(names, auc_m, None, cl, label="cross-detection AUC", z=z)
+    assert lk["p_value"] == pytest.approx(norm.sf((0.55 - 0.5) / se))
+    assert lk["supported"] is False and "unresolved link" in lk["text"]
+    strong = auc_m.copy()
+    strong[1, 0] = 0.95
+    (lk2,) = lineage.link_evidence(names, strong, None, cl, label="cross-detection AUC",
+                                   z=lineage.chance_z(strong, ng, nr, "auc"))
+    assert lk2["supported"] is True and lk2["p_value"] == pytest.approx(norm.sf((0.95 - 0.5) / se))
+    assert "unresolved" not in lk2["text"]

@@ -88,6 +88,12 @@ def test_families_and_json_schema(bed):
     assert summary["decision"]["label"] == "families"
     assert summary["decision"]["families"] == [["parent", "child"], ["other"]]
     assert summary["features"]["n_families"] == 2
+    # every family link states its test against chance and its error rate; the planted link is supported
+    err = summary["decision"]["error_rate"]
+    assert err["alpha"] == 0.01 and err["calibrated"] is False and "chance" in err["test"]
+    assert summary["decision"]["unresolved_links"] == []
+    (link,) = summary["reasons"]
+    assert link["supported"] is True and 0 <= link["p_value"] <= 0.01
     d = summary["details"]
     assert {"names", "cross_accuracy", "auc", "fingerprint_correlation", "relatedness", "links", "linkage",
             "timing"} <= set(d)

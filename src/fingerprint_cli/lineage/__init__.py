@@ -40,15 +40,15 @@ each image's residual is computed once); :mod:`.report` — records, the termina
 
 from fingerprint_cli.lineage.stats import (  # noqa: F401
     CONTROLS, DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD, DEFAULT_THRESHOLD, GRID_MARGIN, METRIC_LABELS, METRICS,
-    MIN_SELF_Z, Clustering, auc, balanced_accuracy, cluster, families, grid_component, grid_rho, link_evidence,
-    pattern_correlation, relatedness, self_detection_z, tile_mean)
+    LINK_ALPHA, MIN_SELF_Z, Clustering, auc, balanced_accuracy, chance_z, cluster, families, grid_component, grid_rho,
+    link_evidence, pattern_correlation, relatedness, self_detection_z, tile_mean)
 from fingerprint_cli.lineage.analysis import (  # noqa: F401
     LineageResult, TestSet, analyse, check_compatible, load_fingerprints, parse_images_option, run, split_of)
 from fingerprint_cli.lineage.report import FEATURE_DIRECTIONS, matrix_text, plot, to_records  # noqa: F401
 
 __all__ = [
     "CONTROLS", "DEFAULT_MAX_SHIFT", "DEFAULT_METRIC", "DEFAULT_PERIOD", "DEFAULT_THRESHOLD", "GRID_MARGIN", "METRIC_LABELS",
-    "METRICS", "MIN_SELF_Z", "Clustering", "auc", "balanced_accuracy", "cluster", "families", "grid_component", "grid_rho",
+    "METRICS", "LINK_ALPHA", "MIN_SELF_Z", "Clustering", "auc", "balanced_accuracy", "chance_z", "cluster", "families", "grid_component", "grid_rho",
     "link_evidence", "pattern_correlation", "relatedness", "self_detection_z", "tile_mean",
     "LineageResult", "TestSet", "analyse", "check_compatible", "load_fingerprints", "parse_images_option", "run",
     "split_of", "FEATURE_DIRECTIONS", "matrix_text", "plot", "to_records",

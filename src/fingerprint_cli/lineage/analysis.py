@@ -20,7 +20,7 @@ from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.images import sha256_file
 from fingerprint_cli.lineage.stats import (CONTROLS, DEFAULT_MAX_SHIFT, DEFAULT_METRIC, DEFAULT_PERIOD,
                                            DEFAULT_THRESHOLD, METRIC_LABELS, METRICS, MIN_SELF_Z, Clustering, _auc_text, _pct,
-                                           _standardise, auc, balanced_accuracy, families, grid_component,
+                                           _standardise, auc, chance_z, balanced_accuracy, families, grid_component,
                                            grid_rho, link_evidence, pattern_correlation)
 from fingerprint_cli.registry import suggest
 
@@ -215,7 +215,8 @@ def _families_and_links(names: list[str], m: "_Matrices", pair_corr: np.ndarray,
     if cl.unresolved:
         warnings.append(_unresolved_warning(names, basis, metric, cl.unresolved))
     links = link_evidence(names, basis, pair_corr, cl, label=METRIC_LABELS[metric],
-                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation")
+                          corr_label="grid correlation" if metric == "grid" else "fingerprint correlation",
+                          z=chance_z(basis, m.ng, m.nr, metric))
     return rel, z_self, cl, links
 
 

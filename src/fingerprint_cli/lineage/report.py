@@ -11,7 +11,7 @@ import numpy as np
 
 from fingerprint_cli import atomic
 from fingerprint_cli.lineage.analysis import LineageResult
-from fingerprint_cli.lineage.stats import MIN_SELF_Z, _auc_text, _pct
+from fingerprint_cli.lineage.stats import LINK_ALPHA, METRIC_LABELS, MIN_SELF_Z, _auc_text, _pct
 from fingerprint_cli.records import Record
 
 # ----------------------------------------------------------------------------- records
@@ -33,37 +33,46 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
     Pair record: ``inputs`` = {"fingerprint": F_i, "images_of": F_j}; ``features`` = cross_accuracy, tpr, tnr,
     auc, grid_auc, fingerprint_correlation, grid_correlation, relatedness (null where not computed); ``details`` = names, counts, shift, test-image source.
     Summary record: ``inputs`` = {"fingerprint_<k>": F_k}; ``decision`` = {"label": "families", "families",
-    "threshold"}; ``details`` = the matrices (rows = fingerprint, columns = images of), links, linkage, timing.
+    "threshold", "unresolved", "unresolved_links" (in-family pairs not above chance both ways), "error_rate"
+    (:func:`link_error_rate`)}; ``details`` = the matrices (rows = fingerprint, columns = images of), links, linkage, timing.
     """
-    names = res.names
-    n = len(names)
     prov = dict(provenance)
-    out = []
-    for i in range(n):
-        for j in range(n):
-            inputs = {"fingerprint": {"path": res.paths[i], "sha256": res.sha256[i]},
-                      "images_of": {"path": res.paths[j], "sha256": res.sha256[j]}}
-            details = {"fingerprint": names[i], "images_of": names[j],
-                       "same_family": res.clustering.labels[i] == res.clustering.labels[j] >= 0,
-                       "n_generated": int(res.n_generated[i, j]), "n_real": int(res.n_real[i, j]),
-                       "n_excluded_training": int(res.n_excluded[i, j]),
-                       "fingerprint_shift": list(res.fp_shift[i][j]),
-                       "test_images": res.test_sources[names[j]],
-                       "real_images": res.real_source[names[i]] if isinstance(res.real_source, dict)
-                       else res.real_source}
-            if (i, j) in res.errors:
-                r = Record.failure("lineage", inputs, res.errors[(i, j)], prov)
-                r.details = details
-                out.append(r)
-                continue
-            feats = {"cross_accuracy": res.accuracy[i, j], "tpr": res.tpr[i, j], "tnr": res.tnr[i, j],
-                     "auc": res.auc[i, j], "grid_auc": _cell(res.grid_auc, i, j),
-                     "fingerprint_correlation": res.fp_correlation[i, j],
-                     "grid_correlation": _cell(res.grid_correlation, i, j),
-                     "relatedness": res.relatedness[i, j]}
-            out.append(Record(command="lineage", inputs=inputs,
-                              features={k: _num(v) for k, v in feats.items()},
-                              directions=dict(FEATURE_DIRECTIONS), details=details, provenance=prov))
+    n = len(res.names)
+    out = [_pair_record(res, i, j, prov) for i in range(n) for j in range(n)]
+    out.append(_summary_record(res, prov))
+    return out
+
+
+def _pair_record(res: LineageResult, i: int, j: int, prov: dict[str, Any]) -> Record:
+    """The record of cell (i, j): fingerprint i on generator j's held-out images (a failure record when the
+    cell could not be computed)."""
+    names = res.names
+    inputs = {"fingerprint": {"path": res.paths[i], "sha256": res.sha256[i]},
+              "images_of": {"path": res.paths[j], "sha256": res.sha256[j]}}
+    details = {"fingerprint": names[i], "images_of": names[j],
+               "same_family": res.clustering.labels[i] == res.clustering.labels[j] >= 0,
+               "n_generated": int(res.n_generated[i, j]), "n_real": int(res.n_real[i, j]),
+               "n_excluded_training": int(res.n_excluded[i, j]),
+               "fingerprint_shift": list(res.fp_shift[i][j]),
+               "test_images": res.test_sources[names[j]],
+               "real_images": res.real_source[names[i]] if isinstance(res.real_source, dict)
+               else res.real_source}
+    if (i, j) in res.errors:
+        r = Record.failure("lineage", inputs, res.errors[(i, j)], prov)
+        r.details = details
+        return r
+    feats = {"cross_accuracy": res.accuracy[i, j], "tpr": res.tpr[i, j], "tnr": res.tnr[i, j],
+             "auc": res.auc[i, j], "grid_auc": _cell(res.grid_auc, i, j),
+             "fingerprint_correlation": res.fp_correlation[i, j],
+             "grid_correlation": _cell(res.grid_correlation, i, j),
+             "relatedness": res.relatedness[i, j]}
+    return Record(command="lineage", inputs=inputs, features={k: _num(v) for k, v in feats.items()},
+                  directions=dict(FEATURE_DIRECTIONS), details=details, provenance=prov)
+
+
+def _summary_record(res: LineageResult, prov: dict[str, Any]) -> Record:
+    """The summary record: the families decision, one reason per link, the matrices."""
+    n = len(res.names)
     summary_inputs = {f"fingerprint_{k}": {"path": res.paths[k], "sha256": res.sha256[k]} for k in range(n)}
     what = {"accuracy": "cross-detection accuracies", "auc": "cross-detection AUCs",
             "grid": f"grid cross-detection AUCs (period {res.period})"}[res.metric]
@@ -74,9 +83,12 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                         f"clip((mean of the two {what} - 0.5) / 0.5, 0, 1); a fingerprint "
                         f"whose self-detection is not above chance (z < {MIN_SELF_Z:g}) is unresolved"
                         + ("; the real side of each generator's column is the real photos re-saved in that "
-                           "generator's format (--control format)" if res.control == "format" else "")}
-    reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"]} for lk in res.links]
-    details = {"names": names,
+                           "generator's format (--control format)" if res.control == "format" else ""),
+                "unresolved_links": [[lk["a"], lk["b"]] for lk in res.links if lk.get("supported") is False],
+                "error_rate": link_error_rate(res.metric)}
+    reasons = [{"link": lk["text"], "a": lk["a"], "b": lk["b"], "p_value": lk.get("p_value"),
+                "supported": lk.get("supported")} for lk in res.links]
+    details = {"names": res.names,
                "cross_accuracy": _mat(res.accuracy), "auc": _mat(res.auc),
                "grid_auc": _mat(res.grid_auc) if res.grid_auc is not None else None,
                "grid_correlation": _mat(res.grid_correlation) if res.grid_correlation is not None else None,
@@ -87,10 +99,23 @@ def to_records(res: LineageResult, provenance: Mapping[str, Any]) -> list:
                "self_detection_z": [_num(v) for v in (res.self_z if res.self_z is not None else [])],
                "matrix_orientation": "rows: fingerprint; columns: generator whose held-out images are tested",
                "timing": {k: round(v, 3) for k, v in res.timing.items()}}
-    out.append(Record(command="lineage", inputs=summary_inputs, features={"n_families": len(res.clustering.families)},
-                      directions={"n_families": "count"}, decision=decision, reasons=reasons,
-                      details=details, provenance=prov))
-    return out
+    return Record(command="lineage", inputs=summary_inputs, features={"n_families": len(res.clustering.families)},
+                  directions={"n_families": "count"}, decision=decision, reasons=reasons,
+                  details=details, provenance=prov)
+
+
+def link_error_rate(metric: str) -> dict[str, Any]:
+    """What a family link's stated error rate is, and what it is not (the summary decision's ``error_rate``)."""
+    return {"test": f"each in-family link: both directions of its {METRIC_LABELS[metric]} above chance (0.5), "
+                    "one-sided, with the null standard error of the cell's image counts; the link's p_value is "
+                    "the larger of the two (intersection-union test)",
+            "alpha": LINK_ALPHA,
+            "false_link_rate": f"<= {LINK_ALPHA:g} per link against generators whose fingerprints are at chance on "
+                               "each other's images; a link with p_value > alpha is listed in unresolved_links",
+            "calibrated": False,
+            "not_covered": "unrelated generators that differ from the real photos in the same way (format, size, "
+                           "smoothing) cross-detect above chance: this rate does not bound them (use --control "
+                           "format; measured false and true links: docs/benchmarks.md, lineage sections)"}
 
 
 def _cell(m: np.ndarray | None, i: int, j: int) -> float:

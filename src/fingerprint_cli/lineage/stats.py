@@ -5,6 +5,7 @@ Numpy arrays in, numbers out; no files, no fingerprints (see :mod:`fingerprint_c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -147,24 +148,37 @@ def grid_rho(residuals: Any, pattern: np.ndarray, period: int, orientation: floa
     return np.asarray(out, dtype=np.float64)
 
 
-def self_detection_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
-                     metric: str = "accuracy") -> np.ndarray:
-    """z of each fingerprint's self-detection (diagonal of ``basis``) against chance (0.5).
+def chance_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
+             metric: str = "accuracy") -> np.ndarray:
+    """z of every cell of ``basis`` against chance (0.5), from the cell's image counts.
 
     Null standard errors: balanced accuracy ½·sqrt(¼/n_gen + ¼/n_real) (two independent proportions at ½);
     AUC sqrt((n_gen + n_real + 1) / (12·n_gen·n_real)) (Mann–Whitney under H0). NaN where a count is 0.
     """
-    b = np.diag(np.asarray(basis, dtype=np.float64))
-    ng = np.diag(np.asarray(n_generated, dtype=np.float64))
-    nr = np.diag(np.asarray(n_real, dtype=np.float64))
+    b = np.asarray(basis, dtype=np.float64)
+    ng = np.asarray(n_generated, dtype=np.float64)
+    nr = np.asarray(n_real, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         if metric in ("auc", "grid"):
             se = np.sqrt((ng + nr + 1) / (12 * ng * nr))
         else:
             se = 0.5 * np.sqrt(0.25 / ng + 0.25 / nr)
         z = (b - 0.5) / se
+    z = np.array(z, dtype=np.float64)
     z[(ng == 0) | (nr == 0) | ~np.isfinite(b)] = np.nan
     return z
+
+
+def self_detection_z(basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
+                     metric: str = "accuracy") -> np.ndarray:
+    """z of each fingerprint's self-detection (diagonal of ``basis``) against chance (0.5): the diagonal of
+    :func:`chance_z`."""
+    return np.diag(chance_z(basis, n_generated, n_real, metric)).copy()
+
+
+def one_sided_p(z: float) -> float:
+    """P(Z ≥ z) for a standard normal Z (NaN stays NaN)."""
+    return float("nan") if not np.isfinite(z) else 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def families(names: Sequence[str], basis: np.ndarray, n_generated: np.ndarray, n_real: np.ndarray,
@@ -256,13 +270,21 @@ def _labels_by_first_appearance(raw: Sequence[int]) -> list[int]:
     return labels
 
 
+#: A family link is *supported* when both directions of its cross-detection are above chance at this one-sided
+#: level (an intersection–union test: the link's p-value is the larger of the two directions' p-values, valid at
+#: this level without correction); otherwise the link is reported as unresolved.
+LINK_ALPHA = 0.01
+
+
 def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarray | None,
                   clustering: Clustering, label: str = "cross-detection",
-                  corr_label: str = "fingerprint correlation") -> list[dict[str, Any]]:
+                  corr_label: str = "fingerprint correlation", z: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One entry per pair of fingerprints in the same family: the two cross-detection accuracies.
 
     ``"B ~ A: 93% / 91% cross-detection"`` reads: A's fingerprint detects B's images at 93% balanced
-    accuracy, B's detects A's at 91%.
+    accuracy, B's detects A's at 91%. With ``z`` (:func:`chance_z` of the same matrix) each entry also carries
+    ``p_value`` — the larger one-sided p-value of the two directions against chance — and ``supported``
+    (``p_value`` ≤ :data:`LINK_ALPHA`); an unsupported link's text says so.
     """
     names = list(names)
     out = []
@@ -270,17 +292,31 @@ def link_evidence(names: Sequence[str], accuracy: np.ndarray, fp_corr: np.ndarra
         idx = [names.index(x) for x in fam]
         for p in range(len(idx)):
             for q in range(p + 1, len(idx)):
-                i, j = idx[p], idx[q]
-                a_ij, a_ji = float(accuracy[i, j]), float(accuracy[j, i])
-                fmt = _auc_text if "AUC" in label else _pct
-                text = f"{names[j]} ~ {names[i]}: {fmt(a_ij)} / {fmt(a_ji)} {label}"
-                corr = None
-                if fp_corr is not None and np.isfinite(fp_corr[i, j]):
-                    corr = float(fp_corr[i, j])
-                    text += f", {corr_label} {corr:+.2f}"
-                out.append({"a": names[i], "b": names[j], "a_detects_b": a_ij, "b_detects_a": a_ji,
-                            corr_label.replace(" ", "_"): corr, "text": text})
+                out.append(_link(names, idx[p], idx[q], accuracy, fp_corr, label, corr_label, z))
     return out
+
+
+def _link(names: list[str], i: int, j: int, accuracy: np.ndarray, fp_corr: np.ndarray | None, label: str,
+          corr_label: str, z: np.ndarray | None) -> dict[str, Any]:
+    """The evidence of one in-family pair (i, j): both directions, the pattern correlation, the link test."""
+    a_ij, a_ji = float(accuracy[i, j]), float(accuracy[j, i])
+    fmt = _auc_text if "AUC" in label else _pct
+    text = f"{names[j]} ~ {names[i]}: {fmt(a_ij)} / {fmt(a_ji)} {label}"
+    corr = None
+    if fp_corr is not None and np.isfinite(fp_corr[i, j]):
+        corr = float(fp_corr[i, j])
+        text += f", {corr_label} {corr:+.2f}"
+    entry: dict[str, Any] = {"a": names[i], "b": names[j], "a_detects_b": a_ij, "b_detects_a": a_ji,
+                             corr_label.replace(" ", "_"): corr}
+    if z is not None:
+        pv = max(one_sided_p(z[i, j]), one_sided_p(z[j, i]))
+        supported = bool(np.isfinite(pv) and pv <= LINK_ALPHA)
+        entry.update(p_value=None if not np.isfinite(pv) else pv, supported=supported)
+        if not supported:
+            text += (f" — unresolved link: not above chance in both directions (p = {pv:.2g} > {LINK_ALPHA:g})"
+                     if np.isfinite(pv) else " — unresolved link: no test images in one direction")
+    entry["text"] = text
+    return entry
 
 
 def _pct(x: float) -> str:
