@@ -653,8 +653,12 @@ def test_origin_and_attribution_through_the_real_origin_index(tmp_path):
     by = {Path(r.inputs["image"]["path"]).name: r for r in recs}
     o = by["sus.png"].details["origin"]
     assert o["state"] == "found" and Path(o["reference"]).name == "ref.png" and o["similarity"] > 0.9
-    assert by["sus.png"].details["attribution"]["state"] == "done"
-    assert any(e["source"] == "origin" and e["says"] == "derived-from" for e in by["sus.png"].reasons)
+    assert 0 < o["false_match_rate"] < 1  # the rate the real query record states, carried into the evidence
+    att = by["sus.png"].details["attribution"]
+    assert att["state"] == "done" and att["calibrated"] is True and att["alpha"] == 0.05
+    assert any(e["source"] == "origin" and e["says"] == "derived-from" and e["error_rate"] == o["false_match_rate"]
+               for e in by["sus.png"].reasons)
+    assert by["sus.png"].decision["error_note"]  # every verdict says what error rate it holds, or why none
     assert by["other.png"].details["origin"]["state"] == "not-in-library"
     assert by["other.png"].details["attribution"] is None
 

@@ -32,7 +32,8 @@ def test_decide_agreement_of_one_rank_names_every_generator_and_lists_weaker_dis
     assert d["label"] == "generated" and d["tier"] == 3 and d["strength"] == verdict.TIER_NAMES[3]
     assert d["generator"] == "one of: Flux, sdxl" and d["basis"] == ["xmp", "png-text"]
     assert d["why"] == "xmp (strength of xmp): detail of xmp — and 1 more of the same rank agree"
-    assert d["error_rate"] is None and d["error_note"] is None  # an unsigned declaration has no stated error rate
+    assert d["error_rate"] is None  # an unsigned declaration has no stated error rate, and the verdict says so
+    assert d["error_note"].startswith("no stated error rate: an unsigned declaration")
     assert [x["source"] for x in d["disagreements"]] == ["exif"]  # the weak capture claim is shown, not averaged
     assert d["integrity"] is None
 
@@ -65,7 +66,7 @@ def test_decide_disagreement_within_the_strongest_rank_is_disputed():
     assert d["label"] == "disputed" and d["tier"] == 3 and d["basis"] == ["xmp", "png-text"]
     assert d["why"] == "evidence of the same rank disagrees: xmp says ai-edited; png-text says generated"
     assert [x["source"] for x in d["disagreements"]] == ["xmp", "png-text"]
-    assert "error_note" not in d and d["generator"] is None
+    assert d["error_rate"] is None and d["error_note"].startswith("abstained") and d["generator"] is None
 
 
 def test_decide_abstains_on_weak_or_no_evidence_and_reports_integrity():
@@ -108,10 +109,19 @@ COLLECTED = [
     (verdict._origin_evidence, Sources({}, origin={"state": "found", "reference": "r.png", "similarity": 0.9}),
      [("origin", "derived-from", 4)]),
     (verdict._origin_evidence, Sources({}, origin={"state": "not-in-library"}), [("origin", "context", 5)]),
-    (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "tight", "system": "flux"}),
+    (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "tight", "system": "flux",
+                                                             "calibrated": True, "alpha": 0.05}),
      [("attribution", "ai-edited", 4)]),
-    (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "benign"}),
+    # without conformal calibration an AI band is weak context: it never decides
+    (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "tight", "system": "flux"}),
+     [("attribution", "ai-edited", 5)]),
+    (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "benign", "calibrated": True,
+                                                             "alpha": 0.05}),
      [("attribution", "context", 4)]),
+    # an abstaining attribution (no calibrated system fits) points nowhere — never "ai-edited"
+    (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "unknown", "calibrated": True,
+                                                             "alpha": 0.05}),
+     [("attribution", "context", 5)]),
     (verdict._attribution_evidence, Sources({}, attribution={"state": "done", "band": "inconclusive"}),
      [("attribution", "context", 5)]),
     (verdict._attribution_evidence, Sources({}, attribution={"state": "error", "band": "tight"}), []),
@@ -259,7 +269,42 @@ def test_custody_log_lines_and_a_cut_last_line(tmp_path):
         custody._log_lines(tmp_path / "none.jsonl", [])
 
 
+def test_a_calibrated_attribution_verdict_states_alpha_as_its_error_rate():
+    src = Sources({}, attribution={"state": "done", "band": "drift", "system": "sdxl", "calibrated": True,
+                                   "alpha": 0.05, "thresholds": "local-offline-pixel-v5"})
+    (e,) = verdict._attribution_evidence(src)
+    assert e.error_rate == 0.05 and "alpha 0.05" in e.strength
+    d = verdict.decide([e])
+    assert d["label"] == "ai-edited" and d["tier"] == 4 and d["error_rate"] == 0.05
+    assert "conformal alpha" in d["error_note"]
+    unknown = verdict.decide(verdict._attribution_evidence(
+        Sources({}, attribution={"state": "done", "band": "unknown", "calibrated": True, "alpha": 0.05})))
+    assert unknown["label"] == "unknown" and unknown["error_rate"] is None
+    assert unknown["error_note"].startswith("abstained")
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_a_signed_verdict_says_why_it_has_no_statistical_error_rate(tier):
+    d = verdict.decide([ev("c2pa", "generated", tier, label="Gen")])
+    assert d["error_rate"] is None and d["error_note"] == verdict.NO_RATE[tier]
+
+
 # ================================================================ origin query records → origin evidence
+def test_origin_entry_reads_the_decision_fpx_origin_query_writes():
+    """The keys of a real `fpx origin query` record: decision.false_match_rate and decision.origin."""
+    cands = [{"rank": 1, "path": "/a.png", "sha256": "sa", "similarity": 0.95},
+             {"rank": 2, "path": "/b.png", "sha256": "sb", "similarity": 0.7}]
+    rec = {"status": "ok", "decision": {"label": "found", "origin": {"path": "/b.png", "sha256": "sb",
+                                                                      "similarity": 0.7, "passed": "local"},
+                                        "false_match_rate": 0.01},
+           "details": {"candidates": cands}}
+    e = evidence._origin_entry(rec, 5)
+    assert e["reference"] == "/b.png" and e["reference_sha256"] == "sb" and e["similarity"] == 0.7
+    assert e["false_match_rate"] == 0.01
+    (o,) = verdict._origin_evidence(Sources({}, origin=e))
+    assert o.error_rate == 0.01 and "calibrated false-match rate" in o.strength
+
+
 def test_origin_entry_from_query_records():
     cands = [{"path": f"/r{i}.png", "sha256": f"s{i}", "similarity": 0.9 - i / 10} for i in range(6)]
     found = evidence._origin_entry({"status": "ok", "decision": {"label": "found", "fmr": 0.01,

@@ -321,10 +321,12 @@ def _origin_entry(d: dict[str, Any], k: int) -> dict[str, Any]:
     label = dec.get("label") or dec.get("decision")
     top = cands[0] if cands else {}
     found = label == "found"
-    return {"state": label or "unknown", "reference": top.get("path") if found else None,
-            "reference_sha256": top.get("sha256") if found else None,
-            "similarity": top.get("similarity"), "false_match_rate": dec.get("fmr") or dec.get("fpr"),
-            "candidates": cands[:k]}
+    # the original `fpx origin query` names (it may be a candidate other than the first: the local stage)
+    hit = dec.get("origin") if found and isinstance(dec.get("origin"), dict) else top
+    return {"state": label or "unknown", "reference": hit.get("path") if found else None,
+            "reference_sha256": hit.get("sha256") if found else None,
+            "similarity": hit.get("similarity") if found else top.get("similarity"),
+            "false_match_rate": _first(dec, "false_match_rate", "fmr", "fpr"), "candidates": cands[:k]}
 
 
 def _thresholds_doc(thresholds_name: str | None) -> tuple[thresholds.Thresholds, str, bool]:
@@ -351,4 +353,5 @@ def attribute_against(reference: str, suspect: str, thresholds_name: str | None)
     except FpxError as exc:
         return {"state": "error", "reason": str(exc)}
     return {"state": "done", "thresholds": doc_id, "band": decision.band, "system": decision.system,
-            "label": decision.label, "p_system": decision.p_system, "reasons": reasons[:3]}
+            "label": decision.label, "p_system": decision.p_system, "calibrated": bool(decision.calibrated),
+            "alpha": decision.alpha, "prediction_set": decision.prediction_set, "reasons": reasons[:3]}

@@ -217,16 +217,32 @@ def _origin_evidence(src: Sources) -> list[Evidence]:
     return []
 
 
+#: the bands of reference-anchored attribution that name AI image-to-image processing
+AI_BANDS = ("tight", "drift")
+
+
 def _attribution_evidence(src: Sources) -> list[Evidence]:
-    """Reference-anchored attribution against the retrieved origin: ``ai-edited`` when its band is an AI one."""
+    """Reference-anchored attribution against the retrieved origin: ``ai-edited`` when its prediction set lies
+    in an AI band (tier 4 with the artifact's conformal α as its error rate when calibrated, else tier 5);
+    a benign band is calibrated context; ``unknown`` / ``inconclusive`` point nowhere (tier 5)."""
     attribution = src.attribution
     if not attribution or attribution.get("state") != "done":
         return []
     band = attribution.get("band")
-    return [Evidence("attribution", "ai-edited" if band not in (None, "benign", "inconclusive") else "context",
-                     4 if band not in (None, "inconclusive") else 5,
-                     f"reference-anchored attribution ({attribution.get('thresholds')})",
-                     f"band {band}, system {attribution.get('system')}", label=attribution.get("system"))]
+    alpha = attribution.get("alpha")
+    calibrated = bool(attribution.get("calibrated")) and isinstance(alpha, (int, float))
+    abstained = band in (None, "unknown", "inconclusive")
+    tier = 4 if calibrated and not abstained else 5
+    strength = f"reference-anchored attribution ({attribution.get('thresholds')})"
+    if calibrated:
+        strength += (f": conformal prediction set at alpha {alpha:g} (a calibrated processing is left out of the "
+                     "set with probability about alpha; calibrated on the artifact's corpus, not on this file's "
+                     "conditions)")
+    else:
+        strength += ": not calibrated (no conformal p-values), no stated error rate"
+    return [Evidence("attribution", "ai-edited" if band in AI_BANDS else "context", tier, strength,
+                     f"band {band}, system {attribution.get('system')}", label=attribution.get("system"),
+                     error_rate=float(alpha) if tier == 4 and band in AI_BANDS else None)]
 
 
 #: the evidence collectors, one per kind of evidence, in the order their items are listed within a rank
@@ -273,13 +289,15 @@ def _unknown(directional: list[Evidence], integrity: str | None) -> dict[str, An
     why = ("only weak or uncalibrated evidence: " + _says(directional) if directional else
            "no evidence points either way (no provenance metadata, no calibrated detection)")
     return {"label": "unknown", "generator": None, "basis": None, "tier": None, "strength": None,
-            "error_rate": None, "why": why, "disagreements": [], "integrity": integrity}
+            "error_rate": None, "error_note": "abstained: no evidence of a deciding rank, so no error rate applies",
+            "why": why, "disagreements": [], "integrity": integrity}
 
 
 def _disputed(best: list[Evidence], top: int, integrity: str | None) -> dict[str, Any]:
     """The strongest deciding tier disagrees with itself: ``disputed``, listing that tier's items."""
     return {"label": "disputed", "generator": None, "basis": [e.source for e in best], "tier": top,
             "strength": TIER_NAMES[top], "error_rate": None,
+            "error_note": "abstained: evidence of the same rank disagrees, so no error rate applies",
             "why": "evidence of the same rank disagrees: " + _says(best),
             "disagreements": [e.to_dict() for e in best], "integrity": integrity}
 
@@ -309,15 +327,30 @@ def _generator_named(best: list[Evidence], label: str) -> str | None:
 
 
 def _error_bound(evidence: list[Evidence], best: list[Evidence], top: int) -> tuple[float | None, str | None]:
-    """The false-positive bound of a calibrated pixel-statistic verdict (tier 4): any of m calibrated
-    fingerprints may fire on a real image, so the Bonferroni bound m × FPR; (None, None) otherwise."""
+    """(error rate, note) of a verdict: for calibrated fingerprints (tier 4) any of m may fire on a real image,
+    so the Bonferroni bound m × FPR; for calibrated attribution its conformal α; for tiers 1–3 no rate, and the
+    note says why (:data:`NO_RATE`)."""
     errs = [e.error_rate for e in best if e.error_rate is not None]
-    if not errs or top != DECIDING_TIER:
-        return None, None
+    if top != DECIDING_TIER:
+        return None, NO_RATE[top]
+    if not errs:
+        return None, "no stated error rate: the calibrated evidence of this rank carries none"
+    if all(e.source == "attribution" for e in best if e.error_rate is not None):
+        return max(errs), (f"a calibrated benign processing is put in an AI band with probability ≤ "
+                           f"{max(errs):g} (the attribution artifact's conformal alpha; not measured on "
+                           "processings outside its corpus)")
     m = sum(1 for e in evidence if e.source.startswith("fingerprint:") and e.tier == DECIDING_TIER) or 1
     error_rate = min(1.0, m * max(errs))
     return error_rate, (f"false-positive rate on real images ≤ {error_rate:.3g} (each of {m} calibrated "
                         f"fingerprint(s) at FPR {max(errs):g}; Bonferroni bound)")
+
+
+#: why a verdict of a non-statistical tier has no error rate (the verdict's ``error_note``)
+NO_RATE = {1: "no statistical error rate: a valid signature from a trusted signer (wrong only if the signer's "
+              "key or trust list is compromised)",
+           2: "no statistical error rate: a valid signature, but the signer is not on a trust list (anyone can "
+              "sign)",
+           3: "no stated error rate: an unsigned declaration in the file (not calibrated; anyone can write one)"}
 
 
 def _integrity(altered: list[Evidence]) -> str | None:
