@@ -54,17 +54,24 @@ def make_image_corpus(root: Path, n_images: int = 6, reps: int = 2, h: int = 48,
     return path
 
 
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    corpus = make_image_corpus(root)
-    out = root / "syn-pixel-v1.json"
-    # a v1-style artifact (no conformal part): with 10 calibration calls per system a conformal p-value
-    # cannot go below 1/11, so this tiny corpus exercises the posterior/distance rule kept for v1 artifacts
-    res = CliRunner().invoke(app, ["calibrate", str(corpus), "-o", str(out), "--features", "pixel",
-                                   "--bootstrap", "200", "--quiet", "--no-conformal"])
+def calibrate_synthetic(tmp_path_factory, folder: str, artifact: str, options: list[str], **corpus):
+    """``fpx calibrate`` (200 bootstrap rounds, quiet) on a :func:`make_image_corpus` corpus written into a fresh
+    folder; returns (folder, artifact path, the command's stdout)."""
+    root = tmp_path_factory.mktemp(folder)
+    csv_path = make_image_corpus(root, **corpus)
+    out = root / artifact
+    res = CliRunner().invoke(app, ["calibrate", str(csv_path), "-o", str(out), *options, "--bootstrap", "200",
+                                   "--quiet"])
     assert res.exit_code == 0, res.output
     return root, out, res.stdout
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    # a v1-style artifact (no conformal part): with 10 calibration calls per system a conformal p-value
+    # cannot go below 1/11, so this tiny corpus exercises the posterior/distance rule kept for v1 artifacts
+    return calibrate_synthetic(tmp_path_factory, "corpus", "syn-pixel-v1.json",
+                               ["--features", "pixel", "--no-conformal"])
 
 
 def run(args):
@@ -303,13 +310,8 @@ def test_pairs_csv_resume_and_failed_calibration_pair(calibrated, tmp_path):
 @pytest.fixture(scope="module")
 def conformal_art(tmp_path_factory):
     """A v2-style artifact (tone-corrected features + conformal part) on 14 images x 2 reps x 3 systems."""
-    root = tmp_path_factory.mktemp("corpus_v2")
-    corpus = make_image_corpus(root, n_images=14, reps=2, h=40, w=48)
-    out = root / "syn-v2.json"
-    res = CliRunner().invoke(app, ["calibrate", str(corpus), "-o", str(out), "--features", "pixel-v2",
-                                   "--bootstrap", "200", "--quiet", "--no-blind"])
-    assert res.exit_code == 0, res.output
-    return root, out, res.stdout
+    return calibrate_synthetic(tmp_path_factory, "corpus_v2", "syn-v2.json", ["--features", "pixel-v2", "--no-blind"],
+                               n_images=14, reps=2, h=40, w=48)
 
 
 def test_calibrate_reports_conformal_coverage(conformal_art):

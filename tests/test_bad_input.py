@@ -195,19 +195,28 @@ def _check_common(w, case_path, res, before, accepted, expect_code):
         assert _named(case_path, res.stderr), res.stderr
 
 
+def _run_case(w, case, args):
+    """Write ``case`` into the input folder and run ``fpx`` with ``args(path)``: (path, input hashes before, result)."""
+    p = _write_case(case, w["in"])
+    before = tree_hashes(w["in"])
+    return p, before, run(*args(p))
+
+
+def _nothing_to_do(w, p, res, before, out=None) -> None:
+    """A folder that holds no image: a usage error (2) naming it, no output written, inputs unchanged."""
+    _check_common(w, p, res, before, False, 2)
+    assert out is None or not out.exists()
+
+
 @pytest.mark.parametrize("role", ["suspect", "reference"])
 @pytest.mark.parametrize("case", CASES)
 def test_score(work, case, role):
     w = work
-    p = _write_case(case, w["in"])
-    before = tree_hashes(w["in"])
     out = w["out"] / "scores.jsonl"
-    ref, sus = (w["ref"], p) if role == "suspect" else (p, w["good"])
-    res = run("score", ref, sus, "--encoder", "none", "-o", out)
+    p, before, res = _run_case(w, case, lambda p: ("score", *((w["ref"], p) if role == "suspect" else (p, w["good"])),
+                                                   "--encoder", "none", "-o", out))
     if case == "folder" and role == "suspect":  # a folder of suspects that holds no image: nothing to do
-        _check_common(w, p, res, before, False, 2)
-        assert not out.exists()
-        return
+        return _nothing_to_do(w, p, res, before, out)
     _check_common(w, p, res, before, case in ACCEPTED, 2)
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 1
@@ -220,9 +229,8 @@ def test_score(work, case, role):
 @pytest.mark.parametrize("case", CASES)
 def test_attribute(work, case):
     w = work
-    p = _write_case(case, w["in"])
-    before = tree_hashes(w["in"])
-    res = run("attribute", w["ref"], p, "-t", "local-offline-ssim-psnr-v1", "-f", "jsonl")
+    p, before, res = _run_case(w, case, lambda p: ("attribute", w["ref"], p, "-t", "local-offline-ssim-psnr-v1", "-f",
+                                                   "jsonl"))
     _check_common(w, p, res, before, case in ACCEPTED, 2)
     if case in ACCEPTED:
         d = json.loads(res.stdout.splitlines()[0])["decision"]
@@ -232,13 +240,10 @@ def test_attribute(work, case):
 @pytest.mark.parametrize("case", CASES)
 def test_perturb(work, case):
     w = work
-    p = _write_case(case, w["in"])
-    before = tree_hashes(w["in"])
     out = w["out"] / "protected.png"
-    res = run("perturb", p, "-o", out, "--key", "k", "-f", "jsonl")
+    p, before, res = _run_case(w, case, lambda p: ("perturb", p, "-o", out, "--key", "k", "-f", "jsonl"))
     if case == "folder":  # an empty folder: nothing to do is a usage error
-        _check_common(w, p, res, before, False, 2)
-        return
+        return _nothing_to_do(w, p, res, before)
     _check_common(w, p, res, before, case in ACCEPTED, 2)
     assert out.exists() == (case in ACCEPTED)
     assert Path(str(out) + ".json").exists() == (case in ACCEPTED)
@@ -265,14 +270,10 @@ def fingerprint_file(tmp_path):
 @pytest.mark.parametrize("case", CASES)
 def test_detect(work, case, fingerprint_file):
     w = work
-    p = _write_case(case, w["in"])
-    before = tree_hashes(w["in"])
     out = w["out"] / "det.jsonl"
-    res = run("detect", fingerprint_file, p, "--no-cache", "-o", out)
+    p, before, res = _run_case(w, case, lambda p: ("detect", fingerprint_file, p, "--no-cache", "-o", out))
     if case == "folder":
-        _check_common(w, p, res, before, False, 2)
-        assert not out.exists()
-        return
+        return _nothing_to_do(w, p, res, before, out)
     _check_common(w, p, res, before, case in ACCEPTED, 2)
     rec = json.loads(out.read_text().splitlines()[0])
     if case in ACCEPTED:

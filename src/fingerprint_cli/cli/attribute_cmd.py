@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -15,12 +15,9 @@ from fingerprint_cli.errors import FpxError
 ORDER = 30
 
 
+@common.pair_command
 def attribute_cmd(
-    reference: Optional[str] = common.ReferenceArg,
-    suspects: List[str] = common.SuspectsArg,
-    pairs: Optional[Path] = common.PairsOpt,
-    ref_dir: Optional[Path] = common.RefDirOpt,
-    suspect_dir: Optional[Path] = common.SuspectDirOpt,
+    run: common.PairRun,
     thresholds_name: Optional[str] = typer.Option(
         None, "--thresholds", "-t",
         help="thresholds artifact: a JSON file or a shipped id (default: the best shipped one whose "
@@ -37,17 +34,9 @@ def attribute_cmd(
                                              help="encoder resolution (must match the artifact's)"),
     perturbed: Optional[Path] = typer.Option(None, "--perturbed",
                                              help="protected copy of the reference: adds survival features"),
-    batch_size: int = common.EncoderBatchOpt,
-    no_cache: bool = common.NoTokenCacheOpt,
     origin_index: Optional[Path] = typer.Option(
         None, "--index", help="find each suspect's reference in this `fpx origin index` first (every "
                               "positional argument is then a suspect)"),
-    fmt: Optional[common.RecordFormat] = common.RecordFormatOpt,
-    output: Optional[Path] = common.OutputOpt,
-    resume: bool = common.ResumeOpt,
-    device: str = common.DeviceOpt,
-    jobs: int = common.JobsOpt,
-    quiet: bool = common.QuietOpt,
 ) -> None:
     """Which kind of image-to-image system processed the suspect: band, system, conformal p-values and
     the prediction set (systems with p >= alpha), `unknown` when no calibrated system fits,
@@ -57,11 +46,9 @@ def attribute_cmd(
     fpx attribute --pairs pairs.csv -t my-lab-dinov2-v1.json -o calls.jsonl
     """
     try:
-        records = api.attribute(reference, suspects or [], pairs=pairs, ref_dir=ref_dir, suspect_dir=suspect_dir,
-                                thresholds_name=thresholds_name, top_k=top_k, alpha=alpha, report=report,
-                                aggregate=not no_aggregate, resolution=resolution, perturbed=perturbed,
-                                batch_size=batch_size, use_cache=not no_cache, device=device, jobs=jobs, index=origin_index,
-                                output=output, fmt=common.value(fmt), resume=resume, quiet=quiet, stdout=True)
+        records = api.attribute(**run.api_kwargs(), thresholds_name=thresholds_name, top_k=top_k, alpha=alpha,
+                                report=report, aggregate=not no_aggregate, resolution=resolution,
+                                perturbed=perturbed, index=origin_index)
     except FpxError as exc:
         common.die(exc)
     common.finish(records)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -15,30 +15,19 @@ from fingerprint_cli.anchored.score import TABLE_COLUMNS  # noqa: F401 - the tab
 ORDER = 20
 
 
+@common.pair_command
 def score(
-    reference: Optional[str] = common.ReferenceArg,
-    suspects: List[str] = common.SuspectsArg,
-    pairs: Optional[Path] = common.PairsOpt,
-    ref_dir: Optional[Path] = common.RefDirOpt,
-    suspect_dir: Optional[Path] = common.SuspectDirOpt,
+    run: common.PairRun,
     encoder: str = typer.Option("dinov2-vitb14", "--encoder",
                                 help="dinov2-vitb14, or 'none' for pixel features only (no weights needed)"),
     resolution: Optional[int] = typer.Option(None, "--resolution",
                                              help="square size the encoder sees (multiple of 14; default 224)"),
-    batch_size: int = common.EncoderBatchOpt,
-    no_cache: bool = common.NoTokenCacheOpt,
     perturbed: Optional[Path] = typer.Option(None, "--perturbed",
                                              help="protected copy of the reference (fpx perturb output): "
                                                   "adds survival and detection features"),
     maps: Optional[Path] = typer.Option(None, "--maps",
                                         help="folder for one heatmap PNG per pair (token distances, or the "
                                              "block luma difference with --encoder none)"),
-    fmt: Optional[common.RecordFormat] = common.RecordFormatOpt,
-    output: Optional[Path] = common.OutputOpt,
-    resume: bool = common.ResumeOpt,
-    device: str = common.DeviceOpt,
-    jobs: int = common.JobsOpt,
-    quiet: bool = common.QuietOpt,
 ) -> None:
     """Reference-anchored features: DINOv2 patch-token distances, SSIM and PSNR against the reference.
 
@@ -46,10 +35,8 @@ def score(
     fpx score --ref-dir refs/ --suspect-dir suspects/ --format csv
     """
     try:
-        records = api.score(reference, suspects or [], pairs=pairs, ref_dir=ref_dir, suspect_dir=suspect_dir,
-                            encoder=encoder, resolution=resolution, perturbed=perturbed, maps=maps,
-                            batch_size=batch_size, use_cache=not no_cache, device=device, jobs=jobs,
-                            output=output, fmt=common.value(fmt), resume=resume, quiet=quiet, stdout=True)
+        records = api.score(**run.api_kwargs(), encoder=encoder, resolution=resolution, perturbed=perturbed,
+                            maps=maps)
     except FpxError as exc:
         common.die(exc)
     common.finish(records)
