@@ -139,7 +139,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="+", help="folders of clean photos")
     ap.add_argument("--limit", type=int, default=16, help="images per folder (sorted by name, first N)")
@@ -156,76 +157,83 @@ def main(argv=None) -> int:
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--adversarial", type=int, default=0,
                     help="also run the adversarial method (tiny random encoder) on the first N images")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _image_paths(folders, limit: int) -> list[tuple[str, Path]]:
+    """(folder name, path) of the first ``limit`` images of each existing folder, interleaved so that a
+    --net-limit subset draws from each folder."""
     per_folder = []
-    for folder in args.folders:
+    for folder in folders:
         if not Path(folder).is_dir():
             print(f"skip: {folder} does not exist", file=sys.stderr)
             continue
-        per_folder.append([(Path(folder).name, p) for p in images.list_images(folder)[: args.limit]])
-    paths = []  # interleave the folders so that a --net-limit subset draws from each
+        per_folder.append([(Path(folder).name, p) for p in images.list_images(folder)[:limit]])
+    paths = []
     for k in range(max((len(f) for f in per_folder), default=0)):
         paths += [f[k] for f in per_folder if k < len(f)]
-    if not paths:
-        print("skip: no images found (build bench/out/photos with python bench/photos.py)", file=sys.stderr)
-        return 0
+    return paths
+
+
+def _systems(names: str) -> list[str]:
+    """The requested systems that can run here (unknown names refused, unavailable ones skipped with why)."""
     avail = available()
     systems = []
-    for s in args.systems.split(","):
+    for s in names.split(","):
         if s not in SYSTEMS:
             raise SystemExit(f"unknown system {s!r}")
         if avail[s]:
             print(f"skip system {s}: {avail[s]}", file=sys.stderr)
         else:
             systems.append(s)
-    other_jnd = "namm" if args.jnd == "chou-li" else "chou-li"
-    inv = {args.jnd: [], other_jnd: []}
-    # median JND of the most textured quarter / the flattest quarter, among pixels of background luminance
-    # >= 100 (where luminance adaptation is small, like a sky) when they are >= 10% of the image
-    tex = {args.jnd: [], other_jnd: []}
-    res = {s: {"pos_z": [], "neg_z": [], "pos_surv": [], "neg_surv": [], "sec": 0.0} for s in systems}
-    adv_images = []
-    blk = survival.block_for({"method": "keyed", "cell": 2})  # what fpx score uses with the sidecar
-    t_all = time.perf_counter()
-    for i, (set_name, p) in enumerate(paths):
-        x = centre_crop(images.load_image(p).pixels, args.crop)
-        mg = jnd_mod.max_gradient(jnd_mod.luminance(x))
-        bright = jnd_mod.background_luminance(jnd_mod.luminance(x)) >= 100  # sky-like brightness: T_l <= 3.6
-        mgb = mg[bright] if bright.mean() > 0.1 else mg
-        lo, hi = np.percentile(mgb, [25, 75])
-        for model in (args.jnd, other_jnd):
-            jm = jnd_mod.jnd_map(x, model)
-            sel = bright if bright.mean() > 0.1 else np.ones_like(bright)
-            tex[model].append(float(np.median(jm[sel & (mg >= hi)]) / np.median(jm[sel & (mg <= lo)])))
-            r = perturb.perturb(x, key=f"bench-{i}", strength=args.strength, jnd_model=model,
-                                psnr_floor=args.psnr_floor or None)
-            inv[model].append(r.stats)
-            if model == args.jnd:
-                prot = r.protected.astype(np.float32) / 255.0
-        for s in systems:
-            if s in NETWORKS and args.net_limit and i >= args.net_limit:
-                continue
-            t = time.perf_counter()
-            yp = SYSTEMS[s](prot)
-            yn = SYSTEMS[s](x)
-            res[s]["sec"] += time.perf_counter() - t
-            mp = survival.measure(x, prot, yp, block=blk)
-            mn = survival.measure(x, prot, yn, block=blk)
-            res[s]["pos_z"].append(mp["perturbation_z"])
-            res[s]["neg_z"].append(mn["perturbation_z"])
-            res[s]["pos_surv"].append(mp["survival"])
-            res[s]["neg_surv"].append(mn["survival"])
-        if i < args.adversarial:
-            adv_images.append(x)
-        print(f"[{i + 1}/{len(paths)}] {set_name}/{p.name}", file=sys.stderr, flush=True)
-    wall = time.perf_counter() - t_all
+    return systems
 
-    sets = sorted({s for s, _ in paths})
-    print(f"\nImages: {len(paths)} ({', '.join(f'{s}: {sum(1 for a, _ in paths if a == s)}' for s in sets)}), "
-          f"centre crop {args.crop or 'none'} px; keyed method, strength {args.strength}, cell 2, PSNR floor "
-          f"{args.psnr_floor or 'off'}; "
-          f"wall {wall:.0f} s\n")
+
+def _texture_ratio(x: np.ndarray, jm: np.ndarray) -> float:
+    """Median JND of the most textured quarter over the flattest quarter, among pixels of background luminance
+    >= 100 (where luminance adaptation is small, like a sky) when they are >= 10% of the image."""
+    mg = jnd_mod.max_gradient(jnd_mod.luminance(x))
+    bright = jnd_mod.background_luminance(jnd_mod.luminance(x)) >= 100  # sky-like brightness: T_l <= 3.6
+    mgb = mg[bright] if bright.mean() > 0.1 else mg
+    lo, hi = np.percentile(mgb, [25, 75])
+    sel = bright if bright.mean() > 0.1 else np.ones_like(bright)
+    return float(np.median(jm[sel & (mg >= hi)]) / np.median(jm[sel & (mg <= lo)]))
+
+
+def _protect(x: np.ndarray, i: int, args, models: tuple[str, str], inv: dict, tex: dict) -> np.ndarray:
+    """Protect image ``i`` with both JND models (appending their stats and texture ratios to ``inv`` / ``tex``);
+    returns the copy protected with ``args.jnd``, as float in [0, 1]."""
+    prot = None
+    for model in models:
+        tex[model].append(_texture_ratio(x, jnd_mod.jnd_map(x, model)))
+        r = perturb.perturb(x, key=f"bench-{i}", strength=args.strength, jnd_model=model,
+                            psnr_floor=args.psnr_floor or None)
+        inv[model].append(r.stats)
+        if model == args.jnd:
+            prot = r.protected.astype(np.float32) / 255.0
+    return prot
+
+
+def _process(x: np.ndarray, prot: np.ndarray, i: int, systems: list[str], net_limit: int, res: dict, blk) -> None:
+    """Each system on the protected copy (positive) and the clean image (negative), scored against the clean
+    image; appended to ``res``."""
+    for s in systems:
+        if s in NETWORKS and net_limit and i >= net_limit:
+            continue
+        t = time.perf_counter()
+        yp = SYSTEMS[s](prot)
+        yn = SYSTEMS[s](x)
+        res[s]["sec"] += time.perf_counter() - t
+        mp = survival.measure(x, prot, yp, block=blk)
+        mn = survival.measure(x, prot, yn, block=blk)
+        res[s]["pos_z"].append(mp["perturbation_z"])
+        res[s]["neg_z"].append(mn["perturbation_z"])
+        res[s]["pos_surv"].append(mp["survival"])
+        res[s]["neg_surv"].append(mn["survival"])
+
+
+def _print_invisibility(inv: dict, tex: dict) -> None:
+    """The invisibility table, one row per JND model."""
     print("Invisibility (keyed)")
     print("| JND model | PSNR dB mean [min] | SSIM mean [min] | mean abs delta (levels) | max delta/JND | "
           "within JND | JND textured/flat quarter (bg >= 100), median [min] |")
@@ -238,6 +246,10 @@ def main(argv=None) -> int:
               f"{np.max([s['max_delta_over_jnd'] for s in st]):.3f} | "
               f"{100 * np.mean([s['share_within_jnd'] for s in st]):.2f}% | "
               f"{np.median(tex[model]):.2f} [{np.min(tex[model]):.2f}] |")
+
+
+def _print_detection(args, systems: list[str], res: dict, inv: dict) -> None:
+    """The survival and detection table, the ratio against the published AUROC and the null check."""
     print(f"\nSurvival and detection ({args.jnd}; positive = system(protected), negative = system(clean); "
           f"detected = z >= {survival.Z_THRESHOLD:g})")
     print("| system | images | survival median [IQR] | z positives median [min] | z negatives max | AUROC | "
@@ -261,15 +273,56 @@ def main(argv=None) -> int:
     print(f"\nNull check: {len(allneg)} negatives over all systems, z mean {allneg.mean():.2f}, std "
           f"{allneg.std():.2f}, max {allneg.max():.2f} (Hoeffding bound: P(z >= 5) <= 3.7e-6)")
 
+
+def _print_timing(args) -> None:
+    """Seconds per 512x512 image per method."""
+    print("\nTime per 512x512 image on CPU (best of repeats; shared 2-core machine)")
+    print("| method | seconds |")
+    print("|---|---|")
+    for label, sec in timing(args.repeats, args.adv_steps, not args.no_vitb_timing):
+        print(f"| {label} | {sec:.2f} |")
+
+
+def _run(paths: list[tuple[str, Path]], args, systems: list[str]):
+    """Protect, process and score every image: (invisibility stats, texture ratios, per-system results, the images
+    kept for the adversarial check, wall seconds)."""
+    models = (args.jnd, "namm" if args.jnd == "chou-li" else "chou-li")
+    inv: dict[str, list] = {m: [] for m in models}
+    tex: dict[str, list] = {m: [] for m in models}
+    res = {s: {"pos_z": [], "neg_z": [], "pos_surv": [], "neg_surv": [], "sec": 0.0} for s in systems}
+    adv_images = []
+    blk = survival.block_for({"method": "keyed", "cell": 2})  # what fpx score uses with the sidecar
+    t_all = time.perf_counter()
+    for i, (set_name, p) in enumerate(paths):
+        x = centre_crop(images.load_image(p).pixels, args.crop)
+        prot = _protect(x, i, args, models, inv, tex)
+        _process(x, prot, i, systems, args.net_limit, res, blk)
+        if i < args.adversarial:
+            adv_images.append(x)
+        print(f"[{i + 1}/{len(paths)}] {set_name}/{p.name}", file=sys.stderr, flush=True)
+    return inv, tex, res, adv_images, time.perf_counter() - t_all
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    paths = _image_paths(args.folders, args.limit)
+    if not paths:
+        print("skip: no images found (build bench/out/photos with python bench/photos.py)", file=sys.stderr)
+        return 0
+    systems = _systems(args.systems)
+    inv, tex, res, adv_images, wall = _run(paths, args, systems)
+    sets = sorted({s for s, _ in paths})
+    print(f"\nImages: {len(paths)} ({', '.join(f'{s}: {sum(1 for a, _ in paths if a == s)}' for s in sets)}), "
+          f"centre crop {args.crop or 'none'} px; keyed method, strength {args.strength}, cell 2, PSNR floor "
+          f"{args.psnr_floor or 'off'}; "
+          f"wall {wall:.0f} s\n")
+    _print_invisibility(inv, tex)
+    _print_detection(args, systems, res, inv)
     if adv_images:
         adversarial_check(adv_images, args.adv_steps, args.strength,
                           [s for s in ("jpeg_q85", "resize_0.94", "jpeg_q50", "blur_mild") if s in systems])
     if not args.no_timing:
-        print("\nTime per 512x512 image on CPU (best of repeats; shared 2-core machine)")
-        print("| method | seconds |")
-        print("|---|---|")
-        for label, sec in timing(args.repeats, args.adv_steps, not args.no_vitb_timing):
-            print(f"| {label} | {sec:.2f} |")
+        _print_timing(args)
     return 0
 
 
