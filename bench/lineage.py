@@ -491,7 +491,8 @@ def processed(src: list[str], folder: Path, system) -> list[str]:
     return made
 
 
-def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], cache) -> dict | None:
+def _i2i_systems(args):
+    """(the system table, the requested systems that can run here), or None when fewer than 3 can (logged)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         from i2i_networks import SYSTEMS, available
@@ -510,12 +511,18 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
     if len(systems) < 3:
         log("fewer than 3 i2i systems available: skipping the i2i testbed")
         return None
+    return SYSTEMS, systems
+
+
+def _i2i_images(base: Path, table, systems: list[str], train_crops: list[str], eval_crops: list[str]):
+    """Each network's outputs on the train and eval crops (shared by every method/denoiser run under ``base``):
+    (train paths by system, eval folder by system, seconds)."""
     sets, eval_dirs = {}, {}
     t0 = time.perf_counter()
     for s in systems:
         for split, src in (("train", train_crops), ("eval", eval_crops)):
-            d = out.parent / f"i2i_images{args.i2i_set}" / s / split  # shared by every method/denoiser run
-            made = processed(src, d, SYSTEMS[s])
+            d = base / s / split
+            made = processed(src, d, table[s])
             if split == "train":
                 sets[s] = made
             else:
@@ -523,61 +530,96 @@ def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], 
         log(f"i2i {s}: {len(sets[s])} train + {len(eval_crops)} eval images")
     t_make = time.perf_counter() - t0
     log(f"making the i2i images took {t_make:.0f} s")
-    tf = {s: 0.2 for s in systems}
-    real_eval_map = None
-    if args.i2i_real == "matched":
-        # each network's own control: the same crops through the plain bicubic round trip of its scale factor
-        # (what the network does minus the network), the unchanged crops for a same-size network (FFDNet).
-        # The lineage matrix tests every fingerprint against the eval crops through ITS control (--real NAME=DIR)
-        base = out.parent / f"i2i_images{args.i2i_set}"
-        real_train, real_eval_map = {}, {}
-        for s in systems:
-            kind = CONTROL.get(s, "identity")
-            for split, src in (("train", train_crops), ("eval", eval_crops)):
-                d = base / f"real_{kind}_{split}"
-                made = processed(src, d, SYSTEMS[kind])
-                if split == "train":
-                    real_train[s] = made
-                else:
-                    real_eval_map[s] = str(d)
-        eval_real = None
-        i2i_out = out / "i2i_matched"
-    elif args.i2i_real != "photo":
-        # controls: the real class is the photo crops through plain bicubic round trips, so a fingerprint
-        # cannot separate the classes by blur alone and has to learn the network. "bicubic2": every crop
-        # through a 1/2 down / up round trip; "mixed": crop k unchanged, through the x2 or the x4 round trip
-        # (k mod 3) — the blur levels of FFDNet, the x2 and the x4 networks are all present in the real class
-        kinds = ["bicubic_x2"] if args.i2i_real == "bicubic2" else ["identity", "bicubic_x2", "bicubic_x4"]
-        base = out.parent / f"i2i_images{args.i2i_set}"
-        real_train, eval_real = [], base / f"real_{args.i2i_real}_eval"
-        for split, src, dst_dir in (("train", train_crops, base / f"real_{args.i2i_real}_train"),
-                                    ("eval", eval_crops, eval_real)):
-            dst_dir.mkdir(parents=True, exist_ok=True)
-            for k, p in enumerate(src):
-                dst = dst_dir / Path(p).name
-                if not dst.exists():
-                    images.save_png(SYSTEMS[kinds[k % len(kinds)]](images.load_image(p).pixels), dst)
-                if split == "train":
-                    real_train.append(str(dst))
-        i2i_out = out / f"i2i_{args.i2i_real}"
-    else:
-        real_train, i2i_out = train_crops, out / "i2i"
-        eval_real = out.parent / f"i2i_images{args.i2i_set}" / "real_eval"
-        eval_real.mkdir(parents=True, exist_ok=True)
-        for p in eval_crops:
-            dst = eval_real / Path(p).name
+    return sets, eval_dirs, t_make
+
+
+def _real_matched(base: Path, table, systems: list[str], train_crops: list[str], eval_crops: list[str]):
+    """--i2i-real matched: each network's own control — the same crops through the plain bicubic round trip of
+    its scale factor (what the network does minus the network), the unchanged crops for a same-size network
+    (FFDNet); the lineage matrix tests every fingerprint against the eval crops through ITS control (--real
+    NAME=DIR). (real train paths by system, real eval folder by system)."""
+    real_train, real_eval_map = {}, {}
+    for s in systems:
+        kind = CONTROL.get(s, "identity")
+        for split, src in (("train", train_crops), ("eval", eval_crops)):
+            d = base / f"real_{kind}_{split}"
+            made = processed(src, d, table[kind])
+            if split == "train":
+                real_train[s] = made
+            else:
+                real_eval_map[s] = str(d)
+    return real_train, real_eval_map
+
+
+def _real_round_trips(base: Path, table, mode: str, train_crops: list[str], eval_crops: list[str]):
+    """--i2i-real bicubic2 / mixed: the real class is the photo crops through plain bicubic round trips, so a
+    fingerprint cannot separate the classes by blur alone and has to learn the network. "bicubic2": every crop
+    through a 1/2 down / up round trip; "mixed": crop k unchanged, through the x2 or the x4 round trip (k mod 3)
+    — the blur levels of FFDNet, the x2 and the x4 networks are all present in the real class.
+    (real train paths, real eval folder)."""
+    kinds = ["bicubic_x2"] if mode == "bicubic2" else ["identity", "bicubic_x2", "bicubic_x4"]
+    real_train, eval_real = [], base / f"real_{mode}_eval"
+    for split, src, dst_dir in (("train", train_crops, base / f"real_{mode}_train"),
+                                ("eval", eval_crops, eval_real)):
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        for k, p in enumerate(src):
+            dst = dst_dir / Path(p).name
             if not dst.exists():
-                dst.write_bytes(Path(p).read_bytes())
-    if args.make_only:
-        return None
-    i2i_out.mkdir(parents=True, exist_ok=True)
+                images.save_png(table[kinds[k % len(kinds)]](images.load_image(p).pixels), dst)
+            if split == "train":
+                real_train.append(str(dst))
+    return real_train, eval_real
+
+
+def _real_photos(base: Path, eval_crops: list[str]) -> Path:
+    """--i2i-real photo: the eval crops copied as they are; their folder."""
+    eval_real = base / "real_eval"
+    eval_real.mkdir(parents=True, exist_ok=True)
+    for p in eval_crops:
+        dst = eval_real / Path(p).name
+        if not dst.exists():
+            dst.write_bytes(Path(p).read_bytes())
+    return eval_real
+
+
+def _i2i_real(args, out: Path, base: Path, table, systems, train_crops, eval_crops):
+    """The real class of the i2i testbed (--i2i-real): (real train paths — by system when matched —, the real
+    eval folder or None, the real eval folder by system or None, the output folder)."""
+    if args.i2i_real == "matched":
+        real_train, real_eval_map = _real_matched(base, table, systems, train_crops, eval_crops)
+        return real_train, None, real_eval_map, out / "i2i_matched"
+    if args.i2i_real != "photo":
+        real_train, eval_real = _real_round_trips(base, table, args.i2i_real, train_crops, eval_crops)
+        return real_train, eval_real, None, out / f"i2i_{args.i2i_real}"
+    return train_crops, _real_photos(base, eval_crops), None, out / "i2i"
+
+
+def _trace_controls(base: Path, train_crops: list[str]) -> dict[str, list[str]]:
+    """The real sets the trace table compares each network with: the photo crops and any bicubic round trips
+    already made."""
     controls = {"photo crops (unchanged)": train_crops}
-    base = out.parent / f"i2i_images{args.i2i_set}"
     for kind in ("bicubic_x2", "bicubic_x4"):
         d = base / f"real_{kind}_train"
         if d.is_dir():
             controls[kind] = sorted(str(p) for p in d.glob("*.png"))
-    trace_table(sets, controls, args.crop, cache)
+    return controls
+
+
+def testbed_i2i(args, out: Path, train_crops: list[str], eval_crops: list[str], cache) -> dict | None:
+    """Testbed 2: photo crops through pretrained image-to-image networks (exact families by construction)."""
+    found = _i2i_systems(args)
+    if found is None:
+        return None
+    table, systems = found
+    base = out.parent / f"i2i_images{args.i2i_set}"
+    sets, eval_dirs, t_make = _i2i_images(base, table, systems, train_crops, eval_crops)
+    tf = {s: 0.2 for s in systems}
+    real_train, eval_real, real_eval_map, i2i_out = _i2i_real(args, out, base, table, systems, train_crops,
+                                                              eval_crops)
+    if args.make_only:
+        return None
+    i2i_out.mkdir(parents=True, exist_ok=True)
+    trace_table(sets, _trace_controls(base, train_crops), args.crop, cache)
     paths, fit_secs = fit_all(sets, real_train, i2i_out, args, tf, cache)
     if real_eval_map is not None:
         res, t = timed_matrix(paths, [f"{k}={v}" for k, v in real_eval_map.items()], eval_dirs, cache)

@@ -178,7 +178,8 @@ def reference_timing(recs, fp_paths, n: int) -> None:
     print(f"| ratio triage / detect | {tri / max(ref, 1e-9):.2f} | |")
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", nargs="?", default="/work/shared/data")
     ap.add_argument("--out", default="bench/out/triage")
@@ -200,26 +201,22 @@ def main() -> int:
     ap.add_argument("--conditions", action="store_true",
                     help="record the calibration images' formats / JPEG quality range in each fingerprint, so that "
                          "triage treats inputs outside them as uncalibrated")
-    args = ap.parse_args()
-    data, out = Path(args.data), Path(args.out)
-    if not (data / "generators").is_dir() or not (data / "real_bsds500").is_dir():
-        print(f"skip: {data} has no generators/ and real_bsds500/ (shared data absent)")
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
+    return ap
+
+
+def _reference_only(res_dir: Path, n: int) -> None:
+    """--skip-run: reuse the records of an earlier run and time only the reference."""
+    from fingerprint_cli.records import read_records
+
+    recs = read_records(res_dir / "triage.jsonl")
+    fp_paths = [f["path"] for f in recs[0].provenance.get("fingerprints", [])]
+    reference_timing(recs, fp_paths, n)
+
+
+def _triage(out: Path, res_dir: Path, fp_paths: list[str], args):
+    """Run triage over the inbox (dashboard, custody log, records under ``res_dir``): (records, wall seconds)."""
     from fingerprint_cli.triage import core
 
-    res_dir = out / "run"
-    if args.skip_run:
-        from fingerprint_cli.records import read_records
-
-        recs = read_records(res_dir / "triage.jsonl")
-        fp_paths = [f["path"] for f in recs[0].provenance.get("fingerprints", [])]
-        labels = {r.inputs["image"]["path"]: Path(r.inputs["image"]["path"]).parent.name for r in recs}
-        fit_info, wall = {}, float("nan")
-        reference_timing(recs, fp_paths, args.reference)
-        return 0
-    labels, fit_info, fp_paths = build(data, out, args)
-    log(f"inbox: {len(labels)} files in {len(set(labels.values()))} classes; {len(fp_paths)} fingerprints")
     if res_dir.exists():
         shutil.rmtree(res_dir)
     t = core.make([str(out / "inbox")], fingerprints=fp_paths, output=str(res_dir / "triage.jsonl"),
@@ -229,8 +226,13 @@ def main() -> int:
     recs = t.process_all(core.list_inbox([str(out / "inbox")]))
     wall = time.perf_counter() - t0
     t.write()
+    return recs, wall
 
-    # ---------------------------------------------------------------- stage timings
+
+def _stage_table(recs, fp_paths: list[str], wall: float, args) -> tuple[dict, float]:
+    """Print seconds per evidence stage and the metadata / pixel ratio: (seconds by stage, that ratio)."""
+    from fingerprint_cli.triage import core
+
     stage = defaultdict(float)
     for r in recs:
         for k, v in (r.details.get("timings") or {}).items():
@@ -252,7 +254,11 @@ def main() -> int:
     ratio = meta_t / max(pix_t, 1e-9)
     print(f"\nmetadata stages (custody + metadata) / pixel stages (decode + fingerprints) = {ratio:.3f} "
           f"({'meets' if ratio <= 0.10 else 'MISSES'} the ≤ 0.10 target)")
-    # metadata readers one by one (a second, timed pass over the analysed files)
+    return stage, ratio
+
+
+def _reader_table(recs) -> None:
+    """Print each metadata reader's time (a second, timed pass over the analysed files)."""
     from fingerprint_cli import images
     from fingerprint_cli.triage import provenance as pv
 
@@ -278,11 +284,14 @@ def main() -> int:
         per_reader["c2pa"] += c - b
         per_reader["xmp + exif + png text"] += d - c
         per_reader["jpeg tables + double-compression"] += e - d
+    n_ok = sum(r.ok for r in recs)
     print("\n| metadata reader | ms / analysed file |\n|---|---:|")
     for k, v in per_reader.items():
         print(f"| {k} | {1000 * v / max(1, n_ok):.2f} |")
 
-    # ---------------------------------------------------------------- verdicts vs folder labels
+
+def _verdict_counts(recs, labels: dict) -> dict[str, Counter]:
+    """Verdict (label, with ``:generator`` when one is named; ``error`` for a failed file) counts per folder."""
     table: dict[str, Counter] = defaultdict(Counter)
     for r in recs:
         lab = labels.get(r.inputs["image"]["path"], "?")
@@ -292,6 +301,16 @@ def main() -> int:
             d = r.decision
             v = d["label"] + (f":{d['generator']}" if d.get("generator") else "")
         table[lab][v] += 1
+    return table
+
+
+def _class_tag(lab: str) -> str:
+    """Whether a folder's generator has a fitted fingerprint, is real, or is the bad files."""
+    return "fitted" if lab in FITTED else ("real" if lab in REAL else ("—" if lab == "bad" else "not fitted"))
+
+
+def _verdict_tables(table: dict[str, Counter], fp_paths: list[str], args) -> dict:
+    """Print the verdicts against the folder labels and the per-class summary: the summary by class."""
     cols = sorted({c for row in table.values() for c in row})
     print(f"\n### verdicts vs folder labels (stated FPR {args.fpr} per fingerprint)\n")
     print("| folder (fingerprint fitted?) | n | " + " | ".join(cols) + " |")
@@ -301,11 +320,9 @@ def main() -> int:
     for lab in order:
         row = table.get(lab, Counter())
         n = sum(row.values())
-        tag = "fitted" if lab in FITTED else ("real" if lab in REAL else ("—" if lab == "bad" else "not fitted"))
-        print(f"| {lab} ({tag}) | {n} | " + " | ".join(str(row.get(c, 0)) for c in cols) + " |")
+        print(f"| {lab} ({_class_tag(lab)}) | {n} | " + " | ".join(str(row.get(c, 0)) for c in cols) + " |")
         gen_any = sum(v for k, v in row.items() if k.startswith("generated"))
-        right = row.get(f"generated:{lab}", 0)
-        summary[lab] = {"n": n, "called_generated": gen_any, "right_generator": right,
+        summary[lab] = {"n": n, "called_generated": gen_any, "right_generator": row.get(f"generated:{lab}", 0),
                         "unknown": row.get("unknown", 0), "error": row.get("error", 0)}
     print("\n| class | n | called generated | right generator | unknown |\n|---|---:|---:|---:|---:|")
     for lab in order[:-1]:
@@ -320,6 +337,27 @@ def main() -> int:
           f"{len(fp_paths)}; BSDS val alone {summary['real_bsds_val']['called_generated']}/"
           f"{summary['real_bsds_val']['n']}, Kodak PNG {summary['real_kodak']['called_generated']}/"
           f"{summary['real_kodak']['n']})")
+    return summary
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    data, out = Path(args.data), Path(args.out)
+    if not (data / "generators").is_dir() or not (data / "real_bsds500").is_dir():
+        print(f"skip: {data} has no generators/ and real_bsds500/ (shared data absent)")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    res_dir = out / "run"
+    if args.skip_run:
+        _reference_only(res_dir, args.reference)
+        return 0
+    labels, fit_info, fp_paths = build(data, out, args)
+    log(f"inbox: {len(labels)} files in {len(set(labels.values()))} classes; {len(fp_paths)} fingerprints")
+    recs, wall = _triage(out, res_dir, fp_paths, args)
+    stage, ratio = _stage_table(recs, fp_paths, wall, args)
+    _reader_table(recs)
+    table = _verdict_counts(recs, labels)
+    summary = _verdict_tables(table, fp_paths, args)
     if args.reference:
         reference_timing(recs, fp_paths, args.reference)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "stages": stage, "wall": wall,
