@@ -97,6 +97,20 @@ def test_pixel_limit_refuses_before_decoding(tmp_path, monkeypatch):
         images.load_image(tmp_path / "big.png")
 
 
+def test_every_reader_refuses_an_image_over_the_limit_with_one_message(tmp_path, monkeypatch):
+    """decode, the metadata probe (fpx triage) and the header reader (fpx detect) name the same fpx limit,
+    never Pillow's own."""
+    Image.fromarray(_u8(h=100, w=100)).save(tmp_path / "big.png")
+    data = (tmp_path / "big.png").read_bytes()
+    monkeypatch.setenv("FPX_MAX_PIXELS", "5000")
+    want = "over the limit of 5000 pixels (FPX_MAX_PIXELS); refused as a possible decompression bomb"
+    for read in (lambda: images.load_image(tmp_path / "big.png"), lambda: images.probe(data, str(tmp_path / "big.png")),
+                 lambda: images.header(tmp_path / "big.png")):
+        with pytest.raises(InputError) as ei:
+            read()
+        assert want in str(ei.value) and "big.png: image is" in str(ei.value)
+
+
 def test_inputs_never_modified_and_save_refuses_overwrite(tmp_path):
     p = tmp_path / "in.png"
     Image.fromarray(_u8()).save(p)

@@ -161,6 +161,10 @@ def test_bad_inputs(bed, tmp_path):
     assert res.exit_code == 2 and "did you mean 'child'" in res.stderr
     res = invoke([f["parent"], f["child"], "--plot", f["child"]])
     assert res.exit_code == 2 and "refusing to write over" in res.stderr
+    res = invoke([f["parent"], tmp_path])  # a folder where a fingerprint file is wanted: said as such
+    assert res.exit_code == 2 and f"{tmp_path}: is a folder, not a fingerprint file" in res.stderr
+    res = invoke([f["parent"], tmp_path / "absent.fpx.safetensors"])
+    assert res.exit_code == 2 and "absent.fpx.safetensors: no such fingerprint file" in res.stderr
 
 
 def test_cell_without_usable_images_is_a_failed_item(bed, tmp_path):

@@ -316,12 +316,19 @@ def _to_float_rgb(im: Image.Image, alpha: str, steps: list[str], path: str,
     return np.ascontiguousarray(arr[..., :3], dtype=np.float32), 8
 
 
+def too_many_pixels(path: str, limit: int, size: tuple[int, int] | None = None) -> InputError:
+    """The one refusal of an image over ``limit`` pixels (``size`` = (w, h) when the header was read)."""
+    dims = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels, " if size else ""
+    return InputError(f"image is {dims}over the limit of {limit} pixels (FPX_MAX_PIXELS); refused as a possible "
+                      "decompression bomb", path)
+
+
 def _open_within_limit(data: bytes, path: str, limit: int) -> Image.Image:
     """Open (not yet decode) image bytes, refusing from the header an image over ``limit`` pixels."""
     im = Image.open(io.BytesIO(data))
     w, h = im.size
     if w * h > limit:
-        raise InputError(f"image is {w}x{h} = {w * h} pixels, over the limit of {limit} (FPX_MAX_PIXELS)", path)
+        raise too_many_pixels(path, limit, (w, h))
     return im
 
 
@@ -379,8 +386,7 @@ def _decode_error(exc: Exception, path: str, limit: int) -> InputError:
     if isinstance(exc, UnidentifiedImageError):
         return InputError("not a recognised image file", path)
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return InputError(f"image is over the limit of {limit} pixels (FPX_MAX_PIXELS); refused as a possible "
-                          "decompression bomb", path)
+        return too_many_pixels(path, limit)
     if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return InputError(f"corrupt or truncated image ({reason})", path)
@@ -627,9 +633,13 @@ def _probe_exif(im: Image.Image, png_exif: bytes | None) -> dict[str, object]:
 def probe(data: bytes, path: str) -> Probe:
     """Read an image's header and metadata from its bytes (never its pixels). InputError when Pillow cannot
     identify the file."""
+    limit = max_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check is then the documented limit (as in decode)
     try:
         im = Image.open(io.BytesIO(data))
         w, h = im.size
+        if w * h > limit:
+            raise too_many_pixels(path, limit, (w, h))
         text, png_exif = _probe_text(im, data)
         xmp, xmp_error = _probe_xmp(im)
         exif = _probe_exif(im, png_exif)
@@ -640,7 +650,7 @@ def probe(data: bytes, path: str) -> Probe:
     except UnidentifiedImageError as exc:
         raise InputError("not a recognised image file", path) from exc
     except Image.DecompressionBombError as exc:
-        raise InputError(f"refused as a possible decompression bomb ({exc})", path) from exc
+        raise too_many_pixels(path, limit) from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct_error) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"corrupt or truncated image header ({reason})", path) from exc
@@ -681,12 +691,11 @@ def header(path: str | os.PathLike) -> dict:
             except Exception:  # a broken EXIF block does not change the size
                 pass
             if w * h > max_pixels():
-                raise InputError(f"refused as a possible decompression bomb ({w}x{h} pixels > FPX_MAX_PIXELS "
-                                 f"{max_pixels()})", str(p))
+                raise too_many_pixels(str(p), max_pixels(), (w, h))
             q = getattr(im, "quantization", None) if im.format == "JPEG" else None
             return {"format": im.format, "width": int(w), "height": int(h),
                     "quantization": {int(k): [int(x) for x in v] for k, v in q.items()} if q else None}
     except Image.DecompressionBombError as exc:
-        raise InputError(f"refused as a possible decompression bomb ({exc})", str(p)) from exc
+        raise too_many_pixels(str(p), max_pixels()) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError("not a recognised image file", str(p)) from exc

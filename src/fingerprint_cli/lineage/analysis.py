@@ -458,7 +458,8 @@ def load_fingerprints(paths: Sequence[str]) -> list[Any]:
     fps = []
     for p in paths:
         if not Path(p).is_file():
-            raise InputError("no such fingerprint file", p)
+            raise InputError("is a folder, not a fingerprint file" if Path(p).is_dir() else "no such fingerprint file",
+                             p)
         try:
             fps.append(Fingerprint.load(p))
         except FpxError:
