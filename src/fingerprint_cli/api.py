@@ -43,6 +43,7 @@ from fingerprint_cli.anchored import calibrate as calibrate_mod
 from fingerprint_cli.anchored import score as score_mod
 from fingerprint_cli.anchored import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
+from fingerprint_cli.dif import condition as dif_condition  # torch-free (dif.detect is not)
 from fingerprint_cli.errors import UsageError
 from fingerprint_cli.lineage.job import lineage_job
 from fingerprint_cli.origin import library as origin_lib
@@ -497,7 +498,7 @@ def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike
     images are also calibrated under, so the stated rate holds on such copies (default
     ``fingerprint_cli.dif.condition.DEFAULT_RECOMPRESSIONS``; ``["none"]``: as distributed only).
     Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ thresholds, the images skipped)."""
-    from fingerprint_cli.dif import condition as dif_condition, detect as dif_detect
+    from fingerprint_cli.dif import detect as dif_detect
 
     return dif_detect.run_calibrate(fingerprint, list(real), out, fpr=fpr, description=description, dtype=dtype,
                                     force=force, use_cache=use_cache, fmt=fmt, quiet=quiet, stdout=stdout,
