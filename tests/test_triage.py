@@ -746,3 +746,17 @@ def test_calibration_stored_as_raw_rho_gives_the_same_p_value(fplib, tmp_path):
         a = one(fplib["test"] / img, [fplib["cal"]])[0].details["generator"]["fingerprints"][0]
         b = one(fplib["test"] / img, [tmp_path / "raw.fpx.safetensors"])[0].details["generator"]["fingerprints"][0]
         assert a["p_value"] == pytest.approx(b["p_value"]) and a["generated"] == b["generated"]
+
+
+def test_an_image_too_small_for_a_fingerprint_window_keeps_its_provenance_evidence(tmp_path, fplib):
+    """A 12-px image is readable but smaller than any fingerprint window: no pixel evidence (said in
+    details.generator.not_run), the record stays ok and its generation-tool chunk still decides."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler, Seed: 1")
+    Image.fromarray(u8(3, 12, 12)).save(tmp_path / "tiny.png", "PNG", pnginfo=info)
+    rec, _ = one(tmp_path / "tiny.png", [str(fplib["cal"])])
+    assert rec.ok, rec.error
+    gen = rec.details["generator"]
+    assert gen["fingerprints"] == [] and gen["claimed_by"] == [] and "too small" in gen["not_run"]
+    assert rec.decision["label"] == "generated" and rec.decision["tier"] == 3
+    assert rec.decision["error_rate"] is None and rec.decision["error_note"] == verdict.NO_RATE[3]

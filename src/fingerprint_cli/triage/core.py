@@ -174,8 +174,7 @@ def analyse(item: Item) -> dict[str, Any]:
         t["decode"] = time.perf_counter() - t2
         if item.settings.fingerprints:
             t3 = time.perf_counter()
-            cond = {"format": cust.format, "jpeg_quality": (meta.get("jpeg") or {}).get("quality")}
-            generator = evidence_mod.generator_evidence(im.pixels, path, item.settings.fingerprints, cond)
+            generator = _fingerprint_stage(im.pixels, path, item.settings.fingerprints, cust.format, meta)
             t["fingerprints"] = time.perf_counter() - t3
         if item.settings.thumbnails:
             t4 = time.perf_counter()
@@ -188,6 +187,23 @@ def analyse(item: Item) -> dict[str, Any]:
         rec = error_record(cust, InputError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", path),
                            meta, t)
     return {"record": rec.to_dict(), "thumbnail": thumb}
+
+
+#: the smallest side a fingerprint window can be (dif.residuals.centre_crop refuses smaller images)
+MIN_FINGERPRINT_SIDE = 16
+
+
+def _fingerprint_stage(pixels, path: str, fingerprints: Sequence[str], fmt: str | None,
+                       meta: dict[str, Any]) -> dict[str, Any]:
+    """Every fingerprint's evidence on the decoded image; an image too small for any fingerprint window gets
+    none (``not_run`` says why) instead of failing the record: its provenance evidence still counts."""
+    h, w = pixels.shape[:2]
+    if min(h, w) < MIN_FINGERPRINT_SIDE:
+        return {"fingerprints": [], "claimed_by": [],
+                "not_run": f"image is {w}x{h}: under {MIN_FINGERPRINT_SIDE} px a side, too small for a "
+                           "fingerprint window (no pixel evidence)"}
+    cond = {"format": fmt, "jpeg_quality": (meta.get("jpeg") or {}).get("quality")}
+    return evidence_mod.generator_evidence(pixels, path, fingerprints, cond)
 
 
 def _features(meta: dict[str, Any], generator: dict[str, Any] | None) -> tuple[dict, dict]:
