@@ -959,6 +959,8 @@ def _args():
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma list of the row kinds to build: known, chain (known + JPEG q85), held (--set)")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
+    ap.add_argument("--build-only", action="store_true",
+                    help="write the suspects and cache their features (of --artifacts' feature sets); evaluate none")
     return ap.parse_args()
 
 
@@ -1113,6 +1115,9 @@ def main() -> int:
     docs = _load_artifacts(args.artifacts)
     names = list(dict.fromkeys(f for d in docs for f in d["features"]))
     feats = _features(rows, names, args.out / "rows.csv", args.rescore)
+    if args.build_only:  # suspects written and features cached; no artifact is evaluated
+        print(f"openset: {len(rows)} rows built and scored -> {args.out / 'rows.csv'}")
+        return 0
     common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
     res = _evaluate_all(rows, feats, docs, args.alpha, common)
     (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
