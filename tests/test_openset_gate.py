@@ -161,3 +161,57 @@ def test_v4_is_opt_in_and_v5_is_the_default():
     assert doc["id"] == "local-offline-pixel-v5" and "conformal" in why
     assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v5" not in OPT_IN_ONLY
     assert thresholds.find("local-offline-pixel-v4")["id"] == "local-offline-pixel-v4"
+
+
+def test_gate_weight_is_stored_and_its_loo_coverage_is_the_brute_force_combination():
+    """``gate_weight`` (``fpx calibrate --gate-weight``, round 6): the artifact stores it, its LOO coverage per
+    system is the weighted Bonferroni rule applied by hand to the LOO p-values, and decisions of the artifact
+    equal those of the default-weight artifact with only its gate weight changed (what a weight sweep relies on)."""
+    from fingerprint_cli.anchored.attribute import Decider
+
+    X, y, g = _corpus(40, 3, seed=33)
+    classes = ["a", "b", "c"]
+    corpus = cal.Corpus(X, ["f1", "f2", "f3", "f4"], {}, y, g, bands={"a": "x", "b": "y", "c": "y"})
+    docs = {w: thresholds.seal(cal.calibrate(corpus, artifact_id=f"w{w}", B=20, alpha=0.1,
+                                             nonconformity="robust-top3+knn", gate_weight=w)) for w in (0.05, 0.2)}
+    model = cal.LDA.from_json(docs[0.05]["class_model"], docs[0.05]["standardisation"])
+    Z = model.standardise(X)
+    A, own = cal.conformal_loo(Z, y, g, classes, score="robust-top3+knn")
+    P = cal.conformal_loo_p(A, own, y, g, classes)
+    _, gown = ood.UnionGate.fit(Z, g)
+    q = ood.loo_p_values(gown, g)
+    idx = np.array([classes.index(c) for c in y])
+    for w, doc in docs.items():
+        assert doc["conformal"]["gate"]["weight"] == w
+        p_true = P[np.arange(len(y)), idx]
+        inset = np.minimum(p_true / (1 - w), q / w) >= 0.1  # the rule written out (same float arithmetic)
+        for c in classes:
+            got = doc["calibration"]["conformal"]["per_system"][c]["coverage"]
+            assert got == pytest.approx(inset[y == c].mean(), abs=1e-9), (w, c)
+    # the two weights are different rules on these calls (the gate alone rejects more calls at w = 0.2)
+    assert (q < 0.2 * 0.1).sum() > (q < 0.05 * 0.1).sum()
+    edited = {k: v for k, v in docs[0.2].items() if k != "sha256"}
+    edited["conformal"] = {**edited["conformal"], "gate": {**edited["conformal"]["gate"], "weight": 0.05}}
+    edited = thresholds.seal(edited)
+    a, b = Decider(docs[0.05]), Decider(edited)
+    rng = np.random.default_rng(5)
+    for x in X[rng.choice(len(X), 40, replace=False)] + rng.normal(0, 1.5, (40, 4)):
+        f = dict(zip(["f1", "f2", "f3", "f4"], x))
+        assert a.decide(f)[0]["prediction_set"] == b.decide(f)[0]["prediction_set"]
+    with pytest.raises(ValueError, match="gate weight"):
+        cal.calibrate(corpus, artifact_id="bad", B=20, nonconformity="robust-top3+knn", gate_weight=1.0)
+
+
+@pytest.mark.parametrize("bad", ["0", "1", "-0.2", "1.5"])
+def test_gate_weight_outside_the_open_interval_is_a_usage_error(tmp_path, bad):
+    """``fpx calibrate --gate-weight`` outside (0, 1): exit 2 naming the option, before any pair is scored."""
+    from typer.testing import CliRunner
+
+    from fingerprint_cli.cli.app import app
+
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("reference,suspect,system,image_id\n")
+    res = CliRunner().invoke(app, ["calibrate", str(corpus), "-o", str(tmp_path / "x.json"), "--nonconformity",
+                                   "robust-top3+knn", "--gate-weight", bad, "--quiet"])
+    assert res.exit_code == 2 and "--gate-weight" in res.output
+    assert not (tmp_path / "x.json").exists()

@@ -327,7 +327,7 @@ class Calibration:
 def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", artifact_id: str | None = None,
               version: str = "1", description: str = "", bootstrap: int = 2000, seed: int = 0,
               min_posterior: float = 0.5, alpha: float = 0.05, conformal: bool = True,
-              nonconformity: str = "robust-top3", blind: bool = True,
+              nonconformity: str = "robust-top3", gate_weight: float = 0.2, blind: bool = True,
               plot: PathLike | None = None, scores: PathLike | None = None, reuse_scores: PathLike | None = None,
               resolution: int | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
               jobs: int = 1, quiet: bool = False) -> Calibration:
@@ -339,7 +339,8 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
     ``corpus``: CSV ``reference,suspect,system,image_id[,domain,rep,band]``. ``features``: a named set
     (``pixel-v2``, ``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``), a comma list, or ``auto``
     (dinov2 when its weights are installed, else pixel-v2). ``scores`` also writes the scored pairs (jsonl);
-    ``reuse_scores`` takes such a file and scores again only the pairs that changed.
+    ``reuse_scores`` takes such a file and scores again only the pairs that changed. ``gate_weight``: the
+    Bonferroni weight w of the kNN gate (``robust-top3+knn``), in (0, 1).
     """
     corpus, output = Path(corpus), Path(output)
     if not 0.0 <= min_posterior <= 1.0:
@@ -347,6 +348,8 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
     attribute_mod.check_alpha(alpha)
     if nonconformity not in calibrate_mod.SCORES:
         raise UsageError(f"--nonconformity is one of {', '.join(calibrate_mod.SCORES)}, not {nonconformity!r}")
+    if not 0.0 < gate_weight < 1.0:
+        raise UsageError(f"--gate-weight is in (0, 1), not {gate_weight:g}")
     rows, bands = calibrate_mod.read_corpus(corpus)
     names = attribute_mod.resolve_features(_auto_features(features, quiet))
     enc = encoders.load_encoder("dinov2-vitb14", resolution, device) if attribute_mod.needs_encoder(names) else None
@@ -362,7 +365,7 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
         atomic.write_text(scores, render([res.record for res in results], "jsonl"))
     blind_X = _blind_features(keep, quiet) if blind and keep else None
     doc = _fit(corpus, keep, names, bands, blind_X, hashes, failed, enc, artifact_id or output.stem, version,
-               description, bootstrap, seed, min_posterior, alpha if conformal else None, nonconformity)
+               description, bootstrap, seed, min_posterior, alpha if conformal else None, nonconformity, gate_weight)
     doc = thresholds.save(doc, output, inputs=out_inputs)
     _warn_small_classes(doc, alpha, quiet)
     atomic.write_bytes(plot_path, plots.plane(doc))
@@ -402,7 +405,7 @@ def _blind_features(keep, quiet: bool) -> np.ndarray:
 
 def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifact_id: str, version: str,
          description: str, bootstrap: int, seed: int, min_posterior: float, alpha: float | None,
-         nonconformity: str = "robust-top3") -> dict:
+         nonconformity: str = "robust-top3", gate_weight: float = 0.2) -> dict:
     """The (unsealed) artifact; a corpus the statistics cannot use is a UsageError naming it."""
     try:
         corp = calibrate_mod.corpus_from_pairs(keep, names, bands, blind_X)
@@ -412,7 +415,8 @@ def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifac
             raise UsageError(f"only {len(keep)} pair(s) scored; calibration needs a real corpus")
         return calibrate_mod.calibrate(corp, artifact_id=artifact_id, version=version, description=description,
                                        corpus_info=info, encoder=_encoder_info(enc), B=bootstrap, seed=seed,
-                                       min_posterior=min_posterior, alpha=alpha, nonconformity=nonconformity)
+                                       min_posterior=min_posterior, alpha=alpha, nonconformity=nonconformity,
+                                       gate_weight=gate_weight)
     except ValueError as exc:
         raise UsageError(f"{corpus}: {exc}") from exc
 

@@ -474,14 +474,16 @@ def _posterior_rule_rates(loo: dict[str, Any], proba: np.ndarray, loo_m2: np.nda
 
 
 def _conformal_part(model: LDA, X: np.ndarray, systems: np.ndarray, images_: np.ndarray, classes: Sequence[str],
-                    bands: dict[str, str], alpha: float, nonconformity: str) -> tuple[Conformal, dict[str, Any]]:
-    """The fitted :class:`Conformal` and its LOO report (coverage per system, set sizes) at ``alpha``."""
+                    bands: dict[str, str], alpha: float, nonconformity: str, gate_weight: float = ood.DEFAULT_WEIGHT
+                    ) -> tuple[Conformal, dict[str, Any]]:
+    """The fitted :class:`Conformal` and its LOO report (coverage per system, set sizes) at ``alpha``; with the
+    kNN gate, ``gate_weight`` is its Bonferroni weight w."""
     if not 0.0 < alpha <= 0.5:
         raise ValueError(f"alpha must be in (0, 0.5], not {alpha}")
     Z = model.standardise(X)
     A, own = conformal_loo(Z, systems, images_, classes, score=nonconformity)
     P = conformal_loo_p(A, own, systems, images_, classes)
-    gate, P = _gate(nonconformity, Z, images_, P)
+    gate, P = _gate(nonconformity, Z, images_, P, gate_weight)
     report = conformal_report(P, systems, classes, bands, alpha)
     report["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
                         "without its image, ranked among the LOO scores of the other images' "
@@ -552,7 +554,7 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
               B: int = 2000, seed: int = 0, shrinkage: float | str = "auto", min_posterior: float = 0.5,
               band_min_posterior: float = 0.6, far_quantile: float = 0.999,
               points_per_system: int = 200, alpha: float | None = 0.05,
-              nonconformity: str = "robust-top3") -> dict[str, Any]:
+              nonconformity: str = "robust-top3", gate_weight: float = ood.DEFAULT_WEIGHT) -> dict[str, Any]:
     """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact.
 
     With ``alpha`` (default 0.05) the artifact carries the conformal part (:class:`Conformal`, its LOO
@@ -570,7 +572,7 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
     conformal = conformal_report_ = None
     if alpha is not None:
         conformal, conformal_report_ = _conformal_part(model, X, systems, images_, classes, bands, alpha,
-                                                       nonconformity)
+                                                       nonconformity, gate_weight)
         # under the set rule the call is decided when the prediction set is one system
         ev["loo"]["inconclusive_rate"] = 1.0 - conformal_report_["singleton_rate"]
         ev["loo"]["accuracy_when_decided"] = conformal_report_["singleton_accuracy"]
@@ -624,13 +626,13 @@ def _catch_all_rule(catch_all: Sequence[str], classes: Sequence[str]) -> dict[st
                               "system answers its band, system inconclusive"}
 
 
-def _gate(nonconformity: str, Z: np.ndarray, images_: np.ndarray, P: np.ndarray
-          ) -> tuple[ood.UnionGate | None, np.ndarray]:
-    """With ``robust-top3+knn``: the whole-vector gate (:mod:`.ood`) of the calibration calls and their LOO
-    p-values combined with it; otherwise (None, P)."""
+def _gate(nonconformity: str, Z: np.ndarray, images_: np.ndarray, P: np.ndarray,
+          weight: float = ood.DEFAULT_WEIGHT) -> tuple[ood.UnionGate | None, np.ndarray]:
+    """With ``robust-top3+knn``: the whole-vector gate (:mod:`.ood`, Bonferroni weight ``weight``) of the
+    calibration calls and their LOO p-values combined with it; otherwise (None, P)."""
     if nonconformity != "robust-top3+knn":
         return None, P
-    gate, own = ood.UnionGate.fit(Z, images_)
+    gate, own = ood.UnionGate.fit(Z, images_, weight=weight)
     return gate, ood.combine(P, ood.loo_p_values(own, images_), gate.weight)
 
 

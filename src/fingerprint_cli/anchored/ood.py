@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 KIND = "union-knn-loo"
+DEFAULT_WEIGHT = 0.2  # the gate's Bonferroni weight w of v4-v6 (``fpx calibrate --gate-weight``)
 DECIMALS = 4  # stored points are rounded to this many decimals (standardised units) before the LOO scores
 TIE_TOL = 1e-6  # scores closer than this (relative to 1 + |score|) are ties (stored scores have 7 digits)
 
@@ -85,10 +86,10 @@ class UnionGate:
     points: np.ndarray
     k: int
     cal_scores: np.ndarray
-    weight: float = 0.2
+    weight: float = DEFAULT_WEIGHT
 
     @classmethod
-    def fit(cls, Z: np.ndarray, groups: Sequence[str], k: int = 5, weight: float = 0.2,
+    def fit(cls, Z: np.ndarray, groups: Sequence[str], k: int = 5, weight: float = DEFAULT_WEIGHT,
             max_points: int | None = 3000, seed: int = 0) -> tuple[UnionGate, np.ndarray]:
         """The gate of the calibration calls ``Z`` (standardised) with their images ``groups``; also returns the
         (n,) LOO scores of the calls (for the LOO p-values of :func:`loo_p_values`)."""

@@ -125,6 +125,9 @@ def calibrate_cmd(
                                       help="conformal score: robust-top3 (v3: mean of the 3 largest per-feature "
                                            "robust z-scores per system), robust-top3+knn (v4: + the whole-vector kNN gate) or "
                                            "mahalanobis (v2)"),
+    gate_weight: float = typer.Option(0.2, "--gate-weight",
+                                      help="with robust-top3+knn: the kNN gate's Bonferroni weight w in (0, 1) "
+                                           "(v4-v6: 0.2; smaller gates less)"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
     scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
@@ -149,7 +152,8 @@ def calibrate_cmd(
     try:
         cal = api.calibrate(corpus, output, features=features, artifact_id=artifact_id, version=version,
                             description=description, bootstrap=bootstrap, seed=seed, min_posterior=min_posterior,
-                            alpha=alpha, conformal=conformal, nonconformity=common.value(nonconformity), blind=blind,
+                            alpha=alpha, conformal=conformal, nonconformity=common.value(nonconformity),
+                            gate_weight=gate_weight, blind=blind,
                             plot=plot, scores=scores,
                             reuse_scores=reuse_scores, resolution=resolution, batch_size=batch_size,
                             use_cache=not no_cache, device=device, jobs=jobs, quiet=quiet)

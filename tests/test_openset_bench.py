@@ -1,0 +1,86 @@
+"""bench/openset.py's round-6 pieces (issue 11): the photo sets (standard / tuning / fresh) and the per-system and
+per-photo breakdown of the known-system misses, checked against a brute-force count."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fingerprint_cli import images
+from fingerprint_cli.anchored import calibrate as cal
+from fingerprint_cli.anchored import thresholds
+from fingerprint_cli.anchored.attribute import Decider
+from test_calibrate import _gaussian_corpus
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def openset():
+    sys.path.insert(0, str(BENCH))
+    import openset as mod
+
+    return mod
+
+
+def _photos(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        images.save_png(rng.random((8, 8, 3)).astype(np.float32), folder / f"p{i:03d}.png")
+    return images.list_images(folder)
+
+
+def test_photo_sets_are_disjoint_and_follow_the_written_positions(openset, tmp_path):
+    from corpus_local import split_of
+
+    listed = _photos(tmp_path / "val", 75)
+    std = openset.select_set([tmp_path / "val"], "standard", 20)
+    tun = openset.select_set([tmp_path / "val"], "tuning", None)
+    fresh = openset.select_set([tmp_path / "val"], "fresh", None)
+    evals = [p for p in listed if split_of(images.sha256_file(p)) == "eval"]
+    assert std == evals[:20]  # the standard photos: the first 20 eval-split photos, as in rounds 2-5
+    assert tun == [p for p in listed[:60] if p not in set(std)]
+    assert fresh == listed[60:]
+    assert not (set(std) & set(tun)) and not (set(std) & set(fresh)) and not (set(tun) & set(fresh))
+    # a bench/photos.py split (its ../manifest.csv starts "split,file,source"): fresh in full, never tuning
+    pp = _photos(tmp_path / "photos" / "eval", 5)
+    (tmp_path / "photos" / "manifest.csv").write_text("split,file,source,original,sha256,width,height\n")
+    assert openset.select_set([tmp_path / "photos" / "eval"], "fresh", None) == pp
+    assert openset.select_set([tmp_path / "photos" / "eval"], "tuning", None) == []
+    # another manifest (shared/data's) does not make a folder a photos.py split
+    (tmp_path / "manifest.csv").write_text("path,generator\n")
+    assert openset.select_set([tmp_path / "val"], "fresh", None) == listed[60:]
+
+
+def test_misses_breakdown_matches_a_brute_force_count(openset):
+    X, y, g = _gaussian_corpus(30, 2, seed=41)
+    names = ["f1", "f2", "f3", "f4"]
+    doc = thresholds.seal(cal.calibrate(cal.Corpus(X, names, {}, y, g, bands={"a": "x", "b": "y", "c": "y"}),
+                                        artifact_id="t", B=20, alpha=0.1, nonconformity="robust-top3+knn"))
+    dec = Decider(doc)
+    Xn, yn, gn = _gaussian_corpus(12, 2, seed=42)
+    Xn = Xn + np.where(np.arange(len(Xn))[:, None] % 5 == 0, 3.0, 0.0)  # some calls pushed off their cloud
+    rows = [{"kind": "known", "truth": t, "truth_band": {"a": "x"}.get(t, "y"), "image_id": i, "processing": t}
+            for t, i in zip(yn, gn)]
+    feats = [dict(zip(names, x)) for x in Xn]
+    out = openset.evaluate(rows, feats, dec)
+    assert "held_out" not in out  # a run without held-out rows has no open-set block
+    miss, unk = {}, {}
+    for r, f in zip(rows, feats):
+        d = dec.decide(f, top_k=3)[0]
+        m = r["truth"] not in (d["prediction_set"] or [])
+        for key, v in (("s", r["truth"]), ("p", r["image_id"])):
+            miss[key, v] = miss.get((key, v), 0) + m
+            unk[key, v] = unk.get((key, v), 0) + (m and d["label"] == "unknown")
+    per_sys, per_photo = out["known_misses"]["per_system"], out["known_misses"]["per_photo"]
+    assert sorted(per_sys) == ["a", "b", "c"] and len(per_photo) == 12
+    for s, (n, missed, un) in per_sys.items():
+        assert (n, missed, un) == (int((yn == s).sum()), miss["s", s], unk["s", s])
+    for p, (n, missed, un) in per_photo.items():
+        assert (n, missed, un) == (int((gn == p).sum()), miss["p", p], unk["p", p])
+    assert sum(v[1] for v in per_sys.values()) > 0  # the pushed calls make some misses
+    assert out["known"]["coverage"] == pytest.approx(1 - sum(v[1] for v in per_sys.values()) / len(rows))
