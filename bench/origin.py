@@ -502,6 +502,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="--round3/--round4: reuse index files of an earlier run")
     ap.add_argument("--round4", action="store_true", help="only issue 12 round 4: the local-feature stage "
                     "(--configs before,after; --heldout: the round-4 held-out families, once)")
+    ap.add_argument("--round5", action="store_true", help="only issue 12 round 5: small crops (before = the round-4 "
+                    "default's index files, reused; after = the round-5 default; --heldout: the round-5 held-out "
+                    "families, once)")
     ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
@@ -545,7 +548,8 @@ def main() -> None:
     sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
     lib_paths = [it["path"] for it in lib]
 
-    if args.round4:
+    if args.round4 or args.round5:
+        args.round4 = True
         if args.library == "real":
             lib = [it for it in lib if it["group"] == "real"]
             sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
@@ -553,7 +557,8 @@ def main() -> None:
         if args.configs == ap.get_default("configs"):
             args.configs = "before,after"
         round4(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        tag = ("round4_heldout" if args.heldout else "round4") + ("_real" if args.library == "real" else "") + \
+        tag = ("round5" if args.round5 else "round4") + ("_heldout" if args.heldout else "") + \
+            ("_real" if args.library == "real" else "") + \
             ("_scale" if args.scale_only else "")
         (out / f"{tag}.md").write_text("\n".join(report) + "\n")
         (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
@@ -955,15 +960,21 @@ R4_CONFIGS = {"before": {"local": False, "decision": "similarity+verify"},  # th
 
 
 def _r4_index(cfg, lib_paths, out, args):
-    """The round-4 index of one configuration (full views, the default projection), built with the tool's own
-    ``library.build_index`` or reused from an earlier run (``--reuse``)."""
+    """The round-4 (or, with ``--round5``, round-5) index of one configuration (full views, the default
+    projection), built with the tool's own ``library.build_index`` or reused from an earlier run (``--reuse``).
+    Round 5's "before" is the round-4 default's index file, built by the round-4 code: always reused."""
     from fingerprint_cli.origin.index import load_index
 
-    ipath = out / f"r4_{args.library}_{cfg}.fpxindex"
+    if args.round5:
+        ipath = out / (f"r4_{args.library}_after.fpxindex" if cfg == "before" else f"r5_{args.library}_after.fpxindex")
+        if cfg == "before" and not ipath.exists():
+            raise SystemExit(f"origin: {ipath} (the round-4 default's index) is missing: run --round4 first")
+    else:
+        ipath = out / f"r4_{args.library}_{cfg}.fpxindex"
     t0 = time.time()
-    if args.reuse and ipath.exists():
+    if (args.reuse or cfg == "before" and args.round5) and ipath.exists():
         return load_index(ipath), None
-    idx, _ = library.build_index(lib_paths, str(ipath), **R4_CONFIGS[cfg])
+    idx, _ = library.build_index(lib_paths, str(ipath), **(R4_CONFIGS[cfg] if not args.round5 else {}))
     return idx, time.time() - t0
 
 
@@ -994,10 +1005,11 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     import faiss
 
     faiss.omp_set_num_threads(1)
-    fams = R4_HELDOUT if args.heldout else R4_DEV
+    rnd = 5 if args.round5 else 4
+    fams = (R5_HELDOUT if args.heldout else R5_DEV) if args.round5 else (R4_HELDOUT if args.heldout else R4_DEV)
     q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
-    split = "HELD-OUT (round 4, run once)" if args.heldout else "DEV"
-    say(f"\n## Round 4 ({split}): {len(q_test) // len(fams)} test photos (origin in the library) and "
+    split = f"HELD-OUT (round {rnd}, run once)" if args.heldout else "DEV"
+    say(f"\n## Round {rnd} ({split}): {len(q_test) // len(fams)} test photos (origin in the library) and "
         f"{len(q_abs) // len(fams)} absent photos per family, N = {len(lib)} ({args.library})")
     rows, dec = [], []
     res["round4"] = {}
