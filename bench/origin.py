@@ -135,29 +135,40 @@ def _video_frames(out: Path) -> list[Path]:
         print("origin: cv2 missing; no video frames", file=sys.stderr)
         return []
     with tempfile.TemporaryDirectory() as t:
-        try:
-            subprocess.run(["apt-get", "download", "-q", "opencv-doc"], cwd=t, check=True, capture_output=True,
-                           timeout=600)
-            deb = next(Path(t).glob("*.deb"))
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(t) / "x")], check=True, capture_output=True)
-        except (subprocess.SubprocessError, StopIteration, FileNotFoundError) as exc:
-            print(f"origin: no opencv-doc ({exc})", file=sys.stderr)
+        if not _unpack_opencv_doc(Path(t)):
             return []
         for name, every in VIDEOS.items():
             dest = dests[name]
-            if dest.exists() and any(dest.iterdir()):
-                continue
-            dest.mkdir(parents=True, exist_ok=True)
-            cap = cv2.VideoCapture(str(next(Path(t).rglob(name))))
-            i = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if i % every == 0:
-                    images.save_png(frame[..., ::-1].astype(np.float32) / 255.0, dest / f"{dest.name}_{i:04d}.png")
-                i += 1
+            if not (dest.exists() and any(dest.iterdir())):
+                _save_frames(cv2, next(Path(t).rglob(name)), dest, every)
     return [p for d in dests.values() for p in sorted(d.glob("*.png"))]
+
+
+def _unpack_opencv_doc(t: Path) -> bool:
+    """Download and unpack Debian's ``opencv-doc`` (its sample videos) into ``t``; False when it cannot."""
+    try:
+        subprocess.run(["apt-get", "download", "-q", "opencv-doc"], cwd=t, check=True, capture_output=True,
+                       timeout=600)
+        deb = next(t.glob("*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(t / "x")], check=True, capture_output=True)
+    except (subprocess.SubprocessError, StopIteration, FileNotFoundError) as exc:
+        print(f"origin: no opencv-doc ({exc})", file=sys.stderr)
+        return False
+    return True
+
+
+def _save_frames(cv2, video: Path, dest: Path, every: int) -> None:
+    """Every ``every``-th frame of ``video`` as DEST/<name>_<frame>.png."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(video))
+    i = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            images.save_png(frame[..., ::-1].astype(np.float32) / 255.0, dest / f"{dest.name}_{i:04d}.png")
+        i += 1
 
 
 def corpus(out: Path, photos: Path) -> list[dict]:
@@ -477,7 +488,8 @@ def view_sims(Q: np.ndarray, L: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- main
-def main() -> None:
+def _parse_args():
+    """The benchmark's options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out/origin")
     ap.add_argument("--photos", default="bench/out/photos")
@@ -510,6 +522,56 @@ def main() -> None:
                     help="--round3: the whole library, or its real photos only (an archive without the video "
                          "frames' and same-prompt generations' near-duplicate clusters)")
     args = ap.parse_args()
+    if args.configs == ap.get_default("configs") and (args.round4 or args.round5):
+        args.configs = "before,after"
+    return args
+
+
+def _mark_query_photos(items: list[dict], args) -> None:
+    """Cap the query photos per split (compute: the networks run on two shared cores); the photos beyond the
+    cap stay in the library (train/test) or out of it (absent) — only fewer queries are made from them."""
+    caps = {"train": args.max_train, "test": args.max_test, "absent": args.max_absent}
+    for split, cap in caps.items():
+        members = sorted((it for it in items if it["split"] == split), key=lambda it: it["sha"])
+        for it in members[cap:]:
+            it["query"] = False
+    for it in items:
+        it.setdefault("query", True)
+
+
+def _describe_corpus(items: list[dict], lib: list[dict], say, res: dict) -> None:
+    """The corpus lines of the report (library composition, photo splits)."""
+    counts = {g: sum(it["group"] == g for it in lib) for g in ("real", "generated", "video")}
+    splits = {s: sum(it["split"] == s for it in items) for s in ("train", "test", "absent")}
+    say(f"## Corpus: queries from {sum(it['query'] for it in items if it['split'] == 'train')} train / "
+        f"{sum(it['query'] for it in items if it['split'] == 'test')} test / "
+        f"{sum(it['query'] for it in items if it['split'] == 'absent')} absent photos")
+    say(f"library N = {len(lib)} ({counts['real']} real photos, {counts['generated']} generated images "
+        f"and {counts['video']} video frames as distractors); real photos split train {splits['train']} / test "
+        f"{splits['test']} / absent {splits['absent']}")
+    res["corpus"] = {"N": len(lib), **counts, **splits}
+
+
+def _library(lib: list[dict], which: str) -> tuple[list[dict], dict, list[str]]:
+    """The library (``real``: its real photos only), its sha256 -> row map and its paths."""
+    if which == "real":
+        lib = [it for it in lib if it["group"] == "real"]
+    return lib, {it["sha"]: i for i, it in enumerate(lib)}, [it["path"] for it in lib]
+
+
+def _mode_tag(args) -> str | None:
+    """The report name of the chosen round (None: the issue-12 benchmark itself)."""
+    real = "_real" if args.library == "real" else ""
+    held = "_heldout" if args.heldout else ""
+    if args.round4 or args.round5:
+        return ("round5" if args.round5 else "round4") + held + real + ("_scale" if args.scale_only else "")
+    if args.round3:
+        return "round3" + held + real
+    return "followup" if args.followup else None
+
+
+def main() -> None:
+    args = _parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (DATA / "real_bsds500").exists():
@@ -526,65 +588,37 @@ def main() -> None:
         report.append(s)
 
     items = prepare(corpus(out, Path(args.photos)), out, args.max_side)
-    # cap the query photos per split (compute: the networks run on two shared cores); the photos beyond the cap
-    # stay in the library (train/test) or out of it (absent) — only fewer queries are made from them
-    caps = {"train": args.max_train, "test": args.max_test, "absent": args.max_absent}
-    for split, cap in caps.items():
-        members = sorted((it for it in items if it["split"] == split), key=lambda it: it["sha"])
-        for it in members[cap:]:
-            it["query"] = False
-    for it in items:
-        it.setdefault("query", True)
+    _mark_query_photos(items, args)
     lib = [it for it in items if it["split"] != "absent"]
-    counts = {g: sum(it["group"] == g for it in lib) for g in ("real", "generated", "video")}
-    splits = {s: sum(it["split"] == s for it in items) for s in ("train", "test", "absent")}
-    say(f"## Corpus: queries from {sum(it['query'] for it in items if it['split'] == 'train')} train / "
-        f"{sum(it['query'] for it in items if it['split'] == 'test')} test / "
-        f"{sum(it['query'] for it in items if it['split'] == 'absent')} absent photos")
-    say(f"library N = {len(lib)} ({counts['real']} real photos, {counts['generated']} generated images "
-        f"and {counts['video']} video frames as distractors); real photos split train {splits['train']} / test "
-        f"{splits['test']} / absent {splits['absent']}")
-    res["corpus"] = {"N": len(lib), **counts, **splits}
-    sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
-    lib_paths = [it["path"] for it in lib]
+    _describe_corpus(items, lib, say, res)
+    tag = _mode_tag(args)
+    if tag is None:
+        issue12(items, *_library(lib, "all"), out, args, say, res)
+        tag = "report"
+    elif args.followup and not (args.round3 or args.round4 or args.round5):
+        followup(items, *_library(lib, "all"), out, args, say, res)
+    else:
+        args.round4 = args.round4 or args.round5
+        (round4 if args.round4 else round3)(items, *_library(lib, args.library), out, args, say, res)
+    (out / f"{tag}.md").write_text("\n".join(report) + "\n")
+    (out / ("results.json" if tag == "report" else f"{tag}.json")).write_text(json.dumps(res, indent=2, default=str))
 
-    if args.round4 or args.round5:
-        args.round4 = True
-        if args.library == "real":
-            lib = [it for it in lib if it["group"] == "real"]
-            sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
-            lib_paths = [it["path"] for it in lib]
-        if args.configs == ap.get_default("configs"):
-            args.configs = "before,after"
-        round4(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        tag = ("round5" if args.round5 else "round4") + ("_heldout" if args.heldout else "") + \
-            ("_real" if args.library == "real" else "") + \
-            ("_scale" if args.scale_only else "")
-        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
-        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
-        return
-    if args.round3:
-        if args.library == "real":
-            lib = [it for it in lib if it["group"] == "real"]
-            sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
-            lib_paths = [it["path"] for it in lib]
-        round3(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        tag = ("round3_heldout" if args.heldout else "round3") + ("_real" if args.library == "real" else "")
-        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
-        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
-        return
-    if args.followup:
-        followup(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        (out / "followup.md").write_text("\n".join(report) + "\n")
-        (out / "followup.json").write_text(json.dumps(res, indent=2, default=str))
-        return
 
-    # queries (cached on disk)
+def issue12(items, lib, sha_to_row, lib_paths, out, args, say, res) -> None:
+    """The issue-12 benchmark: embedder parameters on SEEN, W, retrieval and decisions on UNSEEN, scale, sd2-vae."""
     q_seen = make_queries([it for it in items if it["split"] == "train" and it["query"]], SEEN, out)
     q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], UNSEEN, out)
     q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], UNSEEN, out)
+    _select_dct(lib_paths, q_seen, sha_to_row, say, res)
+    idx, idx_w, emb, W = _build_and_train(items, lib_paths, q_seen, out, args, say, res)
+    Qraw, QW, Hd = _retrieval12(idx, idx_w, emb, W, lib, lib_paths, q_test, sha_to_row, args, say, res)
+    _decisions12(idx, idx_w, emb, Hd, Qraw, QW, q_test, q_abs, sha_to_row, args, say, res)
+    _scale12(idx, Qraw, args, say, res)
+    _sd2_timing(lib_paths, say, res)
 
-    # 1. choose the dct-layout parameters on the SEEN split (train photos only)
+
+def _select_dct(lib_paths, q_seen, sha_to_row, say, res) -> None:
+    """1. the dct-layout parameters on the SEEN split (train photos only)."""
     say("\n## Default embedder parameters, chosen on train photos × SEEN families (never reported below)")
     say("| size | y_keep | c_keep | alpha | chroma | mAP (seen, train photos) | " + " | ".join(SEEN) + " |")
     say("|---|---|---|---|---|---|" + "---|" * len(SEEN))
@@ -612,7 +646,10 @@ def main() -> None:
     say(f"\nbest on SEEN: {best[1]} (mAP {best[0]:.4f}); registered default: {default_cfg}")
     res["selection"] = {"best": best[1], "best_map": best[0], "default": default_cfg}
 
-    # 2. the real tool path: build the default index (timed), train W, build the W index
+
+
+def _build_and_train(items, lib_paths, q_seen, out, args, say, res):
+    """2. the real tool path: build the default index (timed), train W, build the W index."""
     t0 = time.time()
     idx, recs = library.build_index(lib_paths, str(out / "lib.fpxindex"))
     t_build = time.time() - t0
@@ -636,7 +673,11 @@ def main() -> None:
     head_mod.save(head_path, W, emb.identity(), info)
     idx_w, _ = library.build_index(lib_paths, str(out / "lib_w.fpxindex"), head=str(head_path))
 
-    # 3. retrieval on UNSEEN families, test photos
+    return idx, idx_w, emb, W
+
+
+def _retrieval12(idx, idx_w, emb, W, lib, lib_paths, q_test, sha_to_row, args, say, res):
+    """3. retrieval on UNSEEN families, test photos; the test queries' raw and W views and the head."""
     qt_paths = [q["path"] for q in q_test]
     true = np.array([sha_to_row[q["origin"]] for q in q_test])
     owners = [q["origin"] for q in q_test]
@@ -668,7 +709,14 @@ def main() -> None:
         pf = res["retrieval"][name]["per_family"]
         say(f"| {name} | " + " | ".join(f"{pf[f]['mAP']:.3f}" for f in UNSEEN) + " |")
 
-    # 4. decisions at the default threshold
+    return Qraw, QW, Hd
+
+
+def _decisions12(idx, idx_w, emb, Hd, Qraw, QW, q_test, q_abs, sha_to_row, args, say, res) -> None:
+    """4. decisions at each index's own threshold, and the API's agreement with this scoring."""
+    qt_paths = [q["path"] for q in q_test]
+    true = np.array([sha_to_row[q["origin"]] for q in q_test])
+    owners = [q["origin"] for q in q_test]
     say("\n## Decisions at each index's own threshold (calibrated at FMR 1% on built-in transforms of the library)")
     say("| index | threshold | false-match on absent photos (UNSEEN) | miss on test photos (UNSEEN) | found wrong |")
     say("|---|---|---|---|---|")
@@ -698,14 +746,16 @@ def main() -> None:
                                   "miss_or_wrong_ci": ci2.tolist(), "n_absent": len(q_abs), "n_test": len(q_test)}
         say(f"| {name} | {thr:.4f} | {fm.mean():.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({fm.sum()}/{len(fm)}) | "
             f"{miss.mean():.3f} | {wrong.mean():.3f} (miss or wrong CI [{ci2[0]:.3f}, {ci2[1]:.3f}]) |")
-    # consistency: the CLI/API query path gives the same decisions as the numpy path above
     sample = qt_paths[:20] + qa_paths[:20]
     recs_q = library.query(sample, idx, k=3)
     S_s = view_sims(np.concatenate([Qraw[:20], Qa[:20]]), idx.vectors)
     agree = all((r.decision["label"] == "found") == (s.max() > idx.threshold) for r, s in zip(recs_q, S_s))
     say(f"\nAPI `origin.query` agrees with the benchmark's own scoring on {len(sample)} sampled queries: {agree}")
 
-    # 5. scale
+
+
+def _scale12(idx, Qraw, args, say, res) -> None:
+    """5. faiss build and query latency at N (synthetic unit vectors)."""
     say("\n## Scale: faiss build and query latency (synthetic unit vectors, D = %d; 2 views, k = 10, 1 thread)"
         % idx.dim)
     say("| N | search | build (s) | query median (ms) | query p95 (ms) | memory / reference (bytes) |")
@@ -740,7 +790,10 @@ def main() -> None:
                                  "p95_ms": float(np.percentile(lat, 95)), "bytes_per_ref": mem})
             say(f"| {n} | {kind} | {tb:.3f} | {np.median(lat):.2f} | {np.percentile(lat, 95):.2f} | {mem:.0f} |")
 
-    # 6. sd2-vae timing with random weights of the exact architecture
+
+
+def _sd2_timing(lib_paths, say, res) -> None:
+    """6. sd2-vae timing with random weights of the exact architecture (never an accuracy)."""
     state = vae.random_state(small=False, seed=0)
     with tempfile.TemporaryDirectory() as t:
         import torch as _t
@@ -758,8 +811,7 @@ def main() -> None:
     say(f"\n## sd2-vae (random weights of the exact SD2 VAE encoder, never an accuracy): {per:.2f} s per 256² image "
         f"on CPU, 2 threads, batch 4; dim {sd.dim}; a 2,000-image library ≈ {per * 2000 / 60:.0f} min")
     res["sd2_vae_s_per_image"] = per
-    (out / "report.md").write_text("\n".join(report) + "\n")
-    (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+
 
 
 DEV_FAMILIES = ("crop_0.8_hflip",)
@@ -880,6 +932,65 @@ def _r3_decisions(recs, qs, sha_to_row, lib_paths):
     return np.asarray(out, bool).reshape(-1, 4)
 
 
+def _r3_index(cfg, lib_paths, out, args):
+    """(index, build seconds, scheme, dim) of one ``SCHEME:DIM`` configuration, built with the tool's path or
+    reused (``--reuse``, built by an earlier run from the same library)."""
+    scheme, dim = cfg.split(":")
+    dim = int(dim) or None
+    t0 = time.time()
+    ipath = out / f"r3_{args.library}_{scheme}_{dim or 'full'}.fpxindex"
+    if args.reuse and ipath.exists():
+        from fingerprint_cli.origin.index import load_index
+
+        idx = load_index(ipath)
+    else:
+        idx, _ = library.build_index(lib_paths, str(ipath), ref_views=scheme, dim=dim or 0)
+    return idx, time.time() - t0, scheme, dim
+
+
+def _r3_rule(idx, rule, scheme, dim, tb, rk, fams, qs, lib_paths, sha_to_row, args, say, rows, dec):
+    """One decision rule calibrated on one index: its queries through ``origin.query``, its table lines (into
+    ``rows`` / ``dec``); (results, name)."""
+    q_test, q_abs, owners, ft, fa = qs
+    from fingerprint_cli.origin.index import calibrate
+
+    t1 = time.time()
+    calibrate(idx, 0.01, decision=rule)
+    say(f"calibrated {scheme} {rule} in {time.time() - t1:.0f} s")
+    t1 = time.perf_counter()
+    recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+    ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+    recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+    dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+    fm = np.array([r.decision["label"] == "found" for r in recs_a])
+    name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
+    r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
+         "distinct_threshold": idx.calibration.get("distinct_threshold"),
+         "verify_threshold": idx.calibration.get("verify_threshold"),
+         "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+    for f in fams:
+        sel = ft == f
+        s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], args.boot)
+        d, fmf = dt[sel], fm[fa == f]
+        r["families"][f] = {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
+                            "miss": float(d[:, 2].mean()), "by_distinct": int(d[:, 3].sum()),
+                            "false_match": float(fmf.mean()), "n_false_match": int(fmf.sum()),
+                            "n_test": int(sel.sum()), "n_absent": int(fmf.size)}
+        if rule == "similarity":
+            rows.append(f"| {f} | {scheme} | {dim or idx.embedder['dim']} | {s['mAP']:.3f} "
+                        f"[{s['ci']['mAP'][0]:.3f}, {s['ci']['mAP'][1]:.3f}] | {s['acc1']:.3f} | {s['r10']:.3f} |")
+        dec.append(f"| {f} | {name} | {d[:, 0].mean():.3f} | {d[:, 1].mean():.3f} | {d[:, 2].mean():.3f} | "
+                   f"{int(d[:, 3].sum())} | {fmf.mean():.3f} ({fmf.sum()}/{fmf.size}) |")
+    allfm = fm.mean()
+    r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
+    c2 = idx.calibration.get("distinct_threshold", idx.calibration.get("verify_threshold"))
+    say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds similarity {idx.threshold:.4f} / "
+        f"2nd test {c2} ({idx.calibration['n_impostor']} impostors), "
+        f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
+        f"all families {fm.sum()}/{fm.size}")
+    return r, name
+
+
 def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """Issue 12 round 3: the similarity-or-distinctiveness decision, reference views and the sealed projection,
     through the tool's own build and query path; the scale table before/after."""
@@ -894,56 +1005,12 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     rows, dec = [], []
     res["round3"] = {}
     for cfg in args.configs.split(","):
-        scheme, dim = cfg.split(":")
-        dim = int(dim) or None
-        t0 = time.time()
-        ipath = out / f"r3_{args.library}_{scheme}_{dim or 'full'}.fpxindex"
-        if args.reuse and ipath.exists():  # built by an earlier run from the same library (the tool's path)
-            from fingerprint_cli.origin.index import load_index
-
-            idx = load_index(ipath)
-        else:
-            idx, _ = library.build_index(lib_paths, str(ipath), ref_views=scheme, dim=dim or 0)
-        tb = time.time() - t0
+        idx, tb, scheme, dim = _r3_index(cfg, lib_paths, out, args)
         rk = _ranks_all_views(idx, Qt, true)
         for rule in args.rules.split(","):
-            from fingerprint_cli.origin.index import calibrate
-
-            t1 = time.time()
-            calibrate(idx, 0.01, decision=rule)
-            say(f"calibrated {scheme} {rule} in {time.time() - t1:.0f} s")
-            t1 = time.perf_counter()
-            recs_t = library.query([q["path"] for q in q_test], idx, k=10)
-            ms = 1000 * (time.perf_counter() - t1) / len(q_test)
-            recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
-            dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
-            fm = np.array([r.decision["label"] == "found" for r in recs_a])
-            name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
-            r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
-                 "distinct_threshold": idx.calibration.get("distinct_threshold"),
-                 "verify_threshold": idx.calibration.get("verify_threshold"),
-                 "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
-            for f in fams:
-                sel = ft == f
-                s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], args.boot)
-                d, fmf = dt[sel], fm[fa == f]
-                r["families"][f] = {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
-                                    "miss": float(d[:, 2].mean()), "by_distinct": int(d[:, 3].sum()),
-                                    "false_match": float(fmf.mean()), "n_false_match": int(fmf.sum()),
-                                    "n_test": int(sel.sum()), "n_absent": int(fmf.size)}
-                if rule == "similarity":
-                    rows.append(f"| {f} | {scheme} | {dim or idx.embedder['dim']} | {s['mAP']:.3f} "
-                                f"[{s['ci']['mAP'][0]:.3f}, {s['ci']['mAP'][1]:.3f}] | {s['acc1']:.3f} | {s['r10']:.3f} |")
-                dec.append(f"| {f} | {name} | {d[:, 0].mean():.3f} | {d[:, 1].mean():.3f} | {d[:, 2].mean():.3f} | "
-                           f"{int(d[:, 3].sum())} | {fmf.mean():.3f} ({fmf.sum()}/{fmf.size}) |")
-            allfm = fm.mean()
-            r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
+            r, name = _r3_rule(idx, rule, scheme, dim, tb, rk, fams, (q_test, q_abs, owners, ft, fa), lib_paths,
+                               sha_to_row, args, say, rows, dec)
             res["round3"][name] = r
-            c2 = idx.calibration.get("distinct_threshold", idx.calibration.get("verify_threshold"))
-            say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds similarity {idx.threshold:.4f} / "
-                f"2nd test {c2} ({idx.calibration['n_impostor']} impostors), "
-                f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
-                f"all families {fm.sum()}/{fm.size}")
     say("\n| family | views | dim | mAP [95% CI] | Acc@1 | R@10 |")
     say("|---|---|---|---|---|---|")
     for line in sorted(rows, key=lambda x: fams.index(x.split(" | ")[0][2:])):
@@ -997,8 +1064,8 @@ def _r4_cell(f, sel, rk, owners, d, fmf, boot_n):
 
 
 def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
-    """Issue 12 round 4: the local-feature stage; before (round-3 default) and after (round-4 default), ranks
-    and decisions from the tool's own query records."""
+    """Issue 12 round 4 (and round 5, ``--round5``): the local-feature stage; before and after, ranks and
+    decisions from the tool's own query records."""
     if args.scale_only:
         _r4_scale(args, say, res, out)
         return
@@ -1007,48 +1074,60 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     faiss.omp_set_num_threads(1)
     rnd = 5 if args.round5 else 4
     fams = (R5_HELDOUT if args.heldout else R5_DEV) if args.round5 else (R4_HELDOUT if args.heldout else R4_DEV)
-    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
+    qs = _query_sets(items, fams, out, sha_to_row)
     split = f"HELD-OUT (round {rnd}, run once)" if args.heldout else "DEV"
-    say(f"\n## Round {rnd} ({split}): {len(q_test) // len(fams)} test photos (origin in the library) and "
-        f"{len(q_abs) // len(fams)} absent photos per family, N = {len(lib)} ({args.library})")
+    say(f"\n## Round {rnd} ({split}): {len(qs[0]) // len(fams)} test photos (origin in the library) and "
+        f"{len(qs[1]) // len(fams)} absent photos per family, N = {len(lib)} ({args.library})")
     rows, dec = [], []
     res["round4"] = {}
     for cfg in args.configs.split(","):
-        idx, tb = _r4_index(cfg, lib_paths, out, args)
-        brute = _ranks_all_views(idx, Qt, true)
-        t1 = time.perf_counter()
-        recs_t = library.query([q["path"] for q in q_test], idx, k=10)
-        ms = 1000 * (time.perf_counter() - t1) / len(q_test)
-        recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
-        rk = _r4_tool_ranks(recs_t, q_test, lib_paths, sha_to_row, brute)
-        dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
-        fm = np.array([r.decision["label"] == "found" for r in recs_a])
-        ran = float(np.mean([bool((r.details.get("local") or {}).get("ran")) for r in recs_t + recs_a]))
-        cal = idx.calibration
-        r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": cal.get("threshold"),
-             "verify_threshold": cal.get("verify_threshold"), "local_threshold": cal.get("local_threshold"),
-             "local_in_sample": cal.get("local_in_sample"), "local_ran_share": ran,
-             "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
-        for f in fams:
-            sel = ft == f
-            c = _r4_cell(f, sel, rk, owners, dt[sel], fm[fa == f], args.boot)
-            r["families"][f] = c
-            rows.append(f"| {f} | {cfg} | {c['mAP']:.3f} [{c['ci']['mAP'][0]:.3f}, {c['ci']['mAP'][1]:.3f}] | "
-                        f"{c['acc1']:.3f} | {c['r10']:.3f} |")
-            dec.append(f"| {f} | {cfg} ({cal.get('decision')}) | {c['found_correct']:.3f} | {c['found_wrong']:.3f} | "
-                       f"{c['miss']:.3f} | {c['n_false_match']}/{c['n_absent']} |")
-        allc = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
-        r["all"] = allc
-        rows.append(f"| **all** | {cfg} | {allc['mAP']:.3f} [{allc['ci']['mAP'][0]:.3f}, {allc['ci']['mAP'][1]:.3f}] | "
-                    f"{allc['acc1']:.3f} | {allc['r10']:.3f} |")
-        dec.append(f"| **all** | {cfg} | {allc['found_correct']:.3f} | {allc['found_wrong']:.3f} | "
-                   f"{allc['miss']:.3f} | {allc['n_false_match']}/{allc['n_absent']} |")
-        res["round4"][cfg] = r
-        say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
-            f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
-            f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "
-            f"{cal.get('local_in_sample')}), built {tb if tb is None else round(tb)} s, {r['bytes_per_ref']:.0f} "
-            f"B/ref, origin.query {ms:.1f} ms/suspect incl. embedding (local stage ran for {100 * ran:.0f}%)")
+        res["round4"][cfg] = _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec)
+    _r4_tables(fams, rows, dec, say)
+
+
+def _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec) -> dict:
+    """One configuration's index, its queries through ``origin.query``, and its table lines (into ``rows`` /
+    ``dec``); its results."""
+    q_test, q_abs, Qt, true, owners, ft, fa = qs
+    idx, tb = _r4_index(cfg, lib_paths, out, args)
+    brute = _ranks_all_views(idx, Qt, true)
+    t1 = time.perf_counter()
+    recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+    ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+    recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+    rk = _r4_tool_ranks(recs_t, q_test, lib_paths, sha_to_row, brute)
+    dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+    fm = np.array([r.decision["label"] == "found" for r in recs_a])
+    ran = float(np.mean([bool((r.details.get("local") or {}).get("ran")) for r in recs_t + recs_a]))
+    cal = idx.calibration
+    r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": cal.get("threshold"),
+         "verify_threshold": cal.get("verify_threshold"), "local_threshold": cal.get("local_threshold"),
+         "local_in_sample": cal.get("local_in_sample"), "local_ran_share": ran,
+         "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+    for f in fams:
+        sel = ft == f
+        r["families"][f] = _r4_cell(f, sel, rk, owners, dt[sel], fm[fa == f], args.boot)
+        _r4_lines(f, f"{cfg} ({cal.get('decision')})", r["families"][f], rows, dec)
+    r["all"] = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
+    _r4_lines("**all**", cfg, r["all"], rows, dec)
+    say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
+        f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
+        f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "
+        f"{cal.get('local_in_sample')}), built {tb if tb is None else round(tb)} s, {r['bytes_per_ref']:.0f} "
+        f"B/ref, origin.query {ms:.1f} ms/suspect incl. embedding (local stage ran for {100 * ran:.0f}%)")
+    return r
+
+
+def _r4_lines(f, name, c, rows, dec) -> None:
+    """One family's line of the retrieval table (into ``rows``) and of the decision table (``dec``)."""
+    rows.append(f"| {f} | {name.split(' (')[0]} | {c['mAP']:.3f} [{c['ci']['mAP'][0]:.3f}, {c['ci']['mAP'][1]:.3f}] | "
+                f"{c['acc1']:.3f} | {c['r10']:.3f} |")
+    dec.append(f"| {f} | {name} | {c['found_correct']:.3f} | {c['found_wrong']:.3f} | "
+               f"{c['miss']:.3f} | {c['n_false_match']}/{c['n_absent']} |")
+
+
+def _r4_tables(fams, rows, dec, say) -> None:
+    """The retrieval and decision tables, family by family (every configuration's line together)."""
     say("\n| family | index | mAP [95% CI] | Acc@1 | R@10 |")
     say("|---|---|---|---|---|")
     order = list(fams) + ["**all**"]

@@ -313,7 +313,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    lset = None if not local else base.local.settings if base is not None else local_mod.DEFAULT
+    lset = _local_settings_for(base, local)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
@@ -363,6 +363,14 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
     features, ``similarity+verify`` without)."""
     local = True if local is None else bool(local)
     return local, decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
+
+
+def _local_settings_for(base: OriginIndex | None, local: bool) -> local_mod.Settings | None:
+    """The local settings of the references being added: the base index's own (``--add``), this fpx's default
+    for a new index, None without local features."""
+    if not local:
+        return None
+    return base.local.settings if base is not None and base.local is not None else local_mod.DEFAULT
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
