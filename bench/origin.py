@@ -1067,7 +1067,7 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """Issue 12 round 4 (and round 5, ``--round5``): the local-feature stage; before and after, ranks and
     decisions from the tool's own query records."""
     if args.scale_only:
-        _r4_scale(args, say, res, out)
+        (_r5_scale if args.round5 else _r4_scale)(args, say, res, out)
         return
     import faiss
 
@@ -1199,6 +1199,99 @@ def _r4_scale(args, say, res, out) -> None:
         say(f"| {n} | {len(li.desc)} | {li.search_kind} | {tb:.1f} | {row['votes_median_ms']:.1f} | "
             f"{row['votes_p95_ms']:.1f} | {row['verify_median_ms']:.1f} | {bpr:.0f} |")
         del li
+
+
+def _r5_synthetic(real, n: int, per: int, rng):
+    """A LocalIndex of ``n`` references under the round-5 settings: the real library's features first, then
+    synthetic references (``per`` random 256-bit codes and random keypoints each)."""
+    from fingerprint_cli.origin import local as local_mod
+
+    m = (n - real.n) * per
+    desc = np.concatenate([real.local.desc, rng.integers(0, 256, (m, 32), dtype=np.uint8)])
+    xy = np.concatenate([real.local.xy, (rng.random((m, 2), dtype=np.float32) * 320).astype(np.float32)])
+    offsets = np.concatenate([real.local.offsets, real.local.offsets[-1] + per * np.arange(1, n - real.n + 1)])
+    return local_mod.LocalIndex(xy, desc, offsets.astype(np.int64), settings=real.local.settings)
+
+
+def _r5_scale(args, say, res, out) -> None:
+    """Round 5 scale: the local stage at N references under the round-5 default settings — the benchmark's
+    real library inside, synthetic references beyond it (as many descriptors each as the real library has on
+    average) — its vote search's build cost, votes and verification per suspect (the library's own local
+    calibration queries, 1 thread), and at the largest N the END-TO-END ``origin.query`` per suspect with the
+    local stage running (dev crop suspects), its first pass (embedding) timed apart and subtracted."""
+    from fingerprint_cli.origin.index import load_index
+
+    real = load_index(out / f"r5_{args.library}_after.fpxindex")
+    per = int(round(len(real.local.desc) / real.n))
+    lc = real.local_calib
+    sample = [[lc.features(2 * j), lc.features(2 * j + 1)] for j in range(0, lc.n // 2, 15)]
+    rng = np.random.default_rng(0)
+    say(f"\n## Round 5 scale: the local stage per suspect, round-5 settings {real.local.settings.doc()} "
+        f"({per} descriptors per reference; synthetic beyond the {real.n} real ones; 2 query views, 1 thread)")
+    say("| N | descriptors | search | vote index build (s) | votes median / p95 (ms) | verify median (ms) | "
+        "local bytes / ref |")
+    say("|---|---|---|---|---|---|---|")
+    res["round5_scale"] = []
+    ns = [int(x) for x in args.local_scale.split(",")]
+    for n in ns:
+        li = _r5_synthetic(real, n, per, rng) if n > real.n else real.local
+        t0 = time.time()
+        li.faiss_index()
+        tb = time.time() - t0
+        lv, lm = _r4_time(li, sample)
+        bpr = li.bytes_per_reference() + (len(li.blob) / n if li.blob is not None else 0)
+        row = {"N": n, "descriptors": len(li.desc), "search": li.search_kind, "nlist": getattr(li._faiss, "nlist", None),
+               "build_s": tb, "votes_median_ms": float(np.median(lv)), "votes_p95_ms": float(np.percentile(lv, 95)),
+               "verify_median_ms": float(np.median(lm)), "bytes_per_ref": bpr}
+        res["round5_scale"].append(row)
+        say(f"| {n} | {len(li.desc)} | {li.search_kind} ({row['nlist']} lists) | {tb:.1f} | "
+            f"{row['votes_median_ms']:.1f} / {row['votes_p95_ms']:.1f} | {row['verify_median_ms']:.1f} | {bpr:.0f} |")
+        if n == max(ns):
+            _r5_end_to_end(real, li, n, out, say, res)
+        del li
+
+
+def _r5_end_to_end(real, li, n, out, say, res) -> None:
+    """``origin.query`` per suspect over an index of ``n`` references (the real library, then synthetic unit
+    vectors and the synthetic local features ``li``; the real index's calibration): total, its first pass
+    (embedding, timed apart) and the rest — search, local stage, decision, record."""
+    from fingerprint_cli.origin.index import OriginIndex
+
+    rng = np.random.default_rng(1)
+    extra = rng.standard_normal((n - real.n, real.dim)).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    idx = OriginIndex(embedder=real.embedder, refs=real.refs + [{"path": f"synthetic/{i}", "sha256": "0" * 64}
+                                                                 for i in range(n - real.n)],
+                      vectors=np.concatenate([real.vectors, extra]), calibration=real.calibration,
+                      projection=real.projection, proj_weight=real.proj_weight, local=li)
+    qs = sorted((out / "q" / "crop_0.5_jpeg80").glob("*.png"))[:30] + sorted((out / "q" / "regrade_jpeg70").glob("*.png"))[:10]
+    paths = [str(p) for p in qs]
+    library.query(paths[:2], idx, k=10)  # warm: faiss and the embedder
+    emb = library.embedder_for(idx)
+    t0 = time.perf_counter()
+    library._run_chunks(emb.spec(), library._chunks([(p, False) for p in paths], 16), view_mode=True, jobs=1,
+                        scheduler=None, progress=None)
+    t_emb = time.perf_counter() - t0
+    per_q = []
+    recs = []
+    for p in paths:
+        t1 = time.perf_counter()
+        recs += library.query([p], idx, k=10)
+        per_q.append(1000 * (time.perf_counter() - t1))
+    emb_ms = 1000 * t_emb / len(paths)
+    ran = [bool(r.details["local"]["ran"]) for r in recs]
+    found = float(np.mean([r.decision["label"] == "found" for r in recs[:30]]))
+    rest = np.asarray(per_q) - emb_ms
+    row = {"N": n, "suspects": len(paths), "local_ran": float(np.mean(ran)), "total_median_ms": float(np.median(per_q)),
+           "total_p95_ms": float(np.percentile(per_q, 95)), "embedding_ms": emb_ms,
+           "excl_embedding_median_ms": float(np.median(rest)), "excl_embedding_p95_ms": float(np.percentile(rest, 95)),
+           "crop_found_share": found}
+    res["round5_end_to_end"] = row
+    say(f"\nEND TO END `origin.query` at N = {n} ({len(paths)} dev suspects: 30 of crop_0.5_jpeg80, 10 of "
+        f"regrade_jpeg70; local stage ran for {100 * row['local_ran']:.0f}%): {row['total_median_ms']:.0f} / "
+        f"{row['total_p95_ms']:.0f} ms median / p95 per suspect; its first pass (decode + embedding, one batch) "
+        f"{emb_ms:.1f} ms per suspect; without it {row['excl_embedding_median_ms']:.0f} / "
+        f"{row['excl_embedding_p95_ms']:.0f} ms; crops found at this N: {found:.2f}")
 
 
 def _r3_scale(args, say, res) -> None:

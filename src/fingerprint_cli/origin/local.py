@@ -80,7 +80,7 @@ _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf
                  "ivf_train_per_list")
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # new indexes (round 5): 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
-DEFAULT = Settings(tile_grid=2, ivf_max_lists=4096, ivf_train_per_list=40)
+DEFAULT = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
 CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
                     "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
