@@ -140,3 +140,27 @@ def test_vote_ivf_blob_is_sealed_under_its_prefix_and_probed_as_recorded(tmp_pat
     back = index_mod._local_from(t, "local", s)
     q = L.Features(np.zeros((50, 2), np.float32), li.desc[::40][:50])
     assert np.array_equal(L.votes(back, q), L.votes(li, q)) and back.faiss_index().nprobe == 3
+
+
+def test_an_index_written_by_round4_without_the_settings_keys_loads_and_queries_the_same(round4_lib, tmp_path):
+    import json
+
+    from fingerprint_cli import artifacts
+
+    d, refs, _ = round4_lib
+    tens, meta = artifacts.read_tensors(d / "r4.fpxindex")
+    doc = json.loads(meta["fpx_index"])
+    for k in L.DEFAULT.doc():
+        doc["local"].pop(k)  # what a round-4 fpx wrote
+    meta = {**meta, "fpx_index": json.dumps(doc, sort_keys=True)}
+    meta["seal"] = index_mod._seal(meta["fpx_index"], {k: v.numpy() for k, v in tens.items()})
+    old = tmp_path / "old.fpxindex"
+    artifacts.write_tensors(old, tens, meta)
+    back = load_index(old)
+    assert back.local.settings == L.ROUND4 and back.document()["format_version"] == 4
+    src = images.load_image(refs / "r11.png").pixels
+    images.save_png(np.ascontiguousarray(src[40:130, 60:200]), tmp_path / "crop.png")
+    a = origin.query([str(tmp_path / "crop.png")], back, k=3)[0]
+    b = origin.query([str(tmp_path / "crop.png")], load_index(d / "r4.fpxindex"), k=3)[0]
+    assert a.decision["label"] == b.decision["label"] == "found"
+    assert a.decision["local_inliers"] == b.decision["local_inliers"] and a.details["candidates"] == b.details["candidates"]
