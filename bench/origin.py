@@ -552,11 +552,11 @@ def _describe_corpus(items: list[dict], lib: list[dict], say, res: dict) -> None
     res["corpus"] = {"N": len(lib), **counts, **splits}
 
 
-def _library(lib: list[dict], which: str) -> tuple[list[dict], dict, list[str]]:
-    """The library (``real``: its real photos only), its sha256 -> row map and its paths."""
+def _library(lib: list[dict], which: str) -> tuple[list[dict], list[str], dict]:
+    """The library (``real``: its real photos only), its paths and its sha256 -> row map."""
     if which == "real":
         lib = [it for it in lib if it["group"] == "real"]
-    return lib, {it["sha"]: i for i, it in enumerate(lib)}, [it["path"] for it in lib]
+    return lib, [it["path"] for it in lib], {it["sha"]: i for i, it in enumerate(lib)}
 
 
 def _mode_tag(args) -> str | None:
@@ -604,7 +604,7 @@ def main() -> None:
     (out / ("results.json" if tag == "report" else f"{tag}.json")).write_text(json.dumps(res, indent=2, default=str))
 
 
-def issue12(items, lib, sha_to_row, lib_paths, out, args, say, res) -> None:
+def issue12(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """The issue-12 benchmark: embedder parameters on SEEN, W, retrieval and decisions on UNSEEN, scale, sd2-vae."""
     q_seen = make_queries([it for it in items if it["split"] == "train" and it["query"]], SEEN, out)
     q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], UNSEEN, out)
