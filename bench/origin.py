@@ -1210,7 +1210,7 @@ def _r5_synthetic(real, n: int, per: int, rng):
     desc = np.concatenate([real.local.desc, rng.integers(0, 256, (m, 32), dtype=np.uint8)])
     xy = np.concatenate([real.local.xy, (rng.random((m, 2), dtype=np.float32) * 320).astype(np.float32)])
     offsets = np.concatenate([real.local.offsets, real.local.offsets[-1] + per * np.arange(1, n - real.n + 1)])
-    return local_mod.LocalIndex(xy, desc, offsets.astype(np.int64), settings=real.local.settings)
+    return local_mod.LocalIndex(xy, desc, offsets.astype(np.int64), settings=local_mod.DEFAULT)
 
 
 def _r5_scale(args, say, res, out) -> None:
@@ -1226,7 +1226,9 @@ def _r5_scale(args, say, res, out) -> None:
     lc = real.local_calib
     sample = [[lc.features(2 * j), lc.features(2 * j + 1)] for j in range(0, lc.n // 2, 15)]
     rng = np.random.default_rng(0)
-    say(f"\n## Round 5 scale: the local stage per suspect, round-5 settings {real.local.settings.doc()} "
+    from fingerprint_cli.origin import local as local_mod
+
+    say(f"\n## Round 5 scale: the local stage per suspect, round-5 default settings {local_mod.DEFAULT.doc()} "
         f"({per} descriptors per reference; synthetic beyond the {real.n} real ones; 2 query views, 1 thread)")
     say("| N | descriptors | search | vote index build (s) | votes median / p95 (ms) | verify median (ms) | "
         "local bytes / ref |")
@@ -1234,7 +1236,7 @@ def _r5_scale(args, say, res, out) -> None:
     res["round5_scale"] = []
     ns = [int(x) for x in args.local_scale.split(",")]
     for n in ns:
-        li = _r5_synthetic(real, n, per, rng) if n > real.n else real.local
+        li = _r5_synthetic(real, n, per, rng)
         t0 = time.time()
         li.faiss_index()
         tb = time.time() - t0
@@ -1264,30 +1266,41 @@ def _r5_end_to_end(real, li, n, out, say, res) -> None:
                                                                  for i in range(n - real.n)],
                       vectors=np.concatenate([real.vectors, extra]), calibration=real.calibration,
                       projection=real.projection, proj_weight=real.proj_weight, local=li)
-    qs = sorted((out / "q" / "crop_0.5_jpeg80").glob("*.png"))[:30] + sorted((out / "q" / "regrade_jpeg70").glob("*.png"))[:10]
-    paths = [str(p) for p in qs]
+    inside = {Path(r["path"]).stem for r in real.refs}  # test photos: their origin is in the library
+    pick = [sorted(p for p in (out / "q" / f).glob("*.png") if p.stem in inside)[:m]
+            for f, m in (("crop_0.5_jpeg80", 30), ("regrade_jpeg70", 10))]
+    paths = [str(p) for p in pick[0] + pick[1]]
     library.query(paths[:2], idx, k=10)  # warm: faiss and the embedder
     emb = library.embedder_for(idx)
     t0 = time.perf_counter()
     library._run_chunks(emb.spec(), library._chunks([(p, False) for p in paths], 16), view_mode=True, jobs=1,
                         scheduler=None, progress=None)
     t_emb = time.perf_counter() - t0
+    emb_ms = 1000 * t_emb / len(paths)
+    res["round5_end_to_end"] = []
+    for nprobe in (li.settings.ivf_nprobe, 4, 2):
+        li.faiss_index().nprobe = nprobe
+        _r5_end_to_end_row(idx, paths, emb_ms, n, nprobe, say, res)
+
+
+def _r5_end_to_end_row(idx, paths, emb_ms, n, nprobe, say, res) -> None:
+    """One line of the end-to-end table: ``origin.query`` per suspect, one suspect per call, at one nprobe."""
     per_q = []
     recs = []
     for p in paths:
         t1 = time.perf_counter()
         recs += library.query([p], idx, k=10)
         per_q.append(1000 * (time.perf_counter() - t1))
-    emb_ms = 1000 * t_emb / len(paths)
     ran = [bool(r.details["local"]["ran"]) for r in recs]
     found = float(np.mean([r.decision["label"] == "found" for r in recs[:30]]))
     rest = np.asarray(per_q) - emb_ms
-    row = {"N": n, "suspects": len(paths), "local_ran": float(np.mean(ran)), "total_median_ms": float(np.median(per_q)),
+    row = {"N": n, "nprobe": nprobe, "suspects": len(paths), "local_ran": float(np.mean(ran)),
+           "total_median_ms": float(np.median(per_q)),
            "total_p95_ms": float(np.percentile(per_q, 95)), "embedding_ms": emb_ms,
            "excl_embedding_median_ms": float(np.median(rest)), "excl_embedding_p95_ms": float(np.percentile(rest, 95)),
            "crop_found_share": found}
-    res["round5_end_to_end"] = row
-    say(f"\nEND TO END `origin.query` at N = {n} ({len(paths)} dev suspects: 30 of crop_0.5_jpeg80, 10 of "
+    res["round5_end_to_end"].append(row)
+    say(f"\nEND TO END `origin.query` at N = {n}, vote IVF nprobe {nprobe} ({len(paths)} dev suspects: 30 of crop_0.5_jpeg80, 10 of "
         f"regrade_jpeg70; local stage ran for {100 * row['local_ran']:.0f}%): {row['total_median_ms']:.0f} / "
         f"{row['total_p95_ms']:.0f} ms median / p95 per suspect; its first pass (decode + embedding, one batch) "
         f"{emb_ms:.1f} ms per suspect; without it {row['excl_embedding_median_ms']:.0f} / "
