@@ -92,6 +92,10 @@ mAP is lower than before by more than 0.02 and the false-match rate on the dev a
 threshold stays at most 1% (≤ 6/600); otherwise the round-4 settings stay the default. Then the HELD-OUT 5
 families are run once, both libraries (mixed and the photo archive), before vs after, and reported whatever
 they say.
+
+    nice -n 10 python bench/origin.py --round5 --configs after,before --boot 200             # dev
+    nice -n 10 python bench/origin.py --round5 --heldout --reuse [--library real] --boot 500  # held-out, once
+    nice -n 10 python bench/origin.py --round5 --scale-only    # local stage at 2k/10k/100k, end to end at 100k
 """
 
 from __future__ import annotations
