@@ -2,11 +2,13 @@
 
 A global layout (:mod:`fingerprint_cli.origin.embedders`) moves under a tight crop; local features do not:
 every reference's ORB keypoints (OpenCV's oriented FAST + rotated BRIEF: 256-bit binary descriptors, at most
-:data:`N_FEATURES` per image, on its luma resized to :data:`SIDE` px on the long side) are stored with the
-index. A suspect (itself and its mirror: ORB is not mirror-invariant) is matched in two steps:
+:data:`N_FEATURES` on its luma resized to :data:`SIDE` px on the long side, and — :class:`Settings`, recorded
+in the index — those of its tiles at twice that size) are stored with the index. A suspect (itself and its
+mirror: ORB is not mirror-invariant; :data:`N_FEATURES` at :data:`SIDE` px) is matched in two steps:
 
 1. **votes** — every suspect descriptor's :data:`KNN` nearest library descriptors (exact Hamming search,
-   faiss ``IndexBinaryFlat``) within :data:`VOTE_HAMMING` bits vote once for each reference they belong to;
+   faiss ``IndexBinaryFlat``; an ``IndexBinaryIVF`` beyond :data:`FLAT_MAX` descriptors) within
+   :data:`VOTE_HAMMING` bits vote once for each reference they belong to;
    the :data:`N_VOTED` best-voted references, plus the global stage's shortlist, are the candidates — a crop
    whose global similarity ranks its origin far down is still found by its descriptors;
 2. **geometric verification** — the suspect's descriptors matched to each candidate's (nearest neighbour
