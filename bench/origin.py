@@ -68,6 +68,34 @@ them, run once at the end with everything frozen (each with its own seed stream 
                     resized to 256 × 256, JPEG q70.
                 upscale_crop — a bicubic ×1.5 upscale, then a 60% crop of it at a random offset (a 60% crop at
                     1.5× the pixel density), PNG.
+
+Round 5 (``--round5``; issue 12 round 5: small crops, and the local stage's speed at 100k). Every family above
+has been seen, the round-4 held-out five included: all TEN of ``--round4`` (its dev and held-out families) are
+DEVELOPMENT families now (the round-5 changes are chosen on them). FIVE NEW held-out families, written down here
+and committed before anything ran with them, run once at the end with everything frozen (own seed streams):
+
+    HELD-OUT 5: crop_0.4_jpeg85 — a 40% crop (both axes) at a random offset, JPEG q85.
+                crop_0.55_mirror_rot5 — a 55% crop at a random offset, mirrored, rotated by 5° (random sign;
+                    bilinear, reflected border, same size), JPEG q90.
+                crop_perspective — a 70% crop at a random offset, then a mild perspective warp (each corner
+                    moved inwards by a random 0–6% of the crop's side on each axis, resampled back to the
+                    crop's size, bilinear, reflected border), JPEG q85.
+                crop_small_jpeg75 — a 50% crop at a random offset, downscaled so that its long side is 100 px
+                    (area), JPEG q75: a small suspect.
+                crop_caption_bar — a 65% crop at a random offset with a caption bar: its bottom 18% replaced
+                    by a near-white band (0.93) holding dark "text" blocks (random widths, 0.1), JPEG q80.
+
+Ship rule (round 5, written before any run): "before" is the round-4 default (the round-4 index files, built
+by the round-4 code, reused unchanged); "after" the round-5 default built by ``library.build_index``. The
+round-5 default ships if, on the ten DEV families through the tool's path on the mixed library, no family's
+mAP is lower than before by more than 0.02 and the false-match rate on the dev absent photos at the default
+threshold stays at most 1% (≤ 6/600); otherwise the round-4 settings stay the default. Then the HELD-OUT 5
+families are run once, both libraries (mixed and the photo archive), before vs after, and reported whatever
+they say.
+
+    nice -n 10 python bench/origin.py --round5 --configs after,before --boot 200             # dev
+    nice -n 10 python bench/origin.py --round5 --heldout --reuse [--library real] --boot 500  # held-out, once
+    nice -n 10 python bench/origin.py --round5 --scale-only    # local stage at 2k/10k/100k, end to end at 100k
 """
 
 from __future__ import annotations
@@ -111,29 +139,40 @@ def _video_frames(out: Path) -> list[Path]:
         print("origin: cv2 missing; no video frames", file=sys.stderr)
         return []
     with tempfile.TemporaryDirectory() as t:
-        try:
-            subprocess.run(["apt-get", "download", "-q", "opencv-doc"], cwd=t, check=True, capture_output=True,
-                           timeout=600)
-            deb = next(Path(t).glob("*.deb"))
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(t) / "x")], check=True, capture_output=True)
-        except (subprocess.SubprocessError, StopIteration, FileNotFoundError) as exc:
-            print(f"origin: no opencv-doc ({exc})", file=sys.stderr)
+        if not _unpack_opencv_doc(Path(t)):
             return []
         for name, every in VIDEOS.items():
             dest = dests[name]
-            if dest.exists() and any(dest.iterdir()):
-                continue
-            dest.mkdir(parents=True, exist_ok=True)
-            cap = cv2.VideoCapture(str(next(Path(t).rglob(name))))
-            i = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if i % every == 0:
-                    images.save_png(frame[..., ::-1].astype(np.float32) / 255.0, dest / f"{dest.name}_{i:04d}.png")
-                i += 1
+            if not (dest.exists() and any(dest.iterdir())):
+                _save_frames(cv2, next(Path(t).rglob(name)), dest, every)
     return [p for d in dests.values() for p in sorted(d.glob("*.png"))]
+
+
+def _unpack_opencv_doc(t: Path) -> bool:
+    """Download and unpack Debian's ``opencv-doc`` (its sample videos) into ``t``; False when it cannot."""
+    try:
+        subprocess.run(["apt-get", "download", "-q", "opencv-doc"], cwd=t, check=True, capture_output=True,
+                       timeout=600)
+        deb = next(t.glob("*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(t / "x")], check=True, capture_output=True)
+    except (subprocess.SubprocessError, StopIteration, FileNotFoundError) as exc:
+        print(f"origin: no opencv-doc ({exc})", file=sys.stderr)
+        return False
+    return True
+
+
+def _save_frames(cv2, video: Path, dest: Path, every: int) -> None:
+    """Every ``every``-th frame of ``video`` as DEST/<name>_<frame>.png."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(video))
+    i = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            images.save_png(frame[..., ::-1].astype(np.float32) / 255.0, dest / f"{dest.name}_{i:04d}.png")
+        i += 1
 
 
 def corpus(out: Path, photos: Path) -> list[dict]:
@@ -296,11 +335,67 @@ def _r4_upscale_crop(px, seed):
     return _rand_crop(up, 0.6, 0.6, np.random.default_rng([seed, 44]))
 
 
+def _r5_crop_jpeg(px, seed):
+    """HELD-OUT (round 5): 40% crop at a random offset, JPEG q85."""
+    return _jpeg(_rand_crop(px, 0.4, 0.4, np.random.default_rng([seed, 51])), 85)
+
+
+def _r5_crop_mirror_rot(px, seed):
+    """HELD-OUT (round 5): 55% crop at a random offset, mirrored, rotated 5° (random sign), JPEG q90."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([seed, 52])
+    c = np.ascontiguousarray(_rand_crop(px, 0.55, 0.55, rng)[:, ::-1])
+    c = ndimage.rotate(c, 5.0 * rng.choice([-1.0, 1.0]), axes=(1, 0), reshape=False, order=1, mode="reflect")
+    return _jpeg(c, 90)
+
+
+def _r5_crop_perspective(px, seed):
+    """HELD-OUT (round 5): 70% crop at a random offset, each corner moved inwards by 0-6% of the side, JPEG q85."""
+    import cv2
+
+    rng = np.random.default_rng([seed, 53])
+    c = _rand_crop(px, 0.7, 0.7, rng).astype(np.float32)
+    h, w = c.shape[:2]
+    src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+    sign = np.float32([[1, 1], [-1, 1], [-1, -1], [1, -1]])
+    dst = src + sign * rng.uniform(0, 0.06, (4, 2)).astype(np.float32) * np.float32([w, h])
+    m = cv2.getPerspectiveTransform(src, dst)
+    return _jpeg(cv2.warpPerspective(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), 85)
+
+
+def _r5_crop_small(px, seed):
+    """HELD-OUT (round 5): 50% crop at a random offset, downscaled to a 100 px long side, JPEG q75."""
+    c = _rand_crop(px, 0.5, 0.5, np.random.default_rng([seed, 54]))
+    h, w = c.shape[:2]
+    s = 100.0 / max(h, w)
+    return _jpeg(images.resize(c, max(8, round(h * s)), max(8, round(w * s))), 75)
+
+
+def _r5_caption_bar(px, seed):
+    """HELD-OUT (round 5): 65% crop at a random offset, bottom 18% a near-white caption bar with dark blocks, JPEG q80."""
+    rng = np.random.default_rng([seed, 55])
+    c = np.array(_rand_crop(px, 0.65, 0.65, rng), np.float32)
+    h, w = c.shape[:2]
+    top = h - max(4, round(0.18 * h))
+    c[top:] = 0.93
+    y0, y1 = top + (h - top) // 4, h - (h - top) // 4
+    x = int(rng.integers(2, 8))
+    while x < w - 6:
+        bw = int(rng.integers(3, 14))
+        c[y0:y1, x:min(w - 2, x + bw)] = 0.1
+        x += bw + int(rng.integers(2, 6))
+    return _jpeg(c, 80)
+
+
 # transforms that take a per-photo seed
 SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
           "blur1.2_hflip_jpeg40": _blur_flip_jpeg, "crop_0.5_jpeg80": _r4_crop_jpeg,
           "crop_0.65_rot8_tint": _r4_crop_rot_tint, "crop_aspect_square": _r4_aspect_square,
-          "letterbox_jpeg70": _r4_letterbox, "upscale_crop": _r4_upscale_crop}
+          "letterbox_jpeg70": _r4_letterbox, "upscale_crop": _r4_upscale_crop,
+          "crop_0.4_jpeg85": _r5_crop_jpeg, "crop_0.55_mirror_rot5": _r5_crop_mirror_rot,
+          "crop_perspective": _r5_crop_perspective, "crop_small_jpeg75": _r5_crop_small,
+          "crop_caption_bar": _r5_caption_bar}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -397,7 +492,8 @@ def view_sims(Q: np.ndarray, L: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- main
-def main() -> None:
+def _parse_args():
+    """The benchmark's options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out/origin")
     ap.add_argument("--photos", default="bench/out/photos")
@@ -422,11 +518,64 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="--round3/--round4: reuse index files of an earlier run")
     ap.add_argument("--round4", action="store_true", help="only issue 12 round 4: the local-feature stage "
                     "(--configs before,after; --heldout: the round-4 held-out families, once)")
+    ap.add_argument("--round5", action="store_true", help="only issue 12 round 5: small crops (before = the round-4 "
+                    "default's index files, reused; after = the round-5 default; --heldout: the round-5 held-out "
+                    "families, once)")
     ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
                          "frames' and same-prompt generations' near-duplicate clusters)")
     args = ap.parse_args()
+    if args.configs == ap.get_default("configs") and (args.round4 or args.round5):
+        args.configs = "before,after"
+    return args
+
+
+def _mark_query_photos(items: list[dict], args) -> None:
+    """Cap the query photos per split (compute: the networks run on two shared cores); the photos beyond the
+    cap stay in the library (train/test) or out of it (absent) — only fewer queries are made from them."""
+    caps = {"train": args.max_train, "test": args.max_test, "absent": args.max_absent}
+    for split, cap in caps.items():
+        members = sorted((it for it in items if it["split"] == split), key=lambda it: it["sha"])
+        for it in members[cap:]:
+            it["query"] = False
+    for it in items:
+        it.setdefault("query", True)
+
+
+def _describe_corpus(items: list[dict], lib: list[dict], say, res: dict) -> None:
+    """The corpus lines of the report (library composition, photo splits)."""
+    counts = {g: sum(it["group"] == g for it in lib) for g in ("real", "generated", "video")}
+    splits = {s: sum(it["split"] == s for it in items) for s in ("train", "test", "absent")}
+    say(f"## Corpus: queries from {sum(it['query'] for it in items if it['split'] == 'train')} train / "
+        f"{sum(it['query'] for it in items if it['split'] == 'test')} test / "
+        f"{sum(it['query'] for it in items if it['split'] == 'absent')} absent photos")
+    say(f"library N = {len(lib)} ({counts['real']} real photos, {counts['generated']} generated images "
+        f"and {counts['video']} video frames as distractors); real photos split train {splits['train']} / test "
+        f"{splits['test']} / absent {splits['absent']}")
+    res["corpus"] = {"N": len(lib), **counts, **splits}
+
+
+def _library(lib: list[dict], which: str) -> tuple[list[dict], list[str], dict]:
+    """The library (``real``: its real photos only), its paths and its sha256 -> row map."""
+    if which == "real":
+        lib = [it for it in lib if it["group"] == "real"]
+    return lib, [it["path"] for it in lib], {it["sha"]: i for i, it in enumerate(lib)}
+
+
+def _mode_tag(args) -> str | None:
+    """The report name of the chosen round (None: the issue-12 benchmark itself)."""
+    real = "_real" if args.library == "real" else ""
+    held = "_heldout" if args.heldout else ""
+    if args.round4 or args.round5:
+        return ("round5" if args.round5 else "round4") + held + real + ("_scale" if args.scale_only else "")
+    if args.round3:
+        return "round3" + held + real
+    return "followup" if args.followup else None
+
+
+def main() -> None:
+    args = _parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (DATA / "real_bsds500").exists():
@@ -443,63 +592,37 @@ def main() -> None:
         report.append(s)
 
     items = prepare(corpus(out, Path(args.photos)), out, args.max_side)
-    # cap the query photos per split (compute: the networks run on two shared cores); the photos beyond the cap
-    # stay in the library (train/test) or out of it (absent) — only fewer queries are made from them
-    caps = {"train": args.max_train, "test": args.max_test, "absent": args.max_absent}
-    for split, cap in caps.items():
-        members = sorted((it for it in items if it["split"] == split), key=lambda it: it["sha"])
-        for it in members[cap:]:
-            it["query"] = False
-    for it in items:
-        it.setdefault("query", True)
+    _mark_query_photos(items, args)
     lib = [it for it in items if it["split"] != "absent"]
-    counts = {g: sum(it["group"] == g for it in lib) for g in ("real", "generated", "video")}
-    splits = {s: sum(it["split"] == s for it in items) for s in ("train", "test", "absent")}
-    say(f"## Corpus: queries from {sum(it['query'] for it in items if it['split'] == 'train')} train / "
-        f"{sum(it['query'] for it in items if it['split'] == 'test')} test / "
-        f"{sum(it['query'] for it in items if it['split'] == 'absent')} absent photos")
-    say(f"library N = {len(lib)} ({counts['real']} real photos, {counts['generated']} generated images "
-        f"and {counts['video']} video frames as distractors); real photos split train {splits['train']} / test "
-        f"{splits['test']} / absent {splits['absent']}")
-    res["corpus"] = {"N": len(lib), **counts, **splits}
-    sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
-    lib_paths = [it["path"] for it in lib]
+    _describe_corpus(items, lib, say, res)
+    tag = _mode_tag(args)
+    if tag is None:
+        issue12(items, *_library(lib, "all"), out, args, say, res)
+        tag = "report"
+    elif args.followup and not (args.round3 or args.round4 or args.round5):
+        followup(items, *_library(lib, "all"), out, args, say, res)
+    else:
+        args.round4 = args.round4 or args.round5
+        (round4 if args.round4 else round3)(items, *_library(lib, args.library), out, args, say, res)
+    (out / f"{tag}.md").write_text("\n".join(report) + "\n")
+    (out / ("results.json" if tag == "report" else f"{tag}.json")).write_text(json.dumps(res, indent=2, default=str))
 
-    if args.round4:
-        if args.library == "real":
-            lib = [it for it in lib if it["group"] == "real"]
-            sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
-            lib_paths = [it["path"] for it in lib]
-        if args.configs == ap.get_default("configs"):
-            args.configs = "before,after"
-        round4(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        tag = ("round4_heldout" if args.heldout else "round4") + ("_real" if args.library == "real" else "") + \
-            ("_scale" if args.scale_only else "")
-        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
-        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
-        return
-    if args.round3:
-        if args.library == "real":
-            lib = [it for it in lib if it["group"] == "real"]
-            sha_to_row = {it["sha"]: i for i, it in enumerate(lib)}
-            lib_paths = [it["path"] for it in lib]
-        round3(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        tag = ("round3_heldout" if args.heldout else "round3") + ("_real" if args.library == "real" else "")
-        (out / f"{tag}.md").write_text("\n".join(report) + "\n")
-        (out / f"{tag}.json").write_text(json.dumps(res, indent=2, default=str))
-        return
-    if args.followup:
-        followup(items, lib, lib_paths, sha_to_row, out, args, say, res)
-        (out / "followup.md").write_text("\n".join(report) + "\n")
-        (out / "followup.json").write_text(json.dumps(res, indent=2, default=str))
-        return
 
-    # queries (cached on disk)
+def issue12(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
+    """The issue-12 benchmark: embedder parameters on SEEN, W, retrieval and decisions on UNSEEN, scale, sd2-vae."""
     q_seen = make_queries([it for it in items if it["split"] == "train" and it["query"]], SEEN, out)
     q_test = make_queries([it for it in items if it["split"] == "test" and it["query"]], UNSEEN, out)
     q_abs = make_queries([it for it in items if it["split"] == "absent" and it["query"]], UNSEEN, out)
+    _select_dct(lib_paths, q_seen, sha_to_row, say, res)
+    idx, idx_w, emb, W = _build_and_train(items, lib_paths, q_seen, out, args, say, res)
+    Qraw, QW, Hd = _retrieval12(idx, idx_w, emb, W, lib, lib_paths, q_test, sha_to_row, args, say, res)
+    _decisions12(idx, idx_w, emb, Hd, Qraw, QW, q_test, q_abs, sha_to_row, args, say, res)
+    _scale12(idx, Qraw, args, say, res)
+    _sd2_timing(lib_paths, say, res)
 
-    # 1. choose the dct-layout parameters on the SEEN split (train photos only)
+
+def _select_dct(lib_paths, q_seen, sha_to_row, say, res) -> None:
+    """1. the dct-layout parameters on the SEEN split (train photos only)."""
     say("\n## Default embedder parameters, chosen on train photos × SEEN families (never reported below)")
     say("| size | y_keep | c_keep | alpha | chroma | mAP (seen, train photos) | " + " | ".join(SEEN) + " |")
     say("|---|---|---|---|---|---|" + "---|" * len(SEEN))
@@ -527,7 +650,10 @@ def main() -> None:
     say(f"\nbest on SEEN: {best[1]} (mAP {best[0]:.4f}); registered default: {default_cfg}")
     res["selection"] = {"best": best[1], "best_map": best[0], "default": default_cfg}
 
-    # 2. the real tool path: build the default index (timed), train W, build the W index
+
+
+def _build_and_train(items, lib_paths, q_seen, out, args, say, res):
+    """2. the real tool path: build the default index (timed), train W, build the W index."""
     t0 = time.time()
     idx, recs = library.build_index(lib_paths, str(out / "lib.fpxindex"))
     t_build = time.time() - t0
@@ -551,7 +677,11 @@ def main() -> None:
     head_mod.save(head_path, W, emb.identity(), info)
     idx_w, _ = library.build_index(lib_paths, str(out / "lib_w.fpxindex"), head=str(head_path))
 
-    # 3. retrieval on UNSEEN families, test photos
+    return idx, idx_w, emb, W
+
+
+def _retrieval12(idx, idx_w, emb, W, lib, lib_paths, q_test, sha_to_row, args, say, res):
+    """3. retrieval on UNSEEN families, test photos; the test queries' raw and W views and the head."""
     qt_paths = [q["path"] for q in q_test]
     true = np.array([sha_to_row[q["origin"]] for q in q_test])
     owners = [q["origin"] for q in q_test]
@@ -583,7 +713,14 @@ def main() -> None:
         pf = res["retrieval"][name]["per_family"]
         say(f"| {name} | " + " | ".join(f"{pf[f]['mAP']:.3f}" for f in UNSEEN) + " |")
 
-    # 4. decisions at the default threshold
+    return Qraw, QW, Hd
+
+
+def _decisions12(idx, idx_w, emb, Hd, Qraw, QW, q_test, q_abs, sha_to_row, args, say, res) -> None:
+    """4. decisions at each index's own threshold, and the API's agreement with this scoring."""
+    qt_paths = [q["path"] for q in q_test]
+    true = np.array([sha_to_row[q["origin"]] for q in q_test])
+    owners = [q["origin"] for q in q_test]
     say("\n## Decisions at each index's own threshold (calibrated at FMR 1% on built-in transforms of the library)")
     say("| index | threshold | false-match on absent photos (UNSEEN) | miss on test photos (UNSEEN) | found wrong |")
     say("|---|---|---|---|---|")
@@ -613,14 +750,16 @@ def main() -> None:
                                   "miss_or_wrong_ci": ci2.tolist(), "n_absent": len(q_abs), "n_test": len(q_test)}
         say(f"| {name} | {thr:.4f} | {fm.mean():.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({fm.sum()}/{len(fm)}) | "
             f"{miss.mean():.3f} | {wrong.mean():.3f} (miss or wrong CI [{ci2[0]:.3f}, {ci2[1]:.3f}]) |")
-    # consistency: the CLI/API query path gives the same decisions as the numpy path above
     sample = qt_paths[:20] + qa_paths[:20]
     recs_q = library.query(sample, idx, k=3)
     S_s = view_sims(np.concatenate([Qraw[:20], Qa[:20]]), idx.vectors)
     agree = all((r.decision["label"] == "found") == (s.max() > idx.threshold) for r, s in zip(recs_q, S_s))
     say(f"\nAPI `origin.query` agrees with the benchmark's own scoring on {len(sample)} sampled queries: {agree}")
 
-    # 5. scale
+
+
+def _scale12(idx, Qraw, args, say, res) -> None:
+    """5. faiss build and query latency at N (synthetic unit vectors)."""
     say("\n## Scale: faiss build and query latency (synthetic unit vectors, D = %d; 2 views, k = 10, 1 thread)"
         % idx.dim)
     say("| N | search | build (s) | query median (ms) | query p95 (ms) | memory / reference (bytes) |")
@@ -655,7 +794,10 @@ def main() -> None:
                                  "p95_ms": float(np.percentile(lat, 95)), "bytes_per_ref": mem})
             say(f"| {n} | {kind} | {tb:.3f} | {np.median(lat):.2f} | {np.percentile(lat, 95):.2f} | {mem:.0f} |")
 
-    # 6. sd2-vae timing with random weights of the exact architecture
+
+
+def _sd2_timing(lib_paths, say, res) -> None:
+    """6. sd2-vae timing with random weights of the exact architecture (never an accuracy)."""
     state = vae.random_state(small=False, seed=0)
     with tempfile.TemporaryDirectory() as t:
         import torch as _t
@@ -673,8 +815,7 @@ def main() -> None:
     say(f"\n## sd2-vae (random weights of the exact SD2 VAE encoder, never an accuracy): {per:.2f} s per 256² image "
         f"on CPU, 2 threads, batch 4; dim {sd.dim}; a 2,000-image library ≈ {per * 2000 / 60:.0f} min")
     res["sd2_vae_s_per_image"] = per
-    (out / "report.md").write_text("\n".join(report) + "\n")
-    (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+
 
 
 DEV_FAMILIES = ("crop_0.8_hflip",)
@@ -766,6 +907,10 @@ R3_HELDOUT = ("crop_0.6_bright_jpeg60", "blur1.2_hflip_jpeg40")  # written down 
 R4_DEV = ("crop_0.8_hflip", "crop_0.7_rot4_jpeg75", "crop_0.6_bright_jpeg60", "regrade_jpeg70",
           "blur1.2_hflip_jpeg40")
 R4_HELDOUT = ("crop_0.5_jpeg80", "crop_0.65_rot8_tint", "crop_aspect_square", "letterbox_jpeg70", "upscale_crop")
+# round 5: all ten families of round 4 are development; these were written down (docstring) before the first run
+R5_DEV = R4_DEV + R4_HELDOUT
+R5_HELDOUT = ("crop_0.4_jpeg85", "crop_0.55_mirror_rot5", "crop_perspective", "crop_small_jpeg75",
+              "crop_caption_bar")
 
 
 def _ranks_all_views(idx, Q, true):
@@ -791,6 +936,65 @@ def _r3_decisions(recs, qs, sha_to_row, lib_paths):
     return np.asarray(out, bool).reshape(-1, 4)
 
 
+def _r3_index(cfg, lib_paths, out, args):
+    """(index, build seconds, scheme, dim) of one ``SCHEME:DIM`` configuration, built with the tool's path or
+    reused (``--reuse``, built by an earlier run from the same library)."""
+    scheme, dim = cfg.split(":")
+    dim = int(dim) or None
+    t0 = time.time()
+    ipath = out / f"r3_{args.library}_{scheme}_{dim or 'full'}.fpxindex"
+    if args.reuse and ipath.exists():
+        from fingerprint_cli.origin.index import load_index
+
+        idx = load_index(ipath)
+    else:
+        idx, _ = library.build_index(lib_paths, str(ipath), ref_views=scheme, dim=dim or 0)
+    return idx, time.time() - t0, scheme, dim
+
+
+def _r3_rule(idx, rule, scheme, dim, tb, rk, fams, qs, lib_paths, sha_to_row, args, say, rows, dec):
+    """One decision rule calibrated on one index: its queries through ``origin.query``, its table lines (into
+    ``rows`` / ``dec``); (results, name)."""
+    q_test, q_abs, owners, ft, fa = qs
+    from fingerprint_cli.origin.index import calibrate
+
+    t1 = time.time()
+    calibrate(idx, 0.01, decision=rule)
+    say(f"calibrated {scheme} {rule} in {time.time() - t1:.0f} s")
+    t1 = time.perf_counter()
+    recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+    ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+    recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+    dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+    fm = np.array([r.decision["label"] == "found" for r in recs_a])
+    name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
+    r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
+         "distinct_threshold": idx.calibration.get("distinct_threshold"),
+         "verify_threshold": idx.calibration.get("verify_threshold"),
+         "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+    for f in fams:
+        sel = ft == f
+        s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], args.boot)
+        d, fmf = dt[sel], fm[fa == f]
+        r["families"][f] = {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
+                            "miss": float(d[:, 2].mean()), "by_distinct": int(d[:, 3].sum()),
+                            "false_match": float(fmf.mean()), "n_false_match": int(fmf.sum()),
+                            "n_test": int(sel.sum()), "n_absent": int(fmf.size)}
+        if rule == "similarity":
+            rows.append(f"| {f} | {scheme} | {dim or idx.embedder['dim']} | {s['mAP']:.3f} "
+                        f"[{s['ci']['mAP'][0]:.3f}, {s['ci']['mAP'][1]:.3f}] | {s['acc1']:.3f} | {s['r10']:.3f} |")
+        dec.append(f"| {f} | {name} | {d[:, 0].mean():.3f} | {d[:, 1].mean():.3f} | {d[:, 2].mean():.3f} | "
+                   f"{int(d[:, 3].sum())} | {fmf.mean():.3f} ({fmf.sum()}/{fmf.size}) |")
+    allfm = fm.mean()
+    r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
+    c2 = idx.calibration.get("distinct_threshold", idx.calibration.get("verify_threshold"))
+    say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds similarity {idx.threshold:.4f} / "
+        f"2nd test {c2} ({idx.calibration['n_impostor']} impostors), "
+        f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
+        f"all families {fm.sum()}/{fm.size}")
+    return r, name
+
+
 def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     """Issue 12 round 3: the similarity-or-distinctiveness decision, reference views and the sealed projection,
     through the tool's own build and query path; the scale table before/after."""
@@ -805,56 +1009,12 @@ def round3(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     rows, dec = [], []
     res["round3"] = {}
     for cfg in args.configs.split(","):
-        scheme, dim = cfg.split(":")
-        dim = int(dim) or None
-        t0 = time.time()
-        ipath = out / f"r3_{args.library}_{scheme}_{dim or 'full'}.fpxindex"
-        if args.reuse and ipath.exists():  # built by an earlier run from the same library (the tool's path)
-            from fingerprint_cli.origin.index import load_index
-
-            idx = load_index(ipath)
-        else:
-            idx, _ = library.build_index(lib_paths, str(ipath), ref_views=scheme, dim=dim or 0)
-        tb = time.time() - t0
+        idx, tb, scheme, dim = _r3_index(cfg, lib_paths, out, args)
         rk = _ranks_all_views(idx, Qt, true)
         for rule in args.rules.split(","):
-            from fingerprint_cli.origin.index import calibrate
-
-            t1 = time.time()
-            calibrate(idx, 0.01, decision=rule)
-            say(f"calibrated {scheme} {rule} in {time.time() - t1:.0f} s")
-            t1 = time.perf_counter()
-            recs_t = library.query([q["path"] for q in q_test], idx, k=10)
-            ms = 1000 * (time.perf_counter() - t1) / len(q_test)
-            recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
-            dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
-            fm = np.array([r.decision["label"] == "found" for r in recs_a])
-            name = f"{scheme} d={dim or idx.embedder['dim']} {rule}"
-            r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": idx.threshold,
-                 "distinct_threshold": idx.calibration.get("distinct_threshold"),
-                 "verify_threshold": idx.calibration.get("verify_threshold"),
-                 "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
-            for f in fams:
-                sel = ft == f
-                s = summarise(rk[sel], [o for o, m in zip(owners, sel) if m], args.boot)
-                d, fmf = dt[sel], fm[fa == f]
-                r["families"][f] = {**s, "found_correct": float(d[:, 0].mean()), "found_wrong": float(d[:, 1].mean()),
-                                    "miss": float(d[:, 2].mean()), "by_distinct": int(d[:, 3].sum()),
-                                    "false_match": float(fmf.mean()), "n_false_match": int(fmf.sum()),
-                                    "n_test": int(sel.sum()), "n_absent": int(fmf.size)}
-                if rule == "similarity":
-                    rows.append(f"| {f} | {scheme} | {dim or idx.embedder['dim']} | {s['mAP']:.3f} "
-                                f"[{s['ci']['mAP'][0]:.3f}, {s['ci']['mAP'][1]:.3f}] | {s['acc1']:.3f} | {s['r10']:.3f} |")
-                dec.append(f"| {f} | {name} | {d[:, 0].mean():.3f} | {d[:, 1].mean():.3f} | {d[:, 2].mean():.3f} | "
-                           f"{int(d[:, 3].sum())} | {fmf.mean():.3f} ({fmf.sum()}/{fmf.size}) |")
-            allfm = fm.mean()
-            r["false_match_all"], r["n_false_match_all"], r["n_absent_all"] = float(allfm), int(fm.sum()), int(fm.size)
+            r, name = _r3_rule(idx, rule, scheme, dim, tb, rk, fams, (q_test, q_abs, owners, ft, fa), lib_paths,
+                               sha_to_row, args, say, rows, dec)
             res["round3"][name] = r
-            c2 = idx.calibration.get("distinct_threshold", idx.calibration.get("verify_threshold"))
-            say(f"index {name}: {idx.n_views} rows/ref, built {tb:.0f} s, thresholds similarity {idx.threshold:.4f} / "
-                f"2nd test {c2} ({idx.calibration['n_impostor']} impostors), "
-                f"{r['bytes_per_ref']:.0f} B/ref, origin.query {ms:.1f} ms/suspect incl. embedding; false match "
-                f"all families {fm.sum()}/{fm.size}")
     say("\n| family | views | dim | mAP [95% CI] | Acc@1 | R@10 |")
     say("|---|---|---|---|---|---|")
     for line in sorted(rows, key=lambda x: fams.index(x.split(" | ")[0][2:])):
@@ -871,15 +1031,21 @@ R4_CONFIGS = {"before": {"local": False, "decision": "similarity+verify"},  # th
 
 
 def _r4_index(cfg, lib_paths, out, args):
-    """The round-4 index of one configuration (full views, the default projection), built with the tool's own
-    ``library.build_index`` or reused from an earlier run (``--reuse``)."""
+    """The round-4 (or, with ``--round5``, round-5) index of one configuration (full views, the default
+    projection), built with the tool's own ``library.build_index`` or reused from an earlier run (``--reuse``).
+    Round 5's "before" is the round-4 default's index file, built by the round-4 code: always reused."""
     from fingerprint_cli.origin.index import load_index
 
-    ipath = out / f"r4_{args.library}_{cfg}.fpxindex"
+    if args.round5:
+        ipath = out / (f"r4_{args.library}_after.fpxindex" if cfg == "before" else f"r5_{args.library}_after.fpxindex")
+        if cfg == "before" and not ipath.exists():
+            raise SystemExit(f"origin: {ipath} (the round-4 default's index) is missing: run --round4 first")
+    else:
+        ipath = out / f"r4_{args.library}_{cfg}.fpxindex"
     t0 = time.time()
-    if args.reuse and ipath.exists():
+    if (args.reuse or cfg == "before" and args.round5) and ipath.exists():
         return load_index(ipath), None
-    idx, _ = library.build_index(lib_paths, str(ipath), **R4_CONFIGS[cfg])
+    idx, _ = library.build_index(lib_paths, str(ipath), **(R4_CONFIGS[cfg] if not args.round5 else {}))
     return idx, time.time() - t0
 
 
@@ -902,57 +1068,70 @@ def _r4_cell(f, sel, rk, owners, d, fmf, boot_n):
 
 
 def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
-    """Issue 12 round 4: the local-feature stage; before (round-3 default) and after (round-4 default), ranks
-    and decisions from the tool's own query records."""
+    """Issue 12 round 4 (and round 5, ``--round5``): the local-feature stage; before and after, ranks and
+    decisions from the tool's own query records."""
     if args.scale_only:
-        _r4_scale(args, say, res, out)
+        (_r5_scale if args.round5 else _r4_scale)(args, say, res, out)
         return
     import faiss
 
     faiss.omp_set_num_threads(1)
-    fams = R4_HELDOUT if args.heldout else R4_DEV
-    q_test, q_abs, Qt, true, owners, ft, fa = _query_sets(items, fams, out, sha_to_row)
-    split = "HELD-OUT (round 4, run once)" if args.heldout else "DEV"
-    say(f"\n## Round 4 ({split}): {len(q_test) // len(fams)} test photos (origin in the library) and "
-        f"{len(q_abs) // len(fams)} absent photos per family, N = {len(lib)} ({args.library})")
+    rnd = 5 if args.round5 else 4
+    fams = (R5_HELDOUT if args.heldout else R5_DEV) if args.round5 else (R4_HELDOUT if args.heldout else R4_DEV)
+    qs = _query_sets(items, fams, out, sha_to_row)
+    split = f"HELD-OUT (round {rnd}, run once)" if args.heldout else "DEV"
+    say(f"\n## Round {rnd} ({split}): {len(qs[0]) // len(fams)} test photos (origin in the library) and "
+        f"{len(qs[1]) // len(fams)} absent photos per family, N = {len(lib)} ({args.library})")
     rows, dec = [], []
     res["round4"] = {}
     for cfg in args.configs.split(","):
-        idx, tb = _r4_index(cfg, lib_paths, out, args)
-        brute = _ranks_all_views(idx, Qt, true)
-        t1 = time.perf_counter()
-        recs_t = library.query([q["path"] for q in q_test], idx, k=10)
-        ms = 1000 * (time.perf_counter() - t1) / len(q_test)
-        recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
-        rk = _r4_tool_ranks(recs_t, q_test, lib_paths, sha_to_row, brute)
-        dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
-        fm = np.array([r.decision["label"] == "found" for r in recs_a])
-        ran = float(np.mean([bool((r.details.get("local") or {}).get("ran")) for r in recs_t + recs_a]))
-        cal = idx.calibration
-        r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": cal.get("threshold"),
-             "verify_threshold": cal.get("verify_threshold"), "local_threshold": cal.get("local_threshold"),
-             "local_in_sample": cal.get("local_in_sample"), "local_ran_share": ran,
-             "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
-        for f in fams:
-            sel = ft == f
-            c = _r4_cell(f, sel, rk, owners, dt[sel], fm[fa == f], args.boot)
-            r["families"][f] = c
-            rows.append(f"| {f} | {cfg} | {c['mAP']:.3f} [{c['ci']['mAP'][0]:.3f}, {c['ci']['mAP'][1]:.3f}] | "
-                        f"{c['acc1']:.3f} | {c['r10']:.3f} |")
-            dec.append(f"| {f} | {cfg} ({cal.get('decision')}) | {c['found_correct']:.3f} | {c['found_wrong']:.3f} | "
-                       f"{c['miss']:.3f} | {c['n_false_match']}/{c['n_absent']} |")
-        allc = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
-        r["all"] = allc
-        rows.append(f"| **all** | {cfg} | {allc['mAP']:.3f} [{allc['ci']['mAP'][0]:.3f}, {allc['ci']['mAP'][1]:.3f}] | "
-                    f"{allc['acc1']:.3f} | {allc['r10']:.3f} |")
-        dec.append(f"| **all** | {cfg} | {allc['found_correct']:.3f} | {allc['found_wrong']:.3f} | "
-                   f"{allc['miss']:.3f} | {allc['n_false_match']}/{allc['n_absent']} |")
-        res["round4"][cfg] = r
-        say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
-            f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
-            f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "
-            f"{cal.get('local_in_sample')}), built {tb if tb is None else round(tb)} s, {r['bytes_per_ref']:.0f} "
-            f"B/ref, origin.query {ms:.1f} ms/suspect incl. embedding (local stage ran for {100 * ran:.0f}%)")
+        res["round4"][cfg] = _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec)
+    _r4_tables(fams, rows, dec, say)
+
+
+def _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec) -> dict:
+    """One configuration's index, its queries through ``origin.query``, and its table lines (into ``rows`` /
+    ``dec``); its results."""
+    q_test, q_abs, Qt, true, owners, ft, fa = qs
+    idx, tb = _r4_index(cfg, lib_paths, out, args)
+    brute = _ranks_all_views(idx, Qt, true)
+    t1 = time.perf_counter()
+    recs_t = library.query([q["path"] for q in q_test], idx, k=10)
+    ms = 1000 * (time.perf_counter() - t1) / len(q_test)
+    recs_a = library.query([q["path"] for q in q_abs], idx, k=10)
+    rk = _r4_tool_ranks(recs_t, q_test, lib_paths, sha_to_row, brute)
+    dt = _r3_decisions(recs_t, q_test, sha_to_row, lib_paths)
+    fm = np.array([r.decision["label"] == "found" for r in recs_a])
+    ran = float(np.mean([bool((r.details.get("local") or {}).get("ran")) for r in recs_t + recs_a]))
+    cal = idx.calibration
+    r = {"build_s": tb, "query_ms_per_suspect": ms, "threshold": cal.get("threshold"),
+         "verify_threshold": cal.get("verify_threshold"), "local_threshold": cal.get("local_threshold"),
+         "local_in_sample": cal.get("local_in_sample"), "local_ran_share": ran,
+         "bytes_per_ref": idx.memory_bytes() / idx.n, "families": {}}
+    for f in fams:
+        sel = ft == f
+        r["families"][f] = _r4_cell(f, sel, rk, owners, dt[sel], fm[fa == f], args.boot)
+        _r4_lines(f, f"{cfg} ({cal.get('decision')})", r["families"][f], rows, dec)
+    r["all"] = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
+    _r4_lines("**all**", cfg, r["all"], rows, dec)
+    say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
+        f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
+        f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "
+        f"{cal.get('local_in_sample')}), built {tb if tb is None else round(tb)} s, {r['bytes_per_ref']:.0f} "
+        f"B/ref, origin.query {ms:.1f} ms/suspect incl. embedding (local stage ran for {100 * ran:.0f}%)")
+    return r
+
+
+def _r4_lines(f, name, c, rows, dec) -> None:
+    """One family's line of the retrieval table (into ``rows``) and of the decision table (``dec``)."""
+    rows.append(f"| {f} | {name.split(' (')[0]} | {c['mAP']:.3f} [{c['ci']['mAP'][0]:.3f}, {c['ci']['mAP'][1]:.3f}] | "
+                f"{c['acc1']:.3f} | {c['r10']:.3f} |")
+    dec.append(f"| {f} | {name} | {c['found_correct']:.3f} | {c['found_wrong']:.3f} | "
+               f"{c['miss']:.3f} | {c['n_false_match']}/{c['n_absent']} |")
+
+
+def _r4_tables(fams, rows, dec, say) -> None:
+    """The retrieval and decision tables, family by family (every configuration's line together)."""
     say("\n| family | index | mAP [95% CI] | Acc@1 | R@10 |")
     say("|---|---|---|---|---|")
     order = list(fams) + ["**all**"]
@@ -1024,6 +1203,112 @@ def _r4_scale(args, say, res, out) -> None:
         say(f"| {n} | {len(li.desc)} | {li.search_kind} | {tb:.1f} | {row['votes_median_ms']:.1f} | "
             f"{row['votes_p95_ms']:.1f} | {row['verify_median_ms']:.1f} | {bpr:.0f} |")
         del li
+
+
+def _r5_synthetic(real, n: int, per: int, rng):
+    """A LocalIndex of ``n`` references under the round-5 settings: the real library's features first, then
+    synthetic references (``per`` random 256-bit codes and random keypoints each)."""
+    from fingerprint_cli.origin import local as local_mod
+
+    m = (n - real.n) * per
+    desc = np.concatenate([real.local.desc, rng.integers(0, 256, (m, 32), dtype=np.uint8)])
+    xy = np.concatenate([real.local.xy, (rng.random((m, 2), dtype=np.float32) * 320).astype(np.float32)])
+    offsets = np.concatenate([real.local.offsets, real.local.offsets[-1] + per * np.arange(1, n - real.n + 1)])
+    return local_mod.LocalIndex(xy, desc, offsets.astype(np.int64), settings=local_mod.DEFAULT)
+
+
+def _r5_scale(args, say, res, out) -> None:
+    """Round 5 scale: the local stage at N references under the round-5 default settings — the benchmark's
+    real library inside, synthetic references beyond it (as many descriptors each as the real library has on
+    average) — its vote search's build cost, votes and verification per suspect (the library's own local
+    calibration queries, 1 thread), and at the largest N the END-TO-END ``origin.query`` per suspect with the
+    local stage running (dev crop suspects), its first pass (embedding) timed apart and subtracted."""
+    from fingerprint_cli.origin.index import load_index
+
+    real = load_index(out / f"r5_{args.library}_after.fpxindex")
+    per = int(round(len(real.local.desc) / real.n))
+    lc = real.local_calib
+    sample = [[lc.features(2 * j), lc.features(2 * j + 1)] for j in range(0, lc.n // 2, 15)]
+    rng = np.random.default_rng(0)
+    from fingerprint_cli.origin import local as local_mod
+
+    say(f"\n## Round 5 scale: the local stage per suspect, round-5 default settings {local_mod.DEFAULT.doc()} "
+        f"({per} descriptors per reference; synthetic beyond the {real.n} real ones; 2 query views, 1 thread)")
+    say("| N | descriptors | search | vote index build (s) | votes median / p95 (ms) | verify median (ms) | "
+        "local bytes / ref |")
+    say("|---|---|---|---|---|---|---|")
+    res["round5_scale"] = []
+    ns = [int(x) for x in args.local_scale.split(",")]
+    for n in ns:
+        li = _r5_synthetic(real, n, per, rng)
+        t0 = time.time()
+        li.faiss_index()
+        tb = time.time() - t0
+        lv, lm = _r4_time(li, sample)
+        bpr = li.bytes_per_reference() + (len(li.blob) / n if li.blob is not None else 0)
+        row = {"N": n, "descriptors": len(li.desc), "search": li.search_kind, "nlist": getattr(li._faiss, "nlist", None),
+               "build_s": tb, "votes_median_ms": float(np.median(lv)), "votes_p95_ms": float(np.percentile(lv, 95)),
+               "verify_median_ms": float(np.median(lm)), "bytes_per_ref": bpr}
+        res["round5_scale"].append(row)
+        say(f"| {n} | {len(li.desc)} | {li.search_kind} ({row['nlist']} lists) | {tb:.1f} | "
+            f"{row['votes_median_ms']:.1f} / {row['votes_p95_ms']:.1f} | {row['verify_median_ms']:.1f} | {bpr:.0f} |")
+        if n == max(ns):
+            _r5_end_to_end(real, li, n, out, say, res)
+        del li
+
+
+def _r5_end_to_end(real, li, n, out, say, res) -> None:
+    """``origin.query`` per suspect over an index of ``n`` references (the real library, then synthetic unit
+    vectors and the synthetic local features ``li``; the real index's calibration): total, its first pass
+    (embedding, timed apart) and the rest — search, local stage, decision, record."""
+    from fingerprint_cli.origin.index import OriginIndex
+
+    rng = np.random.default_rng(1)
+    extra = rng.standard_normal((n - real.n, real.dim)).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    idx = OriginIndex(embedder=real.embedder, refs=real.refs + [{"path": f"synthetic/{i}", "sha256": "0" * 64}
+                                                                 for i in range(n - real.n)],
+                      vectors=np.concatenate([real.vectors, extra]), calibration=real.calibration,
+                      projection=real.projection, proj_weight=real.proj_weight, local=li)
+    inside = {Path(r["path"]).stem for r in real.refs}  # test photos: their origin is in the library
+    pick = [sorted(p for p in (out / "q" / f).glob("*.png") if p.stem in inside)[:m]
+            for f, m in (("crop_0.5_jpeg80", 30), ("regrade_jpeg70", 10))]
+    paths = [str(p) for p in pick[0] + pick[1]]
+    library.query(paths[:2], idx, k=10)  # warm: faiss and the embedder
+    emb = library.embedder_for(idx)
+    t0 = time.perf_counter()
+    library._run_chunks(emb.spec(), library._chunks([(p, False) for p in paths], 16), view_mode=True, jobs=1,
+                        scheduler=None, progress=None)
+    t_emb = time.perf_counter() - t0
+    emb_ms = 1000 * t_emb / len(paths)
+    res["round5_end_to_end"] = []
+    for nprobe in (li.settings.ivf_nprobe, 4, 2):
+        li.faiss_index().nprobe = nprobe
+        _r5_end_to_end_row(idx, paths, emb_ms, n, nprobe, say, res)
+
+
+def _r5_end_to_end_row(idx, paths, emb_ms, n, nprobe, say, res) -> None:
+    """One line of the end-to-end table: ``origin.query`` per suspect, one suspect per call, at one nprobe."""
+    per_q = []
+    recs = []
+    for p in paths:
+        t1 = time.perf_counter()
+        recs += library.query([p], idx, k=10)
+        per_q.append(1000 * (time.perf_counter() - t1))
+    ran = [bool(r.details["local"]["ran"]) for r in recs]
+    found = float(np.mean([r.decision["label"] == "found" for r in recs[:30]]))
+    rest = np.asarray(per_q) - emb_ms
+    row = {"N": n, "nprobe": nprobe, "suspects": len(paths), "local_ran": float(np.mean(ran)),
+           "total_median_ms": float(np.median(per_q)),
+           "total_p95_ms": float(np.percentile(per_q, 95)), "embedding_ms": emb_ms,
+           "excl_embedding_median_ms": float(np.median(rest)), "excl_embedding_p95_ms": float(np.percentile(rest, 95)),
+           "crop_found_share": found}
+    res["round5_end_to_end"].append(row)
+    say(f"\nEND TO END `origin.query` at N = {n}, vote IVF nprobe {nprobe} ({len(paths)} dev suspects: 30 of crop_0.5_jpeg80, 10 of "
+        f"regrade_jpeg70; local stage ran for {100 * row['local_ran']:.0f}%): {row['total_median_ms']:.0f} / "
+        f"{row['total_p95_ms']:.0f} ms median / p95 per suspect; its first pass (decode + embedding, one batch) "
+        f"{emb_ms:.1f} ms per suspect; without it {row['excl_embedding_median_ms']:.0f} / "
+        f"{row['excl_embedding_p95_ms']:.0f} ms; crops found at this N: {found:.2f}")
 
 
 def _r3_scale(args, say, res) -> None:

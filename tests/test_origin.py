@@ -160,6 +160,15 @@ def _passes_rule(rec, top_similarity):
     return top_similarity > rec.decision["threshold"] or (v is not None and thr is not None and v > thr)
 
 
+def _check_ranked_to(r, want: str, name: str) -> None:
+    """Assert a query record ranks ``want`` first, its 3 candidates in order, its decision by the rule."""
+    assert r.details["candidates"][0]["path"] == want, name
+    assert [c["rank"] for c in r.details["candidates"]] == [1, 2, 3]
+    sims = [c["similarity"] for c in r.details["candidates"]]
+    assert sims == sorted(sims, reverse=True)
+    assert (r.decision["label"] == "found") == _passes_rule(r, sims[0])
+
+
 def test_query_finds_edited_and_mirrored_origins_and_abstains_on_strangers(built, tmp_path):
     idx, _, out = built
     src = images.load_image(idx.refs[5]["path"]).pixels
@@ -174,12 +183,7 @@ def test_query_finds_edited_and_mirrored_origins_and_abstains_on_strangers(built
     recs = origin.query([str(tmp_path / n) for n in [*edits, "stranger.png"]], str(out), k=3)
     by = {r.inputs["suspect"]["path"].split("/")[-1]: r for r in recs}
     for n in edits:
-        r = by[n]
-        assert r.details["candidates"][0]["path"] == idx.refs[5]["path"], n
-        assert [c["rank"] for c in r.details["candidates"]] == [1, 2, 3]
-        sims = [c["similarity"] for c in r.details["candidates"]]
-        assert sims == sorted(sims, reverse=True)
-        assert (r.decision["label"] == "found") == _passes_rule(r, sims[0])
+        _check_ranked_to(by[n], idx.refs[5]["path"], n)
     assert by["mirror_regrade.png"].decision["label"] == "found"
     assert by["mirror_regrade.png"].decision["origin"]["view"] == "mirrored"
     assert "upsampled" in by["tiny.png"].details and "upsampled" not in by["jpeg.jpg"].details

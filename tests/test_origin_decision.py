@@ -77,6 +77,27 @@ def test_distinct_threshold_is_the_conformal_quantile_of_brute_force_impostor_ra
     calibrate(idx, fmr=0.01, decision="similarity+distinct")
 
 
+def _check_against_brute_force(idx, cal, emb, p, r) -> str:
+    """Assert one query record's scores, p-value, decision and reasons against brute force; its label."""
+    views = project(idx.proj_weight, emb.embed(library.views(images.load_image(p).pixels)))
+    s = _ref_max(idx, views)
+    t = int(np.argmax(s))
+    s1 = s[t]
+    s[duplicates_of(idx, t)] = -np.inf
+    d = _distinct(s1, s.max())
+    assert r.features["similarity_top1"] == pytest.approx(s1, abs=1e-5)
+    assert r.features["distinctiveness"] == pytest.approx(d, abs=1e-4)
+    found = s1 > cal["threshold"] or d > cal["distinct_threshold"]
+    assert (r.decision["label"] == "found") == found, p.name
+    ps, pd = p_value(cal, s1), p_value(cal, d, "impostor_distinct_sorted")
+    assert r.decision["p_value"] == pytest.approx(min(1.0, 2 * min(ps, pd)), abs=1e-6)
+    if found:
+        assert r.decision["origin"]["path"] == idx.refs[t]["path"]
+        assert r.decision["origin"]["passed"] == ("similarity" if s1 > cal["threshold"] else "distinct")
+    assert [x["feature"] for x in r.reasons] == ["similarity_top1", "distinctiveness"]
+    return r.decision["label"]
+
+
 def test_query_decision_is_the_rule_on_brute_force_scores(lib, tmp_path):
     _, refs, idx = lib
     cal = calibrate(idx, fmr=0.2, decision="similarity+distinct")  # a loose rate: both tests decide some suspects
@@ -93,25 +114,7 @@ def test_query_decision_is_the_rule_on_brute_force_scores(lib, tmp_path):
         paths.append(tmp_path / f"stranger{j}.png")
     recs = origin.query([str(p) for p in paths], idx, k=3)
     emb = embedders.get_embedder("dct-layout")
-    labels = set()
-    for p, r in zip(paths, recs):
-        views = project(idx.proj_weight, emb.embed(library.views(images.load_image(p).pixels)))
-        s = _ref_max(idx, views)
-        t = int(np.argmax(s))
-        s1 = s[t]
-        s[duplicates_of(idx, t)] = -np.inf
-        d = _distinct(s1, s.max())
-        assert r.features["similarity_top1"] == pytest.approx(s1, abs=1e-5)
-        assert r.features["distinctiveness"] == pytest.approx(d, abs=1e-4)
-        found = s1 > cal["threshold"] or d > cal["distinct_threshold"]
-        assert (r.decision["label"] == "found") == found, p.name
-        ps, pd = p_value(cal, s1), p_value(cal, d, "impostor_distinct_sorted")
-        assert r.decision["p_value"] == pytest.approx(min(1.0, 2 * min(ps, pd)), abs=1e-6)
-        if found:
-            assert r.decision["origin"]["path"] == idx.refs[t]["path"]
-            assert r.decision["origin"]["passed"] == ("similarity" if s1 > cal["threshold"] else "distinct")
-        assert [x["feature"] for x in r.reasons] == ["similarity_top1", "distinctiveness"]
-        labels.add(r.decision["label"])
+    labels = {_check_against_brute_force(idx, cal, emb, p, r) for p, r in zip(paths, recs)}
     assert labels == {"found", "not-in-library"}
     calibrate(idx, fmr=0.01, decision="similarity+distinct")
 

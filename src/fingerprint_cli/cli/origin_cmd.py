@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
                                      "the best other origin) | similarity; --add keeps the index's own"),
         local: bool | None = typer.Option(None, "--local/--no-local",
                                           help="store every reference's ORB keypoints: crops, zooms and rotations "
-                                               "are found by them and verified geometrically (default on, ~10 kB "
+                                               "are found by them and verified geometrically (default on, ~25 kB "
                                                "per reference); --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,

@@ -179,7 +179,7 @@ class OriginIndex:
         if self.projection is not None:
             doc["projection"] = self.projection
         if self.local is not None:
-            doc["local"] = local_settings()
+            doc["local"] = local_settings(self.local.settings)
             doc["local_calib_transform"] = self.local_calib_transform
         return doc
 
@@ -195,6 +195,8 @@ class OriginIndex:
         if self.proj_weight is not None:
             t["proj.weight"] = np.ascontiguousarray(self.proj_weight, np.float32)
         if self.local is not None:
+            if self.local.search_kind == "ivf":
+                self.local.faiss_index()  # the library's vote search: trained once, sealed in (local.faiss)
             t.update(_local_tensors("local", self.local))
             if self.local_calib is not None and self.local_calib.n:
                 t.update(_local_tensors("local.calib", self.local_calib))
@@ -224,31 +226,35 @@ class OriginIndex:
         return int(self.vectors.nbytes + views + paths + local)
 
 
-def local_settings() -> dict[str, Any]:
-    """The local stage's settings an index records (:mod:`fingerprint_cli.origin.local`)."""
+def local_settings(settings: local_mod.Settings = local_mod.DEFAULT) -> dict[str, Any]:
+    """The local stage's settings an index records (:mod:`fingerprint_cli.origin.local`): the module's fixed
+    ones and the index's own :class:`~fingerprint_cli.origin.local.Settings` (read back by :func:`load_index`)."""
     m = local_mod
     return {"features": "orb", "side": m.SIDE, "n_features": m.N_FEATURES, "knn": m.KNN,
             "vote_hamming": m.VOTE_HAMMING, "n_voted": m.N_VOTED, "ratio": m.RATIO, "ransac_px": m.RANSAC_PX,
             "model": "affine", "duplicate_fraction": m.DUPLICATE_FRACTION,
-            "calib_transforms": list(m.CALIB_TRANSFORMS)}
+            "calib_transforms": list(m.CALIB_TRANSFORMS), **settings.doc()}
 
 
 def _local_tensors(prefix: str, li: local_mod.LocalIndex) -> dict[str, np.ndarray]:
+    """The tensors of one set of local features under ``prefix``; its trained vote search (``PREFIX.faiss``)
+    when it has one."""
     t = {f"{prefix}.xy": np.ascontiguousarray(li.xy, np.float32),
          f"{prefix}.desc": np.ascontiguousarray(li.desc, np.uint8),
          f"{prefix}.offsets": np.ascontiguousarray(li.offsets, np.int64)}
-    if prefix == "local" and li.search_kind == "ivf":
-        li.faiss_index()  # trains it once (kept in li.blob)
-        t["local.faiss"] = np.ascontiguousarray(li.blob, np.uint8)
+    if li.blob is not None:
+        t[f"{prefix}.faiss"] = np.ascontiguousarray(li.blob, np.uint8)
     return t
 
 
-def _local_from(arrays: dict[str, np.ndarray], prefix: str) -> local_mod.LocalIndex | None:
+def _local_from(arrays: dict[str, np.ndarray], prefix: str, settings: local_mod.Settings
+                ) -> local_mod.LocalIndex | None:
+    """The local features stored under ``prefix`` (with their trained vote search, if stored); None if absent."""
     if f"{prefix}.desc" not in arrays:
         return None
     return local_mod.LocalIndex(arrays[f"{prefix}.xy"].astype(np.float32), arrays[f"{prefix}.desc"].astype(np.uint8),
-                                arrays[f"{prefix}.offsets"].astype(np.int64),
-                                blob=arrays.get("local.faiss") if prefix == "local" else None)
+                                arrays[f"{prefix}.offsets"].astype(np.int64), blob=arrays.get(f"{prefix}.faiss"),
+                                settings=settings)
 
 
 def _merge(sims: np.ndarray, ids: np.ndarray, k: int, exclude=(), rviews: np.ndarray | None = None
@@ -331,6 +337,7 @@ def load_index(path) -> OriginIndex:
     arrays, meta = _read_index_file(p)
     doc = _verified_document(p, arrays, meta)
     cfg = dict(doc.get("search") or {"kind": "flat"})
+    lset = local_mod.Settings.from_doc(doc.get("local"))
     idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
                       head=doc.get("head"), head_weight=arrays.get("head.weight"),
                       calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
@@ -338,7 +345,7 @@ def load_index(path) -> OriginIndex:
                       search_cfg=cfg, path=str(p), seal=meta["seal"], view_vectors=arrays.get("views.vectors"),
                       ref_views=doc.get("ref_views") or {"scheme": "full", "views": ["full"]},
                       projection=doc.get("projection"), proj_weight=arrays.get("proj.weight"),
-                      local=_local_from(arrays, "local"), local_calib=_local_from(arrays, "local.calib"),
+                      local=_local_from(arrays, "local", lset), local_calib=_local_from(arrays, "local.calib", lset),
                       local_calib_owner=arrays.get("local.calib.owner"),
                       local_calib_transform=list(doc.get("local_calib_transform") or []))
     _check_shapes(idx, p)

@@ -109,7 +109,7 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
                 var = [calib_transform(t, px) for t in CALIB_TRANSFORMS]
                 row["calib"] = emb.embed([v for x in var for v in views(x)]).reshape(len(var), 2, -1)
             if task.get("local"):
-                _local_features(row, px, calib, task["views"])
+                _local_features(row, px, calib, local_mod.Settings.from_doc(task["local"]))
         except FpxError as exc:
             row = {"path": path, "error": {"type": exc.kind, "message": str(exc)}}
         except Exception as exc:  # noqa: BLE001 - one bad item never sinks the chunk
@@ -118,13 +118,10 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _local_features(row: dict[str, Any], px: np.ndarray, calib: bool, query_mode: bool) -> None:
-    """The local stage's features of one image: a suspect's two views (``local_views``), or a reference's own
-    (``local``) and, for a calibration reference, those of its built-in crops (``local_calib``: two views each)."""
-    if query_mode:
-        row["local_views"] = local_mod.extract_views(px)
-        return
-    row["local"] = local_mod.extract(px)
+def _local_features(row: dict[str, Any], px: np.ndarray, calib: bool, settings: local_mod.Settings) -> None:
+    """The local stage's features of one reference (``local``, under the index's ``settings``) and, for a
+    calibration reference, the suspect views of its built-in crops (``local_calib``: two views each)."""
+    row["local"] = local_mod.extract_reference(px, settings)
     if calib:
         row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px))
                               for t in local_mod.CALIB_TRANSFORMS]
@@ -136,12 +133,16 @@ def _chunks(items: list, size: int) -> list[list]:
 
 def _run_chunks(spec: dict[str, Any], chunks: list[list], *, view_mode: bool, jobs: int, scheduler: str | None,
                 progress: Callable[[int], None] | None, journal: Path | None = None,
-                ref_views: Sequence[Sequence[float]] = (), local: bool = False) -> list[dict[str, Any]]:
+                ref_views: Sequence[Sequence[float]] = (), local: local_mod.Settings | None = None
+                ) -> list[dict[str, Any]]:
     """Embed all chunks (journalled ones read back), in input order. ``ref_views``: the extra crop views
-    (fraction, oy, ox) embedded per image as ``row["ref_views"]``; ``local``: the local stage's features too."""
+    (fraction, oy, ox) embedded per image as ``row["ref_views"]``; ``local``: the references' local features
+    too, under these settings."""
     rv = [list(c) for c in ref_views]
-    tasks = [{"spec": spec, "items": c, "views": view_mode, "ref_views": rv, "local": local} for c in chunks]
-    keys = [_chunk_key(spec, c, view_mode, rv + (["local", local_mod.N_FEATURES] if local else [])) for c in chunks]
+    ldoc = local.doc() if local is not None else None
+    tasks = [{"spec": spec, "items": c, "views": view_mode, "ref_views": rv, "local": ldoc} for c in chunks]
+    keys = [_chunk_key(spec, c, view_mode, rv + (["local", local_mod.N_FEATURES, ldoc] if ldoc else []))
+            for c in chunks]
     results = _read_journal(journal, keys)
     todo = [i for i, r in enumerate(results) if r is None]
     done0 = len(tasks) - len(todo)
@@ -312,13 +313,14 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
+    lset = _local_settings_for(base, local)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
     journal = _fresh_journal(out, resume)
     rows = _run_chunks(emb.spec(), chunks, view_mode=False, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None, journal=journal,
-                       ref_views=scheme["crops"][1:], local=local)
+                       ref_views=scheme["crops"][1:], local=lset)
     full_prov = _provenance(emb, h)
     lib = _Library(base, h, {"fpx_version": full_prov["fpx_version"], "embedder": emb.name,
                                    "head": h.sha256 if h is not None else None})  # per reference; the summary has all
@@ -326,7 +328,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                       details={"skipped": "already in the index (same path)"}, provenance=lib.prov)
                for p in paths if p in known]
     records += [lib.add(row, emb) for row in rows]
-    idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto, local)
+    idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto, lset)
     calibrate(idx, false_match_rate, decision=decision if base is None else None)
     idx.save(out, inputs=paths)
     shutil.rmtree(journal, ignore_errors=True)
@@ -361,6 +363,14 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
     features, ``similarity+verify`` without)."""
     local = True if local is None else bool(local)
     return local, decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
+
+
+def _local_settings_for(base: OriginIndex | None, local: bool) -> local_mod.Settings | None:
+    """The local settings of the references being added: the base index's own (``--add``), this fpx's default
+    for a new index, None without local features."""
+    if not local:
+        return None
+    return base.local.settings if base is not None and base.local is not None else local_mod.DEFAULT
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
@@ -478,7 +488,7 @@ class _Library:
         return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)
 
     def assemble(self, emb, h, base, search: str, scheme: dict[str, Any], dim: int | None, out: Path,
-                 auto: bool = False, local: bool = False) -> OriginIndex:
+                 auto: bool = False, local: local_mod.Settings | None = None) -> OriginIndex:
         """The index of every reference, projected when ``dim`` asks for a new projection (by default, ``auto``,
         only when the library has at least :data:`AUTO_DIM_ROWS` rows per dimension to learn it from)."""
         if not self.vecs or sum(len(v) for v in self.vecs) == 0:
@@ -492,9 +502,9 @@ class _Library:
                           calib_transform=self.cal_t, search_cfg=_search_cfg(base, search),
                           view_vectors=_concat(self.views, np.float32), ref_views=scheme,
                           projection=base.projection if base else None, proj_weight=self.proj)
-        if local:
-            idx.local = local_mod.LocalIndex.from_features(self.lfeat)
-            idx.local_calib = local_mod.LocalIndex.from_features(self.lcal)
+        if local is not None:
+            idx.local = local_mod.LocalIndex.from_features(self.lfeat, local)
+            idx.local_calib = local_mod.LocalIndex.from_features(self.lcal, local)
             idx.local_calib_owner = np.asarray(self.lcal_o, np.int64)
             idx.local_calib_transform = self.lcal_t
         if base is None and dim is not None and not (auto and idx.n_rows < AUTO_DIM_ROWS * dim):
@@ -577,11 +587,11 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     h = _head_for(idx, head)
     chunks = _chunks([(p, False) for p in batch.expand_paths(paths)], chunk_size)
     rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
-                       progress=(lambda n: progress(n, len(chunks))) if progress else None,
-                       local=_uses_local(idx))
+                       progress=(lambda n: progress(n, len(chunks))) if progress else None)
     prov = _provenance(emb, h, idx)
     ok = [r for r in rows if "error" not in r]
     hits, qv = _search_rows(idx, h, ok, k)
+    _suspect_local_views(idx, ok, hits, jobs, scheduler, chunk_size)
     found = iter(zip(hits, qv))
     return [Record(command="origin", inputs={"suspect": {"path": row["path"]}}, status="error", error=row["error"],
                    provenance=prov) if "error" in row else _query_record(idx, emb, row, *next(found), k, prov)
@@ -614,16 +624,54 @@ def _exact_hit(idx: OriginIndex, qv: np.ndarray, ref: int) -> tuple[int, float, 
     return int(ref), float(s[v, r]), int(v), int(r)
 
 
+def _similarity_decides(idx: OriginIndex, hits: list) -> bool:
+    """Whether the top similarity alone passes the index's threshold (the local stage is then not needed)."""
+    s_thr = idx.calibration.get("threshold")
+    return bool(hits) and s_thr is not None and hits[0][1] > s_thr
+
+
 def _local_skip(idx: OriginIndex, hits: list, lviews) -> str | None:
-    """Why the local stage does not run for a suspect (None: it runs)."""
+    """Why the local stage does not run for a suspect (None: it runs); ``lviews`` its ORB views, or the reason
+    they could not be extracted (a string), or None."""
     if idx.local is None:
         return "no local features in this index"
-    if not _uses_local(idx) or lviews is None:
+    if not _uses_local(idx):
         return "the index's local test is not calibrated (too few impostor scores) or not in its rule"
-    s_thr = idx.calibration.get("threshold")
-    if hits and s_thr is not None and hits[0][1] > s_thr:
+    if _similarity_decides(idx, hits):
         return "skipped: the similarity decided"
+    if lviews is None or isinstance(lviews, str):
+        return f"not computed: {lviews or 'no local features for this suspect'}"
     return None
+
+
+def _local_views_chunk(task: dict[str, Any]) -> list[list | str]:
+    """The ORB views (:func:`~fingerprint_cli.origin.local.extract_views`) of a chunk of suspects, read again
+    (path, sha256 at embedding); the error message instead for a file that cannot be read or has changed."""
+    out: list[list | str] = []
+    for path, sha in task["items"]:
+        try:
+            im = images.load_image(path)
+            if im.sha256 != sha:
+                raise InputError("changed since it was embedded (sha256 differs): local stage not run", path)
+            out.append(local_mod.extract_views(im.pixels))
+        except FpxError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _suspect_local_views(idx: OriginIndex, rows: list[dict[str, Any]], hits: list, jobs: int,
+                         scheduler: str | None, chunk_size: int) -> None:
+    """``row["local_views"]`` of each suspect the local stage runs for — only those whose similarity does not
+    decide (no ORB work for the others) — through the parallel map."""
+    if not _uses_local(idx):
+        return
+    need = [i for i, hs in enumerate(hits) if not _similarity_decides(idx, hs)]
+    chunks = _chunks(need, chunk_size)
+    tasks = [{"items": [(rows[i]["path"], rows[i]["sha256"]) for i in c]} for c in chunks]
+    for j, res in parallel.imap(_local_views_chunk, tasks, jobs=jobs, scheduler=scheduler):
+        got = res.value if res.ok else [f"local features failed: {res.error}"] * len(chunks[j])
+        for i, v in zip(chunks[j], got):
+            rows[i]["local_views"] = v
 
 
 def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[list, dict[int, int] | None,

@@ -2,11 +2,13 @@
 
 A global layout (:mod:`fingerprint_cli.origin.embedders`) moves under a tight crop; local features do not:
 every reference's ORB keypoints (OpenCV's oriented FAST + rotated BRIEF: 256-bit binary descriptors, at most
-:data:`N_FEATURES` per image, on its luma resized to :data:`SIDE` px on the long side) are stored with the
-index. A suspect (itself and its mirror: ORB is not mirror-invariant) is matched in two steps:
+:data:`N_FEATURES` on its luma resized to :data:`SIDE` px on the long side, and — :class:`Settings`, recorded
+in the index — those of its tiles at twice that size) are stored with the index. A suspect (itself and its
+mirror: ORB is not mirror-invariant; :data:`N_FEATURES` at :data:`SIDE` px) is matched in two steps:
 
 1. **votes** — every suspect descriptor's :data:`KNN` nearest library descriptors (exact Hamming search,
-   faiss ``IndexBinaryFlat``) within :data:`VOTE_HAMMING` bits vote once for each reference they belong to;
+   faiss ``IndexBinaryFlat``; an ``IndexBinaryIVF`` beyond :data:`FLAT_MAX` descriptors) within
+   :data:`VOTE_HAMMING` bits vote once for each reference they belong to;
    the :data:`N_VOTED` best-voted references, plus the global stage's shortlist, are the candidates — a crop
    whose global similarity ranks its origin far down is still found by its descriptors;
 2. **geometric verification** — the suspect's descriptors matched to each candidate's (nearest neighbour
@@ -30,8 +32,8 @@ import numpy as np
 
 from fingerprint_cli import images, parallel
 
-SIDE = 320  # px: the long side of the luma the keypoints are detected on (references and suspects alike)
-N_FEATURES = 256  # ORB keypoints per image at most
+SIDE = 320  # px: the long side of the frame keypoints are expressed in (references and suspects alike)
+N_FEATURES = 256  # ORB keypoints per suspect view at most (detected at SIDE)
 KNN = 4  # nearest library descriptors per suspect descriptor that vote
 VOTE_HAMMING = 64  # bits: a neighbour farther than this does not vote
 N_VOTED = 8  # best-voted references verified per view
@@ -41,10 +43,46 @@ SCALE_RANGE = (0.1, 10.0)  # accepted sqrt(|det A|) of the verified map
 MAX_ANISOTROPY = 4.0  # accepted ratio of the map's singular values
 MIN_MATCHES = 4  # fewer ratio-test matches: no verification (0 inliers)
 FLAT_MAX = 100_000  # descriptors searched exactly (IndexBinaryFlat); beyond, an IVF (IndexBinaryIVF) is sealed in
-IVF_NPROBE = 8
-IVF_MAX_LISTS = 1024  # √M lists up to this many (training cost grows with lists × training descriptors)
 SHORTLIST = 4  # the global stage's best references verified too
 DUPLICATE_FRACTION = 0.1  # a reference whose own keypoints verify in another with >= this share: one group
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an index's local features are and how they are searched; recorded in the index (its ``local``
+    document) so that a query extracts and searches as the index was built, whatever this fpx's defaults.
+
+    A reference's keypoints: its whole frame's (:data:`N_FEATURES` at :data:`SIDE` px, as a suspect's) plus,
+    with ``tile_grid`` = g > 0, those of each of g × g tiles of its luma at ``tile_scale`` × :data:`SIDE` px
+    (upsampled when smaller; each tile widened by ``tile_margin`` px, at most ``tile_features`` keypoints), all
+    expressed at :data:`SIDE` — a small crop, seen zoomed in, finds keypoints spread over every part of the
+    frame and at its finer scales. ``ivf_max_lists`` / ``ivf_nprobe``: the vote search beyond
+    :data:`FLAT_MAX` descriptors (√M lists up to that many, trained on ``ivf_train_per_list`` descriptors per
+    list; ``ivf_nprobe`` probed)."""
+
+    tile_grid: int = 0
+    tile_scale: float = 2.0
+    tile_features: int = 96
+    tile_margin: int = 16
+    ivf_max_lists: int = 1024
+    ivf_nprobe: int = 8
+    ivf_train_per_list: int = 64
+
+    def doc(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _SETTING_KEYS}
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any] | None) -> Settings:
+        """The settings an index recorded; a key it lacks (an index of round 4) takes round 4's value."""
+        d = d or {}
+        return cls(**{k: type(getattr(ROUND4, k))(d[k]) for k in _SETTING_KEYS if k in d})
+
+
+_SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
+                 "ivf_train_per_list")
+ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
+# new indexes (round 5): 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
+DEFAULT = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
 CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
                     "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
@@ -61,27 +99,55 @@ class Features:
         return int(len(self.desc))
 
 
-def _gray(px: np.ndarray) -> np.ndarray:
-    """Luma as uint8, resized so that its long side is :data:`SIDE` px."""
+def _gray(px: np.ndarray, side: float = SIDE) -> np.ndarray:
+    """Luma as uint8, resized so that its long side is ``side`` px."""
     px = np.asarray(px, np.float32)
     h, w = px.shape[:2]
-    s = SIDE / max(h, w)
+    s = side / max(h, w)
     if abs(s - 1.0) > 1e-6:
         px = np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1)
     return np.ascontiguousarray(np.clip(np.rint(images.luma(px) * 255.0), 0, 255).astype(np.uint8))
 
 
-def extract(px: np.ndarray) -> Features:
-    """ORB keypoints and descriptors of a float RGB image (at most :data:`N_FEATURES`)."""
+def _orb(g: np.ndarray, n_features: int, levels: int, to_side: float) -> Features:
+    """ORB keypoints of a uint8 luma (at most ``n_features`` over ``levels`` levels), coordinates × ``to_side``."""
     import cv2
 
-    g = _gray(px)
-    orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=31,
+    orb = cv2.ORB_create(nfeatures=n_features, scaleFactor=1.2, nlevels=levels, edgeThreshold=15, patchSize=31,
                          fastThreshold=10)
     kp, desc = orb.detectAndCompute(g, None)
     if desc is None or not kp:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
-    return Features(np.asarray([k.pt for k in kp], np.float32), np.ascontiguousarray(desc, np.uint8))
+    xy = np.asarray([k.pt for k in kp], np.float32) * np.float32(to_side)
+    return Features(np.ascontiguousarray(xy, np.float32), np.ascontiguousarray(desc, np.uint8))
+
+
+def extract(px: np.ndarray) -> Features:
+    """ORB keypoints and descriptors of a float RGB image — a suspect view (at most :data:`N_FEATURES`, at
+    :data:`SIDE` px; the same for every index)."""
+    return _orb(_gray(px), N_FEATURES, 8, 1.0)
+
+
+def extract_reference(px: np.ndarray, settings: Settings = DEFAULT) -> Features:
+    """A reference's keypoints under ``settings``: the whole frame's (:func:`extract`) and its tiles'
+    (:class:`Settings`), all at :data:`SIDE` scale; with :data:`ROUND4` the same as :func:`extract`."""
+    whole = extract(px)
+    g = settings.tile_grid
+    if g <= 0:
+        return whole
+    side = SIDE * settings.tile_scale
+    big = _gray(px, side)
+    h, w = big.shape
+    m, to = settings.tile_margin, SIDE / side
+    parts = [whole]
+    for r in range(g):
+        for c in range(g):
+            y0, x0 = max(0, r * h // g - m), max(0, c * w // g - m)
+            y1, x1 = min(h, (r + 1) * h // g + m), min(w, (c + 1) * w // g + m)
+            f = _orb(np.ascontiguousarray(big[y0:y1, x0:x1]), settings.tile_features, 8, to)
+            parts.append(Features(f.xy + np.float32([x0 * to, y0 * to]), f.desc))
+    return Features(np.concatenate([f.xy for f in parts]).astype(np.float32),
+                    np.ascontiguousarray(np.concatenate([f.desc for f in parts]), np.uint8))
 
 
 def extract_views(px: np.ndarray) -> list[Features]:
@@ -122,16 +188,18 @@ class LocalIndex:
     desc: np.ndarray
     offsets: np.ndarray
     blob: np.ndarray | None = None  # the serialised IndexBinaryIVF beyond FLAT_MAX descriptors
+    settings: Settings = DEFAULT
     _faiss: Any = None
     _owner: np.ndarray | None = None
 
     @classmethod
-    def from_features(cls, feats: list[Features]) -> LocalIndex:
+    def from_features(cls, feats: list[Features], settings: Settings = DEFAULT) -> LocalIndex:
         counts = np.asarray([len(f) for f in feats], np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         xy = np.concatenate([f.xy for f in feats]) if feats else np.zeros((0, 2), np.float32)
         desc = np.concatenate([f.desc for f in feats]) if feats else np.zeros((0, 32), np.uint8)
-        return cls(xy.astype(np.float32).reshape(-1, 2), desc.astype(np.uint8).reshape(-1, 32), offsets)
+        return cls(xy.astype(np.float32).reshape(-1, 2), desc.astype(np.uint8).reshape(-1, 32), offsets,
+                   settings=settings)
 
     @property
     def n(self) -> int:
@@ -153,7 +221,8 @@ class LocalIndex:
 
     def faiss_index(self):
         """Exact Hamming search (``IndexBinaryFlat``) up to :data:`FLAT_MAX` descriptors; beyond, an
-        ``IndexBinaryIVF`` (√M lists, at most :data:`IVF_MAX_LISTS`, :data:`IVF_NPROBE` probed) trained once at build and stored in ``blob``."""
+        ``IndexBinaryIVF`` (√M lists, at most the settings' ``ivf_max_lists``, ``ivf_nprobe`` probed) trained
+        once at build and stored in ``blob``."""
         if self._faiss is None:
             import faiss
 
@@ -165,14 +234,14 @@ class LocalIndex:
                 self._faiss = faiss.deserialize_index_binary(np.asarray(self.blob, np.uint8))
             else:
                 self._faiss = self._train_ivf(faiss)
-            self._faiss.nprobe = IVF_NPROBE if self.search_kind == "ivf" else 1
+            self._faiss.nprobe = self.settings.ivf_nprobe if self.search_kind == "ivf" else 1
         return self._faiss
 
     def _train_ivf(self, faiss):
         """A new IndexBinaryIVF over the descriptors (trained on an even subsample); its blob is kept."""
-        nlist = min(IVF_MAX_LISTS, int(np.sqrt(len(self.desc))))
+        nlist = min(self.settings.ivf_max_lists, int(np.sqrt(len(self.desc))))
         ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(256), 256, nlist)
-        step = max(1, len(self.desc) // (64 * nlist))  # 64 training descriptors per list
+        step = max(1, len(self.desc) // (self.settings.ivf_train_per_list * nlist))
         with single_thread():
             ivf.train(np.ascontiguousarray(self.desc[::step]))
             ivf.add(np.ascontiguousarray(self.desc))
