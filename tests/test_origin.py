@@ -189,7 +189,11 @@ def test_query_finds_edited_and_mirrored_origins_and_abstains_on_strangers(built
     assert "upsampled" in by["tiny.png"].details and "upsampled" not in by["jpeg.jpg"].details
     stranger = by["stranger.png"]
     assert stranger.decision["label"] == "not-in-library" and stranger.decision["origin"] is None
-    assert stranger.decision["false_match_rate"] == 0.01
+    # a small library has too few impostor scores for 1%: the record states the rate its threshold holds
+    rates = [v for k, v in stranger.decision["calibration"].items() if k.endswith("_false_match_rate")]
+    assert idx.calibration["false_match_rate_requested"] == 0.01
+    assert stranger.decision["false_match_rate"] == pytest.approx(max(0.01, sum(rates)), abs=1e-6)
+    assert stranger.decision["false_match_rate"] > 0.01  # this index's 35-odd impostors cannot reach 1%
 
 
 def test_unreadable_suspect_is_an_error_record(built, tmp_path):
@@ -405,3 +409,22 @@ def test_near_duplicates_are_one_origin_group(refs, tmp_path):
     rec = origin.query([str(refs / "r03.png")], idx, k=3)[0]
     assert rec.decision["label"] == "found"
     assert rec.decision["origin"]["near_duplicates"] == [str(refs / "r03_copy.jpg")]
+
+
+def test_stated_false_match_rate_is_one_the_threshold_can_hold():
+    """Too few impostor scores for the requested rate: the threshold is their maximum and the stated rate is
+    1/(n+1), not the request; enough scores: the request. A second test that cannot be calibrated adds 0."""
+    from fingerprint_cli.origin.index import _thresholds
+
+    rng = np.random.default_rng(0)
+    few = _thresholds({"similarity": rng.random(35)}, 0.01, "similarity")
+    assert few["false_match_rate"] == pytest.approx(1 / 36, abs=1e-6) and few["false_match_rate_requested"] == 0.01
+    assert few["threshold"] == pytest.approx(max(few["impostor_scores_sorted"]))
+    many = _thresholds({"similarity": rng.random(999)}, 0.01, "similarity")
+    assert many["false_match_rate"] == 0.01
+    # brute force: the stated rate bounds the share of fresh impostors above the threshold
+    fresh = rng.random(200_000)
+    assert np.mean(fresh > many["threshold"]) <= 0.01 + 0.002
+    two = _thresholds({"similarity": rng.random(999), "local": rng.random(20)}, 0.01, "similarity+local")
+    assert two["local_threshold"] is None and two["local_false_match_rate"] == 0.0
+    assert two["false_match_rate"] == 0.01

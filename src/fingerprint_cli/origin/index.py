@@ -702,12 +702,30 @@ def _thresholds(imp: dict[str, np.ndarray], fmr: float, rule: str) -> dict[str, 
         out[sorted_key] = [round(float(x), 6) for x in np.sort(imp[t])]
         if note and t == "similarity":
             out["note"] = note
+            out[rate_key] = attainable_rate(len(imp[t]))
         elif note:  # a second test that cannot be calibrated at its share of the rate is not used
             out[thr_key] = None
+            out[rate_key] = 0.0
             out[f"{t}_note"] = note + f"; the {t} test is not used (more --calibration-refs or a larger library)"
     if len(tests) > 1:
         out["method"] += f"; found if any of {', '.join(tests)} passes at 1/{len(tests)} of the rate (Bonferroni)"
+    _state_attained_rate(out, tests, fmr)
     return out
+
+
+def attainable_rate(n: int) -> float:
+    """The false-match bound of a threshold at the largest of ``n`` exchangeable impostor scores (``found``
+    needs a score strictly above it): a new impostor is the strict maximum of n + 1 with probability ≤ 1/(n+1)."""
+    return 1.0 / (n + 1)
+
+
+def _state_attained_rate(out: dict[str, Any], tests: list[str], fmr: float) -> None:
+    """``false_match_rate``: the rate the calibrated tests hold together (the Bonferroni sum of their own rates),
+    which is above the requested ``fmr`` when too few impostor scores could reach it — a record never states a
+    rate its threshold cannot hold. The request stays in ``false_match_rate_requested``."""
+    attained = sum(out[TESTS[t][2]] for t in tests)
+    out["false_match_rate_requested"] = fmr
+    out["false_match_rate"] = fmr if attained <= fmr + 1e-12 else round(attained, 6)
 
 
 def _passes(cal: dict[str, Any], scores: dict[str, float | None]) -> str | None:
