@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from fingerprint_cli import fingerprints
 from fingerprint_cli.dif.condition import QUALITY_SLACK, SCALE_SLACK
 from fingerprint_cli.dif.meta import FingerprintMeta
 from fingerprint_cli.errors import UsageError
@@ -106,11 +107,8 @@ class Coverage:
         return round(max(math.log(lo / s), math.log(s / hi), 0.0), 6)
 
     def describe(self) -> str:
-        """E.g. ``lossless + JPEG q70–95, scale 1``."""
-        parts = (["lossless"] if self.lossless else []) + (
-            [f"JPEG q{self.jpeg_quality[0]}–{self.jpeg_quality[1]}"] if self.jpeg_quality else [])
-        lo, hi = self.scale or (1.0, 1.0)
-        return f"{' + '.join(parts) or 'nothing stated'}, scale {lo:g}" + ("" if lo == hi else f"–{hi:g}")
+        """E.g. ``lossless + JPEG q70–95, scale 1`` (:func:`fingerprint_cli.fingerprints.describe_coverage`)."""
+        return fingerprints.describe_coverage(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {"lossless": self.lossless, "jpeg_quality": list(self.jpeg_quality) if self.jpeg_quality else None,
