@@ -247,8 +247,8 @@ def _matrix_report(res: dict, args) -> list[str]:
         c0 = cells[0]
         lines += [f"### DIF robustness matrix — {g} (issue 15)", "",
                   f"Balanced accuracy (mean of generated and real accuracy) on held-out images, each passed "
-                  f"through the test condition; real class = BSDS500 JPEG photos (train/ for fitting, val/ for "
-                  f"testing). {c0['n_train']} + {c0.get('n_train_real', c0['n_train'])} training images, "
+                  f"through the test condition; real class = BSDS500 JPEG photos (train/ for fitting, "
+                  f"{g.split(' vs ')[1] + ' for testing' if ' vs ' in g else 'val/ for testing'}). {c0['n_train']} + {c0.get('n_train_real', c0['n_train'])} training images, "
                   f"{c0['n_test_gen']} generated + {c0['n_test_real']} real {c0.get('split', 'test')} images, "
                   f"crop {CROP}, denoiser {args.denoiser}, "
                   f"{args.epochs or extract.DEFAULT_EPOCHS} epochs, batch {args.batch}.", "",
