@@ -181,3 +181,10 @@ def test_routed_members_beside_another_generator_keep_the_unknown_rule(members):
     assert recs[0].details["route"]["gen"]["profile"] == "plain"
     assert recs[1].details["route"]["gen"]["profile"] == "robust-jpeg"
     assert np.isfinite(recs[1].features["score.gen"])
+
+
+def test_detect_announces_the_members_on_stderr(members):
+    res = CliRunner().invoke(app, ["detect", "-F", members["plain"], "-F", members["robust-jpeg"], members["q75"],
+                                   "--format", "jsonl", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert "gen: 2 members" in res.stderr and "gen[robust-jpeg] (lossless + JPEG q70–95, scale 1)" in res.stderr

@@ -666,6 +666,15 @@ def screen_fingerprints(fps: Sequence[Fingerprint], quiet: bool = False) -> None
                        f"quality and scale cannot be checked against them", quiet)
 
 
+def _announce_routes(fps: Sequence[Fingerprint], quiet: bool) -> None:
+    """One stderr line per generator with several members: which members, what each covers."""
+    for members in routing.groups(fps):
+        if len(members) > 1:
+            covers = [f"{routing.member_id(fp)} ({routing.Coverage.of(fp.info).describe()})" for fp in members]
+            batch.warn(f"{members[0].name}: {len(members)} members, each suspect is scored by the one that "
+                       f"covers its condition: {'; '.join(covers)}", quiet)
+
+
 def _usable_cache(cache: ResidualCache) -> None:
     """The on-disk residual cache is optional: when it cannot be used, say so once and go on without it."""
     if cache.root is None:
@@ -696,6 +705,7 @@ def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir:
     fps = gather_fingerprints(fingerprints, fingerprint_dir, force=force, quiet=quiet)
     screen_fingerprints(fps, quiet)
     n_labels = len(labels(fps))  # UsageError here when members of one label cannot be routed between
+    _announce_routes(fps, quiet)
     paths = batch.expand_paths(rest)
     if not paths:
         raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
