@@ -41,6 +41,7 @@ from fingerprint_cli.dif import detect  # noqa: E402
 from fingerprint_cli.dif.condition import Recompression  # noqa: E402
 from fingerprint_cli.dif.fingerprint import Fingerprint, load_folder, load_library  # noqa: E402
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
+from fingerprint_cli.dif import route  # noqa: E402
 
 CONDITIONS = ("none", "jpeg90", "jpeg75", "jpeg50", "resize0.9", "jpeg60", "resize0.9+jpeg75", "jpeg75>png")
 
@@ -99,7 +100,7 @@ def calibrated_on(fp: Fingerprint, cond: str) -> str:
 
 def generated_rate(fps: list[Fingerprint], paths: list[str], cache: ResidualCache) -> tuple[int, int]:
     """(images called generated, images) by ``fpx detect``'s decision with these fingerprints."""
-    names = detect.unique_names(fps)
+    names = detect.labels(fps)
     k = 0
     for p in paths:
         rec = detect.detect_one(fps, p, names=names, cache=cache)
@@ -110,8 +111,9 @@ def generated_rate(fps: list[Fingerprint], paths: list[str], cache: ResidualCach
 def measure(label: str, fps: list[Fingerprint], sets: dict[str, list[str]], cache: ResidualCache):
     rows, lib = [], []
     for cond, paths in sets.items():
-        for fp in fps:
-            k, n = generated_rate([fp], paths, cache)
+        for members in route.groups(fps):  # the members of one generator's fingerprint are routed between, as detect does
+            fp = members[0]
+            k, n = generated_rate(members, paths, cache)
             rows.append({"set": label, "fingerprint": fp.name, "condition": cond,
                          "calibrated_on": calibrated_on(fp, cond), "fpr": fp.fpr, "k": k, "n": n})
             print(f"[{label}] {fp.name} {cond}: {k}/{n} false positives (stated {fp.fpr})", file=sys.stderr,
@@ -128,7 +130,7 @@ def fpr_tables(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], c
     print("| fingerprint | real photos (val) | calibrated on this condition | stated FPR | "
           + " | ".join(f"{g} FP / n" for g in groups) + " | after: measured FPR, 95 % upper | after holds? |")
     print("|---|---|---|---|" + "---|" * len(groups) + "---|---|")
-    for fp in after:
+    for fp in (members[0] for members in route.groups(after)):
         for cond in conds:
             cells = {r["set"]: r for r in rows if r["fingerprint"] == fp.name and r["condition"] == cond}
             a = cells["after"]
@@ -147,23 +149,23 @@ def fpr_tables(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], c
               + f" | {cells['after']['union_bound']:.3f} |")
 
 
-def tpr_table(after: list[Fingerprint], groups: dict[str, list[Fingerprint]], conds: list[str], out: Path,
+def tpr_table(after: list[Fingerprint], sets: dict[str, list[Fingerprint]], conds: list[str], out: Path,
               cache: ResidualCache) -> list[dict]:
     """Print the detection rate of each fingerprint (and its namesake in every group) on its held-out generated
     images, as produced (``none``) and as copies under each other condition; returns the rows."""
     print()
     print("| fingerprint | its held-out generated images | condition | stated FPR | "
-          + " | ".join(f"{g}: detected (TPR)" for g in groups) + " |")
-    print("|---|---|---|---|" + "---|" * len(groups))
+          + " | ".join(f"{g}: detected (TPR)" for g in sets) + " |")
+    print("|---|---|---|---|" + "---|" * len(sets))
     rows = []
-    for fp in after:
+    for fp in (members[0] for members in route.groups(after)):
         held = [d["path"] for d in fp.info.split("test", "generated")]
         for cond in conds:
             paths = make_copies(held, out / fp.name, cond)
             cells = {}
-            for g, fps in groups.items():
-                same = next(x for x in fps if x.name == fp.name)
-                k, n = generated_rate([same], paths, cache)
+            for g, fps in sets.items():
+                same = [x for x in fps if x.name == fp.name]  # all members of that label (routed)
+                k, n = generated_rate(same, paths, cache)
                 cells[g] = (k, n)
                 rows.append({"set": g, "fingerprint": fp.name, "condition": cond, "k": k, "n": n})
             shown = "as produced" if cond == "none" else cond

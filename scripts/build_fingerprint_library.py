@@ -142,13 +142,16 @@ def _arguments(argv=None) -> argparse.Namespace:
     ap.add_argument("--fit-option", action="append", default=[], metavar="KEY=VALUE",
                     help="any other keyword of extract.fit (value parsed as JSON when it parses), repeatable")
     ap.add_argument("--profile-name", default="default", help="name of the training profile, for the index")
+    ap.add_argument("--member", action="store_true",
+                    help="an extra member of a generator's fingerprint (fpx detect routes between members by "
+                         "their coverage): the profile name goes into the id, <generator>-<method>-<profile>-v<N>")
     return ap.parse_args(argv)
 
 
 def install(name: str, folder: Path, fp: Fingerprint, info: dict, args, cache: ResidualCache,
             real_val: list[str], fit_options: dict) -> dict:
     """Save the sealed fingerprint (and its float32 twin for the storage check); returns its index entry."""
-    fid = f"{slug(name)}-{args.method}-v{args.version}"
+    fid = f"{slug(name)}-{args.method}-{slug(args.profile_name) + '-' if args.member else ''}v{args.version}"
     fname = f"{fid}.fpx.safetensors"
     tmp32 = args.work / fname
     tmp32.parent.mkdir(parents=True, exist_ok=True)

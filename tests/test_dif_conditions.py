@@ -144,7 +144,12 @@ def test_calibration_sets_follow_the_suspects_encoding():
     cal = fp.conformal
     every = [AS_DISTRIBUTED, "jpeg90", "jpeg75", "jpeg50", "resize0.9"]
     # lossless: the copies that end lossless and the images as distributed (not the JPEG copies)
-    assert condition.calibration_sets({"lossless": True, "jpeg_quality": None}, cal) == (
+    # (calibrated on JPEG photos only: the stated rate is not measured on lossless photos, and the record says so)
+    sets, warn = condition.calibration_sets({"lossless": True, "jpeg_quality": None}, cal)
+    assert sets == [AS_DISTRIBUTED, "resize0.9"] and len(warn) == 1 and "not measured on lossless photos" in warn[0]
+    png_cal = synthetic({AS_DISTRIBUTED: [0.0] * 9, "resize0.9": [0.0] * 9})
+    png_cal.conformal.conditions = {"n": 9, "jpeg": 0, "lossless": 9, "jpeg_quality": None}
+    assert condition.calibration_sets({"lossless": True, "jpeg_quality": None}, png_cal.conformal) == (
         [AS_DISTRIBUTED, "resize0.9"], [])
     assert condition.calibration_sets({}, cal) == (every, [])  # unreadable header: cannot rule anything out
     assert condition.calibration_sets({"lossless": False, "jpeg_quality": 76}, cal) == (["jpeg75"], [])

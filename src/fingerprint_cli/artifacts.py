@@ -443,6 +443,8 @@ def summary() -> list[dict[str, Any]]:
                      "how": inst.how if inst else None, "path": str(inst.path) if inst else None,
                      "sha256": inst.sha256 if inst else None, "pinned_sha256": spec.sha256,
                      "source": spec.source, "licence": spec.licence, "problem": problem})
+        if spec.kind == "fingerprint":  # its profile, coverage and the members `fpx detect` routes it with
+            rows[-1]["routing"] = spec.provenance.get("routing")
     return rows
 
 
@@ -477,7 +479,8 @@ def _register_shipped_fingerprints() -> None:
         register(ArtifactSpec(name=e["id"], version=e["version"], kind="fingerprint", filename=e["file"],
                               sha256=e["sha256"], source=e.get("training_set", {}).get("description", ""),
                               licence=e.get("licence", "MIT (fitted by the fpx project)"), description=desc,
-                              bundled=True, package_dir=fingerprints.LIBRARY_DIR, provenance=dict(e)))
+                              bundled=True, package_dir=fingerprints.LIBRARY_DIR,
+                              provenance=dict(e, routing=fingerprints.members_text(entries, e))))
 
 
 _register_shipped_fingerprints()

@@ -17,7 +17,7 @@ from fingerprint_cli.records import render_rows, resolve_format
 
 ORDER = 80
 
-LIST_COLUMNS = ["name", "version", "kind", "installed", "verified", "how", "licence"]
+LIST_COLUMNS = ["name", "version", "kind", "installed", "verified", "how", "licence", "routing"]
 VERIFY_COLUMNS = ["name", "installed", "intact", "verified", "how", "path"]
 
 NameArg = typer.Argument(..., help="artifact name, e.g. dinov2-vitb14")

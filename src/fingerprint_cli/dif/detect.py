@@ -48,6 +48,7 @@ import torch
 from fingerprint_cli import artifacts, atomic, batch, guard, images
 from fingerprint_cli.anchored.score import base_provenance
 from fingerprint_cli.dif import condition
+from fingerprint_cli.dif import route as routing
 from fingerprint_cli.dif.baselines import log_spectrum
 from fingerprint_cli.dif.condition import AS_DISTRIBUTED, Recompression
 from fingerprint_cli.dif.fingerprint import (Conformal, Fingerprint, Phases, calibration_summary, load_folder,
@@ -447,11 +448,17 @@ def image_condition(path: str) -> dict[str, Any]:
         return {}
 
 
-def unique_names(fps: Sequence[Fingerprint]) -> list[str]:
-    names = [fp.name for fp in fps]
-    if len(set(names)) < len(names):
-        names = [f"{fp.name}#{i}" for i, fp in enumerate(fps)]
-    return names
+def labels(fps: Sequence[Fingerprint]) -> list[str]:
+    """The generator labels a detection decides between: one per group of members (:func:`.route.groups`)."""
+    return [g[0].name for g in routing.groups(fps)]
+
+
+def route(fps: Sequence[Fingerprint], cond: dict[str, Any]) -> tuple[list[Fingerprint], list[dict[str, Any]]]:
+    """For a suspect in condition ``cond`` (:func:`image_condition`): the one fingerprint per generator label
+    that scores it — the member whose coverage contains the condition (:func:`.route.route`) — and each
+    label's route entry (member, reason, suspect condition). UsageError when members cannot be routed."""
+    picks = [routing.route(g, cond) for g in routing.groups(fps)]
+    return [fp for fp, _ in picks], [entry for _, entry in picks]
 
 
 def errs_append(errs: list) -> Callable[[str, Exception], None]:
@@ -563,11 +570,15 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
                provenance: dict[str, Any] | None = None):
     """The detection Record of one image against one or several fingerprints (InputError when unreadable).
 
-    The image's condition (JPEG quality, size; :mod:`.condition`) is read first: it says which of each
-    fingerprint's calibration sets the p-value is taken over, and which warnings the record carries."""
-    names = list(names or unique_names(fps))
-    single = len(fps) == 1
+    The image's condition (JPEG quality, size; :mod:`.condition`) is read first: it picks, among several
+    members of one generator's fingerprint, the one that scores the image (:func:`route`; the record's
+    ``details["route"]`` says which and why), says which of each fingerprint's calibration sets the p-value is
+    taken over, and which warnings the record carries."""
     cond = image_condition(path)
+    routed = len(routing.groups(fps)) < len(fps)
+    fps, routes = route(fps, cond)
+    names = list(names or labels(fps))
+    single = len(fps) == 1
     checks = [condition.check(cond, fp.info, fp.crop) for fp in fps]
     calls, sha = _judge_all(fps, path, cache, checks)
     feats, dirs = _features(names, calls, single)
@@ -578,9 +589,12 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
     cond_out["calibration_sets"] = (checks[0]["calibration_sets"] if single else
                                     {nm: ch["calibration_sets"] for nm, ch in zip(names, checks)})
     cond_out["warnings"] = warnings
+    details: dict[str, Any] = {"condition": cond_out}
+    if routed:  # several members of one generator's fingerprint: which one scored it, and why
+        details["route"] = routes[0] if single else dict(zip(names, routes))
     return Record("detect", {"image": {"path": path, "sha256": sha}}, features=feats, directions=dirs,
                   decision=decision, reasons=_reasons(names, calls, single), provenance=dict(provenance or {}),
-                  details={"condition": cond_out})
+                  details=details)
 
 
 def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
@@ -593,7 +607,7 @@ def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
 def detect_many(fps: Sequence[Fingerprint], paths: Sequence[str], *, cache: ResidualCache | None = None,
                 margin: float = CLEAR_MARGIN) -> Iterator:
     """One detection Record per path, in order; an unreadable image gives an error Record (the batch goes on)."""
-    names = unique_names(fps)
+    names = labels(fps)
     prov = detection_provenance(fps)
     for p in paths:
         try:
@@ -652,6 +666,15 @@ def screen_fingerprints(fps: Sequence[Fingerprint], quiet: bool = False) -> None
                        f"quality and scale cannot be checked against them", quiet)
 
 
+def _announce_routes(fps: Sequence[Fingerprint], quiet: bool) -> None:
+    """One stderr line per generator with several members: which members, what each covers."""
+    for members in routing.groups(fps):
+        if len(members) > 1:
+            covers = [f"{routing.member_id(fp)} ({routing.Coverage.of(fp.info).describe()})" for fp in members]
+            batch.warn(f"{members[0].name}: {len(members)} members, each suspect is scored by the one that "
+                       f"covers its condition: {'; '.join(covers)}", quiet)
+
+
 def _usable_cache(cache: ResidualCache) -> None:
     """The on-disk residual cache is optional: when it cannot be used, say so once and go on without it."""
     if cache.root is None:
@@ -681,12 +704,14 @@ def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir:
         raise UsageError("give at least one IMAGE or folder (after the fingerprint(s), if any)")
     fps = gather_fingerprints(fingerprints, fingerprint_dir, force=force, quiet=quiet)
     screen_fingerprints(fps, quiet)
+    n_labels = len(labels(fps))  # UsageError here when members of one label cannot be routed between
+    _announce_routes(fps, quiet)
     paths = batch.expand_paths(rest)
     if not paths:
         raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
     fp_files = [fp.path for fp in fps if fp.path]
     atomic.check_outputs({}, batch.run_inputs(paths + fp_files, [r for r in rest if Path(r).is_dir()]))
-    sink = batch.open_sink(output, fmt, resume, stdout, DETECT_COLUMNS if len(fps) == 1 else MULTI_COLUMNS,
+    sink = batch.open_sink(output, fmt, resume, stdout, DETECT_COLUMNS if n_labels == 1 else MULTI_COLUMNS,
                            paths + fp_files, "detect")
     cache = ResidualCache(disk=use_cache)
     todo = [p for p in paths if input_key("detect", image=p) not in sink.done]

@@ -48,3 +48,24 @@ def write_index(entries: list[dict[str, Any]], directory: Path | None = None) ->
             "fingerprints": sorted(entries, key=lambda e: e["id"])}
     atomic.write_text(f, json.dumps(body, indent=2, sort_keys=True) + "\n")
     return f
+
+
+def describe_coverage(conditions: dict[str, Any] | None) -> str:
+    """The suspect conditions a fingerprint was trained for, in words, from its training conditions
+    (``meta["conditions"]`` / an index entry's ``conditions``: ``lossless``, ``jpeg_quality`` [lo, hi],
+    ``scale`` [lo, hi]), e.g. ``lossless + JPEG q70–95, scale 1``; ``not stated`` without them. What
+    :mod:`fingerprint_cli.dif.route` routes suspects by."""
+    if not conditions:
+        return "not stated"
+    q = conditions.get("jpeg_quality")
+    parts = (["lossless"] if conditions.get("lossless", True) else []) + ([f"JPEG q{q[0]}–{q[1]}"] if q else [])
+    lo, hi = conditions.get("scale") or (1.0, 1.0)
+    return f"{' + '.join(parts) or 'nothing'}, scale {lo:g}" + ("" if lo == hi else f"–{hi:g}")
+
+
+def members_text(entries: list[dict[str, Any]], entry: dict[str, Any]) -> str:
+    """How ``fpx models list`` states a library entry's routing: its profile and coverage, and the other members
+    of the same generator's fingerprint (same ``name``) that ``fpx detect`` routes between."""
+    others = [e["id"] for e in entries if e["name"] == entry["name"] and e["id"] != entry["id"]]
+    text = f"profile {entry.get('profile') or 'plain'}, covers {describe_coverage(entry.get('conditions'))}"
+    return text + (f"; routed with {', '.join(others)} (member of {entry['name']})" if others else "")
