@@ -271,10 +271,34 @@ def test_records_carry_jpeg_quality_and_scale_and_warn_outside_conditions(calibr
     assert any("lossless" in w for w in q["details"]["condition"]["warnings"])
     assert scaled["details"]["condition"]["scale"] == pytest.approx(64 / 48, abs=1e-3)
     assert any("scale" in w for w in scaled["details"]["condition"]["warnings"])
-    # warned on stderr, one line per image, and the decision is still the calibrated one (nothing lowered)
+    # warned on stderr, one line per image; outside its conditions a claim is not made (its stated rate does not
+    # hold there): the label is unknown and the fingerprint's calibrated call is kept, stated, in the record
     warn_lines = [x for x in res.stderr.splitlines() if "outside the fingerprint" in x]
     assert len(warn_lines) == 2 and str(jpg) in warn_lines[0]
-    assert q["decision"]["generated"] == (q["features"]["p_value"] <= 0.1)
+    for r in (q, scaled):
+        claimed = r["features"]["p_value"] <= 0.1
+        if claimed:
+            assert r["decision"]["label"] == "unknown" and r["decision"]["generated"] is None
+            assert r["decision"]["call_outside_conditions"]["generated"] is True
+            assert r["decision"]["abstained"] == "outside the calibrated conditions"
+        else:
+            assert r["decision"]["label"] == "real" and "call_outside_conditions" not in r["decision"]
+    assert any(r["features"]["p_value"] <= 0.1 for r in (q, scaled)), "the test needs one claim outside"
+    assert plain["decision"]["generated"] == (plain["features"]["p_value"] <= 0.1)  # within: decided as before
+
+
+def test_abstain_outside_only_for_claims_by_fingerprints_outside():
+    names = ["a", "b"]
+    inside, outside = {"within": True}, {"within": False}
+    claim_a = {"label": "a", "generated": True, "called_by": ["a"], "p_value": 0.001}
+    kept = detect.abstain_outside(dict(claim_a), names, [inside, outside])  # b is outside but claims nothing
+    assert kept["label"] == "a" and kept["generated"] is True
+    dropped = detect.abstain_outside(dict(claim_a), names, [outside, inside])
+    assert dropped["label"] == "unknown" and dropped["call_outside_conditions"]["label"] == "a"
+    real = {"label": "real", "generated": False, "called_by": []}
+    assert detect.abstain_outside(dict(real), names, [outside, outside]) == real
+    legacy = detect.abstain_outside({"label": "a", "generated": True}, ["a"], [{"within": None}])
+    assert legacy["label"] == "a"  # no recorded conditions: decided as before
 
 
 def test_training_conditions_cover_augmentation():
@@ -619,7 +643,10 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
                "--format", "jsonl", "--no-cache"])
     assert res.exit_code == 0, res.output
     a, b = jsonl(res.stdout)
-    assert a["decision"]["label"] == "gena" and b["decision"]["label"] == "real"
+    # the PNG suspect is lossless and the library was calibrated on JPEG photos only: gena's call is kept but no
+    # claim is made (its stated rate is not measured on lossless images)
+    assert a["decision"]["label"] == "unknown" and a["decision"]["call_outside_conditions"]["label"] == "gena"
+    assert any("lossless" in w for w in a["details"]["condition"]["warnings"]) and b["decision"]["label"] == "real"
     assert b["details"]["condition"]["jpeg_quality"] == 90 and b["decision"]["fpr_any"] == pytest.approx(0.2)
     # re-calibrated under recompressions without refitting: same calibration images, new pins, still detects
     path = Path(__file__).resolve().parents[1] / "scripts" / "recalibrate_library.py"

@@ -548,6 +548,31 @@ def _decision(fps: Sequence[Fingerprint], names: Sequence[str], calls: Sequence[
     return decision
 
 
+def abstain_outside(decision: dict[str, Any], names: Sequence[str], checks: Sequence[dict]) -> dict[str, Any]:
+    """No generator claim where the claiming fingerprint's stated false-positive rate does not hold.
+
+    A claim (``generated`` true) by a fingerprint whose condition check found the image outside the conditions
+    it was trained and calibrated on (``within`` false: another JPEG quality, scale or encoding — e.g. a lossless
+    suspect against a calibration on JPEG photos only, where the shipped LDM entry called 27% of lossless real
+    tiles generated at a stated 1%) is not an answer with an error rate: the label becomes ``unknown``,
+    ``generated`` None, and the fingerprint's call is kept in ``call_outside_conditions`` with the reason.
+    A "real" call outside the conditions keeps its label (it accuses nothing) and the record's warnings say why
+    its miss rate is unknown; fingerprints without recorded conditions (``within`` None) decide as before."""
+    if decision.get("generated") is not True:
+        return decision
+    claimants = decision.get("called_by") or [names[0]]
+    outside = [nm for nm, ch in zip(names, checks) if nm in claimants and ch.get("within") is False]
+    if not outside:
+        return decision
+    call = {k: decision.get(k) for k in ("label", "generated", "p_value", "reason") if k in decision}
+    decision.update(label="unknown", generated=None, abstained="outside the calibrated conditions",
+                    call_outside_conditions={**call, "fingerprints": outside},
+                    reason=f"{', '.join(outside)} {'calls' if len(outside) == 1 else 'call'} it generated, but the "
+                           "image lies outside the conditions the stated false-positive rate was calibrated on "
+                           "(see details.condition.warnings): no claim is made")
+    return decision
+
+
 def _lead_p_value(names: Sequence[str], calls: Sequence[dict], decision: dict) -> float | None:
     """The p-value a multi-fingerprint decision reports: the named generator's; for real / unknown the
     smallest (the most suspicious fingerprint's, among the claimants when unknown)."""
@@ -583,7 +608,7 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
     calls, sha = _judge_all(fps, path, cache, checks)
     feats, dirs = _features(names, calls, single)
     warnings, within = _condition_warnings(names, checks, single)
-    decision = _decision(fps, names, calls, margin, within)
+    decision = abstain_outside(_decision(fps, names, calls, margin, within), names, checks)
     cond_out = dict(cond)
     cond_out["scale"] = checks[0]["scale"] if single else {nm: ch["scale"] for nm, ch in zip(names, checks)}
     cond_out["calibration_sets"] = (checks[0]["calibration_sets"] if single else
