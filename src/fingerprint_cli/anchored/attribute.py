@@ -293,6 +293,7 @@ class Decider:
             pvs = np.stack([self.p_values(x) for x in xs])
             pv = np.minimum(1.0, len(xs) * pvs.min(0))
         d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv)
+        d.update(rule=self._statistical_rule())
         d.update(aggregate=(f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
                             + ("; p-value of a system = min(1, n x its smallest p-value over the suspects) "
                                "(Bonferroni: all suspects from that system)" if pv is not None else "")))
@@ -307,7 +308,9 @@ def plane_point(doc: Thresholds, features: dict[str, float | None]) -> list[floa
 # Shipped artifacts that are only used when named (``-t ID``), never chosen by default: v4 (issue 11 round 3)
 # was better than v3 on the round-3 test set's confident-label rate and coverage but not on its benign-edits-in-
 # an-AI-band rate, and the round's shipping rule asked for both (docs/benchmarks.md, round 3). v5 (issue 11 round
-# 4) met the round-4 rule on the round-4 test set and is the default (the newest version not listed here).
+# 4) met the round-4 rule on the round-4 test set and was the default until v7 (issue 11 round 7: round 6's
+# candidate with the exact identity rule met the round-7 rule) replaced it; the default is the newest version not
+# listed here (v6 was measured in round 5 and never shipped).
 OPT_IN_ONLY = frozenset({"local-offline-pixel-v4"})
 
 
