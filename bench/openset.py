@@ -819,7 +819,7 @@ def score(rows, names):
         for x in res:
             if not x.record.ok:
                 raise SystemExit(f"scoring failed: {x.record.error}")
-            feats.append(x.record.features)
+            feats.append({**x.record.features, "exact_copy": _flag(x.record.details["exact_copy"])})
         print(f"  scored {len(feats)}/{len(pairs)} ({time.time() - t0:.0f} s)", file=sys.stderr)
     return feats
 
@@ -828,7 +828,9 @@ class _Calls:
     """The decisions of one artifact on the rows, as arrays (one entry per row)."""
 
     def __init__(self, rows, feats, decider):
-        self.dec = [decider.decide(f, top_k=3)[0] for f in feats]
+        self.dec = [decider.decide(f, top_k=3, exact={"identical": r.get("exact_copy") == "1"})[0]
+                    for r, f in zip(rows, feats)]
+        self.exact = np.array([d.get("rule") == "exact-copy" for d in self.dec])
         self.systems = set(decider.model.classes)
         self.kind = np.array([r["kind"] for r in rows])
         self.label = np.array([d["label"] for d in self.dec])
@@ -896,6 +898,19 @@ def _known_block(c: _Calls, decider, k: str) -> dict:
             "band_accuracy_decided": float((c.band[bdec] == c.tband[bdec]).mean()) if bdec.any() else None}
 
 
+def _ai_band_block(c: _Calls, k: str) -> dict:
+    """Round 7: the band-level answers on the calls of known AI systems (true band in :data:`AI_BANDS`): the share
+    answered with the right band, with a wrong band, and with no band (``inconclusive`` / ``unknown``)."""
+    m = (c.kind == k) & np.isin(c.truth, list(c.systems)) & np.isin(c.tband, AI_BANDS)
+    n = int(m.sum())
+    if not n:
+        return {"n": 0, "right_band": None, "wrong_band": None, "no_band": None}
+    none = m & np.isin(c.band, ["inconclusive", "unknown"])
+    right = m & (c.band == c.tband)
+    return {"n": n, "right_band": float(right.sum() / n), "wrong_band": float((m & ~right & ~none).sum() / n),
+            "no_band": float(none.sum() / n)}
+
+
 def _common_block(c: _Calls, decider, common) -> dict:
     """Coverage on the systems every compared artifact was calibrated on (a like-for-like row)."""
     m = (c.kind == "known") & np.isin(c.truth, list(common))
@@ -928,6 +943,8 @@ def evaluate(rows, feats, decider, common=None):
         out[k] = _known_block(c, decider, k)
     if common:
         out["known_common"] = _common_block(c, decider, common)
+    out["exact_rule"] = {str(k): int((c.exact & (c.kind == k)).sum()) for k in sorted(set(c.kind))}
+    out["ai_band_answers"] = {k: _ai_band_block(c, k) for k in ("known", "chain")}
     per: dict = {}
     for r, d in zip(rows, c.dec):
         if r["kind"].startswith("held_out"):
@@ -976,6 +993,24 @@ def _load_artifacts(spec: str) -> list:
     return docs
 
 
+def _flag(exact: dict) -> str:
+    """A pair's :func:`~fingerprint_cli.anchored.score.exact_copy` as the cache's ``exact_copy`` column."""
+    return "1" if exact["identical"] else "0"
+
+
+def _add_exact(rows, cached: dict) -> None:
+    """Each row's ``exact_copy`` flag (round 7: the exact identity rule), from the cache or, for pairs cached
+    before round 7, by decoding the two images (no features are recomputed); set on the row and its cache entry."""
+    from fingerprint_cli import images
+    from fingerprint_cli.anchored.score import exact_copy
+
+    for r in rows:
+        o = cached[(r["reference"], r["suspect"])]
+        if o.get("exact_copy") not in ("0", "1"):
+            o["exact_copy"] = _flag(exact_copy(images.load_image(r["reference"]), images.load_image(r["suspect"])))
+        r["exact_copy"] = o["exact_copy"]
+
+
 def _features(rows, names, cache: Path, rescore: bool) -> list[dict]:
     """The features ``names`` of every row, from OUT/rows.csv where it has them, scoring the others; the cache is
     rewritten with the union of every set scored so far (features depend only on the images)."""
@@ -991,6 +1026,7 @@ def _features(rows, names, cache: Path, rescore: bool) -> list[dict]:
               file=sys.stderr)
     for r, x in zip(todo, score(todo, names) if todo else []):
         old[(r["reference"], r["suspect"])] = {**r, **x}
+    _add_exact(rows, old)
     feats = [{n: float(old[(r["reference"], r["suspect"])][n]) for n in names} for r in rows]
     # every feature column any run has cached (a run with fewer artifacts must not drop the others' columns)
     fields = list(dict.fromkeys(list(rows[0]) + names + [k for o in old.values() for k in o]))
@@ -1028,6 +1064,20 @@ def _print_report(res: dict, held: dict, common: set) -> None:
     else:
         _print_known_only(res)
     _print_misses(res)
+    _print_exact_and_ai(res)
+
+
+def _print_exact_and_ai(res: dict) -> None:
+    """Round 7: how often the exact identity rule decided, per row kind, and the band-level answers of the known
+    AI systems (right band / wrong band / no band)."""
+    print("\nexact identity rule (round 7): calls it decided, per row kind: "
+          + "; ".join(f"{t} " + ", ".join(f"{k} {v}" for k, v in r["exact_rule"].items()) for t, r in res.items()))
+    print("\n| artifact | rows | known AI-system calls | right band | wrong band | inconclusive / unknown |")
+    print("|---|---|---|---|---|---|")
+    for t, r in res.items():
+        for k, b in r["ai_band_answers"].items():
+            if b["n"]:
+                print(f"| {t} | {k} | {b['n']} | {b['right_band']:.3f} | {b['wrong_band']:.3f} | {b['no_band']:.3f} |")
 
 
 def _print_open_set(res: dict, held: dict, common: set) -> None:

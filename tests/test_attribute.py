@@ -463,3 +463,138 @@ def test_v3_does_not_name_a_system_for_a_tone_edit_outside_the_calibrated_range(
     gamma = json.loads(res.stdout)[0]["decision"]
     assert gamma["system"] in ("unknown", "inconclusive") and gamma["label"] in ("unknown", "inconclusive", "benign")
     assert gamma["band"] not in ("tight", "drift")
+
+
+# ---------------------------------------------------------------- round 7: the exact identity rule
+
+def _png16_rgb(path: Path, a16: np.ndarray) -> None:
+    """A 16-bit RGB PNG written by raw zlib (Pillow writes none): the loader reads it at 8 bits."""
+    import struct
+    import zlib
+
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in a16)
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    h, w = a16.shape[:2]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def exact_files(tmp_path_factory):
+    """A reference PNG and versions of it that are, or are not, exact copies of its pixels."""
+    import tifffile
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("exact")
+    a = (np.clip(natural_image(40, 48, seed=71), 0, 1) * 255).round().astype(np.uint8)
+    Image.fromarray(a).save(d / "ref.png")
+    Image.fromarray(a).save(d / "copy.png")
+    one = a.copy()
+    one[5, 7, 1] = one[5, 7, 1] + 1 if one[5, 7, 1] < 255 else 254  # one sample of one pixel, one level
+    Image.fromarray(one).save(d / "onepx.png")
+    opaque = np.concatenate([a, np.full(a.shape[:2] + (1,), 255, np.uint8)], 2)
+    Image.fromarray(opaque).save(d / "rgba_opaque.png")
+    hole = opaque.copy()
+    hole[0, 0, 3] = 0
+    Image.fromarray(hole).save(d / "rgba_hole.png")
+    tifffile.imwrite(d / "rgb16.tif", a.astype(np.uint16) * 257, photometric="rgb")  # the lossless widening
+    tifffile.imwrite(d / "rgb16_low.tif", a.astype(np.uint16) * 257 + 1, photometric="rgb")  # low bits differ
+    _png16_rgb(d / "rgb16.png", a.astype(np.uint16) * 257)
+    g = a[..., 0]
+    Image.fromarray(g).save(d / "grey.png")
+    Image.fromarray(np.repeat(g[..., None], 3, 2)).save(d / "grey_as_rgb.png")
+    Image.fromarray((g.astype(np.uint16) * 257).astype(np.uint16)).save(d / "grey16.png")
+    return d
+
+
+@pytest.mark.parametrize("ref, sus, identical, why", [
+    ("ref.png", "copy.png", True, "identical"),
+    ("ref.png", "onepx.png", False, "differ"),
+    ("ref.png", "rgba_opaque.png", True, "identical"),  # an opaque alpha carries nothing
+    ("ref.png", "rgba_hole.png", False, "alpha composited"),  # compositing can hide a difference: not compared
+    ("ref.png", "rgb16.tif", True, "identical"),  # 16-bit samples exactly 257 v: the same values
+    ("ref.png", "rgb16_low.tif", False, "differ"),  # the low bits are seen, and differ
+    ("ref.png", "rgb16.png", False, "read at 8"),  # the decoder drops the low bytes: never an exact answer
+    ("grey.png", "grey_as_rgb.png", True, "identical"),
+    ("grey.png", "grey16.png", True, "identical"),
+])
+def test_exact_copy_definition_mode_alpha_bit_depth(exact_files, ref, sus, identical, why):
+    from fingerprint_cli.anchored.score import exact_copy
+
+    r, s = images.load_image(exact_files / ref), images.load_image(exact_files / sus)
+    out = exact_copy(r, s)
+    assert out["identical"] is identical and why in out["why"], out
+    assert exact_copy(s, r)["identical"] is identical  # symmetric
+
+
+def test_exact_copy_of_a_different_size_is_not_exact(exact_files, tmp_path):
+    from PIL import Image
+
+    from fingerprint_cli.anchored.score import exact_copy
+
+    a = np.asarray(Image.open(exact_files / "ref.png"))
+    Image.fromarray(a[:, :-1]).save(tmp_path / "narrow.png")
+    out = exact_copy(images.load_image(exact_files / "ref.png"), images.load_image(tmp_path / "narrow.png"))
+    assert not out["identical"] and "sizes differ" in out["why"]
+
+
+def _attr(ref, sus, art):
+    res = run(["attribute", str(ref), *map(str, sus), "-t", str(art), "--format", "json", "--quiet",
+               "--no-aggregate"])
+    assert res.exit_code == 0, res.output
+    return [r["decision"] for r in json.loads(res.stdout)]
+
+
+def test_exact_copy_is_identity_with_error_rate_zero_and_a_change_goes_statistical(exact_files):
+    d = exact_files
+    copy, opaque, onepx, rgb16png = _attr(d / "ref.png", [d / "copy.png", d / "rgba_opaque.png", d / "onepx.png",
+                                                          d / "rgb16.png"], "local-offline-pixel-v5")
+    for e in (copy, opaque):
+        assert (e["label"], e["system"], e["band"]) == ("identity", "identity", "benign")
+        assert e["rule"] == "exact-copy" and e["error_rate"] == 0.0 and "without statistics" in e["rule_text"]
+        assert not e["inconclusive"] and not e["unknown"] and e["why_inconclusive"] == []
+        assert set(e["p_values"]) >= {"identity", "colour_cast"} and e["prediction_set"] is not None  # listed
+        assert e["p_value"] == e["p_values"]["identity"]
+    for e in (onepx, rgb16png):
+        assert e["rule"] == "conformal-prediction-set" and "error_rate" not in e and "statistical_label" not in e
+
+
+def test_exact_rule_overrides_a_wider_or_empty_set_and_keeps_the_statistics(conformal_art):
+    """The synthetic artifact has no identity system at all: an exact copy still answers identity (band benign),
+    and the p-values are those the statistical path computed."""
+    from fingerprint_cli.anchored import attribute
+    from fingerprint_cli.batch import Pair
+
+    root, art, _ = conformal_art
+    doc = thresholds.load(art)
+    decider = attribute.Decider(doc)
+    (res,) = attribute.make_scorer(decider.features, None).score([Pair(str(root / "ref0.png"),
+                                                                        str(root / "sus0_jpeg_0.png"))])
+    feats = res.record.features
+    assert not res.record.details["exact_copy"]["identical"]
+    plain, _ = decider.decide(feats)
+    exact, _ = decider.decide(feats, exact={"identical": True, "why": "test"})
+    assert plain["label"] != "identity" and plain["rule"] == "conformal-prediction-set"
+    assert exact["label"] == "identity" and exact["band"] == "benign" and exact["rule"] == "exact-copy"
+    assert exact["statistical_label"] == plain["label"]
+    assert exact["p_values"] == plain["p_values"] and exact["prediction_set"] == plain["prediction_set"]
+    not_exact, _ = decider.decide(feats, exact={"identical": False, "why": "differ"})
+    assert not_exact.to_dict() == plain.to_dict()
+    # end to end: the copy of a calibration reference is identity although no identity system was calibrated
+    images.save_png(images.load_image(root / "ref1.png").pixels, root / "ref1_copy.png")
+    (e,) = _attr(root / "ref1.png", [root / "ref1_copy.png"], art)
+    assert e["label"] == "identity" and e["rule"] == "exact-copy" and "identity" not in e["p_values"]
+
+
+def test_exact_rule_holds_for_a_v1_artifact_and_the_python_api(exact_files):
+    from fingerprint_cli import api
+
+    d = exact_files
+    (e,) = _attr(d / "ref.png", [d / "copy.png"], "local-offline-pixel-v1")
+    assert e["label"] == "identity" and e["rule"] == "exact-copy" and not e["conformal"]["calibrated"]
+    recs = api.attribute(d / "ref.png", [d / "copy.png", d / "onepx.png"], thresholds_name="local-offline-pixel-v5",
+                         quiet=True, aggregate=False)
+    assert [r.decision["rule"] for r in recs] == ["exact-copy", "conformal-prediction-set"]
+    assert recs[0].details["exact_copy"]["identical"] and not recs[1].details["exact_copy"]["identical"]

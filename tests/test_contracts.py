@@ -181,10 +181,10 @@ def test_unknown_shipped_id_suggests_the_close_one():
 # ---------------------------------------------------------------- Decision
 CONFORMAL_KEYS = ["band", "system", "label", "inconclusive", "unknown", "p_value", "prediction_set", "set_size",
                   "alpha", "p_values", "p_system", "p_band", "band_probabilities", "top_k", "why_inconclusive",
-                  "calls", "calibrated", "conformal", "thresholds"]
+                  "calls", "calibrated", "conformal", "thresholds", "rule"]  # rule: which rule decided (round 7)
 V1_KEYS = ["band", "system", "label", "inconclusive", "p_system", "p_band", "band_probabilities", "top_k",
            "min_mahalanobis2", "why_inconclusive", "calls", "calibrated", "thresholds", "p_values",
-           "prediction_set", "set_size", "alpha", "p_value", "conformal"]
+           "prediction_set", "set_size", "alpha", "p_value", "conformal", "rule"]
 
 
 @pytest.fixture(scope="module")

@@ -104,10 +104,26 @@ def test_shipped_v5_marks_its_five_catch_alls_and_keeps_v4s_gate():
     assert Decider(thresholds.find("local-offline-pixel-v4")).catch_all == frozenset()
 
 
-def test_readme_main_job_is_answered_by_v5_with_the_printed_numbers():
-    """The README's main job (default artifact, the example images): v5, both suspects inconclusive with the set
+def test_shipped_v7_is_pinned_with_v5s_recipe_and_three_photo_sources():
+    """local-offline-pixel-v7 (issue 11 rounds 6-7): pinned to round 6's frozen seal; v5's recipe (21 systems, the
+    same five catch-alls, the gated robust top-3 score at w = 0.2) on 161 calibration photos."""
+    from test_openset_gate import check_shipped_gate
+
+    doc = thresholds.find("local-offline-pixel-v7")
+    assert doc["sha256"].startswith("c88cde09") and thresholds.SHIPPED_PINS["local-offline-pixel-v7"] == doc["sha256"]
+    assert len(doc["systems"]) == 21 and set(doc["band_rule"]["catch_all"]) == CATCH_ALLS
+    assert doc["conformal"]["kind"] == "mondrian-robust-top3-loo-knn-gate"
+    assert doc["conformal"]["gate"]["weight"] == 0.2
+    assert doc["calibration"]["corpus"]["n_images"] == 161
+    dec = Decider(doc)
+    assert dec.catch_all == CATCH_ALLS
+    check_shipped_gate(dec)
+
+
+def test_readme_main_job_is_answered_by_v7_with_the_printed_numbers():
+    """The README's main job (default artifact, the example images): v7, both suspects inconclusive with the set
     sizes and p-values README prints; the blur-and-resharpen's largest p-value is the broad-blur catch-all's, inside
-    a set of several bands, so the catch-all rule does not apply."""
+    a set of several bands, so the catch-all rule does not apply; neither is an exact copy."""
     import json
     from pathlib import Path
 
@@ -118,8 +134,10 @@ def test_readme_main_job_is_answered_by_v5_with_the_printed_numbers():
                "--format", "json", "--quiet"])
     assert res.exit_code == 0, res.output
     jpeg, blur, both = (r["decision"] for r in json.loads(res.stdout))
-    assert {d["thresholds"]["id"] for d in (jpeg, blur, both)} == {"local-offline-pixel-v5"}
+    assert {d["thresholds"]["id"] for d in (jpeg, blur, both)} == {"local-offline-pixel-v7"}
     assert [d["label"] for d in (jpeg, blur, both)] == ["inconclusive"] * 3
-    assert (jpeg["set_size"], blur["set_size"], both["set_size"]) == (16, 11, 11)
-    assert jpeg["p_value"] == pytest.approx(0.4430, abs=1e-4) and blur["p_value"] == pytest.approx(0.5063, abs=1e-4)
+    assert [d["rule"] for d in (jpeg, blur, both)] == ["conformal-prediction-set"] * 3
+    assert (jpeg["set_size"], blur["set_size"], both["set_size"]) == (17, 11, 15)
+    assert jpeg["p_value"] == pytest.approx(0.5171, abs=1e-4) and blur["p_value"] == pytest.approx(0.6334, abs=1e-4)
+    assert both["p_value"] == pytest.approx(0.5196, abs=1e-4)
     assert blur["prediction_set"][0] == "blur_broad" and "realesrgan_x4plus" in blur["prediction_set"]

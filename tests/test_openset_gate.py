@@ -152,14 +152,16 @@ def _neutral(names):
     return {n: features.get(n).neutral for n in names}
 
 
-def test_v4_is_opt_in_and_v5_is_the_default():
+def test_v4_is_opt_in_and_v7_is_the_default():
     """The round-3 shipping rule (better than v3 on both open-set rows of the round-3 test) was not met, so v4 is
-    used only when named; v5 met the round-4 rule and is the default."""
+    used only when named; v5 met the round-4 rule, and v7 (with the exact identity rule) the round-7 one: v7 is the
+    default, v5 still loads."""
     from fingerprint_cli.anchored.attribute import OPT_IN_ONLY, choose_default
 
     doc, why = choose_default(False, None)
-    assert doc["id"] == "local-offline-pixel-v5" and "conformal" in why
-    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v5" not in OPT_IN_ONLY
+    assert doc["id"] == "local-offline-pixel-v7" and "conformal" in why
+    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v7" not in OPT_IN_ONLY
+    assert thresholds.find("local-offline-pixel-v5")["id"] == "local-offline-pixel-v5"
     assert thresholds.find("local-offline-pixel-v4")["id"] == "local-offline-pixel-v4"
 
 

@@ -36,6 +36,9 @@ TABLE_COLUMNS = ["decision.label", "decision.band", "decision.p_value", "decisio
                  "decision.calls", "decision.thresholds.id"]
 
 NOT_CALIBRATED = "p-values: not calibrated"
+EXACT_RULE_TEXT = ("exact copy: the suspect's decoded pixels are identical to the reference's (same size, same values, "
+                   "no lossy decoding step), so the answer is identity without statistics; error rate 0 (a deterministic "
+                   "comparison); the conformal p-values below are listed for the record only")
 
 
 def check_alpha(alpha: float) -> float:
@@ -127,9 +130,11 @@ class Decider:
         P, p_ood = self.conformal.p_values_and_ood(self.model.standardise(x))
         return P[0], (None if p_ood is None else float(p_ood[0]))
 
-    def decide(self, features: dict[str, float | None], top_k: int = 3,
-               where: str | None = None) -> tuple[Decision, list[dict[str, Any]]]:
-        """The :class:`Decision` for one pair's features, and the reasons (:meth:`reasons`)."""
+    def decide(self, features: dict[str, float | None], top_k: int = 3, where: str | None = None,
+               exact: Mapping[str, Any] | None = None) -> tuple[Decision, list[dict[str, Any]]]:
+        """The :class:`Decision` for one pair's features, and the reasons (:meth:`reasons`). ``exact``: the pair's
+        :func:`~fingerprint_cli.anchored.score.exact_copy` (``details.exact_copy`` of its score record); an exact
+        copy is answered ``identity`` by :meth:`_exact_call`, the statistics still listed."""
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
         pv, p_ood = self._p_values_and_ood(x)
@@ -138,7 +143,27 @@ class Decider:
         if decision.why_unknown is not None and decision.prediction_set is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
         self._gate_note(decision, x, p_ood)
+        if exact is not None and exact.get("identical"):
+            self._exact_call(decision)
+        else:
+            decision.update(rule=self._statistical_rule())
         return decision, self.reasons(x, p)
+
+    def _statistical_rule(self) -> str:
+        """The name of the rule that decides a call that is not an exact copy."""
+        return "conformal-prediction-set" if self.conformal is not None else "posterior-distance (v1)"
+
+    def _exact_call(self, decision: Decision) -> None:
+        """Turn ``decision`` into the exact-copy answer: system ``identity`` in the artifact's band of identity
+        (``benign`` when it has none), error rate 0 (a deterministic comparison); what the statistical rule said
+        stays in ``statistical_label`` and the p-values, set and posteriors stay as computed."""
+        band = self.bands.get("identity", "benign")
+        pv = decision.p_values or {}
+        decision.update(
+            statistical_label=decision.label, label="identity", system="identity", band=band,
+            inconclusive=False, unknown=False, why_inconclusive=[], why_unknown=None,
+            p_value=pv.get("identity", decision.p_value), rule="exact-copy", error_rate=0.0,
+            rule_text=EXACT_RULE_TEXT)
 
     def _gate_note(self, decision: Decision, x: np.ndarray, p_ood: float | None) -> None:
         """With a gated artifact (v4, :mod:`.ood`): the call's whole-corpus p-value ``p_ood`` (computed with the
@@ -268,6 +293,7 @@ class Decider:
             pvs = np.stack([self.p_values(x) for x in xs])
             pv = np.minimum(1.0, len(xs) * pvs.min(0))
         d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv)
+        d.update(rule=self._statistical_rule())
         d.update(aggregate=(f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
                             + ("; p-value of a system = min(1, n x its smallest p-value over the suspects) "
                                "(Bonferroni: all suspects from that system)" if pv is not None else "")))
@@ -282,7 +308,9 @@ def plane_point(doc: Thresholds, features: dict[str, float | None]) -> list[floa
 # Shipped artifacts that are only used when named (``-t ID``), never chosen by default: v4 (issue 11 round 3)
 # was better than v3 on the round-3 test set's confident-label rate and coverage but not on its benign-edits-in-
 # an-AI-band rate, and the round's shipping rule asked for both (docs/benchmarks.md, round 3). v5 (issue 11 round
-# 4) met the round-4 rule on the round-4 test set and is the default (the newest version not listed here).
+# 4) met the round-4 rule on the round-4 test set and was the default until v7 (issue 11 round 7: round 6's
+# candidate with the exact identity rule met the round-7 rule) replaced it; the default is the newest version not
+# listed here (v6 was measured in round 5 and never shipped).
 OPT_IN_ONLY = frozenset({"local-offline-pixel-v4"})
 
 
@@ -429,7 +457,8 @@ def decide_record(decider: Decider, scored: Record, top_k: int, why: str, proven
         return Record(command="attribute", inputs=scored.inputs, status="error", error=scored.error,
                       provenance=provenance)
     try:
-        decision, reasons = decider.decide(scored.features, top_k, where=scored.inputs["suspect"]["path"])
+        decision, reasons = decider.decide(scored.features, top_k, where=scored.inputs["suspect"]["path"],
+                                           exact=(scored.details or {}).get("exact_copy"))
         decision.update(chosen=why)
         return Record(command="attribute", inputs=scored.inputs, features=scored.features,
                       directions=scored.directions, decision=decision.to_dict(), reasons=reasons,

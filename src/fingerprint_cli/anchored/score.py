@@ -47,6 +47,47 @@ def align(reference: images.LoadedImage, suspect: images.LoadedImage) -> tuple[n
                  "(bicubic) to match the reference"]
 
 
+#: Decoding steps after which equal decoded arrays still mean equal pixels (:func:`exact_copy`): a grey, bilevel or
+#: palette image expanded to RGB, an opaque alpha dropped, an EXIF turn, 16-bit samples kept at 16 bits. Any other
+#: step (transparency composited, bits dropped by the decoder, CMYK/LAB/... converted, a float image clipped, the
+#: first frame of several) may map different files to one array, so no exact answer is given after it.
+LOSSLESS_STEPS = ("palette expanded", "opaque alpha dropped", "L converted to RGB", "1 converted to RGB",
+                  "EXIF orientation", "16-bit RGB kept", "16-bit grey scaled")
+
+
+def _lossy_step(im: images.LoadedImage) -> str | None:
+    """The first decoding step of ``im`` after which an exact comparison would not be one (None: all lossless)."""
+    if im.source_bit_depth is not None:
+        return f"{im.source_bit_depth}-bit samples read at {im.bit_depth} bits"
+    return next((s for s in im.steps if not s.startswith(LOSSLESS_STEPS)), None)
+
+
+def _same_samples(a: images.LoadedImage, b: images.LoadedImage) -> bool:
+    """Equal decoded values; across bit depths, compared on the 16-bit grid (an 8-bit v equals a 16-bit 257 v)."""
+    if np.array_equal(a.pixels, b.pixels):
+        return True
+    if a.bit_depth == b.bit_depth == 8:
+        return False
+    grid = [np.rint(im.pixels.astype(np.float64) * 65535.0) for im in (a, b)]
+    return bool(np.array_equal(grid[0], grid[1]))
+
+
+def exact_copy(ref: images.LoadedImage, sus: images.LoadedImage) -> dict[str, Any]:
+    """Whether the suspect's decoded pixels equal the reference's exactly: ``{"identical": bool, "why": str}``.
+    Same size (never resized for this), the same RGB values after the loader's scaling, and no decoding step that
+    loses information on either side (:data:`LOSSLESS_STEPS`; a 16-bit RGB PNG read at 8 bits is not compared)."""
+    for role, im in (("reference", ref), ("suspect", sus)):
+        step = _lossy_step(im)
+        if step is not None:
+            return {"identical": False, "why": f"not compared exactly: the {role} was decoded with a lossy step "
+                                               f"({step})"}
+    if ref.pixels.shape != sus.pixels.shape:
+        return {"identical": False, "why": f"sizes differ ({sus.width}x{sus.height} vs {ref.width}x{ref.height})"}
+    if _same_samples(ref, sus):
+        return {"identical": True, "why": "decoded pixels identical to the reference's"}
+    return {"identical": False, "why": "decoded pixels differ from the reference's"}
+
+
 def pixel_features(ref: np.ndarray, sus: np.ndarray) -> dict[str, float]:
     return {"ssim_clean": metrics.ssim(ref, sus), "psnr_clean": metrics.psnr(ref, sus)}
 
@@ -226,7 +267,8 @@ class Scorer:
                 feats = {**tfeats, **feats}
             details: dict[str, Any] = {"steps": {"reference": ref.steps, "suspect": sus.steps + steps},
                                        "sizes": {"reference": [ref.width, ref.height],
-                                                 "suspect": [sus.width, sus.height]}}
+                                                 "suspect": [sus.width, sus.height]},
+                                       "exact_copy": exact_copy(ref, sus)}
             dirs = {k2: FEATURES[k2][0] for k2 in feats}
             for fn in self.extra_features:
                 more, more_dirs, more_details = fn(pair, ref, sus_px)

@@ -56,6 +56,7 @@ SHIPPED_PINS: dict[str, str] = {
     "local-offline-pixel-v3": "4b230e5f274b112f739afcc7a29abfbbb3674315e0e4a2d2a4920123ee87c854",
     "local-offline-pixel-v4": "1bae5c9aa1c0c9754772658ab4905eef86cf36aca0d64bcc1a2ac6274643ab6f",
     "local-offline-pixel-v5": "5b246c0ed25f675815f68f0829237ad15afc3d9f730a7d6c9b8f33534b8e9bb0",
+    "local-offline-pixel-v7": "c88cde0919a515304d3e6749522298192140f2dc34e05dbc49657d6a9371d1c4",
 }
 
 
