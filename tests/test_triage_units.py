@@ -384,3 +384,24 @@ def test_importing_the_triage_command_loads_no_torch():
             "'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_triage_attribution_answers_an_exact_copy_exactly(tmp_path):
+    """Triage's attribution uses the same exact-copy rule as `fpx attribute`: a suspect pixel-identical to the
+    retrieved reference is `identity` by rule `exact-copy`; a one-pixel change goes to the statistics."""
+    from conftest import natural_image
+
+    from fingerprint_cli import images
+    from fingerprint_cli.triage import evidence as ev
+
+    px = natural_image(96, 96, seed=11)
+    ref, same, edited = tmp_path / "ref.png", tmp_path / "same.png", tmp_path / "edited.png"
+    images.save_png(px, ref)
+    images.save_png(px, same)
+    other = px.copy()
+    other[5, 5] = 1.0 - other[5, 5]
+    images.save_png(other, edited)
+    exact = ev.attribute_against(str(ref), str(same), None)
+    assert exact["state"] == "done" and exact["system"] == "identity" and exact["rule"] == "exact-copy"
+    stat = ev.attribute_against(str(ref), str(edited), None)
+    assert stat["state"] == "done" and stat["rule"] != "exact-copy"

@@ -349,9 +349,11 @@ def attribute_against(reference: str, suspect: str, thresholds_name: str | None)
         res = scorer.score([Pair(reference, suspect)])[0]
         if not res.record.ok:
             return {"state": "error", "reason": res.record.error["message"]}
-        decision, reasons = decider.decide(res.record.features, 3, where=suspect)
+        decision, reasons = decider.decide(res.record.features, 3, where=suspect,
+                                           exact=(res.record.details or {}).get("exact_copy"))
     except FpxError as exc:
         return {"state": "error", "reason": str(exc)}
     return {"state": "done", "thresholds": doc_id, "band": decision.band, "system": decision.system,
             "label": decision.label, "p_system": decision.p_system, "calibrated": bool(decision.calibrated),
-            "alpha": decision.alpha, "prediction_set": decision.prediction_set, "reasons": reasons[:3]}
+            "alpha": decision.alpha, "prediction_set": decision.prediction_set, "rule": decision.to_dict().get("rule"),
+            "reasons": reasons[:3]}
