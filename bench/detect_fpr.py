@@ -20,7 +20,9 @@ of real photos given any generator label next to the union bound Σ FPR; and wit
 on each fingerprint's held-out generated images as produced (what the stated rate costs in power), and with
 ``--tpr-conditions`` also on copies of those images under each listed condition (e.g. ``jpeg90,jpeg75``: the
 recompressed copy an analyst receives). Copies are written under --out (git-ignored) and analysed from there;
-nothing is tuned here.
+nothing is tuned here. ``--lossless NAME=DIR`` (repeatable) adds held-out lossless real photos (PNG, analysed as
+they are) as rows ``lossless:NAME``, and their union as ``lossless:all`` (issue 15: a calibration on JPEG photos
+alone does not state its rate there; ``calibrated on`` says whether the fingerprint has a lossless set).
 
     nice -n 10 python bench/detect_fpr.py --data /work/shared/data --cache bench/out/rescache \\
         --before bench/out/library-before --tpr
@@ -43,6 +45,7 @@ from fingerprint_cli.dif.fingerprint import Fingerprint, load_folder, load_libra
 from fingerprint_cli.dif.residuals import ResidualCache  # noqa: E402
 from fingerprint_cli.dif import route  # noqa: E402
 
+LOSSLESS = "lossless:"
 CONDITIONS = ("none", "jpeg90", "jpeg75", "jpeg50", "resize0.9", "jpeg60", "resize0.9+jpeg75", "jpeg75>png")
 
 
@@ -91,6 +94,8 @@ def verdict(k: int, n: int, a: float) -> str:
 
 def calibrated_on(fp: Fingerprint, cond: str) -> str:
     cal = fp.conformal
+    if cond.startswith(LOSSLESS):
+        return "its lossless set (other photos)" if cal.lossless else "no (JPEG photos only)"
     if cond == "none":
         return "yes"
     if cond.endswith(">png"):
@@ -189,7 +194,20 @@ def _arguments(argv=None) -> argparse.Namespace:
                     help="also the detection rate on each fingerprint's held-out generated images as produced")
     ap.add_argument("--tpr-conditions", default="",
                     help="with --tpr: also on copies of those images under these conditions (e.g. jpeg90,jpeg75)")
+    ap.add_argument("--lossless", action="append", default=[], metavar="NAME=DIR",
+                    help="held-out lossless real photos (repeatable): rows lossless:NAME and lossless:all")
     return ap.parse_args(argv)
+
+
+def lossless_sets(specs: list[str]) -> dict[str, list[str]]:
+    """``--lossless NAME=DIR`` → {"lossless:NAME": paths, …, "lossless:all": their union} (empty without)."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, d = spec.partition("=")
+        out[LOSSLESS + name] = [str(p) for p in images.list_images(d)]
+    if len(out) > 1:
+        out[LOSSLESS + "all"] = [p for paths in list(out.values()) for p in paths]
+    return out
 
 
 def _groups(args) -> dict[str, list[Fingerprint]] | None:
@@ -221,6 +239,8 @@ def main(argv=None) -> int:
     val = [str(p) for p in images.list_images(vdir)][:args.n]
     conds = [c.strip() for c in args.conditions.split(",") if c.strip()]
     sets = {c: make_copies(val, args.out, c) for c in conds}
+    sets.update(lossless_sets(args.lossless))
+    conds = list(sets)
     cache = ResidualCache(disk=args.cache if args.cache else True)
     rows, lib = [], []
     for label, fps in groups.items():

@@ -17,7 +17,7 @@ from fingerprint_cli import artifacts, images
 from fingerprint_cli.cli import dif_cmd
 from fingerprint_cli.cli.app import app
 from fingerprint_cli.dif import condition, detect, extract
-from fingerprint_cli.dif.condition import AS_DISTRIBUTED, Recompression
+from fingerprint_cli.dif.condition import AS_DISTRIBUTED, LOSSLESS_SET, Recompression
 from fingerprint_cli.dif.fingerprint import (DTYPES, METHODS, Conformal, Fingerprint, FingerprintMeta, load_library,
                                              seal_of)
 from fingerprint_cli.errors import InputError, UsageError
@@ -298,3 +298,109 @@ def test_dif_extract_fpr_with_conditions(corpus, tmp_path):
     res = run(["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"], "-o", str(out), "--crop",
                str(S), "--method", "median", "--denoiser", "gaussian"])
     assert res.exit_code == 2 and "median" in res.output  # a closed choice: refused by the parser
+
+
+# ------------------------------------------------------------------ a lossless real calibration set (issue 15)
+def with_lossless(fp: Fingerprint, rho: list[float]) -> Fingerprint:
+    fp.info.conformal.lossless = {"n": len(rho), "rho": rho, "rho_threshold": detect.rho_threshold(fp, rho)}
+    return fp
+
+
+def test_lossless_set_joins_a_lossless_suspects_sets_and_silences_the_warning():
+    fp = with_lossless(synthetic({AS_DISTRIBUTED: [0.0] * 9, "jpeg75": [0.0] * 9, "resize0.9": [0.0] * 9}),
+                       [0.0] * 9)
+    assert condition.calibration_sets({"lossless": True, "jpeg_quality": None}, fp.conformal) == (
+        [AS_DISTRIBUTED, "resize0.9", LOSSLESS_SET], [])
+    # JPEG suspects never take the lossless set; an unreadable header keeps every set
+    assert condition.calibration_sets({"lossless": False, "jpeg_quality": 75}, fp.conformal) == (["jpeg75"], [])
+    assert condition.calibration_sets({}, fp.conformal)[0] == [AS_DISTRIBUTED, "jpeg75", "resize0.9", LOSSLESS_SET]
+    # calibrated as distributed (JPEG photos) plus the lossless set only
+    two = with_lossless(synthetic({AS_DISTRIBUTED: [0.0] * 9}), [0.0] * 9)
+    assert condition.calibration_sets({"lossless": True, "jpeg_quality": None}, two.conformal) == (
+        [AS_DISTRIBUTED, LOSSLESS_SET], [])
+    assert condition.calibration_sets({"lossless": False, "jpeg_quality": 95}, two.conformal) == (
+        [AS_DISTRIBUTED], [])
+    check = condition.check({"lossless": True, "jpeg_quality": None, "short_side": 8}, fp.info, 8)
+    assert check["calibration_sets"][-1] == LOSSLESS_SET and not any("lossless" in w for w in check["warnings"])
+
+
+def test_lossless_p_value_is_the_largest_over_its_sets_brute_force():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=19), rng.normal(loc=1.5, size=29)
+    fp = with_lossless(synthetic({AS_DISTRIBUTED: [float(x) for x in a]}), [float(x) for x in b])
+    x = np.linspace(-3, 6, 37)
+    brute = [max((1 + np.sum(a >= v)) / 20, (1 + np.sum(b >= v)) / 30) for v in x]
+    sets, _ = condition.calibration_sets({"lossless": True, "jpeg_quality": None}, fp.conformal)
+    np.testing.assert_allclose(detect.p_values(fp, x, sets), brute)
+    np.testing.assert_allclose(detect.calibration_rho(fp.conformal, LOSSLESS_SET), b)
+
+
+def test_stated_rate_holds_on_lossless_photos_only_with_the_lossless_set():
+    """Lossless real photos score higher than the JPEG calibration photos (round 5: 27 % called generated at a
+    stated 1 %); with a lossless set of their own the rate holds again (averaged over calibration draws)."""
+    rng = np.random.default_rng(2)
+    old_hits = new_hits = total = 0
+    for _ in range(200):
+        fp = synthetic({AS_DISTRIBUTED: [float(x) for x in rng.normal(size=39)]}, fpr=0.05)
+        before, _ = condition.calibration_sets({"lossless": True, "jpeg_quality": None}, fp.conformal)
+        with_lossless(fp, [float(x) for x in rng.normal(loc=1.5, size=39)])
+        after, warn = condition.calibration_sets({"lossless": True, "jpeg_quality": None}, fp.conformal)
+        photos = rng.normal(loc=1.5, size=50)
+        old_hits += int(np.sum(detect.p_values(fp, photos, before) <= 0.05))
+        new_hits += int(np.sum(detect.p_values(fp, photos, after) <= 0.05))
+        total += len(photos)
+        assert warn == []
+    assert old_hits / total > 0.2 and new_hits / total <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / total) + 0.01
+
+
+def test_validate_refuses_a_broken_lossless_set(tmp_path):
+    good = with_lossless(synthetic({AS_DISTRIBUTED: [0.1 * i for i in range(9)]}), [0.2 * i for i in range(9)])
+    good.save(tmp_path / "g.fpx.safetensors")
+    assert Fingerprint.load(tmp_path / "g.fpx.safetensors").conformal.lossless["n"] == 9
+    bad = good.copy()
+    bad.info.conformal.lossless["n"] = 8
+    with pytest.raises(InputError, match=r"\(lossless set\) says n = 8"):
+        bad.save(tmp_path / "b.fpx.safetensors")
+
+
+def test_calibrate_lossless_screens_images_and_stores_its_own_set(plain_fp, corpus, tmp_path):
+    fp = detect.calibrate(Fingerprint.load(plain_fp), paths(corpus["cal"]), 0.1)
+    with pytest.raises(UsageError, match="needs a calibrated fingerprint"):
+        detect.calibrate_lossless(Fingerprint.load(plain_fp), paths(corpus["cal"]))
+    lossless = tmp_path / "lossless"
+    lossless.mkdir()
+    for i in range(10):
+        images.save_png(natural_image(S + 8, S + 8, seed=500 + i), lossless / f"l{i:02d}.png")
+    jpg = lossless / "x.jpg"
+    jpg.write_bytes(images.encode(natural_image(S + 8, S + 8, seed=9), "JPEG", quality=90))
+    train = [d["path"] for d in fp.info.split("train", "real")][:1]
+    skipped = []
+    new = detect.calibrate_lossless(fp, paths(lossless) + train, description="ten PNGs",
+                                    on_skip=lambda p, why: skipped.append((p, why)))
+    got = new.conformal.lossless
+    assert got["n"] == 10 and got["description"] == "ten PNGs" and got["conditions"]["lossless"] == 10
+    assert {Path(p).name for p, _ in skipped} == {"x.jpg", Path(train[0]).name}
+    assert any("not lossless" in why for _, why in skipped) and any("training image" in w for _, w in skipped)
+    pngs = [p for p in paths(lossless) if p.endswith(".png")]
+    np.testing.assert_allclose(got["rho"], detect.correlations(fp, pngs), atol=1e-6)
+    assert new.conformal.rho == fp.conformal.rho and new.conformal.n == fp.conformal.n  # the rest is kept
+    assert got["rho_threshold"] == detect.rho_threshold(new, got["rho"])
+    with pytest.raises(UsageError, match="lossless real image"):
+        detect.calibrate_lossless(fp, paths(lossless)[:5])
+
+
+def test_dif_calibrate_lossless_real_option(plain_fp, corpus, tmp_path):
+    out = tmp_path / "cal.fpx.safetensors"
+    res = run(["dif-calibrate", str(plain_fp), "--real", corpus["cal"], "--lossless-real", corpus["cal"],
+               "--fpr", "0.1", "-o", str(out), "--conditions", "none", "--format", "json", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)[0]
+    assert rec["features"]["n.lossless"] == 24 and rec["details"]["calibration"]["lossless"]["n"] == 24
+    png = paths(corpus["gen"])[0]
+    res = run(["detect", str(out), png, "--format", "jsonl", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    r = jsonl(res.stdout)[0]
+    assert r["details"]["condition"]["calibration_sets"] == [AS_DISTRIBUTED, LOSSLESS_SET]
+    fp = Fingerprint.load(out)
+    p = float(detect.p_values(fp, np.array([r["features"]["rho"]]), [AS_DISTRIBUTED, LOSSLESS_SET])[0])
+    assert r["features"]["p_value"] == pytest.approx(p)

@@ -494,19 +494,20 @@ def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprin
 def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike, *, fpr: float = 0.01,
                   description: str | None = None, dtype: str = "float32", force: bool = False,
                   conditions: Sequence[str] | None = None, use_cache: bool = True, fmt: str | None = None,
-                  quiet: bool = False, stdout: bool = False) -> Results:
+                  quiet: bool = False, stdout: bool = False, lossless_real: Sequence[PathLike] = ()) -> Results:
     """Calibrate a fingerprint's detection threshold at the false-positive rate ``fpr`` (0 < FPR <= 0.5) on the
     held-out real images in the folders ``real`` and write the sealed calibrated fingerprint to ``out`` (never an
     input; ``fpx dif-calibrate``). ``dtype`` ``float16`` stores (and calibrates) the half-precision pattern.
     ``conditions``: the recompressions (``jpeg90``, ``jpeg75``, ``resize0.9``, ``resize0.9+jpeg75``, …) the same
     images are also calibrated under, so the stated rate holds on such copies (default
     ``fingerprint_cli.dif.condition.DEFAULT_RECOMPRESSIONS``; ``["none"]``: as distributed only).
-    Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ thresholds, the images skipped)."""
+    ``lossless_real``: folders of lossless real photos (PNG) calibrated as their own set, so the stated rate
+    also holds for lossless suspects. Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ thresholds, the images skipped)."""
     from fingerprint_cli.dif import detect as dif_detect
 
     return dif_detect.run_calibrate(fingerprint, list(real), out, fpr=fpr, description=description, dtype=dtype,
                                     force=force, use_cache=use_cache, fmt=fmt, quiet=quiet, stdout=stdout,
-                                    conditions=dif_condition.DEFAULT_RECOMPRESSIONS if conditions is None
+                                    lossless_real=list(lossless_real), conditions=dif_condition.DEFAULT_RECOMPRESSIONS if conditions is None
                                     else list(conditions))
 
 

@@ -159,6 +159,10 @@ def dif_calibrate(
                                         "out. none alone = as distributed only"),
     force: bool = typer.Option(False, "--force", help="calibrate a fingerprint whose seal does not match "
                                                       "(the output then stays verified: false)"),
+    lossless_real: List[Path] = typer.Option([], "--lossless-real",
+                                             help="folder of held-out lossless real photos (PNG; repeatable), "
+                                                  "calibrated as their own set so the stated rate also holds "
+                                                  "for lossless suspects"),
     no_cache: bool = common.NoResidualCacheOpt,
     fmt: Optional[str] = common.FormatOpt,
     quiet: bool = common.QuietOpt,
@@ -171,7 +175,7 @@ def dif_calibrate(
     """
     try:
         records = api.dif_calibrate(fingerprint, real, out, fpr=fpr, description=description,
-                                    dtype=common.value(dtype), conditions=_conditions(conditions), force=force, use_cache=not no_cache, fmt=fmt, quiet=quiet, stdout=True)
+                                    dtype=common.value(dtype), conditions=_conditions(conditions), force=force, lossless_real=lossless_real, use_cache=not no_cache, fmt=fmt, quiet=quiet, stdout=True)
     except FpxError as exc:
         common.die(exc)
     raise typer.Exit(records.exit_code)

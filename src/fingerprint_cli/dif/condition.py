@@ -259,6 +259,7 @@ def _training_jpeg_warnings(cond: dict[str, Any], tc: dict[str, Any]) -> list[st
 
 # ------------------------------------------------------------------ which calibration set a suspect belongs to
 AS_DISTRIBUTED = "as distributed"
+LOSSLESS_SET = "lossless"  # the lossless real photos calibrated as their own set (``conformal["lossless"]``)
 
 
 def _jpeg_qualities(cal: Conformal) -> dict[str, tuple[int, int] | None]:
@@ -268,6 +269,8 @@ def _jpeg_qualities(cal: Conformal) -> dict[str, tuple[int, int] | None]:
     for cid in cal.recompressions or {}:
         r = Recompression.parse(cid)
         out[cid] = None if r.quality is None else (int(r.quality), int(r.quality))
+    if cal.lossless:
+        out[LOSSLESS_SET] = None
     return out
 
 
@@ -283,8 +286,9 @@ def calibration_sets(cond: dict[str, Any], cal: Conformal) -> tuple[list[str], l
     docs/benchmarks.md) — with a warning when the calibration images were all JPEG (no lossless photo was
     calibrated on); a suspect whose encoding is unknown keeps every set. The suspect's p-value is the
     largest over the kept sets, so its false-positive rate is at most the stated one whenever its true
-    condition is one of them."""
-    if not cal.recompressions:
+    condition is one of them. A calibration with a lossless real set (``conformal["lossless"]``) adds it to a
+    lossless suspect's sets, and the lossless warning is not given."""
+    if not cal.recompressions and not cal.lossless:
         return [AS_DISTRIBUTED], _as_distributed_warnings(cond, cal)
     quals = _jpeg_qualities(cal)
     q = cond.get("jpeg_quality")
@@ -301,7 +305,7 @@ def _lossless_warnings(cal: Conformal) -> list[str]:
     resized copies only, so the stated rate is not measured on unresampled lossless photos (issue 15 round 5:
     the shipped LDM fingerprint called 39 of 144 lossless Kodak24 tiles generated at a stated 0.01)."""
     cc = cal.conditions
-    if not cc or cc.get("lossless") or not cc.get("jpeg"):
+    if cal.lossless or not cc or cc.get("lossless") or not cc.get("jpeg"):
         return []
     return ["lossless, but the false-positive rate was calibrated on JPEG photos and resized copies of them only: "
             "the stated rate is not measured on lossless photos (docs/benchmarks.md, issue 15 round 5)"]

@@ -50,7 +50,7 @@ from fingerprint_cli.anchored.score import base_provenance
 from fingerprint_cli.dif import condition
 from fingerprint_cli.dif import route as routing
 from fingerprint_cli.dif.baselines import log_spectrum
-from fingerprint_cli.dif.condition import AS_DISTRIBUTED, Recompression
+from fingerprint_cli.dif.condition import AS_DISTRIBUTED, LOSSLESS_SET, Recompression
 from fingerprint_cli.dif.fingerprint import (Conformal, Fingerprint, Phases, calibration_summary, load_folder,
                                              load_library, min_calibration_images)
 from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser, recompressed_window
@@ -245,8 +245,13 @@ def check_fpr(fpr: float) -> float:
 
 
 def calibration_rho(cal: Conformal, set_id: str = AS_DISTRIBUTED) -> list[float]:
-    """The calibration statistics of one set: the images as distributed, or a recompression id."""
-    return list(cal.rho) if set_id == AS_DISTRIBUTED else list(cal.recompressions[set_id]["rho"])
+    """The calibration statistics of one set: the images as distributed, the lossless real set, or a
+    recompression id."""
+    if set_id == AS_DISTRIBUTED:
+        return list(cal.rho)
+    if set_id == LOSSLESS_SET:
+        return list(cal.lossless["rho"])
+    return list(cal.recompressions[set_id]["rho"])
 
 
 def _conformal_p(fp: Fingerprint, cal_rho: Sequence[float], rho: np.ndarray) -> np.ndarray:
@@ -334,7 +339,8 @@ def decide(names: Sequence[str], calls: Sequence[dict[str, Any]], margin: float 
 def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: ResidualCache | None = None,
               on_skip: Callable[[str, str], None] | None = None, progress: Callable[..., None] | None = None,
               description: str | None = None, recompressions: Sequence[str] = (),
-              on_condition_skip: Callable[[str, str], None] | None = None) -> Fingerprint:
+              on_condition_skip: Callable[[str, str], None] | None = None,
+              lossless_paths: Sequence[str] = (), lossless_description: str | None = None) -> Fingerprint:
     """A copy of ``fp`` calibrated at false-positive rate ``fpr`` on the real images ``real_paths``.
 
     The images must not have trained the fingerprint: training images (matched by sha256 against
@@ -349,7 +355,10 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
     condition's statistics are stored in ``conformal["recompressions"]``; detection then tests a suspect
     against the sets its own condition cannot rule out (:func:`.condition.calibration_sets`). A condition that
     leaves fewer usable images than the rate needs (e.g. a resize below the crop) is left out, reported
-    through ``on_condition_skip(id, reason)`` and listed in ``conformal["recompressions_left_out"]``."""
+    through ``on_condition_skip(id, reason)`` and listed in ``conformal["recompressions_left_out"]``.
+
+    ``lossless_paths``: lossless real images (PNG photos) calibrated as their own set, see
+    :func:`calibrate_lossless`."""
     fpr = check_fpr(fpr)
     conditions = _recompressions(recompressions)
     need = min_calibration_images(fpr)
@@ -358,28 +367,83 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
         raise UsageError(f"calibrating at a false-positive rate of {fpr:g} needs at least {need} real images "
                          f"(the smallest conformal p-value is 1/(n+1)); {len(paths)} given")
     skip = on_skip or (lambda p, why: None)
-    den = denoiser_for(fp)
-    res, infos = compute(paths, den, fp.crop, cache=cache, progress=progress,
-                         on_error=lambda p, e: skip(p, str(e)))
-    keep = _calibration_images(fp, infos, skip)
-    if len(keep) < need:
-        raise UsageError(f"only {len(keep)} usable real image(s) for calibration (of {len(paths)} given); a "
-                         f"false-positive rate of {fpr:g} needs at least {need}")
-    rho = correlate_residuals(fp, np.asarray(res)[keep])
-    used = [infos[i] for i in keep]
+    rho, used = _calibration_statistics(fp, paths, need, fpr, cache, skip, progress)
     new = fp.copy(seal="unsaved", verified=fp.verified, sha256=None)
     new.info.conformal = Conformal(
-        fpr=fpr, n=len(keep), rho=[float(x) for x in rho], images=used,
-        manifest_sha256=sha256_bytes("\n".join(sorted(u["sha256"] for u in used)).encode()),
+        fpr=fpr, n=len(used), rho=rho, images=used, manifest_sha256=_manifest(used),
         description=description or "", conditions=condition.summarise(condition.probe_many(u["path"] for u in used)),
         statistic=fp.info.search or "max", created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         pvalue="(1 + #{calibration scores >= score}) / (n + 1)")
     new.info.conformal.rho_threshold = rho_threshold(new)
     if conditions:
         _calibrate_recompressions(new, used, conditions, need, cache, progress, on_condition_skip)
+    if lossless_paths:
+        new = calibrate_lossless(new, lossless_paths, cache=cache, on_skip=on_skip, progress=progress,
+                                 description=lossless_description)
     if not fp.verified:
         new.info.calibrated_from_unverified = True
     return new
+
+
+def _manifest(used: Sequence[dict]) -> str:
+    """The manifest hash of a calibration set: sha256 of its images' sorted sha256s, one a line."""
+    return sha256_bytes("\n".join(sorted(u["sha256"] for u in used)).encode())
+
+
+def _calibration_statistics(fp: Fingerprint, paths: Sequence[str], need: int, fpr: float,
+                            cache: ResidualCache | None, skip: Callable[[str, str], None], progress,
+                            what: str = "real") -> tuple[list[float], list[dict]]:
+    """ρ of the usable calibration images among ``paths`` and their {"path", "sha256"} (UsageError when fewer
+    than ``need`` remain)."""
+    res, infos = compute(list(paths), denoiser_for(fp), fp.crop, cache=cache, progress=progress,
+                         on_error=lambda p, e: skip(p, str(e)))
+    keep = _calibration_images(fp, infos, skip)
+    if len(keep) < need:
+        raise UsageError(f"only {len(keep)} usable {what} image(s) for calibration (of {len(paths)} given); a "
+                         f"false-positive rate of {fpr:g} needs at least {need}")
+    rho = correlate_residuals(fp, np.asarray(res)[keep])
+    return [float(x) for x in rho], [infos[i] for i in keep]
+
+
+def calibrate_lossless(fp: Fingerprint, lossless_paths: Sequence[str], *, cache: ResidualCache | None = None,
+                       on_skip: Callable[[str, str], None] | None = None, progress: Callable[..., None] | None = None,
+                       description: str | None = None) -> Fingerprint:
+    """A copy of the calibrated ``fp`` with a **lossless real calibration set** added (or replaced):
+    ``conformal["lossless"]``, the statistics of lossless real images (PNG photos) at the same stated rate, kept
+    as their own set (image list, manifest hash, n). A lossless suspect's p-value is then the largest over the
+    images as distributed, the lossless-ending recompression sets and this set
+    (:func:`.condition.calibration_sets`), so the stated rate also holds for lossless real photos like these —
+    a fingerprint calibrated on JPEG photos only does not state it there. The rest of the calibration is kept.
+
+    The images are screened as :func:`calibrate`'s (training images, duplicates, too small, unreadable:
+    ``on_skip``), and a JPEG file is skipped too (not lossless). UsageError when ``fp`` is not calibrated or
+    fewer than :func:`min_calibration_images` usable images remain. The copy must be saved (sealed) again."""
+    if fp.conformal is None:
+        raise UsageError("a lossless calibration set needs a calibrated fingerprint (calibrate it first)")
+    fpr = float(fp.conformal.fpr)
+    need = min_calibration_images(fpr)
+    skip = on_skip or (lambda p, why: None)
+    paths = _lossless_only(list(dict.fromkeys(str(p) for p in lossless_paths)), skip)
+    rho, used = _calibration_statistics(fp, paths, need, fpr, cache, skip, progress, what="lossless real")
+    new = fp.copy(seal="unsaved", verified=fp.verified, sha256=None)
+    cal = new.info.conformal
+    cal.lossless = {"n": len(used), "rho": rho, "rho_threshold": rho_threshold(new, rho), "images": used,
+                    "manifest_sha256": _manifest(used), "description": description or "",
+                    "conditions": condition.summarise(condition.probe_many(u["path"] for u in used))}
+    return new
+
+
+def _lossless_only(paths: list[str], skip: Callable[[str, str], None]) -> list[str]:
+    """The paths whose header says lossless (each JPEG one reported through ``skip``; unreadable ones are kept
+    for the residual step to report)."""
+    out = []
+    for p in paths:
+        c = image_condition(p)
+        if c and not c.get("lossless"):
+            skip(p, "is JPEG, not lossless (the lossless calibration set takes lossless images only)")
+        else:
+            out.append(p)
+    return out
 
 
 def _recompressions(ids: Sequence[str]) -> list[Recompression]:
@@ -765,10 +829,12 @@ CALIBRATE_COLUMNS = ["features.fpr", "features.n", "features.rho_threshold"]
 def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float = 0.01,
                   description: str | None = None, dtype: str = "float32", force: bool = False,
                   conditions: Sequence[str] = condition.DEFAULT_RECOMPRESSIONS,
-                  use_cache: bool = True, fmt: str | None = None, quiet: bool = False, stdout: bool = False):
+                  use_cache: bool = True, fmt: str | None = None, quiet: bool = False, stdout: bool = False,
+                  lossless_real: Sequence[Any] = ()):
     """Calibrate ``fingerprint``'s detection threshold at ``fpr`` on the held-out real images in the folders
     ``real`` (:func:`calibrate`), as distributed and under each of ``conditions`` (recompression ids, default
-    :data:`.condition.DEFAULT_RECOMPRESSIONS`; ``["none"]``: as distributed only), and write the sealed result
+    :data:`.condition.DEFAULT_RECOMPRESSIONS`; ``["none"]``: as distributed only), plus the lossless real images
+    in the folders ``lossless_real`` as their own set (:func:`calibrate_lossless`), and write the sealed result
     to ``out`` (never an input). Returns :class:`~fingerprint_cli.batch.Results` with one ``dif-calibrate``
     record."""
     if dtype not in ("float32", "float16"):
@@ -781,7 +847,8 @@ def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float
         if dtype != "float32":
             fp = fp.quantized(dtype)  # calibrate the pattern that will be stored
         paths = [str(p) for d in real for p in images.list_images(d)]
-        atomic.refuse_overwrite_of_inputs(out, paths + [str(fingerprint)])
+        lossless = [str(p) for d in lossless_real for p in images.list_images(d)]
+        atomic.refuse_overwrite_of_inputs(out, paths + lossless + [str(fingerprint)])
         if Path(out).is_dir():
             raise UsageError("is a folder; --out names the fingerprint file to write", str(out))
         skipped: list[dict] = []
@@ -790,15 +857,16 @@ def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float
             skipped.append({"path": p, "reason": why})
             batch.warn(f"{p}: skipped ({why})", quiet)
 
-        phases.phase("calibration", len(paths) * (1 + len(_recompressions(conditions))))
+        phases.phase("calibration", len(paths) * (1 + len(_recompressions(conditions))) + len(lossless))
         new = calibrate(fp, paths, fpr, cache=ResidualCache(disk=use_cache), on_skip=skip,
                         progress=phases.progress, description=description or ", ".join(str(d) for d in real),
-                        recompressions=conditions,
+                        recompressions=conditions, lossless_paths=lossless,
+                        lossless_description=", ".join(str(d) for d in lossless_real) or None,
                         on_condition_skip=lambda cid, why: batch.warn(f"condition {cid} left out: {why}", quiet))
         phases.close()
         if skipped:
             batch.warn(f"{len(skipped)} image(s) skipped", quiet)
-        digest = new.save(out, inputs=paths + [str(fingerprint)], dtype=dtype)
+        digest = new.save(out, inputs=paths + lossless + [str(fingerprint)], dtype=dtype)
         new.verified = fp.verified
         rec = _calibrate_record(fingerprint, real, out, fp, new, digest, skipped)
     return finish_single(sink, rec)
@@ -825,6 +893,9 @@ def _calibrate_record(fingerprint, real, out, fp: Fingerprint, new: Fingerprint,
              "mu_gen": new.info.mu_gen}
     for cid, entry in (cal.recompressions or {}).items():
         feats[f"rho_threshold.{cid}"] = entry["rho_threshold"]
+    if cal.lossless:
+        feats["n.lossless"] = cal.lossless["n"]
+        feats[f"rho_threshold.{LOSSLESS_SET}"] = cal.lossless["rho_threshold"]
     return Record("dif-calibrate", {"fingerprint": {"path": str(fingerprint), "sha256": fp.sha256},
                                     "real": {"path": ", ".join(str(d) for d in real),
                                              "sha256": cal.manifest_sha256}},

@@ -141,13 +141,17 @@ def _check_statistics(m: FingerprintMeta, p: str | None) -> None:
 
 def _check_conformal(cal: Any, p: str | None) -> None:
     """A stated rate in (0, 0.5], finite statistics, enough images for that rate — for the images as
-    distributed and for each recompression condition."""
+    distributed, for the lossless real set and for each recompression condition."""
     if not isinstance(cal, Conformal):
         raise InputError("fingerprint calibration ('conformal') is not an object", p)
     fpr = cal.fpr
     if not _finite(fpr) or not 0 < float(fpr) <= 0.5:
         raise InputError(f"fingerprint's stated false-positive rate {fpr!r} is not in (0, 0.5]", p)
     _check_calibration_set(cal.n, cal.rho, float(fpr), "", p)
+    if cal.lossless is not None:
+        if not isinstance(cal.lossless, dict):
+            raise InputError("fingerprint calibration's lossless set is not an object", p)
+        _check_calibration_set(cal.lossless.get("n"), cal.lossless.get("rho"), float(fpr), " (lossless set)", p)
     recs = cal.recompressions
     if recs is None:
         return
@@ -420,7 +424,9 @@ def calibration_summary(fp: Fingerprint) -> dict | None:
             "manifest_sha256": cal.manifest_sha256, "description": cal.description,
             "conditions": cal.conditions,
             "recompressions": ({cid: {"n": e.get("n"), "rho_threshold": e.get("rho_threshold")}
-                                for cid, e in cal.recompressions.items()} if cal.recompressions else None)}
+                                for cid, e in cal.recompressions.items()} if cal.recompressions else None),
+            "lossless": ({k: cal.lossless.get(k) for k in ("n", "rho_threshold", "manifest_sha256", "description",
+                                                          "conditions")} if cal.lossless else None)}
 
 
 class Phases:

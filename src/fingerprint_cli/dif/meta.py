@@ -16,7 +16,11 @@ class Conformal(JsonObject):
     """``meta["conformal"]``: the held-out real images a fingerprint's false-positive rate is calibrated on
     (see :func:`.detect.calibrate`). ``recompressions``: per condition a real photo may arrive in
     (:class:`.condition.Recompression` id → {"n", "rho", "rho_threshold"}), the same images' statistics after
-    that condition; absent in fingerprints calibrated "as distributed" only."""
+    that condition; absent in fingerprints calibrated "as distributed" only. ``lossless``: a second set of real
+    images that are lossless as distributed (PNG photos), calibrated as their own set ({"n", "rho",
+    "rho_threshold", "images", "manifest_sha256", "description", "conditions"}); a lossless suspect's p-value is
+    then also taken over it (:func:`.condition.calibration_sets`). Absent in fingerprints calibrated before it
+    existed, which load and decide as before."""
     SPARSE: ClassVar[bool] = True
     fpr: float | None = None
     n: int | None = None
@@ -31,6 +35,7 @@ class Conformal(JsonObject):
     pvalue: str | None = None
     recompressions: dict[str, dict[str, Any]] | None = None
     recompressions_left_out: dict[str, str] | None = None
+    lossless: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True, eq=False)
