@@ -120,11 +120,12 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _local_features(row: dict[str, Any], px: np.ndarray, calib: bool, settings: local_mod.Settings) -> None:
     """The local stage's features of one reference (``local``, under the index's ``settings``) and, for a
-    calibration reference, the suspect views of its built-in crops (``local_calib``: two views each)."""
+    calibration reference, the suspect views of its built-in crops (``local_calib``: two views each; their
+    names, :func:`~fingerprint_cli.origin.local.calib_names` of the settings, in ``local_calib_t``)."""
     row["local"] = local_mod.extract_reference(px, settings)
     if calib:
-        row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px))
-                              for t in local_mod.CALIB_TRANSFORMS]
+        row["local_calib_t"] = local_mod.calib_names(settings)
+        row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px)) for t in row["local_calib_t"]]
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -482,7 +483,8 @@ class _Library:
             for vs in row.get("local_calib") or []:
                 self.lcal.extend(vs)
                 self.lcal_o.append(i)
-            self.lcal_t.extend(list(local_mod.CALIB_TRANSFORMS) if "local_calib" in row else [])
+            if "local_calib" in row:  # a journal row of an older build names no transforms: the round-5 three
+                self.lcal_t.extend(row.get("local_calib_t") or list(local_mod.CALIB_TRANSFORMS))
         self.added += 1
         det["row"] = i
         return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)
