@@ -1235,7 +1235,8 @@ def _r6_upgrade(idx):
         owners += [o] * (k + len(L.OVERLAY_TRANSFORMS))
         names += L.calib_names(L.DEFAULT)
     settings = dataclasses.replace(idx.local.settings, calib_overlays=True)
-    assert settings == L.DEFAULT
+    # the mixed library's round-5 index records an IVF cap of 4,096 lists (round 5: the same 1,109 lists)
+    assert settings == dataclasses.replace(L.DEFAULT, ivf_max_lists=settings.ivf_max_lists)
     idx.local.settings = settings
     idx.local_calib = L.LocalIndex.from_features(feats, settings)
     idx.local_calib_owner, idx.local_calib_transform = np.asarray(owners, np.int64), names
