@@ -1215,7 +1215,7 @@ def _r6_index(cfg, out, args):
 def _r6_upgrade(idx):
     """The round-6 default of a round-5 index: the same references' features and calibration references; each
     calibration reference's local calibration queries become those a round-6 ``build_index`` makes
-    (``local.calib_names(local.DEFAULT)``: its three built-in crops, kept, then the four overlay crops, extracted
+    (``local.calib_names(local.OVERLAYS)``: its three built-in crops, kept, then the four overlay crops, extracted
     from the reference's file here); the settings record the overlays; all thresholds recalibrated."""
     import dataclasses
 
@@ -1233,10 +1233,10 @@ def _r6_upgrade(idx):
         for t in L.OVERLAY_TRANSFORMS:
             feats += L.extract_views(L.calib_transform(t, px))
         owners += [o] * (k + len(L.OVERLAY_TRANSFORMS))
-        names += L.calib_names(L.DEFAULT)
+        names += L.calib_names(L.OVERLAYS)
     settings = dataclasses.replace(idx.local.settings, calib_overlays=True)
     # the mixed library's round-5 index records an IVF cap of 4,096 lists (round 5: the same 1,109 lists)
-    assert settings == dataclasses.replace(L.DEFAULT, ivf_max_lists=settings.ivf_max_lists)
+    assert settings == dataclasses.replace(L.OVERLAYS, ivf_max_lists=settings.ivf_max_lists)
     idx.local.settings = settings
     idx.local_calib = L.LocalIndex.from_features(feats, settings)
     idx.local_calib_owner, idx.local_calib_transform = np.asarray(owners, np.int64), names

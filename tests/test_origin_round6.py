@@ -23,7 +23,7 @@ def _graphic(seed: int, overlay: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def libs(tmp_path_factory):
     """The same references — 12 pictures and 4 graphics with templated overlays — indexed with the round-5
-    local settings and with this round's default."""
+    local settings (still the default) and with the overlay calibration crops (opt-in)."""
     d = tmp_path_factory.mktemp("r6refs")
     refs = d / "refs"
     refs.mkdir()
@@ -31,18 +31,17 @@ def libs(tmp_path_factory):
         images.save_png(_textured(160, 220, seed=600 + i), refs / f"r{i:02d}.png")
     for i, t in enumerate(("lov_caption_band", "lov_meme_bands", "lov_caption_band", "lov_sticker")):
         images.save_png(_graphic(700 + i, t), refs / f"g{i:02d}.png")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(L, "DEFAULT", L.ROUND5)
     old, _ = origin.build_index([str(refs)], str(d / "r5.fpxindex"), n_calibration=16, false_match_rate=FMR)
-    mp.undo()
-    new, _ = origin.build_index([str(refs)], str(d / "r6.fpxindex"), n_calibration=16, false_match_rate=FMR)
+    new, _ = origin.build_index([str(refs)], str(d / "r6.fpxindex"), n_calibration=16, false_match_rate=FMR,
+                                calibration_overlays=True)
     return d, refs, old, new
 
 
 def test_overlay_transforms_are_deterministic_and_draw_where_they_say():
     px = _textured(200, 300, 3)
     assert L.calib_names(L.ROUND5) == list(L.CALIB_TRANSFORMS) and L.calib_names(L.ROUND4) == list(L.CALIB_TRANSFORMS)
-    assert L.calib_names(L.DEFAULT) == list(L.CALIB_TRANSFORMS) + list(L.OVERLAY_TRANSFORMS)
+    assert L.DEFAULT == L.ROUND5 and not L.DEFAULT.calib_overlays  # round 6's rule: not the default
+    assert L.calib_names(L.OVERLAYS) == list(L.CALIB_TRANSFORMS) + list(L.OVERLAY_TRANSFORMS)
     for name in L.OVERLAY_TRANSFORMS:
         a, b = L.calib_transform(name, px), L.calib_transform(name, px)
         assert np.array_equal(a, b)  # seeded: the same overlay every time
@@ -64,10 +63,10 @@ def test_new_index_records_and_calibrates_on_the_overlay_crops(libs):
     d, refs, old, new = libs
     n_old, n_new = len(old.local_calib_transform), len(new.local_calib_transform)
     assert n_new == n_old // 3 * 7 and new.local_calib.n == 2 * n_new
-    assert set(new.local_calib_transform) == set(L.calib_names(L.DEFAULT))
+    assert set(new.local_calib_transform) == set(L.calib_names(L.OVERLAYS))
     back = load_index(d / "r6.fpxindex")
-    assert back.local.settings == L.DEFAULT and back.local.settings.calib_overlays
-    assert back.document()["local"]["calib_transforms"] == L.calib_names(L.DEFAULT)
+    assert back.local.settings == L.OVERLAYS and back.local.settings.calib_overlays
+    assert back.document()["local"]["calib_transforms"] == L.calib_names(L.OVERLAYS)
     assert load_index(d / "r5.fpxindex").local.settings == L.ROUND5
     # an overlay query's views are the overlay crop of its own reference, extracted as a suspect's
     j = new.local_calib_transform.index("lov_meme_bands")

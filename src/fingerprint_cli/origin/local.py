@@ -60,7 +60,7 @@ class Settings:
     frame and at its finer scales. ``ivf_max_lists`` / ``ivf_nprobe``: the vote search beyond
     :data:`FLAT_MAX` descriptors (√M lists up to that many, trained on ``ivf_train_per_list`` descriptors per
     list; ``ivf_nprobe`` probed). ``calib_overlays``: the local calibration queries also include the overlay
-    crops of :data:`OVERLAY_TRANSFORMS` (round 6), so the threshold is calibrated against impostors carrying
+    crops of :data:`OVERLAY_TRANSFORMS` (round 6; opt-in, :data:`OVERLAYS`), so the threshold is calibrated against impostors carrying
     captions, frames, stickers and meme bands (:func:`calib_names`)."""
 
     tile_grid: int = 0
@@ -87,8 +87,10 @@ _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
 ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
-# new indexes (round 6): round 5's features, the overlay crops among the local calibration queries
-DEFAULT = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40, calib_overlays=True)
+DEFAULT = ROUND5  # new indexes: round 5's settings (round 6's overlay calibration did not pass its ship rule)
+# opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
+# crops among the local calibration queries
+OVERLAYS = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40, calib_overlays=True)
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
 CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
                     "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
