@@ -79,7 +79,7 @@ def test_index_carries_local_features_and_a_calibrated_local_threshold(lib):
     assert idx.calibration["decision"] == "similarity+local"
     cal = idx.calibration
     scores = np.asarray(cal["impostor_local_sorted"])
-    assert len(scores) == 72
+    assert len(scores) == 24 * len(L.calib_names(idx.local.settings)) == 72  # 3 crops each (no overlays by default)
     assert cal["local_threshold"] == conformal_threshold(scores, FMR / 2)[0]
     assert cal["local_in_sample"]["genuine_inliers_median"] > cal["local_threshold"]
     summary = recs[-1].details

@@ -106,6 +106,10 @@ def register(app: typer.Typer) -> None:
                                           help="store every reference's ORB keypoints: crops, zooms and rotations "
                                                "are found by them and verified geometrically (default on, ~25 kB "
                                                "per reference); --add keeps the index's own"),
+        overlays: bool = typer.Option(False, "--calibration-overlays",
+                                      help="also calibrate the local test on overlay crops (caption band, meme "
+                                           "bands, frame, sticker) of the calibration references; opt-in: not "
+                                           "shown to hold the stated rate better (docs/benchmarks.md, round 6)"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -123,7 +127,7 @@ def register(app: typer.Typer) -> None:
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
             search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
-            jobs=jobs,
+            calibration_overlays=overlays, jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)

@@ -233,7 +233,7 @@ def local_settings(settings: local_mod.Settings = local_mod.DEFAULT) -> dict[str
     return {"features": "orb", "side": m.SIDE, "n_features": m.N_FEATURES, "knn": m.KNN,
             "vote_hamming": m.VOTE_HAMMING, "n_voted": m.N_VOTED, "ratio": m.RATIO, "ransac_px": m.RANSAC_PX,
             "model": "affine", "duplicate_fraction": m.DUPLICATE_FRACTION,
-            "calib_transforms": list(m.CALIB_TRANSFORMS), **settings.doc()}
+            "calib_transforms": m.calib_names(settings), **settings.doc()}
 
 
 def _local_tensors(prefix: str, li: local_mod.LocalIndex) -> dict[str, np.ndarray]:
@@ -632,7 +632,7 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
 
 def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
     """Impostor (into ``imp["local"]``) and genuine (returned) local evidence of the local calibration queries (built-in crops of calibration
-    references, :data:`fingerprint_cli.origin.local.CALIB_TRANSFORMS`): the most inliers among the candidates
+    references, :func:`fingerprint_cli.origin.local.calib_names`): the most inliers among the candidates
     outside the query's origin group — its reference, the references within cosine ``level`` of it and those
     holding its keypoints (:func:`~fingerprint_cli.origin.local.local_duplicates`) — and the inliers against its
     own reference; the group size of each query."""

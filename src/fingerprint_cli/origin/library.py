@@ -8,6 +8,8 @@ journalled beside the output (``OUTPUT.partial/``) so ``resume=True`` skips the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import math
@@ -120,11 +122,12 @@ def _embed_chunk(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _local_features(row: dict[str, Any], px: np.ndarray, calib: bool, settings: local_mod.Settings) -> None:
     """The local stage's features of one reference (``local``, under the index's ``settings``) and, for a
-    calibration reference, the suspect views of its built-in crops (``local_calib``: two views each)."""
+    calibration reference, the suspect views of its built-in crops (``local_calib``: two views each; their
+    names, :func:`~fingerprint_cli.origin.local.calib_names` of the settings, in ``local_calib_t``)."""
     row["local"] = local_mod.extract_reference(px, settings)
     if calib:
-        row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px))
-                              for t in local_mod.CALIB_TRANSFORMS]
+        row["local_calib_t"] = local_mod.calib_names(settings)
+        row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px)) for t in row["local_calib_t"]]
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -280,7 +283,8 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                 embedder_options: dict[str, Any] | None = None, head: str | None = None, add: bool = False,
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
                 search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
-                decision: str | None = None, local: bool | None = None, jobs: int = 1, scheduler: str | None = None,
+                decision: str | None = None, local: bool | None = None, calibration_overlays: bool = False,
+                jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
     """Embed ``refs`` (files or folders, searched recursively) and write a sealed index to ``output``.
@@ -296,7 +300,9 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     local features (:mod:`~fingerprint_cli.origin.local`: crops, zooms and rotations are found by their
     keypoints and verified geometrically). ``decision``: the rule calibrated at ``false_match_rate``
     (:data:`~fingerprint_cli.origin.index.DECISIONS`; default ``similarity+local`` with local features,
-    ``similarity+verify`` without; with ``add`` the index's own). Unreadable
+    ``similarity+verify`` without; with ``add`` the index's own). ``calibration_overlays`` (a new index with
+    local features): its local calibration queries also include overlay crops
+    (:data:`~fingerprint_cli.origin.local.OVERLAY_TRANSFORMS`; recorded; with ``add`` the index's own). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -313,7 +319,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    lset = _local_settings_for(base, local)
+    lset = _local_settings_for(base, local, calibration_overlays)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
@@ -365,12 +371,14 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
     return local, decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
 
 
-def _local_settings_for(base: OriginIndex | None, local: bool) -> local_mod.Settings | None:
+def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = False) -> local_mod.Settings | None:
     """The local settings of the references being added: the base index's own (``--add``), this fpx's default
-    for a new index, None without local features."""
+    for a new index (with ``overlays``, the overlay calibration crops too), None without local features."""
     if not local:
         return None
-    return base.local.settings if base is not None and base.local is not None else local_mod.DEFAULT
+    if base is not None and base.local is not None:
+        return base.local.settings
+    return dataclasses.replace(local_mod.DEFAULT, calib_overlays=True) if overlays else local_mod.DEFAULT
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
@@ -482,7 +490,8 @@ class _Library:
             for vs in row.get("local_calib") or []:
                 self.lcal.extend(vs)
                 self.lcal_o.append(i)
-            self.lcal_t.extend(list(local_mod.CALIB_TRANSFORMS) if "local_calib" in row else [])
+            if "local_calib" in row:  # a journal row of an older build names no transforms: the round-5 three
+                self.lcal_t.extend(row.get("local_calib_t") or list(local_mod.CALIB_TRANSFORMS))
         self.added += 1
         det["row"] = i
         return Record(command="origin-index", inputs=inp, details=det, provenance=self.prov)

@@ -19,7 +19,8 @@ mirror: ORB is not mirror-invariant; :data:`N_FEATURES` at :data:`SIDE` px) is m
 
 The evidence is decided by a threshold calibrated like the index's others
 (:func:`fingerprint_cli.origin.index.calibrate`): on built-in crops of the index's own calibration references
-(:data:`CALIB_TRANSFORMS`, never a benchmark's families) queried against the library with their own origin
+(:data:`CALIB_TRANSFORMS`, and with ``Settings.calib_overlays`` the overlay crops of :data:`OVERLAY_TRANSFORMS`;
+never a benchmark's families) queried against the library with their own origin
 group excluded. ``cv2`` is imported inside the functions (``fpx --help`` loads no OpenCV).
 """
 
@@ -58,7 +59,9 @@ class Settings:
     expressed at :data:`SIDE` — a small crop, seen zoomed in, finds keypoints spread over every part of the
     frame and at its finer scales. ``ivf_max_lists`` / ``ivf_nprobe``: the vote search beyond
     :data:`FLAT_MAX` descriptors (√M lists up to that many, trained on ``ivf_train_per_list`` descriptors per
-    list; ``ivf_nprobe`` probed)."""
+    list; ``ivf_nprobe`` probed). ``calib_overlays``: the local calibration queries also include the overlay
+    crops of :data:`OVERLAY_TRANSFORMS` (round 6; opt-in, :data:`OVERLAYS`), so the threshold is calibrated against impostors carrying
+    captions, frames, stickers and meme bands (:func:`calib_names`)."""
 
     tile_grid: int = 0
     tile_scale: float = 2.0
@@ -67,6 +70,7 @@ class Settings:
     ivf_max_lists: int = 1024
     ivf_nprobe: int = 8
     ivf_train_per_list: int = 64
+    calib_overlays: bool = False
 
     def doc(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _SETTING_KEYS}
@@ -79,13 +83,28 @@ class Settings:
 
 
 _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
-                 "ivf_train_per_list")
+                 "ivf_train_per_list", "calib_overlays")
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
-# new indexes (round 5): 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
-DEFAULT = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
+# round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
+ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
+DEFAULT = ROUND5  # new indexes: round 5's settings (round 6's overlay calibration did not pass its ship rule)
+# opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
+# crops among the local calibration queries
+OVERLAYS = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40, calib_overlays=True)
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
 CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
                     "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
+# overlay crops of calibration references (Settings.calib_overlays; never the benchmark's families), drawn
+# synthetically with fixed seeds: name -> (fraction, oy, ox, overlay, JPEG quality)
+OVERLAY_TRANSFORMS = {"lov_caption_band": (0.7, 0.3, 0.7, "caption", 80),
+                      "lov_meme_bands": (0.85, 0.5, 0.5, "meme", 80),
+                      "lov_frame": (1.0, 0.5, 0.5, "frame", 85),
+                      "lov_sticker": (0.6, 0.7, 0.3, "sticker", 85)}
+
+
+def calib_names(settings: Settings = DEFAULT) -> list[str]:
+    """The built-in transforms of an index's local calibration queries, in order, under ``settings``."""
+    return list(CALIB_TRANSFORMS) + (list(OVERLAY_TRANSFORMS) if settings.calib_overlays else [])
 
 
 @dataclass
@@ -155,13 +174,24 @@ def extract_views(px: np.ndarray) -> list[Features]:
     return [extract(px), extract(np.ascontiguousarray(px[:, ::-1]))]
 
 
-def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
-    """One of :data:`CALIB_TRANSFORMS` (a crop at a fixed offset, optionally rotated, JPEG) of a float RGB image."""
-    frac, oy, ox, angle, q = CALIB_TRANSFORMS[name]
+def _fixed_crop(px: np.ndarray, frac: float, oy: float, ox: float) -> np.ndarray:
+    """The ``frac`` crop of ``px`` (both axes) at (oy, ox) of the slack, as a float32 copy."""
     h, w = px.shape[:2]
     ch, cw = max(8, round(h * frac)), max(8, round(w * frac))
     y0, x0 = int(round((h - ch) * oy)), int(round((w - cw) * ox))
-    c = np.ascontiguousarray(px[y0:y0 + ch, x0:x0 + cw], np.float32)
+    return np.array(px[y0:y0 + ch, x0:x0 + cw], np.float32)
+
+
+def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
+    """One of :data:`CALIB_TRANSFORMS` (a crop at a fixed offset, optionally rotated, JPEG) or of
+    :data:`OVERLAY_TRANSFORMS` (a crop with a drawn overlay, JPEG) of a float RGB image."""
+    if name in OVERLAY_TRANSFORMS:
+        frac, oy, ox, kind, q = OVERLAY_TRANSFORMS[name]
+        c = _OVERLAYS[kind](_fixed_crop(px, frac, oy, ox), np.random.default_rng(sum(map(ord, name))))
+        return images.decode(images.encode(np.clip(c, 0, 1).astype(np.float32), "JPEG", quality=q), "<jpeg>").pixels
+    frac, oy, ox, angle, q = CALIB_TRANSFORMS[name]
+    h, w = px.shape[:2]
+    c = _fixed_crop(px, frac, oy, ox)
     if frac == 1.0:
         c = np.clip(images.resize(images.resize(c, max(8, h // 2), max(8, w // 2)), h, w), 0, 1)
     if angle:
@@ -169,6 +199,63 @@ def calib_transform(name: str, px: np.ndarray) -> np.ndarray:
 
         c = np.clip(ndimage.rotate(c, angle, axes=(1, 0), reshape=False, order=1, mode="reflect"), 0, 1)
     return images.decode(images.encode(c.astype(np.float32), "JPEG", quality=q), "<jpeg>").pixels
+
+
+def _text_blocks(c: np.ndarray, y0: int, y1: int, x0: int, x1: int, value, rng) -> None:
+    """Dark or light "text" on rows y0:y1 of ``c`` between x0 and x1: blocks of random widths and gaps."""
+    u = max(1, min(c.shape[:2]) // 100)
+    x = x0 + int(rng.integers(2, 8)) * u
+    while x < x1 - 6 * u:
+        bw = int(rng.integers(3, 14)) * u
+        c[y0:y1, x:min(x1 - 2 * u, x + bw)] = value
+        x += bw + int(rng.integers(2, 6)) * u
+
+
+def _caption(c: np.ndarray, rng) -> np.ndarray:
+    """The bottom fifth a light caption band holding two lines of dark text blocks."""
+    h, w = c.shape[:2]
+    top = h - max(4, round(0.2 * h))
+    c[top:] = 0.92
+    b = h - top
+    _text_blocks(c, top + b // 6, top + b * 5 // 12, 0, w, 0.1, rng)
+    _text_blocks(c, top + b * 7 // 12, h - b // 6, 0, w * 2 // 3, 0.1, rng)
+    return c
+
+
+def _meme(c: np.ndarray, rng) -> np.ndarray:
+    """Dark bands at the top and bottom (14% each) with a line of light text blocks in each."""
+    h, w = c.shape[:2]
+    b = max(4, round(0.14 * h))
+    for y0 in (0, h - b):
+        c[y0:y0 + b] = 0.05
+        _text_blocks(c, y0 + b // 4, y0 + b * 3 // 4, w // 8, w * 7 // 8, 0.95, rng)
+    return c
+
+
+def _frame(c: np.ndarray, rng) -> np.ndarray:
+    """The image shrunk inside a coloured border (8% of each side) with a thin dark inner line."""
+    h, w = c.shape[:2]
+    by, bx = max(2, round(0.08 * h)), max(2, round(0.08 * w))
+    out = np.empty_like(c)
+    out[:] = np.float32([0.85, 0.8, 0.7]) * np.float32(rng.uniform(0.9, 1.0))
+    out[by:h - by, bx:w - bx] = np.clip(images.resize(c, h - 2 * by, w - 2 * bx), 0, 1)
+    t = max(1, min(h, w) // 150)
+    out[by - t:by, bx - t:w - bx + t] = out[h - by:h - by + t, bx - t:w - bx + t] = 0.15
+    out[by - t:h - by + t, bx - t:bx] = out[by - t:h - by + t, w - bx:w - bx + t] = 0.15
+    return out
+
+
+def _sticker(c: np.ndarray, rng) -> np.ndarray:
+    """A saturated logo/sticker rectangle (22% of the short side) near the top-right corner, white blocks inside."""
+    h, w = c.shape[:2]
+    s = max(6, round(0.22 * min(h, w)))
+    y0, x0 = max(0, round(0.05 * h)), max(0, w - s - round(0.05 * w))
+    c[y0:y0 + s, x0:x0 + s] = np.float32([0.9, 0.15, 0.1])
+    _text_blocks(c, y0 + s // 3, y0 + s * 2 // 3, x0, x0 + s, 1.0, rng)
+    return c
+
+
+_OVERLAYS = {"caption": _caption, "meme": _meme, "frame": _frame, "sticker": _sticker}
 
 
 def single_thread():
