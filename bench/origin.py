@@ -657,11 +657,17 @@ def _parse_args():
     ap.add_argument("--round6", action="store_true", help="only issue 12 round 6: overlays in the local calibration "
                     "(before = the round-5 default's index files, reused; after = with the overlay crops; --heldout: "
                     "the round-6 held-out families, once)")
+    ap.add_argument("--round7", action="store_true", help="only issue 12 round 7: one-to-one inlier counts "
+                    "(before = the round-5 default's index files, reused; after = the same with "
+                    "inlier_count one-to-one, recalibrated; dev families only)")
     ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
                          "frames' and same-prompt generations' near-duplicate clusters)")
     args = ap.parse_args()
+    if args.round7 and args.heldout:
+        ap.error("--round7 has no held-out list (every family has been seen)")
+    args.round6 = args.round6 or args.round7
     if args.configs == ap.get_default("configs") and (args.round4 or args.round5 or args.round6):
         args.configs = "after,before" if args.round6 else "before,after"
     return args
@@ -704,7 +710,7 @@ def _mode_tag(args) -> str | None:
     real = "_real" if args.library == "real" else ""
     held = "_heldout" if args.heldout else ""
     if args.round4 or args.round5 or args.round6:
-        rnd = "round6" if args.round6 else "round5" if args.round5 else "round4"
+        rnd = "round7" if args.round7 else "round6" if args.round6 else "round5" if args.round5 else "round4"
         return rnd + held + real + ("_scale" if args.scale_only else "")
     if args.round3:
         return "round3" + held + real
@@ -1206,13 +1212,15 @@ def _r6_index(cfg, out, args):
     before = _R6_SHARED.setdefault("before", load_index(before_path))
     if cfg == "before":
         return before, None
-    ipath, t0 = out / f"r6_{args.library}_after.fpxindex", time.time()
+    tag = "r7" if args.round7 else "r6"
+    ipath, t0 = out / f"{tag}_{args.library}_after.fpxindex", time.time()
     built = not ipath.exists()
     if built:
-        _r6_upgrade(load_index(before_path)).save(ipath)
+        (_r7_upgrade if args.round7 else _r6_upgrade)(load_index(before_path)).save(ipath)
     idx = load_index(ipath)
     assert np.array_equal(idx.local.desc, before.local.desc) and np.array_equal(idx.local.xy, before.local.xy)
-    idx.local = before.local  # the same features: one vote index in memory, and the match memo (_r6_memo) applies
+    if not args.round7:  # round 7's "after" keeps its own settings (inlier_count) on its features
+        idx.local = before.local  # the same features: one vote index in memory, and the match memo applies
     return idx, (time.time() - t0) if built else None
 
 
@@ -1247,6 +1255,49 @@ def _r6_upgrade(idx):
     calibrate(idx, idx.calibration["false_match_rate_requested"] if "false_match_rate_requested" in idx.calibration
               else idx.calibration["false_match_rate"])
     return idx
+
+
+def _recalibrate(idx):
+    """Every threshold of ``idx`` recalibrated at the rate its calibration asked for."""
+    from fingerprint_cli.origin.index import calibrate
+
+    cal = idx.calibration
+    calibrate(idx, cal["false_match_rate_requested"] if "false_match_rate_requested" in cal
+              else cal["false_match_rate"])
+    return idx
+
+
+def _r7_upgrade(idx):
+    """Round 7's "after" of a round-5 index: the same features and calibration queries, the local settings'
+    ``inlier_count`` set to ``"one-to-one"`` (recorded), every threshold recalibrated."""
+    import dataclasses
+
+    assert idx.local.settings.inlier_count == "suspect", "not a round-5 index"
+    settings = dataclasses.replace(idx.local.settings, inlier_count="one-to-one")
+    idx.local.settings = idx.local_calib.settings = settings
+    return _recalibrate(idx)
+
+
+def _r7_memo():
+    """Memoise ``local._ransac`` (a pure function of the two feature sets) so that round 7's two configurations
+    (the same features, only the count of the same RANSAC inliers differs) verify each pair once; the second
+    configuration's query time is then not a measurement."""
+    import hashlib
+
+    from fingerprint_cli.origin import local as L
+
+    raw, cache = L._ransac, {}
+
+    def ransac(q, r):
+        h = hashlib.blake2b(digest_size=16)
+        for a in (q.xy, q.desc, r.xy, r.desc):
+            h.update(np.ascontiguousarray(a).tobytes())
+        key = h.digest()
+        if key not in cache:
+            cache[key] = raw(q, r)
+        return cache[key]
+
+    L._ransac = ransac
 
 
 def _r6_memo():
@@ -1294,9 +1345,12 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     import faiss
 
     faiss.omp_set_num_threads(1)
-    rnd = 6 if args.round6 else 5 if args.round5 else 4
-    fams = {4: (R4_DEV, R4_HELDOUT), 5: (R5_DEV, R5_HELDOUT), 6: (R6_DEV, R6_HELDOUT)}[rnd][int(args.heldout)]
-    if args.round6:
+    rnd = 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
+    fams = {4: (R4_DEV, R4_HELDOUT), 5: (R5_DEV, R5_HELDOUT), 6: (R6_DEV, R6_HELDOUT), 7: (R6_DEV, ())
+            }[rnd][int(args.heldout)]
+    if args.round7:
+        _r7_memo()
+    elif args.round6:
         _r6_memo()
     qs = _query_sets(items, fams, out, sha_to_row)
     split = f"HELD-OUT (round {rnd}, run once)" if args.heldout else "DEV"

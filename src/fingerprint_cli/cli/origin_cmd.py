@@ -14,6 +14,7 @@ from fingerprint_cli.errors import FpxError
 from fingerprint_cli.origin import library
 from fingerprint_cli.origin.embedders import EMBEDDERS
 from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
+from fingerprint_cli.origin.local import INLIER_COUNTS
 
 ORDER = 65
 
@@ -27,6 +28,7 @@ EmbedderName = Enum("EmbedderName", {n: n for n in EMBEDDERS}, type=str)
 SearchKind = Enum("SearchKind", {n: n for n in SEARCH_KINDS}, type=str)
 ViewScheme = Enum("ViewScheme", {n: n for n in library.REF_VIEW_SETS}, type=str)
 DecisionRule = Enum("DecisionRule", {n: n for n in DECISIONS}, type=str)
+InlierCount = Enum("InlierCount", {n: n for n in INLIER_COUNTS}, type=str)
 
 
 def _progress(label: str, quiet: bool):
@@ -110,6 +112,10 @@ def register(app: typer.Typer) -> None:
                                       help="also calibrate the local test on overlay crops (caption band, meme "
                                            "bands, frame, sticker) of the calibration references; opt-in: not "
                                            "shown to hold the stated rate better (docs/benchmarks.md, round 6)"),
+        inlier_count: InlierCount | None = typer.Option(
+            None, "--inlier-count", help="what the local test counts among the RANSAC inliers: suspect (distinct "
+                                         "suspect keypoints) | one-to-one (the fewer of distinct suspect and "
+                                         "reference keypoints); default: this fpx's; --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -127,7 +133,7 @@ def register(app: typer.Typer) -> None:
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
             search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
-            calibration_overlays=overlays, jobs=jobs,
+            calibration_overlays=overlays, inlier_count=common.value(inlier_count), jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)

@@ -648,7 +648,7 @@ def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarr
         views = [lc.features(2 * j), lc.features(2 * j + 1)]
         impostors.append(_local_impostor(lib, views, o, groups[o]))
         own = lib.features(o)
-        gen.append(float(max(local_mod.inliers(v, own) for v in views)))
+        gen.append(float(max(local_mod.inliers(v, own, lib.settings.inlier_count) for v in views)))
         sizes.append(len(groups[o]))
     imp["local"] = np.asarray(impostors)
     return np.asarray(gen), sizes

@@ -284,6 +284,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
                 search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
                 decision: str | None = None, local: bool | None = None, calibration_overlays: bool = False,
+                inlier_count: str | None = None,
                 jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
@@ -302,7 +303,10 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     (:data:`~fingerprint_cli.origin.index.DECISIONS`; default ``similarity+local`` with local features,
     ``similarity+verify`` without; with ``add`` the index's own). ``calibration_overlays`` (a new index with
     local features): its local calibration queries also include overlay crops
-    (:data:`~fingerprint_cli.origin.local.OVERLAY_TRANSFORMS`; recorded; with ``add`` the index's own). Unreadable
+    (:data:`~fingerprint_cli.origin.local.OVERLAY_TRANSFORMS`; recorded; with ``add`` the index's own).
+    ``inlier_count`` (a new index with local features; None: this fpx's default): what the local stage counts
+    among the RANSAC inliers (:data:`~fingerprint_cli.origin.local.INLIER_COUNTS`; recorded; with ``add`` the
+    index's own). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -319,7 +323,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    lset = _local_settings_for(base, local, calibration_overlays)
+    lset = _local_settings_for(base, local, calibration_overlays, inlier_count)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
@@ -371,14 +375,17 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
     return local, decision or (DEFAULT_LOCAL_DECISION if local else DEFAULT_DECISION)
 
 
-def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = False) -> local_mod.Settings | None:
+def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = False,
+                        inlier_count: str | None = None) -> local_mod.Settings | None:
     """The local settings of the references being added: the base index's own (``--add``), this fpx's default
-    for a new index (with ``overlays``, the overlay calibration crops too), None without local features."""
+    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count`` when given), None
+    without local features."""
     if not local:
         return None
     if base is not None and base.local is not None:
         return base.local.settings
-    return dataclasses.replace(local_mod.DEFAULT, calib_overlays=True) if overlays else local_mod.DEFAULT
+    s = dataclasses.replace(local_mod.DEFAULT, calib_overlays=True) if overlays else local_mod.DEFAULT
+    return s if inlier_count is None else dataclasses.replace(s, inlier_count=inlier_count)
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:

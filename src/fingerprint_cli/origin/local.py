@@ -15,7 +15,8 @@ mirror: ORB is not mirror-invariant; :data:`N_FEATURES` at :data:`SIDE` px) is m
    with Lowe's ratio test :data:`RATIO`), then a RANSAC affine map (``cv2.estimateAffine2D``, reprojection
    error :data:`RANSAC_PX` px; an affine map so that an aspect-changing resize is covered too), refused when
    degenerate (scale or anisotropy outside :data:`SCALE_RANGE` / :data:`MAX_ANISOTROPY`); the number of
-   inliers — distinct suspect keypoints that land where the map puts them — is the evidence.
+   inliers — distinct suspect keypoints that land where the map puts them, or (``Settings.inlier_count`` =
+   ``"one-to-one"``) the smaller of their distinct suspect and distinct reference keypoints — is the evidence.
 
 The evidence is decided by a threshold calibrated like the index's others
 (:func:`fingerprint_cli.origin.index.calibrate`): on built-in crops of the index's own calibration references
@@ -61,7 +62,11 @@ class Settings:
     :data:`FLAT_MAX` descriptors (√M lists up to that many, trained on ``ivf_train_per_list`` descriptors per
     list; ``ivf_nprobe`` probed). ``calib_overlays``: the local calibration queries also include the overlay
     crops of :data:`OVERLAY_TRANSFORMS` (round 6; opt-in, :data:`OVERLAYS`), so the threshold is calibrated against impostors carrying
-    captions, frames, stickers and meme bands (:func:`calib_names`)."""
+    captions, frames, stickers and meme bands (:func:`calib_names`). ``inlier_count`` (round 7,
+    :data:`INLIER_COUNTS`): what :func:`inliers` counts among the RANSAC inliers — ``"suspect"`` their distinct
+    suspect keypoints (rounds 4–6, the value of an index without the key), ``"one-to-one"`` the smaller of their
+    distinct suspect and distinct reference keypoints (many suspect keypoints mapped onto a few reference ones
+    count as few)."""
 
     tile_grid: int = 0
     tile_scale: float = 2.0
@@ -71,6 +76,11 @@ class Settings:
     ivf_nprobe: int = 8
     ivf_train_per_list: int = 64
     calib_overlays: bool = False
+    inlier_count: str = "suspect"
+
+    def __post_init__(self) -> None:
+        if self.inlier_count not in INLIER_COUNTS:
+            raise ValueError(f"inlier_count must be one of {', '.join(INLIER_COUNTS)}, not {self.inlier_count!r}")
 
     def doc(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _SETTING_KEYS}
@@ -83,7 +93,8 @@ class Settings:
 
 
 _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
-                 "ivf_train_per_list", "calib_overlays")
+                 "ivf_train_per_list", "calib_overlays", "inlier_count")
+INLIER_COUNTS = ("suspect", "one-to-one")  # Settings.inlier_count: what inliers() counts
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
 ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
@@ -388,21 +399,39 @@ def _plausible(A: np.ndarray) -> bool:
     return SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and sv[1] > 0 and sv[0] / sv[1] <= MAX_ANISOTROPY
 
 
-def inliers(q: Features, r: Features) -> int:
-    """Geometric evidence that ``q`` sits inside ``r``: the RANSAC affine map's inliers (distinct suspect
-    keypoints); 0 without a plausible map."""
+def _ransac(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray]:
+    """(suspect rows, reference rows) of the RANSAC affine map's inlier correspondences between ``q`` and
+    ``r``; empty without enough ratio-test matches or without a plausible map."""
     import cv2
 
     qi, ri = _ratio_matches(q, r)
     if len(qi) < MIN_MATCHES:
-        return 0
+        return np.zeros(0, int), np.zeros(0, int)
     A, mask = cv2.estimateAffine2D(q.xy[qi].reshape(-1, 1, 2), r.xy[ri].reshape(-1, 1, 2), method=cv2.RANSAC,
                                    ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995,
                                    refineIters=10)
     if A is None or mask is None or not _plausible(A):
-        return 0
+        return np.zeros(0, int), np.zeros(0, int)
     m = mask.ravel().astype(bool)
-    return int(len(np.unique(qi[m])))
+    return qi[m], ri[m]
+
+
+def count_inliers(qi: np.ndarray, ri: np.ndarray, count: str = "suspect") -> int:
+    """The evidence of a set of inlier correspondences (suspect rows ``qi``, reference rows ``ri``):
+    its distinct suspect keypoints (``"suspect"``), or the smaller of its distinct suspect and distinct
+    reference keypoints (``"one-to-one"``; :class:`Settings`)."""
+    n = int(len(np.unique(qi)))
+    if count == "one-to-one":
+        return min(n, int(len(np.unique(ri))))
+    if count != "suspect":
+        raise ValueError(f"unknown inlier count {count!r}")
+    return n
+
+
+def inliers(q: Features, r: Features, count: str = "suspect") -> int:
+    """Geometric evidence that ``q`` sits inside ``r``: the RANSAC affine map's inliers, counted as ``count``
+    says (:func:`count_inliers`; an index's :class:`Settings` ``inlier_count``); 0 without a plausible map."""
+    return count_inliers(*_ransac(q, r), count)
 
 
 def _voted(lib: LocalIndex, view: Features, exclude: set[int], n_voted: int) -> list[int]:
@@ -423,19 +452,20 @@ def match(lib: LocalIndex, views: list[Features], shortlist=(), exclude=(), n_vo
     for vi, v in enumerate(views):
         for c in _voted(lib, v, excl, n_voted):
             todo.setdefault(c, set()).add(vi)
-    res = []
+    res, count = [], lib.settings.inlier_count
     for c, vs in todo.items():
         rf = lib.features(c)
-        n, vi = max(((inliers(views[vi], rf), vi) for vi in sorted(vs)), key=lambda t: (t[0], -t[1]))
+        n, vi = max(((inliers(views[vi], rf, count), vi) for vi in sorted(vs)), key=lambda t: (t[0], -t[1]))
         res.append((c, n, vi))
     return sorted(res, key=lambda t: (-t[1], t[0]))
 
 
 def is_duplicate(lib: LocalIndex, i: int, c: int) -> bool:
     """Whether reference ``c`` holds at least :data:`DUPLICATE_FRACTION` of reference ``i``'s own keypoints as
-    verified inliers (the same scene: neighbouring video frames, bursts, crops of one another)."""
+    verified inliers (the same scene: neighbouring video frames, bursts, crops of one another), counted as the
+    library's settings say (``inlier_count``)."""
     own = lib.features(i)
-    return c == i or inliers(own, lib.features(c)) >= max(MIN_MATCHES, DUPLICATE_FRACTION * len(own))
+    return c == i or inliers(own, lib.features(c), lib.settings.inlier_count) >= max(MIN_MATCHES, DUPLICATE_FRACTION * len(own))
 
 
 def local_duplicates(lib: LocalIndex, i: int, extra=()) -> set[int]:
