@@ -125,7 +125,9 @@ def test_round5_index_calibrates_and_grows_as_before(libs, tmp_path):
     assert len(grown.local_calib_transform) > len(old.local_calib_transform)
 
 
-def test_cli_calibration_overlays_opt_in_is_recorded_and_kept_by_add(tmp_path):
+def cli_build_and_add(tmp_path, options: list[str], seed: int):
+    """``fpx origin index`` of 6 pictures with ``options`` (2 calibration references), then ``--add`` of a 7th:
+    the index as built and as grown."""
     from typer.testing import CliRunner
 
     from fingerprint_cli.cli.app import app
@@ -133,19 +135,22 @@ def test_cli_calibration_overlays_opt_in_is_recorded_and_kept_by_add(tmp_path):
     refs = tmp_path / "refs"
     refs.mkdir()
     for i in range(6):
-        images.save_png(_textured(120, 160, seed=640 + i), refs / f"r{i}.png")
+        images.save_png(_textured(120, 160, seed=seed + i), refs / f"r{i}.png")
     out = tmp_path / "o.fpxindex"
     run = CliRunner().invoke
-    res = run(app, ["origin", "index", str(refs), "-o", str(out), "--calibration-overlays", "--calibration-refs", "2",
-                    "-q"])
+    res = run(app, ["origin", "index", str(refs), "-o", str(out), *options, "--calibration-refs", "2", "-q"])
     assert res.exit_code == 0, res.output
     idx = load_index(out)
-    assert idx.local.settings.calib_overlays
-    assert idx.local_calib_transform == L.calib_names(L.OVERLAYS) * 2
     extra = tmp_path / "x.png"
-    images.save_png(_textured(120, 160, seed=699), extra)
+    images.save_png(_textured(120, 160, seed=seed + 59), extra)
     res = run(app, ["origin", "index", str(extra), "-o", str(out), "--add", "-q"])
     assert res.exit_code == 0, res.output
-    grown = load_index(out)
+    return idx, load_index(out)
+
+
+def test_cli_calibration_overlays_opt_in_is_recorded_and_kept_by_add(tmp_path):
+    idx, grown = cli_build_and_add(tmp_path, ["--calibration-overlays"], 640)
+    assert idx.local.settings.calib_overlays
+    assert idx.local_calib_transform == L.calib_names(L.OVERLAYS) * 2
     assert grown.local.settings == idx.local.settings and grown.n == 7
     assert set(grown.local_calib_transform) == set(L.calib_names(L.OVERLAYS))

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from test_origin_local import _textured
+from test_origin_round6 import cli_build_and_add
 
 from fingerprint_cli import images, origin
 from fingerprint_cli.origin import local as L
@@ -125,21 +126,9 @@ def test_cli_inlier_count_is_recorded_and_kept_by_add(tmp_path):
 
     from fingerprint_cli.cli.app import app
 
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for i in range(6):
-        images.save_png(_textured(120, 160, seed=840 + i), refs / f"r{i}.png")
-    out = tmp_path / "o.fpxindex"
-    run = CliRunner().invoke
-    bad = run(app, ["origin", "index", str(refs), "-o", str(out), "--inlier-count", "one2one", "-q"])
-    assert bad.exit_code == 2 and not out.exists()
-    res = run(app, ["origin", "index", str(refs), "-o", str(out), "--inlier-count", "one-to-one",
-                    "--calibration-refs", "2", "-q"])
-    assert res.exit_code == 0, res.output
-    assert load_index(out).local.settings.inlier_count == "one-to-one"
-    extra = tmp_path / "x.png"
-    images.save_png(_textured(120, 160, seed=899), extra)
-    res = run(app, ["origin", "index", str(extra), "-o", str(out), "--add", "-q"])
-    assert res.exit_code == 0, res.output
-    grown = load_index(out)
-    assert grown.local.settings.inlier_count == "one-to-one" and grown.n == 7
+    bad = CliRunner().invoke(app, ["origin", "index", str(tmp_path), "-o", str(tmp_path / "b.fpxindex"),
+                                   "--inlier-count", "one2one", "-q"])
+    assert bad.exit_code == 2 and not (tmp_path / "b.fpxindex").exists()  # refused before anything is embedded
+    idx, grown = cli_build_and_add(tmp_path, ["--inlier-count", "one-to-one"], 840)
+    assert idx.local.settings.inlier_count == "one-to-one"
+    assert grown.local.settings == idx.local.settings and grown.n == 7
