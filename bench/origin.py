@@ -137,6 +137,17 @@ before vs after, and reported whatever they say.
 Round 6 outcome (after the dev run): the rule failed on the photo archive (22/900 dev false matches before and
 after; 5/300 on the round-5 families), so the overlay crops are an opt-in (``calibration_overlays=True``), not
 the default; the held-out run then ran once (docs/benchmarks.md).
+
+Round 7 (``--round7``; issue 12 round 7: the local test counts RANSAC inliers one-to-one). Before = the round-5
+default's index files (reused unchanged); after = the same with ``inlier_count = "one-to-one"`` recorded and
+every threshold recalibrated (``r7_LIBRARY_after.fpxindex``). The fifteen round-6 dev families only: every
+family has been seen, there is no held-out list this round (all numbers are development numbers). The rule
+(docs/benchmarks.md, round 7, committed first): default only if the photo archive's false matches are <= 9/900
+and no family's mAP drops by > 0.02, and the mixed library's stay <= 9/900.
+
+    nice -n 10 python bench/origin.py --round7 --max-test 60 [--library real] --boot 200      # dev
+
+Round 7 outcome: photo archive 22/900 -> 11/900 (> 9/900): the rule failed; one-to-one stays opt-in.
 """
 
 from __future__ import annotations
