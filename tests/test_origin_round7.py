@@ -132,3 +132,18 @@ def test_cli_inlier_count_is_recorded_and_kept_by_add(tmp_path):
     idx, grown = cli_build_and_add(tmp_path, ["--inlier-count", "one-to-one"], 840)
     assert idx.local.settings.inlier_count == "one-to-one"
     assert grown.local.settings == idx.local.settings and grown.n == 7
+
+
+def test_an_unknown_recorded_count_is_refused_naming_the_file(built, tmp_path):
+    from fingerprint_cli.errors import ArtifactError
+
+    d, _, _ = built
+    idx = load_index(d / "new.fpxindex")
+    future = dataclasses.replace(idx.local.settings)
+    object.__setattr__(future, "inlier_count", "weighted")  # what a later fpx might record
+    idx.local.settings = future
+    out = tmp_path / "future.fpxindex"
+    idx.save(out)
+    with pytest.raises(ArtifactError, match="inlier_count") as exc:
+        load_index(out)
+    assert exc.value.path == str(out)

@@ -337,7 +337,11 @@ def load_index(path) -> OriginIndex:
     arrays, meta = _read_index_file(p)
     doc = _verified_document(p, arrays, meta)
     cfg = dict(doc.get("search") or {"kind": "flat"})
-    lset = local_mod.Settings.from_doc(doc.get("local"))
+    try:
+        lset = local_mod.Settings.from_doc(doc.get("local"))
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"index records local settings this fpx does not know ({exc}); rebuild it or "
+                            "upgrade fpx", str(p)) from exc
     idx = OriginIndex(embedder=doc["embedder"], refs=doc["refs"], vectors=arrays["vectors"].astype(np.float32),
                       head=doc.get("head"), head_weight=arrays.get("head.weight"),
                       calib_vectors=arrays.get("calib.vectors"), calib_owner=arrays.get("calib.owner"),
