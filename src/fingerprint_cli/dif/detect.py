@@ -517,11 +517,13 @@ def labels(fps: Sequence[Fingerprint]) -> list[str]:
     return [g[0].name for g in routing.groups(fps)]
 
 
-def route(fps: Sequence[Fingerprint], cond: dict[str, Any]) -> tuple[list[Fingerprint], list[dict[str, Any]]]:
+def route(fps: Sequence[Fingerprint], cond: dict[str, Any], grouped: Sequence[Sequence[Fingerprint]] | None = None
+          ) -> tuple[list[Fingerprint], list[dict[str, Any]]]:
     """For a suspect in condition ``cond`` (:func:`image_condition`): the one fingerprint per generator label
     that scores it — the member whose coverage contains the condition (:func:`.route.route`) — and each
-    label's route entry (member, reason, suspect condition). UsageError when members cannot be routed."""
-    picks = [routing.route(g, cond) for g in routing.groups(fps)]
+    label's route entry (member, reason, suspect condition). ``grouped``: ``fps`` already grouped by
+    :func:`.route.groups` (computed here when None). UsageError when members cannot be routed."""
+    picks = [routing.route(g, cond) for g in (routing.groups(fps) if grouped is None else grouped)]
     return [fp for fp, _ in picks], [entry for _, entry in picks]
 
 
@@ -664,9 +666,10 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
     ``details["route"]`` says which and why), says which of each fingerprint's calibration sets the p-value is
     taken over, and which warnings the record carries."""
     cond = image_condition(path)
-    routed = len(routing.groups(fps)) < len(fps)
-    fps, routes = route(fps, cond)
-    names = list(names or labels(fps))
+    grouped = routing.groups(fps)
+    routed = len(grouped) < len(fps)
+    fps, routes = route(fps, cond, grouped)
+    names = list(names or (g[0].name for g in grouped))
     single = len(fps) == 1
     checks = [condition.check(cond, fp.info, fp.crop) for fp in fps]
     calls, sha = _judge_all(fps, path, cache, checks)
