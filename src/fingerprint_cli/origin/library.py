@@ -9,7 +9,6 @@ journalled beside the output (``OUTPUT.partial/``) so ``resume=True`` skips the 
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import json
 import math

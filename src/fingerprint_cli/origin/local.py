@@ -27,7 +27,7 @@ group excluded. ``cv2`` is imported inside the functions (``fpx --help`` loads n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -102,7 +102,7 @@ DEFAULT = ROUND5  # new indexes: round 5's settings (neither round 6's overlay c
 # one-to-one inlier count passed its ship rule; both are opt-in, recorded in the index)
 # opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
 # crops among the local calibration queries
-OVERLAYS = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40, calib_overlays=True)
+OVERLAYS = replace(ROUND5, calib_overlays=True)
 # built-in crops of calibration references (never the benchmark's families): name -> (fraction, oy, ox, angle, q)
 CALIB_TRANSFORMS = {"lcrop_0.5_jpeg75": (0.5, 0.25, 0.75, 0.0, 75), "lcrop_0.7_rot5": (0.7, 0.8, 0.2, 5.0, 90),
                     "lfull_down_jpeg60": (1.0, 0.5, 0.5, 0.0, 60)}
