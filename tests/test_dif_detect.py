@@ -699,3 +699,17 @@ def test_held_out_measure_counts_by_both_rules_and_matches_brute_force(calibrate
         heldout.measure(calibrated, gen, real, rule="vote")
     with pytest.raises(ValueError, match="needs generated and real"):
         heldout.measure(calibrated, [], real)
+
+
+def test_detection_window_refusal_names_the_size_not_an_option_detect_lacks():
+    """Detection takes any window down to MIN_WINDOW px; below it the refusal says so (fpx detect has no --crop
+    to suggest), while a fit's refusal still points at --crop."""
+    from fingerprint_cli.dif.residuals import centre_crop
+
+    small = natural_image(condition.MIN_WINDOW - 4, 40, seed=3)
+    with pytest.raises(InputError, match="too small for a fingerprint window") as exc:
+        centre_crop(small, 64, "s.png", allow_smaller=True)
+    assert "--crop" not in str(exc.value)
+    assert centre_crop(natural_image(condition.MIN_WINDOW, 40, seed=3), 64, allow_smaller=True).shape[0] == 16
+    with pytest.raises(InputError, match=r"smaller than the 64x64 crop \(use a smaller --crop\)"):
+        centre_crop(natural_image(40, 40, seed=3), 64, "f.png")

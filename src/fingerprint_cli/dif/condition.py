@@ -257,6 +257,10 @@ def _training_jpeg_warnings(cond: dict[str, Any], tc: dict[str, Any]) -> list[st
     return []
 
 
+#: the smallest side (px) of a detection window: an image under it cannot be correlated with a fingerprint
+MIN_WINDOW = 16
+
+
 # ------------------------------------------------------------------ which calibration set a suspect belongs to
 AS_DISTRIBUTED = "as distributed"
 LOSSLESS_SET = "lossless"  # the lossless real photos calibrated as their own set (``conformal["lossless"]``)

@@ -19,6 +19,7 @@ import torch
 from fingerprint_cli import artifacts, atomic, images
 from fingerprint_cli.batch import cache_unusable
 from fingerprint_cli.dif.augment import apply as augment_apply
+from fingerprint_cli.dif.condition import MIN_WINDOW
 from fingerprint_cli.dif.denoise import Denoiser, get_denoiser, to_batch  # noqa: F401  (re-exported)
 from fingerprint_cli.errors import InputError
 
@@ -116,9 +117,12 @@ def centre_crop(pixels: np.ndarray, crop: int, path: str = "", allow_smaller: bo
     """
     h, w = pixels.shape[:2]
     if h < crop or w < crop:
-        if not allow_smaller or min(h, w) < 16:
+        if not allow_smaller:
             raise InputError(f"image is {w}x{h}, smaller than the {crop}x{crop} crop (use a smaller --crop)",
                              path)
+        if min(h, w) < MIN_WINDOW:  # detection takes any window down to MIN_WINDOW: no option can help here
+            raise InputError(f"image is {w}x{h}: under {MIN_WINDOW} px a side, too small for a fingerprint "
+                             "window", path)
     ch, cw = min(crop, h), min(crop, w)
     y, x = (h - ch) // 2, (w - cw) // 2
     return pixels[y:y + ch, x:x + cw]

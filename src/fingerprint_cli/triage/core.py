@@ -22,6 +22,7 @@ import numpy as np
 
 from fingerprint_cli import atomic, images, parallel
 from fingerprint_cli.anchored.score import base_provenance
+from fingerprint_cli.dif.condition import MIN_WINDOW
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 from fingerprint_cli.records import Record, read_records, render
 from fingerprint_cli.triage import custody as custody_mod
@@ -189,18 +190,14 @@ def analyse(item: Item) -> dict[str, Any]:
     return {"record": rec.to_dict(), "thumbnail": thumb}
 
 
-#: the smallest side a fingerprint window can be (dif.residuals.centre_crop refuses smaller images)
-MIN_FINGERPRINT_SIDE = 16
-
-
 def _fingerprint_stage(pixels, path: str, fingerprints: Sequence[str], fmt: str | None,
                        meta: dict[str, Any]) -> dict[str, Any]:
     """Every fingerprint's evidence on the decoded image; an image too small for any fingerprint window gets
     none (``not_run`` says why) instead of failing the record: its provenance evidence still counts."""
     h, w = pixels.shape[:2]
-    if min(h, w) < MIN_FINGERPRINT_SIDE:
+    if min(h, w) < MIN_WINDOW:
         return {"fingerprints": [], "claimed_by": [],
-                "not_run": f"image is {w}x{h}: under {MIN_FINGERPRINT_SIDE} px a side, too small for a "
+                "not_run": f"image is {w}x{h}: under {MIN_WINDOW} px a side, too small for a "
                            "fingerprint window (no pixel evidence)"}
     cond = {"format": fmt, "jpeg_quality": (meta.get("jpeg") or {}).get("quality")}
     return evidence_mod.generator_evidence(pixels, path, fingerprints, cond)
