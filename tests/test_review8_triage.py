@@ -9,37 +9,35 @@ the same conformal p-value, over the same calibration sets, as ``fpx detect``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import natural_image
+from test_api import _dif_corpus
 from fingerprint_cli import api, images
 from fingerprint_cli.triage import core
 
 
 @pytest.fixture
 def calibrated(tmp_path):
-    yy, xx = np.mgrid[0:48, 0:48]
-    planted = (np.sin(2 * np.pi * xx / 4) * np.cos(2 * np.pi * yy / 8))[..., None] * np.array([1.0, -0.5, 0.7])
-    dirs = {k: tmp_path / k for k in ("gen", "real", "cal", "inbox")}
-    for d in dirs.values():
-        d.mkdir()
-    for i in range(16):
-        images.save_png(np.clip(natural_image(48, 48, seed=i) + 0.03 * planted, 0, 1).astype(np.float32),
-                        dirs["gen"] / f"g{i:02d}.png")
-        images.save_png(natural_image(48, 48, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
-    for i in range(39):
-        images.save_png(natural_image(48, 48, seed=300 + i), dirs["cal"] / f"c{i:02d}.png")
-    for i in range(4):  # the inbox: two of the generator's images, two real photos, a flat grey image
-        images.save_png(np.clip(natural_image(48, 48, seed=500 + i) + (0.03 * planted if i < 2 else 0), 0, 1)
-                        .astype(np.float32), dirs["inbox"] / f"x{i}.png")
-    images.save_png(np.full((48, 48, 3), 0.5, np.float32), dirs["inbox"] / "flat.png")
+    d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}  # 16 generated, 16 real, 24 held-out real
+    for i in range(24, 39):  # 39 held-out real images in all
+        images.save_png(natural_image(48, 48, seed=300 + i), d["cal"] / f"c{i:02d}.png")
+    inbox = tmp_path / "inbox"  # two of the generator's images (from its own planted trace), two photos, flat grey
+    inbox.mkdir()
+    trace = np.asarray(images.load_image(d["gen"] / "g00.png").pixels) - natural_image(48, 48, seed=0)
+    for i in range(4):
+        images.save_png(np.clip(natural_image(48, 48, seed=500 + i) + (trace if i < 2 else 0), 0, 1)
+                        .astype(np.float32), inbox / f"x{i}.png")
+    images.save_png(np.full((48, 48, 3), 0.5, np.float32), inbox / "flat.png")
     fp_file = tmp_path / "gen.fpx.safetensors"
-    api.extract(dirs["gen"], dirs["real"], fp_file, name="gen", method="average", crop=48, denoiser="gaussian",
+    api.extract(d["gen"], d["real"], fp_file, name="gen", method="average", crop=48, denoiser="gaussian",
                 test_fraction=0.25, quiet=True)
     cal_file = tmp_path / "gen-cal.fpx.safetensors"
-    api.dif_calibrate(fp_file, [dirs["cal"]], cal_file, fpr=0.05, quiet=True)
-    return cal_file, dirs["inbox"]
+    api.dif_calibrate(fp_file, [d["cal"]], cal_file, fpr=0.05, quiet=True)
+    return cal_file, inbox
 
 
 def test_triage_uses_the_fingerprint_calibration_detect_uses(calibrated):
