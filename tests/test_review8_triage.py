@@ -56,3 +56,5 @@ def test_triage_uses_the_fingerprint_calibration_detect_uses(calibrated):
             [e] = [e for e in t.reasons if e["source"] == "fingerprint:gen"]
             assert e["tier"] == 4 and e["error_rate"] == 0.05
     assert tri[str(inbox / "flat.png")].details["generator"]["fingerprints"][0]["generated"] is False
+    [prov] = next(iter(tri.values())).provenance["fingerprints"]  # the provenance says the same
+    assert prov["calibrated"] is True and prov["fpr"] == 0.05 and prov["n_real"] == 39

@@ -130,10 +130,23 @@ def fingerprint_info(paths: Sequence[str]) -> list[dict[str, Any]]:
     for p in paths:
         fp = _load(p)
         _dif().detect.denoiser_for(fp)
-        cal = calibration_of(fp)
-        info.append({"path": p, "name": fp.name, "method": fp.method, "crop": fp.crop, "calibrated": cal.calibrated,
-                     "fpr": cal.fpr, "n_real": cal.n_real})
+        calibrated, fpr, n_real = _stated_calibration(fp)
+        info.append({"path": p, "name": fp.name, "method": fp.method, "crop": fp.crop, "calibrated": calibrated,
+                     "fpr": fpr, "n_real": n_real})
     return info
+
+
+def _has_conformal(fp) -> bool:
+    """Whether the fingerprint carries the calibration ``fpx dif-calibrate`` writes (``fp.conformal``)."""
+    return getattr(fp, "conformal", None) is not None and bool(getattr(fp, "calibrated", False))
+
+
+def _stated_calibration(fp) -> tuple[bool, float | None, int | None]:
+    """(calibrated, stated FPR, number of held-out real images) of a fingerprint, as its calls use them."""
+    if _has_conformal(fp):
+        return True, float(fp.fpr), len(fp.conformal.rho)
+    cal = calibration_of(fp)
+    return cal.calibrated, cal.fpr, cal.n_real
 
 
 # ---------------------------------------------------------------- calibration, read defensively
@@ -261,7 +274,7 @@ def _fingerprint_entry(fp, fpath: str, pixels: np.ndarray, path: str, cache: dic
     rho = float(detect.correlate_residuals(fp, [_residual(fp, pixels, path, cache)])[0])
     score = float(detect.scores(fp, np.array([rho]))[0])
     cal = calibration_of(fp)
-    conformal = getattr(fp, "conformal", None) is not None and bool(getattr(fp, "calibrated", False))
+    conformal = _has_conformal(fp)
     entry: dict[str, Any] = {"name": fp.name, "path": fpath, "method": fp.method, "rho": rho, "score": score,
                              "calibrated": conformal or cal.calibrated}
     if conformal:
