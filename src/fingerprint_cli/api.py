@@ -70,11 +70,12 @@ class _PairJob:
         return len(self.plist) + len(self.orphans) + self.retrieved_out
 
 
-def _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed) -> _PairJob:
-    """Resolve the pairs and list what the run reads (paths as strings, as records hold them)."""
+def _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, quiet: bool = True) -> _PairJob:
+    """Resolve the pairs and list what the run reads (paths as strings, as records hold them); ``quiet=False``:
+    what a folder holds that is not read says so on stderr."""
     reference = str(reference) if reference is not None else None
     suspects = [str(s) for s in suspects or []]
-    plist, orphans = batch.resolve_pairs(reference, suspects, pairs, ref_dir, suspect_dir)
+    plist, orphans = batch.resolve_pairs(reference, suspects, pairs, ref_dir, suspect_dir, quiet)
     job = _PairJob(plist, orphans)
     job.inputs = batch.pair_run_inputs(reference, suspects, pairs, ref_dir, suspect_dir, plist, perturbed)
     return job
@@ -119,7 +120,7 @@ def score(reference: PathLike | None = None, suspects: Sequence[PathLike] = (), 
     detection features. ``maps=FOLDER`` writes one heatmap PNG per pair. ``stdout=True`` streams the records
     to stdout as the CLI does. Returns the records in output order (unmatched ``suspect_dir`` files first).
     """
-    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed)
+    job = _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, quiet)
     extra = _survival_hooks(perturbed, job.plist)
     enc = _score_encoder(encoder, resolution, device, quiet)
     atomic.check_outputs({}, job.inputs, folders={"--maps": maps})
@@ -170,7 +171,7 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
     output order: unmatched suspects, the pairs, then the per-image aggregates.
     """
     job, retrieved, not_found = _attribute_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, index,
-                                               device)
+                                               device, quiet)
     doc, enc, why = attribute_mod.load_thresholds(str(thresholds_name) if thresholds_name else None, resolution,
                                                   device, quiet)
     decider = attribute_mod.make_decider(doc, alpha, quiet)
@@ -207,11 +208,11 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
 
 
 def _attribute_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, index,
-                   device: str) -> tuple[_PairJob, dict[str, Any], list[Record]]:
+                   device: str, quiet: bool = True) -> tuple[_PairJob, dict[str, Any], list[Record]]:
     """(the pairs, {suspect: its retrieved origin}, records of suspects with no origin found): from the origin
     ``index`` when one is given (issue 12: each suspect's reference comes from the index), else as named."""
     if index is None:
-        return _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed), {}, []
+        return _pair_job(reference, suspects, pairs, ref_dir, suspect_dir, perturbed, quiet), {}, []
     named = [str(s) for s in ([reference] if reference is not None else []) + list(suspects or [])]
     plist, retrieved, not_found = origin_lib.pairs_from_index(named, str(index), device=device)
     job = _PairJob(plist, [], retrieved_out=len(not_found))
@@ -258,7 +259,7 @@ def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: 
     """
     perturb_mod._check_common(method, strength, jnd_model)
     perturb_mod.check_psnr_floor(psnr_floor)
-    files, plan, is_batch = _perturb_plan(inputs, out, jnd_map, records)
+    files, plan, is_batch = _perturb_plan(inputs, out, jnd_map, records, quiet)
     making = any(o is not None for _, o, _ in plan)
     enc = encoders.load_encoder(encoder, resolution, device) if method == "adversarial" and making else None
     perturb_mod.make_output_dirs(plan, is_batch)
@@ -278,12 +279,13 @@ def perturb(inputs: Sequence[PathLike], *, out: PathLike | None = None, method: 
 
 
 def _perturb_plan(inputs: Sequence[PathLike], out: PathLike | None, jnd_map: PathLike | None,
-                  records: PathLike | None):
-    """(files, plan, is_batch), every output checked against every input before any work."""
+                  records: PathLike | None, quiet: bool = True):
+    """(files, plan, is_batch), every output checked against every input before any work; ``quiet=False``: what a
+    folder holds that is not read says so on stderr."""
     out = Path(out) if out is not None else None
     jnd_map = Path(jnd_map) if jnd_map is not None else None
     given_dirs = any(Path(i).is_dir() for i in inputs)
-    files = batch.expand_paths([str(i) for i in inputs])
+    files = batch.expand_paths([str(i) for i in inputs], quiet=quiet)
     if not files:
         raise UsageError(f"no images found in {', '.join(map(str, inputs))}: nothing to do")
     plan, is_batch = perturb_mod.plan_outputs(files, given_dirs, out, jnd_map)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from fingerprint_cli.errors import UsageError
+from fingerprint_cli.records import json_text
 
 
 def refuse_overwrite_of_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
@@ -188,4 +189,6 @@ def write_bytes(target: str | os.PathLike, data: bytes) -> None:
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
-    write_bytes(target, text.encode("utf-8"))
+    """Write ``text`` as UTF-8, atomically; a file name's undecodable bytes in it (lone surrogates) are written as
+    ``\\xNN`` (:func:`fingerprint_cli.records.json_text`), never a failed write or invalid UTF-8."""
+    write_bytes(target, json_text(text).encode("utf-8"))

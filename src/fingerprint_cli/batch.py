@@ -31,16 +31,50 @@ class Pair:
 
 
 # ---------------------------------------------------------------- inputs
-def expand_paths(paths: Sequence[str | os.PathLike], recursive: bool = False) -> list[str]:
-    """Files stay as they are; folders expand to the images inside them (sorted)."""
+def expand_paths(paths: Sequence[str | os.PathLike], recursive: bool = False, quiet: bool = True) -> list[str]:
+    """Files stay as they are; folders expand to the images inside them (sorted). With ``quiet=False`` each
+    folder's entries that are not read say so on stderr (:func:`say_left_out`)."""
     out: list[str] = []
     for p in paths:
         pp = Path(p)
         if pp.is_dir():
             out.extend(str(x) for x in images.list_images(pp, recursive=recursive))
+            say_left_out(pp, recursive, quiet)
         else:
             out.append(str(p))
     return out
+
+
+def left_out(folder: str | os.PathLike, recursive: bool = False) -> list[str]:
+    """The entries of ``folder`` that :func:`fingerprint_cli.images.list_images` does not list: files without an
+    image suffix (an image named ``IMG_0001`` or ``photo.heic``), hidden files, and — not ``recursive`` —
+    subfolders (written ``name/``); relative to ``folder``, sorted."""
+    d = Path(folder)
+    listed = set(images.list_images(d, recursive=recursive))
+    out = []
+    for p in sorted(d.rglob("*") if recursive else d.iterdir()):
+        try:
+            is_dir = p.is_dir()
+        except OSError:
+            is_dir = False
+        if p in listed or (is_dir and recursive):
+            continue
+        if recursive and any(part.startswith(".") for part in p.relative_to(d).parts[:-1]):
+            continue  # inside a hidden folder: the folder itself is named
+        out.append(str(p.relative_to(d)) + ("/" if is_dir else ""))
+    return out
+
+
+def say_left_out(folder: str | os.PathLike, recursive: bool = False, quiet: bool = False) -> None:
+    """One stderr warning naming what a run does not read in ``folder`` (:func:`left_out`; nothing when it reads
+    every entry): a folder handed to fpx is never thinned out silently."""
+    if quiet:
+        return
+    skipped = left_out(folder, recursive)
+    if skipped:
+        shown = ", ".join(skipped[:8]) + (f", ... ({len(skipped) - 8} more)" if len(skipped) > 8 else "")
+        warn(f"{folder}: {len(skipped)} {'entry' if len(skipped) == 1 else 'entries'} not read (not an image by "
+             f"its name, hidden{'' if recursive else ', or a subfolder'}): {shown}")
 
 
 def run_inputs(files: Iterable[str | os.PathLike | None] = (), folders: Iterable[str | os.PathLike | None] = (),
@@ -91,8 +125,8 @@ def recorded_images(fingerprint: str | os.PathLike) -> list[str]:
     return out
 
 
-def pairs_from_args(reference: str, suspects: Sequence[str]) -> list[Pair]:
-    return [Pair(reference, s) for s in expand_paths(suspects)]
+def pairs_from_args(reference: str, suspects: Sequence[str], quiet: bool = True) -> list[Pair]:
+    return [Pair(reference, s) for s in expand_paths(suspects, quiet=quiet)]
 
 
 _PATH_COLUMNS = ("reference", "suspect", "perturbed")
@@ -131,14 +165,18 @@ def pairs_from_csv(path: str | os.PathLike) -> list[Pair]:
                  tuple((k, v) for k, v in r.items() if k not in ("reference", "suspect"))) for r in rows]
 
 
-def pairs_from_dirs(ref_dir: str | os.PathLike, suspect_dir: str | os.PathLike) -> tuple[list[Pair], list[str]]:
+def pairs_from_dirs(ref_dir: str | os.PathLike, suspect_dir: str | os.PathLike,
+                    quiet: bool = True) -> tuple[list[Pair], list[str]]:
     """Match suspects to references by file stem.
 
     A suspect matches the reference with the same stem, or — for several calls of one reference —
     the longest reference stem it starts with followed by ``_``, ``-`` or ``.`` (``cat.png`` ↔
-    ``cat_flux_1.png``). Returns the pairs and the suspects with no reference.
+    ``cat_flux_1.png``). Returns the pairs and the suspects with no reference. ``quiet=False``: what is not read
+    in either folder says so on stderr (:func:`say_left_out`).
     """
     refs = {p.stem: str(p) for p in images.list_images(ref_dir)}
+    for d in (ref_dir, suspect_dir):
+        say_left_out(d, quiet=quiet)
     pairs, orphans = [], []
     for s in images.list_images(suspect_dir):
         ref = refs.get(s.stem)
@@ -437,15 +475,16 @@ class Results(list):
 
 def resolve_pairs(reference: str | None, suspects: Sequence[str], pairs_csv: str | os.PathLike | None,
                   ref_dir: str | os.PathLike | None,
-                  suspect_dir: str | os.PathLike | None) -> tuple[list[Pair], list[str]]:
+                  suspect_dir: str | os.PathLike | None, quiet: bool = True) -> tuple[list[Pair], list[str]]:
     """Turn the three ways of naming pairs (REF SUSPECT..., a pairs CSV, two folders matched by stem) into
-    (pairs, orphan suspects). Exactly one way must be used (UsageError otherwise)."""
+    (pairs, orphan suspects). Exactly one way must be used (UsageError otherwise). ``quiet=False``: what a
+    folder holds that is not read says so on stderr (:func:`say_left_out`)."""
     ways = sum([bool(reference), pairs_csv is not None, ref_dir is not None or suspect_dir is not None])
     if ways != 1:
         raise UsageError("name pairs one way: REF SUSPECT [SUSPECT ...], --pairs FILE.csv, "
                          "or --ref-dir DIR --suspect-dir DIR")
     if reference:
-        return _pairs_from_reference(reference, suspects), []
+        return _pairs_from_reference(reference, suspects, quiet), []
     if pairs_csv is not None:
         plist = pairs_from_csv(pairs_csv)
         if not plist:
@@ -453,16 +492,16 @@ def resolve_pairs(reference: str | None, suspects: Sequence[str], pairs_csv: str
         return plist, []
     if ref_dir is None or suspect_dir is None:
         raise UsageError("--ref-dir and --suspect-dir go together")
-    plist, orphans = pairs_from_dirs(ref_dir, suspect_dir)
+    plist, orphans = pairs_from_dirs(ref_dir, suspect_dir, quiet)
     if not plist and not orphans:
         raise UsageError(f"no images found in {suspect_dir}: nothing to do")
     return plist, orphans
 
 
-def _pairs_from_reference(reference: str, suspects: Sequence[str]) -> list[Pair]:
+def _pairs_from_reference(reference: str, suspects: Sequence[str], quiet: bool = True) -> list[Pair]:
     if not suspects:
         raise UsageError("give at least one SUSPECT after the reference")
-    plist = pairs_from_args(reference, suspects)
+    plist = pairs_from_args(reference, suspects, quiet)
     if not plist:
         raise UsageError(f"no images found in {', '.join(map(str, suspects))}: nothing to do")
     return plist

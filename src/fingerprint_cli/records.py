@@ -54,15 +54,22 @@ class Record:
                                               for k, v in self.inputs.items()))
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-safe data: every string valid Unicode (:func:`json_text`), an input path that is
+        not valid UTF-8 also as ``path_bytes`` (hex of its bytes), NaN/inf as None."""
         d = asdict(self)
         order = ["schema_version", "command", "status", "inputs", "features", "directions", "decision",
                  "reasons", "error", "details", "provenance"]
-        return {k: _clean(d[k]) for k in order}
+        d["inputs"] = {k: _with_path_bytes(v) for k, v in d["inputs"].items()}
+        return {k: json_safe(d[k]) for k in order}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Record":
+        """A record read back (:meth:`to_dict`'s form): an input with ``path_bytes`` gets its path back as the
+        operating system spells it, so ``--resume`` recognises the file."""
         fields = {k: d[k] for k in ("command", "inputs", "features", "directions", "decision", "reasons",
                                     "provenance", "details", "status", "error", "schema_version") if k in d}
+        if isinstance(fields.get("inputs"), dict):
+            fields["inputs"] = {k: _path_from_bytes(v) for k, v in fields["inputs"].items()}
         return cls(**fields)
 
     @classmethod
@@ -78,12 +85,66 @@ def input_key(command: str, **paths: Any) -> tuple:
     return (command,) + tuple(sorted((role, str(path)) for role, path in paths.items()))
 
 
-def _clean(value: Any) -> Any:
-    """Make a value JSON-safe: numpy scalars to Python, NaN/inf to None."""
+def json_text(text: str) -> str:
+    """``text`` as valid Unicode for strict JSON readers (jq, jsonschema, UTF-8 decoders).
+
+    A file name that is not valid UTF-8 reaches Python as a str with lone surrogates (``os.fsdecode``'s
+    ``surrogateescape``: byte 0xE9 becomes U+DCE9), which a JSON writer emits as an unpaired ``\\udce9`` and a
+    UTF-8 writer refuses. Each undecodable byte is written as the four characters ``\\xNN`` instead (Python's
+    and GNU ``ls``'s usual escape: ``caf\\xe9.png``), readable and stable; any other lone surrogate as
+    ``\\uDXXX``. Valid text is returned unchanged. The escaped form is for display: a record keeps the exact
+    bytes of an input path in ``path_bytes`` (:meth:`Record.to_dict`).
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    return "".join(_escape_surrogate(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+def _escape_surrogate(c: str) -> str:
+    """One lone surrogate as text: ``\\xNN`` for an undecodable byte (U+DC80..U+DCFF), else ``\\uDXXX``."""
+    o = ord(c)
+    return f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}"
+
+
+def _with_path_bytes(entry: Any) -> Any:
+    """An input entry, with ``path_bytes`` (hex of the path's bytes) when its path is not valid UTF-8."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    if isinstance(path, str) and json_text(path) != path:
+        return {**entry, "path_bytes": _path_bytes(path).hex()}
+    return entry
+
+
+def _path_bytes(path: str) -> bytes:
+    """The bytes of a path as the operating system holds them (a surrogate no byte maps to: its UTF-8 form)."""
+    try:
+        return os.fsencode(path)
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogatepass")
+
+
+def _path_from_bytes(entry: Any) -> Any:
+    """An input entry read back: its path as the operating system spells it when ``path_bytes`` says so."""
+    if isinstance(entry, dict) and isinstance(entry.get("path_bytes"), str):
+        try:
+            return {**entry, "path": os.fsdecode(bytes.fromhex(entry["path_bytes"]))}
+        except ValueError:
+            return entry
+    return entry
+
+
+def json_safe(value: Any) -> Any:
+    """Make a value JSON-safe: numpy scalars to Python, NaN/inf to None, text valid Unicode (:func:`json_text`)."""
+    if isinstance(value, str):
+        return json_text(value)
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {json_text(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

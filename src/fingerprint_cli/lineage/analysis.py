@@ -617,9 +617,60 @@ def run(paths: Sequence[str], *, images: Sequence[str] = (), real_dir: str | Seq
     res.control = control
     res.control_formats = {k: v.id for k, v in formats.items()}
     res.warnings.extend(_control_warnings(fps, real_map, formats))
+    if aug is None:  # with --equalise every image shares one format: no format confound is left
+        gen_kind, cell_real = _format_kinds(fps, img_map, real_map, formats)
+        mark_format_confounds(res, gen_kind, cell_real)
     prov = _provenance(fps[0], threshold, max_shift)
     prov.update(metric=metric, period=int(period), equalise=aug.id if aug is not None else "none", control=control)
     return res, prov
+
+
+def _kind(view: FormatView) -> str:
+    """"lossless" or "jpeg": the format class a fingerprint can learn instead of a generator."""
+    return "lossless" if view.quality is None else "jpeg"
+
+
+def _format_kinds(fps: Sequence[Any], img_map: Mapping[str, str], real_map: Mapping[str, str],
+                  controls: Mapping[str, FormatView]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The format class of each generator's test images, and of the real photos each cell (fingerprint i,
+    column j) tests them against: i's real photos as they are, or re-saved as JPEG in a ``--control format``
+    column of JPEG images (``controls``: {name: view}, empty without the control)."""
+    gen = {name: _kind(v) for name, v in _control_formats(fps, img_map).items()}
+    reals, _ = _real_sets(fps, real_map or None)
+    real = {fp.name: _kind(format_of(r)) for fp, r in zip(fps, reals)}
+    cell = {i: {j: ("jpeg" if controls.get(j) is not None and controls[j].quality is not None else real[i])
+                for j in gen} for i in gen}
+    return gen, cell
+
+
+def mark_format_confounds(res: "LineageResult", gen_kind: Mapping[str, str],
+                          cell_real: Mapping[str, Mapping[str, str]]) -> None:
+    """Turn a supported link that a shared format explains into an unresolved one.
+
+    Link (a, b) rests on a's fingerprint telling b's images from a's real photos and the other way round. When
+    both generators' images are of one format class (``gen_kind``: "lossless" / "jpeg") and the real photos of
+    both cells are of the other (``cell_real[i][j]``), two fingerprints that only learned "lossless, not JPEG"
+    (or the reverse) detect each other's images perfectly: the link is no evidence of shared lineage (the shipped
+    DALL-E 3 and LDM fingerprints, unrelated, linked at p = 4.5e-8 against the JPEG photos they were fitted with).
+    Such a link gets ``supported: False`` (so the summary lists it in ``unresolved_links``), ``confound`` and a
+    text saying why, and the run a warning."""
+    hit = []
+    for lk in res.links:
+        a, b = lk["a"], lk["b"]
+        ga, gb = gen_kind.get(a), gen_kind.get(b)
+        if not lk.get("supported") or ga is None or ga != gb:
+            continue
+        if cell_real.get(a, {}).get(b) == ga or cell_real.get(b, {}).get(a) == gb:
+            continue  # a cell with format-matched real photos: the format alone does not separate it
+        other = cell_real.get(a, {}).get(b)
+        lk["supported"] = False
+        lk["confound"] = f"both generators' test images are {ga} and the real photos {other}"
+        lk["text"] += (f" — unresolved link: {lk['confound']}, so a shared format difference explains it "
+                       "(give --real photos in their format, or --equalise jpegQ)")
+        hit.append(f"{a} ~ {b}")
+    if hit:
+        res.warnings.append(f"link(s) {', '.join(hit)} rest on a format difference the real photos do not control "
+                            "(generated and real images of different formats): reported as unresolved links")
 
 
 def _control_formats(fps: Sequence[Any], img_map: Mapping[str, str]) -> dict[str, FormatView]:

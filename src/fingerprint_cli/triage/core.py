@@ -199,7 +199,8 @@ def _fingerprint_stage(pixels, path: str, fingerprints: Sequence[str], fmt: str 
         return {"fingerprints": [], "claimed_by": [],
                 "not_run": f"image is {w}x{h}: under {MIN_WINDOW} px a side, too small for a "
                            "fingerprint window (no pixel evidence)"}
-    cond = {"format": fmt, "jpeg_quality": (meta.get("jpeg") or {}).get("quality")}
+    cond = {"format": fmt, "jpeg_quality": (meta.get("jpeg") or {}).get("quality"), "width": w, "height": h,
+            "short_side": min(h, w), "lossless": None if fmt is None else fmt != "JPEG"}
     return evidence_mod.generator_evidence(pixels, path, fingerprints, cond)
 
 

@@ -1,8 +1,11 @@
 """Pixel evidence for triage: generator fingerprints (the ``fpx detect`` library code) and, with an origin
 index, origin retrieval followed by reference-anchored attribution.
 
-Calibration is read defensively: a fingerprint calibrated at a stated false-positive rate carries (in its
-metadata) the FPR and the held-out real images' scores; then every detection gets a conformal p-value
+A fingerprint calibrated by ``fpx dif-calibrate`` (``fp.conformal``: the shipped library among them) is called
+exactly as ``fpx detect`` calls it: the conformal p-value over the calibration sets the image's condition may
+belong to, ``generated`` only when p ≤ its stated FPR, and outside the conditions it was trained and calibrated
+on the entry says so (``outside_calibration``). An older layout is read defensively: the FPR and the held-out real
+images' scores in ``meta["calibration"]``; then every detection gets a conformal p-value
 (1 + #{real scores ≥ s}) / (n + 1) and calls ``generated`` only when p ≤ FPR. A fingerprint without that
 calibration is used with the paper's rule (ρ nearer μ_gen than μ_real) and every result from it says
 ``calibrated: false`` — triage never reports it as stronger than that (see :mod:`.verdict`).
@@ -21,6 +24,7 @@ import numpy as np
 from fingerprint_cli import origin, parallel
 from fingerprint_cli.anchored import attribute, thresholds
 from fingerprint_cli.batch import Pair
+from fingerprint_cli.dif import condition as dif_condition
 from fingerprint_cli.errors import FpxError, InputError, UsageError
 
 FP_SUFFIX = ".safetensors"
@@ -126,10 +130,23 @@ def fingerprint_info(paths: Sequence[str]) -> list[dict[str, Any]]:
     for p in paths:
         fp = _load(p)
         _dif().detect.denoiser_for(fp)
-        cal = calibration_of(fp)
-        info.append({"path": p, "name": fp.name, "method": fp.method, "crop": fp.crop, "calibrated": cal.calibrated,
-                     "fpr": cal.fpr, "n_real": cal.n_real})
+        calibrated, fpr, n_real = _stated_calibration(fp)
+        info.append({"path": p, "name": fp.name, "method": fp.method, "crop": fp.crop, "calibrated": calibrated,
+                     "fpr": fpr, "n_real": n_real})
     return info
+
+
+def _has_conformal(fp) -> bool:
+    """Whether the fingerprint carries the calibration ``fpx dif-calibrate`` writes (``fp.conformal``)."""
+    return getattr(fp, "conformal", None) is not None and bool(getattr(fp, "calibrated", False))
+
+
+def _stated_calibration(fp) -> tuple[bool, float | None, int | None]:
+    """(calibrated, stated FPR, number of held-out real images) of a fingerprint, as its calls use them."""
+    if _has_conformal(fp):
+        return True, float(fp.fpr), len(fp.conformal.rho)
+    cal = calibration_of(fp)
+    return cal.calibrated, cal.fpr, cal.n_real
 
 
 # ---------------------------------------------------------------- calibration, read defensively
@@ -257,15 +274,32 @@ def _fingerprint_entry(fp, fpath: str, pixels: np.ndarray, path: str, cache: dic
     rho = float(detect.correlate_residuals(fp, [_residual(fp, pixels, path, cache)])[0])
     score = float(detect.scores(fp, np.array([rho]))[0])
     cal = calibration_of(fp)
+    conformal = _has_conformal(fp)
     entry: dict[str, Any] = {"name": fp.name, "path": fpath, "method": fp.method, "rho": rho, "score": score,
-                             "calibrated": cal.calibrated}
-    if cal.calibrated:
+                             "calibrated": conformal or cal.calibrated}
+    if conformal:
+        entry.update(_conformal_call(fp, rho, condition))
+    elif cal.calibrated:
         entry.update(_calibrated_call(fp, cal, rho, score, condition))
     else:
         entry.update(p_value=None, fpr=None, n_real=None,
                      generated=bool(detect.is_generated(fp, np.array([rho]))[0]),
                      note="not calibrated: the paper's nearest-mean rule, no stated error rate")
     return entry
+
+
+def _conformal_call(fp, rho: float, condition: dict[str, Any] | None) -> dict[str, Any]:
+    """The call of a fingerprint calibrated by ``fpx dif-calibrate`` (``fp.conformal``), exactly as ``fpx detect``
+    makes it (:func:`fingerprint_cli.dif.detect.judge` over the calibration sets the image's condition may belong
+    to, :func:`fingerprint_cli.dif.condition.check`); an image outside the conditions the fingerprint was trained
+    and calibrated on says why (``outside_calibration``: the verdict then gives its claim no error rate)."""
+    check = dif_condition.check(condition or {}, fp.info, fp.crop)
+    call = _dif().detect.judge(fp, rho, check.get("calibration_sets"))
+    out: dict[str, Any] = {"p_value": call["p_value"], "fpr": call["fpr"], "n_real": len(fp.conformal.rho),
+                           "generated": bool(call["generated"]), "rule": call["rule"]}
+    if check["within"] is False:  # as detect's abstention (dif.detect.abstain_outside)
+        out["outside_calibration"] = "; ".join(check["warnings"])
+    return out
 
 
 def _calibrated_call(fp, cal: Calibration, rho: float, score: float, condition) -> dict[str, Any]:
