@@ -135,7 +135,7 @@ def test_compute_matched_keeps_the_order_and_reports_a_bad_file(corpus, tmp_path
     plain, _ = compute([paths[3]], den, S)
     assert np.abs(res[2] - plain[0]).max() > 0  # the lossless generated image was re-encoded
     # smaller windows allowed (detection): one call per lossless image, same residuals
-    res_s, infos_s = compute_matched(paths[:2], den, S, Q, on_error=lambda p, e: None, allow_smaller=True)
+    res_s, _ = compute_matched(paths[:2], den, S, Q, on_error=lambda p, e: None, allow_smaller=True)
     np.testing.assert_array_equal(np.asarray(res_s), res[:2])
     assert compute_matched(paths[:2], den, S, None)[0].shape == (2, 3, S, S)
 
