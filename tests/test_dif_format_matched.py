@@ -144,3 +144,40 @@ def test_format_matching_needs_a_jpeg_image_in_the_training_set(corpus):
     with pytest.raises(UsageError, match="no training image of either class is JPEG"):
         extract.fit(corpus["train", "gen"], corpus["train", "real_png"], name="x", crop=S, epochs=1,
                     denoiser="gaussian", test_fraction=0.0, profile="format-matched", unet_width=8)
+
+
+def test_the_library_build_script_fits_format_matched_and_says_so(tmp_path):
+    """scripts/build_fingerprint_library.py --fit-option profile=format-matched (how a v3 entry is built): the
+    entry records the profile, the training-set description says what was re-encoded, the fingerprint its
+    quality; its held-out measurement runs through the matched residuals."""
+    import importlib.util
+
+    from fingerprint_cli import fingerprints
+    from fingerprint_cli.dif.fingerprint import load_library
+
+    data = tmp_path / "data"
+    for d in ("generators/gena", "real_bsds500/train", "real_bsds500/val"):
+        (data / d).mkdir(parents=True)
+    lf = _trace()
+    for i in range(16):
+        images.save_png(np.clip(natural_image(S, S, seed=i) + TRACE_AMP * lf, 0, 1), data / f"generators/gena/g{i}.png")
+    for split, n, base in (("train", 30, 100), ("val", 12, 500)):
+        for i in range(n):
+            (data / f"real_bsds500/{split}/r{i}.jpg").write_bytes(
+                images.encode(natural_image(S, S, seed=base + i), "JPEG", quality=Q))
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_fingerprint_library.py"
+    spec = importlib.util.spec_from_file_location("build_fingerprint_library", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lib = tmp_path / "lib"
+    assert mod.main(["--data", str(data), "--out-dir", str(lib), "--fpr", "0.1", "--real-fit", "15", "--method",
+                     "average", "--denoiser", "gaussian", "--crop", str(S), "--cache", str(tmp_path / "c"),
+                     "--work", str(tmp_path / "w"), "--fit-option", "profile=format-matched",
+                     "--profile-name", "format-matched", "--version", "3"]) == 0
+    (e,) = fingerprints.index(lib)
+    assert e["id"] == "gena-average-v3" and e["profile"] == "format-matched"
+    assert e["fit_options"] == {"profile": "format-matched"}
+    assert f"every lossless image re-encoded as JPEG q{Q} first" in e["training_set"]["description"]
+    (fp,) = load_library(lib)
+    assert detect.matched_quality(fp) == Q and fp.verified and fp.calibrated
+    assert e["held_out"]["n_generated"] == 4 and e["held_out"]["n_real"] == 12
