@@ -33,6 +33,14 @@ def _trace():
     return (lf - lf.mean()) / lf.std()
 
 
+def _png_set(folder, seeds, trace) -> list[str]:
+    """PNG 'photos' (natural_image of each seed) plus ``trace`` (0: clean) in ``folder``; their paths."""
+    folder.mkdir(parents=True)
+    for s in seeds:
+        images.save_png(np.clip(natural_image(S, S, seed=s) + trace, 0, 1), folder / f"{s:04d}.png")
+    return [str(p) for p in images.list_images(folder)]
+
+
 def _jpeg_copy(png, folder):
     f = folder / (png.stem + ".jpg")
     f.write_bytes(images.encode(images.load_image(png).pixels, "JPEG", quality=Q))
@@ -46,15 +54,8 @@ def corpus(tmp_path_factory):
     lf = _trace()
     sets: dict = {}
     for split, n, base in (("train", N_TRAIN, 0), ("test", N_TEST, 1000)):
-        for kind, off in (("gen", 0), ("real_png", 500)):
-            folder = root / split / kind
-            folder.mkdir(parents=True)
-            for i in range(n):
-                px = natural_image(S, S, seed=base + off + i)
-                if kind == "gen":
-                    px = np.clip(px + TRACE_AMP * lf, 0, 1)
-                images.save_png(px, folder / f"{i:02d}.png")
-            sets[split, kind] = [str(p) for p in images.list_images(folder)]
+        sets[split, "gen"] = _png_set(root / split / "gen", range(base, base + n), TRACE_AMP * lf)
+        sets[split, "real_png"] = _png_set(root / split / "real_png", range(base + 500, base + 500 + n), 0.0)
         jpeg = root / split / "real_jpeg"
         jpeg.mkdir()
         sets[split, "real_jpeg"] = [str(_jpeg_copy(p, jpeg)) for p in map(Path, sets[split, "real_png"])]
