@@ -148,6 +148,12 @@ def _arguments(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _matched_note(fp: Fingerprint) -> str:
+    """The training-set description's note on format matching (``--profile format-matched``), else ""."""
+    q = (fp.info.augment or {}).get("match_quality")
+    return "" if q is None else f"; every lossless image re-encoded as JPEG q{q} first (format-matched)"
+
+
 def install(name: str, folder: Path, fp: Fingerprint, info: dict, args, cache: ResidualCache,
             real_val: list[str], fit_options: dict) -> dict:
     """Save the sealed fingerprint (and its float32 twin for the storage check); returns its index entry."""
@@ -171,7 +177,7 @@ def install(name: str, folder: Path, fp: Fingerprint, info: dict, args, cache: R
         "training_set": {
             "description": f"{fp.meta['counts']['train_generated']} images of "
                            f"{folder.relative_to(args.data)} vs {fp.meta['counts']['train_real']} "
-                           f"real_bsds500/train photographs (JPEG), centre {fp.crop}² crops",
+                           f"real_bsds500/train photographs (JPEG), centre {fp.crop}² crops" + _matched_note(fp),
             "generated": fp.meta["counts"]["train_generated"], "real": fp.meta["counts"]["train_real"],
             "manifest_sha256": sha256_bytes("\n".join(train_sha).encode())},
         "calibration": {"fpr": cal["fpr"], "n": cal["n"], "description": cal["description"],

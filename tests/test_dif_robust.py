@@ -234,4 +234,5 @@ def test_cli_profile_option(corpus, tmp_path):
     res = CliRunner().invoke(app, ["dif-extract", "--generated", corpus["gen"], "--real", corpus["real"],
                                    "-o", str(tmp_path / "x.fpx.safetensors"), "--crop", str(S), "--profile",
                                    "robustt", "--denoiser", "gaussian", "--quiet"])
-    assert res.exit_code == 2 and "did you mean 'robust'" in res.output
+    flat = " ".join(res.output.replace("│", " ").split())  # the message as read, whatever the box's wrapping
+    assert res.exit_code == 2 and "did you mean 'robust'" in flat and "format-matched" in flat

@@ -61,7 +61,9 @@ def dif_extract(
                                 help="robust: both classes pass through random JPEG (q 60-100) and rescaling "
                                      "(0.5-1.5x) before their residuals, so the fingerprint survives "
                                      "recompression; robust-jpeg: each image as it is plus JPEG q 70-95 "
-                                     "views, no rescaling; plain: the images as they are (the paper). "
+                                     "views, no rescaling; format-matched: every lossless image re-encoded as "
+                                     "JPEG at the JPEG training images' quality (in fitting, calibration and "
+                                     "detection); plain: the images as they are (the paper). "
                                      "Default: plain (see docs/dif.md)"),
     views: Optional[int] = typer.Option(None, "--views", min=1, max=8,
                                         help="augmented views per training image with --profile robust / robust-jpeg "

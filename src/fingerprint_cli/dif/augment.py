@@ -18,7 +18,9 @@ Profiles (:data:`PROFILES`): ``plain`` (no augmentation — the paper), ``robust
 scale = 1 with probability ½, else log-uniform in [0.5, 1.5]; JPEG with probability 0.8 at a quality uniform in
 60…100, else none), ``robust-jpeg`` (issue 15 round 4: the image itself plus views re-saved as JPEG at a quality
 uniform in 70…95, the range analysts receive, and no rescaling — a resized view carries the periodic trace at
-another period, so it cannot help one fixed pattern), and the single conditions of the paper's Fig. 6 used as baselines by ``bench/dif.py``:
+another period, so it cannot help one fixed pattern), ``format-matched`` (issue 15: no random views; every lossless image — training, calibration or suspect — is
+re-encoded as JPEG at the JPEG training images' quality before its residual, so "lossless or JPEG" carries no
+label information; :func:`.residuals.compute_matched`), and the single conditions of the paper's Fig. 6 used as baselines by ``bench/dif.py``:
 ``jpeg75``, ``jpeg50``, ``resize`` (scale 0.5) and ``mixed`` (one of none / JPEG 75 / JPEG 50 / resize 0.5 per
 image, uniformly).
 """
@@ -88,6 +90,10 @@ class Profile:
     #: the suspect conditions the views cover ({"jpeg_quality", "scale", "lossless"}, recorded in the
     #: fingerprint's training conditions; see :func:`..condition.training_conditions`), None = as trained
     covers: dict | None = None
+    #: format matching (``format-matched``): no drawn views; every lossless training image of either class is
+    #: re-encoded as JPEG at the JPEG training images' quality (:func:`.residuals.compute_matched`), and so is
+    #: every lossless image the fingerprint is calibrated on or detects
+    match_format: bool = False
 
 
 def _robust(rng: np.random.Generator) -> Augmentation:
@@ -115,6 +121,10 @@ PROFILES: dict[str, Profile] = {
                            "both classes: the image itself plus JPEG q U[70, 95] views (no rescaling); 2 views "
                            "per image", keep_original=True,
                            covers={"jpeg_quality": list(RECEIVED_QUALITY), "scale": None, "lossless": True}),
+    "format-matched": Profile("format-matched", lambda rng: IDENTITY, 1,
+                              "every lossless image of either class re-encoded whole as JPEG at the median quality of "
+                              "the JPEG training images (JPEG images as they are); lossless suspects and lossless "
+                              "calibration photos are matched the same way", match_format=True),
     "jpeg75": Profile("jpeg75", lambda rng: Augmentation(quality=75), 1, "JPEG q75 (Fig. 6 condition)"),
     "jpeg50": Profile("jpeg50", lambda rng: Augmentation(quality=50), 1, "JPEG q50 (Fig. 6 condition)"),
     "resize": Profile("resize", lambda rng: Augmentation(scale=0.5), 1, "resize ×0.5 (Fig. 6 condition)"),

@@ -53,7 +53,7 @@ from fingerprint_cli.dif.baselines import log_spectrum
 from fingerprint_cli.dif.condition import AS_DISTRIBUTED, LOSSLESS_SET, Recompression
 from fingerprint_cli.dif.fingerprint import (Conformal, Fingerprint, Phases, calibration_summary, load_folder,
                                              load_library, min_calibration_images)
-from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser, recompressed_window
+from fingerprint_cli.dif.residuals import ResidualCache, compute_matched, compute_views, get_denoiser, recompressed_window
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.images import sha256_bytes
 from fingerprint_cli.records import Record, input_key
@@ -194,17 +194,28 @@ def correlations(fp: Fingerprint, paths: list[str], *, cache: ResidualCache | No
     Residuals already in ``cache`` (image sha256, denoiser sha256, crop) are not recomputed. A bad image
     raises InputError naming it, unless ``on_error`` is given (then it is reported and left out).
     """
-    den = denoiser_for(fp)
-    res, _ = compute(paths, den, fp.crop, cache=cache, on_error=on_error, progress=progress, allow_smaller=True)
+    res, _ = _residuals(fp, paths, cache, on_error, progress, allow_smaller=True)
     return correlate_residuals(fp, res)
+
+
+def matched_quality(fp: Fingerprint) -> int | None:
+    """The JPEG quality a ``format-matched`` fingerprint re-encodes every lossless image at before its residual
+    (``meta["augment"]["match_quality"]``), None for every other fingerprint."""
+    q = (fp.info.augment or {}).get("match_quality")
+    return None if q is None else int(q)
+
+
+def _residuals(fp: Fingerprint, paths: Sequence[str], cache, on_error, progress, allow_smaller: bool = False):
+    """The residuals detection and calibration correlate with ``fp``: its denoiser and crop, with its format
+    matching (:func:`matched_quality`, :func:`.residuals.compute_matched`) where it has one."""
+    return compute_matched(list(paths), denoiser_for(fp), fp.crop, matched_quality(fp), cache=cache,
+                           on_error=on_error, progress=progress, allow_smaller=allow_smaller)
 
 
 def correlations_with_info(fp: Fingerprint, paths: Sequence[str], *, cache: ResidualCache | None = None,
                            on_error=None, progress=None) -> tuple[np.ndarray, list[dict]]:
     """Like :func:`correlations`, also returning [{"path", "sha256"}] of the images that succeeded."""
-    den = denoiser_for(fp)
-    res, infos = compute(list(paths), den, fp.crop, cache=cache, on_error=on_error, progress=progress,
-                         allow_smaller=True)
+    res, infos = _residuals(fp, paths, cache, on_error, progress, allow_smaller=True)
     return correlate_residuals(fp, res), infos
 
 
@@ -395,8 +406,7 @@ def _calibration_statistics(fp: Fingerprint, paths: Sequence[str], need: int, fp
                             what: str = "real") -> tuple[list[float], list[dict]]:
     """ρ of the usable calibration images among ``paths`` and their {"path", "sha256"} (UsageError when fewer
     than ``need`` remain)."""
-    res, infos = compute(list(paths), denoiser_for(fp), fp.crop, cache=cache, progress=progress,
-                         on_error=lambda p, e: skip(p, str(e)))
+    res, infos = _residuals(fp, paths, cache, lambda p, e: skip(p, str(e)), progress)
     keep = _calibration_images(fp, infos, skip)
     if len(keep) < need:
         raise UsageError(f"only {len(keep)} usable {what} image(s) for calibration (of {len(paths)} given); a "
@@ -485,9 +495,12 @@ def _calibrate_recompressions(fp: Fingerprint, used: list[dict], conditions: lis
     den = denoiser_for(fp)
     sets: dict[str, dict[str, Any]] = {}
     left_out: dict[str, str] = {}
+    q = matched_quality(fp)
     for r in conditions:
         errors: list[str] = []
-        res, infos, _ = compute_views([u["path"] for u in used], lambda _sha, r=r: [r], den, fp.crop, cache=cache,
+        # a copy that ends lossless is format-matched like a lossless suspect (resize0.9 -> resize0.9+jpegQ)
+        view = Recompression(r.scale, q) if q is not None and r.lossless else r
+        res, infos, _ = compute_views([u["path"] for u in used], lambda _sha, v=view: [v], den, fp.crop, cache=cache,
                                       progress=progress, window=recompressed_window,
                                       on_error=lambda p, e, errors=errors: errors.append(f"{p}: {e}"))
         if len(infos) < need:

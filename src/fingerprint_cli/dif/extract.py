@@ -30,7 +30,7 @@ from fingerprint_cli.dif import baselines, condition, detect
 from fingerprint_cli.dif.baselines import log_spectrum
 from fingerprint_cli.dif.detect import SEARCHES, correlate_residuals, rho, standardise
 from fingerprint_cli.dif.fingerprint import METHODS, Fingerprint, Phases, calibration_summary, min_calibration_images
-from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_views, get_denoiser
+from fingerprint_cli.dif.residuals import ResidualCache, compute, compute_matched, compute_views, get_denoiser
 from fingerprint_cli.dif.unet import UNet
 from fingerprint_cli.errors import InputError, UsageError
 from fingerprint_cli.images import sha256_file
@@ -370,12 +370,15 @@ def _training_residuals(gen_train, real_train, den, crop, cache, progress, on_ph
     """The training residuals of both classes, plain or through the profile's views; returns
     (rg, rr, info_g, info_r, aug_meta, k_views, augment)."""
     prof = aug_mod.get_profile(profile)
-    k_views = 1 if prof.name == "plain" else (prof.views if views is None else int(views))
+    k_views = 1 if prof.name == "plain" or prof.match_format else (prof.views if views is None else int(views))
     if on_phase:
         on_phase("residuals", (len(gen_train) + len(real_train)) * k_views)
     aug_meta: dict[str, Any] = {"profile": prof.name, "views": k_views}
     err_g, err_r = (lambda p, e: skip_late(p, e, "generated")), (lambda p, e: skip_late(p, e, "real"))
-    if prof.name == "plain":
+    if prof.match_format:
+        rg, rr, info_g, info_r, augment = _matched_training_residuals(
+            gen_train, real_train, den, crop, cache, progress, (err_g, err_r), prof, aug_meta, augment)
+    elif prof.name == "plain":
         rg, info_g = compute(gen_train, den, crop, cache=cache, progress=progress, on_error=err_g)
         rr, info_r = compute(real_train, den, crop, cache=cache, progress=progress, on_error=err_r)
     else:
@@ -394,6 +397,33 @@ def _training_residuals(gen_train, real_train, den, crop, cache, progress, on_ph
             raise UsageError(f"the {label} class has {len(info)} decodable training image(s); a fingerprint "
                              f"needs at least 2")
     return rg, rr, info_g, info_r, aug_meta, k_views, augment
+
+
+def match_quality(paths: Sequence[str]) -> int:
+    """The JPEG quality format matching re-encodes lossless images at: the median of the quality estimates
+    (:func:`.condition.estimate_quality`, from the quantisation tables) of the JPEG images among ``paths``
+    (both training classes); UsageError when none is JPEG (nothing to match)."""
+    qs = [c["jpeg_quality"] for c in condition.probe_many(paths) if c.get("jpeg_quality") is not None]
+    if not qs:
+        raise UsageError("--profile format-matched re-encodes lossless training images at the JPEG training "
+                         "images' quality, but no training image of either class is JPEG (nothing to match)")
+    return int(np.median(qs))
+
+
+def _matched_training_residuals(gen_train, real_train, den, crop, cache, progress, errors, prof, aug_meta,
+                                augment):
+    """The ``format-matched`` profile's training residuals (:func:`.residuals.compute_matched`): every lossless
+    image of either class re-encoded as JPEG at :func:`match_quality`; ``aug_meta`` gets the quality and
+    how many images of each class were matched. Returns (rg, rr, info_g, info_r, augment)."""
+    q = match_quality(list(gen_train) + list(real_train))
+    rg, info_g = compute_matched(gen_train, den, crop, q, cache=cache, progress=progress, on_error=errors[0])
+    rr, info_r = compute_matched(real_train, den, crop, q, cache=cache, progress=progress, on_error=errors[1])
+    n_lossless = {label: sum(1 for c in condition.probe_many(d["path"] for d in info) if c.get("lossless"))
+                  for label, info in (("generated", info_g), ("real", info_r))}
+    aug_meta.update({"description": prof.description, "match_quality": q, "matched": n_lossless})
+    if augment is None:  # covered: JPEG at the matched quality, and lossless suspects (matched at detection)
+        augment = {"jpeg_quality": [q, q], "scale": None, "lossless": True}
+    return np.asarray(rg), np.asarray(rr), info_g, info_r, augment
 
 
 def _fit_pattern(method, gen_t, real_t, *, epochs, seed, batch_size, lr, margin, unet_width, progress, k_views,

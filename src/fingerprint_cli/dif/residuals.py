@@ -19,11 +19,12 @@ import torch
 from fingerprint_cli import artifacts, atomic, images
 from fingerprint_cli.batch import cache_unusable
 from fingerprint_cli.dif.augment import apply as augment_apply
-from fingerprint_cli.dif.condition import MIN_WINDOW
+from fingerprint_cli.dif.condition import MIN_WINDOW, Recompression
 from fingerprint_cli.dif.denoise import Denoiser, get_denoiser, to_batch  # noqa: F401  (re-exported)
 from fingerprint_cli.errors import InputError
 
-__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "compute_views", "recompressed_window"]
+__all__ = ["ResidualCache", "get_denoiser", "centre_crop", "compute", "compute_views", "compute_matched",
+           "recompressed_window"]
 
 
 class ResidualCache:
@@ -280,6 +281,70 @@ def compute_views(paths: Sequence[str], views: Callable[[str], Sequence], denois
     if not out:
         return np.zeros((0, k_views or 1, 3, crop, crop), np.float32), infos, all_views
     return np.stack([np.stack(o) for o in out]).astype(np.float32), infos, all_views
+
+
+def _header_lossless(p: str) -> bool:
+    """Whether the file's header says lossless (not JPEG); False when unreadable (the residual step reports it)."""
+    try:
+        return images.header(p).get("format") != "JPEG"
+    except InputError:
+        return False
+
+
+def _matched_window(allow_smaller: bool):
+    """The view function of format matching: the whole image re-encoded (a :class:`~.condition.Recompression`),
+    then detection's centre crop (smaller than ``crop`` only with ``allow_smaller``)."""
+    def window(pixels: np.ndarray, view, crop: int, path: str) -> np.ndarray:
+        return centre_crop(view.apply(pixels, path), crop, path, allow_smaller)
+    return window
+
+
+def _merge_in_order(paths: Sequence[str], parts: dict[bool, tuple[list, list[dict]]]) -> tuple[list, list[dict]]:
+    """Interleave the results of the two groups (lossless True / False) back into the order of ``paths``
+    (an image that failed is missing from its group's infos, so each group is walked with a pointer)."""
+    at = {True: 0, False: 0}
+    out, infos = [], []
+    for p, flag in paths:
+        res, inf = parts[flag]
+        i = at[flag]
+        if i < len(inf) and inf[i]["path"] == p:
+            out.append(res[i])
+            infos.append(inf[i])
+            at[flag] = i + 1
+    return out, infos
+
+
+def compute_matched(paths: Sequence[str], denoiser: Denoiser, crop: int, quality: int | None, *,
+                    cache: ResidualCache | None = None, progress: Callable[..., None] | None = None,
+                    on_error: Callable[[str, Exception], None] | None = None,
+                    allow_smaller: bool = False) -> tuple[np.ndarray | list[np.ndarray], list[dict]]:
+    """Residuals as :func:`compute`, with **format matching** (the ``format-matched`` training profile, issue 15):
+    every image whose header says lossless is first re-encoded, whole, as JPEG at ``quality`` (Pillow, 4:2:0;
+    :class:`~.condition.Recompression` ``jpegQ``), then centre-cropped; a JPEG image is used as it is. So a
+    fingerprint fitted and calibrated this way never sees a lossless residual, and "lossless or JPEG" cannot
+    carry information in fitting, calibration or detection. ``quality`` None: plain :func:`compute`. The
+    matched residual is cached under the view id ``jpegQ`` (the same entry as condition calibration's
+    ``jpegQ`` copy of that image)."""
+    if quality is None:
+        return compute(paths, denoiser, crop, cache=cache, progress=progress, on_error=on_error,
+                       allow_smaller=allow_smaller)
+    flagged = [(str(p), _header_lossless(str(p))) for p in paths]
+    view = Recompression(quality=int(quality))
+    window = _matched_window(allow_smaller)
+    lossless = [p for p, f in flagged if f]
+    # with smaller images allowed, windows may differ in size: one image per call (detection's case)
+    chunks = [[p] for p in lossless] if allow_smaller else ([lossless] if lossless else [])
+    res_l: list = []
+    inf_l: list[dict] = []
+    for chunk in chunks:
+        r, inf, _ = compute_views(chunk, lambda _sha: [view], denoiser, crop, cache=cache, progress=progress,
+                                  on_error=on_error, window=window)
+        res_l += [x[0] for x in r]
+        inf_l += inf
+    res_j, inf_j = compute([p for p, f in flagged if not f], denoiser, crop, cache=cache, progress=progress,
+                           on_error=on_error, allow_smaller=allow_smaller)
+    out, infos = _merge_in_order(flagged, {True: (res_l, inf_l), False: (list(res_j), inf_j)})
+    return _stacked(out, crop, infos)
 
 
 def _views_of(p: str, views, denoiser: Denoiser, crop: int, cache: ResidualCache | None, window):
