@@ -74,7 +74,8 @@ def _check_conformal_fits(c: Conformal, model: LDA, d: int, where: str) -> None:
     k = len(model.classes)
     shape_ok = (c.scales is not None and c.scales.shape == (k, d)) if c.score.startswith("robust-top3") \
         else (c.precisions is not None and c.precisions.shape == (k, d, d))
-    if (c.classes != model.classes or c.means.shape != (k, d) or not shape_ok
+    disc_ok = c.disc is None or (c.disc.classes == model.classes and c.disc.check(k, d))
+    if (c.classes != model.classes or c.means.shape != (k, d) or not shape_ok or not disc_ok
             or any(len(v) < 1 for v in c.cal_scores)):
         raise ArtifactError("thresholds artifact has an inconsistent conformal part (systems or shapes "
                             "differ from the class model)", where)
@@ -143,6 +144,7 @@ class Decider:
         if decision.why_unknown is not None and decision.prediction_set is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
         self._gate_note(decision, x, p_ood)
+        self._disc_note(decision, x)
         if exact is not None and exact.get("identical"):
             self._exact_call(decision)
         else:
@@ -176,6 +178,25 @@ class Decider:
             decision.update(why_inconclusive=list(decision.why_inconclusive or []) + [
                 f"outside the calibration corpus as a whole: whole-vector kNN p_ood {p_ood:.4f} < "
                 f"{gate.weight:g} x alpha"])
+
+    def _disc_note(self, decision: Decision, x: np.ndarray) -> None:
+        """With a discriminative part (round 8, :mod:`.discriminative`): both p-values of every system before
+        their combination, and which systems the discriminative test alone left out of the set."""
+        disc = None if self.conformal is None else self.conformal.disc
+        if disc is None or not np.all(np.isfinite(x)):
+            return
+        z = self.model.standardise(x)
+        p_dens = self.conformal.density_p_values(z)[0][0]
+        p_disc = disc.p_values(z)[0]
+        classes = self.model.classes
+        half = float(self.alpha) / 2
+        out = [c for i, c in enumerate(classes) if p_dens[i] >= half > p_disc[i]]
+        decision.update(p_values_density={c: float(v) for c, v in zip(classes, p_dens)},
+                        p_values_discriminative={c: float(v) for c, v in zip(classes, p_disc)})
+        if out:
+            decision.update(why_inconclusive=list(decision.why_inconclusive or []) + [
+                f"left out by the discriminative test ({disc.kind}: another system explains the call better, "
+                f"p_disc < alpha/2): {', '.join(out)}"])
 
     def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1,
                pv: np.ndarray | None = None) -> Decision:
@@ -228,10 +249,20 @@ class Decider:
             top_k=[{"system": classes[i], "band": self.bands[classes[i]], "p": float(p[i]),
                     "p_value": float(pv[i])} for i in order[:top_k]],
             why_inconclusive=why, calls=n_calls, calibrated=True,
-            conformal={"calibrated": True, "alpha": alpha, "score": self.conformal.score,
-                       "note": f"Mondrian conformal p-values (leave-one-image-out calibration); a known "
-                               f"system is left out of the set with probability about {alpha:g}"},
-            thresholds=self.summary)
+            conformal=self._conformal_note(alpha), thresholds=self.summary)
+
+    def _conformal_note(self, alpha: float) -> dict[str, Any]:
+        """The decision's ``conformal`` block: the score, and (round 8) the discriminative model and combination."""
+        disc = self.conformal.disc
+        note = {"calibrated": True, "alpha": alpha, "score": self.conformal.score,
+                "note": f"Mondrian conformal p-values (leave-one-image-out calibration); a known "
+                        f"system is left out of the set with probability about {alpha:g}"}
+        if disc is not None:
+            note.update(discriminative=disc.kind, note=(
+                f"Mondrian conformal p-values: density (leave-one-image-out) and discriminative ({disc.kind}, "
+                f"cross-fitted by photo, {disc.folds} folds) combined as min(1, 2 min(p_density, p_disc)); a known "
+                f"system is left out of the set with probability about {alpha:g}"))
+        return note
 
     def _v1_why(self, p_top: float, p_band: float, m2: float) -> tuple[bool, bool, bool, list[str]]:
         """(far, system posterior low, band posterior low, why) under the v1 posterior/distance rule."""

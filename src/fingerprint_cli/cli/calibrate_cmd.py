@@ -13,6 +13,7 @@ import typer
 
 from fingerprint_cli import api, batch
 from fingerprint_cli.anchored.calibrate import SCORES
+from fingerprint_cli.anchored.discriminative import KINDS as DISC_KINDS
 from fingerprint_cli.anchored.thresholds import Thresholds
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
@@ -21,6 +22,7 @@ ORDER = 40
 
 SummaryFormat = Enum("SummaryFormat", {"text": "text", "json": "json"}, type=str)
 Nonconformity = Enum("Nonconformity", {s: s for s in SCORES}, type=str)
+DiscKind = Enum("DiscKind", {s: s for s in DISC_KINDS}, type=str)
 
 
 def _r3(x):
@@ -76,7 +78,14 @@ def _conformal_lines(conf: dict | None) -> list[str]:
              f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
              f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
              f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
-             f"{conf['singleton_rate']:.3f} (accuracy {_r3(conf['singleton_accuracy'])})"]
+             f"{conf['singleton_rate']:.3f} (accuracy {_r3(conf['singleton_accuracy'])}), one band "
+             f"{_r3(conf.get('band_decided_rate'))} (accuracy {_r3(conf.get('band_accuracy_when_decided'))})"]
+    disc = conf.get("discriminative")
+    if disc:
+        lines.append(f"    combined with a discriminative p-value ({disc['kind']}, cross-fitted by photo, {disc['folds']} "
+                     "folds); alone: " + "; ".join(
+                         f"{n} coverage {a['coverage']:.3f}, mean set size {a['mean_set_size']:.2f}"
+                         for n, a in disc["alone"].items()))
     wn = max(len(c) for c in conf["per_system"]) + 2
     for c, v in conf["per_system"].items():
         lines.append(f"    {c:<{wn}} coverage {v['coverage']:.3f}  n {v['n']:>5d}  mean set size {v['mean_set_size']:.2f}")
@@ -128,6 +137,10 @@ def calibrate_cmd(
     gate_weight: float = typer.Option(0.2, "--gate-weight",
                                       help="with robust-top3+knn: the kNN gate's Bonferroni weight w in (0, 1) "
                                            "(v4-v6: 0.2; smaller gates less)"),
+    disc: DiscKind = typer.Option(DiscKind("none"), "--discriminative",
+                                  help="also a discriminative conformal p-value (-log posterior of a classifier, "
+                                       "cross-fitted by photo), combined as min(1, 2 min(p_density, p_disc)): lda, "
+                                       "qda, logistic; none (default) = the density p-values alone (v2-v7)"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
     scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
@@ -153,7 +166,7 @@ def calibrate_cmd(
         cal = api.calibrate(corpus, output, features=features, artifact_id=artifact_id, version=version,
                             description=description, bootstrap=bootstrap, seed=seed, min_posterior=min_posterior,
                             alpha=alpha, conformal=conformal, nonconformity=common.value(nonconformity),
-                            gate_weight=gate_weight, blind=blind,
+                            gate_weight=gate_weight, discriminative=common.value(disc), blind=blind,
                             plot=plot, scores=scores,
                             reuse_scores=reuse_scores, resolution=resolution, batch_size=batch_size,
                             use_cache=not no_cache, device=device, jobs=jobs, quiet=quiet)
