@@ -1033,6 +1033,23 @@ def _ai_band_block(c: _Calls, k: str) -> dict:
             "no_band": float(none.sum() / n)}
 
 
+def _decided_block(c: _Calls, decider, k: str) -> dict:
+    """Round 8's rule rows for the known-system calls of kind ``k`` (known or chain): a call is *decided* when it
+    names a band (a named system names its band too); it is right when the named system is the true one or, when
+    only a band is named, the band is the true band. Also the decided rate of the known AI systems' calls (true band
+    in :data:`AI_BANDS`)."""
+    m = (c.kind == k) & np.isin(c.truth, list(c.systems))
+    named_band = np.isin(c.band, list(set(decider.bands.values())))
+    right = np.where(c.is_sys, c.sysl == c.truth, c.band == c.tband)
+    dec = m & named_band
+    ai = m & np.isin(c.tband, AI_BANDS)
+    return {"n": int(m.sum()), "decided": float(dec.sum() / max(m.sum(), 1)),
+            "accuracy_decided": float(right[dec].mean()) if dec.any() else None,
+            "n_decided": int(dec.sum()), "n_ai": int(ai.sum()),
+            "ai_decided": float((ai & named_band).sum() / max(ai.sum(), 1)) if ai.any() else None,
+            "ai_accuracy_decided": float(right[ai & named_band].mean()) if (ai & named_band).any() else None}
+
+
 def _common_block(c: _Calls, decider, common) -> dict:
     """Coverage on the systems every compared artifact was calibrated on (a like-for-like row)."""
     m = (c.kind == "known") & np.isin(c.truth, list(common))
@@ -1067,6 +1084,7 @@ def evaluate(rows, feats, decider, common=None):
         out["known_common"] = _common_block(c, decider, common)
     out["exact_rule"] = {str(k): int((c.exact & (c.kind == k)).sum()) for k in sorted(set(c.kind))}
     out["ai_band_answers"] = {k: _ai_band_block(c, k) for k in ("known", "chain")}
+    out["decided"] = {k: _decided_block(c, decider, k) for k in ("known", "chain")}
     per: dict = {}
     for r, d in zip(rows, c.dec):
         if r["kind"].startswith("held_out"):
@@ -1187,6 +1205,20 @@ def _print_report(res: dict, held: dict, common: set) -> None:
         _print_known_only(res)
     _print_misses(res)
     _print_exact_and_ai(res)
+    _print_decided(res)
+
+
+def _print_decided(res: dict) -> None:
+    """Round 8: decided rate (a system or a band named) and accuracy on decided calls, all known systems and the
+    known AI systems alone, for the known and the chain rows."""
+    print("\n| artifact | rows | calls | decided (system or band named) | accuracy on decided | known AI-system calls: "
+          "decided | AI: accuracy on decided |")
+    print("|---|---|---|---|---|---|---|")
+    for t, r in res.items():
+        for k, b in r["decided"].items():
+            if b["n"]:
+                print(f"| {t} | {k} | {b['n']} | {_fmt(b['decided'])} ({b['n_decided']}) | {_fmt(b['accuracy_decided'])}"
+                      f" | {_fmt(b['ai_decided'])} (of {b['n_ai']}) | {_fmt(b['ai_accuracy_decided'])} |")
 
 
 def _print_exact_and_ai(res: dict) -> None:

@@ -84,3 +84,48 @@ def test_misses_breakdown_matches_a_brute_force_count(openset):
         assert (n, missed, un) == (int((gn == p).sum()), miss["p", p], unk["p", p])
     assert sum(v[1] for v in per_sys.values()) > 0  # the pushed calls make some misses
     assert out["known"]["coverage"] == pytest.approx(1 - sum(v[1] for v in per_sys.values()) / len(rows))
+
+
+def test_decided_block_matches_a_brute_force_count(openset):
+    """Round 8's rule rows: decided = a band named, right = the named system (or, band only, the band) is true."""
+    X, y, g = _gaussian_corpus(30, 2, seed=43)
+    names = ["f1", "f2", "f3", "f4"]
+    bands = {"a": "benign", "b": "tight", "c": "drift"}
+    doc = thresholds.seal(cal.calibrate(cal.Corpus(X, names, {}, y, g, bands=bands), artifact_id="t", B=20,
+                                        alpha=0.1, nonconformity="robust-top3+knn", disc="logistic"))
+    dec = Decider(doc)
+    Xn, yn, gn = _gaussian_corpus(12, 2, seed=44)
+    Xn = Xn + np.where(np.arange(len(Xn))[:, None] % 4 == 0, 1.5, 0.0)
+    rows = [{"kind": "known", "truth": t, "truth_band": bands[t], "image_id": i, "processing": t}
+            for t, i in zip(yn, gn)]
+    feats = [dict(zip(names, x)) for x in Xn]
+    got = openset.evaluate(rows, feats, dec)["decided"]["known"]
+    n_dec = n_right = n_ai = n_ai_dec = 0
+    for r, f in zip(rows, feats):
+        d = dec.decide(f, top_k=3)[0]
+        decided = d["band"] in set(bands.values())
+        right = d["system"] == r["truth"] if d["system"] in bands else d["band"] == r["truth_band"]
+        n_dec += decided
+        n_right += decided and right
+        if r["truth_band"] in ("tight", "drift"):
+            n_ai += 1
+            n_ai_dec += decided
+    assert got["n"] == len(rows) and got["n_decided"] == n_dec and got["n_ai"] == n_ai
+    assert got["decided"] == pytest.approx(n_dec / len(rows))
+    assert got["accuracy_decided"] == pytest.approx(n_right / n_dec)
+    assert got["ai_decided"] == pytest.approx(n_ai_dec / n_ai)
+    assert 0 < n_dec < len(rows)  # some calls decided, some not: the count is not trivial
+
+
+def test_round8_lists_are_new_and_fresh8_is_the_eval_split(openset, tmp_path):
+    """TEST8 shares no processing with rounds 1-7's lists; its family-adjacent entries are flagged; fresh8 photos
+    are the eval-split photos (never the calib split a calibration corpus uses)."""
+    from corpus_local import split_of
+
+    earlier = set().union(*(set(openset.SETS[k]) for k in ("dev", "test", "test3", "test4", "test6")))
+    assert len(openset.TEST8) >= 10 and not set(openset.TEST8) & earlier
+    nets = [k for k, (_, kind) in openset.TEST8.items() if kind == "network"]
+    assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    listed = _photos(tmp_path / "train", 30)
+    got = openset.select_set([tmp_path / "train"], "fresh8", 5)
+    assert got == [p for p in listed if split_of(images.sha256_file(p)) == "eval"][:5]
