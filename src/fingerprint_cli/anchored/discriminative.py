@@ -17,7 +17,8 @@ overlapping class cloud enters the prediction set. This module adds a *class-con
   the model fitted on every call. This is **cross-conformal** prediction (Vovk 2015): the query score and the
   calibration scores come from different, nearly identical fits, so the guarantee ``P(p_c < alpha) <= alpha`` is
   approximate (its proven bound is 2 alpha); ``fpx calibrate`` measures the coverage it actually gives;
-* **p-value** ``p_c = (1 + #{cross-fitted scores of system c's calls >= a_c(x)}) / (1 + n_c)``;
+* **p-value** ``p_c = (1 + #{cross-fitted scores of system c's calls >= a_c(x)}) / (1 + n_c)`` (ties as in
+  :func:`~fingerprint_cli.anchored.ood.p_from_scores`);
 * **combination** with the density p-value (:func:`combine`): ``p_c = min(1, 2 min(p_density_c, p_disc_c))`` —
   Bonferroni, so a call of system c is left out of the set at level alpha with probability at most
   ``P(p_density_c < alpha/2) + P(p_disc_c < alpha/2) <= alpha`` whenever both p-values are valid. The set is the
@@ -33,12 +34,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from fingerprint_cli.anchored.models import rounded as _r
+from fingerprint_cli.anchored.ood import p_from_scores
 
 KINDS = ("none", "lda", "qda", "logistic")  # ``fpx calibrate --discriminative`` (none: no discriminative part)
 FOLDS = 10
 QDA_REG = 0.1
 LOGISTIC_C = 1.0
-TIE_TOL = 1e-6  # scores closer than this (relative to 1 + |score|) are ties, as in calibrate.TIE_TOL
 _EPS = 1e-9  # added to covariance diagonals before inverting
 
 
@@ -137,14 +138,6 @@ def cross_fitted_scores(kind: str, Z: np.ndarray, y: Sequence[str], groups: Sequ
         A[test] = -log_posteriors(kind, fit_params(kind, Z[~test], y[~test], classes), Z[test])
     col = {c: i for i, c in enumerate(classes)}
     return A, A[np.arange(len(y)), [col[c] for c in y]]
-
-
-def p_from_scores(a: np.ndarray, cal: np.ndarray) -> np.ndarray:
-    """``(1 + #{cal >= a}) / (1 + len(cal))`` for each entry of ``a`` (``cal`` sorted ascending; scores within
-    ``TIE_TOL * (1 + |a|)`` are ties)."""
-    a = np.asarray(a, dtype=np.float64)
-    ge = len(cal) - np.searchsorted(cal, a - TIE_TOL * (1.0 + np.abs(a)), side="left")
-    return (1.0 + ge) / (1.0 + len(cal))
 
 
 def calibration_p_values(A: np.ndarray, own: np.ndarray, y: Sequence[str], groups: Sequence[str],
