@@ -815,18 +815,126 @@ TEST8 = {
     "animevideov3_x4_at_x2": (_sr_model_at(2, 2), "network"),
     "x4plus_at_x3": (_sr_model_at(4, 3), "network"),
 }
-SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4, "test6": TEST6, "test8": TEST8}
+# ---------------------------------------------------------------- round 9 TEST set (issue 11, round 9)
+# Written down on 2026-12-01 at 20:05 UTC and committed before any round-9 run and before the round-9 guard levels
+# were chosen; its rows are looked at once, after v9 and the ship rule are frozen (docs/benchmarks.md, round 9).
+# Rounds 1-8's lists (DEV, TEST, TEST3, TEST4, TEST6, TEST8) are development sets. None of these is a processing of
+# rounds 1-8 (names and settings checked against every earlier list). Family-adjacent entries (flagged when
+# reported): luma_noise_s4 (noise, on luma only), brightness_contrast (a global linear tone change), jpeg_q95_x3
+# (JPEG is calibrated; three generations at q95), bit_depth5 (a quantisation: rounds 1 and 6 posterized),
+# directional_blur (a blur along one axis: round 2's motion blur was 7 px), vibrance (a saturation change weighted by
+# low saturation: round 1 scaled saturation), lee_filter (a local-statistics denoise: TV denoising is calibrated),
+# and the three networks at settings never used: waifu2x_anime_noise3 (the calibrated waifu2x_anime is level 0,
+# round 4 used level 2), x4plus_anime_at_x3 (Real-ESRGAN x4plus-anime on a x3 round trip; calibrated at x4, round 6
+# used x2), animevideov3_x3_at_x2 (the x3 animevideo model on a x2 round trip; round 3 used it at x3).
+def luma_noise_s4(px, seed=0):  # Gaussian noise sigma 4/255 on luma only (chroma kept)
+    n = np.random.default_rng(seed + 9).normal(0, 4 / 255, px.shape[:2])
+    return _f(np.asarray(px, np.float64) + n[..., None])
+
+
+def brightness_contrast(px):  # contrast x1.15 about mid-grey, then brightness +0.03 (clipped)
+    return _f((np.asarray(px, np.float64) - 0.5) * 1.15 + 0.5 + 0.03)
+
+
+def jpeg_q95_x3(px):  # three generations of JPEG q95
+    for _ in range(3):
+        px = _codec("JPEG", quality=95)(px)
+    return px
+
+
+def bit_depth5(px):  # 5 bits per channel (32 levels), rounded
+    return _f(np.round(np.asarray(px, np.float64) * 31) / 31)
+
+
+def directional_blur(px):  # a horizontal-only Gaussian blur, sigma 1.5 px (scipy)
+    from scipy.ndimage import gaussian_filter1d
+
+    return _f(gaussian_filter1d(np.asarray(px, np.float64), 1.5, axis=1, mode="reflect"))
+
+
+def vibrance(px):  # saturation raised by up to 40%, more where saturation is low (HSV)
+    def fn(h):
+        s = h[..., 1]
+        h[..., 1] = np.clip(s * (1 + 0.4 * (1 - s)), 0, 1)
+        return h
+    return _hsv(px, fn)
+
+
+def lee_filter(px):  # Lee's local-statistics filter, 5x5 window, noise variance 0.01^2 x 4 (per channel)
+    from scipy.ndimage import uniform_filter
+
+    x = np.asarray(px, np.float64)
+    size = (5, 5, 1)
+    m = uniform_filter(x, size, mode="reflect")
+    v = np.maximum(uniform_filter(x * x, size, mode="reflect") - m * m, 0)
+    k = v / (v + 4e-4)
+    return _f(m + k * (x - m))
+
+
+def frosted_glass(px, seed=0):  # every pixel takes a neighbour's value up to 1 px away (seeded)
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    rng = np.random.default_rng(seed + 19)
+    yy = np.clip(np.arange(h)[:, None] + rng.integers(-1, 2, (h, w)), 0, h - 1)
+    xx = np.clip(np.arange(w)[None, :] + rng.integers(-1, 2, (h, w)), 0, w - 1)
+    return _f(x[yy, xx])
+
+
+def perspective_tilt(px):  # a small keystone: the top edge narrowed by 3% each side, bilinear (scikit-image)
+    from skimage.transform import ProjectiveTransform, warp
+
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    d = 0.03 * w
+    src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+    dst = np.array([[d, 0], [w - 1 - d, 0], [w - 1, h - 1], [0, h - 1]], float)
+    t = ProjectiveTransform.from_estimate(src, dst)
+    return _f(warp(x, t.inverse, order=1, mode="reflect"))
+
+
+def crosshatch_sharpen(px):  # a diagonal-only Laplacian sharpening (x-shaped kernel), amount 0.5
+    from scipy.ndimage import convolve
+
+    k = np.array([[-1, 0, -1], [0, 4, 0], [-1, 0, -1]], float) / 4
+    x = np.asarray(px, np.float64)
+    return _f(x + 0.5 * np.stack([convolve(x[..., c], k, mode="reflect") for c in range(3)], -1))
+
+
+def _waifu2x_anime_noise3(px):
+    return _waifu2x_x2(px, "models-upconv_7_anime_style_art_rgb", 3)
+
+
+TEST9 = {
+    "luma_noise_s4": (luma_noise_s4, "benign"),
+    "brightness_contrast": (brightness_contrast, "benign"),
+    "jpeg_q95_x3": (jpeg_q95_x3, "benign"),
+    "bit_depth5": (bit_depth5, "benign"),
+    "directional_blur": (directional_blur, "benign"),
+    "vibrance": (vibrance, "benign"),
+    "lee_filter": (lee_filter, "benign"),
+    "frosted_glass": (frosted_glass, "benign"),
+    "perspective_tilt": (perspective_tilt, "benign"),
+    "crosshatch_sharpen": (crosshatch_sharpen, "benign"),
+    "waifu2x_anime_noise3": (_waifu2x_anime_noise3, "network"),
+    "x4plus_anime_at_x3": (_sr_model_at(3, 3), "network"),
+    "animevideov3_x3_at_x2": (_sr_model_at(1, 2), "network"),
+}
+SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4, "test6": TEST6, "test8": TEST8, "test9": TEST9}
 # flagged in the report (see the comments above TEST3 and TEST4)
 FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_rgb", "highpass_overlay",
                    "lanczos_x3_rt", "posterize6", "jpeg_q90_q60_420", "palette128", "vignette_barrel", "shear_0.5deg",
                    "wavelet_denoise_jpeg88", "lab_tint", "waifu2x_photo_noise1", "speckle_noise", "luma_gamma_1.5",
                    "webp_q92", "tilt_shift", "chroma_median5", "swirl_small", "jpeg75_down0.8", "waifu2x_photo_noise2",
-                   "animevideov3_x4_at_x2", "x4plus_at_x3")
-SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "poisson_noise", "speckle_noise")
+                   "animevideov3_x4_at_x2", "x4plus_at_x3", "luma_noise_s4", "brightness_contrast", "jpeg_q95_x3",
+                   "bit_depth5", "directional_blur", "vibrance", "lee_filter", "waifu2x_anime_noise3",
+                   "x4plus_anime_at_x3", "animevideov3_x3_at_x2")
+SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "poisson_noise", "speckle_noise",
+          "luma_noise_s4", "frosted_glass")
 
 
 PARTS = ("known", "chain", "held")  # the row kinds a run builds (--parts)
-PHOTO_SETS = ("standard", "tuning", "fresh", "fresh8")  # --photos (rounds 6 and 8; docs/benchmarks.md)
+PHOTO_SETS = ("standard", "tuning", "fresh", "fresh8", "fresh9")  # --photos (rounds 6, 8, 9; docs/benchmarks.md)
+FRESH9 = slice(40, 73)  # fresh9 (round 9): sorted eval-split positions 41-73 of each folder (fresh8 took 1-40)
 STANDARD_PER_FOLDER = 20  # the standard eval photos: the first 20 eval-split photos of each folder (rounds 2-6)
 TUNING_LAST = 60  # sorted positions 1-60 (minus the standard photos): tuning; 61 on: fresh
 
@@ -838,13 +946,17 @@ def select_set(folders, which: str, max_per_folder):
     by issue 11). Tuning and fresh are meant for BSDS500 ``val`` (and photos.py's
     ``eval``): Kodak's and BSDS500 ``train``'s other photos are calibration photos. ``fresh8`` (round 8): the
     eval split of the folders, the first ``max_per_folder`` of each — meant for BSDS500 ``train/``, whose eval-split
-    photos no issue-11 round used (calibration took its calib split, the standard photos are Kodak's and ``val``'s)."""
+    photos no issue-11 round used (calibration took its calib split, the standard photos are Kodak's and ``val``'s).
+    ``fresh9`` (round 9): the eval-split photos of each folder at sorted positions 41-73 (:data:`FRESH9`; fresh8
+    took positions 1-40), at most ``max_per_folder`` in all."""
     from corpus_local import select_photos
 
     from fingerprint_cli import images
 
     if which in ("standard", "fresh8"):  # fresh8 (round 8): the same split rule, given BSDS500 train/ instead
         return select_photos(folders, "eval", max_per_folder)
+    if which == "fresh9":  # round 9: the eval-split photos after fresh8's first 40, per folder
+        return [p for f in folders for p in select_photos([f], "eval", None)[FRESH9]][:max_per_folder or None]
     out = []
     for f in folders:
         listed = images.list_images(f)
@@ -1100,8 +1212,8 @@ def _args():
     ap.add_argument("--max-per-folder", type=int, default=None)
     ap.add_argument("--set", choices=tuple(SETS), default="dev",
                     help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's), test4 "
-                         "(round 4's), test6 (round 6's; all development sets now) or test8 (round 8's, looked "
-                         "at once after the round-8 artifact was frozen)")
+                         "(round 4's), test6 (round 6's), test8 (round 8's; all development sets now) or test9 "
+                         "(round 9's, looked at once after the round-9 artifact was frozen)")
     ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v3,local-offline-pixel-v4,"
                                            "local-offline-pixel-v5",
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
@@ -1109,7 +1221,8 @@ def _args():
     ap.add_argument("--photos", choices=PHOTO_SETS, default="standard",
                     help="standard: the eval photos (default, rounds 2-6); tuning: BSDS500 val positions 1-60 minus "
                          "the standard ones (round 6's gate-weight choice); fresh: val positions 61 on + every photo "
-                         "of a bench/photos.py folder (round 6); fresh8: the eval split of BSDS500 train/ (round 8)")
+                         "of a bench/photos.py folder (round 6); fresh8: the eval split of BSDS500 train/ (round 8); "
+                         "fresh9: its positions 41-73 (round 9)")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma list of the row kinds to build: known, chain (known + JPEG q85), held (--set)")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
