@@ -139,8 +139,8 @@ class Decider:
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
         pv, p_ood = self._p_values_and_ood(x)
-        decision = self._label(p, m2, top_k, pv=pv).guarded({"features": x, "p_values": pv}, LABELS,
-                                                            PROBABILITIES + ("p_value",))
+        decision = self._label(p, m2, top_k, pv=pv, guard_in=self._guard_inputs([x], pv, p_ood)).guarded(
+            {"features": x, "p_values": pv}, LABELS, PROBABILITIES + ("p_value",))
         if decision.why_unknown is not None and decision.prediction_set is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
         self._gate_note(decision, x, p_ood)
@@ -198,10 +198,24 @@ class Decider:
                 f"left out by the discriminative test ({disc.kind}: another system explains the call better, "
                 f"p_disc < alpha/2): {', '.join(out)}"])
 
+    def _guard_inputs(self, xs: Sequence[np.ndarray], pv: np.ndarray | None,
+                      p_ood: float | None) -> tuple[np.ndarray, float | None] | None:
+        """What the artifact's decision guard (round 9, :mod:`.naming`) reads: (the density p-value of every system,
+        the gate's p_ood) — Bonferroni-combined over several suspects (``min(1, n min_i)``) — or None without a
+        guard or for a non-finite point. Without a discriminative part the density p-values are ``pv``."""
+        if self.conformal is None or self.conformal.guard is None or not all(np.all(np.isfinite(x)) for x in xs):
+            return None
+        if self.conformal.disc is None and len(xs) == 1 and pv is not None:
+            return pv, p_ood
+        dens = [self.conformal.density_p_values(self.model.standardise(x)) for x in xs]
+        pd = np.minimum(1.0, len(xs) * np.min([d[0][0] for d in dens], 0))
+        oods = [d[1] for d in dens if d[1] is not None]
+        return pd, (float(min(1.0, len(xs) * min(float(o[0]) for o in oods))) if oods else None)
+
     def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1,
-               pv: np.ndarray | None = None) -> Decision:
+               pv: np.ndarray | None = None, guard_in: tuple[np.ndarray, float | None] | None = None) -> Decision:
         if self.conformal is not None:
-            return self._set_label(p, pv, top_k, n_calls)
+            return self._set_label(p, pv, top_k, n_calls, guard_in)
         d = self._v1_label(p, m2, top_k, n_calls)
         d.update(p_values=None, prediction_set=None, set_size=None, alpha=None, p_value=None,
                  conformal={"calibrated": False, "note": NOT_CALIBRATED + f" (artifact {self.doc.id} has "
@@ -230,7 +244,8 @@ class Decider:
             f"{len(members)} systems fit at alpha {alpha:g}: {', '.join(members)}"
             + ("" if len(bands_in) == 1 else f" (bands {', '.join(bands_in)})")]
 
-    def _set_label(self, p: np.ndarray, pv: np.ndarray, top_k: int, n_calls: int) -> Decision:
+    def _set_label(self, p: np.ndarray, pv: np.ndarray, top_k: int, n_calls: int,
+                   guard_in: tuple[np.ndarray, float | None] | None = None) -> Decision:
         classes = self.model.classes
         alpha = float(self.alpha)
         order = np.argsort(p)[::-1]
@@ -238,6 +253,9 @@ class Decider:
         top_band = max(bp, key=bp.get)
         members = [classes[i] for i in np.argsort(-pv) if pv[i] >= alpha]
         system, band, label, why = self._set_call(members, pv, alpha)
+        if guard_in is not None:  # round 9: the set stays; what it names may not
+            system, band, label, why = self.conformal.guard.apply(
+                (system, band, label, why), members, dict(zip(classes, guard_in[0].tolist())), guard_in[1])
         lead = members[0] if members else classes[int(np.argmax(pv))]
         return Decision.make(
             band=band, system=system, label=label,
@@ -262,6 +280,8 @@ class Decider:
                 f"Mondrian conformal p-values: density (leave-one-image-out) and discriminative ({disc.kind}, "
                 f"cross-fitted by photo, {disc.folds} folds) combined as min(1, 2 min(p_density, p_disc)); a known "
                 f"system is left out of the set with probability about {alpha:g}"))
+        if self.conformal.guard is not None:
+            note.update(guard=self.conformal.guard.to_json())
         return note
 
     def _v1_why(self, p_top: float, p_band: float, m2: float) -> tuple[bool, bool, bool, list[str]]:
@@ -323,7 +343,8 @@ class Decider:
         if self.conformal is not None:
             pvs = np.stack([self.p_values(x) for x in xs])
             pv = np.minimum(1.0, len(xs) * pvs.min(0))
-        d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv)
+        gin = None if pv is None else self._guard_inputs(xs, None, None)
+        d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv, guard_in=gin)
         d.update(rule=self._statistical_rule())
         d.update(aggregate=(f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"
                             + ("; p-value of a system = min(1, n x its smallest p-value over the suspects) "

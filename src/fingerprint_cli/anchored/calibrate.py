@@ -44,7 +44,7 @@ from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
 from fingerprint_cli.anchored.score import PairResult
-from fingerprint_cli.anchored import discriminative, features, ood
+from fingerprint_cli.anchored import discriminative, features, naming, ood
 from fingerprint_cli.anchored.models import LDA, rounded as _r
 from fingerprint_cli.anchored.thresholds import Thresholds
 
@@ -84,6 +84,7 @@ class Conformal:
     floor: float = 0.05
     gate: ood.UnionGate | None = None  # "robust-top3+knn": p-values combined with the gate's (anchored.ood)
     disc: discriminative.Discriminative | None = None  # round 8: combined with a discriminative p-value
+    guard: naming.Guard | None = None  # round 9: what a set may name (anchored.naming); sets are unchanged
 
     @staticmethod
     def fit_class_models(Z: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +182,13 @@ class Conformal:
         return ood.combine(P, p_ood, self.gate.weight), p_ood
 
     def to_json(self) -> dict[str, Any]:
+        doc = self._to_json()
+        if self.guard is not None:
+            doc["guard"] = self.guard.to_json()
+        return doc
+
+    def _to_json(self) -> dict[str, Any]:
+        """:meth:`to_json` without the guard."""
         common = {"alpha": self.alpha, "classes": self.classes,
                   "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
                   "space": "standardised features (the artifact's standardisation)",
@@ -200,6 +208,14 @@ class Conformal:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Conformal:
+        c = cls._from_json(doc)
+        if doc.get("guard") is not None:
+            c.guard = naming.Guard.from_json(doc["guard"])
+        return c
+
+    @classmethod
+    def _from_json(cls, doc: dict[str, Any]) -> Conformal:
+        """:meth:`from_json` without the guard."""
         classes = list(doc["classes"])
         cal = [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes]
         alpha = float(doc.get("alpha", 0.05))
