@@ -129,3 +129,43 @@ def test_round8_lists_are_new_and_fresh8_is_the_eval_split(openset, tmp_path):
     listed = _photos(tmp_path / "train", 30)
     got = openset.select_set([tmp_path / "train"], "fresh8", 5)
     assert got == [p for p in listed if split_of(images.sha256_file(p)) == "eval"][:5]
+
+
+def test_round9_lists_are_new_and_fresh9_follows_fresh8(openset, tmp_path):
+    """TEST9 shares no processing with rounds 1-8's lists and runs on a photo (right shape, changed, seeded ones
+    reproducible); fresh9 is the eval split at positions 41-73 per folder, disjoint from fresh8."""
+    from corpus_local import split_of
+
+    earlier = set().union(*(set(openset.SETS[k]) for k in ("dev", "test", "test3", "test4", "test6", "test8")))
+    assert len(openset.TEST9) >= 10 and not set(openset.TEST9) & earlier
+    nets = [k for k, (_, kind) in openset.TEST9.items() if kind == "network"]
+    assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    px = np.clip(np.random.default_rng(3).normal(0.5, 0.2, (32, 32, 3)), 0, 1).astype(np.float32)
+    for name, (fn, kind) in openset.TEST9.items():
+        if kind == "network":
+            continue
+        out = fn(px, 7) if name in openset.SEEDED else fn(px)
+        assert out.shape == px.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        assert np.abs(out - px).mean() > 1e-4, name
+        if name in openset.SEEDED:
+            assert np.array_equal(out, fn(px, 7)) and not np.array_equal(out, fn(px, 8))
+    listed = _photos(tmp_path / "train", 240)
+    ev = [p for p in listed if split_of(images.sha256_file(p)) == "eval"]
+    assert len(ev) > 45
+    got = openset.select_set([tmp_path / "train"], "fresh9", None)
+    assert got == ev[40:73] and not set(got) & set(openset.select_set([tmp_path / "train"], "fresh8", 40))
+
+
+def test_guard_choice_rule_and_tie_break():
+    """bench/guard_choice.py picks the most decisive point meeting both constraints, ties to larger levels."""
+    sys.path.insert(0, str(BENCH))
+    import guard_choice as gc
+
+    def pt(tb, ts, tg, rule, conf, ben, ai):
+        return {"tau_band": tb, "tau_system": ts, "tau_gate": tg, "band_rule": rule, "confident": conf,
+                "benign_ai": ben, "ai_decided": ai}
+    table = [pt(0, 0, 0, "all", 0.1, 0.0, 0.5), pt(0.1, 0, 0, "all", 0.02, 0.005, 0.3),
+             pt(0.1, 0.5, 0, "best", 0.01, 0.005, 0.3), pt(0.1, 0.5, 0, "all", 0.01, 0.005, 0.3),
+             pt(0.2, 0.9, 0, "all", 0.0, 0.02, 0.4), pt(0.05, 0.9, 0.1, "all", 0.0, 0.0, 0.2)]
+    assert gc.choose(table) == table[3]
+    assert gc.choose([table[0], table[4]]) is None

@@ -376,9 +376,7 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
     doc = _fit(corpus, keep, names, bands, blind_X, hashes, failed, enc, artifact_id or output.stem, version,
                description, bootstrap, seed, min_posterior, alpha if conformal else None, nonconformity, gate_weight,
                discriminative)
-    if guard_ is not None:
-        doc = naming_mod.with_guard(doc, guard_)
-    doc = thresholds.save(doc, output, inputs=out_inputs)
+    doc = thresholds.save(_with_guard(doc, guard_), output, inputs=out_inputs)
     _warn_small_classes(doc, alpha, quiet)
     atomic.write_bytes(plot_path, plots.plane(doc))
     return Calibration(doc, output, plot_path, [res.record for res in results], failed)
@@ -395,6 +393,11 @@ def _parse_guard(spec: str | None, conformal: bool = True):
         return naming_mod.parse(spec)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def _with_guard(doc: dict, guard) -> dict:
+    """``doc`` with the decision guard ``guard`` in its conformal part; ``doc`` itself when there is none."""
+    return doc if guard is None else naming_mod.with_guard(doc, guard)
 
 
 def regard(artifact: str | PathLike, output: PathLike, guard: str | None, *, artifact_id: str | None = None,

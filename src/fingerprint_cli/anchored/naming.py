@@ -91,8 +91,14 @@ def parse(spec: str) -> Guard:
         key = key.strip()
         if not sep or key not in ("tau_band", "tau_system", "tau_gate", "band_rule"):
             raise ValueError(f"--guard takes tau_band=, tau_system=, tau_gate= and band_rule= (not {part!r})")
-        fields[key] = value.strip() if key == "band_rule" else float(value)
-    return Guard(**fields)
+        try:
+            fields[key] = value.strip() if key == "band_rule" else float(value)
+        except ValueError:
+            raise ValueError(f"--guard {key} is a number, not {value.strip()!r}") from None
+    try:
+        return Guard(**fields)
+    except ValueError as exc:
+        raise ValueError(f"--guard: {exc}") from None
 
 
 def with_guard(doc: Mapping[str, Any], guard: Guard | None, source: str | None = None) -> dict[str, Any]:
