@@ -4,9 +4,9 @@ that are NOT in the calibration corpus, on photos that are not in it either.
 Lists of such processings: ``--set dev`` (:data:`DEV`, round 1's held-out list; its rows were looked at
 and drove round 2's choice of the v3 score), ``--set test`` (:data:`TEST`, round 2's), ``--set test3``
 (:data:`TEST3`, round 3's), ``--set test4`` (:data:`TEST4`, round 4's), ``--set test6`` (:data:`TEST6`, round 6's)
-— development sets now — and ``--set test8`` (:data:`TEST8`, written down before any round-8 run, looked at once
-after the round-8 artifact was frozen). Report them separately. Photo sets: ``--photos`` (:data:`PHOTO_SETS`,
-:func:`select_set`).
+and ``--set test8`` (:data:`TEST8`, round 8's) — development sets now — and ``--set test9`` (:data:`TEST9`, written
+down before any round-9 run, looked at once after the round-9 artifact was frozen). Report them separately. Photo
+sets: ``--photos`` (:data:`PHOTO_SETS`, :func:`select_set`).
 
 Photos: the ``eval`` split of ``bench/corpus_local.py`` (fixed by each file's sha256; the v2 artifact is
 calibrated on the ``calib`` split only). For every eval photo, one (or ``--reps``) crop is the reference and

@@ -69,7 +69,9 @@ class Guard:
             return call
         why = list(why)
         if system != "inconclusive" and float(p_density[system]) < self.tau_system:
-            why.append(f"decision guard: {system}'s density p {float(p_density[system]):.3f} < tau_system "
+            why.append(f"decision guard: this artifact names no system from p-values (tau_system "
+                       f"{self.tau_system:g} > 1), only its band ({system} fits alone)" if self.tau_system > 1 else
+                       f"decision guard: {system}'s density p {float(p_density[system]):.3f} < tau_system "
                        f"{self.tau_system:g}, so only its band is named")
             system, label = "inconclusive", band
         support = self.band_support(members, p_density)
