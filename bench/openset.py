@@ -919,7 +919,126 @@ TEST9 = {
     "x4plus_anime_at_x3": (_sr_model_at(3, 3), "network"),
     "animevideov3_x3_at_x2": (_sr_model_at(1, 2), "network"),
 }
-SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4, "test6": TEST6, "test8": TEST8, "test9": TEST9}
+
+# Round 10's list (issue 11 round 10): written before its first run, looked at once with v9 frozen (docs/benchmarks.md,
+# round 10). None of these is a processing of rounds 1-9's lists (names and settings checked against DEV, TEST, TEST3,
+# TEST4, TEST6, TEST8, TEST9 and the calibration systems). Heavy on the kinds that failed before (warps, glows, local
+# contrast, denoise-like filters, tone maps). Family-adjacent entries (flagged when reported): pincushion (round 4's
+# barrel warp with the other sign), bloom_glow and diffuse_glow (round 8's orton_glow is a glow), clarity_luma
+# (round 2's local_contrast, on luma and at a smaller radius), clahe_luma (round 1's clahe, on luma only),
+# median5_blend (round 1's median3), reinhard_global (a global monotone tone curve: tone_curve is calibrated),
+# base_detail_tonemap (round 6's hdr_tonemap), and the three networks at settings never used: waifu2x_anime_noise1
+# (calibrated at level 0, rounds 4 and 9 used 2 and 3), animevideov3_x4_at_x3 (the x4 model on a x3 round trip;
+# used at x4 and x2), animevideov3_x2_at_x3 (the calibrated realesrgan_anime model on a x3 round trip).
+def pincushion(px):  # a radial warp r' = r (1 - 0.02 r^2), bicubic (scipy)
+    return _f(_barrel(np.asarray(px, np.float64), -0.02))
+
+
+def wave_warp(px):  # a sinusoidal displacement: x shifted by 0.7 px sin(2 pi y / 23), y by 0.5 px sin(2 pi x / 31)
+    from scipy.ndimage import map_coordinates
+
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    coords = [yy + 0.5 * np.sin(2 * np.pi * xx / 31), xx + 0.7 * np.sin(2 * np.pi * yy / 23)]
+    return _f(np.stack([map_coordinates(x[..., c], coords, order=3, mode="reflect") for c in range(3)], -1))
+
+
+def aspect_stretch(px):  # a horizontal stretch by 2.5% about the centre (bilinear, scikit-image), same size
+    from skimage.transform import AffineTransform, warp
+
+    x = np.asarray(px, np.float64)
+    cx = (x.shape[1] - 1) / 2
+    t = AffineTransform(matrix=np.array([[1 / 1.025, 0, cx - cx / 1.025], [0, 1, 0], [0, 0, 1]]))
+    return _f(warp(x, t, order=1, mode="reflect"))
+
+
+def bloom_glow(px):  # highlights above 0.7 blurred (sigma 4 px) and added back at 50%
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(px, np.float64)
+    return _f(x + 0.5 * gaussian_filter(np.maximum(x - 0.7, 0), (4, 4, 0), mode="reflect"))
+
+
+def diffuse_glow(px):  # a soft-focus "diffusion" filter: lighten with a sigma-3 blur, blended at 40%
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(px, np.float64)
+    return _f(0.6 * x + 0.4 * np.maximum(x, gaussian_filter(x, (3, 3, 0), mode="reflect")))
+
+
+def _luma_edit(px, fn):
+    """``fn`` applied to the luma plane (YCbCr, BT.601) only, chroma kept."""
+    ycc = np.asarray(px, np.float64) @ YCC.T
+    ycc[..., 0] = fn(ycc[..., 0])
+    return _f(ycc @ np.linalg.inv(YCC).T)
+
+
+def clarity_luma(px):  # local contrast on luma: an unsharp mask of sigma 5 px, amount 0.5
+    from scipy.ndimage import gaussian_filter
+
+    return _luma_edit(px, lambda y: y + 0.5 * (y - gaussian_filter(y, 5, mode="reflect")))
+
+
+def clahe_luma(px):  # contrast-limited adaptive histogram equalisation on luma only (clip limit 0.015)
+    from skimage.exposure import equalize_adapthist
+
+    return _luma_edit(px, lambda y: equalize_adapthist(np.clip(y, 0, 1), clip_limit=0.015))
+
+
+def wiener5(px):  # an adaptive Wiener denoise, 5x5 window, per channel (scipy.signal)
+    from scipy.signal import wiener
+
+    x = np.asarray(px, np.float64)
+    return _f(np.stack([wiener(x[..., c], 5, noise=1e-4) for c in range(3)], -1))
+
+
+def median5_blend(px):  # a 5x5 median per channel, blended 50% with the original
+    from scipy.ndimage import median_filter
+
+    x = np.asarray(px, np.float64)
+    return _f(0.5 * x + 0.5 * median_filter(x, size=(5, 5, 1), mode="reflect"))
+
+
+def reinhard_global(px):  # Reinhard's global operator on exposure x1.8, L (1 + L / 4) / (1 + L), rescaled to [0, 1]
+    x = np.asarray(px, np.float64) * 1.8
+    top = 1.8 * (1 + 1.8 / 4) / (1 + 1.8)
+    return _f(x * (1 + x / 4) / (1 + x) / top)
+
+
+def base_detail_tonemap(px):  # log-luma base (Gaussian sigma 6 px) compressed x0.6, detail kept, mean kept
+    from scipy.ndimage import gaussian_filter
+
+    def fn(y):
+        ly = np.log(np.clip(y, 1e-3, 1) + 0.02)
+        base = gaussian_filter(ly, 6, mode="reflect")
+        out = np.exp(0.6 * (base - base.mean()) + base.mean() + (ly - base)) - 0.02
+        return out * (y.mean() / max(out.mean(), 1e-6))
+    return _luma_edit(px, fn)
+
+
+def _waifu2x_anime_noise1(px):
+    return _waifu2x_x2(px, "models-upconv_7_anime_style_art_rgb", 1)
+
+
+TEST10 = {
+    "pincushion": (pincushion, "benign"),
+    "wave_warp": (wave_warp, "benign"),
+    "aspect_stretch": (aspect_stretch, "benign"),
+    "bloom_glow": (bloom_glow, "benign"),
+    "diffuse_glow": (diffuse_glow, "benign"),
+    "clarity_luma": (clarity_luma, "benign"),
+    "clahe_luma": (clahe_luma, "benign"),
+    "wiener5": (wiener5, "benign"),
+    "median5_blend": (median5_blend, "benign"),
+    "reinhard_global": (reinhard_global, "benign"),
+    "base_detail_tonemap": (base_detail_tonemap, "benign"),
+    "waifu2x_anime_noise1": (_waifu2x_anime_noise1, "network"),
+    "animevideov3_x4_at_x3": (_sr_model_at(2, 3), "network"),
+    "animevideov3_x2_at_x3": (_sr_model_at(0, 3), "network"),
+}
+SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4, "test6": TEST6, "test8": TEST8, "test9": TEST9,
+        "test10": TEST10}
 # flagged in the report (see the comments above TEST3 and TEST4)
 FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_rgb", "highpass_overlay",
                    "lanczos_x3_rt", "posterize6", "jpeg_q90_q60_420", "palette128", "vignette_barrel", "shear_0.5deg",
@@ -927,13 +1046,15 @@ FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_r
                    "webp_q92", "tilt_shift", "chroma_median5", "swirl_small", "jpeg75_down0.8", "waifu2x_photo_noise2",
                    "animevideov3_x4_at_x2", "x4plus_at_x3", "luma_noise_s4", "brightness_contrast", "jpeg_q95_x3",
                    "bit_depth5", "directional_blur", "vibrance", "lee_filter", "waifu2x_anime_noise3",
-                   "x4plus_anime_at_x3", "animevideov3_x3_at_x2")
+                   "x4plus_anime_at_x3", "animevideov3_x3_at_x2", "pincushion", "bloom_glow", "diffuse_glow",
+                   "clarity_luma", "clahe_luma", "median5_blend", "reinhard_global", "base_detail_tonemap",
+                   "waifu2x_anime_noise1", "animevideov3_x4_at_x3", "animevideov3_x2_at_x3")
 SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "poisson_noise", "speckle_noise",
           "luma_noise_s4", "frosted_glass")
 
 
 PARTS = ("known", "chain", "held")  # the row kinds a run builds (--parts)
-PHOTO_SETS = ("standard", "tuning", "fresh", "fresh8", "fresh9")  # --photos (rounds 6, 8, 9; docs/benchmarks.md)
+PHOTO_SETS = ("standard", "tuning", "fresh", "fresh8", "fresh9", "fresh10")  # --photos (rounds 6-10; docs/benchmarks.md)
 FRESH9 = slice(40, 73)  # fresh9 (round 9): sorted eval-split positions 41-73 of each folder (fresh8 took 1-40)
 STANDARD_PER_FOLDER = 20  # the standard eval photos: the first 20 eval-split photos of each folder (rounds 2-6)
 TUNING_LAST = 60  # sorted positions 1-60 (minus the standard photos): tuning; 61 on: fresh
@@ -948,13 +1069,16 @@ def select_set(folders, which: str, max_per_folder):
     eval split of the folders, the first ``max_per_folder`` of each — meant for BSDS500 ``train/``, whose eval-split
     photos no issue-11 round used (calibration took its calib split, the standard photos are Kodak's and ``val``'s).
     ``fresh9`` (round 9): the eval-split photos of each folder at sorted positions 41-73 (:data:`FRESH9`; fresh8
-    took positions 1-40), at most ``max_per_folder`` in all."""
+    took positions 1-40), at most ``max_per_folder`` in all. ``fresh10`` (round 10): every photo of the folders given
+    (meant for ``bench/out/fresh10_photos``, photos no issue-11 run used; docs/benchmarks.md, round 10)."""
     from corpus_local import select_photos
 
     from fingerprint_cli import images
 
     if which in ("standard", "fresh8"):  # fresh8 (round 8): the same split rule, given BSDS500 train/ instead
         return select_photos(folders, "eval", max_per_folder)
+    if which == "fresh10":  # round 10: every photo of the folders (bench/out/fresh10_photos, docs/benchmarks.md)
+        return [p for f in folders for p in images.list_images(f)][:max_per_folder or None]
     if which == "fresh9":  # round 9: the eval-split photos after fresh8's first 40, per folder
         return [p for f in folders for p in select_photos([f], "eval", None)[FRESH9]][:max_per_folder or None]
     out = []
@@ -1212,8 +1336,8 @@ def _args():
     ap.add_argument("--max-per-folder", type=int, default=None)
     ap.add_argument("--set", choices=tuple(SETS), default="dev",
                     help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's), test4 "
-                         "(round 4's), test6 (round 6's), test8 (round 8's; all development sets now) or test9 "
-                         "(round 9's, looked at once after the round-9 artifact was frozen)")
+                         "(round 4's), test6 (round 6's), test8 (round 8's), test9 (round 9's; all development sets now) "
+                         "or test10 (round 10's, looked at once with v9 frozen)")
     ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v3,local-offline-pixel-v4,"
                                            "local-offline-pixel-v5",
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
@@ -1222,7 +1346,7 @@ def _args():
                     help="standard: the eval photos (default, rounds 2-6); tuning: BSDS500 val positions 1-60 minus "
                          "the standard ones (round 6's gate-weight choice); fresh: val positions 61 on + every photo "
                          "of a bench/photos.py folder (round 6); fresh8: the eval split of BSDS500 train/ (round 8); "
-                         "fresh9: its positions 41-73 (round 9)")
+                         "fresh9: its positions 41-73 (round 9); fresh10: every photo of the folders (round 10)")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma list of the row kinds to build: known, chain (known + JPEG q85), held (--set)")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
