@@ -1075,12 +1075,8 @@ def select_set(folders, which: str, max_per_folder):
 
     from fingerprint_cli import images
 
-    if which in ("standard", "fresh8"):  # fresh8 (round 8): the same split rule, given BSDS500 train/ instead
-        return select_photos(folders, "eval", max_per_folder)
-    if which == "fresh10":  # round 10: every photo of the folders (bench/out/fresh10_photos, docs/benchmarks.md)
-        return [p for f in folders for p in images.list_images(f)][:max_per_folder or None]
-    if which == "fresh9":  # round 9: the eval-split photos after fresh8's first 40, per folder
-        return [p for f in folders for p in select_photos([f], "eval", None)[FRESH9]][:max_per_folder or None]
+    if which in ("standard", "fresh8", "fresh9", "fresh10"):
+        return _later_set(folders, which, max_per_folder)
     out = []
     for f in folders:
         listed = images.list_images(f)
@@ -1093,6 +1089,20 @@ def select_set(folders, which: str, max_per_folder):
             got = listed[TUNING_LAST:]
         out += got[:max_per_folder] if max_per_folder else got
     return out
+
+
+def _later_set(folders, which: str, max_per_folder):
+    """The photos of ``standard`` / ``fresh8`` (the eval split, the first ``max_per_folder`` per folder), ``fresh9``
+    (eval-split positions :data:`FRESH9` per folder) or ``fresh10`` (every photo), as :func:`select_set` describes."""
+    from corpus_local import select_photos
+
+    from fingerprint_cli import images
+
+    if which == "fresh10":  # round 10: every photo of the folders (bench/out/fresh10_photos, docs/benchmarks.md)
+        return [p for f in folders for p in images.list_images(f)][:max_per_folder or None]
+    if which == "fresh9":  # round 9: the eval-split photos after fresh8's first 40, per folder
+        return [p for f in folders for p in select_photos([f], "eval", None)[FRESH9]][:max_per_folder or None]
+    return select_photos(folders, "eval", max_per_folder)  # standard; fresh8 (round 8): given BSDS500 train/
 
 
 def _is_photos_py(folder: Path) -> bool:

@@ -156,6 +156,26 @@ def test_round9_lists_are_new_and_fresh9_follows_fresh8(openset, tmp_path):
     assert got == ev[40:73] and not set(got) & set(openset.select_set([tmp_path / "train"], "fresh8", 40))
 
 
+def test_round10_list_is_new_and_fresh10_takes_every_photo(openset, tmp_path):
+    """TEST10 shares no processing with rounds 1-9's lists nor a calibration system, runs on a photo (right shape,
+    in range, changed), flags its networks; fresh10 is every photo of the folders given, in order."""
+    from corpus_local import BANDS_V4
+
+    earlier = set().union(*(set(v) for k, v in openset.SETS.items() if k != "test10"))
+    assert len(openset.TEST10) >= 12 and not set(openset.TEST10) & (earlier | set(BANDS_V4))
+    nets = [k for k, (_, kind) in openset.TEST10.items() if kind == "network"]
+    assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    px = np.clip(np.random.default_rng(4).normal(0.5, 0.2, (32, 32, 3)), 0, 1).astype(np.float32)
+    for name, (fn, kind) in openset.TEST10.items():
+        if kind == "network":
+            continue
+        out = fn(px)
+        assert out.shape == px.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1, name
+        assert np.abs(out - px).mean() > 1e-4, name
+    a, b = _photos(tmp_path / "a", 3), _photos(tmp_path / "b", 2)
+    assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", None) == a + b
+    assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", 4) == (a + b)[:4]
+
 def test_guard_choice_rule_and_tie_break():
     """bench/guard_choice.py picks the most decisive point meeting both constraints, ties to larger levels."""
     sys.path.insert(0, str(BENCH))
