@@ -131,6 +131,19 @@ def test_round8_lists_are_new_and_fresh8_is_the_eval_split(openset, tmp_path):
     assert got == [p for p in listed if split_of(images.sha256_file(p)) == "eval"][:5]
 
 
+def _check_edits_run(openset, held: dict, seed: int) -> None:
+    """Every non-network processing of ``held`` runs on a photo: same shape, float32 in [0, 1], changed; seeded ones
+    are reproducible from their seed and differ across seeds."""
+    px = np.clip(np.random.default_rng(seed).normal(0.5, 0.2, (32, 32, 3)), 0, 1).astype(np.float32)
+    for name, (fn, kind) in held.items():
+        if kind == "network":
+            continue
+        out = fn(px, 7) if name in openset.SEEDED else fn(px)
+        assert out.shape == px.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1, name
+        assert np.abs(out - px).mean() > 1e-4, name
+        if name in openset.SEEDED:
+            assert np.array_equal(out, fn(px, 7)) and not np.array_equal(out, fn(px, 8))
+
 def test_round9_lists_are_new_and_fresh9_follows_fresh8(openset, tmp_path):
     """TEST9 shares no processing with rounds 1-8's lists and runs on a photo (right shape, changed, seeded ones
     reproducible); fresh9 is the eval split at positions 41-73 per folder, disjoint from fresh8."""
@@ -140,15 +153,7 @@ def test_round9_lists_are_new_and_fresh9_follows_fresh8(openset, tmp_path):
     assert len(openset.TEST9) >= 10 and not set(openset.TEST9) & earlier
     nets = [k for k, (_, kind) in openset.TEST9.items() if kind == "network"]
     assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
-    px = np.clip(np.random.default_rng(3).normal(0.5, 0.2, (32, 32, 3)), 0, 1).astype(np.float32)
-    for name, (fn, kind) in openset.TEST9.items():
-        if kind == "network":
-            continue
-        out = fn(px, 7) if name in openset.SEEDED else fn(px)
-        assert out.shape == px.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
-        assert np.abs(out - px).mean() > 1e-4, name
-        if name in openset.SEEDED:
-            assert np.array_equal(out, fn(px, 7)) and not np.array_equal(out, fn(px, 8))
+    _check_edits_run(openset, openset.TEST9, 3)
     listed = _photos(tmp_path / "train", 240)
     ev = [p for p in listed if split_of(images.sha256_file(p)) == "eval"]
     assert len(ev) > 45
@@ -165,13 +170,7 @@ def test_round10_list_is_new_and_fresh10_takes_every_photo(openset, tmp_path):
     assert len(openset.TEST10) >= 12 and not set(openset.TEST10) & (earlier | set(BANDS_V4))
     nets = [k for k, (_, kind) in openset.TEST10.items() if kind == "network"]
     assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
-    px = np.clip(np.random.default_rng(4).normal(0.5, 0.2, (32, 32, 3)), 0, 1).astype(np.float32)
-    for name, (fn, kind) in openset.TEST10.items():
-        if kind == "network":
-            continue
-        out = fn(px)
-        assert out.shape == px.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1, name
-        assert np.abs(out - px).mean() > 1e-4, name
+    _check_edits_run(openset, openset.TEST10, 4)
     a, b = _photos(tmp_path / "a", 3), _photos(tmp_path / "b", 2)
     assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", None) == a + b
     assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", 4) == (a + b)[:4]

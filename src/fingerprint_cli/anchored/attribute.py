@@ -361,8 +361,9 @@ def plane_point(doc: Thresholds, features: dict[str, float | None]) -> list[floa
 # was better than v3 on the round-3 test set's confident-label rate and coverage but not on its benign-edits-in-
 # an-AI-band rate, and the round's shipping rule asked for both (docs/benchmarks.md, round 3). v5 (issue 11 round
 # 4) met the round-4 rule on the round-4 test set and was the default until v7 (issue 11 round 7: round 6's
-# candidate with the exact identity rule met the round-7 rule) replaced it; the default is the newest version not
-# listed here (v6 was measured in round 5 and never shipped).
+# candidate with the exact identity rule met the round-7 rule) replaced it; v7 was the default until v9 (issue 11
+# round 10: round 9's frozen v8 + decision guard met the round-10 rule on a new test list) replaced it; the default
+# is the newest version not listed here (v6 was measured in round 5 and never shipped; v8 never shipped).
 OPT_IN_ONLY = frozenset({"local-offline-pixel-v4"})
 
 
