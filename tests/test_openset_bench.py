@@ -84,3 +84,107 @@ def test_misses_breakdown_matches_a_brute_force_count(openset):
         assert (n, missed, un) == (int((gn == p).sum()), miss["p", p], unk["p", p])
     assert sum(v[1] for v in per_sys.values()) > 0  # the pushed calls make some misses
     assert out["known"]["coverage"] == pytest.approx(1 - sum(v[1] for v in per_sys.values()) / len(rows))
+
+
+def test_decided_block_matches_a_brute_force_count(openset):
+    """Round 8's rule rows: decided = a band named, right = the named system (or, band only, the band) is true."""
+    X, y, g = _gaussian_corpus(30, 2, seed=43)
+    names = ["f1", "f2", "f3", "f4"]
+    bands = {"a": "benign", "b": "tight", "c": "drift"}
+    doc = thresholds.seal(cal.calibrate(cal.Corpus(X, names, {}, y, g, bands=bands), artifact_id="t", B=20,
+                                        alpha=0.1, nonconformity="robust-top3+knn", disc="logistic"))
+    dec = Decider(doc)
+    Xn, yn, gn = _gaussian_corpus(12, 2, seed=44)
+    Xn = Xn + np.where(np.arange(len(Xn))[:, None] % 4 == 0, 1.5, 0.0)
+    rows = [{"kind": "known", "truth": t, "truth_band": bands[t], "image_id": i, "processing": t}
+            for t, i in zip(yn, gn)]
+    feats = [dict(zip(names, x)) for x in Xn]
+    got = openset.evaluate(rows, feats, dec)["decided"]["known"]
+    n_dec = n_right = n_ai = n_ai_dec = 0
+    for r, f in zip(rows, feats):
+        d = dec.decide(f, top_k=3)[0]
+        decided = d["band"] in set(bands.values())
+        right = d["system"] == r["truth"] if d["system"] in bands else d["band"] == r["truth_band"]
+        n_dec += decided
+        n_right += decided and right
+        if r["truth_band"] in ("tight", "drift"):
+            n_ai += 1
+            n_ai_dec += decided
+    assert got["n"] == len(rows) and got["n_decided"] == n_dec and got["n_ai"] == n_ai
+    assert got["decided"] == pytest.approx(n_dec / len(rows))
+    assert got["accuracy_decided"] == pytest.approx(n_right / n_dec)
+    assert got["ai_decided"] == pytest.approx(n_ai_dec / n_ai)
+    assert 0 < n_dec < len(rows)  # some calls decided, some not: the count is not trivial
+
+
+def test_round8_lists_are_new_and_fresh8_is_the_eval_split(openset, tmp_path):
+    """TEST8 shares no processing with rounds 1-7's lists; its family-adjacent entries are flagged; fresh8 photos
+    are the eval-split photos (never the calib split a calibration corpus uses)."""
+    from corpus_local import split_of
+
+    earlier = set().union(*(set(openset.SETS[k]) for k in ("dev", "test", "test3", "test4", "test6")))
+    assert len(openset.TEST8) >= 10 and not set(openset.TEST8) & earlier
+    nets = [k for k, (_, kind) in openset.TEST8.items() if kind == "network"]
+    assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    listed = _photos(tmp_path / "train", 30)
+    got = openset.select_set([tmp_path / "train"], "fresh8", 5)
+    assert got == [p for p in listed if split_of(images.sha256_file(p)) == "eval"][:5]
+
+
+def _check_edits_run(openset, held: dict, seed: int) -> None:
+    """Every non-network processing of ``held`` runs on a photo: same shape, float32 in [0, 1], changed; seeded ones
+    are reproducible from their seed and differ across seeds."""
+    px = np.clip(np.random.default_rng(seed).normal(0.5, 0.2, (32, 32, 3)), 0, 1).astype(np.float32)
+    for name, (fn, kind) in held.items():
+        if kind == "network":
+            continue
+        out = fn(px, 7) if name in openset.SEEDED else fn(px)
+        assert out.shape == px.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1, name
+        assert np.abs(out - px).mean() > 1e-4, name
+        if name in openset.SEEDED:
+            assert np.array_equal(out, fn(px, 7)) and not np.array_equal(out, fn(px, 8))
+
+def test_round9_lists_are_new_and_fresh9_follows_fresh8(openset, tmp_path):
+    """TEST9 shares no processing with rounds 1-8's lists and runs on a photo (right shape, changed, seeded ones
+    reproducible); fresh9 is the eval split at positions 41-73 per folder, disjoint from fresh8."""
+    from corpus_local import split_of
+
+    earlier = set().union(*(set(openset.SETS[k]) for k in ("dev", "test", "test3", "test4", "test6", "test8")))
+    assert len(openset.TEST9) >= 10 and not set(openset.TEST9) & earlier
+    nets = [k for k, (_, kind) in openset.TEST9.items() if kind == "network"]
+    assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    _check_edits_run(openset, openset.TEST9, 3)
+    listed = _photos(tmp_path / "train", 240)
+    ev = [p for p in listed if split_of(images.sha256_file(p)) == "eval"]
+    assert len(ev) > 45
+    got = openset.select_set([tmp_path / "train"], "fresh9", None)
+    assert got == ev[40:73] and not set(got) & set(openset.select_set([tmp_path / "train"], "fresh8", 40))
+
+
+def test_round10_list_is_new_and_fresh10_takes_every_photo(openset, tmp_path):
+    """TEST10 shares no processing with rounds 1-9's lists nor a calibration system, runs on a photo (right shape,
+    in range, changed), flags its networks; fresh10 is every photo of the folders given, in order."""
+    from corpus_local import BANDS_V4
+
+    earlier = set().union(*(set(v) for k, v in openset.SETS.items() if k != "test10"))
+    assert len(openset.TEST10) >= 12 and not set(openset.TEST10) & (earlier | set(BANDS_V4))
+    nets = [k for k, (_, kind) in openset.TEST10.items() if kind == "network"]
+    assert len(nets) >= 2 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    _check_edits_run(openset, openset.TEST10, 4)
+    a, b = _photos(tmp_path / "a", 3), _photos(tmp_path / "b", 2)
+    assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", None) == a + b
+    assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", 4) == (a + b)[:4]
+
+def test_guard_choice_rule_and_tie_break():
+    """bench/guard_choice.py picks the most decisive point meeting both constraints, ties to larger levels."""
+    sys.path.insert(0, str(BENCH))
+    import guard_choice as gc
+
+    def pt(tb, ts, tg, rule, conf, ben, ai):
+        return {"tau_band": tb, "tau_system": ts, "tau_gate": tg, "band_rule": rule, "confident": conf,
+                "benign_ai": ben, "ai_decided": ai}
+    table = [pt(0, 0, 0, "all", 0.1, 0.0, 0.5), pt(0.1, 0, 0, "all", 0.02, 0.005, 0.3),
+             pt(0.1, 0.5, 0, "best", 0.01, 0.005, 0.3), pt(0.1, 0.5, 0, "all", 0.01, 0.005, 0.3),
+             pt(0.2, 0.9, 0, "all", 0.0, 0.02, 0.4), pt(0.05, 0.9, 0.1, "all", 0.0, 0.0, 0.2)]
+    assert gc.choose(table) == table[3]
+    assert gc.choose([table[0], table[4]]) is None

@@ -152,17 +152,41 @@ def _neutral(names):
     return {n: features.get(n).neutral for n in names}
 
 
-def test_v4_is_opt_in_and_v7_is_the_default():
+def test_v4_is_opt_in_and_v9_is_the_default():
     """The round-3 shipping rule (better than v3 on both open-set rows of the round-3 test) was not met, so v4 is
-    used only when named; v5 met the round-4 rule, and v7 (with the exact identity rule) the round-7 one: v7 is the
-    default, v5 still loads."""
+    used only when named; v5 met the round-4 rule, v7 (with the exact identity rule) the round-7 one, and v9 (round
+    9's frozen v8 + decision guard) the round-10 one: v9 is the default, v7 and v5 still load."""
     from fingerprint_cli.anchored.attribute import OPT_IN_ONLY, choose_default
 
     doc, why = choose_default(False, None)
-    assert doc["id"] == "local-offline-pixel-v7" and "conformal" in why
-    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v7" not in OPT_IN_ONLY
+    assert doc["id"] == "local-offline-pixel-v9" and "conformal" in why
+    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v9" not in OPT_IN_ONLY
+    assert thresholds.find("local-offline-pixel-v7")["id"] == "local-offline-pixel-v7"
     assert thresholds.find("local-offline-pixel-v5")["id"] == "local-offline-pixel-v5"
     assert thresholds.find("local-offline-pixel-v4")["id"] == "local-offline-pixel-v4"
+
+
+def test_shipped_v9_is_round9s_frozen_artifact_with_v7s_density_p_values():
+    """local-offline-pixel-v9 is pinned to round 9's frozen seal, carries the guard chosen on development rows, and
+    its density p-values are v7's exactly (v8 = v7 + a discriminative p-value; v9 = v8 + the guard): checked on the
+    example images against v7's own p-values."""
+    import json
+    from pathlib import Path
+
+    from test_attribute import run
+
+    doc = thresholds.find("local-offline-pixel-v9")
+    assert doc["sha256"].startswith("7914e120") and thresholds.SHIPPED_PINS["local-offline-pixel-v9"] == doc["sha256"]
+    guard = doc["conformal"]["guard"]
+    assert (guard["tau_band"], guard["tau_system"], guard["tau_gate"], guard["band_rule"]) == (0.2, 1.01, 0.02, "best")
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    args = ["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
+            "--format", "json", "--quiet"]
+    v9 = [r["decision"] for r in json.loads(run(args).stdout)][:2]
+    v7 = [r["decision"] for r in json.loads(run(args + ["-t", "local-offline-pixel-v7"]).stdout)][:2]
+    for a, b in zip(v9, v7):
+        assert a["p_values_density"] == pytest.approx(b["p_values"], abs=1e-12)
+        assert set(a["prediction_set"]) <= {s for s, p in b["p_values"].items() if p >= 0.05 / 2}
 
 
 def test_gate_weight_is_stored_and_its_loo_coverage_is_the_brute_force_combination():

@@ -40,6 +40,8 @@ from fingerprint_cli.anchored import blind as blind_mod, encoders
 from fingerprint_cli.anchored import perturb as perturb_mod, report as report_mod
 from fingerprint_cli.anchored import attribute as attribute_mod
 from fingerprint_cli.anchored import calibrate as calibrate_mod
+from fingerprint_cli.anchored import discriminative as discriminative_mod
+from fingerprint_cli.anchored import naming as naming_mod
 from fingerprint_cli.anchored import score as score_mod
 from fingerprint_cli.anchored import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
@@ -329,7 +331,8 @@ class Calibration:
 def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", artifact_id: str | None = None,
               version: str = "1", description: str = "", bootstrap: int = 2000, seed: int = 0,
               min_posterior: float = 0.5, alpha: float = 0.05, conformal: bool = True,
-              nonconformity: str = "robust-top3", gate_weight: float = 0.2, blind: bool = True,
+              nonconformity: str = "robust-top3", gate_weight: float = 0.2, discriminative: str = "none",
+              guard: str | None = None, blind: bool = True,
               plot: PathLike | None = None, scores: PathLike | None = None, reuse_scores: PathLike | None = None,
               resolution: int | None = None, batch_size: int = 8, use_cache: bool = True, device: str = "auto",
               jobs: int = 1, quiet: bool = False) -> Calibration:
@@ -342,9 +345,14 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
     (``pixel-v2``, ``pixel``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``), a comma list, or ``auto``
     (dinov2 when its weights are installed, else pixel-v2). ``scores`` also writes the scored pairs (jsonl);
     ``reuse_scores`` takes such a file and scores again only the pairs that changed. ``gate_weight``: the
-    Bonferroni weight w of the kNN gate (``robust-top3+knn``), in (0, 1).
+    Bonferroni weight w of the kNN gate (``robust-top3+knn``), in (0, 1). ``discriminative``: ``none`` (default:
+    the density p-values alone, as every artifact up to v7) or a classifier (``lda``, ``qda``, ``logistic``) whose
+    cross-fitted p-value is combined with them (:mod:`fingerprint_cli.anchored.discriminative`). ``guard``: a
+    decision guard (``tau_band=…,tau_system=…[,tau_gate=…][,band_rule=all|best]``, :mod:`.anchored.naming`)
+    stored with the conformal part: what a prediction set may name (the sets are unchanged).
     """
     corpus, output = Path(corpus), Path(output)
+    guard_ = _parse_guard(guard, conformal)
     if not 0.0 <= min_posterior <= 1.0:
         raise UsageError(f"--min-posterior is a probability in [0, 1], not {min_posterior:g}")
     attribute_mod.check_alpha(alpha)
@@ -352,6 +360,7 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
         raise UsageError(f"--nonconformity is one of {', '.join(calibrate_mod.SCORES)}, not {nonconformity!r}")
     if not 0.0 < gate_weight < 1.0:
         raise UsageError(f"--gate-weight is in (0, 1), not {gate_weight:g}")
+    _check_discriminative(discriminative, nonconformity, conformal)
     rows, bands = calibrate_mod.read_corpus(corpus)
     names = attribute_mod.resolve_features(_auto_features(features, quiet))
     enc = encoders.load_encoder("dinov2-vitb14", resolution, device) if attribute_mod.needs_encoder(names) else None
@@ -367,11 +376,59 @@ def calibrate(corpus: PathLike, output: PathLike, *, features: str = "auto", art
         atomic.write_text(scores, render([res.record for res in results], "jsonl"))
     blind_X = _blind_features(keep, quiet) if blind and keep else None
     doc = _fit(corpus, keep, names, bands, blind_X, hashes, failed, enc, artifact_id or output.stem, version,
-               description, bootstrap, seed, min_posterior, alpha if conformal else None, nonconformity, gate_weight)
-    doc = thresholds.save(doc, output, inputs=out_inputs)
+               description, bootstrap, seed, min_posterior, alpha if conformal else None, nonconformity, gate_weight,
+               discriminative)
+    doc = thresholds.save(_with_guard(doc, guard_), output, inputs=out_inputs)
     _warn_small_classes(doc, alpha, quiet)
     atomic.write_bytes(plot_path, plots.plane(doc))
     return Calibration(doc, output, plot_path, [res.record for res in results], failed)
+
+
+def _parse_guard(spec: str | None, conformal: bool = True):
+    """``--guard``'s :class:`~fingerprint_cli.anchored.naming.Guard` (None when not given); a UsageError when
+    malformed or without conformal p-values."""
+    if spec is None:
+        return None
+    if not conformal:
+        raise UsageError("--guard needs conformal p-values (not --no-conformal)")
+    try:
+        return naming_mod.parse(spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _with_guard(doc: dict, guard) -> dict:
+    """``doc`` with the decision guard ``guard`` in its conformal part; ``doc`` itself when there is none."""
+    return doc if guard is None else naming_mod.with_guard(doc, guard)
+
+
+def regard(artifact: str | PathLike, output: PathLike, guard: str | None, *, artifact_id: str | None = None,
+           version: str | None = None, description: str | None = None) -> Calibration:
+    """Rewrite only the decision guard of an existing conformal artifact (``guard`` None: remove it) into a new
+    sealed artifact at ``output`` (id default: the output's stem); the class model, p-values and sets are the
+    source's, so no corpus is scored (``fpx calibrate --regard``)."""
+    output = Path(output)
+    src = thresholds.find(str(artifact))
+    g = _parse_guard(guard) if guard is not None else None
+    try:
+        doc = naming_mod.with_guard(src.to_dict(), g, source=f"{src.id} (sha256 {src.sha256[:16]})")
+    except ValueError as exc:
+        raise UsageError(f"{artifact}: {exc}") from exc
+    doc.update(id=artifact_id or output.stem, **({"version": version} if version is not None else {}),
+               **({"description": description} if description is not None else {}))
+    inputs = [src.path] if src.path else []
+    atomic.check_outputs({"--output": output}, inputs)
+    saved = thresholds.save(doc, output, inputs=inputs)
+    return Calibration(saved, output, None, [], [])
+
+
+def _check_discriminative(kind: str, nonconformity: str, conformal: bool) -> None:
+    """``--discriminative`` is a known model, and (unless ``none``) goes with a conformal robust-top3 score."""
+    if kind not in discriminative_mod.KINDS:
+        raise UsageError(f"--discriminative is one of {', '.join(discriminative_mod.KINDS)}, not {kind!r}")
+    if kind != "none" and (not conformal or not nonconformity.startswith("robust-top3")):
+        raise UsageError("--discriminative needs conformal p-values with a robust-top3 nonconformity "
+                         f"(not {'--no-conformal' if not conformal else nonconformity})")
 
 
 def _auto_features(features: str, quiet: bool) -> str:
@@ -407,7 +464,7 @@ def _blind_features(keep, quiet: bool) -> np.ndarray:
 
 def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifact_id: str, version: str,
          description: str, bootstrap: int, seed: int, min_posterior: float, alpha: float | None,
-         nonconformity: str = "robust-top3", gate_weight: float = 0.2) -> dict:
+         nonconformity: str = "robust-top3", gate_weight: float = 0.2, discriminative: str = "none") -> dict:
     """The (unsealed) artifact; a corpus the statistics cannot use is a UsageError naming it."""
     try:
         corp = calibrate_mod.corpus_from_pairs(keep, names, bands, blind_X)
@@ -418,7 +475,7 @@ def _fit(corpus: Path, keep, names, bands, blind_X, hashes, failed, enc, artifac
         return calibrate_mod.calibrate(corp, artifact_id=artifact_id, version=version, description=description,
                                        corpus_info=info, encoder=_encoder_info(enc), B=bootstrap, seed=seed,
                                        min_posterior=min_posterior, alpha=alpha, nonconformity=nonconformity,
-                                       gate_weight=gate_weight)
+                                       gate_weight=gate_weight, disc=discriminative)
     except ValueError as exc:
         raise UsageError(f"{corpus}: {exc}") from exc
 

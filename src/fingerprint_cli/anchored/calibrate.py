@@ -44,7 +44,7 @@ from fingerprint_cli import __version__, batch, guard, images
 from fingerprint_cli.errors import InputError
 from fingerprint_cli.records import Record
 from fingerprint_cli.anchored.score import PairResult
-from fingerprint_cli.anchored import features, ood
+from fingerprint_cli.anchored import discriminative, features, naming, ood
 from fingerprint_cli.anchored.models import LDA, rounded as _r
 from fingerprint_cli.anchored.thresholds import Thresholds
 
@@ -52,6 +52,7 @@ from fingerprint_cli.anchored.thresholds import Thresholds
 # ---------------------------------------------------------------- conformal p-values (open set)
 SCORES = ("mahalanobis", "robust-top3", "robust-top3+knn")  # +knn: with the whole-vector gate (issue 11 r3)
 TIE_TOL = 1e-6  # nonconformity scores closer than this (relative to 1 + |score|) are ties
+DISC_SUFFIX = "+discriminative"  # conformal.kind of an artifact with a discriminative p-value (round 8)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Conformal:
     top: int = 3
     floor: float = 0.05
     gate: ood.UnionGate | None = None  # "robust-top3+knn": p-values combined with the gate's (anchored.ood)
+    disc: discriminative.Discriminative | None = None  # round 8: combined with a discriminative p-value
+    guard: naming.Guard | None = None  # round 9: what a set may name (anchored.naming); sets are unchanged
 
     @staticmethod
     def fit_class_models(Z: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -134,11 +137,14 @@ class Conformal:
 
     @classmethod
     def fit(cls, Z: np.ndarray, y: np.ndarray, classes: Sequence[str], cal_scores: list[np.ndarray],
-            alpha: float, score: str = "mahalanobis", gate: ood.UnionGate | None = None) -> Conformal:
+            alpha: float, score: str = "mahalanobis", gate: ood.UnionGate | None = None,
+            disc: discriminative.Discriminative | None = None) -> Conformal:
         """The class models on all of ``Z`` (for new points) with the given LOO calibration scores."""
         if score.startswith("robust-top3"):
             med, sc = cls.fit_robust(Z, y, classes)
-            return cls(list(classes), med, None, cal_scores, alpha, score, sc, gate=gate)
+            return cls(list(classes), med, None, cal_scores, alpha, score, sc, gate=gate, disc=disc)
+        if disc is not None:
+            raise ValueError("a discriminative part needs the robust-top3 density score")
         means, precs = cls.fit_class_models(Z, y, classes)
         return cls(list(classes), means, precs, cal_scores, alpha, score)
 
@@ -160,6 +166,14 @@ class Conformal:
 
     def p_values_and_ood(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(the (n, K) p-values of :meth:`p_values`, the gate's (n,) whole-corpus p_ood — None without a gate)."""
+        P, p_ood = self.density_p_values(Z)
+        if self.disc is not None:
+            P = discriminative.combine(P, self.disc.p_values(Z))
+        return P, p_ood
+
+    def density_p_values(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the (n, K) density p-values — with the gate, combined with it —, the gate's p_ood or None): the
+        p-values of every artifact without a discriminative part."""
         a = self.scores(Z)
         P = np.stack([self.p_from_scores(a[:, k], self.cal_scores[k]) for k in range(len(self.classes))], 1)
         if self.gate is None:
@@ -168,13 +182,22 @@ class Conformal:
         return ood.combine(P, p_ood, self.gate.weight), p_ood
 
     def to_json(self) -> dict[str, Any]:
+        doc = self._to_json()
+        if self.guard is not None:
+            doc["guard"] = self.guard.to_json()
+        return doc
+
+    def _to_json(self) -> dict[str, Any]:
+        """:meth:`to_json` without the guard."""
         common = {"alpha": self.alpha, "classes": self.classes,
                   "calibration_scores": {c: _r(v, 7) for c, v in zip(self.classes, self.cal_scores)},
                   "space": "standardised features (the artifact's standardisation)",
                   "p_value": "(1 + #{LOO calibration scores of the system >= score}) / (1 + n_system)"}
         if self.score.startswith("robust-top3"):
             gate = {} if self.gate is None else {"gate": self.gate.to_json()}
-            return {"kind": "mondrian-robust-top3-loo" + ("-knn-gate" if self.gate else ""), **common, **gate,
+            disc = {} if self.disc is None else {"discriminative": self.disc.to_json()}
+            return {"kind": "mondrian-robust-top3-loo" + ("-knn-gate" if self.gate else "")
+                    + (DISC_SUFFIX if self.disc else ""), **common, **gate, **disc,
                     "medians": _r(self.means, 9),
                     "scales": _r(self.scales, 9), "top": int(self.top), "floor": float(self.floor),
                     "score": f"mean of the {int(self.top)} largest per-feature robust z-scores |z - median| / "
@@ -185,15 +208,27 @@ class Conformal:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Conformal:
+        c = cls._from_json(doc)
+        if doc.get("guard") is not None:
+            c.guard = naming.Guard.from_json(doc["guard"])
+        return c
+
+    @classmethod
+    def _from_json(cls, doc: dict[str, Any]) -> Conformal:
+        """:meth:`from_json` without the guard."""
         classes = list(doc["classes"])
         cal = [np.sort(np.asarray(doc["calibration_scores"][c], float)) for c in classes]
         alpha = float(doc.get("alpha", 0.05))
         kind = doc.get("kind", "mondrian-mahalanobis-loo")
+        disc = None
+        if kind.endswith(DISC_SUFFIX):  # round 8: + a discriminative p-value (anchored.discriminative)
+            kind = kind[:-len(DISC_SUFFIX)]
+            disc = discriminative.Discriminative.from_json(doc["discriminative"])
         if kind in ("mondrian-robust-top3-loo", "mondrian-robust-top3-loo-knn-gate"):
             gate = ood.UnionGate.from_json(doc["gate"]) if kind.endswith("-knn-gate") else None
             return cls(classes, np.asarray(doc["medians"], float), None, cal, alpha,
                        "robust-top3+knn" if gate else "robust-top3", np.asarray(doc["scales"], float),
-                       int(doc.get("top", 3)), float(doc.get("floor", 0.05)), gate)
+                       int(doc.get("top", 3)), float(doc.get("floor", 0.05)), gate, disc)
         if kind != "mondrian-mahalanobis-loo":
             raise ValueError(f"unknown conformal kind {kind!r}")
         return cls(classes, np.asarray(doc["means"], float), np.asarray(doc["precisions"], float), cal, alpha)
@@ -474,24 +509,45 @@ def _posterior_rule_rates(loo: dict[str, Any], proba: np.ndarray, loo_m2: np.nda
 
 
 def _conformal_part(model: LDA, X: np.ndarray, systems: np.ndarray, images_: np.ndarray, classes: Sequence[str],
-                    bands: dict[str, str], alpha: float, nonconformity: str, gate_weight: float = ood.DEFAULT_WEIGHT
-                    ) -> tuple[Conformal, dict[str, Any]]:
+                    bands: dict[str, str], alpha: float, nonconformity: str, gate_weight: float = ood.DEFAULT_WEIGHT,
+                    disc_kind: str = "none") -> tuple[Conformal, dict[str, Any]]:
     """The fitted :class:`Conformal` and its LOO report (coverage per system, set sizes) at ``alpha``; with the
-    kNN gate, ``gate_weight`` is its Bonferroni weight w."""
+    kNN gate, ``gate_weight`` is its Bonferroni weight w; ``disc_kind`` (not ``none``) adds the discriminative
+    p-value of :mod:`.discriminative`, cross-fitted by photo."""
     if not 0.0 < alpha <= 0.5:
         raise ValueError(f"alpha must be in (0, 0.5], not {alpha}")
     Z = model.standardise(X)
     A, own = conformal_loo(Z, systems, images_, classes, score=nonconformity)
     P = conformal_loo_p(A, own, systems, images_, classes)
     gate, P = _gate(nonconformity, Z, images_, P, gate_weight)
+    disc, P, disc_report = _disc_part(disc_kind, Z, systems, images_, classes, bands, alpha, P)
     report = conformal_report(P, systems, classes, bands, alpha)
     report["method"] = ("leave-one-image-out: each call scored by per-class models fitted "
                         "without its image, ranked among the LOO scores of the other images' "
                         "calls (the standardisation is the corpus-wide one)")
     conformal = Conformal.fit(Z, systems, classes, [np.sort(own[systems == c]) for c in classes], alpha,
-                              nonconformity, gate)
+                              nonconformity, gate, disc)
     report["score"] = nonconformity
+    if disc_report is not None:
+        report["discriminative"] = disc_report
+        report["method"] += ("; combined with the discriminative p-value (cross-fitted by photo, "
+                             f"{disc.folds} folds: cross-conformal) as min(1, 2 min(p_density, p_disc))")
     return conformal, report
+
+
+def _disc_part(kind: str, Z: np.ndarray, systems: np.ndarray, images_: np.ndarray, classes: Sequence[str],
+               bands: dict[str, str], alpha: float, P: np.ndarray
+               ) -> tuple[discriminative.Discriminative | None, np.ndarray, dict[str, Any] | None]:
+    """(the discriminative part, the calibration p-values combined with it, its own report: the density and the
+    discriminative p-values each at ``alpha``); ``kind`` none: (None, ``P``, None)."""
+    if kind == "none":
+        return None, P, None
+    if kind not in discriminative.KINDS:
+        raise ValueError(f"unknown discriminative model {kind!r}; use one of {', '.join(discriminative.KINDS)}")
+    disc, P_disc = discriminative.Discriminative.fit(kind, Z, systems, images_, classes)
+    alone = {name: {k: v for k, v in conformal_report(Pk, systems, classes, bands, alpha).items() if k != "per_system"}
+             for name, Pk in (("density", P), ("discriminative", P_disc))}
+    return disc, discriminative.combine(P, P_disc), {"kind": kind, "folds": disc.folds, "alone": alone}
 
 
 def _eta_block(X: np.ndarray, corpus: Corpus, systems: np.ndarray, images_: np.ndarray) -> dict[str, Any]:
@@ -554,12 +610,14 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
               B: int = 2000, seed: int = 0, shrinkage: float | str = "auto", min_posterior: float = 0.5,
               band_min_posterior: float = 0.6, far_quantile: float = 0.999,
               points_per_system: int = 200, alpha: float | None = 0.05,
-              nonconformity: str = "robust-top3", gate_weight: float = ood.DEFAULT_WEIGHT) -> dict[str, Any]:
+              nonconformity: str = "robust-top3", gate_weight: float = ood.DEFAULT_WEIGHT,
+              disc: str = "none") -> dict[str, Any]:
     """Fit the artifact on the whole corpus and measure it with LOO; returns the (unsealed) artifact.
 
     With ``alpha`` (default 0.05) the artifact carries the conformal part (:class:`Conformal`, its LOO
     coverage per system in ``calibration.conformal``) and decisions use prediction sets; ``alpha=None``
-    makes a v1-style artifact (posterior and distance rule only)."""
+    makes a v1-style artifact (posterior and distance rule only). ``disc`` (:data:`discriminative.KINDS`, default
+    none) adds a discriminative p-value, cross-fitted by photo (:mod:`.discriminative`)."""
     X = np.asarray(corpus.X, dtype=np.float64)
     systems = np.asarray(corpus.systems)
     images_ = np.asarray(corpus.images)
@@ -572,7 +630,7 @@ def calibrate(corpus: Corpus, *, artifact_id: str, version: str = "1", descripti
     conformal = conformal_report_ = None
     if alpha is not None:
         conformal, conformal_report_ = _conformal_part(model, X, systems, images_, classes, bands, alpha,
-                                                       nonconformity, gate_weight)
+                                                       nonconformity, gate_weight, disc)
         # under the set rule the call is decided when the prediction set is one system
         ev["loo"]["inconclusive_rate"] = 1.0 - conformal_report_["singleton_rate"]
         ev["loo"]["accuracy_when_decided"] = conformal_report_["singleton_accuracy"]

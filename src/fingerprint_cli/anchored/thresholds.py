@@ -57,6 +57,7 @@ SHIPPED_PINS: dict[str, str] = {
     "local-offline-pixel-v4": "1bae5c9aa1c0c9754772658ab4905eef86cf36aca0d64bcc1a2ac6274643ab6f",
     "local-offline-pixel-v5": "5b246c0ed25f675815f68f0829237ad15afc3d9f730a7d6c9b8f33534b8e9bb0",
     "local-offline-pixel-v7": "c88cde0919a515304d3e6749522298192140f2dc34e05dbc49657d6a9371d1c4",
+    "local-offline-pixel-v9": "7914e120fc77b6c7c8b46eb683552fd3a5b0b44a79463c085a2b2af2c6505595",
 }
 
 

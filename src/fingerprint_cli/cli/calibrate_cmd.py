@@ -13,14 +13,16 @@ import typer
 
 from fingerprint_cli import api, batch
 from fingerprint_cli.anchored.calibrate import SCORES
+from fingerprint_cli.anchored.discriminative import KINDS as DISC_KINDS
 from fingerprint_cli.anchored.thresholds import Thresholds
 from fingerprint_cli.cli import common
-from fingerprint_cli.errors import FpxError
+from fingerprint_cli.errors import FpxError, UsageError
 
 ORDER = 40
 
 SummaryFormat = Enum("SummaryFormat", {"text": "text", "json": "json"}, type=str)
 Nonconformity = Enum("Nonconformity", {s: s for s in SCORES}, type=str)
+DiscKind = Enum("DiscKind", {s: s for s in DISC_KINDS}, type=str)
 
 
 def _r3(x):
@@ -76,7 +78,19 @@ def _conformal_lines(conf: dict | None) -> list[str]:
              f"coverage {conf['coverage']:.3f} (target {conf['target_coverage']:.3f}; per system "
              f"{conf['coverage_min_system']:.3f}-{conf['coverage_max_system']:.3f}), mean set size "
              f"{conf['mean_set_size']:.2f}, unknown {conf['unknown_rate']:.3f}, one system "
-             f"{conf['singleton_rate']:.3f} (accuracy {_r3(conf['singleton_accuracy'])})"]
+             f"{conf['singleton_rate']:.3f} (accuracy {_r3(conf['singleton_accuracy'])}), one band "
+             f"{_r3(conf.get('band_decided_rate'))} (accuracy {_r3(conf.get('band_accuracy_when_decided'))})"]
+    disc = conf.get("discriminative")
+    if disc:
+        lines.append(f"    combined with a discriminative p-value ({disc['kind']}, cross-fitted by photo, {disc['folds']} "
+                     "folds); alone: " + "; ".join(
+                         f"{n} coverage {a['coverage']:.3f}, mean set size {a['mean_set_size']:.2f}"
+                         for n, a in disc["alone"].items()))
+    g = conf.get("guard")
+    if g:
+        lines.append(f"    decision guard (sets unchanged): a system named only at density p >= {g['tau_system']:g}, a band "
+                     f"at density p >= {g['tau_band']:g} ({g['band_rule']} members), gate p_ood >= {g['tau_gate']:g}"
+                     + (f"; rewritten from {g['rewritten_from']}" if g.get("rewritten_from") else ""))
     wn = max(len(c) for c in conf["per_system"]) + 2
     for c, v in conf["per_system"].items():
         lines.append(f"    {c:<{wn}} coverage {v['coverage']:.3f}  n {v['n']:>5d}  mean set size {v['mean_set_size']:.2f}")
@@ -102,7 +116,8 @@ def summary_json(cal: api.Calibration) -> str:
 
 
 def calibrate_cmd(
-    corpus: Path = typer.Argument(..., help="CSV: reference,suspect,system,image_id[,domain,rep,band]"),
+    corpus: Optional[Path] = typer.Argument(None, help="CSV: reference,suspect,system,image_id[,domain,rep,band] "
+                                                       "(omitted with --regard)"),
     output: Path = typer.Option(..., "--output", "-o", help="thresholds artifact to write (JSON)"),
     features: str = typer.Option("auto", "--features",
                                  help="feature set: pixel-v2 (tone-corrected, no weights needed), pixel (v1), "
@@ -128,6 +143,19 @@ def calibrate_cmd(
     gate_weight: float = typer.Option(0.2, "--gate-weight",
                                       help="with robust-top3+knn: the kNN gate's Bonferroni weight w in (0, 1) "
                                            "(v4-v6: 0.2; smaller gates less)"),
+    disc: DiscKind = typer.Option(DiscKind("none"), "--discriminative",
+                                  help="also a discriminative conformal p-value (-log posterior of a classifier, "
+                                       "cross-fitted by photo), combined as min(1, 2 min(p_density, p_disc)): lda, "
+                                       "qda, logistic; none (default) = the density p-values alone (v2-v7)"),
+    guard: Optional[str] = typer.Option(None, "--guard",
+                                        help="decision guard stored with the conformal part: "
+                                             "tau_band=X,tau_system=Y[,tau_gate=Z][,band_rule=all|best] — a system "
+                                             "is named only when its density p >= Y, a band only when its systems' "
+                                             ">= X (sets unchanged; default: no guard)"),
+    regard: Optional[str] = typer.Option(None, "--regard",
+                                         help="rewrite only the decision guard of this existing artifact (id or "
+                                              "file) into --output, with --guard (omit it to remove the guard); "
+                                              "no CORPUS, nothing scored"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also measure the blind (no reference) baseline"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the plane (default: OUTPUT with .png)"),
     scores: Optional[Path] = typer.Option(None, "--scores", help="also write the scored pairs (jsonl)"),
@@ -149,11 +177,15 @@ def calibrate_cmd(
 
     Example: fpx calibrate corpus.csv -o thresholds/my-lab-v1.json --features pixel
     """
+    if (corpus is None) == (regard is None):
+        common.die(UsageError("give a CORPUS to calibrate, or --regard ARTIFACT (not both)"))
+    if regard is not None:
+        _regard(regard, output, guard, artifact_id, version, description, fmt, quiet)
     try:
         cal = api.calibrate(corpus, output, features=features, artifact_id=artifact_id, version=version,
                             description=description, bootstrap=bootstrap, seed=seed, min_posterior=min_posterior,
                             alpha=alpha, conformal=conformal, nonconformity=common.value(nonconformity),
-                            gate_weight=gate_weight, blind=blind,
+                            gate_weight=gate_weight, discriminative=common.value(disc), guard=guard, blind=blind,
                             plot=plot, scores=scores,
                             reuse_scores=reuse_scores, resolution=resolution, batch_size=batch_size,
                             use_cache=not no_cache, device=device, jobs=jobs, quiet=quiet)
@@ -162,6 +194,21 @@ def calibrate_cmd(
     sys.stdout.write(summary_json(cal) if common.value(fmt) == "json" else summary_text(cal.doc))
     batch.warn(f"wrote {cal.output} and {cal.plot}", quiet)
     raise typer.Exit(cal.exit_code)
+
+
+def _regard(source: str, output: Path, guard: Optional[str], artifact_id: Optional[str], version: str,
+            description: str, fmt, quiet: bool) -> None:
+    """``--regard``: :func:`fingerprint_cli.api.regard`, its summary, exit 0 (or the error's code)."""
+    try:
+        cal = api.regard(source, output, guard, artifact_id=artifact_id,
+                         version=None if version == "1" else version, description=description or None)
+    except FpxError as exc:
+        common.die(exc)
+    sys.stdout.write(json.dumps({"id": cal.doc.id, "sha256": cal.doc.sha256, "output": str(cal.output),
+                                 "guard": (cal.doc.conformal or {}).get("guard")}, indent=1) + "\n"
+                     if common.value(fmt) == "json" else summary_text(cal.doc))
+    batch.warn(f"wrote {cal.output}", quiet)
+    raise typer.Exit(0)
 
 
 def register(app: typer.Typer) -> None:
