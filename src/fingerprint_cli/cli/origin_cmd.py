@@ -116,6 +116,11 @@ def register(app: typer.Typer) -> None:
             None, "--inlier-count", help="what the local test counts among the RANSAC inliers: suspect (distinct "
                                          "suspect keypoints) | one-to-one (the fewer of distinct suspect and "
                                          "reference keypoints); default: this fpx's; --add keeps the index's own"),
+        dense: bool | None = typer.Option(
+            None, "--dense/--no-dense", help="the local test also needs the candidate's pixels to agree with the "
+                                             "suspect's at the fitted map (dense verification, its own calibrated "
+                                             "threshold; reads the top candidates' files); default: this fpx's; "
+                                             "--add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -133,7 +138,8 @@ def register(app: typer.Typer) -> None:
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
             search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
-            calibration_overlays=overlays, inlier_count=common.value(inlier_count), jobs=jobs,
+            calibration_overlays=overlays, inlier_count=common.value(inlier_count), dense=dense,
+            jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)

@@ -66,7 +66,10 @@ class Settings:
     :data:`INLIER_COUNTS`): what :func:`inliers` counts among the RANSAC inliers — ``"suspect"`` their distinct
     suspect keypoints (rounds 4–6, the value of an index without the key), ``"one-to-one"`` the smaller of their
     distinct suspect and distinct reference keypoints (many suspect keypoints mapped onto a few reference ones
-    count as few)."""
+    count as few). ``dense`` (round 8): a candidate passes the local test only when, besides its inliers, the
+    dense agreement of its pixels with the suspect's at the fitted map (:mod:`fingerprint_cli.origin.dense`) is
+    above its own calibrated threshold (False: the value of an index without the key, which queries as
+    before)."""
 
     tile_grid: int = 0
     tile_scale: float = 2.0
@@ -77,6 +80,7 @@ class Settings:
     ivf_train_per_list: int = 64
     calib_overlays: bool = False
     inlier_count: str = "suspect"
+    dense: bool = False
 
     def __post_init__(self) -> None:
         if self.inlier_count not in INLIER_COUNTS:
@@ -93,7 +97,7 @@ class Settings:
 
 
 _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
-                 "ivf_train_per_list", "calib_overlays", "inlier_count")
+                 "ivf_train_per_list", "calib_overlays", "inlier_count", "dense")
 INLIER_COUNTS = ("suspect", "one-to-one")  # Settings.inlier_count: what inliers() counts
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
@@ -400,21 +404,29 @@ def _plausible(A: np.ndarray) -> bool:
     return SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and sv[1] > 0 and sv[0] / sv[1] <= MAX_ANISOTROPY
 
 
-def _ransac(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray]:
-    """(suspect rows, reference rows) of the RANSAC affine map's inlier correspondences between ``q`` and
-    ``r``; empty without enough ratio-test matches or without a plausible map."""
+def fit(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(suspect rows, reference rows, map) of the RANSAC affine map between ``q`` and ``r``: its inlier
+    correspondences and the 2 × 3 map itself (suspect → reference, at :data:`SIDE` scale); empty rows and None
+    without enough ratio-test matches or without a plausible map."""
     import cv2
 
+    none = np.zeros(0, int), np.zeros(0, int), None
     qi, ri = _ratio_matches(q, r)
     if len(qi) < MIN_MATCHES:
-        return np.zeros(0, int), np.zeros(0, int)
+        return none
     A, mask = cv2.estimateAffine2D(q.xy[qi].reshape(-1, 1, 2), r.xy[ri].reshape(-1, 1, 2), method=cv2.RANSAC,
                                    ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995,
                                    refineIters=10)
     if A is None or mask is None or not _plausible(A):
-        return np.zeros(0, int), np.zeros(0, int)
+        return none
     m = mask.ravel().astype(bool)
-    return qi[m], ri[m]
+    return qi[m], ri[m], A
+
+
+def _ransac(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray]:
+    """(suspect rows, reference rows) of the RANSAC affine map's inlier correspondences (:func:`fit`)."""
+    qi, ri, _ = fit(q, r)
+    return qi, ri
 
 
 def count_inliers(qi: np.ndarray, ri: np.ndarray, count: str = "suspect") -> int:
