@@ -342,7 +342,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                for p in paths if p in known]
     records += [lib.add(row, emb) for row in rows]
     idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto, lset)
-    calibrate(idx, false_match_rate, decision=decision if base is None else None)
+    calibrate(idx, false_match_rate, decision=decision if base is None else base.calibration.get("decision"))
     idx.save(out, inputs=paths)
     shutil.rmtree(journal, ignore_errors=True)
     records.append(_index_summary(idx, out, lib.added, records, scheme, full_prov))
