@@ -1367,7 +1367,9 @@ def _r8_prepare(items) -> None:
     def timed(*a, **k):
         t = time.perf_counter()
         out = raw(*a, **k)
-        _R8_COST["ms"].append(1000 * (time.perf_counter() - t))
+        if out:  # suspects with at least one candidate above the inlier threshold (scored densely)
+            _R8_COST["ms"].append(1000 * (time.perf_counter() - t))
+            _R8_COST["n"] += len(out)
         return out
 
     library._dense_scores = timed
@@ -1377,10 +1379,10 @@ def _r8_prepare(items) -> None:
 def _r8_costs(recs, cal) -> dict:
     """The dense stage's cost over one configuration's queries (reset after)."""
     ms = _R8_COST["ms"]
-    out = {"dense_threshold": cal.get("dense_threshold"), "dense_runs": len(ms),
+    out = {"dense_threshold": cal.get("dense_threshold"), "dense_runs": len(ms), "dense_scored": _R8_COST["n"],
            "dense_ms": round(float(np.median(ms)), 1) if ms else None,
            "dense_ms_p95": round(float(np.percentile(ms, 95)), 1) if ms else None}
-    _R8_COST["ms"] = []
+    _R8_COST["ms"], _R8_COST["n"] = [], 0
     return out
 
 
@@ -1588,8 +1590,9 @@ def _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec) 
     _r4_lines("**all**", cfg, r["all"], rows, dec)
     if args.round8:
         r.update(_r8_costs(recs_t + recs_a, cal))
-        say(f"index {cfg}: dense threshold {cal.get('dense_threshold')}; dense stage {r['dense_ms']} ms per suspect "
-            f"it ran for ({r['dense_runs']} suspects), N = {idx.n}")
+        say(f"index {cfg}: dense threshold {cal.get('dense_threshold')}; dense stage median {r['dense_ms']} ms "
+            f"(p95 {r['dense_ms_p95']}) per suspect it scored ({r['dense_runs']} suspects, {r['dense_scored']} "
+            f"candidates), N = {idx.n}")
     say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
         f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
         f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "

@@ -673,7 +673,7 @@ def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarr
             near = np.flatnonzero(index.vectors @ index.vectors[o] >= LOCAL_GROUP_COSINE)
             groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o, near)
         views = [lc.features(2 * j), lc.features(2 * j + 1)]
-        n, others = _local_impostor(lib, views, o, groups[o], dense_mod.TOP if lib.settings.dense else 0)
+        n, others = _local_impostors(lib, views, o, groups[o], dense_mod.TOP if lib.settings.dense else 0)
         impostors.append(n)
         cands.append(others)
         own = lib.features(o)
@@ -741,8 +741,14 @@ def _dense_threshold(cal: dict[str, Any], scores: np.ndarray) -> None:
 LOCAL_GROUP_COSINE = 0.8  # global neighbours checked for being local duplicates of a calibration reference
 
 
-def _local_impostor(lib: local_mod.LocalIndex, views, o: int, group: set[int], top: int = 0
-                    ) -> tuple[float, list[int]]:
+def _local_impostor(lib: local_mod.LocalIndex, views, o: int, group: set[int]) -> float:
+    """The most inliers of a local calibration query among candidates outside ``o``'s group
+    (:func:`_local_impostors`)."""
+    return _local_impostors(lib, views, o, group)[0]
+
+
+def _local_impostors(lib: local_mod.LocalIndex, views, o: int, group: set[int], top: int = 0
+                     ) -> tuple[float, list[int]]:
     """The most inliers of a local calibration query among candidates outside ``o``'s group, and its first
     ``top`` such candidates (most inliers first); a candidate found to be a duplicate of ``o``
     (:func:`~fingerprint_cli.origin.local.is_duplicate`) joins the group instead. No global shortlist for these
@@ -887,6 +893,16 @@ def _first_scores(t: int | None, s1: float | None, s2: float | None, local: dict
             "dense": dense.get(t) if dense is not None and t is not None else None}
 
 
+def _p_values(cal: dict[str, Any], scores: dict[str, float | None]) -> dict[str, float | None]:
+    """Each test's conformal p-value (None where its score was not computed); with dense verification the local
+    test's is the larger of its inliers' and its dense score's (the p-value of an AND)."""
+    pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}
+    pv["dense"] = p_value(cal, scores["dense"], "impostor_dense_sorted") if scores["dense"] is not None else None
+    if pv["local"] is not None and cal.get("dense_threshold") is not None:
+        pv["local"] = max(pv["local"], 1.0 if pv["dense"] is None else pv["dense"])
+    return pv
+
+
 def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None = None,
            dense: dict[int, float] | None = None) -> dict[str, Any]:
     """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
@@ -907,10 +923,7 @@ def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None
     if passed is None and cal.get("verify_threshold") is not None and t is not None and verifier is not None:
         scores["verify"] = verifier(t)
         passed = _passes(cal, scores)
-    pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}
-    pv["dense"] = p_value(cal, scores["dense"], "impostor_dense_sorted") if scores["dense"] is not None else None
-    if pv["local"] is not None and cal.get("dense_threshold") is not None:  # the AND's p-value: the larger one
-        pv["local"] = max(pv["local"], 1.0 if pv["dense"] is None else pv["dense"])
+    pv = _p_values(cal, scores)
     known = [pv[name] for name in tests if pv[name] is not None]
     return {"top": t, "similarity": s1, "second_origin_similarity": s2, "distinctiveness": scores["distinct"] or 0.0,
             "verify": scores["verify"], "found": passed is not None, "passed": passed,

@@ -734,12 +734,7 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews, suspect: n
         return hits, None, {"ran": False, "why": why}, None
     thr = idx.calibration["local_threshold"]
     m = local_mod.match(idx.local, lviews, [h[0] for h in hits[:local_mod.SHORTLIST]])
-    inl = {r: n for r, n, _ in m}
-    verified = [r for r, n, _ in m if n > thr]
-    dense = _dense_scores(idx, m, thr, lviews, suspect) if _uses_dense(idx) and suspect is not None else None
-    if _uses_dense(idx):
-        dthr = idx.calibration["dense_threshold"]
-        verified = [r for r in verified if (dense or {}).get(r, -1.0) > dthr]
+    verified, dense = _verified(idx, m, thr, lviews, suspect)
     byref = {h[0]: h for h in hits}
     front = [byref.get(r) or _exact_hit(idx, qv, r) for r in verified]
     done = set(verified)
@@ -750,7 +745,19 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews, suspect: n
                          for r, n, v in m if r in done][:10]}
     if dense is not None:
         info["dense_threshold"] = idx.calibration["dense_threshold"]
-    return front + rest, inl, info, dense
+    return front + rest, {r: n for r, n, _ in m}, info, dense
+
+
+def _verified(idx: OriginIndex, m: list[tuple[int, int, int]], thr: float, lviews, suspect
+              ) -> tuple[list[int], dict[int, float] | None]:
+    """The candidates of ``m`` (most inliers first) that pass the local test: above the inlier threshold and,
+    with dense verification, above the dense threshold too (the dense scores: None without it)."""
+    verified = [r for r, n, _ in m if n > thr]
+    if not _uses_dense(idx):
+        return verified, None
+    dense = _dense_scores(idx, m, thr, lviews, suspect) if suspect is not None else {}
+    dthr = idx.calibration["dense_threshold"]
+    return [r for r in verified if dense.get(r, -1.0) > dthr], dense
 
 
 DECISION_HITS = 32  # references searched per suspect for the decision (the best other origin), whatever -k is
