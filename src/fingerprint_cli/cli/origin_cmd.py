@@ -149,7 +149,10 @@ def register(app: typer.Typer) -> None:
                    f"{summary.features['threshold']} at false-match rate {fmr}; "
                    f"{det['memory_bytes_per_reference']:.0f} bytes per reference"
                    + (f" ({det['local_bytes_per_reference']:.0f} of them local features, local-inliers threshold "
-                      f"{det['calibration'].get('local_threshold')})" if det.get("local_bytes_per_reference") else ""),
+                      f"{det['calibration'].get('local_threshold')}"
+                      + (f", dense threshold {det['calibration']['dense_threshold']:.3f}"
+                         if det["calibration"].get("dense_threshold") is not None else "") + ")"
+                      if det.get("local_bytes_per_reference") else ""),
                    quiet)
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=True))

@@ -627,7 +627,8 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
     ``fmr / 2`` each (``similarity+distinct``, ``similarity+verify`` — the default, whose pixel verification of
     each impostor's best candidate reads both files again), and ``found`` needs a score strictly above it.
     The genuine side (the same queries with their origin present) gives the in-sample miss rate: top
-    candidate wrong or no test passed.
+    candidate wrong or no test passed. With dense verification (the index's local settings ``dense``) the local
+    test also gets ``dense_threshold`` at its own share (:func:`_dense_calibration`; the test is the AND of both).
     """
     rule = _check_rule(fmr, decision or index.calibration.get("decision") or DEFAULT_DECISION)
     cv, owner = index.calib_vectors, index.calib_owner
