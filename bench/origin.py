@@ -630,6 +630,65 @@ def _r8_pip(px, seed):
     return _jpeg(bg, 85)
 
 
+def _r9_hue(px, seed):
+    """HELD-OUT (round 9): 50% crop at a random offset, hue rotated by a random 60-120 degrees (a rotation of
+    the RGB cube about its grey axis: a channel mix), JPEG q75."""
+    rng = np.random.default_rng([seed, 91])
+    c = np.asarray(_rand_crop(px, 0.5, 0.5, rng), np.float32)
+    t = np.deg2rad(rng.uniform(60, 120))
+    u = np.full(3, 1 / np.sqrt(3))
+    K = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    R = np.cos(t) * np.eye(3) + np.sin(t) * K + (1 - np.cos(t)) * np.outer(u, u)
+    return _jpeg(c @ R.T.astype(np.float32), 75)
+
+
+def _r9_vignette(px, seed):
+    """HELD-OUT (round 9): 60% crop, a radial vignette darkening the corners by up to 55%, JPEG q80."""
+    rng = np.random.default_rng([seed, 92])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    h, w = c.shape[:2]
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    r = np.hypot((yy + 0.5) / h - 0.5, (xx + 0.5) / w - 0.5) / np.hypot(0.5, 0.5)
+    return _jpeg(c * (1 - 0.55 * r ** 2)[..., None], 80)
+
+
+def _r9_collage(px, seed):
+    """HELD-OUT (round 9): a 60% crop side by side with a same-height crop of an absent photo (never the query's
+    own origin), random left/right order, JPEG q85."""
+    rng = np.random.default_rng([seed, 93])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    pool = [p for sha, p in R8_PIP_BACKGROUNDS if int(sha[:8], 16) != seed]
+    other = np.asarray(_rand_crop(np.asarray(images.load_image(pool[int(rng.integers(0, len(pool)))]).pixels,
+                                             np.float32), 0.6, 0.6, rng), np.float32)
+    h = c.shape[0]
+    ow = max(8, round(other.shape[1] * h / other.shape[0]))
+    other = np.clip(images.resize(other, h, ow), 0, 1)
+    pair = (c, other) if rng.random() < 0.5 else (other, c)
+    return _jpeg(np.concatenate(pair, axis=1), 85)
+
+
+def _r9_rot90(px, seed):
+    """HELD-OUT (round 9): 55% crop at a random offset rotated by 90 degrees (random sign), JPEG q85."""
+    rng = np.random.default_rng([seed, 94])
+    c = np.asarray(_rand_crop(px, 0.55, 0.55, rng), np.float32)
+    return _jpeg(np.ascontiguousarray(np.rot90(c, 1 if rng.random() < 0.5 else -1)), 85)
+
+
+def _r9_banner(px, seed):
+    """HELD-OUT (round 9): 65% crop under a semi-opaque coloured banner across a random horizontal third, with
+    white block letters, JPEG q80."""
+    rng = np.random.default_rng([seed, 95])
+    c = np.array(_rand_crop(px, 0.65, 0.65, rng), np.float32)
+    h, w = c.shape[:2]
+    third = int(rng.integers(0, 3))
+    bh = max(6, round(0.16 * h))
+    y0 = min(h - bh, third * h // 3 + (h // 3 - bh) // 2)
+    col = rng.uniform(0.1, 0.7, 3).astype(np.float32)
+    c[y0:y0 + bh] = 0.25 * c[y0:y0 + bh] + 0.75 * col
+    _r6_blocks(c, y0 + bh // 4, y0 + bh - bh // 4, w // 8, w - w // 8, 1.0, rng)
+    return _jpeg(c, 80)
+
+
 # transforms that take a per-photo seed
 SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
           "blur1.2_hflip_jpeg40": _blur_flip_jpeg, "crop_0.5_jpeg80": _r4_crop_jpeg,
@@ -640,7 +699,9 @@ SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _cro
           "crop_caption_bar": _r5_caption_bar, "crop_watermark": _r6_watermark, "crop_screenshot": _r6_screenshot,
           "crop_meme_text": _r6_meme_text, "crop_sticker_jpeg80": _r6_sticker, "crop_0.45_frame": _r6_frame,
           "crop_0.45_rot12_jpeg70": _r8_crop_rot12, "crop_gamma_noise": _r8_gamma_noise,
-          "crop_gradient_overlay": _r8_gradient, "crop_persp_tint_jpeg60": _r8_persp_tint, "crop_pip": _r8_pip}
+          "crop_gradient_overlay": _r8_gradient, "crop_persp_tint_jpeg60": _r8_persp_tint, "crop_pip": _r8_pip,
+          "crop_0.5_hue_jpeg75": _r9_hue, "crop_vignette_jpeg80": _r9_vignette, "collage_2up": _r9_collage,
+          "crop_0.55_rot90": _r9_rot90, "crop_banner_jpeg80": _r9_banner}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -775,6 +836,9 @@ def _parse_args():
     ap.add_argument("--round8", action="store_true", help="only issue 12 round 8: dense verification of local "
                     "matches (before = the round-5 default, the mixed library grown to N >= 2,000; after = the same "
                     "with dense verification, recalibrated; --heldout: the round-8 held-out families, once)")
+    ap.add_argument("--round9", action="store_true", help="only issue 12 round 9: dense verification inside "
+                    "the RANSAC inliers' hull (before = round 8's before; after = the same with dense_region hull, "
+                    "recalibrated; --heldout: the round-9 held-out families, once)")
     ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
@@ -782,6 +846,7 @@ def _parse_args():
     args = ap.parse_args()
     if args.round7 and args.heldout:
         ap.error("--round7 has no held-out list (every family has been seen)")
+    args.round8 = args.round8 or args.round9
     args.round6 = args.round6 or args.round7 or args.round8
     if args.configs == ap.get_default("configs") and (args.round4 or args.round5 or args.round6):
         args.configs = "after,before" if args.round6 else "before,after"
@@ -825,7 +890,7 @@ def _mode_tag(args) -> str | None:
     real = "_real" if args.library == "real" else ""
     held = "_heldout" if args.heldout else ""
     if args.round4 or args.round5 or args.round6:
-        rnd = "round8" if args.round8 else "round7" if args.round7 else "round6" if args.round6 else \
+        rnd = "round9" if args.round9 else "round8" if args.round8 else "round7" if args.round7 else "round6" if args.round6 else \
             "round5" if args.round5 else "round4"
         return rnd + held + real + ("_scale" if args.scale_only else "")
     if args.round3:
@@ -1177,6 +1242,9 @@ R6_HELDOUT = ("crop_watermark", "crop_screenshot", "crop_meme_text", "crop_stick
 R8_DEV = R6_DEV + R6_HELDOUT  # every family of rounds 1-7 that the round-4 bench makes: development material
 R8_HELDOUT = ("crop_0.45_rot12_jpeg70", "crop_gamma_noise", "crop_gradient_overlay", "crop_persp_tint_jpeg60",
               "crop_pip")  # written down before the first run (round 8)
+R9_DEV = R8_DEV + R8_HELDOUT  # every family of rounds 1-8: development material
+R9_HELDOUT = ("crop_0.5_hue_jpeg75", "crop_vignette_jpeg80", "collage_2up", "crop_0.55_rot90",
+              "crop_banner_jpeg80")  # written down before the first run (round 9; docs/benchmarks.md)
 
 
 def _ranks_all_views(idx, Q, true):
@@ -1410,15 +1478,18 @@ def _r8_index(cfg, out, args):
     before = _R6_SHARED.setdefault("before", load_index(before_path))
     if cfg == "before":
         return before, None
-    ipath, t0 = out / f"r8_{args.library}_after.fpxindex", time.time()
+    tag, region = ("r9", "hull") if args.round9 else ("r8", "overlap")
+    ipath, t0 = out / f"{tag}_{args.library}_after.fpxindex", time.time()
     built = not ipath.exists()
     if built:
         up = load_index(before_path)
         assert not up.local.settings.dense, "not a round-5 index"
-        up.local.settings = up.local_calib.settings = dataclasses.replace(up.local.settings, dense=True)
+        up.local.settings = up.local_calib.settings = dataclasses.replace(up.local.settings, dense=True,
+                                                                          dense_region=region)
         _recalibrate(up).save(ipath)
     idx = load_index(ipath)
     assert np.array_equal(idx.local.desc, before.local.desc) and idx.local.settings.dense
+    assert idx.local.settings.dense_region == region
     idx.local = L.LocalIndex(before.local.xy, before.local.desc, before.local.offsets, before.local.blob,
                              idx.local.settings, before.local.faiss_index(), before.local._owner)
     return idx, (time.time() - t0) if built else None
@@ -1545,9 +1616,9 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     import faiss
 
     faiss.omp_set_num_threads(1)
-    rnd = 8 if args.round8 else 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
+    rnd = 9 if args.round9 else 8 if args.round8 else 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
     fams = {4: (R4_DEV, R4_HELDOUT), 5: (R5_DEV, R5_HELDOUT), 6: (R6_DEV, R6_HELDOUT), 7: (R6_DEV, ()),
-            8: (R8_DEV, R8_HELDOUT)}[rnd][int(args.heldout)]
+            8: (R8_DEV, R8_HELDOUT), 9: (R9_DEV, R9_HELDOUT)}[rnd][int(args.heldout)]
     if args.round8:
         _r8_prepare(items)
     elif args.round7:

@@ -12,6 +12,7 @@ from fingerprint_cli import batch
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
 from fingerprint_cli.origin import library
+from fingerprint_cli.origin.dense import REGIONS as DENSE_REGIONS
 from fingerprint_cli.origin.embedders import EMBEDDERS
 from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
 from fingerprint_cli.origin.local import INLIER_COUNTS
@@ -29,6 +30,7 @@ SearchKind = Enum("SearchKind", {n: n for n in SEARCH_KINDS}, type=str)
 ViewScheme = Enum("ViewScheme", {n: n for n in library.REF_VIEW_SETS}, type=str)
 DecisionRule = Enum("DecisionRule", {n: n for n in DECISIONS}, type=str)
 InlierCount = Enum("InlierCount", {n: n for n in INLIER_COUNTS}, type=str)
+DenseRegion = Enum("DenseRegion", {n: n for n in DENSE_REGIONS}, type=str)
 
 
 def _progress(label: str, quiet: bool):
@@ -121,6 +123,11 @@ def register(app: typer.Typer) -> None:
                                              "suspect's at the fitted map (dense verification, its own calibrated "
                                              "threshold; reads the top candidates' files); default: this fpx's; "
                                              "--add keeps the index's own"),
+        dense_region: DenseRegion | None = typer.Option(
+            None, "--dense-region", help="where the dense verification compares pixels (implies --dense): "
+                                         "overlap (the whole overlap, round 8) | hull (inside the convex hull of "
+                                         "the RANSAC inliers: overlays and an inset's background do not count); "
+                                         "default: this fpx's; --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -139,6 +146,7 @@ def register(app: typer.Typer) -> None:
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
             search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
             calibration_overlays=overlays, inlier_count=common.value(inlier_count), dense=dense,
+            dense_region=common.value(dense_region),
             jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],

@@ -37,6 +37,8 @@ RHO = 4.0  # px at WORK: the local correlation's window
 MIN_OVERLAP = 0.1  # share of the suspect's frame the warped candidate must cover
 MAX_REF_SIDE = 2048  # px: the candidate is never resampled above this long side
 TOP = 3  # candidates (most inliers first, above the inlier threshold) checked per suspect
+HULL_MARGIN = 4  # px at WORK: the inliers' hull is dilated by this (= RHO, the correlation window; a priori)
+REGIONS = ("overlap", "hull")  # where the correlation is summed (local.Settings.dense_region)
 
 
 def luma(px: np.ndarray, side: float) -> np.ndarray:
@@ -86,12 +88,30 @@ def work_map(A: np.ndarray, k: float, g: float) -> np.ndarray:
     return np.concatenate([(g / k) * L, off[:, None]], axis=1)
 
 
-def score(suspect: np.ndarray, reference: np.ndarray, A: np.ndarray, mirrored: bool, frame: float) -> float:
+def hull_mask(xy: np.ndarray, shape: tuple[int, int], k: float) -> np.ndarray:
+    """1 inside the convex hull of the keypoints ``xy`` (suspect view, frame px; shown ``k`` × at work scale),
+    dilated by :data:`HULL_MARGIN` px, 0 elsewhere (issue 12 round 9: the part of the suspect the match is
+    about; fewer than one point: empty)."""
+    import cv2
+
+    m = np.zeros(shape, np.uint8)
+    if len(xy):
+        pts = np.round((np.asarray(xy, np.float64) + 0.5) * k - 0.5).astype(np.int32).reshape(-1, 1, 2)
+        cv2.fillConvexPoly(m, cv2.convexHull(pts), 1)
+        size = 2 * HULL_MARGIN + 1
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    return m.astype(np.float32)
+
+
+def score(suspect: np.ndarray, reference: np.ndarray, A: np.ndarray, mirrored: bool, frame: float,
+          hull: np.ndarray | None = None) -> float:
     """Dense agreement of a suspect and a candidate at the affine ``A`` the local stage fitted (suspect view →
     candidate, in the frame of long side ``frame`` px each, :data:`fingerprint_cli.origin.local.SIDE`):
     the energy-weighted local NCC of their band-passed luma over the overlap (module docstring); ``suspect``
     and ``reference`` are float RGB images at any size, ``mirrored`` when ``A`` was fitted on the suspect's
-    mirrored view. 0 when the overlap is below :data:`MIN_OVERLAP`."""
+    mirrored view. 0 when the overlap is below :data:`MIN_OVERLAP`. ``hull`` (the ``hull`` region, round 9):
+    the RANSAC inliers' suspect keypoints (that view's frame px): the band is taken over the overlap as
+    before and the correlation summed only inside their convex hull (:func:`hull_mask`)."""
     import cv2
 
     s = luma(suspect, WORK)
@@ -111,7 +131,8 @@ def score(suspect: np.ndarray, reference: np.ndarray, A: np.ndarray, mirrored: b
     m = (m > 0.999).astype(np.float32)
     if m.mean() < MIN_OVERLAP:
         return 0.0
-    return weighted_ncc(band(s, m), band(r, m), m)
+    sel = m if hull is None else m * hull_mask(hull, m.shape, k)
+    return weighted_ncc(band(s, m), band(r, m), sel)
 
 
 def rgb(px: np.ndarray) -> np.ndarray:

@@ -235,15 +235,16 @@ def local_settings(settings: local_mod.Settings = local_mod.DEFAULT) -> dict[str
             "vote_hamming": m.VOTE_HAMMING, "n_voted": m.N_VOTED, "ratio": m.RATIO, "ransac_px": m.RANSAC_PX,
             "model": "affine", "duplicate_fraction": m.DUPLICATE_FRACTION,
             "calib_transforms": m.calib_names(settings), **settings.doc(),
-            **(dense_settings() if settings.dense else {})}
+            **(dense_settings(settings.dense_region) if settings.dense else {})}
 
 
-def dense_settings() -> dict[str, Any]:
+def dense_settings(region: str = "overlap") -> dict[str, Any]:
     """The dense verification's fixed parameters (:mod:`fingerprint_cli.origin.dense`) an index with
-    ``dense`` local settings records beside them."""
+    ``dense`` local settings records beside them (the hull's margin with the ``hull`` region)."""
     d = dense_mod
     return {"dense_work": d.WORK, "dense_sigmas": list(d.SIGMAS), "dense_rho": d.RHO,
-            "dense_min_overlap": d.MIN_OVERLAP, "dense_top": d.TOP, "dense_score": "energy-weighted local NCC"}
+            "dense_min_overlap": d.MIN_OVERLAP, "dense_top": d.TOP, "dense_score": "energy-weighted local NCC",
+            **({"dense_hull_margin": d.HULL_MARGIN} if region == "hull" else {})}
 
 
 def _local_tensors(prefix: str, li: local_mod.LocalIndex) -> dict[str, np.ndarray]:
@@ -705,23 +706,28 @@ def _dense_calibration(index: OriginIndex, cands: list[list[int]]) -> tuple[np.n
             continue
         q = local_mod.calib_transform(name, src)
         views = [lc.features(2 * j), lc.features(2 * j + 1)]
-        gen.append(dense_best(views, q, lib.features(o), src))
-        scores = [dense_best(views, q, lib.features(c), pixels(c)) for c in cands[j]]
+        region = lib.settings.dense_region
+        gen.append(dense_best(views, q, lib.features(o), src, region))
+        scores = [dense_best(views, q, lib.features(c), pixels(c), region) for c in cands[j]]
         imp.append(max([s for s in scores if s is not None] or [0.0]))
     return np.asarray(imp, float), np.asarray([0.0 if g is None else g for g in gen], float)
 
 
 def dense_best(views: list[local_mod.Features], suspect: np.ndarray, ref: local_mod.Features,
-               ref_pixels: np.ndarray | None) -> float | None:
+               ref_pixels: np.ndarray | None, region: str = "overlap") -> float | None:
     """The dense score (:func:`fingerprint_cli.origin.dense.score`) of a suspect (its float RGB pixels and its
-    two local views) against one candidate at the map of the view with more inliers; 0 without a plausible
-    map, None without the candidate's pixels."""
+    two local views) against one candidate at the map of the view with more inliers, summed over ``region``
+    (:data:`~fingerprint_cli.origin.dense.REGIONS`; ``hull``: inside that view's inliers' convex hull); 0
+    without a plausible map, None without the candidate's pixels."""
     if ref_pixels is None:
         return None
     fits = [local_mod.fit(v, ref) for v in views]
     vi = max(range(len(fits)), key=lambda i: (fits[i][2] is not None, len(np.unique(fits[i][0])), -i))
-    A = fits[vi][2]
-    return 0.0 if A is None else dense_mod.score(suspect, ref_pixels, A, vi == 1, local_mod.SIDE)
+    qi, _, A = fits[vi]
+    if A is None:
+        return 0.0
+    hull = views[vi].xy[qi] if region == "hull" else None
+    return dense_mod.score(suspect, ref_pixels, A, vi == 1, local_mod.SIDE, hull)
 
 
 def _dense_threshold(cal: dict[str, Any], scores: np.ndarray) -> None:

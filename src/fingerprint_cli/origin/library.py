@@ -285,7 +285,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
                 search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
                 decision: str | None = None, local: bool | None = None, calibration_overlays: bool = False,
-                inlier_count: str | None = None, dense: bool | None = None,
+                inlier_count: str | None = None, dense: bool | None = None, dense_region: str | None = None,
                 jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
@@ -309,7 +309,9 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     among the RANSAC inliers (:data:`~fingerprint_cli.origin.local.INLIER_COUNTS`; recorded; with ``add`` the
     index's own). ``dense`` (a new index with local features; None: this fpx's default): the local test also
     needs the dense agreement of the candidate's pixels at the fitted map (:mod:`~fingerprint_cli.origin.dense`;
-    recorded; with ``add`` the index's own). Unreadable
+    recorded; with ``add`` the index's own). ``dense_region`` (:data:`~fingerprint_cli.origin.dense.REGIONS`;
+    given, it implies ``dense``; None: this fpx's default): where that agreement is summed (``hull``: inside
+    the convex hull of the RANSAC inliers). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -326,7 +328,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    lset = _local_settings_for(base, local, calibration_overlays, inlier_count, dense)
+    lset = _local_settings_for(base, local, calibration_overlays, inlier_count, dense, dense_region)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
@@ -379,17 +381,19 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
 
 
 def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = False,
-                        inlier_count: str | None = None, dense: bool | None = None) -> local_mod.Settings | None:
+                        inlier_count: str | None = None, dense: bool | None = None,
+                        dense_region: str | None = None) -> local_mod.Settings | None:
     """The local settings of the references being added: the base index's own (``--add``), this fpx's default
-    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count`` and ``dense`` when
-    given), None without local features."""
+    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count``, ``dense`` and
+    ``dense_region`` — which implies ``dense`` — when given), None without local features."""
     if not local:
         return None
     if base is not None and base.local is not None:
         return base.local.settings
     s = dataclasses.replace(local_mod.DEFAULT, calib_overlays=True) if overlays else local_mod.DEFAULT
     s = s if inlier_count is None else dataclasses.replace(s, inlier_count=inlier_count)
-    return s if dense is None else dataclasses.replace(s, dense=bool(dense))
+    s = s if dense is None else dataclasses.replace(s, dense=bool(dense))
+    return s if dense_region is None else dataclasses.replace(s, dense=True, dense_region=dense_region)
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
@@ -713,7 +717,7 @@ def _dense_scores(idx: OriginIndex, m: list[tuple[int, int, int]], thr: float, l
             px = images.load_image(idx.refs[r]["path"]).pixels
         except (FpxError, OSError):
             continue
-        d = dense_best(lviews, suspect, idx.local.features(r), px)
+        d = dense_best(lviews, suspect, idx.local.features(r), px, idx.local.settings.dense_region)
         if d is not None:
             out[r] = round(float(d), 6)
     return out
@@ -745,6 +749,7 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews, suspect: n
                          for r, n, v in m if r in done][:10]}
     if dense is not None:
         info["dense_threshold"] = idx.calibration["dense_threshold"]
+        info["dense_region"] = idx.local.settings.dense_region
     return front + rest, {r: n for r, n, _ in m}, info, dense
 
 
@@ -817,7 +822,8 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
             "threshold": cal.get("threshold"),
             "distinct_threshold": cal.get("distinct_threshold"), "verify_threshold": cal.get("verify_threshold"),
             "local_threshold": cal.get("local_threshold"), "local_inliers": dec["local"],
-            **({"dense_threshold": cal["dense_threshold"], "dense": dec["dense"], "p_value_dense": dec["p_value_dense"]}
+            **({"dense_threshold": cal["dense_threshold"], "dense": dec["dense"], "p_value_dense": dec["p_value_dense"],
+                "dense_region": idx.local.settings.dense_region}
                if cal.get("dense_threshold") is not None else {}),
             "false_match_rate": cal.get("false_match_rate"),
             "p_value": dec["p_value"], "p_value_similarity": dec["p_value_similarity"],

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from fingerprint_cli import images, parallel
+from fingerprint_cli.origin import dense as dense_mod
 
 SIDE = 320  # px: the long side of the frame keypoints are expressed in (references and suspects alike)
 N_FEATURES = 256  # ORB keypoints per suspect view at most (detected at SIDE)
@@ -69,7 +70,10 @@ class Settings:
     count as few). ``dense`` (round 8): a candidate passes the local test only when, besides its inliers, the
     dense agreement of its pixels with the suspect's at the fitted map (:mod:`fingerprint_cli.origin.dense`) is
     above its own calibrated threshold (False: the value of an index without the key, which queries as
-    before)."""
+    before). ``dense_region`` (round 9, :data:`fingerprint_cli.origin.dense.REGIONS`): where that agreement is
+    summed — ``"overlap"`` the whole overlap (round 8; the value of an index without the key), ``"hull"``
+    only inside the convex hull of the RANSAC inliers (slightly dilated), the part of the suspect the match
+    is about."""
 
     tile_grid: int = 0
     tile_scale: float = 2.0
@@ -81,10 +85,14 @@ class Settings:
     calib_overlays: bool = False
     inlier_count: str = "suspect"
     dense: bool = False
+    dense_region: str = "overlap"
 
     def __post_init__(self) -> None:
         if self.inlier_count not in INLIER_COUNTS:
             raise ValueError(f"inlier_count must be one of {', '.join(INLIER_COUNTS)}, not {self.inlier_count!r}")
+        if self.dense_region not in dense_mod.REGIONS:
+            raise ValueError(f"dense_region must be one of {', '.join(dense_mod.REGIONS)}, "
+                             f"not {self.dense_region!r}")
 
     def doc(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _SETTING_KEYS}
@@ -97,7 +105,7 @@ class Settings:
 
 
 _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
-                 "ivf_train_per_list", "calib_overlays", "inlier_count", "dense")
+                 "ivf_train_per_list", "calib_overlays", "inlier_count", "dense", "dense_region")
 INLIER_COUNTS = ("suspect", "one-to-one")  # Settings.inlier_count: what inliers() counts
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
