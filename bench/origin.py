@@ -181,6 +181,24 @@ moon, rocket, retina, clock_motion).
 Round 8 outcome (held-out, once): false matches 0/300 on both libraries with dense verification (round 5: 0/300
 mixed, 5/300 photos), but the mixed-library mAP fell 0.787 -> 0.724 (> 0.02): dense verification stays opt-in.
 (The round-5 mixed index holds 1,990 references, not 1,991: with the extra photos N = 2,002.)
+
+Round 9 (``--round9``; issue 12 round 9: the dense score summed inside the convex hull of the RANSAC inliers,
+``local.Settings.dense_region = "hull"``). Before = round 8's before; after = the same index with ``dense`` on
+and ``dense_region`` hull, every threshold recalibrated (``r9_LIBRARY_after``, written once, frozen). Every
+family of rounds 1-8 is DEVELOPMENT material. FIVE NEW held-out families (docs/benchmarks.md, round 9; own
+seed streams), run once at the end:
+
+    HELD-OUT 9: crop_0.5_hue_jpeg75 — 50% crop, hue rotated by a random 60-120° (a channel mix), JPEG q75
+                    (adjacent to the tint families — flagged).
+                crop_vignette_jpeg80 — 60% crop, radial vignette darkening the corners by up to 55%, JPEG q80
+                    (adjacent to round 8's gradient overlay — flagged).
+                collage_2up — a 60% crop side by side with a same-height crop of an absent photo, random order,
+                    JPEG q85 (adjacent to round 8's picture-in-picture — flagged).
+                crop_0.55_rot90 — 55% crop rotated by 90° (random sign), JPEG q85.
+                crop_banner_jpeg80 — 65% crop under a semi-opaque coloured banner across a random third, with
+                    white block letters, JPEG q80 (adjacent to the caption bar — flagged).
+
+    nice -n 10 python bench/origin.py --round9 --heldout --max-test 40 --max-absent 40 [--library real] --boot 500  # once
 """
 
 from __future__ import annotations
