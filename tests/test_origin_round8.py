@@ -107,9 +107,10 @@ def built(tmp_path_factory):
     refs.mkdir()
     for i in range(12):
         images.save_png(_textured(160, 220, seed=860 + i), refs / f"r{i:02d}.png")
-    old, _ = origin.build_index([str(refs)], str(d / "old.fpxindex"), n_calibration=12, false_match_rate=FMR)
+    old, _ = origin.build_index([str(refs)], str(d / "old.fpxindex"), n_calibration=12, false_match_rate=FMR,
+                                dense=False)  # round 5's (no dense verification; the default up to round 8)
     new, _ = origin.build_index([str(refs)], str(d / "new.fpxindex"), n_calibration=12, false_match_rate=FMR,
-                                dense=True)
+                                dense_region="overlap")  # round 8's dense score (over the whole overlap)
     src = images.load_image(refs / "r05.png").pixels
     images.save_png(_crop(src, 20, 40, 80, 110), d / "crop.png")
     images.save_png(_textured(120, 150, seed=999), d / "absent.png")

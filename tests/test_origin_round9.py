@@ -14,6 +14,7 @@ from fingerprint_cli import images, origin
 from fingerprint_cli.origin import dense as D
 from fingerprint_cli.origin import local as L
 from fingerprint_cli.origin.index import calibrate, dense_best, load_index
+from fingerprint_cli.origin.library import _local_settings_for
 
 FMR = 0.1
 
@@ -68,6 +69,15 @@ def test_the_hull_scores_an_inset_crop_high_where_the_whole_overlap_dilutes_it()
     assert abs(unrelated) < 0.25, unrelated
 
 
+def test_new_indexes_verify_densely_inside_the_hull_by_default():
+    assert L.DEFAULT == L.ROUND9 and L.DEFAULT.dense and L.DEFAULT.dense_region == "hull"
+    assert dataclasses.replace(L.DEFAULT, dense=False, dense_region="overlap") == L.ROUND5  # the same features
+    assert _local_settings_for(None, True) == L.ROUND9
+    assert _local_settings_for(None, True, dense=False) == L.ROUND5  # --no-dense: round 5's index
+    assert _local_settings_for(None, True, dense=True) == L.ROUND9  # --dense: this fpx's region
+    assert _local_settings_for(None, True, dense_region="overlap") == dataclasses.replace(L.ROUND5, dense=True)
+
+
 def test_settings_without_the_key_score_over_the_overlap_as_in_round8():
     doc = dataclasses.replace(L.ROUND5, dense=True).doc()
     assert doc["dense_region"] == "overlap"
@@ -88,8 +98,8 @@ def built(tmp_path_factory):
     for i in range(12):
         images.save_png(_textured(160, 220, seed=960 + i), refs / f"r{i:02d}.png")
     kw = {"n_calibration": 12, "false_match_rate": FMR}
-    over, _ = origin.build_index([str(refs)], str(d / "over.fpxindex"), dense=True, **kw)
-    hull, _ = origin.build_index([str(refs)], str(d / "hull.fpxindex"), dense_region="hull", **kw)
+    over, _ = origin.build_index([str(refs)], str(d / "over.fpxindex"), dense_region="overlap", **kw)
+    hull, _ = origin.build_index([str(refs)], str(d / "hull.fpxindex"), **kw)  # the default (round 9)
     src = images.load_image(refs / "r05.png").pixels
     images.save_png(_inset(src, _textured(150, 200, 999), 40, 60), d / "inset.png")
     images.save_png(_textured(120, 150, seed=998), d / "absent.png")

@@ -392,7 +392,8 @@ def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = 
         return base.local.settings
     s = dataclasses.replace(local_mod.DEFAULT, calib_overlays=True) if overlays else local_mod.DEFAULT
     s = s if inlier_count is None else dataclasses.replace(s, inlier_count=inlier_count)
-    s = s if dense is None else dataclasses.replace(s, dense=bool(dense))
+    if dense is not None:  # off: no region either (round 5's settings); on: this fpx's region unless given
+        s = dataclasses.replace(s, dense=True) if dense else dataclasses.replace(s, dense=False, dense_region="overlap")
     return s if dense_region is None else dataclasses.replace(s, dense=True, dense_region=dense_region)
 
 

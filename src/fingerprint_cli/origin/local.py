@@ -110,8 +110,11 @@ INLIER_COUNTS = ("suspect", "one-to-one")  # Settings.inlier_count: what inliers
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
 ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
-DEFAULT = ROUND5  # new indexes: round 5's settings (neither round 6's overlay calibration nor round 7's
-# one-to-one inlier count passed its ship rule; both are opt-in, recorded in the index)
+# round 9: round 5's features, dense verification inside the RANSAC inliers' hull (passed its ship rule:
+# docs/benchmarks.md, issue 12 round 9; round 6's overlay calibration, round 7's one-to-one count and round 8's
+# whole-overlap dense score did not pass theirs: opt-in, recorded in the index)
+ROUND9 = replace(ROUND5, dense=True, dense_region="hull")
+DEFAULT = ROUND9  # new indexes
 # opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
 # crops among the local calibration queries
 OVERLAYS = replace(ROUND5, calib_overlays=True)
