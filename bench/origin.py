@@ -148,6 +148,61 @@ and no family's mAP drops by > 0.02, and the mixed library's stay <= 9/900.
     nice -n 10 python bench/origin.py --round7 --max-test 60 [--library real] --boot 200      # dev
 
 Round 7 outcome: photo archive 22/900 -> 11/900 (> 9/900): the rule failed; one-to-one stays opt-in.
+
+Round 8 (``--round8``; issue 12 round 8: dense verification of local matches, ``local.Settings.dense``).
+Before = the round-5 default (the photo archive: ``r5_real_after`` unchanged; the mixed library: ``r5_all_after``
+grown with ``library.build_index(add=True)`` by the twelve EXTRA photos below to N = 2,003, its own round-5
+settings kept: ``r8_all_before``); after = the same index with ``dense`` set in its local settings and every
+threshold recalibrated (``r8_LIBRARY_after``). Every family of rounds 1-7 (the twenty of ``--round7`` and
+round 6's held-out five) is DEVELOPMENT material. FIVE NEW held-out families, written down here and committed
+before anything ran with them, run once at the end with everything frozen (own seed streams):
+
+    HELD-OUT 8: crop_0.45_rot12_jpeg70 — a 45% crop at a random offset, rotated by 12° (random sign; bilinear,
+                    reflected border, same size), JPEG q70 (the crop + rotation family of rounds 2/4/5 at a new
+                    setting: smaller and more rotated — flagged).
+                crop_gamma_noise — a 60% crop at a random offset, gamma 0.7 (brighter mid-tones), Gaussian noise
+                    σ = 0.03 per channel, JPEG q90.
+                crop_gradient_overlay — a 60% crop at a random offset under a semi-transparent linear gradient
+                    overlay (black to clear along a random direction, alpha up to 0.6), JPEG q85.
+                crop_persp_tint_jpeg60 — a 60% crop at a random offset, a perspective warp (each corner moved
+                    inwards by a random 0-8% of the side), a tint (channel gains 0.92 / 1.0 / 1.10, -0.02),
+                    JPEG q60 (round 5's perspective family at a new setting, with a tint — flagged).
+                crop_pip — picture-in-picture: a 60% crop of the photo, resized to 55% of the background's width,
+                    composited at a random place onto another photo that is NOT in the library (an absent photo,
+                    never the query's own origin), JPEG q85.
+
+EXTRA library photos (mixed library only, never queries): the twelve photographs shipped in scikit-image's
+``skimage/data`` (astronaut, camera, chelsea, coffee, coins, hubble_deep_field, motorcycle_left, motorcycle_right,
+moon, rocket, retina, clock_motion).
+
+    nice -n 10 python bench/origin.py --round8 --max-test 30 --max-absent 30 [--library real] --boot 200  # dev
+    nice -n 10 python bench/origin.py --round8 --heldout --max-test 60 [--library real] --boot 500        # once
+
+Round 8 outcome (held-out, once): false matches 0/300 on both libraries with dense verification (round 5: 0/300
+mixed, 5/300 photos), but the mixed-library mAP fell 0.787 -> 0.724 (> 0.02): dense verification stays opt-in.
+(The round-5 mixed index holds 1,990 references, not 1,991: with the extra photos N = 2,002.)
+
+Round 9 (``--round9``; issue 12 round 9: the dense score summed inside the convex hull of the RANSAC inliers,
+``local.Settings.dense_region = "hull"``). Before = round 8's before; after = the same index with ``dense`` on
+and ``dense_region`` hull, every threshold recalibrated (``r9_LIBRARY_after``, written once, frozen). Every
+family of rounds 1-8 is DEVELOPMENT material. FIVE NEW held-out families (docs/benchmarks.md, round 9; own
+seed streams), run once at the end:
+
+    HELD-OUT 9: crop_0.5_hue_jpeg75 — 50% crop, hue rotated by a random 60-120° (a channel mix), JPEG q75
+                    (adjacent to the tint families — flagged).
+                crop_vignette_jpeg80 — 60% crop, radial vignette darkening the corners by up to 55%, JPEG q80
+                    (adjacent to round 8's gradient overlay — flagged).
+                collage_2up — a 60% crop side by side with a same-height crop of an absent photo, random order,
+                    JPEG q85 (adjacent to round 8's picture-in-picture — flagged).
+                crop_0.55_rot90 — 55% crop rotated by 90° (random sign), JPEG q85.
+                crop_banner_jpeg80 — 65% crop under a semi-opaque coloured banner across a random third, with
+                    white block letters, JPEG q80 (adjacent to the caption bar — flagged).
+
+    nice -n 10 python bench/origin.py --round9 --heldout --max-test 40 --max-absent 40 [--library real] --boot 500  # once
+
+Round 9 outcome (held-out, once): false matches 0/200 on both libraries with hull dense (round 5: 0/200 mixed,
+2/200 photos), mixed-library mAP 0.731 -> 0.712 (-0.019 <= 0.02): the rule passed narrowly; hull dense
+(``local.ROUND9``) is the default of new indexes.
 """
 
 from __future__ import annotations
@@ -268,6 +323,8 @@ def prepare(items: list[dict], out: Path, max_side: int) -> list[dict]:
             images.save_png(px, dest)
         r = int(sha[:8], 16) % 10
         split = ("train" if r < 4 else "test" if r < 8 else "absent") if it["group"] == "real" else "library"
+        if it["group"] == "extra":
+            split = "library"
         keep.append({**it, "sha": sha, "path": str(dest), "split": split})
     return keep
 
@@ -402,18 +459,24 @@ def _r5_crop_mirror_rot(px, seed):
     return _jpeg(c, 90)
 
 
-def _r5_crop_perspective(px, seed):
-    """HELD-OUT (round 5): 70% crop at a random offset, each corner moved inwards by 0-6% of the side, JPEG q85."""
+def _inward_perspective(c, amount, rng):
+    """A perspective warp of ``c`` moving each corner inwards by a random 0-``amount`` of the side on each axis,
+    resampled back to its size (bilinear, reflected border)."""
     import cv2
 
-    rng = np.random.default_rng([seed, 53])
-    c = _rand_crop(px, 0.7, 0.7, rng).astype(np.float32)
+    c = np.asarray(c, np.float32)
     h, w = c.shape[:2]
     src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
     sign = np.float32([[1, 1], [-1, 1], [-1, -1], [1, -1]])
-    dst = src + sign * rng.uniform(0, 0.06, (4, 2)).astype(np.float32) * np.float32([w, h])
+    dst = src + sign * rng.uniform(0, amount, (4, 2)).astype(np.float32) * np.float32([w, h])
     m = cv2.getPerspectiveTransform(src, dst)
-    return _jpeg(cv2.warpPerspective(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), 85)
+    return cv2.warpPerspective(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _r5_crop_perspective(px, seed):
+    """HELD-OUT (round 5): 70% crop at a random offset, each corner moved inwards by 0-6% of the side, JPEG q85."""
+    rng = np.random.default_rng([seed, 53])
+    return _jpeg(_inward_perspective(_rand_crop(px, 0.7, 0.7, rng), 0.06, rng), 85)
 
 
 def _r5_crop_small(px, seed):
@@ -531,6 +594,123 @@ def _r6_frame(px, seed):
     return _jpeg(out, 85)
 
 
+def _r8_rot(c, angle):
+    from scipy import ndimage
+
+    return ndimage.rotate(c, angle, axes=(1, 0), reshape=False, order=1, mode="reflect")
+
+
+def _r8_crop_rot12(px, seed):
+    """HELD-OUT (round 8): 45% crop at a random offset, rotated 12° (random sign), JPEG q70."""
+    rng = np.random.default_rng([seed, 81])
+    c = _rand_crop(px, 0.45, 0.45, rng)
+    return _jpeg(_r8_rot(c, 12.0 * rng.choice([-1.0, 1.0])), 70)
+
+
+def _r8_gamma_noise(px, seed):
+    """HELD-OUT (round 8): 60% crop at a random offset, gamma 0.7, Gaussian noise sigma 0.03, JPEG q90."""
+    rng = np.random.default_rng([seed, 82])
+    c = np.power(np.clip(_rand_crop(px, 0.6, 0.6, rng), 0, 1), 0.7)
+    return _jpeg(c + rng.normal(0, 0.03, c.shape).astype(np.float32), 90)
+
+
+def _r8_gradient(px, seed):
+    """HELD-OUT (round 8): 60% crop under a black-to-clear linear gradient overlay (random direction, alpha up
+    to 0.6), JPEG q85."""
+    rng = np.random.default_rng([seed, 83])
+    c = np.array(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    h, w = c.shape[:2]
+    a = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    t = (xx / w - 0.5) * np.cos(a) + (yy / h - 0.5) * np.sin(a)
+    alpha = 0.6 * np.clip((t - t.min()) / max(1e-6, t.max() - t.min()), 0, 1)[..., None]
+    return _jpeg(c * (1 - alpha), 85)
+
+
+def _r8_persp_tint(px, seed):
+    """HELD-OUT (round 8): 60% crop, perspective (corners inwards by 0-8%), tint 0.92/1.0/1.10 - 0.02, JPEG q60."""
+    rng = np.random.default_rng([seed, 84])
+    c = _inward_perspective(_rand_crop(px, 0.6, 0.6, rng), 0.08, rng)
+    return _jpeg(c * np.array([0.92, 1.0, 1.10], np.float32) - 0.02, 60)
+
+
+R8_PIP_BACKGROUNDS: list = []  # absent photos (never in the library), set by _r8_prepare: (sha, path)
+
+
+def _r8_pip(px, seed):
+    """HELD-OUT (round 8): a 60% crop resized to 55% of the background's width, composited at a random place onto
+    an absent photo (never the query's own origin), JPEG q85."""
+    rng = np.random.default_rng([seed, 85])
+    c = _rand_crop(px, 0.6, 0.6, rng)
+    pool = [p for sha, p in R8_PIP_BACKGROUNDS if int(sha[:8], 16) != seed]
+    bg = np.array(images.load_image(pool[int(rng.integers(0, len(pool)))]).pixels, np.float32)
+    H, W = bg.shape[:2]
+    cw = round(0.55 * W)
+    ch = min(H - 2, max(8, round(c.shape[0] * cw / c.shape[1])))
+    y0, x0 = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+    bg[y0:y0 + ch, x0:x0 + cw] = np.clip(images.resize(c, ch, cw), 0, 1)
+    return _jpeg(bg, 85)
+
+
+def _r9_hue(px, seed):
+    """HELD-OUT (round 9): 50% crop at a random offset, hue rotated by a random 60-120 degrees (a rotation of
+    the RGB cube about its grey axis: a channel mix), JPEG q75."""
+    rng = np.random.default_rng([seed, 91])
+    c = np.asarray(_rand_crop(px, 0.5, 0.5, rng), np.float32)
+    t = np.deg2rad(rng.uniform(60, 120))
+    u = np.full(3, 1 / np.sqrt(3))
+    K = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    R = np.cos(t) * np.eye(3) + np.sin(t) * K + (1 - np.cos(t)) * np.outer(u, u)
+    return _jpeg(c @ R.T.astype(np.float32), 75)
+
+
+def _r9_vignette(px, seed):
+    """HELD-OUT (round 9): 60% crop, a radial vignette darkening the corners by up to 55%, JPEG q80."""
+    rng = np.random.default_rng([seed, 92])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    h, w = c.shape[:2]
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    r = np.hypot((yy + 0.5) / h - 0.5, (xx + 0.5) / w - 0.5) / np.hypot(0.5, 0.5)
+    return _jpeg(c * (1 - 0.55 * r ** 2)[..., None], 80)
+
+
+def _r9_collage(px, seed):
+    """HELD-OUT (round 9): a 60% crop side by side with a same-height crop of an absent photo (never the query's
+    own origin), random left/right order, JPEG q85."""
+    rng = np.random.default_rng([seed, 93])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    pool = [p for sha, p in R8_PIP_BACKGROUNDS if int(sha[:8], 16) != seed]
+    other = np.asarray(_rand_crop(np.asarray(images.load_image(pool[int(rng.integers(0, len(pool)))]).pixels,
+                                             np.float32), 0.6, 0.6, rng), np.float32)
+    h = c.shape[0]
+    ow = max(8, round(other.shape[1] * h / other.shape[0]))
+    other = np.clip(images.resize(other, h, ow), 0, 1)
+    pair = (c, other) if rng.random() < 0.5 else (other, c)
+    return _jpeg(np.concatenate(pair, axis=1), 85)
+
+
+def _r9_rot90(px, seed):
+    """HELD-OUT (round 9): 55% crop at a random offset rotated by 90 degrees (random sign), JPEG q85."""
+    rng = np.random.default_rng([seed, 94])
+    c = np.asarray(_rand_crop(px, 0.55, 0.55, rng), np.float32)
+    return _jpeg(np.ascontiguousarray(np.rot90(c, 1 if rng.random() < 0.5 else -1)), 85)
+
+
+def _r9_banner(px, seed):
+    """HELD-OUT (round 9): 65% crop under a semi-opaque coloured banner across a random horizontal third, with
+    white block letters, JPEG q80."""
+    rng = np.random.default_rng([seed, 95])
+    c = np.array(_rand_crop(px, 0.65, 0.65, rng), np.float32)
+    h, w = c.shape[:2]
+    third = int(rng.integers(0, 3))
+    bh = max(6, round(0.16 * h))
+    y0 = min(h - bh, third * h // 3 + (h // 3 - bh) // 2)
+    col = rng.uniform(0.1, 0.7, 3).astype(np.float32)
+    c[y0:y0 + bh] = 0.25 * c[y0:y0 + bh] + 0.75 * col
+    _r6_blocks(c, y0 + bh // 4, y0 + bh - bh // 4, w // 8, w - w // 8, 1.0, rng)
+    return _jpeg(c, 80)
+
+
 # transforms that take a per-photo seed
 SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
           "blur1.2_hflip_jpeg40": _blur_flip_jpeg, "crop_0.5_jpeg80": _r4_crop_jpeg,
@@ -539,7 +719,11 @@ SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _cro
           "crop_0.4_jpeg85": _r5_crop_jpeg, "crop_0.55_mirror_rot5": _r5_crop_mirror_rot,
           "crop_perspective": _r5_crop_perspective, "crop_small_jpeg75": _r5_crop_small,
           "crop_caption_bar": _r5_caption_bar, "crop_watermark": _r6_watermark, "crop_screenshot": _r6_screenshot,
-          "crop_meme_text": _r6_meme_text, "crop_sticker_jpeg80": _r6_sticker, "crop_0.45_frame": _r6_frame}
+          "crop_meme_text": _r6_meme_text, "crop_sticker_jpeg80": _r6_sticker, "crop_0.45_frame": _r6_frame,
+          "crop_0.45_rot12_jpeg70": _r8_crop_rot12, "crop_gamma_noise": _r8_gamma_noise,
+          "crop_gradient_overlay": _r8_gradient, "crop_persp_tint_jpeg60": _r8_persp_tint, "crop_pip": _r8_pip,
+          "crop_0.5_hue_jpeg75": _r9_hue, "crop_vignette_jpeg80": _r9_vignette, "collage_2up": _r9_collage,
+          "crop_0.55_rot90": _r9_rot90, "crop_banner_jpeg80": _r9_banner}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -671,6 +855,12 @@ def _parse_args():
     ap.add_argument("--round7", action="store_true", help="only issue 12 round 7: one-to-one inlier counts "
                     "(before = the round-5 default's index files, reused; after = the same with "
                     "inlier_count one-to-one, recalibrated; dev families only)")
+    ap.add_argument("--round8", action="store_true", help="only issue 12 round 8: dense verification of local "
+                    "matches (before = the round-5 default, the mixed library grown to N >= 2,000; after = the same "
+                    "with dense verification, recalibrated; --heldout: the round-8 held-out families, once)")
+    ap.add_argument("--round9", action="store_true", help="only issue 12 round 9: dense verification inside "
+                    "the RANSAC inliers' hull (before = round 8's before; after = the same with dense_region hull, "
+                    "recalibrated; --heldout: the round-9 held-out families, once)")
     ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
@@ -678,7 +868,8 @@ def _parse_args():
     args = ap.parse_args()
     if args.round7 and args.heldout:
         ap.error("--round7 has no held-out list (every family has been seen)")
-    args.round6 = args.round6 or args.round7
+    args.round8 = args.round8 or args.round9
+    args.round6 = args.round6 or args.round7 or args.round8
     if args.configs == ap.get_default("configs") and (args.round4 or args.round5 or args.round6):
         args.configs = "after,before" if args.round6 else "before,after"
     return args
@@ -721,7 +912,8 @@ def _mode_tag(args) -> str | None:
     real = "_real" if args.library == "real" else ""
     held = "_heldout" if args.heldout else ""
     if args.round4 or args.round5 or args.round6:
-        rnd = "round7" if args.round7 else "round6" if args.round6 else "round5" if args.round5 else "round4"
+        rnd = "round9" if args.round9 else "round8" if args.round8 else "round7" if args.round7 else "round6" if args.round6 else \
+            "round5" if args.round5 else "round4"
         return rnd + held + real + ("_scale" if args.scale_only else "")
     if args.round3:
         return "round3" + held + real
@@ -745,7 +937,8 @@ def main() -> None:
         print(s, flush=True)
         report.append(s)
 
-    items = prepare(corpus(out, Path(args.photos)), out, args.max_side)
+    extra = [{"src": p, "group": "extra"} for p in R8_EXTRA_FILES()] if args.round8 else []
+    items = prepare(corpus(out, Path(args.photos)) + extra, out, args.max_side)
     _mark_query_photos(items, args)
     lib = [it for it in items if it["split"] != "absent"]
     _describe_corpus(items, lib, say, res)
@@ -1068,6 +1261,12 @@ R5_HELDOUT = ("crop_0.4_jpeg85", "crop_0.55_mirror_rot5", "crop_perspective", "c
 # round 6: all fifteen families of round 5 are development; these were written down (docstring) before the first run
 R6_DEV = R5_DEV + R5_HELDOUT
 R6_HELDOUT = ("crop_watermark", "crop_screenshot", "crop_meme_text", "crop_sticker_jpeg80", "crop_0.45_frame")
+R8_DEV = R6_DEV + R6_HELDOUT  # every family of rounds 1-7 that the round-4 bench makes: development material
+R8_HELDOUT = ("crop_0.45_rot12_jpeg70", "crop_gamma_noise", "crop_gradient_overlay", "crop_persp_tint_jpeg60",
+              "crop_pip")  # written down before the first run (round 8)
+R9_DEV = R8_DEV + R8_HELDOUT  # every family of rounds 1-8: development material
+R9_HELDOUT = ("crop_0.5_hue_jpeg75", "crop_vignette_jpeg80", "collage_2up", "crop_0.55_rot90",
+              "crop_banner_jpeg80")  # written down before the first run (round 9; docs/benchmarks.md)
 
 
 def _ranks_all_views(idx, Q, true):
@@ -1193,6 +1392,8 @@ def _r4_index(cfg, lib_paths, out, args):
     Round 5's "before" is the round-4 default's index file, built by the round-4 code: always reused."""
     from fingerprint_cli.origin.index import load_index
 
+    if args.round8:
+        return _r8_index(cfg, out, args)
     if args.round6:
         return _r6_index(cfg, out, args)
     if args.round5:
@@ -1232,6 +1433,87 @@ def _r6_index(cfg, out, args):
     assert np.array_equal(idx.local.desc, before.local.desc) and np.array_equal(idx.local.xy, before.local.xy)
     if not args.round7:  # round 7's "after" keeps its own settings (inlier_count) on its features
         idx.local = before.local  # the same features: one vote index in memory, and the match memo applies
+    return idx, (time.time() - t0) if built else None
+
+
+R8_EXTRA = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "hubble_deep_field.jpg",
+            "motorcycle_left.png", "motorcycle_right.png", "moon.png", "rocket.jpg", "retina.jpg", "clock_motion.png")
+
+
+def R8_EXTRA_FILES() -> list[Path]:
+    """The twelve extra library photos (scikit-image's bundled photographs; mixed library only)."""
+    import skimage
+
+    d = Path(skimage.__file__).parent / "data"
+    return [d / n for n in R8_EXTRA]
+
+
+_R8_COST = {"ms": [], "n": 0}
+
+
+def _r8_prepare(items) -> None:
+    """Round 8: the picture-in-picture backgrounds (every absent photo), and the dense stage timed per suspect."""
+    R8_PIP_BACKGROUNDS[:] = sorted((it["sha"], it["path"]) for it in items if it["split"] == "absent")
+    raw = library._dense_scores
+
+    def timed(*a, **k):
+        t = time.perf_counter()
+        out = raw(*a, **k)
+        if out:  # suspects with at least one candidate above the inlier threshold (scored densely)
+            _R8_COST["ms"].append(1000 * (time.perf_counter() - t))
+            _R8_COST["n"] += len(out)
+        return out
+
+    library._dense_scores = timed
+    _r6_memo()
+
+
+def _r8_costs(recs, cal) -> dict:
+    """The dense stage's cost over one configuration's queries (reset after)."""
+    ms = _R8_COST["ms"]
+    out = {"dense_threshold": cal.get("dense_threshold"), "dense_runs": len(ms), "dense_scored": _R8_COST["n"],
+           "dense_ms": round(float(np.median(ms)), 1) if ms else None,
+           "dense_ms_p95": round(float(np.percentile(ms, 95)), 1) if ms else None}
+    _R8_COST["ms"], _R8_COST["n"] = [], 0
+    return out
+
+
+def _r8_index(cfg, out, args):
+    """Round 8: "before" = the round-5 default (photo archive: its file; mixed: grown by the extra photos with
+    ``--add``, once, ``r8_all_before``); "after" = the same with ``dense`` in its local settings, recalibrated
+    (``r8_LIBRARY_after``, written once, frozen from then on). Both share one local feature index in memory."""
+    import dataclasses
+    import shutil
+
+    from fingerprint_cli.origin import local as L
+    from fingerprint_cli.origin.index import load_index
+
+    base = out / f"r5_{args.library}_after.fpxindex"
+    before_path = base if args.library == "real" else out / "r8_all_before.fpxindex"
+    t0 = time.time()
+    if not before_path.exists():
+        tmp = out / "r8_all_before.partial.fpxindex"
+        shutil.copyfile(base, tmp)
+        library.build_index([str(p) for p in sorted((out / "lib" / "extra").glob("*.png"))], str(tmp), add=True)
+        tmp.rename(before_path)
+        print(f"origin: {before_path} grown in {time.time() - t0:.0f} s", file=sys.stderr)
+    before = _R6_SHARED.setdefault("before", load_index(before_path))
+    if cfg == "before":
+        return before, None
+    tag, region = ("r9", "hull") if args.round9 else ("r8", "overlap")
+    ipath, t0 = out / f"{tag}_{args.library}_after.fpxindex", time.time()
+    built = not ipath.exists()
+    if built:
+        up = load_index(before_path)
+        assert not up.local.settings.dense, "not a round-5 index"
+        up.local.settings = up.local_calib.settings = dataclasses.replace(up.local.settings, dense=True,
+                                                                          dense_region=region)
+        _recalibrate(up).save(ipath)
+    idx = load_index(ipath)
+    assert np.array_equal(idx.local.desc, before.local.desc) and idx.local.settings.dense
+    assert idx.local.settings.dense_region == region
+    idx.local = L.LocalIndex(before.local.xy, before.local.desc, before.local.offsets, before.local.blob,
+                             idx.local.settings, before.local.faiss_index(), before.local._owner)
     return idx, (time.time() - t0) if built else None
 
 
@@ -1320,7 +1602,7 @@ def _r6_memo():
     raw, cache = L.match, {}
 
     def match(lib, views, shortlist=(), exclude=(), n_voted=L.N_VOTED):
-        key = (id(lib), tuple(v.desc.tobytes() + v.xy.tobytes() for v in views), tuple(int(c) for c in shortlist),
+        key = (id(lib.desc), tuple(v.desc.tobytes() + v.xy.tobytes() for v in views), tuple(int(c) for c in shortlist),
                tuple(sorted(int(e) for e in exclude)), n_voted)
         if key not in cache:
             cache[key] = raw(lib, views, shortlist, exclude, n_voted)
@@ -1356,10 +1638,12 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     import faiss
 
     faiss.omp_set_num_threads(1)
-    rnd = 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
-    fams = {4: (R4_DEV, R4_HELDOUT), 5: (R5_DEV, R5_HELDOUT), 6: (R6_DEV, R6_HELDOUT), 7: (R6_DEV, ())
-            }[rnd][int(args.heldout)]
-    if args.round7:
+    rnd = 9 if args.round9 else 8 if args.round8 else 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
+    fams = {4: (R4_DEV, R4_HELDOUT), 5: (R5_DEV, R5_HELDOUT), 6: (R6_DEV, R6_HELDOUT), 7: (R6_DEV, ()),
+            8: (R8_DEV, R8_HELDOUT), 9: (R9_DEV, R9_HELDOUT)}[rnd][int(args.heldout)]
+    if args.round8:
+        _r8_prepare(items)
+    elif args.round7:
         _r7_memo()
     elif args.round6:
         _r6_memo()
@@ -1399,6 +1683,11 @@ def _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec) 
         _r4_lines(f, f"{cfg} ({cal.get('decision')})", r["families"][f], rows, dec)
     r["all"] = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
     _r4_lines("**all**", cfg, r["all"], rows, dec)
+    if args.round8:
+        r.update(_r8_costs(recs_t + recs_a, cal))
+        say(f"index {cfg}: dense threshold {cal.get('dense_threshold')}; dense stage median {r['dense_ms']} ms "
+            f"(p95 {r['dense_ms_p95']}) per suspect it scored ({r['dense_runs']} suspects, {r['dense_scored']} "
+            f"candidates), N = {idx.n}")
     say(f"index {cfg}: rule {cal.get('decision')}, thresholds similarity {cal.get('threshold')}, verify "
         f"{cal.get('verify_threshold')}, local {cal.get('local_threshold')} ({cal.get('n_impostor')} global / "
         f"{(cal.get('local_in_sample') or {}).get('n_queries')} local impostor queries; local in-sample "

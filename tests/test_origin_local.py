@@ -100,7 +100,9 @@ def test_crop_is_found_by_the_local_stage_and_ranked_first(lib):
     dec = crop.decision
     assert dec["label"] == "found" and dec["origin"]["path"].endswith("r07.png")
     assert dec["origin"]["passed"] == "local"
-    assert dec["evidence"] == f"local-inliers {int(dec['local_inliers'])}, threshold {dec['local_threshold']:g}"
+    assert dec["dense_region"] == "hull" and dec["dense"] > dec["dense_threshold"]  # the default (round 9)
+    assert dec["evidence"] == (f"local-inliers {int(dec['local_inliers'])}, threshold {dec['local_threshold']:g}"
+                               f"; dense {dec['dense']:.3f}, threshold {dec['dense_threshold']:.3f}")
     assert dec["local_inliers"] > dec["local_threshold"]
     assert crop.details["candidates"][0]["path"].endswith("r07.png")
     assert crop.details["candidates"][0]["local_inliers"] == dec["local_inliers"]

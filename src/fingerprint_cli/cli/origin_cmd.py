@@ -12,6 +12,7 @@ from fingerprint_cli import batch
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
 from fingerprint_cli.origin import library
+from fingerprint_cli.origin.dense import REGIONS as DENSE_REGIONS
 from fingerprint_cli.origin.embedders import EMBEDDERS
 from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
 from fingerprint_cli.origin.local import INLIER_COUNTS
@@ -29,6 +30,7 @@ SearchKind = Enum("SearchKind", {n: n for n in SEARCH_KINDS}, type=str)
 ViewScheme = Enum("ViewScheme", {n: n for n in library.REF_VIEW_SETS}, type=str)
 DecisionRule = Enum("DecisionRule", {n: n for n in DECISIONS}, type=str)
 InlierCount = Enum("InlierCount", {n: n for n in INLIER_COUNTS}, type=str)
+DenseRegion = Enum("DenseRegion", {n: n for n in DENSE_REGIONS}, type=str)
 
 
 def _progress(label: str, quiet: bool):
@@ -116,6 +118,16 @@ def register(app: typer.Typer) -> None:
             None, "--inlier-count", help="what the local test counts among the RANSAC inliers: suspect (distinct "
                                          "suspect keypoints) | one-to-one (the fewer of distinct suspect and "
                                          "reference keypoints); default: this fpx's; --add keeps the index's own"),
+        dense: bool | None = typer.Option(
+            None, "--dense/--no-dense", help="the local test also needs the candidate's pixels to agree with the "
+                                             "suspect's at the fitted map (dense verification, its own calibrated "
+                                             "threshold; reads the top candidates' files); default: this fpx's; "
+                                             "--add keeps the index's own"),
+        dense_region: DenseRegion | None = typer.Option(
+            None, "--dense-region", help="where the dense verification compares pixels (implies --dense): "
+                                         "overlap (the whole overlap, round 8) | hull (inside the convex hull of "
+                                         "the RANSAC inliers: overlays and an inset's background do not count); "
+                                         "default: this fpx's; --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -133,7 +145,9 @@ def register(app: typer.Typer) -> None:
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
             search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
-            calibration_overlays=overlays, inlier_count=common.value(inlier_count), jobs=jobs,
+            calibration_overlays=overlays, inlier_count=common.value(inlier_count), dense=dense,
+            dense_region=common.value(dense_region),
+            jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],
               inputs=refs)
@@ -143,7 +157,10 @@ def register(app: typer.Typer) -> None:
                    f"{summary.features['threshold']} at false-match rate {fmr}; "
                    f"{det['memory_bytes_per_reference']:.0f} bytes per reference"
                    + (f" ({det['local_bytes_per_reference']:.0f} of them local features, local-inliers threshold "
-                      f"{det['calibration'].get('local_threshold')})" if det.get("local_bytes_per_reference") else ""),
+                      f"{det['calibration'].get('local_threshold')}"
+                      + (f", dense threshold {det['calibration']['dense_threshold']:.3f}"
+                         if det["calibration"].get("dense_threshold") is not None else "") + ")"
+                      if det.get("local_bytes_per_reference") else ""),
                    quiet)
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=True))

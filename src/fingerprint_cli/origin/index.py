@@ -40,6 +40,7 @@ import numpy as np
 from fingerprint_cli import artifacts, images
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
 from fingerprint_cli.images import shape_property
+from fingerprint_cli.origin import dense as dense_mod
 from fingerprint_cli.origin import local as local_mod
 from fingerprint_cli.origin import verify
 from fingerprint_cli.origin.embedders import EMBEDDERS, l2n
@@ -233,7 +234,17 @@ def local_settings(settings: local_mod.Settings = local_mod.DEFAULT) -> dict[str
     return {"features": "orb", "side": m.SIDE, "n_features": m.N_FEATURES, "knn": m.KNN,
             "vote_hamming": m.VOTE_HAMMING, "n_voted": m.N_VOTED, "ratio": m.RATIO, "ransac_px": m.RANSAC_PX,
             "model": "affine", "duplicate_fraction": m.DUPLICATE_FRACTION,
-            "calib_transforms": m.calib_names(settings), **settings.doc()}
+            "calib_transforms": m.calib_names(settings), **settings.doc(),
+            **(dense_settings(settings.dense_region) if settings.dense else {})}
+
+
+def dense_settings(region: str = "overlap") -> dict[str, Any]:
+    """The dense verification's fixed parameters (:mod:`fingerprint_cli.origin.dense`) an index with
+    ``dense`` local settings records beside them (the hull's margin with the ``hull`` region)."""
+    d = dense_mod
+    return {"dense_work": d.WORK, "dense_sigmas": list(d.SIGMAS), "dense_rho": d.RHO,
+            "dense_min_overlap": d.MIN_OVERLAP, "dense_top": d.TOP, "dense_score": "energy-weighted local NCC",
+            **({"dense_hull_margin": d.HULL_MARGIN} if region == "hull" else {})}
 
 
 def _local_tensors(prefix: str, li: local_mod.LocalIndex) -> dict[str, np.ndarray]:
@@ -551,22 +562,29 @@ def _impostor_scores(index: OriginIndex, views, owner: int, res, level: float) -
     return s1, distinctiveness(s1, s2), t
 
 
+class _RefPixels:
+    """The pixels of an index's references read again from their files (a small cache; None for a file that
+    cannot be read any more)."""
+
+    def __init__(self, index: OriginIndex, size: int = 64):
+        self.index, self.size, self.cache = index, size, {}
+
+    def __call__(self, i: int) -> np.ndarray | None:
+        if i not in self.cache:
+            if len(self.cache) > self.size:
+                self.cache.clear()
+            try:
+                self.cache[i] = images.load_image(self.index.refs[i]["path"]).pixels
+            except (FpxError, OSError):
+                self.cache[i] = None
+        return self.cache[i]
+
+
 def _impostor_verify_scores(index: OriginIndex, tops: list[int | None]) -> np.ndarray:
     """Pixel verification score (:func:`fingerprint_cli.origin.verify.score`) of each calibration query — its
     transform re-applied to its reference, read again — against its best candidate outside its origin group;
     -1 where a file cannot be read any more."""
-    cache: dict[int, np.ndarray | None] = {}
-
-    def pixels(i: int) -> np.ndarray | None:
-        if i not in cache:
-            if len(cache) > 64:
-                cache.clear()
-            try:
-                cache[i] = images.load_image(index.refs[i]["path"]).pixels
-            except (FpxError, OSError):
-                cache[i] = None
-        return cache[i]
-
+    pixels = _RefPixels(index)
     out = []
     for o, name, t in zip(index.calib_owner, index.calib_transform, tops):
         src, ref = pixels(int(o)), pixels(t) if t is not None else None
@@ -610,7 +628,8 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
     ``fmr / 2`` each (``similarity+distinct``, ``similarity+verify`` — the default, whose pixel verification of
     each impostor's best candidate reads both files again), and ``found`` needs a score strictly above it.
     The genuine side (the same queries with their origin present) gives the in-sample miss rate: top
-    candidate wrong or no test passed.
+    candidate wrong or no test passed. With dense verification (the index's local settings ``dense``) the local
+    test also gets ``dense_threshold`` at its own share (:func:`_dense_calibration`; the test is the AND of both).
     """
     rule = _check_rule(fmr, decision or index.calibration.get("decision") or DEFAULT_DECISION)
     cv, owner = index.calib_vectors, index.calib_owner
@@ -625,62 +644,157 @@ def calibrate(index: OriginIndex, fmr: float = 0.01, duplicate_level: float = DU
         imp["verify"] = _impostor_verify_scores(index, [p[2] for p in pairs])
     gen = [_genuine_scores(index, v, int(o), r, duplicate_level) for v, o, r in zip(cv, owner, results)]
     local_gen, groups = _local_calibration(index, duplicate_level, imp) if "local" in rule else (None, [])
+    dense_imp = imp.pop("dense", None)
     cal = {"false_match_rate": fmr, "decision": rule, "n_impostor": len(pairs), "n_references_at_calibration": index.n,
            "duplicate_level": duplicate_level, **_thresholds(imp, fmr, rule)}
+    if dense_imp is not None:
+        _dense_threshold(cal, dense_imp)
     _in_sample_rates(index, cal, imp, gen)
     if local_gen is not None:
-        _local_in_sample(cal, imp["local"], local_gen, groups)
+        _local_in_sample(cal, imp["local"], local_gen, groups, dense_imp)
     index.calibration = cal
     return cal
 
 
-def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarray]
+                       ) -> tuple[np.ndarray | tuple[np.ndarray, np.ndarray], list[int]]:
     """Impostor (into ``imp["local"]``) and genuine (returned) local evidence of the local calibration queries (built-in crops of calibration
     references, :func:`fingerprint_cli.origin.local.calib_names`): the most inliers among the candidates
     outside the query's origin group — its reference, the references within cosine ``level`` of it and those
     holding its keypoints (:func:`~fingerprint_cli.origin.local.local_duplicates`) — and the inliers against its
-    own reference; the group size of each query."""
+    own reference; the group size of each query. With dense verification (the local settings' ``dense``) also
+    the dense scores (:func:`_dense_calibration`: impostor into ``imp["dense"]``; the genuine side is then the
+    pair (inliers, dense scores))."""
     lib, lc = index.local, index.local_calib
     if lib is None or lc is None or index.local_calib_owner is None or not len(index.local_calib_owner):
         raise UsageError("the decision rule similarity+local needs local features: build the index with --local")
     groups: dict[int, set[int]] = {}
-    impostors, gen, sizes = [], [], []
+    impostors, gen, sizes, cands = [], [], [], []
     for j, o in enumerate(int(x) for x in index.local_calib_owner):
         if o not in groups:
             near = np.flatnonzero(index.vectors @ index.vectors[o] >= LOCAL_GROUP_COSINE)
             groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o, near)
         views = [lc.features(2 * j), lc.features(2 * j + 1)]
-        impostors.append(_local_impostor(lib, views, o, groups[o]))
+        n, others = _local_impostors(lib, views, o, groups[o], dense_mod.TOP if lib.settings.dense else 0)
+        impostors.append(n)
+        cands.append(others)
         own = lib.features(o)
         gen.append(float(max(local_mod.inliers(v, own, lib.settings.inlier_count) for v in views)))
         sizes.append(len(groups[o]))
     imp["local"] = np.asarray(impostors)
-    return np.asarray(gen), sizes
+    if not lib.settings.dense:
+        return np.asarray(gen), sizes
+    imp["dense"], gen_dense = _dense_calibration(index, cands)
+    return (np.asarray(gen), gen_dense), sizes
+
+
+def _dense_calibration(index: OriginIndex, cands: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(impostor, genuine) dense scores of the local calibration queries (:mod:`~fingerprint_cli.origin.dense`):
+    each query's pixels made again from its reference's file (its built-in transform), scored against each of
+    its first :data:`~fingerprint_cli.origin.dense.TOP` candidates outside its origin group (most inliers first;
+    the impostor score is their maximum — at least what a suspect meets, whose checked candidates are those of
+    its first few above the inlier threshold) and against its own reference (genuine). NaN where a file
+    cannot be read any more (left out of the calibration)."""
+    lib, lc = index.local, index.local_calib
+    pixels = _RefPixels(index)
+    imp, gen = [], []
+    for j, (o, name) in enumerate(zip((int(x) for x in index.local_calib_owner), index.local_calib_transform)):
+        src = pixels(o)
+        if src is None:
+            imp.append(np.nan)
+            gen.append(np.nan)
+            continue
+        q = local_mod.calib_transform(name, src)
+        views = [lc.features(2 * j), lc.features(2 * j + 1)]
+        region = lib.settings.dense_region
+        gen.append(dense_best(views, q, lib.features(o), src, region))
+        scores = [dense_best(views, q, lib.features(c), pixels(c), region) for c in cands[j]]
+        imp.append(max([s for s in scores if s is not None] or [0.0]))
+    return np.asarray(imp, float), np.asarray([0.0 if g is None else g for g in gen], float)
+
+
+def dense_best(views: list[local_mod.Features], suspect: np.ndarray, ref: local_mod.Features,
+               ref_pixels: np.ndarray | None, region: str = "overlap") -> float | None:
+    """The dense score (:func:`fingerprint_cli.origin.dense.score`) of a suspect (its float RGB pixels and its
+    two local views) against one candidate at the map of the view with more inliers, summed over ``region``
+    (:data:`~fingerprint_cli.origin.dense.REGIONS`; ``hull``: inside that view's inliers' convex hull); 0
+    without a plausible map, None without the candidate's pixels."""
+    if ref_pixels is None:
+        return None
+    fits = [local_mod.fit(v, ref) for v in views]
+    vi = max(range(len(fits)), key=lambda i: (fits[i][2] is not None, len(np.unique(fits[i][0])), -i))
+    qi, _, A = fits[vi]
+    if A is None:
+        return 0.0
+    hull = views[vi].xy[qi] if region == "hull" else None
+    return dense_mod.score(suspect, ref_pixels, A, vi == 1, local_mod.SIDE, hull)
+
+
+def _dense_threshold(cal: dict[str, Any], scores: np.ndarray) -> None:
+    """The dense test's threshold at the local test's share of the rate (the local test passes only when its
+    inliers and its dense score both pass: an AND of two tests each calibrated at that share holds it)."""
+    s = scores[np.isfinite(scores)]
+    if cal.get("local_threshold") is None or not len(s):
+        cal["dense_threshold"] = None
+        return
+    share = cal["local_false_match_rate"]
+    thr, note = conformal_threshold(s, share)
+    cal.update({"dense_threshold": thr, "dense_false_match_rate": share if note is None else attainable_rate(len(s)),
+                "impostor_dense_sorted": [round(float(x), 6) for x in np.sort(s)], "dense_n_impostor": int(len(s))})
+    cal["method"] += ("; the local test also needs the dense score of its candidate (energy-weighted local NCC "
+                      "at the fitted map) above its own threshold at the same share (AND)")
 
 
 LOCAL_GROUP_COSINE = 0.8  # global neighbours checked for being local duplicates of a calibration reference
 
 
 def _local_impostor(lib: local_mod.LocalIndex, views, o: int, group: set[int]) -> float:
-    """The most inliers of a local calibration query among candidates outside ``o``'s group; a candidate found
-    to be a duplicate of ``o`` (:func:`~fingerprint_cli.origin.local.is_duplicate`) joins the group instead.
-    No global shortlist for these queries: as many more voted candidates are verified instead."""
+    """The most inliers of a local calibration query among candidates outside ``o``'s group
+    (:func:`_local_impostors`)."""
+    return _local_impostors(lib, views, o, group)[0]
+
+
+def _local_impostors(lib: local_mod.LocalIndex, views, o: int, group: set[int], top: int = 0
+                     ) -> tuple[float, list[int]]:
+    """The most inliers of a local calibration query among candidates outside ``o``'s group, and its first
+    ``top`` such candidates (most inliers first); a candidate found to be a duplicate of ``o``
+    (:func:`~fingerprint_cli.origin.local.is_duplicate`) joins the group instead. No global shortlist for these
+    queries: as many more voted candidates are verified instead."""
     m = local_mod.match(lib, views, exclude=group, n_voted=local_mod.N_VOTED + local_mod.SHORTLIST)
+    best, others = None, []
     for c, n, _ in m:
-        if not local_mod.is_duplicate(lib, o, c):
-            return float(n)
-        group.add(c)
-    return 0.0
+        if best is not None and len(others) >= top:
+            break
+        if local_mod.is_duplicate(lib, o, c):
+            group.add(c)
+            continue
+        best = float(n) if best is None else best
+        others.append(c)
+    return (0.0 if best is None else best), others[:top]
 
 
-def _local_in_sample(cal: dict[str, Any], imp: np.ndarray, gen: np.ndarray, sizes: list[int]) -> None:
-    """The local test's in-sample rates: impostors above its threshold, genuine queries not above it."""
+def _local_in_sample(cal: dict[str, Any], imp: np.ndarray, gen, sizes: list[int],
+                     dense_imp: np.ndarray | None = None) -> None:
+    """The local test's in-sample rates: impostors above its threshold, genuine queries not above it (with dense
+    verification, ``gen`` is the pair (inliers, dense scores) and both must pass: the rates of the AND, and the
+    dense test's own)."""
     thr = cal.get("local_threshold")
-    cal["local_in_sample"] = {
-        "n_queries": int(len(imp)), "false_match": float(np.mean(imp > thr)) if thr is not None else None,
-        "miss": float(np.mean(gen <= thr)) if thr is not None else None,
-        "genuine_inliers_median": float(np.median(gen)) if len(gen) else None,
-        "mean_group_size": float(np.mean(sizes)) if sizes else None}
+    gen_dense = None
+    if isinstance(gen, tuple):
+        gen, gen_dense = gen
+    out = {"n_queries": int(len(imp)), "false_match": float(np.mean(imp > thr)) if thr is not None else None,
+           "miss": float(np.mean(gen <= thr)) if thr is not None else None,
+           "genuine_inliers_median": float(np.median(gen)) if len(gen) else None,
+           "mean_group_size": float(np.mean(sizes)) if sizes else None}
+    dthr = cal.get("dense_threshold")
+    if gen_dense is not None and thr is not None and dthr is not None:
+        ok = np.isfinite(dense_imp)
+        out.update({"dense_false_match": float(np.mean(dense_imp[ok] > dthr)),
+                    "dense_miss": float(np.mean(gen_dense <= dthr)),
+                    "miss_with_dense": float(np.mean((gen <= thr) | (gen_dense <= dthr))),
+                    "genuine_dense_median": float(np.median(gen_dense)),
+                    "impostor_dense_median": float(np.median(dense_imp[ok])) if ok.any() else None})
+    cal["local_in_sample"] = out
 
 
 def _check_rule(fmr: float, rule: str) -> str:
@@ -738,9 +852,17 @@ def _passes(cal: dict[str, Any], scores: dict[str, float | None]) -> str | None:
         return None
     for t in cal.get("tests") or ["similarity"]:
         thr = cal.get(TESTS[t][0])
-        if thr is not None and scores.get(t) is not None and scores[t] > thr:
+        if thr is not None and scores.get(t) is not None and scores[t] > thr and _dense_passes(cal, t, scores):
             return t
     return None
+
+
+def _dense_passes(cal: dict[str, Any], test: str, scores: dict[str, float | None]) -> bool:
+    """The dense half of the local test (True for any other test, or an index without dense verification)."""
+    thr = cal.get("dense_threshold")
+    if test != "local" or thr is None:
+        return True
+    return scores.get("dense") is not None and scores["dense"] > thr
 
 
 def _in_sample_rates(index: OriginIndex, cal: dict[str, Any], imp: dict[str, np.ndarray], gen: list) -> None:
@@ -769,34 +891,50 @@ def p_value(cal: dict[str, Any], score: float, key: str = "impostor_scores_sorte
     return float((1 + np.sum(a >= score)) / (len(a) + 1))
 
 
-def _first_scores(t: int | None, s1: float | None, s2: float | None, local: dict[int, int] | None
-                  ) -> dict[str, float | None]:
-    """Every test's score that needs no file read: similarity, distinctiveness, the top's local inliers."""
+def _first_scores(t: int | None, s1: float | None, s2: float | None, local: dict[int, int] | None,
+                  dense: dict[int, float] | None = None) -> dict[str, float | None]:
+    """Every test's score that needs no file read: similarity, distinctiveness, the top's local inliers and
+    dense score (None where not computed)."""
     return {"similarity": s1, "distinct": distinctiveness(s1, s2) if s1 is not None else None, "verify": None,
-            "local": float(local.get(t, 0)) if local is not None and t is not None else None}
+            "local": float(local.get(t, 0)) if local is not None and t is not None else None,
+            "dense": dense.get(t) if dense is not None and t is not None else None}
 
 
-def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None = None) -> dict[str, Any]:
+def _p_values(cal: dict[str, Any], scores: dict[str, float | None]) -> dict[str, float | None]:
+    """Each test's conformal p-value (None where its score was not computed); with dense verification the local
+    test's is the larger of its inliers' and its dense score's (the p-value of an AND)."""
+    pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}
+    pv["dense"] = p_value(cal, scores["dense"], "impostor_dense_sorted") if scores["dense"] is not None else None
+    if pv["local"] is not None and cal.get("dense_threshold") is not None:
+        pv["local"] = max(pv["local"], 1.0 if pv["dense"] is None else pv["dense"])
+    return pv
+
+
+def decide(index: OriginIndex, hits, verifier=None, local: dict[int, int] | None = None,
+           dense: dict[int, float] | None = None) -> dict[str, Any]:
     """The decision for one query's merged hits (best first): the top, the scores, p-values and ``found``.
 
     ``verifier(top reference) -> score or None`` computes the pixel verification (rule ``similarity+verify``;
     asked only when the similarity alone does not decide); ``local`` maps the references the local stage
-    verified to their inliers (rule ``similarity+local``; None when the stage did not run). ``p_value`` is the conformal p-value of the
+    verified to their inliers (rule ``similarity+local``; None when the stage did not run) and ``dense`` those
+    it checked densely to their scores (an index with dense verification: the local test then needs both;
+    its p-value is the larger of the two). ``p_value`` is the conformal p-value of the
     similarity (rule ``similarity``) or the Bonferroni combination: the number of tests times the smallest
     of their p-values (capped at 1).
     """
     cal = index.calibration
     tests = cal.get("tests") or ["similarity"]
     t, s1, s2 = top_two(index, hits, cal.get("duplicate_level", DUPLICATE_LEVEL))
-    scores = _first_scores(t, s1, s2, local)
+    scores = _first_scores(t, s1, s2, local, dense)
     passed = _passes(cal, scores)
     if passed is None and cal.get("verify_threshold") is not None and t is not None and verifier is not None:
         scores["verify"] = verifier(t)
         passed = _passes(cal, scores)
-    pv = {name: p_value(cal, scores[name], TESTS[name][1]) if scores[name] is not None else None for name in TESTS}
+    pv = _p_values(cal, scores)
     known = [pv[name] for name in tests if pv[name] is not None]
     return {"top": t, "similarity": s1, "second_origin_similarity": s2, "distinctiveness": scores["distinct"] or 0.0,
             "verify": scores["verify"], "found": passed is not None, "passed": passed,
             "p_value": min(1.0, len(tests) * min(known)) if known else None,
             "p_value_similarity": pv["similarity"], "p_value_distinct": pv["distinct"] if "distinct" in tests else None,
-            "p_value_verify": pv["verify"], "local": scores["local"], "p_value_local": pv["local"]}
+            "p_value_verify": pv["verify"], "local": scores["local"], "p_value_local": pv["local"],
+            "dense": scores["dense"], "p_value_dense": pv["dense"]}

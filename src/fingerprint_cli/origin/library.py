@@ -23,6 +23,7 @@ import numpy as np
 
 from fingerprint_cli import __version__, atomic, batch, images, parallel
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
+from fingerprint_cli.origin import dense as dense_mod
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
 from fingerprint_cli.origin import local as local_mod
@@ -37,6 +38,7 @@ from fingerprint_cli.origin.index import (
     calib_transform,
     calibrate,
     decide,
+    dense_best,
     fit_projection,
     load_index,
     models_hint,
@@ -283,7 +285,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                 resume: bool = False, false_match_rate: float = DEFAULT_FMR, n_calibration: int = DEFAULT_CALIB,
                 search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
                 decision: str | None = None, local: bool | None = None, calibration_overlays: bool = False,
-                inlier_count: str | None = None,
+                inlier_count: str | None = None, dense: bool | None = None, dense_region: str | None = None,
                 jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
@@ -305,7 +307,11 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     (:data:`~fingerprint_cli.origin.local.OVERLAY_TRANSFORMS`; recorded; with ``add`` the index's own).
     ``inlier_count`` (a new index with local features; None: this fpx's default): what the local stage counts
     among the RANSAC inliers (:data:`~fingerprint_cli.origin.local.INLIER_COUNTS`; recorded; with ``add`` the
-    index's own). Unreadable
+    index's own). ``dense`` (a new index with local features; None: this fpx's default): the local test also
+    needs the dense agreement of the candidate's pixels at the fitted map (:mod:`~fingerprint_cli.origin.dense`;
+    recorded; with ``add`` the index's own). ``dense_region`` (:data:`~fingerprint_cli.origin.dense.REGIONS`;
+    given, it implies ``dense``; None: this fpx's default): where that agreement is summed (``hull``: inside
+    the convex hull of the RANSAC inliers). Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -322,7 +328,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    lset = _local_settings_for(base, local, calibration_overlays, inlier_count)
+    lset = _local_settings_for(base, local, calibration_overlays, inlier_count, dense, dense_region)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
@@ -338,7 +344,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                for p in paths if p in known]
     records += [lib.add(row, emb) for row in rows]
     idx = lib.assemble(emb, h, base, search, scheme, dim, out, auto, lset)
-    calibrate(idx, false_match_rate, decision=decision if base is None else None)
+    calibrate(idx, false_match_rate, decision=decision if base is None else base.calibration.get("decision"))
     idx.save(out, inputs=paths)
     shutil.rmtree(journal, ignore_errors=True)
     records.append(_index_summary(idx, out, lib.added, records, scheme, full_prov))
@@ -375,16 +381,20 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
 
 
 def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = False,
-                        inlier_count: str | None = None) -> local_mod.Settings | None:
+                        inlier_count: str | None = None, dense: bool | None = None,
+                        dense_region: str | None = None) -> local_mod.Settings | None:
     """The local settings of the references being added: the base index's own (``--add``), this fpx's default
-    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count`` when given), None
-    without local features."""
+    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count``, ``dense`` and
+    ``dense_region`` — which implies ``dense`` — when given), None without local features."""
     if not local:
         return None
     if base is not None and base.local is not None:
         return base.local.settings
     s = dataclasses.replace(local_mod.DEFAULT, calib_overlays=True) if overlays else local_mod.DEFAULT
-    return s if inlier_count is None else dataclasses.replace(s, inlier_count=inlier_count)
+    s = s if inlier_count is None else dataclasses.replace(s, inlier_count=inlier_count)
+    if dense is not None:  # off: no region either (round 5's settings); on: this fpx's region unless given
+        s = dataclasses.replace(s, dense=True) if dense else dataclasses.replace(s, dense=False, dense_region="overlap")
+    return s if dense_region is None else dataclasses.replace(s, dense=True, dense_region=dense_region)
 
 
 def _base_local(base: OriginIndex, local: bool | None, out: Path) -> bool:
@@ -659,16 +669,19 @@ def _local_skip(idx: OriginIndex, hits: list, lviews) -> str | None:
     return None
 
 
-def _local_views_chunk(task: dict[str, Any]) -> list[list | str]:
+def _local_views_chunk(task: dict[str, Any]) -> list[tuple[list, np.ndarray | None] | str]:
     """The ORB views (:func:`~fingerprint_cli.origin.local.extract_views`) of a chunk of suspects, read again
-    (path, sha256 at embedding); the error message instead for a file that cannot be read or has changed."""
-    out: list[list | str] = []
+    (path, sha256 at embedding), each with the suspect's pixels at the dense verification's scale when the
+    task asks for them (``dense``; else None); the error message instead for a file that cannot be read or has
+    changed."""
+    out: list[tuple[list, np.ndarray | None] | str] = []
     for path, sha in task["items"]:
         try:
             im = images.load_image(path)
             if im.sha256 != sha:
                 raise InputError("changed since it was embedded (sha256 differs): local stage not run", path)
-            out.append(local_mod.extract_views(im.pixels))
+            small = dense_mod.rgb(im.pixels) if task.get("dense") else None
+            out.append((local_mod.extract_views(im.pixels), small))
         except FpxError as exc:
             out.append(str(exc))
     return out
@@ -682,35 +695,75 @@ def _suspect_local_views(idx: OriginIndex, rows: list[dict[str, Any]], hits: lis
         return
     need = [i for i, hs in enumerate(hits) if not _similarity_decides(idx, hs)]
     chunks = _chunks(need, chunk_size)
-    tasks = [{"items": [(rows[i]["path"], rows[i]["sha256"]) for i in c]} for c in chunks]
+    dense = _uses_dense(idx)
+    tasks = [{"items": [(rows[i]["path"], rows[i]["sha256"]) for i in c], "dense": dense} for c in chunks]
     for j, res in parallel.imap(_local_views_chunk, tasks, jobs=jobs, scheduler=scheduler):
         got = res.value if res.ok else [f"local features failed: {res.error}"] * len(chunks[j])
         for i, v in zip(chunks[j], got):
-            rows[i]["local_views"] = v
+            rows[i]["local_views"], rows[i]["dense_pixels"] = (v, None) if isinstance(v, str) else v
 
 
-def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews) -> tuple[list, dict[int, int] | None,
-                                                                             dict[str, Any]]:
+def _uses_dense(idx: OriginIndex) -> bool:
+    """Whether the index's local test needs the dense verification (its settings and a calibrated threshold)."""
+    return _uses_local(idx) and idx.local.settings.dense and idx.calibration.get("dense_threshold") is not None
+
+
+def _dense_scores(idx: OriginIndex, m: list[tuple[int, int, int]], thr: float, lviews, suspect) -> dict[int, float]:
+    """The dense score (:func:`~fingerprint_cli.origin.index.dense_best`) of each of the first
+    :data:`~fingerprint_cli.origin.dense.TOP` candidates above the inlier threshold (most inliers first): the
+    reference read from its file (a candidate that cannot be read gets none and does not pass)."""
+    out: dict[int, float] = {}
+    for r, _, _ in [c for c in m if c[1] > thr][:dense_mod.TOP]:
+        try:
+            px = images.load_image(idx.refs[r]["path"]).pixels
+        except (FpxError, OSError):
+            continue
+        d = dense_best(lviews, suspect, idx.local.features(r), px, idx.local.settings.dense_region)
+        if d is not None:
+            out[r] = round(float(d), 6)
+    return out
+
+
+def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews, suspect: np.ndarray | None = None
+                ) -> tuple[list, dict[int, int] | None, dict[str, Any], dict[int, float] | None]:
     """The local stage of one suspect (:mod:`~fingerprint_cli.origin.local`): unless the similarity already
     decides, its keypoints vote for candidates over the whole library, the votes' best and the global
     shortlist are verified geometrically, and every candidate verified above the calibrated threshold ranks
-    first (most inliers first), before the unverified ones in global order. Returns the reordered hits, the
-    inliers of each verified candidate (None: not run) and what the record says about the stage."""
+    first (most inliers first), before the unverified ones in global order. With dense verification (the
+    index's local settings) only the first :data:`~fingerprint_cli.origin.dense.TOP` of them whose dense score
+    (``suspect``: its pixels) is above its threshold count as verified. Returns the reordered hits, the
+    inliers of each verified candidate (None: not run), what the record says about the stage and the dense
+    scores (None: not used)."""
     why = _local_skip(idx, hits, lviews)
     if why:
-        return hits, None, {"ran": False, "why": why}
+        return hits, None, {"ran": False, "why": why}, None
     thr = idx.calibration["local_threshold"]
     m = local_mod.match(idx.local, lviews, [h[0] for h in hits[:local_mod.SHORTLIST]])
-    inl = {r: n for r, n, _ in m}
-    verified = [r for r, n, _ in m if n > thr]
+    verified, dense = _verified(idx, m, thr, lviews, suspect)
     byref = {h[0]: h for h in hits}
     front = [byref.get(r) or _exact_hit(idx, qv, r) for r in verified]
     done = set(verified)
     rest = [h for h in hits if h[0] not in done]
     info = {"ran": True, "threshold": thr, "n_candidates": len(m),
-            "verified": [{"path": idx.refs[r]["path"], "inliers": n, "view": VIEW_NAMES[v]}
-                         for r, n, v in m if n > thr][:10]}
-    return front + rest, inl, info
+            "verified": [{"path": idx.refs[r]["path"], "inliers": n, "view": VIEW_NAMES[v],
+                          **({"dense": dense[r]} if dense and r in dense else {})}
+                         for r, n, v in m if r in done][:10]}
+    if dense is not None:
+        info["dense_threshold"] = idx.calibration["dense_threshold"]
+        info["dense_region"] = idx.local.settings.dense_region
+    return front + rest, {r: n for r, n, _ in m}, info, dense
+
+
+def _verified(idx: OriginIndex, m: list[tuple[int, int, int]], thr: float, lviews, suspect
+              ) -> tuple[list[int], dict[int, float] | None]:
+    """The candidates of ``m`` (most inliers first) that pass the local test: above the inlier threshold and,
+    with dense verification, above the dense threshold too (the dense scores: None without it)."""
+    verified = [r for r, n, _ in m if n > thr]
+    if not _uses_dense(idx):
+        return verified, None
+    dense = _dense_scores(idx, m, thr, lviews, suspect) if suspect is not None else {}
+    dthr = idx.calibration["dense_threshold"]
+    return [r for r in verified if dense.get(r, -1.0) > dthr], dense
 
 
 DECISION_HITS = 32  # references searched per suspect for the decision (the best other origin), whatever -k is
@@ -720,12 +773,13 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
                   k: int, prov: dict[str, Any]) -> Record:
     """The record of one readable suspect from its merged hits (reordered by the local stage)."""
     rnames = idx.ref_views.get("views") or ["full"]
-    hits, inl, linfo = local_stage(idx, hits, qv, row.get("local_views"))
+    hits, inl, linfo, dense = local_stage(idx, hits, qv, row.get("local_views"), row.get("dense_pixels"))
     cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
               "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv],
-              **({"local_inliers": inl[i]} if inl is not None and i in inl else {})}
+              **({"local_inliers": inl[i]} if inl is not None and i in inl else {}),
+              **({"dense": dense[i]} if dense is not None and i in dense else {})}
              for r, (i, s, vi, rv) in enumerate(hits[:k])]
-    dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]), local=inl)
+    dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]), local=inl, dense=dense)
     s1 = dec["similarity"]
     s2 = hits[1][1] if len(hits) > 1 else None
     det: dict[str, Any] = {"candidates": cands, "views": list(VIEW_NAMES), "reference_views": list(rnames),
@@ -769,6 +823,9 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
             "threshold": cal.get("threshold"),
             "distinct_threshold": cal.get("distinct_threshold"), "verify_threshold": cal.get("verify_threshold"),
             "local_threshold": cal.get("local_threshold"), "local_inliers": dec["local"],
+            **({"dense_threshold": cal["dense_threshold"], "dense": dec["dense"], "p_value_dense": dec["p_value_dense"],
+                "dense_region": idx.local.settings.dense_region}
+               if cal.get("dense_threshold") is not None else {}),
             "false_match_rate": cal.get("false_match_rate"),
             "p_value": dec["p_value"], "p_value_similarity": dec["p_value_similarity"],
             "p_value_distinct": dec["p_value_distinct"], "p_value_verify": dec["p_value_verify"],
@@ -781,7 +838,11 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
 def _evidence(cal: dict[str, Any], dec: dict[str, Any]) -> str:
     """One line: the evidence the decision rests on and its threshold (local inliers when the stage ran)."""
     if dec["local"] is not None and cal.get("local_threshold") is not None:
-        return f"local-inliers {int(dec['local'])}, threshold {cal['local_threshold']:g}"
+        line = f"local-inliers {int(dec['local'])}, threshold {cal['local_threshold']:g}"
+        if cal.get("dense_threshold") is not None:
+            d = "not computed" if dec["dense"] is None else f"{dec['dense']:.3f}"
+            line += f"; dense {d}, threshold {cal['dense_threshold']:.3f}"
+        return line
     s, t = dec["similarity"], cal.get("threshold")
     return f"similarity {s:.4f}, threshold {t:.4f}" if s is not None and t is not None else "no calibrated threshold"
 
@@ -817,7 +878,20 @@ def _reasons(cal: dict[str, Any], dec: dict[str, Any]) -> list[dict[str, Any]]:
                     "not above the threshold: the pixels do not confirm the top candidate"})
     if cal.get("local_threshold") is not None:
         out.append(_local_reason(cal["local_threshold"], dec["local"], above))
+    if cal.get("dense_threshold") is not None:
+        out.append(_dense_reason(cal["dense_threshold"], dec["dense"], dec["local"], above))
     return out
+
+
+def _dense_reason(dt: float, d: float | None, n: float | None, above: bool) -> dict[str, Any]:
+    """The dense half of the local test: its score, threshold and what they say."""
+    return {"feature": "dense", "value": d, "threshold": dt,
+            "says": "not needed: the similarity decided" if n is None and above else
+            "not computed: the top candidate was not verified above the inlier threshold, or its file could "
+            "not be read" if d is None else
+            "above the threshold: the top candidate's pixels agree with the suspect's at the fitted map" if d > dt
+            else "not above the threshold: the pixels do not agree at the fitted map (the inliers are not "
+                 "confirmed)"}
 
 
 def _local_reason(lt: float, n: float | None, above: bool) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from fingerprint_cli import images, parallel
+from fingerprint_cli.origin import dense as dense_mod
 
 SIDE = 320  # px: the long side of the frame keypoints are expressed in (references and suspects alike)
 N_FEATURES = 256  # ORB keypoints per suspect view at most (detected at SIDE)
@@ -66,7 +67,13 @@ class Settings:
     :data:`INLIER_COUNTS`): what :func:`inliers` counts among the RANSAC inliers — ``"suspect"`` their distinct
     suspect keypoints (rounds 4–6, the value of an index without the key), ``"one-to-one"`` the smaller of their
     distinct suspect and distinct reference keypoints (many suspect keypoints mapped onto a few reference ones
-    count as few)."""
+    count as few). ``dense`` (round 8): a candidate passes the local test only when, besides its inliers, the
+    dense agreement of its pixels with the suspect's at the fitted map (:mod:`fingerprint_cli.origin.dense`) is
+    above its own calibrated threshold (False: the value of an index without the key, which queries as
+    before). ``dense_region`` (round 9, :data:`fingerprint_cli.origin.dense.REGIONS`): where that agreement is
+    summed — ``"overlap"`` the whole overlap (round 8; the value of an index without the key), ``"hull"``
+    only inside the convex hull of the RANSAC inliers (slightly dilated), the part of the suspect the match
+    is about."""
 
     tile_grid: int = 0
     tile_scale: float = 2.0
@@ -77,10 +84,15 @@ class Settings:
     ivf_train_per_list: int = 64
     calib_overlays: bool = False
     inlier_count: str = "suspect"
+    dense: bool = False
+    dense_region: str = "overlap"
 
     def __post_init__(self) -> None:
         if self.inlier_count not in INLIER_COUNTS:
             raise ValueError(f"inlier_count must be one of {', '.join(INLIER_COUNTS)}, not {self.inlier_count!r}")
+        if self.dense_region not in dense_mod.REGIONS:
+            raise ValueError(f"dense_region must be one of {', '.join(dense_mod.REGIONS)}, "
+                             f"not {self.dense_region!r}")
 
     def doc(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _SETTING_KEYS}
@@ -93,13 +105,16 @@ class Settings:
 
 
 _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
-                 "ivf_train_per_list", "calib_overlays", "inlier_count")
+                 "ivf_train_per_list", "calib_overlays", "inlier_count", "dense", "dense_region")
 INLIER_COUNTS = ("suspect", "one-to-one")  # Settings.inlier_count: what inliers() counts
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
 ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
-DEFAULT = ROUND5  # new indexes: round 5's settings (neither round 6's overlay calibration nor round 7's
-# one-to-one inlier count passed its ship rule; both are opt-in, recorded in the index)
+# round 9: round 5's features, dense verification inside the RANSAC inliers' hull (passed its ship rule:
+# docs/benchmarks.md, issue 12 round 9; round 6's overlay calibration, round 7's one-to-one count and round 8's
+# whole-overlap dense score did not pass theirs: opt-in, recorded in the index)
+ROUND9 = replace(ROUND5, dense=True, dense_region="hull")
+DEFAULT = ROUND9  # new indexes
 # opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
 # crops among the local calibration queries
 OVERLAYS = replace(ROUND5, calib_overlays=True)
@@ -400,21 +415,29 @@ def _plausible(A: np.ndarray) -> bool:
     return SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and sv[1] > 0 and sv[0] / sv[1] <= MAX_ANISOTROPY
 
 
-def _ransac(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray]:
-    """(suspect rows, reference rows) of the RANSAC affine map's inlier correspondences between ``q`` and
-    ``r``; empty without enough ratio-test matches or without a plausible map."""
+def fit(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(suspect rows, reference rows, map) of the RANSAC affine map between ``q`` and ``r``: its inlier
+    correspondences and the 2 × 3 map itself (suspect → reference, at :data:`SIDE` scale); empty rows and None
+    without enough ratio-test matches or without a plausible map."""
     import cv2
 
+    none = np.zeros(0, int), np.zeros(0, int), None
     qi, ri = _ratio_matches(q, r)
     if len(qi) < MIN_MATCHES:
-        return np.zeros(0, int), np.zeros(0, int)
+        return none
     A, mask = cv2.estimateAffine2D(q.xy[qi].reshape(-1, 1, 2), r.xy[ri].reshape(-1, 1, 2), method=cv2.RANSAC,
                                    ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995,
                                    refineIters=10)
     if A is None or mask is None or not _plausible(A):
-        return np.zeros(0, int), np.zeros(0, int)
+        return none
     m = mask.ravel().astype(bool)
-    return qi[m], ri[m]
+    return qi[m], ri[m], A
+
+
+def _ransac(q: Features, r: Features) -> tuple[np.ndarray, np.ndarray]:
+    """(suspect rows, reference rows) of the RANSAC affine map's inlier correspondences (:func:`fit`)."""
+    qi, ri, _ = fit(q, r)
+    return qi, ri
 
 
 def count_inliers(qi: np.ndarray, ri: np.ndarray, count: str = "suspect") -> int:
