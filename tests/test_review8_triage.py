@@ -51,7 +51,7 @@ def test_triage_uses_the_fingerprint_calibration_detect_uses(calibrated):
         assert f["calibrated"] is True, (path, f)
         assert f["fpr"] == 0.05 and f["n_real"] == 39
         assert f["p_value"] == pytest.approx(d.features["p_value"]), path
-        assert f["generated"] == d.decision["generated"], path
+        assert f["generated"] == d.decision["detected"], path  # detect: not-detected has generated null
         if f["generated"]:  # a calibrated claim is tier-4 evidence with its error rate
             [e] = [e for e in t.reasons if e["source"] == "fingerprint:gen"]
             assert e["tier"] == 4 and e["error_rate"] == 0.05
