@@ -865,7 +865,7 @@ def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir:
     screen_fingerprints(fps, quiet)
     n_labels = len(labels(fps))  # UsageError here when members of one label cannot be routed between
     _announce_routes(fps, quiet)
-    paths = batch.expand_paths(rest)
+    paths = batch.expand_paths(rest, quiet=quiet)  # says what a folder holds that is not read
     if not paths:
         raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
     fp_files = [fp.path for fp in fps if fp.path]
