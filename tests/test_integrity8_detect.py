@@ -9,37 +9,18 @@ rate is not calibrated, and a generator outside the library is never detected. T
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import numpy as np
 
 from conftest import natural_image
-from test_api import _dif_corpus
+from test_review8_triage import calibrated_inbox
 from fingerprint_cli import api, images
 from fingerprint_cli.dif import detect
 from fingerprint_cli.triage import core
 
 
-def _fitted(tmp_path: Path) -> tuple[Path, Path]:
-    """A calibrated fingerprint (planted trace, 48 px PNGs) and an inbox of two photos and a flat image."""
-    d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for i in range(2):
-        images.save_png(natural_image(48, 48, seed=700 + i), inbox / f"photo{i}.png")
-    images.save_png(np.full((48, 48, 3), 0.5, np.float32), inbox / "flat.png")
-    fp_file = tmp_path / "gen.fpx.safetensors"
-    api.extract(d["gen"], d["real"], fp_file, name="gen", method="average", crop=48, denoiser="gaussian",
-                test_fraction=0.25, quiet=True)
-    cal_file = tmp_path / "gen-cal.fpx.safetensors"
-    api.dif_calibrate(fp_file, [d["cal"]], cal_file, fpr=0.05, quiet=True)
-    return cal_file, inbox
-
-
 def test_detect_says_not_detected_never_real_and_triage_agrees(tmp_path):
-    cal_file, inbox = _fitted(tmp_path)
+    cal_file, inbox = calibrated_inbox(tmp_path)
     recs = api.detect([cal_file], [inbox], quiet=True)
-    assert len(recs) == 3
+    assert len(recs) == 5
     missed = [r for r in recs if r.decision["label"] == detect.NOT_DETECTED]
     assert missed, [r.decision for r in recs]
     for r in recs:
@@ -58,7 +39,7 @@ def test_detect_says_not_detected_never_real_and_triage_agrees(tmp_path):
 
 
 def test_a_non_detection_outside_the_conditions_abstains_like_a_claim(tmp_path):
-    cal_file, inbox = _fitted(tmp_path)
+    cal_file, inbox = calibrated_inbox(tmp_path)
     big = tmp_path / "big.png"  # twice the training scale: outside the trained conditions
     images.save_png(natural_image(96, 96, seed=710), big)
     [r] = api.detect([cal_file], [big], quiet=True)

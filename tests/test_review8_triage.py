@@ -22,6 +22,12 @@ from fingerprint_cli.triage import core
 
 @pytest.fixture
 def calibrated(tmp_path):
+    return calibrated_inbox(tmp_path)
+
+
+def calibrated_inbox(tmp_path: Path) -> tuple[Path, Path]:
+    """A fingerprint calibrated at 5 % on 39 held-out real images and an inbox: two of its generator's images,
+    two photos, a flat grey image (also used by tests/test_integrity8_detect.py)."""
     d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}  # 16 generated, 16 real, 24 held-out real
     for i in range(24, 39):  # 39 held-out real images in all
         images.save_png(natural_image(48, 48, seed=300 + i), d["cal"] / f"c{i:02d}.png")
