@@ -290,7 +290,7 @@ def test_records_carry_jpeg_quality_and_scale_and_warn_outside_conditions(calibr
             assert r["decision"]["call_outside_conditions"]["label"] == "not-detected"
             assert r["decision"]["abstained"] == "outside the calibrated conditions"
     assert any(r["features"]["p_value"] <= 0.1 for r in (q, scaled)), "the test needs one claim outside"
-    assert plain["decision"]["generated"] == (plain["features"]["p_value"] <= 0.1)  # within: decided as before
+    assert plain["decision"]["detected"] == (plain["features"]["p_value"] <= 0.1)  # within: decided as before
 
 
 def test_abstain_outside_only_for_claims_by_fingerprints_outside():
