@@ -109,7 +109,7 @@ def generated_rate(fps: list[Fingerprint], paths: list[str], cache: ResidualCach
     k = 0
     for p in paths:
         rec = detect.detect_one(fps, p, names=names, cache=cache)
-        k += int(rec.decision["label"] != "real")
+        k += int(detect.claimed(rec.decision))
     return k, len(paths)
 
 

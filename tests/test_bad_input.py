@@ -277,7 +277,7 @@ def test_detect(work, case, fingerprint_file):
     _check_common(w, p, res, before, case in ACCEPTED, 2)
     rec = json.loads(out.read_text().splitlines()[0])
     if case in ACCEPTED:
-        assert rec["status"] == "ok" and rec["decision"]["label"] in ("toy", "real")
+        assert rec["status"] == "ok" and rec["decision"]["label"] in ("toy", "not-detected")
 
 
 # ---------------------------------------------------------------- batches never abort
@@ -517,7 +517,7 @@ def test_guard_turns_nan_into_unknown():
                              {"posteriors": np.array([np.nan, 0.5])}, ("label", "band", "system"), ("p_system",))
     assert d["label"] == d["band"] == d["system"] == "unknown" and d["inconclusive"] is True
     assert d["p_system"] is None and "posteriors" in d["why_unknown"]
-    ok = {"label": "real", "generated": False}
+    ok = {"label": "not-detected", "generated": None, "detected": False}
     assert guard.guard_decision(ok, {"rho": [0.1, 0.2], "z": 3.0, "none": None}) is ok
     assert guard.nonfinite({"a": float("inf"), "b": [1.0, [2.0, float("nan")]], "c": torch.tensor([1.0])}) \
         == ["a", "b"]

@@ -296,7 +296,7 @@ def test_cli_extract_and_detect(corpus, tmp_path):
     assert res.exit_code == 3, res.output
     recs = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     assert [r["status"] for r in recs] == ["ok", "ok", "ok", "error"]
-    assert [r["decision"]["label"] for r in recs[:3]] == ["gen", "gen2", "real"]
+    assert [r["decision"]["label"] for r in recs[:3]] == ["gen", "gen2", "not-detected"]
     assert str(bad) in recs[3]["error"]["message"]
     res = run(["detect", str(out), paths(corpus["gen"])[1], "--format", "json"])
     assert res.exit_code == 0

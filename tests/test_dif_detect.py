@@ -172,7 +172,10 @@ def test_decide_names_a_clear_winner_only():
     assert detect.decide(names, [call(5.0), call(6.5), call(1.0, False)], margin=1.0)["label"] == "b"
     assert detect.decide(names, [call(5.0), call(2.0, False), call(1.0, False)])["label"] == "a"
     none = detect.decide(names, [call(1.0, False)] * 3)
-    assert none["label"] == "real" and none["generated"] is False
+    # no claimant: not-detected (not "real"): no miss rate is stated, so no claim either way, and the note says so
+    assert none["label"] == "not-detected" and none["detected"] is False and none["generated"] is None
+    assert "not evidence that the image is real" in none["note"] and "miss rate is not calibrated" in none["note"]
+    assert not detect.claimed(none) and detect.claimed(d)
     bad = detect.decide(names, [call(9.0), {"score": None, "generated": None}, call(1.0, False)])
     assert bad["label"] == "unknown" and bad["generated"] is None
 
@@ -205,7 +208,8 @@ def test_detect_calls_generated_only_below_the_stated_rate(calibrated, corpus, t
     for r in recs:
         d = r["decision"]
         assert d["fpr"] == 0.1 and d["calibration"].startswith("conformal") and d["verified"] is True
-        assert d["generated"] == (r["features"]["p_value"] <= 0.1)
+        hit = r["features"]["p_value"] <= 0.1
+        assert d["detected"] == hit and d["generated"] is (True if hit else None)
         assert 0 < r["features"]["p_value"] <= 1
     assert [r["decision"]["label"] for r in recs[:len(test_g)]] == ["gen"] * len(test_g)
     assert recs[0]["provenance"]["fingerprints"][0]["calibration"].startswith("conformal, 24")
@@ -281,10 +285,12 @@ def test_records_carry_jpeg_quality_and_scale_and_warn_outside_conditions(calibr
             assert r["decision"]["label"] == "unknown" and r["decision"]["generated"] is None
             assert r["decision"]["call_outside_conditions"]["generated"] is True
             assert r["decision"]["abstained"] == "outside the calibrated conditions"
-        else:
-            assert r["decision"]["label"] == "real" and "call_outside_conditions" not in r["decision"]
+        else:  # a non-detection outside the conditions abstains too (it used to stay "real")
+            assert r["decision"]["label"] == "unknown" and r["decision"]["detected"] is None
+            assert r["decision"]["call_outside_conditions"]["label"] == "not-detected"
+            assert r["decision"]["abstained"] == "outside the calibrated conditions"
     assert any(r["features"]["p_value"] <= 0.1 for r in (q, scaled)), "the test needs one claim outside"
-    assert plain["decision"]["generated"] == (plain["features"]["p_value"] <= 0.1)  # within: decided as before
+    assert plain["decision"]["detected"] == (plain["features"]["p_value"] <= 0.1)  # within: decided as before
 
 
 def test_abstain_outside_only_for_claims_by_fingerprints_outside():
@@ -295,8 +301,15 @@ def test_abstain_outside_only_for_claims_by_fingerprints_outside():
     assert kept["label"] == "a" and kept["generated"] is True
     dropped = detect.abstain_outside(dict(claim_a), names, [outside, inside])
     assert dropped["label"] == "unknown" and dropped["call_outside_conditions"]["label"] == "a"
-    real = {"label": "real", "generated": False, "called_by": []}
-    assert detect.abstain_outside(dict(real), names, [outside, outside]) == real
+    missed = {"label": "not-detected", "generated": None, "detected": False, "called_by": [], "note": "n"}
+    assert detect.abstain_outside(dict(missed), names, [inside, inside]) == missed
+    assert detect.abstain_outside(dict(missed), names, [inside, {"within": None}]) == missed
+    # outside any fingerprint's conditions a non-detection abstains as a claim there does (it stayed "real" before)
+    gone = detect.abstain_outside(dict(missed), names, [inside, outside])
+    assert gone["label"] == "unknown" and gone["detected"] is None and gone["generated"] is None
+    assert gone["call_outside_conditions"] == {"label": "not-detected", "generated": None, "detected": False,
+                                               "fingerprints": ["b"]}
+    assert "note" not in gone and not detect.claimed(gone) and detect.claimed(dropped)
     legacy = detect.abstain_outside({"label": "a", "generated": True}, ["a"], [{"within": None}])
     assert legacy["label"] == "a"  # no recorded conditions: decided as before
 
@@ -646,7 +659,11 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
     # the PNG suspect is lossless and the library was calibrated on JPEG photos only: gena's call is kept but no
     # claim is made (its stated rate is not measured on lossless images)
     assert a["decision"]["label"] == "unknown" and a["decision"]["call_outside_conditions"]["label"] == "gena"
-    assert any("lossless" in w for w in a["details"]["condition"]["warnings"]) and b["decision"]["label"] == "real"
+    assert any("lossless" in w for w in a["details"]["condition"]["warnings"]) 
+    # the JPEG photo is not detected, but JPEG copies of the (lossless) generated training images were never
+    # measured, so the non-detection has no miss rate there: unknown, the withheld not-detected kept (was "real")
+    assert b["decision"]["within_conditions"] is False and b["decision"]["label"] == "unknown"
+    assert b["decision"]["call_outside_conditions"]["label"] == "not-detected"
     assert b["details"]["condition"]["jpeg_quality"] == 90 and b["decision"]["fpr_any"] == pytest.approx(0.2)
     # re-calibrated under recompressions without refitting: same calibration images, new pins, still detects
     path = Path(__file__).resolve().parents[1] / "scripts" / "recalibrate_library.py"
@@ -668,7 +685,7 @@ def test_build_fingerprint_library_script_end_to_end(tmp_path, monkeypatch):
                "--format", "jsonl", "--no-cache"])
     assert res.exit_code == 0 and "calibrated as distributed only" not in res.stderr, res.output
     a, b = jsonl(res.stdout)
-    assert b["decision"]["label"] == "real"
+    assert b["decision"]["call_outside_conditions"]["label"] == "not-detected"
 
 
 def test_cli_min_images_default_is_the_library_constant():

@@ -22,6 +22,12 @@ from fingerprint_cli.triage import core
 
 @pytest.fixture
 def calibrated(tmp_path):
+    return calibrated_inbox(tmp_path)
+
+
+def calibrated_inbox(tmp_path: Path) -> tuple[Path, Path]:
+    """A fingerprint calibrated at 5 % on 39 held-out real images and an inbox: two of its generator's images,
+    two photos, a flat grey image (also used by tests/test_integrity8_detect.py)."""
     d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}  # 16 generated, 16 real, 24 held-out real
     for i in range(24, 39):  # 39 held-out real images in all
         images.save_png(natural_image(48, 48, seed=300 + i), d["cal"] / f"c{i:02d}.png")
@@ -51,7 +57,7 @@ def test_triage_uses_the_fingerprint_calibration_detect_uses(calibrated):
         assert f["calibrated"] is True, (path, f)
         assert f["fpr"] == 0.05 and f["n_real"] == 39
         assert f["p_value"] == pytest.approx(d.features["p_value"]), path
-        assert f["generated"] == d.decision["generated"], path
+        assert f["generated"] == d.decision["detected"], path  # detect: not-detected has generated null
         if f["generated"]:  # a calibrated claim is tier-4 evidence with its error rate
             [e] = [e for e in t.reasons if e["source"] == "fingerprint:gen"]
             assert e["tier"] == 4 and e["error_rate"] == 0.05

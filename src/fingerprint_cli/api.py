@@ -539,7 +539,9 @@ def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprin
     A calibrated fingerprint calls an image generated only when its conformal p-value against held-out real images
     is at most its stated false-positive rate; with several, the label is the claimant with the highest score when
     it leads the others by ``margin`` (real-image standard deviations), ``unknown`` when several claim it
-    without a clear winner, ``real`` when none does. ``force`` uses fingerprints whose seal or pin fails (records
+    without a clear winner, ``not-detected`` (``detected: false``, ``generated: null``) when none does — not a
+    claim that the image is real: the miss rate is not calibrated — and ``unknown`` outside the conditions a
+    fingerprint was calibrated on (``call_outside_conditions`` keeps the withheld call). ``force`` uses fingerprints whose seal or pin fails (records
     then say ``verified: false``).
     """
     from fingerprint_cli.dif import detect as dif_detect

@@ -41,7 +41,7 @@ import numpy as np
 from fingerprint_cli import __version__, atomic, images
 from fingerprint_cli.anchored import jnd as jnd_mod, metrics
 from fingerprint_cli.errors import FpxError, InputError, UsageError
-from fingerprint_cli.records import Record
+from fingerprint_cli.records import Record, json_safe
 
 METHODS = ("keyed", "adversarial")
 DEFAULT_STRENGTH = 0.3
@@ -453,7 +453,7 @@ def _write_protected(job: FileJob, img: images.LoadedImage, out: Path, feats: di
     atomic.refuse_overwrite_of_inputs(sidecar_file, job.inputs)
     sha = images.save_png(res.protected, out, inputs=job.inputs)
     sidecar = make_sidecar(res, img, str(out), sha)
-    atomic.write_text(sidecar_file, json.dumps(sidecar, indent=2) + "\n")
+    atomic.write_text(sidecar_file, json.dumps(json_safe(sidecar), indent=2) + "\n")
     feats.update({k: res.stats[k] for k in STAT_KEYS})
     details.update({"output": str(out), "output_sha256": sha, "sidecar": sidecar_file,
                     **res.params, "seconds": round(res.seconds, 4)})

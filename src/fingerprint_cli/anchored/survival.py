@@ -21,7 +21,11 @@ rotation is searched for: a suspect that was cropped or shifted reads as "not de
   With 8x8 blocks over 2x2 cells, or for the adversarial method (whose signs follow the image's own
   gradients), the bound is an approximation (the tests and the bench measure the null on real processing).
 * ``perturbation_detected`` = z >= ``Z_THRESHOLD`` = 5: false-alarm probability at most exp(-12.5) = 3.7e-6
-  per test under the null above.
+  per test under the null above. The record states it (:func:`false_alarm`, ``details.perturbation``:
+  ``false_alarm_bound`` and the suspect's own ``p_bound`` = exp(-z^2/2), both null where the bound is only an
+  approximation — no sidecar, or the adversarial method — with ``false_alarm_rule`` saying so). 0 reads as
+  "not detected", never as "absent": the miss rate is not calibrated and shifted / cropped suspects are not
+  searched (``details.perturbation.not_detected_means``).
 
 The sidecar JSON written next to the protected image (``<protected>.json``) is read when present; its
 ``input.sha256`` must equal the reference's sha256 (else the protected copy was made from another image
@@ -31,6 +35,7 @@ and the pair is refused with an error naming the protected file).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,9 +54,31 @@ FEATURES: dict[str, tuple[str, str]] = {
     "perturbation_z": ("higher = more evidence the suspect derives from the protected image",
                        "sign-flip z of the correlation of (suspect - clean) with delta; P(z >= t | null) <= "
                        "exp(-t^2/2)"),
-    "perturbation_detected": ("1 = suspect derives from the protected copy",
+    "perturbation_detected": ("1 = detected: the suspect derives from the protected copy (false alarm <= "
+                              "details.perturbation.false_alarm_bound); 0 = not detected, not evidence of absence",
                               f"perturbation_z >= {Z_THRESHOLD:g}"),
 }
+NOT_DETECTED_MEANS = ("perturbation_detected 0 means not detected, not absent: the miss rate is not calibrated "
+                      "(strong processing weakens the perturbation) and a shifted, cropped or rotated suspect is "
+                      "not searched for")
+
+
+def false_alarm(z: float, sidecar: dict | None, block: int) -> dict[str, Any]:
+    """The error rate behind ``perturbation_detected``: the Hoeffding bound exp(-t^2/2) at ``Z_THRESHOLD``
+    (``false_alarm_bound``) and at the suspect's own z (``p_bound``) where it holds exactly — a keyed
+    perturbation with its sidecar, blocks = its cells — else both None and ``false_alarm_rule`` says the bound
+    is an approximation, not calibrated."""
+    exact = bool(sidecar) and sidecar.get("method") == "keyed" and block == block_for(sidecar)
+    if not exact:
+        why = "no sidecar (cell size unknown, 8x8 blocks)" if not sidecar else f"method {sidecar.get('method')}"
+        return {"false_alarm_bound": None, "p_bound": None,
+                "false_alarm_rule": f"not calibrated: {why}; P(z >= t | not derived) <= exp(-t^2/2) is only an "
+                                    "approximation here", "not_detected_means": NOT_DETECTED_MEANS}
+    bound = math.exp(-Z_THRESHOLD ** 2 / 2)
+    return {"false_alarm_bound": bound, "p_bound": min(1.0, math.exp(-max(z, 0.0) ** 2 / 2)),
+            "false_alarm_rule": f"Hoeffding (blocks = the keyed cells): P(z >= {Z_THRESHOLD:g} | not derived from "
+                                f"the protected copy) <= exp(-{Z_THRESHOLD:g}^2/2) = {bound:.2g}",
+            "not_detected_means": NOT_DETECTED_MEANS}
 
 
 def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
@@ -171,7 +198,7 @@ def feature_fn(protected_path: str | None) -> Callable:
             "sidecar": prot.sidecar_path if sc is not None else None,
             "method": sc.get("method") if sc else None, "strength": sc.get("strength") if sc else None,
             "jnd_model": sc.get("jnd_model") if sc else None,
-            "z_threshold": Z_THRESHOLD, "block": m["block"],
+            "z_threshold": Z_THRESHOLD, "block": m["block"], **false_alarm(m["perturbation_z"], sc, m["block"]),
             "detection_share_used": m["detection_share_used"],
             "delta_rms": m["delta_rms"], "residual_rms": m["residual_rms"],
             "alignment": "suspect on the reference grid (bicubic resize when sizes differ), no shift search",

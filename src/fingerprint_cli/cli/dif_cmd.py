@@ -128,7 +128,9 @@ def detect_cmd(
     A calibrated fingerprint calls an image generated only when its conformal p-value against held-out real
     images is at most the fingerprint's stated false-positive rate. With several fingerprints the label is
     the claimant with the highest score when it leads the others by --margin, 'unknown' when several claim
-    it without a clear winner, 'real' when none does. Without any fingerprint argument the shipped library
+    it without a clear winner, 'not-detected' when none does (no fingerprint detected it at its stated rate; the
+    miss rate is not calibrated, so this is not evidence that the image is real) and 'unknown' when the image lies
+    outside the conditions a fingerprint was calibrated on. Without any fingerprint argument the shipped library
     is used (`fpx models list`). Examples: fpx detect suspects/; fpx detect ldm.fpx.safetensors img.png;
     fpx detect -F ldm.fpx.safetensors -F dalle.fpx.safetensors img1.png img2.jpg --format csv
     """

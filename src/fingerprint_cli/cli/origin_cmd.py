@@ -141,6 +141,9 @@ def register(app: typer.Typer) -> None:
         fpx origin index archive/ -o lib.fpxindex --jobs 8 --scheduler local;
         fpx origin index archive/ -o lib.fpxindex --views crops-grid (finds cropped edits)
         """
+        for r in refs:  # what a folder holds that the index does not read (by suffix, recursively, as build_index)
+            if Path(r).is_dir():
+                batch.say_left_out(r, recursive=True, quiet=quiet)
         _, records = _run("embed", quiet, lambda cb: library.build_index(
             refs, str(out), embedder=embedder.value, embedder_options=_embedder_options(embedder.value, device),
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,

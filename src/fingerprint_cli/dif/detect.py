@@ -27,8 +27,11 @@ the calibration sets its own condition — read from its file header — cannot 
 ⌈1/α⌉ − 1, else no p-value can reach α. A fingerprint without calibration (fpx ≤ 0.1, or fitted without
 ``--fpr``) keeps the paper's rule and says "not calibrated" in every record; it never claims a rate.
 
-Several fingerprints (:func:`decide`): the claimants are those that call the image generated. None: ``real``
-(not detected by any of them). One: its generator. Several: the one with the highest score is named only when
+Several fingerprints (:func:`decide`): the claimants are those that call the image generated. None:
+``not-detected`` (:data:`NOT_DETECTED`; ``detected`` false, ``generated`` null): no fingerprint of the library
+detected it at its stated false-positive rate. That is not a claim that the image is real — the miss rate is not
+calibrated, and a generator outside the library is never detected — so no label ``real`` is given, and outside
+the calibrated conditions the answer is ``unknown`` (:func:`abstain_outside`), as a claim there would be. One: its generator. Several: the one with the highest score is named only when
 it is a **clear winner** — its score exceeds the runner-up claimant's by at least ``margin`` (default
 :data:`CLEAR_MARGIN` = 2 real-image standard deviations of z); otherwise the label is ``unknown`` (generated,
 by one of the candidates listed, which one is not resolved). With K calibrated fingerprints the chance that a
@@ -60,6 +63,10 @@ from fingerprint_cli.records import Record, input_key
 
 EPS = 1e-12
 CLEAR_MARGIN = 2.0
+#: the label when no fingerprint calls the image generated (never ``real``: absence of a detection is not evidence)
+NOT_DETECTED = "not-detected"
+NOT_DETECTED_NOTE = ("no fingerprint of the library detected it at its stated false-positive rate; the miss rate "
+                     "is not calibrated — this is not evidence that the image is real")
 
 
 def standardise(t: torch.Tensor, dims=(-3, -2, -1)) -> torch.Tensor:
@@ -319,16 +326,31 @@ def judge(fp: Fingerprint, rho: float, sets: Sequence[str] | None = None) -> dic
             "fpr": None, "rule": "nearest mean (not calibrated)"}
 
 
+def not_detected() -> dict[str, Any]:
+    """The decision fields of an image no fingerprint calls generated: ``not-detected``, ``detected`` false,
+    ``generated`` null (no stated miss rate, so no claim either way) and the note saying so."""
+    return {"label": NOT_DETECTED, "generated": None, "detected": False, "note": NOT_DETECTED_NOTE}
+
+
+def claimed(decision: dict[str, Any]) -> bool:
+    """Whether a detect decision is anything but a plain non-detection: a generator, ``unknown`` from several
+    claimants or a non-finite statistic, or an abstention from a claim outside the calibrated conditions (what
+    ``bench/detect_fpr.py`` counts). A non-detection outside the conditions (``unknown`` whose withheld call was
+    ``not-detected``) is not a claim."""
+    withheld = (decision.get("call_outside_conditions") or {}).get("label")
+    return decision.get("label") != NOT_DETECTED and withheld != NOT_DETECTED
+
+
 def decide(names: Sequence[str], calls: Sequence[dict[str, Any]], margin: float = CLEAR_MARGIN) -> dict[str, Any]:
     """Combine :func:`judge` calls of several fingerprints on one image into one decision (see the module)."""
     if any(c["generated"] is None for c in calls):
         bad = [n for n, c in zip(names, calls) if c["generated"] is None]
-        return {"label": "unknown", "generated": None, "reason": f"no finite statistic from {', '.join(bad)}",
-                "called_by": [], "clear": None}
+        return {"label": "unknown", "generated": None, "detected": None,
+                "reason": f"no finite statistic from {', '.join(bad)}", "called_by": [], "clear": None}
     claim = sorted(((n, c) for n, c in zip(names, calls) if c["generated"]), key=lambda x: -x[1]["score"])
-    out: dict[str, Any] = {"called_by": [n for n, _ in claim]}
+    out: dict[str, Any] = {"called_by": [n for n, _ in claim], "detected": True}
     if not claim:
-        out.update(label="real", generated=False, clear=None,
+        out.update(not_detected(), clear=None,
                    reason="no fingerprint calls it generated" if len(calls) > 1 else "not called generated")
     elif len(claim) == 1:
         out.update(label=claim[0][0], generated=True, clear=True, reason="one fingerprint calls it generated")
@@ -599,12 +621,7 @@ def _decision(fps: Sequence[Fingerprint], names: Sequence[str], calls: Sequence[
               within: Any) -> dict[str, Any]:
     """The image's decision from the fingerprints' calls, guarded against non-finite numbers (guard.py)."""
     single = len(fps) == 1
-    if single:
-        gen = calls[0]["generated"]
-        decision: dict[str, Any] = {"label": "unknown" if gen is None else (names[0] if gen else "real"),
-                                    "generated": gen}
-    else:
-        decision = decide(names, calls, margin)
+    decision = _single_call(names[0], calls[0]["generated"]) if single else decide(names, calls, margin)
     all_cal = all(fp.calibrated for fp in fps)
     decision.update({
         "p_value": calls[0]["p_value"] if single else _lead_p_value(names, calls, decision),
@@ -619,12 +636,28 @@ def _decision(fps: Sequence[Fingerprint], names: Sequence[str], calls: Sequence[
         "rho": [c["rho"] for c in calls],
         "fingerprint statistics": [[fp.info.mu_gen, fp.info.mu_real, fp.info.sigma_real] for fp in fps]},
         probabilities=("p_value",))
+    _withdrawn(decision)
     if single:
         decision["rule"] = calls[0]["rule"]
     else:
         decision["fingerprints"] = {nm: {"generated": c["generated"], "p_value": c["p_value"], "fpr": c["fpr"],
                                          "rule": c["rule"]} for nm, c in zip(names, calls)}
     return decision
+
+
+def _single_call(name: str, gen: bool | None) -> dict[str, Any]:
+    """One fingerprint's call as a decision: its generator, ``not-detected``, or ``unknown`` (no finite call)."""
+    if gen is False:
+        return not_detected()
+    return {"label": "unknown" if gen is None else name, "generated": gen, "detected": None if gen is None else True}
+
+
+def _withdrawn(decision: dict[str, Any]) -> None:
+    """Where the guard withdrew the call (``inconclusive``), nothing was detected or missed: ``detected`` None,
+    no not-detected note."""
+    if decision.get("inconclusive"):
+        decision["detected"] = None
+        decision.pop("note", None)
 
 
 def abstain_outside(decision: dict[str, Any], names: Sequence[str], checks: Sequence[dict]) -> dict[str, Any]:
@@ -635,20 +668,41 @@ def abstain_outside(decision: dict[str, Any], names: Sequence[str], checks: Sequ
     suspect against a calibration on JPEG photos only, where the shipped LDM entry called 27% of lossless real
     tiles generated at a stated 1%) is not an answer with an error rate: the label becomes ``unknown``,
     ``generated`` None, and the fingerprint's call is kept in ``call_outside_conditions`` with the reason.
-    A "real" call outside the conditions keeps its label (it accuses nothing) and the record's warnings say why
-    its miss rate is unknown; fingerprints without recorded conditions (``within`` None) decide as before."""
+    A ``not-detected`` outside the conditions of any fingerprint abstains the same way (label ``unknown``,
+    ``detected`` None, the withheld ``not-detected`` in ``call_outside_conditions``): a non-detection there means
+    even less than within them. Fingerprints without recorded conditions (``within`` None) decide as before."""
+    if decision.get("label") == NOT_DETECTED:
+        return _abstain_not_detected(decision, names, checks)
     if decision.get("generated") is not True:
         return decision
     claimants = decision.get("called_by") or [names[0]]
     outside = [nm for nm, ch in zip(names, checks) if nm in claimants and ch.get("within") is False]
     if not outside:
         return decision
-    call = {k: decision.get(k) for k in ("label", "generated", "p_value", "reason") if k in decision}
-    decision.update(label="unknown", generated=None, abstained="outside the calibrated conditions",
-                    call_outside_conditions={**call, "fingerprints": outside},
-                    reason=f"{', '.join(outside)} {'calls' if len(outside) == 1 else 'call'} it generated, but the "
-                           "image lies outside the conditions the stated false-positive rate was calibrated on "
-                           "(see details.condition.warnings): no claim is made")
+    return _withhold(decision, outside,
+                     f"{', '.join(outside)} {'calls' if len(outside) == 1 else 'call'} it generated, but the image "
+                     "lies outside the conditions the stated false-positive rate was calibrated on (see "
+                     "details.condition.warnings): no claim is made")
+
+
+def _abstain_not_detected(decision: dict[str, Any], names: Sequence[str], checks: Sequence[dict]) -> dict[str, Any]:
+    """``unknown`` instead of ``not-detected`` when some fingerprint found the image outside its conditions."""
+    outside = [nm for nm, ch in zip(names, checks) if ch.get("within") is False]
+    if not outside:
+        return decision
+    decision.pop("note", None)
+    return _withhold(decision, outside,
+                     f"not detected, but the image lies outside the conditions {', '.join(outside)} "
+                     f"{'was' if len(outside) == 1 else 'were'} calibrated on (see details.condition.warnings): "
+                     "a non-detection there has neither a stated false-positive nor a miss rate; no answer is given")
+
+
+def _withhold(decision: dict[str, Any], outside: Sequence[str], reason: str) -> dict[str, Any]:
+    """Replace the call by ``unknown`` (abstained outside the calibrated conditions), keeping it in
+    ``call_outside_conditions`` with the fingerprints whose conditions the image lies outside."""
+    call = {k: decision.get(k) for k in ("label", "generated", "detected", "p_value", "reason") if k in decision}
+    decision.update(label="unknown", generated=None, detected=None, abstained="outside the calibrated conditions",
+                    call_outside_conditions={**call, "fingerprints": list(outside)}, reason=reason)
     return decision
 
 
@@ -811,7 +865,7 @@ def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir:
     screen_fingerprints(fps, quiet)
     n_labels = len(labels(fps))  # UsageError here when members of one label cannot be routed between
     _announce_routes(fps, quiet)
-    paths = batch.expand_paths(rest)
+    paths = batch.expand_paths(rest, quiet=quiet)  # says what a folder holds that is not read
     if not paths:
         raise UsageError(f"no images found in {', '.join(rest)}: nothing to do")
     fp_files = [fp.path for fp in fps if fp.path]

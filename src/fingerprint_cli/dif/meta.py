@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from fingerprint_cli import records
 from fingerprint_cli.jsonobject import JsonObject
 
 
@@ -96,8 +97,9 @@ class FingerprintMeta(JsonObject):
             raise ValueError(str(exc)) from exc
 
     def to_json(self) -> str:
-        """The stored form: ``json.dumps(..., sort_keys=True)``."""
-        return json.dumps(self.to_obj(), sort_keys=True)
+        """The stored form: ``json.dumps(..., sort_keys=True)`` of the strict-JSON form (``records.json_safe``: a
+        training path that is not UTF-8 is spelled with ``\\xNN`` escapes, not as a lone surrogate)."""
+        return json.dumps(records.json_safe(self.to_obj()), sort_keys=True)
 
     def copy(self) -> "FingerprintMeta":
         """A deep copy (through JSON, as stored)."""

@@ -192,7 +192,8 @@ def _one_fingerprint(f: dict[str, Any]) -> Evidence | None:
                             f"({f['n_real']} held-out real images)",
                             f"fingerprint {name}: score {f['score']:.2f}", label=name, error_rate=f["fpr"])
         return Evidence(source, "no-match", 4, f"calibrated: p = {f['p_value']:.3g} > stated FPR {f['fpr']:g}",
-                        f"not detected as {name} (absence of a known generator is not evidence of a camera)",
+                        f"not detected as {name} at its stated false-positive rate; the miss rate is not calibrated "
+                        "(absence of a known generator is not evidence that the image is real)",
                         label=name)
     if f.get("generated"):
         return Evidence(source, "generated", 5, "not calibrated (nearest-mean rule, no stated error rate)",

@@ -1,0 +1,56 @@
+"""Integrity 8 (review-8 finding L6): ``fpx detect`` and ``fpx origin index`` say once what a folder holds that
+they do not read (an image without a suffix, a ``.heic``, hidden files, subfolders), as score / attribute do;
+``--quiet`` silences it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from conftest import natural_image
+from test_api import _dif_corpus
+from test_review8_folders import _folder
+from fingerprint_cli import api, images
+from fingerprint_cli.cli.app import app
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _left_out_lines(stderr: str, folder) -> list[str]:
+    return [ln for ln in stderr.splitlines() if str(folder) in ln and "not read" in ln]
+
+
+def test_detect_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
+    d = _dif_corpus(tmp_path)
+    fp_file = tmp_path / "gen.fpx.safetensors"
+    api.extract(d["gen"], d["real"], fp_file, name="gen", method="average", crop=32, denoiser="gaussian",
+                test_fraction=0.25, quiet=True)
+    mix = _folder(tmp_path)
+    res = _invoke("detect", fp_file, mix, "-f", "jsonl", "--no-cache")
+    assert res.exit_code == 0, res.output
+    assert len([json.loads(x) for x in res.stdout.splitlines()]) == 2
+    [line] = _left_out_lines(res.stderr, mix)
+    assert "4 entries not read" in line and "IMG_0001" in line and "day2/" in line
+    res = _invoke("detect", fp_file, mix, "-f", "jsonl", "--no-cache", "-q")
+    assert res.exit_code == 0 and not _left_out_lines(res.stderr, mix)
+
+
+def test_origin_index_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(12):
+        images.save_png(natural_image(96, 128, seed=600 + i).astype(np.float32), refs / f"r{i:02d}.png")
+    (refs / "IMG_0001").write_bytes(images.encode(natural_image(96, 128, seed=700), "JPEG", quality=90))
+    (refs / "sub").mkdir()
+    images.save_png(natural_image(96, 128, seed=800).astype(np.float32), refs / "sub" / "s.png")  # searched into
+    res = _invoke("origin", "index", refs, "-o", tmp_path / "a.fpxindex", "--dim", "12", "--no-local")
+    assert res.exit_code == 0, res.output
+    [line] = _left_out_lines(res.stderr, refs)
+    assert "1 entry not read" in line and "IMG_0001" in line and "sub" not in line
+    assert "13 references" in res.stderr, res.stderr  # 12 + the one in sub/
+    res = _invoke("origin", "index", refs, "-o", tmp_path / "b.fpxindex", "--dim", "12", "--no-local", "-q")
+    assert res.exit_code == 0 and not _left_out_lines(res.stderr, refs)
