@@ -304,11 +304,14 @@ def test_abstain_outside_only_for_claims_by_fingerprints_outside():
     missed = {"label": "not-detected", "generated": None, "detected": False, "called_by": [], "note": "n"}
     assert detect.abstain_outside(dict(missed), names, [inside, inside]) == missed
     assert detect.abstain_outside(dict(missed), names, [inside, {"within": None}]) == missed
-    # outside any fingerprint's conditions a non-detection abstains as a claim there does (it stayed "real" before)
-    gone = detect.abstain_outside(dict(missed), names, [inside, outside])
+    # inside one fingerprint's conditions a non-detection stands for that one, naming the other as outside
+    part = detect.abstain_outside(dict(missed), names, [inside, outside])
+    assert part["label"] == "not-detected" and part["not_detected_by"] == ["a"] and part["outside_conditions"] == ["b"]
+    # outside every fingerprint's conditions a non-detection abstains as a claim there does (it stayed "real" before)
+    gone = detect.abstain_outside(dict(missed), names, [outside, outside])
     assert gone["label"] == "unknown" and gone["detected"] is None and gone["generated"] is None
     assert gone["call_outside_conditions"] == {"label": "not-detected", "generated": None, "detected": False,
-                                               "fingerprints": ["b"]}
+                                               "fingerprints": ["a", "b"]}
     assert "note" not in gone and not detect.claimed(gone) and detect.claimed(dropped)
     legacy = detect.abstain_outside({"label": "a", "generated": True}, ["a"], [{"within": None}])
     assert legacy["label"] == "a"  # no recorded conditions: decided as before

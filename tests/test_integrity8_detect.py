@@ -49,3 +49,21 @@ def test_a_non_detection_outside_the_conditions_abstains_like_a_claim(tmp_path):
     assert d["abstained"] == "outside the calibrated conditions"
     assert d["call_outside_conditions"]["label"] == "not-detected" and d["call_outside_conditions"]["fingerprints"]
     assert not detect.claimed(d)
+
+
+def test_a_non_detection_inside_some_fingerprints_conditions_stays_not_detected_for_those_only():
+    """With several fingerprints, one outside its conditions does not void the others' non-detections: the label
+    stays ``not-detected``, the record names which fingerprints it holds for and which it says nothing about; only
+    when every fingerprint is outside does the answer become ``unknown``."""
+    names = ["gen_a", "gen_b", "gen_c"]
+    checks = [{"within": True}, {"within": False}, {"within": None}]
+    d = detect._abstain_not_detected(detect.not_detected(), names, checks)
+    assert d["label"] == detect.NOT_DETECTED and d["detected"] is False and d["generated"] is None
+    assert d["not_detected_by"] == ["gen_a", "gen_c"] and d["outside_conditions"] == ["gen_b"]
+    assert d["note"].startswith(detect.NOT_DETECTED_NOTE) and "says nothing about that generator" in d["note"]
+    assert not detect.claimed(d)
+    every = detect._abstain_not_detected(detect.not_detected(), names[:2], [{"within": False}] * 2)
+    assert every["label"] == "unknown" and every["detected"] is None and "note" not in every
+    assert every["call_outside_conditions"]["fingerprints"] == ["gen_a", "gen_b"]
+    inside = detect._abstain_not_detected(detect.not_detected(), names[:1], [{"within": True}])
+    assert inside == detect.not_detected()  # nothing outside: unchanged

@@ -668,7 +668,7 @@ def abstain_outside(decision: dict[str, Any], names: Sequence[str], checks: Sequ
     suspect against a calibration on JPEG photos only, where the shipped LDM entry called 27% of lossless real
     tiles generated at a stated 1%) is not an answer with an error rate: the label becomes ``unknown``,
     ``generated`` None, and the fingerprint's call is kept in ``call_outside_conditions`` with the reason.
-    A ``not-detected`` outside the conditions of any fingerprint abstains the same way (label ``unknown``,
+    A ``not-detected`` outside the conditions of every fingerprint abstains the same way (label ``unknown``,
     ``detected`` None, the withheld ``not-detected`` in ``call_outside_conditions``): a non-detection there means
     even less than within them. Fingerprints without recorded conditions (``within`` None) decide as before."""
     if decision.get("label") == NOT_DETECTED:
@@ -686,9 +686,20 @@ def abstain_outside(decision: dict[str, Any], names: Sequence[str], checks: Sequ
 
 
 def _abstain_not_detected(decision: dict[str, Any], names: Sequence[str], checks: Sequence[dict]) -> dict[str, Any]:
-    """``unknown`` instead of ``not-detected`` when some fingerprint found the image outside its conditions."""
+    """A non-detection outside the conditions of EVERY fingerprint is ``unknown`` (no fingerprint's stated rate covers
+    it). When some fingerprints found the image inside their conditions, it stays ``not-detected`` for those only:
+    ``not_detected_by`` lists them, ``outside_conditions`` the others, and the note says the non-detection says
+    nothing about the generators of the latter."""
     outside = [nm for nm, ch in zip(names, checks) if ch.get("within") is False]
     if not outside:
+        return decision
+    inside = [nm for nm in names if nm not in outside]
+    if inside:
+        decision.update(not_detected_by=inside, outside_conditions=outside,
+                        note=f"{NOT_DETECTED_NOTE}; it holds for {', '.join(inside)} only — the image lies outside the "
+                             f"conditions {', '.join(outside)} {'was' if len(outside) == 1 else 'were'} calibrated on "
+                             "(see details.condition.warnings), so it says nothing about "
+                             f"{'that generator' if len(outside) == 1 else 'those generators'}")
         return decision
     decision.pop("note", None)
     return _withhold(decision, outside,
