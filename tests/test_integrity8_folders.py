@@ -54,3 +54,23 @@ def test_origin_index_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
     assert "13 references" in res.stderr, res.stderr  # 12 + the one in sub/
     res = _invoke("origin", "index", refs, "-o", tmp_path / "b.fpxindex", "--dim", "12", "--no-local", "-q")
     assert res.exit_code == 0 and not _left_out_lines(res.stderr, refs)
+
+
+def test_origin_query_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(12):
+        images.save_png(natural_image(96, 128, seed=900 + i).astype(np.float32), refs / f"r{i:02d}.png")
+    idx = tmp_path / "a.fpxindex"
+    assert _invoke("origin", "index", refs, "-o", idx, "--dim", "12", "--no-local", "-q").exit_code == 0
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    images.save_png(natural_image(96, 128, seed=903).astype(np.float32), inbox / "q.png")
+    (inbox / "IMG_0002").write_bytes(images.encode(natural_image(96, 128, seed=950), "JPEG", quality=90))
+    res = _invoke("origin", "query", inbox, "--index", idx, "-f", "jsonl")
+    assert res.exit_code == 0, res.output
+    assert len(res.stdout.splitlines()) == 1
+    [line] = _left_out_lines(res.stderr, inbox)
+    assert "1 entry not read" in line and "IMG_0002" in line
+    res = _invoke("origin", "query", inbox, "--index", idx, "-f", "jsonl", "-q")
+    assert res.exit_code == 0 and not _left_out_lines(res.stderr, inbox)

@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
         """
         records = _run("query", quiet, lambda cb: library.query(
             suspects, str(index), k=k, head=str(head) if head else None, device=device, jobs=jobs,
-            scheduler=scheduler, progress=cb))
+            scheduler=scheduler, progress=cb, quiet=quiet))
         try:
             _emit(records, fmt, output, QUERY_COLUMNS, inputs=[*suspects, str(index)])
         except FpxError as exc:

@@ -590,8 +590,9 @@ def _index_summary(idx: OriginIndex, out: Path, added: int, records: list[Record
 # ---------------------------------------------------------------- query
 def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: str | None = None,
           device: str = "cpu", jobs: int = 1, scheduler: str | None = None, chunk_size: int = 16,
-          progress: Callable[[int, int], None] | None = None) -> list[Record]:
+          progress: Callable[[int, int], None] | None = None, quiet: bool = True) -> list[Record]:
     """One record per suspect: ranked candidates and the decision ``found`` / ``not-in-library``.
+    With ``quiet=False`` a folder's entries that are not read are named once on stderr.
 
     ``index`` is a loaded :class:`OriginIndex` or the path of a ``.fpxindex`` file (see :func:`load_index`).
     A suspect is embedded with the index's embedder (refused if the installed weights differ), head and
@@ -610,7 +611,7 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
         raise UsageError(f"-k must be at least 1 (got {k})")
     emb = embedder_for(idx, device)
     h = _head_for(idx, head)
-    chunks = _chunks([(p, False) for p in batch.expand_paths(paths)], chunk_size)
+    chunks = _chunks([(p, False) for p in batch.expand_paths(paths, quiet=quiet)], chunk_size)
     rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None)
     prov = _provenance(emb, h, idx)
