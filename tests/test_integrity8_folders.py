@@ -74,3 +74,24 @@ def test_origin_query_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
     assert "1 entry not read" in line and "IMG_0002" in line
     res = _invoke("origin", "query", inbox, "--index", idx, "-f", "jsonl", "-q")
     assert res.exit_code == 0 and not _left_out_lines(res.stderr, inbox)
+
+
+def test_not_in_library_says_absence_is_not_proven_and_found_does_not(tmp_path):
+    from fingerprint_cli.origin import library
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(12):
+        images.save_png(natural_image(96, 128, seed=1000 + i).astype(np.float32), refs / f"r{i:02d}.png")
+    idx = tmp_path / "a.fpxindex"
+    assert _invoke("origin", "index", refs, "-o", idx, "--dim", "12", "--no-local", "-q").exit_code == 0
+    absent = tmp_path / "absent.png"
+    noise = np.random.default_rng(5).random((96, 128, 3)).astype(np.float32)  # nothing like any reference
+    images.save_png(noise, absent)
+    by = {r.inputs["suspect"]["path"] if "suspect" in r.inputs else r.path: r.decision
+          for r in library.query([str(refs / "r03.png"), str(absent)], str(idx))}
+    decs = list(by.values())
+    found = [d for d in decs if d["label"] == "found"]
+    missed = [d for d in decs if d["label"] == "not-in-library"]
+    assert found and "note" not in found[0]
+    assert missed and missed[0]["note"] == library.NOT_FOUND_NOTE and "not evidence" in missed[0]["note"]

@@ -808,6 +808,12 @@ def _verify_score(suspect: str, reference: str) -> float | None:
         return None
 
 
+#: what a ``not-in-library`` answer does not say (the decision's ``note``): absence is not proven
+NOT_FOUND_NOTE = ("no reference passed the index's tests at its stated false-match rate; the miss rate is measured "
+                  "only in-sample, on the index's own built-in transforms (calibration.miss_rate_in_sample) — this is "
+                  "not evidence that the suspect's origin is absent from the library")
+
+
 def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dict[str, Any]]) -> dict[str, Any]:
     """The record's decision block: label, origin (with its near-duplicates), thresholds, rates, p-values."""
     cal = idx.calibration
@@ -820,6 +826,7 @@ def _decision(idx: OriginIndex, hits: list, dec: dict[str, Any], cands: list[dic
         origin = {**{key: cands[0][key] for key in ("path", "sha256", "similarity", "view", "reference_view")},
                   "near_duplicates": dups, "passed": dec["passed"]}
     return {"label": "found" if dec["found"] else "not-in-library", "origin": origin,
+            **({} if dec["found"] else {"note": NOT_FOUND_NOTE}),
             "rule": cal.get("decision", "similarity"), "evidence": _evidence(cal, dec),
             "threshold": cal.get("threshold"),
             "distinct_threshold": cal.get("distinct_threshold"), "verify_threshold": cal.get("verify_threshold"),
