@@ -122,14 +122,16 @@ class Decider:
 
     def p_values(self, x: np.ndarray) -> np.ndarray | None:
         """Conformal p-value of every system for one feature vector (None for a v1 artifact)."""
-        return self._p_values_and_ood(x)[0]
+        return self._p_parts(x)[0]
 
-    def _p_values_and_ood(self, x: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-        """(:meth:`p_values`, the gate's whole-corpus p_ood of a gated artifact — else None)."""
+    def _p_parts(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float | None]:
+        """One feature vector's (:meth:`p_values`, the density p-values, the discriminative ones — None without a
+        discriminative part —, the gate's whole-corpus p_ood of a gated artifact — else None), each computed once
+        (:meth:`Conformal.p_value_parts`); all None for a v1 artifact."""
         if self.conformal is None:
-            return None, None
-        P, p_ood = self.conformal.p_values_and_ood(self.model.standardise(x))
-        return P[0], (None if p_ood is None else float(p_ood[0]))
+            return None, None, None, None
+        P, dens, p_disc, p_ood = self.conformal.p_value_parts(self.model.standardise(x))
+        return P[0], dens[0], (None if p_disc is None else p_disc[0]), (None if p_ood is None else float(p_ood[0]))
 
     def decide(self, features: dict[str, float | None], top_k: int = 3, where: str | None = None,
                exact: Mapping[str, Any] | None = None) -> tuple[Decision, list[dict[str, Any]]]:
@@ -138,13 +140,13 @@ class Decider:
         copy is answered ``identity`` by :meth:`_exact_call`, the statistics still listed."""
         x = self.vector(features, where)
         p, m2 = self.posteriors(x)
-        pv, p_ood = self._p_values_and_ood(x)
-        decision = self._label(p, m2, top_k, pv=pv, guard_in=self._guard_inputs([x], pv, p_ood)).guarded(
+        pv, p_dens, p_disc, p_ood = self._p_parts(x)
+        decision = self._label(p, m2, top_k, pv=pv, guard_in=self._guard_inputs([x], [(p_dens, p_ood)])).guarded(
             {"features": x, "p_values": pv}, LABELS, PROBABILITIES + ("p_value",))
         if decision.why_unknown is not None and decision.prediction_set is not None:
             decision.update(prediction_set=[], set_size=0, unknown=True)  # nothing fits a non-finite point
         self._gate_note(decision, x, p_ood)
-        self._disc_note(decision, x)
+        self._disc_note(decision, x, p_dens, p_disc)
         if exact is not None and exact.get("identical"):
             self._exact_call(decision)
         else:
@@ -179,15 +181,13 @@ class Decider:
                 f"outside the calibration corpus as a whole: whole-vector kNN p_ood {p_ood:.4f} < "
                 f"{gate.weight:g} x alpha"])
 
-    def _disc_note(self, decision: Decision, x: np.ndarray) -> None:
+    def _disc_note(self, decision: Decision, x: np.ndarray, p_dens: np.ndarray | None,
+                   p_disc: np.ndarray | None) -> None:
         """With a discriminative part (round 8, :mod:`.discriminative`): both p-values of every system before
-        their combination, and which systems the discriminative test alone left out of the set."""
-        disc = None if self.conformal is None else self.conformal.disc
-        if disc is None or not np.all(np.isfinite(x)):
+        their combination (``p_dens``, ``p_disc``: :meth:`_p_parts`), and which systems the discriminative test
+        alone left out of the set."""
+        if p_disc is None or not np.all(np.isfinite(x)):
             return
-        z = self.model.standardise(x)
-        p_dens = self.conformal.density_p_values(z)[0][0]
-        p_disc = disc.p_values(z)[0]
         classes = self.model.classes
         half = float(self.alpha) / 2
         out = [c for i, c in enumerate(classes) if p_dens[i] >= half > p_disc[i]]
@@ -195,22 +195,21 @@ class Decider:
                         p_values_discriminative={c: float(v) for c, v in zip(classes, p_disc)})
         if out:
             decision.update(why_inconclusive=list(decision.why_inconclusive or []) + [
-                f"left out by the discriminative test ({disc.kind}: another system explains the call better, "
-                f"p_disc < alpha/2): {', '.join(out)}"])
+                f"left out by the discriminative test ({self.conformal.disc.kind}: another system explains the "
+                f"call better, p_disc < alpha/2): {', '.join(out)}"])
 
-    def _guard_inputs(self, xs: Sequence[np.ndarray], pv: np.ndarray | None,
-                      p_ood: float | None) -> tuple[np.ndarray, float | None] | None:
-        """What the artifact's decision guard (round 9, :mod:`.naming`) reads: (the density p-value of every system,
-        the gate's p_ood) — Bonferroni-combined over several suspects (``min(1, n min_i)``) — or None without a
-        guard or for a non-finite point. Without a discriminative part the density p-values are ``pv``."""
+    def _guard_inputs(self, xs: Sequence[np.ndarray],
+                      dens: Sequence[tuple[np.ndarray, float | None]]) -> tuple[np.ndarray, float | None] | None:
+        """What the artifact's decision guard (round 9, :mod:`.naming`) reads, from each suspect's (density
+        p-values, gate p_ood) in ``dens`` (:meth:`_p_parts`): (the density p-value of every system, the gate's
+        p_ood) — Bonferroni-combined over several suspects (``min(1, n min_i)``) — or None without a guard or for
+        a non-finite point."""
         if self.conformal is None or self.conformal.guard is None or not all(np.all(np.isfinite(x)) for x in xs):
             return None
-        if self.conformal.disc is None and len(xs) == 1 and pv is not None:
-            return pv, p_ood
-        dens = [self.conformal.density_p_values(self.model.standardise(x)) for x in xs]
-        pd = np.minimum(1.0, len(xs) * np.min([d[0][0] for d in dens], 0))
-        oods = [d[1] for d in dens if d[1] is not None]
-        return pd, (float(min(1.0, len(xs) * min(float(o[0]) for o in oods))) if oods else None)
+        n = len(xs)
+        pd = np.minimum(1.0, n * np.min([d for d, _ in dens], 0))
+        oods = [o for _, o in dens if o is not None]
+        return pd, (float(min(1.0, n * min(oods))) if oods else None)
 
     def _label(self, p: np.ndarray, m2: float, top_k: int, n_calls: int = 1,
                pv: np.ndarray | None = None, guard_in: tuple[np.ndarray, float | None] | None = None) -> Decision:
@@ -339,11 +338,11 @@ class Decider:
         xs = [self.vector(f) for f in feature_sets]
         ps, ms = zip(*(self.posteriors(x) for x in xs))
         p = np.mean(np.stack(ps), 0)
-        pv = None
+        pv = gin = None
         if self.conformal is not None:
-            pvs = np.stack([self.p_values(x) for x in xs])
-            pv = np.minimum(1.0, len(xs) * pvs.min(0))
-        gin = None if pv is None else self._guard_inputs(xs, None, None)
+            parts = [self._p_parts(x) for x in xs]
+            pv = np.minimum(1.0, len(xs) * np.stack([q[0] for q in parts]).min(0))
+            gin = self._guard_inputs(xs, [(q[1], q[3]) for q in parts])
         d = self._label(p, float(np.median(ms)), top_k, n_calls=len(xs), pv=pv, guard_in=gin)
         d.update(rule=self._statistical_rule())
         d.update(aggregate=(f"mean posterior over {len(xs)} suspect(s) of this reference (median distance)"

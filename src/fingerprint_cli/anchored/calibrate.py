@@ -166,10 +166,18 @@ class Conformal:
 
     def p_values_and_ood(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(the (n, K) p-values of :meth:`p_values`, the gate's (n,) whole-corpus p_ood — None without a gate)."""
-        P, p_ood = self.density_p_values(Z)
-        if self.disc is not None:
-            P = discriminative.combine(P, self.disc.p_values(Z))
+        P, _, _, p_ood = self.p_value_parts(Z)
         return P, p_ood
+
+    def p_value_parts(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Each p-value computed once: (the (n, K) p-values of :meth:`p_values`, the density p-values they combine
+        (:meth:`density_p_values`; the same array without a discriminative part), the discriminative ones or None,
+        the gate's p_ood or None)."""
+        dens, p_ood = self.density_p_values(Z)
+        if self.disc is None:
+            return dens, dens, None, p_ood
+        p_disc = self.disc.p_values(Z)
+        return discriminative.combine(dens, p_disc), dens, p_disc, p_ood
 
     def density_p_values(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(the (n, K) density p-values — with the gate, combined with it —, the gate's p_ood or None): the
