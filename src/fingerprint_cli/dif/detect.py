@@ -30,8 +30,9 @@ the calibration sets its own condition — read from its file header — cannot 
 Several fingerprints (:func:`decide`): the claimants are those that call the image generated. None:
 ``not-detected`` (:data:`NOT_DETECTED`; ``detected`` false, ``generated`` null): no fingerprint of the library
 detected it at its stated false-positive rate. That is not a claim that the image is real — the miss rate is not
-calibrated, and a generator outside the library is never detected — so no label ``real`` is given, and outside
-the calibrated conditions the answer is ``unknown`` (:func:`abstain_outside`), as a claim there would be. One: its generator. Several: the one with the highest score is named only when
+calibrated, and a generator outside the library is never detected — so no label ``real`` is given; outside the
+calibrated conditions of every fingerprint the answer is ``unknown`` (:func:`abstain_outside`), as a claim there
+would be, and inside only some of them it names which fingerprints it holds for. One: its generator. Several: the one with the highest score is named only when
 it is a **clear winner** — its score exceeds the runner-up claimant's by at least ``margin`` (default
 :data:`CLEAR_MARGIN` = 2 real-image standard deviations of z); otherwise the label is ``unknown`` (generated,
 by one of the candidates listed, which one is not resolved). With K calibrated fingerprints the chance that a

@@ -9,6 +9,7 @@ for every batch of every epoch; fpx computes each image's residual once (:func:`
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -232,10 +233,11 @@ def _augment_window(pixels: np.ndarray, view, crop: int, path: str) -> np.ndarra
     return augment_apply(pixels, view, crop, path)
 
 
-def recompressed_window(pixels: np.ndarray, view, crop: int, path: str) -> np.ndarray:
-    """The view function of condition calibration: the whole image through ``view`` (a
-    :class:`~.condition.Recompression`), then the centre crop detection would take."""
-    return centre_crop(view.apply(pixels, path), crop, path)
+def recompressed_window(pixels: np.ndarray, view, crop: int, path: str, allow_smaller: bool = False) -> np.ndarray:
+    """The view function of condition calibration and format matching: the whole image through ``view`` (a
+    :class:`~.condition.Recompression`), then the centre crop detection would take (smaller than ``crop`` only
+    with ``allow_smaller``)."""
+    return centre_crop(view.apply(pixels, path), crop, path, allow_smaller)
 
 
 def compute_views(paths: Sequence[str], views: Callable[[str], Sequence], denoiser: Denoiser, crop: int, *,
@@ -291,14 +293,6 @@ def _header_lossless(p: str) -> bool:
         return False
 
 
-def _matched_window(allow_smaller: bool):
-    """The view function of format matching: the whole image re-encoded (a :class:`~.condition.Recompression`),
-    then detection's centre crop (smaller than ``crop`` only with ``allow_smaller``)."""
-    def window(pixels: np.ndarray, view, crop: int, path: str) -> np.ndarray:
-        return centre_crop(view.apply(pixels, path), crop, path, allow_smaller)
-    return window
-
-
 def _merge_in_order(paths: Sequence[str], parts: dict[bool, tuple[list, list[dict]]]) -> tuple[list, list[dict]]:
     """Interleave the results of the two groups (lossless True / False) back into the order of ``paths``
     (an image that failed is missing from its group's infos, so each group is walked with a pointer)."""
@@ -330,7 +324,7 @@ def compute_matched(paths: Sequence[str], denoiser: Denoiser, crop: int, quality
                        allow_smaller=allow_smaller)
     flagged = [(str(p), _header_lossless(str(p))) for p in paths]
     view = Recompression(quality=int(quality))
-    window = _matched_window(allow_smaller)
+    window = functools.partial(recompressed_window, allow_smaller=allow_smaller)
     lossless = [p for p, f in flagged if f]
     # with smaller images allowed, windows may differ in size: one image per call (detection's case)
     chunks = [[p] for p in lossless] if allow_smaller else ([lossless] if lossless else [])
