@@ -450,6 +450,14 @@ def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float,
     return np.stack(chans, axis=2).astype(np.float32)
 
 
+def resize_long_side(pixels: np.ndarray, side: float, min_side: int = 8) -> np.ndarray:
+    """:func:`resize` so that the long side is ``side`` px (each side at least ``min_side``), clipped to [0, 1];
+    an image already at that size is only clipped."""
+    h, w = pixels.shape[:2]
+    s = side / max(h, w)
+    return np.clip(resize(pixels, max(min_side, round(h * s)), max(min_side, round(w * s))), 0, 1)
+
+
 def save_png(pixels: np.ndarray, path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (),
              bits: int = 8) -> str:
     """Write ``pixels`` (float in [0,1] or uint8/uint16) losslessly as PNG, atomically.

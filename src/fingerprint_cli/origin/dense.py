@@ -44,12 +44,7 @@ REGIONS = ("overlap", "hull")  # where the correlation is summed (local.Settings
 def luma(px: np.ndarray, side: float) -> np.ndarray:
     """Float luma in [0, 1] of a float RGB image resized so that its long side is ``side`` px (not above ×1 of
     an image already smaller — the caller asks for what it needs)."""
-    px = np.asarray(px, np.float32)
-    h, w = px.shape[:2]
-    s = side / max(h, w)
-    if abs(s - 1.0) > 1e-6:
-        px = np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1)
-    return np.ascontiguousarray(images.luma(px), np.float32)
+    return np.ascontiguousarray(images.luma(images.resize_long_side(np.asarray(px, np.float32), side)), np.float32)
 
 
 def _masked_blur(x: np.ndarray, m: np.ndarray, sigma: float) -> np.ndarray:
@@ -138,7 +133,4 @@ def score(suspect: np.ndarray, reference: np.ndarray, A: np.ndarray, mirrored: b
 def rgb(px: np.ndarray) -> np.ndarray:
     """A suspect's float RGB pixels at the comparison's scale (:data:`WORK` px on the long side): all that
     :func:`score` reads of it (a small copy to carry instead of the whole image)."""
-    px = np.asarray(px, np.float32)
-    h, w = px.shape[:2]
-    s = WORK / max(h, w)
-    return np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1).astype(np.float32)
+    return images.resize_long_side(np.asarray(px, np.float32), WORK).astype(np.float32)

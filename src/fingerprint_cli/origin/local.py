@@ -147,11 +147,7 @@ class Features:
 
 def _gray(px: np.ndarray, side: float = SIDE) -> np.ndarray:
     """Luma as uint8, resized so that its long side is ``side`` px."""
-    px = np.asarray(px, np.float32)
-    h, w = px.shape[:2]
-    s = side / max(h, w)
-    if abs(s - 1.0) > 1e-6:
-        px = np.clip(images.resize(px, max(8, round(h * s)), max(8, round(w * s))), 0, 1)
+    px = images.resize_long_side(np.asarray(px, np.float32), side)
     return np.ascontiguousarray(np.clip(np.rint(images.luma(px) * 255.0), 0, 255).astype(np.uint8))
 
 
