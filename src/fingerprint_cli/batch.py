@@ -38,19 +38,22 @@ def expand_paths(paths: Sequence[str | os.PathLike], recursive: bool = False, qu
     for p in paths:
         pp = Path(p)
         if pp.is_dir():
-            out.extend(str(x) for x in images.list_images(pp, recursive=recursive))
-            say_left_out(pp, recursive, quiet)
+            found = images.list_images(pp, recursive=recursive)
+            out.extend(str(x) for x in found)
+            say_left_out(pp, recursive, quiet, listed=found)
         else:
             out.append(str(p))
     return out
 
 
-def left_out(folder: str | os.PathLike, recursive: bool = False) -> list[str]:
+def left_out(folder: str | os.PathLike, recursive: bool = False,
+             listed: Iterable[Path] | None = None) -> list[str]:
     """The entries of ``folder`` that :func:`fingerprint_cli.images.list_images` does not list: files without an
     image suffix (an image named ``IMG_0001`` or ``photo.heic``), hidden files, and — not ``recursive`` —
-    subfolders (written ``name/``); relative to ``folder``, sorted."""
+    subfolders (written ``name/``); relative to ``folder``, sorted. ``listed``: that listing when the caller
+    already has it (the folder is not listed again)."""
     d = Path(folder)
-    listed = set(images.list_images(d, recursive=recursive))
+    listed = set(images.list_images(d, recursive=recursive) if listed is None else listed)
     out = []
     for p in sorted(d.rglob("*") if recursive else d.iterdir()):
         try:
@@ -65,12 +68,13 @@ def left_out(folder: str | os.PathLike, recursive: bool = False) -> list[str]:
     return out
 
 
-def say_left_out(folder: str | os.PathLike, recursive: bool = False, quiet: bool = False) -> None:
-    """One stderr warning naming what a run does not read in ``folder`` (:func:`left_out`; nothing when it reads
-    every entry): a folder handed to fpx is never thinned out silently."""
+def say_left_out(folder: str | os.PathLike, recursive: bool = False, quiet: bool = False,
+                 listed: Iterable[Path] | None = None) -> None:
+    """One stderr warning naming what a run does not read in ``folder`` (:func:`left_out`, ``listed`` passed on;
+    nothing when it reads every entry): a folder handed to fpx is never thinned out silently."""
     if quiet:
         return
-    skipped = left_out(folder, recursive)
+    skipped = left_out(folder, recursive, listed)
     if skipped:
         shown = ", ".join(skipped[:8]) + (f", ... ({len(skipped) - 8} more)" if len(skipped) > 8 else "")
         warn(f"{folder}: {len(skipped)} {'entry' if len(skipped) == 1 else 'entries'} not read (not an image by "
