@@ -64,3 +64,30 @@ def test_triage_uses_the_fingerprint_calibration_detect_uses(calibrated):
     assert tri[str(inbox / "flat.png")].details["generator"]["fingerprints"][0]["generated"] is False
     [prov] = next(iter(tri.values())).provenance["fingerprints"]  # the provenance says the same
     assert prov["calibrated"] is True and prov["fpr"] == 0.05 and prov["n_real"] == 39
+
+
+def test_triage_format_matches_a_lossless_image_as_detect_does(tmp_path):
+    """A ``format-matched`` fingerprint re-encodes every lossless image at its quality before the residual, in
+    fitting, calibration and ``fpx detect``; triage computed the residual of the PNG as it is, so its p-value was
+    not the one the stated rate was calibrated for. Triage and detect agree now."""
+    d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}
+    real_jpeg = tmp_path / "real_jpeg"  # the real class as JPEG, so there is a quality to match
+    real_jpeg.mkdir()
+    for p in images.list_images(d["real"]):
+        (real_jpeg / (p.stem + ".jpg")).write_bytes(images.encode(images.load_image(p).pixels, "JPEG", quality=85))
+    fp_file = tmp_path / "fm.fpx.safetensors"
+    api.extract(d["gen"], real_jpeg, fp_file, name="gen", method="average", crop=48, denoiser="gaussian",
+                test_fraction=0.25, profile="format-matched", quiet=True)
+    cal_file = tmp_path / "fm-cal.fpx.safetensors"
+    api.dif_calibrate(fp_file, [d["cal"]], cal_file, fpr=0.1, quiet=True)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(3):
+        images.save_png(natural_image(48, 48, seed=700 + i), inbox / f"y{i}.png")
+    det = {r.inputs["image"]["path"]: r for r in api.detect([cal_file], [inbox], quiet=True)}
+    tri = {r.inputs["image"]["path"]: r for r in core.run([inbox], fingerprints=[str(cal_file)])}
+    assert set(det) == set(tri) and len(det) == 3
+    for path, t in tri.items():
+        [f] = t.details["generator"]["fingerprints"]
+        assert f["rho"] == pytest.approx(det[path].features["rho"], rel=1e-5, abs=1e-7), path
+        assert f["p_value"] == pytest.approx(det[path].features["p_value"]), path

@@ -257,13 +257,18 @@ def _generator_evidence(pixels, path, fingerprint_paths, condition) -> dict[str,
     return {"fingerprints": per, "claimed_by": claimed}
 
 
-def _residual(fp, pixels: np.ndarray, path: str, cache: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
-    """The image's residual under the fingerprint's denoiser and crop, computed once per (denoiser, crop)."""
+def _residual(fp, pixels: np.ndarray, path: str, cache: dict[tuple, np.ndarray], lossless: bool = False
+              ) -> np.ndarray:
+    """The image's residual under the fingerprint's denoiser and crop, computed once per (denoiser, crop, format
+    matching): a ``format-matched`` fingerprint's lossless image is first re-encoded at its quality, as ``fpx
+    detect`` does (:func:`fingerprint_cli.dif.residuals.compute_matched`), so its calibration holds here too."""
     dif = _dif()
     den = dif.detect.denoiser_for(fp)
-    key = (den.sha256, fp.crop)
+    q = dif.detect.matched_quality(fp) if lossless else None
+    key = (den.sha256, fp.crop, q)
     if key not in cache:
-        crop = dif.residuals.centre_crop(pixels, fp.crop, path, allow_smaller=True)
+        px = pixels if q is None else dif_condition.Recompression(quality=q).apply(pixels, path)
+        crop = dif.residuals.centre_crop(px, fp.crop, path, allow_smaller=True)
         cache[key] = den.residual(dif.residuals.to_batch(crop))[0].numpy().astype(np.float32)
     return cache[key]
 
@@ -271,7 +276,8 @@ def _residual(fp, pixels: np.ndarray, path: str, cache: dict[tuple[str, int], np
 def _fingerprint_entry(fp, fpath: str, pixels: np.ndarray, path: str, cache: dict, condition) -> dict[str, Any]:
     """One fingerprint's ρ, score and call on the image: at its calibrated FPR, or by the paper's rule."""
     detect = _dif().detect
-    rho = float(detect.correlate_residuals(fp, [_residual(fp, pixels, path, cache)])[0])
+    lossless = bool((condition or {}).get("lossless"))
+    rho = float(detect.correlate_residuals(fp, [_residual(fp, pixels, path, cache, lossless)])[0])
     score = float(detect.scores(fp, np.array([rho]))[0])
     cal = calibration_of(fp)
     conformal = _has_conformal(fp)
