@@ -716,15 +716,17 @@ def _residuals(detect: Any, fp: Any, paths: Sequence[str], cache: Any, aug: Any 
     """Residuals of ``paths`` with ``fp``'s denoiser and crop, through ``cache``; images that fail to load are
     left out (their ρ become NaN in :func:`_by_path`). With ``aug`` (an equalising augmentation, or a
     :class:`_Chain` of them with ``window=_chain_window``) each image's centre crop is passed through it first
-    (cached per image and augmentation); images smaller than the crop are then left out too."""
-    from fingerprint_cli.dif.residuals import compute, compute_views  # imports torch
+    (cached per image and augmentation); images smaller than the crop are then left out too. Without ``aug`` a
+    ``format-matched`` fingerprint's lossless images are re-encoded at its quality first, as ``fpx detect`` does
+    (:func:`fingerprint_cli.dif.residuals.compute_matched`)."""
+    from fingerprint_cli.dif.residuals import compute_matched, compute_views  # imports torch
 
     if aug is not None:
         res, infos, _ = compute_views(list(paths), lambda sha: [aug], detect.denoiser_for(fp), fp.crop, cache=cache,
                                       on_error=lambda p, exc: None, window=window)
         return res[:, 0], infos
-    return compute(list(paths), detect.denoiser_for(fp), fp.crop, cache=cache, on_error=lambda p, exc: None,
-                   allow_smaller=True)
+    return compute_matched(list(paths), detect.denoiser_for(fp), fp.crop, detect.matched_quality(fp), cache=cache,
+                           on_error=lambda p, exc: None, allow_smaller=True)
 
 
 def _by_path(paths: Sequence[str], infos: list[dict], vals: Any) -> np.ndarray:
