@@ -39,11 +39,25 @@ def test_detect_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
     assert res.exit_code == 0 and not _left_out_lines(res.stderr, mix)
 
 
-def test_origin_index_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
+def _refs(tmp_path, seed: int):
+    """A folder of twelve reference photos (``natural_image`` of seeds ``seed`` ...)."""
     refs = tmp_path / "refs"
     refs.mkdir()
     for i in range(12):
-        images.save_png(natural_image(96, 128, seed=600 + i).astype(np.float32), refs / f"r{i:02d}.png")
+        images.save_png(natural_image(96, 128, seed=seed + i).astype(np.float32), refs / f"r{i:02d}.png")
+    return refs
+
+
+def _small_index(tmp_path, seed: int):
+    """(the reference folder of :func:`_refs`, its global-only index built by the CLI)."""
+    refs = _refs(tmp_path, seed)
+    idx = tmp_path / "a.fpxindex"
+    assert _invoke("origin", "index", refs, "-o", idx, "--dim", "12", "--no-local", "-q").exit_code == 0
+    return refs, idx
+
+
+def test_origin_index_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
+    refs = _refs(tmp_path, 600)
     (refs / "IMG_0001").write_bytes(images.encode(natural_image(96, 128, seed=700), "JPEG", quality=90))
     (refs / "sub").mkdir()
     images.save_png(natural_image(96, 128, seed=800).astype(np.float32), refs / "sub" / "s.png")  # searched into
@@ -57,12 +71,7 @@ def test_origin_index_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
 
 
 def test_origin_query_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for i in range(12):
-        images.save_png(natural_image(96, 128, seed=900 + i).astype(np.float32), refs / f"r{i:02d}.png")
-    idx = tmp_path / "a.fpxindex"
-    assert _invoke("origin", "index", refs, "-o", idx, "--dim", "12", "--no-local", "-q").exit_code == 0
+    _, idx = _small_index(tmp_path, 900)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     images.save_png(natural_image(96, 128, seed=903).astype(np.float32), inbox / "q.png")
@@ -79,18 +88,11 @@ def test_origin_query_on_a_mixed_folder_says_what_it_did_not_read(tmp_path):
 def test_not_in_library_says_absence_is_not_proven_and_found_does_not(tmp_path):
     from fingerprint_cli.origin import library
 
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for i in range(12):
-        images.save_png(natural_image(96, 128, seed=1000 + i).astype(np.float32), refs / f"r{i:02d}.png")
-    idx = tmp_path / "a.fpxindex"
-    assert _invoke("origin", "index", refs, "-o", idx, "--dim", "12", "--no-local", "-q").exit_code == 0
+    refs, idx = _small_index(tmp_path, 1000)
     absent = tmp_path / "absent.png"
     noise = np.random.default_rng(5).random((96, 128, 3)).astype(np.float32)  # nothing like any reference
     images.save_png(noise, absent)
-    by = {r.inputs["suspect"]["path"] if "suspect" in r.inputs else r.path: r.decision
-          for r in library.query([str(refs / "r03.png"), str(absent)], str(idx))}
-    decs = list(by.values())
+    decs = [r.decision for r in library.query([str(refs / "r03.png"), str(absent)], str(idx))]
     found = [d for d in decs if d["label"] == "found"]
     missed = [d for d in decs if d["label"] == "not-in-library"]
     assert found and "note" not in found[0]
