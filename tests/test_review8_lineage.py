@@ -10,13 +10,11 @@ own format is untouched. Pure logic on the planted-pattern testbed of test_linea
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
 import numpy as np
 
-from test_api import _dif_corpus
 from test_lineage import run_analyse, testbed  # noqa: F401 - the module-scoped fixture
-from fingerprint_cli import api, images
+from test_review8_triage import format_matched_fingerprint
+from fingerprint_cli import images
 from fingerprint_cli.lineage import analysis
 
 
@@ -61,14 +59,7 @@ def test_lineage_format_matches_a_lossless_image_as_detect_does(tmp_path):
     from fingerprint_cli.dif import detect  # imports torch
     from fingerprint_cli.dif.fingerprint import Fingerprint
 
-    d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}
-    real_jpeg = tmp_path / "real_jpeg"
-    real_jpeg.mkdir()
-    for p in images.list_images(d["real"]):
-        (real_jpeg / (p.stem + ".jpg")).write_bytes(images.encode(images.load_image(p).pixels, "JPEG", quality=85))
-    fp_file = tmp_path / "fm.fpx.safetensors"
-    api.extract(d["gen"], real_jpeg, fp_file, name="gen", method="average", crop=48, denoiser="gaussian",
-                test_fraction=0.25, profile="format-matched", quiet=True)
+    fp_file, d = format_matched_fingerprint(tmp_path)
     fp = Fingerprint.load(fp_file)
     pngs = [str(p) for p in images.list_images(d["cal"])][:4]
     got = analysis._Correlator(None, None, 8).correlate(fp, pngs)

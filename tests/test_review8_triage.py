@@ -66,18 +66,25 @@ def test_triage_uses_the_fingerprint_calibration_detect_uses(calibrated):
     assert prov["calibrated"] is True and prov["fpr"] == 0.05 and prov["n_real"] == 39
 
 
-def test_triage_format_matches_a_lossless_image_as_detect_does(tmp_path):
-    """A ``format-matched`` fingerprint re-encodes every lossless image at its quality before the residual, in
-    fitting, calibration and ``fpx detect``; triage computed the residual of the PNG as it is, so its p-value was
-    not the one the stated rate was calibrated for. Triage and detect agree now."""
+def format_matched_fingerprint(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """A ``format-matched`` fingerprint of the DIF test corpus, fitted against its real class re-saved as JPEG q85
+    (so there is a quality to match), and the corpus folders (also used by tests/test_review8_lineage.py)."""
     d = {k: Path(v) for k, v in _dif_corpus(tmp_path).items()}
-    real_jpeg = tmp_path / "real_jpeg"  # the real class as JPEG, so there is a quality to match
+    real_jpeg = tmp_path / "real_jpeg"
     real_jpeg.mkdir()
     for p in images.list_images(d["real"]):
         (real_jpeg / (p.stem + ".jpg")).write_bytes(images.encode(images.load_image(p).pixels, "JPEG", quality=85))
     fp_file = tmp_path / "fm.fpx.safetensors"
     api.extract(d["gen"], real_jpeg, fp_file, name="gen", method="average", crop=48, denoiser="gaussian",
                 test_fraction=0.25, profile="format-matched", quiet=True)
+    return fp_file, d
+
+
+def test_triage_format_matches_a_lossless_image_as_detect_does(tmp_path):
+    """A ``format-matched`` fingerprint re-encodes every lossless image at its quality before the residual, in
+    fitting, calibration and ``fpx detect``; triage computed the residual of the PNG as it is, so its p-value was
+    not the one the stated rate was calibrated for. Triage and detect agree now."""
+    fp_file, d = format_matched_fingerprint(tmp_path)
     cal_file = tmp_path / "fm-cal.fpx.safetensors"
     api.dif_calibrate(fp_file, [d["cal"]], cal_file, fpr=0.1, quiet=True)
     inbox = tmp_path / "inbox"
