@@ -46,6 +46,7 @@ from fingerprint_cli.anchored import score as score_mod
 from fingerprint_cli.anchored import survival, thresholds
 from fingerprint_cli.batch import Pair, Results
 from fingerprint_cli.dif import condition as dif_condition  # torch-free (dif.detect is not)
+from fingerprint_cli.dif import restore as dif_restore  # torch-free too
 from fingerprint_cli.errors import UsageError
 from fingerprint_cli.lineage.job import lineage_job
 from fingerprint_cli.origin import library as origin_lib
@@ -531,7 +532,8 @@ def extract(generated: PathLike, real: PathLike, out: PathLike, *, name: str | N
 
 def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprint_dir: PathLike | None = None,
            margin: float = 2.0, force: bool = False, use_cache: bool = True, output: PathLike | None = None,
-           fmt: str | None = None, resume: bool = False, quiet: bool = False, stdout: bool = False) -> Results:
+           fmt: str | None = None, resume: bool = False, quiet: bool = False, stdout: bool = False,
+           restore_scale: bool | None = None) -> Results:
     """Test images (files or folders) against fingerprints (artifact paths or loaded
     :class:`~fingerprint_cli.dif.fingerprint.Fingerprint` objects, plus those in ``fingerprint_dir``; none: the
     shipped library): one ``detect`` record per image (``fpx detect``), an unreadable image an error record.
@@ -542,11 +544,14 @@ def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprin
     without a clear winner, ``not-detected`` (``detected: false``, ``generated: null``) when none does — not a
     claim that the image is real: the miss rate is not calibrated — and ``unknown`` outside the conditions a
     fingerprint was calibrated on (``call_outside_conditions`` keeps the withheld call). ``force`` uses fingerprints whose seal or pin fails (records
-    then say ``verified: false``).
+    then say ``verified: false``). ``restore_scale``: resample a resized suspect back to the training scale where a
+    fingerprint holds calibration sets for its scale band (records say ``scale_restored``); None: the default
+    (``fingerprint_cli.dif.restore.DETECT_DEFAULT``).
     """
     from fingerprint_cli.dif import detect as dif_detect
 
-    return dif_detect.run(list(fingerprints), list(paths),
+    restore_scale = dif_restore.DETECT_DEFAULT if restore_scale is None else bool(restore_scale)
+    return dif_detect.run(list(fingerprints), list(paths), restore_scale=restore_scale,
                           fingerprint_dir=str(fingerprint_dir) if fingerprint_dir is not None else None,
                           margin=margin, force=force, use_cache=use_cache, output=output, fmt=fmt, resume=resume,
                           quiet=quiet, stdout=stdout)
@@ -555,7 +560,8 @@ def detect(fingerprints: Sequence[Any], paths: Sequence[PathLike], *, fingerprin
 def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike, *, fpr: float = 0.01,
                   description: str | None = None, dtype: str = "float32", force: bool = False,
                   conditions: Sequence[str] | None = None, use_cache: bool = True, fmt: str | None = None,
-                  quiet: bool = False, stdout: bool = False, lossless_real: Sequence[PathLike] = ()) -> Results:
+                  quiet: bool = False, stdout: bool = False, lossless_real: Sequence[PathLike] = (),
+                  restore_scales: Sequence[float] | str = (), restore_method: str = "bicubic") -> Results:
     """Calibrate a fingerprint's detection threshold at the false-positive rate ``fpr`` (0 < FPR <= 0.5) on the
     held-out real images in the folders ``real`` and write the sealed calibrated fingerprint to ``out`` (never an
     input; ``fpx dif-calibrate``). ``dtype`` ``float16`` stores (and calibrates) the half-precision pattern.
@@ -563,12 +569,15 @@ def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike
     images are also calibrated under, so the stated rate holds on such copies (default
     ``fingerprint_cli.dif.condition.DEFAULT_RECOMPRESSIONS``; ``["none"]``: as distributed only).
     ``lossless_real``: folders of lossless real photos (PNG) calibrated as their own set, so the stated rate
-    also holds for lossless suspects. Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ thresholds, the images skipped)."""
+    also holds for lossless suspects. ``restore_scales``: scale bands (e.g. ``[0.9, 0.75, 0.5]``, or
+    ``"default"``) whose resized suspects `fpx detect` resamples back to the training scale, calibrated on the same
+    images as such suspects with kernel ``restore_method`` (:mod:`fingerprint_cli.dif.restore`). Returns one ``dif-calibrate`` record (the stated FPR, n, the ρ thresholds, the images skipped)."""
     from fingerprint_cli.dif import detect as dif_detect
 
     return dif_detect.run_calibrate(fingerprint, list(real), out, fpr=fpr, description=description, dtype=dtype,
                                     force=force, use_cache=use_cache, fmt=fmt, quiet=quiet, stdout=stdout,
-                                    lossless_real=list(lossless_real), conditions=dif_condition.DEFAULT_RECOMPRESSIONS if conditions is None
+                                    lossless_real=list(lossless_real), restore_scales=restore_scales,
+                                    restore_method=restore_method, conditions=dif_condition.DEFAULT_RECOMPRESSIONS if conditions is None
                                     else list(conditions))
 
 

@@ -434,9 +434,14 @@ def luma(pixels: np.ndarray, dtype=np.float32) -> np.ndarray:
     return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
 
 
-def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float, float, float] | None = None
-           ) -> np.ndarray:
-    """Bicubic resize of a float (H, W, C) image, antialiased when shrinking (Pillow's filter).
+#: the resampling kernels :func:`resize` offers (Pillow's filters, antialiased when shrinking)
+RESAMPLING = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
+
+
+def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float, float, float] | None = None,
+           kernel: str = "bicubic") -> np.ndarray:
+    """Resize of a float (H, W, C) image with ``kernel`` (:data:`RESAMPLING`; bicubic by default), antialiased
+    when shrinking (Pillow's filter).
 
     Each channel is resampled in 32-bit float (no 8-bit rounding); output is not clipped. ``box`` = (left,
     upper, right, lower) in source pixels (floats) resamples only that region to (height, width), reading the
@@ -446,7 +451,7 @@ def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float,
     if box is None and pixels.shape[0] == height and pixels.shape[1] == width:
         return pixels
     chans = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]), mode="F")
-                        .resize((width, height), Image.BICUBIC, box=box)) for c in range(pixels.shape[2])]
+                        .resize((width, height), RESAMPLING[kernel], box=box)) for c in range(pixels.shape[2])]
     return np.stack(chans, axis=2).astype(np.float32)
 
 

@@ -13,6 +13,7 @@ import typer
 from fingerprint_cli import api
 from fingerprint_cli.cli import common
 from fingerprint_cli.dif import augment  # no torch: the training profiles are plain data
+from fingerprint_cli.dif import restore  # no torch either
 from fingerprint_cli.errors import FpxError
 
 ORDER = 50
@@ -20,6 +21,7 @@ ORDER = 50
 # closed option sets (tests/test_dif_conditions.py checks them against fingerprint_cli.dif: METHODS, DTYPES)
 Method = Enum("Method", {m: m for m in ("dif", "average", "spectral")}, type=str)
 Dtype = Enum("Dtype", {d: d for d in ("float32", "float16")}, type=str)
+RestoreMethod = Enum("RestoreMethod", {m: m for m in restore.METHODS}, type=str)
 #: = fingerprint_cli.dif.condition.DEFAULT_RECOMPRESSIONS (tested), spelled here so `fpx --help` loads no torch
 DEFAULT_CONDITIONS = "none,jpeg90,jpeg75,jpeg50,resize0.9"
 
@@ -122,6 +124,12 @@ def detect_cmd(
     output: Optional[Path] = common.OutputOpt,
     resume: bool = common.ResumeOpt,
     quiet: bool = common.QuietOpt,
+    restore_scale: Optional[bool] = typer.Option(None, "--restore-scale/--no-restore-scale",
+                                                 help="resample a resized suspect back to the fingerprint's "
+                                                      "training scale where the fingerprint is calibrated for "
+                                                      "its scale band (dif-calibrate --restore-scales); records "
+                                                      "say scale_restored. Default: "
+                                                      + ("on" if restore.DETECT_DEFAULT else "off")),
 ) -> None:
     """Detect generators' images with their fingerprints: one record per image with ρ, score, p-value.
 
@@ -142,7 +150,7 @@ def detect_cmd(
     try:
         records = api.detect(fp_paths, rest, fingerprint_dir=fingerprint_dir, margin=margin, force=force,
                              use_cache=not no_cache, output=output, fmt=fmt, resume=resume, quiet=quiet,
-                             stdout=True)
+                             stdout=True, restore_scale=restore_scale)
     except FpxError as exc:
         common.die(exc)
     common.finish(records)
@@ -167,6 +175,13 @@ def dif_calibrate(
                                              help="folder of held-out lossless real photos (PNG; repeatable), "
                                                   "calibrated as their own set so the stated rate also holds "
                                                   "for lossless suspects"),
+    restore_scales: str = typer.Option("", "--restore-scales",
+                                       help="scale bands (comma-separated downscales, e.g. 0.9,0.75,0.5, or "
+                                            "'default') whose resized suspects detect resamples back to the "
+                                            "training scale: the real images are also calibrated resized to "
+                                            "each band (lossless and JPEG 95/85/75) and restored"),
+    restore_method: RestoreMethod = typer.Option(restore.DEFAULT_METHOD, "--restore-method",
+                                                 help="the restoration's resampling kernel"),
     no_cache: bool = common.NoResidualCacheOpt,
     fmt: Optional[str] = common.FormatOpt,
     quiet: bool = common.QuietOpt,
@@ -179,7 +194,10 @@ def dif_calibrate(
     """
     try:
         records = api.dif_calibrate(fingerprint, real, out, fpr=fpr, description=description,
-                                    dtype=common.value(dtype), conditions=_conditions(conditions), force=force, lossless_real=lossless_real, use_cache=not no_cache, fmt=fmt, quiet=quiet, stdout=True)
+                                    dtype=common.value(dtype), conditions=_conditions(conditions), force=force,
+                                    lossless_real=lossless_real, restore_scales=restore_scales,
+                                    restore_method=common.value(restore_method), use_cache=not no_cache, fmt=fmt,
+                                    quiet=quiet, stdout=True)
     except FpxError as exc:
         common.die(exc)
     raise typer.Exit(records.exit_code)

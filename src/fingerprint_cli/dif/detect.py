@@ -51,7 +51,9 @@ import torch
 
 from fingerprint_cli import artifacts, atomic, batch, guard, images
 from fingerprint_cli.anchored.score import base_provenance
-from fingerprint_cli.dif import condition
+import functools
+
+from fingerprint_cli.dif import condition, restore
 from fingerprint_cli.dif import route as routing
 from fingerprint_cli.dif.baselines import log_spectrum
 from fingerprint_cli.dif.condition import AS_DISTRIBUTED, LOSSLESS_SET, Recompression
@@ -270,6 +272,8 @@ def calibration_rho(cal: Conformal, set_id: str = AS_DISTRIBUTED) -> list[float]
         return list(cal.rho)
     if set_id == LOSSLESS_SET:
         return list(cal.lossless["rho"])
+    if set_id.startswith(restore.PREFIX):
+        return restore.set_rho(cal, set_id)
     return list(cal.recompressions[set_id]["rho"])
 
 
@@ -374,7 +378,9 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
               on_skip: Callable[[str, str], None] | None = None, progress: Callable[..., None] | None = None,
               description: str | None = None, recompressions: Sequence[str] = (),
               on_condition_skip: Callable[[str, str], None] | None = None,
-              lossless_paths: Sequence[str] = (), lossless_description: str | None = None) -> Fingerprint:
+              lossless_paths: Sequence[str] = (), lossless_description: str | None = None,
+              restore_scales: Sequence[float] = (), restore_encodings: Sequence[str] = restore.DEFAULT_ENCODINGS,
+              restore_method: str = restore.DEFAULT_METHOD) -> Fingerprint:
     """A copy of ``fp`` calibrated at false-positive rate ``fpr`` on the real images ``real_paths``.
 
     The images must not have trained the fingerprint: training images (matched by sha256 against
@@ -392,9 +398,14 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
     through ``on_condition_skip(id, reason)`` and listed in ``conformal["recompressions_left_out"]``.
 
     ``lossless_paths``: lossless real images (PNG photos) calibrated as their own set, see
-    :func:`calibrate_lossless`."""
+    :func:`calibrate_lossless`.
+
+    ``restore_scales``: scale bands (e.g. 0.9, 0.75, 0.5) whose suspects detection resamples back to the
+    training scale (:mod:`.restore`); the same images are calibrated as such suspects — resized to the band,
+    saved as each of ``restore_encodings``, restored with ``restore_method`` — see :func:`_calibrate_restored`."""
     fpr = check_fpr(fpr)
     conditions = _recompressions(recompressions)
+    scales = _restoration_args(fp, restore_scales, restore_encodings, restore_method)
     need = min_calibration_images(fpr)
     paths = list(dict.fromkeys(str(p) for p in real_paths))
     if len(paths) < need:
@@ -411,6 +422,8 @@ def calibrate(fp: Fingerprint, real_paths: Sequence[str], fpr: float, *, cache: 
     new.info.conformal.rho_threshold = rho_threshold(new)
     if conditions:
         _calibrate_recompressions(new, used, conditions, need, cache, progress, on_condition_skip)
+    if scales:
+        _calibrate_restored(new, used, scales, restore_encodings, restore_method, need, cache, progress)
     if lossless_paths:
         new = calibrate_lossless(new, lossless_paths, cache=cache, on_skip=on_skip, progress=progress,
                                  description=lossless_description)
@@ -539,6 +552,48 @@ def _calibrate_recompressions(fp: Fingerprint, used: list[dict], conditions: lis
         cal.recompressions_left_out = left_out
 
 
+def _restoration_args(fp: Fingerprint, scales: Sequence[float], encodings: Sequence[str], method: str) -> list[float]:
+    """The band scales to calibrate (UsageError, before any work, for a bad scale / encoding / kernel, a
+    fingerprint whose generated training images have several sizes, or a format-matched one)."""
+    scales = restore.parse_scales(scales)
+    if not scales:
+        return []
+    restore.check_method(method)
+    if not encodings or any(Recompression.parse(e).scale != 1.0 for e in encodings):
+        raise UsageError(f"restoration encodings must be none or jpegQ (got {', '.join(encodings) or 'none'})")
+    if restore.reference_side(fp.info) is None:
+        raise UsageError("scale restoration needs a fingerprint whose generated training images have one size "
+                         "(it records their short sides): this one has several, or records none")
+    if matched_quality(fp) is not None:
+        raise UsageError("scale restoration is not available for format-matched fingerprints")
+    return scales
+
+
+def _calibrate_restored(fp: Fingerprint, used: list[dict], scales: Sequence[float], encodings: Sequence[str],
+                        method: str, need: int, cache: ResidualCache | None, progress) -> None:
+    """``conformal["restored"]``: per scale band s, the calibration images ``used`` as a suspect of that band
+    arrives (short side round(s · training short side), each of ``encodings``) and is restored
+    (:class:`.restore.BandCopy`); each image is decoded once for all its copies. UsageError when fewer than
+    ``need`` images survive."""
+    ref = restore.reference_side(fp.info)
+    quals = [Recompression.parse(e).quality for e in encodings]
+    views = [restore.BandCopy(s, ref, q, method) for s in scales for q in quals]
+    errors: list[str] = []
+    res, infos, _ = compute_views([u["path"] for u in used], lambda _sha: views, denoiser_for(fp), fp.crop,
+                                  cache=cache, progress=progress, window=recompressed_window,
+                                  on_error=lambda p, e: errors.append(f"{p}: {e}"))
+    if len(infos) < need:
+        raise UsageError(f"only {len(infos)} calibration images usable for scale restoration, fewer than the "
+                         f"{need} the rate needs" + (f" (e.g. {errors[0]})" if errors else ""))
+    bands: dict[str, dict[str, Any]] = {}
+    for k, v in enumerate(views):
+        rho = [float(x) for x in correlate_residuals(fp, res[:, k])]
+        band = bands.setdefault(f"{v.scale:g}", {"scale": v.scale, "n": len(rho), "sets": {}})
+        band["sets"][v.encoding] = {"n": len(rho), "rho": rho, "rho_threshold": rho_threshold(fp, rho)}
+    fp.info.conformal.restored = {"to": int(ref), "method": method, "slack": condition.SCALE_SLACK,
+                                  "bands": bands}
+
+
 # ------------------------------------------------------------------ detection records
 def image_condition(path: str) -> dict[str, Any]:
     """The suspect's condition (format, size, JPEG quality estimate) from its header; {} when unreadable."""
@@ -575,12 +630,32 @@ def _judge_all(fps: Sequence[Fingerprint], path: str, cache: ResidualCache | Non
     calls, sha = [], None
     for fp, ch in zip(fps, checks):
         errs: list[Exception] = []
-        rho, infos = correlations_with_info(fp, [path], cache=cache, on_error=errs_append(errs))
+        if ch.get("scale_restored"):
+            rho, infos = restored_correlations(fp, [path], ch["scale_restored"], cache=cache, on_error=errs_append(errs))
+        else:
+            rho, infos = correlations_with_info(fp, [path], cache=cache, on_error=errs_append(errs))
         if errs:
             raise errs[0]
         sha = infos[0]["sha256"]
         calls.append(judge(fp, float(rho[0]), ch.get("calibration_sets")))
     return calls, sha
+
+
+def restored_correlations(fp: Fingerprint, paths: Sequence[str], plan: dict[str, Any], *,
+                          cache: ResidualCache | None = None, on_error=None) -> tuple[np.ndarray, list[dict]]:
+    """ρ of images restored as ``plan`` says (:func:`.restore.plan`: resampled so that the short side is
+    ``to_short_side`` px with ``method``), then centre-cropped as any suspect, and [{"path", "sha256"}]. The
+    restored residual is cached under the view id :attr:`.restore.Restore.id`."""
+    view = restore.Restore(int(plan["to_short_side"]), plan["method"])
+    window = functools.partial(recompressed_window, allow_smaller=True)
+    rho, infos = [], []
+    for p in paths:  # restored windows may differ in size: one image per call
+        res, inf, _ = compute_views([p], lambda _sha: [view], denoiser_for(fp), fp.crop, cache=cache,
+                                    on_error=on_error, window=window)
+        if inf:
+            rho.append(float(correlate_residuals(fp, [res[0, 0]])[0]))
+            infos += inf
+    return np.asarray(rho, dtype=np.float64), infos
 
 
 def _features(names: Sequence[str], calls: Sequence[dict], single: bool) -> tuple[dict, dict]:
@@ -737,20 +812,22 @@ def _reasons(names: Sequence[str], calls: Sequence[dict], single: bool) -> list[
 
 def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | None = None,
                cache: ResidualCache | None = None, margin: float = CLEAR_MARGIN,
-               provenance: dict[str, Any] | None = None):
+               provenance: dict[str, Any] | None = None, restore_scale: bool = restore.DETECT_DEFAULT):
     """The detection Record of one image against one or several fingerprints (InputError when unreadable).
 
     The image's condition (JPEG quality, size; :mod:`.condition`) is read first: it picks, among several
     members of one generator's fingerprint, the one that scores the image (:func:`route`; the record's
     ``details["route"]`` says which and why), says which of each fingerprint's calibration sets the p-value is
-    taken over, and which warnings the record carries."""
+    taken over, and which warnings the record carries. ``restore_scale``: a resized suspect is resampled back to
+    the training scale where a fingerprint holds calibration sets for its scale band (:func:`.restore.check`;
+    ``details["condition"]["scale_restored"]`` says what was done); False: never (the scale only warns)."""
     cond = image_condition(path)
     grouped = routing.groups(fps)
     routed = len(grouped) < len(fps)
     fps, routes = route(fps, cond, grouped)
     names = list(names or (g[0].name for g in grouped))
     single = len(fps) == 1
-    checks = [condition.check(cond, fp.info, fp.crop) for fp in fps]
+    checks = [(restore.check if restore_scale else _unrestored_check)(cond, fp.info, fp.crop) for fp in fps]
     calls, sha = _judge_all(fps, path, cache, checks)
     feats, dirs = _features(names, calls, single)
     warnings, within = _condition_warnings(names, checks, single)
@@ -759,6 +836,8 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
     cond_out["scale"] = checks[0]["scale"] if single else {nm: ch["scale"] for nm, ch in zip(names, checks)}
     cond_out["calibration_sets"] = (checks[0]["calibration_sets"] if single else
                                     {nm: ch["calibration_sets"] for nm, ch in zip(names, checks)})
+    cond_out["scale_restored"] = (checks[0]["scale_restored"] if single else
+                                  {nm: ch["scale_restored"] for nm, ch in zip(names, checks)})
     cond_out["warnings"] = warnings
     details: dict[str, Any] = {"condition": cond_out}
     if routed:  # several members of one generator's fingerprint: which one scored it, and why
@@ -766,6 +845,11 @@ def detect_one(fps: Sequence[Fingerprint], path: str, *, names: Sequence[str] | 
     return Record("detect", {"image": {"path": path, "sha256": sha}}, features=feats, directions=dirs,
                   decision=decision, reasons=_reasons(names, calls, single), provenance=dict(provenance or {}),
                   details=details)
+
+
+def _unrestored_check(cond: dict[str, Any], meta: Any, crop: int) -> dict[str, Any]:
+    """:func:`.condition.check` with ``scale_restored`` None (restoration switched off)."""
+    return {**condition.check(cond, meta, crop), "scale_restored": None}
 
 
 def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
@@ -776,13 +860,14 @@ def detection_provenance(fps: Sequence[Fingerprint]) -> dict[str, Any]:
 
 
 def detect_many(fps: Sequence[Fingerprint], paths: Sequence[str], *, cache: ResidualCache | None = None,
-                margin: float = CLEAR_MARGIN) -> Iterator:
+                margin: float = CLEAR_MARGIN, restore_scale: bool = restore.DETECT_DEFAULT) -> Iterator:
     """One detection Record per path, in order; an unreadable image gives an error Record (the batch goes on)."""
     names = labels(fps)
     prov = detection_provenance(fps)
     for p in paths:
         try:
-            yield detect_one(fps, p, names=names, cache=cache, margin=margin, provenance=prov)
+            yield detect_one(fps, p, names=names, cache=cache, margin=margin, provenance=prov,
+                             restore_scale=restore_scale)
         except FpxError as exc:
             yield Record.failure("detect", {"image": {"path": p, "sha256": None}}, exc, prov)
         except Exception as exc:  # a runtime failure on one item: the batch goes on
@@ -866,10 +951,12 @@ def _warn_conditions(rec, quiet: bool) -> None:
 
 def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir: str | None = None,
         margin: float = CLEAR_MARGIN, force: bool = False, use_cache: bool = True, output: Any = None,
-        fmt: str | None = None, resume: bool = False, quiet: bool = False, stdout: bool = False):
+        fmt: str | None = None, resume: bool = False, quiet: bool = False, stdout: bool = False,
+        restore_scale: bool = restore.DETECT_DEFAULT):
     """Test images (``targets``: files or folders) against fingerprints (:func:`gather_fingerprints`): one
     ``detect`` record per image, in order (:func:`detect_many`), an unreadable image an error record; written to
-    ``output`` / stdout like every batch command. Returns :class:`~fingerprint_cli.batch.Results`."""
+    ``output`` / stdout like every batch command. ``restore_scale``: see :func:`detect_one`. Returns
+    :class:`~fingerprint_cli.batch.Results`."""
     rest = [str(t) for t in targets]
     if not rest:
         raise UsageError("give at least one IMAGE or folder (after the fingerprint(s), if any)")
@@ -892,7 +979,7 @@ def run(fingerprints: Sequence[Any], targets: Sequence[Any], *, fingerprint_dir:
     records = []
     try:
         with batch.progress_bar(len(todo), "detect", quiet) as advance:
-            for rec in detect_many(fps, todo, cache=cache, margin=margin):
+            for rec in detect_many(fps, todo, cache=cache, margin=margin, restore_scale=restore_scale):
                 _warn_conditions(rec, quiet)
                 sink.add(rec)
                 records.append(rec)
@@ -912,17 +999,22 @@ def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float
                   description: str | None = None, dtype: str = "float32", force: bool = False,
                   conditions: Sequence[str] = condition.DEFAULT_RECOMPRESSIONS,
                   use_cache: bool = True, fmt: str | None = None, quiet: bool = False, stdout: bool = False,
-                  lossless_real: Sequence[Any] = ()):
+                  lossless_real: Sequence[Any] = (), restore_scales: Sequence[float] = (),
+                  restore_encodings: Sequence[str] = restore.DEFAULT_ENCODINGS,
+                  restore_method: str = restore.DEFAULT_METHOD):
     """Calibrate ``fingerprint``'s detection threshold at ``fpr`` on the held-out real images in the folders
     ``real`` (:func:`calibrate`), as distributed and under each of ``conditions`` (recompression ids, default
     :data:`.condition.DEFAULT_RECOMPRESSIONS`; ``["none"]``: as distributed only), plus the lossless real images
-    in the folders ``lossless_real`` as their own set (:func:`calibrate_lossless`), and write the sealed result
+    in the folders ``lossless_real`` as their own set (:func:`calibrate_lossless`), plus the scale-restoration
+    sets of ``restore_scales`` (:func:`_calibrate_restored`), and write the sealed result
     to ``out`` (never an input). Returns :class:`~fingerprint_cli.batch.Results` with one ``dif-calibrate``
     record."""
     if dtype not in ("float32", "float16"):
         raise UsageError(f"--dtype must be float32 or float16 (got {dtype!r})")
     check_fpr(fpr)
     _recompressions(conditions)  # a malformed condition is refused before any work
+    restore.parse_scales(restore_scales)
+    restore.check_method(restore_method)
     sink = single_sink(fmt, stdout, CALIBRATE_COLUMNS)
     with Phases(quiet) as phases:
         fp = Fingerprint.load(fingerprint, force=force)
@@ -939,11 +1031,14 @@ def run_calibrate(fingerprint: Any, real: Sequence[Any], out: Any, *, fpr: float
             skipped.append({"path": p, "reason": why})
             batch.warn(f"{p}: skipped ({why})", quiet)
 
-        phases.phase("calibration", len(paths) * (1 + len(_recompressions(conditions))) + len(lossless))
+        n_restored = len(restore.parse_scales(restore_scales)) * len(restore_encodings)
+        phases.phase("calibration", len(paths) * (1 + len(_recompressions(conditions)) + n_restored) + len(lossless))
         new = calibrate(fp, paths, fpr, cache=ResidualCache(disk=use_cache), on_skip=skip,
                         progress=phases.progress, description=description or ", ".join(str(d) for d in real),
                         recompressions=conditions, lossless_paths=lossless,
                         lossless_description=", ".join(str(d) for d in lossless_real) or None,
+                        restore_scales=restore_scales, restore_encodings=restore_encodings,
+                        restore_method=restore_method,
                         on_condition_skip=lambda cid, why: batch.warn(f"condition {cid} left out: {why}", quiet))
         phases.close()
         if skipped:
@@ -978,6 +1073,9 @@ def _calibrate_record(fingerprint, real, out, fp: Fingerprint, new: Fingerprint,
     if cal.lossless:
         feats["n.lossless"] = cal.lossless["n"]
         feats[f"rho_threshold.{LOSSLESS_SET}"] = cal.lossless["rho_threshold"]
+    for key, band in ((cal.restored or {}).get("bands") or {}).items():
+        for enc, entry in band["sets"].items():
+            feats[f"rho_threshold.{restore.set_id(key, enc)}"] = entry["rho_threshold"]
     return Record("dif-calibrate", {"fingerprint": {"path": str(fingerprint), "sha256": fp.sha256},
                                     "real": {"path": ", ".join(str(d) for d in real),
                                              "sha256": cal.manifest_sha256}},

@@ -36,7 +36,7 @@ import torch
 from fingerprint_cli import __version__, artifacts, batch, fingerprints
 from fingerprint_cli.dif.meta import Conformal, FingerprintMeta, MetaView
 from fingerprint_cli.errors import ArtifactError, InputError
-from fingerprint_cli.images import sha256_file
+from fingerprint_cli.images import RESAMPLING, sha256_file
 
 FORMAT = "fpx-fingerprint"
 FORMAT_VERSION = "2"
@@ -152,6 +152,7 @@ def _check_conformal(cal: Any, p: str | None) -> None:
         if not isinstance(cal.lossless, dict):
             raise InputError("fingerprint calibration's lossless set is not an object", p)
         _check_calibration_set(cal.lossless.get("n"), cal.lossless.get("rho"), float(fpr), " (lossless set)", p)
+    _check_restored(cal.restored, float(fpr), p)
     recs = cal.recompressions
     if recs is None:
         return
@@ -159,6 +160,26 @@ def _check_conformal(cal: Any, p: str | None) -> None:
         raise InputError("fingerprint calibration's recompressions are not an object of objects", p)
     for cid, entry in recs.items():
         _check_calibration_set(entry.get("n"), entry.get("rho"), float(fpr), f" under {cid}", p)
+
+
+def _check_restored(restored: Any, fpr: float, p: str | None) -> None:
+    """The scale-restoration sets (``conformal["restored"]``, :mod:`.restore`): a known kernel, a positive target
+    side, and each band's sets valid calibration sets."""
+    if restored is None:
+        return
+    bands = restored.get("bands") if isinstance(restored, dict) else None
+    if not isinstance(bands, dict) or not all(isinstance(b, dict) and isinstance(b.get("sets"), dict)
+                                              and _finite(b.get("scale")) and float(b["scale"]) > 0
+                                              for b in bands.values()):
+        raise InputError("fingerprint calibration's restored scale bands are not well-formed", p)
+    if restored.get("method") not in RESAMPLING or not isinstance(restored.get("to"), int) or restored["to"] < 1:
+        raise InputError(f"fingerprint calibration's restoration (kernel {restored.get('method')!r}, target "
+                         f"{restored.get('to')!r} px) is not one this fpx can apply", p)
+    for key, band in bands.items():
+        for enc, entry in band["sets"].items():
+            if not isinstance(entry, dict):
+                raise InputError(f"fingerprint calibration's restored set {key}/{enc} is not an object", p)
+            _check_calibration_set(entry.get("n"), entry.get("rho"), fpr, f" (restored {key}/{enc})", p)
 
 
 def _check_calibration_set(n: Any, rho: Any, fpr: float, where: str, p: str | None) -> None:

@@ -21,7 +21,9 @@ class Conformal(JsonObject):
     images that are lossless as distributed (PNG photos), calibrated as their own set ({"n", "rho",
     "rho_threshold", "images", "manifest_sha256", "description", "conditions"}); a lossless suspect's p-value is
     then also taken over it (:func:`.condition.calibration_sets`). Absent in fingerprints calibrated before it
-    existed, which load and decide as before."""
+    existed, which load and decide as before. ``restored``: the scale-restoration sets ({"to", "method", "slack",
+    "bands": {scale: {"scale", "n", "sets": {encoding: {"n", "rho", "rho_threshold"}}}}}, :mod:`.restore`); a
+    fingerprint without it never restores a suspect."""
     SPARSE: ClassVar[bool] = True
     fpr: float | None = None
     n: int | None = None
@@ -37,6 +39,7 @@ class Conformal(JsonObject):
     recompressions: dict[str, dict[str, Any]] | None = None
     recompressions_left_out: dict[str, str] | None = None
     lossless: dict[str, Any] | None = None
+    restored: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True, eq=False)
