@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Issue 15 — scale restoration for resized copies: Fig.-6-style rows before / after restoration at detection.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 10 python bench/dif_scale.py --stage calibrate
+    OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 10 python bench/dif_scale.py --stage fit --generators ldm  # and dalle3
+    ... --stage calibrate
     ... --stage dev        # LDM development rows, every candidate kernel (picks the kernel by the rule below)
     ... --stage heldout --kernel K   # once, everything frozen (LDM fresh + DALL-E 3 library held-out)
 
-Fingerprints (``bench/out/scale/fit.py``, a one-off; Gaussian residuals as rounds 4–5, not the library's DnCNN):
+Fingerprints (``--stage fit``; Gaussian residuals as rounds 4–5, not the library's DnCNN):
 ``plain`` DIF, crop 256, 30 epochs, batch 64, zero-shift ρ. LDM: the 192 LDM images after the 64 of smallest
 sha256 (round 4's training images), DALL-E 3: the shipped library entry's 48 training images; real class: the first
 100 BSDS500 ``train/`` photos of the seeded shuffle (rng 0). Calibration (stated FPR 0.01): the other 100
@@ -86,6 +87,24 @@ def dalle3_heldout() -> list[str]:
     lib = Fingerprint.load("src/fingerprint_cli/fingerprints/dalle3-api-dif-v2.fpx.safetensors")
     shas = {d["sha256"] for d in lib.info.split("test", "generated")}
     return [str(p) for p in images.list_images(GEN / NAMES["dalle3"]) if images.sha256_file(p) in shas]
+
+
+def stage_fit(args, cache) -> None:
+    """The bench fingerprints (see the module docstring), saved as bench/out/scale/<which>-plain.fpx.safetensors."""
+    from fingerprint_cli.dif import extract
+
+    real = bsds_split()["fit"]
+    for which in args.generators:
+        if which == "ldm":
+            gen = ldm_split()["train"]
+        else:
+            lib = Fingerprint.load("src/fingerprint_cli/fingerprints/dalle3-api-dif-v2.fpx.safetensors")
+            shas = {d["sha256"] for d in lib.info.split("train", "generated")}
+            gen = [str(p) for p in images.list_images(GEN / NAMES[which]) if images.sha256_file(p) in shas]
+        fp = extract.fit(gen, real, name=NAMES[which], method="dif", crop=256, epochs=30, test_fraction=0.0,
+                         cache=cache, batch_size=64, denoiser="gaussian", profile="plain", tolerance=0)
+        fp.save(OUT / f"{which}-plain.fpx.safetensors")
+        log(f"{which}: fitted {len(gen)} + {len(real)} images, {fp.meta['seconds']}")
 
 
 def calibrated_path(which: str, kernel: str) -> Path:
@@ -226,7 +245,7 @@ def stage_heldout(args, cache) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=["calibrate", "dev", "heldout"], required=True)
+    ap.add_argument("--stage", choices=["fit", "calibrate", "dev", "heldout"], required=True)
     ap.add_argument("--generators", nargs="*", default=["ldm", "dalle3"], choices=list(NAMES))
     ap.add_argument("--kernels", nargs="*", default=list(KERNELS), choices=list(KERNELS))
     ap.add_argument("--kernel", default="bicubic", choices=list(KERNELS), help="the kernel of the held-out stage")
@@ -237,7 +256,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     cache = ResidualCache(disk=OUT / "cache")
-    {"calibrate": stage_calibrate, "dev": stage_dev, "heldout": stage_heldout}[args.stage](args, cache)
+    {"fit": stage_fit, "calibrate": stage_calibrate, "dev": stage_dev, "heldout": stage_heldout}[args.stage](args, cache)
     return 0
 
 
