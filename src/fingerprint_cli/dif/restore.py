@@ -184,21 +184,30 @@ def band_sets(cond: dict[str, Any], cal: Conformal, band: str) -> tuple[list[str
     suspect → the band's lossless set; a JPEG one → the sets within :data:`.condition.QUALITY_SLACK` of its
     quality estimate, else the nearest calibrated qualities on each side (with a warning); unknown encoding →
     every set of the band."""
-    sets = cal.restored["bands"][band]["sets"]
-    quals = {enc: None if enc == "none" else (Recompression.parse(enc).quality,) * 2 for enc in sets}
+    quals = _band_qualities(cal.restored["bands"][band]["sets"])
     q = cond.get("jpeg_quality")
     if cond.get("lossless"):
-        picked = [enc for enc, qr in quals.items() if qr is None]
-        return [set_id(band, e) for e in picked], ([] if picked else [
-            f"lossless, but the restored scale band {band} was calibrated on JPEG copies only: the stated "
-            f"false-positive rate is not guaranteed here"])
-    if q is None:
-        return [set_id(band, e) for e in quals], []
-    near = [enc for enc, qr in quals.items() if qr is not None and qr[0] - QUALITY_SLACK <= q <= qr[1] + QUALITY_SLACK]
-    if near:
-        return [set_id(band, e) for e in near], []
-    picked, warnings = _bracketing(q, quals)
+        picked, warnings = _lossless_band_sets(quals, band)
+    elif q is None:
+        picked, warnings = list(quals), []
+    else:
+        picked = [enc for enc, qr in quals.items() if qr is not None and abs(q - qr[0]) <= QUALITY_SLACK]
+        picked, warnings = (picked, []) if picked else _bracketing(q, quals)
     return [set_id(band, e) for e in picked], warnings
+
+
+def _band_qualities(sets: dict[str, Any]) -> dict[str, tuple[int, int] | None]:
+    """Each set's final JPEG quality as a (q, q) range, None for the lossless one."""
+    return {enc: None if enc == "none" else (Recompression.parse(enc).quality,) * 2 for enc in sets}
+
+
+def _lossless_band_sets(quals: dict[str, tuple[int, int] | None], band: str) -> tuple[list[str], list[str]]:
+    """A lossless suspect's sets in a band: the lossless one, or every set with a warning when it has none."""
+    picked = [enc for enc, qr in quals.items() if qr is None]
+    if picked:
+        return picked, []
+    return list(quals), [f"lossless, but the restored scale band {band} was calibrated on JPEG copies only: the "
+                         f"stated false-positive rate is not guaranteed here"]
 
 
 def check(cond: dict[str, Any], meta: Any, crop: int) -> dict[str, Any]:
