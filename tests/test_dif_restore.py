@@ -130,7 +130,8 @@ def test_restored_detection_record_and_p_value(fps, corpus, tmp_path):
     rec = detect.detect_one([fp], sus, restore_scale=True)
     cond = rec.details["condition"]
     assert cond["scale"] == 0.5
-    assert cond["scale_restored"] == {"from": 0.5, "to": 1.0, "to_short_side": S, "method": "bicubic", "band": "0.5"}
+    assert cond["scale_restored"] == {"from": 0.5, "to": 1.0, "to_short_side": S, "method": restore.DEFAULT_METHOD,
+                                     "band": "0.5"}
     assert cond["calibration_sets"] == ["restored0.5/none"]
     assert not any("scale" in w for w in cond["warnings"])
     rho = residual_rho(fp, restore.Restore(S).apply(images.load_image(sus).pixels))
