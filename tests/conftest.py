@@ -92,6 +92,23 @@ def write_two_generator_corpus(root: Path, side: int, extra: tuple[str, ...] = (
     return dirs
 
 
+def write_calibration_corpus(root: Path, side: int, trace: np.ndarray, n_gen: int, cal_shape: tuple[int, int]
+                             ) -> dict[str, str]:
+    """Folders ``gen`` (``n_gen`` side × side images carrying ``trace``), ``real`` (``n_gen`` clean ones) and ``cal``
+    (24 clean calibration images of ``cal_shape`` = (h, w)) under ``root``, PNG. Returns name → folder path."""
+    from fingerprint_cli import images
+
+    dirs = {k: root / k for k in ("gen", "real", "cal")}
+    for d in dirs.values():
+        d.mkdir()
+    for i in range(n_gen):
+        images.save_png(np.clip(natural_image(side, side, seed=i) + trace, 0, 1), dirs["gen"] / f"g{i:02d}.png")
+        images.save_png(natural_image(side, side, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
+    for i in range(24):
+        images.save_png(natural_image(*cal_shape, seed=300 + i), dirs["cal"] / f"c{i:02d}.png")
+    return {k: str(v) for k, v in dirs.items()}
+
+
 def write_traced_set(folder: Path, pat: np.ndarray | None, n: int, seed0: int, side: int, amp: float = 0.04
                      ) -> list[str]:
     """Write ``n`` PNG 'photos' (side × side) into ``folder``, each carrying the trace ``pat`` (None: clean), named

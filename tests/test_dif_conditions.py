@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image
+from conftest import natural_image, planted, write_calibration_corpus
 from typer.testing import CliRunner
 
 from fingerprint_cli import artifacts, images
@@ -211,18 +211,7 @@ def test_validate_refuses_broken_recompression_sets(tmp_path):
 # ------------------------------------------------------------------ on images, through the CLI
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("difcond")
-    dirs = {k: root / k for k in ("gen", "real", "cal")}
-    for d in dirs.values():
-        d.mkdir()
-    yy, xx = np.mgrid[0:S, 0:S]
-    planted = (np.sin(2 * np.pi * xx / 4) * np.cos(2 * np.pi * yy / 8))[..., None] * np.array([1, -0.5, 0.7]) * 0.03
-    for i in range(12):
-        images.save_png(np.clip(natural_image(S, S, seed=i) + planted, 0, 1), dirs["gen"] / f"g{i:02d}.png")
-        images.save_png(natural_image(S, S, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
-    for i in range(24):
-        images.save_png(natural_image(S + 16, S + 16, seed=300 + i), dirs["cal"] / f"c{i:02d}.png")
-    return {k: str(v) for k, v in dirs.items()}
+    return write_calibration_corpus(tmp_path_factory.mktemp("difcond"), S, planted(0, S), 12, (S + 16, S + 16))
 
 
 @pytest.fixture(scope="module")

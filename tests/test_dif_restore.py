@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image
+from conftest import natural_image, write_calibration_corpus
 from typer.testing import CliRunner
 
 from fingerprint_cli import images
@@ -38,18 +38,9 @@ def jsonl(text):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("difrestore")
-    dirs = {k: root / k for k in ("gen", "real", "cal", "sus")}
-    for d in dirs.values():
-        d.mkdir()
     yy, xx = np.mgrid[0:S, 0:S]
-    planted = (np.sin(2 * np.pi * xx / 8) * np.cos(2 * np.pi * yy / 8))[..., None] * np.array([1, -0.5, 0.7]) * 0.06
-    for i in range(16):
-        images.save_png(np.clip(natural_image(S, S, seed=i) + planted, 0, 1), dirs["gen"] / f"g{i:02d}.png")
-        images.save_png(natural_image(S, S, seed=100 + i), dirs["real"] / f"r{i:02d}.png")
-    for i in range(24):
-        images.save_png(natural_image(S + 16, S + 24, seed=300 + i), dirs["cal"] / f"c{i:02d}.png")
-    return {k: str(v) for k, v in dirs.items()}
+    trace = (np.sin(2 * np.pi * xx / 8) * np.cos(2 * np.pi * yy / 8))[..., None] * np.array([1, -0.5, 0.7]) * 0.06
+    return write_calibration_corpus(tmp_path_factory.mktemp("difrestore"), S, trace, 16, (S + 16, S + 24))
 
 
 @pytest.fixture(scope="module")
