@@ -124,7 +124,9 @@ def test_restored_detection_record_and_p_value(fps, corpus, tmp_path):
     assert cond["scale_restored"] == {"from": 0.5, "to": 1.0, "to_short_side": S, "method": restore.DEFAULT_METHOD,
                                      "band": "0.5"}
     assert cond["calibration_sets"] == ["restored0.5/none"]
-    assert not any("scale" in w for w in cond["warnings"])
+    # 24 px before restoration, under the 48-px crop; restored it is at the training size: no warning at all, a call
+    assert cond["warnings"] == [] and rec.decision["within_conditions"] is True
+    assert rec.decision["label"] in ("gen", "not-detected")
     rho = residual_rho(fp, restore.Restore(S).apply(images.load_image(sus).pixels))
     assert rec.features["rho"] == pytest.approx(rho, abs=1e-6)
     cal = np.asarray(fp.conformal.restored["bands"]["0.5"]["sets"]["none"]["rho"])

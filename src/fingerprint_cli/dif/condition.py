@@ -212,10 +212,7 @@ def check(cond: dict[str, Any], meta: Any, crop: int) -> dict[str, Any]:
     None when the fingerprint is not calibrated)."""
     m = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_obj(meta)
     side = cond.get("short_side")
-    warnings: list[str] = []
-    if side and side < crop:
-        warnings.append(f"{side} px short side, smaller than the {crop}-px crop: only the centre of the "
-                        f"fingerprint is used")
+    warnings = crop_warning(side, crop)
     cal = m.conformal if isinstance(m.conformal, Conformal) else None
     sets, cal_warnings = calibration_sets(cond, cal) if cal is not None else (None, [])
     tc = m.conditions
@@ -224,6 +221,13 @@ def check(cond: dict[str, Any], meta: Any, crop: int) -> dict[str, Any]:
     scale, scale_warning = _scale(side, tc)
     warnings += scale_warning + _training_jpeg_warnings(cond, tc) + cal_warnings
     return {"scale": scale, "within": not warnings, "warnings": warnings, "calibration_sets": sets}
+
+
+def crop_warning(side: int | None, crop: int) -> list[str]:
+    """The warning of a suspect whose short side is under the crop (only the fingerprint's centre is used)."""
+    if side and side < crop:
+        return [f"{side} px short side, smaller than the {crop}-px crop: only the centre of the fingerprint is used"]
+    return []
 
 
 def _scale(side: int | None, tc: dict[str, Any]) -> tuple[float | None, list[str]]:

@@ -212,17 +212,19 @@ def _lossless_band_sets(quals: dict[str, tuple[int, int] | None], band: str) -> 
 
 def check(cond: dict[str, Any], meta: Any, crop: int) -> dict[str, Any]:
     """:func:`.condition.check` with scale restoration: where :func:`plan` restores the suspect, the scale
-    warning is replaced by ``scale_restored`` (what was done) and the calibration sets by the band's
-    (:func:`band_sets`); otherwise exactly :func:`.condition.check` (``scale_restored`` None)."""
+    warning is replaced by ``scale_restored`` (what was done), the calibration sets (and their warnings) by the
+    band's (:func:`band_sets`), and a short side under the crop no longer warns (the restored image is at the
+    training size); otherwise exactly :func:`.condition.check` (``scale_restored`` None)."""
     m = meta if isinstance(meta, FingerprintMeta) else FingerprintMeta.from_obj(meta)
     ch = condition.check(cond, m, crop)
     done = plan(cond, m)
     ch["scale_restored"] = done
     if done is None:
         return ch
-    scale_warning = condition._scale(cond.get("short_side"), m.conditions or {})[1]
-    cal_warnings = condition.calibration_sets(cond, m.conformal)[1]
-    kept = [w for w in ch["warnings"] if w not in scale_warning and w not in cal_warnings]
+    side = cond.get("short_side")
+    replaced = (condition._scale(side, m.conditions or {})[1] + condition.calibration_sets(cond, m.conformal)[1]
+                + (condition.crop_warning(side, crop) if done["to_short_side"] >= crop else []))
+    kept = [w for w in ch["warnings"] if w not in replaced]
     sets, band_warnings = band_sets(cond, m.conformal, done["band"])
     ch["warnings"] = kept + band_warnings
     ch["calibration_sets"] = sets
