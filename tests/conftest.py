@@ -92,6 +92,29 @@ def write_two_generator_corpus(root: Path, side: int, extra: tuple[str, ...] = (
     return dirs
 
 
+def folder_paths(folder) -> list[str]:
+    """The image files of a folder, as strings (fpx's own listing)."""
+    from fingerprint_cli import images
+
+    return [str(p) for p in images.list_images(folder)]
+
+
+def cli_run(args):
+    """``fpx ARGS`` through typer's test runner."""
+    from typer.testing import CliRunner
+
+    from fingerprint_cli.cli.app import app
+
+    return CliRunner().invoke(app, args)
+
+
+def cli_jsonl(text: str) -> list[dict]:
+    """The JSON records among a command's output lines."""
+    import json
+
+    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+
 def write_calibration_corpus(root: Path, side: int, trace: np.ndarray, n_gen: int, cal_shape: tuple[int, int]
                              ) -> dict[str, str]:
     """Folders ``gen`` (``n_gen`` side × side images carrying ``trace``), ``real`` (``n_gen`` clean ones) and ``cal``

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image, planted, write_calibration_corpus
-from typer.testing import CliRunner
+from conftest import cli_jsonl as jsonl, cli_run as run, folder_paths as paths, natural_image, planted, write_calibration_corpus
 
 from fingerprint_cli import artifacts, images
 from fingerprint_cli.cli import dif_cmd
-from fingerprint_cli.cli.app import app
 from fingerprint_cli.dif import condition, detect, extract
 from fingerprint_cli.dif.condition import AS_DISTRIBUTED, LOSSLESS_SET, Recompression
 from fingerprint_cli.dif.fingerprint import (DTYPES, METHODS, Conformal, Fingerprint, FingerprintMeta, load_library,
@@ -24,18 +22,6 @@ from fingerprint_cli.errors import InputError, UsageError
 
 S = 48
 LIBRARY = Path(__file__).resolve().parents[1] / "src" / "fingerprint_cli" / "fingerprints"
-
-
-def paths(folder):
-    return [str(p) for p in images.list_images(folder)]
-
-
-def run(args):
-    return CliRunner().invoke(app, args)
-
-
-def jsonl(text):
-    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
 
 
 # ------------------------------------------------------------------ typed metadata

@@ -10,11 +10,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image, write_calibration_corpus
-from typer.testing import CliRunner
+from conftest import cli_jsonl as jsonl, cli_run as run, folder_paths as paths, natural_image, write_calibration_corpus
 
 from fingerprint_cli import images
-from fingerprint_cli.cli.app import app
 from fingerprint_cli.dif import detect, extract, restore
 from fingerprint_cli.dif.condition import Recompression
 from fingerprint_cli.dif.fingerprint import Fingerprint
@@ -22,18 +20,6 @@ from fingerprint_cli.dif.residuals import centre_crop
 from fingerprint_cli.errors import InputError, UsageError
 
 S = 48
-
-
-def paths(folder):
-    return [str(p) for p in images.list_images(folder)]
-
-
-def run(args):
-    return CliRunner().invoke(app, args)
-
-
-def jsonl(text):
-    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
 
 
 @pytest.fixture(scope="module")
