@@ -11,7 +11,7 @@ import typer
 from fingerprint_cli import batch
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
-from fingerprint_cli.origin import library
+from fingerprint_cli.origin import conditions, library
 from fingerprint_cli.origin.dense import REGIONS as DENSE_REGIONS
 from fingerprint_cli.origin.embedders import EMBEDDERS
 from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
@@ -193,6 +193,7 @@ def register(app: typer.Typer) -> None:
             _emit(records, fmt, output, QUERY_COLUMNS, inputs=[*suspects, str(index)])
         except FpxError as exc:
             common.die(exc)
+        conditions.say_outside(records, quiet)
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=len(records) > 1))
 

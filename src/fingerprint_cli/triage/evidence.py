@@ -366,7 +366,8 @@ def _origin_entry(d: dict[str, Any], k: int) -> dict[str, Any]:
     return {"state": label or "unknown", "reference": hit.get("path") if found else None,
             "reference_sha256": hit.get("sha256") if found else None,
             "similarity": hit.get("similarity") if found else top.get("similarity"),
-            "false_match_rate": _first(dec, "false_match_rate", "fmr", "fpr"), "candidates": cands[:k]}
+            "false_match_rate": _first(dec, "false_match_rate", "fmr", "fpr"), "candidates": cands[:k],
+            **({"outside_calibration": dec["outside_conditions"]} if found and dec.get("outside_conditions") else {})}
 
 
 def _thresholds_doc(thresholds_name: str | None) -> tuple[thresholds.Thresholds, str, bool]:
