@@ -111,3 +111,18 @@ def test_triage_quotes_no_error_rate_outside_the_conditions():
     assert inside.error_rate == 0.01 and "calibrated false-match rate" in inside.strength
     assert outside.error_rate is None and "outside its calibrated conditions" in outside.strength
     assert "11%" in outside.detail and outside.tier == inside.tier == 4
+
+
+def test_index_summary_states_the_rate_the_index_reached_not_only_the_requested_one(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(6):
+        images.save_png(_textured(120, 160, seed=7300 + i), refs / f"r{i}.png")
+    out = tmp_path / "small.fpxindex"
+    r = CliRunner().invoke(app, ["origin", "index", str(refs), "-o", str(out), "--calibration-refs", "6",
+                                 "--no-local", "--records", str(tmp_path / "recs.jsonl")])
+    assert r.exit_code == 0, r.output
+    stated = origin.load_index(out).calibration["false_match_rate"]
+    assert stated > 0.01  # 30 impostor scores cannot reach 1%
+    summary = [x for x in r.stderr.splitlines() if x.startswith("fpx: warning: index ")][0]
+    assert f"at false-match rate {stated:.4g} (requested 0.01" in summary

@@ -72,6 +72,15 @@ def _embedder_options(embedder: str, device: str) -> dict[str, str]:
     return {"device": device} if not EMBEDDERS[embedder].weight_free else {}
 
 
+def _stated_rate(calibration: dict, requested: float) -> str:
+    """The false-match rate the index states (its calibration's), and the requested one when it could not be
+    reached (too few impostor scores for it)."""
+    got = calibration.get("false_match_rate")
+    if got is None or abs(float(got) - requested) < 1e-9:
+        return f"{requested:g}"
+    return f"{float(got):.4g} (requested {requested:g}: {calibration.get('n_impostor')} impostor scores cannot reach it)"
+
+
 def register(app: typer.Typer) -> None:
     origin = typer.Typer(help="Find a suspect's original in a reference library (ID2-style origin retrieval): "
                               "index, query, train.", no_args_is_help=True)
@@ -157,7 +166,7 @@ def register(app: typer.Typer) -> None:
         summary = records[-1]
         det = summary.details
         batch.warn(f"index {out}: {int(summary.features['n_references'])} references, threshold "
-                   f"{summary.features['threshold']} at false-match rate {fmr}; "
+                   f"{summary.features['threshold']} at false-match rate {_stated_rate(det['calibration'], fmr)}; "
                    f"{det['memory_bytes_per_reference']:.0f} bytes per reference"
                    + (f" ({det['local_bytes_per_reference']:.0f} of them local features, local-inliers threshold "
                       f"{det['calibration'].get('local_threshold')}"
