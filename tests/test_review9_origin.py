@@ -126,3 +126,15 @@ def test_index_summary_states_the_rate_the_index_reached_not_only_the_requested_
     assert stated > 0.01  # 30 impostor scores cannot reach 1%
     summary = [x for x in r.stderr.splitlines() if x.startswith("fpx: warning: index ")][0]
     assert f"at false-match rate {stated:.4g} (requested 0.01" in summary
+
+
+@pytest.mark.parametrize("argv", [["origin", "query", "{empty}", "-i", "{index}"],
+                                  ["attribute", "{empty}", "--index", "{index}"]])
+def test_an_empty_folder_is_a_usage_error_not_a_silent_success(lib, tmp_path, argv):
+    d, _, _ = lib
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.format(empty=empty, index=d / "lib.fpxindex") for a in argv]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert f"no images found in {empty}: nothing to do" in r.stderr and r.stdout.strip() == ""

@@ -605,14 +605,18 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     (:mod:`~fingerprint_cli.origin.verify`), or (rule ``similarity+distinct``) when the top match is distinct
     enough from the best reference of another origin; each threshold is set at the index's stated false-match rate on queries whose origin is absent,
     and the record carries the conformal p-values. Unreadable suspects become error records; a suspect
-    smaller than the embedder input is upsampled and the record says so.
+    smaller than the embedder input is upsampled and the record says so. UsageError when ``paths`` name no
+    image (an empty folder): nothing to do.
     """
     idx = index if isinstance(index, OriginIndex) else load_index(index)
     if k < 1:
         raise UsageError(f"-k must be at least 1 (got {k})")
     emb = embedder_for(idx, device)
     h = _head_for(idx, head)
-    chunks = _chunks([(p, False) for p in batch.expand_paths(paths, quiet=quiet)], chunk_size)
+    named = batch.expand_paths(paths, quiet=quiet)
+    if not named:
+        raise UsageError(f"no images found in {', '.join(map(str, paths))}: nothing to do")
+    chunks = _chunks([(p, False) for p in named], chunk_size)
     rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None)
     prov = _provenance(emb, h, idx)
