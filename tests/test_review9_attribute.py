@@ -54,3 +54,21 @@ def test_cli_marks_the_upsampled_and_the_stretched_suspect_and_warns(tmp_path):
     assert same["details"]["condition"] == {"scale": 1.0, "aspect_change": 0.0, "within": True, "warnings": []}
     warned = [x for x in r.stderr.splitlines() if "outside the calibrated conditions" in x]
     assert len(warned) == 2 and any("small.png" in w for w in warned) and any("square.png" in w for w in warned)
+
+
+def test_calibrate_without_a_band_column_warns_that_it_named_ai_bands(tmp_path):
+    from test_attribute import make_image_corpus
+
+    corpus = make_image_corpus(tmp_path / "nb", n_images=4, reps=1, band_column=False)
+    args = ["calibrate", str(corpus), "-o", str(tmp_path / "nb.json"), "--features", "ssim-psnr", "--bootstrap",
+            "100", "--no-blind"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    line = [x for x in r.stderr.splitlines() if "no band column" in x]
+    assert len(line) == 1 and "named as AI bands" in line[0] and "benign / tight / drift" in line[0]
+    bands = json.loads((tmp_path / "nb.json").read_text())["band_rule"]["bands"]
+    assert all(f"{s}={b}" in line[0] for s, b in bands.items())
+    with_bands = make_image_corpus(tmp_path / "wb", n_images=4, reps=1)
+    r2 = CliRunner().invoke(app, ["calibrate", str(with_bands), "-o", str(tmp_path / "wb.json"), "--features", "ssim-psnr",
+                                  "--bootstrap", "100", "--no-blind"])
+    assert r2.exit_code == 0 and "no band column" not in r2.stderr
