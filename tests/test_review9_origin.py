@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_origin_local import _crop, _textured
+from test_origin_local import _crop, _textured, textured_refs
 from typer.testing import CliRunner
 
 from fingerprint_cli import images, origin
@@ -48,10 +48,7 @@ def test_coverage_is_none_without_a_plausible_map():
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("r9o")
-    refs = d / "refs"
-    refs.mkdir()
-    for i in range(12):
-        images.save_png(_textured(240, 330, seed=7100 + i), refs / f"r{i:02d}.png")
+    refs = textured_refs(d, 12, 7100, 240, 330)
     idx, _ = origin.build_index([str(refs)], str(d / "lib.fpxindex"), n_calibration=12, false_match_rate=FMR)
     src = images.load_image(refs / "r04.png").pixels
     images.save_png(_crop(src, 80, 110, 80, 110), d / "ninth.png")  # 1/3 x 1/3 of the frame
@@ -114,10 +111,7 @@ def test_triage_quotes_no_error_rate_outside_the_conditions():
 
 
 def test_index_summary_states_the_rate_the_index_reached_not_only_the_requested_one(tmp_path):
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for i in range(6):
-        images.save_png(_textured(120, 160, seed=7300 + i), refs / f"r{i}.png")
+    refs = textured_refs(tmp_path, 6, 7300, 120, 160)
     out = tmp_path / "small.fpxindex"
     r = CliRunner().invoke(app, ["origin", "index", str(refs), "-o", str(out), "--calibration-refs", "6",
                                  "--no-local", "--records", str(tmp_path / "recs.jsonl")])
