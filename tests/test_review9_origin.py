@@ -132,3 +132,18 @@ def test_an_empty_folder_is_a_usage_error_not_a_silent_success(lib, tmp_path, ar
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2, r.output
     assert f"no images found in {empty}: nothing to do" in r.stderr and r.stdout.strip() == ""
+
+
+def test_triage_keeps_the_query_records_condition_only_for_a_found_answer():
+    from fingerprint_cli.triage import evidence
+
+    dec = {"label": "found", "false_match_rate": 0.01, "outside_conditions": "covers about 11% ...",
+           "origin": {"path": "lib/a.png", "sha256": "ab", "similarity": 0.2}}
+    e = evidence._origin_entry({"status": "ok", "decision": dec, "details": {"candidates": []}}, 5)
+    assert e["outside_calibration"] == "covers about 11% ..." and e["reference"] == "lib/a.png"
+    assert verdict._origin_found(e).error_rate is None
+    inside = evidence._origin_entry({"status": "ok", "decision": {**dec, "outside_conditions": None}}, 5)
+    assert "outside_calibration" not in inside and verdict._origin_found(inside).error_rate == 0.01
+    absent = evidence._origin_entry({"status": "ok", "decision": {"label": "not-in-library",
+                                                                   "outside_conditions": "x"}}, 5)
+    assert "outside_calibration" not in absent and absent["reference"] is None
