@@ -83,11 +83,13 @@ def _ref_size(path: str) -> tuple[int, int] | None:
     return int(h["width"]), int(h["height"])
 
 
-def check(idx: Any, row: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any] | None:
+def check(idx: Any, row: dict[str, Any], decision: dict[str, Any], top: int | None = None) -> dict[str, Any] | None:
     """The record's ``details.condition`` for a ``found`` answer (None for any other): the suspect's estimated
     coverage of the found reference, the calibration's smallest, ``within`` (at least :data:`TOLERANCE` of it;
-    None when not estimated) and the warnings. ``idx`` is the :class:`~fingerprint_cli.origin.index.OriginIndex`, ``row`` the suspect's query row
-    (its ``size`` and, when the local stage ran, ``local_views``), ``decision`` the record's decision block."""
+    None when not estimated) and the warnings. ``idx`` is the :class:`~fingerprint_cli.origin.index.OriginIndex`,
+    ``row`` the suspect's query row (its ``size`` and, when the local stage ran, ``local_views``), ``decision``
+    the record's decision block, ``top`` the found reference's row in ``idx.refs`` when the caller knows it (else
+    it is looked up by path and sha256)."""
     origin = decision.get("origin") if decision.get("label") == "found" else None
     if not isinstance(origin, dict):
         return None
@@ -96,11 +98,11 @@ def check(idx: Any, row: dict[str, Any], decision: dict[str, Any]) -> dict[str, 
     least = calibrated_min_coverage(idx.calibration, settings, passed)
     out: dict[str, Any] = {"coverage": None, "calibrated_min_coverage": round(least, 4), "within": None,
                            "warnings": []}
-    why = _not_estimated(idx, row, origin)
+    top = _row_of(idx, origin, top)
+    why = _not_estimated(idx, row, top)
     if why:
         out["why_not_estimated"] = why
         return out
-    top = next(i for i, r in enumerate(idx.refs) if r["sha256"] == origin["sha256"] and r["path"] == origin["path"])
     ref_size = _ref_size(origin["path"])
     cov = None if ref_size is None else coverage(row["local_views"], idx.local.features(top), tuple(row["size"]),
                                                  ref_size)
@@ -118,11 +120,12 @@ def check(idx: Any, row: dict[str, Any], decision: dict[str, Any]) -> dict[str, 
     return out
 
 
-def apply(idx: Any, row: dict[str, Any], decision: dict[str, Any], details: dict[str, Any]) -> None:
+def apply(idx: Any, row: dict[str, Any], decision: dict[str, Any], details: dict[str, Any],
+          top: int | None = None) -> None:
     """Put :func:`check`'s answer into a query record: ``details.condition``, ``decision.within_conditions``
     and, outside them, ``decision.outside_conditions`` (the warnings, one line). Nothing for an answer other
     than ``found``."""
-    cond = check(idx, row, decision)
+    cond = check(idx, row, decision, top)
     if cond is None:
         return
     details["condition"] = cond
@@ -131,14 +134,26 @@ def apply(idx: Any, row: dict[str, Any], decision: dict[str, Any], details: dict
         decision["outside_conditions"] = "; ".join(cond["warnings"])
 
 
-def _not_estimated(idx: Any, row: dict[str, Any], origin: dict[str, Any]) -> str | None:
+def _row_of(idx: Any, origin: dict[str, Any], top: int | None) -> int | None:
+    """The row of the found reference in ``idx.refs``: ``top`` when it names it, else the row with its path and
+    sha256; None when there is none."""
+    def same(i: int) -> bool:
+        r = idx.refs[i]
+        return r["sha256"] == origin.get("sha256") and r["path"] == origin.get("path")
+
+    if top is not None and 0 <= top < len(idx.refs) and same(top):
+        return top
+    return next((i for i in range(len(idx.refs)) if same(i)), None)
+
+
+def _not_estimated(idx: Any, row: dict[str, Any], top: int | None) -> str | None:
     """Why the coverage cannot be estimated for this answer (None when it can)."""
     if idx.local is None:
         return "the index has no local features (its rows are whole-frame embeddings)"
     views = row.get("local_views")
     if not isinstance(views, list):
         return "the local stage did not run: the similarity decided (a whole-frame match)"
-    if not any(r["sha256"] == origin.get("sha256") and r["path"] == origin.get("path") for r in idx.refs):
+    if top is None:
         return "the found reference is not in the index's reference list"
     return None
 

@@ -794,7 +794,7 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
         det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
                             f"{emb.input_size}px embedder input: upsampled")
     decision = _decision(idx, hits, dec, cands)
-    conditions.apply(idx, row, decision, det)
+    conditions.apply(idx, row, decision, det, hits[0][0] if hits else None)
     return Record(command="origin", inputs={"suspect": {"path": row["path"], "sha256": row["sha256"]}},
                   features={"similarity_top1": s1, "similarity_margin": (s1 - s2) if s2 is not None else None,
                             "distinctiveness": dec["distinctiveness"] if s1 is not None else None},
