@@ -24,13 +24,19 @@ def _textured(h, w, seed):
     return _decision_textured(h, w, seed, sigma=1.5, amount=1.2)
 
 
+def textured_refs(root, n: int, seed0: int, h: int = 160, w: int = 220):
+    """A new folder ``root/refs`` of ``n`` :func:`_textured` references ``r00.png`` … (seeds ``seed0`` …)."""
+    refs = root / "refs"
+    refs.mkdir()
+    for i in range(n):
+        images.save_png(_textured(h, w, seed=seed0 + i), refs / f"r{i:02d}.png")
+    return refs
+
+
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("lrefs")
-    refs = d / "refs"
-    refs.mkdir()
-    for i in range(24):
-        images.save_png(_textured(160, 220, seed=900 + i), refs / f"r{i:02d}.png")
+    refs = textured_refs(d, 24, 900)
     idx, recs = origin.build_index([str(refs)], str(d / "lib.fpxindex"), n_calibration=24, false_match_rate=FMR)
     return d, refs, idx, recs
 

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fingerprint_cli import artifacts, atomic, batch, images, plots
+from fingerprint_cli import artifacts, atomic, batch, images, pair_conditions, plots
 from fingerprint_cli.anchored import blind as blind_mod, encoders
 from fingerprint_cli.anchored import perturb as perturb_mod, report as report_mod
 from fingerprint_cli.anchored import attribute as attribute_mod
@@ -194,6 +194,10 @@ def attribute(reference: PathLike | None = None, suspects: Sequence[PathLike] = 
 
     def done(result) -> None:
         rec = _decided(result, retrieved, decider, top_k, why, provenance)
+        pair_conditions.apply(rec)
+        if rec.ok and rec.decision.get("outside_conditions"):
+            batch.warn(f"{rec.inputs['suspect']['path']}: outside the calibrated conditions: "
+                       f"{rec.decision['outside_conditions']}", quiet)
         out.append(rec)
         sink.add(rec)
         if report is not None:

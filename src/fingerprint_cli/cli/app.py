@@ -15,8 +15,11 @@ from fingerprint_cli.errors import EXIT_RUNTIME, FpxError
 
 app = typer.Typer(
     name="fpx",
-    help="fpx — forensic attribution of AI image-to-image processing (reference-anchored) and "
-         "Deep Image Fingerprints of generators. Results go to stdout; logs and progress to stderr.",
+    help="fpx — forensic attribution of AI image-to-image processing (reference-anchored), Deep Image "
+         "Fingerprints of generators and their lineage, origin retrieval in a reference library, and lab triage "
+         "with the file's own provenance. Every decision states its error rate (or says it is not calibrated) "
+         "and can abstain: unknown, inconclusive, not-detected, not-in-library. Results go to stdout; logs and "
+         "progress to stderr.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

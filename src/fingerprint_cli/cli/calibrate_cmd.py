@@ -192,8 +192,21 @@ def calibrate_cmd(
     except FpxError as exc:
         common.die(exc)
     sys.stdout.write(summary_json(cal) if common.value(fmt) == "json" else summary_text(cal.doc))
+    _warn_derived_bands(cal.doc, quiet)
     batch.warn(f"wrote {cal.output} and {cal.plot}", quiet)
     raise typer.Exit(cal.exit_code)
+
+
+def _warn_derived_bands(doc: Thresholds, quiet: bool) -> None:
+    """Without a band column the bands are derived from the plane and named ``tight`` / ``drift`` — AI bands —
+    whatever the systems are: say so, naming each system's band, so benign edits are not filed as AI silently."""
+    if doc.calibration["corpus"].get("has_band_column", True):
+        return
+    bands = doc.band_rule.bands
+    named = ", ".join(f"{s}={b}" for s, b in sorted(bands.items()))
+    batch.warn(f"no band column in the corpus: bands derived from the plane and named as AI bands ({named}); "
+               "add a band column (benign / tight / drift) so that benign systems are not called AI processing",
+               quiet)
 
 
 def _regard(source: str, output: Path, guard: Optional[str], artifact_id: Optional[str], version: str,

@@ -11,7 +11,7 @@ import typer
 from fingerprint_cli import batch
 from fingerprint_cli.cli import common
 from fingerprint_cli.errors import FpxError
-from fingerprint_cli.origin import library
+from fingerprint_cli.origin import conditions, library
 from fingerprint_cli.origin.dense import REGIONS as DENSE_REGIONS
 from fingerprint_cli.origin.embedders import EMBEDDERS
 from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
@@ -70,6 +70,15 @@ def _emit(records, fmt, output, columns, inputs=()):
 
 def _embedder_options(embedder: str, device: str) -> dict[str, str]:
     return {"device": device} if not EMBEDDERS[embedder].weight_free else {}
+
+
+def _stated_rate(calibration: dict, requested: float) -> str:
+    """The false-match rate the index states (its calibration's), and the requested one when it could not be
+    reached (too few impostor scores for it)."""
+    got = calibration.get("false_match_rate")
+    if got is None or abs(float(got) - requested) < 1e-9:
+        return f"{requested:g}"
+    return f"{float(got):.4g} (requested {requested:g}: {calibration.get('n_impostor')} impostor scores cannot reach it)"
 
 
 def register(app: typer.Typer) -> None:
@@ -157,7 +166,7 @@ def register(app: typer.Typer) -> None:
         summary = records[-1]
         det = summary.details
         batch.warn(f"index {out}: {int(summary.features['n_references'])} references, threshold "
-                   f"{summary.features['threshold']} at false-match rate {fmr}; "
+                   f"{summary.features['threshold']} at false-match rate {_stated_rate(det['calibration'], fmr)}; "
                    f"{det['memory_bytes_per_reference']:.0f} bytes per reference"
                    + (f" ({det['local_bytes_per_reference']:.0f} of them local features, local-inliers threshold "
                       f"{det['calibration'].get('local_threshold')}"
@@ -193,6 +202,7 @@ def register(app: typer.Typer) -> None:
             _emit(records, fmt, output, QUERY_COLUMNS, inputs=[*suspects, str(index)])
         except FpxError as exc:
             common.die(exc)
+        conditions.say_outside(records, quiet)
         common.print_failures(records, quiet)
         raise typer.Exit(batch.exit_code_for(records, batch=len(records) > 1))
 

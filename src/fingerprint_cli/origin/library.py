@@ -23,6 +23,7 @@ import numpy as np
 
 from fingerprint_cli import __version__, atomic, batch, images, parallel
 from fingerprint_cli.errors import ArtifactError, FpxError, InputError, UsageError
+from fingerprint_cli.origin import conditions
 from fingerprint_cli.origin import dense as dense_mod
 from fingerprint_cli.origin import embedders as emb_mod
 from fingerprint_cli.origin import head as head_mod
@@ -604,14 +605,18 @@ def query(paths: Sequence[str], index: OriginIndex | str, k: int = 5, *, head: s
     (:mod:`~fingerprint_cli.origin.verify`), or (rule ``similarity+distinct``) when the top match is distinct
     enough from the best reference of another origin; each threshold is set at the index's stated false-match rate on queries whose origin is absent,
     and the record carries the conformal p-values. Unreadable suspects become error records; a suspect
-    smaller than the embedder input is upsampled and the record says so.
+    smaller than the embedder input is upsampled and the record says so. UsageError when ``paths`` name no
+    image (an empty folder): nothing to do.
     """
     idx = index if isinstance(index, OriginIndex) else load_index(index)
     if k < 1:
         raise UsageError(f"-k must be at least 1 (got {k})")
     emb = embedder_for(idx, device)
     h = _head_for(idx, head)
-    chunks = _chunks([(p, False) for p in batch.expand_paths(paths, quiet=quiet)], chunk_size)
+    named = batch.expand_paths(paths, quiet=quiet)
+    if not named:
+        raise UsageError(f"no images found in {', '.join(map(str, paths))}: nothing to do")
+    chunks = _chunks([(p, False) for p in named], chunk_size)
     rows = _run_chunks(emb.spec(), chunks, view_mode=True, jobs=jobs, scheduler=scheduler,
                        progress=(lambda n: progress(n, len(chunks))) if progress else None)
     prov = _provenance(emb, h, idx)
@@ -788,6 +793,8 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
     if row["upsampled"]:
         det["upsampled"] = (f"suspect {row['size'][0]}x{row['size'][1]} is smaller than the "
                             f"{emb.input_size}px embedder input: upsampled")
+    decision = _decision(idx, hits, dec, cands)
+    conditions.apply(idx, row, decision, det, hits[0][0] if hits else None)
     return Record(command="origin", inputs={"suspect": {"path": row["path"], "sha256": row["sha256"]}},
                   features={"similarity_top1": s1, "similarity_margin": (s1 - s2) if s2 is not None else None,
                             "distinctiveness": dec["distinctiveness"] if s1 is not None else None},
@@ -795,7 +802,7 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
                               "similarity_margin": "higher = top candidate more distinct from the next",
                               "distinctiveness": "higher = top candidate closer than any other origin, relative "
                                                  "to it (1 − d1/d2 in cosine distance)"},
-                  decision=_decision(idx, hits, dec, cands), reasons=_reasons(idx.calibration, dec),
+                  decision=decision, reasons=_reasons(idx.calibration, dec),
                   details=det, provenance=prov)
 
 
@@ -925,7 +932,9 @@ def find_references(suspects: Sequence[str], index: OriginIndex | str, *, device
                            "reference_sha256": o["sha256"], "similarity": o["similarity"], "view": o["view"],
                            "threshold": rec.decision["threshold"], "p_value": rec.decision["p_value"],
                            "false_match_rate": rec.decision["false_match_rate"], "rule": rec.decision["rule"],
-                           "passed": o["passed"]}))
+                           "passed": o["passed"], "within_conditions": rec.decision.get("within_conditions"),
+                           **({"outside_conditions": rec.decision["outside_conditions"]}
+                              if rec.decision.get("outside_conditions") else {})}))
         else:
             rest.append(rec)
     return found, rest

@@ -361,12 +361,20 @@ def _origin_entry(d: dict[str, Any], k: int) -> dict[str, Any]:
     label = dec.get("label") or dec.get("decision")
     top = cands[0] if cands else {}
     found = label == "found"
-    # the original `fpx origin query` names (it may be a candidate other than the first: the local stage)
-    hit = dec.get("origin") if found and isinstance(dec.get("origin"), dict) else top
-    return {"state": label or "unknown", "reference": hit.get("path") if found else None,
-            "reference_sha256": hit.get("sha256") if found else None,
-            "similarity": hit.get("similarity") if found else top.get("similarity"),
-            "false_match_rate": _first(dec, "false_match_rate", "fmr", "fpr"), "candidates": cands[:k]}
+    out = {"state": label or "unknown", **_found_reference(dec, top, found),
+           "false_match_rate": _first(dec, "false_match_rate", "fmr", "fpr"), "candidates": cands[:k]}
+    if found and dec.get("outside_conditions"):
+        out["outside_calibration"] = dec["outside_conditions"]
+    return out
+
+
+def _found_reference(dec: dict[str, Any], top: dict[str, Any], found: bool) -> dict[str, Any]:
+    """The reference, its sha256 and similarity of an origin answer: the original ``fpx origin query`` names
+    when found (it may be a candidate other than the first: the local stage), else none and the top similarity."""
+    if not found:
+        return {"reference": None, "reference_sha256": None, "similarity": top.get("similarity")}
+    hit = dec.get("origin") if isinstance(dec.get("origin"), dict) else top
+    return {"reference": hit.get("path"), "reference_sha256": hit.get("sha256"), "similarity": hit.get("similarity")}
 
 
 def _thresholds_doc(thresholds_name: str | None) -> tuple[thresholds.Thresholds, str, bool]:

@@ -201,6 +201,19 @@ def _one_fingerprint(f: dict[str, Any]) -> Evidence | None:
     return None
 
 
+def _origin_found(origin: dict[str, Any]) -> Evidence:
+    """The original found (tier 4) at the index's false-match rate — or, outside the conditions that rate was
+    measured on (a suspect covering less of the reference than any calibration query), with no error rate."""
+    detail = f"original found in the library: {origin.get('reference')} (similarity {_num(origin.get('similarity'))})"
+    if origin.get("outside_calibration"):
+        return Evidence("origin", "derived-from", 4, "origin retrieval outside its calibrated conditions (no stated "
+                        "false-match rate)", f"{detail}; {origin['outside_calibration']}",
+                        label=origin.get("reference"), error_rate=None)
+    return Evidence("origin", "derived-from", 4, "origin retrieval at its calibrated false-match rate"
+                    if origin.get("false_match_rate") is not None else "origin retrieval", detail,
+                    label=origin.get("reference"), error_rate=origin.get("false_match_rate"))
+
+
 def _origin_evidence(src: Sources) -> list[Evidence]:
     """Origin retrieval: the original found in the library (tier 4), else its state as context."""
     origin = src.origin
@@ -208,11 +221,7 @@ def _origin_evidence(src: Sources) -> list[Evidence]:
         return []
     st = origin.get("state")
     if st == "found":
-        return [Evidence("origin", "derived-from", 4, "origin retrieval at its calibrated false-match rate"
-                         if origin.get("false_match_rate") is not None else "origin retrieval",
-                         f"original found in the library: {origin.get('reference')} "
-                         f"(similarity {_num(origin.get('similarity'))})", label=origin.get("reference"),
-                         error_rate=origin.get("false_match_rate"))]
+        return [_origin_found(origin)]
     if st:
         return [Evidence("origin", "context", 5, "origin retrieval", f"origin: {st}")]
     return []
