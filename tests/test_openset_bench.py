@@ -175,6 +175,19 @@ def test_round10_list_is_new_and_fresh10_takes_every_photo(openset, tmp_path):
     assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", None) == a + b
     assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", 4) == (a + b)[:4]
 
+def test_round11_list_is_new_and_flags_its_networks(openset):
+    """TEST11 shares no processing with rounds 1-10's lists nor a calibration system, has >= 12 entries of which >= 3
+    networks (all flagged family-adjacent), and its edits run on a photo (right shape, in range, changed; seeded
+    ones reproducible)."""
+    from corpus_local import BANDS_V4
+
+    earlier = set().union(*(set(v) for k, v in openset.SETS.items() if k != "test11"))
+    assert len(openset.TEST11) >= 12 and not set(openset.TEST11) & (earlier | set(BANDS_V4))
+    nets = [k for k, (_, kind) in openset.TEST11.items() if kind == "network"]
+    assert len(nets) >= 3 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    _check_edits_run(openset, openset.TEST11, 5)
+
+
 def test_guard_choice_rule_and_tie_break():
     """bench/guard_choice.py picks the most decisive point meeting both constraints, ties to larger levels."""
     sys.path.insert(0, str(BENCH))
