@@ -14,7 +14,7 @@ The rule (written in docs/benchmarks.md before this ran): among candidates with 
 every system >= 0.92 and named-band accuracy >= 0.95 on both row kinds, the one with the largest mean of the two
 named rates (AI plain, chain + JPEG); ties to fewer features. Pinned: the candidate sets below, alpha, the guard.
 
-    PYTHONPATH=src nice -n 10 python bench/feature_choice.py [--corpus-dir bench/out/corpus_v2] [--photos N]
+    PYTHONPATH=src:bench nice -n 10 python bench/feature_choice.py --scores scores_r11_p64.jsonl [--photos N]
 """
 
 from __future__ import annotations
@@ -48,14 +48,15 @@ CANDIDATES = {
 
 
 def load(corpus_dir: Path, names, photos: int, scores: str = "scores_r11.jsonl", seed: int = 11):
-    """(X, systems, photos, bands, chain) of the corpus rows (all features of ``names`` from the scores file);
+    """(X, systems, photos, bands, chain) of the corpus rows the scores file holds (all features of ``names``);
     ``photos`` > 0 keeps a seeded subsample of that many photos."""
     feat = {}
     with open(corpus_dir / scores) as f:
         for line in f:
             d = json.loads(line)
             feat[(d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"])] = d["features"]
-    rows = list(csv.DictReader(open(corpus_dir / "corpus_v7.csv")))
+    rows = [r for r in csv.DictReader(open(corpus_dir / "corpus_v7.csv"))
+            if (f"{corpus_dir}/{r['reference']}", f"{corpus_dir}/{r['suspect']}") in feat]  # the scored photos
     if photos:
         keep = photo_subsample([r["image_id"] for r in rows], photos, seed)
         rows = [r for r in rows if r["image_id"] in keep]
