@@ -188,6 +188,13 @@ def test_round11_list_is_new_and_flags_its_networks(openset):
     _check_edits_run(openset, openset.TEST11, 5)
 
 
+def test_fresh9_plus_10_is_fresh9_of_the_first_folder_then_every_photo_of_the_others(openset, tmp_path):
+    a, b = _photos(tmp_path / "train", 60), _photos(tmp_path / "b", 3)
+    got = openset.select_set([tmp_path / "train", tmp_path / "b"], "fresh9+10", 33)
+    assert got == openset.select_set([tmp_path / "train"], "fresh9", 33) + b
+    assert set(got) <= set(a) | set(b)
+
+
 def test_guard_choice_rule_and_tie_break():
     """bench/guard_choice.py picks the most decisive point meeting both constraints, ties to larger levels."""
     sys.path.insert(0, str(BENCH))
