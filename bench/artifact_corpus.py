@@ -7,7 +7,8 @@ same path as ``pixel.feature_hook``), and writes the records with the new featur
 features untouched — to ``--out`` (a ``--scores`` jsonl that ``fpx calibrate --reuse-scores`` reads).
 ``--part i/n`` computes every n-th row from i (run n of them at once; ``--merge`` joins the parts); ``--photos N``
 keeps only the rows of a seeded subsample of N photos (:func:`photo_subsample`, the one ``bench/feature_choice.py``
-uses) — the merged file then holds only those rows.
+uses), photo by photo in its draw order; the merge keeps the photos whose every call was computed and writes
+their corpus rows beside the original corpus (``--out`` with the suffix ``.csv``) for ``fpx calibrate``.
 
     PYTHONPATH=src nice -n 10 python bench/artifact_corpus.py --part 0/2 &
     PYTHONPATH=src nice -n 10 python bench/artifact_corpus.py --part 1/2 &
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 import time
@@ -110,7 +112,18 @@ def merge(recs: list[dict], parts: list[Path], out: Path, corpus: Path) -> list[
             d["directions"].update({f: artifact_features.FEATURES[f][0] for f in got[k]})
             kept.append(d)
     atomic.write_text(out, "".join(json.dumps(r) + "\n" for r in kept))
+    _write_corpus(corpus, whole, out.with_suffix(".csv"))
     return sorted(whole)
+
+
+def _write_corpus(corpus: Path, photos: set[str], out: Path) -> None:
+    """The corpus rows of ``photos`` as a corpus CSV beside the original (its relative paths stay valid)."""
+    rows = list(csv.DictReader(open(corpus)))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(r for r in rows if r["image_id"] in photos)
+    atomic.write_text(out, buf.getvalue())
 
 
 def main() -> None:

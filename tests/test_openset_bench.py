@@ -208,3 +208,17 @@ def test_guard_choice_rule_and_tie_break():
              pt(0.2, 0.9, 0, "all", 0.0, 0.02, 0.4), pt(0.05, 0.9, 0.1, "all", 0.0, 0.0, 0.2)]
     assert gc.choose(table) == table[3]
     assert gc.choose([table[0], table[4]]) is None
+
+
+def test_feature_choice_rule_needs_coverage_and_accuracy_and_ties_to_fewer_features():
+    """bench/feature_choice.py: the largest mean named-band rate among candidates meeting coverage and accuracy."""
+    sys.path.insert(0, str(BENCH))
+    import feature_choice as fc
+
+    def cand(name, k, cov, cmin, ai, chain):
+        return {"name": name, "k": k, "coverage": cov, "coverage_min": cmin, "ai": ai, "chain": chain}
+    t = [cand("a", 20, 0.96, 0.93, (0.20, 0.99), (0.30, 0.99)), cand("b", 28, 0.96, 0.93, (0.30, 0.99), (0.20, 0.99)),
+         cand("c", 22, 0.96, 0.93, (0.25, 0.99), (0.25, 0.99)), cand("d", 23, 0.93, 0.93, (0.9, 1.0), (0.9, 1.0)),
+         cand("e", 23, 0.96, 0.93, (0.9, 0.90), (0.9, 1.0))]
+    assert fc.choose(t)["name"] == "a"  # a, b, c tie at 0.25: fewest features
+    assert fc.choose(t[3:]) is None  # d misses coverage, e the accuracy
