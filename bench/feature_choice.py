@@ -128,14 +128,14 @@ def main() -> None:
     ap.add_argument("--corpus-dir", type=Path, default=Path("bench/out/corpus_v2"))
     ap.add_argument("--photos", type=int, default=0, help="a seeded subsample of this many photos (0: all)")
     ap.add_argument("--scores", default="scores_r11.jsonl", help="the scored calls (in --corpus-dir)")
-    ap.add_argument("--only", default="", help="comma list of candidate names to run (default: all)")
+    ap.add_argument("--only", default="", help="candidate names to run, separated by ; (default: all)")
     args = ap.parse_args()
     print("| feature set (calibration, cross-fitted by photo) | features | coverage (min system) | mean set size | "
           "AI systems, plain: band named (accuracy) | + JPEG chains: band named (accuracy) | all calls: band named "
           "(accuracy) | benign calls in an AI band |\n|---|---|---|---|---|---|---|---|", flush=True)
     table = []
     for name, names in CANDIDATES.items():
-        if args.only and name not in args.only.split(","):
+        if args.only and name != args.only and name not in args.only.split(";"):
             continue
         X, y, g, bands, chain = load(args.corpus_dir, names, args.photos, args.scores)
         classes = sorted(set(y.tolist()))
