@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from fingerprint_cli import images
-from fingerprint_cli.anchored import features
+from fingerprint_cli.anchored import features, metrics
 
 FEATURES: dict[str, tuple[str, str]] = features.table("artifact")  # (direction, description): the registry
 NAMES = tuple(FEATURES)
@@ -42,8 +42,7 @@ NEIGHBOURS = (2, 3, 4, 5)  # offsets m (in 1/N steps) of the neighbourhood of a 
 EPS = 1e-12
 
 
-def _hp(y: np.ndarray) -> np.ndarray:
-    return y - ndimage.gaussian_filter(y, 1.0, mode="reflect")
+_hp = metrics.highpass
 
 
 def _band(y: np.ndarray, k: int) -> np.ndarray:
@@ -146,11 +145,7 @@ def chroma_coupling(r: np.ndarray, s: np.ndarray) -> float:
 
 def compute(reference: np.ndarray, corrected: np.ndarray) -> dict[str, float]:
     """The artifact features of a reference and its (already tone-corrected) suspect, same-shaped RGB in [0, 1]."""
-    r = np.asarray(reference, dtype=np.float64)
-    s = np.asarray(corrected, dtype=np.float64)
-    if r.shape != s.shape:
-        raise ValueError(f"shapes differ: {r.shape} vs {s.shape}")
-    yr, ys = images.luma(r, np.float64), images.luma(s, np.float64)
+    r, s, yr, ys = metrics.pair_luma(reference, corrected)
     out = periodicity(yr, ys)
     out.update({f"af_halluc_{k}": hallucination(yr, ys, k) for k in (0, 1)})
     out["af_edge_flat"] = edge_flat(yr, ys)

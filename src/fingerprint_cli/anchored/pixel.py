@@ -55,17 +55,12 @@ ARTIFACT_NAMES = artifact_features.NAMES  # the round-11 group (``artifact_featu
 FEATURES.update(artifact_features.FEATURES)
 
 
-def _hp(y: np.ndarray) -> np.ndarray:
-    return y - ndimage.gaussian_filter(y, 1.0, mode="reflect")
+_hp = metrics.highpass
 
 
 def compute(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
     """The features above for two same-shaped float RGB images in [0, 1]."""
-    r = np.asarray(reference, dtype=np.float64)
-    s = np.asarray(suspect, dtype=np.float64)
-    if r.shape != s.shape:
-        raise ValueError(f"shapes differ: {r.shape} vs {s.shape}")
-    yr, ys = images.luma(r, np.float64), images.luma(s, np.float64)
+    r, s, yr, ys = metrics.pair_luma(reference, suspect)
     hr, hs = _hp(yr), _hp(ys)
     eps = 1e-12
     er, es = float(np.sum(hr * hr)), float(np.sum(hs * hs))
