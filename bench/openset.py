@@ -1037,8 +1037,104 @@ TEST10 = {
     "animevideov3_x4_at_x3": (_sr_model_at(2, 3), "network"),
     "animevideov3_x2_at_x3": (_sr_model_at(0, 3), "network"),
 }
+# ---------------------------------------------------------------- round 11 TEST set (issue 11, round 11)
+# Written down before any round-11 held-out run and committed with the plan (docs/benchmarks.md, round 11); rounds
+# 1-10's lists are development sets. None of these is a processing of rounds 1-10 or a calibration system.
+# Family-adjacent entries (flagged): pixel_shift_half and upscale_1.5_rt (resamplings: resample_rt is calibrated),
+# rotate_3deg (rounds 2/4 rotated by 1 and 2 degrees), soft_light_glow (glows: rounds 8/10), chroma_noise (noise),
+# tv_luma (TV denoising is calibrated, here on luma only), webp_q65 (WebP at a new quality), gamma_per_channel (a
+# per-channel tone curve: tone and colour balance are calibrated), and the networks at settings never used:
+# ffdnet_s10 (between the calibrated sigma 5 and 15), ffdnet_s30, waifu2x_photo_noise_off (the calibrated
+# waifu2x_photo model without denoising, level -1), animevideov3_x2_at_x4 (the calibrated realesrgan_anime model on
+# a x4 round trip), animevideov3_x3_at_x4 (the x3 model on a x4 round trip).
+def pixel_shift_half(px):  # a translation by half a pixel in x and y, bilinear, reflected borders (scipy)
+    from scipy.ndimage import shift
+
+    return _f(shift(np.asarray(px, np.float64), (0.5, 0.5, 0), order=1, mode="reflect"))
+
+
+def upscale_15_rt(px):  # bicubic up by 1.5, then back down to the size (Pillow, antialiased)
+    from fingerprint_cli import images
+
+    h, w = px.shape[:2]
+    big = np.clip(images.resize(px, round(1.5 * h), round(1.5 * w)), 0, 1)
+    return _f(images.resize(big, h, w))
+
+
+def rotate_3deg(px):  # 3 degrees about the centre, bicubic, reflected borders (scipy), same size
+    from scipy.ndimage import rotate
+
+    return _f(rotate(np.asarray(px, np.float64), 3.0, axes=(1, 0), reshape=False, order=3, mode="reflect"))
+
+
+def elastic_warp(px, seed=0):  # a smooth random displacement field (sigma 10 px), up to ~0.8 px (seeded)
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    x = np.asarray(px, np.float64)
+    h, w = x.shape[:2]
+    rng = np.random.default_rng(seed)
+    dy, dx = (gaussian_filter(rng.standard_normal((h, w)), 10, mode="reflect") for _ in range(2))
+    scale = 0.8 / max(np.abs(dy).max(), np.abs(dx).max(), 1e-9)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    coords = [yy + scale * dy, xx + scale * dx]
+    return _f(np.stack([map_coordinates(x[..., c], coords, order=3, mode="reflect") for c in range(3)], -1))
+
+
+def soft_light_glow(px):  # a sigma-5 blur blended in "soft light" mode at 60%
+    from scipy.ndimage import gaussian_filter
+
+    a = np.asarray(px, np.float64)
+    b = gaussian_filter(a, (5, 5, 0), mode="reflect")
+    soft = (1 - 2 * b) * a * a + 2 * b * a
+    return _f(0.4 * a + 0.6 * soft)
+
+
+def dodge_burn(px):  # local exposure: luma x (1 + 0.2 sin) over a slow diagonal pattern (period ~1.3 x the side)
+    h, w = px.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    gain = 1 + 0.2 * np.sin(2 * np.pi * (xx + 0.6 * yy) / 1.3)
+    return _luma_edit(px, lambda y: y * gain)
+
+
+def chroma_noise(px, seed=0):  # Gaussian noise sigma 0.03 on the chroma planes (Cb, Cr) only, luma kept
+    ycc = np.asarray(px, np.float64) @ YCC.T
+    ycc[..., 1:] += 0.03 * np.random.default_rng(seed).standard_normal(ycc[..., 1:].shape)
+    return _f(ycc @ np.linalg.inv(YCC).T)
+
+
+def tv_luma(px):  # total-variation denoising (Chambolle, weight 0.06) on luma only (scikit-image)
+    from skimage.restoration import denoise_tv_chambolle
+
+    return _luma_edit(px, lambda y: denoise_tv_chambolle(y, weight=0.06))
+
+
+def gamma_per_channel(px):  # per-channel gammas 0.85 / 1.0 / 1.15 (a warm-cool tone split as one global curve each)
+    return _f(np.asarray(px, np.float64) ** np.array([0.85, 1.0, 1.15]))
+
+
+def _waifu2x_photo_noise_off(px):
+    return _waifu2x_x2(px, "models-upconv_7_photo", -1)
+
+
+TEST11 = {
+    "pixel_shift_half": (pixel_shift_half, "benign"),
+    "upscale_1.5_rt": (upscale_15_rt, "benign"),
+    "rotate_3deg": (rotate_3deg, "benign"),
+    "elastic_warp": (elastic_warp, "benign"),
+    "soft_light_glow": (soft_light_glow, "benign"),
+    "dodge_burn": (dodge_burn, "benign"),
+    "chroma_noise": (chroma_noise, "benign"),
+    "tv_luma": (tv_luma, "benign"),
+    "webp_q65": (_codec("WEBP", quality=65), "benign"),
+    "gamma_per_channel": (gamma_per_channel, "benign"),
+    "ffdnet_s10": (lambda px: __import__("i2i_networks")._ffdnet(10)(px), "network"),
+    "ffdnet_s30": (lambda px: __import__("i2i_networks")._ffdnet(30)(px), "network"),
+    "waifu2x_photo_noise_off": (_waifu2x_photo_noise_off, "network"),
+    "animevideov3_x2_at_x4": (_sr_model_at(0, 4), "network"),
+    "animevideov3_x3_at_x4": (_sr_model_at(1, 4), "network"),
+}
 SETS = {"dev": DEV, "test": TEST, "test3": TEST3, "test4": TEST4, "test6": TEST6, "test8": TEST8, "test9": TEST9,
-        "test10": TEST10}
+        "test10": TEST10, "test11": TEST11}
 # flagged in the report (see the comments above TEST3 and TEST4)
 FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_rgb", "highpass_overlay",
                    "lanczos_x3_rt", "posterize6", "jpeg_q90_q60_420", "palette128", "vignette_barrel", "shear_0.5deg",
@@ -1048,13 +1144,16 @@ FAMILY_ADJACENT = ("disk_blur_r2", "rotate_1deg", "erode_cross3", "auto_levels_r
                    "bit_depth5", "directional_blur", "vibrance", "lee_filter", "waifu2x_anime_noise3",
                    "x4plus_anime_at_x3", "animevideov3_x3_at_x2", "pincushion", "bloom_glow", "diffuse_glow",
                    "clarity_luma", "clahe_luma", "median5_blend", "reinhard_global", "base_detail_tonemap",
-                   "waifu2x_anime_noise1", "animevideov3_x4_at_x3", "animevideov3_x2_at_x3")
+                   "waifu2x_anime_noise1", "animevideov3_x4_at_x3", "animevideov3_x2_at_x3", "pixel_shift_half",
+                   "upscale_1.5_rt", "rotate_3deg", "soft_light_glow", "chroma_noise", "tv_luma", "webp_q65",
+                   "gamma_per_channel", "ffdnet_s10", "ffdnet_s30", "waifu2x_photo_noise_off", "animevideov3_x2_at_x4",
+                   "animevideov3_x3_at_x4")
 SEEDED = ("film_grain", "gauss_noise_s8", "salt_pepper", "gauss_noise_s3", "poisson_noise", "speckle_noise",
-          "luma_noise_s4", "frosted_glass")
+          "luma_noise_s4", "frosted_glass", "elastic_warp", "chroma_noise")
 
 
 PARTS = ("known", "chain", "held")  # the row kinds a run builds (--parts)
-PHOTO_SETS = ("standard", "tuning", "fresh", "fresh8", "fresh9", "fresh10")  # --photos (rounds 6-10; docs/benchmarks.md)
+PHOTO_SETS = ("standard", "tuning", "fresh", "fresh8", "fresh9", "fresh10", "fresh9+10")  # --photos (rounds 6-11)
 FRESH9 = slice(40, 73)  # fresh9 (round 9): sorted eval-split positions 41-73 of each folder (fresh8 took 1-40)
 STANDARD_PER_FOLDER = 20  # the standard eval photos: the first 20 eval-split photos of each folder (rounds 2-6)
 TUNING_LAST = 60  # sorted positions 1-60 (minus the standard photos): tuning; 61 on: fresh
@@ -1070,11 +1169,15 @@ def select_set(folders, which: str, max_per_folder):
     photos no issue-11 round used (calibration took its calib split, the standard photos are Kodak's and ``val``'s).
     ``fresh9`` (round 9): the eval-split photos of each folder at sorted positions 41-73 (:data:`FRESH9`; fresh8
     took positions 1-40), at most ``max_per_folder`` in all. ``fresh10`` (round 10): every photo of the folders given
-    (meant for ``bench/out/fresh10_photos``, photos no issue-11 run used; docs/benchmarks.md, round 10)."""
+    (meant for ``bench/out/fresh10_photos``, photos no issue-11 run used; docs/benchmarks.md, round 10).
+    ``fresh9+10`` (round 11): fresh9 of the first folder and every photo of the others (BSDS500 ``train/`` then
+    ``bench/out/fresh10_photos``: the 43 photos of rounds 9-10, evaluation-only for v9)."""
     from corpus_local import select_photos
 
     from fingerprint_cli import images
 
+    if which == "fresh9+10":  # round 11: fresh9 of the first folder (BSDS500 train/), every photo of the others
+        return _later_set(folders[:1], "fresh9", max_per_folder) + _later_set(folders[1:], "fresh10", None)
     if which in ("standard", "fresh8", "fresh9", "fresh10"):
         return _later_set(folders, which, max_per_folder)
     out = []
@@ -1347,7 +1450,8 @@ def _args():
     ap.add_argument("--set", choices=tuple(SETS), default="dev",
                     help="held-out processings: dev (round 1's list), test (round 2's), test3 (round 3's), test4 "
                          "(round 4's), test6 (round 6's), test8 (round 8's), test9 (round 9's; all development sets now) "
-                         "or test10 (round 10's, looked at once with v9 frozen)")
+                         "test10 (round 10's; all development sets now) or test11 (round 11's, looked at once with "
+                         "v10 frozen)")
     ap.add_argument("--artifacts", default="local-offline-pixel-v1,local-offline-pixel-v3,local-offline-pixel-v4,"
                                            "local-offline-pixel-v5",
                     help="comma list of artifacts (ids or files) to compare, the first is the 'before'")
@@ -1356,12 +1460,16 @@ def _args():
                     help="standard: the eval photos (default, rounds 2-6); tuning: BSDS500 val positions 1-60 minus "
                          "the standard ones (round 6's gate-weight choice); fresh: val positions 61 on + every photo "
                          "of a bench/photos.py folder (round 6); fresh8: the eval split of BSDS500 train/ (round 8); "
-                         "fresh9: its positions 41-73 (round 9); fresh10: every photo of the folders (round 10)")
+                         "fresh9: its positions 41-73 (round 9); fresh10: every photo of the folders (round 10); "
+                         "fresh9+10: fresh9 of the first folder and every photo of the others (round 11)")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma list of the row kinds to build: known, chain (known + JPEG q85), held (--set)")
     ap.add_argument("--rescore", action="store_true", help="recompute features even if OUT/rows.csv has them")
     ap.add_argument("--build-only", action="store_true",
                     help="write the suspects and cache their features (of --artifacts' feature sets); evaluate none")
+    ap.add_argument("--cache-features", default="",
+                    help="a feature set or comma list of features to compute and cache beside the artifacts' (round "
+                         "11: the artifact family, before the candidate's artifact exists)")
     return ap.parse_args()
 
 
@@ -1561,7 +1669,7 @@ def main() -> int:
     parts = tuple(p for p in args.parts.split(",") if p)
     rows = build(photos, args.out, args.crop, args.reps, systems, held, parts)
     docs = _load_artifacts(args.artifacts)
-    names = list(dict.fromkeys(f for d in docs for f in d["features"]))
+    names = list(dict.fromkeys([f for d in docs for f in d["features"]] + _also(args.cache_features)))
     feats = _features(rows, names, args.out / "rows.csv", args.rescore)
     if args.build_only:  # suspects written and features cached; no artifact is evaluated
         print(f"openset: {len(rows)} rows built and scored -> {args.out / 'rows.csv'}")
@@ -1573,6 +1681,13 @@ def main() -> int:
     _print_heading(args, rows, held, len(systems), alphas)
     _print_report(res, held, common)
     return 0
+
+
+def _also(spec: str) -> list[str]:
+    """``--cache-features``: a feature set or comma list to cache beside the artifacts' features (none when empty)."""
+    from fingerprint_cli.anchored import attribute
+
+    return attribute.resolve_features(spec) if spec else []
 
 
 def _evaluate_all(rows, feats, docs, alpha, common) -> dict:

@@ -22,7 +22,7 @@ from fingerprint_cli.errors import UsageError
 
 from conftest import natural_image
 
-COMPUTED = features.names(("tokens", "pixel", "anchored", "tone_corrected", "tone_curve"))
+COMPUTED = features.names(("tokens", "pixel", "anchored", "tone_corrected", "tone_curve", "artifact"))
 
 
 def _luma(x):
@@ -70,6 +70,37 @@ def _probe(name: str, ref: np.ndarray, strength: int) -> np.ndarray:
         return np.round(ref * (q - 1)) / (q - 1)
     if name == "tone_over_noise":  # the same fixed noise, a stronger tone curve on top: the curve explains more
         return np.clip(ref + 0.02 * n, 0, 1) ** (0.9, 0.6)[strength - 1]
+    return _artifact_probe(name, ref, strength, n)
+
+
+def _round_trip(x: np.ndarray, k: int) -> np.ndarray:
+    """Block means of k x k cells repeated back up (a nearest-neighbour x k round trip; edge cells replicated)."""
+    h, w = (x.shape[0] // k) * k, (x.shape[1] // k) * k
+    small = x[:h, :w].reshape(h // k, k, w // k, k, -1).mean((1, 3))
+    up = np.repeat(np.repeat(small, k, 0), k, 1)
+    return np.pad(up, ((0, x.shape[0] - h), (0, x.shape[1] - w), (0, 0)), mode="edge")
+
+
+def _artifact_probe(name: str, ref: np.ndarray, strength: int, n: np.ndarray) -> np.ndarray:
+    """The artifact family's probes (issue 11 round 11), on top of the same fixed mild noise."""
+    base = np.clip(ref + 0.01 * n, 0, 1)
+    if name == "resample":  # more of the x2 / x3 / x4 round trips blended in
+        w = (0.3, 1.0)[strength - 1]
+        rt = np.mean([_round_trip(ref, k) for k in (2, 3, 4)], 0)
+        return np.clip((1 - w) * base + w * rt, 0, 1)
+    if name == "edge_preserving":  # flats blurred, the reference's edges kept (a stronger blur of the flats)
+        y = _luma(ref)
+        g = np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1))
+        keep = np.clip(g / np.quantile(g, 0.8), 0, 1)[..., None]
+        s = (0.8, 2.0)[strength - 1]
+        return keep * ref + (1 - keep) * ndimage.gaussian_filter(ref, (s, s, 0))
+    if name == "impulse":  # the same 1% of pixels hit by stronger impulses
+        hit = (np.random.default_rng(3).random(ref.shape[:2]) < 0.01)[..., None]
+        return np.clip(base + hit * (0.1, 0.5)[strength - 1], 0, 1)
+    if name == "red_noise":  # grey (luma-only) noise plus more noise on the red channel alone (luma and chroma)
+        red = np.zeros_like(ref)
+        red[..., 0] = n[..., 1]
+        return np.clip(ref + 0.03 * n[..., :1] + (0.01, 0.06)[strength - 1] * red, 0, 1)
     raise AssertionError(f"unknown probe {name}")
 
 

@@ -175,6 +175,26 @@ def test_round10_list_is_new_and_fresh10_takes_every_photo(openset, tmp_path):
     assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", None) == a + b
     assert openset.select_set([tmp_path / "a", tmp_path / "b"], "fresh10", 4) == (a + b)[:4]
 
+def test_round11_list_is_new_and_flags_its_networks(openset):
+    """TEST11 shares no processing with rounds 1-10's lists nor a calibration system, has >= 12 entries of which >= 3
+    networks (all flagged family-adjacent), and its edits run on a photo (right shape, in range, changed; seeded
+    ones reproducible)."""
+    from corpus_local import BANDS_V4
+
+    earlier = set().union(*(set(v) for k, v in openset.SETS.items() if k != "test11"))
+    assert len(openset.TEST11) >= 12 and not set(openset.TEST11) & (earlier | set(BANDS_V4))
+    nets = [k for k, (_, kind) in openset.TEST11.items() if kind == "network"]
+    assert len(nets) >= 3 and set(nets) <= set(openset.FAMILY_ADJACENT)
+    _check_edits_run(openset, openset.TEST11, 5)
+
+
+def test_fresh9_plus_10_is_fresh9_of_the_first_folder_then_every_photo_of_the_others(openset, tmp_path):
+    a, b = _photos(tmp_path / "train", 60), _photos(tmp_path / "b", 3)
+    got = openset.select_set([tmp_path / "train", tmp_path / "b"], "fresh9+10", 33)
+    assert got == openset.select_set([tmp_path / "train"], "fresh9", 33) + b
+    assert set(got) <= set(a) | set(b)
+
+
 def test_guard_choice_rule_and_tie_break():
     """bench/guard_choice.py picks the most decisive point meeting both constraints, ties to larger levels."""
     sys.path.insert(0, str(BENCH))
@@ -188,3 +208,17 @@ def test_guard_choice_rule_and_tie_break():
              pt(0.2, 0.9, 0, "all", 0.0, 0.02, 0.4), pt(0.05, 0.9, 0.1, "all", 0.0, 0.0, 0.2)]
     assert gc.choose(table) == table[3]
     assert gc.choose([table[0], table[4]]) is None
+
+
+def test_feature_choice_rule_needs_coverage_and_accuracy_and_ties_to_fewer_features():
+    """bench/feature_choice.py: the largest mean named-band rate among candidates meeting coverage and accuracy."""
+    sys.path.insert(0, str(BENCH))
+    import feature_choice as fc
+
+    def cand(name, k, cov, cmin, ai, chain):
+        return {"name": name, "k": k, "coverage": cov, "coverage_min": cmin, "ai": ai, "chain": chain}
+    t = [cand("a", 20, 0.96, 0.93, (0.20, 0.99), (0.30, 0.99)), cand("b", 28, 0.96, 0.93, (0.30, 0.99), (0.20, 0.99)),
+         cand("c", 22, 0.96, 0.93, (0.25, 0.99), (0.25, 0.99)), cand("d", 23, 0.93, 0.93, (0.9, 1.0), (0.9, 1.0)),
+         cand("e", 23, 0.96, 0.93, (0.9, 0.90), (0.9, 1.0))]
+    assert fc.choose(t)["name"] == "a"  # a, b, c tie at 0.25: fewest features
+    assert fc.choose(t[3:]) is None  # d misses coverage, e the accuracy

@@ -421,6 +421,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
                  "tc_chroma_hf_ratio", "tc_gain_0", "tc_gain_1", "tc_gain_2", "tc_gain_3", "tc_coh_0", "tc_coh_1",
                  "tc_coh_2", "tc_coh_3", "curve_shift", "curve_contrast", "curve_colour", "curve_rough",
                  "curve_share"),
+    "artifact": ("af_period_2", "af_period_3", "af_period_4", "af_halluc_0", "af_halluc_1", "af_edge_flat",
+                 "af_sparsity", "af_chroma_coupling"),  # round 11 (issue 11): opt-in, added to pixel-v2 by name
     "ssim-psnr": ("ssim_clean", "psnr_clean"),
     "dinov2": ("patch_mean", "patch_median", "patch_p90", "cls_distance", "ssim_clean", "psnr_clean"),
     "plane": ("patch_mean", "ssim_clean"),
@@ -431,12 +433,14 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def resolve_features(spec: str) -> list[str]:
-    """A named set (``pixel``, ``pixel-v2``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``) or a comma list of
-    feature names."""
+    """A named set (``pixel``, ``pixel-v2``, ``artifact``, ``ssim-psnr``, ``dinov2``, ``plane``, ``all``), a comma list
+    of feature names, or sets and names joined with ``+`` (``pixel-v2+artifact``)."""
     from fingerprint_cli.anchored import pixel  # imports scipy.ndimage: loaded when first needed
 
     if spec in FEATURE_SETS:
         return list(FEATURE_SETS[spec])
+    if "+" in spec:
+        return list(dict.fromkeys(n for part in spec.split("+") for n in resolve_features(part.strip())))
     known = set(score.FEATURES) | set(pixel.FEATURES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in known]

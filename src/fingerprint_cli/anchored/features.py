@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 from fingerprint_cli.registry import Registry
 
 Direction = Literal["higher", "lower"]
-FAMILIES = ("tokens", "pixel", "anchored", "tone_corrected", "tone_curve", "survival")
+FAMILIES = ("tokens", "pixel", "anchored", "tone_corrected", "tone_curve", "artifact", "survival")
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,23 @@ _add("curve_rough", "tone_curve", "higher", "steppier curve",
 _add("curve_share", "tone_curve", "higher", "change is a tone curve",
      "share of the suspect-reference difference energy that the fitted curves explain", "", (None, 1.0), 1.0,
      "tone_over_noise")
+# artifact features (issue 11 round 11, fingerprint_cli.anchored.artifact_features): on the curve-corrected suspect
+for _k in (2, 3, 4):
+    _add(f"af_period_{_k}", "artifact", "higher", f"period-{_k} resampling trace",
+         f"log10 lattice peak at 1/{_k} cycles/px of |first, second difference| profiles, suspect minus reference",
+         "log10", (None, None), 0.0, "resample")
+for _k in (0, 1):
+    _add(f"af_halluc_{_k}", "artifact", "higher", "new detail not in the reference",
+         f"log10(1e-6 + band-{_k} energy of the suspect unexplained by a gain on the reference's / reference's)",
+         "log10", (-6.0, None), -6.0, "noise")
+_add("af_edge_flat", "artifact", "higher", "flats smoothed more than edges",
+     "log10 high-pass gain on the reference's strongest-20% gradient pixels minus on its flattest 50%", "log10",
+     (None, None), 0.0, "edge_preserving")
+_add("af_sparsity", "artifact", "higher", "change concentrated on few pixels",
+     "log10(kurtosis / 3) of the high-passed luma change (0: Gaussian or no change)", "log10", (None, None), 0.0,
+     "impulse")
+_add("af_chroma_coupling", "artifact", "higher", "change shared by luma and chroma",
+     "corr over pixels of |hp(luma change)| and |hp(chroma change)|", "", (-1.0, 1.0), 0.0, "red_noise")
 _add("survival", "survival", "higher", "more of the perturbation kept",
      "<y - x, delta> / <delta, delta>: 1 intact, 0 gone", "", (None, None), None, None)
 _add("perturbation_z", "survival", "higher", "more evidence the suspect derives from the protected image",

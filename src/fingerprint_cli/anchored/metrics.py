@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fingerprint_cli import images
+
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
 K1, K2 = 0.01, 0.03
@@ -59,3 +61,19 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     if mse <= data_range ** 2 * 10 ** (-PSNR_CAP_DB / 10):
         return PSNR_CAP_DB
     return float(10.0 * np.log10(data_range ** 2 / mse))
+
+
+def highpass(y: np.ndarray) -> np.ndarray:
+    """``y − G_σ=1(y)``: the high-pass residual the pixel feature groups share (Gaussian, reflected borders)."""
+    from scipy import ndimage
+
+    return y - ndimage.gaussian_filter(y, 1.0, mode="reflect")
+
+
+def pair_luma(reference: np.ndarray, suspect: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(r, s, Y(r), Y(s)) in float64 for two same-shaped RGB images; a ValueError naming both shapes otherwise."""
+    r = np.asarray(reference, dtype=np.float64)
+    s = np.asarray(suspect, dtype=np.float64)
+    if r.shape != s.shape:
+        raise ValueError(f"shapes differ: {r.shape} vs {s.shape}")
+    return r, s, images.luma(r, np.float64), images.luma(s, np.float64)

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from fingerprint_cli import images
-from fingerprint_cli.anchored import features, metrics
+from fingerprint_cli.anchored import artifact_features, features, metrics
 
 FEATURES: dict[str, tuple[str, str]] = features.table("anchored")  # (direction, description): the registry
 NAMES = tuple(FEATURES)  # the v1 group (``compute``)
@@ -51,19 +51,16 @@ TC_FEATURES: dict[str, tuple[str, str]] = features.table("tone_corrected")
 V2_NAMES = tuple(TC_FEATURES) + tuple(CURVE_FEATURES)  # the v2 group (``compute_v2``)
 FEATURES.update(TC_FEATURES)
 FEATURES.update(CURVE_FEATURES)
+ARTIFACT_NAMES = artifact_features.NAMES  # the round-11 group (``artifact_features.compute``)
+FEATURES.update(artifact_features.FEATURES)
 
 
-def _hp(y: np.ndarray) -> np.ndarray:
-    return y - ndimage.gaussian_filter(y, 1.0, mode="reflect")
+_hp = metrics.highpass
 
 
 def compute(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
     """The features above for two same-shaped float RGB images in [0, 1]."""
-    r = np.asarray(reference, dtype=np.float64)
-    s = np.asarray(suspect, dtype=np.float64)
-    if r.shape != s.shape:
-        raise ValueError(f"shapes differ: {r.shape} vs {s.shape}")
-    yr, ys = images.luma(r, np.float64), images.luma(s, np.float64)
+    r, s, yr, ys = metrics.pair_luma(reference, suspect)
     hr, hs = _hp(yr), _hp(ys)
     eps = 1e-12
     er, es = float(np.sum(hr * hr)), float(np.sum(hs * hs))
@@ -208,10 +205,12 @@ def tone_curve(reference: np.ndarray, suspect: np.ndarray, bins: int = BINS) -> 
     return np.clip(corrected, 0.0, 1.0), feats
 
 
-def compute_v2(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
-    """The v2 group: ``tc_*`` (the change features on the curve-corrected suspect) and ``curve_*``."""
+def compute_v2(reference: np.ndarray, suspect: np.ndarray, corrected_curve=None) -> dict[str, float]:
+    """The v2 group: ``tc_*`` (the change features on the curve-corrected suspect) and ``curve_*``.
+
+    ``corrected_curve`` is :func:`tone_curve`'s result when the caller has it already (it is not refitted)."""
     r = np.asarray(reference, dtype=np.float64)
-    corrected, feats = tone_curve(r, suspect)
+    corrected, feats = corrected_curve if corrected_curve is not None else tone_curve(r, suspect)
     base = compute(r, corrected)
     out = {"tc_ssim": float(metrics.ssim(r, corrected)), "tc_psnr": float(metrics.psnr(r, corrected))}
     out.update({f"tc_{k}": v for k, v in base.items() if k != "log_colour_shift"})
@@ -221,16 +220,20 @@ def compute_v2(reference: np.ndarray, suspect: np.ndarray) -> dict[str, float]:
 
 def feature_hook(names) -> Callable:
     """A :class:`~fingerprint_cli.anchored.score.Scorer` ``extra_features`` hook computing the groups ``names`` need
-    (v1: :func:`compute`, v2: :func:`compute_v2`)."""
+    (v1: :func:`compute`, v2: :func:`compute_v2`, the artifact family: :func:`.artifact_features.compute` on the
+    curve-corrected suspect; the tone curve is fitted once for both)."""
     want = set(names)
-    v1, v2 = bool(want & set(NAMES)), bool(want & set(V2_NAMES))
+    v1, v2, art = bool(want & set(NAMES)), bool(want & set(V2_NAMES)), bool(want & set(ARTIFACT_NAMES))
 
     def fn(pair, ref, suspect_aligned):
         feats: dict[str, float] = {}
         if v1:
             feats.update(compute(ref.pixels, suspect_aligned))
+        fitted = tone_curve(np.asarray(ref.pixels, dtype=np.float64), suspect_aligned) if v2 or art else None
         if v2:
-            feats.update(compute_v2(ref.pixels, suspect_aligned))
+            feats.update(compute_v2(ref.pixels, suspect_aligned, fitted))
+        if art:
+            feats.update(artifact_features.compute(ref.pixels, fitted[0]))
         return feats, {k: FEATURES[k][0] for k in feats}, {}
 
     return fn
