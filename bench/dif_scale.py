@@ -240,15 +240,25 @@ def evaluate(which: str, kernel: str, gen: list[str], real: list[str], tag: str,
     return out
 
 
-def table(res: dict, title: str) -> list[str]:
-    lines = [f"{title}", "", "| condition | before: acc (AUC) | TPR | FP | after: acc (AUC) | TPR | FP (binom. p) | "
-             "restored gen/real |", "|---|---|---|---|---|---|---|---|"]
+def before_after_table(res: dict, title: str, header: str, row) -> list[str]:
+    """A markdown table of one generator's results: ``header``'s columns, one ``row(cond, before, after)`` line per
+    condition."""
+    lines = [title, "", header, "|" + "---|" * (header.count("|") - 1)]
     for cond in CONDITIONS:
-        b, a = res[f"{cond}|before"], res[f"{cond}|after"]
-        lines.append(f"| {cond} | {b['acc']:.3f} ({b['auc']:.2f}) | {b['tpr']:.3f} | {b['fp']}/{b['n_real']} | "
-                     f"{a['acc']:.3f} ({a['auc']:.2f}) | {a['tpr']:.3f} | {a['fp']}/{a['n_real']} "
-                     f"({a['fp_binom_p']:.2f}) | {a['restored'][0]}/{a['restored'][1]} |")
+        lines.append(row(cond, res[f"{cond}|before"], res[f"{cond}|after"]))
     return lines
+
+
+def _called_row(cond: str, b: dict, a: dict) -> str:
+    """Round 1's row: balanced accuracy (AUC), TPR and FP of the calls (p ≤ the stated rate), before / after."""
+    return (f"| {cond} | {b['acc']:.3f} ({b['auc']:.2f}) | {b['tpr']:.3f} | {b['fp']}/{b['n_real']} | "
+            f"{a['acc']:.3f} ({a['auc']:.2f}) | {a['tpr']:.3f} | {a['fp']}/{a['n_real']} "
+            f"({a['fp_binom_p']:.2f}) | {a['restored'][0]}/{a['restored'][1]} |")
+
+
+def table(res: dict, title: str) -> list[str]:
+    return before_after_table(res, title, "| condition | before: acc (AUC) | TPR | FP | after: acc (AUC) | TPR | "
+                              "FP (binom. p) | restored gen/real |", _called_row)
 
 
 def stage_dev(args, cache) -> None:
@@ -266,16 +276,18 @@ def stage_dev(args, cache) -> None:
     print("\n".join(lines))
 
 
+def _claimed_row(cond: str, b: dict, a: dict) -> str:
+    """Round 2's row: claimed TPR / FP (calls not withheld as unknown) before / after, the calls after, the AUCs."""
+    return (f"| {cond} | {b['tpr_claimed']:.3f} | {b['fp_claimed']}/{b['n_real']} | {a['tpr_claimed']:.3f} | "
+            f"{a['fp_claimed']}/{a['n_real']} ({a['fp_claimed_binom_p']:.2f}) | {a['tpr']:.3f} / "
+            f"{a['fp']}/{a['n_real']} | {b['auc']:.2f} / {a['auc']:.2f} | {a['restored'][0]}/{a['restored'][1]} |")
+
+
 def claims_table(res: dict, title: str) -> list[str]:
     """Round 2's table: what `fpx detect` answers (claims = calls not withheld as unknown), before / after."""
-    lines = [title, "", "| condition | before: claimed TPR | claimed FP | after: claimed TPR | claimed FP (binom. p) | "
-             "after: called TPR / FP | AUC before / after | restored gen/real |", "|---|---|---|---|---|---|---|---|"]
-    for cond in CONDITIONS:
-        b, a = res[f"{cond}|before"], res[f"{cond}|after"]
-        lines.append(f"| {cond} | {b['tpr_claimed']:.3f} | {b['fp_claimed']}/{b['n_real']} | {a['tpr_claimed']:.3f} | "
-                     f"{a['fp_claimed']}/{a['n_real']} ({a['fp_claimed_binom_p']:.2f}) | {a['tpr']:.3f} / "
-                     f"{a['fp']}/{a['n_real']} | {b['auc']:.2f} / {a['auc']:.2f} | {a['restored'][0]}/{a['restored'][1]} |")
-    return lines
+    return before_after_table(res, title, "| condition | before: claimed TPR | claimed FP | after: claimed TPR | "
+                              "claimed FP (binom. p) | after: called TPR / FP | AUC before / after | "
+                              "restored gen/real |", _claimed_row)
 
 
 def rule(res: dict) -> dict:
