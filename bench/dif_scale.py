@@ -61,7 +61,10 @@ FPR = 0.01
 SCALES = (0.9, 0.75, 0.5)
 CONDITIONS = ("none", "resize0.9", "resize0.75", "resize0.5", "resize0.9+jpeg85")
 KERNELS = ("bicubic", "lanczos")
-NAMES = {"ldm": "latent_diffusion_ldm_txt2img", "dalle3": "dalle3_api"}
+NAMES = {"ldm": "latent_diffusion_ldm_txt2img", "dalle3": "dalle3_api", "glid3": "glid3_xl", "dalle_mini": "dalle_mini"}
+#: round 2 (docs/benchmarks.md, "Round 2: an independent test on GLID-3-XL"): the first ROUND2_FIT images by sha256
+#: fit, the rest are held out
+ROUND2_FIT = 160
 
 
 def log(msg: str) -> None:
@@ -84,6 +87,32 @@ def ldm_split() -> dict[str, list[str]]:
     return {"dev": files[:64], "train": files[64:256], "fresh": files[256:]}
 
 
+def round2_split(which: str) -> dict[str, list[str]]:
+    """Round 2's generators (GLID-3-XL, DALL-E mini): the first :data:`ROUND2_FIT` by sha256 fit, the rest held out."""
+    files = [str(p) for p in sorted(images.list_images(GEN / NAMES[which]), key=images.sha256_file)]
+    return {"train": files[:ROUND2_FIT], "fresh": files[ROUND2_FIT:]}
+
+
+def training_images(which: str) -> list[str]:
+    """The generated images a bench fingerprint is fitted on (module docstring; round 2: :func:`round2_split`)."""
+    if which == "ldm":
+        return ldm_split()["train"]
+    if which == "dalle3":
+        lib = Fingerprint.load("src/fingerprint_cli/fingerprints/dalle3-api-dif-v2.fpx.safetensors")
+        shas = {d["sha256"] for d in lib.info.split("train", "generated")}
+        return [str(p) for p in images.list_images(GEN / NAMES[which]) if images.sha256_file(p) in shas]
+    return round2_split(which)["train"]
+
+
+def heldout_images(which: str) -> list[str]:
+    """The held-out generated images (round 1: LDM fresh, DALL-E 3 library held-out; round 2: :func:`round2_split`)."""
+    if which == "ldm":
+        return ldm_split()["fresh"]
+    if which == "dalle3":
+        return dalle3_heldout()
+    return round2_split(which)["fresh"]
+
+
 def dalle3_heldout() -> list[str]:
     lib = Fingerprint.load("src/fingerprint_cli/fingerprints/dalle3-api-dif-v2.fpx.safetensors")
     shas = {d["sha256"] for d in lib.info.split("test", "generated")}
@@ -96,12 +125,7 @@ def stage_fit(args, cache) -> None:
 
     real = bsds_split()["fit"]
     for which in args.generators:
-        if which == "ldm":
-            gen = ldm_split()["train"]
-        else:
-            lib = Fingerprint.load("src/fingerprint_cli/fingerprints/dalle3-api-dif-v2.fpx.safetensors")
-            shas = {d["sha256"] for d in lib.info.split("train", "generated")}
-            gen = [str(p) for p in images.list_images(GEN / NAMES[which]) if images.sha256_file(p) in shas]
+        gen = training_images(which)
         fp = extract.fit(gen, real, name=NAMES[which], method="dif", crop=256, epochs=30, test_fraction=0.0,
                          cache=cache, batch_size=64, denoiser="gaussian", profile="plain", tolerance=0)
         fp.save(OUT / f"{which}-plain.fpx.safetensors")
@@ -171,9 +195,15 @@ def calls(fp: Fingerprint, paths: list[str], on: bool, cache) -> dict:
         d = rec.decision
         rows.append({"score": rec.features["score"], "p": rec.features["p_value"],
                      "called": rec.features["p_value"] <= fp.fpr, "abstained": d.get("label") == "unknown",
+                     "label": d.get("label"),
                      "restored": rec.details["condition"]["scale_restored"] is not None,
                      "sets": rec.details["condition"]["calibration_sets"]})
     return {"rows": rows, "seconds": time.time() - t}
+
+
+def binom_tail(k: int, n: int) -> float:
+    """P(X ≥ k | n, FPR): how likely k or more false positives are at the stated rate."""
+    return float(binom.sf(k - 1, n, FPR)) if k else 1.0
 
 
 def summary(g: dict, r: dict) -> dict:
@@ -181,9 +211,13 @@ def summary(g: dict, r: dict) -> dict:
     rc = np.array([x["called"] for x in r["rows"]])
     tpr, fp_n = float(gc.mean()), int(rc.sum())
     tnr = 1 - fp_n / len(rc)
+    claimed_fp = sum(x["called"] and not x["abstained"] for x in r["rows"])
     return {"acc": (tpr + tnr) / 2, "tpr": tpr, "fp": fp_n, "n_gen": len(gc), "n_real": len(rc),
+            "tpr_claimed": float(np.mean([x["called"] and not x["abstained"] for x in g["rows"]])),
+            "fp_claimed": claimed_fp, "fp_claimed_binom_p": binom_tail(claimed_fp, len(rc)),
+            "abstained_real": sum(x["abstained"] for x in r["rows"]),
             "auc": detect.auc([x["score"] for x in g["rows"]], [x["score"] for x in r["rows"]]),
-            "fp_binom_p": float(binom.sf(fp_n - 1, len(rc), FPR)) if fp_n else 1.0,
+            "fp_binom_p": binom_tail(fp_n, len(rc)),
             "abstained_gen": sum(x["abstained"] for x in g["rows"]),
             "restored": [sum(x["restored"] for x in g["rows"]), sum(x["restored"] for x in r["rows"])],
             "sets": sorted({s for x in g["rows"] + r["rows"] for s in x["sets"]}),
@@ -206,15 +240,25 @@ def evaluate(which: str, kernel: str, gen: list[str], real: list[str], tag: str,
     return out
 
 
-def table(res: dict, title: str) -> list[str]:
-    lines = [f"{title}", "", "| condition | before: acc (AUC) | TPR | FP | after: acc (AUC) | TPR | FP (binom. p) | "
-             "restored gen/real |", "|---|---|---|---|---|---|---|---|"]
+def before_after_table(res: dict, title: str, header: str, row) -> list[str]:
+    """A markdown table of one generator's results: ``header``'s columns, one ``row(cond, before, after)`` line per
+    condition."""
+    lines = [title, "", header, "|" + "---|" * (header.count("|") - 1)]
     for cond in CONDITIONS:
-        b, a = res[f"{cond}|before"], res[f"{cond}|after"]
-        lines.append(f"| {cond} | {b['acc']:.3f} ({b['auc']:.2f}) | {b['tpr']:.3f} | {b['fp']}/{b['n_real']} | "
-                     f"{a['acc']:.3f} ({a['auc']:.2f}) | {a['tpr']:.3f} | {a['fp']}/{a['n_real']} "
-                     f"({a['fp_binom_p']:.2f}) | {a['restored'][0]}/{a['restored'][1]} |")
+        lines.append(row(cond, res[f"{cond}|before"], res[f"{cond}|after"]))
     return lines
+
+
+def _called_row(cond: str, b: dict, a: dict) -> str:
+    """Round 1's row: balanced accuracy (AUC), TPR and FP of the calls (p ≤ the stated rate), before / after."""
+    return (f"| {cond} | {b['acc']:.3f} ({b['auc']:.2f}) | {b['tpr']:.3f} | {b['fp']}/{b['n_real']} | "
+            f"{a['acc']:.3f} ({a['auc']:.2f}) | {a['tpr']:.3f} | {a['fp']}/{a['n_real']} "
+            f"({a['fp_binom_p']:.2f}) | {a['restored'][0]}/{a['restored'][1]} |")
+
+
+def table(res: dict, title: str) -> list[str]:
+    return before_after_table(res, title, "| condition | before: acc (AUC) | TPR | FP | after: acc (AUC) | TPR | "
+                              "FP (binom. p) | restored gen/real |", _called_row)
 
 
 def stage_dev(args, cache) -> None:
@@ -232,15 +276,47 @@ def stage_dev(args, cache) -> None:
     print("\n".join(lines))
 
 
+def _claimed_row(cond: str, b: dict, a: dict) -> str:
+    """Round 2's row: claimed TPR / FP (calls not withheld as unknown) before / after, the calls after, the AUCs."""
+    return (f"| {cond} | {b['tpr_claimed']:.3f} | {b['fp_claimed']}/{b['n_real']} | {a['tpr_claimed']:.3f} | "
+            f"{a['fp_claimed']}/{a['n_real']} ({a['fp_claimed_binom_p']:.2f}) | {a['tpr']:.3f} / "
+            f"{a['fp']}/{a['n_real']} | {b['auc']:.2f} / {a['auc']:.2f} | {a['restored'][0]}/{a['restored'][1]} |")
+
+
+def claims_table(res: dict, title: str) -> list[str]:
+    """Round 2's table: what `fpx detect` answers (claims = calls not withheld as unknown), before / after."""
+    return before_after_table(res, title, "| condition | before: claimed TPR | claimed FP | after: claimed TPR | "
+                              "claimed FP (binom. p) | after: called TPR / FP | AUC before / after | "
+                              "restored gen/real |", _claimed_row)
+
+
+def rule(res: dict) -> dict:
+    """Round 2's pre-registered decision rule (docs/benchmarks.md) on one generator's held-out results."""
+    resized = [c for c in CONDITIONS if c != "none"]
+    a = all(res[f"{c}|after"]["fp_claimed_binom_p"] >= 0.05 for c in resized)
+    nb, na = res["none|before"], res["none|after"]
+    b = na["restored"] == [0, 0] and (na["tpr_claimed"], na["fp_claimed"]) == (nb["tpr_claimed"], nb["fp_claimed"])
+    before = float(np.mean([res[f"{c}|before"]["tpr_claimed"] for c in resized]))
+    after = float(np.mean([res[f"{c}|after"]["tpr_claimed"] for c in resized]))
+    c = after >= 0.15 and after - before >= 0.05
+    return {"a": a, "b": b, "c": c, "mean_claimed_tpr_before": before, "mean_claimed_tpr_after": after,
+            "holds": a and b and c}
+
+
 def stage_heldout(args, cache) -> None:
     real = bsds_split()["fresh"]
-    sets = {"ldm": ldm_split()["fresh"], "dalle3": dalle3_heldout()}
     res, lines = {}, []
     for which in args.generators:
-        res[which] = evaluate(which, args.kernel, sets[which], real, "heldout", cache)
-        lines += table(res[which], f"{which} held-out ({len(sets[which])} + {len(real)}), kernel {args.kernel}") + [""]
-    (OUT / "heldout.json").write_text(json.dumps(res, indent=1))
-    (OUT / "heldout.md").write_text("\n".join(lines) + "\n")
+        gen = heldout_images(which)
+        res[which] = evaluate(which, args.kernel, gen, real, "heldout", cache)
+        title = f"{which} held-out ({len(gen)} + {len(real)}), kernel {args.kernel}"
+        lines += (claims_table if args.tag else table)(res[which], title) + [""]
+        if args.tag:
+            res[which]["rule"] = rule(res[which])
+            lines += [f"rule ({which}): {json.dumps(res[which]['rule'])}", ""]
+    suffix = f"-{args.tag}" if args.tag else ""
+    (OUT / f"heldout{suffix}.json").write_text(json.dumps(res, indent=1))
+    (OUT / f"heldout{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -252,6 +328,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", default="bicubic", choices=list(restore.METHODS),
                     help="the kernel of the held-out stage")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="round 2: write heldout-<tag>.json/.md with the claims table and rule")
     args = ap.parse_args(argv)
     if not GEN.is_dir():
         print(f"skipped: {GEN} does not exist", file=sys.stderr)

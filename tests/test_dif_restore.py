@@ -205,3 +205,20 @@ def test_cli_dif_calibrate_restore_scales_and_detect_switch(fps, corpus, tmp_pat
     res = run(["detect", str(out), sus, "--no-restore-scale", "--format", "jsonl", "--no-cache"])
     assert jsonl(res.stdout)[0]["details"]["condition"]["scale_restored"] is None
     assert "outside the fingerprint's trained/calibrated conditions" in res.stderr
+
+
+def test_python_api_defaults_follow_the_restore_module(fps, corpus, tmp_path):
+    """`api.dif_calibrate` restores with the kernel `fpx dif-calibrate` uses (restore.DEFAULT_METHOD), and
+    `api.detect` without restore_scale restores exactly when restore.DETECT_DEFAULT says so."""
+    from fingerprint_cli import api
+
+    out = tmp_path / "api-cal.fpx.safetensors"
+    rec = api.dif_calibrate(fps["raw"], [corpus["cal"]], out, fpr=0.1, conditions=["none"], restore_scales=[0.5],
+                            use_cache=False, quiet=True)
+    assert rec.exit_code == 0
+    assert Fingerprint.load(out).conformal.restored["method"] == restore.DEFAULT_METHOD
+    sus = resized_copy(paths(corpus["gen"])[3], tmp_path, 0.5)
+    recs = {on: api.detect([str(out)], [sus], use_cache=False, quiet=True, restore_scale=on)[0]
+            for on in (None, True, False)}
+    restored = {on: r.details["condition"]["scale_restored"] is not None for on, r in recs.items()}
+    assert restored == {None: restore.DETECT_DEFAULT, True: True, False: False}

@@ -565,7 +565,8 @@ def dif_calibrate(fingerprint: PathLike, real: Sequence[PathLike], out: PathLike
                   description: str | None = None, dtype: str = "float32", force: bool = False,
                   conditions: Sequence[str] | None = None, use_cache: bool = True, fmt: str | None = None,
                   quiet: bool = False, stdout: bool = False, lossless_real: Sequence[PathLike] = (),
-                  restore_scales: Sequence[float] | str = (), restore_method: str = "bicubic") -> Results:
+                  restore_scales: Sequence[float] | str = (),
+                  restore_method: str = dif_restore.DEFAULT_METHOD) -> Results:
     """Calibrate a fingerprint's detection threshold at the false-positive rate ``fpr`` (0 < FPR <= 0.5) on the
     held-out real images in the folders ``real`` and write the sealed calibrated fingerprint to ``out`` (never an
     input; ``fpx dif-calibrate``). ``dtype`` ``float16`` stores (and calibrates) the half-precision pattern.
