@@ -203,6 +203,18 @@ seed streams), run once at the end:
 Round 9 outcome (held-out, once): false matches 0/200 on both libraries with hull dense (round 5: 0/200 mixed,
 2/200 photos), mixed-library mAP 0.731 -> 0.712 (-0.019 <= 0.02): the rule passed narrowly; hull dense
 (``local.ROUND9``) is the default of new indexes.
+
+Round 10 (``--round10``; issue 12 round 10: suspect sub-windows as extra local query views,
+``local.Settings.suspect_windows``). Before = the round-9 default (``r9_LIBRARY_after``); after = the same with
+``suspect_windows`` halves-thirds, the local calibration queries' views made again, recalibrated
+(``r10_LIBRARY_after``, written once, frozen). Every family of rounds 1-9 is DEVELOPMENT material. FIVE NEW
+held-out families (docs/benchmarks.md, round 10; own seed streams): collage_3up, grid_2x2, border_caption,
+ui_frame, diagonal_split.
+
+    nice -n 10 python bench/origin.py --round10 --heldout --max-test 40 --max-absent 40 [--library real] --boot 500  # once
+
+Round 10 outcome (held-out, once): mixed-library mAP 0.243 -> 0.686 (photo archive 0.599 -> 0.922), 0/200 false
+matches on both: the rule passed; ``local.ROUND10`` is the default of new indexes.
 """
 
 from __future__ import annotations
@@ -1515,6 +1527,15 @@ def _r4_index(cfg, lib_paths, out, args):
 _R6_SHARED: dict = {}  # the round-5 index's local features, shared by "before" and "after" (identical arrays)
 
 
+def _reused_before(path, default, run):
+    """The "before" index of a round: an earlier round's default index file, reused unchanged (loaded once)."""
+    from fingerprint_cli.origin.index import load_index
+
+    if not path.exists():
+        raise SystemExit(f"origin: {path} (the {default} default's index) is missing: run {run} first")
+    return _R6_SHARED.setdefault("before", load_index(path))
+
+
 def _r6_index(cfg, out, args):
     """Round 6: "before" = the round-5 default's index file (reused unchanged); "after" = the same references'
     features and calibration references with the overlay crops added to the local calibration
@@ -1522,9 +1543,7 @@ def _r6_index(cfg, out, args):
     from fingerprint_cli.origin.index import load_index
 
     before_path = out / f"r5_{args.library}_after.fpxindex"
-    if not before_path.exists():
-        raise SystemExit(f"origin: {before_path} (the round-5 default's index) is missing: run --round5 first")
-    before = _R6_SHARED.setdefault("before", load_index(before_path))
+    before = _reused_before(before_path, "round-5", "--round5")
     if cfg == "before":
         return before, None
     tag = "r7" if args.round7 else "r6"
@@ -1628,9 +1647,7 @@ def _r10_index(cfg, out, args):
     from fingerprint_cli.origin.index import load_index
 
     before_path = out / f"r9_{args.library}_after.fpxindex"
-    if not before_path.exists():
-        raise SystemExit(f"origin: {before_path} (the round-9 default's index) is missing: run --round9 first")
-    before = _R6_SHARED.setdefault("before", load_index(before_path))
+    before = _reused_before(before_path, "round-9", "--round9")
     if cfg == "before":
         return before, None
     ipath, t0 = out / f"r10_{args.library}_after.fpxindex", time.time()

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from test_origin_local import _crop, _textured
 from test_origin_round6 import cli_build_and_add
+from test_origin_round9 import twelve_refs
 
 from fingerprint_cli import images, origin
 from fingerprint_cli.origin import local as L
 from fingerprint_cli.origin.index import calibrate, load_index
+from fingerprint_cli.origin.library import _local_settings_for
 
 FMR = 0.1
-WIN = dataclasses.replace(L.DEFAULT, suspect_windows="halves-thirds")
+WIN = dataclasses.replace(L.ROUND9, suspect_windows="halves-thirds")
 
 
 def test_window_keypoints_are_expressed_in_the_whole_frames_coordinates():
@@ -78,14 +80,10 @@ def _collage(a: np.ndarray, other: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The same 12 references indexed without and with suspect windows, a collage query and an absent one."""
-    d = tmp_path_factory.mktemp("r10refs")
-    refs = d / "refs"
-    refs.mkdir()
-    for i in range(12):
-        images.save_png(_textured(160, 220, seed=1010 + i), refs / f"r{i:02d}.png")
+    d, refs = twelve_refs(tmp_path_factory, "r10refs", 1010)
     kw = {"n_calibration": 12, "false_match_rate": FMR}
-    plain, _ = origin.build_index([str(refs)], str(d / "plain.fpxindex"), **kw)
-    win, _ = origin.build_index([str(refs)], str(d / "win.fpxindex"), suspect_windows="halves-thirds", **kw)
+    plain, _ = origin.build_index([str(refs)], str(d / "plain.fpxindex"), suspect_windows="none", **kw)
+    win, _ = origin.build_index([str(refs)], str(d / "win.fpxindex"), **kw)  # the default (round 10)
     src = images.load_image(refs / "r04.png").pixels
     images.save_png(_collage(src, _textured(150, 200, 1099)), d / "collage.png")
     images.save_png(_textured(120, 150, seed=1098), d / "absent.png")
@@ -96,7 +94,7 @@ def test_windows_are_recorded_and_the_calibration_queries_get_them(built):
     d, _, plain, win = built
     w, p = load_index(d / "win.fpxindex"), load_index(d / "plain.fpxindex")
     assert w.document()["local"]["suspect_windows"] == "halves-thirds" and w.local.settings == WIN
-    assert p.local.settings == L.DEFAULT and L.DEFAULT.suspect_windows == "none"
+    assert p.local.settings == L.ROUND9 and L.DEFAULT == WIN == L.ROUND10 == _local_settings_for(None, True)
     assert w.local_calib.n == L.n_views(WIN) * len(w.local_calib_owner)
     assert p.local_calib.n == 2 * len(p.local_calib_owner)
     # the same queries' two whole-frame views come first in both

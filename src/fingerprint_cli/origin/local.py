@@ -135,7 +135,10 @@ ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
 # docs/benchmarks.md, issue 12 round 9; round 6's overlay calibration, round 7's one-to-one count and round 8's
 # whole-overlap dense score did not pass theirs: opt-in, recorded in the index)
 ROUND9 = replace(ROUND5, dense=True, dense_region="hull")
-DEFAULT = ROUND9  # new indexes
+# round 10: round 9 with the suspect's sub-windows as extra local query views (passed its ship rule:
+# docs/benchmarks.md, issue 12 round 10)
+ROUND10 = replace(ROUND9, suspect_windows="halves-thirds")
+DEFAULT = ROUND10  # new indexes
 # opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
 # crops among the local calibration queries
 OVERLAYS = replace(ROUND5, calib_overlays=True)
