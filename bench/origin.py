@@ -203,6 +203,18 @@ seed streams), run once at the end:
 Round 9 outcome (held-out, once): false matches 0/200 on both libraries with hull dense (round 5: 0/200 mixed,
 2/200 photos), mixed-library mAP 0.731 -> 0.712 (-0.019 <= 0.02): the rule passed narrowly; hull dense
 (``local.ROUND9``) is the default of new indexes.
+
+Round 10 (``--round10``; issue 12 round 10: suspect sub-windows as extra local query views,
+``local.Settings.suspect_windows``). Before = the round-9 default (``r9_LIBRARY_after``); after = the same with
+``suspect_windows`` halves-thirds, the local calibration queries' views made again, recalibrated
+(``r10_LIBRARY_after``, written once, frozen). Every family of rounds 1-9 is DEVELOPMENT material. FIVE NEW
+held-out families (docs/benchmarks.md, round 10; own seed streams): collage_3up, grid_2x2, border_caption,
+ui_frame, diagonal_split.
+
+    nice -n 10 python bench/origin.py --round10 --heldout --max-test 40 --max-absent 40 [--library real] --boot 500  # once
+
+Round 10 outcome (held-out, once): mixed-library mAP 0.243 -> 0.686 (photo archive 0.599 -> 0.922), 0/200 false
+matches on both: the rule passed; ``local.ROUND10`` is the default of new indexes.
 """
 
 from __future__ import annotations
@@ -711,6 +723,99 @@ def _r9_banner(px, seed):
     return _jpeg(c, 80)
 
 
+def _r10_other(seed, rng):
+    """An absent photo (never in the library, never the query's own origin) as float pixels (round 10)."""
+    pool = [p for sha, p in R8_PIP_BACKGROUNDS if int(sha[:8], 16) != seed]
+    return np.asarray(images.load_image(pool[int(rng.integers(0, len(pool)))]).pixels, np.float32)
+
+
+def _r10_fit(c, h, w):
+    """``c`` resized to exactly h x w (clipped)."""
+    return np.clip(images.resize(np.asarray(c, np.float32), max(8, h), max(8, w)), 0, 1)
+
+
+def _r10_collage3(px, seed):
+    """HELD-OUT (round 10): a 50% crop of the photo and same-height 50% crops of two absent photos side by side
+    (three panels, the photo's place random), JPEG q85 (adjacent to round 9's collage_2up — flagged)."""
+    rng = np.random.default_rng([seed, 101])
+    c = np.asarray(_rand_crop(px, 0.5, 0.5, rng), np.float32)
+    h = c.shape[0]
+    panels = [c]
+    for _ in range(2):
+        o = np.asarray(_rand_crop(_r10_other(seed, rng), 0.5, 0.5, rng), np.float32)
+        panels.append(_r10_fit(o, h, round(o.shape[1] * h / o.shape[0])))
+    k = int(rng.integers(0, 3))
+    order = panels[1:k + 1] + [c] + panels[k + 1:]
+    return _jpeg(np.concatenate(order, axis=1), 85)
+
+
+def _r10_grid(px, seed):
+    """HELD-OUT (round 10): a 2 x 2 grid, one cell a 60% crop of the photo (random cell), three cells 60% crops
+    of absent photos, each cell the photo crop's size, 2 px white gutters, JPEG q85 (adjacent to the collages —
+    flagged)."""
+    rng = np.random.default_rng([seed, 102])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    h, w = c.shape[:2]
+    cells = [_r10_fit(_rand_crop(_r10_other(seed, rng), 0.6, 0.6, rng), h, w) for _ in range(3)]
+    cells.insert(int(rng.integers(0, 4)), c)
+    g = 2
+    out = np.ones((2 * h + g, 2 * w + g, 3), np.float32)
+    for i, cell in enumerate(cells):
+        y, x = (i // 2) * (h + g), (i % 2) * (w + g)
+        out[y:y + h, x:x + w] = cell
+    return _jpeg(out, 85)
+
+
+def _r10_border_caption(px, seed):
+    """HELD-OUT (round 10): a 60% crop in a thick solid border (12% of the long side, a random colour) with a
+    caption of two lines of dark block letters on a light strip under the photo, inside the border, JPEG q80
+    (adjacent to the frame and caption-bar families — flagged)."""
+    rng = np.random.default_rng([seed, 103])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    h, w = c.shape[:2]
+    b, cap = max(4, round(0.12 * max(h, w))), max(8, round(0.22 * h))
+    out = np.empty((h + cap + 2 * b, w + 2 * b, 3), np.float32)
+    out[:] = rng.uniform(0.05, 0.95, 3).astype(np.float32)
+    out[b:b + h, b:b + w] = c
+    out[b + h:b + h + cap, b:b + w] = 0.95
+    for y0, y1 in ((b + h + cap // 6, b + h + cap * 5 // 12), (b + h + cap * 7 // 12, b + h + cap * 5 // 6)):
+        _r6_blocks(out, y0, y1, b, b + w - w // 5, 0.08, rng)
+    return _jpeg(out, 80)
+
+
+def _r10_ui_frame(px, seed):
+    """HELD-OUT (round 10): a 55% crop inside a desktop-window-like frame: a dark title bar (9% of the height)
+    with light blocks, a light-grey left side panel (25% of the width) with eight lines of grey block text, the
+    photo at the right under the bar, JPEG q90 (adjacent to round 6's crop_screenshot — flagged)."""
+    rng = np.random.default_rng([seed, 104])
+    c = np.asarray(_rand_crop(px, 0.55, 0.55, rng), np.float32)
+    h, w = c.shape[:2]
+    bar, side = max(6, round(0.09 * h / 0.91)), max(8, round(0.25 * w / 0.75))
+    out = np.empty((h + bar, w + side, 3), np.float32)
+    out[:bar] = 0.15
+    out[bar:, :side] = 0.88
+    out[bar:, side:] = c
+    _r6_blocks(out, bar // 3, bar * 2 // 3, 4, (w + side) // 3, 0.85, rng)
+    step = max(4, h // 9)
+    for k in range(8):
+        y0 = bar + step // 2 + k * step
+        _r6_blocks(out, y0, min(bar + h, y0 + max(2, step // 3)), 4, side - 6, 0.35, rng)
+    return _jpeg(out, 90)
+
+
+def _r10_diagonal(px, seed):
+    """HELD-OUT (round 10): a 60% crop of the photo and a same-size 60% crop of an absent photo joined along a
+    random diagonal (main or anti; the photo on a random side), JPEG q85."""
+    rng = np.random.default_rng([seed, 105])
+    c = np.asarray(_rand_crop(px, 0.6, 0.6, rng), np.float32)
+    h, w = c.shape[:2]
+    o = _r10_fit(_rand_crop(_r10_other(seed, rng), 0.6, 0.6, rng), h, w)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    t = yy / h - xx / w if rng.random() < 0.5 else yy / h + xx / w - 1.0
+    side = (t > 0) if rng.random() < 0.5 else (t <= 0)
+    return _jpeg(np.where(side[..., None], c, o), 85)
+
+
 # transforms that take a per-photo seed
 SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _crop_bright_jpeg,
           "blur1.2_hflip_jpeg40": _blur_flip_jpeg, "crop_0.5_jpeg80": _r4_crop_jpeg,
@@ -723,7 +828,9 @@ SEEDED = {"crop_0.7_rot4_jpeg75": _crop_rot_jpeg, "crop_0.6_bright_jpeg60": _cro
           "crop_0.45_rot12_jpeg70": _r8_crop_rot12, "crop_gamma_noise": _r8_gamma_noise,
           "crop_gradient_overlay": _r8_gradient, "crop_persp_tint_jpeg60": _r8_persp_tint, "crop_pip": _r8_pip,
           "crop_0.5_hue_jpeg75": _r9_hue, "crop_vignette_jpeg80": _r9_vignette, "collage_2up": _r9_collage,
-          "crop_0.55_rot90": _r9_rot90, "crop_banner_jpeg80": _r9_banner}
+          "crop_0.55_rot90": _r9_rot90, "crop_banner_jpeg80": _r9_banner,
+          "collage_3up": _r10_collage3, "grid_2x2": _r10_grid, "border_caption": _r10_border_caption,
+          "ui_frame": _r10_ui_frame, "diagonal_split": _r10_diagonal}
 
 
 def make_queries(items: list[dict], families, out: Path) -> list[dict]:
@@ -861,6 +968,10 @@ def _parse_args():
     ap.add_argument("--round9", action="store_true", help="only issue 12 round 9: dense verification inside "
                     "the RANSAC inliers' hull (before = round 8's before; after = the same with dense_region hull, "
                     "recalibrated; --heldout: the round-9 held-out families, once)")
+    ap.add_argument("--round10", action="store_true", help="only issue 12 round 10: suspect sub-window views in "
+                    "the local stage (before = the round-9 default; after = the same with suspect_windows "
+                    "halves-thirds, its local calibration queries' views made again and every threshold "
+                    "recalibrated; --heldout: the round-10 held-out families, once)")
     ap.add_argument("--local-scale", default="2000,10000,100000", help="--round4 --scale-only: N of the local stage")
     ap.add_argument("--library", default="all", choices=("all", "real"),
                     help="--round3: the whole library, or its real photos only (an archive without the video "
@@ -868,7 +979,7 @@ def _parse_args():
     args = ap.parse_args()
     if args.round7 and args.heldout:
         ap.error("--round7 has no held-out list (every family has been seen)")
-    args.round8 = args.round8 or args.round9
+    args.round8 = args.round8 or args.round9 or args.round10
     args.round6 = args.round6 or args.round7 or args.round8
     if args.configs == ap.get_default("configs") and (args.round4 or args.round5 or args.round6):
         args.configs = "after,before" if args.round6 else "before,after"
@@ -912,7 +1023,7 @@ def _mode_tag(args) -> str | None:
     real = "_real" if args.library == "real" else ""
     held = "_heldout" if args.heldout else ""
     if args.round4 or args.round5 or args.round6:
-        rnd = "round9" if args.round9 else "round8" if args.round8 else "round7" if args.round7 else "round6" if args.round6 else \
+        rnd = "round10" if args.round10 else "round9" if args.round9 else "round8" if args.round8 else "round7" if args.round7 else "round6" if args.round6 else \
             "round5" if args.round5 else "round4"
         return rnd + held + real + ("_scale" if args.scale_only else "")
     if args.round3:
@@ -1267,6 +1378,8 @@ R8_HELDOUT = ("crop_0.45_rot12_jpeg70", "crop_gamma_noise", "crop_gradient_overl
 R9_DEV = R8_DEV + R8_HELDOUT  # every family of rounds 1-8: development material
 R9_HELDOUT = ("crop_0.5_hue_jpeg75", "crop_vignette_jpeg80", "collage_2up", "crop_0.55_rot90",
               "crop_banner_jpeg80")  # written down before the first run (round 9; docs/benchmarks.md)
+R10_DEV = R9_DEV + R9_HELDOUT  # every family of rounds 1-9: development material
+R10_HELDOUT = ("collage_3up", "grid_2x2", "border_caption", "ui_frame", "diagonal_split")  # round 10, never run before
 
 
 def _ranks_all_views(idx, Q, true):
@@ -1392,6 +1505,8 @@ def _r4_index(cfg, lib_paths, out, args):
     Round 5's "before" is the round-4 default's index file, built by the round-4 code: always reused."""
     from fingerprint_cli.origin.index import load_index
 
+    if args.round10:
+        return _r10_index(cfg, out, args)
     if args.round8:
         return _r8_index(cfg, out, args)
     if args.round6:
@@ -1412,6 +1527,15 @@ def _r4_index(cfg, lib_paths, out, args):
 _R6_SHARED: dict = {}  # the round-5 index's local features, shared by "before" and "after" (identical arrays)
 
 
+def _reused_before(path, default, run):
+    """The "before" index of a round: an earlier round's default index file, reused unchanged (loaded once)."""
+    from fingerprint_cli.origin.index import load_index
+
+    if not path.exists():
+        raise SystemExit(f"origin: {path} (the {default} default's index) is missing: run {run} first")
+    return _R6_SHARED.setdefault("before", load_index(path))
+
+
 def _r6_index(cfg, out, args):
     """Round 6: "before" = the round-5 default's index file (reused unchanged); "after" = the same references'
     features and calibration references with the overlay crops added to the local calibration
@@ -1419,9 +1543,7 @@ def _r6_index(cfg, out, args):
     from fingerprint_cli.origin.index import load_index
 
     before_path = out / f"r5_{args.library}_after.fpxindex"
-    if not before_path.exists():
-        raise SystemExit(f"origin: {before_path} (the round-5 default's index) is missing: run --round5 first")
-    before = _R6_SHARED.setdefault("before", load_index(before_path))
+    before = _reused_before(before_path, "round-5", "--round5")
     if cfg == "before":
         return before, None
     tag = "r7" if args.round7 else "r6"
@@ -1515,6 +1637,88 @@ def _r8_index(cfg, out, args):
     idx.local = L.LocalIndex(before.local.xy, before.local.desc, before.local.offsets, before.local.blob,
                              idx.local.settings, before.local.faiss_index(), before.local._owner)
     return idx, (time.time() - t0) if built else None
+
+
+def _r10_index(cfg, out, args):
+    """Round 10: "before" = the round-9 default (``r9_LIBRARY_after``, reused unchanged); "after" = the same
+    references' features with ``suspect_windows`` halves-thirds (:func:`_r10_upgrade`), written once to
+    ``r10_LIBRARY_after.fpxindex`` and frozen. Both share one reference feature index in memory."""
+    from fingerprint_cli.origin import local as L
+    from fingerprint_cli.origin.index import load_index
+
+    before_path = out / f"r9_{args.library}_after.fpxindex"
+    before = _reused_before(before_path, "round-9", "--round9")
+    if cfg == "before":
+        return before, None
+    ipath, t0 = out / f"r10_{args.library}_after.fpxindex", time.time()
+    built = not ipath.exists()
+    if built:
+        _r10_upgrade(load_index(before_path)).save(ipath)
+        print(f"origin: {ipath} written in {time.time() - t0:.0f} s", file=sys.stderr)
+    idx = load_index(ipath)
+    assert np.array_equal(idx.local.desc, before.local.desc) and idx.local.settings.suspect_windows != "none"
+    idx.local = L.LocalIndex(before.local.xy, before.local.desc, before.local.offsets, before.local.blob,
+                             idx.local.settings, before.local.faiss_index(), before.local._owner)
+    _R10_COST["ms"] = []  # the build's own view extraction is not a query's
+    return idx, (time.time() - t0) if built else None
+
+
+def _r10_upgrade(idx, windows="halves-thirds"):
+    """Round 10's "after" of a round-9 index: the same references' features; the local settings'
+    ``suspect_windows`` set; each local calibration query's views made again as a round-10 ``build_index``
+    makes them (``local.suspect_views`` of the query — its built-in transform of its reference, read from the
+    file — under the new settings); every threshold recalibrated."""
+    import dataclasses
+
+    from fingerprint_cli.origin import local as L
+
+    assert idx.local.settings.suspect_windows == "none", "not a round-9 index"
+    settings = dataclasses.replace(idx.local.settings, suspect_windows=windows)
+    feats, src = [], {}
+    for o, name in zip((int(x) for x in idx.local_calib_owner), idx.local_calib_transform):
+        if o not in src:
+            src = {o: images.load_image(idx.refs[o]["path"]).pixels}
+        feats += L.suspect_views(L.calib_transform(name, src[o]), settings)
+    idx.local.settings = settings
+    idx.local_calib = L.LocalIndex.from_features(feats, settings)
+    return _recalibrate(idx)
+
+
+_R10_COST: dict = {"ms": []}
+
+
+def _r10_prepare() -> None:
+    """Round 10: the local stage (``library.local_stage``: votes, verification, dense) timed per suspect it runs
+    for; the suspect's view extraction (``local.suspect_views``) timed per suspect too."""
+    from fingerprint_cli.origin import local as L
+
+    raw_stage, raw_views = library.local_stage, L.suspect_views
+
+    def stage(idx, hits, qv, lviews, suspect=None):
+        t = time.perf_counter()
+        out = raw_stage(idx, hits, qv, lviews, suspect)
+        if out[2].get("ran"):
+            _R10_COST["ms"].append(("stage", 1000 * (time.perf_counter() - t)))
+        return out
+
+    def views(px, settings=L.DEFAULT):
+        t = time.perf_counter()
+        out = raw_views(px, settings)
+        _R10_COST["ms"].append(("views", 1000 * (time.perf_counter() - t)))
+        return out
+
+    library.local_stage, L.suspect_views = stage, views
+
+
+def _r10_costs() -> dict:
+    """Median (p95) ms per suspect of the local stage and of the view extraction over one configuration (reset)."""
+    out = {}
+    for k in ("stage", "views"):
+        ms = [m for n, m in _R10_COST["ms"] if n == k]
+        out[f"{k}_ms"] = round(float(np.median(ms)), 1) if ms else None
+        out[f"{k}_ms_p95"] = round(float(np.percentile(ms, 95)), 1) if ms else None
+    _R10_COST["ms"] = []
+    return out
 
 
 def _r6_upgrade(idx):
@@ -1638,11 +1842,13 @@ def round4(items, lib, lib_paths, sha_to_row, out, args, say, res) -> None:
     import faiss
 
     faiss.omp_set_num_threads(1)
-    rnd = 9 if args.round9 else 8 if args.round8 else 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
+    rnd = 10 if args.round10 else 9 if args.round9 else 8 if args.round8 else 7 if args.round7 else 6 if args.round6 else 5 if args.round5 else 4
     fams = {4: (R4_DEV, R4_HELDOUT), 5: (R5_DEV, R5_HELDOUT), 6: (R6_DEV, R6_HELDOUT), 7: (R6_DEV, ()),
-            8: (R8_DEV, R8_HELDOUT), 9: (R9_DEV, R9_HELDOUT)}[rnd][int(args.heldout)]
+            8: (R8_DEV, R8_HELDOUT), 9: (R9_DEV, R9_HELDOUT), 10: (R10_DEV, R10_HELDOUT)}[rnd][int(args.heldout)]
     if args.round8:
         _r8_prepare(items)
+    if args.round10:
+        _r10_prepare()
     elif args.round7:
         _r7_memo()
     elif args.round6:
@@ -1683,6 +1889,11 @@ def _r4_config(cfg, fams, qs, lib_paths, sha_to_row, out, args, say, rows, dec) 
         _r4_lines(f, f"{cfg} ({cal.get('decision')})", r["families"][f], rows, dec)
     r["all"] = _r4_cell("all", np.ones(len(ft), bool), rk, owners, dt, fm, args.boot)
     _r4_lines("**all**", cfg, r["all"], rows, dec)
+    if args.round10:
+        r.update(_r10_costs())
+        say(f"index {cfg}: local stage median {r['stage_ms']} ms (p95 {r['stage_ms_p95']}), suspect views "
+            f"{r['views_ms']} ms (p95 {r['views_ms_p95']}) per suspect; suspect_windows "
+            f"{idx.local.settings.suspect_windows}")
     if args.round8:
         r.update(_r8_costs(recs_t + recs_a, cal))
         say(f"index {cfg}: dense threshold {cal.get('dense_threshold')}; dense stage median {r['dense_ms']} ms "

@@ -32,16 +32,16 @@ def libs(tmp_path_factory):
     for i, t in enumerate(("lov_caption_band", "lov_meme_bands", "lov_caption_band", "lov_sticker")):
         images.save_png(_graphic(700 + i, t), refs / f"g{i:02d}.png")
     old, _ = origin.build_index([str(refs)], str(d / "r5.fpxindex"), n_calibration=16, false_match_rate=FMR,
-                                dense=False)
+                                dense=False, suspect_windows="none")
     new, _ = origin.build_index([str(refs)], str(d / "r6.fpxindex"), n_calibration=16, false_match_rate=FMR,
-                                calibration_overlays=True, dense=False)
+                                calibration_overlays=True, dense=False, suspect_windows="none")
     return d, refs, old, new
 
 
 def test_overlay_transforms_are_deterministic_and_draw_where_they_say():
     px = _textured(200, 300, 3)
     assert L.calib_names(L.ROUND5) == list(L.CALIB_TRANSFORMS) and L.calib_names(L.ROUND4) == list(L.CALIB_TRANSFORMS)
-    assert L.DEFAULT == L.ROUND9 and not L.DEFAULT.calib_overlays  # round 6's rule: not the default
+    assert L.DEFAULT == L.ROUND10 and not L.DEFAULT.calib_overlays  # round 6's rule: not the default
     assert L.calib_names(L.OVERLAYS) == list(L.CALIB_TRANSFORMS) + list(L.OVERLAY_TRANSFORMS)
     for name in L.OVERLAY_TRANSFORMS:
         a, b = L.calib_transform(name, px), L.calib_transform(name, px)

@@ -70,12 +70,16 @@ def test_the_hull_scores_an_inset_crop_high_where_the_whole_overlap_dilutes_it()
 
 
 def test_new_indexes_verify_densely_inside_the_hull_by_default():
-    assert L.DEFAULT == L.ROUND9 and L.DEFAULT.dense and L.DEFAULT.dense_region == "hull"
-    assert dataclasses.replace(L.DEFAULT, dense=False, dense_region="overlap") == L.ROUND5  # the same features
-    assert _local_settings_for(None, True) == L.ROUND9
-    assert _local_settings_for(None, True, dense=False) == L.ROUND5  # --no-dense: round 5's index
-    assert _local_settings_for(None, True, dense=True) == L.ROUND9  # --dense: this fpx's region
-    assert _local_settings_for(None, True, dense_region="overlap") == dataclasses.replace(L.ROUND5, dense=True)
+    # round 10's default keeps round 9's dense verification and adds the suspect's sub-windows
+    assert L.DEFAULT == dataclasses.replace(L.ROUND9, suspect_windows="halves-thirds")
+    assert L.DEFAULT.dense and L.DEFAULT.dense_region == "hull"
+    nowin = {"suspect_windows": "none"}
+    assert dataclasses.replace(L.DEFAULT, dense=False, dense_region="overlap", **nowin) == L.ROUND5  # same features
+    assert _local_settings_for(None, True, suspect_windows="none") == L.ROUND9
+    assert _local_settings_for(None, True, dense=False, suspect_windows="none") == L.ROUND5  # round 5's index
+    assert _local_settings_for(None, True, dense=True, suspect_windows="none") == L.ROUND9  # this fpx's region
+    assert _local_settings_for(None, True, dense_region="overlap", suspect_windows="none") == \
+        dataclasses.replace(L.ROUND5, dense=True)
 
 
 def test_settings_without_the_key_score_over_the_overlap_as_in_round8():
@@ -89,14 +93,20 @@ def test_settings_without_the_key_score_over_the_overlap_as_in_round8():
         L.Settings(dense=True, dense_region="convex")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The same 12 references indexed with overlap-dense and hull-dense verification, and an inset query."""
-    d = tmp_path_factory.mktemp("r9refs")
+def twelve_refs(tmp_path_factory, name: str, seed: int):
+    """A temporary folder ``name`` holding ``refs/`` with 12 textured pictures (seeds ``seed`` ..)."""
+    d = tmp_path_factory.mktemp(name)
     refs = d / "refs"
     refs.mkdir()
     for i in range(12):
-        images.save_png(_textured(160, 220, seed=960 + i), refs / f"r{i:02d}.png")
+        images.save_png(_textured(160, 220, seed=seed + i), refs / f"r{i:02d}.png")
+    return d, refs
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The same 12 references indexed with overlap-dense and hull-dense verification, and an inset query."""
+    d, refs = twelve_refs(tmp_path_factory, "r9refs", 960)
     kw = {"n_calibration": 12, "false_match_rate": FMR}
     over, _ = origin.build_index([str(refs)], str(d / "over.fpxindex"), dense_region="overlap", **kw)
     hull, _ = origin.build_index([str(refs)], str(d / "hull.fpxindex"), **kw)  # the default (round 9)

@@ -15,7 +15,7 @@ from fingerprint_cli.origin import conditions, library
 from fingerprint_cli.origin.dense import REGIONS as DENSE_REGIONS
 from fingerprint_cli.origin.embedders import EMBEDDERS
 from fingerprint_cli.origin.index import DECISIONS, SEARCH_KINDS
-from fingerprint_cli.origin.local import INLIER_COUNTS
+from fingerprint_cli.origin.local import INLIER_COUNTS, SUSPECT_WINDOWS
 
 ORDER = 65
 
@@ -31,6 +31,7 @@ ViewScheme = Enum("ViewScheme", {n: n for n in library.REF_VIEW_SETS}, type=str)
 DecisionRule = Enum("DecisionRule", {n: n for n in DECISIONS}, type=str)
 InlierCount = Enum("InlierCount", {n: n for n in INLIER_COUNTS}, type=str)
 DenseRegion = Enum("DenseRegion", {n: n for n in DENSE_REGIONS}, type=str)
+SuspectWindows = Enum("SuspectWindows", {n: n for n in SUSPECT_WINDOWS}, type=str)
 
 
 def _progress(label: str, quiet: bool):
@@ -137,6 +138,11 @@ def register(app: typer.Typer) -> None:
                                          "overlap (the whole overlap, round 8) | hull (inside the convex hull of "
                                          "the RANSAC inliers: overlays and an inset's background do not count); "
                                          "default: this fpx's; --add keeps the index's own"),
+        suspect_windows: SuspectWindows | None = typer.Option(
+            None, "--suspect-windows", help="the local stage also detects a suspect's keypoints on fixed "
+                                            "sub-windows of its frame (composites: banners, collages, insets): "
+                                            "none | halves-thirds (ten windows; the calibration queries get "
+                                            "them too); default: this fpx's; --add keeps the index's own"),
         records_out: Path | None = typer.Option(None, "--records", help="write the per-reference records here"),
         fmt: str | None = common.FormatOpt,
         device: str = common.DeviceOpt,
@@ -158,7 +164,7 @@ def register(app: typer.Typer) -> None:
             head=str(head) if head else None, add=add, resume=resume, false_match_rate=fmr, n_calibration=n_calib,
             search=search.value, ref_views=common.value(views), dim="auto" if dim is None else dim, decision=common.value(decision), local=local,
             calibration_overlays=overlays, inlier_count=common.value(inlier_count), dense=dense,
-            dense_region=common.value(dense_region),
+            dense_region=common.value(dense_region), suspect_windows=common.value(suspect_windows),
             jobs=jobs,
             scheduler=scheduler, progress=cb))
         _emit(records, fmt, records_out, ["features.n_references", "features.threshold", "details.skipped"],

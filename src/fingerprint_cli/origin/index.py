@@ -417,7 +417,8 @@ def _check_shapes(idx: OriginIndex, p: Path) -> None:
                             "`fpx origin index`", str(p))
     bad = idx.local.check(idx.n) if idx.local is not None else None
     if bad is None and idx.local_calib is not None and (
-            idx.local_calib_owner is None or idx.local_calib.n != 2 * len(idx.local_calib_owner)):
+            idx.local_calib_owner is None
+            or idx.local_calib.n != local_mod.n_views(idx.local_calib.settings) * len(idx.local_calib_owner)):
         bad = "local calibration features do not match their owners"
     if bad:
         raise ArtifactError(f"index holds {bad}; rebuild it with `fpx origin index`", str(p))
@@ -674,7 +675,7 @@ def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarr
         if o not in groups:
             near = np.flatnonzero(index.vectors @ index.vectors[o] >= LOCAL_GROUP_COSINE)
             groups[o] = set(duplicates_of(index, o, level).tolist()) | local_mod.local_duplicates(lib, o, near)
-        views = [lc.features(2 * j), lc.features(2 * j + 1)]
+        views = _calib_views(lc, j)
         n, others = _local_impostors(lib, views, o, groups[o], dense_mod.TOP if lib.settings.dense else 0)
         impostors.append(n)
         cands.append(others)
@@ -686,6 +687,13 @@ def _local_calibration(index: OriginIndex, level: float, imp: dict[str, np.ndarr
         return np.asarray(gen), sizes
     imp["dense"], gen_dense = _dense_calibration(index, cands)
     return (np.asarray(gen), gen_dense), sizes
+
+
+def _calib_views(lc: local_mod.LocalIndex, j: int) -> list[local_mod.Features]:
+    """The query views of local calibration query ``j`` (:func:`~fingerprint_cli.origin.local.suspect_views`
+    under the index's settings: two, or more with sub-windows)."""
+    k = local_mod.n_views(lc.settings)
+    return [lc.features(k * j + t) for t in range(k)]
 
 
 def _dense_calibration(index: OriginIndex, cands: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -705,7 +713,7 @@ def _dense_calibration(index: OriginIndex, cands: list[list[int]]) -> tuple[np.n
             gen.append(np.nan)
             continue
         q = local_mod.calib_transform(name, src)
-        views = [lc.features(2 * j), lc.features(2 * j + 1)]
+        views = _calib_views(lc, j)
         region = lib.settings.dense_region
         gen.append(dense_best(views, q, lib.features(o), src, region))
         scores = [dense_best(views, q, lib.features(c), pixels(c), region) for c in cands[j]]
@@ -727,7 +735,7 @@ def dense_best(views: list[local_mod.Features], suspect: np.ndarray, ref: local_
     if A is None:
         return 0.0
     hull = views[vi].xy[qi] if region == "hull" else None
-    return dense_mod.score(suspect, ref_pixels, A, vi == 1, local_mod.SIDE, hull)
+    return dense_mod.score(suspect, ref_pixels, A, local_mod.is_mirrored(vi), local_mod.SIDE, hull)
 
 
 def _dense_threshold(cal: dict[str, Any], scores: np.ndarray) -> None:

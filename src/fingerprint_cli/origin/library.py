@@ -129,7 +129,8 @@ def _local_features(row: dict[str, Any], px: np.ndarray, calib: bool, settings: 
     row["local"] = local_mod.extract_reference(px, settings)
     if calib:
         row["local_calib_t"] = local_mod.calib_names(settings)
-        row["local_calib"] = [local_mod.extract_views(local_mod.calib_transform(t, px)) for t in row["local_calib_t"]]
+        row["local_calib"] = [local_mod.suspect_views(local_mod.calib_transform(t, px), settings)
+                              for t in row["local_calib_t"]]
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -287,7 +288,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
                 search: str = "flat", ref_views: str | None = None, dim: int | str | None = "auto",
                 decision: str | None = None, local: bool | None = None, calibration_overlays: bool = False,
                 inlier_count: str | None = None, dense: bool | None = None, dense_region: str | None = None,
-                jobs: int = 1, scheduler: str | None = None,
+                suspect_windows: str | None = None, jobs: int = 1, scheduler: str | None = None,
                 chunk_size: int = 16, recursive: bool = True, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[OriginIndex, list[Record]]:
     """Embed ``refs`` (files or folders, searched recursively) and write a sealed index to ``output``.
@@ -312,7 +313,9 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
     needs the dense agreement of the candidate's pixels at the fitted map (:mod:`~fingerprint_cli.origin.dense`;
     recorded; with ``add`` the index's own). ``dense_region`` (:data:`~fingerprint_cli.origin.dense.REGIONS`;
     given, it implies ``dense``; None: this fpx's default): where that agreement is summed (``hull``: inside
-    the convex hull of the RANSAC inliers). Unreadable
+    the convex hull of the RANSAC inliers). ``suspect_windows`` (:data:`~fingerprint_cli.origin.local.SUSPECT_WINDOWS`;
+    None: this fpx's default; recorded; with ``add`` the index's own): the local stage's suspect views also
+    include fixed sub-windows of the suspect's frame, the local calibration queries' too. Unreadable
     references become error records and the build goes on. ``progress(done_chunks, total_chunks)``.
     Returns the index and one record per reference plus a summary record.
     """
@@ -329,7 +332,7 @@ def build_index(refs: Sequence[str], output: str, *, embedder: str = emb_mod.DEF
         auto, dim = dim == "auto", _resolve_dim(dim, emb, h)
         local, decision = _new_local(local, decision)
     scheme = ref_view_scheme(ref_views or DEFAULT_REF_VIEWS)
-    lset = _local_settings_for(base, local, calibration_overlays, inlier_count, dense, dense_region)
+    lset = _local_settings_for(base, local, calibration_overlays, inlier_count, dense, dense_region, suspect_windows)
     known = {r["path"] for r in base.refs} if base else set()
     new = [p for p in paths if p not in known]
     chunks = _chunks(_calibration_plan(new, n_calibration), chunk_size)
@@ -383,10 +386,12 @@ def _new_local(local: bool | None, decision: str | None) -> tuple[bool, str]:
 
 def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = False,
                         inlier_count: str | None = None, dense: bool | None = None,
-                        dense_region: str | None = None) -> local_mod.Settings | None:
+                        dense_region: str | None = None, suspect_windows: str | None = None
+                        ) -> local_mod.Settings | None:
     """The local settings of the references being added: the base index's own (``--add``), this fpx's default
-    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count``, ``dense`` and
-    ``dense_region`` — which implies ``dense`` — when given), None without local features."""
+    for a new index (with ``overlays``, the overlay calibration crops too; ``inlier_count``, ``dense``,
+    ``dense_region`` — which implies ``dense`` — and ``suspect_windows`` when given), None without local
+    features."""
     if not local:
         return None
     if base is not None and base.local is not None:
@@ -395,6 +400,7 @@ def _local_settings_for(base: OriginIndex | None, local: bool, overlays: bool = 
     s = s if inlier_count is None else dataclasses.replace(s, inlier_count=inlier_count)
     if dense is not None:  # off: no region either (round 5's settings); on: this fpx's region unless given
         s = dataclasses.replace(s, dense=True) if dense else dataclasses.replace(s, dense=False, dense_region="overlap")
+    s = s if suspect_windows is None else dataclasses.replace(s, suspect_windows=suspect_windows)
     return s if dense_region is None else dataclasses.replace(s, dense=True, dense_region=dense_region)
 
 
@@ -676,7 +682,8 @@ def _local_skip(idx: OriginIndex, hits: list, lviews) -> str | None:
 
 
 def _local_views_chunk(task: dict[str, Any]) -> list[tuple[list, np.ndarray | None] | str]:
-    """The ORB views (:func:`~fingerprint_cli.origin.local.extract_views`) of a chunk of suspects, read again
+    """The ORB views (:func:`~fingerprint_cli.origin.local.suspect_views` under the index's local settings,
+    ``task["settings"]``) of a chunk of suspects, read again
     (path, sha256 at embedding), each with the suspect's pixels at the dense verification's scale when the
     task asks for them (``dense``; else None); the error message instead for a file that cannot be read or has
     changed."""
@@ -687,7 +694,7 @@ def _local_views_chunk(task: dict[str, Any]) -> list[tuple[list, np.ndarray | No
             if im.sha256 != sha:
                 raise InputError("changed since it was embedded (sha256 differs): local stage not run", path)
             small = dense_mod.rgb(im.pixels) if task.get("dense") else None
-            out.append((local_mod.extract_views(im.pixels), small))
+            out.append((local_mod.suspect_views(im.pixels, local_mod.Settings.from_doc(task["settings"])), small))
         except FpxError as exc:
             out.append(str(exc))
     return out
@@ -702,7 +709,8 @@ def _suspect_local_views(idx: OriginIndex, rows: list[dict[str, Any]], hits: lis
     need = [i for i, hs in enumerate(hits) if not _similarity_decides(idx, hs)]
     chunks = _chunks(need, chunk_size)
     dense = _uses_dense(idx)
-    tasks = [{"items": [(rows[i]["path"], rows[i]["sha256"]) for i in c], "dense": dense} for c in chunks]
+    tasks = [{"items": [(rows[i]["path"], rows[i]["sha256"]) for i in c], "dense": dense,
+              "settings": idx.local.settings.doc()} for c in chunks]
     for j, res in parallel.imap(_local_views_chunk, tasks, jobs=jobs, scheduler=scheduler):
         got = res.value if res.ok else [f"local features failed: {res.error}"] * len(chunks[j])
         for i, v in zip(chunks[j], got):
@@ -750,14 +758,22 @@ def local_stage(idx: OriginIndex, hits: list, qv: np.ndarray, lviews, suspect: n
     front = [byref.get(r) or _exact_hit(idx, qv, r) for r in verified]
     done = set(verified)
     rest = [h for h in hits if h[0] not in done]
+    return front + rest, {r: n for r, n, _ in m}, _local_info(idx, thr, m, done, dense), dense
+
+
+def _local_info(idx: OriginIndex, thr: float, m: list[tuple[int, int, int]], done: set[int],
+                dense: dict[int, float] | None) -> dict[str, Any]:
+    """What the record says about a local stage that ran: its threshold, candidates, the verified ones (path,
+    inliers, the query view — whole frame or sub-window — they matched on, dense score) and, for the query
+    record, ``views``: the view index of each verified candidate (:func:`_window_views` takes it out)."""
     info = {"ran": True, "threshold": thr, "n_candidates": len(m),
-            "verified": [{"path": idx.refs[r]["path"], "inliers": n, "view": VIEW_NAMES[v],
+            "verified": [{"path": idx.refs[r]["path"], "inliers": n, "view": local_mod.view_name(v, idx.local.settings),
                           **({"dense": dense[r]} if dense and r in dense else {})}
-                         for r, n, v in m if r in done][:10]}
+                         for r, n, v in m if r in done][:10], "views": {r: v for r, _, v in m if r in done}}
     if dense is not None:
         info["dense_threshold"] = idx.calibration["dense_threshold"]
         info["dense_region"] = idx.local.settings.dense_region
-    return front + rest, {r: n for r, n, _ in m}, info, dense
+    return info
 
 
 def _verified(idx: OriginIndex, m: list[tuple[int, int, int]], thr: float, lviews, suspect
@@ -772,6 +788,16 @@ def _verified(idx: OriginIndex, m: list[tuple[int, int, int]], thr: float, lview
     return [r for r in verified if dense.get(r, -1.0) > dthr], dense
 
 
+def _window_views(idx: OriginIndex, linfo: dict[str, Any]) -> dict[int, str]:
+    """With suspect sub-windows (the index's local settings), the query view — whole frame or sub-window —
+    each verified candidate matched on, by reference row (empty otherwise: the records stay as before); the
+    stage's ``views`` entry is taken out of ``linfo`` (it is not part of the record)."""
+    views = linfo.pop("views", None) or {}
+    if idx.local is None or idx.local.settings.suspect_windows == "none":
+        return {}
+    return {r: local_mod.view_name(v, idx.local.settings) for r, v in views.items()}
+
+
 DECISION_HITS = 32  # references searched per suspect for the decision (the best other origin), whatever -k is
 
 
@@ -780,9 +806,11 @@ def _query_record(idx: OriginIndex, emb: emb_mod.Embedder, row: dict[str, Any], 
     """The record of one readable suspect from its merged hits (reordered by the local stage)."""
     rnames = idx.ref_views.get("views") or ["full"]
     hits, inl, linfo, dense = local_stage(idx, hits, qv, row.get("local_views"), row.get("dense_pixels"))
+    lview = _window_views(idx, linfo)
     cands = [{"rank": r + 1, "path": idx.refs[i]["path"], "sha256": idx.refs[i]["sha256"],
               "similarity": round(s, 6), "view": VIEW_NAMES[vi], "reference_view": rnames[rv],
               **({"local_inliers": inl[i]} if inl is not None and i in inl else {}),
+              **({"local_view": lview[i]} if i in lview else {}),
               **({"dense": dense[i]} if dense is not None and i in dense else {})}
              for r, (i, s, vi, rv) in enumerate(hits[:k])]
     dec = decide(idx, hits, lambda t: _verify_score(row["path"], idx.refs[t]["path"]), local=inl, dense=dense)

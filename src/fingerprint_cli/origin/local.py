@@ -73,7 +73,13 @@ class Settings:
     before). ``dense_region`` (round 9, :data:`fingerprint_cli.origin.dense.REGIONS`): where that agreement is
     summed — ``"overlap"`` the whole overlap (round 8; the value of an index without the key), ``"hull"``
     only inside the convex hull of the RANSAC inliers (slightly dilated), the part of the suspect the match
-    is about."""
+    is about. ``suspect_windows`` (round 10, :data:`SUSPECT_WINDOWS`): the suspect's keypoints are also
+    detected on each of a few fixed sub-windows of its frame (each resized to :data:`SIDE` px, so the window's
+    content gets a full set of keypoints, and expressed in the whole frame's coordinates): extra query views
+    (:func:`suspect_views`), for a suspect that is a composite — the origin fills only part of the frame and
+    a banner, text or another photo takes the keypoints of the whole frame; ``"none"`` (the value of an index
+    without the key) queries as before. The index's local calibration queries get the same views, so the
+    stated rate is the rate of this procedure."""
 
     tile_grid: int = 0
     tile_scale: float = 2.0
@@ -86,8 +92,12 @@ class Settings:
     inlier_count: str = "suspect"
     dense: bool = False
     dense_region: str = "overlap"
+    suspect_windows: str = "none"
 
     def __post_init__(self) -> None:
+        if self.suspect_windows not in SUSPECT_WINDOWS:
+            raise ValueError(f"suspect_windows must be one of {', '.join(SUSPECT_WINDOWS)}, "
+                             f"not {self.suspect_windows!r}")
         if self.inlier_count not in INLIER_COUNTS:
             raise ValueError(f"inlier_count must be one of {', '.join(INLIER_COUNTS)}, not {self.inlier_count!r}")
         if self.dense_region not in dense_mod.REGIONS:
@@ -105,7 +115,18 @@ class Settings:
 
 
 _SETTING_KEYS = ("tile_grid", "tile_scale", "tile_features", "tile_margin", "ivf_max_lists", "ivf_nprobe",
-                 "ivf_train_per_list", "calib_overlays", "inlier_count", "dense", "dense_region")
+                 "ivf_train_per_list", "calib_overlays", "inlier_count", "dense", "dense_region", "suspect_windows")
+# Settings.suspect_windows: name -> the sub-windows (name, y0, y1, x0, x1 as fractions of the suspect's frame).
+# "halves-thirds" (round 10): the four halves, the four two-thirds, the middle band (rows 1/6-5/6) and the centre
+# (1/6-5/6 both ways); fixed on development families only (docs/benchmarks.md, issue 12 round 10)
+SUSPECT_WINDOWS: dict[str, tuple[tuple[str, float, float, float, float], ...]] = {
+    "none": (),
+    "halves-thirds": (("left", 0, 1, 0, 1 / 2), ("right", 0, 1, 1 / 2, 1), ("top", 0, 1 / 2, 0, 1),
+                      ("bottom", 1 / 2, 1, 0, 1), ("left-2/3", 0, 1, 0, 2 / 3), ("right-2/3", 0, 1, 1 / 3, 1),
+                      ("top-2/3", 0, 2 / 3, 0, 1), ("bottom-2/3", 1 / 3, 1, 0, 1), ("middle", 1 / 6, 5 / 6, 0, 1),
+                      ("centre", 1 / 6, 5 / 6, 1 / 6, 5 / 6)),
+}
+N_WINDOW_VOTED = 4  # best-voted references verified per sub-window view (the whole frame's views: N_VOTED)
 INLIER_COUNTS = ("suspect", "one-to-one")  # Settings.inlier_count: what inliers() counts
 ROUND4 = Settings()  # the round-4 local stage (every key an older index does not record)
 # round 5: 2 x 2 tiles at 2x, 96 keypoints each, beside the whole frame's; a finer vote IVF
@@ -114,7 +135,10 @@ ROUND5 = Settings(tile_grid=2, ivf_max_lists=2048, ivf_train_per_list=40)
 # docs/benchmarks.md, issue 12 round 9; round 6's overlay calibration, round 7's one-to-one count and round 8's
 # whole-overlap dense score did not pass theirs: opt-in, recorded in the index)
 ROUND9 = replace(ROUND5, dense=True, dense_region="hull")
-DEFAULT = ROUND9  # new indexes
+# round 10: round 9 with the suspect's sub-windows as extra local query views (passed its ship rule:
+# docs/benchmarks.md, issue 12 round 10)
+ROUND10 = replace(ROUND9, suspect_windows="halves-thirds")
+DEFAULT = ROUND10  # new indexes
 # opt-in (``build_index(calibration_overlays=True)``, ``--calibration-overlays``): round 5's features, the overlay
 # crops among the local calibration queries
 OVERLAYS = replace(ROUND5, calib_overlays=True)
@@ -195,6 +219,52 @@ def extract_reference(px: np.ndarray, settings: Settings = DEFAULT) -> Features:
 def extract_views(px: np.ndarray) -> list[Features]:
     """Features of the image and of its mirror (the query views)."""
     return [extract(px), extract(np.ascontiguousarray(px[:, ::-1]))]
+
+
+def _window_features(px: np.ndarray, y0: float, y1: float, x0: float, x1: float) -> Features:
+    """Keypoints of one sub-window of ``px`` (fractions of its frame), detected on the window resized to
+    :data:`SIDE` px and expressed at :data:`SIDE` scale in the whole frame's coordinates (as :func:`extract`'s)."""
+    h, w = px.shape[:2]
+    r0, r1 = round(y0 * h), max(round(y0 * h) + 1, round(y1 * h))
+    c0, c1 = round(x0 * w), max(round(x0 * w) + 1, round(x1 * w))
+    g = _gray(np.ascontiguousarray(px[r0:r1, c0:c1]))
+    f = _orb(g, N_FEATURES, 8, 1.0)
+    full = SIDE / max(h, w)
+    sy, sx = (r1 - r0) / g.shape[0], (c1 - c0) / g.shape[1]
+    xy = (f.xy * np.float32([sx, sy]) + np.float32([c0, r0])) * np.float32(full)
+    return Features(np.ascontiguousarray(xy, np.float32), f.desc)
+
+
+def suspect_views(px: np.ndarray, settings: Settings = DEFAULT) -> list[Features]:
+    """A suspect's query views under an index's ``settings``: :func:`extract_views` (the image and its mirror),
+    then, with ``suspect_windows``, each sub-window of the image and of its mirror (:func:`view_name`)."""
+    out = extract_views(px)
+    wins = SUSPECT_WINDOWS[settings.suspect_windows]
+    if wins:
+        mirror = np.ascontiguousarray(px[:, ::-1])
+        for _, y0, y1, x0, x1 in wins:
+            out += [_window_features(px, y0, y1, x0, x1), _window_features(mirror, y0, y1, x0, x1)]
+    return out
+
+
+def n_views(settings: Settings = DEFAULT) -> int:
+    """How many query views :func:`suspect_views` gives under ``settings`` (2 without sub-windows)."""
+    return 2 * (1 + len(SUSPECT_WINDOWS[settings.suspect_windows]))
+
+
+def view_name(vi: int, settings: Settings = DEFAULT) -> str:
+    """The name of query view ``vi`` (:func:`suspect_views`): ``original`` / ``mirrored``, then
+    ``WINDOW`` / ``WINDOW, mirrored`` for each sub-window (a mirrored view's window is taken on the mirror)."""
+    base = "mirrored" if vi % 2 else "original"
+    if vi < 2:
+        return base
+    name = SUSPECT_WINDOWS[settings.suspect_windows][vi // 2 - 1][0]
+    return f"{name}, mirrored" if vi % 2 else name
+
+
+def is_mirrored(vi: int) -> bool:
+    """Whether query view ``vi`` (:func:`suspect_views`) is on the suspect's mirror."""
+    return vi % 2 == 1
 
 
 def _fixed_crop(px: np.ndarray, frac: float, oy: float, ox: float) -> np.ndarray:
@@ -465,12 +535,13 @@ def _voted(lib: LocalIndex, view: Features, exclude: set[int], n_voted: int) -> 
 def match(lib: LocalIndex, views: list[Features], shortlist=(), exclude=(), n_voted: int = N_VOTED
           ) -> list[tuple[int, int, int]]:
     """(reference, inliers, query view) of every candidate, most inliers first: the ``n_voted`` best-voted
-    references of each view (verified on that view) and the global ``shortlist`` (verified on every view),
-    minus ``exclude``; each reference at its best view."""
+    references of each of the whole frame's two views and the :data:`N_WINDOW_VOTED` best-voted of each
+    sub-window view (:func:`suspect_views`; each verified on the views that voted for it) and the global
+    ``shortlist`` (verified on the whole frame's views), minus ``exclude``; each reference at its best view."""
     excl = {int(e) for e in exclude}
-    todo: dict[int, set[int]] = {int(c): set(range(len(views))) for c in shortlist if int(c) not in excl}
+    todo: dict[int, set[int]] = {int(c): set(range(min(2, len(views)))) for c in shortlist if int(c) not in excl}
     for vi, v in enumerate(views):
-        for c in _voted(lib, v, excl, n_voted):
+        for c in _voted(lib, v, excl, n_voted if vi < 2 else N_WINDOW_VOTED):
             todo.setdefault(c, set()).add(vi)
     res, count = [], lib.settings.inlier_count
     for c, vs in todo.items():
