@@ -188,6 +188,22 @@ def test_round11_list_is_new_and_flags_its_networks(openset):
     _check_edits_run(openset, openset.TEST11, 5)
 
 
+def test_round12_list_is_new_benign_heavy_and_flags_its_networks(openset):
+    """TEST12 shares no processing with rounds 1-11's lists nor a calibration system, has >= 10 entries, more benign
+    than network, >= 2 networks (all flagged family-adjacent), and its edits run on a photo (right shape, in range,
+    changed; seeded ones reproducible)."""
+    from corpus_local import BANDS_V4
+
+    earlier = set().union(*(set(v) for k, v in openset.SETS.items() if k != "test12"))
+    assert len(openset.TEST12) >= 10 and not set(openset.TEST12) & (earlier | set(BANDS_V4))
+    nets = [k for k, (_, kind) in openset.TEST12.items() if kind == "network"]
+    assert 2 <= len(nets) < len(openset.TEST12) - len(nets) and set(nets) <= set(openset.FAMILY_ADJACENT)
+    _check_edits_run(openset, openset.TEST12, 6)
+    px = np.random.default_rng(1).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+    out = openset.box_x2_bilinear_rt(px)
+    assert np.allclose(out[::2, ::2].mean(), px.mean(), atol=0.05) and not np.allclose(out, px)
+
+
 def test_fresh9_plus_10_is_fresh9_of_the_first_folder_then_every_photo_of_the_others(openset, tmp_path):
     a, b = _photos(tmp_path / "train", 60), _photos(tmp_path / "b", 3)
     got = openset.select_set([tmp_path / "train", tmp_path / "b"], "fresh9+10", 33)
