@@ -238,3 +238,34 @@ def test_feature_choice_rule_needs_coverage_and_accuracy_and_ties_to_fewer_featu
          cand("e", 23, 0.96, 0.93, (0.9, 0.90), (0.9, 1.0))]
     assert fc.choose(t)["name"] == "a"  # a, b, c tie at 0.25: fewest features
     assert fc.choose(t[3:]) is None  # d misses coverage, e the accuracy
+
+
+def test_artifact_corpus_period_only_matches_the_family_and_reuse_skips_computed_pairs(tmp_path, monkeypatch):
+    """bench/artifact_corpus.py: ``--only period`` gives the family's own af_period values for a stored pair, and a
+    part run copies reused pairs' values (limited to the group) without recomputing them."""
+    import json
+
+    sys.path.insert(0, str(BENCH))
+    import artifact_corpus as ac
+
+    rng = np.random.default_rng(3)
+    ref = np.clip(rng.normal(0.5, 0.2, (48, 48, 3)), 0, 1).astype(np.float32)
+    sus = np.repeat(np.repeat(ref[::2, ::2], 2, 0), 2, 1)  # a x2 nearest round trip: a period-2 trace
+    images.save_png(ref, tmp_path / "r.png")
+    images.save_png(sus, tmp_path / "s.png")
+    full = ac.features_of(str(tmp_path / "r.png"), str(tmp_path / "s.png"))
+    only = ac.features_of(str(tmp_path / "r.png"), str(tmp_path / "s.png"), only="period")
+    assert set(only) == {"af_period_2", "af_period_3", "af_period_4"} and all(only[k] == full[k] for k in only)
+    assert only["af_period_2"] > only["af_period_3"]
+
+    recs = [{"status": "ok", "inputs": {"reference": {"path": str(tmp_path / "r.png")},
+                                        "suspect": {"path": p}}} for p in (str(tmp_path / "s.png"), "reused.png")]
+    old = tmp_path / "old.part0of1"
+    old.write_text(json.dumps({"k": 1, "f": {"af_period_2": 9.0, "af_halluc_0": 1.0}}) + "\n")
+    reuse = ac.reused(recs, [old], "period")
+    assert reuse == {(str(tmp_path / "r.png"), "reused.png"): {"af_period_2": 9.0}}
+    real = ac.features_of
+    monkeypatch.setattr(ac, "features_of", lambda r, s, only="": real(r, s, only) if s != "reused.png" else 1 / 0)
+    ac.run_part(recs, 0, 1, tmp_path / "new.part0of1", "period", reuse)
+    got = [json.loads(x) for x in (tmp_path / "new.part0of1").read_text().splitlines()]
+    assert got == [{"k": 0, "f": only}, {"k": 1, "f": {"af_period_2": 9.0}}]
