@@ -1776,9 +1776,14 @@ def _also(spec: str) -> list[str]:
 
 
 def _evaluate_all(rows, feats, docs, alpha, common) -> dict:
-    """{artifact id: :func:`evaluate` result} (``alpha`` overrides the conformal artifacts' own)."""
+    """{artifact id: :func:`evaluate` result} (``alpha`` overrides the conformal artifacts' own); two artifacts with
+    one id are refused (the results are keyed by id: round 12's first invocation lost one that way)."""
     from fingerprint_cli.anchored import attribute
 
+    ids = [d["id"] for d in docs]
+    if len(set(ids)) < len(ids):
+        raise SystemExit(f"openset: two --artifacts share an id ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))}); "
+                         "give each its own id (fpx calibrate --id)")
     res = {}
     for doc in docs:
         res[doc["id"]] = evaluate(rows, feats, attribute.Decider(doc, alpha if doc.get("conformal") else None),

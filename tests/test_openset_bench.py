@@ -269,3 +269,9 @@ def test_artifact_corpus_period_only_matches_the_family_and_reuse_skips_computed
     ac.run_part(recs, 0, 1, tmp_path / "new.part0of1", "period", reuse)
     got = [json.loads(x) for x in (tmp_path / "new.part0of1").read_text().splitlines()]
     assert got == [{"k": 0, "f": only}, {"k": 1, "f": {"af_period_2": 9.0}}]
+
+
+def test_two_artifacts_with_one_id_are_refused_before_any_evaluation(openset):
+    """Results are keyed by artifact id, so two files carrying one id would lose one of them: refused."""
+    with pytest.raises(SystemExit, match="share an id"):
+        openset._evaluate_all([], [], [{"id": "a"}, {"id": "b"}, {"id": "a"}], None, set())
