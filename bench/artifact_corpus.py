@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fingerprint_cli import atomic, images
-from fingerprint_cli.anchored import artifact_features, pixel
+from fingerprint_cli.anchored import artifact_features, metrics, pixel
 from fingerprint_cli.anchored.score import align
 
 
@@ -62,17 +62,40 @@ def _keep_photos(recs: list[dict], corpus: Path, n: int) -> list[dict]:
     return sorted(keep, key=lambda d: rank[photo[(d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"])]])
 
 
-def features_of(reference: str, suspect: str) -> dict[str, float]:
-    """The artifact features of one stored pair (aligned and tone-corrected as the scoring path does)."""
+def features_of(reference: str, suspect: str, only: str = "") -> dict[str, float]:
+    """The artifact features of one stored pair (aligned and tone-corrected as the scoring path does); with
+    ``only="period"`` just ``af_period_2/3/4`` (:func:`artifact_features.periodicity`, the same numbers)."""
     ref, sus = images.load_image(reference), images.load_image(suspect)
     px, _ = align(ref, sus)
     corrected, _ = pixel.tone_curve(np.asarray(ref.pixels, dtype=np.float64), px)
+    if only == "period":
+        return artifact_features.periodicity(*metrics.pair_luma(ref.pixels, corrected)[2:])
     return artifact_features.compute(ref.pixels, corrected)
 
 
-def run_part(recs: list[dict], i: int, n: int, out: Path) -> None:
+def _pair(d: dict) -> tuple[str, str]:
+    return d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"]
+
+
+def reused(recs: list[dict], parts: list[Path], only: str = "") -> dict[tuple[str, str], dict[str, float]]:
+    """Features already computed by an earlier run (``recs``: the record list its part files' rows index, i.e. its
+    ``--scores`` kept to its ``--photos``), by pair, limited to the ``only`` group's names (``period``:
+    ``af_period_*``)."""
+    out = {}
+    for p in parts:
+        for line in p.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                out[_pair(recs[d["k"]])] = {f: v for f, v in d["f"].items()
+                                            if not only or f.startswith(f"af_{only}_")}
+    return out
+
+
+def run_part(recs: list[dict], i: int, n: int, out: Path, only: str = "", reuse: dict | None = None) -> None:
     """Features of rows i, i+n, … appended as jsonl lines ``{"k": row, "f": {...}}`` to ``out`` as they are computed
-    (a run stopped early keeps what it wrote; the merge takes only whole photos)."""
+    (a run stopped early keeps what it wrote; the merge takes only whole photos); pairs in ``reuse`` are copied
+    from it, not recomputed."""
+    reuse = reuse or {}
     t0 = time.time()
     done = 0
     with open(out, "w") as fh:
@@ -80,7 +103,7 @@ def run_part(recs: list[dict], i: int, n: int, out: Path) -> None:
             d = recs[k]
             if d.get("status") != "ok":
                 continue
-            f = features_of(d["inputs"]["reference"]["path"], d["inputs"]["suspect"]["path"])
+            f = reuse.get(_pair(d)) or features_of(*_pair(d), only=only)
             fh.write(json.dumps({"k": k, "f": f}) + "\n")
             fh.flush()
             done += 1
@@ -134,8 +157,17 @@ def main() -> None:
     ap.add_argument("--merge", type=int, default=0, help="join the n parts into --out")
     ap.add_argument("--photos", type=int, default=0, help="only a seeded subsample of this many photos (0: all)")
     ap.add_argument("--corpus", type=Path, default=Path("bench/out/corpus_v2/corpus_v7.csv"))
+    ap.add_argument("--only", choices=["period"], default="", help="compute only this group (af_period_2/3/4)")
+    ap.add_argument("--reuse", type=Path, nargs="*", default=[],
+                    help="an earlier run's part files (same --scores; its --photos given by --reuse-photos): their "
+                         "pairs are not recomputed")
+    ap.add_argument("--reuse-photos", type=int, default=0, help="the --photos of the --reuse run")
     args = ap.parse_args()
     recs = _records(args.scores)
+    reuse = {}
+    if args.reuse:
+        old = _keep_photos(recs, args.corpus, args.reuse_photos) if args.reuse_photos else recs
+        reuse = reused(old, args.reuse, args.only)
     if args.photos:
         recs = _keep_photos(recs, args.corpus, args.photos)
     parts = [args.out.with_suffix(f".part{i}of{args.merge}") for i in range(args.merge)]
@@ -144,7 +176,7 @@ def main() -> None:
         print(f"merged: {len(whole)} whole photos -> {args.out}", file=sys.stderr)
         return
     i, n = (int(x) for x in args.part.split("/"))
-    run_part(recs, i, n, args.out.with_suffix(f".part{i}of{n}"))
+    run_part(recs, i, n, args.out.with_suffix(f".part{i}of{n}"), args.only, reuse)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,22 @@ def test_round11_list_is_new_and_flags_its_networks(openset):
     _check_edits_run(openset, openset.TEST11, 5)
 
 
+def test_round12_list_is_new_benign_heavy_and_flags_its_networks(openset):
+    """TEST12 shares no processing with rounds 1-11's lists nor a calibration system, has >= 10 entries, more benign
+    than network, >= 2 networks (all flagged family-adjacent), and its edits run on a photo (right shape, in range,
+    changed; seeded ones reproducible)."""
+    from corpus_local import BANDS_V4
+
+    earlier = set().union(*(set(v) for k, v in openset.SETS.items() if k != "test12"))
+    assert len(openset.TEST12) >= 10 and not set(openset.TEST12) & (earlier | set(BANDS_V4))
+    nets = [k for k, (_, kind) in openset.TEST12.items() if kind == "network"]
+    assert 2 <= len(nets) < len(openset.TEST12) - len(nets) and set(nets) <= set(openset.FAMILY_ADJACENT)
+    _check_edits_run(openset, openset.TEST12, 6)
+    px = np.random.default_rng(1).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+    out = openset.box_x2_bilinear_rt(px)
+    assert np.allclose(out[::2, ::2].mean(), px.mean(), atol=0.05) and not np.allclose(out, px)
+
+
 def test_fresh9_plus_10_is_fresh9_of_the_first_folder_then_every_photo_of_the_others(openset, tmp_path):
     a, b = _photos(tmp_path / "train", 60), _photos(tmp_path / "b", 3)
     got = openset.select_set([tmp_path / "train", tmp_path / "b"], "fresh9+10", 33)
@@ -222,3 +238,40 @@ def test_feature_choice_rule_needs_coverage_and_accuracy_and_ties_to_fewer_featu
          cand("e", 23, 0.96, 0.93, (0.9, 0.90), (0.9, 1.0))]
     assert fc.choose(t)["name"] == "a"  # a, b, c tie at 0.25: fewest features
     assert fc.choose(t[3:]) is None  # d misses coverage, e the accuracy
+
+
+def test_artifact_corpus_period_only_matches_the_family_and_reuse_skips_computed_pairs(tmp_path, monkeypatch):
+    """bench/artifact_corpus.py: ``--only period`` gives the family's own af_period values for a stored pair, and a
+    part run copies reused pairs' values (limited to the group) without recomputing them."""
+    import json
+
+    sys.path.insert(0, str(BENCH))
+    import artifact_corpus as ac
+
+    rng = np.random.default_rng(3)
+    ref = np.clip(rng.normal(0.5, 0.2, (48, 48, 3)), 0, 1).astype(np.float32)
+    sus = np.repeat(np.repeat(ref[::2, ::2], 2, 0), 2, 1)  # a x2 nearest round trip: a period-2 trace
+    images.save_png(ref, tmp_path / "r.png")
+    images.save_png(sus, tmp_path / "s.png")
+    full = ac.features_of(str(tmp_path / "r.png"), str(tmp_path / "s.png"))
+    only = ac.features_of(str(tmp_path / "r.png"), str(tmp_path / "s.png"), only="period")
+    assert set(only) == {"af_period_2", "af_period_3", "af_period_4"} and all(only[k] == full[k] for k in only)
+    assert only["af_period_2"] > only["af_period_3"]
+
+    recs = [{"status": "ok", "inputs": {"reference": {"path": str(tmp_path / "r.png")},
+                                        "suspect": {"path": p}}} for p in (str(tmp_path / "s.png"), "reused.png")]
+    old = tmp_path / "old.part0of1"
+    old.write_text(json.dumps({"k": 1, "f": {"af_period_2": 9.0, "af_halluc_0": 1.0}}) + "\n")
+    reuse = ac.reused(recs, [old], "period")
+    assert reuse == {(str(tmp_path / "r.png"), "reused.png"): {"af_period_2": 9.0}}
+    real = ac.features_of
+    monkeypatch.setattr(ac, "features_of", lambda r, s, only="": real(r, s, only) if s != "reused.png" else 1 / 0)
+    ac.run_part(recs, 0, 1, tmp_path / "new.part0of1", "period", reuse)
+    got = [json.loads(x) for x in (tmp_path / "new.part0of1").read_text().splitlines()]
+    assert got == [{"k": 0, "f": only}, {"k": 1, "f": {"af_period_2": 9.0}}]
+
+
+def test_two_artifacts_with_one_id_are_refused_before_any_evaluation(openset):
+    """Results are keyed by artifact id, so two files carrying one id would lose one of them: refused."""
+    with pytest.raises(SystemExit, match="share an id"):
+        openset._evaluate_all([], [], [{"id": "a"}, {"id": "b"}, {"id": "a"}], None, set())

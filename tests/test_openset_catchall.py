@@ -120,10 +120,7 @@ def test_shipped_v7_is_pinned_with_v5s_recipe_and_three_photo_sources():
     check_shipped_gate(dec)
 
 
-def test_readme_main_job_is_answered_by_v9_with_the_printed_numbers():
-    """The README's main job (default artifact, the example images): v9 (issue 11 round 10), both suspects
-    inconclusive with the set sizes and p-values README prints (sets across bands, so the guard names nothing);
-    neither is an exact copy."""
+def _main_job(*extra):
     import json
     from pathlib import Path
 
@@ -131,9 +128,15 @@ def test_readme_main_job_is_answered_by_v9_with_the_printed_numbers():
 
     ex = Path(__file__).resolve().parents[1] / "examples"
     res = run(["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
-               "--format", "json", "--quiet"])
+               "--format", "json", "--quiet", *extra])
     assert res.exit_code == 0, res.output
-    jpeg, blur, both = (r["decision"] for r in json.loads(res.stdout))
+    return [r["decision"] for r in json.loads(res.stdout)]
+
+
+def test_readme_main_job_named_v9_keeps_the_numbers_it_printed():
+    """The README's main job with v9 named (the default of issue 11 rounds 10-11): both suspects inconclusive with
+    the set sizes and p-values README printed then (sets across bands, so the guard names nothing)."""
+    jpeg, blur, both = _main_job("-t", "local-offline-pixel-v9")
     assert {d["thresholds"]["id"] for d in (jpeg, blur, both)} == {"local-offline-pixel-v9"}
     assert [d["label"] for d in (jpeg, blur, both)] == ["inconclusive"] * 3
     assert [d["rule"] for d in (jpeg, blur, both)] == ["conformal-prediction-set"] * 3
@@ -142,4 +145,20 @@ def test_readme_main_job_is_answered_by_v9_with_the_printed_numbers():
     assert both["p_value"] == pytest.approx(0.2771, abs=1e-4)
     assert jpeg["prediction_set"] == ["jpeg_q85", "ffdnet_s5", "jpeg_q50", "ffdnet_s15"]
     assert blur["prediction_set"][:2] == ["ffdnet_s15", "resample_rt"] and "waifu2x_anime" in blur["prediction_set"]
+    assert all(p >= 0.05 for d in (jpeg, blur) for p in (d["p_values"][s] for s in d["prediction_set"]))
+
+
+def test_readme_main_job_is_answered_by_v10_with_the_printed_numbers():
+    """The README's main job (default artifact, the example images): v10 (issue 11 round 12), both suspects
+    inconclusive with the set sizes and p-values README prints (sets across bands, so the guard names nothing);
+    neither is an exact copy."""
+    jpeg, blur, both = _main_job()
+    assert {d["thresholds"]["id"] for d in (jpeg, blur, both)} == {"local-offline-pixel-v10"}
+    assert [d["label"] for d in (jpeg, blur, both)] == ["inconclusive"] * 3
+    assert [d["rule"] for d in (jpeg, blur, both)] == ["conformal-prediction-set"] * 3
+    assert (jpeg["set_size"], blur["set_size"], both["set_size"]) == (4, 6, 5)
+    assert jpeg["p_value"] == pytest.approx(0.6949, abs=1e-4) and blur["p_value"] == pytest.approx(0.3180, abs=1e-4)
+    assert both["p_value"] == pytest.approx(0.3061, abs=1e-4)
+    assert jpeg["prediction_set"] == ["jpeg_q85", "jpeg_q50", "ffdnet_s5", "ffdnet_s15"]
+    assert blur["prediction_set"][:2] == ["ffdnet_s15", "resample_rt"]
     assert all(p >= 0.05 for d in (jpeg, blur) for p in (d["p_values"][s] for s in d["prediction_set"]))

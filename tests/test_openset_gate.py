@@ -152,15 +152,17 @@ def _neutral(names):
     return {n: features.get(n).neutral for n in names}
 
 
-def test_v4_is_opt_in_and_v9_is_the_default():
+def test_v4_is_opt_in_and_v10_is_the_default():
     """The round-3 shipping rule (better than v3 on both open-set rows of the round-3 test) was not met, so v4 is
-    used only when named; v5 met the round-4 rule, v7 (with the exact identity rule) the round-7 one, and v9 (round
-    9's frozen v8 + decision guard) the round-10 one: v9 is the default, v7 and v5 still load."""
+    used only when named; v5 met the round-4 rule, v7 (with the exact identity rule) the round-7 one, v9 (round
+    9's frozen v8 + decision guard) the round-10 one and v10 (v9 + af_period_2/3/4 on the whole corpus) the
+    round-12 one: v10 is the default, v9, v7 and v5 still load."""
     from fingerprint_cli.anchored.attribute import OPT_IN_ONLY, choose_default
 
     doc, why = choose_default(False, None)
-    assert doc["id"] == "local-offline-pixel-v9" and "conformal" in why
-    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v9" not in OPT_IN_ONLY
+    assert doc["id"] == "local-offline-pixel-v10" and "conformal" in why
+    assert "local-offline-pixel-v4" in OPT_IN_ONLY and "local-offline-pixel-v10" not in OPT_IN_ONLY
+    assert thresholds.find("local-offline-pixel-v9")["id"] == "local-offline-pixel-v9"
     assert thresholds.find("local-offline-pixel-v7")["id"] == "local-offline-pixel-v7"
     assert thresholds.find("local-offline-pixel-v5")["id"] == "local-offline-pixel-v5"
     assert thresholds.find("local-offline-pixel-v4")["id"] == "local-offline-pixel-v4"
@@ -182,11 +184,26 @@ def test_shipped_v9_is_round9s_frozen_artifact_with_v7s_density_p_values():
     ex = Path(__file__).resolve().parents[1] / "examples"
     args = ["attribute", str(ex / "ref.png"), str(ex / "suspect_jpeg.jpg"), str(ex / "suspect_blur.png"),
             "--format", "json", "--quiet"]
-    v9 = [r["decision"] for r in json.loads(run(args).stdout)][:2]
+    v9 = [r["decision"] for r in json.loads(run(args + ["-t", "local-offline-pixel-v9"]).stdout)][:2]
     v7 = [r["decision"] for r in json.loads(run(args + ["-t", "local-offline-pixel-v7"]).stdout)][:2]
     for a, b in zip(v9, v7):
         assert a["p_values_density"] == pytest.approx(b["p_values"], abs=1e-12)
         assert set(a["prediction_set"]) <= {s for s, p in b["p_values"].items() if p >= 0.05 / 2}
+
+
+def test_shipped_v10_is_v9s_recipe_plus_the_period_features_on_the_whole_corpus():
+    """local-offline-pixel-v10 (issue 11 round 12) is pinned to its seal, keeps v9's guard, decision options and
+    features with af_period_2/3/4 added, and was calibrated on all 161 photos of v9's corpus."""
+    v9, v10 = thresholds.find("local-offline-pixel-v9"), thresholds.find("local-offline-pixel-v10")
+    assert v10["sha256"].startswith("e376b3da") and thresholds.SHIPPED_PINS["local-offline-pixel-v10"] == v10["sha256"]
+    assert v10["features"] == v9["features"] + ["af_period_2", "af_period_3", "af_period_4"]
+    assert v10["conformal"]["guard"] == v9["conformal"]["guard"]
+    for k in ("kind", "alpha"):
+        assert v10["conformal"].get(k) == v9["conformal"].get(k), k
+    assert v10["conformal"]["discriminative"]["kind"] == v9["conformal"]["discriminative"]["kind"] == "logistic"
+    assert v10["conformal"]["gate"]["weight"] == v9["conformal"]["gate"]["weight"] == 0.2
+    assert v10["calibration"]["corpus"]["n_images"] == v9["calibration"]["corpus"]["n_images"] == 161
+    assert v10["systems"] == v9["systems"]
 
 
 def test_gate_weight_is_stored_and_its_loo_coverage_is_the_brute_force_combination():

@@ -58,6 +58,7 @@ SHIPPED_PINS: dict[str, str] = {
     "local-offline-pixel-v5": "5b246c0ed25f675815f68f0829237ad15afc3d9f730a7d6c9b8f33534b8e9bb0",
     "local-offline-pixel-v7": "c88cde0919a515304d3e6749522298192140f2dc34e05dbc49657d6a9371d1c4",
     "local-offline-pixel-v9": "7914e120fc77b6c7c8b46eb683552fd3a5b0b44a79463c085a2b2af2c6505595",
+    "local-offline-pixel-v10": "e376b3da9db6311eff428a13baa67809a727c0c358d515ece6e8e3903268f3da",
 }
 
 
