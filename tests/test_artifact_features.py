@@ -157,3 +157,23 @@ def test_the_hook_adds_the_family_without_changing_v9s_features(ref, tmp_path):
     assert {k: both[k] for k in A.NAMES} == A.compute(Ref.pixels, corrected)
     assert dirs["af_period_2"] == "higher = period-2 resampling trace"
     assert images  # the module is importable beside the feature code
+
+
+def test_only_the_groups_asked_for_are_computed_with_the_same_values():
+    """An artifact that uses the three period features (v10) gets exactly those, equal to the full computation's."""
+    rng = np.random.default_rng(41)
+    ref = rng.random((48, 56, 3))
+    sus = np.clip(ref + 0.05 * rng.standard_normal(ref.shape), 0, 1)
+    full = A.compute(ref, sus)
+    period = ["af_period_2", "af_period_3", "af_period_4"]
+    part = A.compute(ref, sus, period)
+    assert sorted(part) == period and part == {k: full[k] for k in period}
+    assert A.compute(ref, sus, ["af_sparsity", "af_halluc_1"]) == {k: full[k] for k in ("af_sparsity", "af_halluc_1")}
+    assert A.compute(ref, sus, []) == {}
+
+    class Ref:
+        pixels = ref.astype(np.float32)
+
+    v10 = list(pixel.V2_NAMES) + period
+    feats, _, _ = pixel.feature_hook(v10)(None, Ref, sus.astype(np.float32))
+    assert set(feats) & set(A.NAMES) == set(period)

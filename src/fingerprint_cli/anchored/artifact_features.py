@@ -143,12 +143,24 @@ def chroma_coupling(r: np.ndarray, s: np.ndarray) -> float:
     return float(a @ b) / den if den > 1e-14 else 0.0
 
 
-def compute(reference: np.ndarray, corrected: np.ndarray) -> dict[str, float]:
-    """The artifact features of a reference and its (already tone-corrected) suspect, same-shaped RGB in [0, 1]."""
+def compute(reference: np.ndarray, corrected: np.ndarray, names=None) -> dict[str, float]:
+    """The artifact features of a reference and its (already tone-corrected) suspect, same-shaped RGB in [0, 1].
+
+    ``names`` (optional): compute only the groups these feature names need — the periodicity group
+    (``af_period_*``) and each of the others — so an artifact that uses three of the eight features does not pay for
+    the rest; the values computed are the same either way."""
+    want = None if names is None else set(names)
+
+    def needs(*group: str) -> bool:
+        return want is None or bool(want.intersection(group))
+
     r, s, yr, ys = metrics.pair_luma(reference, corrected)
-    out = periodicity(yr, ys)
-    out.update({f"af_halluc_{k}": hallucination(yr, ys, k) for k in (0, 1)})
-    out["af_edge_flat"] = edge_flat(yr, ys)
-    out["af_sparsity"] = sparsity(ys - yr)
-    out["af_chroma_coupling"] = chroma_coupling(r, s)
+    out: dict[str, float] = periodicity(yr, ys) if needs("af_period_2", "af_period_3", "af_period_4") else {}
+    out.update({f"af_halluc_{k}": hallucination(yr, ys, k) for k in (0, 1) if needs(f"af_halluc_{k}")})
+    if needs("af_edge_flat"):
+        out["af_edge_flat"] = edge_flat(yr, ys)
+    if needs("af_sparsity"):
+        out["af_sparsity"] = sparsity(ys - yr)
+    if needs("af_chroma_coupling"):
+        out["af_chroma_coupling"] = chroma_coupling(r, s)
     return out

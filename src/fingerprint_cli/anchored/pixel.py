@@ -221,7 +221,7 @@ def compute_v2(reference: np.ndarray, suspect: np.ndarray, corrected_curve=None)
 def feature_hook(names) -> Callable:
     """A :class:`~fingerprint_cli.anchored.score.Scorer` ``extra_features`` hook computing the groups ``names`` need
     (v1: :func:`compute`, v2: :func:`compute_v2`, the artifact family: :func:`.artifact_features.compute` on the
-    curve-corrected suspect; the tone curve is fitted once for both)."""
+    curve-corrected suspect, only the artifact groups ``names`` use; the tone curve is fitted once for both)."""
     want = set(names)
     v1, v2, art = bool(want & set(NAMES)), bool(want & set(V2_NAMES)), bool(want & set(ARTIFACT_NAMES))
 
@@ -233,7 +233,7 @@ def feature_hook(names) -> Callable:
         if v2:
             feats.update(compute_v2(ref.pixels, suspect_aligned, fitted))
         if art:
-            feats.update(artifact_features.compute(ref.pixels, fitted[0]))
+            feats.update(artifact_features.compute(ref.pixels, fitted[0], want))
         return feats, {k: FEATURES[k][0] for k in feats}, {}
 
     return fn
