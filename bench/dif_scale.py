@@ -177,7 +177,7 @@ def real_copies(paths: list[str], cond: str, ref: int, folder: Path) -> list[str
     scale, quality = _parse(cond)
     out = []
     for p in paths:
-        small = restore._to_short_side(images.load_image(p).pixels, int(round(scale * ref)), "bicubic")
+        small = images.resize_short_side(images.load_image(p).pixels, int(round(scale * ref)))
         data, sfx = Recompression(1.0, quality).encode(small)
         f = folder / (Path(p).stem + sfx)
         if not f.exists():

@@ -140,3 +140,11 @@ def test_list_images_sorted_and_filtered(tmp_path):
     assert [p.name for p in images.list_images(tmp_path)] == ["a.JPG", "b.png"]
     with pytest.raises(InputError):
         images.list_images(tmp_path / "nope")
+
+
+def test_resize_short_side_sets_the_short_side_and_keeps_the_aspect():
+    x = np.random.default_rng(3).random((321, 481, 3)).astype(np.float32)
+    y = images.resize_short_side(x, 256, kernel="lanczos")
+    assert y.shape == (256, 384, 3) and y.min() >= 0 and y.max() <= 1
+    assert np.array_equal(y, np.clip(images.resize(x, 256, 384, kernel="lanczos"), 0, 1))
+    assert images.resize_short_side(x.transpose(1, 0, 2), 128).shape == (192, 128, 3)

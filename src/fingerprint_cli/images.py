@@ -455,12 +455,24 @@ def resize(pixels: np.ndarray, height: int, width: int, box: tuple[float, float,
     return np.stack(chans, axis=2).astype(np.float32)
 
 
-def resize_long_side(pixels: np.ndarray, side: float, min_side: int = 8) -> np.ndarray:
+def resize_long_side(pixels: np.ndarray, side: float, min_side: int = 8, kernel: str = "bicubic") -> np.ndarray:
     """:func:`resize` so that the long side is ``side`` px (each side at least ``min_side``), clipped to [0, 1];
     an image already at that size is only clipped."""
     h, w = pixels.shape[:2]
-    s = side / max(h, w)
-    return np.clip(resize(pixels, max(min_side, round(h * s)), max(min_side, round(w * s))), 0, 1)
+    return _resize_by(pixels, side / max(h, w), min_side, kernel)
+
+
+def resize_short_side(pixels: np.ndarray, side: int, min_side: int = 1, kernel: str = "bicubic") -> np.ndarray:
+    """:func:`resize` by one factor so that the short side is ``side`` px (the other at least ``min_side``),
+    clipped to [0, 1]."""
+    h, w = pixels.shape[:2]
+    return _resize_by(pixels, side / min(h, w), min_side, kernel)
+
+
+def _resize_by(pixels: np.ndarray, s: float, min_side: int, kernel: str) -> np.ndarray:
+    """:func:`resize` of both sides by the factor ``s`` (rounded, each at least ``min_side``), clipped to [0, 1]."""
+    h, w = pixels.shape[:2]
+    return np.clip(resize(pixels, max(min_side, round(h * s)), max(min_side, round(w * s)), kernel=kernel), 0, 1)
 
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (),

@@ -69,7 +69,7 @@ class Restore:
 
     def apply(self, pixels: np.ndarray, path: str = "") -> np.ndarray:
         """The restored image, float32 (H', W', 3) with min(H', W') = ``to``."""
-        return _to_short_side(pixels, self.to, self.method)
+        return images.resize_short_side(np.asarray(pixels, dtype=np.float32), self.to, kernel=self.method)
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,9 @@ class BandCopy:
         return f"band{self.scale:g}@{self.to}{q}>{Restore(self.to, self.method).id}"
 
     def apply(self, pixels: np.ndarray, path: str = "") -> np.ndarray:
-        small = _to_short_side(pixels, max(1, int(round(self.scale * self.to))), "bicubic")
+        small = images.resize_short_side(np.asarray(pixels, dtype=np.float32), max(1, int(round(self.scale * self.to))))
         data, _ = Recompression(1.0, self.quality).encode(small)
         return Restore(self.to, self.method).apply(images.decode(data, path or "<copy>").pixels)
-
-
-def _to_short_side(pixels: np.ndarray, side: int, kernel: str) -> np.ndarray:
-    """``pixels`` resized by one factor so that the short side is ``side`` px, clipped to [0, 1]."""
-    px = np.asarray(pixels, dtype=np.float32)
-    h, w = px.shape[:2]
-    f = side / min(h, w)
-    nh, nw = (side, max(1, int(round(w * f)))) if h <= w else (max(1, int(round(h * f))), side)
-    return np.clip(images.resize(px, nh, nw, kernel=kernel), 0.0, 1.0)
 
 
 def parse_scales(scales) -> list[float]:
