@@ -74,3 +74,14 @@ class Decision(JsonObject):
         if not guard.nonfinite(numbers):
             return self
         return Decision.from_obj(guard.guard_decision(self.to_dict(), numbers, labels, probabilities))
+
+
+def mark_conditions(decision: dict[str, Any], details: dict[str, Any], cond: dict[str, Any]) -> None:
+    """Put a condition check (``{"within": bool, "warnings": [...], ...}``) into a record: the whole check as
+    ``details.condition``, ``decision.within_conditions``, and — outside the calibrated conditions — the warnings
+    on one line as ``decision.outside_conditions``. One place for every command whose rates hold only inside
+    the conditions its calibration covered (``fpx attribute`` pairs, ``fpx origin query`` answers)."""
+    details["condition"] = cond
+    decision["within_conditions"] = cond["within"]
+    if cond["warnings"]:
+        decision["outside_conditions"] = "; ".join(cond["warnings"])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fingerprint_cli.decision import mark_conditions
+
 #: a suspect whose sides are this many times smaller than the reference's (it is upsampled to compare)
 MAX_UPSAMPLE = 2.0
 #: a relative change of the aspect ratio above this (the suspect is stretched to compare)
@@ -52,7 +54,4 @@ def apply(record: Any) -> None:
     cond = check((record.details or {}).get("sizes"))
     if cond is None:
         return
-    record.details["condition"] = cond
-    record.decision["within_conditions"] = cond["within"]
-    if cond["warnings"]:
-        record.decision["outside_conditions"] = "; ".join(cond["warnings"])
+    mark_conditions(record.decision, record.details, cond)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fingerprint_cli import batch, images
+from fingerprint_cli.decision import mark_conditions
 from fingerprint_cli.errors import FpxError
 from fingerprint_cli.origin import index as index_mod
 from fingerprint_cli.origin import local as local_mod
@@ -128,10 +129,7 @@ def apply(idx: Any, row: dict[str, Any], decision: dict[str, Any], details: dict
     cond = check(idx, row, decision, top)
     if cond is None:
         return
-    details["condition"] = cond
-    decision["within_conditions"] = cond["within"]
-    if cond["warnings"]:
-        decision["outside_conditions"] = "; ".join(cond["warnings"])
+    mark_conditions(decision, details, cond)
 
 
 def _row_of(idx: Any, origin: dict[str, Any], top: int | None) -> int | None:
